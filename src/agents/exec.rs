@@ -1,0 +1,116 @@
+//! `orchestra agent-exec SPEC`: the first program in every agent pane.
+//!
+//! tmux parses its arguments (a trailing `;` starts a new tmux command) and expands formats
+//! in start directories, so the daemon never hands it the agent's argv, environment or
+//! working directory. Instead it writes them to a private spec file and starts the pane with
+//! this wrapper, which reads and deletes the file, changes directory, sets the environment
+//! and replaces itself (`exec`) with the agent. The pane's pid is therefore the agent's.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the wrapper needs to start an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnSpec {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Variables to set on top of the inherited environment.
+    pub env: BTreeMap<String, String>,
+    /// Variables to remove from the inherited environment.
+    pub unset: Vec<String>,
+    /// Directory to start in.
+    pub cwd: PathBuf,
+}
+
+/// Writes `spec` to `path` with mode 0600, failing if the file exists.
+pub fn write_spec(path: &Path, spec: &SpawnSpec) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(spec).map_err(std::io::Error::other)?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(&bytes)?;
+    file.sync_all()
+}
+
+/// Runs in the pane: reads the spec, removes it, and execs the agent. Returns only on
+/// failure, with the exit code to use (127, like a shell for a missing command).
+pub fn run(spec_path: &Path) -> i32 {
+    let spec: SpawnSpec = match std::fs::read(spec_path)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+    {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("orchestra: cannot read spawn spec {}: {e}", spec_path.display());
+            return 127;
+        }
+    };
+    let _ = std::fs::remove_file(spec_path);
+    let Some((program, args)) = spec.argv.split_first() else {
+        eprintln!("orchestra: empty command");
+        return 127;
+    };
+    let mut command = std::process::Command::new(program);
+    command.args(args).current_dir(&spec.cwd);
+    for key in &spec.unset {
+        command.env_remove(key);
+    }
+    command.envs(&spec.env);
+    let error = command.exec();
+    eprintln!("orchestra: cannot run {program:?}: {error}");
+    127
+}
+
+/// Finds `program` the way `execvp` would with `path_var` as `PATH`. Returns the path of an
+/// executable file, or `None`.
+pub fn find_program(program: &str, path_var: Option<&str>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let path = PathBuf::from(program);
+        return is_executable(&path).then_some(path);
+    }
+    let path_var = path_var.unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    path_var
+        .split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_round_trip_and_private_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spec.json");
+        let spec = SpawnSpec {
+            argv: vec!["prog".into(), "arg;".into(), "#(x)".into()],
+            env: [("A".to_string(), "b c".to_string())].into(),
+            unset: vec!["TMUX".into()],
+            cwd: dir.path().to_path_buf(),
+        };
+        write_spec(&path, &spec).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let read: SpawnSpec = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(read, spec);
+        assert!(write_spec(&path, &spec).is_err(), "an existing spec is never overwritten");
+    }
+
+    #[test]
+    fn finds_programs_like_execvp() {
+        assert!(find_program("sh", Some("/nonexistent:/bin:/usr/bin")).is_some());
+        assert!(find_program("definitely-not-a-program-xyz", None).is_none());
+        assert!(find_program("/bin/sh", None).is_some());
+        assert!(find_program("/etc/passwd", None).is_none());
+    }
+}

@@ -1,0 +1,523 @@
+//! Agent lifecycle operations: spawn, kill, describe, exit detection and re-adoption after a
+//! restart. Each runs its blocking part (tmux, /proc, signals) on a worker and finishes on
+//! the loop through a continuation.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mio::Interest;
+
+use super::exec::{SpawnSpec, find_program, write_spec};
+use super::meta::SessionMeta;
+use super::procfs;
+use super::validate::{EnvPolicy, resolve_working_dir, validate_env};
+use super::{Agent, CaptureState, ExitInfo, new_session_ids};
+use crate::api::error::{ApiError, ErrorCode};
+use crate::daemon::{Daemon, Done, Source};
+use crate::panes::attach;
+use crate::tmux::{self, PaneId, PaneState, SessionName, Tmux, TmuxError};
+
+/// What a spawn request asks for.
+#[derive(Debug, Clone)]
+pub struct SpawnParams {
+    /// Agent type name.
+    pub agent_type: String,
+    /// Requested working directory (default: the first allowed root).
+    pub working_dir: Option<String>,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+}
+
+/// What a finished spawn produced, for the response.
+#[derive(Debug, Clone)]
+pub struct Spawned {
+    /// Session id.
+    pub session_id: String,
+}
+
+/// Everything the spawn job needs, moved to the worker.
+struct SpawnJob {
+    tmux: Tmux,
+    session_id: String,
+    name: SessionName,
+    agent_type: String,
+    command: Vec<String>,
+    type_env: BTreeMap<String, String>,
+    request_env: BTreeMap<String, String>,
+    working_dir: Option<String>,
+    roots: Vec<PathBuf>,
+    spec_path: PathBuf,
+    exe: PathBuf,
+    pipe_command: String,
+    width: u16,
+    height: u16,
+}
+
+/// Result of the spawn job.
+struct SpawnOutcome {
+    pane: PaneId,
+    pid: u32,
+    server_pid: u32,
+    working_dir: PathBuf,
+    created_at: SystemTime,
+}
+
+/// Creates a session. `done` gets the new session's id or the error to answer with.
+pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned, ApiError>>) {
+    let config = daemon.config.clone();
+    let Some(agent_type) = config.agents.get(&params.agent_type) else {
+        let known: Vec<&str> = config.agents.keys().map(String::as_str).collect();
+        let error = ApiError::new(
+            400,
+            ErrorCode::InvalidAgentType,
+            format!("unknown agent_type {:?}; known types: {}", params.agent_type, known.join(", ")),
+        );
+        return done(daemon, Err(error));
+    };
+    let policy = EnvPolicy {
+        allowed: &config.sessions.allowed_env,
+        max_vars: config.sessions.max_env_vars,
+        max_value_bytes: config.sessions.max_env_value_bytes,
+    };
+    if let Err(message) = validate_env(&params.env, &policy) {
+        return done(daemon, Err(ApiError::new(400, ErrorCode::InvalidEnv, message)));
+    }
+    if daemon.shutting_down {
+        return done(daemon, Err(ApiError::new(503, ErrorCode::Overloaded, "daemon is shutting down")));
+    }
+    let live = daemon.agents.len() + daemon.agents.pending_spawns;
+    if live >= config.sessions.max_sessions {
+        let error = ApiError::new(
+            503,
+            ErrorCode::Overloaded,
+            format!("session limit reached ({} sessions; sessions.max_sessions)", live),
+        )
+        .with_header("Retry-After", "5");
+        return done(daemon, Err(error));
+    }
+    let (session_id, name) = new_session_ids(&params.agent_type);
+    let token = attach::new_token();
+    daemon.attach_tokens.insert(token.clone(), session_id.clone());
+    daemon.agents.pending_spawns += 1;
+    let job = SpawnJob {
+        tmux: daemon.tmux.clone(),
+        session_id: session_id.clone(),
+        name,
+        agent_type: params.agent_type.clone(),
+        command: agent_type.command.clone(),
+        type_env: agent_type.env.clone(),
+        request_env: params.env,
+        working_dir: params.working_dir,
+        roots: config.sessions.allowed_roots.clone(),
+        spec_path: config.spawn_dir().join(format!("{session_id}.json")),
+        exe: daemon.exe.clone(),
+        pipe_command: attach::pipe_command(&daemon.exe, &config.attach_socket(), &token),
+        width: config.tmux.width,
+        height: config.tmux.height,
+    };
+    daemon.jobs.run(move || {
+        let result = run_spawn(&job);
+        Box::new(move |daemon: &mut Daemon| {
+            daemon.agents.pending_spawns -= 1;
+            match result {
+                Ok(outcome) => {
+                    let agent = Agent {
+                        id: job.session_id.clone(),
+                        agent_type: job.agent_type.clone(),
+                        tmux_session: job.name.clone(),
+                        pane: outcome.pane,
+                        pid: outcome.pid,
+                        server_pid: outcome.server_pid,
+                        working_dir: outcome.working_dir,
+                        created_at: outcome.created_at,
+                        last_activity: outcome.created_at,
+                        exit: None,
+                        capture: CaptureState::Attaching,
+                        output_bytes: 0,
+                        exit_watch: None,
+                        last_usage: None,
+                    };
+                    log::info!(
+                        "spawned {} ({}) in {} as pane {} pid {}",
+                        agent.id,
+                        agent.agent_type,
+                        agent.working_dir.display(),
+                        agent.pane,
+                        agent.pid
+                    );
+                    register(daemon, agent, None);
+                    done(daemon, Ok(Spawned { session_id: job.session_id }));
+                }
+                Err(error) => {
+                    daemon.attach_tokens.retain(|_, s| s != &job.session_id);
+                    daemon.early_captures.remove(&job.session_id);
+                    log::warn!("spawn of a {} agent failed: {}", job.agent_type, error.message);
+                    done(daemon, Err(error));
+                }
+            }
+        })
+    });
+}
+
+/// The blocking part of a spawn: filesystem checks, spec file, tmux.
+fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, ApiError> {
+    let requested = match &job.working_dir {
+        Some(dir) => dir.clone(),
+        None => job
+            .roots
+            .first()
+            .map(|r| r.display().to_string())
+            .ok_or_else(|| ApiError::bad_request("no working_dir given and no allowed root"))?,
+    };
+    let working_dir = resolve_working_dir(&requested, &job.roots)
+        .map_err(|m| ApiError::new(400, ErrorCode::InvalidWorkingDir, m))?;
+    let path_var = job
+        .request_env
+        .get("PATH")
+        .or_else(|| job.type_env.get("PATH"))
+        .cloned()
+        .or_else(|| std::env::var("PATH").ok());
+    let program = &job.command[0];
+    if find_program(program, path_var.as_deref()).is_none() {
+        return Err(ApiError::new(
+            500,
+            ErrorCode::AgentSpawnFailed,
+            format!(
+                "agent type {:?} runs {program:?}, which is not installed (not found in PATH)",
+                job.agent_type
+            ),
+        ));
+    }
+    let mut env = job.type_env.clone();
+    env.extend(job.request_env.clone());
+    env.insert("ORCHESTRA_SESSION_ID".into(), job.session_id.clone());
+    let spec = SpawnSpec {
+        argv: job.command.clone(),
+        env,
+        unset: vec!["TMUX".into()],
+        cwd: working_dir.clone(),
+    };
+    let spawn_failed = |message: String| ApiError::new(500, ErrorCode::AgentSpawnFailed, message);
+    if let Some(dir) = job.spec_path.parent() {
+        crate::create_private_dir(dir).map_err(spawn_failed)?;
+    }
+    write_spec(&job.spec_path, &spec)
+        .map_err(|e| spawn_failed(format!("cannot write the spawn spec: {e}")))?;
+    let created_at = SystemTime::now();
+    let meta = SessionMeta {
+        v: SessionMeta::VERSION,
+        id: job.session_id.clone(),
+        agent_type: job.agent_type.clone(),
+        working_dir: working_dir.to_string_lossy().into_owned(),
+        created_ms: created_at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+    };
+    let program: Vec<OsString> =
+        vec![job.exe.clone().into(), "agent-exec".into(), job.spec_path.clone().into()];
+    let encoded = meta.encode();
+    let result = tmux::new_session(&tmux::NewSession {
+        name: &job.name,
+        width: job.width,
+        height: job.height,
+        program: &program,
+        metadata: &encoded,
+        pipe_command: &job.pipe_command,
+    })
+    .map_err(TmuxError::from)
+    .and_then(|list| job.tmux.run(&list))
+    .and_then(|output| tmux::parse_new_session(&output));
+    match result {
+        Ok((pane, pid, server_pid)) => {
+            Ok(SpawnOutcome { pane, pid, server_pid, working_dir, created_at })
+        }
+        Err(error) => {
+            let _ = std::fs::remove_file(&job.spec_path);
+            Err(spawn_failed(format!("cannot create the tmux session: {error}")))
+        }
+    }
+}
+
+/// Adds an agent to the registry and starts watching its process and output. `known_state`
+/// is tmux's view when the daemon adopted a pane that may already be dead.
+fn register(daemon: &mut Daemon, agent: Agent, known_state: Option<PaneState>) {
+    let session_id = agent.id.clone();
+    let pid = agent.pid;
+    daemon.agents.insert(agent);
+    if let Some(fd) = daemon.early_captures.remove(&session_id) {
+        daemon.install_capture(&session_id, fd);
+    }
+    match known_state.and_then(ExitInfo::from_pane_state) {
+        Some(ExitInfo::Unknown) => on_process_exit(daemon, &session_id),
+        Some(exit) => {
+            if let Some(agent) = daemon.agents.get_mut(&session_id) {
+                agent.exit = Some(exit);
+            }
+        }
+        None => match crate::sys::pidfd_open(pid) {
+            Ok(fd) => {
+                let source = Source::PaneExit { session_id: session_id.clone(), fd };
+                match daemon.add_source(source, Interest::READABLE) {
+                    Ok(key) => {
+                        if let Some(agent) = daemon.agents.get_mut(&session_id) {
+                            agent.exit_watch = Some(key);
+                        }
+                    }
+                    Err(e) => log::warn!("{session_id}: cannot watch pid {pid}: {e}"),
+                }
+            }
+            // Already gone: find out how it ended.
+            Err(_) => on_process_exit(daemon, &session_id),
+        },
+    }
+}
+
+/// The agent's process has exited (its pidfd fired): ask tmux how, nudging tmux 3.3a with
+/// SIGCHLD when it has lost the status.
+pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
+    let Some(agent) = daemon.agents.get_mut(session_id) else { return };
+    agent.exit_watch = None;
+    let tmux = daemon.tmux.clone();
+    let pane = agent.pane.clone();
+    let server_pid = agent.server_pid;
+    let session_id = session_id.to_string();
+    daemon.jobs.run(move || {
+        let outcome = resolve_exit(&tmux, &pane, server_pid);
+        Box::new(move |daemon: &mut Daemon| match outcome {
+            Ok(exit) => {
+                if let Some(agent) = daemon.agents.get_mut(&session_id) {
+                    agent.exit = Some(exit);
+                    log::info!("{session_id}: agent process ended ({})", exit.describe());
+                }
+            }
+            Err(TmuxError::Failed(message)) if message.contains("can't find") => {
+                session_vanished(daemon, &session_id, "its tmux pane no longer exists");
+            }
+            Err(TmuxError::NoServer) => {
+                session_vanished(daemon, &session_id, "the tmux server is gone");
+            }
+            Err(error) => {
+                log::warn!("{session_id}: cannot read the exit status: {error}");
+                if let Some(agent) = daemon.agents.get_mut(&session_id) {
+                    agent.exit = Some(ExitInfo::Unknown);
+                }
+            }
+        })
+    });
+}
+
+/// Polls tmux (on a worker) until it has marked the pane dead with a status. tmux notices a
+/// child's exit asynchronously and 3.3a often loses the status until its server receives
+/// SIGCHLD, so the loop nudges it; it gives up after about two seconds.
+fn resolve_exit(tmux: &Tmux, pane: &PaneId, server_pid: u32) -> Result<ExitInfo, TmuxError> {
+    let list = tmux::describe_pane(pane)?;
+    for attempt in 0..100u32 {
+        let output = tmux.run(&list)?;
+        let info = tmux::parse::parse_pane_line(output.trim_end())
+            .ok_or_else(|| TmuxError::BadOutput(output.clone()))?;
+        match info.state {
+            PaneState::Exited(code) => return Ok(ExitInfo::Code(code)),
+            PaneState::Signaled(signal) => return Ok(ExitInfo::Signal(signal)),
+            PaneState::DeadUnknown => {
+                let _ = crate::sys::kill(server_pid, libc::SIGCHLD);
+            }
+            PaneState::Alive => {}
+        }
+        std::thread::sleep(Duration::from_millis(if attempt < 10 { 5 } else { 20 }));
+    }
+    Ok(ExitInfo::Unknown)
+}
+
+/// A session disappeared from tmux without the API killing it: forget it.
+fn session_vanished(daemon: &mut Daemon, session_id: &str, why: &str) {
+    if let Some(agent) = daemon.agents.remove(session_id) {
+        log::warn!("{session_id}: session is gone ({why}); no longer listed");
+        release_sources(daemon, &agent);
+    }
+}
+
+/// Tmux closed a pane's pipe: find out whether the session still exists.
+pub fn on_capture_closed(daemon: &mut Daemon, session_id: &str) {
+    let Some(agent) = daemon.agents.get(session_id) else { return };
+    log::info!("{session_id}: output pipe closed by tmux");
+    let tmux = daemon.tmux.clone();
+    let pane = agent.pane.clone();
+    let session_id = session_id.to_string();
+    daemon.jobs.run(move || {
+        let result = tmux::describe_pane(&pane).map_err(TmuxError::from).and_then(|l| tmux.run(&l));
+        Box::new(move |daemon: &mut Daemon| match result {
+            Err(TmuxError::NoServer) => session_vanished(daemon, &session_id, "the tmux server is gone"),
+            Err(TmuxError::Failed(m)) if m.contains("can't find") => {
+                session_vanished(daemon, &session_id, "its tmux pane no longer exists")
+            }
+            _ => {}
+        })
+    });
+}
+
+/// Deregisters an agent's pidfd and pane pipe.
+fn release_sources(daemon: &mut Daemon, agent: &Agent) {
+    if let Some(key) = agent.exit_watch {
+        daemon.remove_source(key);
+    }
+    let pipes: Vec<usize> = daemon
+        .sources
+        .iter()
+        .filter_map(|(key, source)| match source {
+            Source::PaneOutput { session_id, .. } if session_id == &agent.id => Some(key),
+            _ => None,
+        })
+        .collect();
+    for key in pipes {
+        daemon.remove_source(key);
+    }
+    daemon.attach_tokens.retain(|_, s| s != &agent.id);
+    daemon.early_captures.remove(&agent.id);
+}
+
+/// Kills a session: its whole process tree (politely, then by force after the grace
+/// period), then the tmux session. The session disappears from the registry at once, so a
+/// second kill is `404`. `done` gets the termination time.
+pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime, ApiError>>) {
+    let Some(agent) = daemon.agents.remove(session_id) else {
+        return done(daemon, Err(ApiError::session_not_found(session_id)));
+    };
+    release_sources(daemon, &agent);
+    let tmux = daemon.tmux.clone();
+    let grace = daemon.config.sessions.kill_grace;
+    let alive = agent.exit.is_none();
+    daemon.jobs.run(move || {
+        let forced = if alive { procfs::terminate_tree(agent.pid, grace) } else { 0 };
+        let result = tmux::kill_session(&agent.tmux_session)
+            .map_err(TmuxError::from)
+            .and_then(|list| tmux.run(&list));
+        let terminated_at = SystemTime::now();
+        Box::new(move |daemon: &mut Daemon| {
+            match result {
+                Ok(_) | Err(TmuxError::NoServer) => {}
+                Err(TmuxError::Failed(m)) if m.contains("can't find") => {}
+                Err(error) => log::warn!("{}: kill-session failed: {error}", agent.id),
+            }
+            log::info!(
+                "terminated {}{}",
+                agent.id,
+                if forced > 0 { format!(" ({forced} processes needed SIGKILL)") } else { String::new() }
+            );
+            done(daemon, Ok(terminated_at))
+        })
+    });
+}
+
+/// Resource use of a session's process tree, as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metrics {
+    /// Resident memory in MiB (rounded).
+    pub memory_mb: u64,
+    /// CPU use in percent of one core since the previous sample (or the process lifetime).
+    pub cpu_percent: f64,
+}
+
+/// Samples a session's process tree on a worker. `done` gets `None` when the session
+/// disappeared meanwhile.
+pub fn sample(daemon: &mut Daemon, session_id: &str, done: Done<Option<Metrics>>) {
+    let Some(agent) = daemon.agents.get(session_id) else {
+        return done(daemon, None);
+    };
+    let pid = agent.pid;
+    let alive = agent.exit.is_none();
+    let session_id = session_id.to_string();
+    daemon.jobs.run(move || {
+        let usage = alive.then(|| procfs::usage(pid));
+        Box::new(move |daemon: &mut Daemon| {
+            let Some(agent) = daemon.agents.get_mut(&session_id) else {
+                return done(daemon, None);
+            };
+            let metrics = match usage {
+                Some(usage) => {
+                    let cpu_percent = match &agent.last_usage {
+                        Some(earlier) => procfs::cpu_percent(earlier, &usage),
+                        None => usage.lifetime_cpu_percent,
+                    };
+                    agent.last_usage = Some(usage);
+                    Metrics {
+                        memory_mb: (usage.rss_bytes + (1 << 19)) >> 20,
+                        cpu_percent: (cpu_percent * 10.0).round() / 10.0,
+                    }
+                }
+                None => Metrics { memory_mb: 0, cpu_percent: 0.0 },
+            };
+            done(daemon, Some(metrics))
+        })
+    });
+}
+
+/// Finds the daemon's sessions in its tmux server after a (re)start, registers them with
+/// their stored metadata and re-attaches output capture. Runs before the loop starts
+/// serving; sessions without valid metadata are never touched.
+pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
+    let output = match daemon.tmux.run(&tmux::list_panes()?) {
+        Ok(output) => output,
+        Err(TmuxError::NoServer) => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut found: BTreeMap<String, (SessionMeta, tmux::PaneInfo)> = BTreeMap::new();
+    for pane in tmux::parse::parse_panes(&output) {
+        let Some(name) = &pane.session else { continue };
+        let Some(meta) = SessionMeta::decode(&pane.metadata) else { continue };
+        // The metadata must belong to this very session (ids share their hex suffix).
+        if meta.id.strip_prefix("sess-") != name.as_str().strip_prefix("agent-") {
+            continue;
+        }
+        if !daemon.config.agents.contains_key(&meta.agent_type) {
+            log::warn!(
+                "{}: agent type {:?} is no longer configured; adopting the session anyway",
+                meta.id,
+                meta.agent_type
+            );
+        }
+        // One pane per session: the first one listed (window 0, pane 0 unless changed).
+        found.entry(meta.id.clone()).or_insert((meta, pane));
+    }
+    let mut rearm = tmux::CommandList::new();
+    let mut count = 0;
+    for (id, (meta, pane)) in found {
+        if daemon.agents.get(&id).is_some() {
+            continue;
+        }
+        let created_at = UNIX_EPOCH + Duration::from_millis(meta.created_ms);
+        let last_activity = (UNIX_EPOCH + Duration::from_secs(pane.activity)).max(created_at);
+        // A dead pane has no output left to capture (and tmux refuses to pipe it).
+        let capture = if pane.state == PaneState::Alive {
+            let token = attach::new_token();
+            daemon.attach_tokens.insert(token.clone(), id.clone());
+            let command =
+                attach::pipe_command(&daemon.exe, &daemon.config.attach_socket(), &token);
+            rearm = rearm.then(tmux::pipe_pane(&pane.pane, &command)?);
+            CaptureState::Attaching
+        } else {
+            CaptureState::Detached
+        };
+        let agent = Agent {
+            id: id.clone(),
+            agent_type: meta.agent_type.clone(),
+            tmux_session: pane.session.clone().expect("filtered above"),
+            pane: pane.pane.clone(),
+            pid: pane.pid,
+            server_pid: pane.server_pid,
+            working_dir: PathBuf::from(&meta.working_dir),
+            created_at,
+            last_activity,
+            exit: None,
+            capture,
+            output_bytes: 0,
+            exit_watch: None,
+            last_usage: None,
+        };
+        register(daemon, agent, Some(pane.state));
+        count += 1;
+    }
+    if !rearm.is_empty() {
+        daemon.tmux.run(&rearm)?;
+    }
+    Ok(count)
+}

@@ -1,0 +1,270 @@
+//! Agent sessions: what the daemon knows about each one and how their status is derived.
+//!
+//! [`AgentRegistry`] is plain state owned by the event loop (no locks). The operations that
+//! need tmux or /proc (spawn, kill, adopt, exit checks) live in [`manager`] and run their
+//! blocking parts on worker threads.
+
+pub mod exec;
+pub mod manager;
+pub mod meta;
+pub mod procfs;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use crate::tmux::{PaneId, PaneState, SessionName};
+
+/// Status of a session as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AgentStatus {
+    /// The agent produced output within the idle threshold.
+    Running,
+    /// The agent has been quiet for at least the idle threshold.
+    Idle,
+    /// The agent's process ended by itself with a failure (non-zero status or a signal).
+    Error,
+    /// The agent's process ended by itself with status 0.
+    Exited,
+    /// The session was killed through the API (only ever reported as an event or answer).
+    Terminated,
+}
+
+impl AgentStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Running => "running",
+            AgentStatus::Idle => "idle",
+            AgentStatus::Error => "error",
+            AgentStatus::Exited => "exited",
+            AgentStatus::Terminated => "terminated",
+        }
+    }
+
+    /// Parses a wire name (for list filters).
+    pub fn parse(text: &str) -> Option<AgentStatus> {
+        [
+            AgentStatus::Running,
+            AgentStatus::Idle,
+            AgentStatus::Error,
+            AgentStatus::Exited,
+            AgentStatus::Terminated,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+/// How the agent's process ended, once tmux has told us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitInfo {
+    /// Exited with this status code.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+    /// Dead, but tmux could not tell how (reported as `error`).
+    Unknown,
+}
+
+impl ExitInfo {
+    /// From tmux's view of a dead pane.
+    pub fn from_pane_state(state: PaneState) -> Option<ExitInfo> {
+        match state {
+            PaneState::Alive => None,
+            PaneState::Exited(code) => Some(ExitInfo::Code(code)),
+            PaneState::Signaled(signal) => Some(ExitInfo::Signal(signal)),
+            PaneState::DeadUnknown => Some(ExitInfo::Unknown),
+        }
+    }
+
+    /// Whether this counts as a clean exit.
+    pub fn is_success(self) -> bool {
+        self == ExitInfo::Code(0)
+    }
+
+    /// Human-readable description, e.g. "exit status 3" or "signal 9".
+    pub fn describe(self) -> String {
+        match self {
+            ExitInfo::Code(code) => format!("exit status {code}"),
+            ExitInfo::Signal(signal) => format!("killed by signal {signal}"),
+            ExitInfo::Unknown => "exit status unknown".into(),
+        }
+    }
+}
+
+/// Health of a session's output capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureState {
+    /// Waiting for the pipe helper to hand over the pane's pipe.
+    Attaching,
+    /// Output is flowing into the daemon.
+    Attached,
+    /// tmux closed the pipe (pane gone, server gone, or the pipe was replaced).
+    Detached,
+}
+
+impl CaptureState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureState::Attaching => "attaching",
+            CaptureState::Attached => "attached",
+            CaptureState::Detached => "detached",
+        }
+    }
+}
+
+/// One agent session.
+#[derive(Debug)]
+pub struct Agent {
+    /// API id, `sess-<type>-<8 hex>`.
+    pub id: String,
+    /// Agent type name.
+    pub agent_type: String,
+    /// tmux session, `agent-<type>-<8 hex>`.
+    pub tmux_session: SessionName,
+    /// The session's pane.
+    pub pane: PaneId,
+    /// Pid of the pane's program (the agent).
+    pub pid: u32,
+    /// Pid of the tmux server that owns the pane.
+    pub server_pid: u32,
+    /// Canonical working directory.
+    pub working_dir: PathBuf,
+    /// When the session was created.
+    pub created_at: SystemTime,
+    /// When the pane last produced output.
+    pub last_activity: SystemTime,
+    /// Set once the agent's process has ended and tmux reported how.
+    pub exit: Option<ExitInfo>,
+    /// Output capture health.
+    pub capture: CaptureState,
+    /// Bytes of pane output received since capture began.
+    pub output_bytes: u64,
+    /// Source slot of the process-exit watch (pidfd) while the agent runs.
+    pub exit_watch: Option<usize>,
+    /// Last CPU sample, for `cpu_percent` between two requests.
+    pub last_usage: Option<procfs::Usage>,
+}
+
+impl Agent {
+    /// The status at `now`, given the idle threshold.
+    pub fn status(&self, now: SystemTime, idle_after: Duration) -> AgentStatus {
+        match self.exit {
+            Some(exit) if exit.is_success() => AgentStatus::Exited,
+            Some(_) => AgentStatus::Error,
+            None => {
+                let quiet = now.duration_since(self.last_activity).unwrap_or_default();
+                if quiet >= idle_after { AgentStatus::Idle } else { AgentStatus::Running }
+            }
+        }
+    }
+}
+
+/// All sessions the daemon manages, by API id.
+#[derive(Debug, Default)]
+pub struct AgentRegistry {
+    agents: HashMap<String, Agent>,
+    /// Spawns accepted but not finished yet (they count against `max_sessions`).
+    pub pending_spawns: usize,
+}
+
+impl AgentRegistry {
+    /// Adds or replaces a session.
+    pub fn insert(&mut self, agent: Agent) {
+        self.agents.insert(agent.id.clone(), agent);
+    }
+
+    /// Looks a session up by exact id.
+    pub fn get(&self, id: &str) -> Option<&Agent> {
+        self.agents.get(id)
+    }
+
+    /// Looks a session up by exact id, mutably.
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Agent> {
+        self.agents.get_mut(id)
+    }
+
+    /// Removes a session.
+    pub fn remove(&mut self, id: &str) -> Option<Agent> {
+        self.agents.remove(id)
+    }
+
+    /// All sessions, oldest first (ties broken by id, so the order is stable).
+    pub fn sorted(&self) -> Vec<&Agent> {
+        let mut all: Vec<&Agent> = self.agents.values().collect();
+        all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        all
+    }
+
+    /// Number of sessions.
+    pub fn len(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// Whether there are no sessions.
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty()
+    }
+
+    /// Whether a session with this tmux name exists.
+    pub fn has_tmux_session(&self, name: &SessionName) -> bool {
+        self.agents.values().any(|a| &a.tmux_session == name)
+    }
+}
+
+/// A new random `(session id, tmux session name)` pair for `agent_type`, sharing 8 hex
+/// digits as the reference shows (`sess-droid-a1b2c3d4` / `agent-droid-a1b2c3d4`).
+pub fn new_session_ids(agent_type: &str) -> (String, SessionName) {
+    let bytes = uuid::Uuid::new_v4();
+    let hex: String = bytes.as_bytes()[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let name = SessionName::parse(&format!("agent-{agent_type}-{hex}"))
+        .expect("agent type names are validated at config load");
+    (format!("sess-{agent_type}-{hex}"), name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_the_reference_shape() {
+        let (id, name) = new_session_ids("droid");
+        assert!(id.starts_with("sess-droid-") && id.len() == "sess-droid-".len() + 8);
+        assert_eq!(&id[5..], &name.as_str()[6..]);
+    }
+
+    #[test]
+    fn status_is_derived_from_exit_and_activity() {
+        let now = SystemTime::now();
+        let mut agent = Agent {
+            id: "sess-x-00000000".into(),
+            agent_type: "x".into(),
+            tmux_session: SessionName::parse("agent-x-00000000").unwrap(),
+            pane: PaneId::parse("%1").unwrap(),
+            pid: 1,
+            server_pid: 1,
+            working_dir: "/".into(),
+            created_at: now,
+            last_activity: now,
+            exit: None,
+            capture: CaptureState::Attached,
+            output_bytes: 0,
+            exit_watch: None,
+            last_usage: None,
+        };
+        let idle = Duration::from_secs(5);
+        assert_eq!(agent.status(now, idle), AgentStatus::Running);
+        assert_eq!(agent.status(now + idle, idle), AgentStatus::Idle);
+        agent.exit = Some(ExitInfo::Code(0));
+        assert_eq!(agent.status(now, idle), AgentStatus::Exited);
+        agent.exit = Some(ExitInfo::Code(2));
+        assert_eq!(agent.status(now, idle), AgentStatus::Error);
+        agent.exit = Some(ExitInfo::Signal(9));
+        assert_eq!(agent.status(now, idle), AgentStatus::Error);
+        assert_eq!(AgentStatus::parse("idle"), Some(AgentStatus::Idle));
+        assert_eq!(AgentStatus::parse("bogus"), None);
+    }
+}

@@ -1,0 +1,182 @@
+//! Handlers for the agent lifecycle endpoints: spawn, list, get, kill.
+
+use std::time::SystemTime;
+
+use super::error::{ApiError, ErrorCode};
+use super::wire::{AgentDetail, AgentList, AgentSummary, KillResponse, SpawnRequest, SpawnResponse};
+use super::{Handled, json, parse_body};
+use crate::agents::manager::{self, SpawnParams};
+use crate::agents::{Agent, AgentStatus, ExitInfo};
+use crate::daemon::Daemon;
+use crate::net::ConnId;
+use crate::proto::http::Request;
+use crate::time::rfc3339;
+
+/// `POST /api/agents/spawn`.
+pub fn spawn(daemon: &mut Daemon, conn: ConnId, request: &Request) -> Handled {
+    let body: SpawnRequest = match parse_body(request) {
+        Ok(body) => body,
+        Err(error) => return Handled::Now(error.to_response()),
+    };
+    let params =
+        SpawnParams { agent_type: body.agent_type, working_dir: body.working_dir, env: body.env };
+    manager::spawn(
+        daemon,
+        params,
+        Box::new(move |daemon: &mut Daemon, result| {
+            let response = match result {
+                Ok(spawned) => match daemon.agents.get(&spawned.session_id) {
+                    Some(agent) => json(
+                        201,
+                        &SpawnResponse {
+                            session_id: agent.id.clone(),
+                            agent_type: agent.agent_type.clone(),
+                            status: AgentStatus::Running.as_str(),
+                            tmux_session: agent.tmux_session.to_string(),
+                            created_at: rfc3339(agent.created_at),
+                        },
+                    ),
+                    None => ApiError::new(
+                        500,
+                        ErrorCode::AgentSpawnFailed,
+                        "the session ended before it could be reported",
+                    )
+                    .to_response(),
+                },
+                Err(error) => error.to_response(),
+            };
+            daemon.reply(conn, response);
+        }),
+    );
+    Handled::Later
+}
+
+/// `GET /api/agents?status=&agent_type=`.
+pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
+    let status = match request.query_param("status") {
+        None => None,
+        Some(Ok(text)) => match AgentStatus::parse(&text) {
+            Some(status) if status != AgentStatus::Terminated => Some(status),
+            _ => {
+                return Handled::Now(
+                    ApiError::bad_request(format!(
+                        "unknown status filter {text:?}; use running, idle, error or exited"
+                    ))
+                    .to_response(),
+                );
+            }
+        },
+        Some(Err(())) => {
+            return Handled::Now(ApiError::bad_request("status is not valid UTF-8").to_response());
+        }
+    };
+    let agent_type = match request.query_param("agent_type") {
+        None => None,
+        Some(Ok(text)) => {
+            if !daemon.config.agents.contains_key(&text) {
+                let known: Vec<&str> = daemon.config.agents.keys().map(String::as_str).collect();
+                return Handled::Now(
+                    ApiError::new(
+                        400,
+                        ErrorCode::InvalidAgentType,
+                        format!("unknown agent_type {text:?}; known types: {}", known.join(", ")),
+                    )
+                    .to_response(),
+                );
+            }
+            Some(text)
+        }
+        Some(Err(())) => {
+            return Handled::Now(ApiError::bad_request("agent_type is not valid UTF-8").to_response());
+        }
+    };
+    let now = SystemTime::now();
+    let idle_after = daemon.config.sessions.idle_after;
+    let agents: Vec<AgentSummary> = daemon
+        .agents
+        .sorted()
+        .into_iter()
+        .filter(|a| agent_type.as_ref().is_none_or(|t| &a.agent_type == t))
+        .map(|a| (a, a.status(now, idle_after)))
+        .filter(|(_, s)| status.is_none_or(|wanted| *s == wanted))
+        .map(|(a, s)| AgentSummary {
+            session_id: a.id.clone(),
+            agent_type: a.agent_type.clone(),
+            status: s.as_str(),
+            created_at: rfc3339(a.created_at),
+            last_activity: rfc3339(a.last_activity),
+        })
+        .collect();
+    Handled::Now(json(200, &AgentList { total: agents.len(), agents }))
+}
+
+/// `GET /api/agents/{id}`: details with a fresh sample of the process tree.
+pub fn get(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
+    if daemon.agents.get(id).is_none() {
+        return Handled::Now(ApiError::session_not_found(id).to_response());
+    }
+    let id_owned = id.to_string();
+    manager::sample(
+        daemon,
+        id,
+        Box::new(move |daemon: &mut Daemon, metrics| {
+            let response = match (metrics, daemon.agents.get(&id_owned)) {
+                (Some(metrics), Some(agent)) => json(200, &detail(daemon, agent, metrics)),
+                _ => ApiError::session_not_found(&id_owned).to_response(),
+            };
+            daemon.reply(conn, response);
+        }),
+    );
+    Handled::Later
+}
+
+fn detail(daemon: &Daemon, agent: &Agent, metrics: manager::Metrics) -> AgentDetail {
+    let status = agent.status(SystemTime::now(), daemon.config.sessions.idle_after);
+    AgentDetail {
+        session_id: agent.id.clone(),
+        agent_type: agent.agent_type.clone(),
+        status: status.as_str(),
+        working_dir: agent.working_dir.display().to_string(),
+        tmux_session: agent.tmux_session.to_string(),
+        tmux_pane: agent.pane.to_string(),
+        created_at: rfc3339(agent.created_at),
+        memory_mb: metrics.memory_mb,
+        cpu_percent: metrics.cpu_percent,
+        last_activity: rfc3339(agent.last_activity),
+        pid: agent.pid,
+        capture: agent.capture.as_str(),
+        output_bytes: agent.output_bytes,
+        exit_code: match agent.exit {
+            Some(ExitInfo::Code(code)) => Some(code),
+            _ => None,
+        },
+        exit_signal: match agent.exit {
+            Some(ExitInfo::Signal(signal)) => Some(signal),
+            _ => None,
+        },
+    }
+}
+
+/// `DELETE /api/agents/{id}`.
+pub fn kill(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
+    let id_owned = id.to_string();
+    manager::kill(
+        daemon,
+        id,
+        Box::new(move |daemon: &mut Daemon, result| {
+            let response = match result {
+                Ok(at) => json(
+                    200,
+                    &KillResponse {
+                        session_id: id_owned,
+                        status: AgentStatus::Terminated.as_str(),
+                        terminated_at: rfc3339(at),
+                    },
+                ),
+                Err(error) => error.to_response(),
+            };
+            daemon.reply(conn, response);
+        }),
+    );
+    Handled::Later
+}

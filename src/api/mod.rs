@@ -1,0 +1,175 @@
+//! What the API means: routing, authentication and scopes, and the handlers.
+//!
+//! [`handle`] takes a decoded request and either answers at once or arranges for the answer
+//! to be queued with [`Daemon::reply`] later (when it needs a worker). It never touches
+//! sockets.
+
+pub mod agents;
+pub mod auth;
+pub mod error;
+pub mod wire;
+
+use auth::{Principal, Scope};
+use error::{ApiError, ErrorCode};
+
+use crate::daemon::Daemon;
+use crate::net::ConnId;
+use crate::proto::http::{Request, Response};
+
+/// The outcome of dispatching a request.
+#[derive(Debug)]
+pub enum Handled {
+    /// The response is ready.
+    Now(Response),
+    /// The response will be queued with [`Daemon::reply`].
+    Later,
+}
+
+/// An endpoint of the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /api/health`
+    Health,
+    /// `POST /api/agents/spawn`
+    Spawn,
+    /// `GET /api/agents`
+    ListAgents,
+    /// `GET /api/agents/{id}`
+    GetAgent(String),
+    /// `DELETE /api/agents/{id}`
+    KillAgent(String),
+}
+
+impl Route {
+    /// The scope the endpoint needs.
+    pub fn scope(&self) -> Scope {
+        match self {
+            Route::Health | Route::ListAgents | Route::GetAgent(_) => Scope::Observe,
+            Route::Spawn | Route::KillAgent(_) => Scope::Control,
+        }
+    }
+}
+
+/// Maps method and path to a route: `404` for unknown paths, `405` with `Allow` for a
+/// known path with the wrong method.
+pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
+    let segments: Vec<&str> = match path.strip_prefix("/api/") {
+        Some(rest) => rest.split('/').collect(),
+        None => return Err(not_found(path)),
+    };
+    // Which resource the path names, and the methods it takes.
+    let (resource, allowed): (&str, &[&str]) = match segments.as_slice() {
+        ["health"] => ("health", &["GET"]),
+        ["agents"] => ("agents", &["GET"]),
+        ["agents", "spawn"] => ("spawn", &["POST"]),
+        ["agents", id] if !id.is_empty() => ("agent", &["GET", "DELETE"]),
+        _ => return Err(not_found(path)),
+    };
+    let route = match (resource, method) {
+        ("health", "GET") => Route::Health,
+        ("agents", "GET") => Route::ListAgents,
+        ("spawn", "POST") => Route::Spawn,
+        ("agent", "GET") => Route::GetAgent(decode_segment(segments[1])?),
+        ("agent", "DELETE") => Route::KillAgent(decode_segment(segments[1])?),
+        _ => {
+            return Err(ApiError::new(
+                405,
+                ErrorCode::MethodNotAllowed,
+                format!("{method} is not allowed on {path}; use {}", allowed.join(" or ")),
+            )
+            .with_header("Allow", allowed.join(", ")));
+        }
+    };
+    Ok(route)
+}
+
+fn not_found(path: &str) -> ApiError {
+    let shown: String = path.chars().take(200).collect();
+    ApiError::new(404, ErrorCode::NotFound, format!("no endpoint at {shown}"))
+}
+
+fn decode_segment(segment: &str) -> Result<String, ApiError> {
+    crate::proto::http::percent_decode(segment)
+        .map_err(|_| ApiError::bad_request("path segment is not valid percent-encoded UTF-8"))
+}
+
+/// Checks the bearer token and the scope a route needs.
+pub fn authorize(daemon: &Daemon, request: &Request, scope: Scope) -> Result<Principal, ApiError> {
+    let token = auth::bearer_token(request.header("authorization"))
+        .map_err(|e| ApiError::unauthorized(e.0))?;
+    let principal = daemon.auth.verify(token).map_err(|e| ApiError::unauthorized(e.0))?;
+    if !principal.scopes.allows(scope) {
+        return Err(ApiError::new(
+            403,
+            ErrorCode::Forbidden,
+            format!("this needs the {:?} scope, which the token lacks", scope.as_str()),
+        ));
+    }
+    Ok(principal)
+}
+
+/// Dispatches one request.
+pub fn handle(daemon: &mut Daemon, conn: ConnId, request: &Request) -> Handled {
+    let route = match route(&request.method, &request.path) {
+        Ok(route) => route,
+        Err(error) => return Handled::Now(error.to_response()),
+    };
+    if let Err(error) = authorize(daemon, request, route.scope()) {
+        return Handled::Now(error.to_response());
+    }
+    match route {
+        Route::Health => Handled::Now(json(200, &health(daemon))),
+        Route::Spawn => agents::spawn(daemon, conn, request),
+        Route::ListAgents => agents::list(daemon, request),
+        Route::GetAgent(id) => agents::get(daemon, conn, &id),
+        Route::KillAgent(id) => agents::kill(daemon, conn, &id),
+    }
+}
+
+fn health(daemon: &Daemon) -> wire::Health {
+    wire::Health {
+        status: "healthy",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: daemon.started.elapsed().as_secs(),
+        sessions: daemon.agents.len(),
+    }
+}
+
+/// A JSON response from any serializable value.
+pub fn json<T: serde::Serialize>(status: u16, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => Response::json(status, body),
+        Err(e) => ApiError::internal(format!("cannot encode the response: {e}")).to_response(),
+    }
+}
+
+/// Parses a JSON request body into `T`, with a `400` that says what is wrong.
+pub fn parse_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
+    if request.body.is_empty() {
+        return Err(ApiError::bad_request("the request needs a JSON body"));
+    }
+    serde_json::from_slice(&request.body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_method_errors() {
+        assert_eq!(route("GET", "/api/health").unwrap(), Route::Health);
+        assert_eq!(route("POST", "/api/agents/spawn").unwrap(), Route::Spawn);
+        assert_eq!(route("GET", "/api/agents").unwrap(), Route::ListAgents);
+        assert_eq!(route("GET", "/api/agents/sess-x-1").unwrap(), Route::GetAgent("sess-x-1".into()));
+        assert_eq!(route("DELETE", "/api/agents/a%20b").unwrap(), Route::KillAgent("a b".into()));
+        let error = route("GET", "/api/agents/spawn").unwrap_err();
+        assert_eq!(error.status, 405);
+        assert!(error.headers.contains(&("Allow".into(), "POST".into())));
+        let error = route("PUT", "/api/agents/x").unwrap_err();
+        assert!(error.headers.contains(&("Allow".into(), "GET, DELETE".into())));
+        for path in ["/", "/api", "/api/", "/api/agents/", "/api/agents/x/y", "/nope"] {
+            assert_eq!(route("GET", path).unwrap_err().status, 404, "{path}");
+        }
+    }
+}

@@ -1,0 +1,550 @@
+//! Configuration: the TOML file format, its defaults, and every named limit.
+//!
+//! Precedence is built-in defaults < config file < command-line flags < environment
+//! (`ORCHESTRA_JWT_SECRET`). This module only parses and validates; it never opens sockets
+//! or starts anything.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Environment variable that, when set, supplies the HS256 secret.
+pub const SECRET_ENV: &str = "ORCHESTRA_JWT_SECRET";
+
+/// The complete, validated configuration of one daemon.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP/WebSocket server binds to.
+    pub listen: SocketAddr,
+    /// Directory for the JWT secret, the private tmux socket and other runtime files.
+    pub state_dir: PathBuf,
+    /// Number of worker threads that run blocking work (tmux, /proc, signals) off the loop.
+    pub workers: usize,
+    /// Token verification.
+    pub auth: AuthConfig,
+    /// Connection and request limits.
+    pub limits: Limits,
+    /// What a spawn request may ask for and how sessions are watched.
+    pub sessions: SessionPolicy,
+    /// How the daemon runs tmux.
+    pub tmux: TmuxConfig,
+    /// Agent types by name; built-in defaults merged with `[agents.<type>]` tables.
+    #[serde(deserialize_with = "deserialize_agents")]
+    pub agents: BTreeMap<String, AgentType>,
+}
+
+/// Signature algorithms a token may be verified with. Exactly one is accepted at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TokenAlgorithm {
+    /// HMAC-SHA256 with the shared secret (the default).
+    HS256,
+    /// Ed25519 signatures checked with `public_key_file`.
+    EdDSA,
+    /// RSA PKCS#1 v1.5 SHA-256 signatures checked with `public_key_file`.
+    RS256,
+}
+
+/// `[auth]`: how bearer tokens are verified.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The pinned algorithm; tokens signed with anything else are rejected.
+    pub algorithm: TokenAlgorithm,
+    /// HS256 secret given inline (prefer `ORCHESTRA_JWT_SECRET` or the generated file).
+    pub jwt_secret: Option<String>,
+    /// File holding the HS256 secret; default `<state_dir>/jwt_secret`, generated on first start.
+    pub jwt_secret_file: Option<PathBuf>,
+    /// PEM public key for `EdDSA` or `RS256`.
+    pub public_key_file: Option<PathBuf>,
+    /// When set, tokens must carry this `iss`.
+    pub issuer: Option<String>,
+    /// When set, tokens must carry this `aud`.
+    pub audience: Option<String>,
+    /// Clock skew tolerated for `exp`, `nbf` and `iat`.
+    #[serde(with = "duration_text")]
+    pub leeway: Duration,
+}
+
+impl fmt::Debug for AuthConfig {
+    // Hand-written so that a secret never reaches a log line through `{:?}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("algorithm", &self.algorithm)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("jwt_secret_file", &self.jwt_secret_file)
+            .field("public_key_file", &self.public_key_file)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway", &self.leeway)
+            .finish()
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            algorithm: TokenAlgorithm::HS256,
+            jwt_secret: None,
+            jwt_secret_file: None,
+            public_key_file: None,
+            issuer: None,
+            audience: None,
+            leeway: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[limits]`: every cap on what a client may make the daemon hold or wait for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Open client connections; further connections get `503` and are closed.
+    pub max_connections: usize,
+    /// Bytes in a request head (request line and headers); more is `431`.
+    pub max_head_bytes: usize,
+    /// Bytes in the request target; more is `414`.
+    pub max_uri_bytes: usize,
+    /// Header lines in a request; more is `431`.
+    pub max_headers: usize,
+    /// Bytes in a request body; more is `413`.
+    pub max_body_bytes: usize,
+    /// Time to receive a complete request head once its first byte arrived; then `408`.
+    #[serde(with = "duration_text")]
+    pub head_timeout: Duration,
+    /// Time to receive a complete body once its head arrived; then `408`.
+    #[serde(with = "duration_text")]
+    pub body_timeout: Duration,
+    /// Time a keep-alive connection may sit without a request before it is closed.
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
+    /// Time a response may wait for the client to read it before the connection is dropped.
+    #[serde(with = "duration_text")]
+    pub write_timeout: Duration,
+    /// Time a shutting-down daemon waits for in-flight requests to finish.
+    #[serde(with = "duration_text")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_head_bytes: 16 * 1024,
+            max_uri_bytes: 8 * 1024,
+            max_headers: 64,
+            max_body_bytes: 1024 * 1024,
+            head_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[sessions]`: what spawn requests may ask for, and how sessions are watched.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionPolicy {
+    /// Directories a `working_dir` must lie under after symlinks are resolved (`~` is the
+    /// home directory of the user running the daemon).
+    pub allowed_roots: Vec<PathBuf>,
+    /// Environment keys on the dangerous list that spawn requests may nevertheless set.
+    pub allowed_env: Vec<String>,
+    /// Most agent sessions alive at once; further spawns get `503`.
+    pub max_sessions: usize,
+    /// Most variables in a spawn request's `env`.
+    pub max_env_vars: usize,
+    /// Most bytes in one `env` value.
+    pub max_env_value_bytes: usize,
+    /// Quiet time after which a running agent is reported `idle`.
+    #[serde(with = "duration_text")]
+    pub idle_after: Duration,
+    /// Time between the polite signals of a kill (SIGHUP, SIGTERM) and SIGKILL.
+    #[serde(with = "duration_text")]
+    pub kill_grace: Duration,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        SessionPolicy {
+            allowed_roots: vec![PathBuf::from("~")],
+            allowed_env: Vec::new(),
+            max_sessions: 64,
+            max_env_vars: 64,
+            max_env_value_bytes: 32 * 1024,
+            idle_after: Duration::from_secs(10),
+            kill_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// `[tmux]`: the tmux binary and the shape of the panes it creates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TmuxConfig {
+    /// Program to run (looked up in `PATH` when it has no slash).
+    pub binary: PathBuf,
+    /// A tmux invocation that has not finished by then is killed and reported as failed.
+    #[serde(with = "duration_text")]
+    pub command_timeout: Duration,
+    /// Config file the private tmux server loads; default none (`/dev/null`), so a user's
+    /// `~/.tmux.conf` cannot change how agent panes behave.
+    pub config_file: Option<PathBuf>,
+    /// Width of new panes, in columns.
+    pub width: u16,
+    /// Height of new panes, in rows.
+    pub height: u16,
+}
+
+impl Default for TmuxConfig {
+    fn default() -> Self {
+        TmuxConfig {
+            binary: PathBuf::from("tmux"),
+            command_timeout: Duration::from_secs(10),
+            config_file: None,
+            width: 200,
+            height: 50,
+        }
+    }
+}
+
+/// `[agents.<type>]`: how to run one kind of agent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentType {
+    /// Interactive command as an argv array (never a shell string).
+    pub command: Vec<String>,
+    /// Extra environment for every session of this type.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// One-shot command for delegated tasks, with a `{prompt}` placeholder element.
+    #[serde(default)]
+    pub headless: Option<Vec<String>>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            state_dir: default_state_dir(),
+            workers: 8,
+            auth: AuthConfig::default(),
+            limits: Limits::default(),
+            sessions: SessionPolicy::default(),
+            tmux: TmuxConfig::default(),
+            agents: builtin_agents(),
+        }
+    }
+}
+
+/// A configuration that could not be loaded, with a message fit for the operator.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Command-line values that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads `path` (or only the defaults when `None`), applies `overrides`, and validates.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(format!("cannot read config file {}: {e}", path.display()))
+                })?;
+                Config::from_toml(&text)
+                    .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))?
+            }
+            None => Config::default(),
+        };
+        if let Some(listen) = overrides.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &overrides.state_dir {
+            config.state_dir = dir.clone();
+        }
+        config.finish()?;
+        Ok(config)
+    }
+
+    /// Parses a config file's text on top of the defaults, without validating paths.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// Expands `~`, makes paths absolute and checks invariants the rest of the daemon relies on.
+    fn finish(&mut self) -> Result<(), ConfigError> {
+        self.state_dir = absolute(&expand_home(&self.state_dir))?;
+        for root in &mut self.sessions.allowed_roots {
+            *root = absolute(&expand_home(root))?;
+        }
+        if self.workers == 0 {
+            return Err(ConfigError("workers must be at least 1".into()));
+        }
+        if self.tmux.width < 10 || self.tmux.height < 5 {
+            return Err(ConfigError("tmux.width must be >= 10 and tmux.height >= 5".into()));
+        }
+        for (name, agent) in &self.agents {
+            validate_agent_type(name, agent)?;
+        }
+        for key in &self.sessions.allowed_env {
+            if !crate::agents::validate::is_env_name(key) {
+                return Err(ConfigError(format!(
+                    "sessions.allowed_env: {key:?} is not a valid variable name"
+                )));
+            }
+        }
+        if self.auth.algorithm != TokenAlgorithm::HS256 && self.auth.public_key_file.is_none() {
+            return Err(ConfigError(format!(
+                "auth.algorithm = {:?} needs auth.public_key_file",
+                self.auth.algorithm
+            )));
+        }
+        Ok(())
+    }
+
+    /// Path of the private tmux server's socket.
+    pub fn tmux_socket(&self) -> PathBuf {
+        self.state_dir.join("tmux.sock")
+    }
+
+    /// Path of the Unix socket on which pane capture helpers hand their pipes to the daemon.
+    pub fn attach_socket(&self) -> PathBuf {
+        self.state_dir.join("attach.sock")
+    }
+
+    /// Directory holding one-shot spawn specifications read by `orchestra agent-exec`.
+    pub fn spawn_dir(&self) -> PathBuf {
+        self.state_dir.join("spawn")
+    }
+
+    /// Default location of the generated HS256 secret.
+    pub fn secret_file(&self) -> PathBuf {
+        self.auth
+            .jwt_secret_file
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("jwt_secret"))
+    }
+}
+
+/// Agent type names become part of session ids and tmux session names, so they are kept to
+/// characters that mean nothing to tmux targets or formats.
+pub fn is_agent_type_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 32
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+}
+
+fn validate_agent_type(name: &str, agent: &AgentType) -> Result<(), ConfigError> {
+    if !is_agent_type_name(name) {
+        return Err(ConfigError(format!(
+            "agents.{name}: type names must be 1-32 characters of a-z, 0-9 and _, starting \
+             with a letter"
+        )));
+    }
+    if agent.command.is_empty() || agent.command[0].is_empty() {
+        return Err(ConfigError(format!("agents.{name}.command must name a program")));
+    }
+    if let Some(headless) = &agent.headless {
+        if headless.is_empty() || headless[0].is_empty() {
+            return Err(ConfigError(format!("agents.{name}.headless must name a program")));
+        }
+        if !headless.iter().any(|arg| arg.contains("{prompt}")) {
+            return Err(ConfigError(format!(
+                "agents.{name}.headless needs a {{prompt}} placeholder"
+            )));
+        }
+    }
+    for key in agent.env.keys() {
+        if !crate::agents::validate::is_env_name(key) {
+            return Err(ConfigError(format!("agents.{name}.env: {key:?} is not a valid name")));
+        }
+    }
+    Ok(())
+}
+
+/// The built-in agent types: the real CLIs' interactive and one-shot commands.
+pub fn builtin_agents() -> BTreeMap<String, AgentType> {
+    fn argv(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+    let shell = std::env::var("SHELL")
+        .ok()
+        .filter(|s| s.starts_with('/'))
+        .unwrap_or_else(|| "/bin/sh".to_string());
+    let mut agents = BTreeMap::new();
+    let mut add = |name: &str, command: Vec<String>, headless: Vec<String>| {
+        agents.insert(
+            name.to_string(),
+            AgentType { command, env: BTreeMap::new(), headless: Some(headless) },
+        );
+    };
+    add(
+        "claude",
+        argv(&["claude"]),
+        argv(&["claude", "-p", "{prompt}", "--output-format", "json"]),
+    );
+    add("droid", argv(&["droid"]), argv(&["droid", "exec", "{prompt}"]));
+    add(
+        "cursor",
+        argv(&["cursor-agent"]),
+        argv(&["cursor-agent", "-p", "{prompt}", "--output-format", "text"]),
+    );
+    add(
+        "aider",
+        argv(&["aider"]),
+        argv(&["aider", "--yes-always", "--no-pretty", "--message", "{prompt}"]),
+    );
+    add("shell", vec![shell.clone()], vec![shell, "-c".into(), "{prompt}".into()]);
+    agents
+}
+
+fn deserialize_agents<'de, D>(deserializer: D) -> Result<BTreeMap<String, AgentType>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let overrides = BTreeMap::<String, AgentType>::deserialize(deserializer)?;
+    let mut agents = builtin_agents();
+    agents.extend(overrides);
+    Ok(agents)
+}
+
+/// The default state directory: `$XDG_STATE_HOME/orchestra` or `~/.local/state/orchestra`.
+pub fn default_state_dir() -> PathBuf {
+    match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("orchestra"),
+        None => PathBuf::from("~/.local/state/orchestra"),
+    }
+}
+
+/// The default config file, `$XDG_CONFIG_HOME/orchestra/config.toml` or
+/// `~/.config/orchestra/config.toml`, when it exists.
+pub fn default_config_file() -> Option<PathBuf> {
+    let dir = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => home_dir()?.join(".config"),
+    };
+    let path = dir.join("orchestra").join("config.toml");
+    path.is_file().then_some(path)
+}
+
+/// The home directory of the user running the daemon (`$HOME`).
+pub fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
+}
+
+fn expand_home(path: &Path) -> PathBuf {
+    match path.strip_prefix("~") {
+        Ok(rest) => match home_dir() {
+            Some(home) => home.join(rest),
+            None => path.to_path_buf(),
+        },
+        Err(_) => path.to_path_buf(),
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {
+    std::path::absolute(path)
+        .map_err(|e| ConfigError(format!("cannot make {} absolute: {e}", path.display())))
+}
+
+/// Serde adapter for durations written as text (`"30s"`, `"1h 5m"`, `"250ms"`).
+pub mod duration_text {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    /// Parses a humantime duration string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_include_the_builtin_agents() {
+        let config = Config::default();
+        for name in ["claude", "droid", "cursor", "aider", "shell"] {
+            assert!(config.agents.contains_key(name), "{name} missing");
+        }
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn file_adds_and_overrides_agent_types() {
+        let config = Config::from_toml(
+            r#"
+            listen = "127.0.0.1:9000"
+            [sessions]
+            idle_after = "2s"
+            [agents.echo]
+            command = ["/bin/cat"]
+            env = { A = "1" }
+            headless = ["/bin/echo", "{prompt}"]
+            [agents.claude]
+            command = ["/opt/claude"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.sessions.idle_after, Duration::from_secs(2));
+        assert_eq!(config.agents["echo"].command, vec!["/bin/cat"]);
+        assert_eq!(config.agents["echo"].env["A"], "1");
+        assert_eq!(config.agents["claude"].command, vec!["/opt/claude"]);
+        assert!(config.agents.contains_key("droid"));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_errors() {
+        assert!(Config::from_toml("lisen = \"x\"").is_err());
+        assert!(Config::from_toml("[limits]\nhead_timeout = \"soon\"").is_err());
+        let mut config = Config::from_toml("[agents.Bad]\ncommand = [\"x\"]").unwrap();
+        assert!(config.finish().is_err());
+        let mut config =
+            Config::from_toml("[agents.x]\ncommand = [\"x\"]\nheadless = [\"x\"]").unwrap();
+        assert!(config.finish().is_err());
+    }
+
+    #[test]
+    fn agent_type_names() {
+        assert!(is_agent_type_name("claude"));
+        assert!(is_agent_type_name("my_agent2"));
+        for bad in ["", "Claude", "a-b", "a:b", "a.b", "a#b", "9a", &"a".repeat(33)] {
+            assert!(!is_agent_type_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_not_debug_printed() {
+        let auth = AuthConfig { jwt_secret: Some("hunter2".into()), ..AuthConfig::default() };
+        assert!(!format!("{auth:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,71 @@
+//! Orchestra: a daemon that runs AI coding agents in tmux sessions and lets people and other
+//! agents drive and watch them over an authenticated HTTP + WebSocket API.
+//!
+//! # Code map
+//!
+//! | module | owns | never does |
+//! |---|---|---|
+//! | [`config`] | the TOML format, defaults and every named limit | start anything |
+//! | [`server`] | the `mio` event loop: accepting, driving connections, timers, signals | block, decode JSON |
+//! | [`net`] | client connections: buffers, phases, outbound queues | pick status codes or decode JSON |
+//! | [`proto`] | pure wire code: HTTP request decoder, response encoder | I/O, clocks |
+//! | [`api`] | routing, JWT auth and scopes, handlers, JSON wire types, error codes | touch sockets |
+//! | [`daemon`] | loop-owned state: agents, pane sources, deadlines, deferred replies | touch client sockets |
+//! | [`agents`] | sessions: registry, status, spawn/kill/adopt, /proc metrics, input validation | run tmux directly |
+//! | [`tmux`] | the only code that runs tmux: argv building, output parsing, timeouts | accept user text as an argument |
+//! | [`panes`] | how a pane's pipe reaches the daemon (`pipe-pane` + fd passing) | parse HTTP |
+//! | [`jobs`] | worker threads and the continuation channel back to the loop | touch loop state |
+//! | [`sys`] | the only `unsafe`: pidfd, signals, `SCM_RIGHTS`, rlimits | know about agents |
+//!
+//! # How a request flows
+//!
+//! socket → [`net::Connection::fill`] → [`proto::http::RequestDecoder`] → [`api::handle`]
+//! (auth, route) → handler → [`agents::manager`] → a job on a worker ([`jobs::JobPool`]) runs
+//! tmux ([`tmux::Tmux::run`]) → the job's continuation comes back through a channel and the
+//! `mio::Waker` → [`daemon::Daemon::reply`] → the server writes the response in request
+//! order.
+//!
+//! # How a pane's bytes flow
+//!
+//! The agent writes to its pty → tmux → `pipe-pane -I -O` socketpair, set up in the same
+//! tmux command list as `new-session` so no output is lost → `orchestra pipe-attach` hands
+//! the socket to the daemon over `SCM_RIGHTS` ([`panes::attach`]) → the socket is registered
+//! in the event loop and read whenever output arrives ([`daemon::Daemon`]), updating the
+//! session's activity. Exit is detected with a pidfd on the pane's process, then the status
+//! is read from tmux.
+//!
+//! # Architecture invariants
+//!
+//! - The event loop never blocks: tmux, /proc and signal waits run on workers, and every
+//!   cross-thread result wakes the loop in the same call that queues it.
+//! - Only [`tmux`] spawns tmux, and no text from an API request is ever a tmux argument:
+//!   session names are built by the daemon, targets are exact (`=name:`, `%N`), and the
+//!   agent's argv, environment and directory travel in a private spec file read by
+//!   `orchestra agent-exec`.
+//! - Responses on a connection go out in request order.
+//! - Secrets and tokens are never logged; request log lines carry the path without its query.
+
+pub mod agents;
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod jobs;
+pub mod logging;
+pub mod net;
+pub mod panes;
+pub mod proto;
+pub mod server;
+pub mod sys;
+pub mod time;
+pub mod timers;
+pub mod tmux;
+
+/// Creates `dir` (and parents) if needed, with mode 0700 for what it creates.
+pub fn create_private_dir(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))
+}

@@ -1,0 +1,128 @@
+//! The `orchestra` command: `serve`, `token`, and the two helpers tmux runs on the daemon's
+//! behalf (`agent-exec`, `pipe-attach`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use orchestra::api::auth::{Scope, load_or_create_secret, mint_token};
+use orchestra::config::{Config, Overrides, default_config_file};
+
+/// Run AI coding agents in tmux and drive and watch them over HTTP and WebSocket.
+#[derive(Parser)]
+#[command(name = "orchestra", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the configuration comes from.
+#[derive(clap::Args, Clone)]
+struct ConfigArgs {
+    /// Config file (default: ~/.config/orchestra/config.toml if it exists).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// State directory (secret, tmux socket); overrides the config file.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Address to listen on; overrides the config file (default 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<SocketAddr>,
+    },
+    /// Print a JWT signed with the daemon's secret.
+    Token {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Scope to grant: `observe` (read) or `control` (read and act).
+        #[arg(long, default_value = "control")]
+        scope: String,
+        /// Lifetime, e.g. `30m`, `1h`, `7d`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Subject (who the token is for).
+        #[arg(long, default_value = "cli")]
+        sub: String,
+    },
+    /// (internal) First program of an agent pane: reads a spawn spec and execs the agent.
+    #[command(hide = true)]
+    AgentExec { spec: PathBuf },
+    /// (internal) Run by tmux pipe-pane: hands the pane's pipe to the daemon.
+    #[command(hide = true)]
+    PipeAttach { socket: PathBuf, token: String },
+}
+
+fn load_config(args: &ConfigArgs, listen: Option<SocketAddr>) -> Result<Config, String> {
+    let path = args.config.clone().or_else(default_config_file);
+    let overrides = Overrides { listen, state_dir: args.state_dir.clone() };
+    Config::load(path.as_deref(), &overrides).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::AgentExec { spec } => ExitCode::from(orchestra::agents::exec::run(&spec) as u8),
+        Command::PipeAttach { socket, token } => {
+            ExitCode::from(orchestra::panes::attach::run_helper(&socket, &token) as u8)
+        }
+        Command::Token { config, scope, ttl, sub } => {
+            let scope = match scope.as_str() {
+                "observe" => Scope::Observe,
+                "control" => Scope::Control,
+                other => {
+                    eprintln!("orchestra: unknown scope {other:?}; use observe or control");
+                    return ExitCode::from(2);
+                }
+            };
+            let result = load_config(&config, None).and_then(|config| {
+                orchestra::create_private_dir(&config.state_dir)?;
+                let secret = load_or_create_secret(&config)?;
+                mint_token(&config, &secret, &sub, scope, ttl)
+            });
+            match result {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("orchestra: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Serve { config, listen } => {
+            orchestra::logging::init();
+            let server = match load_config(&config, listen)
+                .and_then(orchestra::server::Server::start)
+            {
+                Ok(server) => server,
+                Err(e) => {
+                    log::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            log::info!(
+                "orchestra {} listening on http://{}",
+                env!("CARGO_PKG_VERSION"),
+                server.local_addr()
+            );
+            match server.run() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    log::error!("event loop failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

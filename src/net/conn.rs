@@ -1,0 +1,274 @@
+//! One client connection: receive buffer, request decoder, outbound queue and the phase
+//! that decides what it is waiting for and which timeout applies.
+//!
+//! Requests on a connection are answered strictly in order: the next pipelined request is
+//! decoded only after the current one has its response queued.
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+
+use super::outbound::{Chunk, OutQueue};
+use crate::config::Limits;
+use crate::proto::http::{DecodeLimits, Decoded, HttpError, Request, RequestDecoder, Response};
+
+/// Identifies a connection across slot reuse: the slot key plus a serial number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    /// Slot in the server's connection table.
+    pub key: usize,
+    /// Unique per accepted connection.
+    pub serial: u64,
+}
+
+/// A request that has been dispatched and awaits its response.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    /// Method, for the log line.
+    pub method: String,
+    /// Path without query string, for the log line (the query may carry secrets).
+    pub path: String,
+    /// When the request was complete.
+    pub started: Instant,
+    /// Whether the connection stays open after the response.
+    pub keep_alive: bool,
+}
+
+/// What the connection is doing.
+#[derive(Debug, Clone)]
+pub enum Phase {
+    /// Between requests; `since` starts the idle timeout.
+    Idle {
+        /// When the connection became idle.
+        since: Instant,
+    },
+    /// Part of a request has arrived; `since` starts the head or body timeout.
+    Receiving {
+        /// When the head's first byte (or, once the head is complete, its last) arrived.
+        since: Instant,
+        /// Whether the head is complete and the body is arriving.
+        body: bool,
+    },
+    /// A request has been dispatched and its response is pending.
+    Awaiting(InFlight),
+    /// No more requests will be read; close once the output is written.
+    Closing,
+}
+
+/// A line for the request log.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Method.
+    pub method: String,
+    /// Path without query string.
+    pub path: String,
+    /// Status sent.
+    pub status: u16,
+    /// Time from request to response.
+    pub latency: Duration,
+}
+
+/// Why a connection hit a deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Idle keep-alive connection: close silently.
+    Idle,
+    /// Request head or body too slow: answer `408`.
+    SlowRequest,
+    /// Client does not read its responses: drop.
+    SlowReader,
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub struct Connection {
+    /// Identity.
+    pub id: ConnId,
+    /// The socket.
+    pub stream: TcpStream,
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Current phase.
+    pub phase: Phase,
+    /// Bytes waiting to be written.
+    pub out: OutQueue,
+    inbuf: Vec<u8>,
+    decoder: RequestDecoder,
+    read_closed: bool,
+    /// Most bytes buffered from the client before reading pauses.
+    max_inbuf: usize,
+    /// When output was last written (or queued onto an empty queue).
+    last_write_progress: Instant,
+}
+
+/// Output beyond which the connection stops decoding pipelined requests until it drains.
+const OUTPUT_HIGH_WATER: usize = 1 << 20;
+
+impl Connection {
+    /// A freshly accepted connection.
+    pub fn new(id: ConnId, stream: TcpStream, peer: SocketAddr, limits: &Limits) -> Connection {
+        let decode = DecodeLimits {
+            max_head_bytes: limits.max_head_bytes,
+            max_uri_bytes: limits.max_uri_bytes,
+            max_headers: limits.max_headers,
+            max_body_bytes: limits.max_body_bytes,
+        };
+        let now = Instant::now();
+        Connection {
+            id,
+            stream,
+            peer,
+            phase: Phase::Idle { since: now },
+            out: OutQueue::default(),
+            inbuf: Vec::new(),
+            decoder: RequestDecoder::new(decode),
+            read_closed: false,
+            max_inbuf: limits.max_head_bytes + limits.max_body_bytes + 1,
+            last_write_progress: now,
+        }
+    }
+
+    /// Reads what the socket has, until it would block, the peer closed, or the buffer is
+    /// full (the rest stays in the kernel until the buffer drains).
+    pub fn fill(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; 16 * 1024];
+        while !self.read_closed && self.inbuf.len() < self.max_inbuf {
+            let room = (self.max_inbuf - self.inbuf.len()).min(chunk.len());
+            match self.stream.read(&mut chunk[..room]) {
+                Ok(0) => self.read_closed = true,
+                Ok(n) => {
+                    self.inbuf.extend_from_slice(&chunk[..n]);
+                    if matches!(self.phase, Phase::Idle { .. }) {
+                        self.phase = Phase::Receiving { since: Instant::now(), body: false };
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes the next request if the connection is ready for one.
+    pub fn next_request(&mut self) -> Option<Result<Request, HttpError>> {
+        if matches!(self.phase, Phase::Awaiting(_) | Phase::Closing)
+            || self.out.pending() > OUTPUT_HIGH_WATER
+            || self.inbuf.is_empty()
+        {
+            return None;
+        }
+        match self.decoder.decode(&self.inbuf) {
+            Ok(Decoded::Complete { request, consumed }) => {
+                self.inbuf.drain(..consumed);
+                Some(Ok(request))
+            }
+            Ok(Decoded::Incomplete { head_complete }) => {
+                let now = Instant::now();
+                match &mut self.phase {
+                    Phase::Receiving { since, body } if head_complete && !*body => {
+                        *since = now;
+                        *body = true;
+                    }
+                    Phase::Receiving { .. } => {}
+                    _ => self.phase = Phase::Receiving { since: now, body: head_complete },
+                }
+                None
+            }
+            Err(error) => Some(Err(error)),
+        }
+    }
+
+    /// Marks `request` as dispatched.
+    pub fn begin(&mut self, request: &Request) {
+        self.phase = Phase::Awaiting(InFlight {
+            method: request.method.clone(),
+            path: request.path.clone(),
+            started: Instant::now(),
+            keep_alive: request.keep_alive() && !self.read_closed,
+        });
+    }
+
+    /// Queues the response to the dispatched request and returns its log line. A connection
+    /// that is not awaiting a response (it timed out meanwhile) ignores it.
+    pub fn respond(&mut self, response: &Response) -> Option<LogLine> {
+        let Phase::Awaiting(flight) = &self.phase else { return None };
+        let keep_alive = flight.keep_alive && !self.read_closed;
+        let line = LogLine {
+            peer: self.peer,
+            method: flight.method.clone(),
+            path: flight.path.clone(),
+            status: response.status,
+            latency: flight.started.elapsed(),
+        };
+        self.queue_response(response, keep_alive);
+        self.phase = if keep_alive {
+            Phase::Idle { since: Instant::now() }
+        } else {
+            Phase::Closing
+        };
+        Some(line)
+    }
+
+    /// Answers a request that could not be decoded (or timed out) and stops reading: the
+    /// framing can no longer be trusted, so pipelined bytes are discarded.
+    pub fn fail(&mut self, response: &Response) {
+        self.queue_response(response, false);
+        self.inbuf.clear();
+        self.phase = Phase::Closing;
+    }
+
+    fn queue_response(&mut self, response: &Response, keep_alive: bool) {
+        let mut bytes = Vec::with_capacity(128 + response.body.len());
+        response.encode(keep_alive, &mut bytes);
+        self.queue(Chunk::Owned(bytes));
+    }
+
+    /// Queues raw bytes.
+    pub fn queue(&mut self, chunk: Chunk) {
+        if self.out.is_empty() {
+            self.last_write_progress = Instant::now();
+        }
+        self.out.push(chunk);
+    }
+
+    /// Writes queued output until the socket would block.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.out.write_to(&mut self.stream)? > 0 {
+            self.last_write_progress = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Whether the connection has nothing more to do and should be closed.
+    pub fn is_finished(&self) -> bool {
+        match self.phase {
+            Phase::Closing => self.out.is_empty(),
+            // The server decodes buffered requests before asking, so once the peer has closed
+            // its side nothing more can arrive.
+            Phase::Idle { .. } | Phase::Receiving { .. } => self.read_closed && self.out.is_empty(),
+            Phase::Awaiting(_) => false,
+        }
+    }
+
+    /// When the current phase's timeout expires, and what it means.
+    pub fn deadline(&self, limits: &Limits) -> Option<(Instant, Expiry)> {
+        if !self.out.is_empty() {
+            return Some((self.last_write_progress + limits.write_timeout, Expiry::SlowReader));
+        }
+        match &self.phase {
+            Phase::Idle { since } => Some((*since + limits.idle_timeout, Expiry::Idle)),
+            Phase::Receiving { since, body: false } => {
+                Some((*since + limits.head_timeout, Expiry::SlowRequest))
+            }
+            Phase::Receiving { since, body: true } => {
+                Some((*since + limits.body_timeout, Expiry::SlowRequest))
+            }
+            Phase::Awaiting(_) | Phase::Closing => None,
+        }
+    }
+}

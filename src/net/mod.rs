@@ -1,0 +1,9 @@
+//! The only code that touches client sockets: per-connection state machines and their
+//! outbound queues. It decodes HTTP framing (through `proto`) but never decodes JSON or
+//! decides what a request means.
+
+pub mod conn;
+pub mod outbound;
+
+pub use conn::{ConnId, Connection, Phase};
+pub use outbound::{Chunk, OutQueue};

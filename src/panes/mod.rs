@@ -1,0 +1,3 @@
+//! The output path of agent panes: how tmux's pipe reaches the daemon.
+
+pub mod attach;

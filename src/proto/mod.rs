@@ -1,0 +1,3 @@
+//! Pure wire code: bytes in, values out. No sockets, no clock, no JSON semantics.
+
+pub mod http;

@@ -1,0 +1,218 @@
+//! The few system calls the standard library does not wrap: process file descriptors,
+//! signals, file-descriptor passing over Unix sockets, and resource limits.
+//!
+//! This is the only module allowed `unsafe`; every block states why it is sound. Nothing
+//! here knows about agents, tmux or HTTP.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+/// Opens a pidfd for `pid`: a file descriptor that becomes readable when the process exits.
+/// Works for processes that are not our children. `ESRCH` means it has already gone.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; no
+    // pointers are involved.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::PIDFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits up to `timeout` for a pidfd (or any descriptor) to become readable.
+/// Returns `Ok(true)` when it did, `Ok(false)` on timeout.
+pub fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    loop {
+        // SAFETY: `pfd` is a valid pollfd that lives across the call; nfds is 1.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n >= 0 {
+            return Ok(n > 0);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Sends `signal` to process `pid`. A process that no longer exists is not an error.
+pub fn kill(pid: u32, signal: libc::c_int) -> io::Result<()> {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return Ok(());
+    };
+    if pid <= 1 {
+        // Never signal init or (with pid 0 / -1) whole process groups by accident.
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "refusing to signal pid <= 1"));
+    }
+    // SAFETY: kill takes plain integers.
+    let rc = unsafe { libc::kill(pid, signal) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ESRCH) { Ok(()) } else { Err(err) }
+}
+
+/// Whether process `pid` still exists (a zombie counts as existing).
+pub fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Sends `payload` over `socket` with `fd` attached as `SCM_RIGHTS`.
+pub fn send_fd(socket: &UnixStream, fd: RawFd, payload: &[u8]) -> io::Result<()> {
+    let mut iov = libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() };
+    // Control buffer sized and aligned for one descriptor.
+    let mut control = [0u64; 4];
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(size_of::<RawFd>() as u32) } as usize;
+    assert!(space <= size_of_val(&control));
+    // SAFETY: zeroed msghdr is a valid "empty" header; we fill in the fields we use below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = space as _;
+    // SAFETY: msg_control points at `control`, which is large enough for one cmsghdr with an
+    // fd payload (checked above), so CMSG_FIRSTHDR is non-null and CMSG_DATA is in bounds.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
+    }
+    loop {
+        // SAFETY: msg and everything it points to outlive the call.
+        let n = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return if n as usize == payload.len() {
+                Ok(())
+            } else {
+                Err(io::Error::new(io::ErrorKind::WriteZero, "short sendmsg"))
+            };
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Receives one message of at most `buf.len()` bytes from a non-blocking socket, with at most
+/// one attached descriptor. Returns the byte count and the descriptor, if any. Extra
+/// descriptors a misbehaving peer attaches are closed.
+pub fn recv_fd(socket: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    let mut control = [0u64; 16];
+    // SAFETY: a zeroed msghdr is valid; fields are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = size_of_val(&control) as _;
+    // SAFETY: msg and the buffers it points to outlive the call; MSG_CMSG_CLOEXEC makes any
+    // received descriptor close-on-exec.
+    let n = unsafe { libc::recvmsg(socket, &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut received = None;
+    // SAFETY: recvmsg filled `control` with msg_controllen bytes of well-formed cmsghdrs;
+    // CMSG_FIRSTHDR/CMSG_NXTHDR stay within that range.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg) as *const RawFd;
+                let header = libc::CMSG_LEN(0) as usize;
+                let count = ((*cmsg).cmsg_len as usize - header) / size_of::<RawFd>();
+                for i in 0..count {
+                    let fd = OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i)));
+                    if received.is_none() {
+                        received = Some(fd);
+                    }
+                    // Any further descriptor is dropped (closed) here.
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((n as usize, received))
+}
+
+/// The soft limit on open file descriptors.
+pub fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (rc == 0).then_some(limit.rlim_cur as u64)
+}
+
+/// Clock ticks per second for /proc CPU times.
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf takes an integer name.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as u64 } else { 100 }
+}
+
+/// Page size in bytes for /proc memory figures.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf takes an integer name.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 { size as u64 } else { 4096 }
+}
+
+/// Sets the file mode creation mask and returns the previous one.
+pub fn set_umask(mask: u32) -> u32 {
+    // SAFETY: umask takes and returns plain integers.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn passes_a_descriptor_over_a_unix_socket() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut keep, give) = UnixStream::pair().unwrap();
+        send_fd(&a, give.as_raw_fd(), b"hello").unwrap();
+        drop(give);
+        let mut buf = [0u8; 16];
+        let (n, fd) = recv_fd(b.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        let mut received = UnixStream::from(fd.expect("a descriptor"));
+        received.write_all(b"ping").unwrap();
+        let mut got = [0u8; 4];
+        keep.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ping");
+    }
+
+    #[test]
+    fn pidfd_reports_exit() {
+        let mut child = std::process::Command::new("sh").arg("-c").arg("exit 0").spawn().unwrap();
+        let fd = pidfd_open(child.id()).unwrap();
+        assert!(wait_readable(fd.as_raw_fd(), Duration::from_secs(10)).unwrap());
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn kill_refuses_init_and_ignores_missing() {
+        assert!(kill(1, 0).is_err());
+        assert!(kill(0, 0).is_err());
+        assert!(kill(u32::MAX, libc::SIGTERM).is_ok());
+    }
+}
