@@ -75,7 +75,10 @@ impl fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthConfig")
             .field("algorithm", &self.algorithm)
-            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("jwt_secret_file", &self.jwt_secret_file)
             .field("public_key_file", &self.public_key_file)
             .field("issuer", &self.issuer)
@@ -302,7 +305,15 @@ impl Config {
             return Err(ConfigError("workers must be at least 1".into()));
         }
         if self.tmux.width < 10 || self.tmux.height < 5 {
-            return Err(ConfigError("tmux.width must be >= 10 and tmux.height >= 5".into()));
+            return Err(ConfigError(
+                "tmux.width must be >= 10 and tmux.height >= 5".into(),
+            ));
+        }
+        if self.limits.max_uri_bytes + crate::proto::http::URI_SLACK > self.limits.max_head_bytes {
+            return Err(ConfigError(format!(
+                "limits.max_uri_bytes must be at least {} below limits.max_head_bytes",
+                crate::proto::http::URI_SLACK
+            )));
         }
         for (name, agent) in &self.agents {
             validate_agent_type(name, agent)?;
@@ -367,11 +378,15 @@ fn validate_agent_type(name: &str, agent: &AgentType) -> Result<(), ConfigError>
         )));
     }
     if agent.command.is_empty() || agent.command[0].is_empty() {
-        return Err(ConfigError(format!("agents.{name}.command must name a program")));
+        return Err(ConfigError(format!(
+            "agents.{name}.command must name a program"
+        )));
     }
     if let Some(headless) = &agent.headless {
         if headless.is_empty() || headless[0].is_empty() {
-            return Err(ConfigError(format!("agents.{name}.headless must name a program")));
+            return Err(ConfigError(format!(
+                "agents.{name}.headless must name a program"
+            )));
         }
         if !headless.iter().any(|arg| arg.contains("{prompt}")) {
             return Err(ConfigError(format!(
@@ -381,7 +396,9 @@ fn validate_agent_type(name: &str, agent: &AgentType) -> Result<(), ConfigError>
     }
     for key in agent.env.keys() {
         if !crate::agents::validate::is_env_name(key) {
-            return Err(ConfigError(format!("agents.{name}.env: {key:?} is not a valid name")));
+            return Err(ConfigError(format!(
+                "agents.{name}.env: {key:?} is not a valid name"
+            )));
         }
     }
     Ok(())
@@ -400,7 +417,11 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
     let mut add = |name: &str, command: Vec<String>, headless: Vec<String>| {
         agents.insert(
             name.to_string(),
-            AgentType { command, env: BTreeMap::new(), headless: Some(headless) },
+            AgentType {
+                command,
+                env: BTreeMap::new(),
+                headless: Some(headless),
+            },
         );
     };
     add(
@@ -408,7 +429,11 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
         argv(&["claude"]),
         argv(&["claude", "-p", "{prompt}", "--output-format", "json"]),
     );
-    add("droid", argv(&["droid"]), argv(&["droid", "exec", "{prompt}"]));
+    add(
+        "droid",
+        argv(&["droid"]),
+        argv(&["droid", "exec", "{prompt}"]),
+    );
     add(
         "cursor",
         argv(&["cursor-agent"]),
@@ -417,9 +442,19 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
     add(
         "aider",
         argv(&["aider"]),
-        argv(&["aider", "--yes-always", "--no-pretty", "--message", "{prompt}"]),
+        argv(&[
+            "aider",
+            "--yes-always",
+            "--no-pretty",
+            "--message",
+            "{prompt}",
+        ]),
     );
-    add("shell", vec![shell.clone()], vec![shell, "-c".into(), "{prompt}".into()]);
+    add(
+        "shell",
+        vec![shell.clone()],
+        vec![shell, "-c".into(), "{prompt}".into()],
+    );
     agents
 }
 
@@ -454,7 +489,9 @@ pub fn default_config_file() -> Option<PathBuf> {
 
 /// The home directory of the user running the daemon (`$HOME`).
 pub fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
 }
 
 fn expand_home(path: &Path) -> PathBuf {
@@ -537,14 +574,26 @@ mod tests {
     fn agent_type_names() {
         assert!(is_agent_type_name("claude"));
         assert!(is_agent_type_name("my_agent2"));
-        for bad in ["", "Claude", "a-b", "a:b", "a.b", "a#b", "9a", &"a".repeat(33)] {
+        for bad in [
+            "",
+            "Claude",
+            "a-b",
+            "a:b",
+            "a.b",
+            "a#b",
+            "9a",
+            &"a".repeat(33),
+        ] {
             assert!(!is_agent_type_name(bad), "{bad}");
         }
     }
 
     #[test]
     fn secrets_are_not_debug_printed() {
-        let auth = AuthConfig { jwt_secret: Some("hunter2".into()), ..AuthConfig::default() };
+        let auth = AuthConfig {
+            jwt_secret: Some("hunter2".into()),
+            ..AuthConfig::default()
+        };
         assert!(!format!("{auth:?}").contains("hunter2"));
     }
 }

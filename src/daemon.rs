@@ -56,7 +56,11 @@ pub enum TokenKind {
 /// Classifies a dynamic token.
 pub fn token_kind(token: Token) -> Option<TokenKind> {
     let offset = token.0.checked_sub(FIRST_DYNAMIC)?;
-    Some(if offset % 2 == 0 { TokenKind::Conn(offset / 2) } else { TokenKind::Source(offset / 2) })
+    Some(if offset % 2 == 0 {
+        TokenKind::Conn(offset / 2)
+    } else {
+        TokenKind::Source(offset / 2)
+    })
 }
 
 /// An event source the daemon (not the HTTP server) owns.
@@ -160,9 +164,9 @@ impl Daemon {
             Source::PaneOutput { stream, .. } | Source::Attach { stream } => {
                 self.registry.deregister(stream)
             }
-            Source::PaneExit { fd, .. } => {
-                self.registry.deregister(&mut mio::unix::SourceFd(&fd.as_raw_fd()))
-            }
+            Source::PaneExit { fd, .. } => self
+                .registry
+                .deregister(&mut mio::unix::SourceFd(&fd.as_raw_fd())),
         };
         Some(source)
     }
@@ -210,7 +214,9 @@ impl Daemon {
     }
 
     fn finish_attach(&mut self, key: usize) {
-        let Some(Source::Attach { stream }) = self.sources.get(key) else { return };
+        let Some(Source::Attach { stream }) = self.sources.get(key) else {
+            return;
+        };
         match attach::receive(stream) {
             Ok(None) => {}
             Ok(Some((token, fd))) => {
@@ -252,7 +258,10 @@ impl Daemon {
         if let Some(old) = old {
             self.remove_source(old);
         }
-        let source = Source::PaneOutput { session_id: session_id.to_string(), stream };
+        let source = Source::PaneOutput {
+            session_id: session_id.to_string(),
+            stream,
+        };
         match self.add_source(source, Interest::READABLE) {
             Ok(key) => {
                 if let Some(agent) = self.agents.get_mut(session_id) {

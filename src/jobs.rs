@@ -23,7 +23,10 @@ pub struct Notifier<S> {
 
 impl<S> Clone for Notifier<S> {
     fn clone(&self) -> Self {
-        Notifier { tx: self.tx.clone(), waker: self.waker.clone() }
+        Notifier {
+            tx: self.tx.clone(),
+            waker: self.waker.clone(),
+        }
     }
 }
 
@@ -59,18 +62,24 @@ impl<S: 'static> JobPool<S> {
         for i in 0..workers {
             let rx = rx.clone();
             let notifier = notifier.clone();
-            threads.push(std::thread::Builder::new().name(format!("worker-{i}")).spawn(
-                move || {
-                    for job in rx.iter() {
-                        let continuation = job();
-                        if !notifier.send(continuation) {
-                            break;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("worker-{i}"))
+                    .spawn(move || {
+                        for job in rx.iter() {
+                            let continuation = job();
+                            if !notifier.send(continuation) {
+                                break;
+                            }
                         }
-                    }
-                },
-            )?);
+                    })?,
+            );
         }
-        Ok(JobPool { tx: Some(tx), notifier, threads })
+        Ok(JobPool {
+            tx: Some(tx),
+            notifier,
+            threads,
+        })
     }
 
     /// Runs `job` on a worker; its continuation later runs on the loop.

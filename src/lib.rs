@@ -49,6 +49,8 @@ pub mod agents;
 pub mod api;
 pub mod config;
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jobs;
 pub mod logging;
 pub mod net;

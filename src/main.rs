@@ -64,7 +64,10 @@ enum Command {
 
 fn load_config(args: &ConfigArgs, listen: Option<SocketAddr>) -> Result<Config, String> {
     let path = args.config.clone().or_else(default_config_file);
-    let overrides = Overrides { listen, state_dir: args.state_dir.clone() };
+    let overrides = Overrides {
+        listen,
+        state_dir: args.state_dir.clone(),
+    };
     Config::load(path.as_deref(), &overrides).map_err(|e| e.to_string())
 }
 
@@ -75,7 +78,12 @@ fn main() -> ExitCode {
         Command::PipeAttach { socket, token } => {
             ExitCode::from(orchestra::panes::attach::run_helper(&socket, &token) as u8)
         }
-        Command::Token { config, scope, ttl, sub } => {
+        Command::Token {
+            config,
+            scope,
+            ttl,
+            sub,
+        } => {
             let scope = match scope.as_str() {
                 "observe" => Scope::Observe,
                 "control" => Scope::Control,
@@ -102,15 +110,14 @@ fn main() -> ExitCode {
         }
         Command::Serve { config, listen } => {
             orchestra::logging::init();
-            let server = match load_config(&config, listen)
-                .and_then(orchestra::server::Server::start)
-            {
-                Ok(server) => server,
-                Err(e) => {
-                    log::error!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            };
+            let server =
+                match load_config(&config, listen).and_then(orchestra::server::Server::start) {
+                    Ok(server) => server,
+                    Err(e) => {
+                        log::error!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
             log::info!(
                 "orchestra {} listening on http://{}",
                 env!("CARGO_PKG_VERSION"),

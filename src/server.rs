@@ -78,7 +78,9 @@ impl Server {
 
         let (signal_reader, signal_writer) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| format!("cannot create the signal pipe: {e}"))?;
-        signal_reader.set_nonblocking(true).map_err(|e| e.to_string())?;
+        signal_reader
+            .set_nonblocking(true)
+            .map_err(|e| e.to_string())?;
         let mut signals = UnixStream::from_std(signal_reader);
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             let writer = signal_writer.try_clone().map_err(|e| e.to_string())?;
@@ -178,14 +180,14 @@ impl Server {
             self.settle();
             self.fire_timers();
             self.settle();
-            if let Some(deadline) = self.shutdown_deadline {
-                if self.conns.is_empty() || Instant::now() >= deadline {
-                    log::info!(
-                        "shutdown complete ({} connections cut off); agents keep running",
-                        self.conns.len()
-                    );
-                    return Ok(());
-                }
+            if let Some(deadline) = self.shutdown_deadline
+                && (self.conns.is_empty() || Instant::now() >= deadline)
+            {
+                log::info!(
+                    "shutdown complete ({} connections cut off); agents keep running",
+                    self.conns.len()
+                );
+                return Ok(());
             }
         }
     }
@@ -217,7 +219,9 @@ impl Server {
 
     fn accept(&mut self) {
         loop {
-            let Some(listener) = &self.listener else { return };
+            let Some(listener) = &self.listener else {
+                return;
+            };
             match listener.accept() {
                 Ok((stream, peer)) => self.admit(stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -244,7 +248,10 @@ impl Server {
     fn admit(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr) {
         let limits = &self.daemon.config.limits;
         if self.conns.len() >= limits.max_connections {
-            log::warn!("{peer}: refused, {} connections open (limits.max_connections)", self.conns.len());
+            log::warn!(
+                "{peer}: refused, {} connections open (limits.max_connections)",
+                self.conns.len()
+            );
             refuse(stream, "too many connections (limits.max_connections)");
             return;
         }
@@ -260,7 +267,10 @@ impl Server {
             return;
         }
         self.next_serial += 1;
-        let id = ConnId { key, serial: self.next_serial };
+        let id = ConnId {
+            key,
+            serial: self.next_serial,
+        };
         entry.insert(Connection::new(id, stream, peer, limits));
         if self.conn_timer_at.contains(key) {
             self.conn_timer_at[key] = None;
@@ -273,10 +283,11 @@ impl Server {
 
     /// Reads, decodes and dispatches requests, writes responses, closes when finished.
     fn drive(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let mut broken = conn.fill().is_err();
-        while !broken {
-            let Some(next) = conn.next_request() else { break };
+        while let Some(next) = if broken { None } else { conn.next_request() } {
             match next {
                 Err(error) => {
                     let response = ApiError::from(&error).to_response();
@@ -320,8 +331,12 @@ impl Server {
     }
 
     fn schedule_conn_timer(&mut self, key: usize) {
-        let Some(conn) = self.conns.get(key) else { return };
-        let Some((at, _)) = conn.deadline(&self.daemon.config.limits) else { return };
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        let Some((at, _)) = conn.deadline(&self.daemon.config.limits) else {
+            return;
+        };
         let slot = &mut self.conn_timer_at[key];
         if slot.is_none_or(|scheduled| at < scheduled) {
             *slot = Some(at);
@@ -333,7 +348,12 @@ impl Server {
         if let Some(mut conn) = self.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             if let Phase::Awaiting(flight) = &conn.phase {
-                log::info!("{} {} {} - (client went away)", conn.peer, flight.method, flight.path);
+                log::info!(
+                    "{} {} {} - (client went away)",
+                    conn.peer,
+                    flight.method,
+                    flight.path
+                );
             }
         }
         if self.conn_timer_at.contains(key) {
@@ -347,7 +367,9 @@ impl Server {
             self.daemon.on_timer(timer);
         }
         for id in self.conn_timers.pop_due(now) {
-            let Some(conn) = self.conns.get_mut(id.key).filter(|c| c.id == id) else { continue };
+            let Some(conn) = self.conns.get_mut(id.key).filter(|c| c.id == id) else {
+                continue;
+            };
             self.conn_timer_at[id.key] = None;
             match conn.deadline(&self.daemon.config.limits) {
                 Some((at, expiry)) if at <= now => match expiry {
@@ -391,9 +413,13 @@ impl Server {
 }
 
 fn shutting_down_response() -> Response {
-    ApiError::new(503, crate::api::error::ErrorCode::Overloaded, "daemon is shutting down")
-        .with_header("Retry-After", "5")
-        .to_response()
+    ApiError::new(
+        503,
+        crate::api::error::ErrorCode::Overloaded,
+        "daemon is shutting down",
+    )
+    .with_header("Retry-After", "5")
+    .to_response()
 }
 
 /// Best-effort `503` on a connection the daemon will not serve, then close it.

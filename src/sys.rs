@@ -27,7 +27,11 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 /// Waits up to `timeout` for a pidfd (or any descriptor) to become readable.
 /// Returns `Ok(true)` when it did, `Ok(false)` on timeout.
 pub fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
     loop {
         // SAFETY: `pfd` is a valid pollfd that lives across the call; nfds is 1.
@@ -49,7 +53,10 @@ pub fn kill(pid: u32, signal: libc::c_int) -> io::Result<()> {
     };
     if pid <= 1 {
         // Never signal init or (with pid 0 / -1) whole process groups by accident.
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "refusing to signal pid <= 1"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "refusing to signal pid <= 1",
+        ));
     }
     // SAFETY: kill takes plain integers.
     let rc = unsafe { libc::kill(pid, signal) };
@@ -57,7 +64,11 @@ pub fn kill(pid: u32, signal: libc::c_int) -> io::Result<()> {
         return Ok(());
     }
     let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::ESRCH) { Ok(()) } else { Err(err) }
+    if err.raw_os_error() == Some(libc::ESRCH) {
+        Ok(())
+    } else {
+        Err(err)
+    }
 }
 
 /// Whether process `pid` still exists (a zombie counts as existing).
@@ -72,7 +83,10 @@ pub fn process_exists(pid: u32) -> bool {
 
 /// Sends `payload` over `socket` with `fd` attached as `SCM_RIGHTS`.
 pub fn send_fd(socket: &UnixStream, fd: RawFd, payload: &[u8]) -> io::Result<()> {
-    let mut iov = libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() };
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr() as *mut libc::c_void,
+        iov_len: payload.len(),
+    };
     // Control buffer sized and aligned for one descriptor.
     let mut control = [0u64; 4];
     // SAFETY: CMSG_SPACE is a pure size computation.
@@ -114,7 +128,10 @@ pub fn send_fd(socket: &UnixStream, fd: RawFd, payload: &[u8]) -> io::Result<()>
 /// one attached descriptor. Returns the byte count and the descriptor, if any. Extra
 /// descriptors a misbehaving peer attaches are closed.
 pub fn recv_fd(socket: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
     let mut control = [0u64; 16];
     // SAFETY: a zeroed msghdr is valid; fields are set below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -124,7 +141,13 @@ pub fn recv_fd(socket: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<Owned
     msg.msg_controllen = size_of_val(&control) as _;
     // SAFETY: msg and the buffers it points to outlive the call; MSG_CMSG_CLOEXEC makes any
     // received descriptor close-on-exec.
-    let n = unsafe { libc::recvmsg(socket, &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
+    let n = unsafe {
+        libc::recvmsg(
+            socket,
+            &mut msg,
+            libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT,
+        )
+    };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -154,10 +177,13 @@ pub fn recv_fd(socket: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<Owned
 
 /// The soft limit on open file descriptors.
 pub fn open_files_limit() -> Option<u64> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into the struct we pass.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    (rc == 0).then_some(limit.rlim_cur as u64)
+    (rc == 0).then_some(limit.rlim_cur)
 }
 
 /// Clock ticks per second for /proc CPU times.
@@ -203,7 +229,11 @@ mod tests {
 
     #[test]
     fn pidfd_reports_exit() {
-        let mut child = std::process::Command::new("sh").arg("-c").arg("exit 0").spawn().unwrap();
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("exit 0")
+            .spawn()
+            .unwrap();
         let fd = pidfd_open(child.id()).unwrap();
         assert!(wait_readable(fd.as_raw_fd(), Duration::from_secs(10)).unwrap());
         child.wait().unwrap();

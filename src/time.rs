@@ -14,7 +14,9 @@ pub fn rfc3339_millis(at: SystemTime) -> String {
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_millis(at: SystemTime) -> u64 {
-    at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -18,7 +18,10 @@ pub struct Timers<K> {
 
 impl<K: Ord> Default for Timers<K> {
     fn default() -> Self {
-        Timers { heap: BinaryHeap::new(), sequence: 0 }
+        Timers {
+            heap: BinaryHeap::new(),
+            sequence: 0,
+        }
     }
 }
 
@@ -43,7 +46,11 @@ impl<K: Ord> Timers<K> {
     /// Removes and returns every key due at or before `now`, earliest first.
     pub fn pop_due(&mut self, now: Instant) -> Vec<K> {
         let mut due = Vec::new();
-        while self.heap.peek().is_some_and(|Reverse((at, _, _))| *at <= now) {
+        while self
+            .heap
+            .peek()
+            .is_some_and(|Reverse((at, _, _))| *at <= now)
+        {
             if let Some(Reverse((_, _, key))) = self.heap.pop() {
                 due.push(key);
             }
@@ -81,8 +88,14 @@ mod tests {
         timers.schedule(start + Duration::from_secs(1), "a2");
         assert_eq!(timers.next_deadline(), Some(start + Duration::from_secs(1)));
         assert_eq!(timers.pop_due(start), Vec::<&str>::new());
-        assert_eq!(timers.pop_due(start + Duration::from_secs(2)), ["a", "a2", "b"]);
+        assert_eq!(
+            timers.pop_due(start + Duration::from_secs(2)),
+            ["a", "a2", "b"]
+        );
         assert_eq!(timers.len(), 1);
-        assert_eq!(until(timers.next_deadline(), start + Duration::from_secs(5)), Some(Duration::ZERO));
+        assert_eq!(
+            until(timers.next_deadline(), start + Duration::from_secs(5)),
+            Some(Duration::ZERO)
+        );
     }
 }

@@ -30,8 +30,11 @@ pub struct SpawnSpec {
 /// Writes `spec` to `path` with mode 0600, failing if the file exists.
 pub fn write_spec(path: &Path, spec: &SpawnSpec) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(spec).map_err(std::io::Error::other)?;
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(&bytes)?;
     file.sync_all()
 }
@@ -45,7 +48,10 @@ pub fn run(spec_path: &Path) -> i32 {
     {
         Ok(spec) => spec,
         Err(e) => {
-            eprintln!("orchestra: cannot read spawn spec {}: {e}", spec_path.display());
+            eprintln!(
+                "orchestra: cannot read spawn spec {}: {e}",
+                spec_path.display()
+            );
             return 127;
         }
     };
@@ -100,10 +106,16 @@ mod tests {
             cwd: dir.path().to_path_buf(),
         };
         write_spec(&path, &spec).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let read: SpawnSpec = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(read, spec);
-        assert!(write_spec(&path, &spec).is_err(), "an existing spec is never overwritten");
+        assert!(
+            write_spec(&path, &spec).is_err(),
+            "an existing spec is never overwritten"
+        );
     }
 
     #[test]

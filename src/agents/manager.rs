@@ -72,7 +72,11 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         let error = ApiError::new(
             400,
             ErrorCode::InvalidAgentType,
-            format!("unknown agent_type {:?}; known types: {}", params.agent_type, known.join(", ")),
+            format!(
+                "unknown agent_type {:?}; known types: {}",
+                params.agent_type,
+                known.join(", ")
+            ),
         );
         return done(daemon, Err(error));
     };
@@ -82,24 +86,39 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         max_value_bytes: config.sessions.max_env_value_bytes,
     };
     if let Err(message) = validate_env(&params.env, &policy) {
-        return done(daemon, Err(ApiError::new(400, ErrorCode::InvalidEnv, message)));
+        return done(
+            daemon,
+            Err(ApiError::new(400, ErrorCode::InvalidEnv, message)),
+        );
     }
     if daemon.shutting_down {
-        return done(daemon, Err(ApiError::new(503, ErrorCode::Overloaded, "daemon is shutting down")));
+        return done(
+            daemon,
+            Err(ApiError::new(
+                503,
+                ErrorCode::Overloaded,
+                "daemon is shutting down",
+            )),
+        );
     }
     let live = daemon.agents.len() + daemon.agents.pending_spawns;
     if live >= config.sessions.max_sessions {
         let error = ApiError::new(
             503,
             ErrorCode::Overloaded,
-            format!("session limit reached ({} sessions; sessions.max_sessions)", live),
+            format!(
+                "session limit reached ({} sessions; sessions.max_sessions)",
+                live
+            ),
         )
         .with_header("Retry-After", "5");
         return done(daemon, Err(error));
     }
     let (session_id, name) = new_session_ids(&params.agent_type);
     let token = attach::new_token();
-    daemon.attach_tokens.insert(token.clone(), session_id.clone());
+    daemon
+        .attach_tokens
+        .insert(token.clone(), session_id.clone());
     daemon.agents.pending_spawns += 1;
     let job = SpawnJob {
         tmux: daemon.tmux.clone(),
@@ -148,12 +167,21 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
                         agent.pid
                     );
                     register(daemon, agent, None);
-                    done(daemon, Ok(Spawned { session_id: job.session_id }));
+                    done(
+                        daemon,
+                        Ok(Spawned {
+                            session_id: job.session_id,
+                        }),
+                    );
                 }
                 Err(error) => {
                     daemon.attach_tokens.retain(|_, s| s != &job.session_id);
                     daemon.early_captures.remove(&job.session_id);
-                    log::warn!("spawn of a {} agent failed: {}", job.agent_type, error.message);
+                    log::warn!(
+                        "spawn of a {} agent failed: {}",
+                        job.agent_type,
+                        error.message
+                    );
                     done(daemon, Err(error));
                 }
             }
@@ -211,10 +239,16 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, ApiError> {
         id: job.session_id.clone(),
         agent_type: job.agent_type.clone(),
         working_dir: working_dir.to_string_lossy().into_owned(),
-        created_ms: created_at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+        created_ms: created_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
     };
-    let program: Vec<OsString> =
-        vec![job.exe.clone().into(), "agent-exec".into(), job.spec_path.clone().into()];
+    let program: Vec<OsString> = vec![
+        job.exe.clone().into(),
+        "agent-exec".into(),
+        job.spec_path.clone().into(),
+    ];
     let encoded = meta.encode();
     let result = tmux::new_session(&tmux::NewSession {
         name: &job.name,
@@ -228,12 +262,18 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, ApiError> {
     .and_then(|list| job.tmux.run(&list))
     .and_then(|output| tmux::parse_new_session(&output));
     match result {
-        Ok((pane, pid, server_pid)) => {
-            Ok(SpawnOutcome { pane, pid, server_pid, working_dir, created_at })
-        }
+        Ok((pane, pid, server_pid)) => Ok(SpawnOutcome {
+            pane,
+            pid,
+            server_pid,
+            working_dir,
+            created_at,
+        }),
         Err(error) => {
             let _ = std::fs::remove_file(&job.spec_path);
-            Err(spawn_failed(format!("cannot create the tmux session: {error}")))
+            Err(spawn_failed(format!(
+                "cannot create the tmux session: {error}"
+            )))
         }
     }
 }
@@ -256,7 +296,10 @@ fn register(daemon: &mut Daemon, agent: Agent, known_state: Option<PaneState>) {
         }
         None => match crate::sys::pidfd_open(pid) {
             Ok(fd) => {
-                let source = Source::PaneExit { session_id: session_id.clone(), fd };
+                let source = Source::PaneExit {
+                    session_id: session_id.clone(),
+                    fd,
+                };
                 match daemon.add_source(source, Interest::READABLE) {
                     Ok(key) => {
                         if let Some(agent) = daemon.agents.get_mut(&session_id) {
@@ -275,7 +318,9 @@ fn register(daemon: &mut Daemon, agent: Agent, known_state: Option<PaneState>) {
 /// The agent's process has exited (its pidfd fired): ask tmux how, nudging tmux 3.3a with
 /// SIGCHLD when it has lost the status.
 pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
-    let Some(agent) = daemon.agents.get_mut(session_id) else { return };
+    let Some(agent) = daemon.agents.get_mut(session_id) else {
+        return;
+    };
     agent.exit_watch = None;
     let tmux = daemon.tmux.clone();
     let pane = agent.pane.clone();
@@ -338,15 +383,21 @@ fn session_vanished(daemon: &mut Daemon, session_id: &str, why: &str) {
 
 /// Tmux closed a pane's pipe: find out whether the session still exists.
 pub fn on_capture_closed(daemon: &mut Daemon, session_id: &str) {
-    let Some(agent) = daemon.agents.get(session_id) else { return };
+    let Some(agent) = daemon.agents.get(session_id) else {
+        return;
+    };
     log::info!("{session_id}: output pipe closed by tmux");
     let tmux = daemon.tmux.clone();
     let pane = agent.pane.clone();
     let session_id = session_id.to_string();
     daemon.jobs.run(move || {
-        let result = tmux::describe_pane(&pane).map_err(TmuxError::from).and_then(|l| tmux.run(&l));
+        let result = tmux::describe_pane(&pane)
+            .map_err(TmuxError::from)
+            .and_then(|l| tmux.run(&l));
         Box::new(move |daemon: &mut Daemon| match result {
-            Err(TmuxError::NoServer) => session_vanished(daemon, &session_id, "the tmux server is gone"),
+            Err(TmuxError::NoServer) => {
+                session_vanished(daemon, &session_id, "the tmux server is gone")
+            }
             Err(TmuxError::Failed(m)) if m.contains("can't find") => {
                 session_vanished(daemon, &session_id, "its tmux pane no longer exists")
             }
@@ -387,7 +438,11 @@ pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime,
     let grace = daemon.config.sessions.kill_grace;
     let alive = agent.exit.is_none();
     daemon.jobs.run(move || {
-        let forced = if alive { procfs::terminate_tree(agent.pid, grace) } else { 0 };
+        let forced = if alive {
+            procfs::terminate_tree(agent.pid, grace)
+        } else {
+            0
+        };
         let result = tmux::kill_session(&agent.tmux_session)
             .map_err(TmuxError::from)
             .and_then(|list| tmux.run(&list));
@@ -401,7 +456,11 @@ pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime,
             log::info!(
                 "terminated {}{}",
                 agent.id,
-                if forced > 0 { format!(" ({forced} processes needed SIGKILL)") } else { String::new() }
+                if forced > 0 {
+                    format!(" ({forced} processes needed SIGKILL)")
+                } else {
+                    String::new()
+                }
             );
             done(daemon, Ok(terminated_at))
         })
@@ -444,7 +503,10 @@ pub fn sample(daemon: &mut Daemon, session_id: &str, done: Done<Option<Metrics>>
                         cpu_percent: (cpu_percent * 10.0).round() / 10.0,
                     }
                 }
-                None => Metrics { memory_mb: 0, cpu_percent: 0.0 },
+                None => Metrics {
+                    memory_mb: 0,
+                    cpu_percent: 0.0,
+                },
             };
             done(daemon, Some(metrics))
         })
@@ -463,7 +525,9 @@ pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
     let mut found: BTreeMap<String, (SessionMeta, tmux::PaneInfo)> = BTreeMap::new();
     for pane in tmux::parse::parse_panes(&output) {
         let Some(name) = &pane.session else { continue };
-        let Some(meta) = SessionMeta::decode(&pane.metadata) else { continue };
+        let Some(meta) = SessionMeta::decode(&pane.metadata) else {
+            continue;
+        };
         // The metadata must belong to this very session (ids share their hex suffix).
         if meta.id.strip_prefix("sess-") != name.as_str().strip_prefix("agent-") {
             continue;
@@ -490,8 +554,7 @@ pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
         let capture = if pane.state == PaneState::Alive {
             let token = attach::new_token();
             daemon.attach_tokens.insert(token.clone(), id.clone());
-            let command =
-                attach::pipe_command(&daemon.exe, &daemon.config.attach_socket(), &token);
+            let command = attach::pipe_command(&daemon.exe, &daemon.config.attach_socket(), &token);
             rearm = rearm.then(tmux::pipe_pane(&pane.pane, &command)?);
             CaptureState::Attaching
         } else {

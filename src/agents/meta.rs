@@ -38,7 +38,7 @@ impl SessionMeta {
     /// Decodes an option value; `None` for anything the daemon did not write.
     pub fn decode(text: &str) -> Option<SessionMeta> {
         let text = text.trim();
-        if text.is_empty() || text.len() % 2 != 0 || text.len() > 64 * 1024 {
+        if text.is_empty() || !text.len().is_multiple_of(2) || text.len() > 64 * 1024 {
             return None;
         }
         let bytes: Option<Vec<u8>> = (0..text.len())

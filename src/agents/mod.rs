@@ -157,7 +157,11 @@ impl Agent {
             Some(_) => AgentStatus::Error,
             None => {
                 let quiet = now.duration_since(self.last_activity).unwrap_or_default();
-                if quiet >= idle_after { AgentStatus::Idle } else { AgentStatus::Running }
+                if quiet >= idle_after {
+                    AgentStatus::Idle
+                } else {
+                    AgentStatus::Running
+                }
             }
         }
     }
@@ -195,7 +199,11 @@ impl AgentRegistry {
     /// All sessions, oldest first (ties broken by id, so the order is stable).
     pub fn sorted(&self) -> Vec<&Agent> {
         let mut all: Vec<&Agent> = self.agents.values().collect();
-        all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        all.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         all
     }
 
@@ -219,7 +227,10 @@ impl AgentRegistry {
 /// digits as the reference shows (`sess-droid-a1b2c3d4` / `agent-droid-a1b2c3d4`).
 pub fn new_session_ids(agent_type: &str) -> (String, SessionName) {
     let bytes = uuid::Uuid::new_v4();
-    let hex: String = bytes.as_bytes()[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = bytes.as_bytes()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let name = SessionName::parse(&format!("agent-{agent_type}-{hex}"))
         .expect("agent type names are validated at config load");
     (format!("sess-{agent_type}-{hex}"), name)

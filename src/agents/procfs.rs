@@ -47,7 +47,11 @@ pub fn all_processes() -> Vec<ProcStat> {
         return Vec::new();
     };
     dir.filter_map(Result::ok)
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .filter_map(|text| parse_stat(&text))
         .collect()
@@ -73,7 +77,11 @@ pub fn tree(root: u32, processes: &[ProcStat]) -> Vec<ProcStat> {
             }
         }
     }
-    processes.iter().filter(|p| members.contains(&p.pid)).copied().collect()
+    processes
+        .iter()
+        .filter(|p| members.contains(&p.pid))
+        .copied()
+        .collect()
 }
 
 /// Resource use of a process tree at one moment.
@@ -112,7 +120,12 @@ pub fn usage(root: u32) -> Usage {
             (alive > 0.0).then(|| cpu_ticks as f64 / ticks_per_second / alive * 100.0)
         })
         .unwrap_or(0.0);
-    Usage { rss_bytes, cpu_ticks, at: Instant::now(), lifetime_cpu_percent }
+    Usage {
+        rss_bytes,
+        cpu_ticks,
+        at: Instant::now(),
+        lifetime_cpu_percent,
+    }
 }
 
 /// CPU use between two samples of the same tree, in percent of one core.
@@ -139,7 +152,12 @@ pub fn terminate_tree(root: u32, grace: Duration) -> usize {
         }
     }
     let deadline = Instant::now() + grace;
-    let alive = |pids: &[u32]| pids.iter().copied().filter(|&p| is_running(p)).collect::<Vec<_>>();
+    let alive = |pids: &[u32]| {
+        pids.iter()
+            .copied()
+            .filter(|&p| is_running(p))
+            .collect::<Vec<_>>()
+    };
     let mut remaining = alive(&members);
     // A short sleep between checks is fine here: this is a worker thread, and processes of
     // other users' trees give us no event to wait on.
@@ -161,7 +179,9 @@ pub fn terminate_tree(root: u32, grace: Duration) -> usize {
 /// Whether `pid` exists and is not a zombie.
 fn is_running(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(text) => text.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Ok(text) => text
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -186,7 +206,14 @@ mod tests {
 
     #[test]
     fn tree_follows_session_and_parents() {
-        let p = |pid, ppid, sid| ProcStat { pid, ppid, sid, cpu_ticks: 1, start_ticks: 0, rss_pages: 1 };
+        let p = |pid, ppid, sid| ProcStat {
+            pid,
+            ppid,
+            sid,
+            cpu_ticks: 1,
+            start_ticks: 0,
+            rss_pages: 1,
+        };
         let processes = [
             p(10, 1, 10),  // root, session leader
             p(11, 10, 10), // child in the session
@@ -202,11 +229,19 @@ mod tests {
 
     #[test]
     fn samples_and_terminates_a_real_tree() {
+        use std::io::BufRead;
         let mut child = std::process::Command::new("sh")
             .arg("-c")
-            .arg("trap '' TERM HUP; sleep 30 & sleep 30; wait")
+            .arg("trap '' TERM HUP; sleep 30 & echo ready; sleep 30; wait")
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        // Wait until the traps are set and the background child exists.
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
         let pid = child.id();
         let usage = usage(pid);
         assert!(usage.rss_bytes > 0);

@@ -57,7 +57,9 @@ pub fn is_env_name(name: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 128
         && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
 }
 
 /// Whether `name` is on the dangerous list.
@@ -79,7 +81,11 @@ pub struct EnvPolicy<'a> {
 /// Checks a request's environment; the error says which variable and why.
 pub fn validate_env(env: &BTreeMap<String, String>, policy: &EnvPolicy<'_>) -> Result<(), String> {
     if env.len() > policy.max_vars {
-        return Err(format!("env has {} variables; at most {} are allowed", env.len(), policy.max_vars));
+        return Err(format!(
+            "env has {} variables; at most {} are allowed",
+            env.len(),
+            policy.max_vars
+        ));
     }
     for (key, value) in env {
         if !is_env_name(key) {
@@ -119,10 +125,16 @@ pub fn resolve_working_dir(requested: &str, roots: &[PathBuf]) -> Result<PathBuf
     }
     let path = Path::new(requested);
     if !path.is_absolute() {
-        return Err(format!("working_dir {requested:?} must be an absolute path"));
+        return Err(format!(
+            "working_dir {requested:?} must be an absolute path"
+        ));
     }
-    let canonical = std::fs::canonicalize(path)
-        .map_err(|e| format!("working_dir {requested:?} cannot be used: {}", describe_io(&e)))?;
+    let canonical = std::fs::canonicalize(path).map_err(|e| {
+        format!(
+            "working_dir {requested:?} cannot be used: {}",
+            describe_io(&e)
+        )
+    })?;
     if !canonical.is_dir() {
         return Err(format!("working_dir {requested:?} is not a directory"));
     }
@@ -139,7 +151,9 @@ pub fn resolve_working_dir(requested: &str, roots: &[PathBuf]) -> Result<PathBuf
         ));
     }
     if canonical.to_str().is_none() {
-        return Err(format!("working_dir {requested:?} is not valid UTF-8 once resolved"));
+        return Err(format!(
+            "working_dir {requested:?} is not valid UTF-8 once resolved"
+        ));
     }
     Ok(canonical)
 }
@@ -157,7 +171,11 @@ mod tests {
     use super::*;
 
     fn policy() -> EnvPolicy<'static> {
-        EnvPolicy { allowed: &[], max_vars: 4, max_value_bytes: 16 }
+        EnvPolicy {
+            allowed: &[],
+            max_vars: 4,
+            max_value_bytes: 16,
+        }
     }
 
     #[test]
@@ -173,7 +191,10 @@ mod tests {
     #[test]
     fn env_policy() {
         let env = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
         assert!(validate_env(&env(&[("PROJECT", "x;$(y)#{z}")]), &policy()).is_ok());
         for bad in [
@@ -191,7 +212,10 @@ mod tests {
             assert!(validate_env(&bad, &policy()).is_err(), "{bad:?}");
         }
         let allowed = ["NODE_OPTIONS".to_string()];
-        let policy = EnvPolicy { allowed: &allowed, ..policy() };
+        let policy = EnvPolicy {
+            allowed: &allowed,
+            ..policy()
+        };
         assert!(validate_env(&env(&[("NODE_OPTIONS", "--x")]), &policy).is_ok());
     }
 

@@ -3,7 +3,9 @@
 use std::time::SystemTime;
 
 use super::error::{ApiError, ErrorCode};
-use super::wire::{AgentDetail, AgentList, AgentSummary, KillResponse, SpawnRequest, SpawnResponse};
+use super::wire::{
+    AgentDetail, AgentList, AgentSummary, KillResponse, SpawnRequest, SpawnResponse,
+};
 use super::{Handled, json, parse_body};
 use crate::agents::manager::{self, SpawnParams};
 use crate::agents::{Agent, AgentStatus, ExitInfo};
@@ -18,8 +20,11 @@ pub fn spawn(daemon: &mut Daemon, conn: ConnId, request: &Request) -> Handled {
         Ok(body) => body,
         Err(error) => return Handled::Now(error.to_response()),
     };
-    let params =
-        SpawnParams { agent_type: body.agent_type, working_dir: body.working_dir, env: body.env };
+    let params = SpawnParams {
+        agent_type: body.agent_type,
+        working_dir: body.working_dir,
+        env: body.env,
+    };
     manager::spawn(
         daemon,
         params,
@@ -66,7 +71,7 @@ pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
                 );
             }
         },
-        Some(Err(())) => {
+        Some(Err(_)) => {
             return Handled::Now(ApiError::bad_request("status is not valid UTF-8").to_response());
         }
     };
@@ -79,15 +84,20 @@ pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
                     ApiError::new(
                         400,
                         ErrorCode::InvalidAgentType,
-                        format!("unknown agent_type {text:?}; known types: {}", known.join(", ")),
+                        format!(
+                            "unknown agent_type {text:?}; known types: {}",
+                            known.join(", ")
+                        ),
                     )
                     .to_response(),
                 );
             }
             Some(text)
         }
-        Some(Err(())) => {
-            return Handled::Now(ApiError::bad_request("agent_type is not valid UTF-8").to_response());
+        Some(Err(_)) => {
+            return Handled::Now(
+                ApiError::bad_request("agent_type is not valid UTF-8").to_response(),
+            );
         }
     };
     let now = SystemTime::now();
@@ -107,7 +117,13 @@ pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
             last_activity: rfc3339(a.last_activity),
         })
         .collect();
-    Handled::Now(json(200, &AgentList { total: agents.len(), agents }))
+    Handled::Now(json(
+        200,
+        &AgentList {
+            total: agents.len(),
+            agents,
+        },
+    ))
 }
 
 /// `GET /api/agents/{id}`: details with a fresh sample of the process tree.

@@ -104,19 +104,24 @@ impl Authenticator {
         let (algorithm, key) = match auth.algorithm {
             TokenAlgorithm::HS256 => (Algorithm::HS256, DecodingKey::from_secret(secret)),
             other => {
-                let path = auth.public_key_file.as_ref().ok_or("public_key_file is required")?;
+                let path = auth
+                    .public_key_file
+                    .as_ref()
+                    .ok_or("public_key_file is required")?;
                 let pem = std::fs::read(path)
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                 match other {
                     TokenAlgorithm::EdDSA => (
                         Algorithm::EdDSA,
-                        DecodingKey::from_ed_pem(&pem)
-                            .map_err(|e| format!("{}: not an Ed25519 public key: {e}", path.display()))?,
+                        DecodingKey::from_ed_pem(&pem).map_err(|e| {
+                            format!("{}: not an Ed25519 public key: {e}", path.display())
+                        })?,
                     ),
                     _ => (
                         Algorithm::RS256,
-                        DecodingKey::from_rsa_pem(&pem)
-                            .map_err(|e| format!("{}: not an RSA public key: {e}", path.display()))?,
+                        DecodingKey::from_rsa_pem(&pem).map_err(|e| {
+                            format!("{}: not an RSA public key: {e}", path.display())
+                        })?,
                     ),
                 }
             }
@@ -141,7 +146,11 @@ impl Authenticator {
             None => validation.validate_aud = false,
         }
         validation.set_required_spec_claims(&required);
-        Ok(Authenticator { key, validation, leeway: auth.leeway.as_secs() })
+        Ok(Authenticator {
+            key,
+            validation,
+            leeway: auth.leeway.as_secs(),
+        })
     }
 
     /// Verifies a token and returns who it is for.
@@ -187,7 +196,10 @@ impl Authenticator {
             }
         }
         Ok(Principal {
-            subject: claims.sub.filter(|s| !s.is_empty()).unwrap_or_else(|| "anonymous".into()),
+            subject: claims
+                .sub
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "anonymous".into()),
             scopes,
             expires_at: claims.exp,
         })
@@ -197,7 +209,8 @@ impl Authenticator {
 /// Extracts the token from an `Authorization: Bearer <token>` header value.
 pub fn bearer_token(header: Option<&[u8]>) -> Result<&str, AuthError> {
     let value = header.ok_or(AuthError("missing Authorization: Bearer token"))?;
-    let value = std::str::from_utf8(value).map_err(|_| AuthError("malformed Authorization header"))?;
+    let value =
+        std::str::from_utf8(value).map_err(|_| AuthError("malformed Authorization header"))?;
     let (scheme, token) = value
         .trim()
         .split_once(' ')
@@ -244,8 +257,12 @@ pub fn mint_token(
         iss: config.auth.issuer.as_deref(),
         aud: config.auth.audience.as_deref(),
     };
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
-        .map_err(|e| format!("cannot sign token: {e}"))
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| format!("cannot sign token: {e}"))
 }
 
 /// The HS256 secret: `ORCHESTRA_JWT_SECRET`, else `auth.jwt_secret`, else the secret file
@@ -260,7 +277,9 @@ pub fn load_or_create_secret(config: &Config) -> Result<Vec<u8>, String> {
     let path = config.secret_file();
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let mode = std::fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0);
+            let mode = std::fs::metadata(&path)
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0);
             if mode & 0o077 != 0 {
                 log::warn!(
                     "secret file {} is readable by other users (mode {:o}); run chmod 600",
@@ -307,7 +326,10 @@ fn create_secret(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -319,20 +341,36 @@ mod tests {
     }
 
     fn sign(claims: serde_json::Value, secret: &[u8]) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
-            .unwrap()
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
     }
 
     #[test]
     fn minted_tokens_verify_with_their_scope() {
         let auth = Authenticator::new(&config(), b"secret").unwrap();
-        let token = mint_token(&config(), b"secret", "alice", Scope::Control, Duration::from_secs(60))
-            .unwrap();
+        let token = mint_token(
+            &config(),
+            b"secret",
+            "alice",
+            Scope::Control,
+            Duration::from_secs(60),
+        )
+        .unwrap();
         let who = auth.verify(&token).unwrap();
         assert_eq!(who.subject, "alice");
         assert!(who.scopes.allows(Scope::Control) && who.scopes.allows(Scope::Observe));
-        let token = mint_token(&config(), b"secret", "bob", Scope::Observe, Duration::from_secs(60))
-            .unwrap();
+        let token = mint_token(
+            &config(),
+            b"secret",
+            "bob",
+            Scope::Observe,
+            Duration::from_secs(60),
+        )
+        .unwrap();
         let who = auth.verify(&token).unwrap();
         assert!(who.scopes.allows(Scope::Observe) && !who.scopes.allows(Scope::Control));
     }
@@ -342,11 +380,23 @@ mod tests {
         let auth = Authenticator::new(&config(), b"secret").unwrap();
         let now = now_secs();
         let cases = [
-            sign(serde_json::json!({"scope": "control", "exp": now - 3600}), b"secret"),
-            sign(serde_json::json!({"scope": "control", "exp": now + 60}), b"other"),
+            sign(
+                serde_json::json!({"scope": "control", "exp": now - 3600}),
+                b"secret",
+            ),
+            sign(
+                serde_json::json!({"scope": "control", "exp": now + 60}),
+                b"other",
+            ),
             sign(serde_json::json!({"scope": "control"}), b"secret"),
-            sign(serde_json::json!({"scope": "control", "exp": now + 60, "nbf": now + 3600}), b"secret"),
-            sign(serde_json::json!({"scope": "control", "exp": now + 7200, "iat": now + 3600}), b"secret"),
+            sign(
+                serde_json::json!({"scope": "control", "exp": now + 60, "nbf": now + 3600}),
+                b"secret",
+            ),
+            sign(
+                serde_json::json!({"scope": "control", "exp": now + 7200, "iat": now + 3600}),
+                b"secret",
+            ),
             // alg: none, unsigned.
             "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzY29wZSI6ImNvbnRyb2wiLCJleHAiOjQxMDI0NDQ4MDB9."
                 .to_string(),
@@ -363,7 +413,10 @@ mod tests {
             &EncodingKey::from_secret(b"secret"),
         )
         .unwrap();
-        assert_eq!(auth.verify(&hs384).unwrap_err().0, "token algorithm not accepted");
+        assert_eq!(
+            auth.verify(&hs384).unwrap_err().0,
+            "token algorithm not accepted"
+        );
     }
 
     #[test]
@@ -396,7 +449,10 @@ mod tests {
         }
         let first = load_or_create_secret(&config).unwrap();
         assert_eq!(first.len(), 64);
-        let mode = std::fs::metadata(config.secret_file()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(config.secret_file())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(load_or_create_secret(&config).unwrap(), first);
     }

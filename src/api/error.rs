@@ -95,7 +95,12 @@ pub struct ApiError {
 impl ApiError {
     /// An error with no extra headers.
     pub fn new(status: u16, code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), headers: Vec::new() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
     }
 
     /// `400 INVALID_REQUEST`.
@@ -106,13 +111,20 @@ impl ApiError {
     /// `401 INVALID_TOKEN` with the challenge header.
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
         let mut error = ApiError::new(401, ErrorCode::InvalidToken, message);
-        error.headers.push(("WWW-Authenticate".into(), "Bearer realm=\"orchestra\"".into()));
+        error.headers.push((
+            "WWW-Authenticate".into(),
+            "Bearer realm=\"orchestra\"".into(),
+        ));
         error
     }
 
     /// `404 SESSION_NOT_FOUND`.
     pub fn session_not_found(id: &str) -> ApiError {
-        ApiError::new(404, ErrorCode::SessionNotFound, format!("no agent session {id:?}"))
+        ApiError::new(
+            404,
+            ErrorCode::SessionNotFound,
+            format!("no agent session {id:?}"),
+        )
     }
 
     /// `500 INTERNAL_ERROR`.
@@ -137,7 +149,13 @@ impl ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.status, self.code.as_str(), self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status,
+            self.code.as_str(),
+            self.message
+        )
     }
 }
 
@@ -165,12 +183,20 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
         assert_eq!(body["error_code"], "INVALID_TOKEN");
         assert_eq!(body["message"], "token expired");
-        assert!(response.headers.iter().any(|(k, _)| k == "WWW-Authenticate"));
+        assert!(
+            response
+                .headers
+                .iter()
+                .any(|(k, _)| k == "WWW-Authenticate")
+        );
     }
 
     #[test]
     fn decode_errors_keep_their_status() {
         let error = ApiError::from(&HttpError::BodyTooLarge);
-        assert_eq!((error.status, error.code), (413, ErrorCode::PayloadTooLarge));
+        assert_eq!(
+            (error.status, error.code),
+            (413, ErrorCode::PayloadTooLarge)
+        );
     }
 }

@@ -75,7 +75,10 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
             return Err(ApiError::new(
                 405,
                 ErrorCode::MethodNotAllowed,
-                format!("{method} is not allowed on {path}; use {}", allowed.join(" or ")),
+                format!(
+                    "{method} is not allowed on {path}; use {}",
+                    allowed.join(" or ")
+                ),
             )
             .with_header("Allow", allowed.join(", ")));
         }
@@ -97,12 +100,18 @@ fn decode_segment(segment: &str) -> Result<String, ApiError> {
 pub fn authorize(daemon: &Daemon, request: &Request, scope: Scope) -> Result<Principal, ApiError> {
     let token = auth::bearer_token(request.header("authorization"))
         .map_err(|e| ApiError::unauthorized(e.0))?;
-    let principal = daemon.auth.verify(token).map_err(|e| ApiError::unauthorized(e.0))?;
+    let principal = daemon
+        .auth
+        .verify(token)
+        .map_err(|e| ApiError::unauthorized(e.0))?;
     if !principal.scopes.allows(scope) {
         return Err(ApiError::new(
             403,
             ErrorCode::Forbidden,
-            format!("this needs the {:?} scope, which the token lacks", scope.as_str()),
+            format!(
+                "this needs the {:?} scope, which the token lacks",
+                scope.as_str()
+            ),
         ));
     }
     Ok(principal)
@@ -161,14 +170,31 @@ mod tests {
         assert_eq!(route("GET", "/api/health").unwrap(), Route::Health);
         assert_eq!(route("POST", "/api/agents/spawn").unwrap(), Route::Spawn);
         assert_eq!(route("GET", "/api/agents").unwrap(), Route::ListAgents);
-        assert_eq!(route("GET", "/api/agents/sess-x-1").unwrap(), Route::GetAgent("sess-x-1".into()));
-        assert_eq!(route("DELETE", "/api/agents/a%20b").unwrap(), Route::KillAgent("a b".into()));
+        assert_eq!(
+            route("GET", "/api/agents/sess-x-1").unwrap(),
+            Route::GetAgent("sess-x-1".into())
+        );
+        assert_eq!(
+            route("DELETE", "/api/agents/a%20b").unwrap(),
+            Route::KillAgent("a b".into())
+        );
         let error = route("GET", "/api/agents/spawn").unwrap_err();
         assert_eq!(error.status, 405);
         assert!(error.headers.contains(&("Allow".into(), "POST".into())));
         let error = route("PUT", "/api/agents/x").unwrap_err();
-        assert!(error.headers.contains(&("Allow".into(), "GET, DELETE".into())));
-        for path in ["/", "/api", "/api/", "/api/agents/", "/api/agents/x/y", "/nope"] {
+        assert!(
+            error
+                .headers
+                .contains(&("Allow".into(), "GET, DELETE".into()))
+        );
+        for path in [
+            "/",
+            "/api",
+            "/api/",
+            "/api/agents/",
+            "/api/agents/x/y",
+            "/nope",
+        ] {
             assert_eq!(route("GET", path).unwrap_err().status, 404, "{path}");
         }
     }

@@ -143,7 +143,10 @@ impl Connection {
                 Ok(n) => {
                     self.inbuf.extend_from_slice(&chunk[..n]);
                     if matches!(self.phase, Phase::Idle { .. }) {
-                        self.phase = Phase::Receiving { since: Instant::now(), body: false };
+                        self.phase = Phase::Receiving {
+                            since: Instant::now(),
+                            body: false,
+                        };
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -175,7 +178,12 @@ impl Connection {
                         *body = true;
                     }
                     Phase::Receiving { .. } => {}
-                    _ => self.phase = Phase::Receiving { since: now, body: head_complete },
+                    _ => {
+                        self.phase = Phase::Receiving {
+                            since: now,
+                            body: head_complete,
+                        }
+                    }
                 }
                 None
             }
@@ -196,7 +204,9 @@ impl Connection {
     /// Queues the response to the dispatched request and returns its log line. A connection
     /// that is not awaiting a response (it timed out meanwhile) ignores it.
     pub fn respond(&mut self, response: &Response) -> Option<LogLine> {
-        let Phase::Awaiting(flight) = &self.phase else { return None };
+        let Phase::Awaiting(flight) = &self.phase else {
+            return None;
+        };
         let keep_alive = flight.keep_alive && !self.read_closed;
         let line = LogLine {
             peer: self.peer,
@@ -207,7 +217,9 @@ impl Connection {
         };
         self.queue_response(response, keep_alive);
         self.phase = if keep_alive {
-            Phase::Idle { since: Instant::now() }
+            Phase::Idle {
+                since: Instant::now(),
+            }
         } else {
             Phase::Closing
         };
@@ -258,7 +270,10 @@ impl Connection {
     /// When the current phase's timeout expires, and what it means.
     pub fn deadline(&self, limits: &Limits) -> Option<(Instant, Expiry)> {
         if !self.out.is_empty() {
-            return Some((self.last_write_progress + limits.write_timeout, Expiry::SlowReader));
+            return Some((
+                self.last_write_progress + limits.write_timeout,
+                Expiry::SlowReader,
+            ));
         }
         match &self.phase {
             Phase::Idle { since } => Some((*since + limits.idle_timeout, Expiry::Idle)),

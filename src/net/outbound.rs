@@ -73,10 +73,15 @@ impl OutQueue {
     pub fn write_to<W: Write>(&mut self, out: &mut W) -> io::Result<usize> {
         let mut total = 0;
         while !self.chunks.is_empty() {
-            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(self.chunks.len().min(MAX_IOVECS));
+            let mut slices: Vec<IoSlice<'_>> =
+                Vec::with_capacity(self.chunks.len().min(MAX_IOVECS));
             for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
                 let bytes = chunk.bytes();
-                slices.push(IoSlice::new(if i == 0 { &bytes[self.front_written..] } else { bytes }));
+                slices.push(IoSlice::new(if i == 0 {
+                    &bytes[self.front_written..]
+                } else {
+                    bytes
+                }));
             }
             let written = match out.write_vectored(&slices) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -142,7 +147,11 @@ mod tests {
         queue.push(Chunk::Owned(Vec::new()));
         queue.push(Chunk::Shared(shared));
         assert_eq!(queue.pending(), 20);
-        let mut sink = Trickle { out: Vec::new(), limit: 3, budget: 8 };
+        let mut sink = Trickle {
+            out: Vec::new(),
+            limit: 3,
+            budget: 8,
+        };
         assert_eq!(queue.write_to(&mut sink).unwrap(), 8);
         assert_eq!(queue.pending(), 12);
         sink.budget = 100;
@@ -156,7 +165,11 @@ mod tests {
         let mut queue = OutQueue::default();
         queue.push(Chunk::Owned(b"abcdef".to_vec()));
         queue.push(Chunk::Owned(b"ghi".to_vec()));
-        let mut sink = Trickle { out: Vec::new(), limit: 2, budget: 2 };
+        let mut sink = Trickle {
+            out: Vec::new(),
+            limit: 2,
+            budget: 2,
+        };
         queue.write_to(&mut sink).unwrap();
         assert_eq!(queue.truncate_unstarted(), 3);
         sink.budget = 100;

@@ -44,7 +44,10 @@ pub fn run_helper(socket: &Path, token: &str) -> i32 {
     let stream = match UnixStream::connect(socket) {
         Ok(stream) => stream,
         Err(e) => {
-            eprintln!("orchestra pipe-attach: cannot reach the daemon at {}: {e}", socket.display());
+            eprintln!(
+                "orchestra pipe-attach: cannot reach the daemon at {}: {e}",
+                socket.display()
+            );
             return 1;
         }
     };
@@ -91,7 +94,14 @@ mod tests {
 
     #[test]
     fn pipe_command_quotes_paths() {
-        let cmd = pipe_command(Path::new("/opt/my dir/orchestra"), Path::new("/s/it's.sock"), "ab");
-        assert_eq!(cmd, "exec '/opt/my dir/orchestra' pipe-attach '/s/it'\\''s.sock' 'ab'");
+        let cmd = pipe_command(
+            Path::new("/opt/my dir/orchestra"),
+            Path::new("/s/it's.sock"),
+            "ab",
+        );
+        assert_eq!(
+            cmd,
+            "exec '/opt/my dir/orchestra' pipe-attach '/s/it'\\''s.sock' 'ab'"
+        );
     }
 }

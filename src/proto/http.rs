@@ -90,7 +90,7 @@ impl Request {
     }
 
     /// The value of query parameter `key`, percent-decoded; `Err` if it is not valid UTF-8.
-    pub fn query_param(&self, key: &str) -> Option<Result<String, ()>> {
+    pub fn query_param(&self, key: &str) -> Option<Result<String, InvalidEncoding>> {
         let query = self.query.as_deref()?;
         query.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -141,10 +141,12 @@ impl fmt::Display for HttpError {
             HttpError::UriTooLong => f.write_str("request target too long"),
             HttpError::BodyTooLarge => f.write_str("request body too large"),
             HttpError::Malformed(what) => write!(f, "malformed request: {what}"),
-            HttpError::UnsupportedVersion => f.write_str("only HTTP/1.0 and HTTP/1.1 are supported"),
-            HttpError::UnsupportedTransferEncoding => f.write_str(
-                "Transfer-Encoding is not supported; send the body with Content-Length",
-            ),
+            HttpError::UnsupportedVersion => {
+                f.write_str("only HTTP/1.0 and HTTP/1.1 are supported")
+            }
+            HttpError::UnsupportedTransferEncoding => {
+                f.write_str("Transfer-Encoding is not supported; send the body with Content-Length")
+            }
         }
     }
 }
@@ -188,7 +190,11 @@ pub struct RequestDecoder {
 impl RequestDecoder {
     /// A decoder enforcing `limits`.
     pub fn new(limits: DecodeLimits) -> Self {
-        RequestDecoder { limits, scanned: 0, pending: None }
+        RequestDecoder {
+            limits,
+            scanned: 0,
+            pending: None,
+        }
     }
 
     /// Whether a head has been parsed and its body is still arriving.
@@ -205,20 +211,35 @@ impl RequestDecoder {
     pub fn decode(&mut self, buf: &[u8]) -> Result<Decoded, HttpError> {
         if self.pending.is_none() {
             let Some(head_len) = self.find_head_end(buf)? else {
-                return Ok(Decoded::Incomplete { head_complete: false });
+                return Ok(Decoded::Incomplete {
+                    head_complete: false,
+                });
             };
             let (request, body_len) = parse_head(&buf[..head_len], &self.limits)?;
-            self.pending = Some(PendingHead { request, head_len, body_len });
+            self.pending = Some(PendingHead {
+                request,
+                head_len,
+                body_len,
+            });
         }
         let pending = self.pending.as_ref().expect("head parsed above");
         let total = pending.head_len + pending.body_len;
         if buf.len() < total {
-            return Ok(Decoded::Incomplete { head_complete: true });
+            return Ok(Decoded::Incomplete {
+                head_complete: true,
+            });
         }
-        let PendingHead { mut request, head_len, .. } = self.pending.take().expect("checked");
+        let PendingHead {
+            mut request,
+            head_len,
+            ..
+        } = self.pending.take().expect("checked");
         request.body = buf[head_len..total].to_vec();
         self.scanned = 0;
-        Ok(Decoded::Complete { request, consumed: total })
+        Ok(Decoded::Complete {
+            request,
+            consumed: total,
+        })
     }
 
     /// Finds the end of the head (after the blank line), searching only new bytes, and
@@ -241,23 +262,26 @@ impl RequestDecoder {
             }
             i = nl + 1;
         }
-        match found {
-            Some(end) if end > self.limits.max_head_bytes => Err(HttpError::HeadTooLarge),
-            Some(end) => Ok(Some(end)),
-            None => {
-                self.scanned = buf.len();
-                let line_end = memchr(b'\n', buf).unwrap_or(buf.len());
-                if line_end > self.limits.max_uri_bytes + 32 {
-                    Err(HttpError::UriTooLong)
-                } else if buf.len() > self.limits.max_head_bytes {
-                    Err(HttpError::HeadTooLarge)
-                } else {
-                    Ok(None)
-                }
-            }
+        // The same checks, in the same order, whether or not the head is complete, so that
+        // the verdict does not depend on how the bytes were split into reads. (The request
+        // line cap is below the head cap, see `Limits`, so it always fires first.)
+        let line_end = memchr(b'\n', buf).unwrap_or(buf.len());
+        let head_len = found.unwrap_or(buf.len());
+        if line_end > self.limits.max_uri_bytes + URI_SLACK {
+            return Err(HttpError::UriTooLong);
         }
+        if head_len > self.limits.max_head_bytes {
+            return Err(HttpError::HeadTooLarge);
+        }
+        if found.is_none() {
+            self.scanned = buf.len();
+        }
+        Ok(found)
     }
 }
+
+/// Room on the request line for the method and version around the target.
+pub const URI_SLACK: usize = 32;
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
     haystack.iter().position(|&b| b == needle)
@@ -283,14 +307,20 @@ fn parse_head(head: &[u8], limits: &DecodeLimits) -> Result<(Request, usize), Ht
             return Err(HttpError::Malformed("invalid line ending"));
         }
     }
-    let method = parsed.method.ok_or(HttpError::Malformed("missing method"))?;
-    let target = parsed.path.ok_or(HttpError::Malformed("missing request target"))?;
+    let method = parsed
+        .method
+        .ok_or(HttpError::Malformed("missing method"))?;
+    let target = parsed
+        .path
+        .ok_or(HttpError::Malformed("missing request target"))?;
     let minor_version = parsed.version.ok_or(HttpError::UnsupportedVersion)?;
     if target.len() > limits.max_uri_bytes {
         return Err(HttpError::UriTooLong);
     }
     if !target.starts_with('/') {
-        return Err(HttpError::Malformed("request target must be an absolute path"));
+        return Err(HttpError::Malformed(
+            "request target must be an absolute path",
+        ));
     }
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
@@ -299,13 +329,27 @@ fn parse_head(head: &[u8], limits: &DecodeLimits) -> Result<(Request, usize), Ht
     let headers: Vec<Header> = parsed
         .headers
         .iter()
-        .map(|h| Header { name: h.name.to_string(), value: h.value.to_vec() })
+        .map(|h| Header {
+            name: h.name.to_string(),
+            value: h.value.to_vec(),
+        })
         .collect();
-    let request =
-        Request { method: method.to_string(), path, query, minor_version, headers, body: Vec::new() };
+    let request = Request {
+        method: method.to_string(),
+        path,
+        query,
+        minor_version,
+        headers,
+        body: Vec::new(),
+    };
     let body_len = body_length(&request, limits)?;
     if minor_version == 1 {
-        match request.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")).count() {
+        match request
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("host"))
+            .count()
+        {
             0 => return Err(HttpError::Malformed("missing Host header")),
             1 => {}
             _ => return Err(HttpError::Malformed("duplicate Host header")),
@@ -316,43 +360,68 @@ fn parse_head(head: &[u8], limits: &DecodeLimits) -> Result<(Request, usize), Ht
 
 /// The body length from `Content-Length`; `Transfer-Encoding` is refused.
 fn body_length(request: &Request, limits: &DecodeLimits) -> Result<usize, HttpError> {
-    let mut lengths =
-        request.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length"));
-    let has_te = request.headers.iter().any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+    let mut lengths = request
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"));
+    let has_te = request
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
     let Some(first) = lengths.next() else {
-        return if has_te { Err(HttpError::UnsupportedTransferEncoding) } else { Ok(0) };
+        return if has_te {
+            Err(HttpError::UnsupportedTransferEncoding)
+        } else {
+            Ok(0)
+        };
     };
     if has_te {
-        return Err(HttpError::Malformed("both Content-Length and Transfer-Encoding"));
+        return Err(HttpError::Malformed(
+            "both Content-Length and Transfer-Encoding",
+        ));
     }
     if lengths.next().is_some() {
         return Err(HttpError::Malformed("more than one Content-Length"));
     }
     let value = &first.value;
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return Err(HttpError::Malformed("Content-Length is not a decimal number"));
+        return Err(HttpError::Malformed(
+            "Content-Length is not a decimal number",
+        ));
     }
     let len: u64 = std::str::from_utf8(value)
         .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or(HttpError::Malformed("Content-Length is not a decimal number"))?;
+        .ok_or(HttpError::Malformed(
+            "Content-Length is not a decimal number",
+        ))?;
     if len > limits.max_body_bytes as u64 {
         return Err(HttpError::BodyTooLarge);
     }
     Ok(len as usize)
 }
 
+/// A percent-encoded string that is malformed or not UTF-8 once decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidEncoding;
+
+impl fmt::Display for InvalidEncoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid percent-encoding or UTF-8")
+    }
+}
+
 /// Decodes `%XX` escapes and `+` (as space, the form encoding browsers use in queries).
-pub fn percent_decode(input: &str) -> Result<String, ()> {
+pub fn percent_decode(input: &str) -> Result<String, InvalidEncoding> {
     let bytes = input.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3).ok_or(())?;
-                let hi = (hex[0] as char).to_digit(16).ok_or(())?;
-                let lo = (hex[1] as char).to_digit(16).ok_or(())?;
+                let hex = bytes.get(i + 1..i + 3).ok_or(InvalidEncoding)?;
+                let hi = (hex[0] as char).to_digit(16).ok_or(InvalidEncoding)?;
+                let lo = (hex[1] as char).to_digit(16).ok_or(InvalidEncoding)?;
                 out.push((hi * 16 + lo) as u8);
                 i += 3;
             }
@@ -366,7 +435,7 @@ pub fn percent_decode(input: &str) -> Result<String, ()> {
             }
         }
     }
-    String::from_utf8(out).map_err(|_| ())
+    String::from_utf8(out).map_err(|_| InvalidEncoding)
 }
 
 /// An HTTP response ready to be encoded.
@@ -400,7 +469,12 @@ impl Response {
     /// `Connection` header.
     pub fn encode(&self, keep_alive: bool, out: &mut Vec<u8>) {
         use std::io::Write;
-        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status));
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\n",
+            self.status,
+            reason_phrase(self.status)
+        );
         for (name, value) in &self.headers {
             // Header values are produced by the daemon; strip line breaks defensively so a
             // value can never start a new header.
@@ -472,14 +546,9 @@ mod tests {
         let mut out = Vec::new();
         for piece in [&input[..cut], &input[cut..]] {
             buf.extend_from_slice(piece);
-            loop {
-                match decoder.decode(&buf)? {
-                    Decoded::Complete { request, consumed } => {
-                        out.push(request);
-                        buf.drain(..consumed);
-                    }
-                    Decoded::Incomplete { .. } => break,
-                }
+            while let Decoded::Complete { request, consumed } = decoder.decode(&buf)? {
+                out.push(request);
+                buf.drain(..consumed);
             }
         }
         Ok(out)
@@ -512,7 +581,11 @@ mod tests {
 
     #[test]
     fn errors_map_to_statuses() {
-        let limits = DecodeLimits { max_head_bytes: 200, max_uri_bytes: 50, ..Default::default() };
+        let limits = DecodeLimits {
+            max_head_bytes: 200,
+            max_uri_bytes: 50,
+            ..Default::default()
+        };
         let cases: &[(&[u8], u16)] = &[
             (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n", 413),
             (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
@@ -532,38 +605,63 @@ mod tests {
         ];
         for (input, status) in cases {
             let err = decode_all(input, limits).unwrap_err();
-            assert_eq!(err.status(), *status, "{:?}: {err}", String::from_utf8_lossy(input));
+            assert_eq!(
+                err.status(),
+                *status,
+                "{:?}: {err}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
     #[test]
     fn oversized_heads_fail_before_completing() {
-        let limits = DecodeLimits { max_head_bytes: 100, max_uri_bytes: 40, ..Default::default() };
+        let limits = DecodeLimits {
+            max_head_bytes: 100,
+            max_uri_bytes: 40,
+            ..Default::default()
+        };
         let long_uri = format!("GET /{} HTTP/1.1", "a".repeat(100));
-        assert_eq!(decode_all(long_uri.as_bytes(), limits).unwrap_err(), HttpError::UriTooLong);
+        assert_eq!(
+            decode_all(long_uri.as_bytes(), limits).unwrap_err(),
+            HttpError::UriTooLong
+        );
         let long_head = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(200));
-        assert_eq!(decode_all(long_head.as_bytes(), limits).unwrap_err(), HttpError::HeadTooLarge);
+        assert_eq!(
+            decode_all(long_head.as_bytes(), limits).unwrap_err(),
+            HttpError::HeadTooLarge
+        );
         let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", "A: b\r\n".repeat(70));
-        let limits = DecodeLimits { max_head_bytes: 10_000, ..Default::default() };
-        assert_eq!(decode_all(many.as_bytes(), limits).unwrap_err(), HttpError::TooManyHeaders);
+        let limits = DecodeLimits {
+            max_head_bytes: 10_000,
+            ..Default::default()
+        };
+        assert_eq!(
+            decode_all(many.as_bytes(), limits).unwrap_err(),
+            HttpError::TooManyHeaders
+        );
     }
 
     #[test]
     fn query_params_are_percent_decoded() {
-        let requests =
-            decode_all(b"GET /x?status=idle&agent_type=my%5Fagent&e=%zz HTTP/1.1\r\nHost: h\r\n\r\n", DecodeLimits::default())
-                .unwrap();
+        let requests = decode_all(
+            b"GET /x?status=idle&agent_type=my%5Fagent&e=%zz HTTP/1.1\r\nHost: h\r\n\r\n",
+            DecodeLimits::default(),
+        )
+        .unwrap();
         let r = &requests[0];
         assert_eq!(r.query_param("status"), Some(Ok("idle".into())));
         assert_eq!(r.query_param("agent_type"), Some(Ok("my_agent".into())));
-        assert_eq!(r.query_param("e"), Some(Err(())));
+        assert_eq!(r.query_param("e"), Some(Err(InvalidEncoding)));
         assert_eq!(r.query_param("missing"), None);
     }
 
     #[test]
     fn response_encoding() {
         let mut out = Vec::new();
-        Response::json(404, b"{}".to_vec()).with_header("X-A", "b\r\nEvil: 1").encode(true, &mut out);
+        Response::json(404, b"{}".to_vec())
+            .with_header("X-A", "b\r\nEvil: 1")
+            .encode(true, &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"));
         assert!(text.contains("X-A: bEvil: 1\r\n"));

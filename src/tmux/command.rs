@@ -26,7 +26,9 @@ impl SessionName {
         let (agent_type, hex) = rest.rsplit_once('-')?;
         (crate::config::is_agent_type_name(agent_type)
             && hex.len() == 8
-            && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
         .then(|| SessionName(name.to_string()))
     }
 
@@ -185,7 +187,10 @@ mod tests {
         ] {
             assert!(SessionName::parse(bad).is_none(), "{bad}");
         }
-        assert_eq!(SessionName::parse("agent-x-00000000").unwrap().target(), "=agent-x-00000000:");
+        assert_eq!(
+            SessionName::parse("agent-x-00000000").unwrap().target(),
+            "=agent-x-00000000:"
+        );
     }
 
     #[test]
@@ -209,7 +214,9 @@ mod tests {
         let args: Vec<_> = list.args().iter().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(args, ["set-option", "-g", ";", "new-session", "-d"]);
         assert_eq!(list.len(), 2);
-        let joined = CommandList::new().command("a").then(CommandList::new().command("b"));
+        let joined = CommandList::new()
+            .command("a")
+            .then(CommandList::new().command("b"));
         let args: Vec<_> = joined.args().iter().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(args, ["a", ";", "b"]);
         assert!(CommandList::new().command("x").arg("value;").is_err());

@@ -45,7 +45,10 @@ impl fmt::Display for TmuxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TmuxError::NotInstalled { binary, reason } => {
-                write!(f, "tmux is not available (cannot run {binary:?}: {reason}); install tmux")
+                write!(
+                    f,
+                    "tmux is not available (cannot run {binary:?}: {reason}); install tmux"
+                )
             }
             TmuxError::NoServer => f.write_str("no tmux server is running"),
             TmuxError::Timeout(after) => write!(f, "tmux did not answer within {after:?}"),
@@ -75,11 +78,18 @@ pub struct Tmux {
 
 impl Tmux {
     /// A handle running `binary` against the server at `socket`.
-    pub fn new(binary: &Path, socket: &Path, config_file: Option<&Path>, timeout: Duration) -> Tmux {
+    pub fn new(
+        binary: &Path,
+        socket: &Path,
+        config_file: Option<&Path>,
+        timeout: Duration,
+    ) -> Tmux {
         Tmux {
             binary: binary.to_path_buf(),
             socket: socket.to_path_buf(),
-            config_file: config_file.map(Path::to_path_buf).unwrap_or_else(|| "/dev/null".into()),
+            config_file: config_file
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| "/dev/null".into()),
             timeout,
         }
     }
@@ -212,13 +222,19 @@ pub fn parse_new_session(output: &str) -> Result<(PaneId, u32, u32), TmuxError> 
     let server = fields.next().and_then(|f| f.parse().ok());
     match (pane, pid, server) {
         (Some(pane), Some(pid), Some(server)) => Ok((pane, pid, server)),
-        _ => Err(TmuxError::BadOutput(format!("new-session printed {line:?}"))),
+        _ => Err(TmuxError::BadOutput(format!(
+            "new-session printed {line:?}"
+        ))),
     }
 }
 
 /// Lists every pane of the server with the fields [`PaneInfo`] needs.
 pub fn list_panes() -> Result<CommandList, UnsafeArgument> {
-    CommandList::new().command("list-panes").arg("-a")?.arg("-F")?.arg(parse::PANE_FORMAT)
+    CommandList::new()
+        .command("list-panes")
+        .arg("-a")?
+        .arg("-F")?
+        .arg(parse::PANE_FORMAT)
 }
 
 /// Asks for one pane's fields (liveness and exit status) by exact pane id.
@@ -244,7 +260,10 @@ pub fn pipe_pane(pane: &PaneId, pipe_command: &str) -> Result<CommandList, Unsaf
 
 /// Removes a session (its panes receive SIGHUP).
 pub fn kill_session(name: &SessionName) -> Result<CommandList, UnsafeArgument> {
-    CommandList::new().command("kill-session").arg("-t")?.arg(name.target())
+    CommandList::new()
+        .command("kill-session")
+        .arg("-t")?
+        .arg(name.target())
 }
 
 #[cfg(test)]
@@ -254,7 +273,10 @@ mod tests {
     #[test]
     fn new_session_is_one_atomic_list() {
         let name = SessionName::parse("agent-shell-0123abcd").unwrap();
-        let program = [OsString::from("/bin/orchestra"), OsString::from("agent-exec")];
+        let program = [
+            OsString::from("/bin/orchestra"),
+            OsString::from("agent-exec"),
+        ];
         let list = new_session(&NewSession {
             name: &name,
             width: 80,

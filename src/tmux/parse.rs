@@ -91,7 +91,10 @@ mod tests {
         let panes = parse_panes(out);
         assert_eq!(panes.len(), 4);
         assert_eq!(panes[0].state, PaneState::Alive);
-        assert_eq!(panes[0].session.as_ref().unwrap().as_str(), "agent-shell-0123abcd");
+        assert_eq!(
+            panes[0].session.as_ref().unwrap().as_str(),
+            "agent-shell-0123abcd"
+        );
         assert_eq!(panes[0].metadata, "7b7d");
         assert_eq!(panes[1].state, PaneState::Exited(3));
         assert!(panes[1].session.is_none());

@@ -1,0 +1,516 @@
+//! Test harness: starts the real `orchestra` binary on a free loopback port with its own
+//! temporary state directory and private tmux server, talks plain HTTP to it, and cleans
+//! everything up on drop (also when the test fails).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use serde_json::Value;
+
+/// Longest a test waits for anything (a bound, not a synchronisation delay).
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Path of a fake agent script under `tests/agents`.
+pub fn agent_script(name: &str) -> String {
+    format!("{}/tests/agents/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The config every test daemon gets, before test-specific additions.
+fn base_config(work: &Path) -> String {
+    let mut config = format!(
+        r#"
+workers = 4
+[sessions]
+allowed_roots = ["{work}"]
+[agents.echo]
+command = ["{echo}"]
+[agents.exit0]
+command = ["{exit0}"]
+[agents.exit3]
+command = ["{exit3}"]
+[agents.crash]
+command = ["{crash}"]
+[agents.stubborn]
+command = ["{stubborn}"]
+[agents.printenv]
+command = ["{printenv}"]
+env = {{ TYPE_VAR = "from-config" }}
+[agents.missing]
+command = ["definitely-not-installed-agent-cli"]
+"#,
+        work = work.display(),
+        echo = agent_script("echo.sh"),
+        exit0 = agent_script("exit0.sh"),
+        exit3 = agent_script("exit3.sh"),
+        crash = agent_script("crash.sh"),
+        stubborn = agent_script("stubborn.sh"),
+        printenv = agent_script("printenv.sh"),
+    );
+    config.push('\n');
+    config
+}
+
+/// A running daemon under test.
+pub struct Daemon {
+    /// Root of everything this daemon uses.
+    pub dir: tempfile::TempDir,
+    /// `--state-dir`.
+    pub state: PathBuf,
+    /// The allowed root for working directories.
+    pub work: PathBuf,
+    /// The config file.
+    pub config: PathBuf,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    /// Everything it wrote to stderr so far.
+    pub log: Arc<Mutex<String>>,
+    lines: Receiver<String>,
+}
+
+impl Daemon {
+    /// Starts a daemon with the base config.
+    pub fn start() -> Daemon {
+        Daemon::start_with("")
+    }
+
+    /// Starts a daemon with `extra` TOML appended to the base config. Sections named in
+    /// `extra` must not repeat the base config's (`[sessions]`, agent types).
+    pub fn start_with(extra: &str) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("orch")
+            .tempdir()
+            .expect("temp dir");
+        let state = dir.path().join("state");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let work = std::fs::canonicalize(&work).unwrap();
+        let config = dir.path().join("config.toml");
+        let text = merge_config(&base_config(&work), extra);
+        std::fs::write(&config, text).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut daemon = Daemon {
+            dir,
+            state,
+            work,
+            config,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            child: None,
+            log: Arc::new(Mutex::new(String::new())),
+            lines: rx,
+        };
+        daemon.launch(tx);
+        daemon
+    }
+
+    fn launch(&mut self, tx: Sender<String>) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_orchestra"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env_remove("ORCHESTRA_JWT_SECRET")
+            .env_remove("TMUX")
+            .env("ORCHESTRA_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start orchestra");
+        let stderr = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("ORCHESTRA_TEST_ECHO").is_some() {
+                    eprintln!("[daemon] {line}");
+                }
+                log.lock().unwrap().push_str(&format!("{line}\n"));
+                let _ = tx.send(line);
+            }
+        });
+        self.child = Some(child);
+        let line = self.wait_for_log("listening on http://");
+        let addr = line.rsplit("http://").next().unwrap().trim();
+        self.addr = addr.parse().expect("address in the startup line");
+    }
+
+    /// Waits for a log line containing `needle` (lines seen earlier are consumed).
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "no log line containing {needle:?} within {PATIENCE:?}; log:\n{}",
+                    self.log.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    /// Stops the daemon with SIGTERM and returns its exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        signal(child.id(), "TERM");
+        wait_with_deadline(&mut child).expect("daemon exits after SIGTERM")
+    }
+
+    /// Stops and starts the daemon again with the same state directory and config.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.lines = rx;
+        self.launch(tx);
+    }
+
+    /// Pid of the daemon process.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// A token signed with this daemon's secret.
+    pub fn token(&self, scope: &str) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_orchestra"))
+            .args(["token", "--scope", scope, "--ttl", "1h", "--sub", "tester"])
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .env_remove("ORCHESTRA_JWT_SECRET")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "token: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    }
+
+    /// The daemon's HS256 secret.
+    pub fn secret(&self) -> Vec<u8> {
+        std::fs::read_to_string(self.state.join("jwt_secret"))
+            .unwrap()
+            .trim()
+            .as_bytes()
+            .to_vec()
+    }
+
+    /// A control-scope token.
+    pub fn control(&self) -> String {
+        self.token("control")
+    }
+
+    /// Sends one request (with `Connection: close`) and reads the whole response.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Resp {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.addr
+        );
+        if let Some(token) = token {
+            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        if !body.is_empty() || method == "POST" {
+            head.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body.as_bytes());
+        let raw = self.raw(&bytes);
+        let mut responses = parse_responses(&raw);
+        assert_eq!(
+            responses.len(),
+            1,
+            "one response expected, got {:?}",
+            String::from_utf8_lossy(&raw)
+        );
+        responses.remove(0)
+    }
+
+    /// `GET` with a token.
+    pub fn get(&self, path: &str, token: &str) -> Resp {
+        self.request("GET", path, Some(token), None)
+    }
+
+    /// `POST` JSON with a token.
+    pub fn post(&self, path: &str, token: &str, body: &Value) -> Resp {
+        self.request("POST", path, Some(token), Some(body))
+    }
+
+    /// `DELETE` with a token.
+    pub fn delete(&self, path: &str, token: &str) -> Resp {
+        self.request("DELETE", path, Some(token), None)
+    }
+
+    /// Spawns an agent of `agent_type` in the work dir and returns the response body.
+    pub fn spawn(&self, token: &str, agent_type: &str) -> Value {
+        let resp = self.post(
+            "/api/agents/spawn",
+            token,
+            &serde_json::json!({"agent_type": agent_type, "working_dir": self.work}),
+        );
+        assert_eq!(resp.status, 201, "spawn {agent_type}: {}", resp.text());
+        resp.json()
+    }
+
+    /// Writes raw bytes on a fresh connection and reads until the daemon closes it.
+    pub fn raw(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut stream = self.connect();
+        stream.write_all(bytes).unwrap();
+        read_to_close(&mut stream)
+    }
+
+    /// A fresh connection with a read timeout (so a hung daemon fails the test instead of
+    /// hanging it).
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream
+    }
+
+    /// Runs tmux against this daemon's private server.
+    pub fn tmux(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .arg("-S")
+            .arg(self.state.join("tmux.sock"))
+            .args(args)
+            .env_remove("TMUX")
+            .output()
+            .unwrap()
+    }
+
+    /// The text currently on a session's pane.
+    pub fn screen(&self, tmux_session: &str) -> String {
+        let out = self.tmux(&["capture-pane", "-p", "-t", &format!("={tmux_session}:")]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls `GET /api/agents/{id}` until `check` accepts the body.
+    pub fn wait_agent(
+        &self,
+        token: &str,
+        id: &str,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        wait_until(what, || {
+            let resp = self.get(&format!("/api/agents/{id}"), token);
+            (resp.status == 200 && check(&resp.json())).then(|| resp.json())
+        })
+    }
+
+    /// Whether the log so far contains `needle`.
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().contains(needle)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "KILL");
+            let _ = child.wait();
+        }
+        let _ = self.tmux(&["kill-server"]);
+    }
+}
+
+/// Appends `extra` to `base`, merging top-level tables that both define.
+fn merge_config(base: &str, extra: &str) -> String {
+    let mut base: toml::Table = toml::from_str(base).unwrap();
+    let extra: toml::Table = toml::from_str(extra).expect("valid extra config");
+    for (key, value) in extra {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(existing)), toml::Value::Table(more)) => {
+                for (k, v) in more {
+                    existing.insert(k, v);
+                }
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+    toml::to_string(&base).unwrap()
+}
+
+/// Polls `probe` every 20 ms until it returns `Some`, for at most [`PATIENCE`]. Used only
+/// where the daemon offers no event to wait on.
+pub fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends a signal by name with `kill`.
+pub fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Waits for a child to exit, at most [`PATIENCE`].
+pub fn wait_with_deadline(child: &mut Child) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether a process exists (zombies count as gone).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Reads until EOF (the daemon closed the connection).
+pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+            Err(e) => panic!("read failed after {} bytes: {e}", out.len()),
+        }
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == &name.to_ascii_lowercase())
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts an error response with this status and `error_code`.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        let body = self.json();
+        assert_eq!(body["error_code"], code, "body: {body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "body: {body}"
+        );
+    }
+}
+
+/// Splits a byte stream into the responses it contains (bodies by `Content-Length`).
+pub fn parse_responses(mut raw: &[u8]) -> Vec<Resp> {
+    let mut out = Vec::new();
+    while !raw.is_empty() {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Response::new(&mut headers);
+        let head_len = match parsed.parse(raw) {
+            Ok(httparse::Status::Complete(n)) => n,
+            other => panic!("bad response {other:?}: {:?}", String::from_utf8_lossy(raw)),
+        };
+        let headers: Vec<(String, String)> = parsed
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .map(|(_, v)| v.parse().unwrap())
+            .unwrap_or(0);
+        let status = parsed.code.unwrap();
+        out.push(Resp {
+            status,
+            headers,
+            body: raw[head_len..head_len + len].to_vec(),
+        });
+        raw = &raw[head_len + len..];
+    }
+    out
+}
+
+/// Signs arbitrary claims with `secret` (HS256) or another algorithm.
+pub fn sign(claims: &Value, secret: &[u8], alg: jsonwebtoken::Algorithm) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(alg),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}

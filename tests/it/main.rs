@@ -1,0 +1,11 @@
+//! Integration tests: the real `orchestra` binary, real tmux, real HTTP on loopback.
+//!
+//! One test binary (faster to link than many); each test starts its own daemon with its own
+//! state directory and private tmux server, so tests run in parallel safely.
+
+mod common;
+
+mod agents;
+mod auth;
+mod http;
+mod restart;
