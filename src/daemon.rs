@@ -84,14 +84,16 @@ pub enum Source {
     Attach {
         /// The helper's connection.
         stream: mio::net::UnixStream,
+        /// Distinguishes this connection from a later one in the same slot.
+        serial: u64,
     },
 }
 
 /// Work the loop does at a deadline.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Timer {
-    /// Drop pipe helpers that connected but never sent their message.
-    AttachTimeout(usize),
+    /// Drop a pipe helper (slot, serial) that connected but never sent its message.
+    AttachTimeout(usize, u64),
 }
 
 /// A callback run on the loop when an asynchronous operation finishes.
@@ -129,7 +131,12 @@ pub struct Daemon {
     pub early_captures: HashMap<String, OwnedFd>,
     /// Set once shutdown has begun.
     pub shutting_down: bool,
+    /// Counter for pending pipe-helper connections.
+    pub attach_serial: u64,
 }
+
+/// How long a pipe helper may take to send its message after connecting.
+const ATTACH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Daemon {
     /// Queues `response` for the deferred request on `conn`.
@@ -143,7 +150,7 @@ impl Daemon {
         let token = source_token(key);
         let registry = &self.registry;
         let result = match &mut self.sources[key] {
-            Source::PaneOutput { stream, .. } | Source::Attach { stream } => {
+            Source::PaneOutput { stream, .. } | Source::Attach { stream, .. } => {
                 registry.register(stream, token, interest)
             }
             Source::PaneExit { fd, .. } => {
@@ -161,7 +168,7 @@ impl Daemon {
     pub fn remove_source(&mut self, key: usize) -> Option<Source> {
         let mut source = self.sources.try_remove(key)?;
         let _ = match &mut source {
-            Source::PaneOutput { stream, .. } | Source::Attach { stream } => {
+            Source::PaneOutput { stream, .. } | Source::Attach { stream, .. } => {
                 self.registry.deregister(stream)
             }
             Source::PaneExit { fd, .. } => self
@@ -194,11 +201,13 @@ impl Daemon {
                 Ok((stream, _)) => match attach::receive(&stream) {
                     Ok(Some((token, fd))) => self.on_pipe_received(&token, fd),
                     Ok(None) => {
-                        match self.add_source(Source::Attach { stream }, Interest::READABLE) {
-                            Ok(key) => self.timers.schedule_in(
-                                std::time::Duration::from_secs(5),
-                                Timer::AttachTimeout(key),
-                            ),
+                        self.attach_serial += 1;
+                        let serial = self.attach_serial;
+                        match self.add_source(Source::Attach { stream, serial }, Interest::READABLE)
+                        {
+                            Ok(key) => self
+                                .timers
+                                .schedule_in(ATTACH_TIMEOUT, Timer::AttachTimeout(key, serial)),
                             Err(e) => log::warn!("cannot watch a pipe helper: {e}"),
                         }
                     }
@@ -214,7 +223,7 @@ impl Daemon {
     }
 
     fn finish_attach(&mut self, key: usize) {
-        let Some(Source::Attach { stream }) = self.sources.get(key) else {
+        let Some(Source::Attach { stream, .. }) = self.sources.get(key) else {
             return;
         };
         match attach::receive(stream) {
@@ -233,7 +242,8 @@ impl Daemon {
     /// A pane's pipe arrived from a helper.
     fn on_pipe_received(&mut self, token: &str, fd: OwnedFd) {
         let Some(session_id) = self.attach_tokens.remove(token) else {
-            log::warn!("pipe helper presented an unknown token; pipe closed");
+            // Normal when the session was killed before its pipe arrived.
+            log::debug!("a pane pipe arrived for no current session; closed");
             return;
         };
         if self.agents.get(&session_id).is_some() {
@@ -251,11 +261,10 @@ impl Daemon {
             return;
         }
         let stream = mio::net::UnixStream::from_std(stream);
-        let old = self.sources.iter().find_map(|(key, source)| match source {
-            Source::PaneOutput { session_id: s, .. } if s == session_id => Some(key),
-            _ => None,
-        });
-        if let Some(old) = old {
+        let Some(agent) = self.agents.get_mut(session_id) else {
+            return;
+        };
+        if let Some(old) = agent.pipe.take() {
             self.remove_source(old);
         }
         let source = Source::PaneOutput {
@@ -266,6 +275,7 @@ impl Daemon {
             Ok(key) => {
                 if let Some(agent) = self.agents.get_mut(session_id) {
                     agent.capture = CaptureState::Attached;
+                    agent.pipe = Some(key);
                 }
                 log::debug!("{session_id}: output capture attached");
                 // Output may already be waiting; read it now rather than rely on an edge.
@@ -309,6 +319,7 @@ impl Daemon {
             }
             if closed {
                 agent.capture = CaptureState::Detached;
+                agent.pipe = None;
             }
         }
         if closed {
@@ -320,8 +331,9 @@ impl Daemon {
     /// Runs the work due at a deadline.
     pub fn on_timer(&mut self, timer: Timer) {
         match timer {
-            Timer::AttachTimeout(key) => {
-                if matches!(self.sources.get(key), Some(Source::Attach { .. })) {
+            Timer::AttachTimeout(key, serial) => {
+                if matches!(self.sources.get(key), Some(Source::Attach { serial: s, .. }) if *s == serial)
+                {
                     log::warn!("pipe helper connected but sent nothing; dropped");
                     self.remove_source(key);
                 }

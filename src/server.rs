@@ -118,6 +118,7 @@ impl Server {
             attach_tokens: Default::default(),
             early_captures: Default::default(),
             shutting_down: false,
+            attach_serial: 0,
         };
         match manager::adopt(&mut daemon) {
             Ok(0) => {}

@@ -156,6 +156,7 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
                         capture: CaptureState::Attaching,
                         output_bytes: 0,
                         exit_watch: None,
+                        pipe: None,
                         last_usage: None,
                     };
                     log::info!(
@@ -244,6 +245,7 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, ApiError> {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
     };
+    log::debug!("{}: creating tmux session {}", job.session_id, job.name);
     let program: Vec<OsString> = vec![
         job.exe.clone().into(),
         "agent-exec".into(),
@@ -411,15 +413,7 @@ fn release_sources(daemon: &mut Daemon, agent: &Agent) {
     if let Some(key) = agent.exit_watch {
         daemon.remove_source(key);
     }
-    let pipes: Vec<usize> = daemon
-        .sources
-        .iter()
-        .filter_map(|(key, source)| match source {
-            Source::PaneOutput { session_id, .. } if session_id == &agent.id => Some(key),
-            _ => None,
-        })
-        .collect();
-    for key in pipes {
+    if let Some(key) = agent.pipe {
         daemon.remove_source(key);
     }
     daemon.attach_tokens.retain(|_, s| s != &agent.id);
@@ -438,6 +432,11 @@ pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime,
     let grace = daemon.config.sessions.kill_grace;
     let alive = agent.exit.is_none();
     daemon.jobs.run(move || {
+        log::info!(
+            "{}: terminating (pid {}, grace {grace:?})",
+            agent.id,
+            agent.pid
+        );
         let forced = if alive {
             procfs::terminate_tree(agent.pid, grace)
         } else {
@@ -574,6 +573,7 @@ pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
             capture,
             output_bytes: 0,
             exit_watch: None,
+            pipe: None,
             last_usage: None,
         };
         register(daemon, agent, Some(pane.state));

@@ -145,6 +145,8 @@ pub struct Agent {
     pub output_bytes: u64,
     /// Source slot of the process-exit watch (pidfd) while the agent runs.
     pub exit_watch: Option<usize>,
+    /// Source slot of the pane pipe while output is captured.
+    pub pipe: Option<usize>,
     /// Last CPU sample, for `cpu_percent` between two requests.
     pub last_usage: Option<procfs::Usage>,
 }
@@ -264,6 +266,7 @@ mod tests {
             capture: CaptureState::Attached,
             output_bytes: 0,
             exit_watch: None,
+            pipe: None,
             last_usage: None,
         };
         let idle = Duration::from_secs(5);

@@ -449,3 +449,35 @@ fn session_limit_is_503() {
     resp.assert_error(503, "OVERLOADED");
     assert!(resp.header("retry-after").is_some());
 }
+
+#[test]
+fn a_hung_tmux_fails_the_spawn_after_its_timeout_without_stalling_the_daemon() {
+    let daemon = Daemon::start_with(&format!(
+        "[tmux]\nbinary = \"{}\"\ncommand_timeout = \"2s\"",
+        crate::common::agent_script("tmux-hang.sh")
+    ));
+    let token = daemon.control();
+    std::thread::scope(|scope| {
+        let spawn = scope.spawn(|| {
+            daemon.post(
+                "/api/agents/spawn",
+                &token,
+                &json!({"agent_type": "echo", "working_dir": daemon.work}),
+            )
+        });
+        daemon.wait_for_log("creating tmux session");
+        // While tmux hangs, the daemon keeps answering.
+        assert_eq!(daemon.get("/api/health", &token).status, 200);
+        assert_eq!(daemon.get("/api/agents", &token).json()["total"], 0);
+        let resp = spawn.join().unwrap();
+        resp.assert_error(500, "AGENT_SPAWN_FAILED");
+        assert!(
+            resp.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("did not answer"),
+            "{}",
+            resp.text()
+        );
+    });
+}

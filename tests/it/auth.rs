@@ -217,3 +217,58 @@ mod base64_like {
         out
     }
 }
+
+#[test]
+fn eddsa_tokens_are_verified_with_the_configured_public_key() {
+    let keys = format!("{}/tests/keys", env!("CARGO_MANIFEST_DIR"));
+    let daemon = Daemon::start_with(&format!(
+        "[auth]\nalgorithm = \"EdDSA\"\npublic_key_file = \"{keys}/ed25519-public.pem\"\n\
+         issuer = \"test-issuer\"\naudience = \"orchestra\""
+    ));
+    let private = std::fs::read(format!("{keys}/ed25519-private.pem")).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_ed_pem(&private).unwrap();
+    let sign_ed = |claims: serde_json::Value| {
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::EdDSA), &claims, &key).unwrap()
+    };
+    let exp = now() + 600;
+    let good = sign_ed(
+        json!({"sub": "ci", "scope": "observe", "exp": exp, "iss": "test-issuer", "aud": "orchestra"}),
+    );
+    assert_eq!(daemon.get("/api/health", &good).status, 200);
+    for (what, token) in [
+        (
+            "no audience",
+            sign_ed(json!({"scope": "observe", "exp": exp, "iss": "test-issuer"})),
+        ),
+        (
+            "wrong audience",
+            sign_ed(json!({"scope": "observe", "exp": exp, "iss": "test-issuer", "aud": "other"})),
+        ),
+        (
+            "wrong issuer",
+            sign_ed(json!({"scope": "observe", "exp": exp, "iss": "evil", "aud": "orchestra"})),
+        ),
+        (
+            "HS256 with the state secret",
+            sign(
+                &json!({"scope": "observe", "exp": exp, "iss": "test-issuer", "aud": "orchestra"}),
+                b"anything",
+                Algorithm::HS256,
+            ),
+        ),
+    ] {
+        let resp = daemon.get("/api/health", &token);
+        assert_eq!(resp.status, 401, "{what} accepted");
+    }
+    // `orchestra token` cannot mint EdDSA tokens and says so.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_orchestra"))
+        .arg("token")
+        .arg("--config")
+        .arg(&daemon.config)
+        .arg("--state-dir")
+        .arg(&daemon.state)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("private key"));
+}

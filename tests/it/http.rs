@@ -220,3 +220,23 @@ fn sigterm_exits_zero_and_leaves_agents_running() {
         "the agent's session survives the daemon"
     );
 }
+
+#[test]
+fn sigterm_finishes_in_flight_requests_first() {
+    let mut daemon = Daemon::start_with("[sessions]\nkill_grace = \"1s\"");
+    let token = daemon.control();
+    let id = daemon.spawn(&token, "stubborn")["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::scope(|scope| {
+        let delete = scope.spawn(|| daemon.delete(&format!("/api/agents/{id}"), &token));
+        // The kill job is running (the agent ignores SIGTERM, so it waits for the grace).
+        daemon.wait_for_log("terminating");
+        crate::common::signal(daemon.pid(), "TERM");
+        let resp = delete.join().unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.json()["status"], "terminated");
+    });
+    assert!(daemon.stop().success());
+}
