@@ -33,6 +33,10 @@ pub struct Config {
     pub sessions: SessionPolicy,
     /// How the daemon runs tmux.
     pub tmux: TmuxConfig,
+    /// WebSocket connections (`/ws/observe`).
+    pub websocket: WebSocketConfig,
+    /// Pane output capture, backlog and input.
+    pub panes: PaneConfig,
     /// Agent types by name; built-in defaults merged with `[agents.<type>]` tables.
     #[serde(deserialize_with = "deserialize_agents")]
     pub agents: BTreeMap<String, AgentType>,
@@ -217,6 +221,83 @@ impl Default for TmuxConfig {
     }
 }
 
+/// `[websocket]`: observer connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Origins (`scheme://host[:port]`) whose pages may connect. Empty: only the daemon's own
+    /// origin (the `Origin` must match the request's `Host`). Clients that send no `Origin`
+    /// (non-browser clients) are always accepted.
+    pub allowed_origins: Vec<String>,
+    /// Largest client message; larger ones close the connection with 1009.
+    pub max_message_bytes: usize,
+    /// Output queued to one connection before the daemon stops pulling more pane output for
+    /// it (the viewer then falls behind and is resynced if it stays behind).
+    pub send_window_bytes: usize,
+    /// Hard cap on one connection's queued output (events included); past it the connection
+    /// is closed with 4001.
+    pub max_outbound_bytes: usize,
+    /// Kernel send buffer of an upgraded connection (`SO_SNDBUF`), so that a viewer that
+    /// stops reading cannot pin megabytes of kernel memory; 0 keeps the kernel's auto-tuning.
+    pub socket_send_buffer: usize,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Resyncs a slow viewer may need within a minute before it is closed with 4001.
+    pub max_resyncs_per_minute: usize,
+    /// Quiet time after which the daemon pings a client.
+    #[serde(with = "duration_text")]
+    pub ping_interval: Duration,
+    /// Time a pinged client has to answer before it is closed with 4000.
+    #[serde(with = "duration_text")]
+    pub pong_timeout: Duration,
+    /// Lifetime of a one-time connect ticket from `POST /api/ws-ticket`.
+    #[serde(with = "duration_text")]
+    pub ticket_ttl: Duration,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            allowed_origins: Vec::new(),
+            max_message_bytes: 64 * 1024,
+            send_window_bytes: 256 * 1024,
+            max_outbound_bytes: 8 * 1024 * 1024,
+            socket_send_buffer: 256 * 1024,
+            max_subscriptions: 64,
+            max_resyncs_per_minute: 10,
+            ping_interval: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(30),
+            ticket_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[panes]`: output capture, backlog and input.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaneConfig {
+    /// Raw output kept per pane for resume (`since`) and catch-up.
+    pub backlog_bytes: usize,
+    /// Encoded output frames kept per pane and shared by all viewers.
+    pub live_frame_bytes: usize,
+    /// Typed input queued per pane before further input is refused.
+    pub max_input_bytes: usize,
+    /// How often the daemon checks that every live pane's output pipe still delivers.
+    #[serde(with = "duration_text")]
+    pub health_interval: Duration,
+}
+
+impl Default for PaneConfig {
+    fn default() -> Self {
+        PaneConfig {
+            backlog_bytes: 4 * 1024 * 1024,
+            live_frame_bytes: 2 * 1024 * 1024,
+            max_input_bytes: 1024 * 1024,
+            health_interval: Duration::from_secs(15),
+        }
+    }
+}
+
 /// `[agents.<type>]`: how to run one kind of agent.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,6 +310,14 @@ pub struct AgentType {
     /// One-shot command for delegated tasks, with a `{prompt}` placeholder element.
     #[serde(default)]
     pub headless: Option<Vec<String>>,
+    /// Pause between typing a `user_message` and pressing Enter (TUIs such as Codex treat an
+    /// Enter that arrives with a paste as a newline).
+    #[serde(default = "default_submit_delay", with = "duration_text")]
+    pub submit_delay: Duration,
+}
+
+fn default_submit_delay() -> Duration {
+    Duration::from_millis(150)
 }
 
 impl Default for Config {
@@ -241,6 +330,8 @@ impl Default for Config {
             limits: Limits::default(),
             sessions: SessionPolicy::default(),
             tmux: TmuxConfig::default(),
+            websocket: WebSocketConfig::default(),
+            panes: PaneConfig::default(),
             agents: builtin_agents(),
         }
     }
@@ -307,6 +398,16 @@ impl Config {
         if self.tmux.width < 10 || self.tmux.height < 5 {
             return Err(ConfigError(
                 "tmux.width must be >= 10 and tmux.height >= 5".into(),
+            ));
+        }
+        if self.panes.backlog_bytes < 64 * 1024 {
+            return Err(ConfigError(
+                "panes.backlog_bytes must be at least 64 KiB".into(),
+            ));
+        }
+        if self.websocket.max_message_bytes < 256 || self.websocket.send_window_bytes < 4096 {
+            return Err(ConfigError(
+                "websocket.max_message_bytes must be >= 256 and send_window_bytes >= 4096".into(),
             ));
         }
         if self.limits.max_uri_bytes + crate::proto::http::URI_SLACK > self.limits.max_head_bytes {
@@ -421,6 +522,7 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
                 command,
                 env: BTreeMap::new(),
                 headless: Some(headless),
+                submit_delay: default_submit_delay(),
             },
         );
     };

@@ -1,24 +1,29 @@
 //! The daemon's state, owned by the event-loop thread: configuration, agents, pane capture
-//! sources, timers, and replies waiting to be written.
+//! sources, the output hub, timers, and what must be written to clients.
 //!
 //! Request handlers and job continuations get `&mut Daemon`. It never touches client
-//! sockets: replies go to [`Daemon::outbox`] and the server delivers them.
+//! sockets: HTTP replies go to [`Daemon::outbox`], WebSocket frames to [`Daemon::ws`], and the
+//! server delivers them. Pane capture lives in `panes::capture`, typing in `panes::typing`,
+//! status events in `agents::events` (all `impl Daemon` blocks).
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use mio::{Interest, Token};
 use slab::Slab;
 
-use crate::agents::{AgentRegistry, CaptureState, manager};
-use crate::api::auth::Authenticator;
+use crate::agents::{AgentRegistry, manager};
+use crate::api::auth::{Authenticator, Principal};
 use crate::config::Config;
 use crate::jobs::JobPool;
 use crate::net::ConnId;
-use crate::panes::attach;
+use crate::panes::emulator::Emulators;
+use crate::panes::hub::Hub;
+use crate::panes::input::InputQueue;
+use crate::panes::typing::{InputAck, Typist};
 use crate::proto::http::Response;
 use crate::timers::Timers;
 use crate::tmux::Tmux;
@@ -66,12 +71,14 @@ pub fn token_kind(token: Token) -> Option<TokenKind> {
 /// An event source the daemon (not the HTTP server) owns.
 #[derive(Debug)]
 pub enum Source {
-    /// A pane's pipe: output to read, input to write.
-    PaneOutput {
+    /// A pane's pipe: its output to read, and input to write.
+    PanePipe {
         /// Session the pane belongs to.
         session_id: String,
         /// The daemon's end of tmux's pipe-pane socketpair.
         stream: mio::net::UnixStream,
+        /// Input waiting to be written into the pane.
+        input: InputQueue<InputAck>,
     },
     /// A pidfd that becomes readable when the pane's program exits.
     PaneExit {
@@ -94,10 +101,40 @@ pub enum Source {
 pub enum Timer {
     /// Drop a pipe helper (slot, serial) that connected but never sent its message.
     AttachTimeout(usize, u64),
+    /// See whether a session has gone quiet long enough to be `idle`.
+    IdleCheck(String),
+    /// Press Enter after a typed `user_message` (session, typing serial).
+    SubmitEnter(String, u64),
+    /// Check every live pane's output pipe against tmux's own activity.
+    CaptureHealth,
+    /// Re-seed a lost emulator once its pane is quiet.
+    ReseedCheck(String),
+    /// Forget expired WebSocket tickets.
+    TicketSweep,
 }
 
 /// A callback run on the loop when an asynchronous operation finishes.
 pub type Done<T> = Box<dyn FnOnce(&mut Daemon, T) + Send>;
+
+/// WebSocket output produced by the daemon, delivered by the server.
+#[derive(Debug, Default)]
+pub struct WsOutbox {
+    /// Frames for every authenticated observer (encoded once).
+    pub broadcast: Vec<Arc<[u8]>>,
+    /// Frames for one connection.
+    pub direct: Vec<(ConnId, Vec<u8>)>,
+    /// Connections to close with a code and reason.
+    pub close: Vec<(ConnId, u16, String)>,
+}
+
+/// A one-time WebSocket connect ticket.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    /// Who the ticket stands for.
+    pub principal: Principal,
+    /// When it stops being valid.
+    pub expires: Instant,
+}
 
 /// The daemon's state.
 pub struct Daemon {
@@ -117,8 +154,18 @@ pub struct Daemon {
     pub registry: mio::Registry,
     /// Deadlines.
     pub timers: Timers<Timer>,
-    /// Replies to deferred requests, delivered by the server after each dispatch.
+    /// Replies to deferred HTTP requests, delivered by the server after each dispatch.
     pub outbox: Vec<(ConnId, Response)>,
+    /// WebSocket output, delivered by the server after each dispatch.
+    pub ws: WsOutbox,
+    /// Pane output streams and their viewers.
+    pub hub: Hub,
+    /// The terminal-emulator thread.
+    pub emulators: Emulators,
+    /// Typing state per session.
+    pub typists: HashMap<String, Typist>,
+    /// Unused WebSocket tickets.
+    pub tickets: HashMap<String, Ticket>,
     /// When the daemon started.
     pub started: Instant,
     /// Path of this program, used for the agent wrapper and the pipe helper.
@@ -133,15 +180,32 @@ pub struct Daemon {
     pub shutting_down: bool,
     /// Counter for pending pipe-helper connections.
     pub attach_serial: u64,
+    /// Open WebSocket connections (for health).
+    pub observers: usize,
+    /// Pane pipes that still had data when their read budget ran out (read again soon).
+    pub revisit: Vec<usize>,
 }
-
-/// How long a pipe helper may take to send its message after connecting.
-const ATTACH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Daemon {
     /// Queues `response` for the deferred request on `conn`.
     pub fn reply(&mut self, conn: ConnId, response: Response) {
         self.outbox.push((conn, response));
+    }
+
+    /// Queues a JSON message for one WebSocket connection.
+    pub fn send_ws(&mut self, conn: ConnId, message: &impl serde::Serialize) {
+        let text = serde_json::to_string(message).expect("serializable");
+        self.ws
+            .direct
+            .push((conn, crate::proto::ws::text_frame(&text)));
+    }
+
+    /// Queues a JSON message for every observer, encoded once.
+    pub fn broadcast(&mut self, message: &impl serde::Serialize) {
+        let text = serde_json::to_string(message).expect("serializable");
+        self.ws
+            .broadcast
+            .push(crate::proto::ws::text_frame(&text).into());
     }
 
     /// Adds a source and registers it with the poller for `interest`.
@@ -150,7 +214,7 @@ impl Daemon {
         let token = source_token(key);
         let registry = &self.registry;
         let result = match &mut self.sources[key] {
-            Source::PaneOutput { stream, .. } | Source::Attach { stream, .. } => {
+            Source::PanePipe { stream, .. } | Source::Attach { stream, .. } => {
                 registry.register(stream, token, interest)
             }
             Source::PaneExit { fd, .. } => {
@@ -168,7 +232,7 @@ impl Daemon {
     pub fn remove_source(&mut self, key: usize) -> Option<Source> {
         let mut source = self.sources.try_remove(key)?;
         let _ = match &mut source {
-            Source::PaneOutput { stream, .. } | Source::Attach { stream, .. } => {
+            Source::PanePipe { stream, .. } | Source::Attach { stream, .. } => {
                 self.registry.deregister(stream)
             }
             Source::PaneExit { fd, .. } => self
@@ -181,150 +245,19 @@ impl Daemon {
     /// Handles readiness of a daemon source.
     pub fn on_source_event(&mut self, key: usize, event: &mio::event::Event) {
         match self.sources.get(key) {
-            Some(Source::PaneOutput { .. }) => self.read_pane_output(key),
+            Some(Source::PanePipe { .. }) => {
+                if event.is_writable() {
+                    self.write_pane_input(key);
+                }
+                self.read_pane_output(key);
+            }
             Some(Source::PaneExit { session_id, .. }) => {
                 let session_id = session_id.clone();
                 self.remove_source(key);
                 manager::on_process_exit(self, &session_id);
             }
-            Some(Source::Attach { .. }) if event.is_readable() || event.is_read_closed() => {
-                self.finish_attach(key)
-            }
-            _ => {}
-        }
-    }
-
-    /// Accepts pipe helpers' connections.
-    pub fn on_attach_listener(&mut self) {
-        loop {
-            match self.attach_listener.accept() {
-                Ok((stream, _)) => match attach::receive(&stream) {
-                    Ok(Some((token, fd))) => self.on_pipe_received(&token, fd),
-                    Ok(None) => {
-                        self.attach_serial += 1;
-                        let serial = self.attach_serial;
-                        match self.add_source(Source::Attach { stream, serial }, Interest::READABLE)
-                        {
-                            Ok(key) => self
-                                .timers
-                                .schedule_in(ATTACH_TIMEOUT, Timer::AttachTimeout(key, serial)),
-                            Err(e) => log::warn!("cannot watch a pipe helper: {e}"),
-                        }
-                    }
-                    Err(e) => log::warn!("pipe helper sent a bad message: {e}"),
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    log::warn!("attach socket accept failed: {e}");
-                    return;
-                }
-            }
-        }
-    }
-
-    fn finish_attach(&mut self, key: usize) {
-        let Some(Source::Attach { stream, .. }) = self.sources.get(key) else {
-            return;
-        };
-        match attach::receive(stream) {
-            Ok(None) => {}
-            Ok(Some((token, fd))) => {
-                self.remove_source(key);
-                self.on_pipe_received(&token, fd);
-            }
-            Err(e) => {
-                log::warn!("pipe helper sent a bad message: {e}");
-                self.remove_source(key);
-            }
-        }
-    }
-
-    /// A pane's pipe arrived from a helper.
-    fn on_pipe_received(&mut self, token: &str, fd: OwnedFd) {
-        let Some(session_id) = self.attach_tokens.remove(token) else {
-            // Normal when the session was killed before its pipe arrived.
-            log::debug!("a pane pipe arrived for no current session; closed");
-            return;
-        };
-        if self.agents.get(&session_id).is_some() {
-            self.install_capture(&session_id, fd);
-        } else {
-            self.early_captures.insert(session_id, fd);
-        }
-    }
-
-    /// Starts reading a session's pane through `fd`, replacing any earlier pipe.
-    pub fn install_capture(&mut self, session_id: &str, fd: OwnedFd) {
-        let stream = std::os::unix::net::UnixStream::from(fd);
-        if let Err(e) = stream.set_nonblocking(true) {
-            log::warn!("{session_id}: cannot use the pane pipe: {e}");
-            return;
-        }
-        let stream = mio::net::UnixStream::from_std(stream);
-        let Some(agent) = self.agents.get_mut(session_id) else {
-            return;
-        };
-        if let Some(old) = agent.pipe.take() {
-            self.remove_source(old);
-        }
-        let source = Source::PaneOutput {
-            session_id: session_id.to_string(),
-            stream,
-        };
-        match self.add_source(source, Interest::READABLE) {
-            Ok(key) => {
-                if let Some(agent) = self.agents.get_mut(session_id) {
-                    agent.capture = CaptureState::Attached;
-                    agent.pipe = Some(key);
-                }
-                log::debug!("{session_id}: output capture attached");
-                // Output may already be waiting; read it now rather than rely on an edge.
-                self.read_pane_output(key);
-            }
-            Err(e) => log::warn!("{session_id}: cannot register the pane pipe: {e}"),
-        }
-    }
-
-    /// Reads everything a pane pipe has, until it would block.
-    fn read_pane_output(&mut self, key: usize) {
-        use std::io::Read;
-        let mut buf = [0u8; 64 * 1024];
-        let mut received = 0u64;
-        let mut closed = false;
-        let session_id = match self.sources.get_mut(key) {
-            Some(Source::PaneOutput { session_id, stream }) => {
-                loop {
-                    match stream.read(&mut buf) {
-                        Ok(0) => {
-                            closed = true;
-                            break;
-                        }
-                        Ok(n) => received += n as u64,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(_) => {
-                            closed = true;
-                            break;
-                        }
-                    }
-                }
-                session_id.clone()
-            }
-            _ => return,
-        };
-        if let Some(agent) = self.agents.get_mut(&session_id) {
-            if received > 0 {
-                agent.output_bytes += received;
-                agent.last_activity = SystemTime::now();
-            }
-            if closed {
-                agent.capture = CaptureState::Detached;
-                agent.pipe = None;
-            }
-        }
-        if closed {
-            self.remove_source(key);
-            manager::on_capture_closed(self, &session_id);
+            Some(Source::Attach { .. }) => self.finish_attach(key),
+            None => {}
         }
     }
 
@@ -338,6 +271,23 @@ impl Daemon {
                     self.remove_source(key);
                 }
             }
+            Timer::IdleCheck(session) => self.on_idle_check(&session),
+            Timer::SubmitEnter(session, serial) => self.press_enter(&session, serial),
+            Timer::CaptureHealth => self.check_capture_health(),
+            Timer::ReseedCheck(session) => self.on_reseed_check(&session),
+            Timer::TicketSweep => {
+                let now = Instant::now();
+                self.tickets.retain(|_, t| t.expires > now);
+            }
         }
+    }
+
+    /// A WebSocket connection went away: forget its subscriptions and pending acks.
+    pub fn on_ws_closed(&mut self, conn: ConnId) {
+        self.hub.remove_viewer(conn);
+        for typist in self.typists.values_mut() {
+            typist.forget(conn);
+        }
+        self.observers = self.observers.saturating_sub(1);
     }
 }

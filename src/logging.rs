@@ -13,7 +13,10 @@ struct StderrLogger {
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        // Other crates' debug output (frame dumps, poller registrations) is noise here, and
+        // could carry message payloads; only their warnings and errors get through.
         metadata.level() <= self.level
+            && (metadata.level() <= log::Level::Warn || metadata.target().starts_with("orchestra"))
     }
 
     fn log(&self, record: &log::Record<'_>) {

@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, UnixListener, UnixStream};
@@ -18,15 +18,19 @@ use mio::{Events, Interest, Poll, Waker};
 use slab::Slab;
 
 use crate::agents::manager;
+use crate::api::observe::After;
 use crate::api::{self, Handled, error::ApiError};
 use crate::config::Config;
 use crate::daemon::{
-    ATTACH_LISTENER, Daemon, LISTENER, SIGNALS, TokenKind, WAKER, conn_token, token_kind,
+    ATTACH_LISTENER, Daemon, LISTENER, SIGNALS, Timer, TokenKind, WAKER, conn_token, token_kind,
 };
 use crate::jobs::{Continuation, JobPool, Notifier};
 use crate::net::conn::{Expiry, LogLine};
-use crate::net::{ConnId, Connection, Phase};
+use crate::net::{Chunk, ConnId, Connection, Phase};
+use crate::panes::emulator::Emulators;
+use crate::panes::hub::{Hub, HubLimits};
 use crate::proto::http::Response;
+use crate::proto::ws::{self, Incoming, close};
 use crate::timers::{Timers, until};
 
 /// A running server: sockets bound, sessions adopted, ready to [`Server::run`].
@@ -45,6 +49,8 @@ pub struct Server {
     /// A reserved descriptor, released to accept-and-refuse when the process runs out.
     spare_fd: Option<std::fs::File>,
     shutdown_deadline: Option<Instant>,
+    /// Connections with newly queued output, flushed once per loop turn.
+    touched: Vec<usize>,
     _lock: std::fs::File,
 }
 
@@ -93,6 +99,13 @@ impl Server {
 
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| e.to_string())?);
         let (notifier, continuations) = Notifier::new(waker);
+        let emulator_notifier = notifier.clone();
+        let emulators = Emulators::start(move |event| {
+            emulator_notifier.send(Box::new(move |daemon: &mut Daemon| {
+                daemon.on_emulator_event(event)
+            }));
+        })
+        .map_err(|e| format!("cannot start the emulator thread: {e}"))?;
         let jobs = JobPool::new(config.workers, notifier).map_err(|e| e.to_string())?;
         let registry = poll.registry().try_clone().map_err(|e| e.to_string())?;
         let tmux = crate::tmux::Tmux::new(
@@ -102,6 +115,13 @@ impl Server {
             config.tmux.command_timeout,
         );
         let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+        let hub = Hub::new(HubLimits {
+            backlog_bytes: config.panes.backlog_bytes,
+            live_frame_bytes: config.panes.live_frame_bytes,
+            max_subscriptions: config.websocket.max_subscriptions,
+            max_resyncs: config.websocket.max_resyncs_per_minute,
+            ..HubLimits::default()
+        });
         let mut daemon = Daemon {
             config: config.clone(),
             auth,
@@ -112,6 +132,11 @@ impl Server {
             registry,
             timers: Timers::default(),
             outbox: Vec::new(),
+            ws: Default::default(),
+            hub,
+            emulators,
+            typists: Default::default(),
+            tickets: Default::default(),
             started: Instant::now(),
             exe,
             attach_listener,
@@ -119,12 +144,17 @@ impl Server {
             early_captures: Default::default(),
             shutting_down: false,
             attach_serial: 0,
+            observers: 0,
+            revisit: Vec::new(),
         };
         match manager::adopt(&mut daemon) {
             Ok(0) => {}
             Ok(n) => log::info!("re-adopted {n} agent sessions from the tmux server"),
             Err(e) => log::warn!("could not look for existing sessions: {e}"),
         }
+        daemon
+            .timers
+            .schedule_in(config.panes.health_interval, Timer::CaptureHealth);
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -138,6 +168,7 @@ impl Server {
             continuations,
             spare_fd: std::fs::File::open("/dev/null").ok(),
             shutdown_deadline: None,
+            touched: Vec::new(),
             _lock: lock,
         })
     }
@@ -160,7 +191,13 @@ impl Server {
             .into_iter()
             .flatten()
             .min();
-            match self.poll.poll(&mut events, until(next, now)) {
+            // Pane pipes left with unread data are read again right after this poll.
+            let timeout = if self.daemon.revisit.is_empty() {
+                until(next, now)
+            } else {
+                Some(Duration::ZERO)
+            };
+            match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -178,6 +215,9 @@ impl Server {
                     },
                 }
             }
+            for key in std::mem::take(&mut self.daemon.revisit) {
+                self.daemon.read_pane_output(key);
+            }
             self.settle();
             self.fire_timers();
             self.settle();
@@ -193,7 +233,8 @@ impl Server {
         }
     }
 
-    /// Runs continuations from workers and delivers replies until neither produces more.
+    /// Runs continuations from workers and delivers everything the daemon produced (HTTP
+    /// replies, WebSocket messages, pane output for viewers) until nothing more comes.
     fn settle(&mut self) {
         loop {
             let mut progressed = false;
@@ -201,8 +242,7 @@ impl Server {
                 continuation(&mut self.daemon);
                 progressed = true;
             }
-            let outbox = std::mem::take(&mut self.daemon.outbox);
-            for (id, response) in outbox {
+            for (id, response) in std::mem::take(&mut self.daemon.outbox) {
                 progressed = true;
                 let Some(conn) = self.conns.get_mut(id.key).filter(|c| c.id == id) else {
                     continue;
@@ -212,10 +252,163 @@ impl Server {
                 }
                 self.drive(id.key);
             }
+            progressed |= self.deliver_ws();
             if !progressed {
-                return;
+                break;
             }
         }
+        for key in std::mem::take(&mut self.touched) {
+            self.flush(key);
+        }
+    }
+
+    /// Delivers the daemon's WebSocket output. Returns whether there was any.
+    fn deliver_ws(&mut self) -> bool {
+        let outbox = std::mem::take(&mut self.daemon.ws);
+        let dirty = self.daemon.hub.take_dirty();
+        let overwhelmed = self.daemon.hub.take_overwhelmed();
+        let any = !(outbox.direct.is_empty()
+            && outbox.broadcast.is_empty()
+            && outbox.close.is_empty()
+            && dirty.is_empty()
+            && overwhelmed.is_empty());
+        for (id, frame) in outbox.direct {
+            if let Some(conn) = self.ws_conn(id) {
+                conn.queue(Chunk::Owned(frame));
+                self.touched.push(id.key);
+            }
+        }
+        if !outbox.broadcast.is_empty() {
+            for (key, conn) in self.conns.iter_mut() {
+                let Some(ws) = &conn.ws else { continue };
+                if ws.closing || ws.principal.is_none() {
+                    continue;
+                }
+                for frame in &outbox.broadcast {
+                    conn.queue(Chunk::Shared(frame.clone()));
+                }
+                self.touched.push(key);
+            }
+        }
+        for (id, code, reason) in outbox.close {
+            self.close_ws(id, code, &reason);
+        }
+        for id in overwhelmed {
+            log::warn!(
+                "observer {id:?} could not keep up; closing with {}",
+                close::SLOW_CONSUMER
+            );
+            self.close_ws(id, close::SLOW_CONSUMER, "too slow: resynced too often");
+        }
+        for id in dirty {
+            if self.ws_conn(id).is_some() {
+                self.pump(id.key);
+            }
+        }
+        any
+    }
+
+    /// The open, authenticated WebSocket connection `id`, if it still exists.
+    fn ws_conn(&mut self, id: ConnId) -> Option<&mut Connection> {
+        self.conns.get_mut(id.key).filter(|c| {
+            c.id == id
+                && c.ws
+                    .as_ref()
+                    .is_some_and(|ws| !ws.closing && ws.principal.is_some())
+        })
+    }
+
+    /// Queues pane output for a viewer while its outbound queue has room.
+    fn pump(&mut self, key: usize) {
+        let window = self.daemon.config.websocket.send_window_bytes;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !conn
+            .ws
+            .as_ref()
+            .is_some_and(|ws| !ws.closing && ws.principal.is_some())
+        {
+            return;
+        }
+        let timestamp = crate::panes::capture::now_millis();
+        while conn.out.pending() < window {
+            let (chunks, resyncs) =
+                self.daemon
+                    .hub
+                    .pull(conn.id, window - conn.out.pending(), timestamp);
+            for (request, session) in resyncs {
+                log::debug!(
+                    "{session}: viewer {:?} resyncs (snapshot request {request})",
+                    conn.id
+                );
+                self.daemon.emulators.snapshot(&session, request);
+            }
+            if chunks.is_empty() {
+                break;
+            }
+            for chunk in chunks {
+                conn.queue(chunk);
+            }
+        }
+        self.touched.push(key);
+    }
+
+    /// Writes what a connection has queued; closes it when it is finished or broken, and
+    /// closes a viewer whose queue grew past the hard cap.
+    fn flush(&mut self, key: usize) {
+        let max_outbound = self.daemon.config.websocket.max_outbound_bytes;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.flush().is_err() {
+            self.close(key);
+            return;
+        }
+        let was_empty = conn.out.is_empty();
+        if conn.ws.is_some() && conn.out.pending() > max_outbound {
+            let id = conn.id;
+            log::warn!(
+                "{}: observer's queue passed {max_outbound} bytes; closing",
+                conn.peer
+            );
+            conn.out.truncate_unstarted();
+            self.close_ws(id, close::SLOW_CONSUMER, "too slow: outbound queue full");
+            return;
+        }
+        if conn.is_finished() {
+            self.close(key);
+            return;
+        }
+        if was_empty && conn.ws.is_some() {
+            // Room again: a viewer may have output waiting in the hub.
+            self.pump_after_flush(key);
+        }
+        self.schedule_conn_timer(key);
+    }
+
+    /// After a viewer's queue drained, pulls more and writes it (bounded: one round).
+    fn pump_after_flush(&mut self, key: usize) {
+        self.pump(key);
+        if let Some(conn) = self.conns.get_mut(key)
+            && conn.flush().is_err()
+        {
+            self.close(key);
+        }
+    }
+
+    /// Queues a close frame and stops reading; the connection closes once it is written.
+    fn close_ws(&mut self, id: ConnId, code: u16, reason: &str) {
+        let Some(conn) = self.conns.get_mut(id.key).filter(|c| c.id == id) else {
+            return;
+        };
+        let Some(ws) = conn.ws.as_mut() else { return };
+        if ws.closing {
+            return;
+        }
+        ws.closing = true;
+        conn.queue(Chunk::Owned(ws::close_frame(code, reason)));
+        self.touched.push(id.key);
     }
 
     fn accept(&mut self) {
@@ -287,6 +480,10 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if conn.ws.is_some() {
+            self.drive_ws(key);
+            return;
+        }
         let mut broken = conn.fill().is_err();
         while let Some(next) = if broken { None } else { conn.next_request() } {
             match next {
@@ -310,6 +507,53 @@ impl Server {
                             }
                         }
                         Handled::Later => break,
+                        Handled::Refuse(response) => {
+                            log::info!(
+                                "{} {} {} {}",
+                                conn.peer,
+                                request.method,
+                                request.path,
+                                response.status
+                            );
+                            conn.fail(&response);
+                            break;
+                        }
+                        Handled::Upgrade { accept, principal } => {
+                            let max = self.daemon.config.websocket.max_message_bytes;
+                            let status = if principal.is_ok() {
+                                "101"
+                            } else {
+                                "101 (refused credentials)"
+                            };
+                            log::info!(
+                                "{} {} {} {status}",
+                                conn.peer,
+                                request.method,
+                                request.path
+                            );
+                            let send_buffer = self.daemon.config.websocket.socket_send_buffer;
+                            if send_buffer > 0 {
+                                use std::os::fd::AsRawFd;
+                                let _ = crate::sys::set_send_buffer(
+                                    conn.stream.as_raw_fd(),
+                                    send_buffer,
+                                );
+                            }
+                            match principal {
+                                Ok(principal) => conn.upgrade(accept, Some(principal), max),
+                                Err(reason) => {
+                                    conn.upgrade(accept, None, max);
+                                    conn.queue(Chunk::Owned(
+                                        crate::api::observe::refused_credentials(&reason),
+                                    ));
+                                    if let Some(ws) = conn.ws.as_mut() {
+                                        ws.closing = true;
+                                    }
+                                }
+                            }
+                            self.drive_ws(key);
+                            return;
+                        }
                     }
                 }
             }
@@ -331,11 +575,94 @@ impl Server {
         self.schedule_conn_timer(key);
     }
 
+    /// Reads and handles WebSocket frames, then writes what is queued.
+    fn drive_ws(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let broken = conn.fill().is_err();
+        let input = conn.take_input();
+        let id = conn.id;
+        let ws = conn.ws.as_mut().expect("upgraded");
+        if !ws.closing {
+            if !input.is_empty() {
+                ws.decoder.feed(&input);
+            }
+            loop {
+                let message = match ws.decoder.next_message() {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break,
+                    Err(error) => {
+                        log::info!(
+                            "{}: closing WebSocket ({} {})",
+                            conn.peer,
+                            error.code,
+                            error.reason
+                        );
+                        let frame = ws::close_frame(error.code, &error.reason);
+                        ws.closing = true;
+                        conn.queue(Chunk::Owned(frame));
+                        break;
+                    }
+                };
+                ws.last_seen = Instant::now();
+                ws.ping_sent = None;
+                match message {
+                    Incoming::Text(text) => {
+                        let Some(principal) = ws.principal.clone() else {
+                            break;
+                        };
+                        if let After::Close(code, reason) =
+                            crate::api::observe::on_text(&mut self.daemon, id, &principal, &text)
+                        {
+                            // Queued replies (the error) go out before the close frame.
+                            let ws = conn.ws.as_mut().expect("upgraded");
+                            ws.closing = true;
+                            self.daemon.ws.close.push((id, code, reason));
+                            let _ = ws;
+                            break;
+                        }
+                    }
+                    Incoming::Binary(_) => {
+                        ws.closing = true;
+                        conn.queue(Chunk::Owned(ws::close_frame(
+                            close::UNSUPPORTED_DATA,
+                            "binary messages are not supported; send JSON text",
+                        )));
+                        break;
+                    }
+                    Incoming::Alive => {}
+                    Incoming::Close(_) => {
+                        // tungstenite queued the answering close frame.
+                        ws.closing = true;
+                        break;
+                    }
+                }
+            }
+            let reply = conn.ws.as_mut().expect("upgraded").decoder.take_output();
+            if !reply.is_empty() {
+                conn.queue(Chunk::Owned(reply));
+            }
+        }
+        if broken {
+            self.close(key);
+            return;
+        }
+        // Replies to this client's messages (acks, errors) go out before any output they
+        // made available, so a `subscribed` always precedes the subscription's first frame.
+        self.deliver_ws();
+        self.pump(key);
+        self.touched.push(key);
+        for key in std::mem::take(&mut self.touched) {
+            self.flush(key);
+        }
+    }
+
     fn schedule_conn_timer(&mut self, key: usize) {
         let Some(conn) = self.conns.get(key) else {
             return;
         };
-        let Some((at, _)) = conn.deadline(&self.daemon.config.limits) else {
+        let Some((at, _)) = conn.deadline(&self.daemon.config) else {
             return;
         };
         let slot = &mut self.conn_timer_at[key];
@@ -356,6 +683,11 @@ impl Server {
                     flight.path
                 );
             }
+            if let Some(ws) = &conn.ws
+                && ws.principal.is_some()
+            {
+                self.daemon.on_ws_closed(conn.id);
+            }
         }
         if self.conn_timer_at.contains(key) {
             self.conn_timer_at[key] = None;
@@ -372,7 +704,7 @@ impl Server {
                 continue;
             };
             self.conn_timer_at[id.key] = None;
-            match conn.deadline(&self.daemon.config.limits) {
+            match conn.deadline(&self.daemon.config) {
                 Some((at, expiry)) if at <= now => match expiry {
                     Expiry::Idle | Expiry::SlowReader => self.close(id.key),
                     Expiry::SlowRequest => {
@@ -385,6 +717,17 @@ impl Server {
                         log::info!("{} - - 408 (request too slow)", conn.peer);
                         conn.fail(&response);
                         self.drive(id.key);
+                    }
+                    Expiry::PingDue => {
+                        if let Some(ws) = conn.ws.as_mut() {
+                            ws.ping_sent = Some(now);
+                        }
+                        conn.queue(Chunk::Owned(ws::ping_frame(b"orchestra")));
+                        self.touched.push(id.key);
+                    }
+                    Expiry::PingTimeout => {
+                        log::info!("{}: no answer to ping; closing", conn.peer);
+                        self.close_ws(id, close::PING_TIMEOUT, "no answer to ping");
                     }
                 },
                 Some(_) => self.schedule_conn_timer(id.key),
@@ -406,9 +749,20 @@ impl Server {
         }
         self.daemon.shutting_down = true;
         self.shutdown_deadline = Some(Instant::now() + self.daemon.config.limits.shutdown_grace);
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            self.drive(key);
+        let conns: Vec<(usize, ConnId, bool)> = self
+            .conns
+            .iter()
+            .map(|(k, c)| (k, c.id, c.ws.is_some()))
+            .collect();
+        for (key, id, is_ws) in conns {
+            if is_ws {
+                self.close_ws(id, close::GOING_AWAY, "daemon shutting down");
+            } else {
+                self.drive(key);
+            }
+        }
+        for key in std::mem::take(&mut self.touched) {
+            self.flush(key);
         }
     }
 }

@@ -175,6 +175,27 @@ pub fn recv_fd(socket: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<Owned
     Ok((n as usize, received))
 }
 
+/// Sets a socket's send buffer size (`SO_SNDBUF`; the kernel doubles it for bookkeeping and
+/// stops auto-tuning it).
+pub fn set_send_buffer(socket: RawFd, bytes: usize) -> io::Result<()> {
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &size as *const libc::c_int as *const libc::c_void,
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// The soft limit on open file descriptors.
 pub fn open_files_limit() -> Option<u64> {
     let mut limit = libc::rlimit {

@@ -13,7 +13,7 @@ use super::exec::{SpawnSpec, find_program, write_spec};
 use super::meta::SessionMeta;
 use super::procfs;
 use super::validate::{EnvPolicy, resolve_working_dir, validate_env};
-use super::{Agent, CaptureState, ExitInfo, new_session_ids};
+use super::{Agent, AgentStatus, CaptureState, ExitInfo, new_session_ids};
 use crate::api::error::{ApiError, ErrorCode};
 use crate::daemon::{Daemon, Done, Source};
 use crate::panes::attach;
@@ -142,23 +142,18 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
             daemon.agents.pending_spawns -= 1;
             match result {
                 Ok(outcome) => {
-                    let agent = Agent {
-                        id: job.session_id.clone(),
-                        agent_type: job.agent_type.clone(),
-                        tmux_session: job.name.clone(),
-                        pane: outcome.pane,
-                        pid: outcome.pid,
-                        server_pid: outcome.server_pid,
-                        working_dir: outcome.working_dir,
-                        created_at: outcome.created_at,
-                        last_activity: outcome.created_at,
-                        exit: None,
-                        capture: CaptureState::Attaching,
-                        output_bytes: 0,
-                        exit_watch: None,
-                        pipe: None,
-                        last_usage: None,
-                    };
+                    let agent = Agent::new(
+                        job.session_id.clone(),
+                        job.agent_type.clone(),
+                        job.name.clone(),
+                        outcome.pane,
+                        outcome.pid,
+                        outcome.server_pid,
+                        outcome.working_dir,
+                        outcome.created_at,
+                        job.height,
+                        job.width,
+                    );
                     log::info!(
                         "spawned {} ({}) in {} as pane {} pid {}",
                         agent.id,
@@ -280,40 +275,57 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, ApiError> {
     }
 }
 
-/// Adds an agent to the registry and starts watching its process and output. `known_state`
-/// is tmux's view when the daemon adopted a pane that may already be dead.
-fn register(daemon: &mut Daemon, agent: Agent, known_state: Option<PaneState>) {
+/// Adds an agent to the registry and starts watching its process and output. `adopted` is
+/// tmux's view of a pane found after a restart (which may already be dead); `None` for a
+/// pane the daemon just created (its pipe was attached with it, so its stream starts blank).
+fn register(daemon: &mut Daemon, agent: Agent, adopted: Option<PaneState>) {
     let session_id = agent.id.clone();
-    let pid = agent.pid;
+    let (pid, rows, cols) = (agent.pid, agent.rows, agent.cols);
     daemon.agents.insert(agent);
-    if let Some(fd) = daemon.early_captures.remove(&session_id) {
-        daemon.install_capture(&session_id, fd);
+    match adopted {
+        None => {
+            daemon.open_new_stream(&session_id, rows, cols);
+            if let Some(fd) = daemon.early_captures.remove(&session_id) {
+                daemon.install_pipe(&session_id, fd);
+            }
+        }
+        Some(_) => {
+            daemon.hub.open(&session_id, 0);
+        }
     }
-    match known_state.and_then(ExitInfo::from_pane_state) {
+    daemon.schedule_idle_check(&session_id);
+    match adopted.and_then(ExitInfo::from_pane_state) {
         Some(ExitInfo::Unknown) => on_process_exit(daemon, &session_id),
         Some(exit) => {
             if let Some(agent) = daemon.agents.get_mut(&session_id) {
                 agent.exit = Some(exit);
+                agent.reported = agent.status(SystemTime::now(), daemon.config.sessions.idle_after);
+            }
+            daemon.seed_dead_pane(&session_id);
+        }
+        None => {
+            if adopted.is_some() {
+                daemon.rearm(&session_id, "daemon restarted");
+            }
+            match crate::sys::pidfd_open(pid) {
+                Ok(fd) => {
+                    let source = Source::PaneExit {
+                        session_id: session_id.clone(),
+                        fd,
+                    };
+                    match daemon.add_source(source, Interest::READABLE) {
+                        Ok(key) => {
+                            if let Some(agent) = daemon.agents.get_mut(&session_id) {
+                                agent.exit_watch = Some(key);
+                            }
+                        }
+                        Err(e) => log::warn!("{session_id}: cannot watch pid {pid}: {e}"),
+                    }
+                }
+                // Already gone: find out how it ended.
+                Err(_) => on_process_exit(daemon, &session_id),
             }
         }
-        None => match crate::sys::pidfd_open(pid) {
-            Ok(fd) => {
-                let source = Source::PaneExit {
-                    session_id: session_id.clone(),
-                    fd,
-                };
-                match daemon.add_source(source, Interest::READABLE) {
-                    Ok(key) => {
-                        if let Some(agent) = daemon.agents.get_mut(&session_id) {
-                            agent.exit_watch = Some(key);
-                        }
-                    }
-                    Err(e) => log::warn!("{session_id}: cannot watch pid {pid}: {e}"),
-                }
-            }
-            // Already gone: find out how it ended.
-            Err(_) => on_process_exit(daemon, &session_id),
-        },
     }
 }
 
@@ -335,6 +347,7 @@ pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
                 if let Some(agent) = daemon.agents.get_mut(&session_id) {
                     agent.exit = Some(exit);
                     log::info!("{session_id}: agent process ended ({})", exit.describe());
+                    daemon.announce_exit(&session_id);
                 }
             }
             Err(TmuxError::Failed(message)) if message.contains("can't find") => {
@@ -347,6 +360,7 @@ pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
                 log::warn!("{session_id}: cannot read the exit status: {error}");
                 if let Some(agent) = daemon.agents.get_mut(&session_id) {
                     agent.exit = Some(ExitInfo::Unknown);
+                    daemon.announce_exit(&session_id);
                 }
             }
         })
@@ -375,15 +389,16 @@ fn resolve_exit(tmux: &Tmux, pane: &PaneId, server_pid: u32) -> Result<ExitInfo,
     Ok(ExitInfo::Unknown)
 }
 
-/// A session disappeared from tmux without the API killing it: forget it.
+/// A session disappeared from tmux without the API killing it: forget it and tell observers.
 fn session_vanished(daemon: &mut Daemon, session_id: &str, why: &str) {
     if let Some(agent) = daemon.agents.remove(session_id) {
         log::warn!("{session_id}: session is gone ({why}); no longer listed");
         release_sources(daemon, &agent);
+        daemon.announce_gone(&agent, AgentStatus::Error, Some(why));
     }
 }
 
-/// Tmux closed a pane's pipe: find out whether the session still exists.
+/// tmux closed a pane's pipe: re-arm it if the pane lives, forget the session if it is gone.
 pub fn on_capture_closed(daemon: &mut Daemon, session_id: &str) {
     let Some(agent) = daemon.agents.get(session_id) else {
         return;
@@ -403,46 +418,63 @@ pub fn on_capture_closed(daemon: &mut Daemon, session_id: &str) {
             Err(TmuxError::Failed(m)) if m.contains("can't find") => {
                 session_vanished(daemon, &session_id, "its tmux pane no longer exists")
             }
-            _ => {}
+            Ok(output) => {
+                let alive = tmux::parse::parse_pane_line(output.trim_end())
+                    .is_some_and(|p| p.state == PaneState::Alive);
+                if alive {
+                    daemon.rearm(&session_id, "output pipe closed");
+                }
+            }
+            Err(error) => log::warn!("{session_id}: cannot check the pane: {error}"),
         })
     });
 }
 
-/// Deregisters an agent's pidfd and pane pipe.
+/// Releases everything the daemon holds for a session: process watch, pipe (failing pending
+/// input), output stream, emulator and typing state.
 fn release_sources(daemon: &mut Daemon, agent: &Agent) {
     if let Some(key) = agent.exit_watch {
         daemon.remove_source(key);
     }
-    if let Some(key) = agent.pipe {
-        daemon.remove_source(key);
+    if let Some(key) = agent.pipe
+        && let Some(Source::PanePipe { mut input, .. }) = daemon.remove_source(key)
+    {
+        for ack in input.abandon() {
+            daemon.input_failed(
+                &agent.id,
+                ack,
+                "the session ended before the input was typed",
+            );
+        }
     }
     daemon.attach_tokens.retain(|_, s| s != &agent.id);
     daemon.early_captures.remove(&agent.id);
+    daemon.hub.close(&agent.id);
+    daemon.emulators.close(&agent.id);
+    daemon.drop_typist(&agent.id);
 }
 
 /// Kills a session: its whole process tree (politely, then by force after the grace
 /// period), then the tmux session. The session disappears from the registry at once, so a
 /// second kill is `404`. `done` gets the termination time.
 pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime, ApiError>>) {
-    let Some(agent) = daemon.agents.remove(session_id) else {
+    let Some(mut agent) = daemon.agents.remove(session_id) else {
         return done(daemon, Err(ApiError::session_not_found(session_id)));
     };
     release_sources(daemon, &agent);
+    agent.pending_pipe = None;
     let tmux = daemon.tmux.clone();
     let grace = daemon.config.sessions.kill_grace;
     let alive = agent.exit.is_none();
+    let (id, pid, name) = (agent.id.clone(), agent.pid, agent.tmux_session.clone());
     daemon.jobs.run(move || {
-        log::info!(
-            "{}: terminating (pid {}, grace {grace:?})",
-            agent.id,
-            agent.pid
-        );
+        log::info!("{id}: terminating (pid {pid}, grace {grace:?})");
         let forced = if alive {
-            procfs::terminate_tree(agent.pid, grace)
+            procfs::terminate_tree(pid, grace)
         } else {
             0
         };
-        let result = tmux::kill_session(&agent.tmux_session)
+        let result = tmux::kill_session(&name)
             .map_err(TmuxError::from)
             .and_then(|list| tmux.run(&list));
         let terminated_at = SystemTime::now();
@@ -450,17 +482,15 @@ pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime,
             match result {
                 Ok(_) | Err(TmuxError::NoServer) => {}
                 Err(TmuxError::Failed(m)) if m.contains("can't find") => {}
-                Err(error) => log::warn!("{}: kill-session failed: {error}", agent.id),
+                Err(error) => log::warn!("{id}: kill-session failed: {error}"),
             }
-            log::info!(
-                "terminated {}{}",
-                agent.id,
-                if forced > 0 {
-                    format!(" ({forced} processes needed SIGKILL)")
-                } else {
-                    String::new()
-                }
-            );
+            let note = if forced > 0 {
+                format!(" ({forced} processes needed SIGKILL)")
+            } else {
+                String::new()
+            };
+            log::info!("terminated {id}{note}");
+            daemon.announce_gone(&agent, AgentStatus::Terminated, None);
             done(daemon, Ok(terminated_at))
         })
     });
@@ -512,9 +542,9 @@ pub fn sample(daemon: &mut Daemon, session_id: &str, done: Done<Option<Metrics>>
     });
 }
 
-/// Finds the daemon's sessions in its tmux server after a (re)start, registers them with
-/// their stored metadata and re-attaches output capture. Runs before the loop starts
-/// serving; sessions without valid metadata are never touched.
+/// Finds the daemon's sessions in its tmux server after a (re)start and registers them with
+/// their stored metadata; output capture is re-armed (with a screen capture) by jobs that
+/// finish once the loop runs. Sessions without valid metadata are never touched.
 pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
     let output = match daemon.tmux.run(&tmux::list_panes()?) {
         Ok(output) => output,
@@ -541,46 +571,34 @@ pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
         // One pane per session: the first one listed (window 0, pane 0 unless changed).
         found.entry(meta.id.clone()).or_insert((meta, pane));
     }
-    let mut rearm = tmux::CommandList::new();
     let mut count = 0;
     for (id, (meta, pane)) in found {
         if daemon.agents.get(&id).is_some() {
             continue;
         }
         let created_at = UNIX_EPOCH + Duration::from_millis(meta.created_ms);
-        let last_activity = (UNIX_EPOCH + Duration::from_secs(pane.activity)).max(created_at);
+        let mut agent = Agent::new(
+            id,
+            meta.agent_type.clone(),
+            pane.session.clone().expect("filtered above"),
+            pane.pane.clone(),
+            pane.pid,
+            pane.server_pid,
+            PathBuf::from(&meta.working_dir),
+            created_at,
+            pane.height,
+            pane.width,
+        );
+        agent.last_activity = (UNIX_EPOCH + Duration::from_secs(pane.activity)).max(created_at);
         // A dead pane has no output left to capture (and tmux refuses to pipe it).
-        let capture = if pane.state == PaneState::Alive {
-            let token = attach::new_token();
-            daemon.attach_tokens.insert(token.clone(), id.clone());
-            let command = attach::pipe_command(&daemon.exe, &daemon.config.attach_socket(), &token);
-            rearm = rearm.then(tmux::pipe_pane(&pane.pane, &command)?);
+        agent.capture = if pane.state == PaneState::Alive {
             CaptureState::Attaching
         } else {
             CaptureState::Detached
         };
-        let agent = Agent {
-            id: id.clone(),
-            agent_type: meta.agent_type.clone(),
-            tmux_session: pane.session.clone().expect("filtered above"),
-            pane: pane.pane.clone(),
-            pid: pane.pid,
-            server_pid: pane.server_pid,
-            working_dir: PathBuf::from(&meta.working_dir),
-            created_at,
-            last_activity,
-            exit: None,
-            capture,
-            output_bytes: 0,
-            exit_watch: None,
-            pipe: None,
-            last_usage: None,
-        };
+        agent.reported = agent.status(SystemTime::now(), daemon.config.sessions.idle_after);
         register(daemon, agent, Some(pane.state));
         count += 1;
-    }
-    if !rearm.is_empty() {
-        daemon.tmux.run(&rearm)?;
     }
     Ok(count)
 }

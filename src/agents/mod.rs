@@ -4,6 +4,7 @@
 //! need tmux or /proc (spawn, kill, adopt, exit checks) live in [`manager`] and run their
 //! blocking parts on worker threads.
 
+pub mod events;
 pub mod exec;
 pub mod manager;
 pub mod meta;
@@ -149,6 +150,71 @@ pub struct Agent {
     pub pipe: Option<usize>,
     /// Last CPU sample, for `cpu_percent` between two requests.
     pub last_usage: Option<procfs::Usage>,
+    /// Pane size.
+    pub rows: u16,
+    /// Pane size.
+    pub cols: u16,
+    /// The last status announced to observers.
+    pub reported: AgentStatus,
+    /// Whether an idle check is scheduled.
+    pub idle_check_pending: bool,
+    /// A capture re-arm is in progress.
+    pub rearming: bool,
+    /// Why the current re-arm happened (told to viewers in the gap notice).
+    pub rearm_reason: &'static str,
+    /// The re-armed pipe, waiting for the old one to drain.
+    pub pending_pipe: Option<std::os::fd::OwnedFd>,
+    /// The screen captured with the re-armed pipe.
+    pub seed: Option<crate::panes::seed::Seed>,
+    /// How many times capture was re-armed.
+    pub rearms: u32,
+    /// The emulator fell behind the backlog and waits for a re-seed.
+    pub emulator_lost: bool,
+}
+
+impl Agent {
+    /// A session in its initial state.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: String,
+        agent_type: String,
+        tmux_session: SessionName,
+        pane: PaneId,
+        pid: u32,
+        server_pid: u32,
+        working_dir: PathBuf,
+        created_at: SystemTime,
+        rows: u16,
+        cols: u16,
+    ) -> Agent {
+        Agent {
+            id,
+            agent_type,
+            tmux_session,
+            pane,
+            pid,
+            server_pid,
+            working_dir,
+            created_at,
+            last_activity: created_at,
+            exit: None,
+            capture: CaptureState::Attaching,
+            output_bytes: 0,
+            exit_watch: None,
+            pipe: None,
+            last_usage: None,
+            rows,
+            cols,
+            reported: AgentStatus::Running,
+            idle_check_pending: false,
+            rearming: false,
+            rearm_reason: "",
+            pending_pipe: None,
+            seed: None,
+            rearms: 0,
+            emulator_lost: false,
+        }
+    }
 }
 
 impl Agent {
@@ -252,23 +318,18 @@ mod tests {
     #[test]
     fn status_is_derived_from_exit_and_activity() {
         let now = SystemTime::now();
-        let mut agent = Agent {
-            id: "sess-x-00000000".into(),
-            agent_type: "x".into(),
-            tmux_session: SessionName::parse("agent-x-00000000").unwrap(),
-            pane: PaneId::parse("%1").unwrap(),
-            pid: 1,
-            server_pid: 1,
-            working_dir: "/".into(),
-            created_at: now,
-            last_activity: now,
-            exit: None,
-            capture: CaptureState::Attached,
-            output_bytes: 0,
-            exit_watch: None,
-            pipe: None,
-            last_usage: None,
-        };
+        let mut agent = Agent::new(
+            "sess-x-00000000".into(),
+            "x".into(),
+            SessionName::parse("agent-x-00000000").unwrap(),
+            PaneId::parse("%1").unwrap(),
+            1,
+            1,
+            "/".into(),
+            now,
+            24,
+            80,
+        );
         let idle = Duration::from_secs(5);
         assert_eq!(agent.status(now, idle), AgentStatus::Running);
         assert_eq!(agent.status(now + idle, idle), AgentStatus::Idle);

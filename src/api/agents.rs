@@ -162,6 +162,7 @@ fn detail(daemon: &Daemon, agent: &Agent, metrics: manager::Metrics) -> AgentDet
         pid: agent.pid,
         capture: agent.capture.as_str(),
         output_bytes: agent.output_bytes,
+        capture_rearms: agent.rearms,
         exit_code: match agent.exit {
             Some(ExitInfo::Code(code)) => Some(code),
             _ => None,

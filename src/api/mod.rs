@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod auth;
 pub mod error;
+pub mod observe;
 pub mod wire;
 
 use auth::{Principal, Scope};
@@ -23,7 +24,22 @@ pub enum Handled {
     Now(Response),
     /// The response will be queued with [`Daemon::reply`].
     Later,
+    /// Answer and close the connection without reading anything after this request (a
+    /// refused WebSocket upgrade).
+    Refuse(Response),
+    /// Switch the connection to WebSocket: send `accept` (the `101` answer), then either
+    /// serve `principal` or, when credentials were refused, send the `INVALID_TOKEN` error
+    /// and close with 1008.
+    Upgrade {
+        /// The `101 Switching Protocols` bytes.
+        accept: Vec<u8>,
+        /// Who the connection serves, or why its credentials were refused.
+        principal: Result<Principal, String>,
+    },
 }
+
+/// Path of the WebSocket endpoint.
+pub const OBSERVE_PATH: &str = "/ws/observe";
 
 /// An endpoint of the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,13 +54,17 @@ pub enum Route {
     GetAgent(String),
     /// `DELETE /api/agents/{id}`
     KillAgent(String),
+    /// `POST /api/ws-ticket`
+    WsTicket,
 }
 
 impl Route {
     /// The scope the endpoint needs.
     pub fn scope(&self) -> Scope {
         match self {
-            Route::Health | Route::ListAgents | Route::GetAgent(_) => Scope::Observe,
+            Route::Health | Route::ListAgents | Route::GetAgent(_) | Route::WsTicket => {
+                Scope::Observe
+            }
             Route::Spawn | Route::KillAgent(_) => Scope::Control,
         }
     }
@@ -60,6 +80,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
     // Which resource the path names, and the methods it takes.
     let (resource, allowed): (&str, &[&str]) = match segments.as_slice() {
         ["health"] => ("health", &["GET"]),
+        ["ws-ticket"] => ("ws-ticket", &["POST"]),
         ["agents"] => ("agents", &["GET"]),
         ["agents", "spawn"] => ("spawn", &["POST"]),
         ["agents", id] if !id.is_empty() => ("agent", &["GET", "DELETE"]),
@@ -67,6 +88,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
     };
     let route = match (resource, method) {
         ("health", "GET") => Route::Health,
+        ("ws-ticket", "POST") => Route::WsTicket,
         ("agents", "GET") => Route::ListAgents,
         ("spawn", "POST") => Route::Spawn,
         ("agent", "GET") => Route::GetAgent(decode_segment(segments[1])?),
@@ -119,14 +141,19 @@ pub fn authorize(daemon: &Daemon, request: &Request, scope: Scope) -> Result<Pri
 
 /// Dispatches one request.
 pub fn handle(daemon: &mut Daemon, conn: ConnId, request: &Request) -> Handled {
+    if request.path == OBSERVE_PATH {
+        return observe::upgrade(daemon, request);
+    }
     let route = match route(&request.method, &request.path) {
         Ok(route) => route,
         Err(error) => return Handled::Now(error.to_response()),
     };
-    if let Err(error) = authorize(daemon, request, route.scope()) {
-        return Handled::Now(error.to_response());
-    }
+    let principal = match authorize(daemon, request, route.scope()) {
+        Ok(principal) => principal,
+        Err(error) => return Handled::Now(error.to_response()),
+    };
     match route {
+        Route::WsTicket => observe::issue_ticket(daemon, principal),
         Route::Health => Handled::Now(json(200, &health(daemon))),
         Route::Spawn => agents::spawn(daemon, conn, request),
         Route::ListAgents => agents::list(daemon, request),
@@ -141,6 +168,7 @@ fn health(daemon: &Daemon) -> wire::Health {
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: daemon.started.elapsed().as_secs(),
         sessions: daemon.agents.len(),
+        observers: daemon.observers,
     }
 }
 

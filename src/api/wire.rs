@@ -89,6 +89,8 @@ pub struct AgentDetail {
     pub capture: &'static str,
     /// Bytes of output captured since the daemon attached.
     pub output_bytes: u64,
+    /// How many times the daemon re-armed output capture on this pane.
+    pub capture_rearms: u32,
     /// Exit status once the process has exited (absent while it runs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
@@ -119,4 +121,114 @@ pub struct Health {
     pub uptime_seconds: u64,
     /// Agent sessions currently managed.
     pub sessions: usize,
+    /// Open WebSocket observer connections.
+    pub observers: usize,
+}
+
+/// `POST /api/ws-ticket` answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketResponse {
+    /// The one-time ticket, for `/ws/observe?ticket=...`.
+    pub ticket: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+/// Messages a WebSocket client sends. Unknown fields are ignored; an unknown `type` is an
+/// `INVALID_REQUEST` error.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Start receiving a pane's output: first its screen (or, with `since`, the output
+    /// missed since that offset), then live output.
+    SubscribeTerminal {
+        /// Session.
+        session_id: String,
+        /// Resume after this stream offset (a `next_offset` the client received).
+        #[serde(default)]
+        since: Option<u64>,
+        /// The stream id the offset belongs to (from `terminal_output.stream`).
+        #[serde(default)]
+        stream: Option<String>,
+    },
+    /// Stop receiving a pane's output.
+    UnsubscribeTerminal {
+        /// Session.
+        session_id: String,
+    },
+    /// Type a message into the agent and press Enter (needs the `control` scope).
+    UserMessage {
+        /// Session.
+        session_id: String,
+        /// The text.
+        content: String,
+        /// Echoed in the acknowledgement or error.
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    },
+    /// Type raw keys into the pane, control characters included (needs `control`).
+    TerminalInput {
+        /// Session.
+        session_id: String,
+        /// The keys, e.g. `"\u0003"` for Ctrl-C.
+        data: String,
+        /// Echoed in the acknowledgement or error.
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    },
+    /// Heartbeat; answered with `pong`.
+    Ping {
+        /// Echoed in the `pong`.
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    },
+}
+
+/// `error` message sent on a WebSocket.
+#[derive(Debug, Clone, Serialize)]
+pub struct WsError<'a> {
+    /// Always `error`.
+    pub r#type: &'static str,
+    /// Application error code.
+    pub error_code: &'static str,
+    /// Explanation.
+    pub message: &'a str,
+    /// The session concerned, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<&'a str>,
+    /// The client's message id, if it sent one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a serde_json::Value>,
+}
+
+/// `subscribed` acknowledgement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Subscribed<'a> {
+    /// Always `subscribed`.
+    pub r#type: &'static str,
+    /// Session.
+    pub session_id: &'a str,
+    /// The stream id that offsets refer to.
+    pub stream: &'a str,
+    /// True when resuming from `since`; false when a screen comes first.
+    pub resumed: bool,
+}
+
+/// `unsubscribed` acknowledgement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unsubscribed<'a> {
+    /// Always `unsubscribed`.
+    pub r#type: &'static str,
+    /// Session.
+    pub session_id: &'a str,
+}
+
+/// `pong` answer to `ping`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pong<'a> {
+    /// Always `pong`.
+    pub r#type: &'static str,
+    /// The ping's id, if it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a serde_json::Value>,
 }

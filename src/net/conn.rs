@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 
 use super::outbound::{Chunk, OutQueue};
-use crate::config::Limits;
+use crate::api::auth::Principal;
+use crate::config::{Config, Limits};
 use crate::proto::http::{DecodeLimits, Decoded, HttpError, Request, RequestDecoder, Response};
+use crate::proto::ws::FrameDecoder;
 
 /// Identifies a connection across slot reuse: the slot key plus a serial number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,6 +57,23 @@ pub enum Phase {
     Awaiting(InFlight),
     /// No more requests will be read; close once the output is written.
     Closing,
+    /// Upgraded: frames are handled through [`Connection::ws`].
+    WebSocket,
+}
+
+/// State of an upgraded (WebSocket) connection.
+#[derive(Debug)]
+pub struct WsState {
+    /// Decodes client frames.
+    pub decoder: FrameDecoder,
+    /// Who the connection serves; `None` while closing after refused credentials.
+    pub principal: Option<Principal>,
+    /// When the client last sent anything.
+    pub last_seen: Instant,
+    /// When the daemon sent a ping that has not been answered yet.
+    pub ping_sent: Option<Instant>,
+    /// A close frame has been queued; nothing more is read or sent.
+    pub closing: bool,
 }
 
 /// A line for the request log.
@@ -81,6 +100,10 @@ pub enum Expiry {
     SlowRequest,
     /// Client does not read its responses: drop.
     SlowReader,
+    /// WebSocket client has been quiet: ping it.
+    PingDue,
+    /// WebSocket client did not answer the ping: close with 4000.
+    PingTimeout,
 }
 
 /// One client connection.
@@ -103,6 +126,8 @@ pub struct Connection {
     max_inbuf: usize,
     /// When output was last written (or queued onto an empty queue).
     last_write_progress: Instant,
+    /// Set once the connection has been upgraded to WebSocket.
+    pub ws: Option<Box<WsState>>,
 }
 
 /// Output beyond which the connection stops decoding pipelined requests until it drains.
@@ -129,7 +154,39 @@ impl Connection {
             read_closed: false,
             max_inbuf: limits.max_head_bytes + limits.max_body_bytes + 1,
             last_write_progress: now,
+            ws: None,
         }
+    }
+
+    /// Switches to WebSocket after queuing the `101` answer; bytes that arrived after the
+    /// upgrade request become the decoder's first input.
+    pub fn upgrade(
+        &mut self,
+        accept: Vec<u8>,
+        principal: Option<Principal>,
+        max_message_bytes: usize,
+    ) {
+        self.queue(Chunk::Owned(accept));
+        let leftover = std::mem::take(&mut self.inbuf);
+        let now = Instant::now();
+        self.ws = Some(Box::new(WsState {
+            decoder: FrameDecoder::new(max_message_bytes, leftover),
+            principal,
+            last_seen: now,
+            ping_sent: None,
+            closing: false,
+        }));
+        self.phase = Phase::WebSocket;
+    }
+
+    /// Bytes read but not yet handed to a decoder (WebSocket mode feeds them on).
+    pub fn take_input(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.inbuf)
+    }
+
+    /// Whether the peer closed its sending side.
+    pub fn read_closed(&self) -> bool {
+        self.read_closed
     }
 
     /// Reads what the socket has, until it would block, the peer closed, or the buffer is
@@ -159,8 +216,10 @@ impl Connection {
 
     /// Decodes the next request if the connection is ready for one.
     pub fn next_request(&mut self) -> Option<Result<Request, HttpError>> {
-        if matches!(self.phase, Phase::Awaiting(_) | Phase::Closing)
-            || self.out.pending() > OUTPUT_HIGH_WATER
+        if matches!(
+            self.phase,
+            Phase::Awaiting(_) | Phase::Closing | Phase::WebSocket
+        ) || self.out.pending() > OUTPUT_HIGH_WATER
             || self.inbuf.is_empty()
         {
             return None;
@@ -264,16 +323,29 @@ impl Connection {
             // its side nothing more can arrive.
             Phase::Idle { .. } | Phase::Receiving { .. } => self.read_closed && self.out.is_empty(),
             Phase::Awaiting(_) => false,
+            Phase::WebSocket => {
+                self.read_closed
+                    || self.ws.as_ref().is_some_and(|ws| ws.closing) && self.out.is_empty()
+            }
         }
     }
 
     /// When the current phase's timeout expires, and what it means.
-    pub fn deadline(&self, limits: &Limits) -> Option<(Instant, Expiry)> {
+    pub fn deadline(&self, config: &Config) -> Option<(Instant, Expiry)> {
+        let limits = &config.limits;
         if !self.out.is_empty() {
             return Some((
                 self.last_write_progress + limits.write_timeout,
                 Expiry::SlowReader,
             ));
+        }
+        if let Some(ws) = &self.ws {
+            let ws_config = &config.websocket;
+            return match ws.ping_sent {
+                _ if ws.closing => None,
+                Some(sent) => Some((sent + ws_config.pong_timeout, Expiry::PingTimeout)),
+                None => Some((ws.last_seen + ws_config.ping_interval, Expiry::PingDue)),
+            };
         }
         match &self.phase {
             Phase::Idle { since } => Some((*since + limits.idle_timeout, Expiry::Idle)),
@@ -283,7 +355,7 @@ impl Connection {
             Phase::Receiving { since, body: true } => {
                 Some((*since + limits.body_timeout, Expiry::SlowRequest))
             }
-            Phase::Awaiting(_) | Phase::Closing => None,
+            Phase::Awaiting(_) | Phase::Closing | Phase::WebSocket => None,
         }
     }
 }

@@ -5,5 +5,5 @@
 pub mod conn;
 pub mod outbound;
 
-pub use conn::{ConnId, Connection, Phase};
+pub use conn::{ConnId, Connection, Phase, WsState};
 pub use outbound::{Chunk, OutQueue};

@@ -1,3 +1,4 @@
 //! Pure wire code: bytes in, values out. No sockets, no clock, no JSON semantics.
 
 pub mod http;
+pub mod ws;

@@ -258,6 +258,28 @@ pub fn pipe_pane(pane: &PaneId, pipe_command: &str) -> Result<CommandList, Unsaf
         .arg(escape_format(pipe_command))
 }
 
+/// Prints a pane's visible screen with colours and attributes (`capture-pane -p -e`).
+pub fn capture_pane(pane: &PaneId) -> Result<CommandList, UnsafeArgument> {
+    CommandList::new()
+        .command("capture-pane")
+        .arg("-p")?
+        .arg("-e")?
+        .arg("-t")?
+        .arg(pane.as_str())
+}
+
+/// Prints the last `lines` lines of a pane (history included) as plain text.
+pub fn capture_tail(pane: &PaneId, lines: u32) -> Result<CommandList, UnsafeArgument> {
+    CommandList::new()
+        .command("capture-pane")
+        .arg("-p")?
+        .arg("-J")?
+        .arg("-S")?
+        .arg(format!("-{lines}"))?
+        .arg("-t")?
+        .arg(pane.as_str())
+}
+
 /// Removes a session (its panes receive SIGHUP).
 pub fn kill_session(name: &SessionName) -> Result<CommandList, UnsafeArgument> {
     CommandList::new()

@@ -5,7 +5,7 @@ use super::{PaneId, SessionName};
 /// Fields printed for each pane, tab-separated, in the order [`parse_pane_line`] reads them.
 pub const PANE_FORMAT: &str = "#{session_name}\t#{window_index}\t#{pane_index}\t#{pane_id}\t\
 #{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{window_activity}\t\
-#{pid}\t#{@orchestra}";
+#{pid}\t#{pane_width}\t#{pane_height}\t#{@orchestra}";
 
 /// Whether a pane's program is alive, and how it ended if not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,10 @@ pub struct PaneInfo {
     pub activity: u64,
     /// The tmux server's pid.
     pub server_pid: u32,
+    /// Pane width.
+    pub width: u16,
+    /// Pane height.
+    pub height: u16,
     /// The session's `@orchestra` metadata option (empty when unset).
     pub metadata: String,
 }
@@ -49,7 +53,7 @@ pub struct PaneInfo {
 /// Parses one line printed with [`PANE_FORMAT`].
 pub fn parse_pane_line(line: &str) -> Option<PaneInfo> {
     let fields: Vec<&str> = line.split('\t').collect();
-    if fields.len() != 11 {
+    if fields.len() != 13 {
         return None;
     }
     let state = match (fields[5], fields[6], fields[7]) {
@@ -68,7 +72,9 @@ pub fn parse_pane_line(line: &str) -> Option<PaneInfo> {
         state,
         activity: fields[8].parse().unwrap_or(0),
         server_pid: fields[9].parse().ok()?,
-        metadata: fields[10].to_string(),
+        width: fields[10].parse().unwrap_or(80),
+        height: fields[11].parse().unwrap_or(24),
+        metadata: fields[12].to_string(),
     })
 }
 
@@ -83,10 +89,10 @@ mod tests {
 
     #[test]
     fn parses_alive_dead_and_signalled_panes() {
-        let out = "agent-shell-0123abcd\t0\t0\t%1\t100\t0\t\t\t1700000000\t50\t7b7d\n\
-                   mine\t0\t0\t%2\t101\t1\t3\t\t1700000001\t50\t\n\
-                   agent-x-00000000\t0\t0\t%3\t102\t1\t\t9\t1700000002\t50\t\n\
-                   agent-x-00000001\t0\t0\t%4\t103\t1\t\t\t1700000003\t50\t\n\
+        let out = "agent-shell-0123abcd\t0\t0\t%1\t100\t0\t\t\t1700000000\t50\t80\t24\t7b7d\n\
+                   mine\t0\t0\t%2\t101\t1\t3\t\t1700000001\t50\t80\t24\t\n\
+                   agent-x-00000000\t0\t0\t%3\t102\t1\t\t9\t1700000002\t50\t80\t24\t\n\
+                   agent-x-00000001\t0\t0\t%4\t103\t1\t\t\t1700000003\t50\t80\t24\t\n\
                    broken line\n";
         let panes = parse_panes(out);
         assert_eq!(panes.len(), 4);

@@ -405,7 +405,7 @@ fn kill_ends_the_whole_process_tree_even_when_it_ignores_sigterm() {
     wait_until("the tree to be gone", || {
         (!process_alive(pid) && !process_alive(child)).then_some(())
     });
-    assert!(daemon.log_contains("needed SIGKILL"));
+    daemon.wait_for_log("needed SIGKILL");
 }
 
 #[test]

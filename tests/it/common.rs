@@ -44,6 +44,14 @@ command = ["{printenv}"]
 env = {{ TYPE_VAR = "from-config" }}
 [agents.missing]
 command = ["definitely-not-installed-agent-cli"]
+[agents.flood]
+command = ["{flood}"]
+[agents.split]
+command = ["{split}"]
+[agents.crash_input]
+command = ["{crash_input}"]
+[agents.paste_probe]
+command = ["{paste_probe}"]
 "#,
         work = work.display(),
         echo = agent_script("echo.sh"),
@@ -52,6 +60,10 @@ command = ["definitely-not-installed-agent-cli"]
         crash = agent_script("crash.sh"),
         stubborn = agent_script("stubborn.sh"),
         printenv = agent_script("printenv.sh"),
+        flood = agent_script("flood.sh"),
+        split = agent_script("split_utf8.sh"),
+        crash_input = agent_script("crash_on_input.sh"),
+        paste_probe = agent_script("paste_probe.py"),
     );
     config.push('\n');
     config
@@ -121,7 +133,10 @@ impl Daemon {
             .arg("127.0.0.1:0")
             .env_remove("ORCHESTRA_JWT_SECRET")
             .env_remove("TMUX")
-            .env("ORCHESTRA_LOG", "debug")
+            .env(
+                "ORCHESTRA_LOG",
+                std::env::var("ORCHESTRA_TEST_LOG").unwrap_or_else(|_| "debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -513,4 +528,182 @@ pub fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// A WebSocket client connected to `/ws/observe`.
+pub struct Ws {
+    /// The socket (blocking, with a read timeout).
+    pub socket: tungstenite::WebSocket<TcpStream>,
+}
+
+/// How a WebSocket session ended, as seen by the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closed {
+    /// A close frame with this code.
+    Code(u16),
+    /// The TCP connection ended without a close frame.
+    Dropped,
+}
+
+impl Daemon {
+    /// Connects to `/ws/observe?{query}` with extra headers; the handshake's HTTP error is
+    /// returned as the status code.
+    pub fn ws_with(&self, query: &str, headers: &[(&str, &str)]) -> Result<Ws, u16> {
+        use tungstenite::client::IntoClientRequest;
+        let stream = self.connect();
+        let url = format!("ws://{}/ws/observe?{query}", self.addr);
+        let mut request = url.into_client_request().unwrap();
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        match tungstenite::client(request, stream) {
+            Ok((socket, _)) => Ok(Ws { socket }),
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+                Err(response.status().as_u16())
+            }
+            Err(e) => panic!("handshake failed: {e}"),
+        }
+    }
+
+    /// Connects with a token in the query string, as the reference's clients do.
+    pub fn ws(&self, token: &str) -> Ws {
+        self.ws_with(&format!("token={token}"), &[])
+            .expect("upgrade accepted")
+    }
+}
+
+impl Ws {
+    /// Sends a JSON message.
+    pub fn send(&mut self, message: Value) {
+        self.socket
+            .send(tungstenite::Message::text(message.to_string()))
+            .unwrap();
+    }
+
+    /// The next JSON message; panics on close or timeout.
+    pub fn recv(&mut self) -> Value {
+        loop {
+            match self.socket.read() {
+                Ok(tungstenite::Message::Text(text)) => {
+                    return serde_json::from_str(&text).unwrap();
+                }
+                Ok(tungstenite::Message::Ping(_)) | Ok(tungstenite::Message::Pong(_)) => {}
+                Ok(other) => panic!("unexpected message {other:?}"),
+                Err(e) => panic!("receive failed: {e}"),
+            }
+        }
+    }
+
+    /// Skips messages until one satisfies `accept`, which it returns.
+    pub fn recv_until(&mut self, what: &str, mut accept: impl FnMut(&Value) -> bool) -> Value {
+        loop {
+            let message = self.recv();
+            if accept(&message) {
+                return message;
+            }
+            if std::env::var_os("ORCHESTRA_TEST_ECHO").is_some() {
+                eprintln!("[ws] skipped while waiting for {what}: {message}");
+            }
+        }
+    }
+
+    /// Reads until the connection closes; returns how.
+    pub fn wait_closed(&mut self) -> (Vec<Value>, Closed) {
+        let mut seen = Vec::new();
+        loop {
+            match self.socket.read() {
+                Ok(tungstenite::Message::Text(text)) => {
+                    seen.push(serde_json::from_str(&text).unwrap())
+                }
+                Ok(tungstenite::Message::Close(frame)) => {
+                    let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
+                    return (seen, Closed::Code(code));
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::ConnectionClosed)
+                | Err(tungstenite::Error::AlreadyClosed)
+                | Err(tungstenite::Error::Protocol(_)) => return (seen, Closed::Dropped),
+                Err(tungstenite::Error::Io(e)) if e.kind() != std::io::ErrorKind::WouldBlock => {
+                    return (seen, Closed::Dropped);
+                }
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+    }
+
+    /// Subscribes to a session and returns the `subscribed` acknowledgement.
+    pub fn subscribe(&mut self, session: &str) -> Value {
+        self.send(serde_json::json!({"type": "subscribe_terminal", "session_id": session}));
+        self.recv_until("subscribed", |m| {
+            m["type"] == "subscribed" || m["type"] == "error"
+        })
+    }
+}
+
+/// Output of one session as a viewer reconstructs it: raw text from an offset on, checking
+/// that offsets are contiguous.
+#[derive(Debug, Default)]
+pub struct Transcript {
+    /// Concatenated `data` of live output (screens excluded).
+    pub text: String,
+    /// The next offset expected.
+    pub next: Option<u64>,
+    /// The stream id.
+    pub stream: Option<String>,
+    /// Screens received.
+    pub screens: Vec<String>,
+    /// Gap notices received.
+    pub gaps: Vec<Value>,
+}
+
+impl Transcript {
+    /// Folds one message in (ignoring other sessions and other types).
+    pub fn add(&mut self, session: &str, message: &Value) {
+        if message["session_id"] != session {
+            return;
+        }
+        match message["type"].as_str() {
+            Some("terminal_gap") => self.gaps.push(message.clone()),
+            Some("terminal_output") => {
+                let offset = message["offset"].as_u64().unwrap();
+                if message["snapshot"] == true {
+                    self.screens
+                        .push(message["data"].as_str().unwrap().to_string());
+                    self.next = Some(offset);
+                    self.stream = message["stream"].as_str().map(str::to_string);
+                    return;
+                }
+                if let Some(next) = self.next {
+                    assert_eq!(
+                        offset, next,
+                        "output must continue exactly where it left off"
+                    );
+                }
+                self.next = Some(message["next_offset"].as_u64().unwrap());
+                self.stream = message["stream"].as_str().map(str::to_string);
+                self.text.push_str(message["data"].as_str().unwrap());
+            }
+            _ => {}
+        }
+    }
+
+    /// Reads from `ws` until the transcript text contains `needle`.
+    pub fn read_until(&mut self, ws: &mut Ws, session: &str, needle: &str) {
+        self.read_until_count(ws, session, needle, 1);
+    }
+
+    /// Reads from `ws` until the transcript text contains `needle` `count` times.
+    pub fn read_until_count(&mut self, ws: &mut Ws, session: &str, needle: &str, count: usize) {
+        while self.text.matches(needle).count() < count {
+            let message = ws.recv();
+            if std::env::var_os("ORCHESTRA_TEST_ECHO").is_some() {
+                let text: String = message.to_string().chars().take(200).collect();
+                eprintln!("[ws] transcript <- {text}");
+            }
+            self.add(session, &message);
+        }
+    }
 }

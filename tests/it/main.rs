@@ -8,4 +8,5 @@ mod common;
 mod agents;
 mod auth;
 mod http;
+mod observe;
 mod restart;

@@ -15,6 +15,7 @@ fn stable_fields(agent: &Value) -> Value {
         "last_activity",
         "capture",
         "output_bytes",
+        "capture_rearms",
     ] {
         object.remove(volatile);
     }

@@ -1,0 +1,369 @@
+//! `/ws/observe`: deciding an upgrade (handshake, origin, credentials) and what client
+//! messages mean. Scopes and token expiry are checked on every message. The server owns the
+//! connection; this module only reads and changes daemon state and queues replies.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::auth::{Principal, Scope, bearer_token};
+use super::error::{ApiError, ErrorCode};
+use super::wire::{ClientMessage, Pong, Subscribed, TicketResponse, Unsubscribed, WsError};
+use super::{Handled, json};
+use crate::daemon::{Daemon, Ticket, Timer};
+use crate::net::ConnId;
+use crate::panes::hub::{SubscribeError, SubscribeStart};
+use crate::panes::typing::{AckKind, InputAck, Typing};
+use crate::proto::http::Request;
+use crate::proto::ws::{self, close};
+
+/// What to do after a client message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum After {
+    /// Keep the connection.
+    Continue,
+    /// Close it with this code and reason (after queued messages).
+    Close(u16, String),
+}
+
+/// Decides an upgrade request on `/ws/observe`.
+pub fn upgrade(daemon: &mut Daemon, request: &Request) -> Handled {
+    let upgrade = match ws::validate_upgrade(request) {
+        Ok(upgrade) => upgrade,
+        Err(error) => {
+            let code = if error.status == 405 {
+                ErrorCode::MethodNotAllowed
+            } else {
+                ErrorCode::InvalidRequest
+            };
+            let body = ApiError::new(error.status, code, error.message)
+                .to_response()
+                .body;
+            let mut response = ws::refusal(&error, body);
+            if error.status == 405 {
+                response.headers.push(("Allow".into(), "GET".into()));
+            }
+            return Handled::Refuse(response);
+        }
+    };
+    if let Some(origin) = &upgrade.origin
+        && !origin_allowed(daemon, origin, request.header_str("host"))
+    {
+        let error = ApiError::new(
+            403,
+            ErrorCode::Forbidden,
+            "this Origin may not open a WebSocket here",
+        );
+        return Handled::Refuse(error.to_response());
+    }
+    let principal = credentials(daemon, request).and_then(|p| {
+        if p.scopes.allows(Scope::Observe) {
+            Ok(p)
+        } else {
+            Err("the token lacks the observe scope".to_string())
+        }
+    });
+    if principal.is_ok() {
+        daemon.observers += 1;
+    }
+    Handled::Upgrade {
+        accept: ws::accept_response(&upgrade),
+        principal,
+    }
+}
+
+/// Same-origin unless `websocket.allowed_origins` lists the origin.
+fn origin_allowed(daemon: &Daemon, origin: &str, host: Option<&str>) -> bool {
+    let allowed = &daemon.config.websocket.allowed_origins;
+    if !allowed.is_empty() {
+        return allowed
+            .iter()
+            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin));
+    }
+    let Some(host) = host else { return false };
+    ["http://", "https://"]
+        .iter()
+        .any(|scheme| origin.eq_ignore_ascii_case(&format!("{scheme}{host}")))
+}
+
+/// The principal from `?ticket=`, `?token=` or `Authorization: Bearer`.
+fn credentials(daemon: &mut Daemon, request: &Request) -> Result<Principal, String> {
+    if let Some(ticket) = request.query_param("ticket") {
+        let ticket = ticket.map_err(|_| "malformed ticket".to_string())?;
+        return match daemon.tickets.remove(&ticket) {
+            Some(t) if t.expires > Instant::now() => Ok(t.principal),
+            _ => Err("unknown, used or expired ticket".into()),
+        };
+    }
+    let token = match request.query_param("token") {
+        Some(token) => token.map_err(|_| "malformed token".to_string())?,
+        None => bearer_token(request.header("authorization"))
+            .map_err(|e| e.0.to_string())?
+            .to_string(),
+    };
+    daemon.auth.verify(&token).map_err(|e| e.0.to_string())
+}
+
+/// The frames sent before closing a connection whose credentials were refused.
+pub fn refused_credentials(reason: &str) -> Vec<u8> {
+    let message = WsError {
+        r#type: "error",
+        error_code: "INVALID_TOKEN",
+        message: reason,
+        session_id: None,
+        id: None,
+    };
+    let mut frames = ws::text_frame(&serde_json::to_string(&message).expect("json"));
+    frames.extend(ws::close_frame(close::POLICY_VIOLATION, "invalid token"));
+    frames
+}
+
+/// `POST /api/ws-ticket`: a one-time ticket standing for the caller's token.
+pub fn issue_ticket(daemon: &mut Daemon, principal: Principal) -> Handled {
+    let ticket = crate::panes::attach::new_token();
+    let ttl = daemon.config.websocket.ticket_ttl;
+    if daemon.tickets.len() >= 10_000 {
+        let now = Instant::now();
+        daemon.tickets.retain(|_, t| t.expires > now);
+    }
+    daemon.tickets.insert(
+        ticket.clone(),
+        Ticket {
+            principal,
+            expires: Instant::now() + ttl,
+        },
+    );
+    daemon
+        .timers
+        .schedule_in(ttl + Duration::from_secs(1), Timer::TicketSweep);
+    Handled::Now(json(
+        201,
+        &TicketResponse {
+            ticket,
+            expires_in: ttl.as_secs(),
+        },
+    ))
+}
+
+fn send_error(
+    daemon: &mut Daemon,
+    conn: ConnId,
+    code: &'static str,
+    message: &str,
+    session: Option<&str>,
+    id: Option<&serde_json::Value>,
+) {
+    daemon.send_ws(
+        conn,
+        &WsError {
+            r#type: "error",
+            error_code: code,
+            message,
+            session_id: session,
+            id,
+        },
+    );
+}
+
+/// Handles one text message from an authenticated observer.
+pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &str) -> After {
+    log::trace!("ws {conn:?} <- {} bytes", text.len());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if principal.expires_at + daemon.config.auth.leeway.as_secs() < now {
+        send_error(daemon, conn, "INVALID_TOKEN", "token expired", None, None);
+        return After::Close(close::POLICY_VIOLATION, "token expired".into());
+    }
+    let message: ClientMessage = match serde_json::from_str(text) {
+        Ok(message) => message,
+        Err(e) => {
+            let detail = format!("invalid message: {e}");
+            send_error(daemon, conn, "INVALID_REQUEST", &detail, None, None);
+            return After::Continue;
+        }
+    };
+    match message {
+        ClientMessage::Ping { id } => daemon.send_ws(
+            conn,
+            &Pong {
+                r#type: "pong",
+                id: id.as_ref(),
+            },
+        ),
+        ClientMessage::SubscribeTerminal {
+            session_id,
+            since,
+            stream,
+        } => {
+            match daemon
+                .hub
+                .subscribe(conn, &session_id, since, stream.as_deref())
+            {
+                Ok(start) => {
+                    let stream_id = daemon
+                        .hub
+                        .stream(&session_id)
+                        .map(|s| s.stream_id.clone())
+                        .unwrap_or_default();
+                    daemon.send_ws(
+                        conn,
+                        &Subscribed {
+                            r#type: "subscribed",
+                            session_id: &session_id,
+                            stream: &stream_id,
+                            resumed: start == SubscribeStart::Resumed,
+                        },
+                    );
+                    if let SubscribeStart::NeedsSnapshot(request) = start {
+                        daemon.emulators.snapshot(&session_id, request);
+                    }
+                }
+                Err(SubscribeError::UnknownSession) => {
+                    let detail = format!("no agent session {session_id:?}");
+                    send_error(
+                        daemon,
+                        conn,
+                        "SESSION_NOT_FOUND",
+                        &detail,
+                        Some(&session_id),
+                        None,
+                    );
+                }
+                Err(SubscribeError::TooMany(max)) => {
+                    let detail = format!("at most {max} subscriptions per connection");
+                    send_error(
+                        daemon,
+                        conn,
+                        "INVALID_REQUEST",
+                        &detail,
+                        Some(&session_id),
+                        None,
+                    );
+                }
+            }
+        }
+        ClientMessage::UnsubscribeTerminal { session_id } => {
+            daemon.hub.unsubscribe(conn, &session_id);
+            daemon.send_ws(
+                conn,
+                &Unsubscribed {
+                    r#type: "unsubscribed",
+                    session_id: &session_id,
+                },
+            );
+        }
+        ClientMessage::UserMessage {
+            session_id,
+            content,
+            id,
+        } => {
+            type_into(
+                daemon,
+                conn,
+                principal,
+                &session_id,
+                Typing::Message(content),
+                AckKind::UserMessage,
+                id,
+            );
+        }
+        ClientMessage::TerminalInput {
+            session_id,
+            data,
+            id,
+        } => {
+            type_into(
+                daemon,
+                conn,
+                principal,
+                &session_id,
+                Typing::Raw(data.into_bytes()),
+                AckKind::TerminalInput,
+                id,
+            );
+        }
+    }
+    After::Continue
+}
+
+fn type_into(
+    daemon: &mut Daemon,
+    conn: ConnId,
+    principal: &Principal,
+    session_id: &str,
+    typing: Typing,
+    kind: AckKind,
+    id: Option<serde_json::Value>,
+) {
+    if !principal.scopes.allows(Scope::Control) {
+        let detail = "typing into a pane needs the control scope";
+        send_error(
+            daemon,
+            conn,
+            "FORBIDDEN",
+            detail,
+            Some(session_id),
+            id.as_ref(),
+        );
+        return;
+    }
+    let ack = InputAck {
+        conn,
+        kind,
+        id: id.clone(),
+    };
+    if let Err((code, message)) = daemon.type_input(session_id, typing, ack) {
+        send_error(daemon, conn, code, &message, Some(session_id), id.as_ref());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_parse() {
+        let parse = |s: &str| serde_json::from_str::<ClientMessage>(s);
+        assert_eq!(
+            parse(r#"{"type":"subscribe_terminal","session_id":"s","extra":1}"#).unwrap(),
+            ClientMessage::SubscribeTerminal {
+                session_id: "s".into(),
+                since: None,
+                stream: None
+            }
+        );
+        assert_eq!(
+            parse(r#"{"type":"user_message","content":"hi","session_id":"s"}"#).unwrap(),
+            ClientMessage::UserMessage {
+                session_id: "s".into(),
+                content: "hi".into(),
+                id: None
+            }
+        );
+        assert_eq!(
+            parse(r#"{"type":"ping"}"#).unwrap(),
+            ClientMessage::Ping { id: None }
+        );
+        for bad in [
+            r#"{"type":"nope"}"#,
+            r#"{"session_id":"s"}"#,
+            r#"{"type":"user_message"}"#,
+            "[]",
+            "{",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn refused_credentials_send_an_error_then_close_1008() {
+        let frames = refused_credentials("token expired");
+        assert_eq!(frames[0], 0x81);
+        let text_len = frames[1] as usize;
+        let message: serde_json::Value = serde_json::from_slice(&frames[2..2 + text_len]).unwrap();
+        assert_eq!(message["error_code"], "INVALID_TOKEN");
+        let close = &frames[2 + text_len..];
+        assert_eq!(&close[..2], &[0x88, 15]);
+        assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1008);
+    }
+}

@@ -1,0 +1,489 @@
+//! Pane output capture on the event loop: receiving pipes from helpers, reading output into
+//! the hub, re-arming pipes (atomically with a screen capture) after a restart, a lost
+//! emulator or a dead pipe, and the periodic pipe health check.
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mio::Interest;
+
+use super::attach;
+use super::emulator::EmulatorEvent;
+use super::input::InputQueue;
+use super::seed::{self, Seed};
+use crate::agents::{CaptureState, manager};
+use crate::daemon::{Daemon, Source, Timer};
+use crate::tmux::{self, TmuxError};
+
+/// Bytes read from a pane per readiness event before other sources get a turn.
+const READ_BUDGET: usize = 1 << 20;
+/// Size of one read (and so the largest live chunk).
+const READ_CHUNK: usize = 64 * 1024;
+/// Quiet time after which a lost emulator is re-seeded.
+const RESEED_QUIET: Duration = Duration::from_millis(250);
+
+/// Milliseconds since the epoch, for `timestamp` fields.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Daemon {
+    /// Accepts pipe helpers' connections.
+    pub fn on_attach_listener(&mut self) {
+        loop {
+            match self.attach_listener.accept() {
+                Ok((stream, _)) => match attach::receive(&stream) {
+                    Ok(Some((token, fd))) => self.on_pipe_received(&token, fd),
+                    Ok(None) => {
+                        self.attach_serial += 1;
+                        let serial = self.attach_serial;
+                        match self.add_source(Source::Attach { stream, serial }, Interest::READABLE)
+                        {
+                            Ok(key) => self.timers.schedule_in(
+                                Duration::from_secs(5),
+                                Timer::AttachTimeout(key, serial),
+                            ),
+                            Err(e) => log::warn!("cannot watch a pipe helper: {e}"),
+                        }
+                    }
+                    Err(e) => log::warn!("pipe helper sent a bad message: {e}"),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log::warn!("attach socket accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A helper whose message arrived after it connected.
+    pub fn finish_attach(&mut self, key: usize) {
+        let Some(Source::Attach { stream, .. }) = self.sources.get(key) else {
+            return;
+        };
+        match attach::receive(stream) {
+            Ok(None) => {}
+            Ok(Some((token, fd))) => {
+                self.remove_source(key);
+                self.on_pipe_received(&token, fd);
+            }
+            Err(e) => {
+                log::warn!("pipe helper sent a bad message: {e}");
+                self.remove_source(key);
+            }
+        }
+    }
+
+    /// A pane's pipe arrived from a helper.
+    fn on_pipe_received(&mut self, token: &str, fd: OwnedFd) {
+        let Some(session_id) = self.attach_tokens.remove(token) else {
+            // Normal when the session was killed before its pipe arrived.
+            log::debug!("a pane pipe arrived for no current session; closed");
+            return;
+        };
+        let Some(agent) = self.agents.get_mut(&session_id) else {
+            // The spawn has not been registered yet; it picks the pipe up.
+            self.early_captures.insert(session_id, fd);
+            return;
+        };
+        if agent.rearming {
+            agent.pending_pipe = Some(fd);
+            self.try_complete_rearm(&session_id);
+        } else {
+            self.install_pipe(&session_id, fd);
+        }
+    }
+
+    /// Opens the output stream of a freshly spawned pane (blank screen at offset 0).
+    pub fn open_new_stream(&mut self, session_id: &str, rows: u16, cols: u16) {
+        let shared = self.hub.open(session_id, 0);
+        self.emulators
+            .open(session_id, shared, rows, cols, 0, Vec::new());
+    }
+
+    /// Starts reading a session's pane through `fd`.
+    pub fn install_pipe(&mut self, session_id: &str, fd: OwnedFd) {
+        let stream = std::os::unix::net::UnixStream::from(fd);
+        if let Err(e) = stream.set_nonblocking(true) {
+            log::warn!("{session_id}: cannot use the pane pipe: {e}");
+            return;
+        }
+        let stream = mio::net::UnixStream::from_std(stream);
+        let Some(agent) = self.agents.get_mut(session_id) else {
+            return;
+        };
+        let old = agent.pipe.take();
+        if let Some(old) = old {
+            self.remove_source(old);
+        }
+        let source = Source::PanePipe {
+            session_id: session_id.to_string(),
+            stream,
+            input: InputQueue::new(self.config.panes.max_input_bytes),
+        };
+        match self.add_source(source, Interest::READABLE | Interest::WRITABLE) {
+            Ok(key) => {
+                if let Some(agent) = self.agents.get_mut(session_id) {
+                    agent.capture = CaptureState::Attached;
+                    agent.pipe = Some(key);
+                }
+                log::debug!("{session_id}: output capture attached");
+                // Output may already be waiting; read it now rather than rely on an edge.
+                self.read_pane_output(key);
+                self.type_deferred(session_id);
+            }
+            Err(e) => log::warn!("{session_id}: cannot register the pane pipe: {e}"),
+        }
+    }
+
+    /// Reads what a pane pipe has (up to a budget; the rest on the next turn).
+    pub fn read_pane_output(&mut self, key: usize) {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut total = 0;
+        let mut closed = false;
+        let timestamp = now_millis();
+        loop {
+            let Some(Source::PanePipe {
+                session_id, stream, ..
+            }) = self.sources.get_mut(key)
+            else {
+                return;
+            };
+            let n = match stream.read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            };
+            let session_id = session_id.clone();
+            if let Some(shared) = self.hub.push(&session_id, &buf[..n], timestamp) {
+                self.emulators.advance(&session_id, &shared);
+            }
+            self.on_output(&session_id, n);
+            total += n;
+            if total >= READ_BUDGET {
+                // Edge-triggered: data may remain, so come back after other sources.
+                self.revisit.push(key);
+                return;
+            }
+        }
+        if closed {
+            self.pipe_closed(key);
+        }
+    }
+
+    /// Output arrived: activity, counters and the `running` transition.
+    fn on_output(&mut self, session_id: &str, bytes: usize) {
+        if let Some(agent) = self.agents.get_mut(session_id) {
+            agent.output_bytes += bytes as u64;
+            agent.last_activity = SystemTime::now();
+        }
+        self.refresh_status(session_id);
+        self.schedule_idle_check(session_id);
+    }
+
+    /// tmux closed a pane's pipe.
+    fn pipe_closed(&mut self, key: usize) {
+        let Some(Source::PanePipe {
+            session_id,
+            mut input,
+            ..
+        }) = self.remove_source(key)
+        else {
+            return;
+        };
+        for ack in input.abandon() {
+            self.input_failed(&session_id, ack, "the pane's input pipe closed");
+        }
+        let Some(agent) = self.agents.get_mut(&session_id) else {
+            return;
+        };
+        if agent.pipe == Some(key) {
+            agent.pipe = None;
+        }
+        if agent.rearming {
+            // Expected: re-arming replaced the pipe; the new one takes over.
+            self.try_complete_rearm(&session_id);
+        } else {
+            agent.capture = CaptureState::Detached;
+            manager::on_capture_closed(self, &session_id);
+        }
+    }
+
+    /// Re-arms a pane's pipe atomically with a capture of its screen; the new pipe takes over
+    /// once the old one has drained. Used after a restart, when the emulator lost track, and
+    /// when a pipe died while the pane lives.
+    pub fn rearm(&mut self, session_id: &str, reason: &'static str) {
+        let Some(agent) = self.agents.get_mut(session_id) else {
+            return;
+        };
+        if agent.rearming || agent.exit.is_some() {
+            return;
+        }
+        log::info!("{session_id}: re-arming output capture ({reason})");
+        agent.rearming = true;
+        agent.rearm_reason = reason;
+        agent.seed = None;
+        agent.rearms += 1;
+        if agent.pipe.is_none() {
+            agent.capture = CaptureState::Attaching;
+        }
+        let token = attach::new_token();
+        self.attach_tokens
+            .insert(token.clone(), session_id.to_string());
+        let command = attach::pipe_command(&self.exe, &self.config.attach_socket(), &token);
+        let pane = agent.pane.clone();
+        let tmux = self.tmux.clone();
+        let session_id = session_id.to_string();
+        self.jobs.run(move || {
+            let result = seed::seed_command(&pane, Some(&command))
+                .map_err(TmuxError::from)
+                .and_then(|list| tmux.run(&list))
+                .and_then(|out| {
+                    seed::parse_seed(&out).ok_or_else(|| TmuxError::BadOutput("seed".into()))
+                });
+            Box::new(move |daemon: &mut Daemon| match result {
+                Ok(seed) => {
+                    if let Some(agent) = daemon.agents.get_mut(&session_id) {
+                        agent.seed = Some(seed);
+                    }
+                    daemon.try_complete_rearm(&session_id);
+                }
+                Err(error) => {
+                    log::warn!("{session_id}: re-arming capture failed: {error}");
+                    daemon.attach_tokens.retain(|t, _| t != &token);
+                    if let Some(agent) = daemon.agents.get_mut(&session_id) {
+                        agent.rearming = false;
+                        if agent.pipe.is_none() {
+                            agent.capture = CaptureState::Detached;
+                        }
+                    }
+                }
+            })
+        });
+    }
+
+    /// Finishes a re-arm once the seed is known, the new pipe has arrived and the old pipe
+    /// has drained: marks the discontinuity, re-seeds the emulator and resyncs viewers.
+    fn try_complete_rearm(&mut self, session_id: &str) {
+        let Some(agent) = self.agents.get_mut(session_id) else {
+            return;
+        };
+        if !agent.rearming
+            || agent.seed.is_none()
+            || agent.pending_pipe.is_none()
+            || agent.pipe.is_some()
+        {
+            return;
+        }
+        let seed = agent.seed.take().expect("checked");
+        let fd = agent.pending_pipe.take().expect("checked");
+        agent.rearming = false;
+        agent.rows = seed.rows;
+        agent.cols = seed.cols;
+        let reason = agent.rearm_reason;
+        self.reseed(session_id, seed, reason);
+        self.install_pipe(session_id, fd);
+    }
+
+    /// Starts a new stream segment at the current head with the emulator seeded from `seed`;
+    /// viewers get a gap notice and a fresh screen.
+    fn reseed(&mut self, session_id: &str, seed: Seed, reason: &'static str) {
+        let start = match self.hub.discontinuity(session_id, reason) {
+            Some(start) => start,
+            None => {
+                self.hub.open(session_id, 0);
+                0
+            }
+        };
+        let Some(shared) = self.hub.stream(session_id).map(|s| s.shared.clone()) else {
+            return;
+        };
+        self.emulators
+            .open(session_id, shared, seed.rows, seed.cols, start, seed.bytes);
+        for request in self.hub.rerequest(session_id) {
+            self.emulators.snapshot(session_id, request);
+        }
+        if let Some(agent) = self.agents.get_mut(session_id) {
+            agent.emulator_lost = false;
+        }
+    }
+
+    /// Seeds the emulator of a dead pane (after a restart) so viewers see its last screen.
+    pub fn seed_dead_pane(&mut self, session_id: &str) {
+        let Some(agent) = self.agents.get(session_id) else {
+            return;
+        };
+        let (tmux, pane, session_id) = (
+            self.tmux.clone(),
+            agent.pane.clone(),
+            session_id.to_string(),
+        );
+        self.jobs.run(move || {
+            let result = seed::seed_command(&pane, None)
+                .map_err(TmuxError::from)
+                .and_then(|l| tmux.run(&l));
+            Box::new(move |daemon: &mut Daemon| {
+                if let Some(seed) = result.ok().as_deref().and_then(seed::parse_seed) {
+                    daemon.reseed(&session_id, seed, "daemon restarted");
+                }
+            })
+        });
+    }
+
+    /// Handles a report from the emulator thread.
+    pub fn on_emulator_event(&mut self, event: EmulatorEvent) {
+        match event {
+            EmulatorEvent::Snapshot {
+                session,
+                request,
+                snapshot,
+            } => {
+                log::debug!(
+                    "{session}: snapshot {request} at {:?}",
+                    snapshot.as_ref().map(|s| s.offset)
+                );
+                if !self
+                    .hub
+                    .on_snapshot(request, snapshot.as_ref(), now_millis())
+                {
+                    self.emulator_lost(&session);
+                }
+            }
+            EmulatorEvent::Lost { session } => self.emulator_lost(&session),
+            EmulatorEvent::PasteMode { session, on } => self.persist_paste_mode(&session, on),
+        }
+    }
+
+    /// The emulator fell behind the backlog: re-seed it once output is quiet.
+    fn emulator_lost(&mut self, session_id: &str) {
+        let Some(agent) = self.agents.get_mut(session_id) else {
+            return;
+        };
+        if !agent.emulator_lost {
+            agent.emulator_lost = true;
+            log::info!(
+                "{session_id}: terminal state fell behind the backlog; re-seeding when quiet"
+            );
+            self.timers
+                .schedule_in(RESEED_QUIET, Timer::ReseedCheck(session_id.to_string()));
+        }
+    }
+
+    /// Re-seeds a lost emulator once the pane has been quiet for a moment.
+    pub fn on_reseed_check(&mut self, session_id: &str) {
+        let Some(agent) = self.agents.get(session_id) else {
+            return;
+        };
+        if !agent.emulator_lost {
+            return;
+        }
+        let quiet = SystemTime::now()
+            .duration_since(agent.last_activity)
+            .unwrap_or_default();
+        if agent.exit.is_some() {
+            self.seed_dead_pane(session_id);
+        } else if quiet >= RESEED_QUIET {
+            self.rearm(session_id, "terminal state re-seeded after an output flood");
+        } else {
+            self.timers.schedule_in(
+                RESEED_QUIET - quiet,
+                Timer::ReseedCheck(session_id.to_string()),
+            );
+        }
+    }
+
+    /// Records the pane's bracketed-paste mode in tmux, so a restarted daemon knows it.
+    fn persist_paste_mode(&mut self, session_id: &str, on: bool) {
+        let Some(agent) = self.agents.get(session_id) else {
+            return;
+        };
+        let (tmux, name) = (self.tmux.clone(), agent.tmux_session.clone());
+        self.jobs.run(move || {
+            let result = tmux::CommandList::new()
+                .command("set-option")
+                .arg("-t")
+                .and_then(|l| l.arg(name.target()))
+                .and_then(|l| l.arg(seed::PASTE_OPTION))
+                .and_then(|l| l.arg(if on { "1" } else { "0" }))
+                .map_err(TmuxError::from)
+                .and_then(|l| tmux.run(&l));
+            Box::new(move |_: &mut Daemon| {
+                if let Err(e) = result {
+                    log::debug!("{name}: cannot record the paste mode: {e}");
+                }
+            })
+        });
+    }
+
+    /// Compares every live pane's activity in tmux with what its pipe delivered, and
+    /// re-arms pipes that stopped delivering or are missing.
+    pub fn check_capture_health(&mut self) {
+        self.timers
+            .schedule_in(self.config.panes.health_interval, Timer::CaptureHealth);
+        if self.agents.is_empty() {
+            return;
+        }
+        let tmux = self.tmux.clone();
+        self.jobs.run(move || {
+            let panes = tmux::list_panes()
+                .map_err(TmuxError::from)
+                .and_then(|l| tmux.run(&l));
+            Box::new(move |daemon: &mut Daemon| {
+                let Ok(output) = panes else { return };
+                let by_pane: std::collections::HashMap<_, _> = daemon
+                    .agents
+                    .sorted()
+                    .into_iter()
+                    .map(|a| (a.pane.clone(), a))
+                    .collect();
+                let mut stalled = Vec::new();
+                for pane in tmux::parse::parse_panes(&output) {
+                    let Some(agent) = by_pane.get(&pane.pane) else {
+                        continue;
+                    };
+                    if agent.exit.is_some()
+                        || agent.rearming
+                        || pane.state != tmux::PaneState::Alive
+                    {
+                        continue;
+                    }
+                    let ours = agent
+                        .last_activity
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    let missing = agent.capture == CaptureState::Detached;
+                    let silent =
+                        agent.capture == CaptureState::Attached && pane.activity > ours + 2;
+                    if missing || silent {
+                        stalled.push((agent.id.clone(), missing));
+                    }
+                }
+                for (session_id, missing) in stalled {
+                    log::warn!(
+                        "{session_id}: output pipe {} while the pane is alive",
+                        if missing {
+                            "is missing"
+                        } else {
+                            "stopped delivering"
+                        }
+                    );
+                    daemon.rearm(&session_id, "output pipe stopped delivering");
+                }
+            })
+        });
+    }
+}

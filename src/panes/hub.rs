@@ -1,0 +1,930 @@
+//! Fanout of pane output to WebSocket viewers.
+//!
+//! Each pane has a [`PaneStream`]: its backlog of raw bytes, a UTF-8 chunker, and the
+//! `terminal_output` frames of its most recent chunks, each encoded **once** and shared
+//! (`Arc`) by every viewer. Each viewer's subscription is a cursor into the stream. Viewers
+//! are not pushed to: when a connection has room in its outbound queue, the server asks
+//! [`Hub::pull`] for the next frames. A viewer at the head gets the shared frames; one that
+//! is behind the shared frames but within the backlog gets frames encoded from the raw
+//! backlog; one that fell out of the backlog (or asked to resume from an offset it no longer
+//! holds) gets a gap notice and a fresh screen from the emulator, then continues from the
+//! screen's offset. The reader never waits for a viewer, and memory per pane and per viewer
+//! stays bounded whatever viewers do.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::emulator::{PaneShared, Snapshot};
+use super::utf8::Utf8Chunker;
+use crate::net::{Chunk, ConnId};
+use crate::proto::ws::text_frame;
+
+/// Sizes and counts the hub enforces.
+#[derive(Debug, Clone)]
+pub struct HubLimits {
+    /// Raw bytes of recent output kept per pane (for resume and catch-up).
+    pub backlog_bytes: usize,
+    /// Encoded bytes of recent shared frames kept per pane.
+    pub live_frame_bytes: usize,
+    /// Most raw bytes put in one catch-up frame.
+    pub catch_up_chunk: usize,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Resyncs a viewer may need within `resync_window` before it is disconnected.
+    pub max_resyncs: usize,
+    /// See `max_resyncs`.
+    pub resync_window: Duration,
+}
+
+impl Default for HubLimits {
+    fn default() -> Self {
+        HubLimits {
+            backlog_bytes: 4 << 20,
+            live_frame_bytes: 2 << 20,
+            catch_up_chunk: 64 << 10,
+            max_subscriptions: 64,
+            max_resyncs: 5,
+            resync_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One encoded chunk of live output.
+#[derive(Debug, Clone)]
+struct LiveFrame {
+    offset: u64,
+    next_offset: u64,
+    frame: Arc<[u8]>,
+}
+
+/// A pane's output stream.
+#[derive(Debug)]
+pub struct PaneStream {
+    /// Backlog and mode flags shared with the emulator thread.
+    pub shared: Arc<PaneShared>,
+    /// Random id of this capture epoch; offsets from another epoch mean nothing here.
+    pub stream_id: String,
+    chunker: Utf8Chunker,
+    frames: VecDeque<LiveFrame>,
+    frame_bytes: usize,
+    /// End of the last emitted chunk: every viewer cursor is at or before it.
+    emitted: u64,
+    /// Offsets below this cannot be replayed (capture was re-armed there).
+    valid_from: u64,
+    /// Connections subscribed to this pane.
+    subscribers: Vec<ConnId>,
+}
+
+impl PaneStream {
+    /// Offset just past the last byte turned into a frame.
+    pub fn head(&self) -> u64 {
+        self.emitted
+    }
+}
+
+/// The `terminal_output` message (the reference's fields plus `offset`, `next_offset`,
+/// `stream` and, for screens, `snapshot`, `rows`, `cols`).
+#[derive(Serialize)]
+struct TerminalOutput<'a> {
+    r#type: &'static str,
+    session_id: &'a str,
+    data: &'a str,
+    timestamp: u64,
+    offset: u64,
+    next_offset: u64,
+    stream: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    snapshot: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rows: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cols: Option<u16>,
+}
+
+/// The `terminal_gap` message: output between `since` and `offset` cannot be delivered.
+#[derive(Serialize)]
+struct TerminalGap<'a> {
+    r#type: &'static str,
+    session_id: &'a str,
+    since: u64,
+    offset: u64,
+    stream: &'a str,
+    reason: &'a str,
+}
+
+/// Encodes one `terminal_output` frame.
+pub fn output_frame(
+    session_id: &str,
+    stream: &str,
+    data: &str,
+    offset: u64,
+    next_offset: u64,
+    timestamp: u64,
+) -> Vec<u8> {
+    let message = TerminalOutput {
+        r#type: "terminal_output",
+        session_id,
+        data,
+        timestamp,
+        offset,
+        next_offset,
+        stream,
+        snapshot: false,
+        rows: None,
+        cols: None,
+    };
+    text_frame(&serde_json::to_string(&message).expect("serializable"))
+}
+
+/// What a subscription is waiting for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SubState {
+    /// Receiving output from `cursor`.
+    Live,
+    /// Waiting for snapshot `request`; `gap` is the notice to send first, if any.
+    AwaitingSnapshot {
+        request: u64,
+        gap: Option<(u64, &'static str)>,
+    },
+}
+
+#[derive(Debug)]
+struct Subscription {
+    cursor: u64,
+    state: SubState,
+}
+
+#[derive(Debug, Default)]
+struct Viewer {
+    subs: BTreeMap<String, Subscription>,
+    /// Frames for this viewer only (gap notices, screens), sent before any pulled output.
+    pending: VecDeque<Chunk>,
+    resyncs: VecDeque<Instant>,
+    dirty: bool,
+}
+
+/// Why a subscribe was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscribeError {
+    /// No stream for that session.
+    UnknownSession,
+    /// The connection already holds `max_subscriptions`.
+    TooMany(usize),
+}
+
+/// How a subscription starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscribeStart {
+    /// Resuming from the requested offset; no screen is needed.
+    Resumed,
+    /// A screen was requested from the emulator (request id).
+    NeedsSnapshot(u64),
+}
+
+/// All pane streams and all viewers.
+#[derive(Debug)]
+pub struct Hub {
+    limits: HubLimits,
+    streams: HashMap<String, PaneStream>,
+    viewers: HashMap<ConnId, Viewer>,
+    /// Snapshot requests in flight: request id -> (viewer, session).
+    requests: HashMap<u64, (ConnId, String)>,
+    next_request: u64,
+    dirty: Vec<ConnId>,
+    /// Viewers to disconnect (too many resyncs).
+    overwhelmed: Vec<ConnId>,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(limits: HubLimits) -> Hub {
+        Hub {
+            limits,
+            streams: HashMap::new(),
+            viewers: HashMap::new(),
+            requests: HashMap::new(),
+            next_request: 0,
+            dirty: Vec::new(),
+            overwhelmed: Vec::new(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &HubLimits {
+        &self.limits
+    }
+
+    /// Creates the stream of a pane whose captured output starts at offset `start`.
+    pub fn open(&mut self, session: &str, start: u64) -> Arc<PaneShared> {
+        let shared = PaneShared::new(self.limits.backlog_bytes, start);
+        let stream = PaneStream {
+            shared: shared.clone(),
+            stream_id: crate::panes::attach::new_token()[..12].to_string(),
+            chunker: Utf8Chunker::new(),
+            frames: VecDeque::new(),
+            frame_bytes: 0,
+            emitted: start,
+            valid_from: start,
+            subscribers: Vec::new(),
+        };
+        self.streams.insert(session.to_string(), stream);
+        shared
+    }
+
+    /// The stream of a session.
+    pub fn stream(&self, session: &str) -> Option<&PaneStream> {
+        self.streams.get(session)
+    }
+
+    /// Removes a session's stream; its viewers lose the subscription. Returns them.
+    pub fn close(&mut self, session: &str) -> Vec<ConnId> {
+        let Some(stream) = self.streams.remove(session) else {
+            return Vec::new();
+        };
+        for conn in &stream.subscribers {
+            if let Some(viewer) = self.viewers.get_mut(conn) {
+                viewer.subs.remove(session);
+            }
+        }
+        self.requests.retain(|_, (_, s)| s != session);
+        stream.subscribers
+    }
+
+    /// Appends pane output: into the backlog, and as one shared frame for viewers. Returns
+    /// the shared state so the caller can nudge the emulator.
+    pub fn push(&mut self, session: &str, bytes: &[u8], timestamp: u64) -> Option<Arc<PaneShared>> {
+        let stream = self.streams.get_mut(session)?;
+        stream.shared.backlog.lock().push(bytes);
+        let (text, covered) = stream.chunker.push(bytes);
+        if covered > 0 {
+            let offset = stream.emitted;
+            let next_offset = offset + covered as u64;
+            let frame: Arc<[u8]> = output_frame(
+                session,
+                &stream.stream_id,
+                &text,
+                offset,
+                next_offset,
+                timestamp,
+            )
+            .into();
+            stream.frame_bytes += frame.len();
+            stream.frames.push_back(LiveFrame {
+                offset,
+                next_offset,
+                frame,
+            });
+            stream.emitted = next_offset;
+            while stream.frame_bytes > self.limits.live_frame_bytes && stream.frames.len() > 1 {
+                let old = stream.frames.pop_front().expect("non-empty");
+                stream.frame_bytes -= old.frame.len();
+            }
+            for conn in &stream.subscribers {
+                if let Some(viewer) = self.viewers.get_mut(conn)
+                    && !viewer.dirty
+                {
+                    viewer.dirty = true;
+                    self.dirty.push(*conn);
+                }
+            }
+        }
+        Some(stream.shared.clone())
+    }
+
+    /// Marks a discontinuity (capture re-armed): earlier offsets can no longer be replayed,
+    /// and every viewer is resynced with a fresh screen. Call before pushing the new pipe's
+    /// first bytes; returns the offset where the new segment starts.
+    pub fn discontinuity(&mut self, session: &str, reason: &'static str) -> Option<u64> {
+        let stream = self.streams.get_mut(session)?;
+        // Bytes of a character cut off by the old pipe can never complete.
+        let (text, covered) = stream.chunker.finish();
+        if covered > 0 {
+            let offset = stream.emitted;
+            stream.emitted += covered as u64;
+            let frame: Arc<[u8]> =
+                output_frame(session, &stream.stream_id, &text, offset, stream.emitted, 0).into();
+            stream.frame_bytes += frame.len();
+            stream.frames.push_back(LiveFrame {
+                offset,
+                next_offset: stream.emitted,
+                frame,
+            });
+        }
+        let start = stream.emitted;
+        stream.valid_from = start;
+        stream.frames.clear();
+        stream.frame_bytes = 0;
+        let subscribers = stream.subscribers.clone();
+        for conn in subscribers {
+            self.resync(conn, session, reason);
+        }
+        Some(start)
+    }
+
+    /// Subscribes a viewer. With `since` inside the backlog (and `stream`, if given, matching
+    /// this epoch) it resumes there; otherwise it gets a screen first (and a gap notice when
+    /// `since` could not be honoured).
+    pub fn subscribe(
+        &mut self,
+        conn: ConnId,
+        session: &str,
+        since: Option<u64>,
+        stream_id: Option<&str>,
+    ) -> Result<SubscribeStart, SubscribeError> {
+        let stream = self
+            .streams
+            .get_mut(session)
+            .ok_or(SubscribeError::UnknownSession)?;
+        let viewer = self.viewers.entry(conn).or_default();
+        if !viewer.subs.contains_key(session) && viewer.subs.len() >= self.limits.max_subscriptions
+        {
+            return Err(SubscribeError::TooMany(self.limits.max_subscriptions));
+        }
+        if !stream.subscribers.contains(&conn) {
+            stream.subscribers.push(conn);
+        }
+        let same_epoch = stream_id.is_none_or(|id| id == stream.stream_id);
+        let resumable = since.filter(|&since| {
+            same_epoch
+                && since >= stream.valid_from
+                && since <= stream.emitted
+                && stream.shared.backlog.lock().holds(since)
+        });
+        let start = if let Some(since) = resumable {
+            viewer.subs.insert(
+                session.to_string(),
+                Subscription {
+                    cursor: since,
+                    state: SubState::Live,
+                },
+            );
+            SubscribeStart::Resumed
+        } else {
+            self.next_request += 1;
+            let request = self.next_request;
+            let gap = since.map(|since| {
+                (
+                    since,
+                    if same_epoch {
+                        "output no longer in the backlog"
+                    } else {
+                        "stream restarted"
+                    },
+                )
+            });
+            viewer.subs.insert(
+                session.to_string(),
+                Subscription {
+                    cursor: stream.emitted,
+                    state: SubState::AwaitingSnapshot { request, gap },
+                },
+            );
+            self.requests.insert(request, (conn, session.to_string()));
+            SubscribeStart::NeedsSnapshot(request)
+        };
+        self.mark_dirty(conn);
+        Ok(start)
+    }
+
+    /// Ends one subscription. Returns whether it existed.
+    pub fn unsubscribe(&mut self, conn: ConnId, session: &str) -> bool {
+        if let Some(stream) = self.streams.get_mut(session) {
+            stream.subscribers.retain(|c| *c != conn);
+        }
+        self.viewers
+            .get_mut(&conn)
+            .is_some_and(|v| v.subs.remove(session).is_some())
+    }
+
+    /// Forgets a connection entirely.
+    pub fn remove_viewer(&mut self, conn: ConnId) {
+        if let Some(viewer) = self.viewers.remove(&conn) {
+            for session in viewer.subs.keys() {
+                if let Some(stream) = self.streams.get_mut(session) {
+                    stream.subscribers.retain(|c| *c != conn);
+                }
+            }
+        }
+        self.requests.retain(|_, (c, _)| *c != conn);
+    }
+
+    /// Switches a viewer's subscription to "needs a fresh screen", counting the resync.
+    /// Returns the snapshot request id to ask the emulator for.
+    fn resync(&mut self, conn: ConnId, session: &str, reason: &'static str) -> Option<u64> {
+        let stream = self.streams.get(session)?;
+        let viewer = self.viewers.get_mut(&conn)?;
+        let sub = viewer.subs.get_mut(session)?;
+        if matches!(sub.state, SubState::AwaitingSnapshot { .. }) {
+            return None;
+        }
+        self.next_request += 1;
+        let request = self.next_request;
+        sub.state = SubState::AwaitingSnapshot {
+            request,
+            gap: Some((sub.cursor, reason)),
+        };
+        sub.cursor = stream.emitted;
+        self.requests.insert(request, (conn, session.to_string()));
+        let now = Instant::now();
+        viewer.resyncs.push_back(now);
+        while viewer
+            .resyncs
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.limits.resync_window)
+        {
+            viewer.resyncs.pop_front();
+        }
+        if viewer.resyncs.len() > self.limits.max_resyncs {
+            self.overwhelmed.push(conn);
+        }
+        Some(request)
+    }
+
+    /// Snapshot requests created by resyncs since the last call, for the emulator.
+    pub fn outstanding_requests(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.requests
+            .iter()
+            .map(|(id, (_, session))| (*id, session.as_str()))
+    }
+
+    /// Delivers an emulator snapshot. `None` means the emulator is lost: the viewer keeps
+    /// waiting (the caller re-seeds the emulator and asks again with [`Hub::rerequest`]).
+    pub fn on_snapshot(
+        &mut self,
+        request: u64,
+        snapshot: Option<&Snapshot>,
+        timestamp: u64,
+    ) -> bool {
+        let Some(snapshot) = snapshot else {
+            return false;
+        };
+        let Some((conn, session)) = self.requests.remove(&request) else {
+            return true;
+        };
+        let Some(stream) = self.streams.get(&session) else {
+            return true;
+        };
+        let Some(viewer) = self.viewers.get_mut(&conn) else {
+            return true;
+        };
+        let Some(sub) = viewer.subs.get_mut(&session) else {
+            return true;
+        };
+        let SubState::AwaitingSnapshot {
+            request: expected,
+            gap,
+        } = sub.state.clone()
+        else {
+            return true;
+        };
+        if expected != request {
+            return true;
+        }
+        // The screen must lie within what can still be replayed after it.
+        let replayable = snapshot.offset >= stream.valid_from
+            && snapshot.offset <= stream.emitted
+            && stream.shared.backlog.lock().holds(snapshot.offset);
+        if !replayable {
+            self.requests.insert(request, (conn, session));
+            return false;
+        }
+        if let Some((since, reason)) = gap {
+            let notice = TerminalGap {
+                r#type: "terminal_gap",
+                session_id: &session,
+                since,
+                offset: snapshot.offset,
+                stream: &stream.stream_id,
+                reason,
+            };
+            viewer.pending.push_back(Chunk::Owned(text_frame(
+                &serde_json::to_string(&notice).expect("json"),
+            )));
+        }
+        let message = TerminalOutput {
+            r#type: "terminal_output",
+            session_id: &session,
+            data: &snapshot.screen,
+            timestamp,
+            offset: snapshot.offset,
+            next_offset: snapshot.offset,
+            stream: &stream.stream_id,
+            snapshot: true,
+            rows: Some(snapshot.rows),
+            cols: Some(snapshot.cols),
+        };
+        viewer.pending.push_back(Chunk::Owned(text_frame(
+            &serde_json::to_string(&message).expect("json"),
+        )));
+        sub.cursor = snapshot.offset;
+        sub.state = SubState::Live;
+        self.mark_dirty(conn);
+        true
+    }
+
+    /// Requests in flight for `session`, to ask the emulator again after a re-seed.
+    pub fn rerequest(&self, session: &str) -> Vec<u64> {
+        self.requests
+            .iter()
+            .filter(|(_, (_, s))| s == session)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Connections that have something new to pull; clears the list.
+    pub fn take_dirty(&mut self) -> Vec<ConnId> {
+        for conn in &self.dirty {
+            if let Some(viewer) = self.viewers.get_mut(conn) {
+                viewer.dirty = false;
+            }
+        }
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Connections that needed too many resyncs; clears the list.
+    pub fn take_overwhelmed(&mut self) -> Vec<ConnId> {
+        std::mem::take(&mut self.overwhelmed)
+    }
+
+    fn mark_dirty(&mut self, conn: ConnId) {
+        if let Some(viewer) = self.viewers.get_mut(&conn)
+            && !viewer.dirty
+        {
+            viewer.dirty = true;
+            self.dirty.push(conn);
+        }
+    }
+
+    /// Up to about `budget` bytes of frames for `conn`, in order per session. A viewer whose
+    /// cursor fell out of the backlog is switched to a resync; the returned request ids must
+    /// be sent to the emulator.
+    pub fn pull(
+        &mut self,
+        conn: ConnId,
+        budget: usize,
+        timestamp: u64,
+    ) -> (Vec<Chunk>, Vec<(u64, String)>) {
+        let mut out = Vec::new();
+        let mut resyncs = Vec::new();
+        let mut used = 0;
+        let Some(viewer) = self.viewers.get_mut(&conn) else {
+            return (out, resyncs);
+        };
+        while used < budget {
+            let Some(chunk) = viewer.pending.pop_front() else {
+                break;
+            };
+            used += chunk_len(&chunk);
+            out.push(chunk);
+        }
+        let mut lost = Vec::new();
+        for (session, sub) in viewer.subs.iter_mut() {
+            if used >= budget {
+                break;
+            }
+            if sub.state != SubState::Live {
+                continue;
+            }
+            let Some(stream) = self.streams.get(session) else {
+                continue;
+            };
+            while used < budget && sub.cursor < stream.emitted {
+                match next_frame(
+                    stream,
+                    session,
+                    sub.cursor,
+                    self.limits.catch_up_chunk,
+                    timestamp,
+                ) {
+                    Some((chunk, next)) => {
+                        used += chunk_len(&chunk);
+                        out.push(chunk);
+                        sub.cursor = next;
+                    }
+                    None => {
+                        lost.push(session.clone());
+                        break;
+                    }
+                }
+            }
+        }
+        for session in lost {
+            if let Some(request) = self.resync(conn, &session, "viewer fell behind the backlog") {
+                resyncs.push((request, session));
+            }
+        }
+        (out, resyncs)
+    }
+}
+
+fn chunk_len(chunk: &Chunk) -> usize {
+    match chunk {
+        Chunk::Owned(v) => v.len(),
+        Chunk::Shared(s) => s.len(),
+    }
+}
+
+/// The frame that continues a viewer at `cursor`, and the cursor after it; `None` when the
+/// bytes at `cursor` are gone.
+fn next_frame(
+    stream: &PaneStream,
+    session: &str,
+    cursor: u64,
+    max_raw: usize,
+    timestamp: u64,
+) -> Option<(Chunk, u64)> {
+    if cursor < stream.valid_from {
+        return None;
+    }
+    if let Some(front) = stream.frames.front()
+        && cursor >= front.offset
+    {
+        // Frames are contiguous: find the one starting at the cursor.
+        if let Ok(i) = stream.frames.binary_search_by_key(&cursor, |f| f.offset) {
+            let frame = &stream.frames[i];
+            return Some((Chunk::Shared(frame.frame.clone()), frame.next_offset));
+        }
+    }
+    // Behind the shared frames (or resuming mid-frame): encode from the raw backlog, up to
+    // the next shared frame so the viewer joins the shared path as soon as it can.
+    let limit = stream
+        .frames
+        .iter()
+        .find(|f| f.offset > cursor)
+        .map_or(stream.emitted, |f| f.offset);
+    let want = ((limit - cursor) as usize).min(max_raw);
+    let mut raw = Vec::with_capacity(want);
+    stream
+        .shared
+        .backlog
+        .lock()
+        .read(cursor, want, &mut raw)
+        .ok()?;
+    let mut chunker = Utf8Chunker::new();
+    let (mut text, mut covered) = chunker.push(&raw);
+    if covered == 0 || (cursor + raw.len() as u64 == limit && chunker.carried() > 0) {
+        // At a frame boundary the carried bytes are a cut character; emit them as U+FFFD.
+        let (tail, n) = chunker.finish();
+        text.push_str(&tail);
+        covered += n;
+    }
+    let next = cursor + covered as u64;
+    Some((
+        Chunk::Owned(output_frame(
+            session,
+            &stream.stream_id,
+            &text,
+            cursor,
+            next,
+            timestamp,
+        )),
+        next,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(key: usize) -> ConnId {
+        ConnId {
+            key,
+            serial: key as u64,
+        }
+    }
+
+    fn limits() -> HubLimits {
+        HubLimits {
+            backlog_bytes: 64,
+            live_frame_bytes: 400,
+            catch_up_chunk: 16,
+            ..HubLimits::default()
+        }
+    }
+
+    /// Decodes the terminal_output frames in `chunks`: (offset, next_offset, data, snapshot).
+    fn decode(chunks: &[Chunk]) -> Vec<serde_json::Value> {
+        chunks
+            .iter()
+            .map(|c| {
+                let bytes = match c {
+                    Chunk::Owned(v) => &v[..],
+                    Chunk::Shared(s) => &s[..],
+                };
+                // Skip the 2- or 4-byte frame header of these small frames.
+                let start = if bytes[1] & 0x7f == 126 { 4 } else { 2 };
+                serde_json::from_slice(&bytes[start..]).unwrap()
+            })
+            .collect()
+    }
+
+    fn data_of(messages: &[serde_json::Value]) -> String {
+        messages
+            .iter()
+            .filter(|m| m["type"] == "terminal_output")
+            .map(|m| m["data"].as_str().unwrap())
+            .collect()
+    }
+
+    fn snapshot(offset: u64) -> Snapshot {
+        Snapshot {
+            offset,
+            screen: "\x1bcSCREEN".into(),
+            rows: 5,
+            cols: 20,
+        }
+    }
+
+    #[test]
+    fn live_viewers_share_one_encoding_and_see_every_byte() {
+        let mut hub = Hub::new(limits());
+        hub.open("s", 0);
+        assert_eq!(
+            hub.subscribe(conn(1), "s", Some(0), None),
+            Ok(SubscribeStart::Resumed)
+        );
+        assert_eq!(
+            hub.subscribe(conn(2), "s", Some(0), None),
+            Ok(SubscribeStart::Resumed)
+        );
+        hub.push("s", b"hello ", 1);
+        hub.push("s", "w\u{f6}".as_bytes(), 2);
+        assert_eq!(hub.take_dirty(), [conn(1), conn(2)]);
+        let (a, _) = hub.pull(conn(1), 1 << 20, 3);
+        let (b, _) = hub.pull(conn(2), 1 << 20, 3);
+        match (&a[0], &b[0]) {
+            (Chunk::Shared(x), Chunk::Shared(y)) => assert!(Arc::ptr_eq(x, y), "encoded once"),
+            other => panic!("{other:?}"),
+        }
+        let messages = decode(&a);
+        assert_eq!(data_of(&messages), "hello w\u{f6}");
+        assert_eq!(messages[1]["offset"], 6);
+        assert_eq!(messages[1]["next_offset"], 9);
+        assert!(hub.pull(conn(1), 1 << 20, 3).0.is_empty(), "nothing new");
+    }
+
+    #[test]
+    fn new_viewers_get_a_screen_then_output_from_its_offset() {
+        let mut hub = Hub::new(limits());
+        hub.open("s", 0);
+        hub.push("s", b"0123456789", 1);
+        let SubscribeStart::NeedsSnapshot(request) =
+            hub.subscribe(conn(1), "s", None, None).unwrap()
+        else {
+            panic!("a screen is needed")
+        };
+        // The emulator had only reached offset 4.
+        assert!(hub.on_snapshot(request, Some(&snapshot(4)), 5));
+        let (chunks, _) = hub.pull(conn(1), 1 << 20, 6);
+        let messages = decode(&chunks);
+        assert_eq!(messages[0]["snapshot"], true);
+        assert_eq!(messages[0]["offset"], 4);
+        assert_eq!(data_of(&messages[1..]), "456789");
+        assert_eq!(messages.last().unwrap()["next_offset"], 10);
+    }
+
+    #[test]
+    fn resume_hits_and_misses() {
+        let mut hub = Hub::new(limits());
+        hub.open("s", 0);
+        for i in 0..10u8 {
+            hub.push("s", &[b'a' + i; 10], 1); // 100 bytes, backlog keeps the last 64
+        }
+        // Hit: exactly the missing bytes.
+        assert_eq!(
+            hub.subscribe(conn(1), "s", Some(90), None),
+            Ok(SubscribeStart::Resumed)
+        );
+        let (chunks, _) = hub.pull(conn(1), 1 << 20, 1);
+        assert_eq!(data_of(&decode(&chunks)), "jjjjjjjjjj");
+        // Hit in the middle of a frame, behind the shared frames: encoded from the backlog.
+        assert_eq!(
+            hub.subscribe(conn(2), "s", Some(45), None),
+            Ok(SubscribeStart::Resumed)
+        );
+        let (chunks, _) = hub.pull(conn(2), 1 << 20, 1);
+        assert_eq!(
+            data_of(&decode(&chunks)),
+            "eeeeeffffffffffgggggggggghhhhhhhhhhiiiiiiiiiijjjjjjjjjj"
+        );
+        // Miss: evicted offset, or another stream epoch: gap notice, then screen.
+        let SubscribeStart::NeedsSnapshot(r3) =
+            hub.subscribe(conn(3), "s", Some(10), None).unwrap()
+        else {
+            panic!()
+        };
+        let SubscribeStart::NeedsSnapshot(r4) = hub
+            .subscribe(conn(4), "s", Some(90), Some("other"))
+            .unwrap()
+        else {
+            panic!()
+        };
+        for (c, r) in [(conn(3), r3), (conn(4), r4)] {
+            assert!(hub.on_snapshot(r, Some(&snapshot(100)), 2));
+            let messages = decode(&hub.pull(c, 1 << 20, 3).0);
+            assert_eq!(messages[0]["type"], "terminal_gap");
+            assert_eq!(messages[0]["offset"], 100);
+            assert_eq!(messages[1]["snapshot"], true);
+        }
+        // A snapshot older than the backlog is refused: the caller must re-seed.
+        let SubscribeStart::NeedsSnapshot(r5) = hub.subscribe(conn(5), "s", None, None).unwrap()
+        else {
+            panic!()
+        };
+        assert!(!hub.on_snapshot(r5, Some(&snapshot(3)), 2));
+        assert_eq!(hub.rerequest("s"), [r5]);
+    }
+
+    #[test]
+    fn a_slow_viewer_falls_out_and_is_resynced_without_slowing_others() {
+        let mut hub = Hub::new(limits());
+        hub.open("s", 0);
+        hub.subscribe(conn(1), "s", Some(0), None).unwrap();
+        hub.subscribe(conn(2), "s", Some(0), None).unwrap();
+        let mut fast = String::new();
+        for i in 0..20u8 {
+            hub.push("s", &[b'A' + i; 8], 1);
+            fast.push_str(&data_of(&decode(&hub.pull(conn(1), 1 << 20, 1).0)));
+        }
+        assert_eq!(fast.len(), 160, "the fast viewer got every byte");
+        // The slow one never pulled; its cursor (0) is out of the 64-byte backlog.
+        let (chunks, resyncs) = hub.pull(conn(2), 1 << 20, 1);
+        assert!(chunks.is_empty());
+        assert_eq!(resyncs.len(), 1);
+        assert!(hub.on_snapshot(resyncs[0].0, Some(&snapshot(160)), 1));
+        let messages = decode(&hub.pull(conn(2), 1 << 20, 1).0);
+        assert_eq!(messages[0]["type"], "terminal_gap");
+        assert_eq!(messages[0]["since"], 0);
+        assert_eq!(messages[1]["snapshot"], true);
+    }
+
+    #[test]
+    fn too_many_resyncs_disconnect_the_viewer() {
+        let mut hub = Hub::new(HubLimits {
+            max_resyncs: 1,
+            ..limits()
+        });
+        hub.open("s", 0);
+        hub.subscribe(conn(1), "s", Some(0), None).unwrap();
+        for _ in 0..2 {
+            // Enough output to push the viewer's cursor out of both the shared frames and
+            // the backlog.
+            for _ in 0..5 {
+                hub.push("s", &[b'x'; 100], 1);
+            }
+            let (_, resyncs) = hub.pull(conn(1), 1 << 20, 1);
+            assert_eq!(resyncs.len(), 1);
+            let head = hub.stream("s").unwrap().head();
+            assert!(hub.on_snapshot(resyncs[0].0, Some(&snapshot(head)), 1));
+        }
+        assert_eq!(hub.take_overwhelmed(), [conn(1)]);
+    }
+
+    #[test]
+    fn discontinuity_flushes_cut_characters_and_resyncs() {
+        let mut hub = Hub::new(limits());
+        hub.open("s", 0);
+        hub.subscribe(conn(1), "s", Some(0), None).unwrap();
+        hub.push("s", b"ab\xe2\x82", 1); // a cut euro sign
+        hub.pull(conn(1), 1 << 20, 1);
+        let start = hub.discontinuity("s", "capture re-armed").unwrap();
+        assert_eq!(start, 4);
+        assert!(matches!(
+            hub.subscribe(conn(2), "s", Some(2), None),
+            Ok(SubscribeStart::NeedsSnapshot(_))
+        ));
+        let request = hub.rerequest("s").into_iter().min().unwrap();
+        assert!(hub.on_snapshot(request, Some(&snapshot(4)), 1));
+        let messages = decode(&hub.pull(conn(1), 1 << 20, 1).0);
+        assert_eq!(messages[0]["type"], "terminal_gap");
+        assert_eq!(messages[0]["reason"], "capture re-armed");
+    }
+
+    #[test]
+    fn limits_and_unknown_sessions() {
+        let mut hub = Hub::new(HubLimits {
+            max_subscriptions: 1,
+            ..limits()
+        });
+        hub.open("a", 0);
+        hub.open("b", 0);
+        assert_eq!(
+            hub.subscribe(conn(1), "zzz", None, None),
+            Err(SubscribeError::UnknownSession)
+        );
+        hub.subscribe(conn(1), "a", None, None).unwrap();
+        assert_eq!(
+            hub.subscribe(conn(1), "b", None, None),
+            Err(SubscribeError::TooMany(1))
+        );
+        assert!(hub.unsubscribe(conn(1), "a"));
+        assert!(!hub.unsubscribe(conn(1), "a"));
+        hub.subscribe(conn(1), "b", None, None).unwrap();
+        assert_eq!(hub.close("b"), [conn(1)]);
+        hub.remove_viewer(conn(1));
+        assert!(hub.viewers.is_empty());
+    }
+}

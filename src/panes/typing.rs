@@ -1,0 +1,294 @@
+//! Typing into panes for `user_message` and `terminal_input`: per-pane ordering, the Enter
+//! pressed a moment after a typed message, and acknowledgements to the sender.
+//!
+//! A `user_message` is typed as one paste (bracketed when the program enabled bracketed-paste
+//! mode, which the daemon's emulator tracks), then, after the agent type's `submit_delay`,
+//! Enter is pressed separately. Later input to the same pane waits until that Enter has been
+//! queued, so messages never interleave.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use super::input::paste_bytes;
+use crate::agents::CaptureState;
+use crate::daemon::{Daemon, Source, Timer};
+use crate::net::ConnId;
+
+/// Which message an acknowledgement answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckKind {
+    /// A `user_message`.
+    UserMessage,
+    /// A `terminal_input`.
+    TerminalInput,
+}
+
+/// Who to tell once input has been typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputAck {
+    /// The sender's connection.
+    pub conn: ConnId,
+    /// The message kind.
+    pub kind: AckKind,
+    /// The sender's `id` for the message, echoed back.
+    pub id: Option<serde_json::Value>,
+}
+
+/// Something to type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Typing {
+    /// Text typed as one paste, then Enter.
+    Message(String),
+    /// Raw bytes typed as they are.
+    Raw(Vec<u8>),
+}
+
+/// Typing state of one pane.
+#[derive(Debug, Default)]
+pub struct Typist {
+    serial: u64,
+    /// A typed message waiting for its Enter (timer serial, acknowledgement).
+    enter_pending: Option<(u64, Option<InputAck>)>,
+    /// Input that arrived while an Enter was pending, in order.
+    deferred: VecDeque<(Typing, Option<InputAck>)>,
+}
+
+impl Typist {
+    /// Drops acknowledgements and queued input of a connection that went away (a message
+    /// already typed still gets its Enter).
+    pub fn forget(&mut self, conn: ConnId) {
+        if let Some((_, ack)) = &mut self.enter_pending
+            && ack.as_ref().is_some_and(|a| a.conn == conn)
+        {
+            *ack = None;
+        }
+        self.deferred
+            .retain(|(_, ack)| ack.as_ref().is_none_or(|a| a.conn != conn));
+    }
+}
+
+#[derive(Serialize)]
+struct AckMessage<'a> {
+    r#type: &'static str,
+    session_id: &'a str,
+    id: &'a Option<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct InputError<'a> {
+    r#type: &'static str,
+    error_code: &'static str,
+    message: &'a str,
+    session_id: &'a str,
+    id: &'a Option<serde_json::Value>,
+}
+
+impl Daemon {
+    /// Types `typing` into a session's pane; `ack` is told once it has been typed.
+    /// Fails at once when the session cannot take input.
+    pub fn type_input(
+        &mut self,
+        session_id: &str,
+        typing: Typing,
+        ack: InputAck,
+    ) -> Result<(), (&'static str, String)> {
+        let Some(agent) = self.agents.get(session_id) else {
+            return Err((
+                "SESSION_NOT_FOUND",
+                format!("no agent session {session_id:?}"),
+            ));
+        };
+        if agent.exit.is_some() {
+            return Err((
+                "SESSION_NOT_FOUND",
+                format!("the agent of {session_id} has exited"),
+            ));
+        }
+        // While the pipe is being attached (just spawned, or re-armed) input waits for it.
+        if agent.pipe.is_none() && agent.capture == CaptureState::Detached && !agent.rearming {
+            return Err((
+                "INTERNAL_ERROR",
+                format!("{session_id} has no input pipe (capture detached)"),
+            ));
+        }
+        let typist = self.typists.entry(session_id.to_string()).or_default();
+        if typist.enter_pending.is_some() || agent.pipe.is_none() {
+            typist.deferred.push_back((typing, Some(ack)));
+            return Ok(());
+        }
+        self.start_typing(session_id, typing, Some(ack));
+        Ok(())
+    }
+
+    fn start_typing(&mut self, session_id: &str, typing: Typing, ack: Option<InputAck>) {
+        match typing {
+            Typing::Raw(bytes) => {
+                self.queue_input(session_id, &bytes, ack);
+            }
+            Typing::Message(text) => {
+                let bracketed = self
+                    .hub
+                    .stream(session_id)
+                    .is_some_and(|s| s.shared.bracketed_paste.load(Ordering::Acquire));
+                let bytes = paste_bytes(&text, bracketed);
+                if !self.queue_input(session_id, &bytes, None) {
+                    if let Some(ack) = ack {
+                        self.input_failed(session_id, ack, "the pane's input queue is full");
+                    }
+                    return;
+                }
+                let delay = self
+                    .agents
+                    .get(session_id)
+                    .and_then(|a| self.config.agents.get(&a.agent_type))
+                    .map(|t| t.submit_delay)
+                    .unwrap_or_default();
+                if delay.is_zero() {
+                    self.queue_input(session_id, b"\r", ack);
+                    return;
+                }
+                let typist = self.typists.entry(session_id.to_string()).or_default();
+                typist.serial += 1;
+                typist.enter_pending = Some((typist.serial, ack));
+                let serial = typist.serial;
+                self.timers
+                    .schedule_in(delay, Timer::SubmitEnter(session_id.to_string(), serial));
+            }
+        }
+    }
+
+    /// Presses Enter for a typed message, then types whatever was waiting behind it.
+    pub fn press_enter(&mut self, session_id: &str, serial: u64) {
+        let Some(typist) = self.typists.get_mut(session_id) else {
+            return;
+        };
+        let Some((pending, ack)) = typist.enter_pending.take() else {
+            return;
+        };
+        if pending != serial {
+            typist.enter_pending = Some((pending, ack));
+            return;
+        }
+        self.queue_input(session_id, b"\r", ack);
+        self.type_deferred(session_id);
+    }
+
+    /// Types queued input until another Enter must wait.
+    pub fn type_deferred(&mut self, session_id: &str) {
+        loop {
+            let Some(typist) = self.typists.get_mut(session_id) else {
+                return;
+            };
+            if typist.enter_pending.is_some() {
+                return;
+            }
+            let Some((typing, ack)) = typist.deferred.pop_front() else {
+                return;
+            };
+            self.start_typing(session_id, typing, ack);
+        }
+    }
+
+    /// Queues bytes on the session's pipe and writes what the pipe takes. Returns false (and
+    /// fails `ack`) when the session has no pipe or its queue is full.
+    fn queue_input(&mut self, session_id: &str, bytes: &[u8], ack: Option<InputAck>) -> bool {
+        let key = self.agents.get(session_id).and_then(|a| a.pipe);
+        let Some(Source::PanePipe { input, .. }) = key.and_then(|k| self.sources.get_mut(k)) else {
+            if let Some(ack) = ack {
+                self.input_failed(session_id, ack, "the pane has no input pipe");
+            }
+            return false;
+        };
+        if let Err(rejected) = input.push(bytes, ack) {
+            if let Some(ack) = rejected.0 {
+                self.input_failed(session_id, ack, "the pane's input queue is full");
+            }
+            return false;
+        }
+        self.write_pane_input(key.expect("checked"));
+        true
+    }
+
+    /// Writes queued input into a pane pipe and acknowledges what has been typed.
+    pub fn write_pane_input(&mut self, key: usize) {
+        let Some(Source::PanePipe {
+            session_id,
+            stream,
+            input,
+        }) = self.sources.get_mut(key)
+        else {
+            return;
+        };
+        if input.is_empty() {
+            return;
+        }
+        let session_id = session_id.clone();
+        match input.write_to(stream) {
+            Ok(acks) => {
+                for ack in acks {
+                    let kind = match ack.kind {
+                        AckKind::UserMessage => "user_message_ack",
+                        AckKind::TerminalInput => "terminal_input_ack",
+                    };
+                    self.send_ws(
+                        ack.conn,
+                        &AckMessage {
+                            r#type: kind,
+                            session_id: &session_id,
+                            id: &ack.id,
+                        },
+                    );
+                }
+            }
+            Err(e) => {
+                log::warn!("{session_id}: writing to the pane failed: {e}");
+                let acks = input.abandon();
+                for ack in acks {
+                    self.input_failed(&session_id, ack, "writing to the pane failed");
+                }
+            }
+        }
+    }
+
+    /// Tells the sender that its input could not be typed.
+    pub fn input_failed(&mut self, session_id: &str, ack: InputAck, why: &str) {
+        let code = if self.agents.get(session_id).is_some() {
+            "INTERNAL_ERROR"
+        } else {
+            "SESSION_NOT_FOUND"
+        };
+        self.send_ws(
+            ack.conn,
+            &InputError {
+                r#type: "error",
+                error_code: code,
+                message: why,
+                session_id,
+                id: &ack.id,
+            },
+        );
+    }
+
+    /// The session is gone: every sender still waiting is told.
+    pub fn drop_typist(&mut self, session_id: &str) {
+        let Some(mut typist) = self.typists.remove(session_id) else {
+            return;
+        };
+        let mut acks: Vec<InputAck> = typist
+            .enter_pending
+            .take()
+            .and_then(|(_, a)| a)
+            .into_iter()
+            .collect();
+        acks.extend(typist.deferred.drain(..).filter_map(|(_, a)| a));
+        for ack in acks {
+            self.input_failed(
+                session_id,
+                ack,
+                "the session ended before the input was typed",
+            );
+        }
+    }
+}

@@ -1,0 +1,574 @@
+//! `/ws/observe`: live terminals, resume, input, status events, auth and origin checks.
+
+use serde_json::{Value, json};
+
+use crate::common::{Closed, Daemon, Transcript, Ws, wait_until};
+
+fn id_of(spawned: &Value) -> String {
+    spawned["session_id"].as_str().unwrap().to_string()
+}
+
+/// Subscribes and reads up to the screen, returning the transcript positioned after it.
+fn subscribe_with_screen(ws: &mut Ws, session: &str) -> Transcript {
+    let ack = ws.subscribe(session);
+    assert_eq!(ack["type"], "subscribed", "{ack}");
+    assert_eq!(ack["resumed"], false);
+    let mut transcript = Transcript::default();
+    while transcript.screens.is_empty() {
+        let message = ws.recv();
+        transcript.add(session, &message);
+    }
+    transcript
+}
+
+/// What the flood agent prints between its markers, as the pane's output stream carries it
+/// (the terminal turns each newline into CR LF).
+fn flood_expected(lines: usize) -> String {
+    let mut out = String::new();
+    for i in 1..=lines {
+        out.push_str(&format!("{i} héllo wörld ✓ 😀 the quick brown fox\r\n"));
+    }
+    out
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let from = text
+        .find(start)
+        .unwrap_or_else(|| panic!("{start:?} missing"))
+        + start.len();
+    let to = text[from..]
+        .find(end)
+        .unwrap_or_else(|| panic!("{end:?} missing"))
+        + from;
+    &text[from..to]
+}
+
+#[test]
+fn subscribers_get_the_screen_then_every_byte_of_a_large_stream() {
+    let daemon = Daemon::start();
+    let token = daemon.control();
+    let session = id_of(&daemon.spawn(&token, "flood"));
+    let mut viewers: Vec<(Ws, Transcript)> = (0..4)
+        .map(|_| {
+            let mut ws = daemon.ws(&token);
+            let transcript = subscribe_with_screen(&mut ws, &session);
+            (ws, transcript)
+        })
+        .collect();
+    // Start the flood by typing a line.
+    viewers[0]
+        .0
+        .send(json!({"type": "terminal_input", "session_id": session, "data": "go\r", "id": 1}));
+    let expected = flood_expected(60_000);
+    std::thread::scope(|scope| {
+        for (ws, transcript) in viewers.iter_mut() {
+            let session = session.clone();
+            let expected = &expected;
+            scope.spawn(move || {
+                transcript.read_until(ws, &session, "\r\nEND\r\n");
+                let body = between(&transcript.text, "START\r\n", "END\r\n");
+                assert_eq!(body.len(), expected.len());
+                assert!(
+                    body == expected.as_str(),
+                    "stream differs from what the agent printed"
+                );
+                assert!(
+                    !transcript.text.contains('\u{FFFD}'),
+                    "no character was split"
+                );
+            });
+        }
+    });
+}
+
+#[test]
+fn a_character_split_across_two_writes_arrives_whole() {
+    let daemon = Daemon::start();
+    let token = daemon.control();
+    let session = id_of(&daemon.spawn(&token, "split"));
+    let mut ws = daemon.ws(&token);
+    let mut transcript = subscribe_with_screen(&mut ws, &session);
+    ws.send(json!({"type": "terminal_input", "session_id": session, "data": "x\r"}));
+    transcript.read_until(&mut ws, &session, "after");
+    assert!(
+        transcript.text.contains("before é after"),
+        "{:?}",
+        transcript.text
+    );
+}
+
+#[test]
+fn resume_with_since_gets_exactly_the_missed_output_or_a_gap() {
+    let daemon = Daemon::start_with("[panes]\nbacklog_bytes = 65536");
+    let token = daemon.control();
+    let session = id_of(&daemon.spawn(&token, "echo"));
+    let mut ws = daemon.ws(&token);
+    let mut transcript = subscribe_with_screen(&mut ws, &session);
+    ws.send(json!({"type": "terminal_input", "session_id": session, "data": "first\r"}));
+    transcript.read_until_count(&mut ws, &session, "first\r\n", 2);
+    let (since, stream) = (transcript.next.unwrap(), transcript.stream.clone().unwrap());
+    drop(ws);
+
+    // Output produced while nobody watches.
+    let mut other = daemon.ws(&token);
+    let mut seen = subscribe_with_screen(&mut other, &session);
+    other.send(json!({"type": "terminal_input", "session_id": session, "data": "second\r"}));
+    seen.read_until_count(&mut other, &session, "second\r\n", 2);
+
+    // Hit: exactly the missing bytes, no screen.
+    let mut ws = daemon.ws(&token);
+    ws.send(json!({"type": "subscribe_terminal", "session_id": session, "since": since, "stream": stream}));
+    let ack = ws.recv_until("subscribed", |m| m["type"] == "subscribed");
+    assert_eq!(ack["resumed"], true);
+    let mut resumed = Transcript {
+        next: Some(since),
+        ..Transcript::default()
+    };
+    resumed.read_until_count(&mut ws, &session, "second\r\n", 2);
+    assert_eq!(resumed.text, "second\r\nsecond\r\n");
+    assert!(resumed.screens.is_empty() && resumed.gaps.is_empty());
+
+    // Miss: more output than the 64 KiB backlog holds, then resume from the old offset.
+    let flood = id_of(&{
+        let resp = daemon.post(
+            "/api/agents/spawn",
+            &token,
+            &json!({"agent_type": "flood", "working_dir": daemon.work, "env": {"FLOOD_LINES": "3000"}}),
+        );
+        assert_eq!(resp.status, 201, "{}", resp.text());
+        resp.json()
+    });
+    let mut early = daemon.ws(&token);
+    let before = subscribe_with_screen(&mut early, &flood);
+    let (since, stream) = (before.next.unwrap(), before.stream.clone().unwrap());
+    drop(early);
+    let mut watcher = daemon.ws(&token);
+    let mut seen = subscribe_with_screen(&mut watcher, &flood);
+    watcher.send(json!({"type": "terminal_input", "session_id": flood, "data": "go\r"}));
+    seen.read_until(&mut watcher, &flood, "\r\nEND\r\n");
+    let mut late = daemon.ws(&token);
+    late.send(json!({"type": "subscribe_terminal", "session_id": flood, "since": since, "stream": stream}));
+    let ack = late.recv_until("subscribed", |m| m["type"] == "subscribed");
+    assert_eq!(ack["resumed"], false);
+    let gap = late.recv_until("gap", |m| m["type"] == "terminal_gap");
+    assert_eq!(gap["since"], since);
+    assert!(gap["offset"].as_u64().unwrap() > since + 65536);
+    let mut resumed = Transcript::default();
+    while !(resumed.screens.iter().any(|s| s.contains("END")) || resumed.text.contains("END")) {
+        let message = late.recv();
+        resumed.add(&flood, &message);
+    }
+    let session = flood;
+    // An offset from another stream (say, before a daemon restart) is a miss too.
+    let mut foreign = daemon.ws(&token);
+    foreign.send(json!({"type": "subscribe_terminal", "session_id": session, "since": 0, "stream": "not-this-one"}));
+    assert_eq!(
+        foreign.recv_until("subscribed", |m| m["type"] == "subscribed")["resumed"],
+        false
+    );
+    assert_eq!(
+        foreign.recv_until("gap", |m| m["type"] == "terminal_gap")["reason"],
+        "stream restarted"
+    );
+}
+
+#[test]
+fn the_screen_shows_what_is_on_the_pane() {
+    let daemon = Daemon::start();
+    let token = daemon.control();
+    let spawned = daemon.spawn(&token, "echo");
+    let session = id_of(&spawned);
+    let name = spawned["tmux_session"].as_str().unwrap();
+    wait_until("the greeting", || {
+        daemon
+            .screen(name)
+            .contains("echo agent ready")
+            .then_some(())
+    });
+    let mut ws = daemon.ws(&token);
+    let mut transcript = subscribe_with_screen(&mut ws, &session);
+    let screen = transcript.screens[0].clone();
+    assert!(
+        screen.starts_with("\u{1b}c"),
+        "a screen starts with a terminal reset"
+    );
+    // The screen is the emulator's state at its offset; anything it had not processed yet
+    // follows as output from that offset.
+    while !(screen.contains("echo agent ready") || transcript.text.contains("echo agent ready")) {
+        let message = ws.recv();
+        transcript.add(&session, &message);
+    }
+}
+
+#[test]
+fn a_slow_viewer_does_not_slow_a_fast_one_and_memory_stays_bounded() {
+    let daemon = Daemon::start();
+    let token = daemon.control();
+    let session = id_of(&daemon.spawn(&token, "flood"));
+    // The slow viewer subscribes and then never reads; a small receive buffer keeps the
+    // kernel from absorbing megabytes on its behalf.
+    let mut slow = ws_with_small_receive_buffer(&daemon, &token);
+    slow.subscribe(&session);
+    let rss_before = rss_kb(daemon.pid());
+    let mut fast = daemon.ws(&token);
+    let mut transcript = subscribe_with_screen(&mut fast, &session);
+    // Floods of 3.2 MB each: together far more than the 4 MiB backlog plus what the
+    // stalled viewer's socket buffers hold, each within the backlog, so a reader keeping up
+    // never misses a byte while the stalled one falls out.
+    let expected = flood_expected(60_000);
+    for round in 1..=3 {
+        fast.send(json!({"type": "terminal_input", "session_id": session, "data": "go\r"}));
+        let end = "\r\nEND\r\n";
+        while transcript.text.matches(end).count() < round {
+            let message = fast.recv();
+            transcript.add(&session, &message);
+        }
+        let last = transcript.text.rfind("START\r\n").unwrap();
+        let body = between(&transcript.text[last..], "START\r\n", "END\r\n");
+        assert!(
+            body == expected,
+            "the fast viewer got every byte of flood {round}"
+        );
+    }
+    assert!(
+        transcript.gaps.is_empty(),
+        "the fast viewer never needed a resync"
+    );
+    // 9.6 MB went past the stalled viewer; the daemon did not keep it around for it.
+    let grown = rss_kb(daemon.pid()).saturating_sub(rss_before);
+    assert!(
+        grown < 48 * 1024,
+        "daemon grew by {grown} KiB while a viewer stalled"
+    );
+    // The stalled viewer, once it reads, learns that it missed output.
+    let gap = slow.recv_until("gap", |m| m["type"] == "terminal_gap");
+    assert_eq!(gap["reason"], "viewer fell behind the backlog");
+}
+
+/// A WebSocket whose TCP receive buffer was made small before connecting, so a client that
+/// stops reading cannot have the kernel absorb megabytes on its behalf (loopback autotuning
+/// would allow tens of MB).
+fn ws_with_small_receive_buffer(daemon: &Daemon, token: &str) -> Ws {
+    use std::os::fd::FromRawFd;
+    #[allow(unsafe_code)]
+    // SAFETY: plain socket calls on a descriptor this function creates and then hands to
+    // `TcpStream`, which owns it from there on; the address struct outlives the call.
+    let stream = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let size: libc::c_int = 8192;
+        let rc = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &size as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0);
+        let std::net::SocketAddr::V4(addr) = daemon.addr else {
+            panic!("IPv4 loopback")
+        };
+        let sockaddr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: addr.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*addr.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            &sockaddr as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0);
+        std::net::TcpStream::from_raw_fd(fd)
+    };
+    stream
+        .set_read_timeout(Some(crate::common::PATIENCE))
+        .unwrap();
+    let url = format!("ws://{}/ws/observe?token={token}", daemon.addr);
+    let (socket, _) = tungstenite::client(url, stream).expect("upgrade");
+    Ws { socket }
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap())
+        .unwrap()
+}
+
+#[test]
+fn user_message_needs_control_and_the_pane_stays_untouched() {
+    let daemon = Daemon::start();
+    let spawned = daemon.spawn(&daemon.control(), "echo");
+    let session = id_of(&spawned);
+    let mut ws = daemon.ws(&daemon.token("observe"));
+    ws.subscribe(&session);
+    ws.send(json!({"type": "user_message", "session_id": session, "content": "rm -rf --no-preserve-root /", "id": "m1"}));
+    let error = ws.recv_until("error", |m| m["type"] == "error");
+    assert_eq!(error["error_code"], "FORBIDDEN");
+    assert_eq!(error["id"], "m1");
+    ws.send(json!({"type": "terminal_input", "session_id": session, "data": "x\r"}));
+    assert_eq!(
+        ws.recv_until("error", |m| m["type"] == "error")["error_code"],
+        "FORBIDDEN"
+    );
+    // The connection stays usable.
+    ws.send(json!({"type": "ping", "id": 7}));
+    assert_eq!(ws.recv_until("pong", |m| m["type"] == "pong")["id"], 7);
+    let screen = daemon.screen(spawned["tmux_session"].as_str().unwrap());
+    assert!(!screen.contains("rm -rf"), "{screen}");
+}
+
+#[test]
+fn multi_line_user_message_arrives_as_one_paste_then_enter() {
+    let daemon = Daemon::start();
+    let token = daemon.control();
+    let session = id_of(&daemon.spawn(&token, "paste_probe"));
+    let mut ws = daemon.ws(&token);
+    let mut transcript = subscribe_with_screen(&mut ws, &session);
+    while !(transcript.screens[0].contains("probe ready")
+        || transcript.text.contains("probe ready"))
+    {
+        let message = ws.recv();
+        transcript.add(&session, &message);
+    }
+    ws.send(json!({"type": "user_message", "session_id": session, "content": "line one\nline two; #(x)", "id": 42}));
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let paste = hex(b"\x1b[200~line one\rline two; #(x)\x1b[201~");
+    let expected = format!("{paste}0d");
+    let mut ack = None;
+    while ack.is_none() || !transcript.text.contains(&format!("GOT {expected}")) {
+        let message = ws.recv();
+        match message["type"].as_str() {
+            Some("user_message_ack") | Some("error") => ack = Some(message),
+            _ => transcript.add(&session, &message),
+        }
+    }
+    let ack = ack.unwrap();
+    assert_eq!(ack["type"], "user_message_ack", "{ack}");
+    assert_eq!(ack["id"], 42);
+    assert_eq!(ack["session_id"], session.as_str());
+    // Every report is a prefix of paste-then-Enter: the text arrived as one bracketed paste
+    // with the Enter after its end marker, never inside it.
+    for line in transcript.text.lines().filter(|l| l.starts_with("GOT ")) {
+        let got = line.trim_start_matches("GOT ").trim();
+        assert!(expected.starts_with(got), "unexpected bytes {got}");
+    }
+}
+
+#[test]
+fn input_to_unknown_or_dead_sessions_is_an_error() {
+    let daemon = Daemon::start();
+    let token = daemon.control();
+    let mut ws = daemon.ws(&token);
+    ws.send(json!({"type": "user_message", "session_id": "sess-echo-00000000", "content": "hi"}));
+    assert_eq!(
+        ws.recv_until("error", |m| m["type"] == "error")["error_code"],
+        "SESSION_NOT_FOUND"
+    );
+    ws.send(json!({"type": "subscribe_terminal", "session_id": "sess-echo-00000000"}));
+    assert_eq!(
+        ws.recv_until("error", |m| m["type"] == "error")["error_code"],
+        "SESSION_NOT_FOUND"
+    );
+    for bad in [
+        json!({"type": "dance"}),
+        json!({"no_type": 1}),
+        json!([1, 2]),
+    ] {
+        ws.send(bad);
+        assert_eq!(
+            ws.recv_until("error", |m| m["type"] == "error")["error_code"],
+            "INVALID_REQUEST"
+        );
+    }
+    ws.socket
+        .send(tungstenite::Message::text("{not json"))
+        .unwrap();
+    assert_eq!(
+        ws.recv_until("error", |m| m["type"] == "error")["error_code"],
+        "INVALID_REQUEST"
+    );
+}
+
+#[test]
+fn a_crashing_agent_is_announced_with_its_exit_status_and_last_lines() {
+    let daemon = Daemon::start();
+    let token = daemon.control();
+    let mut ws = daemon.ws(&token);
+    let session = id_of(&daemon.spawn(&token, "crash_input"));
+    ws.subscribe(&session);
+    ws.send(json!({"type": "terminal_input", "session_id": session, "data": "boom\r"}));
+    let crash = ws.recv_until("AGENT_CRASHED", |m| m["error_code"] == "AGENT_CRASHED");
+    assert_eq!(crash["type"], "error");
+    assert_eq!(crash["session_id"], session.as_str());
+    assert_eq!(crash["exit_code"], 3);
+    let lines: Vec<&str> = crash["last_lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(lines.iter().any(|l| l.contains("dying now")), "{lines:?}");
+    let status = daemon.get(&format!("/api/agents/{session}"), &token).json();
+    assert_eq!(status["status"], "error");
+}
+
+#[test]
+fn status_changes_are_announced_to_every_observer() {
+    let daemon = Daemon::start_with("[sessions]\nidle_after = \"300ms\"");
+    let token = daemon.control();
+    let mut watcher = daemon.ws(&daemon.token("observe"));
+    let spawned = daemon.spawn(&token, "echo");
+    let session = id_of(&spawned);
+    let idle = watcher.recv_until("idle", |m| {
+        m["type"] == "agent_status" && m["session_id"] == session.as_str()
+    });
+    assert_eq!(idle["status"], "idle");
+    assert!(idle["last_activity"].as_str().unwrap().ends_with('Z'));
+    let mut typist = daemon.ws(&token);
+    typist.send(json!({"type": "terminal_input", "session_id": session, "data": "wake\r"}));
+    let running = watcher.recv_until("running", |m| m["type"] == "agent_status");
+    assert_eq!(running["status"], "running");
+    assert_eq!(
+        watcher.recv_until("idle", |m| m["type"] == "agent_status")["status"],
+        "idle"
+    );
+    assert_eq!(
+        daemon
+            .delete(&format!("/api/agents/{session}"), &token)
+            .status,
+        200
+    );
+    let terminated = watcher.recv_until("terminated", |m| m["type"] == "agent_status");
+    assert_eq!(terminated["status"], "terminated");
+    let exited = id_of(&daemon.spawn(&token, "exit0"));
+    let status = watcher.recv_until("exited", |m| {
+        m["type"] == "agent_status" && m["session_id"] == exited.as_str() && m["status"] != "idle"
+    });
+    assert_eq!(status["status"], "exited");
+    assert_eq!(status["exit_code"], 0);
+}
+
+#[test]
+fn bad_tokens_get_an_error_then_close_1008() {
+    let daemon = Daemon::start();
+    for query in ["token=garbage", "", "ticket=unknown"] {
+        let mut ws = daemon.ws_with(query, &[]).expect("the upgrade completes");
+        let (messages, closed) = ws.wait_closed();
+        assert_eq!(messages[0]["type"], "error", "{query}");
+        assert_eq!(messages[0]["error_code"], "INVALID_TOKEN");
+        assert_eq!(closed, Closed::Code(1008), "{query}");
+    }
+    // An Authorization header works for non-browser clients.
+    let token = daemon.token("observe");
+    let mut ws = daemon
+        .ws_with("", &[("Authorization", &format!("Bearer {token}"))])
+        .unwrap();
+    ws.send(json!({"type": "ping"}));
+    assert_eq!(ws.recv()["type"], "pong");
+    let log = daemon.log.lock().unwrap().clone();
+    assert!(
+        !log.contains(&token) && !log.contains("garbage"),
+        "secrets stay out of the log"
+    );
+}
+
+#[test]
+fn one_time_tickets_connect_once() {
+    let daemon = Daemon::start();
+    let resp = daemon.request(
+        "POST",
+        "/api/ws-ticket",
+        Some(&daemon.token("observe")),
+        None,
+    );
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let ticket = resp.json()["ticket"].as_str().unwrap().to_string();
+    let mut ws = daemon.ws_with(&format!("ticket={ticket}"), &[]).unwrap();
+    ws.send(json!({"type": "ping"}));
+    assert_eq!(ws.recv()["type"], "pong");
+    let mut again = daemon.ws_with(&format!("ticket={ticket}"), &[]).unwrap();
+    assert_eq!(again.wait_closed().1, Closed::Code(1008));
+    daemon
+        .request("POST", "/api/ws-ticket", None, None)
+        .assert_error(401, "INVALID_TOKEN");
+}
+
+#[test]
+fn foreign_origins_are_refused_before_upgrading() {
+    let daemon = Daemon::start();
+    let token = daemon.token("observe");
+    let query = format!("token={token}");
+    assert_eq!(
+        daemon
+            .ws_with(&query, &[("Origin", "http://evil.example")])
+            .err(),
+        Some(403)
+    );
+    let own = format!("http://{}", daemon.addr);
+    assert!(
+        daemon.ws_with(&query, &[("Origin", &own)]).is_ok(),
+        "same origin is accepted"
+    );
+    let allowed = Daemon::start_with("[websocket]\nallowed_origins = [\"https://app.example\"]");
+    let query = format!("token={}", allowed.token("observe"));
+    assert!(
+        allowed
+            .ws_with(&query, &[("Origin", "https://app.example")])
+            .is_ok()
+    );
+    assert_eq!(
+        allowed
+            .ws_with(&query, &[("Origin", "http://evil.example")])
+            .err(),
+        Some(403)
+    );
+    // A plain GET on the endpoint is not an upgrade.
+    let resp = daemon.request("GET", "/ws/observe", Some(&token), None);
+    assert_eq!(resp.status, 426);
+}
+
+#[test]
+fn a_restarted_daemon_resumes_streaming_without_duplicates() {
+    let mut daemon = Daemon::start();
+    let token = daemon.control();
+    let session = id_of(&daemon.spawn(&token, "echo"));
+    let mut ws = daemon.ws(&token);
+    let mut transcript = subscribe_with_screen(&mut ws, &session);
+    ws.send(json!({"type": "terminal_input", "session_id": session, "data": "before-restart\r"}));
+    transcript.read_until_count(&mut ws, &session, "before-restart\r\n", 2);
+    drop(ws);
+    daemon.restart();
+    daemon.wait_agent(&token, &session, "capture to re-attach", |a| {
+        a["capture"] == "attached"
+    });
+    let mut ws = daemon.ws(&token);
+    let mut transcript = subscribe_with_screen(&mut ws, &session);
+    assert!(
+        transcript.screens[0].contains("before-restart"),
+        "the screen survived the restart"
+    );
+    ws.send(json!({"type": "terminal_input", "session_id": session, "data": "after-restart\r"}));
+    transcript.read_until_count(&mut ws, &session, "after-restart\r\n", 2);
+    // Typed once: the terminal echoes it and `cat` prints it; a second pipe would double both.
+    ws.send(json!({"type": "ping"}));
+    loop {
+        let message = ws.recv();
+        if message["type"] == "pong" {
+            break;
+        }
+        transcript.add(&session, &message);
+    }
+    assert_eq!(
+        transcript.text.matches("after-restart").count(),
+        2,
+        "{:?}",
+        transcript.text
+    );
+}
