@@ -66,6 +66,86 @@ pub fn http_request(data: &[u8]) {
     }
 }
 
+/// UTF-8 chunker: for any bytes split into any reads, the concatenated text equals lossy
+/// decoding of the whole stream and the covered byte counts add up to its length.
+pub fn utf8_chunker(data: &[u8]) {
+    let Some((&seed, input)) = data.split_first() else {
+        return;
+    };
+    let mut chunker = crate::panes::utf8::Utf8Chunker::new();
+    let mut text = String::new();
+    let mut covered = 0;
+    let mut rest = input;
+    let mut step = seed as usize % 7 + 1;
+    while !rest.is_empty() {
+        let take = step.min(rest.len());
+        let (t, n) = chunker.push(&rest[..take]);
+        text.push_str(&t);
+        covered += n;
+        rest = &rest[take..];
+        step = step * 5 % 11 + 1;
+    }
+    let (t, n) = chunker.finish();
+    text.push_str(&t);
+    covered += n;
+    assert_eq!(text, String::from_utf8_lossy(input));
+    assert_eq!(covered, input.len());
+}
+
+/// Decodes a client byte stream that arrives in two reads split at `cut`, returning every
+/// message (or the close code of the violation that ended it).
+fn decode_client_stream(input: &[u8], cut: usize) -> Vec<Result<crate::proto::ws::Incoming, u16>> {
+    use crate::proto::ws::FrameDecoder;
+    fn drain(
+        decoder: &mut FrameDecoder,
+        out: &mut Vec<Result<crate::proto::ws::Incoming, u16>>,
+    ) -> bool {
+        loop {
+            match decoder.next_message() {
+                Ok(Some(message)) => out.push(Ok(message)),
+                Ok(None) => return true,
+                Err(error) => {
+                    out.push(Err(error.code));
+                    return false;
+                }
+            }
+        }
+    }
+    let mut decoder = FrameDecoder::new(4096, input[..cut].to_vec());
+    let mut out = Vec::new();
+    if drain(&mut decoder, &mut out) {
+        let _ = decoder.take_output();
+        decoder.feed(&input[cut..]);
+        drain(&mut decoder, &mut out);
+    }
+    out
+}
+
+/// WebSocket client-message path: the frames decoded (and the close code of a violation) do
+/// not depend on where the byte stream was split, and every text message either parses as a
+/// client message or is rejected without a panic.
+pub fn ws_client_message(data: &[u8]) {
+    let Some((&seed, input)) = data.split_first() else {
+        return;
+    };
+    let whole = decode_client_stream(input, input.len());
+    let cut = if input.is_empty() {
+        0
+    } else {
+        seed as usize % (input.len() + 1)
+    };
+    let split = decode_client_stream(input, cut);
+    assert_eq!(
+        whole, split,
+        "splitting at {cut} changed the decoded messages"
+    );
+    for message in whole.into_iter().flatten() {
+        if let crate::proto::ws::Incoming::Text(text) = message {
+            let _ = serde_json::from_str::<crate::api::wire::ClientMessage>(&text);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -73,6 +153,13 @@ mod tests {
         super::http_request(b"\x07GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
         super::http_request(b"\x03garbage\r\n\r\n");
         super::http_request(b"");
+    }
+
+    #[test]
+    fn utf8_and_ws_harnesses_accept_seed_inputs() {
+        super::utf8_chunker(b"\x03h\xc3\xa9llo \xf0\x9f\x98\x80 \xff\xe2\x82");
+        super::ws_client_message(b"\x05\x81\x84\x01\x02\x03\x04\x7a\x20\x78\x7f");
+        super::ws_client_message(b"");
     }
 
     /// Found by `cargo fuzz`: a long request line split across reads was reported as 414 or

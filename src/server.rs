@@ -51,6 +51,8 @@ pub struct Server {
     shutdown_deadline: Option<Instant>,
     /// Connections with newly queued output, flushed once per loop turn.
     touched: Vec<usize>,
+    /// Viewers with more output to send after their fair share of a turn.
+    conn_revisit: Vec<usize>,
     _lock: std::fs::File,
 }
 
@@ -58,6 +60,14 @@ impl Server {
     /// Prepares the state directory, binds the sockets and adopts existing sessions.
     pub fn start(config: Config) -> Result<Server, String> {
         let config = Arc::new(config);
+        if let Some(limit) = crate::sys::raise_open_files_limit()
+            && (limit as usize) < config.limits.max_connections + 64
+        {
+            log::warn!(
+                "only {limit} file descriptors available for limits.max_connections = {}",
+                config.limits.max_connections
+            );
+        }
         crate::create_private_dir(&config.state_dir)?;
         let lock = lock_state_dir(&config.state_dir)?;
         check_socket_path(&config.tmux_socket())?;
@@ -169,6 +179,7 @@ impl Server {
             spare_fd: std::fs::File::open("/dev/null").ok(),
             shutdown_deadline: None,
             touched: Vec::new(),
+            conn_revisit: Vec::new(),
             _lock: lock,
         })
     }
@@ -192,7 +203,7 @@ impl Server {
             .flatten()
             .min();
             // Pane pipes left with unread data are read again right after this poll.
-            let timeout = if self.daemon.revisit.is_empty() {
+            let timeout = if self.daemon.revisit.is_empty() && self.conn_revisit.is_empty() {
                 until(next, now)
             } else {
                 Some(Duration::ZERO)
@@ -217,6 +228,9 @@ impl Server {
             }
             for key in std::mem::take(&mut self.daemon.revisit) {
                 self.daemon.read_pane_output(key);
+            }
+            for key in std::mem::take(&mut self.conn_revisit) {
+                self.touched.push(key);
             }
             self.settle();
             self.fire_timers();
@@ -257,7 +271,15 @@ impl Server {
                 break;
             }
         }
-        for key in std::mem::take(&mut self.touched) {
+        self.flush_touched();
+    }
+
+    /// Flushes every connection that got output since the last flush, once each.
+    fn flush_touched(&mut self) {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for key in touched {
             self.flush(key);
         }
     }
@@ -303,6 +325,7 @@ impl Server {
         for id in dirty {
             if self.ws_conn(id).is_some() {
                 self.pump(id.key);
+                self.touched.push(id.key);
             }
         }
         any
@@ -318,20 +341,22 @@ impl Server {
         })
     }
 
-    /// Queues pane output for a viewer while its outbound queue has room.
-    fn pump(&mut self, key: usize) {
+    /// Queues pane output for a viewer while its outbound queue has room. Returns whether
+    /// anything was queued.
+    fn pump(&mut self, key: usize) -> bool {
         let window = self.daemon.config.websocket.send_window_bytes;
         let Some(conn) = self.conns.get_mut(key) else {
-            return;
+            return false;
         };
         if !conn
             .ws
             .as_ref()
             .is_some_and(|ws| !ws.closing && ws.principal.is_some())
         {
-            return;
+            return false;
         }
         let timestamp = crate::panes::capture::now_millis();
+        let mut queued = false;
         while conn.out.pending() < window {
             let (chunks, resyncs) =
                 self.daemon
@@ -347,11 +372,12 @@ impl Server {
             if chunks.is_empty() {
                 break;
             }
+            queued = true;
             for chunk in chunks {
                 conn.queue(chunk);
             }
         }
-        self.touched.push(key);
+        queued
     }
 
     /// Writes what a connection has queued; closes it when it is finished or broken, and
@@ -387,14 +413,26 @@ impl Server {
         self.schedule_conn_timer(key);
     }
 
-    /// After a viewer's queue drained, pulls more and writes it (bounded: one round).
+    /// After a viewer's queue drained, keeps pulling and writing until the socket is full
+    /// (its writable edge will bring us back) or the viewer has caught up. Bounded per turn
+    /// for fairness: a viewer with more to send is revisited right after this loop turn.
     fn pump_after_flush(&mut self, key: usize) {
-        self.pump(key);
-        if let Some(conn) = self.conns.get_mut(key)
-            && conn.flush().is_err()
-        {
-            self.close(key);
+        for _ in 0..PUMP_ROUNDS {
+            if !self.pump(key) {
+                return;
+            }
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.flush().is_err() {
+                self.close(key);
+                return;
+            }
+            if !conn.out.is_empty() {
+                return;
+            }
         }
+        self.conn_revisit.push(key);
     }
 
     /// Queues a close frame and stops reading; the connection closes once it is written.
@@ -653,9 +691,7 @@ impl Server {
         self.deliver_ws();
         self.pump(key);
         self.touched.push(key);
-        for key in std::mem::take(&mut self.touched) {
-            self.flush(key);
-        }
+        self.flush_touched();
     }
 
     fn schedule_conn_timer(&mut self, key: usize) {
@@ -761,9 +797,7 @@ impl Server {
                 self.drive(key);
             }
         }
-        for key in std::mem::take(&mut self.touched) {
-            self.flush(key);
-        }
+        self.flush_touched();
     }
 }
 
@@ -776,6 +810,9 @@ fn shutting_down_response() -> Response {
     .with_header("Retry-After", "5")
     .to_response()
 }
+
+/// Pull-and-write rounds one viewer gets per loop turn (each up to the send window).
+const PUMP_ROUNDS: usize = 16;
 
 /// Best-effort `503` on a connection the daemon will not serve, then close it.
 fn refuse(mut stream: mio::net::TcpStream, why: &str) {

@@ -196,6 +196,43 @@ pub fn set_send_buffer(socket: RawFd, bytes: usize) -> io::Result<()> {
     }
 }
 
+/// Raises the soft limit on open file descriptors to the hard limit (a server holding many
+/// connections needs more than the usual 1024). Returns the new soft limit.
+pub fn raise_open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return None;
+            }
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
+/// Lowers the calling thread's scheduling priority to the given nice value (Linux threads
+/// have their own nice value), so background work yields the CPU to latency-sensitive work.
+pub fn lower_thread_priority(nice: i32) -> io::Result<()> {
+    // SAFETY: gettid takes no arguments; setpriority takes plain integers.
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// The soft limit on open file descriptors.
 pub fn open_files_limit() -> Option<u64> {
     let mut limit = libc::rlimit {

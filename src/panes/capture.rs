@@ -168,9 +168,7 @@ impl Daemon {
                 }
             };
             let session_id = session_id.clone();
-            if let Some(shared) = self.hub.push(&session_id, &buf[..n], timestamp) {
-                self.emulators.advance(&session_id, &shared);
-            }
+            self.push_output(&session_id, &buf[..n], timestamp);
             self.on_output(&session_id, n);
             total += n;
             if total >= READ_BUDGET {
@@ -181,6 +179,30 @@ impl Daemon {
         }
         if closed {
             self.pipe_closed(key);
+        }
+    }
+
+    /// Sends output to viewers (through the hub) and to the emulator, which is fed as long as
+    /// it keeps within a backlog's worth of lag.
+    fn push_output(&mut self, session_id: &str, bytes: &[u8], timestamp: u64) {
+        let Some((offset, chunk)) = self.hub.push(session_id, bytes, timestamp) else {
+            return;
+        };
+        let Some(agent) = self.agents.get(session_id) else {
+            return;
+        };
+        if agent.emulator_lost {
+            return;
+        }
+        let Some(shared) = self.hub.stream(session_id).map(|s| s.shared.clone()) else {
+            return;
+        };
+        let limit = self.config.panes.backlog_bytes as u64;
+        if !self
+            .emulators
+            .feed(session_id, &shared, offset, chunk, limit)
+        {
+            self.emulator_lost(session_id);
         }
     }
 
@@ -362,12 +384,12 @@ impl Daemon {
                     self.emulator_lost(&session);
                 }
             }
-            EmulatorEvent::Lost { session } => self.emulator_lost(&session),
             EmulatorEvent::PasteMode { session, on } => self.persist_paste_mode(&session, on),
         }
     }
 
-    /// The emulator fell behind the backlog: re-seed it once output is quiet.
+    /// The emulator fell behind the backlog (or its screen is no longer replayable): stop
+    /// feeding it and re-seed it once output is quiet.
     fn emulator_lost(&mut self, session_id: &str) {
         let Some(agent) = self.agents.get_mut(session_id) else {
             return;

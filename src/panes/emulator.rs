@@ -1,41 +1,38 @@
 //! The daemon's own terminal state for each pane, kept by a `vt100` emulator on its own
 //! thread, off the output hot path.
 //!
-//! The event loop appends pane output to the pane's [`SharedBacklog`] and nudges this thread;
-//! the thread feeds the emulator from the backlog at its own pace (it may lag during output
-//! floods). A snapshot is the emulator's screen at the offset it has reached, `E`; the caller
-//! follows it with the raw backlog bytes from `E`, so the client ends up exactly at the live
-//! stream. If the emulator falls further behind than the backlog holds it reports
-//! [`EmulatorEvent::Lost`] and waits to be re-seeded.
+//! The event loop hands every chunk it reads from a pane to this thread (the same `Arc` the
+//! backlog keeps, so nothing is copied) and never waits for it: the thread runs at a low
+//! priority and may lag during output floods. A snapshot is the emulator's screen at the offset
+//! it has reached, `E`; the caller follows it with the raw backlog bytes from `E`, so the client
+//! ends up exactly at the live stream. If the emulator falls further behind than the backlog
+//! holds, the loop stops feeding it and re-seeds it once the flood is over.
 
 use std::collections::HashMap;
 use std::num::NonZeroU16;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use super::backlog::{Backlog, SharedBacklog, Unavailable};
-
 /// State shared between the event loop and the emulator thread for one pane.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct PaneShared {
-    /// Recent raw output.
-    pub backlog: SharedBacklog,
     /// Whether the program has enabled bracketed paste, as of the emulator's offset.
     pub bracketed_paste: AtomicBool,
-    /// Set when the loop has nudged the thread and the thread has not yet looked.
-    nudged: AtomicBool,
+    /// Bytes handed to the emulator and not processed yet.
+    queued: AtomicU64,
 }
 
 impl PaneShared {
-    /// Shared state with an empty backlog of `capacity` bytes starting at `start`.
-    pub fn new(capacity: usize, start: u64) -> Arc<PaneShared> {
-        Arc::new(PaneShared {
-            backlog: Arc::new(parking_lot::Mutex::new(Backlog::new(capacity, start))),
-            bracketed_paste: AtomicBool::new(false),
-            nudged: AtomicBool::new(false),
-        })
+    /// Fresh shared state.
+    pub fn new() -> Arc<PaneShared> {
+        Arc::new(PaneShared::default())
+    }
+
+    /// Bytes the emulator still has to process.
+    pub fn lag(&self) -> u64 {
+        self.queued.load(Ordering::Acquire)
     }
 }
 
@@ -56,19 +53,15 @@ pub struct Snapshot {
 /// What the emulator thread reports to the event loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EmulatorEvent {
-    /// Answer to [`Emulators::snapshot`]; `None` when the emulator has lost track.
+    /// Answer to [`Emulators::snapshot`]; `None` when the pane is not emulated (not opened
+    /// yet, or waiting for its re-seed).
     Snapshot {
         /// Session.
         session: String,
         /// The request's id.
         request: u64,
-        /// The screen, unless the emulator is lost.
+        /// The screen.
         snapshot: Option<Snapshot>,
-    },
-    /// The emulator fell behind what the backlog holds; it needs a re-seed.
-    Lost {
-        /// Session.
-        session: String,
     },
     /// The program switched bracketed paste on or off.
     PasteMode {
@@ -79,7 +72,8 @@ pub enum EmulatorEvent {
     },
 }
 
-enum Command {
+/// Commands that must be served promptly (they jump ahead of queued output).
+enum Control {
     Open {
         session: String,
         shared: Arc<PaneShared>,
@@ -87,9 +81,6 @@ enum Command {
         cols: u16,
         offset: u64,
         seed: Vec<u8>,
-    },
-    Advance {
-        session: String,
     },
     Snapshot {
         session: String,
@@ -100,22 +91,34 @@ enum Command {
     },
 }
 
-/// Handle on the emulator thread.
-pub struct Emulators {
-    tx: Sender<Command>,
+/// Pane output, in stream order.
+struct Data {
+    session: String,
+    offset: u64,
+    bytes: Arc<[u8]>,
 }
 
-/// Bytes fed to an emulator between checks for new commands.
-const BLOCK: usize = 64 * 1024;
+/// Handle on the emulator thread.
+pub struct Emulators {
+    control: Sender<Control>,
+    data: Sender<Data>,
+}
 
 impl Emulators {
     /// Starts the thread; it reports through `sink`.
     pub fn start(sink: impl Fn(EmulatorEvent) + Send + 'static) -> std::io::Result<Emulators> {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (control, control_rx) = crossbeam_channel::unbounded();
+        let (data, data_rx) = crossbeam_channel::unbounded();
         std::thread::Builder::new()
             .name("terminal-emulator".into())
-            .spawn(move || run(rx, sink))?;
-        Ok(Emulators { tx })
+            .spawn(move || {
+                // The emulator may lag during output floods (snapshots then carry more raw
+                // bytes); it must never take CPU from tmux, the event loop or viewers. Nothing
+                // waits for it: it shares no lock with the loop.
+                let _ = crate::sys::lower_thread_priority(15);
+                run(control_rx, data_rx, sink)
+            })?;
+        Ok(Emulators { control, data })
     }
 
     /// Starts (or restarts) emulating a pane whose stream continues at `offset`, from a blank
@@ -129,7 +132,8 @@ impl Emulators {
         offset: u64,
         seed: Vec<u8>,
     ) {
-        let _ = self.tx.send(Command::Open {
+        shared.queued.store(0, Ordering::Release);
+        let _ = self.control.send(Control::Open {
             session: session.into(),
             shared,
             rows,
@@ -139,19 +143,33 @@ impl Emulators {
         });
     }
 
-    /// Tells the thread that new bytes are in the pane's backlog. Cheap when called often:
-    /// only the first call before the thread looks sends anything.
-    pub fn advance(&self, session: &str, shared: &PaneShared) {
-        if !shared.nudged.swap(true, Ordering::AcqRel) {
-            let _ = self.tx.send(Command::Advance {
-                session: session.into(),
-            });
+    /// Hands the emulator a chunk of output at `offset`. Returns false, without sending,
+    /// when the emulator already lags `limit` bytes behind: it must then be re-seeded.
+    pub fn feed(
+        &self,
+        session: &str,
+        shared: &PaneShared,
+        offset: u64,
+        bytes: Arc<[u8]>,
+        limit: u64,
+    ) -> bool {
+        if shared.queued.load(Ordering::Acquire) + bytes.len() as u64 > limit {
+            return false;
         }
+        shared
+            .queued
+            .fetch_add(bytes.len() as u64, Ordering::AcqRel);
+        let _ = self.data.send(Data {
+            session: session.into(),
+            offset,
+            bytes,
+        });
+        true
     }
 
     /// Asks for the pane's screen; the answer comes back as [`EmulatorEvent::Snapshot`].
     pub fn snapshot(&self, session: &str, request: u64) {
-        let _ = self.tx.send(Command::Snapshot {
+        let _ = self.control.send(Control::Snapshot {
             session: session.into(),
             request,
         });
@@ -159,7 +177,7 @@ impl Emulators {
 
     /// Stops emulating a pane.
     pub fn close(&self, session: &str) {
-        let _ = self.tx.send(Command::Close {
+        let _ = self.control.send(Control::Close {
             session: session.into(),
         });
     }
@@ -170,56 +188,40 @@ struct PaneEmulator {
     parser: vt100::Parser,
     /// Stream offset the parser has consumed up to.
     offset: u64,
-    lost: bool,
     rows: u16,
     cols: u16,
 }
 
 impl PaneEmulator {
-    /// Feeds at most one block from the backlog. Returns whether there may be more.
-    fn step(&mut self, session: &str, buf: &mut Vec<u8>, sink: &impl Fn(EmulatorEvent)) -> bool {
-        if self.lost {
-            return false;
+    /// Feeds a chunk if it continues the stream exactly; stale chunks (from before a re-seed)
+    /// are skipped.
+    fn feed(&mut self, session: &str, data: &Data, sink: &impl Fn(EmulatorEvent)) {
+        self.shared
+            .queued
+            .fetch_sub(data.bytes.len() as u64, Ordering::AcqRel);
+        if data.offset != self.offset {
+            return;
         }
-        buf.clear();
-        let read = self.shared.backlog.lock().read(self.offset, BLOCK, buf);
-        match read {
-            Ok(0) => false,
-            Ok(n) => {
-                let before = self.parser.screen().bracketed_paste();
-                self.parser.process(buf);
-                self.offset += n as u64;
-                let after = self.parser.screen().bracketed_paste();
-                if before != after {
-                    self.shared.bracketed_paste.store(after, Ordering::Release);
-                    sink(EmulatorEvent::PasteMode {
-                        session: session.into(),
-                        on: after,
-                    });
-                }
-                true
-            }
-            Err(Unavailable::Evicted) => {
-                self.lost = true;
-                sink(EmulatorEvent::Lost {
-                    session: session.into(),
-                });
-                false
-            }
-            Err(Unavailable::Future) => false,
+        let before = self.parser.screen().bracketed_paste();
+        self.parser.process(&data.bytes);
+        self.offset += data.bytes.len() as u64;
+        let after = self.parser.screen().bracketed_paste();
+        if before != after {
+            self.shared.bracketed_paste.store(after, Ordering::Release);
+            sink(EmulatorEvent::PasteMode {
+                session: session.into(),
+                on: after,
+            });
         }
     }
 
-    fn snapshot(&self) -> Option<Snapshot> {
-        if self.lost {
-            return None;
-        }
-        Some(Snapshot {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
             offset: self.offset,
             screen: screen_state(self.parser.screen()),
             rows: self.rows,
             cols: self.cols,
-        })
+        }
     }
 }
 
@@ -241,11 +243,10 @@ fn new_parser(rows: u16, cols: u16) -> vt100::Parser {
     vt100::Parser::new(rows, cols, 0)
 }
 
-fn run(rx: Receiver<Command>, sink: impl Fn(EmulatorEvent)) {
+fn run(control: Receiver<Control>, data: Receiver<Data>, sink: impl Fn(EmulatorEvent)) {
     let mut panes: HashMap<String, PaneEmulator> = HashMap::new();
-    let mut buf = Vec::with_capacity(BLOCK);
-    let handle = |command: Command, panes: &mut HashMap<String, PaneEmulator>| match command {
-        Command::Open {
+    let handle = |command: Control, panes: &mut HashMap<String, PaneEmulator>| match command {
+        Control::Open {
             session,
             shared,
             rows,
@@ -264,50 +265,55 @@ fn run(rx: Receiver<Command>, sink: impl Fn(EmulatorEvent)) {
                     shared,
                     parser,
                     offset,
-                    lost: false,
                     rows,
                     cols,
                 },
             );
         }
-        Command::Advance { session } => {
-            if let Some(pane) = panes.get(&session) {
-                pane.shared.nudged.store(false, Ordering::Release);
-            }
-        }
-        Command::Snapshot { session, request } => {
-            let snapshot = panes.get(&session).and_then(PaneEmulator::snapshot);
+        Control::Snapshot { session, request } => {
+            let snapshot = panes.get(&session).map(PaneEmulator::snapshot);
             sink(EmulatorEvent::Snapshot {
                 session,
                 request,
                 snapshot,
             });
         }
-        Command::Close { session } => {
+        Control::Close { session } => {
             panes.remove(&session);
         }
     };
     loop {
-        // Sleep until there is something to do.
-        let Ok(command) = rx.recv() else { return };
-        handle(command, &mut panes);
-        // Work through the backlogs in blocks, serving commands (snapshots) in between so a
-        // flood on one pane never delays another pane's snapshot by more than one block.
+        // Commands first, so a snapshot never waits behind a flood of queued output.
         loop {
-            match rx.try_recv() {
-                Ok(command) => {
-                    handle(command, &mut panes);
-                    continue;
-                }
+            match control.try_recv() {
+                Ok(command) => handle(command, &mut panes),
+                Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
-                Err(TryRecvError::Empty) => {}
             }
-            let mut more = false;
-            for (session, pane) in panes.iter_mut() {
-                more |= pane.step(session, &mut buf, &sink);
+        }
+        match data.try_recv() {
+            Ok(chunk) => {
+                if let Some(pane) = panes.get_mut(&chunk.session) {
+                    pane.feed(&chunk.session, &chunk, &sink);
+                }
             }
-            if !more {
-                break;
+            Err(TryRecvError::Disconnected) => return,
+            Err(TryRecvError::Empty) => {
+                // Nothing to do: sleep until either channel has something.
+                crossbeam_channel::select! {
+                    recv(control) -> command => match command {
+                        Ok(command) => handle(command, &mut panes),
+                        Err(_) => return,
+                    },
+                    recv(data) -> chunk => match chunk {
+                        Ok(chunk) => {
+                            if let Some(pane) = panes.get_mut(&chunk.session) {
+                                pane.feed(&chunk.session, &chunk, &sink);
+                            }
+                        }
+                        Err(_) => return,
+                    },
+                }
             }
         }
     }
@@ -352,13 +358,18 @@ mod tests {
     }
 
     #[test]
-    fn thread_follows_the_backlog_and_answers_snapshots() {
+    fn thread_follows_fed_output_and_answers_snapshots() {
         let (tx, rx) = crossbeam_channel::unbounded();
         let emulators = Emulators::start(move |e| tx.send(e).unwrap()).unwrap();
-        let shared = PaneShared::new(1024, 0);
-        emulators.open("s", shared.clone(), 5, 20, 0, b"seeded\r\n".to_vec());
-        shared.backlog.lock().push(b"hello\x1b[?2004h");
-        emulators.advance("s", &shared);
+        let shared = PaneShared::new();
+        emulators.open("s", shared.clone(), 5, 20, 100, b"seeded\r\n".to_vec());
+        assert!(emulators.feed(
+            "s",
+            &shared,
+            100,
+            Arc::from(&b"hello\x1b[?2004h"[..]),
+            1 << 20
+        ));
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(10)).unwrap(),
             EmulatorEvent::PasteMode {
@@ -367,6 +378,8 @@ mod tests {
             }
         );
         assert!(shared.bracketed_paste.load(Ordering::Acquire));
+        // A chunk that does not continue the stream (stale, from before a re-seed) is skipped.
+        assert!(emulators.feed("s", &shared, 5, Arc::from(&b"IGNORED"[..]), 1 << 20));
         emulators.snapshot("s", 7);
         match rx.recv_timeout(Duration::from_secs(10)).unwrap() {
             EmulatorEvent::Snapshot {
@@ -374,29 +387,21 @@ mod tests {
                 snapshot: Some(snapshot),
                 ..
             } => {
-                assert_eq!(snapshot.offset, 13);
+                assert_eq!(snapshot.offset, 113);
                 let copy = replay(snapshot.screen.as_bytes());
                 assert!(copy.screen().contents().starts_with("seeded\nhello"));
+                assert!(!copy.screen().contents().contains("IGNORED"));
             }
             other => panic!("{other:?}"),
         }
-        // Overrun the backlog while the emulator is not looking: it reports itself lost.
+        // Feeding refuses once the emulator lags more than the limit.
+        assert!(!emulators.feed("s", &shared, 113, Arc::from(&[b'x'; 64][..]), 10));
         emulators.close("s");
-        let small = PaneShared::new(8, 0);
-        emulators.open("t", small.clone(), 5, 20, 0, Vec::new());
-        small.backlog.lock().push(b"0123456789abcdef");
-        emulators.advance("t", &small);
-        assert_eq!(
-            rx.recv_timeout(Duration::from_secs(10)).unwrap(),
-            EmulatorEvent::Lost {
-                session: "t".into()
-            }
-        );
-        emulators.snapshot("t", 8);
+        emulators.snapshot("s", 8);
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(10)).unwrap(),
             EmulatorEvent::Snapshot {
-                session: "t".into(),
+                session: "s".into(),
                 request: 8,
                 snapshot: None
             }

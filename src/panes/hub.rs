@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::backlog::Backlog;
 use super::emulator::{PaneShared, Snapshot};
 use super::utf8::Utf8Chunker;
 use crate::net::{Chunk, ConnId};
@@ -63,8 +64,10 @@ struct LiveFrame {
 /// A pane's output stream.
 #[derive(Debug)]
 pub struct PaneStream {
-    /// Backlog and mode flags shared with the emulator thread.
+    /// Mode flags and lag shared with the emulator thread.
     pub shared: Arc<PaneShared>,
+    /// Recent raw output.
+    pub backlog: Backlog,
     /// Random id of this capture epoch; offsets from another epoch mean nothing here.
     pub stream_id: String,
     chunker: Utf8Chunker,
@@ -219,9 +222,10 @@ impl Hub {
 
     /// Creates the stream of a pane whose captured output starts at offset `start`.
     pub fn open(&mut self, session: &str, start: u64) -> Arc<PaneShared> {
-        let shared = PaneShared::new(self.limits.backlog_bytes, start);
+        let shared = PaneShared::new();
         let stream = PaneStream {
             shared: shared.clone(),
+            backlog: Backlog::new(self.limits.backlog_bytes, start),
             stream_id: crate::panes::attach::new_token()[..12].to_string(),
             chunker: Utf8Chunker::new(),
             frames: VecDeque::new(),
@@ -253,11 +257,18 @@ impl Hub {
         stream.subscribers
     }
 
-    /// Appends pane output: into the backlog, and as one shared frame for viewers. Returns
-    /// the shared state so the caller can nudge the emulator.
-    pub fn push(&mut self, session: &str, bytes: &[u8], timestamp: u64) -> Option<Arc<PaneShared>> {
+    /// Appends pane output: into the backlog, and as one shared frame for viewers. Returns the
+    /// stream offset of the chunk and the chunk itself (shared, for the emulator).
+    pub fn push(
+        &mut self,
+        session: &str,
+        bytes: &[u8],
+        timestamp: u64,
+    ) -> Option<(u64, Arc<[u8]>)> {
         let stream = self.streams.get_mut(session)?;
-        stream.shared.backlog.lock().push(bytes);
+        let chunk: Arc<[u8]> = Arc::from(bytes);
+        let offset = stream.backlog.end();
+        stream.backlog.push(chunk.clone());
         let (text, covered) = stream.chunker.push(bytes);
         if covered > 0 {
             let offset = stream.emitted;
@@ -291,7 +302,7 @@ impl Hub {
                 }
             }
         }
-        Some(stream.shared.clone())
+        Some((offset, chunk))
     }
 
     /// Marks a discontinuity (capture re-armed): earlier offsets can no longer be replayed,
@@ -351,7 +362,7 @@ impl Hub {
             same_epoch
                 && since >= stream.valid_from
                 && since <= stream.emitted
-                && stream.shared.backlog.lock().holds(since)
+                && stream.backlog.holds(since)
         });
         let start = if let Some(since) = resumable {
             viewer.subs.insert(
@@ -486,7 +497,7 @@ impl Hub {
         // The screen must lie within what can still be replayed after it.
         let replayable = snapshot.offset >= stream.valid_from
             && snapshot.offset <= stream.emitted
-            && stream.shared.backlog.lock().holds(snapshot.offset);
+            && stream.backlog.holds(snapshot.offset);
         if !replayable {
             self.requests.insert(request, (conn, session));
             return false;
@@ -657,12 +668,7 @@ fn next_frame(
         .map_or(stream.emitted, |f| f.offset);
     let want = ((limit - cursor) as usize).min(max_raw);
     let mut raw = Vec::with_capacity(want);
-    stream
-        .shared
-        .backlog
-        .lock()
-        .read(cursor, want, &mut raw)
-        .ok()?;
+    stream.backlog.read(cursor, want, &mut raw).ok()?;
     let mut chunker = Utf8Chunker::new();
     let (mut text, mut covered) = chunker.push(&raw);
     if covered == 0 || (cursor + raw.len() as u64 == limit && chunker.carried() > 0) {

@@ -7,6 +7,7 @@ mod common;
 
 mod agents;
 mod auth;
+mod clients;
 mod http;
 mod observe;
 mod restart;

@@ -572,3 +572,48 @@ fn a_restarted_daemon_resumes_streaming_without_duplicates() {
         transcript.text
     );
 }
+
+#[test]
+fn a_viewer_that_fell_behind_catches_up_without_waiting_for_new_output() {
+    // No ping would come to the rescue: only the viewer's own reading may drive it.
+    let daemon = Daemon::start_with("[websocket]\nping_interval = \"1h\"");
+    let token = daemon.control();
+    let session = id_of(&daemon.spawn(&token, "flood"));
+    let mut behind = daemon.ws(&token);
+    let mut late = subscribe_with_screen(&mut behind, &session);
+    // Another client starts a 3.2 MB flood and reads all of it while `behind` reads nothing.
+    let mut driver = daemon.ws(&token);
+    let mut seen = subscribe_with_screen(&mut driver, &session);
+    driver.send(json!({"type": "terminal_input", "session_id": session, "data": "go\r"}));
+    seen.read_until(&mut driver, &session, "\r\nEND\r\n");
+    // The pane is quiet now. The late viewer reads and must get to the end on its own.
+    late.read_until(&mut behind, &session, "\r\nEND\r\n");
+    assert!(between(&late.text, "START\r\n", "END\r\n") == flood_expected(60_000));
+}
+
+#[test]
+fn a_pipe_closed_under_a_live_pane_is_re_armed() {
+    let daemon = Daemon::start();
+    let token = daemon.control();
+    let spawned = daemon.spawn(&token, "echo");
+    let session = id_of(&spawned);
+    let mut ws = daemon.ws(&token);
+    let mut transcript = subscribe_with_screen(&mut ws, &session);
+    let pane = daemon.get(&format!("/api/agents/{session}"), &token).json()["tmux_pane"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Someone closes the pane's pipe behind the daemon's back.
+    assert!(daemon.tmux(&["pipe-pane", "-t", &pane]).status.success());
+    let gap = ws.recv_until("gap", |m| m["type"] == "terminal_gap");
+    assert_eq!(gap["reason"], "output pipe closed");
+    let detail = daemon.wait_agent(&token, &session, "capture re-armed", |a| {
+        a["capture"] == "attached" && a["capture_rearms"] == 1
+    });
+    assert_eq!(detail["status"], "running");
+    // Output and input flow again through the new pipe.
+    transcript.next = None;
+    ws.send(json!({"type": "terminal_input", "session_id": session, "data": "still-here\r"}));
+    transcript.read_until_count(&mut ws, &session, "still-here\r\n", 2);
+    assert!(daemon.log_contains("re-arming output capture (output pipe closed)"));
+}

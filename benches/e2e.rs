@@ -1,0 +1,710 @@
+//! End-to-end load tool: starts the real (release) daemon with a private tmux server on
+//! loopback and measures, each against a baseline taken in the same run:
+//!
+//! - `throughput`: MB/s one viewer receives, versus a bare FIFO reader on `pipe-pane`;
+//! - `viewers`: N viewers (default 100) on one pane, every byte hash-checked;
+//! - `latency`: keystroke-to-echo p50/p99 through the daemon, versus tmux's own pipe path;
+//! - `idle`: memory per idle observer connection and connect time (default 10,000).
+//!
+//! `cargo bench --bench e2e` runs them all; `cargo bench --bench e2e -- latency idle` runs
+//! some; `--mb N`, `--viewers N`, `--idle N`, `--samples N` change the sizes. Every loop is
+//! bounded in count and time; everything it starts is cleaned up on exit.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tungstenite::{Message, WebSocket};
+
+const LIMIT: Duration = Duration::from_secs(300);
+const LINE: &str =
+    "orchestra e2e benchmark line: the quick brown fox jumps over the lazy dog 0123456789";
+
+struct Options {
+    scenarios: Vec<String>,
+    mb: usize,
+    viewers: usize,
+    idle: usize,
+    samples: usize,
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        scenarios: Vec::new(),
+        mb: 100,
+        viewers: 100,
+        idle: 10_000,
+        samples: 1000,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut number = |name: &str| -> usize {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} needs a number"))
+        };
+        match arg.as_str() {
+            "--mb" => options.mb = number("--mb"),
+            "--viewers" => options.viewers = number("--viewers"),
+            "--idle" => options.idle = number("--idle"),
+            "--samples" => options.samples = number("--samples"),
+            "--bench" => {}
+            other if other.starts_with("--") => {}
+            other => options.scenarios.push(other.to_string()),
+        }
+    }
+    if options.scenarios.is_empty() {
+        options.scenarios = ["throughput", "viewers", "latency", "idle"]
+            .map(String::from)
+            .to_vec();
+    }
+    options
+}
+
+/// The daemon under test, its tmux server and temp dir; stopped and removed on drop.
+struct Daemon {
+    dir: tempfile::TempDir,
+    child: Child,
+    addr: SocketAddr,
+    token: String,
+}
+
+impl Daemon {
+    fn start(idle: usize) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("orch-e2e")
+            .tempdir()
+            .unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let gen_script = write_script(
+            dir.path(),
+            "gen.sh",
+            &format!(
+                "#!/bin/sh\nwhile read -r _; do echo START; yes '{LINE}' | head -c \"$BYTES\"; echo; echo END; done\n"
+            ),
+        );
+        let echo_script = write_script(
+            dir.path(),
+            "rawecho.sh",
+            "#!/bin/sh\nstty raw -echo\nexec cat\n",
+        );
+        let config = format!(
+            "workers = 4\n[limits]\nmax_connections = {}\n[sessions]\nallowed_roots = [\"{}\"]\n\
+             [websocket]\nmax_subscriptions = 8\n\
+             [panes]\nbacklog_bytes = 33554432\nlive_frame_bytes = 33554432\n\
+             [agents.gen]\ncommand = [\"{}\"]\n[agents.rawecho]\ncommand = [\"{}\"]\n",
+            idle + 1000,
+            work.display(),
+            gen_script.display(),
+            echo_script.display()
+        );
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let state = dir.path().join("state");
+        let exe = env!("CARGO_BIN_EXE_orchestra");
+        let mut child = Command::new(exe)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config_path)
+            .arg("--state-dir")
+            .arg(&state)
+            .env_remove("ORCHESTRA_JWT_SECRET")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("WARN") || line.contains("ERROR") {
+                    eprintln!("[daemon] {line}");
+                }
+                let _ = tx.send(line);
+            }
+        });
+        let addr = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("daemon started");
+            if let Some(addr) = line.split("http://").nth(1) {
+                break addr.trim().parse().unwrap();
+            }
+        };
+        let output = Command::new(exe)
+            .args(["token", "--scope", "control", "--ttl", "1h", "--config"])
+            .arg(&config_path)
+            .arg("--state-dir")
+            .arg(&state)
+            .env_remove("ORCHESTRA_JWT_SECRET")
+            .output()
+            .unwrap();
+        let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
+        Daemon {
+            dir,
+            child,
+            addr,
+            token,
+        }
+    }
+
+    fn spawn(&self, agent_type: &str, env: Value) -> String {
+        let body = json!({"agent_type": agent_type, "working_dir": self.dir.path().join("work"), "env": env}).to_string();
+        let request = format!(
+            "POST /api/agents/spawn HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            self.token,
+            body.len()
+        );
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
+        let value: Value = serde_json::from_str(body).unwrap();
+        value["session_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("spawn failed: {value}"))
+            .to_string()
+    }
+
+    fn ws(&self) -> WebSocket<TcpStream> {
+        let stream = TcpStream::connect(self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        let url = format!("ws://{}/ws/observe?token={}", self.addr, self.token);
+        tungstenite::client(url, stream).unwrap().0
+    }
+
+    fn rss_kb(&self) -> u64 {
+        rss_kb(self.child.id())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(self.dir.path().join("state/tmux.sock"))
+            .arg("kill-server")
+            .status();
+    }
+}
+
+fn write_script(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap())
+        .unwrap()
+}
+
+fn send(ws: &mut WebSocket<TcpStream>, message: Value) {
+    ws.send(Message::text(message.to_string())).unwrap();
+}
+
+fn recv(ws: &mut WebSocket<TcpStream>) -> Value {
+    loop {
+        match ws.read().unwrap() {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Subscribes and waits for the screen.
+fn subscribe(ws: &mut WebSocket<TcpStream>, session: &str) {
+    send(
+        ws,
+        json!({"type": "subscribe_terminal", "session_id": session}),
+    );
+    loop {
+        let message = recv(ws);
+        if message["type"] == "terminal_output" && message["snapshot"] == true {
+            return;
+        }
+    }
+}
+
+/// The generator's output between its markers as the pane's stream carries it.
+fn expected_stream(bytes: usize) -> Vec<u8> {
+    let line = format!("{LINE}\n");
+    let body: Vec<u8> = line.bytes().cycle().take(bytes).collect();
+    let mut out = Vec::with_capacity(bytes + bytes / 40);
+    for b in body {
+        if b == b'\n' {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// FNV-1a, enough to compare streams without keeping them.
+fn fnv(hash: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(hash, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
+}
+const FNV_START: u64 = 0xcbf29ce484222325;
+
+/// The number after `key` in a message, without parsing the JSON.
+fn number_after(text: &str, key: &str) -> Option<u64> {
+    let at = text.find(key)? + key.len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// The `data` string of a `terminal_output` message, unescaped by a minimal scanner (the
+/// daemon's encoder escapes only what JSON requires), so a viewer thread costs little CPU.
+fn data_field(text: &str) -> String {
+    let start = text.find("\"data\":\"").expect("data field") + 8;
+    let mut out = String::with_capacity(text.len() - start);
+    let mut chars = text[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => break,
+            '\\' => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some('t') => out.push('\t'),
+                Some('u') => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    out.push(
+                        char::from_u32(u32::from_str_radix(&hex, 16).unwrap())
+                            .unwrap_or('\u{FFFD}'),
+                    );
+                }
+                Some(other) => out.push(other),
+                None => break,
+            },
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Reads one viewer's stream until END; returns (hash of the body, raw bytes, elapsed).
+fn read_flood(ws: &mut WebSocket<TcpStream>, started: Instant) -> (u64, u64, Duration) {
+    let mut text = String::new();
+    let mut hash = FNV_START;
+    let mut started_body = false;
+    let mut raw = 0u64;
+    loop {
+        assert!(started.elapsed() < LIMIT, "flood did not finish");
+        let Message::Text(message) = ws.read().unwrap() else {
+            continue;
+        };
+        if !message.starts_with("{\"type\":\"terminal_output\"")
+            || message.contains("\"snapshot\":true")
+        {
+            continue;
+        }
+        raw += number_after(&message, "\"next_offset\":").unwrap()
+            - number_after(&message, "\"offset\":").unwrap();
+        text.push_str(&data_field(&message));
+        if !started_body {
+            if let Some(i) = text.find("START\r\n") {
+                text.drain(..i + 7);
+                started_body = true;
+            } else {
+                continue;
+            }
+        }
+        if let Some(end) = text.find("\r\nEND\r\n") {
+            hash = fnv(hash, &text.as_bytes()[..end]);
+            return (hash, raw, started.elapsed());
+        }
+        // Keep a short tail in case a marker is split across chunks.
+        let keep = text.len().saturating_sub(16);
+        let keep = (0..=keep)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        hash = fnv(hash, &text.as_bytes()[..keep]);
+        text.drain(..keep);
+    }
+}
+
+/// Reads a flood as cheaply as a client can (no JSON parsing: offsets are picked out of the
+/// text), so that the client is not what limits the measurement. Returns the raw bytes the
+/// stream covered until END, and the time.
+fn count_flood(ws: &mut WebSocket<TcpStream>, started: Instant, bytes: usize) -> (u64, Duration) {
+    let mut first = None;
+    let mut last = 0;
+    loop {
+        assert!(started.elapsed() < LIMIT, "flood did not finish");
+        let Message::Text(text) = ws.read().unwrap() else {
+            continue;
+        };
+        if !text.starts_with("{\"type\":\"terminal_output\"") || text.contains("\"snapshot\":true")
+        {
+            continue;
+        }
+        let offset = number_after(&text, "\"offset\":").unwrap();
+        let next = number_after(&text, "\"next_offset\":").unwrap();
+        assert!(
+            first.is_none() || offset == last,
+            "offsets must be contiguous"
+        );
+        first.get_or_insert(offset);
+        last = next;
+        if text.contains("END\\r\\n") && last - first.unwrap() >= bytes as u64 {
+            return (last - first.unwrap(), started.elapsed());
+        }
+    }
+}
+
+/// Baseline: the same generator in a plain tmux session whose pipe-pane writes to a FIFO
+/// the bench reads directly. Returns MB/s.
+fn fifo_baseline(dir: &Path, bytes: usize) -> f64 {
+    let socket = dir.join("baseline.sock");
+    let fifo = dir.join("baseline.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let gen_script = dir.join("gen.sh");
+    let status = Command::new("tmux")
+        .arg("-S")
+        .arg(&socket)
+        .args([
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "base",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "-e",
+        ])
+        .arg(format!("BYTES={bytes}"))
+        .arg(&gen_script)
+        .args([";", "pipe-pane", "-O", "-t", "base"])
+        .arg(format!("exec cat > {}", fifo.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let reader = std::thread::spawn(move || {
+        let mut file = std::fs::File::open(&fifo).unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut tail = Vec::new();
+        let mut total = 0usize;
+        let mut started: Option<Instant> = None;
+        loop {
+            let n = file.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            started.get_or_insert_with(Instant::now);
+            total += n;
+            tail.extend_from_slice(&buf[..n]);
+            if tail.windows(7).any(|w| w == b"\r\nEND\r\n") {
+                break;
+            }
+            let cut = tail.len().saturating_sub(8);
+            tail.drain(..cut);
+        }
+        (total, started.unwrap().elapsed())
+    });
+    // Trigger the generator.
+    std::thread::sleep(Duration::from_millis(300));
+    Command::new("tmux")
+        .arg("-S")
+        .arg(&socket)
+        .args(["send-keys", "-t", "base", "Enter"])
+        .status()
+        .unwrap();
+    let (total, elapsed) = reader.join().unwrap();
+    Command::new("tmux")
+        .arg("-S")
+        .arg(&socket)
+        .arg("kill-server")
+        .status()
+        .unwrap();
+    total as f64 / elapsed.as_secs_f64() / 1e6
+}
+
+/// CPU seconds (user + system) a process has used, with its threads.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Pid of the daemon's tmux server.
+fn tmux_server_pid(daemon: &Daemon) -> u32 {
+    let output = Command::new("tmux")
+        .arg("-S")
+        .arg(daemon.dir.path().join("state/tmux.sock"))
+        .args(["display-message", "-p", "#{pid}"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+fn throughput(daemon: &Daemon, mb: usize) {
+    let bytes = mb * 1_000_000;
+    let baseline = fifo_baseline(daemon.dir.path(), bytes);
+    let session = daemon.spawn("gen", json!({"BYTES": bytes.to_string()}));
+    let mut ws = daemon.ws();
+    subscribe(&mut ws, &session);
+    let tmux_pid = tmux_server_pid(daemon);
+    let (daemon_cpu, tmux_cpu) = (cpu_seconds(daemon.child.id()), cpu_seconds(tmux_pid));
+    send(
+        &mut ws,
+        json!({"type": "terminal_input", "session_id": session, "data": "\r"}),
+    );
+    let started = Instant::now();
+    let (raw, elapsed) = count_flood(&mut ws, started, bytes);
+    println!(
+        "throughput: CPU during the flood: daemon {:.2}s (emulator thread included), tmux {:.2}s, wall {:.2}s",
+        cpu_seconds(daemon.child.id()) - daemon_cpu,
+        cpu_seconds(tmux_pid) - tmux_cpu,
+        elapsed.as_secs_f64()
+    );
+    let through = raw as f64 / elapsed.as_secs_f64() / 1e6;
+    println!(
+        "throughput: {mb} MB of plain text; bare FIFO reader {baseline:.1} MB/s; one daemon viewer \
+         {through:.1} MB/s ({:.0}% of the FIFO reader); offsets contiguous, every byte accounted for",
+        through / baseline * 100.0
+    );
+}
+
+fn viewers(daemon: &Daemon, count: usize, mb: usize) {
+    let bytes = mb * 1_000_000;
+    let session = daemon.spawn("gen", json!({"BYTES": bytes.to_string()}));
+    let mut sockets: Vec<WebSocket<TcpStream>> = (0..count).map(|_| daemon.ws()).collect();
+    for ws in &mut sockets {
+        subscribe(ws, &session);
+    }
+    let rss_before = daemon.rss_kb();
+    let (daemon_cpu, client_cpu) = (
+        cpu_seconds(daemon.child.id()),
+        cpu_seconds(std::process::id()),
+    );
+    let mut trigger = daemon.ws();
+    let started = Instant::now();
+    send(
+        &mut trigger,
+        json!({"type": "terminal_input", "session_id": session, "data": "\r"}),
+    );
+    let results: Vec<(u64, u64, Duration)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sockets
+            .iter_mut()
+            .map(|ws| scope.spawn(move || read_flood(ws, started)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let expected = fnv(FNV_START, &expected_stream(bytes));
+    let exact = results.iter().filter(|(h, _, _)| *h == expected).count();
+    assert_eq!(exact, count, "every viewer must receive every byte");
+    let slowest = results.iter().map(|r| r.2).max().unwrap();
+    let raw = results[0].1;
+    println!(
+        "viewers: {count} viewers x {mb} MB, all {exact} byte-exact (hash-checked); last viewer done \
+         after {:.2}s = {:.1} MB/s per viewer, {:.1} MB/s aggregate; daemon RSS {} -> {} MiB; CPU: \
+         daemon {:.2}s, the {count} client threads {:.2}s",
+        slowest.as_secs_f64(),
+        raw as f64 / slowest.as_secs_f64() / 1e6,
+        raw as f64 * count as f64 / slowest.as_secs_f64() / 1e6,
+        rss_before / 1024,
+        daemon.rss_kb() / 1024,
+        cpu_seconds(daemon.child.id()) - daemon_cpu,
+        cpu_seconds(std::process::id()) - client_cpu,
+    );
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn latency(daemon: &Daemon, samples: usize) {
+    // Baseline: tmux's own path, a raw-echo pane with pipe-pane -I -O wired to two FIFOs.
+    let dir = daemon.dir.path();
+    let socket = dir.join("latency.sock");
+    let (fifo_in, fifo_out) = (dir.join("in.fifo"), dir.join("out.fifo"));
+    for fifo in [&fifo_in, &fifo_out] {
+        let _ = std::fs::remove_file(fifo);
+        assert!(Command::new("mkfifo").arg(fifo).status().unwrap().success());
+    }
+    let status = Command::new("tmux")
+        .arg("-S")
+        .arg(&socket)
+        .args([
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "lat",
+            "-x",
+            "200",
+            "-y",
+            "50",
+        ])
+        .arg(dir.join("rawecho.sh"))
+        .args([";", "pipe-pane", "-I", "-O", "-t", "lat"])
+        // A background job's stdin is /dev/null, so hand it the pane's output on fd 3.
+        .arg(format!(
+            "exec 3<&0; cat <&3 > {} & exec cat < {}",
+            fifo_out.display(),
+            fifo_in.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut input = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo_in)
+        .unwrap();
+    let mut output = std::fs::File::open(&fifo_out).unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // let stty raw take effect
+    let mut baseline = Vec::with_capacity(samples);
+    let mut buf = [0u8; 256];
+    for i in 0..samples {
+        let key = [b'a' + (i % 26) as u8];
+        let start = Instant::now();
+        input.write_all(&key).unwrap();
+        loop {
+            let n = output.read(&mut buf).unwrap();
+            assert!(n > 0, "the baseline's output pipe closed");
+            if buf[..n].contains(&key[0]) {
+                break;
+            }
+        }
+        baseline.push(start.elapsed());
+    }
+    Command::new("tmux")
+        .arg("-S")
+        .arg(&socket)
+        .arg("kill-server")
+        .status()
+        .unwrap();
+
+    let session = daemon.spawn("rawecho", json!({}));
+    let mut ws = daemon.ws();
+    subscribe(&mut ws, &session);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut through = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let key = ((b'a' + (i % 26) as u8) as char).to_string();
+        let start = Instant::now();
+        send(
+            &mut ws,
+            json!({"type": "terminal_input", "session_id": session, "data": key}),
+        );
+        loop {
+            let message = recv(&mut ws);
+            if message["type"] == "terminal_output"
+                && message["data"].as_str().unwrap().contains(&key)
+            {
+                break;
+            }
+        }
+        through.push(start.elapsed());
+    }
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    if std::env::var_os("E2E_WINDOWS").is_some() {
+        for (i, window) in through.chunks(100).enumerate() {
+            let mut window = window.to_vec();
+            eprintln!("window {i}: p50 {:.0} us", us(percentile(&mut window, 0.5)));
+        }
+    }
+    println!(
+        "latency: keystroke to echo over {samples} samples; tmux pipe path p50 {:.0} us p99 {:.0} us; \
+         through the daemon (WebSocket in, pane pipe, WebSocket out) p50 {:.0} us p99 {:.0} us",
+        us(percentile(&mut baseline, 0.5)),
+        us(percentile(&mut baseline, 0.99)),
+        us(percentile(&mut through, 0.5)),
+        us(percentile(&mut through, 0.99)),
+    );
+}
+
+fn idle(daemon: &Daemon, count: usize) {
+    let before = daemon.rss_kb();
+    let started = Instant::now();
+    let mut sockets = Vec::with_capacity(count);
+    for i in 0..count {
+        assert!(
+            started.elapsed() < LIMIT,
+            "connecting {count} observers took too long"
+        );
+        let mut ws = daemon.ws();
+        if i == 0 {
+            send(&mut ws, json!({"type": "ping"}));
+            assert_eq!(recv(&mut ws)["type"], "pong");
+        }
+        sockets.push(ws);
+    }
+    let connect = started.elapsed();
+    // Everything is connected and idle; the daemon still answers promptly.
+    let mut probe = daemon.ws();
+    let probe_start = Instant::now();
+    send(&mut probe, json!({"type": "ping"}));
+    assert_eq!(recv(&mut probe)["type"], "pong");
+    let ping = probe_start.elapsed();
+    let after = daemon.rss_kb();
+    println!(
+        "idle: {count} observers connected in {:.2}s ({:.0} us each, handshake + upgrade + auth); daemon \
+         RSS {} -> {} MiB = {:.1} KiB per connection; a ping with all of them connected: {:.0} us",
+        connect.as_secs_f64(),
+        connect.as_secs_f64() * 1e6 / count as f64,
+        before / 1024,
+        after / 1024,
+        (after.saturating_sub(before)) as f64 / count as f64,
+        ping.as_secs_f64() * 1e6
+    );
+    drop(sockets);
+}
+
+fn main() {
+    let options = options();
+    for scenario in &options.scenarios {
+        // A fresh daemon per scenario, so one's memory and sessions do not colour the next.
+        let daemon = Daemon::start(options.idle);
+        match scenario.as_str() {
+            "throughput" => throughput(&daemon, options.mb),
+            "viewers" => viewers(&daemon, options.viewers, (options.mb / 5).clamp(1, 20)),
+            "latency" => latency(&daemon, options.samples),
+            "idle" => idle(&daemon, options.idle),
+            other => eprintln!("unknown scenario {other}"),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The output hot path: WebSocket frame encoding, the UTF-8 chunker, and the fanout hub
+//! (one encoding shared by 1, 16 and 256 viewers, for small and large chunks).
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use orchestra::net::ConnId;
+use orchestra::panes::hub::{Hub, HubLimits, output_frame};
+use orchestra::panes::utf8::Utf8Chunker;
+use orchestra::proto::ws::text_frame;
+use std::hint::black_box;
+
+/// Terminal-like output: colours, UTF-8, line breaks.
+fn sample(len: usize) -> Vec<u8> {
+    let line =
+        "\x1b[32m✓\x1b[0m compiling crate héllo-wörld v0.1.0 (/work/src) 😀 \x1b[1mdone\x1b[0m\r\n";
+    line.as_bytes().iter().copied().cycle().take(len).collect()
+}
+
+fn frames(c: &mut Criterion) {
+    let mut group = c.benchmark_group("frame_encode");
+    for size in [256usize, 4096, 65536] {
+        let text = String::from_utf8_lossy(&sample(size)).into_owned();
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(
+            BenchmarkId::new("terminal_output_json_and_frame", size),
+            &text,
+            |b, text| {
+                b.iter(|| {
+                    black_box(output_frame(
+                        "sess-claude-0123abcd",
+                        "a1b2c3d4e5f6",
+                        text,
+                        1000,
+                        2000,
+                        1_700_000_000_000,
+                    ))
+                })
+            },
+        );
+        group.bench_with_input(BenchmarkId::new("frame_only", size), &text, |b, text| {
+            b.iter(|| black_box(text_frame(text)))
+        });
+    }
+    group.finish();
+}
+
+fn utf8(c: &mut Criterion) {
+    let mut group = c.benchmark_group("utf8_chunker");
+    for size in [4096usize, 65536] {
+        let bytes = sample(size);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::new("push", size), &bytes, |b, bytes| {
+            let mut chunker = Utf8Chunker::new();
+            b.iter(|| black_box(chunker.push(bytes)))
+        });
+    }
+    group.finish();
+}
+
+fn fanout(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fanout");
+    for viewers in [1usize, 16, 256] {
+        for size in [1024usize, 65536] {
+            let bytes = sample(size);
+            group.throughput(Throughput::Bytes(size as u64));
+            group.bench_with_input(
+                BenchmarkId::new(format!("{viewers}_viewers"), size),
+                &bytes,
+                |b, bytes| {
+                    let mut hub = Hub::new(HubLimits::default());
+                    hub.open("s", 0);
+                    let conns: Vec<ConnId> = (0..viewers)
+                        .map(|i| ConnId {
+                            key: i,
+                            serial: i as u64,
+                        })
+                        .collect();
+                    for conn in &conns {
+                        hub.subscribe(*conn, "s", Some(0), None).unwrap();
+                    }
+                    b.iter(|| {
+                        // One chunk arrives; every viewer pulls it (what the server does for
+                        // each viewer with room in its queue).
+                        hub.push("s", bytes, 0);
+                        for conn in hub.take_dirty() {
+                            black_box(hub.pull(conn, 1 << 20, 0));
+                        }
+                    })
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, frames, utf8, fanout);
+criterion_main!(benches);
