@@ -20,6 +20,8 @@ use crate::tmux::{self, TmuxError};
 const READ_BUDGET: usize = 1 << 20;
 /// Size of one read (and so the largest live chunk).
 const READ_CHUNK: usize = 64 * 1024;
+/// Why capture is re-armed when the emulator fell behind (a seamless re-arm).
+const RESEED_REASON: &str = "terminal state re-seeded after an output flood";
 /// Quiet time after which a lost emulator is re-seeded.
 const RESEED_QUIET: Duration = Duration::from_millis(250);
 
@@ -316,15 +318,22 @@ impl Daemon {
         agent.rows = seed.rows;
         agent.cols = seed.cols;
         let reason = agent.rearm_reason;
-        self.reseed(session_id, seed, reason);
+        // A re-seed after a flood happens only once the pane has been quiet, when tmux has
+        // nothing in flight for the old pipe: the stream goes on without a gap for viewers.
+        let seamless = reason == RESEED_REASON;
+        self.reseed(session_id, seed, reason, seamless);
         self.install_pipe(session_id, fd);
     }
 
-    /// Starts a new stream segment at the current head with the emulator seeded from `seed`;
-    /// viewers get a gap notice and a fresh screen.
-    fn reseed(&mut self, session_id: &str, seed: Seed, reason: &'static str) {
-        let start = match self.hub.discontinuity(session_id, reason) {
-            Some(start) => start,
+    /// Re-seeds the emulator from `seed` at the stream's head. Unless `seamless`, that head
+    /// starts a new stream segment: viewers get a gap notice and a fresh screen.
+    fn reseed(&mut self, session_id: &str, seed: Seed, reason: &'static str, seamless: bool) {
+        let start = match self.hub.stream(session_id) {
+            Some(stream) if seamless => stream.backlog.end(),
+            Some(_) => self
+                .hub
+                .discontinuity(session_id, reason)
+                .expect("the stream exists"),
             None => {
                 self.hub.open(session_id, 0);
                 0
@@ -359,7 +368,7 @@ impl Daemon {
                 .and_then(|l| tmux.run(&l));
             Box::new(move |daemon: &mut Daemon| {
                 if let Some(seed) = result.ok().as_deref().and_then(seed::parse_seed) {
-                    daemon.reseed(&session_id, seed, "daemon restarted");
+                    daemon.reseed(&session_id, seed, "daemon restarted", true);
                 }
             })
         });
@@ -418,7 +427,7 @@ impl Daemon {
         if agent.exit.is_some() {
             self.seed_dead_pane(session_id);
         } else if quiet >= RESEED_QUIET {
-            self.rearm(session_id, "terminal state re-seeded after an output flood");
+            self.rearm(session_id, RESEED_REASON);
         } else {
             self.timers.schedule_in(
                 RESEED_QUIET - quiet,

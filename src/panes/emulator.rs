@@ -22,6 +22,8 @@ pub struct PaneShared {
     pub bracketed_paste: AtomicBool,
     /// Bytes handed to the emulator and not processed yet.
     queued: AtomicU64,
+    /// Stream offset the emulator has processed up to.
+    processed: AtomicU64,
 }
 
 impl PaneShared {
@@ -33,6 +35,11 @@ impl PaneShared {
     /// Bytes the emulator still has to process.
     pub fn lag(&self) -> u64 {
         self.queued.load(Ordering::Acquire)
+    }
+
+    /// Stream offset up to which [`PaneShared::bracketed_paste`] is known.
+    pub fn processed(&self) -> u64 {
+        self.processed.load(Ordering::Acquire)
     }
 }
 
@@ -213,6 +220,7 @@ impl PaneEmulator {
                 on: after,
             });
         }
+        self.shared.processed.store(self.offset, Ordering::Release);
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -259,6 +267,7 @@ fn run(control: Receiver<Control>, data: Receiver<Data>, sink: impl Fn(EmulatorE
             shared
                 .bracketed_paste
                 .store(parser.screen().bracketed_paste(), Ordering::Release);
+            shared.processed.store(offset, Ordering::Release);
             panes.insert(
                 session,
                 PaneEmulator {

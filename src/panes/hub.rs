@@ -243,6 +243,33 @@ impl Hub {
         self.streams.get(session)
     }
 
+    /// Whether the pane's program has bracketed-paste mode on right now: the emulator's view,
+    /// corrected by any mode switch in the output it has not processed yet (it may lag).
+    pub fn bracketed_paste(&self, session: &str) -> bool {
+        let Some(stream) = self.streams.get(session) else {
+            return false;
+        };
+        let known = stream
+            .shared
+            .bracketed_paste
+            .load(std::sync::atomic::Ordering::Acquire);
+        let from = stream.shared.processed().max(stream.backlog.start());
+        if from >= stream.backlog.end() {
+            return known;
+        }
+        let mut tail = Vec::new();
+        if stream.backlog.read(from, usize::MAX, &mut tail).is_err() {
+            return known;
+        }
+        let last = |needle: &[u8]| tail.windows(needle.len()).rposition(|w| w == needle);
+        match (last(b"\x1b[?2004h"), last(b"\x1b[?2004l")) {
+            (Some(on), Some(off)) => on > off,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => known,
+        }
+    }
+
     /// Removes a session's stream; its viewers lose the subscription. Returns them.
     pub fn close(&mut self, session: &str) -> Vec<ConnId> {
         let Some(stream) = self.streams.remove(session) else {
@@ -907,6 +934,21 @@ mod tests {
         let messages = decode(&hub.pull(conn(1), 1 << 20, 1).0);
         assert_eq!(messages[0]["type"], "terminal_gap");
         assert_eq!(messages[0]["reason"], "capture re-armed");
+    }
+
+    #[test]
+    fn bracketed_paste_looks_past_a_lagging_emulator() {
+        let mut hub = Hub::new(limits());
+        hub.open("s", 0);
+        assert!(!hub.bracketed_paste("s"));
+        hub.push("s", b"prompt \x1b[?2004h", 1);
+        assert!(
+            hub.bracketed_paste("s"),
+            "the switch is in output the emulator has not seen"
+        );
+        hub.push("s", b"\x1b[?2004l done", 1);
+        assert!(!hub.bracketed_paste("s"));
+        assert!(!hub.bracketed_paste("unknown"));
     }
 
     #[test]

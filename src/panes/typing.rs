@@ -7,7 +7,6 @@
 //! queued, so messages never interleave.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
@@ -128,10 +127,7 @@ impl Daemon {
                 self.queue_input(session_id, &bytes, ack);
             }
             Typing::Message(text) => {
-                let bracketed = self
-                    .hub
-                    .stream(session_id)
-                    .is_some_and(|s| s.shared.bracketed_paste.load(Ordering::Acquire));
+                let bracketed = self.hub.bracketed_paste(session_id);
                 let bytes = paste_bytes(&text, bracketed);
                 if !self.queue_input(session_id, &bytes, None) {
                     if let Some(ack) = ack {

@@ -111,12 +111,27 @@ fn spawn_get_list_kill_round_trip() {
 fn memory_is_a_real_figure_of_the_process_tree() {
     let daemon = Daemon::start();
     let token = daemon.control();
-    let id = daemon.spawn(&token, "echo")["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let spawned = daemon.spawn(&token, "echo");
+    let id = spawned["session_id"].as_str().unwrap().to_string();
+    // Wait until the agent has become `cat` (the wrapper execs the script, which execs cat).
+    let name = spawned["tmux_session"].as_str().unwrap();
+    wait_until("the agent to be ready", || {
+        daemon
+            .screen(name)
+            .contains("echo agent ready")
+            .then_some(())
+    });
+    let pid = daemon.get(&format!("/api/agents/{id}"), &token).json()["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    wait_until("the agent to be cat", || {
+        (std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()?
+            .trim()
+            == "cat")
+            .then_some(())
+    });
     let detail = daemon.get(&format!("/api/agents/{id}"), &token).json();
-    let pid = detail["pid"].as_u64().unwrap() as u32;
     let rss_kb: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()

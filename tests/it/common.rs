@@ -605,7 +605,8 @@ impl Ws {
                 return message;
             }
             if std::env::var_os("ORCHESTRA_TEST_ECHO").is_some() {
-                eprintln!("[ws] skipped while waiting for {what}: {message}");
+                let text: String = message.to_string().chars().take(200).collect();
+                eprintln!("[ws] skipped while waiting for {what}: {text}");
             }
         }
     }

@@ -241,8 +241,13 @@ fn a_slow_viewer_does_not_slow_a_fast_one_and_memory_stays_bounded() {
         "daemon grew by {grown} KiB while a viewer stalled"
     );
     // The stalled viewer, once it reads, learns that it missed output.
+    // (If the daemon's own terminal state also fell behind under load, the gap may come from
+    // its re-seed instead; either way the viewer is told.)
     let gap = slow.recv_until("gap", |m| m["type"] == "terminal_gap");
-    assert_eq!(gap["reason"], "viewer fell behind the backlog");
+    assert!(
+        gap["offset"].as_u64().unwrap() > gap["since"].as_u64().unwrap(),
+        "{gap}"
+    );
 }
 
 /// A WebSocket whose TCP receive buffer was made small before connecting, so a client that
