@@ -6,16 +6,16 @@
 //! | module | owns | never does |
 //! |---|---|---|
 //! | [`config`] | the TOML format, defaults and every named limit | start anything |
-//! | [`server`] | the `mio` event loop: accepting, driving connections, timers, signals | block, decode JSON |
-//! | [`net`] | client connections: buffers, phases, outbound queues | pick status codes or decode JSON |
-//! | [`proto`] | pure wire code: HTTP request decoder, response encoder | I/O, clocks |
-//! | [`api`] | routing, JWT auth and scopes, handlers, JSON wire types, error codes | touch sockets |
-//! | [`daemon`] | loop-owned state: agents, pane sources, deadlines, deferred replies | touch client sockets |
-//! | [`agents`] | sessions: registry, status, spawn/kill/adopt, /proc metrics, input validation | run tmux directly |
+//! | [`server`] | the `mio` event loop: accepting, driving HTTP and WebSocket connections, delivering output, timers, signals | block, decode JSON |
+//! | [`net`] | client connections: buffers, phases, outbound queues of owned and shared chunks | pick status codes or decode JSON |
+//! | [`proto`] | pure wire code: HTTP decoder and encoder, WebSocket upgrade check and frames | I/O, clocks |
+//! | [`api`] | routing, JWT auth and scopes, handlers, JSON wire types, error codes, WebSocket message semantics | touch sockets |
+//! | [`daemon`] | loop-owned state: agents, pane sources, the hub, deadlines, replies waiting to be written | touch client sockets |
+//! | [`agents`] | sessions: registry, status and its events, spawn/kill/adopt, /proc metrics, input validation | run tmux directly |
+//! | [`panes`] | the output and input path: pipe hand-over, capture, backlog, UTF-8, fanout hub, emulator thread, typing | parse HTTP |
 //! | [`tmux`] | the only code that runs tmux: argv building, output parsing, timeouts | accept user text as an argument |
-//! | [`panes`] | how a pane's pipe reaches the daemon (`pipe-pane` + fd passing) | parse HTTP |
 //! | [`jobs`] | worker threads and the continuation channel back to the loop | touch loop state |
-//! | [`sys`] | the only `unsafe`: pidfd, signals, `SCM_RIGHTS`, rlimits | know about agents |
+//! | [`sys`] | the only `unsafe`: pidfd, signals, `SCM_RIGHTS`, socket and scheduling options, rlimits | know about agents |
 //!
 //! # How a request flows
 //!
@@ -30,18 +30,24 @@
 //! The agent writes to its pty → tmux → `pipe-pane -I -O` socketpair, set up in the same
 //! tmux command list as `new-session` so no output is lost → `orchestra pipe-attach` hands
 //! the socket to the daemon over `SCM_RIGHTS` ([`panes::attach`]) → the socket is registered
-//! in the event loop and read whenever output arrives ([`daemon::Daemon`]), updating the
-//! session's activity. Exit is detected with a pidfd on the pane's process, then the status
-//! is read from tmux.
+//! in the event loop and read whenever output arrives ([`panes::capture`]) → [`panes::hub`]
+//! appends the chunk to the pane's backlog and encodes its `terminal_output` frame once →
+//! each viewer with room in its send window pulls the frames after its cursor
+//! ([`server`]) → socket. The same chunk is handed to the emulator thread
+//! ([`panes::emulator`]), which keeps the screen for snapshots without ever holding up the
+//! loop. Typing goes back through the same socket ([`panes::typing`]).
 //!
 //! # Architecture invariants
 //!
-//! - The event loop never blocks: tmux, /proc and signal waits run on workers, and every
-//!   cross-thread result wakes the loop in the same call that queues it.
+//! - The event loop never blocks: tmux, /proc and signal waits run on workers, every
+//!   cross-thread result wakes the loop in the same call that queues it, and the loop shares
+//!   no lock with any thread.
 //! - Only [`tmux`] spawns tmux, and no text from an API request is ever a tmux argument:
-//!   session names are built by the daemon, targets are exact (`=name:`, `%N`), and the
-//!   agent's argv, environment and directory travel in a private spec file read by
-//!   `orchestra agent-exec`.
+//!   session names are built by the daemon, targets are exact (`=name:`, `%N`), the agent's
+//!   argv, environment and directory travel in a private spec file read by
+//!   `orchestra agent-exec`, and typed text goes through the pane's pipe.
+//! - The reader never waits for a viewer; each chunk is encoded once; memory per pane and per
+//!   viewer is bounded by configured limits.
 //! - Responses on a connection go out in request order.
 //! - Secrets and tokens are never logged; request log lines carry the path without its query.
 
