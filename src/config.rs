@@ -37,6 +37,8 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     /// Pane output capture, backlog and input.
     pub panes: PaneConfig,
+    /// Delegated tasks: queueing, timeouts, verification.
+    pub tasks: TasksConfig,
     /// Agent types by name; built-in defaults merged with `[agents.<type>]` tables.
     #[serde(deserialize_with = "deserialize_agents")]
     pub agents: BTreeMap<String, AgentType>,
@@ -298,6 +300,72 @@ impl Default for PaneConfig {
     }
 }
 
+/// `[tasks]`: delegated tasks (`POST /api/delegate`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TasksConfig {
+    /// Tasks running at once, all agent types together; further tickets wait as `pending`.
+    pub max_running: usize,
+    /// Pending tickets; further delegations get `503 OVERLOADED`.
+    pub max_queued: usize,
+    /// Timeout of a task whose request has no `timeout_ms`.
+    #[serde(with = "duration_text")]
+    pub default_timeout: Duration,
+    /// Largest `timeout_ms` a request may ask for.
+    #[serde(with = "duration_text")]
+    pub max_timeout: Duration,
+    /// How often observers get a `task_update` (with `elapsed_ms`) for each running task.
+    #[serde(with = "duration_text")]
+    pub progress_interval: Duration,
+    /// Keep a finished task's session (and its last screen) listed until it is deleted;
+    /// by default it is removed once the result is recorded.
+    pub keep_sessions: bool,
+    /// Working directory of tasks that name none and have no delegating session; default:
+    /// the first of `sessions.allowed_roots`.
+    pub default_workspace: Option<PathBuf>,
+    /// Time the test command may run before it is stopped and counted as failed.
+    #[serde(with = "duration_text")]
+    pub test_timeout: Duration,
+    /// Tail of the test command's and the agent's output kept in a result.
+    pub test_output_bytes: usize,
+    /// Largest `task` text.
+    pub max_task_bytes: usize,
+    /// Most files a non-git working directory's snapshot records.
+    pub max_snapshot_files: usize,
+    /// Test command per directory: the longest prefix of a task's working directory wins.
+    pub test_commands: BTreeMap<PathBuf, Vec<String>>,
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig {
+            max_running: 4,
+            max_queued: 1000,
+            default_timeout: Duration::from_secs(30 * 60),
+            max_timeout: Duration::from_secs(24 * 3600),
+            progress_interval: Duration::from_secs(5),
+            keep_sessions: false,
+            default_workspace: None,
+            test_timeout: Duration::from_secs(10 * 60),
+            test_output_bytes: 8192,
+            max_task_bytes: 64 * 1024,
+            max_snapshot_files: 20_000,
+            test_commands: BTreeMap::new(),
+        }
+    }
+}
+
+impl TasksConfig {
+    /// The configured test command for `dir` (the longest matching directory prefix).
+    pub fn test_command_for(&self, dir: &Path) -> Option<&Vec<String>> {
+        self.test_commands
+            .iter()
+            .filter(|(prefix, _)| dir.starts_with(prefix))
+            .max_by_key(|(prefix, _)| prefix.components().count())
+            .map(|(_, argv)| argv)
+    }
+}
+
 /// `[agents.<type>]`: how to run one kind of agent.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -314,6 +382,9 @@ pub struct AgentType {
     /// Enter that arrives with a paste as a newline).
     #[serde(default = "default_submit_delay", with = "duration_text")]
     pub submit_delay: Duration,
+    /// Most delegated tasks of this type running at once (besides `tasks.max_running`).
+    #[serde(default)]
+    pub max_tasks: Option<usize>,
 }
 
 fn default_submit_delay() -> Duration {
@@ -332,6 +403,7 @@ impl Default for Config {
             tmux: TmuxConfig::default(),
             websocket: WebSocketConfig::default(),
             panes: PaneConfig::default(),
+            tasks: TasksConfig::default(),
             agents: builtin_agents(),
         }
     }
@@ -419,6 +491,31 @@ impl Config {
         for (name, agent) in &self.agents {
             validate_agent_type(name, agent)?;
         }
+        if let Some(dir) = &mut self.tasks.default_workspace {
+            *dir = absolute(&expand_home(dir))?;
+        }
+        let commands = std::mem::take(&mut self.tasks.test_commands);
+        for (dir, argv) in commands {
+            if argv.is_empty() || argv[0].is_empty() {
+                return Err(ConfigError(format!(
+                    "tasks.test_commands: the command for {} must name a program",
+                    dir.display()
+                )));
+            }
+            self.tasks
+                .test_commands
+                .insert(absolute(&expand_home(&dir))?, argv);
+        }
+        if self.tasks.max_running == 0 {
+            return Err(ConfigError("tasks.max_running must be at least 1".into()));
+        }
+        if self.tasks.default_timeout.is_zero()
+            || self.tasks.default_timeout > self.tasks.max_timeout
+        {
+            return Err(ConfigError(
+                "tasks.default_timeout must be above 0 and at most tasks.max_timeout".into(),
+            ));
+        }
         for key in &self.sessions.allowed_env {
             if !crate::agents::validate::is_env_name(key) {
                 return Err(ConfigError(format!(
@@ -448,6 +545,16 @@ impl Config {
     /// Directory holding one-shot spawn specifications read by `orchestra agent-exec`.
     pub fn spawn_dir(&self) -> PathBuf {
         self.state_dir.join("spawn")
+    }
+
+    /// Path of the task ticket store.
+    pub fn task_store(&self) -> PathBuf {
+        self.state_dir.join("tasks.redb")
+    }
+
+    /// Directory holding the git worktrees of `isolation: "worktree"` tasks.
+    pub fn worktree_dir(&self) -> PathBuf {
+        self.state_dir.join("worktrees")
     }
 
     /// Default location of the generated HS256 secret.
@@ -489,9 +596,12 @@ fn validate_agent_type(name: &str, agent: &AgentType) -> Result<(), ConfigError>
                 "agents.{name}.headless must name a program"
             )));
         }
-        if !headless.iter().any(|arg| arg.contains("{prompt}")) {
+        if !headless
+            .iter()
+            .any(|arg| arg.contains("{prompt}") || arg.contains("{prompt_file}"))
+        {
             return Err(ConfigError(format!(
-                "agents.{name}.headless needs a {{prompt}} placeholder"
+                "agents.{name}.headless needs a {{prompt}} or {{prompt_file}} placeholder"
             )));
         }
     }
@@ -523,23 +633,47 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
                 env: BTreeMap::new(),
                 headless: Some(headless),
                 submit_delay: default_submit_delay(),
+                max_tasks: None,
             },
         );
     };
     add(
         "claude",
         argv(&["claude"]),
-        argv(&["claude", "-p", "{prompt}", "--output-format", "json"]),
+        argv(&[
+            "claude",
+            "-p",
+            "{prompt}",
+            "--output-format",
+            "json",
+            "--permission-mode",
+            "acceptEdits",
+        ]),
     );
     add(
         "droid",
         argv(&["droid"]),
-        argv(&["droid", "exec", "{prompt}"]),
+        argv(&[
+            "droid",
+            "exec",
+            "--auto",
+            "medium",
+            "--output-format",
+            "json",
+            "{prompt}",
+        ]),
     );
     add(
         "cursor",
         argv(&["cursor-agent"]),
-        argv(&["cursor-agent", "-p", "{prompt}", "--output-format", "text"]),
+        argv(&[
+            "cursor-agent",
+            "-p",
+            "--force",
+            "--output-format",
+            "json",
+            "{prompt}",
+        ]),
     );
     add(
         "aider",
@@ -548,6 +682,7 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
             "aider",
             "--yes-always",
             "--no-pretty",
+            "--no-stream",
             "--message",
             "{prompt}",
         ]),

@@ -111,6 +111,10 @@ pub enum Timer {
     ReseedCheck(String),
     /// Forget expired WebSocket tickets.
     TicketSweep,
+    /// A task's timeout (task id).
+    TaskTimeout(u64),
+    /// Send progress updates for running tasks.
+    TaskProgress,
 }
 
 /// A callback run on the loop when an asynchronous operation finishes.
@@ -184,6 +188,10 @@ pub struct Daemon {
     pub observers: usize,
     /// Pane pipes that still had data when their read budget ran out (read again soon).
     pub revisit: Vec<usize>,
+    /// Delegated task tickets.
+    pub tasks: crate::tasks::TaskBook,
+    /// The durable ticket store.
+    pub store: crate::tasks::store::Store,
 }
 
 impl Daemon {
@@ -279,6 +287,8 @@ impl Daemon {
                 let now = Instant::now();
                 self.tickets.retain(|_, t| t.expires > now);
             }
+            Timer::TaskTimeout(task_id) => crate::tasks::lifecycle::on_timeout(self, task_id),
+            Timer::TaskProgress => crate::tasks::lifecycle::on_progress(self),
         }
     }
 

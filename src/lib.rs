@@ -14,6 +14,7 @@
 //! | [`agents`] | sessions: registry, status and its events, spawn/kill/adopt, /proc metrics, input validation | run tmux directly |
 //! | [`panes`] | the output and input path: pipe hand-over, capture, backlog, UTF-8, fanout hub, emulator thread, typing | parse HTTP |
 //! | [`tmux`] | the only code that runs tmux: argv building, output parsing, timeouts | accept user text as an argument |
+//! | [`tasks`] | delegated tasks: tickets, queue, lifecycle and restart rules, the redb store (its own thread), prompts, workspace diffs and test runs (off the loop) | touch sockets, run tmux directly |
 //! | [`jobs`] | worker threads and the continuation channel back to the loop | touch loop state |
 //! | [`sys`] | the only `unsafe`: pidfd, signals, `SCM_RIGHTS`, socket and scheduling options, rlimits | know about agents |
 //!
@@ -36,6 +37,17 @@
 //! ([`server`]) → socket. The same chunk is handed to the emulator thread
 //! ([`panes::emulator`]), which keeps the screen for snapshots without ever holding up the
 //! loop. Typing goes back through the same socket ([`panes::typing`]).
+//!
+//! # How a delegated task flows
+//!
+//! `POST /api/delegate` → [`tasks::lifecycle::delegate`] validates it (directory checks on
+//! a worker) → the ticket goes to the store thread ([`tasks::store`]), and the request is
+//! answered once it is durable → [`tasks::lifecycle::schedule`] starts queued tickets as
+//! slots free up: the workspace (worktree, baseline) is prepared on a worker, the baseline
+//! stored, and the agent's `headless` command spawned as an ordinary session → the session's
+//! exit (or a timeout, cancel or kill) → a verification thread reads the pane history,
+//! diffs the working tree ([`tasks::workspace`]) and runs the tests ([`tasks::verify`]) →
+//! the result is stored and announced as `task_update`.
 //!
 //! # Architecture invariants
 //!
@@ -64,6 +76,7 @@ pub mod panes;
 pub mod proto;
 pub mod server;
 pub mod sys;
+pub mod tasks;
 pub mod time;
 pub mod timers;
 pub mod tmux;

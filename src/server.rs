@@ -116,6 +116,9 @@ impl Server {
             }));
         })
         .map_err(|e| format!("cannot start the emulator thread: {e}"))?;
+        let (store_db, tickets) = crate::tasks::store::open(&config.task_store())?;
+        let store = crate::tasks::store::Store::start(store_db, notifier.clone())
+            .map_err(|e| format!("cannot start the task store thread: {e}"))?;
         let jobs = JobPool::new(config.workers, notifier).map_err(|e| e.to_string())?;
         let registry = poll.registry().try_clone().map_err(|e| e.to_string())?;
         let tmux = crate::tmux::Tmux::new(
@@ -156,12 +159,15 @@ impl Server {
             attach_serial: 0,
             observers: 0,
             revisit: Vec::new(),
+            tasks: crate::tasks::TaskBook::load(tickets),
+            store,
         };
         match manager::adopt(&mut daemon) {
             Ok(0) => {}
             Ok(n) => log::info!("re-adopted {n} agent sessions from the tmux server"),
             Err(e) => log::warn!("could not look for existing sessions: {e}"),
         }
+        crate::tasks::lifecycle::recover(&mut daemon);
         daemon
             .timers
             .schedule_in(config.panes.health_interval, Timer::CaptureHealth);

@@ -17,6 +17,7 @@ use super::{Agent, AgentStatus, CaptureState, ExitInfo, new_session_ids};
 use crate::api::error::{ApiError, ErrorCode};
 use crate::daemon::{Daemon, Done, Source};
 use crate::panes::attach;
+use crate::tasks::lifecycle as tasks;
 use crate::tmux::{self, PaneId, PaneState, SessionName, Tmux, TmuxError};
 
 /// What a spawn request asks for.
@@ -26,8 +27,35 @@ pub struct SpawnParams {
     pub agent_type: String,
     /// Requested working directory (default: the first allowed root).
     pub working_dir: Option<String>,
-    /// Extra environment.
+    /// Extra environment from the request (validated here).
     pub env: BTreeMap<String, String>,
+    /// Runs this argv instead of the type's interactive command (delegated tasks).
+    pub command: Option<Vec<String>>,
+    /// Session id and tmux name chosen beforehand (a task's are assigned with its ticket).
+    pub ids: Option<(String, SessionName)>,
+    /// Environment set by the daemon itself (not subject to the request policy).
+    pub daemon_env: BTreeMap<String, String>,
+    /// A directory the daemon made (a task's worktree) that `working_dir` may also lie in.
+    pub extra_root: Option<PathBuf>,
+}
+
+impl SpawnParams {
+    /// A plain spawn request: the type's own command in `working_dir`.
+    pub fn new(
+        agent_type: String,
+        working_dir: Option<String>,
+        env: BTreeMap<String, String>,
+    ) -> Self {
+        SpawnParams {
+            agent_type,
+            working_dir,
+            env,
+            command: None,
+            ids: None,
+            daemon_env: BTreeMap::new(),
+            extra_root: None,
+        }
+    }
 }
 
 /// What a finished spawn produced, for the response.
@@ -114,7 +142,21 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         .with_header("Retry-After", "5");
         return done(daemon, Err(error));
     }
-    let (session_id, name) = new_session_ids(&params.agent_type);
+    let (session_id, name) = params
+        .ids
+        .clone()
+        .unwrap_or_else(|| new_session_ids(&params.agent_type));
+    if daemon.agents.get(&session_id).is_some() {
+        return done(
+            daemon,
+            Err(ApiError::internal(format!(
+                "session {session_id} exists already"
+            ))),
+        );
+    }
+    let mut roots = config.sessions.allowed_roots.clone();
+    roots.extend(params.extra_root.clone());
+    let mut request_env = params.env;
     let token = attach::new_token();
     daemon
         .attach_tokens
@@ -125,11 +167,14 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         session_id: session_id.clone(),
         name,
         agent_type: params.agent_type.clone(),
-        command: agent_type.command.clone(),
+        command: params.command.unwrap_or_else(|| agent_type.command.clone()),
         type_env: agent_type.env.clone(),
-        request_env: params.env,
+        request_env: {
+            request_env.extend(params.daemon_env);
+            request_env
+        },
         working_dir: params.working_dir,
-        roots: config.sessions.allowed_roots.clone(),
+        roots,
         spec_path: config.spawn_dir().join(format!("{session_id}.json")),
         exe: daemon.exe.clone(),
         pipe_command: attach::pipe_command(&daemon.exe, &config.attach_socket(), &token),
@@ -348,6 +393,7 @@ pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
                     agent.exit = Some(exit);
                     log::info!("{session_id}: agent process ended ({})", exit.describe());
                     daemon.announce_exit(&session_id);
+                    tasks::on_agent_exit(daemon, &session_id);
                 }
             }
             Err(TmuxError::Failed(message)) if message.contains("can't find") => {
@@ -361,6 +407,7 @@ pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
                 if let Some(agent) = daemon.agents.get_mut(&session_id) {
                     agent.exit = Some(ExitInfo::Unknown);
                     daemon.announce_exit(&session_id);
+                    tasks::on_agent_exit(daemon, &session_id);
                 }
             }
         })
@@ -395,6 +442,8 @@ fn session_vanished(daemon: &mut Daemon, session_id: &str, why: &str) {
         log::warn!("{session_id}: session is gone ({why}); no longer listed");
         release_sources(daemon, &agent);
         daemon.announce_gone(&agent, AgentStatus::Error, Some(why));
+        tasks::on_session_gone(daemon, session_id, why);
+        tasks::schedule(daemon);
     }
 }
 
@@ -491,7 +540,9 @@ pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime,
             };
             log::info!("terminated {id}{note}");
             daemon.announce_gone(&agent, AgentStatus::Terminated, None);
-            done(daemon, Ok(terminated_at))
+            tasks::on_session_gone(daemon, &id, "it was killed through the API");
+            done(daemon, Ok(terminated_at));
+            tasks::schedule(daemon);
         })
     });
 }

@@ -20,11 +20,7 @@ pub fn spawn(daemon: &mut Daemon, conn: ConnId, request: &Request) -> Handled {
         Ok(body) => body,
         Err(error) => return Handled::Now(error.to_response()),
     };
-    let params = SpawnParams {
-        agent_type: body.agent_type,
-        working_dir: body.working_dir,
-        env: body.env,
-    };
+    let params = SpawnParams::new(body.agent_type, body.working_dir, body.env);
     manager::spawn(
         daemon,
         params,

@@ -49,6 +49,14 @@ pub enum ErrorCode {
     Overloaded,
     /// An unexpected failure inside the daemon.
     InternalError,
+    /// No task ticket with that id.
+    TaskNotFound,
+    /// The ticket has already finished (it cannot be cancelled).
+    TaskFinished,
+    /// The ticket was cancelled through the API.
+    TaskCancelled,
+    /// The ticket store cannot record anything right now (disk full, store error).
+    StoreUnavailable,
 }
 
 impl ErrorCode {
@@ -75,6 +83,10 @@ impl ErrorCode {
             ErrorCode::NotImplemented => "NOT_IMPLEMENTED",
             ErrorCode::Overloaded => "OVERLOADED",
             ErrorCode::InternalError => "INTERNAL_ERROR",
+            ErrorCode::TaskNotFound => "TASK_NOT_FOUND",
+            ErrorCode::TaskFinished => "TASK_FINISHED",
+            ErrorCode::TaskCancelled => "TASK_CANCELLED",
+            ErrorCode::StoreUnavailable => "STORE_UNAVAILABLE",
         }
     }
 }

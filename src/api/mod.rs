@@ -8,6 +8,7 @@ pub mod agents;
 pub mod auth;
 pub mod error;
 pub mod observe;
+pub mod tasks;
 pub mod wire;
 
 use auth::{Principal, Scope};
@@ -56,16 +57,29 @@ pub enum Route {
     KillAgent(String),
     /// `POST /api/ws-ticket`
     WsTicket,
+    /// `POST /api/delegate`
+    Delegate,
+    /// `GET /api/tasks`
+    ListTasks,
+    /// `GET /api/tasks/{id}`
+    GetTask(String),
+    /// `DELETE /api/tasks/{id}`
+    CancelTask(String),
 }
 
 impl Route {
     /// The scope the endpoint needs.
     pub fn scope(&self) -> Scope {
         match self {
-            Route::Health | Route::ListAgents | Route::GetAgent(_) | Route::WsTicket => {
-                Scope::Observe
+            Route::Health
+            | Route::ListAgents
+            | Route::GetAgent(_)
+            | Route::WsTicket
+            | Route::ListTasks
+            | Route::GetTask(_) => Scope::Observe,
+            Route::Spawn | Route::KillAgent(_) | Route::Delegate | Route::CancelTask(_) => {
+                Scope::Control
             }
-            Route::Spawn | Route::KillAgent(_) => Scope::Control,
         }
     }
 }
@@ -84,6 +98,9 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ["agents"] => ("agents", &["GET"]),
         ["agents", "spawn"] => ("spawn", &["POST"]),
         ["agents", id] if !id.is_empty() => ("agent", &["GET", "DELETE"]),
+        ["delegate"] => ("delegate", &["POST"]),
+        ["tasks"] => ("tasks", &["GET"]),
+        ["tasks", id] if !id.is_empty() => ("task", &["GET", "DELETE"]),
         _ => return Err(not_found(path)),
     };
     let route = match (resource, method) {
@@ -93,6 +110,10 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ("spawn", "POST") => Route::Spawn,
         ("agent", "GET") => Route::GetAgent(decode_segment(segments[1])?),
         ("agent", "DELETE") => Route::KillAgent(decode_segment(segments[1])?),
+        ("delegate", "POST") => Route::Delegate,
+        ("tasks", "GET") => Route::ListTasks,
+        ("task", "GET") => Route::GetTask(decode_segment(segments[1])?),
+        ("task", "DELETE") => Route::CancelTask(decode_segment(segments[1])?),
         _ => {
             return Err(ApiError::new(
                 405,
@@ -159,6 +180,10 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, request: &Request) -> Handled {
         Route::ListAgents => agents::list(daemon, request),
         Route::GetAgent(id) => agents::get(daemon, conn, &id),
         Route::KillAgent(id) => agents::kill(daemon, conn, &id),
+        Route::Delegate => tasks::delegate(daemon, conn, request, principal),
+        Route::ListTasks => tasks::list(daemon, request),
+        Route::GetTask(id) => tasks::get(daemon, &id),
+        Route::CancelTask(id) => tasks::cancel(daemon, conn, &id),
     }
 }
 
@@ -169,6 +194,8 @@ fn health(daemon: &Daemon) -> wire::Health {
         uptime_seconds: daemon.started.elapsed().as_secs(),
         sessions: daemon.agents.len(),
         observers: daemon.observers,
+        tasks_pending: daemon.tasks.queued(),
+        tasks_running: daemon.tasks.active().count(),
     }
 }
 
@@ -202,6 +229,17 @@ mod tests {
             route("GET", "/api/agents/sess-x-1").unwrap(),
             Route::GetAgent("sess-x-1".into())
         );
+        assert_eq!(route("POST", "/api/delegate").unwrap(), Route::Delegate);
+        assert_eq!(route("GET", "/api/tasks").unwrap(), Route::ListTasks);
+        assert_eq!(
+            route("GET", "/api/tasks/12").unwrap(),
+            Route::GetTask("12".into())
+        );
+        assert_eq!(
+            route("DELETE", "/api/tasks/ticket-1").unwrap(),
+            Route::CancelTask("ticket-1".into())
+        );
+        assert_eq!(route("GET", "/api/delegate").unwrap_err().status, 405);
         assert_eq!(
             route("DELETE", "/api/agents/a%20b").unwrap(),
             Route::KillAgent("a b".into())

@@ -123,6 +123,10 @@ pub struct Health {
     pub sessions: usize,
     /// Open WebSocket observer connections.
     pub observers: usize,
+    /// Delegated tasks waiting for a slot.
+    pub tasks_pending: usize,
+    /// Delegated tasks holding a slot.
+    pub tasks_running: usize,
 }
 
 /// `POST /api/ws-ticket` answer.
@@ -231,4 +235,97 @@ pub struct Pong<'a> {
     /// The ping's id, if it had one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<&'a serde_json::Value>,
+}
+
+/// `POST /api/delegate` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelegateRequest {
+    /// Agent type that does the work (it needs a `headless` command).
+    pub agent_type: String,
+    /// What to do.
+    pub task: String,
+    /// Files, requirements, and whether tests must pass.
+    #[serde(default)]
+    pub context: crate::tasks::TaskContext,
+    /// Timeout in milliseconds (default `tasks.default_timeout`).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Directory to work in.
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// The delegating (primary) session; its directory is the default.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// `none` (default) or `worktree`.
+    #[serde(default)]
+    pub isolation: crate::tasks::Isolation,
+    /// Test command argv (default: the configured one for the directory).
+    #[serde(default)]
+    pub test_command: Option<Vec<String>>,
+}
+
+/// `POST /api/delegate` answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct DelegateResponse {
+    /// The ticket to follow.
+    pub ticket_id: String,
+    /// Its short sequence number.
+    pub task_id: u64,
+    /// The session the task runs in (listed once it starts).
+    pub session_id: String,
+    /// `pending`.
+    pub status: &'static str,
+    /// Creation time.
+    pub created_at: String,
+}
+
+/// A ticket as `GET /api/tasks/{id}` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskView<'a> {
+    /// Ticket id.
+    pub ticket_id: &'a str,
+    /// Sequence number.
+    pub task_id: u64,
+    /// Status.
+    pub status: &'static str,
+    /// Agent type.
+    pub agent: &'a str,
+    /// Session the task runs in.
+    pub session_id: &'a str,
+    /// The task text.
+    pub task: &'a str,
+    /// The request's context.
+    pub context: &'a crate::tasks::TaskContext,
+    /// Directory the agent works in.
+    pub working_dir: String,
+    /// Isolation mode.
+    pub isolation: crate::tasks::Isolation,
+    /// Branch of the task's worktree.
+    pub branch: Option<&'a str>,
+    /// Creation time.
+    pub created_at: String,
+    /// Start time.
+    pub started_at: Option<String>,
+    /// End time.
+    pub completed_at: Option<String>,
+    /// Run time from start to end, once final.
+    pub duration_ms: Option<u64>,
+    /// The timeout.
+    pub timeout_ms: u64,
+    /// The verified result, once final.
+    pub result: Option<&'a crate::tasks::TaskResult>,
+}
+
+/// `GET /api/tasks` answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskList<'a> {
+    /// The page of tickets, newest first.
+    pub tasks: Vec<TaskView<'a>>,
+    /// Number of tickets matching the filters.
+    pub total: usize,
+    /// Page size.
+    pub limit: usize,
+    /// Tickets skipped before this page.
+    pub offset: usize,
 }

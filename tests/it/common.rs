@@ -52,6 +52,14 @@ command = ["{split}"]
 command = ["{crash_input}"]
 [agents.paste_probe]
 command = ["{paste_probe}"]
+[agents.task]
+command = ["{task}"]
+headless = ["{task}", "{{prompt}}"]
+[agents.task2]
+command = ["{task}"]
+headless = ["{task}", "{{prompt}}"]
+[agents.nohead]
+command = ["{task}"]
 "#,
         work = work.display(),
         echo = agent_script("echo.sh"),
@@ -64,6 +72,7 @@ command = ["{paste_probe}"]
         split = agent_script("split_utf8.sh"),
         crash_input = agent_script("crash_on_input.sh"),
         paste_probe = agent_script("paste_probe.py"),
+        task = agent_script("task_agent.sh"),
     );
     config.push('\n');
     config
@@ -96,6 +105,12 @@ impl Daemon {
     /// Starts a daemon with `extra` TOML appended to the base config. Sections named in
     /// `extra` must not repeat the base config's (`[sessions]`, agent types).
     pub fn start_with(extra: &str) -> Daemon {
+        Daemon::start_with_work(|_| extra.to_string())
+    }
+
+    /// Like [`Daemon::start_with`], with the extra TOML made from the (already created,
+    /// canonical) work dir, for config keyed by paths under it.
+    pub fn start_with_work(extra: impl FnOnce(&Path) -> String) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("orch")
             .tempdir()
@@ -105,7 +120,7 @@ impl Daemon {
         std::fs::create_dir_all(&work).unwrap();
         let work = std::fs::canonicalize(&work).unwrap();
         let config = dir.path().join("config.toml");
-        let text = merge_config(&base_config(&work), extra);
+        let text = merge_config(&base_config(&work), &extra(&work));
         std::fs::write(&config, text).unwrap();
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut daemon = Daemon {
@@ -340,6 +355,156 @@ impl Daemon {
     pub fn log_contains(&self, needle: &str) -> bool {
         self.log.lock().unwrap().contains(needle)
     }
+
+    /// Kills the daemon with SIGKILL (no chance to clean up or flush anything; tmux and the
+    /// agents keep running) and starts it again on the same state directory and config.
+    pub fn kill9_and_restart(&mut self) {
+        self.kill9();
+        self.relaunch();
+    }
+
+    /// Kills the daemon with SIGKILL and waits until it is gone (tmux and the agents keep
+    /// running). Start it again with [`Daemon::relaunch`].
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("daemon running");
+        signal(child.id(), "KILL");
+        wait_with_deadline(&mut child).expect("daemon dies after SIGKILL");
+    }
+
+    /// Starts the daemon again on the same state directory and config after
+    /// [`Daemon::kill9`] or [`Daemon::stop`].
+    pub fn relaunch(&mut self) {
+        assert!(self.child.is_none(), "the daemon is still running");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.lines = rx;
+        self.launch(tx);
+    }
+
+    /// `POST /api/delegate` with `body`; asserts `201` and returns the answer.
+    pub fn delegate(&self, token: &str, body: &Value) -> Value {
+        let resp = self.post("/api/delegate", token, body);
+        assert_eq!(resp.status, 201, "delegate {body}: {}", resp.text());
+        resp.json()
+    }
+
+    /// Delegates `task` (the fake agent's keyword lines) to an agent of `agent_type` in
+    /// `working_dir`, returning the answer.
+    pub fn delegate_in(
+        &self,
+        token: &str,
+        agent_type: &str,
+        working_dir: &Path,
+        task: &str,
+    ) -> Value {
+        self.delegate(
+            token,
+            &serde_json::json!({"agent_type": agent_type, "task": task, "working_dir": working_dir}),
+        )
+    }
+
+    /// `GET /api/tasks/{id}`, asserting `200`.
+    pub fn task(&self, token: &str, id: &str) -> Value {
+        let resp = self.get(&format!("/api/tasks/{id}"), token);
+        assert_eq!(resp.status, 200, "task {id}: {}", resp.text());
+        resp.json()
+    }
+
+    /// Polls `GET /api/tasks/{id}` until `check` accepts the ticket.
+    pub fn wait_task(
+        &self,
+        token: &str,
+        id: &str,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        wait_until(what, || {
+            let resp = self.get(&format!("/api/tasks/{id}"), token);
+            (resp.status == 200 && check(&resp.json())).then(|| resp.json())
+        })
+    }
+
+    /// Polls `GET /api/tasks/{id}` until the ticket is in `status`. Fails at once if it
+    /// reaches a different final state instead.
+    pub fn wait_task_status(&self, token: &str, id: &str, status: &str) -> Value {
+        wait_until(&format!("task {id} to be {status}"), || {
+            let ticket = self.task(token, id);
+            let now = ticket["status"].as_str().unwrap_or("").to_string();
+            if now == status {
+                return Some(ticket);
+            }
+            assert!(
+                !is_final_task_status(&now),
+                "task {id} ended {now} instead of {status}: {ticket}"
+            );
+            None
+        })
+    }
+
+    /// Polls `GET /api/tasks/{id}` until the ticket is in a final state.
+    pub fn wait_task_final(&self, token: &str, id: &str) -> Value {
+        self.wait_task(token, id, &format!("task {id} to finish"), |t| {
+            is_final_task_status(t["status"].as_str().unwrap_or(""))
+        })
+    }
+}
+
+/// Whether a ticket status is final (no further change).
+pub fn is_final_task_status(status: &str) -> bool {
+    matches!(status, "completed" | "failed" | "timeout" | "cancelled")
+}
+
+/// Runs git with `args` in `dir` (never the user's config: a fixed identity, no hooks or
+/// signing), asserts success and returns stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=Orchestra Tests",
+            "-c",
+            "user.email=tests@orchestra.invalid",
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("run git");
+    assert!(
+        output.status.success(),
+        "git {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Makes `dir` (created if missing) a git repository with `files` committed on `main`, and
+/// the identity configured in the repository itself so the daemon's git commands work too.
+pub fn git_repo(dir: &Path, files: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    git(dir, &["init", "-q"]);
+    git(dir, &["config", "user.name", "Orchestra Tests"]);
+    git(dir, &["config", "user.email", "tests@orchestra.invalid"]);
+    git(dir, &["config", "commit.gpgsign", "false"]);
+    for (name, text) in files {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(path, text).unwrap();
+    }
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "--allow-empty", "-m", "initial"]);
+}
+
+/// Creates an empty file (releases a fake agent blocked in `WAITFOR`).
+pub fn touch(path: &Path) {
+    std::fs::write(path, b"").unwrap();
 }
 
 impl Drop for Daemon {

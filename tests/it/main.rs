@@ -11,3 +11,4 @@ mod clients;
 mod http;
 mod observe;
 mod restart;
+mod tasks;

@@ -1,0 +1,180 @@
+//! Handlers for task delegation: delegate, get, list, cancel.
+
+use super::auth::Principal;
+use super::error::ApiError;
+use super::wire::{DelegateRequest, DelegateResponse, TaskList, TaskView};
+use super::{Handled, json, parse_body};
+use crate::daemon::Daemon;
+use crate::net::ConnId;
+use crate::proto::http::Request;
+use crate::tasks::lifecycle::{self, DelegateParams, task_not_found};
+use crate::tasks::{Phase, TaskStatus, Ticket, ms_rfc3339};
+
+/// Largest page of `GET /api/tasks`.
+pub const MAX_PAGE: usize = 500;
+/// Default page of `GET /api/tasks`.
+pub const DEFAULT_PAGE: usize = 50;
+
+/// `POST /api/delegate`.
+pub fn delegate(
+    daemon: &mut Daemon,
+    conn: ConnId,
+    request: &Request,
+    principal: Principal,
+) -> Handled {
+    let body: DelegateRequest = match parse_body(request) {
+        Ok(body) => body,
+        Err(error) => return Handled::Now(error.to_response()),
+    };
+    let params = DelegateParams {
+        agent_type: body.agent_type,
+        task: body.task,
+        context: body.context,
+        timeout_ms: body.timeout_ms,
+        working_dir: body.working_dir,
+        from_session: body.session_id,
+        isolation: body.isolation,
+        test_command: body.test_command,
+        requested_by: Some(principal.subject),
+    };
+    lifecycle::delegate(
+        daemon,
+        params,
+        Box::new(move |daemon: &mut Daemon, result| {
+            let response = match result {
+                Ok(task_id) => {
+                    let ticket = &daemon.tasks.tickets[&task_id];
+                    json(
+                        201,
+                        &DelegateResponse {
+                            ticket_id: ticket.ticket_id.clone(),
+                            task_id,
+                            session_id: ticket.session_id.clone(),
+                            status: TaskStatus::Pending.as_str(),
+                            created_at: ms_rfc3339(ticket.created_ms),
+                        },
+                    )
+                    .with_header("Location", format!("/api/tasks/{}", ticket.ticket_id))
+                }
+                Err(error) => error.to_response(),
+            };
+            daemon.reply(conn, response);
+        }),
+    );
+    Handled::Later
+}
+
+/// The public view of a ticket.
+pub fn view(ticket: &Ticket) -> TaskView<'_> {
+    // A ticket whose session is not created yet is still `pending`.
+    let status = match ticket.phase {
+        Phase::Queued | Phase::Preparing | Phase::Launched => TaskStatus::Pending,
+        _ => ticket.status,
+    };
+    TaskView {
+        ticket_id: &ticket.ticket_id,
+        task_id: ticket.task_id,
+        status: status.as_str(),
+        agent: &ticket.agent_type,
+        session_id: &ticket.session_id,
+        task: &ticket.task,
+        context: &ticket.context,
+        working_dir: ticket.working_dir.display().to_string(),
+        isolation: ticket.isolation,
+        branch: ticket.branch.as_deref(),
+        created_at: ms_rfc3339(ticket.created_ms),
+        started_at: ticket.started_ms.map(ms_rfc3339),
+        completed_at: ticket.completed_ms.map(ms_rfc3339),
+        duration_ms: ticket
+            .completed_ms
+            .map(|end| end.saturating_sub(ticket.started_ms.unwrap_or(end))),
+        timeout_ms: ticket.timeout_ms,
+        result: ticket.result.as_ref(),
+    }
+}
+
+/// `GET /api/tasks/{id}` (ticket id or task id).
+pub fn get(daemon: &Daemon, id: &str) -> Handled {
+    Handled::Now(match daemon.tasks.find(id) {
+        Some(task_id) => json(200, &view(&daemon.tasks.tickets[&task_id])),
+        None => task_not_found(id).to_response(),
+    })
+}
+
+/// `GET /api/tasks?status=&agent_type=&limit=&offset=`, newest first.
+pub fn list(daemon: &Daemon, request: &Request) -> Handled {
+    match list_page(daemon, request) {
+        Ok(handled) => handled,
+        Err(error) => Handled::Now(error.to_response()),
+    }
+}
+
+fn list_page(daemon: &Daemon, request: &Request) -> Result<Handled, ApiError> {
+    let param = |name: &str| -> Result<Option<String>, ApiError> {
+        request
+            .query_param(name)
+            .transpose()
+            .map_err(|_| ApiError::bad_request(format!("{name} is not valid UTF-8")))
+    };
+    let status = match param("status")? {
+        None => None,
+        Some(text) => Some(TaskStatus::parse(&text).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown status filter {text:?}; use pending, running, completed, failed, \
+                 timeout or cancelled"
+            ))
+        })?),
+    };
+    let agent_type = param("agent_type")?;
+    let number = |name: &str, default: usize| -> Result<usize, ApiError> {
+        match param(name)? {
+            None => Ok(default),
+            Some(text) => text.parse::<usize>().map_err(|_| {
+                ApiError::bad_request(format!("{name} must be a non-negative integer"))
+            }),
+        }
+    };
+    let limit = number("limit", DEFAULT_PAGE)?;
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let offset = number("offset", 0)?;
+    let matching: Vec<TaskView> = daemon
+        .tasks
+        .tickets
+        .values()
+        .rev()
+        .map(view)
+        .filter(|v| status.is_none_or(|s| v.status == s.as_str()))
+        .filter(|v| agent_type.as_ref().is_none_or(|t| v.agent == t))
+        .collect();
+    let total = matching.len();
+    let tasks = matching.into_iter().skip(offset).take(limit).collect();
+    Ok(Handled::Now(json(
+        200,
+        &TaskList {
+            tasks,
+            total,
+            limit,
+            offset,
+        },
+    )))
+}
+
+/// `DELETE /api/tasks/{id}`: answers once the ticket is `cancelled`.
+pub fn cancel(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
+    lifecycle::cancel(
+        daemon,
+        id,
+        Box::new(move |daemon: &mut Daemon, result| {
+            let response = match result {
+                Ok(task_id) => json(200, &view(&daemon.tasks.tickets[&task_id])),
+                Err(error) => error.to_response(),
+            };
+            daemon.reply(conn, response);
+        }),
+    );
+    Handled::Later
+}

@@ -1,0 +1,1020 @@
+//! The life of a ticket, on the event loop: accept and store it, queue it, prepare its
+//! workspace and start its session, notice when the agent ends (or time it out, or cancel
+//! it), verify the result off the loop, and pick everything up again after a restart.
+//!
+//! Every blocking step (git, the test command, capture of the pane history, process-tree
+//! kills) runs on a worker or a thread of its own and comes back as a continuation. Every
+//! state change is written to the store; a delegation is answered only once its ticket is
+//! durable.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::prompt;
+use super::workspace::{self, ScanLimits};
+use super::{Ending, Isolation, Phase, TaskContext, TaskResult, TaskStatus, Ticket, now_ms};
+use crate::agents::manager::{self, SpawnParams};
+use crate::agents::validate::resolve_working_dir;
+use crate::agents::{ExitInfo, new_session_ids, procfs};
+use crate::api::error::{ApiError, ErrorCode};
+use crate::daemon::{Daemon, Done, Timer};
+use crate::tmux::{self, SessionName, TmuxError};
+
+/// Lines of pane history read back when an agent has ended.
+const HISTORY_LINES: u32 = 2000;
+
+/// What a delegation asks for, already parsed from the request.
+#[derive(Debug, Clone)]
+pub struct DelegateParams {
+    /// Agent type.
+    pub agent_type: String,
+    /// Task text.
+    pub task: String,
+    /// Files, requirements, tests.
+    pub context: TaskContext,
+    /// Timeout in milliseconds (default from config).
+    pub timeout_ms: Option<u64>,
+    /// Working directory.
+    pub working_dir: Option<String>,
+    /// The delegating session, whose directory is the default.
+    pub from_session: Option<String>,
+    /// Isolation mode.
+    pub isolation: Isolation,
+    /// Test command.
+    pub test_command: Option<Vec<String>>,
+    /// The token's subject.
+    pub requested_by: Option<String>,
+}
+
+/// The `task_update` message.
+#[derive(Debug, Serialize)]
+struct TaskUpdate<'a> {
+    r#type: &'static str,
+    task_id: u64,
+    ticket_id: &'a str,
+    session_id: &'a str,
+    agent: &'a str,
+    status: &'static str,
+    elapsed_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a TaskResult>,
+}
+
+/// The `error` message announcing a timeout.
+#[derive(Debug, Serialize)]
+struct TimeoutMessage<'a> {
+    r#type: &'static str,
+    error_code: &'static str,
+    message: String,
+    session_id: &'a str,
+    ticket_id: &'a str,
+    task_id: u64,
+}
+
+fn scan_limits(daemon: &Daemon) -> ScanLimits {
+    ScanLimits {
+        max_files: daemon.config.tasks.max_snapshot_files,
+        command_timeout: daemon
+            .config
+            .tmux
+            .command_timeout
+            .max(Duration::from_secs(60)),
+    }
+}
+
+/// Accepts a delegation: validates it, stores the ticket durably and queues it. `done`
+/// gets the task id once the ticket is on disk, or the error to answer with.
+pub fn delegate(daemon: &mut Daemon, params: DelegateParams, done: Done<Result<u64, ApiError>>) {
+    match check(daemon, &params) {
+        Ok(dir) => {
+            let roots = daemon.config.sessions.allowed_roots.clone();
+            let git_timeout = scan_limits(daemon).command_timeout;
+            daemon.jobs.run(move || {
+                let checked = resolve_working_dir(&dir, &roots)
+                    .map_err(|m| ApiError::new(400, ErrorCode::InvalidWorkingDir, m))
+                    .and_then(|dir| {
+                        if params.isolation == Isolation::Worktree
+                            && workspace::git_toplevel(&dir, git_timeout).is_none()
+                        {
+                            return Err(ApiError::bad_request(format!(
+                                "isolation \"worktree\" needs a git repository; {} is not in one",
+                                dir.display()
+                            )));
+                        }
+                        Ok(dir)
+                    });
+                Box::new(move |daemon: &mut Daemon| match checked {
+                    Ok(dir) => create(daemon, params, dir, done),
+                    Err(error) => done(daemon, Err(error)),
+                })
+            });
+        }
+        Err(error) => done(daemon, Err(error)),
+    }
+}
+
+/// The checks that need no file system; returns the directory to validate.
+fn check(daemon: &Daemon, params: &DelegateParams) -> Result<String, ApiError> {
+    let config = &daemon.config;
+    let Some(agent_type) = config.agents.get(&params.agent_type) else {
+        let known: Vec<&str> = config.agents.keys().map(String::as_str).collect();
+        return Err(ApiError::new(
+            400,
+            ErrorCode::InvalidAgentType,
+            format!(
+                "unknown agent_type {:?}; known types: {}",
+                params.agent_type,
+                known.join(", ")
+            ),
+        ));
+    };
+    if agent_type.headless.is_none() {
+        let able: Vec<&str> = config
+            .agents
+            .iter()
+            .filter(|(_, t)| t.headless.is_some())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        return Err(ApiError::new(
+            400,
+            ErrorCode::InvalidAgentType,
+            format!(
+                "agent type {:?} has no headless command, so it cannot take delegated tasks \
+                 (set agents.{}.headless); types that can: {}",
+                params.agent_type,
+                params.agent_type,
+                able.join(", ")
+            ),
+        ));
+    }
+    if params.task.trim().is_empty() {
+        return Err(ApiError::bad_request("task must not be empty"));
+    }
+    if params.task.len() > config.tasks.max_task_bytes {
+        return Err(ApiError::bad_request(format!(
+            "task is {} bytes; at most {} are allowed (tasks.max_task_bytes)",
+            params.task.len(),
+            config.tasks.max_task_bytes
+        )));
+    }
+    if params.task.contains('\0') {
+        return Err(ApiError::bad_request(
+            "task must not contain NUL characters",
+        ));
+    }
+    let max_ms = config.tasks.max_timeout.as_millis() as u64;
+    if let Some(ms) = params.timeout_ms
+        && (ms == 0 || ms > max_ms)
+    {
+        return Err(ApiError::bad_request(format!(
+            "timeout_ms must be between 1 and {max_ms} (tasks.max_timeout)"
+        )));
+    }
+    if let Some(argv) = &params.test_command
+        && (argv.is_empty() || argv[0].is_empty() || argv.iter().any(|a| a.contains('\0')))
+    {
+        return Err(ApiError::bad_request(
+            "test_command must be a non-empty argv array, e.g. [\"cargo\", \"test\"]",
+        ));
+    }
+    if daemon.shutting_down {
+        return Err(
+            ApiError::new(503, ErrorCode::Overloaded, "daemon is shutting down")
+                .with_header("Retry-After", "5"),
+        );
+    }
+    check_queue(daemon)?;
+    let primary = match &params.from_session {
+        Some(id) => Some(
+            daemon
+                .agents
+                .get(id)
+                .ok_or_else(|| ApiError::session_not_found(id))?,
+        ),
+        None => None,
+    };
+    if let Some(dir) = &params.working_dir {
+        return Ok(dir.clone());
+    }
+    if let Some(agent) = primary {
+        return Ok(agent.working_dir.display().to_string());
+    }
+    config
+        .tasks
+        .default_workspace
+        .as_ref()
+        .or(config.sessions.allowed_roots.first())
+        .map(|d| d.display().to_string())
+        .ok_or_else(|| ApiError::bad_request("no working_dir given and no default workspace"))
+}
+
+fn check_queue(daemon: &Daemon) -> Result<(), ApiError> {
+    let max = daemon.config.tasks.max_queued;
+    if daemon.tasks.queued() + daemon.tasks.creating >= max {
+        return Err(ApiError::new(
+            503,
+            ErrorCode::Overloaded,
+            format!("{max} tasks are already waiting (tasks.max_queued)"),
+        )
+        .with_header("Retry-After", "5"));
+    }
+    Ok(())
+}
+
+/// Creates the ticket and stores it; it joins the book and the queue once durable.
+fn create(
+    daemon: &mut Daemon,
+    params: DelegateParams,
+    dir: PathBuf,
+    done: Done<Result<u64, ApiError>>,
+) {
+    if let Err(error) = check_queue(daemon) {
+        return done(daemon, Err(error));
+    }
+    let task_id = daemon.tasks.next_task_id;
+    daemon.tasks.next_task_id += 1;
+    let (session_id, name) = new_session_ids(&params.agent_type);
+    let timeout_ms = params
+        .timeout_ms
+        .unwrap_or(daemon.config.tasks.default_timeout.as_millis() as u64);
+    let ticket = Ticket {
+        ticket_id: format!("ticket-{}", uuid::Uuid::new_v4()),
+        task_id,
+        agent_type: params.agent_type,
+        session_id,
+        tmux_session: name.to_string(),
+        task: params.task,
+        context: params.context,
+        timeout_ms,
+        requested_dir: dir.clone(),
+        working_dir: dir,
+        isolation: params.isolation,
+        branch: None,
+        worktree: None,
+        test_command: params.test_command,
+        requested_by: params.requested_by,
+        created_ms: now_ms(),
+        started_ms: None,
+        completed_ms: None,
+        status: TaskStatus::Pending,
+        phase: Phase::Queued,
+        baseline: None,
+        stopping: None,
+        ending: None,
+        result: None,
+    };
+    daemon.tasks.creating += 1;
+    let stored = ticket.clone();
+    daemon.store.put(
+        &stored,
+        Some(Box::new(move |daemon: &mut Daemon, result| {
+            daemon.tasks.creating -= 1;
+            match result {
+                Ok(()) => {
+                    log::info!(
+                        "task {} ({}) accepted for a {} agent in {}",
+                        ticket.task_id,
+                        ticket.ticket_id,
+                        ticket.agent_type,
+                        ticket.requested_dir.display()
+                    );
+                    daemon.tasks.insert(ticket);
+                    announce(daemon, task_id);
+                    done(daemon, Ok(task_id));
+                    schedule(daemon);
+                }
+                Err(e) => done(
+                    daemon,
+                    Err(ApiError::new(
+                        503,
+                        ErrorCode::StoreUnavailable,
+                        format!("the ticket could not be stored, so it was not accepted: {e}"),
+                    )
+                    .with_header("Retry-After", "5")),
+                ),
+            }
+        })),
+    );
+}
+
+/// Starts queued tickets while slots are free: FIFO, skipping tickets whose agent type is
+/// at its `max_tasks`, and never past `sessions.max_sessions`.
+pub fn schedule(daemon: &mut Daemon) {
+    if daemon.shutting_down {
+        return;
+    }
+    let mut active: BTreeMap<String, usize> = BTreeMap::new();
+    let mut total = 0;
+    for ticket in daemon.tasks.active() {
+        *active.entry(ticket.agent_type.clone()).or_default() += 1;
+        total += 1;
+    }
+    let mut start = Vec::new();
+    for &task_id in &daemon.tasks.queue {
+        let sessions = daemon.agents.len() + daemon.agents.pending_spawns + start.len();
+        if total >= daemon.config.tasks.max_running
+            || sessions >= daemon.config.sessions.max_sessions
+        {
+            break;
+        }
+        let ticket = &daemon.tasks.tickets[&task_id];
+        let limit = daemon
+            .config
+            .agents
+            .get(&ticket.agent_type)
+            .and_then(|t| t.max_tasks)
+            .unwrap_or(usize::MAX);
+        let running = active.entry(ticket.agent_type.clone()).or_default();
+        if *running >= limit {
+            continue;
+        }
+        *running += 1;
+        total += 1;
+        start.push(task_id);
+    }
+    for task_id in start {
+        prepare(daemon, task_id);
+    }
+}
+
+/// Takes a slot: prepares the workspace (worktree, baseline, prompt file) on a worker.
+fn prepare(daemon: &mut Daemon, task_id: u64) {
+    daemon.tasks.queue.remove(&task_id);
+    let config = daemon.config.clone();
+    let limits = scan_limits(daemon);
+    let Some(ticket) = daemon.tasks.tickets.get_mut(&task_id) else {
+        return;
+    };
+    ticket.phase = Phase::Preparing;
+    daemon
+        .tasks
+        .by_session
+        .insert(ticket.session_id.clone(), task_id);
+    let template = config.agents[&ticket.agent_type]
+        .headless
+        .clone()
+        .unwrap_or_default();
+    let test_command = test_command_of(&config, ticket);
+    let prompt_text = prompt::build(&ticket.task, &ticket.context, test_command.as_deref());
+    let prompt_file =
+        prompt::wants_file(&template).then(|| prompt_path(&config.state_dir, &ticket.ticket_id));
+    let (requested, isolation, ticket_id) = (
+        ticket.requested_dir.clone(),
+        ticket.isolation,
+        ticket.ticket_id.clone(),
+    );
+    let worktree_dest = config.worktree_dir().join(&ticket_id);
+    daemon.jobs.run(move || {
+        let prepared = (|| -> Result<Prepared, String> {
+            let (dir, branch, worktree) = match isolation {
+                Isolation::None => (requested.clone(), None, None),
+                Isolation::Worktree => {
+                    let branch = format!("orchestra/{ticket_id}");
+                    crate::create_private_dir(worktree_dest.parent().unwrap_or(Path::new("/")))?;
+                    let dir = workspace::create_worktree(
+                        &requested,
+                        &worktree_dest,
+                        &branch,
+                        limits.command_timeout,
+                    )?;
+                    (dir, Some(branch), Some(worktree_dest))
+                }
+            };
+            let baseline = workspace::capture(&dir, &limits)?;
+            if let Some(path) = &prompt_file {
+                write_private(path, prompt_text.as_bytes())
+                    .map_err(|e| format!("cannot write the prompt file: {e}"))?;
+            }
+            let argv = prompt::headless_argv(
+                &template,
+                &prompt_text,
+                prompt_file.as_deref().and_then(Path::to_str),
+            );
+            Ok(Prepared {
+                dir,
+                branch,
+                worktree,
+                baseline,
+                argv,
+            })
+        })();
+        Box::new(move |daemon: &mut Daemon| launch(daemon, task_id, prepared))
+    });
+}
+
+/// A prepared workspace.
+struct Prepared {
+    dir: PathBuf,
+    branch: Option<String>,
+    worktree: Option<PathBuf>,
+    baseline: workspace::Baseline,
+    argv: Vec<String>,
+}
+
+fn prompt_path(state_dir: &Path, ticket_id: &str) -> PathBuf {
+    state_dir.join("prompts").join(format!("{ticket_id}.txt"))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        crate::create_private_dir(dir).map_err(std::io::Error::other)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// The workspace is ready: record the baseline durably, then create the session.
+fn launch(daemon: &mut Daemon, task_id: u64, prepared: Result<Prepared, String>) {
+    let Some(ticket) = daemon.tasks.tickets.get_mut(&task_id) else {
+        return;
+    };
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
+        Err(reason) => {
+            log::warn!("task {task_id}: cannot prepare its workspace: {reason}");
+            let reason = format!("cannot prepare the working directory: {reason}");
+            return finish_without_agent(daemon, task_id, Ending::SpawnFailed { reason });
+        }
+    };
+    if ticket.stopping == Some(Ending::Cancelled) {
+        return finish_without_agent(daemon, task_id, Ending::Cancelled);
+    }
+    ticket.working_dir = prepared.dir.clone();
+    ticket.branch = prepared.branch;
+    ticket.worktree = prepared.worktree.clone();
+    ticket.baseline = Some(prepared.baseline);
+    ticket.phase = Phase::Launched;
+    let params = SpawnParams {
+        agent_type: ticket.agent_type.clone(),
+        working_dir: Some(prepared.dir.display().to_string()),
+        env: BTreeMap::new(),
+        command: Some(prepared.argv),
+        ids: SessionName::parse(&ticket.tmux_session).map(|n| (ticket.session_id.clone(), n)),
+        daemon_env: BTreeMap::from([("ORCHESTRA_TICKET_ID".to_string(), ticket.ticket_id.clone())]),
+        extra_root: prepared.worktree,
+    };
+    let snapshot = ticket.clone();
+    // The session is created only once the baseline is durable, so that a restart can always
+    // compute what the task changed.
+    daemon.store.put(
+        &snapshot,
+        Some(Box::new(move |daemon: &mut Daemon, stored| {
+            if let Err(e) = stored {
+                log::warn!(
+                    "task {task_id}: starting although its baseline could not be stored: {e}"
+                );
+            }
+            manager::spawn(
+                daemon,
+                params,
+                Box::new(move |daemon: &mut Daemon, spawned| match spawned {
+                    Ok(_) => started(daemon, task_id),
+                    Err(error) => {
+                        log::warn!(
+                            "task {task_id}: its session could not be created: {}",
+                            error.message
+                        );
+                        finish_without_agent(
+                            daemon,
+                            task_id,
+                            Ending::SpawnFailed {
+                                reason: error.message,
+                            },
+                        )
+                    }
+                }),
+            );
+        })),
+    );
+}
+
+/// The session exists: the ticket is `running`.
+fn started(daemon: &mut Daemon, task_id: u64) {
+    let Some(ticket) = daemon.tasks.tickets.get_mut(&task_id) else {
+        return;
+    };
+    if ticket.phase != Phase::Launched {
+        return;
+    }
+    ticket.phase = Phase::Running;
+    ticket.status = TaskStatus::Running;
+    ticket.started_ms = Some(now_ms());
+    log::info!("task {task_id}: running in {}", ticket.session_id);
+    let timeout = Duration::from_millis(ticket.timeout_ms);
+    let stop = ticket.stopping.is_some();
+    daemon.store.put(&ticket.clone(), None);
+    daemon
+        .timers
+        .schedule_in(timeout, Timer::TaskTimeout(task_id));
+    announce(daemon, task_id);
+    schedule_progress(daemon);
+    if stop {
+        stop_agent(daemon, task_id);
+    }
+}
+
+/// Ends the agent's process tree; its exit then finishes the ticket as `stopping` says.
+fn stop_agent(daemon: &mut Daemon, task_id: u64) {
+    let Some(ticket) = daemon.tasks.tickets.get(&task_id) else {
+        return;
+    };
+    let Some(agent) = daemon.agents.get(&ticket.session_id) else {
+        return;
+    };
+    if agent.exit.is_some() {
+        return;
+    }
+    let (pid, grace) = (agent.pid, daemon.config.sessions.kill_grace);
+    daemon.jobs.run(move || {
+        procfs::terminate_tree(pid, grace);
+        Box::new(|_: &mut Daemon| {})
+    });
+}
+
+/// A timeout fell due.
+pub fn on_timeout(daemon: &mut Daemon, task_id: u64) {
+    let Some(ticket) = daemon.tasks.tickets.get_mut(&task_id) else {
+        return;
+    };
+    if ticket.phase != Phase::Running || ticket.stopping.is_some() {
+        return;
+    }
+    ticket.stopping = Some(Ending::TimedOut);
+    log::warn!(
+        "task {task_id}: timed out after {} ms; stopping its agent",
+        ticket.timeout_ms
+    );
+    daemon.store.put(&ticket.clone(), None);
+    let ticket = &daemon.tasks.tickets[&task_id];
+    let message = TimeoutMessage {
+        r#type: "error",
+        error_code: ErrorCode::TaskTimeout.as_str(),
+        message: format!("Task exceeded its timeout of {} ms", ticket.timeout_ms),
+        session_id: &ticket.session_id,
+        ticket_id: &ticket.ticket_id,
+        task_id,
+    };
+    let frame =
+        crate::proto::ws::text_frame(&serde_json::to_string(&message).expect("serializable"));
+    daemon.ws.broadcast.push(frame.into());
+    stop_agent(daemon, task_id);
+}
+
+/// Cancels a ticket. `done` gets the task id once the ticket is final, or the error.
+pub fn cancel(daemon: &mut Daemon, id: &str, done: Done<Result<u64, ApiError>>) {
+    let Some(task_id) = daemon.tasks.find(id) else {
+        return done(daemon, Err(task_not_found(id)));
+    };
+    let ticket = daemon.tasks.tickets.get_mut(&task_id).expect("found");
+    match ticket.phase {
+        Phase::Done | Phase::Finishing => {
+            let error = ApiError::new(
+                409,
+                ErrorCode::TaskFinished,
+                format!(
+                    "task {task_id} has already finished ({}); it cannot be cancelled",
+                    if ticket.phase == Phase::Done {
+                        ticket.status.as_str()
+                    } else {
+                        "its result is being recorded"
+                    }
+                ),
+            );
+            done(daemon, Err(error))
+        }
+        Phase::Queued => {
+            daemon.tasks.queue.remove(&task_id);
+            log::info!("task {task_id}: cancelled while pending");
+            finish_without_agent(daemon, task_id, Ending::Cancelled);
+            done(daemon, Ok(task_id))
+        }
+        Phase::Preparing | Phase::Launched | Phase::Running => {
+            if ticket.stopping.is_none() {
+                ticket.stopping = Some(Ending::Cancelled);
+            }
+            log::info!("task {task_id}: cancelling");
+            daemon.tasks.waiters.entry(task_id).or_default().push(done);
+            if daemon.tasks.tickets[&task_id].phase == Phase::Running {
+                daemon
+                    .store
+                    .put(&daemon.tasks.tickets[&task_id].clone(), None);
+                stop_agent(daemon, task_id);
+            }
+        }
+    }
+}
+
+/// `404 TASK_NOT_FOUND`.
+pub fn task_not_found(id: &str) -> ApiError {
+    let shown: String = id.chars().take(100).collect();
+    ApiError::new(404, ErrorCode::TaskNotFound, format!("no task {shown:?}"))
+}
+
+/// Hook: a session's process has ended and its exit status is known.
+pub fn on_agent_exit(daemon: &mut Daemon, session_id: &str) {
+    let Some(&task_id) = daemon.tasks.by_session.get(session_id) else {
+        return;
+    };
+    let exit = daemon.agents.get(session_id).and_then(|a| a.exit);
+    let Some(ticket) = daemon.tasks.tickets.get_mut(&task_id) else {
+        return;
+    };
+    if !matches!(ticket.phase, Phase::Running | Phase::Launched) {
+        return;
+    }
+    let ending = ticket.stopping.take().unwrap_or(match exit {
+        Some(ExitInfo::Code(code)) => Ending::Exited {
+            exit_code: Some(code),
+            exit_signal: None,
+        },
+        Some(ExitInfo::Signal(signal)) => Ending::Exited {
+            exit_code: None,
+            exit_signal: Some(signal),
+        },
+        _ => Ending::Exited {
+            exit_code: None,
+            exit_signal: None,
+        },
+    });
+    begin_finish(daemon, task_id, ending);
+}
+
+/// Hook: a session was killed through the API or vanished from tmux.
+pub fn on_session_gone(daemon: &mut Daemon, session_id: &str, reason: &str) {
+    let Some(&task_id) = daemon.tasks.by_session.get(session_id) else {
+        return;
+    };
+    let Some(ticket) = daemon.tasks.tickets.get_mut(&task_id) else {
+        return;
+    };
+    if !matches!(ticket.phase, Phase::Running | Phase::Launched) {
+        return;
+    }
+    let ending = ticket.stopping.take().unwrap_or(Ending::Lost {
+        reason: reason.to_string(),
+    });
+    begin_finish(daemon, task_id, ending);
+}
+
+/// The agent has ended: store why, then compute the result on a thread of its own (reading
+/// the pane history, diffing the working tree, running the tests).
+fn begin_finish(daemon: &mut Daemon, task_id: u64, ending: Ending) {
+    let config = daemon.config.clone();
+    let limits = scan_limits(daemon);
+    let Some(ticket) = daemon.tasks.tickets.get_mut(&task_id) else {
+        return;
+    };
+    ticket.phase = Phase::Finishing;
+    ticket.status = TaskStatus::Running;
+    ticket.ending = Some(ending.clone());
+    let snapshot = ticket.clone();
+    daemon.store.put(&snapshot, None);
+    let pane = daemon
+        .agents
+        .get(&snapshot.session_id)
+        .map(|a| a.pane.clone());
+    let tmux_handle = daemon.tmux.clone();
+    let test_command = test_command_of(&config, &snapshot);
+    let notifier = daemon.jobs.notifier();
+    let spawned = std::thread::Builder::new()
+        .name(format!("task-{task_id}-verify"))
+        .spawn(move || {
+            let result = verify(
+                &snapshot,
+                &ending,
+                pane,
+                &tmux_handle,
+                test_command,
+                &config,
+                &limits,
+            );
+            notifier.send(Box::new(move |daemon: &mut Daemon| {
+                complete(daemon, task_id, ending, result)
+            }));
+        });
+    if let Err(e) = spawned {
+        log::error!("task {task_id}: cannot start its verification thread: {e}");
+    }
+}
+
+/// The configured or requested test command of a ticket.
+fn test_command_of(config: &crate::config::Config, ticket: &Ticket) -> Option<Vec<String>> {
+    ticket.test_command.clone().or_else(|| {
+        config
+            .tasks
+            .test_command_for(&ticket.requested_dir)
+            .cloned()
+    })
+}
+
+/// Computes a result (blocking): the agent's answer, the files it changed, the tests.
+fn verify(
+    ticket: &Ticket,
+    ending: &Ending,
+    pane: Option<crate::tmux::PaneId>,
+    tmux_handle: &crate::tmux::Tmux,
+    test_command: Option<Vec<String>>,
+    config: &crate::config::Config,
+    limits: &ScanLimits,
+) -> TaskResult {
+    let keep = config.tasks.test_output_bytes;
+    let history = pane
+        .and_then(|pane| {
+            tmux::capture_tail(&pane, HISTORY_LINES)
+                .map_err(TmuxError::from)
+                .and_then(|list| tmux_handle.run(&list))
+                .ok()
+        })
+        .unwrap_or_default();
+    let (message, output_tail) = prompt::final_answer(&history, keep);
+    let mut result = TaskResult {
+        message,
+        output_tail,
+        branch: ticket.branch.clone(),
+        worktree: ticket.worktree.clone(),
+        ..TaskResult::default()
+    };
+    match &ticket.baseline {
+        Some(baseline) => match workspace::changed_files(&ticket.working_dir, baseline, limits) {
+            Ok(files) => result.files_modified = files,
+            Err(e) => result.error = Some(format!("cannot tell which files changed: {e}")),
+        },
+        None => {
+            result.error = Some("the working directory's starting state was not recorded".into())
+        }
+    }
+    let clean = matches!(
+        ending,
+        Ending::Exited {
+            exit_code: Some(0),
+            ..
+        }
+    );
+    if !ticket.context.tests_required {
+        result.tests_skipped = Some("no tests were required (context.tests_required)".into());
+    } else if !clean {
+        result.tests_skipped = Some("the agent did not finish successfully".into());
+    } else if let Some(argv) = test_command {
+        let outcome =
+            super::verify::run_tests(&argv, &ticket.working_dir, config.tasks.test_timeout, keep);
+        result.tests_passed = Some(outcome.passed);
+        result.tests_output = Some(outcome.output_tail);
+        if outcome.timed_out {
+            result.tests_skipped = None;
+            result.error = Some(format!(
+                "the test command ran past tasks.test_timeout ({:?})",
+                config.tasks.test_timeout
+            ));
+        }
+    } else {
+        result.tests_skipped = Some(format!(
+            "no test command: give test_command in the request or configure \
+             [tasks.test_commands] for {}",
+            ticket.requested_dir.display()
+        ));
+    }
+    result
+}
+
+/// A ticket that ends without its agent having run (cancelled while pending, workspace or
+/// spawn failure).
+fn finish_without_agent(daemon: &mut Daemon, task_id: u64, ending: Ending) {
+    let Some(ticket) = daemon.tasks.tickets.get(&task_id) else {
+        return;
+    };
+    let result = TaskResult {
+        tests_skipped: Some("the agent never ran".into()),
+        branch: ticket.branch.clone(),
+        worktree: ticket.worktree.clone(),
+        ..TaskResult::default()
+    };
+    complete(daemon, task_id, ending, result);
+}
+
+/// Records the final state: status from the ending, the result, the store, observers; then
+/// removes the session (unless `tasks.keep_sessions`) and starts what the slot allows.
+fn complete(daemon: &mut Daemon, task_id: u64, ending: Ending, mut result: TaskResult) {
+    let Some(ticket) = daemon.tasks.tickets.get_mut(&task_id) else {
+        return;
+    };
+    let (status, code, error) = match &ending {
+        Ending::Exited {
+            exit_code: Some(0), ..
+        } => (TaskStatus::Completed, None, None),
+        Ending::Exited {
+            exit_code: Some(code),
+            ..
+        } => (
+            TaskStatus::Failed,
+            None,
+            Some(format!("the agent exited with status {code}")),
+        ),
+        Ending::Exited {
+            exit_signal: Some(signal),
+            ..
+        } => (
+            TaskStatus::Failed,
+            Some(ErrorCode::AgentCrashed),
+            Some(format!("the agent was killed by signal {signal}")),
+        ),
+        Ending::Exited { .. } => (
+            TaskStatus::Failed,
+            Some(ErrorCode::AgentCrashed),
+            Some("the agent ended; tmux could not tell its exit status".into()),
+        ),
+        Ending::TimedOut => (
+            TaskStatus::Timeout,
+            Some(ErrorCode::TaskTimeout),
+            Some(format!(
+                "the task exceeded its timeout of {} ms",
+                ticket.timeout_ms
+            )),
+        ),
+        Ending::Cancelled => (
+            TaskStatus::Cancelled,
+            Some(ErrorCode::TaskCancelled),
+            Some("the task was cancelled".into()),
+        ),
+        Ending::Lost { reason } => (
+            TaskStatus::Failed,
+            Some(ErrorCode::AgentCrashed),
+            Some(format!("the agent's session ended: {reason}")),
+        ),
+        Ending::SpawnFailed { reason } => (
+            TaskStatus::Failed,
+            Some(ErrorCode::AgentSpawnFailed),
+            Some(reason.clone()),
+        ),
+    };
+    if let Ending::Exited {
+        exit_code,
+        exit_signal,
+    } = &ending
+    {
+        result.exit_code = *exit_code;
+        result.exit_signal = *exit_signal;
+    }
+    result.error_code = code.map(|c| c.as_str().to_string());
+    if let Some(error) = error {
+        result.error = Some(match result.error.take() {
+            Some(more) => format!("{error}; {more}"),
+            None => error,
+        });
+    }
+    ticket.status = status;
+    ticket.phase = Phase::Done;
+    ticket.ending = Some(ending);
+    ticket.stopping = None;
+    ticket.completed_ms = Some(now_ms());
+    ticket.result = Some(result);
+    log::info!("task {task_id}: {}", status.as_str());
+    let session_id = ticket.session_id.clone();
+    let ticket_id = ticket.ticket_id.clone();
+    daemon.store.put(&ticket.clone(), None);
+    daemon.tasks.by_session.remove(&session_id);
+    let _ = std::fs::remove_file(prompt_path(&daemon.config.state_dir, &ticket_id));
+    announce(daemon, task_id);
+    for waiter in daemon.tasks.waiters.remove(&task_id).unwrap_or_default() {
+        waiter(daemon, Ok(task_id));
+    }
+    if !daemon.config.tasks.keep_sessions && daemon.agents.get(&session_id).is_some() {
+        manager::kill(daemon, &session_id, Box::new(|_, _| {}));
+    }
+    schedule(daemon);
+}
+
+/// Sends a `task_update` for a ticket to every observer.
+fn announce(daemon: &mut Daemon, task_id: u64) {
+    let Some(ticket) = daemon.tasks.tickets.get(&task_id) else {
+        return;
+    };
+    let message = TaskUpdate {
+        r#type: "task_update",
+        task_id,
+        ticket_id: &ticket.ticket_id,
+        session_id: &ticket.session_id,
+        agent: &ticket.agent_type,
+        status: ticket.status.as_str(),
+        elapsed_ms: ticket.elapsed_ms(now_ms()),
+        result: ticket.result.as_ref(),
+    };
+    let frame =
+        crate::proto::ws::text_frame(&serde_json::to_string(&message).expect("serializable"));
+    daemon.ws.broadcast.push(frame.into());
+}
+
+fn schedule_progress(daemon: &mut Daemon) {
+    if !daemon.tasks.progress_scheduled {
+        daemon.tasks.progress_scheduled = true;
+        let every = daemon.config.tasks.progress_interval;
+        daemon.timers.schedule_in(every, Timer::TaskProgress);
+    }
+}
+
+/// The progress timer: a `task_update` with `elapsed_ms` for every running ticket.
+pub fn on_progress(daemon: &mut Daemon) {
+    daemon.tasks.progress_scheduled = false;
+    let running: Vec<u64> = daemon
+        .tasks
+        .tickets
+        .values()
+        .filter(|t| t.phase == Phase::Running)
+        .map(|t| t.task_id)
+        .collect();
+    for task_id in &running {
+        announce(daemon, *task_id);
+    }
+    if daemon.tasks.active().next().is_some() {
+        schedule_progress(daemon);
+    }
+}
+
+/// After a restart (sessions already adopted): carries every unfinished ticket on by the
+/// rules in the README, then starts what the slots allow.
+pub fn recover(daemon: &mut Daemon) {
+    let unfinished: Vec<u64> = daemon
+        .tasks
+        .tickets
+        .values()
+        .filter(|t| t.phase != Phase::Done)
+        .map(|t| t.task_id)
+        .collect();
+    let now = now_ms();
+    for task_id in unfinished {
+        let ticket = daemon.tasks.tickets.get_mut(&task_id).expect("listed");
+        let agent = daemon.agents.get(&ticket.session_id);
+        match (ticket.phase, agent) {
+            (Phase::Done, _) => {}
+            (Phase::Queued | Phase::Preparing, None) => {
+                ticket.phase = Phase::Queued;
+                daemon.tasks.queue.insert(task_id);
+            }
+            (Phase::Launched, None) => {
+                log::info!("task {task_id}: its session was never created; queued again");
+                ticket.phase = Phase::Queued;
+                daemon.tasks.queue.insert(task_id);
+            }
+            (Phase::Finishing, _) => {
+                daemon
+                    .tasks
+                    .by_session
+                    .insert(ticket.session_id.clone(), task_id);
+                let ending = ticket.ending.clone().unwrap_or(Ending::Lost {
+                    reason: "the daemon restarted while the result was computed".into(),
+                });
+                log::info!("task {task_id}: computing its result again after a restart");
+                begin_finish(daemon, task_id, ending);
+            }
+            (Phase::Running, None) => {
+                daemon
+                    .tasks
+                    .by_session
+                    .insert(ticket.session_id.clone(), task_id);
+                log::warn!("task {task_id}: its session vanished while the daemon was down");
+                begin_finish(
+                    daemon,
+                    task_id,
+                    Ending::Lost {
+                        reason: "it vanished while the daemon was down".into(),
+                    },
+                );
+            }
+            (_, Some(agent)) => {
+                let exited = agent.exit.is_some();
+                let created = crate::time::unix_millis(agent.created_at);
+                ticket.phase = Phase::Running;
+                ticket.status = TaskStatus::Running;
+                let started = *ticket.started_ms.get_or_insert(created);
+                daemon
+                    .tasks
+                    .by_session
+                    .insert(ticket.session_id.clone(), task_id);
+                let left = (started + ticket.timeout_ms).saturating_sub(now);
+                daemon.store.put(&ticket.clone(), None);
+                if exited {
+                    log::info!("task {task_id}: its agent ended while the daemon was down");
+                    let session_id = daemon.tasks.tickets[&task_id].session_id.clone();
+                    on_agent_exit(daemon, &session_id);
+                } else {
+                    log::info!("task {task_id}: still running; tracking it again");
+                    daemon
+                        .timers
+                        .schedule_in(Duration::from_millis(left), Timer::TaskTimeout(task_id));
+                    schedule_progress(daemon);
+                }
+            }
+        }
+    }
+    schedule(daemon);
+}

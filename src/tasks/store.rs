@@ -1,0 +1,135 @@
+//! The durable ticket store: one `redb` file under the state directory, written by one
+//! thread of its own so that disk syncs never block the event loop.
+//!
+//! Every write is a transaction committed with `redb`'s immediate durability (fsync).
+//! Writes queued while a commit is in progress are committed together (group commit), in
+//! the order they were queued. A write's callback runs on the loop once it is durable, or
+//! with the error when it could not be stored. This module knows nothing of the ticket
+//! lifecycle: it stores and loads [`Ticket`]s by task id.
+
+use std::path::Path;
+
+use crossbeam_channel::{Receiver, Sender};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::Ticket;
+use crate::daemon::{Daemon, Done};
+use crate::jobs::Notifier;
+
+/// Tickets by task id, as JSON.
+const TICKETS: TableDefinition<u64, &[u8]> = TableDefinition::new("tickets");
+
+/// Writes committed in one transaction at most.
+const MAX_BATCH: usize = 256;
+
+/// A queued write and who to tell when it is durable.
+struct Write {
+    task_id: u64,
+    value: Vec<u8>,
+    done: Option<Done<Result<(), String>>>,
+}
+
+/// Handle on the store thread.
+pub struct Store {
+    tx: Sender<Write>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+/// Opens the store and loads every ticket.
+pub fn open(path: &Path) -> Result<(Database, Vec<Ticket>), String> {
+    let db = Database::create(path)
+        .map_err(|e| format!("cannot open the task store {}: {e}", path.display()))?;
+    let tickets = load(&db).map_err(|e| format!("cannot read the task store: {e}"))?;
+    Ok((db, tickets))
+}
+
+fn load(db: &Database) -> Result<Vec<Ticket>, redb::Error> {
+    // Make sure the table exists, so that a fresh store reads as empty.
+    let txn = db.begin_write()?;
+    txn.open_table(TICKETS)?;
+    txn.commit()?;
+    let txn = db.begin_read()?;
+    let table = txn.open_table(TICKETS)?;
+    let mut tickets = Vec::new();
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        match serde_json::from_slice::<Ticket>(value.value()) {
+            Ok(ticket) => tickets.push(ticket),
+            Err(e) => log::error!(
+                "task store: ticket {} is unreadable ({e}); skipped",
+                key.value()
+            ),
+        }
+    }
+    Ok(tickets)
+}
+
+impl Store {
+    /// Starts the store thread on `db`; callbacks come back through `notifier`.
+    pub fn start(db: Database, notifier: Notifier<Daemon>) -> std::io::Result<Store> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        std::thread::Builder::new()
+            .name("task-store".into())
+            .spawn(move || run(db, rx, notifier))?;
+        Ok(Store { tx })
+    }
+
+    /// Queues a durable write of `ticket`; `done` (if any) runs on the loop once it is on
+    /// disk, or with the error.
+    pub fn put(&self, ticket: &Ticket, done: Option<Done<Result<(), String>>>) {
+        let value = serde_json::to_vec(ticket).expect("tickets serialize");
+        let write = Write {
+            task_id: ticket.task_id,
+            value,
+            done,
+        };
+        if let Err(crossbeam_channel::SendError(write)) = self.tx.send(write) {
+            log::error!(
+                "task store: the store thread is gone; ticket {} not stored",
+                write.task_id
+            );
+        }
+    }
+}
+
+fn run(db: Database, rx: Receiver<Write>, notifier: Notifier<Daemon>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(write) => batch.push(write),
+                Err(_) => break,
+            }
+        }
+        let result = commit(&db, &batch).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            log::error!(
+                "task store: cannot store {} ticket update(s): {e}",
+                batch.len()
+            );
+        }
+        for write in batch {
+            if let Some(done) = write.done {
+                let result = result.clone();
+                notifier.send(Box::new(move |daemon: &mut Daemon| done(daemon, result)));
+            }
+        }
+    }
+}
+
+fn commit(db: &Database, batch: &[Write]) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut table = txn.open_table(TICKETS)?;
+        for write in batch {
+            table.insert(write.task_id, write.value.as_slice())?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}

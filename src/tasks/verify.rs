@@ -1,0 +1,245 @@
+//! The test command run after a task, and cleaning terminal output into plain text.
+//!
+//! `run_tests` blocks (call it from a worker thread); `strip_ansi` is pure. Never runs a
+//! shell: the test command is an argv.
+
+use super::process;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// How a test command went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestOutcome {
+    /// Whether it exited with code 0 within its timeout.
+    pub passed: bool,
+    /// Exit code, when it exited normally.
+    pub exit_code: Option<i32>,
+    /// Signal that ended it, when one did.
+    pub signal: Option<i32>,
+    /// Whether it overstayed its timeout and was ended.
+    pub timed_out: bool,
+    /// The end of its output (stdout and stderr interleaved) as plain text, or why it could
+    /// not start.
+    pub output_tail: String,
+}
+
+/// Runs the test command `argv` in `dir` for at most `timeout`, keeping the last
+/// `tail_bytes` of its output.
+pub fn run_tests(argv: &[String], dir: &Path, timeout: Duration, tail_bytes: usize) -> TestOutcome {
+    let failed = |why: String| TestOutcome {
+        passed: false,
+        exit_code: None,
+        signal: None,
+        timed_out: false,
+        output_tail: why,
+    };
+    let Some((program, args)) = argv.split_first() else {
+        return failed("the test command is empty".into());
+    };
+    let mut command = Command::new(program);
+    command.args(args).current_dir(dir);
+    match process::run(&mut command, timeout, tail_bytes) {
+        Err(why) => failed(why),
+        Ok(out) => {
+            // The tail may start inside a multi-byte character; skip its continuation bytes.
+            let start = out
+                .output
+                .iter()
+                .take(3)
+                .take_while(|&&b| b & 0xC0 == 0x80)
+                .count();
+            let mut output_tail = strip_ansi(&String::from_utf8_lossy(&out.output[start..]));
+            if out.timed_out {
+                output_tail.push_str(&format!("\n[test command ended after {timeout:?}]"));
+            }
+            TestOutcome {
+                passed: out.success(),
+                exit_code: out.exit_code,
+                signal: out.signal,
+                timed_out: out.timed_out,
+                output_tail,
+            }
+        }
+    }
+}
+
+/// Turns terminal output into plain text: removes escape sequences (CSI, OSC, DCS and other
+/// ESC sequences, and their C1 forms) and control characters other than `\n` and `\t`;
+/// `\r\n` becomes `\n`, text a lone `\r` returned over is dropped (the line keeps what was
+/// written after it), and a backspace erases the character before it.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut line_start = 0;
+    let mut carriage_return = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        // Normalise the 7-bit ESC forms to their C1 equivalents.
+        let c = match c {
+            '\x1b' => match chars.peek() {
+                Some(&next @ '@'..='_') => {
+                    chars.next();
+                    char::from_u32(next as u32 + 0x40).unwrap_or('\u{80}')
+                }
+                Some(' '..='/') => {
+                    // nF sequence (e.g. charset selection): intermediates, then one final.
+                    while chars.next_if(|c| matches!(c, ' '..='/')).is_some() {}
+                    chars.next();
+                    continue;
+                }
+                Some(_) => {
+                    chars.next(); // Fp/Fs sequence such as ESC 7 or ESC c.
+                    continue;
+                }
+                None => continue,
+            },
+            c => c,
+        };
+        match c {
+            '\u{9b}' => {
+                // CSI: parameters and intermediates up to one final byte.
+                while chars.next_if(|c| matches!(c, ' '..='?')).is_some() {}
+                chars.next_if(|c| matches!(c, '@'..='~'));
+            }
+            '\u{9d}' | '\u{90}' | '\u{98}' | '\u{9e}' | '\u{9f}' => {
+                // OSC, DCS, SOS, PM, APC: a string up to BEL or ST (ESC \ or C1 ST).
+                while let Some(c) = chars.next() {
+                    if c == '\x07' || c == '\u{9c}' {
+                        break;
+                    }
+                    if c == '\x1b' && chars.next_if_eq(&'\\').is_some() {
+                        break;
+                    }
+                }
+            }
+            '\r' => carriage_return = true,
+            '\n' => {
+                out.push('\n');
+                line_start = out.len();
+                carriage_return = false;
+            }
+            '\x08' if out.len() > line_start => {
+                out.pop();
+            }
+            c if c == '\t' || !c.is_control() => {
+                if carriage_return {
+                    out.truncate(line_start);
+                    carriage_return = false;
+                }
+                out.push(c);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn strips_escapes_and_controls() {
+        let cases = [
+            ("plain\ttext\n", "plain\ttext\n"),
+            ("\x1b[1;31mred\x1b[0m done", "red done"),
+            ("\x1b[?25l\x1b[2Khidden cursor\x1b[?25h", "hidden cursor"),
+            ("\x1b]0;title\x07after", "after"),
+            ("\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\", "link"),
+            ("\x1bP1$r0m\x1b\\dcs", "dcs"),
+            ("\x1b(Bcharset\x1b7\x1b8", "charset"),
+            ("\u{9b}32mc1\u{9b}0m", "c1"),
+            ("a\r\nb\r\n", "a\nb\n"),
+            ("10%\r50%\r100%\ndone", "100%\ndone"),
+            ("trailing\r", "trailing"),
+            ("ab\x08c", "ac"),
+            ("\x08start", "start"),
+            ("bell\x07 nul\0 del\x7f", "bell nul del"),
+            ("unfinished \x1b[", "unfinished "),
+            ("lone esc \x1b", "lone esc "),
+            ("ünïcödé ✓", "ünïcödé ✓"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(strip_ansi(input), expected, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn passing_and_failing_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Duration::from_secs(60);
+        let ok = run_tests(
+            &argv(&["sh", "-c", "pwd; printf '\\033[32mok\\033[0m\\n'"]),
+            dir.path(),
+            t,
+            4096,
+        );
+        assert!(
+            ok.passed && ok.exit_code == Some(0) && !ok.timed_out,
+            "{ok:?}"
+        );
+        let pwd = dir.path().canonicalize().unwrap();
+        assert_eq!(ok.output_tail, format!("{}\nok\n", pwd.display()));
+        let bad = run_tests(
+            &argv(&["sh", "-c", "echo broken >&2; exit 2"]),
+            dir.path(),
+            t,
+            4096,
+        );
+        assert!(!bad.passed);
+        assert_eq!(bad.exit_code, Some(2));
+        assert_eq!(bad.output_tail, "broken\n");
+    }
+
+    #[test]
+    fn tail_is_bounded_and_valid_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = "i=0; while [ $i -lt 500 ]; do echo ééé$i; i=$((i+1)); done";
+        let out = run_tests(
+            &argv(&["sh", "-c", script]),
+            dir.path(),
+            Duration::from_secs(60),
+            24,
+        );
+        assert!(out.passed);
+        assert!(out.output_tail.len() <= 24);
+        assert!(
+            out.output_tail.ends_with("ééé499\n"),
+            "{:?}",
+            out.output_tail
+        );
+        assert!(
+            !out.output_tail.contains('\u{fffd}'),
+            "{:?}",
+            out.output_tail
+        );
+    }
+
+    #[test]
+    fn timeouts_and_unstartable_commands_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let slow = run_tests(
+            &argv(&["sleep", "100"]),
+            dir.path(),
+            Duration::from_millis(200),
+            100,
+        );
+        assert!(
+            !slow.passed && slow.timed_out && slow.signal.is_some(),
+            "{slow:?}"
+        );
+        let missing = run_tests(
+            &argv(&["no-such-test-runner"]),
+            dir.path(),
+            Duration::from_secs(5),
+            100,
+        );
+        assert!(!missing.passed && missing.output_tail.contains("no-such-test-runner"));
+        let empty = run_tests(&[], dir.path(), Duration::from_secs(5), 100);
+        assert!(!empty.passed && empty.output_tail.contains("empty"));
+    }
+}
