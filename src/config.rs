@@ -39,6 +39,8 @@ pub struct Config {
     pub panes: PaneConfig,
     /// Delegated tasks: queueing, timeouts, verification.
     pub tasks: TasksConfig,
+    /// Rate limits per caller.
+    pub rate_limits: RateLimitConfig,
     /// Agent types by name; built-in defaults merged with `[agents.<type>]` tables.
     #[serde(deserialize_with = "deserialize_agents")]
     pub agents: BTreeMap<String, AgentType>,
@@ -300,6 +302,62 @@ impl Default for PaneConfig {
     }
 }
 
+/// A rate: `requests` per `window` (a token bucket of `requests` that refills over
+/// `window`). `requests = 0` switches the limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Requests allowed per window (and the largest burst).
+    pub requests: u32,
+    /// The window.
+    #[serde(with = "duration_text")]
+    pub window: Duration,
+}
+
+impl Rate {
+    /// `requests` per minute.
+    pub const fn per_minute(requests: u32) -> Rate {
+        Rate {
+            requests,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[rate_limits]`: token buckets per caller (the token's `sub`; the peer address for
+/// requests whose credentials fail).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// `POST /api/agents/spawn`, per caller.
+    pub spawn: Rate,
+    /// `POST /api/delegate`, per caller.
+    pub delegate: Rate,
+    /// Messages from one WebSocket connection.
+    pub ws_messages: Rate,
+    /// Requests with missing or invalid credentials, per peer address; past it even those
+    /// get `429` instead of `401`.
+    pub auth_failures: Rate,
+    /// Messages a WebSocket client may send past its limit (each refused with an error) before
+    /// the connection is closed with 4002.
+    pub ws_flood_close_after: u32,
+    /// Callers tracked per limit; past it, the least informative buckets are forgotten.
+    pub max_tracked: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            spawn: Rate::per_minute(10),
+            delegate: Rate::per_minute(100),
+            ws_messages: Rate::per_minute(600),
+            auth_failures: Rate::per_minute(60),
+            ws_flood_close_after: 100,
+            max_tracked: 10_000,
+        }
+    }
+}
+
 /// `[tasks]`: delegated tasks (`POST /api/delegate`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -404,6 +462,7 @@ impl Default for Config {
             websocket: WebSocketConfig::default(),
             panes: PaneConfig::default(),
             tasks: TasksConfig::default(),
+            rate_limits: RateLimitConfig::default(),
             agents: builtin_agents(),
         }
     }

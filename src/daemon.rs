@@ -192,6 +192,8 @@ pub struct Daemon {
     pub tasks: crate::tasks::TaskBook,
     /// The durable ticket store.
     pub store: crate::tasks::store::Store,
+    /// Rate limits per caller and per connection.
+    pub rate: crate::api::ratelimit::RateLimits,
 }
 
 impl Daemon {
@@ -295,6 +297,7 @@ impl Daemon {
     /// A WebSocket connection went away: forget its subscriptions and pending acks.
     pub fn on_ws_closed(&mut self, conn: ConnId) {
         self.hub.remove_viewer(conn);
+        self.rate.forget_ws(conn);
         for typist in self.typists.values_mut() {
             typist.forget(conn);
         }

@@ -161,6 +161,7 @@ impl Server {
             revisit: Vec::new(),
             tasks: crate::tasks::TaskBook::load(tickets),
             store,
+            rate: crate::api::ratelimit::RateLimits::new(&config.rate_limits),
         };
         match manager::adopt(&mut daemon) {
             Ok(0) => {}
@@ -542,7 +543,7 @@ impl Server {
                     let handled = if self.daemon.shutting_down {
                         Handled::Now(shutting_down_response())
                     } else {
-                        api::handle(&mut self.daemon, conn.id, &request)
+                        api::handle(&mut self.daemon, conn.id, conn.peer.ip(), &request)
                     };
                     match handled {
                         Handled::Now(response) => {
@@ -659,11 +660,9 @@ impl Server {
                         if let After::Close(code, reason) =
                             crate::api::observe::on_text(&mut self.daemon, id, &principal, &text)
                         {
-                            // Queued replies (the error) go out before the close frame.
-                            let ws = conn.ws.as_mut().expect("upgraded");
-                            ws.closing = true;
+                            // Queued replies (the error) go out before the close frame,
+                            // which `close_ws` queues (and marks the connection closing).
                             self.daemon.ws.close.push((id, code, reason));
-                            let _ = ws;
                             break;
                         }
                     }

@@ -15,7 +15,12 @@ use crate::proto::http::Request;
 use crate::time::rfc3339;
 
 /// `POST /api/agents/spawn`.
-pub fn spawn(daemon: &mut Daemon, conn: ConnId, request: &Request) -> Handled {
+pub fn spawn(
+    daemon: &mut Daemon,
+    conn: ConnId,
+    request: &Request,
+    extra_headers: Vec<(String, String)>,
+) -> Handled {
     let body: SpawnRequest = match parse_body(request) {
         Ok(body) => body,
         Err(error) => return Handled::Now(error.to_response()),
@@ -46,7 +51,7 @@ pub fn spawn(daemon: &mut Daemon, conn: ConnId, request: &Request) -> Handled {
                 },
                 Err(error) => error.to_response(),
             };
-            daemon.reply(conn, response);
+            daemon.reply(conn, response.with_headers(extra_headers));
         }),
     );
     Handled::Later

@@ -8,8 +8,12 @@ pub mod agents;
 pub mod auth;
 pub mod error;
 pub mod observe;
+pub mod ratelimit;
 pub mod tasks;
 pub mod wire;
+
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime};
 
 use auth::{Principal, Scope};
 use error::{ApiError, ErrorCode};
@@ -160,10 +164,17 @@ pub fn authorize(daemon: &Daemon, request: &Request, scope: Scope) -> Result<Pri
     Ok(principal)
 }
 
-/// Dispatches one request.
-pub fn handle(daemon: &mut Daemon, conn: ConnId, request: &Request) -> Handled {
+/// Dispatches one request from `peer`.
+pub fn handle(daemon: &mut Daemon, conn: ConnId, peer: IpAddr, request: &Request) -> Handled {
     if request.path == OBSERVE_PATH {
-        return observe::upgrade(daemon, request);
+        return match observe::upgrade(daemon, request) {
+            Handled::Upgrade {
+                principal: Err(_), ..
+            } if !auth_failure(daemon, peer).allowed => {
+                Handled::Refuse(rate_limited(auth_failure_peek(daemon, peer)).to_response())
+            }
+            handled => handled,
+        };
     }
     let route = match route(&request.method, &request.path) {
         Ok(route) => route,
@@ -171,20 +182,85 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, request: &Request) -> Handled {
     };
     let principal = match authorize(daemon, request, route.scope()) {
         Ok(principal) => principal,
+        Err(error) if error.status == 401 => {
+            // Credential failures are limited per address, so tokens cannot be guessed fast.
+            let decision = auth_failure(daemon, peer);
+            let response = if decision.allowed {
+                let mut response = error.to_response();
+                response.headers.extend(decision.headers());
+                response
+            } else {
+                rate_limited(decision).to_response()
+            };
+            return Handled::Now(response);
+        }
         Err(error) => return Handled::Now(error.to_response()),
     };
-    match route {
+    let now = (Instant::now(), SystemTime::now());
+    let limiter = match route {
+        Route::Spawn => Some(&mut daemon.rate.spawn),
+        Route::Delegate => Some(&mut daemon.rate.delegate),
+        _ => None,
+    };
+    let limit_headers = match limiter {
+        Some(limiter) if !limiter.disabled() => {
+            let decision = limiter.check(&principal.subject, now.0, now.1);
+            if !decision.allowed {
+                log::info!("{peer}: rate limit of {:?} exceeded", principal.subject);
+                return Handled::Now(rate_limited(decision).to_response());
+            }
+            decision.headers()
+        }
+        _ => Vec::new(),
+    };
+    let handled = match route {
         Route::WsTicket => observe::issue_ticket(daemon, principal),
         Route::Health => Handled::Now(json(200, &health(daemon))),
-        Route::Spawn => agents::spawn(daemon, conn, request),
+        Route::Spawn => agents::spawn(daemon, conn, request, limit_headers.clone()),
         Route::ListAgents => agents::list(daemon, request),
         Route::GetAgent(id) => agents::get(daemon, conn, &id),
         Route::KillAgent(id) => agents::kill(daemon, conn, &id),
-        Route::Delegate => tasks::delegate(daemon, conn, request, principal),
+        Route::Delegate => tasks::delegate(daemon, conn, request, principal, limit_headers.clone()),
         Route::ListTasks => tasks::list(daemon, request),
         Route::GetTask(id) => tasks::get(daemon, &id),
         Route::CancelTask(id) => tasks::cancel(daemon, conn, &id),
+    };
+    match handled {
+        Handled::Now(mut response) => {
+            response.headers.extend(limit_headers);
+            Handled::Now(response)
+        }
+        other => other,
     }
+}
+
+/// Counts a credential failure from `peer`.
+fn auth_failure(daemon: &mut Daemon, peer: IpAddr) -> ratelimit::Decision {
+    daemon
+        .rate
+        .auth_failures
+        .check(&peer, Instant::now(), SystemTime::now())
+}
+
+fn auth_failure_peek(daemon: &mut Daemon, peer: IpAddr) -> ratelimit::Decision {
+    daemon
+        .rate
+        .auth_failures
+        .peek(&peer, Instant::now(), SystemTime::now())
+}
+
+/// `429 RATE_LIMIT_EXCEEDED` with `Retry-After` and the limit's headers.
+pub fn rate_limited(decision: ratelimit::Decision) -> ApiError {
+    let mut error = ApiError::new(
+        429,
+        ErrorCode::RateLimitExceeded,
+        format!(
+            "rate limit exceeded ({} requests per window); retry in {} s",
+            decision.limit, decision.retry_after
+        ),
+    );
+    error.headers.extend(decision.headers());
+    error
 }
 
 fn health(daemon: &Daemon) -> wire::Health {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::auth::{Principal, Scope, bearer_token};
 use super::error::{ApiError, ErrorCode};
+use super::ratelimit::WsVerdict;
 use super::wire::{ClientMessage, Pong, Subscribed, TicketResponse, Unsubscribed, WsError};
 use super::{Handled, json};
 use crate::daemon::{Daemon, Ticket, Timer};
@@ -173,6 +174,31 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
     if principal.expires_at + daemon.config.auth.leeway.as_secs() < now {
         send_error(daemon, conn, "INVALID_TOKEN", "token expired", None, None);
         return After::Close(close::POLICY_VIOLATION, "token expired".into());
+    }
+    match daemon
+        .rate
+        .ws_message(conn, std::time::Instant::now(), SystemTime::now())
+    {
+        WsVerdict::Allow => {}
+        WsVerdict::Drop(decision) => {
+            let detail = format!(
+                "rate limit exceeded ({} messages per window); message dropped, retry in {} s",
+                decision.limit, decision.retry_after
+            );
+            send_error(daemon, conn, "RATE_LIMIT_EXCEEDED", &detail, None, None);
+            return After::Continue;
+        }
+        WsVerdict::Close(_) => {
+            send_error(
+                daemon,
+                conn,
+                "RATE_LIMIT_EXCEEDED",
+                "rate limit exceeded again and again; closing",
+                None,
+                None,
+            );
+            return After::Close(close::RATE_LIMITED, "rate limit exceeded".into());
+        }
     }
     let message: ClientMessage = match serde_json::from_str(text) {
         Ok(message) => message,

@@ -21,6 +21,7 @@ pub fn delegate(
     conn: ConnId,
     request: &Request,
     principal: Principal,
+    extra_headers: Vec<(String, String)>,
 ) -> Handled {
     let body: DelegateRequest = match parse_body(request) {
         Ok(body) => body,
@@ -58,7 +59,7 @@ pub fn delegate(
                 }
                 Err(error) => error.to_response(),
             };
-            daemon.reply(conn, response);
+            daemon.reply(conn, response.with_headers(extra_headers));
         }),
     );
     Handled::Later

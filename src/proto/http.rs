@@ -465,6 +465,12 @@ impl Response {
         self
     }
 
+    /// Adds several headers.
+    pub fn with_headers(mut self, headers: Vec<(String, String)>) -> Response {
+        self.headers.extend(headers);
+        self
+    }
+
     /// Encodes status line, headers and body into `out`. `keep_alive` decides the
     /// `Connection` header.
     pub fn encode(&self, keep_alive: bool, out: &mut Vec<u8>) {

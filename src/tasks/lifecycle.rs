@@ -353,10 +353,19 @@ fn prepare(daemon: &mut Daemon, task_id: u64) {
         .tasks
         .by_session
         .insert(ticket.session_id.clone(), task_id);
-    let template = config.agents[&ticket.agent_type]
-        .headless
-        .clone()
-        .unwrap_or_default();
+    let Some(template) = config
+        .agents
+        .get(&ticket.agent_type)
+        .and_then(|t| t.headless.clone())
+    else {
+        // The type was removed or lost its headless command while the ticket waited (a
+        // restart with a changed config).
+        let reason = format!(
+            "agent type {:?} is no longer configured with a headless command",
+            ticket.agent_type
+        );
+        return finish_without_agent(daemon, task_id, Ending::SpawnFailed { reason });
+    };
     let test_command = test_command_of(&config, ticket);
     let prompt_text = prompt::build(&ticket.task, &ticket.context, test_command.as_deref());
     let prompt_file =
@@ -480,6 +489,9 @@ fn launch(daemon: &mut Daemon, task_id: u64, prepared: Result<Prepared, String>)
                 params,
                 Box::new(move |daemon: &mut Daemon, spawned| match spawned {
                     Ok(_) => started(daemon, task_id),
+                    // Past sessions.max_sessions (a spawn raced the scheduler) or shutting
+                    // down: wait in the queue for the next free session.
+                    Err(error) if error.status == 503 => requeue(daemon, task_id, &error.message),
                     Err(error) => {
                         log::warn!(
                             "task {task_id}: its session could not be created: {}",
@@ -497,6 +509,21 @@ fn launch(daemon: &mut Daemon, task_id: u64, prepared: Result<Prepared, String>)
             );
         })),
     );
+}
+
+/// Puts a ticket whose session could not be created yet back at its place in the queue.
+fn requeue(daemon: &mut Daemon, task_id: u64, why: &str) {
+    let Some(ticket) = daemon.tasks.tickets.get_mut(&task_id) else {
+        return;
+    };
+    if ticket.stopping == Some(Ending::Cancelled) {
+        return finish_without_agent(daemon, task_id, Ending::Cancelled);
+    }
+    log::info!("task {task_id}: queued again ({why})");
+    ticket.phase = Phase::Queued;
+    daemon.tasks.by_session.remove(&ticket.session_id);
+    daemon.tasks.queue.insert(task_id);
+    daemon.store.put(&ticket.clone(), None);
 }
 
 /// The session exists: the ticket is `running`.

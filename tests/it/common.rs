@@ -27,6 +27,11 @@ fn base_config(work: &Path) -> String {
     let mut config = format!(
         r#"
 workers = 4
+# Tests spawn and fail auth far faster than people do; the rate-limit tests lower these.
+[rate_limits]
+spawn = {{ requests = 10000, window = "1m" }}
+delegate = {{ requests = 10000, window = "1m" }}
+auth_failures = {{ requests = 10000, window = "1m" }}
 [sessions]
 allowed_roots = ["{work}"]
 [agents.echo]

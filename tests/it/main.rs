@@ -9,6 +9,7 @@ mod agents;
 mod auth;
 mod clients;
 mod http;
+mod limits;
 mod observe;
 mod restart;
 mod tasks;
