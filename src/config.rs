@@ -392,6 +392,8 @@ pub struct TasksConfig {
     pub max_snapshot_files: usize,
     /// Test command per directory: the longest prefix of a task's working directory wins.
     pub test_commands: BTreeMap<PathBuf, Vec<String>>,
+    /// The ticket store; default `<state_dir>/tasks.redb`.
+    pub store_file: Option<PathBuf>,
 }
 
 impl Default for TasksConfig {
@@ -409,6 +411,7 @@ impl Default for TasksConfig {
             max_task_bytes: 64 * 1024,
             max_snapshot_files: 20_000,
             test_commands: BTreeMap::new(),
+            store_file: None,
         }
     }
 }
@@ -553,6 +556,9 @@ impl Config {
         if let Some(dir) = &mut self.tasks.default_workspace {
             *dir = absolute(&expand_home(dir))?;
         }
+        if let Some(file) = &mut self.tasks.store_file {
+            *file = absolute(&expand_home(file))?;
+        }
         let commands = std::mem::take(&mut self.tasks.test_commands);
         for (dir, argv) in commands {
             if argv.is_empty() || argv[0].is_empty() {
@@ -608,7 +614,10 @@ impl Config {
 
     /// Path of the task ticket store.
     pub fn task_store(&self) -> PathBuf {
-        self.state_dir.join("tasks.redb")
+        self.tasks
+            .store_file
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("tasks.redb"))
     }
 
     /// Directory holding the git worktrees of `isolation: "worktree"` tasks.

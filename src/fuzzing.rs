@@ -146,8 +146,40 @@ pub fn ws_client_message(data: &[u8]) {
     }
 }
 
+/// Parses `text` as `T`, then checks that the same document written canonically (parsed as
+/// a JSON value and printed again) gives an equal `T`: acceptance depends on the document,
+/// never on its spelling (whitespace, escapes, number forms).
+fn json_round_trip<T: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(text: &[u8]) {
+    let Ok(typed) = serde_json::from_slice::<T>(text) else {
+        return;
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(text).expect("a document T accepts is valid JSON");
+    let again: T = serde_json::from_str(&value.to_string())
+        .unwrap_or_else(|e| panic!("canonical form of an accepted body refused: {e}"));
+    assert_eq!(typed, again);
+}
+
+/// JSON request bodies (spawn, delegate) and WebSocket client messages: malformed, deep,
+/// huge or invalid-UTF-8 input is refused without a panic, and what is accepted is accepted
+/// the same way in canonical form.
+pub fn json_bodies(data: &[u8]) {
+    json_round_trip::<crate::api::wire::SpawnRequest>(data);
+    json_round_trip::<crate::api::wire::DelegateRequest>(data);
+    json_round_trip::<crate::api::wire::ClientMessage>(data);
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn json_harness_accepts_seed_inputs() {
+        super::json_bodies(br#"{"agent_type":"droid","task":"x \u00e9","context":{"tests_required":true},"timeout_ms":1e3}"#);
+        super::json_bodies(br#"{"agent_type":"shell","env":{"A":"1"}}"#);
+        super::json_bodies(br#"{"type":"subscribe_terminal","session_id":"s","since":12}"#);
+        super::json_bodies(&[b'['; 100_000]);
+        super::json_bodies(b"\xff\xfe{}");
+    }
+
     #[test]
     fn harness_accepts_seed_inputs() {
         super::http_request(b"\x07GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");

@@ -116,8 +116,9 @@ impl Server {
             }));
         })
         .map_err(|e| format!("cannot start the emulator thread: {e}"))?;
-        let (store_db, tickets) = crate::tasks::store::open(&config.task_store())?;
-        let store = crate::tasks::store::Store::start(store_db, notifier.clone())
+        let store_path = config.task_store();
+        let (store_db, tickets) = crate::tasks::store::open(&store_path)?;
+        let store = crate::tasks::store::Store::start(&store_path, store_db, notifier.clone())
             .map_err(|e| format!("cannot start the task store thread: {e}"))?;
         let jobs = JobPool::new(config.workers, notifier).map_err(|e| e.to_string())?;
         let registry = poll.registry().try_clone().map_err(|e| e.to_string())?;

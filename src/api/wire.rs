@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// `POST /api/agents/spawn` body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpawnRequest {
     /// Agent type name.
@@ -238,7 +238,7 @@ pub struct Pong<'a> {
 }
 
 /// `POST /api/delegate` body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DelegateRequest {
     /// Agent type that does the work (it needs a `headless` command).

@@ -3,13 +3,17 @@
 //!
 //! Every write is a transaction committed with `redb`'s immediate durability (fsync).
 //! Writes queued while a commit is in progress are committed together (group commit), in
-//! the order they were queued. A write's callback runs on the loop once it is durable, or
+//! the order they were queued. When the disk is full or failing, new tickets are refused
+//! (their callback gets the error) while updates of existing ones are kept and retried, so
+//! the store catches up once space returns. A write's callback runs on the loop once it is durable, or
 //! with the error when it could not be stored. This module knows nothing of the ticket
 //! lifecycle: it stores and loads [`Ticket`]s by task id.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::Ticket;
@@ -21,6 +25,9 @@ const TICKETS: TableDefinition<u64, &[u8]> = TableDefinition::new("tickets");
 
 /// Writes committed in one transaction at most.
 const MAX_BATCH: usize = 256;
+
+/// How often updates that could not be stored are tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// A queued write and who to tell when it is durable.
 struct Write {
@@ -71,11 +78,12 @@ fn load(db: &Database) -> Result<Vec<Ticket>, redb::Error> {
 
 impl Store {
     /// Starts the store thread on `db`; callbacks come back through `notifier`.
-    pub fn start(db: Database, notifier: Notifier<Daemon>) -> std::io::Result<Store> {
+    pub fn start(path: &Path, db: Database, notifier: Notifier<Daemon>) -> std::io::Result<Store> {
         let (tx, rx) = crossbeam_channel::unbounded();
+        let path = path.to_path_buf();
         std::thread::Builder::new()
             .name("task-store".into())
-            .spawn(move || run(db, rx, notifier))?;
+            .spawn(move || run(path, db, rx, notifier))?;
         Ok(Store { tx })
     }
 
@@ -97,21 +105,49 @@ impl Store {
     }
 }
 
-fn run(db: Database, rx: Receiver<Write>, notifier: Notifier<Daemon>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
+fn run(path: PathBuf, db: Database, rx: Receiver<Write>, notifier: Notifier<Daemon>) {
+    let mut db = Some(db);
+    // Updates that could not be stored (disk full, I/O error), latest value per ticket; they
+    // are retried with the next commit or every RETRY_EVERY. New tickets are never retried:
+    // their delegation was refused, so they must not appear later.
+    let mut unsaved: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    loop {
+        let first = if unsaved.is_empty() {
+            match rx.recv() {
+                Ok(write) => Some(write),
+                Err(_) => return,
+            }
+        } else {
+            match rx.recv_timeout(RETRY_EVERY) {
+                Ok(write) => Some(write),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        };
+        let mut batch: Vec<Write> = first.into_iter().collect();
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(write) => batch.push(write),
                 Err(_) => break,
             }
         }
-        let result = commit(&db, &batch).map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            log::error!(
-                "task store: cannot store {} ticket update(s): {e}",
-                batch.len()
-            );
+        let mut values = std::mem::take(&mut unsaved);
+        for write in &batch {
+            values.insert(write.task_id, write.value.clone());
+        }
+        let result = commit_or_reopen(&path, &mut db, &values);
+        match &result {
+            Ok(()) => {}
+            Err(e) => {
+                log::error!(
+                    "task store: cannot store {} ticket(s): {e}; updates are retried",
+                    values.len()
+                );
+                for write in batch.iter().filter(|w| w.done.is_some()) {
+                    values.remove(&write.task_id);
+                }
+                unsaved = values;
+            }
         }
         for write in batch {
             if let Some(done) = write.done {
@@ -122,12 +158,29 @@ fn run(db: Database, rx: Receiver<Write>, notifier: Notifier<Daemon>) {
     }
 }
 
-fn commit(db: &Database, batch: &[Write]) -> Result<(), redb::Error> {
+/// Commits `values`; after a failure the database is reopened on the next try, since redb
+/// refuses every transaction after an I/O error until it is reopened.
+fn commit_or_reopen(
+    path: &Path,
+    db: &mut Option<Database>,
+    values: &BTreeMap<u64, Vec<u8>>,
+) -> Result<(), String> {
+    if db.is_none() {
+        *db = Some(Database::create(path).map_err(|e| format!("cannot reopen the store: {e}"))?);
+    }
+    let result = commit(db.as_ref().expect("opened above"), values).map_err(|e| e.to_string());
+    if result.is_err() {
+        *db = None;
+    }
+    result
+}
+
+fn commit(db: &Database, values: &BTreeMap<u64, Vec<u8>>) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
     {
         let mut table = txn.open_table(TICKETS)?;
-        for write in batch {
-            table.insert(write.task_id, write.value.as_slice())?;
+        for (task_id, value) in values {
+            table.insert(*task_id, value.as_slice())?;
         }
     }
     txn.commit()?;

@@ -8,6 +8,7 @@ mod common;
 mod agents;
 mod auth;
 mod clients;
+mod faults;
 mod http;
 mod limits;
 mod observe;
