@@ -11,6 +11,7 @@ mod clients;
 mod faults;
 mod http;
 mod limits;
+mod load;
 mod observe;
 mod restart;
 mod tasks;

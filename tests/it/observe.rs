@@ -9,7 +9,7 @@ fn id_of(spawned: &Value) -> String {
 }
 
 /// Subscribes and reads up to the screen, returning the transcript positioned after it.
-fn subscribe_with_screen(ws: &mut Ws, session: &str) -> Transcript {
+pub(crate) fn subscribe_with_screen(ws: &mut Ws, session: &str) -> Transcript {
     let ack = ws.subscribe(session);
     assert_eq!(ack["type"], "subscribed", "{ack}");
     assert_eq!(ack["resumed"], false);
@@ -23,7 +23,7 @@ fn subscribe_with_screen(ws: &mut Ws, session: &str) -> Transcript {
 
 /// What the flood agent prints between its markers, as the pane's output stream carries it
 /// (the terminal turns each newline into CR LF).
-fn flood_expected(lines: usize) -> String {
+pub(crate) fn flood_expected(lines: usize) -> String {
     let mut out = String::new();
     for i in 1..=lines {
         out.push_str(&format!("{i} héllo wörld ✓ 😀 the quick brown fox\r\n"));
@@ -31,7 +31,7 @@ fn flood_expected(lines: usize) -> String {
     out
 }
 
-fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+pub(crate) fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
     let from = text
         .find(start)
         .unwrap_or_else(|| panic!("{start:?} missing"))
@@ -297,7 +297,7 @@ fn ws_with_small_receive_buffer(daemon: &Daemon, token: &str) -> Ws {
     Ws { socket }
 }
 
-fn rss_kb(pid: u32) -> u64 {
+pub(crate) fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
