@@ -109,6 +109,8 @@ pub enum Timer {
     CaptureHealth,
     /// Re-seed a lost emulator once its pane is quiet.
     ReseedCheck(String),
+    /// Record a pane's bracketed-paste mode in tmux once it has been stable.
+    PersistPasteMode(String),
     /// Forget expired WebSocket tickets.
     TicketSweep,
     /// A task's timeout (task id).
@@ -285,6 +287,7 @@ impl Daemon {
             Timer::SubmitEnter(session, serial) => self.press_enter(&session, serial),
             Timer::CaptureHealth => self.check_capture_health(),
             Timer::ReseedCheck(session) => self.on_reseed_check(&session),
+            Timer::PersistPasteMode(session) => self.on_persist_paste_mode(&session),
             Timer::TicketSweep => {
                 let now = Instant::now();
                 self.tickets.retain(|_, t| t.expires > now);

@@ -292,7 +292,7 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, ApiError> {
         job.spec_path.clone().into(),
     ];
     let encoded = meta.encode();
-    let result = tmux::new_session(&tmux::NewSession {
+    let list = tmux::new_session(&tmux::NewSession {
         name: &job.name,
         width: job.width,
         height: job.height,
@@ -300,9 +300,19 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, ApiError> {
         metadata: &encoded,
         pipe_command: &job.pipe_command,
     })
-    .map_err(TmuxError::from)
-    .and_then(|list| job.tmux.run(&list))
-    .and_then(|output| tmux::parse_new_session(&output));
+    .map_err(TmuxError::from);
+    let create = || {
+        list.clone()
+            .and_then(|list| job.tmux.run(&list))
+            .and_then(|output| tmux::parse_new_session(&output))
+    };
+    // The private server exits when its last session ends; a spawn that reaches it just
+    // then fails with "server exited unexpectedly". The next try starts a fresh server.
+    let result = match create() {
+        Err(TmuxError::NoServer) => create(),
+        Err(TmuxError::Failed(message)) if message.contains("server exited") => create(),
+        other => other,
+    };
     match result {
         Ok((pane, pid, server_pid)) => Ok(SpawnOutcome {
             pane,

@@ -170,6 +170,12 @@ pub struct Agent {
     pub rearms: u32,
     /// The emulator fell behind the backlog and waits for a re-seed.
     pub emulator_lost: bool,
+    /// The program's bracketed-paste mode as the emulator last reported it.
+    pub paste_mode: Option<bool>,
+    /// The paste mode last written to tmux (`@orchestra_paste`).
+    pub paste_persisted: Option<bool>,
+    /// A timer will write the paste mode to tmux.
+    pub paste_persist_pending: bool,
 }
 
 impl Agent {
@@ -213,6 +219,9 @@ impl Agent {
             seed: None,
             rearms: 0,
             emulator_lost: false,
+            paste_mode: None,
+            paste_persisted: None,
+            paste_persist_pending: false,
         }
     }
 }

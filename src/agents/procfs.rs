@@ -142,10 +142,13 @@ pub fn cpu_percent(earlier: &Usage, later: &Usage) -> f64 {
 /// them) to every member, then SIGKILL to whatever is left after `grace`. Blocks up to
 /// `grace` plus a short reaping wait. Returns how many processes needed SIGKILL.
 pub fn terminate_tree(root: u32, grace: Duration) -> usize {
-    let members: Vec<u32> = tree(root, &all_processes()).iter().map(|p| p.pid).collect();
+    let mut members: Vec<u32> = tree(root, &all_processes()).iter().map(|p| p.pid).collect();
     if members.is_empty() {
         return 0;
     }
+    // The root first: if its children went first, it could see them die and exit 0 (or
+    // start new ones) before its own signal arrived.
+    members.sort_by_key(|&pid| pid != root);
     for &pid in &members {
         for signal in [libc::SIGHUP, libc::SIGTERM, libc::SIGCONT] {
             let _ = crate::sys::kill(pid, signal);
@@ -170,6 +173,8 @@ pub fn terminate_tree(root: u32, grace: Duration) -> usize {
     if !stubborn.is_empty() {
         stubborn.extend(tree(root, &all_processes()).iter().map(|p| p.pid));
     }
+    let mut stubborn: Vec<u32> = stubborn.into_iter().collect();
+    stubborn.sort_by_key(|&pid| pid != root);
     for &pid in &stubborn {
         let _ = crate::sys::kill(pid, libc::SIGKILL);
     }

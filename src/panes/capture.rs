@@ -25,6 +25,9 @@ const RESEED_REASON: &str = "terminal state re-seeded after an output flood";
 /// Quiet time after which a lost emulator is re-seeded.
 const RESEED_QUIET: Duration = Duration::from_millis(250);
 
+/// How long a pane's bracketed-paste mode must stay unchanged before it is recorded in tmux.
+pub const PASTE_PERSIST_DELAY: Duration = Duration::from_secs(1);
+
 /// Milliseconds since the epoch, for `timestamp` fields.
 pub fn now_millis() -> u64 {
     SystemTime::now()
@@ -436,11 +439,36 @@ impl Daemon {
         }
     }
 
-    /// Records the pane's bracketed-paste mode in tmux, so a restarted daemon knows it.
+    /// The pane's bracketed-paste mode changed: record it in tmux (so a restarted daemon
+    /// knows it) once it has been stable for [`PASTE_PERSIST_DELAY`]. Shells switch the mode
+    /// around every prompt, and this keeps that from costing a tmux process each time.
     fn persist_paste_mode(&mut self, session_id: &str, on: bool) {
-        let Some(agent) = self.agents.get(session_id) else {
+        let Some(agent) = self.agents.get_mut(session_id) else {
             return;
         };
+        agent.paste_mode = Some(on);
+        if !agent.paste_persist_pending {
+            agent.paste_persist_pending = true;
+            self.timers.schedule_in(
+                PASTE_PERSIST_DELAY,
+                Timer::PersistPasteMode(session_id.to_string()),
+            );
+        }
+    }
+
+    /// The paste-mode timer fell due: write the mode to tmux if it differs from what is there.
+    pub fn on_persist_paste_mode(&mut self, session_id: &str) {
+        let Some(agent) = self.agents.get_mut(session_id) else {
+            return;
+        };
+        agent.paste_persist_pending = false;
+        let Some(on) = agent
+            .paste_mode
+            .filter(|on| agent.paste_persisted != Some(*on))
+        else {
+            return;
+        };
+        agent.paste_persisted = Some(on);
         let (tmux, name) = (self.tmux.clone(), agent.tmux_session.clone());
         self.jobs.run(move || {
             let result = tmux::CommandList::new()
