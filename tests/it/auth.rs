@@ -272,3 +272,121 @@ fn eddsa_tokens_are_verified_with_the_configured_public_key() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("private key"));
 }
+
+#[test]
+fn nbf_and_iat_slightly_in_the_future_are_accepted_within_the_leeway() {
+    // Default leeway is 10 s: a client whose clock runs a few seconds ahead still gets in.
+    let daemon = Daemon::start();
+    let secret = daemon.secret();
+    let soon = now() + 4;
+    for (what, claims) in [
+        (
+            "nbf",
+            json!({"scope": "observe", "exp": now() + 600, "nbf": soon}),
+        ),
+        (
+            "iat",
+            json!({"scope": "observe", "exp": now() + 600, "iat": soon}),
+        ),
+        (
+            "nbf and iat",
+            json!({"scope": "observe", "exp": now() + 600, "nbf": soon, "iat": soon}),
+        ),
+    ] {
+        let resp = daemon.get("/api/agents", &sign(&claims, &secret, Algorithm::HS256));
+        assert_eq!(
+            resp.status,
+            200,
+            "{what} inside the leeway: {}",
+            resp.text()
+        );
+    }
+}
+
+#[test]
+fn configured_issuer_and_audience_are_required_on_hs256_tokens() {
+    let daemon =
+        Daemon::start_with("[auth]\nissuer = \"https://issuer.test\"\naudience = \"orchestra\"");
+    // The CLI mints tokens with the configured iss and aud.
+    let minted = daemon.control();
+    assert_eq!(daemon.get("/api/agents", &minted).status, 200);
+    let secret = daemon.secret();
+    let exp = now() + 600;
+    let good = sign(
+        &json!({"scope": "observe", "exp": exp, "iss": "https://issuer.test", "aud": "orchestra"}),
+        &secret,
+        Algorithm::HS256,
+    );
+    assert_eq!(daemon.get("/api/agents", &good).status, 200);
+    for (what, claims) in [
+        (
+            "neither iss nor aud",
+            json!({"scope": "observe", "exp": exp}),
+        ),
+        (
+            "no iss",
+            json!({"scope": "observe", "exp": exp, "aud": "orchestra"}),
+        ),
+        (
+            "no aud",
+            json!({"scope": "observe", "exp": exp, "iss": "https://issuer.test"}),
+        ),
+        (
+            "wrong iss",
+            json!({"scope": "observe", "exp": exp, "iss": "https://evil.test", "aud": "orchestra"}),
+        ),
+        (
+            "wrong aud",
+            json!({"scope": "observe", "exp": exp, "iss": "https://issuer.test", "aud": "someone-else"}),
+        ),
+    ] {
+        let resp = daemon.get("/api/agents", &sign(&claims, &secret, Algorithm::HS256));
+        assert_eq!(resp.status, 401, "{what} accepted: {}", resp.text());
+        resp.assert_error(401, "INVALID_TOKEN");
+    }
+}
+
+#[test]
+fn rs256_tokens_are_verified_with_the_configured_public_key() {
+    let keys = format!("{}/tests/keys", env!("CARGO_MANIFEST_DIR"));
+    let public = format!("{keys}/rsa-public.pem");
+    let daemon = Daemon::start_with(&format!(
+        "[auth]\nalgorithm = \"RS256\"\npublic_key_file = \"{public}\""
+    ));
+    let sign_rsa = |file: &str, claims: &serde_json::Value| {
+        let pem = std::fs::read(format!("{keys}/{file}")).unwrap();
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap();
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::RS256), claims, &key).unwrap()
+    };
+    let claims = json!({"sub": "ci", "scope": "observe", "exp": now() + 600});
+    let good = sign_rsa("rsa-private.pem", &claims);
+    let resp = daemon.get("/api/agents", &good);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    // The same claims with the signature of another token (a valid signature, wrong payload).
+    let other_claims = sign_rsa(
+        "rsa-private.pem",
+        &json!({"sub": "ci", "scope": "control", "exp": now() + 600}),
+    );
+    let (head_payload, _) = good.rsplit_once('.').unwrap();
+    let (_, other_signature) = other_claims.rsplit_once('.').unwrap();
+    let tampered = format!("{head_payload}.{other_signature}");
+    for (what, token) in [
+        (
+            "HS256 with the daemon's secret",
+            sign(&claims, &daemon.secret(), Algorithm::HS256),
+        ),
+        (
+            "HS256 keyed with the public key (algorithm confusion)",
+            sign(&claims, &std::fs::read(&public).unwrap(), Algorithm::HS256),
+        ),
+        (
+            "RS256 by another key",
+            sign_rsa("rsa-other-private.pem", &claims),
+        ),
+        ("RS256 with a signature of other claims", tampered),
+    ] {
+        let resp = daemon.get("/api/agents", &token);
+        assert_eq!(resp.status, 401, "{what} accepted: {}", resp.text());
+        resp.assert_error(401, "INVALID_TOKEN");
+    }
+}

@@ -1,8 +1,12 @@
 //! `/ws/observe`: live terminals, resume, input, status events, auth and origin checks.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
-use crate::common::{Closed, Daemon, Transcript, Ws, wait_until};
+use crate::common::{Closed, Daemon, Transcript, Ws, now, sign, wait_until};
 
 fn id_of(spawned: &Value) -> String {
     spawned["session_id"].as_str().unwrap().to_string()
@@ -621,4 +625,228 @@ fn a_pipe_closed_under_a_live_pane_is_re_armed() {
     ws.send(json!({"type": "terminal_input", "session_id": session, "data": "still-here\r"}));
     transcript.read_until_count(&mut ws, &session, "still-here\r\n", 2);
     assert!(daemon.log_contains("re-arming output capture (output pipe closed)"));
+}
+
+#[test]
+fn a_token_that_expires_while_connected_gets_invalid_token_then_close_1008() {
+    let daemon = Daemon::start_with("[auth]\nleeway = \"0s\"");
+    let token = sign(
+        &json!({"sub": "short-lived", "scope": "observe", "exp": now() + 3}),
+        &daemon.secret(),
+        jsonwebtoken::Algorithm::HS256,
+    );
+    let mut ws = daemon.ws(&token);
+    ws.send(json!({"type": "ping", "id": 0}));
+    let first = ws.recv();
+    assert_eq!(first["type"], "pong", "the token is good at first: {first}");
+    // The expiry is checked on every message: keep asking until it has passed.
+    let mut n = 1;
+    let refusal = loop {
+        std::thread::sleep(Duration::from_millis(200));
+        ws.send(json!({"type": "ping", "id": n}));
+        let answer = ws.recv();
+        if answer["type"] != "pong" {
+            break answer;
+        }
+        assert_eq!(answer["id"], n);
+        n += 1;
+    };
+    assert_eq!(refusal["type"], "error", "{refusal}");
+    assert_eq!(refusal["error_code"], "INVALID_TOKEN", "{refusal}");
+    let (after, closed) = ws.wait_closed();
+    assert!(after.is_empty(), "nothing after the refusal: {after:?}");
+    assert_eq!(closed, Closed::Code(1008));
+}
+
+/// Opens a raw TCP connection and writes the upgrade request for `/ws/observe?token=`
+/// followed by `extra` in one write.
+fn raw_upgrade(daemon: &Daemon, token: &str, extra: &[u8]) -> TcpStream {
+    let mut stream = daemon.connect();
+    let mut bytes = format!(
+        "GET /ws/observe?token={token} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n",
+        daemon.addr
+    )
+    .into_bytes();
+    bytes.extend_from_slice(extra);
+    stream.write_all(&bytes).unwrap();
+    stream
+}
+
+/// A masked client text frame.
+fn masked_text_frame(text: &str) -> Vec<u8> {
+    let payload = text.as_bytes();
+    assert!(payload.len() < 126);
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Reads the response head and then server frames from a raw connection until `stop` accepts
+/// a frame or the connection ends. Returns the head, the frames read (the accepted one last)
+/// and whether `stop` accepted one.
+fn read_frames(
+    stream: &mut TcpStream,
+    mut stop: impl FnMut(u8, &[u8]) -> bool,
+) -> (String, Vec<(u8, Vec<u8>)>, bool) {
+    let mut buf = Vec::new();
+    let mut head: Option<String> = None;
+    let mut frames = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if head.is_none()
+            && let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n")
+        {
+            head = Some(String::from_utf8_lossy(&buf[..end]).into_owned());
+            buf.drain(..end + 4);
+        }
+        if let Some(head) = &head {
+            while let Some((opcode, payload, used)) = parse_server_frame(&buf) {
+                buf.drain(..used);
+                let done = stop(opcode, &payload);
+                frames.push((opcode, payload));
+                if done {
+                    return (head.clone(), frames, true);
+                }
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return (head.unwrap_or_default(), frames, false),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (head.unwrap_or_default(), frames, false);
+            }
+            Err(e) => panic!("read failed: {e}; frames so far {frames:?}"),
+        }
+    }
+}
+
+/// One unmasked server frame at the start of `buf`: opcode, payload, bytes used.
+fn parse_server_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let opcode = buf[0] & 0x0f;
+    assert_eq!(buf[1] & 0x80, 0, "server frames are not masked");
+    let (len, start) = match buf[1] & 0x7f {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => (
+            u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+            10,
+        ),
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    if buf.len() < start + len {
+        return None;
+    }
+    Some((opcode, buf[start..start + len].to_vec(), start + len))
+}
+
+#[test]
+fn a_client_that_never_answers_pings_is_closed_with_4000() {
+    let daemon =
+        Daemon::start_with("[websocket]\nping_interval = \"300ms\"\npong_timeout = \"300ms\"");
+    let mut stream = raw_upgrade(&daemon, &daemon.token("observe"), b"");
+    // Read everything, answer nothing.
+    let (head, frames, closed) = read_frames(&mut stream, |opcode, _| opcode == 0x8);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let opcodes: Vec<u8> = frames.iter().map(|(op, _)| *op).collect();
+    assert!(
+        closed,
+        "a close frame before the connection ended: {opcodes:?}"
+    );
+    let ping = opcodes.iter().position(|&op| op == 0x9);
+    assert!(ping.is_some(), "pinged first: {opcodes:?}");
+    let (_, close) = frames.last().unwrap();
+    assert!(close.len() >= 2, "the close frame carries a code");
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 4000, "{close:?}");
+}
+
+#[test]
+fn bytes_sent_with_the_upgrade_request_are_not_lost() {
+    let daemon = Daemon::start();
+    let frame = masked_text_frame(r#"{"type":"ping","id":"early"}"#);
+    let mut stream = raw_upgrade(&daemon, &daemon.token("observe"), &frame);
+    let (head, frames, found) = read_frames(&mut stream, |opcode, _| opcode == 0x1);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(found, "no text frame came back: {frames:?}");
+    let text = String::from_utf8(frames.last().unwrap().1.clone()).unwrap();
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["type"], "pong", "{text}");
+    assert_eq!(answer["id"], "early", "{text}");
+}
+
+#[test]
+fn input_reaches_a_pane_that_is_in_copy_mode() {
+    let daemon = Daemon::start();
+    let token = daemon.control();
+    let spawned = daemon.spawn(&token, "echo");
+    let session = id_of(&spawned);
+    let name = spawned["tmux_session"].as_str().unwrap().to_string();
+    wait_until("the greeting", || {
+        daemon
+            .screen(&name)
+            .contains("echo agent ready")
+            .then_some(())
+    });
+    let pane = daemon.get(&format!("/api/agents/{session}"), &token).json()["tmux_pane"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut ws = daemon.ws(&token);
+    let mut transcript = subscribe_with_screen(&mut ws, &session);
+    let copy = daemon.tmux(&["copy-mode", "-t", &pane]);
+    assert!(copy.status.success(), "{copy:?}");
+    let in_mode = daemon.tmux(&["display-message", "-p", "-t", &pane, "#{pane_in_mode}"]);
+    assert_eq!(String::from_utf8_lossy(&in_mode.stdout).trim(), "1");
+    ws.send(json!({"type": "terminal_input", "session_id": session, "data": "typed in copy mode\r", "id": 1}));
+    let ack = ws.recv_until("ack", |m| {
+        m["type"] == "terminal_input_ack" || m["type"] == "error"
+    });
+    assert_eq!(ack["type"], "terminal_input_ack", "{ack}");
+    assert_eq!(ack["id"], 1);
+    // Copy mode did not swallow the text: the terminal echoed it and `cat` printed it.
+    let cancel = daemon.tmux(&["send-keys", "-X", "-t", &pane, "cancel"]);
+    assert!(cancel.status.success(), "{cancel:?}");
+    transcript.read_until_count(&mut ws, &session, "typed in copy mode\r\n", 2);
+    wait_until("the text on the pane twice", || {
+        (daemon.screen(&name).matches("typed in copy mode").count() == 2).then_some(())
+    });
+}
+
+#[test]
+fn an_agent_killed_by_a_signal_is_announced_with_its_signal() {
+    let daemon = Daemon::start();
+    let mut watcher = daemon.ws(&daemon.token("observe"));
+    // `crash` prints a line, then SIGKILLs itself.
+    let session = id_of(&daemon.spawn(&daemon.control(), "crash"));
+    let (mut status, mut crash) = (None, None);
+    while status.is_none() || crash.is_none() {
+        let message = watcher.recv();
+        if message["session_id"] != session.as_str() {
+            continue;
+        }
+        if message["type"] == "agent_status" && message["status"] == "error" {
+            status = Some(message);
+        } else if message["type"] == "error" {
+            crash = Some(message);
+        }
+    }
+    let (status, crash) = (status.unwrap(), crash.unwrap());
+    assert_eq!(status["exit_signal"], 9, "{status}");
+    assert!(status["exit_code"].is_null(), "{status}");
+    assert_eq!(crash["error_code"], "AGENT_CRASHED", "{crash}");
+    assert_eq!(crash["exit_signal"], 9, "{crash}");
+    assert!(crash["exit_code"].is_null(), "{crash}");
+    let lines = crash["last_lines"].as_array().unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("about to crash")),
+        "{crash}"
+    );
 }
