@@ -21,6 +21,9 @@ pub const SECRET_ENV: &str = "ORCHESTRA_JWT_SECRET";
 pub struct Config {
     /// Address the HTTP/WebSocket server binds to.
     pub listen: SocketAddr,
+    /// Host names clients may use in `Host` (DNS-rebinding protection). Empty: on a loopback
+    /// `listen`, only `localhost` and the loopback addresses; elsewhere, any. `"*"`: any.
+    pub allowed_hosts: Vec<String>,
     /// Directory for the JWT secret, the private tmux socket and other runtime files.
     pub state_dir: PathBuf,
     /// Number of worker threads that run blocking work (tmux, /proc, signals) off the loop.
@@ -456,6 +459,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            allowed_hosts: Vec::new(),
             state_dir: default_state_dir(),
             workers: 8,
             auth: AuthConfig::default(),

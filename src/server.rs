@@ -467,15 +467,46 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
-                    // Out of descriptors: release the spare one to accept and refuse a single
-                    // connection, so the listener does not stay readable forever.
-                    log::warn!("out of file descriptors; refusing a connection");
-                    self.spare_fd.take();
-                    if let Ok((stream, _)) = listener.accept() {
-                        refuse(stream, "out of file descriptors");
+                    // Out of descriptors: release the spare one to accept and refuse each
+                    // waiting connection in turn, until the backlog is empty. The listener is
+                    // edge-triggered, so stopping earlier would leave clients hanging
+                    // unanswered until some other connection arrived.
+                    let mut refused = 0;
+                    loop {
+                        self.spare_fd.take();
+                        let accepted = listener.accept();
+                        let got_one = match accepted {
+                            Ok((stream, _)) => {
+                                refuse(stream, "out of file descriptors");
+                                refused += 1;
+                                true
+                            }
+                            Err(ref e) if e.kind() == io::ErrorKind::Interrupted => true,
+                            Err(_) => false,
+                        };
+                        self.spare_fd = std::fs::File::open("/dev/null").ok();
+                        if !got_one || self.spare_fd.is_none() {
+                            break;
+                        }
+                        // Room again? Then serve the rest normally.
+                        match listener.accept() {
+                            Ok((stream, peer)) => {
+                                self.admit(stream, peer);
+                                break;
+                            }
+                            Err(e)
+                                if matches!(
+                                    e.raw_os_error(),
+                                    Some(libc::EMFILE) | Some(libc::ENFILE)
+                                ) => {}
+                            Err(_) => break,
+                        }
                     }
-                    self.spare_fd = std::fs::File::open("/dev/null").ok();
-                    return;
+                    log::warn!("out of file descriptors; refused {refused} connection(s)");
+                    if self.spare_fd.is_none() {
+                        return;
+                    }
+                    continue;
                 }
                 Err(e) => {
                     log::warn!("accept failed: {e}");

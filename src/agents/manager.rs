@@ -310,7 +310,6 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, ApiError> {
     // then fails with "server exited unexpectedly". The next try starts a fresh server.
     let result = match create() {
         Err(TmuxError::NoServer) => create(),
-        Err(TmuxError::Failed(message)) if message.contains("server exited") => create(),
         other => other,
     };
     match result {
@@ -447,7 +446,7 @@ fn resolve_exit(tmux: &Tmux, pane: &PaneId, server_pid: u32) -> Result<ExitInfo,
 }
 
 /// A session disappeared from tmux without the API killing it: forget it and tell observers.
-fn session_vanished(daemon: &mut Daemon, session_id: &str, why: &str) {
+pub fn session_vanished(daemon: &mut Daemon, session_id: &str, why: &str) {
     if let Some(agent) = daemon.agents.remove(session_id) {
         log::warn!("{session_id}: session is gone ({why}); no longer listed");
         release_sources(daemon, &agent);

@@ -176,6 +176,8 @@ pub struct Agent {
     pub paste_persisted: Option<bool>,
     /// A timer will write the paste mode to tmux.
     pub paste_persist_pending: bool,
+    /// When the daemon registered the session (its tmux session existed by then).
+    pub registered: std::time::Instant,
 }
 
 impl Agent {
@@ -222,6 +224,7 @@ impl Agent {
             paste_mode: None,
             paste_persisted: None,
             paste_persist_pending: false,
+            registered: std::time::Instant::now(),
         }
     }
 }

@@ -164,8 +164,68 @@ pub fn authorize(daemon: &Daemon, request: &Request, scope: Scope) -> Result<Pri
     Ok(principal)
 }
 
+/// The host name of a `Host` header value, without its port, lowercased (`[::1]:80` ->
+/// `[::1]`, `Example.org:8080` -> `example.org`).
+pub fn host_name(host: &str) -> String {
+    let host = host.trim();
+    let name = if host.starts_with('[') {
+        host.find(']').map_or(host, |end| &host[..=end])
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    name.to_ascii_lowercase()
+}
+
+/// Whether a request's `Host` names this daemon (DNS-rebinding protection): one of
+/// `allowed_hosts` (`"*"` allows any), the listen address itself, and, when listening on
+/// loopback, `localhost` and the loopback addresses. A daemon listening on a non-loopback
+/// address with no `allowed_hosts` accepts any `Host`. Requests without `Host` (HTTP/1.0)
+/// pass.
+pub fn host_allowed(allowed: &[String], listen: std::net::SocketAddr, host: Option<&str>) -> bool {
+    let Some(host) = host else { return true };
+    let name = host_name(host);
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(&name))
+    {
+        return true;
+    }
+    let own = match listen.ip() {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    if name == own {
+        return true;
+    }
+    if listen.ip().is_loopback() {
+        return matches!(name.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+            || name.ends_with(".localhost");
+    }
+    allowed.is_empty()
+}
+
+/// `403` for a `Host` that is not this daemon's.
+fn foreign_host(host: &str) -> ApiError {
+    let shown: String = host.chars().take(100).collect();
+    ApiError::new(
+        403,
+        ErrorCode::Forbidden,
+        format!("Host {shown:?} does not name this daemon (add it to allowed_hosts)"),
+    )
+}
+
 /// Dispatches one request from `peer`.
 pub fn handle(daemon: &mut Daemon, conn: ConnId, peer: IpAddr, request: &Request) -> Handled {
+    let host = request.header_str("host");
+    if !host_allowed(&daemon.config.allowed_hosts, daemon.config.listen, host) {
+        let error = foreign_host(host.unwrap_or_default());
+        log::info!("{peer}: refused a request for a foreign Host");
+        return if request.path == OBSERVE_PATH {
+            Handled::Refuse(error.to_response())
+        } else {
+            Handled::Now(error.to_response())
+        };
+    }
     if request.path == OBSERVE_PATH {
         return match observe::upgrade(daemon, request) {
             Handled::Upgrade {
@@ -295,6 +355,41 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_name_this_daemon_or_are_refused() {
+        let loopback: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let none: Vec<String> = Vec::new();
+        for ok in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "LOCALHOST",
+            "app.localhost:3000",
+        ] {
+            assert!(host_allowed(&none, loopback, Some(ok)), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "127.0.0.2",
+            "localhost.evil.example",
+            "",
+        ] {
+            assert!(!host_allowed(&none, loopback, Some(bad)), "{bad}");
+        }
+        assert!(host_allowed(&none, loopback, None));
+        let listed = vec!["orchestra.test".to_string()];
+        assert!(host_allowed(&listed, loopback, Some("Orchestra.test:8080")));
+        assert!(!host_allowed(&listed, loopback, Some("evil.example")));
+        let public: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert!(host_allowed(&none, public, Some("daemon.twingate")));
+        assert!(!host_allowed(&listed, public, Some("daemon.twingate")));
+        assert!(host_allowed(&["*".to_string()], loopback, Some("anything")));
+        assert_eq!(host_name("[::1]:80"), "[::1]");
+        assert_eq!(host_name("Example.org"), "example.org");
+    }
 
     #[test]
     fn routes_and_method_errors() {

@@ -45,8 +45,16 @@ pub fn upgrade(daemon: &mut Daemon, request: &Request) -> Handled {
             return Handled::Refuse(response);
         }
     };
-    if let Some(origin) = &upgrade.origin
-        && !origin_allowed(daemon, origin, request.header_str("host"))
+    let origins = request
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("origin"))
+        .count();
+    if origins > 1
+        || upgrade
+            .origin
+            .as_ref()
+            .is_some_and(|origin| !origin_allowed(daemon, origin, request.header_str("host")))
     {
         let error = ApiError::new(
             403,

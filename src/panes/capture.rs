@@ -496,12 +496,40 @@ impl Daemon {
             return;
         }
         let tmux = self.tmux.clone();
+        let listed_at = std::time::Instant::now();
         self.jobs.run(move || {
             let panes = tmux::list_panes()
                 .map_err(TmuxError::from)
                 .and_then(|l| tmux.run(&l));
             Box::new(move |daemon: &mut Daemon| {
-                let Ok(output) = panes else { return };
+                let output = match panes {
+                    Ok(output) => output,
+                    Err(TmuxError::NoServer) => String::new(),
+                    Err(_) => return,
+                };
+                let listed = tmux::parse::parse_panes(&output);
+                // Sessions registered before the listing began must be in it; the others
+                // are gone (the tmux server died, or someone killed them behind our back).
+                let gone: Vec<String> = daemon
+                    .agents
+                    .sorted()
+                    .into_iter()
+                    .filter(|a| a.registered < listed_at)
+                    .filter(|a| {
+                        // By pane and session: a new server reuses pane ids.
+                        !listed.iter().any(|p| {
+                            p.pane == a.pane && p.session.as_ref() == Some(&a.tmux_session)
+                        })
+                    })
+                    .map(|a| a.id.clone())
+                    .collect();
+                for session_id in gone {
+                    crate::agents::manager::session_vanished(
+                        daemon,
+                        &session_id,
+                        "tmux no longer has it",
+                    );
+                }
                 let by_pane: std::collections::HashMap<_, _> = daemon
                     .agents
                     .sorted()
@@ -509,7 +537,7 @@ impl Daemon {
                     .map(|a| (a.pane.clone(), a))
                     .collect();
                 let mut stalled = Vec::new();
-                for pane in tmux::parse::parse_panes(&output) {
+                for pane in listed {
                     let Some(agent) = by_pane.get(&pane.pane) else {
                         continue;
                     };

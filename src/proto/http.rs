@@ -343,17 +343,19 @@ fn parse_head(head: &[u8], limits: &DecodeLimits) -> Result<(Request, usize), Ht
         body: Vec::new(),
     };
     let body_len = body_length(&request, limits)?;
-    if minor_version == 1 {
-        match request
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("host"))
-            .count()
-        {
-            0 => return Err(HttpError::Malformed("missing Host header")),
-            1 => {}
-            _ => return Err(HttpError::Malformed("duplicate Host header")),
+    let hosts: Vec<&Header> = request
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"))
+        .collect();
+    match hosts.as_slice() {
+        [] if minor_version == 1 => return Err(HttpError::Malformed("missing Host header")),
+        // An http URI always has an authority (RFC 9112 3.2), so an empty Host is refused.
+        [host] if minor_version == 1 && host.value.iter().all(u8::is_ascii_whitespace) => {
+            return Err(HttpError::Malformed("empty Host header"));
         }
+        [] | [_] => {}
+        _ => return Err(HttpError::Malformed("duplicate Host header")),
     }
     Ok((request, body_len))
 }

@@ -140,7 +140,12 @@ impl Tmux {
                 .map_err(|_| TmuxError::BadOutput("output is not UTF-8".into()));
         }
         let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        if stderr.starts_with("no server running") || stderr.starts_with("error connecting to") {
+        // "server exited unexpectedly": the server died (or exited with its last session)
+        // while this command ran; either way there is no server now.
+        if stderr.starts_with("no server running")
+            || stderr.starts_with("error connecting to")
+            || stderr.starts_with("server exited unexpectedly")
+        {
             return Err(TmuxError::NoServer);
         }
         Err(TmuxError::Failed(if stderr.is_empty() {

@@ -98,7 +98,7 @@ fn bad_tokens_are_401_invalid_token() {
     resp.assert_error(401, "INVALID_TOKEN");
     // A Basic header is not a bearer token.
     let raw = daemon.raw(
-        b"GET /api/health HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dTpw\r\nConnection: close\r\n\r\n",
+        b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic dTpw\r\nConnection: close\r\n\r\n",
     );
     assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 401"));
 }

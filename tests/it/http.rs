@@ -32,11 +32,11 @@ fn keep_alive_and_pipelined_requests_are_answered_in_order() {
     let spawn_body = json!({"agent_type": "echo", "working_dir": daemon.work}).to_string();
     // Health (immediate), spawn (answered by a worker later), an error, list, then close.
     let requests = format!(
-        "GET /api/health HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\r\n\
-         POST /api/agents/spawn HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\
+        "GET /api/health HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n\
+         POST /api/agents/spawn HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
          Content-Length: {}\r\n\r\n{spawn_body}\
-         GET /api/missing HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\r\n\
-         GET /api/agents HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
+         GET /api/missing HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n\
+         GET /api/agents HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
         spawn_body.len()
     );
     let raw = daemon.raw(requests.as_bytes());
@@ -62,17 +62,20 @@ fn size_limits_have_their_statuses() {
         .post("/api/agents/spawn", &token, &big)
         .assert_error(413, "PAYLOAD_TOO_LARGE");
     let long_header = format!(
-        "GET /api/health HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n",
+        "GET /api/health HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
         "a".repeat(3000)
     );
     let resp = &parse_responses(&daemon.raw(long_header.as_bytes()))[0];
     resp.assert_error(431, "HEADERS_TOO_LARGE");
     let many = format!(
-        "GET /api/health HTTP/1.1\r\nHost: h\r\n{}\r\n",
+        "GET /api/health HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
         "X-A: b\r\n".repeat(30)
     );
     parse_responses(&daemon.raw(many.as_bytes()))[0].assert_error(431, "HEADERS_TOO_LARGE");
-    let long_uri = format!("GET /api/{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(900));
+    let long_uri = format!(
+        "GET /api/{} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "a".repeat(900)
+    );
     parse_responses(&daemon.raw(long_uri.as_bytes()))[0].assert_error(414, "URI_TOO_LONG");
 }
 
@@ -83,8 +86,8 @@ fn malformed_requests_get_400_and_the_connection_closes() {
     // The pipelined request after the broken one must never be processed.
     let raw = daemon.raw(
         format!(
-            "GET /api/health HTTP/1.1\r\nContent-Length: x\r\nHost: h\r\n\r\n\
-             POST /api/agents/spawn HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\
+            "GET /api/health HTTP/1.1\r\nContent-Length: x\r\nHost: localhost\r\n\r\n\
+             POST /api/agents/spawn HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
              Content-Length: 2\r\n\r\n{{}}"
         )
         .as_bytes(),
@@ -96,8 +99,8 @@ fn malformed_requests_get_400_and_the_connection_closes() {
     for bad in [
         &b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n"[..],
         b"GET /api/health HTTP/1.1\r\n\r\n",
-        b"GET /api/health HTTP/3.0\r\nHost: h\r\n\r\n",
-        b"GET /api/health HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /api/health HTTP/3.0\r\nHost: localhost\r\n\r\n",
+        b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     ] {
         let responses = parse_responses(&daemon.raw(bad));
         assert_eq!(responses.len(), 1, "{:?}", String::from_utf8_lossy(bad));
@@ -115,7 +118,7 @@ fn json_bodies_are_validated() {
     let token = daemon.control();
     let post_raw = |body: &str| {
         let req = format!(
-            "POST /api/agents/spawn HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\
+            "POST /api/agents/spawn HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
              Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
@@ -141,7 +144,7 @@ fn slow_request_heads_time_out_with_408_while_others_are_served() {
     let daemon = Daemon::start_with("[limits]\nhead_timeout = \"300ms\"");
     let token = daemon.control();
     let mut slow = daemon.connect();
-    slow.write_all(b"GET /api/health HTTP/1.1\r\nHost: h\r\n")
+    slow.write_all(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n")
         .unwrap();
     // Meanwhile a normal client is served.
     assert_eq!(daemon.get("/api/health", &token).status, 200);
@@ -155,8 +158,10 @@ fn idle_keep_alive_connections_are_closed() {
     let token = daemon.control();
     let mut conn = daemon.connect();
     conn.write_all(
-        format!("GET /api/health HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\r\n")
-            .as_bytes(),
+        format!(
+            "GET /api/health HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .as_bytes(),
     )
     .unwrap();
     // The response arrives, then the daemon closes the idle connection (EOF, no error).
@@ -175,7 +180,7 @@ fn connections_past_the_limit_get_503() {
         let mut conn = daemon.connect();
         // Prove each connection is admitted before opening the next.
         conn.write_all(
-            format!("GET /api/health HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\r\n")
+            format!("GET /api/health HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n")
                 .as_bytes(),
         )
         .unwrap();
@@ -184,7 +189,7 @@ fn connections_past_the_limit_get_503() {
         assert_eq!(&buf, b"HTTP/1.1 200");
         held.push(conn);
     }
-    let raw = daemon.raw(b"GET /api/health HTTP/1.1\r\nHost: h\r\n\r\n");
+    let raw = daemon.raw(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n\r\n");
     parse_responses(&raw)[0].assert_error(503, "OVERLOADED");
     drop(held);
     // Once they are gone, new connections are served again.
