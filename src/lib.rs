@@ -90,3 +90,36 @@ pub fn create_private_dir(dir: &std::path::Path) -> Result<(), String> {
         .create(dir)
         .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))
 }
+
+/// `text` quoted for an error message or log line, cut to its first 100 characters so that
+/// huge request values are never echoed or logged whole.
+pub fn shown(text: &str) -> String {
+    const MAX_CHARS: usize = 100;
+    match text.char_indices().nth(MAX_CHARS) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &text[..end], text.len()),
+    }
+}
+
+/// `text` cut to its first 300 characters (for messages that quote request data, such as
+/// a JSON parser's error).
+pub fn bounded(text: &str) -> String {
+    const MAX_CHARS: usize = 300;
+    match text.char_indices().nth(MAX_CHARS) {
+        None => text.to_string(),
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shown_text_is_quoted_and_bounded() {
+        assert_eq!(super::bounded("short"), "short");
+        assert!(super::bounded(&"x".repeat(5000)).len() < 400);
+        assert_eq!(super::shown("a\"b"), "\"a\\\"b\"");
+        let long = "é".repeat(1000);
+        let out = super::shown(&long);
+        assert!(out.len() < 300 && out.ends_with("(2000 bytes)"), "{out}");
+    }
+}

@@ -101,8 +101,8 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
             400,
             ErrorCode::InvalidAgentType,
             format!(
-                "unknown agent_type {:?}; known types: {}",
-                params.agent_type,
+                "unknown agent_type {}; known types: {}",
+                crate::shown(&params.agent_type),
                 known.join(", ")
             ),
         );

@@ -90,22 +90,28 @@ pub fn validate_env(env: &BTreeMap<String, String>, policy: &EnvPolicy<'_>) -> R
     for (key, value) in env {
         if !is_env_name(key) {
             return Err(format!(
-                "env key {key:?} is not a valid variable name (letters, digits and _, not \
-                 starting with a digit)"
+                "env key {} is not a valid variable name (letters, digits and _, not \
+                 starting with a digit)",
+                crate::shown(key)
             ));
         }
         if is_dangerous_env(key) && !policy.allowed.iter().any(|a| a == key) {
             return Err(format!(
-                "env key {key} is refused: it can make the agent load or run other code \
-                 (allow it with sessions.allowed_env)"
+                "env key {} is refused: it can make the agent load or run other code \
+                 (allow it with sessions.allowed_env)",
+                crate::shown(key)
             ));
         }
         if value.contains('\0') {
-            return Err(format!("env value of {key} contains a NUL byte"));
+            return Err(format!(
+                "env value of {} contains a NUL byte",
+                crate::shown(key)
+            ));
         }
         if value.len() > policy.max_value_bytes {
             return Err(format!(
-                "env value of {key} is {} bytes; at most {} are allowed",
+                "env value of {} is {} bytes; at most {} are allowed",
+                crate::shown(key),
                 value.len(),
                 policy.max_value_bytes
             ));
@@ -117,6 +123,7 @@ pub fn validate_env(env: &BTreeMap<String, String>, policy: &EnvPolicy<'_>) -> R
 /// Resolves `requested` (symlinks included) and checks that it is an existing directory under
 /// one of `roots`. Returns the canonical path.
 pub fn resolve_working_dir(requested: &str, roots: &[PathBuf]) -> Result<PathBuf, String> {
+    let shown = crate::shown(requested);
     if requested.is_empty() {
         return Err("working_dir is empty".into());
     }
@@ -125,18 +132,12 @@ pub fn resolve_working_dir(requested: &str, roots: &[PathBuf]) -> Result<PathBuf
     }
     let path = Path::new(requested);
     if !path.is_absolute() {
-        return Err(format!(
-            "working_dir {requested:?} must be an absolute path"
-        ));
+        return Err(format!("working_dir {shown} must be an absolute path"));
     }
-    let canonical = std::fs::canonicalize(path).map_err(|e| {
-        format!(
-            "working_dir {requested:?} cannot be used: {}",
-            describe_io(&e)
-        )
-    })?;
+    let canonical = std::fs::canonicalize(path)
+        .map_err(|e| format!("working_dir {shown} cannot be used: {}", describe_io(&e)))?;
     if !canonical.is_dir() {
-        return Err(format!("working_dir {requested:?} is not a directory"));
+        return Err(format!("working_dir {shown} is not a directory"));
     }
     let inside = roots.iter().any(|root| match std::fs::canonicalize(root) {
         Ok(root) => canonical.starts_with(root),
@@ -145,14 +146,14 @@ pub fn resolve_working_dir(requested: &str, roots: &[PathBuf]) -> Result<PathBuf
     if !inside {
         let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
         return Err(format!(
-            "working_dir {requested:?} resolves to {}, which is outside the allowed roots ({})",
+            "working_dir {shown} resolves to {}, which is outside the allowed roots ({})",
             canonical.display(),
             roots.join(", ")
         ));
     }
     if canonical.to_str().is_none() {
         return Err(format!(
-            "working_dir {requested:?} is not valid UTF-8 once resolved"
+            "working_dir {shown} is not valid UTF-8 once resolved"
         ));
     }
     Ok(canonical)

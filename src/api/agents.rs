@@ -66,7 +66,8 @@ pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
             _ => {
                 return Handled::Now(
                     ApiError::bad_request(format!(
-                        "unknown status filter {text:?}; use running, idle, error or exited"
+                        "unknown status filter {}; use running, idle, error or exited",
+                        crate::shown(&text)
                     ))
                     .to_response(),
                 );
@@ -86,7 +87,8 @@ pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
                         400,
                         ErrorCode::InvalidAgentType,
                         format!(
-                            "unknown agent_type {text:?}; known types: {}",
+                            "unknown agent_type {}; known types: {}",
+                            crate::shown(&text),
                             known.join(", ")
                         ),
                     )

@@ -135,7 +135,7 @@ impl ApiError {
         ApiError::new(
             404,
             ErrorCode::SessionNotFound,
-            format!("no agent session {id:?}"),
+            format!("no agent session {}", crate::shown(id)),
         )
     }
 

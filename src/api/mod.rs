@@ -348,8 +348,12 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T
     if request.body.is_empty() {
         return Err(ApiError::bad_request("the request needs a JSON body"));
     }
-    serde_json::from_slice(&request.body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&request.body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid JSON body: {}",
+            crate::bounded(&e.to_string())
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -211,7 +211,7 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
     let message: ClientMessage = match serde_json::from_str(text) {
         Ok(message) => message,
         Err(e) => {
-            let detail = format!("invalid message: {e}");
+            let detail = format!("invalid message: {}", crate::bounded(&e.to_string()));
             send_error(daemon, conn, "INVALID_REQUEST", &detail, None, None);
             return After::Continue;
         }
@@ -253,7 +253,7 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
                     }
                 }
                 Err(SubscribeError::UnknownSession) => {
-                    let detail = format!("no agent session {session_id:?}");
+                    let detail = format!("no agent session {}", crate::shown(&session_id));
                     send_error(
                         daemon,
                         conn,

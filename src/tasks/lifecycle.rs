@@ -125,8 +125,8 @@ fn check(daemon: &Daemon, params: &DelegateParams) -> Result<String, ApiError> {
             400,
             ErrorCode::InvalidAgentType,
             format!(
-                "unknown agent_type {:?}; known types: {}",
-                params.agent_type,
+                "unknown agent_type {}; known types: {}",
+                crate::shown(&params.agent_type),
                 known.join(", ")
             ),
         ));
