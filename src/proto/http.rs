@@ -267,7 +267,14 @@ impl RequestDecoder {
         // line cap is below the head cap, see `Limits`, so it always fires first.)
         let line_end = memchr(b'\n', buf).unwrap_or(buf.len());
         let head_len = found.unwrap_or(buf.len());
-        if line_end > self.limits.max_uri_bytes + URI_SLACK {
+        let max_line = self.limits.max_uri_bytes + URI_SLACK;
+        // Bytes that can never start a request (a TLS handshake, binary garbage) are refused
+        // at once instead of at the head timeout. Whichever violation comes first in the
+        // byte stream wins, so the verdict is the same however the bytes were split.
+        if !request_line_plausible(&buf[..line_end.min(max_line + 1)]) {
+            return Err(HttpError::Malformed("not an HTTP request line"));
+        }
+        if line_end > max_line {
             return Err(HttpError::UriTooLong);
         }
         if head_len > self.limits.max_head_bytes {
@@ -278,6 +285,13 @@ impl RequestDecoder {
         }
         Ok(found)
     }
+}
+
+/// Whether the bytes of a (possibly partial) first line could belong to an HTTP request
+/// line: visible ASCII, spaces, bytes of UTF-8 text, and CR (leading empty lines allowed).
+fn request_line_plausible(line: &[u8]) -> bool {
+    line.iter()
+        .all(|&b| matches!(b, b'\r' | b'\n' | b' ' | 0x21..=0x7e | 0x80..=0xff))
 }
 
 /// Room on the request line for the method and version around the target.
@@ -577,6 +591,24 @@ mod tests {
         assert_eq!(requests[1].body, b"hello");
         assert_eq!(requests[2].minor_version, 0);
         assert!(!requests[2].keep_alive());
+    }
+
+    #[test]
+    fn tls_handshakes_and_binary_garbage_are_refused_before_a_line_ends() {
+        let hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03abcdefgh";
+        let mut decoder = RequestDecoder::new(DecodeLimits::default());
+        assert_eq!(
+            decoder.decode(hello),
+            Err(HttpError::Malformed("not an HTTP request line"))
+        );
+        let mut decoder = RequestDecoder::new(DecodeLimits::default());
+        assert!(decoder.decode(b"\x00\x01\xff").is_err());
+        // A request line still arriving is fine, UTF-8 in the target included.
+        let mut decoder = RequestDecoder::new(DecodeLimits::default());
+        assert!(matches!(
+            decoder.decode("GET /api/agents/é HTTP/1.1\r".as_bytes()),
+            Ok(Decoded::Incomplete { .. })
+        ));
     }
 
     #[test]
