@@ -471,11 +471,12 @@ impl Server {
                     // waiting connection in turn, until the backlog is empty. The listener is
                     // edge-triggered, so stopping earlier would leave clients hanging
                     // unanswered until some other connection arrived.
+                    // (Linux reports EMFILE before looking at the backlog, so an empty
+                    // backlog only shows once the spare is released.)
                     let mut refused = 0;
-                    loop {
+                    let room = loop {
                         self.spare_fd.take();
-                        let accepted = listener.accept();
-                        let got_one = match accepted {
+                        let got_one = match listener.accept() {
                             Ok((stream, _)) => {
                                 refuse(stream, "out of file descriptors");
                                 refused += 1;
@@ -486,27 +487,28 @@ impl Server {
                         };
                         self.spare_fd = std::fs::File::open("/dev/null").ok();
                         if !got_one || self.spare_fd.is_none() {
-                            break;
+                            break false;
                         }
                         // Room again? Then serve the rest normally.
                         match listener.accept() {
                             Ok((stream, peer)) => {
                                 self.admit(stream, peer);
-                                break;
+                                break true;
                             }
                             Err(e)
                                 if matches!(
                                     e.raw_os_error(),
                                     Some(libc::EMFILE) | Some(libc::ENFILE)
                                 ) => {}
-                            Err(_) => break,
+                            Err(_) => break false,
                         }
+                    };
+                    if refused > 0 {
+                        log::warn!("out of file descriptors; refused {refused} connection(s)");
                     }
-                    log::warn!("out of file descriptors; refused {refused} connection(s)");
-                    if self.spare_fd.is_none() {
+                    if !room {
                         return;
                     }
-                    continue;
                 }
                 Err(e) => {
                     log::warn!("accept failed: {e}");

@@ -9,6 +9,7 @@ mod agents;
 mod auth;
 mod clients;
 mod faults;
+mod hostile;
 mod http;
 mod limits;
 mod load;
