@@ -850,3 +850,48 @@ fn an_agent_killed_by_a_signal_is_announced_with_its_signal() {
         "{crash}"
     );
 }
+
+#[test]
+fn tmux_and_shell_syntax_in_typed_text_reaches_the_pane_as_inert_text() {
+    let daemon = Daemon::start();
+    let token = daemon.control();
+    let spawned = daemon.spawn(&token, "echo");
+    let session = id_of(&spawned);
+    let marker = daemon.dir.path().join("pwned");
+    let mut ws = daemon.ws(&token);
+    let mut transcript = subscribe_with_screen(&mut ws, &session);
+    // Each piece would do something if tmux or a shell interpreted it: end the tmux command
+    // and start another, run a command through format expansion, expand a format, end a
+    // bracketed paste early, interrupt the program.
+    let content = format!(
+        "a ; kill-server ; #(touch {}) #{{pane_id}} \u{1b}[201~ \u{3} end-of-text",
+        marker.display()
+    );
+    ws.send(json!({"type": "user_message", "session_id": session, "content": content, "id": "m"}));
+    // The echo agent (cat) prints the line back: the text arrived literally, minus the
+    // control characters (ESC and ^C are dropped, so the paste cannot be ended early).
+    let literal = format!(
+        "a ; kill-server ; #(touch {}) #{{pane_id}} [201~  end-of-text\r\n",
+        marker.display()
+    );
+    let mut ack = None;
+    while ack.is_none() || transcript.text.matches(&literal).count() < 2 {
+        let message = ws.recv();
+        if message["type"] == "user_message_ack" || message["type"] == "error" {
+            ack = Some(message.clone());
+        }
+        transcript.add(&session, &message);
+    }
+    let ack = ack.unwrap();
+    assert_eq!(ack["type"], "user_message_ack", "{ack}");
+    assert!(!marker.exists(), "a shell command ran");
+    // The tmux server and the agent are alive and still served.
+    let detail = daemon.get(&format!("/api/agents/{session}"), &token).json();
+    assert_eq!(detail["status"], "running", "{detail}");
+    let out = daemon.tmux(&[
+        "has-session",
+        "-t",
+        &format!("={}", spawned["tmux_session"].as_str().unwrap()),
+    ]);
+    assert!(out.status.success(), "the tmux session is gone");
+}
