@@ -96,16 +96,7 @@ struct SpawnOutcome {
 pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned, ApiError>>) {
     let config = daemon.config.clone();
     let Some(agent_type) = config.agents.get(&params.agent_type) else {
-        let known: Vec<&str> = config.agents.keys().map(String::as_str).collect();
-        let error = ApiError::new(
-            400,
-            ErrorCode::InvalidAgentType,
-            format!(
-                "unknown agent_type {}; known types: {}",
-                crate::shown(&params.agent_type),
-                known.join(", ")
-            ),
-        );
+        let error = ApiError::unknown_agent_type(&params.agent_type, &config);
         return done(daemon, Err(error));
     };
     let policy = EnvPolicy {

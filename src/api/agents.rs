@@ -81,18 +81,8 @@ pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
         None => None,
         Some(Ok(text)) => {
             if !daemon.config.agents.contains_key(&text) {
-                let known: Vec<&str> = daemon.config.agents.keys().map(String::as_str).collect();
                 return Handled::Now(
-                    ApiError::new(
-                        400,
-                        ErrorCode::InvalidAgentType,
-                        format!(
-                            "unknown agent_type {}; known types: {}",
-                            crate::shown(&text),
-                            known.join(", ")
-                        ),
-                    )
-                    .to_response(),
+                    ApiError::unknown_agent_type(&text, &daemon.config).to_response(),
                 );
             }
             Some(text)

@@ -139,6 +139,20 @@ impl ApiError {
         )
     }
 
+    /// `400 INVALID_AGENT_TYPE` for `name`, listing the configured types.
+    pub fn unknown_agent_type(name: &str, config: &crate::config::Config) -> ApiError {
+        let known: Vec<&str> = config.agents.keys().map(String::as_str).collect();
+        ApiError::new(
+            400,
+            ErrorCode::InvalidAgentType,
+            format!(
+                "unknown agent_type {}; known types: {}",
+                crate::shown(name),
+                known.join(", ")
+            ),
+        )
+    }
+
     /// `500 INTERNAL_ERROR`.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(500, ErrorCode::InternalError, message)

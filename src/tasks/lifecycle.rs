@@ -120,16 +120,7 @@ pub fn delegate(daemon: &mut Daemon, params: DelegateParams, done: Done<Result<u
 fn check(daemon: &Daemon, params: &DelegateParams) -> Result<String, ApiError> {
     let config = &daemon.config;
     let Some(agent_type) = config.agents.get(&params.agent_type) else {
-        let known: Vec<&str> = config.agents.keys().map(String::as_str).collect();
-        return Err(ApiError::new(
-            400,
-            ErrorCode::InvalidAgentType,
-            format!(
-                "unknown agent_type {}; known types: {}",
-                crate::shown(&params.agent_type),
-                known.join(", ")
-            ),
-        ));
+        return Err(ApiError::unknown_agent_type(&params.agent_type, config));
     };
     if agent_type.headless.is_none() {
         let able: Vec<&str> = config
