@@ -153,7 +153,7 @@ impl Daemon {
     fn spawn(&self, agent_type: &str, env: Value) -> String {
         let body = json!({"agent_type": agent_type, "working_dir": self.dir.path().join("work"), "env": env}).to_string();
         let request = format!(
-            "POST /api/agents/spawn HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+            "POST /api/agents/spawn HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
              Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
             self.token,
             body.len()
