@@ -397,6 +397,8 @@ pub struct TasksConfig {
     pub test_commands: BTreeMap<PathBuf, Vec<String>>,
     /// The ticket store; default `<state_dir>/tasks.redb`.
     pub store_file: Option<PathBuf>,
+    /// Finished tickets kept (in memory and in the store); the oldest are forgotten first.
+    pub keep_finished: usize,
 }
 
 impl Default for TasksConfig {
@@ -415,6 +417,7 @@ impl Default for TasksConfig {
             max_snapshot_files: 20_000,
             test_commands: BTreeMap::new(),
             store_file: None,
+            keep_finished: 10_000,
         }
     }
 }
@@ -574,6 +577,9 @@ impl Config {
             self.tasks
                 .test_commands
                 .insert(absolute(&expand_home(&dir))?, argv);
+        }
+        if self.tasks.keep_finished == 0 {
+            return Err(ConfigError("tasks.keep_finished must be at least 1".into()));
         }
         if self.tasks.max_running == 0 {
             return Err(ConfigError("tasks.max_running must be at least 1".into()));

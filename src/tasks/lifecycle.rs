@@ -896,6 +896,8 @@ fn complete(daemon: &mut Daemon, task_id: u64, ending: Ending, mut result: TaskR
     ticket.stopping = None;
     ticket.completed_ms = Some(now_ms());
     ticket.result = Some(result);
+    // Only needed to compute the result; a snapshot of a big directory is large.
+    ticket.baseline = None;
     log::info!("task {task_id}: {}", status.as_str());
     let session_id = ticket.session_id.clone();
     let ticket_id = ticket.ticket_id.clone();
@@ -909,7 +911,26 @@ fn complete(daemon: &mut Daemon, task_id: u64, ending: Ending, mut result: TaskR
     if !daemon.config.tasks.keep_sessions && daemon.agents.get(&session_id).is_some() {
         manager::kill(daemon, &session_id, Box::new(|_, _| {}));
     }
+    prune(daemon);
     schedule(daemon);
+}
+
+/// Forgets the oldest finished tickets beyond `tasks.keep_finished`.
+pub fn prune(daemon: &mut Daemon) {
+    let keep = daemon.config.tasks.keep_finished;
+    let finished: Vec<u64> = daemon
+        .tasks
+        .tickets
+        .values()
+        .filter(|t| t.phase == Phase::Done)
+        .map(|t| t.task_id)
+        .collect();
+    for task_id in finished.iter().take(finished.len().saturating_sub(keep)) {
+        if let Some(ticket) = daemon.tasks.tickets.remove(task_id) {
+            daemon.tasks.by_ticket.remove(&ticket.ticket_id);
+            daemon.store.remove(*task_id);
+        }
+    }
 }
 
 /// Sends a `task_update` for a ticket to every observer.
@@ -1034,5 +1055,6 @@ pub fn recover(daemon: &mut Daemon) {
             }
         }
     }
+    prune(daemon);
     schedule(daemon);
 }

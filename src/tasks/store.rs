@@ -32,7 +32,8 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// A queued write and who to tell when it is durable.
 struct Write {
     task_id: u64,
-    value: Vec<u8>,
+    /// The ticket as JSON; `None` removes it.
+    value: Option<Vec<u8>>,
     done: Option<Done<Result<(), String>>>,
 }
 
@@ -93,7 +94,7 @@ impl Store {
         let value = serde_json::to_vec(ticket).expect("tickets serialize");
         let write = Write {
             task_id: ticket.task_id,
-            value,
+            value: Some(value),
             done,
         };
         if let Err(crossbeam_channel::SendError(write)) = self.tx.send(write) {
@@ -103,6 +104,15 @@ impl Store {
             );
         }
     }
+
+    /// Queues the removal of a ticket (pruned after `tasks.keep_finished`).
+    pub fn remove(&self, task_id: u64) {
+        let _ = self.tx.send(Write {
+            task_id,
+            value: None,
+            done: None,
+        });
+    }
 }
 
 fn run(path: PathBuf, db: Database, rx: Receiver<Write>, notifier: Notifier<Daemon>) {
@@ -110,7 +120,7 @@ fn run(path: PathBuf, db: Database, rx: Receiver<Write>, notifier: Notifier<Daem
     // Updates that could not be stored (disk full, I/O error), latest value per ticket; they
     // are retried with the next commit or every RETRY_EVERY. New tickets are never retried:
     // their delegation was refused, so they must not appear later.
-    let mut unsaved: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut unsaved: BTreeMap<u64, Option<Vec<u8>>> = BTreeMap::new();
     loop {
         let first = if unsaved.is_empty() {
             match rx.recv() {
@@ -163,7 +173,7 @@ fn run(path: PathBuf, db: Database, rx: Receiver<Write>, notifier: Notifier<Daem
 fn commit_or_reopen(
     path: &Path,
     db: &mut Option<Database>,
-    values: &BTreeMap<u64, Vec<u8>>,
+    values: &BTreeMap<u64, Option<Vec<u8>>>,
 ) -> Result<(), String> {
     if db.is_none() {
         *db = Some(Database::create(path).map_err(|e| format!("cannot reopen the store: {e}"))?);
@@ -175,12 +185,19 @@ fn commit_or_reopen(
     result
 }
 
-fn commit(db: &Database, values: &BTreeMap<u64, Vec<u8>>) -> Result<(), redb::Error> {
+fn commit(db: &Database, values: &BTreeMap<u64, Option<Vec<u8>>>) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
     {
         let mut table = txn.open_table(TICKETS)?;
         for (task_id, value) in values {
-            table.insert(*task_id, value.as_slice())?;
+            match value {
+                Some(value) => {
+                    table.insert(*task_id, value.as_slice())?;
+                }
+                None => {
+                    table.remove(*task_id)?;
+                }
+            }
         }
     }
     txn.commit()?;

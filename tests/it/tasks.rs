@@ -1420,3 +1420,26 @@ fn json_output_makes_its_result_field_the_message() {
         "{done}"
     );
 }
+
+#[test]
+fn only_the_newest_finished_tickets_are_kept_and_task_ids_are_never_reused() {
+    let mut daemon = Daemon::start_with("[tasks]\nkeep_finished = 2");
+    let token = daemon.control();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let answer = daemon.delegate_in(&token, "task", &daemon.work, &format!("ANSWER {n}"));
+        daemon.wait_task_status(&token, &text(&answer, "ticket_id"), "completed");
+        ids.push(text(&answer, "ticket_id"));
+    }
+    let list = daemon.get("/api/tasks", &token).json();
+    assert_eq!(list["total"], 2, "{list}");
+    daemon
+        .get(&format!("/api/tasks/{}", ids[0]), &token)
+        .assert_error(404, "TASK_NOT_FOUND");
+    assert_eq!(daemon.task(&token, &ids[2])["status"], "completed");
+    daemon.restart();
+    let token = daemon.control();
+    assert_eq!(daemon.get("/api/tasks", &token).json()["total"], 2);
+    let next = daemon.delegate_in(&token, "task", &daemon.work, "ANSWER later");
+    assert_eq!(next["task_id"], 4, "{next}");
+}
