@@ -389,7 +389,7 @@ pub struct TasksConfig {
     pub test_timeout: Duration,
     /// Tail of the test command's and the agent's output kept in a result.
     pub test_output_bytes: usize,
-    /// Largest `task` text.
+    /// Largest task text plus context (the prompt is one argv element).
     pub max_task_bytes: usize,
     /// Most files a non-git working directory's snapshot records.
     pub max_snapshot_files: usize,

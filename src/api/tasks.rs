@@ -42,9 +42,15 @@ pub fn delegate(
         daemon,
         params,
         Box::new(move |daemon: &mut Daemon, result| {
-            let response = match result {
-                Ok(task_id) => {
-                    let ticket = &daemon.tasks.tickets[&task_id];
+            let response = match result.and_then(|task_id| {
+                daemon
+                    .tasks
+                    .tickets
+                    .get(&task_id)
+                    .ok_or_else(|| ApiError::internal("the ticket was forgotten at once"))
+            }) {
+                Ok(ticket) => {
+                    let task_id = ticket.task_id;
                     json(
                         201,
                         &DelegateResponse {
@@ -172,7 +178,10 @@ pub fn cancel(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
         id,
         Box::new(move |daemon: &mut Daemon, result| {
             let response = match result {
-                Ok(task_id) => json(200, &view(&daemon.tasks.tickets[&task_id])),
+                Ok(task_id) => match daemon.tasks.tickets.get(&task_id) {
+                    Some(ticket) => json(200, &view(ticket)),
+                    None => task_not_found(&task_id.to_string()).to_response(),
+                },
                 Err(error) => error.to_response(),
             };
             daemon.reply(conn, response);

@@ -144,16 +144,30 @@ fn check(daemon: &Daemon, params: &DelegateParams) -> Result<String, ApiError> {
     if params.task.trim().is_empty() {
         return Err(ApiError::bad_request("task must not be empty"));
     }
-    if params.task.len() > config.tasks.max_task_bytes {
+    // The prompt (task and context) travels as one argv element, which Linux caps at
+    // 128 KiB, and can hold no NUL.
+    let prompt_len = params.task.len()
+        + params
+            .context
+            .files
+            .iter()
+            .chain(&params.context.requirements)
+            .map(|s| s.len() + 3)
+            .sum::<usize>();
+    if prompt_len > config.tasks.max_task_bytes {
         return Err(ApiError::bad_request(format!(
-            "task is {} bytes; at most {} are allowed (tasks.max_task_bytes)",
-            params.task.len(),
+            "task and context are {prompt_len} bytes; at most {} are allowed \
+             (tasks.max_task_bytes)",
             config.tasks.max_task_bytes
         )));
     }
-    if params.task.contains('\0') {
+    let has_nul = std::iter::once(&params.task)
+        .chain(&params.context.files)
+        .chain(&params.context.requirements)
+        .any(|s| s.contains('\0'));
+    if has_nul {
         return Err(ApiError::bad_request(
-            "task must not contain NUL characters",
+            "task and context must not contain NUL characters",
         ));
     }
     let max_ms = config.tasks.max_timeout.as_millis() as u64;
@@ -259,9 +273,9 @@ fn create(
     };
     daemon.tasks.creating += 1;
     let stored = ticket.clone();
-    daemon.store.put(
+    daemon.store.create(
         &stored,
-        Some(Box::new(move |daemon: &mut Daemon, result| {
+        Box::new(move |daemon: &mut Daemon, result| {
             daemon.tasks.creating -= 1;
             match result {
                 Ok(()) => {
@@ -287,7 +301,7 @@ fn create(
                     .with_header("Retry-After", "5")),
                 ),
             }
-        })),
+        }),
     );
 }
 
@@ -447,12 +461,12 @@ fn launch(daemon: &mut Daemon, task_id: u64, prepared: Result<Prepared, String>)
             return finish_without_agent(daemon, task_id, Ending::SpawnFailed { reason });
         }
     };
+    ticket.branch = prepared.branch;
+    ticket.worktree = prepared.worktree.clone();
     if ticket.stopping == Some(Ending::Cancelled) {
         return finish_without_agent(daemon, task_id, Ending::Cancelled);
     }
     ticket.working_dir = prepared.dir.clone();
-    ticket.branch = prepared.branch;
-    ticket.worktree = prepared.worktree.clone();
     ticket.baseline = Some(prepared.baseline);
     ticket.phase = Phase::Launched;
     let params = SpawnParams {
@@ -471,9 +485,11 @@ fn launch(daemon: &mut Daemon, task_id: u64, prepared: Result<Prepared, String>)
         &snapshot,
         Some(Box::new(move |daemon: &mut Daemon, stored| {
             if let Err(e) = stored {
-                log::warn!(
-                    "task {task_id}: starting although its baseline could not be stored: {e}"
-                );
+                // Without a durable baseline a restart could neither compute the result nor
+                // tell that the task already ran; so it does not start.
+                log::warn!("task {task_id}: its starting state could not be stored: {e}");
+                let reason = format!("cannot store the task's starting state: {e}");
+                return finish_without_agent(daemon, task_id, Ending::SpawnFailed { reason });
             }
             manager::spawn(
                 daemon,
@@ -723,6 +739,17 @@ fn begin_finish(daemon: &mut Daemon, task_id: u64, ending: Ending) {
         });
     if let Err(e) = spawned {
         log::error!("task {task_id}: cannot start its verification thread: {e}");
+        let result = TaskResult {
+            error: Some(format!("the result could not be computed: {e}")),
+            ..TaskResult::default()
+        };
+        let ending = daemon.tasks.tickets[&task_id]
+            .ending
+            .clone()
+            .unwrap_or(Ending::Lost {
+                reason: "unknown".into(),
+            });
+        complete(daemon, task_id, ending, result);
     }
 }
 
@@ -901,34 +928,54 @@ fn complete(daemon: &mut Daemon, task_id: u64, ending: Ending, mut result: TaskR
     log::info!("task {task_id}: {}", status.as_str());
     let session_id = ticket.session_id.clone();
     let ticket_id = ticket.ticket_id.clone();
-    daemon.store.put(&ticket.clone(), None);
     daemon.tasks.by_session.remove(&session_id);
-    let _ = std::fs::remove_file(prompt_path(&daemon.config.state_dir, &ticket_id));
+    // The session (and its pane history) goes only once the result is durable; until then a
+    // restart can still compute it.
+    let remove_session = !daemon.config.tasks.keep_sessions;
+    let stored = daemon.tasks.tickets[&task_id].clone();
+    daemon.store.put(
+        &stored,
+        Some(Box::new(move |daemon: &mut Daemon, result| {
+            if result.is_ok() && remove_session && daemon.agents.get(&session_id).is_some() {
+                manager::kill(daemon, &session_id, Box::new(|_, _| {}));
+            }
+        })),
+    );
+    let prompt_file = prompt_path(&daemon.config.state_dir, &ticket_id);
+    daemon.jobs.run(move || {
+        let _ = std::fs::remove_file(prompt_file);
+        Box::new(|_: &mut Daemon| {})
+    });
     announce(daemon, task_id);
     for waiter in daemon.tasks.waiters.remove(&task_id).unwrap_or_default() {
         waiter(daemon, Ok(task_id));
     }
-    if !daemon.config.tasks.keep_sessions && daemon.agents.get(&session_id).is_some() {
-        manager::kill(daemon, &session_id, Box::new(|_, _| {}));
-    }
-    prune(daemon);
+    prune(daemon, task_id);
     schedule(daemon);
 }
 
-/// Forgets the oldest finished tickets beyond `tasks.keep_finished`.
-pub fn prune(daemon: &mut Daemon) {
-    let keep = daemon.config.tasks.keep_finished;
-    let finished: Vec<u64> = daemon
+/// Forgets the tickets that finished longest ago beyond `tasks.keep_finished`, never
+/// `keep` (the one that just finished).
+pub fn prune(daemon: &mut Daemon, keep: u64) {
+    let limit = daemon.config.tasks.keep_finished;
+    let mut finished: Vec<(u64, u64)> = daemon
         .tasks
         .tickets
         .values()
-        .filter(|t| t.phase == Phase::Done)
-        .map(|t| t.task_id)
+        .filter(|t| t.phase == Phase::Done && t.task_id != keep)
+        .map(|t| (t.completed_ms.unwrap_or(0), t.task_id))
         .collect();
-    for task_id in finished.iter().take(finished.len().saturating_sub(keep)) {
-        if let Some(ticket) = daemon.tasks.tickets.remove(task_id) {
+    // `keep` counts against the limit too.
+    let kept = usize::from(daemon.tasks.tickets.contains_key(&keep));
+    let excess = (finished.len() + kept).saturating_sub(limit);
+    if excess == 0 {
+        return;
+    }
+    finished.sort_unstable();
+    for (_, task_id) in finished.into_iter().take(excess) {
+        if let Some(ticket) = daemon.tasks.tickets.remove(&task_id) {
             daemon.tasks.by_ticket.remove(&ticket.ticket_id);
-            daemon.store.remove(*task_id);
+            daemon.store.remove(task_id);
         }
     }
 }
@@ -1051,10 +1098,14 @@ pub fn recover(daemon: &mut Daemon) {
                         .timers
                         .schedule_in(Duration::from_millis(left), Timer::TaskTimeout(task_id));
                     schedule_progress(daemon);
+                    // A timeout or cancel that was under way when the daemon went down.
+                    if daemon.tasks.tickets[&task_id].stopping.is_some() {
+                        stop_agent(daemon, task_id);
+                    }
                 }
             }
         }
     }
-    prune(daemon);
+    prune(daemon, u64::MAX);
     schedule(daemon);
 }

@@ -3,9 +3,9 @@
 //!
 //! Every write is a transaction committed with `redb`'s immediate durability (fsync).
 //! Writes queued while a commit is in progress are committed together (group commit), in
-//! the order they were queued. When the disk is full or failing, new tickets are refused
-//! (their callback gets the error) while updates of existing ones are kept and retried, so
-//! the store catches up once space returns. A write's callback runs on the loop once it is durable, or
+//! the order they were queued. Tickets are serialized here, not on the loop. When the disk
+//! is full or failing, new tickets are refused (their callback gets the error) while updates
+//! of existing ones are kept and retried, so the store catches up once space returns. A write's callback runs on the loop once it is durable, or
 //! with the error when it could not be stored. This module knows nothing of the ticket
 //! lifecycle: it stores and loads [`Ticket`]s by task id.
 
@@ -32,14 +32,32 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// A queued write and who to tell when it is durable.
 struct Write {
     task_id: u64,
-    /// The ticket as JSON; `None` removes it.
-    value: Option<Vec<u8>>,
+    /// The ticket (serialized on the store thread); `None` removes it.
+    ticket: Option<Box<Ticket>>,
+    /// A new ticket: if it cannot be stored it was refused, so it is never retried.
+    fresh: bool,
     done: Option<Done<Result<(), String>>>,
 }
 
 /// Handle on the store thread.
 pub struct Store {
-    tx: Sender<Write>,
+    /// `None` once dropped (the thread then finishes its queue and stops).
+    tx: Option<Sender<Write>>,
+    notifier: Notifier<Daemon>,
+    /// Disconnects when the store thread has stopped.
+    stopped: Receiver<()>,
+}
+
+/// How long a stopping daemon waits for queued ticket writes to reach the disk.
+const FLUSH_ON_DROP: Duration = Duration::from_secs(5);
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Err(RecvTimeoutError::Timeout) = self.stopped.recv_timeout(FLUSH_ON_DROP) {
+            log::warn!("task store: queued ticket writes did not finish in time");
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -81,37 +99,70 @@ impl Store {
     /// Starts the store thread on `db`; callbacks come back through `notifier`.
     pub fn start(path: &Path, db: Database, notifier: Notifier<Daemon>) -> std::io::Result<Store> {
         let (tx, rx) = crossbeam_channel::unbounded();
+        let (stop_tx, stopped) = crossbeam_channel::bounded::<()>(0);
         let path = path.to_path_buf();
+        let thread_notifier = notifier.clone();
         std::thread::Builder::new()
             .name("task-store".into())
-            .spawn(move || run(path, db, rx, notifier))?;
-        Ok(Store { tx })
+            .spawn(move || {
+                run(path, db, rx, thread_notifier);
+                drop(stop_tx);
+            })?;
+        Ok(Store {
+            tx: Some(tx),
+            notifier,
+            stopped,
+        })
     }
 
-    /// Queues a durable write of `ticket`; `done` (if any) runs on the loop once it is on
-    /// disk, or with the error.
-    pub fn put(&self, ticket: &Ticket, done: Option<Done<Result<(), String>>>) {
-        let value = serde_json::to_vec(ticket).expect("tickets serialize");
-        let write = Write {
+    /// Queues the first write of a new ticket; `done` runs on the loop once it is on disk,
+    /// or with the error (then the ticket was not accepted and is never written later).
+    pub fn create(&self, ticket: &Ticket, done: Done<Result<(), String>>) {
+        self.send(Write {
             task_id: ticket.task_id,
-            value: Some(value),
+            ticket: Some(Box::new(ticket.clone())),
+            fresh: true,
+            done: Some(done),
+        });
+    }
+
+    /// Queues a durable update of `ticket`; `done` (if any) runs on the loop once it is on
+    /// disk, or with the error. Updates that fail are retried until they are stored.
+    pub fn put(&self, ticket: &Ticket, done: Option<Done<Result<(), String>>>) {
+        self.send(Write {
+            task_id: ticket.task_id,
+            ticket: Some(Box::new(ticket.clone())),
+            fresh: false,
             done,
-        };
-        if let Err(crossbeam_channel::SendError(write)) = self.tx.send(write) {
-            log::error!(
-                "task store: the store thread is gone; ticket {} not stored",
-                write.task_id
-            );
-        }
+        });
     }
 
     /// Queues the removal of a ticket (pruned after `tasks.keep_finished`).
     pub fn remove(&self, task_id: u64) {
-        let _ = self.tx.send(Write {
+        self.send(Write {
             task_id,
-            value: None,
+            ticket: None,
+            fresh: false,
             done: None,
         });
+    }
+
+    fn send(&self, write: Write) {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(write).map_err(|e| e.0),
+            None => Err(write),
+        };
+        if let Err(write) = sent {
+            log::error!(
+                "task store: the store thread is gone; ticket {} not stored",
+                write.task_id
+            );
+            if let Some(done) = write.done {
+                self.notifier.send(Box::new(move |daemon: &mut Daemon| {
+                    done(daemon, Err("the task store thread has stopped".into()))
+                }));
+            }
+        }
     }
 }
 
@@ -142,8 +193,12 @@ fn run(path: PathBuf, db: Database, rx: Receiver<Write>, notifier: Notifier<Daem
             }
         }
         let mut values = std::mem::take(&mut unsaved);
-        for write in &batch {
-            values.insert(write.task_id, write.value.clone());
+        for write in &mut batch {
+            let value = write
+                .ticket
+                .take()
+                .map(|t| serde_json::to_vec(&t).expect("tickets serialize"));
+            values.insert(write.task_id, value);
         }
         let result = commit_or_reopen(&path, &mut db, &values);
         match &result {
@@ -153,7 +208,7 @@ fn run(path: PathBuf, db: Database, rx: Receiver<Write>, notifier: Notifier<Daem
                     "task store: cannot store {} ticket(s): {e}; updates are retried",
                     values.len()
                 );
-                for write in batch.iter().filter(|w| w.done.is_some()) {
+                for write in batch.iter().filter(|w| w.fresh) {
                     values.remove(&write.task_id);
                 }
                 unsaved = values;

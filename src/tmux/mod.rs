@@ -142,8 +142,13 @@ impl Tmux {
         let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
         // "server exited unexpectedly": the server died (or exited with its last session)
         // while this command ran; either way there is no server now.
+        // Only a missing or refusing socket means no server; other connect errors (out of
+        // descriptors, permissions) must not make every session look gone.
+        let unreachable = stderr.starts_with("error connecting to")
+            && (stderr.contains("No such file or directory")
+                || stderr.contains("Connection refused"));
         if stderr.starts_with("no server running")
-            || stderr.starts_with("error connecting to")
+            || unreachable
             || stderr.starts_with("server exited unexpectedly")
         {
             return Err(TmuxError::NoServer);
