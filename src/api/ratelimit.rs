@@ -129,7 +129,8 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
             allowed,
             limit: self.rate.requests,
             remaining: tokens.floor().max(0.0) as u32,
-            reset_epoch: epoch(wall + Duration::from_secs_f64(until_full.ceil())),
+            // Rounded up: a client that waits until then finds the bucket full.
+            reset_epoch: epoch_ceil(wall + Duration::from_secs_f64(until_full)),
             retry_after,
         }
     }
@@ -173,6 +174,12 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
 fn epoch(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn epoch_ceil(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
         .unwrap_or(0)
 }
 
