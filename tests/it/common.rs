@@ -65,6 +65,8 @@ command = ["{task}"]
 headless = ["{task}", "{{prompt}}"]
 [agents.nohead]
 command = ["{task}"]
+[agents.styled]
+command = ["{styled}"]
 "#,
         work = work.display(),
         echo = agent_script("echo.sh"),
@@ -78,6 +80,7 @@ command = ["{task}"]
         crash_input = agent_script("crash_on_input.sh"),
         paste_probe = agent_script("paste_probe.py"),
         task = agent_script("task_agent.sh"),
+        styled = agent_script("styled.sh"),
     );
     config.push('\n');
     config
@@ -598,6 +601,7 @@ pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
             Ok(0) => return out,
             Ok(n) => out.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => panic!("read failed after {} bytes: {e}", out.len()),
         }
     }
@@ -755,7 +759,11 @@ impl Ws {
 
     /// The next JSON message; panics on close or timeout.
     pub fn recv(&mut self) -> Value {
+        // The daemon's pings arrive more often than the socket's read timeout, so the wait
+        // is bounded here as well.
+        let deadline = Instant::now() + PATIENCE;
         loop {
+            assert!(Instant::now() < deadline, "no message within {PATIENCE:?}");
             match self.socket.read() {
                 Ok(tungstenite::Message::Text(text)) => {
                     return serde_json::from_str(&text).unwrap();

@@ -624,7 +624,7 @@ fn a_pipe_closed_under_a_live_pane_is_re_armed() {
     transcript.next = None;
     ws.send(json!({"type": "terminal_input", "session_id": session, "data": "still-here\r"}));
     transcript.read_until_count(&mut ws, &session, "still-here\r\n", 2);
-    assert!(daemon.log_contains("re-arming output capture (output pipe closed)"));
+    daemon.wait_for_log("re-arming output capture (output pipe closed)");
 }
 
 #[test]
@@ -860,6 +860,14 @@ fn tmux_and_shell_syntax_in_typed_text_reaches_the_pane_as_inert_text() {
     let marker = daemon.dir.path().join("pwned");
     let mut ws = daemon.ws(&token);
     let mut transcript = subscribe_with_screen(&mut ws, &session);
+    // Type only once the agent reads its input (text typed earlier is echoed by the terminal
+    // before the greeting, and the comparison below would not find it).
+    while !(transcript.screens[0].contains("echo agent ready")
+        || transcript.text.contains("echo agent ready"))
+    {
+        let message = ws.recv();
+        transcript.add(&session, &message);
+    }
     // Each piece would do something if tmux or a shell interpreted it: end the tmux command
     // and start another, run a command through format expansion, expand a format, end a
     // bracketed paste early, interrupt the program.
@@ -875,7 +883,13 @@ fn tmux_and_shell_syntax_in_typed_text_reaches_the_pane_as_inert_text() {
         marker.display()
     );
     let mut ack = None;
+    let deadline = std::time::Instant::now() + crate::common::PATIENCE;
     while ack.is_none() || transcript.text.matches(&literal).count() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the text did not come back twice; ack {ack:?}, output {:?}",
+            transcript.text
+        );
         let message = ws.recv();
         if message["type"] == "user_message_ack" || message["type"] == "error" {
             ack = Some(message.clone());
@@ -894,4 +908,223 @@ fn tmux_and_shell_syntax_in_typed_text_reaches_the_pane_as_inert_text() {
         &format!("={}", spawned["tmux_session"].as_str().unwrap()),
     ]);
     assert!(out.status.success(), "the tmux session is gone");
+}
+
+/// Clears `transcript`'s text, starts one flood of `lines` lines by typing a line on `ws` and
+/// reads it to its END marker, asserting every byte arrived as the agent printed it.
+fn flood_once(ws: &mut Ws, transcript: &mut Transcript, session: &str, lines: usize) {
+    transcript.text.clear();
+    ws.send(json!({"type": "terminal_input", "session_id": session, "data": "go\r"}));
+    transcript.read_until(ws, session, "\r\nEND\r\n");
+    let body = between(&transcript.text, "START\r\n", "END\r\n");
+    assert_eq!(body.len(), flood_expected(lines).len());
+    assert!(
+        body == flood_expected(lines),
+        "the reading viewer got every byte of the flood"
+    );
+}
+
+#[test]
+fn a_viewer_that_keeps_falling_out_of_the_backlog_is_closed_with_4001() {
+    // Small queues, so a viewer that stops reading holds only a few KiB, and a 1 MiB backlog
+    // (with no more shared frames, which also serve viewers behind) and floods of about
+    // 750 KB: a viewer that keeps up never leaves the backlog, one that stalls through two
+    // floods does. One resync a minute is tolerated, the second is not.
+    let daemon = Daemon::start_with(
+        "[websocket]\nmax_resyncs_per_minute = 1\nsend_window_bytes = 4096\n\
+         socket_send_buffer = 4096\n[panes]\nbacklog_bytes = 1048576\n\
+         live_frame_bytes = 262144",
+    );
+    let token = daemon.control();
+    let lines = 15_000;
+    let resp = daemon.post(
+        "/api/agents/spawn",
+        &token,
+        &json!({"agent_type": "flood", "working_dir": daemon.work, "env": {"FLOOD_LINES": lines.to_string()}}),
+    );
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let session = id_of(&resp.json());
+    let mut stalled = ws_with_small_receive_buffer(&daemon, &token);
+    assert_eq!(stalled.subscribe(&session)["type"], "subscribed");
+    let mut fast = daemon.ws(&token);
+    let mut transcript = subscribe_with_screen(&mut fast, &session);
+
+    // First stall: the viewer falls out of the backlog once, and when it reads again it is
+    // told so and resynced with a fresh screen, still connected.
+    flood_once(&mut fast, &mut transcript, &session, lines);
+    flood_once(&mut fast, &mut transcript, &session, lines);
+    let gap = stalled.recv_until("the first resync", |m| m["type"] == "terminal_gap");
+    assert_eq!(gap["reason"], "viewer fell behind the backlog", "{gap}");
+    assert!(
+        gap["offset"].as_u64().unwrap() > gap["since"].as_u64().unwrap() + 1048576,
+        "{gap}"
+    );
+    stalled.recv_until("the fresh screen", |m| {
+        m["type"] == "terminal_output" && m["snapshot"] == true
+    });
+    stalled.send(json!({"type": "ping", "id": "still-open"}));
+    stalled.recv_until("pong", |m| m["type"] == "pong" && m["id"] == "still-open");
+
+    // Second stall within the minute: reading again gets the viewer closed as too slow
+    // (after whatever was already queued for it).
+    flood_once(&mut fast, &mut transcript, &session, lines);
+    flood_once(&mut fast, &mut transcript, &session, lines);
+    let (_, closed) = stalled.wait_closed();
+    assert_eq!(
+        closed,
+        Closed::Code(4001),
+        "{:?}",
+        daemon
+            .log
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("4001") || l.contains("closing") || l.contains("WebSocket"))
+            .collect::<Vec<_>>()
+    );
+    daemon.wait_for_log("could not keep up; closing with 4001");
+
+    // The reader was never resynced, and the agent and the daemon carry on.
+    assert!(transcript.gaps.is_empty(), "{:?}", transcript.gaps);
+    flood_once(&mut fast, &mut transcript, &session, lines);
+    assert!(transcript.gaps.is_empty(), "{:?}", transcript.gaps);
+}
+
+#[test]
+fn a_pipe_that_goes_silent_under_a_live_pane_is_re_armed_by_the_health_check() {
+    // The tmux stand-in gives the next pane a pipe that stays open but delivers nothing, as
+    // a wedged pipe would; only the health check, comparing tmux's activity with what the
+    // pipe delivered, can notice.
+    let daemon = Daemon::start_with(&format!(
+        "[panes]\nhealth_interval = \"500ms\"\n[tmux]\nbinary = \"{}\"",
+        crate::common::agent_script("tmux-silence-pipe.sh")
+    ));
+    let token = daemon.control();
+    let flag = daemon.state.join("silence-next-pipe");
+    std::fs::write(&flag, b"").unwrap();
+    let spawned = daemon.spawn(&token, "echo");
+    let session = id_of(&spawned);
+    let name = spawned["tmux_session"].as_str().unwrap().to_string();
+    assert!(!flag.exists(), "the new pane got the silent pipe");
+    let detail = daemon.wait_agent(&token, &session, "capture attached", |a| {
+        a["capture"] == "attached"
+    });
+    assert_eq!(detail["capture_rearms"], 0, "{detail}");
+    let pane = detail["tmux_pane"].as_str().unwrap().to_string();
+    wait_until("the greeting on the pane", || {
+        daemon
+            .screen(&name)
+            .contains("echo agent ready")
+            .then_some(())
+    });
+    // The daemon saw none of it.
+    let mut early = daemon.ws(&token);
+    let before = subscribe_with_screen(&mut early, &session);
+    assert!(
+        !before.screens[0].contains("echo agent ready"),
+        "{:?}",
+        before.screens[0]
+    );
+
+    // Keep the pane busy behind the daemon's back until the health check notices (tmux
+    // counts activity in whole seconds, so this takes a few of them).
+    let mut typed: Option<std::time::Instant> = None;
+    let detail = wait_until("the health check to re-arm the pipe", || {
+        if typed.is_none_or(|t| t.elapsed() >= Duration::from_millis(250)) {
+            let out = daemon.tmux(&["send-keys", "-t", &pane, "after", "Enter"]);
+            assert!(out.status.success(), "{out:?}");
+            typed = Some(std::time::Instant::now());
+        }
+        let detail = daemon.get(&format!("/api/agents/{session}"), &token).json();
+        (detail["capture_rearms"].as_u64().unwrap_or(0) >= 1).then_some(detail)
+    });
+    assert_eq!(detail["status"], "running", "{detail}");
+    daemon.wait_for_log("output pipe stopped delivering while the pane is alive");
+    // The viewer that watched the silence is told about the discontinuity and gets a screen
+    // that shows what it missed.
+    let gap = early.recv_until("gap", |m| m["type"] == "terminal_gap");
+    assert_eq!(gap["reason"], "output pipe stopped delivering", "{gap}");
+    let screen = early.recv_until("the fresh screen", |m| {
+        m["type"] == "terminal_output" && m["snapshot"] == true
+    });
+    assert!(
+        screen["data"].as_str().unwrap().contains("after"),
+        "{screen}"
+    );
+    let detail = daemon.wait_agent(&token, &session, "capture attached again", |a| {
+        a["capture"] == "attached"
+    });
+    assert_eq!(detail["capture_rearms"], 1, "{detail}");
+    // A viewer subscribing now gets that screen, and input and output flow through the new
+    // pipe.
+    let mut ws = daemon.ws(&token);
+    let mut transcript = subscribe_with_screen(&mut ws, &session);
+    assert!(
+        transcript.screens[0].contains("after"),
+        "{:?}",
+        transcript.screens[0]
+    );
+    ws.send(json!({"type": "terminal_input", "session_id": session, "data": "flowing\r"}));
+    transcript.read_until_count(&mut ws, &session, "flowing\r\n", 2);
+}
+
+#[test]
+fn a_fresh_subscriber_gets_colours_cursor_and_modes_on_its_screen() {
+    let daemon = Daemon::start();
+    let token = daemon.control();
+    let spawned = daemon.spawn(&token, "styled");
+    let session = id_of(&spawned);
+    let name = spawned["tmux_session"].as_str().unwrap().to_string();
+    wait_until("ready on the pane", || {
+        daemon.screen(&name).contains("ready").then_some(())
+    });
+    // A screen is the daemon's terminal state at the offset it had processed, which may
+    // trail what tmux shows by a moment: subscribe until a screen includes everything.
+    let screen = wait_until("a screen showing ready", || {
+        let mut ws = daemon.ws(&token);
+        ws.subscribe(&session);
+        let screen = ws.recv_until("the screen", |m| {
+            m["type"] == "terminal_output" && m["snapshot"] == true
+        });
+        screen["data"]
+            .as_str()
+            .unwrap()
+            .contains("ready")
+            .then_some(screen)
+    });
+    let data = screen["data"].as_str().unwrap();
+    assert!(data.starts_with("\u{1b}c"), "{data:?}");
+    // What vt100 emits: the colour as its own SGR before the text, the cursor move that
+    // placed `ready` (the cursor stayed right after it), and the input modes.
+    assert!(data.contains("\u{1b}[31mRED"), "red: {data:?}");
+    let placed = data
+        .split_once("\u{1b}[5;10H")
+        .unwrap_or_else(|| panic!("position: {data:?}"))
+        .1;
+    assert!(
+        placed.trim_start_matches("\u{1b}[m").starts_with("ready"),
+        "ready right after the move: {data:?}"
+    );
+    assert!(data.contains("\u{1b}[?2004h"), "bracketed paste: {data:?}");
+    assert!(data.contains("\u{1b}[?1000h"), "mouse reporting: {data:?}");
+    // And replayed on a fresh terminal of the pane's size, it is the agent's screen.
+    let size = |key: &str| {
+        std::num::NonZeroU16::new(screen[key].as_u64().unwrap() as u16).expect("non-zero size")
+    };
+    let mut terminal = vt100::Parser::new(size("rows"), size("cols"), 0);
+    terminal.process(data.as_bytes());
+    let replayed = terminal.screen();
+    assert_eq!(replayed.cell(0, 0).unwrap().fgcolor(), vt100::Color::Idx(1));
+    assert_eq!(replayed.cell(0, 0).unwrap().contents(), "R");
+    assert_eq!(replayed.cell(4, 9).unwrap().contents(), "r");
+    assert_eq!(
+        replayed.cell(4, 9).unwrap().fgcolor(),
+        vt100::Color::Default
+    );
+    assert_eq!(replayed.cursor_position(), (4, 14));
+    assert!(replayed.bracketed_paste());
+    assert_eq!(
+        replayed.mouse_protocol_mode(),
+        vt100::MouseProtocolMode::PressRelease
+    );
 }
