@@ -1,16 +1,8 @@
 //! Agent lifecycle: spawn, list, get, kill, statuses, and input validation.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::common::{Daemon, process_alive, wait_until};
-
-fn is_rfc3339_utc(value: &Value) -> bool {
-    let text = value.as_str().unwrap_or("");
-    text.len() == 20
-        && text.ends_with('Z')
-        && text.as_bytes()[10] == b'T'
-        && humantime::parse_rfc3339(text).is_ok()
-}
+use crate::common::{Daemon, is_rfc3339_utc, process_alive, wait_until};
 
 #[test]
 fn spawn_get_list_kill_round_trip() {

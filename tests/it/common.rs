@@ -886,3 +886,12 @@ impl Transcript {
         }
     }
 }
+
+/// Whether `value` is an RFC 3339 UTC timestamp with second precision, as the API writes.
+pub fn is_rfc3339_utc(value: &Value) -> bool {
+    let text = value.as_str().unwrap_or("");
+    text.len() == 20
+        && text.ends_with('Z')
+        && text.as_bytes()[10] == b'T'
+        && humantime::parse_rfc3339(text).is_ok()
+}

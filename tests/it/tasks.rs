@@ -12,16 +12,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::common::{
-    Daemon, Transcript, Ws, agent_script, git, git_repo, process_alive, touch, wait_until,
+    Daemon, Transcript, Ws, agent_script, git, git_repo, is_rfc3339_utc, process_alive, touch,
+    wait_until,
 };
-
-fn is_rfc3339_utc(value: &Value) -> bool {
-    let text = value.as_str().unwrap_or("");
-    text.len() == 20
-        && text.ends_with('Z')
-        && text.as_bytes()[10] == b'T'
-        && humantime::parse_rfc3339(text).is_ok()
-}
 
 /// `ticket-` and a lowercase UUID v4.
 fn is_ticket_id(value: &Value) -> bool {
