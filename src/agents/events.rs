@@ -89,8 +89,10 @@ impl Daemon {
         let quiet = SystemTime::now()
             .duration_since(agent.last_activity)
             .unwrap_or_default();
+        // A millisecond late rather than early: the check compares wall-clock times, and
+        // the timer runs on the monotonic clock.
         self.timers.schedule_in(
-            idle_after.saturating_sub(quiet),
+            idle_after.saturating_sub(quiet) + Duration::from_millis(1),
             Timer::IdleCheck(session_id.into()),
         );
     }
@@ -104,7 +106,10 @@ impl Daemon {
         let quiet = SystemTime::now()
             .duration_since(agent.last_activity)
             .unwrap_or_default();
-        if quiet + Duration::from_millis(1) >= self.config.sessions.idle_after {
+        // The same comparison as `Agent::status`, so a check that finds the agent quiet
+        // always announces `idle` (a tolerance here once made it skip the announcement and
+        // the next check, leaving the agent `running` until it printed again).
+        if quiet >= self.config.sessions.idle_after {
             self.refresh_status(session_id);
         } else {
             self.schedule_idle_check(session_id);
