@@ -26,6 +26,9 @@ use crate::tmux::{self, SessionName, TmuxError};
 /// Lines of pane history read back when an agent has ended.
 const HISTORY_LINES: u32 = 2000;
 
+/// The daemon's own tail of a task's output, used when tmux's history is empty.
+const OUTPUT_FALLBACK_BYTES: u64 = 256 * 1024;
+
 /// What a delegation asks for, already parsed from the request.
 #[derive(Debug, Clone)]
 pub struct DelegateParams {
@@ -719,6 +722,21 @@ fn begin_finish(daemon: &mut Daemon, task_id: u64, ending: Ending) {
         .get(&snapshot.session_id)
         .map(|a| a.pane.clone());
     let tmux_handle = daemon.tmux.clone();
+    // The daemon's own copy of the output, for when tmux's history comes back empty (tmux
+    // 3.3a sometimes loses what a short-lived program printed from its screen).
+    let captured = daemon
+        .hub
+        .stream(&snapshot.session_id)
+        .map(|stream| {
+            let backlog = &stream.backlog;
+            let from = backlog
+                .start()
+                .max(backlog.end().saturating_sub(OUTPUT_FALLBACK_BYTES));
+            let mut bytes = Vec::new();
+            let _ = backlog.read(from, OUTPUT_FALLBACK_BYTES as usize, &mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+        .unwrap_or_default();
     let test_command = test_command_of(&config, &snapshot);
     let notifier = daemon.jobs.notifier();
     let spawned = std::thread::Builder::new()
@@ -728,6 +746,7 @@ fn begin_finish(daemon: &mut Daemon, task_id: u64, ending: Ending) {
                 &snapshot,
                 &ending,
                 pane,
+                &captured,
                 &tmux_handle,
                 test_command,
                 &config,
@@ -764,10 +783,12 @@ fn test_command_of(config: &crate::config::Config, ticket: &Ticket) -> Option<Ve
 }
 
 /// Computes a result (blocking): the agent's answer, the files it changed, the tests.
+#[allow(clippy::too_many_arguments)]
 fn verify(
     ticket: &Ticket,
     ending: &Ending,
     pane: Option<crate::tmux::PaneId>,
+    captured: &str,
     tmux_handle: &crate::tmux::Tmux,
     test_command: Option<Vec<String>>,
     config: &crate::config::Config,
@@ -782,7 +803,10 @@ fn verify(
                 .ok()
         })
         .unwrap_or_default();
-    let (message, output_tail) = prompt::final_answer(&history, keep);
+    let (mut message, mut output_tail) = prompt::final_answer(&history, keep);
+    if output_tail.trim().is_empty() {
+        (message, output_tail) = prompt::final_answer(captured, keep);
+    }
     let mut result = TaskResult {
         message,
         output_tail,
