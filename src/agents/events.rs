@@ -14,6 +14,9 @@ use crate::tmux::{self, TmuxError};
 /// Lines of the final screen sent with `AGENT_CRASHED`.
 const CRASH_LINES: u32 = 20;
 
+/// The daemon's own tail of the output, used when tmux's screen is empty.
+const CRASH_BYTES: usize = 16 * 1024;
+
 /// The `agent_status` message (the reference's fields plus `agent_type` and the exit details).
 #[derive(Debug, Serialize)]
 pub struct AgentStatusMessage<'a> {
@@ -131,12 +134,19 @@ impl Daemon {
             agent.pane.clone(),
             session_id.to_string(),
         );
+        // The daemon's own copy of the last output, for when tmux's screen comes back empty
+        // (tmux 3.3a sometimes drops what a program printed just before it died).
+        let captured =
+            crate::tasks::verify::strip_ansi(&self.hub.tail_text(&session_id, CRASH_BYTES));
         self.jobs.run(move || {
-            let lines = tmux::capture_tail(&pane, CRASH_LINES)
+            let mut lines = tmux::capture_tail(&pane, CRASH_LINES)
                 .map_err(TmuxError::from)
                 .and_then(|l| tmux.run(&l))
                 .map(|text| last_lines(&text, CRASH_LINES as usize))
                 .unwrap_or_default();
+            if lines.is_empty() {
+                lines = last_lines(&captured, CRASH_LINES as usize);
+            }
             Box::new(move |daemon: &mut Daemon| {
                 let (exit_code, exit_signal) = exit_fields(Some(exit));
                 let message = CrashMessage {

@@ -238,6 +238,21 @@ impl Hub {
         shared
     }
 
+    /// The last `max` bytes of a pane's output that the backlog still holds, as text (for
+    /// when tmux's own screen comes back empty).
+    pub fn tail_text(&self, session: &str, max: usize) -> String {
+        let Some(stream) = self.streams.get(session) else {
+            return String::new();
+        };
+        let backlog = &stream.backlog;
+        let from = backlog
+            .start()
+            .max(backlog.end().saturating_sub(max as u64));
+        let mut bytes = Vec::new();
+        let _ = backlog.read(from, max, &mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     /// The stream of a session.
     pub fn stream(&self, session: &str) -> Option<&PaneStream> {
         self.streams.get(session)

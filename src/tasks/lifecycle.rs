@@ -27,7 +27,7 @@ use crate::tmux::{self, SessionName, TmuxError};
 const HISTORY_LINES: u32 = 2000;
 
 /// The daemon's own tail of a task's output, used when tmux's history is empty.
-const OUTPUT_FALLBACK_BYTES: u64 = 256 * 1024;
+const OUTPUT_FALLBACK_BYTES: usize = 256 * 1024;
 
 /// What a delegation asks for, already parsed from the request.
 #[derive(Debug, Clone)]
@@ -726,17 +726,7 @@ fn begin_finish(daemon: &mut Daemon, task_id: u64, ending: Ending) {
     // 3.3a sometimes loses what a short-lived program printed from its screen).
     let captured = daemon
         .hub
-        .stream(&snapshot.session_id)
-        .map(|stream| {
-            let backlog = &stream.backlog;
-            let from = backlog
-                .start()
-                .max(backlog.end().saturating_sub(OUTPUT_FALLBACK_BYTES));
-            let mut bytes = Vec::new();
-            let _ = backlog.read(from, OUTPUT_FALLBACK_BYTES as usize, &mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-        .unwrap_or_default();
+        .tail_text(&snapshot.session_id, OUTPUT_FALLBACK_BYTES);
     let test_command = test_command_of(&config, &snapshot);
     let notifier = daemon.jobs.notifier();
     let spawned = std::thread::Builder::new()
