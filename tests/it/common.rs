@@ -522,6 +522,33 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
         let _ = self.tmux(&["kill-server"]);
+        // A tmux client the daemon started just before it was killed can still bring the
+        // server up after `kill-server`; anything that names this daemon's socket goes.
+        kill_processes_mentioning(&self.state.join("tmux.sock"));
+    }
+}
+
+/// SIGKILLs every process whose command line contains `path` (tmux keeps its first
+/// client's arguments, `-S <socket>`, as the server's command line).
+fn kill_processes_mentioning(path: &Path) {
+    let needle = path.as_os_str().as_encoded_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline.windows(needle.len()).any(|w| w == needle) {
+            signal(pid, "KILL");
+        }
     }
 }
 
