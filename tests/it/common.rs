@@ -353,8 +353,19 @@ impl Daemon {
         what: &str,
         check: impl Fn(&Value) -> bool,
     ) -> Value {
+        self.wait_json(&format!("/api/agents/{id}"), token, what, check)
+    }
+
+    /// Polls `GET path` until it answers `200` with a body `check` accepts.
+    fn wait_json(
+        &self,
+        path: &str,
+        token: &str,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         wait_until(what, || {
-            let resp = self.get(&format!("/api/agents/{id}"), token);
+            let resp = self.get(path, token);
             (resp.status == 200 && check(&resp.json())).then(|| resp.json())
         })
     }
@@ -425,10 +436,7 @@ impl Daemon {
         what: &str,
         check: impl Fn(&Value) -> bool,
     ) -> Value {
-        wait_until(what, || {
-            let resp = self.get(&format!("/api/tasks/{id}"), token);
-            (resp.status == 200 && check(&resp.json())).then(|| resp.json())
-        })
+        self.wait_json(&format!("/api/tasks/{id}"), token, what, check)
     }
 
     /// Polls `GET /api/tasks/{id}` until the ticket is in `status`. Fails at once if it
