@@ -693,7 +693,10 @@ fn validate_agent_type(name: &str, agent: &AgentType) -> Result<(), ConfigError>
     Ok(())
 }
 
-/// The built-in agent types: the real CLIs' interactive and one-shot commands.
+/// The built-in agent types: the real CLIs' interactive and one-shot commands. In every
+/// one-shot command the task text can never become an option: it follows `--` (which ends
+/// option parsing in `claude`, `droid`, `cursor-agent` and `sh -c`), or reaches the CLI in a
+/// file (`aider --message-file`).
 pub fn builtin_agents() -> BTreeMap<String, AgentType> {
     fn argv(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
@@ -721,11 +724,12 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
         argv(&[
             "claude",
             "-p",
-            "{prompt}",
             "--output-format",
             "json",
             "--permission-mode",
             "acceptEdits",
+            "--",
+            "{prompt}",
         ]),
     );
     add(
@@ -738,6 +742,7 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
             "medium",
             "--output-format",
             "json",
+            "--",
             "{prompt}",
         ]),
     );
@@ -750,6 +755,7 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
             "--force",
             "--output-format",
             "json",
+            "--",
             "{prompt}",
         ]),
     );
@@ -761,14 +767,14 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
             "--yes-always",
             "--no-pretty",
             "--no-stream",
-            "--message",
-            "{prompt}",
+            "--message-file",
+            "{prompt_file}",
         ]),
     );
     add(
         "shell",
         vec![shell.clone()],
-        vec![shell, "-c".into(), "{prompt}".into()],
+        vec![shell, "-c".into(), "--".into(), "{prompt}".into()],
     );
     agents
 }
@@ -848,6 +854,24 @@ mod tests {
             assert!(config.agents.contains_key(name), "{name} missing");
         }
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn no_builtin_one_shot_command_lets_task_text_become_an_option() {
+        for (name, agent) in builtin_agents() {
+            let headless = agent.headless.unwrap();
+            let prompt_at = headless.iter().position(|a| a == "{prompt}");
+            match prompt_at {
+                Some(at) => assert!(
+                    headless[..at].contains(&"--".to_string()),
+                    "{name}: {{prompt}} must follow --: {headless:?}"
+                ),
+                None => assert!(
+                    headless.iter().any(|a| a == "{prompt_file}"),
+                    "{name}: {headless:?}"
+                ),
+            }
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! | [`panes`] | the output and input path: pipe hand-over, capture, backlog, UTF-8, fanout hub, emulator thread, typing | parse HTTP |
 //! | [`tmux`] | the only code that runs tmux: argv building, output parsing, timeouts | accept user text as an argument |
 //! | [`tasks`] | delegated tasks: tickets, queue, lifecycle and restart rules, the redb store (its own thread), prompts, workspace diffs and test runs (off the loop) | touch sockets, run tmux directly |
+//! | [`environment`] | what children inherit: the daemon's own `ORCHESTRA_*` variables are erased at start and never passed on | decide what an agent's request may set |
 //! | [`jobs`] | worker threads and the continuation channel back to the loop | touch loop state |
 //! | [`sys`] | the only `unsafe`: pidfd, signals, `SCM_RIGHTS`, socket and scheduling options, rlimits | know about agents |
 //!
@@ -67,6 +68,7 @@ pub mod agents;
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod environment;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod jobs;

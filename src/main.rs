@@ -71,6 +71,28 @@ fn load_config(args: &ConfigArgs, listen: Option<SocketAddr>) -> Result<Config, 
     Config::load(path.as_deref(), &overrides).map_err(|e| e.to_string())
 }
 
+/// Moves `ORCHESTRA_JWT_SECRET` into the config (where it takes precedence, as it did in the
+/// environment) and erases the daemon's own variables from its environment, so that no
+/// agent, tmux server or other child can ever inherit them. Runs before any thread starts.
+fn take_secret_from_environment(mut config: Config) -> Result<Config, String> {
+    if let Some(secret) = std::env::var_os(orchestra::config::SECRET_ENV).filter(|s| !s.is_empty())
+    {
+        let secret = secret
+            .into_string()
+            .map_err(|_| format!("{} is not valid UTF-8", orchestra::config::SECRET_ENV))?;
+        config.auth.jwt_secret = Some(secret);
+    }
+    let removed = orchestra::environment::scrub_own()?;
+    if !removed.is_empty() {
+        let names: Vec<_> = removed.iter().map(|n| n.to_string_lossy()).collect();
+        log::debug!(
+            "removed from the environment children inherit: {}",
+            names.join(", ")
+        );
+    }
+    Ok(config)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -110,14 +132,16 @@ fn main() -> ExitCode {
         }
         Command::Serve { config, listen } => {
             orchestra::logging::init();
-            let server =
-                match load_config(&config, listen).and_then(orchestra::server::Server::start) {
-                    Ok(server) => server,
-                    Err(e) => {
-                        log::error!("{e}");
-                        return ExitCode::FAILURE;
-                    }
-                };
+            let server = match load_config(&config, listen)
+                .and_then(take_secret_from_environment)
+                .and_then(orchestra::server::Server::start)
+            {
+                Ok(server) => server,
+                Err(e) => {
+                    log::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             log::info!(
                 "orchestra {} listening on http://{}",
                 env!("CARGO_PKG_VERSION"),

@@ -264,6 +264,46 @@ pub fn set_umask(mask: u32) -> u32 {
     unsafe { libc::umask(mask as libc::mode_t) as u32 }
 }
 
+/// Number of threads this process has now (from `/proc/self/task`).
+pub fn thread_count() -> io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
+}
+
+/// Erases `names` from this process's environment: each value is overwritten with NUL bytes
+/// where it lies (for variables inherited at exec, that is the block `/proc/<pid>/environ`
+/// shows), then the variable is removed. Refuses (changing nothing) unless the process has
+/// exactly one thread, because the environment is not safe to change while other threads
+/// may read it.
+pub fn erase_env_vars(names: &[std::ffi::OsString]) -> io::Result<()> {
+    let threads = thread_count()?;
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "{threads} threads are running; the environment can only be changed with one"
+        )));
+    }
+    for name in names {
+        let Ok(c_name) = std::ffi::CString::new(name.as_encoded_bytes()) else {
+            continue;
+        };
+        // SAFETY: the process has one thread (checked above), so nothing reads or changes
+        // the environment concurrently. getenv returns NULL or a pointer to the value's
+        // NUL-terminated bytes inside writable environment memory (the initial block on the
+        // stack, or memory allocated by setenv); strlen stays within that string, and we
+        // overwrite only its bytes before the terminating NUL. No Rust reference points into
+        // it: std::env copies values out.
+        unsafe {
+            let value = libc::getenv(c_name.as_ptr());
+            if !value.is_null() {
+                let len = libc::strlen(value);
+                std::ptr::write_bytes(value, 0, len);
+            }
+            // SAFETY (remove_var): single-threaded, as checked above.
+            std::env::remove_var(name);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,6 +65,11 @@ pub fn run(spec_path: &Path) -> i32 {
     for key in &spec.unset {
         command.env_remove(key);
     }
+    // A tmux server started by an older daemon may still carry the daemon's variables;
+    // the agent gets only the ones its spec sets.
+    for key in crate::environment::private_names() {
+        command.env_remove(key);
+    }
     command.envs(&spec.env);
     let error = command.exec();
     eprintln!("orchestra: cannot run {program:?}: {error}");

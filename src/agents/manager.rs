@@ -12,7 +12,7 @@ use mio::Interest;
 use super::exec::{SpawnSpec, find_program, write_spec};
 use super::meta::SessionMeta;
 use super::procfs;
-use super::validate::{EnvPolicy, resolve_working_dir, validate_env};
+use super::validate::{EnvPolicy, PrivateDirs, resolve_working_dir, validate_env};
 use super::{Agent, AgentStatus, CaptureState, ExitInfo, new_session_ids};
 use crate::api::error::{ApiError, ErrorCode};
 use crate::daemon::{Daemon, Done, Source};
@@ -76,6 +76,7 @@ struct SpawnJob {
     request_env: BTreeMap<String, String>,
     working_dir: Option<String>,
     roots: Vec<PathBuf>,
+    private: PrivateDirs,
     spec_path: PathBuf,
     exe: PathBuf,
     pipe_command: String,
@@ -166,6 +167,7 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         },
         working_dir: params.working_dir,
         roots,
+        private: PrivateDirs::of(&config),
         spec_path: config.spawn_dir().join(format!("{session_id}.json")),
         exe: daemon.exe.clone(),
         pipe_command: attach::pipe_command(&daemon.exe, &config.attach_socket(), &token),
@@ -231,7 +233,7 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, ApiError> {
             .map(|r| r.display().to_string())
             .ok_or_else(|| ApiError::bad_request("no working_dir given and no allowed root"))?,
     };
-    let working_dir = resolve_working_dir(&requested, &job.roots)
+    let working_dir = resolve_working_dir(&requested, &job.roots, &job.private)
         .map_err(|m| ApiError::new(400, ErrorCode::InvalidWorkingDir, m))?;
     let path_var = job
         .request_env

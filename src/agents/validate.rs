@@ -6,11 +6,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Variables that make a program load or run other code (dynamic loader, shells,
-/// interpreters, git hooks), plus `PATH`, which decides what program an agent type runs.
-/// Refused in spawn requests unless listed in `sessions.allowed_env`.
+/// Variables that make a program load or run other code (dynamic loader, shells and their
+/// start-up files, interpreters, git's configuration, editors and pagers), plus `PATH`, which
+/// decides what program an agent type runs. Refused in spawn requests unless listed in
+/// `sessions.allowed_env`.
 pub const DANGEROUS_ENV: &[&str] = &[
     "PATH",
+    "HOME",
+    "XDG_CONFIG_HOME",
+    "ZDOTDIR",
+    "INPUTRC",
     "BASH_ENV",
     "ENV",
     "SHELLOPTS",
@@ -42,13 +47,51 @@ pub const DANGEROUS_ENV: &[&str] = &[
     "GIT_EXEC_PATH",
     "GIT_CONFIG_GLOBAL",
     "GIT_CONFIG_SYSTEM",
+    "GIT_CONFIG",
+    "GIT_CONFIG_COUNT",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_COMMON_DIR",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_EXTERNAL_DIFF",
+    "GIT_EDITOR",
+    "GIT_SEQUENCE_EDITOR",
+    "GIT_PAGER",
+    "GIT_PROXY_COMMAND",
+    "GIT_TEMPLATE_DIR",
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
+    "MANPAGER",
+    "LESSOPEN",
+    "LESSCLOSE",
+    "BROWSER",
+    "SSH_ASKPASS",
+    "SUDO_ASKPASS",
+    "PYTHONWARNINGS",
+    "PYTHONBREAKPOINT",
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
     "TMUX",
     "TMUX_PANE",
 ];
 
 /// Prefixes of dangerous variables (`LD_PRELOAD`, `LD_AUDIT`, `DYLD_*`, exported bash
-/// functions) and the daemon's own reserved namespace.
-pub const DANGEROUS_ENV_PREFIXES: &[&str] = &["LD_", "DYLD_", "BASH_FUNC_", "ORCHESTRA_"];
+/// functions, git configuration given in the environment, npm configuration such as
+/// `script-shell`) and the daemon's own reserved namespace.
+pub const DANGEROUS_ENV_PREFIXES: &[&str] = &[
+    "LD_",
+    "DYLD_",
+    "BASH_FUNC_",
+    "GIT_CONFIG_KEY_",
+    "GIT_CONFIG_VALUE_",
+    "npm_config_",
+    "NPM_CONFIG_",
+    "ORCHESTRA_",
+];
 
 /// Whether `name` is a portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`, at most
 /// 128 characters.
@@ -120,9 +163,58 @@ pub fn validate_env(env: &BTreeMap<String, String>, policy: &EnvPolicy<'_>) -> R
     Ok(())
 }
 
+/// The daemon's own places that no agent may work in: its state directory (token secret,
+/// tmux and attach sockets, spawn specs) and the secret file wherever it is configured. The
+/// worktrees the daemon makes for tasks may lie inside the state directory and are allowed.
+#[derive(Debug, Clone, Default)]
+pub struct PrivateDirs {
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// The HS256 secret file.
+    pub secret_file: PathBuf,
+    /// Where the daemon makes task worktrees (allowed even inside the state directory).
+    pub worktrees: PathBuf,
+}
+
+impl PrivateDirs {
+    /// The private places of `config`.
+    pub fn of(config: &crate::config::Config) -> PrivateDirs {
+        PrivateDirs {
+            state_dir: config.state_dir.clone(),
+            secret_file: config.secret_file(),
+            worktrees: config.worktree_dir(),
+        }
+    }
+
+    /// Why an agent may not work in `dir` (canonical), if it may not.
+    fn refuse(&self, dir: &Path) -> Option<String> {
+        let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let state = canonical(&self.state_dir);
+        let secret = canonical(&self.secret_file);
+        if state.starts_with(dir) || secret.starts_with(dir) {
+            return Some(format!(
+                "it contains the daemon's state directory {} or its token secret, which an \
+                 agent working there could read; use a project directory that does not",
+                state.display()
+            ));
+        }
+        if dir.starts_with(&state) && !dir.starts_with(canonical(&self.worktrees)) {
+            return Some(format!(
+                "it is inside the daemon's state directory {}",
+                state.display()
+            ));
+        }
+        None
+    }
+}
+
 /// Resolves `requested` (symlinks included) and checks that it is an existing directory under
-/// one of `roots`. Returns the canonical path.
-pub fn resolve_working_dir(requested: &str, roots: &[PathBuf]) -> Result<PathBuf, String> {
+/// one of `roots`, and none of the daemon's [`PrivateDirs`]. Returns the canonical path.
+pub fn resolve_working_dir(
+    requested: &str,
+    roots: &[PathBuf],
+    private: &PrivateDirs,
+) -> Result<PathBuf, String> {
     let shown = crate::shown(requested);
     if requested.is_empty() {
         return Err("working_dir is empty".into());
@@ -150,6 +242,9 @@ pub fn resolve_working_dir(requested: &str, roots: &[PathBuf]) -> Result<PathBuf
             canonical.display(),
             roots.join(", ")
         ));
+    }
+    if let Some(why) = private.refuse(&canonical) {
+        return Err(format!("working_dir {shown} is refused: {why}"));
     }
     if canonical.to_str().is_none() {
         return Err(format!(
@@ -201,6 +296,12 @@ mod tests {
         for bad in [
             env(&[("LD_PRELOAD", "/x.so")]),
             env(&[("LD_AUDIT", "/x.so")]),
+            env(&[("ZDOTDIR", "/tmp/x")]),
+            env(&[("GIT_CONFIG_COUNT", "1")]),
+            env(&[("GIT_CONFIG_KEY_0", "core.fsmonitor")]),
+            env(&[("GIT_DIR", "/tmp/x")]),
+            env(&[("EDITOR", "/tmp/x")]),
+            env(&[("npm_config_script_shell", "/tmp/x")]),
             env(&[("BASH_ENV", "/x")]),
             env(&[("NODE_OPTIONS", "--require /x")]),
             env(&[("PATH", "/tmp")]),
@@ -229,7 +330,13 @@ mod tests {
         std::fs::write(root.path().join("file"), b"").unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("escape")).unwrap();
         let roots = [root.path().to_path_buf()];
-        let ok = resolve_working_dir(inside.to_str().unwrap(), &roots).unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let private = PrivateDirs {
+            state_dir: elsewhere.path().join("state"),
+            secret_file: elsewhere.path().join("state/jwt_secret"),
+            worktrees: elsewhere.path().join("state/worktrees"),
+        };
+        let ok = resolve_working_dir(inside.to_str().unwrap(), &roots, &private).unwrap();
         assert_eq!(ok, std::fs::canonicalize(&inside).unwrap());
         let dotdot = format!("{}/project/../../", root.path().display());
         for bad in [
@@ -241,7 +348,47 @@ mod tests {
             dotdot,
             format!("{}/pro\nject", root.path().display()),
         ] {
-            assert!(resolve_working_dir(&bad, &roots).is_err(), "{bad}");
+            assert!(
+                resolve_working_dir(&bad, &roots, &private).is_err(),
+                "{bad}"
+            );
         }
+    }
+
+    #[test]
+    fn working_dirs_that_hold_or_sit_in_the_state_dir_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let home = std::fs::canonicalize(root.path()).unwrap();
+        let state = home.join(".local/state/orchestra");
+        let worktree = state.join("worktrees/task-1");
+        let project = home.join("project");
+        let secret_dir = home.join("keys");
+        for dir in [&worktree, &project, &secret_dir] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let private = PrivateDirs {
+            state_dir: state.clone(),
+            secret_file: secret_dir.join("jwt_secret"),
+            worktrees: state.join("worktrees"),
+        };
+        let roots = [home.clone()];
+        let check = |dir: &Path| resolve_working_dir(dir.to_str().unwrap(), &roots, &private);
+        assert_eq!(check(&project).unwrap(), project);
+        assert_eq!(
+            check(&worktree).unwrap(),
+            worktree,
+            "the daemon's worktrees"
+        );
+        for refused in [
+            &home,
+            &home.join(".local"),
+            &state,
+            &state.join("worktrees/.."),
+        ] {
+            let error = check(refused).unwrap_err();
+            assert!(error.contains("state directory"), "{refused:?}: {error}");
+        }
+        let error = check(&secret_dir).unwrap_err();
+        assert!(error.contains("token secret"), "{error}");
     }
 }

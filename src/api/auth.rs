@@ -275,11 +275,9 @@ pub fn load_or_create_secret(config: &Config) -> Result<Vec<u8>, String> {
         return Ok(secret.clone().into_bytes());
     }
     let path = config.secret_file();
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let mode = std::fs::metadata(&path)
-                .map(|m| m.permissions().mode())
-                .unwrap_or(0);
+    match std::fs::metadata(&path) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode();
             if mode & 0o077 != 0 {
                 log::warn!(
                     "secret file {} is readable by other users (mode {:o}); run chmod 600",
@@ -287,42 +285,74 @@ pub fn load_or_create_secret(config: &Config) -> Result<Vec<u8>, String> {
                     mode & 0o777
                 );
             }
-            let secret = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
-            if secret.is_empty() {
-                return Err(format!("secret file {} is empty", path.display()));
-            }
-            Ok(secret)
+            read_secret_file(&path)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_secret(&path),
         Err(e) => Err(format!("cannot read secret file {}: {e}", path.display())),
     }
 }
 
+/// Creates the secret file without a window in which another process could see it empty or
+/// half-written: the secret goes to a private temporary file in the same directory, is
+/// synced, and is then hard-linked into place, which fails if the file exists. The loser of
+/// a race (a second daemon or `orchestra token` starting at the same moment) reads the
+/// winner's complete file.
 fn create_secret(path: &Path) -> Result<Vec<u8>, String> {
     let mut random = [0u8; 32];
     getrandom::fill(&mut random).map_err(|e| format!("no randomness available: {e}"))?;
     let secret: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    if let Some(dir) = path.parent() {
-        crate::create_private_dir(dir)?;
-    }
-    let result = std::fs::OpenOptions::new()
+    let dir = path.parent().unwrap_or(Path::new("."));
+    crate::create_private_dir(dir)?;
+    let mut suffix = [0u8; 8];
+    getrandom::fill(&mut suffix).map_err(|e| format!("no randomness available: {e}"))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let temp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.unwrap_or_else(|| "secret".into()),
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ));
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
+        .open(&temp)
         .and_then(|mut file| {
             file.write_all(secret.as_bytes())?;
             file.write_all(b"\n")?;
             file.sync_all()
         });
-    match result {
-        Ok(()) => Ok(secret.into_bytes()),
-        // Another process (a concurrent `orchestra token`) created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(path)
-            .map(|b| String::from_utf8_lossy(&b).trim().as_bytes().to_vec())
-            .map_err(|e| format!("cannot read secret file {}: {e}", path.display())),
+    let linked = written.and_then(|()| std::fs::hard_link(&temp, path));
+    let _ = std::fs::remove_file(&temp);
+    match linked {
+        Ok(()) => {
+            // Make the new name durable too.
+            if let Ok(dir) = std::fs::File::open(dir) {
+                let _ = dir.sync_all();
+            }
+            Ok(secret.into_bytes())
+        }
+        // Another process created it first: its file is complete; use it.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_secret_file(path),
         Err(e) => Err(format!("cannot write secret file {}: {e}", path.display())),
     }
+}
+
+/// Reads an existing secret file; an empty one is an error, never an empty key.
+fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    let secret = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
+    if secret.is_empty() {
+        return Err(format!(
+            "secret file {} is empty; delete it to generate a new secret (every token \
+             signed with the old one stops working)",
+            path.display()
+        ));
+    }
+    Ok(secret)
 }
 
 fn now_secs() -> u64 {
@@ -455,5 +485,55 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(load_or_create_secret(&config).unwrap(), first);
+    }
+
+    #[test]
+    fn concurrent_first_starts_agree_on_one_complete_secret() {
+        if std::env::var_os(SECRET_ENV).is_some() {
+            panic!("unset {SECRET_ENV} to run the unit tests");
+        }
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = config();
+            config.state_dir = dir.path().join("state");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    let (config, barrier) = (config.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        load_or_create_secret(&config).unwrap()
+                    })
+                })
+                .collect();
+            let secrets: Vec<Vec<u8>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            assert_eq!(secrets[0].len(), 64);
+            assert!(
+                secrets.iter().all(|s| s == &secrets[0]),
+                "one secret for all"
+            );
+            let left: Vec<_> = std::fs::read_dir(&config.state_dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(
+                left,
+                vec![std::ffi::OsString::from("jwt_secret")],
+                "no temp files"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_secret_file_is_an_error_not_an_empty_key() {
+        if std::env::var_os(SECRET_ENV).is_some() {
+            panic!("unset {SECRET_ENV} to run the unit tests");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config();
+        config.state_dir = dir.path().to_path_buf();
+        std::fs::write(config.secret_file(), "\n").unwrap();
+        let error = load_or_create_secret(&config).unwrap_err();
+        assert!(error.contains("is empty"), "{error}");
     }
 }

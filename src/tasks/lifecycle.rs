@@ -17,7 +17,7 @@ use super::prompt;
 use super::workspace::{self, ScanLimits};
 use super::{Ending, Isolation, Phase, TaskContext, TaskResult, TaskStatus, Ticket, now_ms};
 use crate::agents::manager::{self, SpawnParams};
-use crate::agents::validate::resolve_working_dir;
+use crate::agents::validate::{PrivateDirs, resolve_working_dir};
 use crate::agents::{ExitInfo, new_session_ids, procfs};
 use crate::api::error::{ApiError, ErrorCode};
 use crate::daemon::{Daemon, Done, Timer};
@@ -94,9 +94,10 @@ pub fn delegate(daemon: &mut Daemon, params: DelegateParams, done: Done<Result<u
     match check(daemon, &params) {
         Ok(dir) => {
             let roots = daemon.config.sessions.allowed_roots.clone();
+            let private = PrivateDirs::of(&daemon.config);
             let git_timeout = scan_limits(daemon).command_timeout;
             daemon.jobs.run(move || {
-                let checked = resolve_working_dir(&dir, &roots)
+                let checked = resolve_working_dir(&dir, &roots, &private)
                     .map_err(|m| ApiError::new(400, ErrorCode::InvalidWorkingDir, m))
                     .and_then(|dir| {
                         if params.isolation == Isolation::Worktree

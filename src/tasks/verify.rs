@@ -5,7 +5,7 @@
 
 use super::process;
 use std::path::Path;
-use std::process::Command;
+
 use std::time::Duration;
 
 /// How a test command went.
@@ -37,7 +37,7 @@ pub fn run_tests(argv: &[String], dir: &Path, timeout: Duration, tail_bytes: usi
     let Some((program, args)) = argv.split_first() else {
         return failed("the test command is empty".into());
     };
-    let mut command = Command::new(program);
+    let mut command = crate::environment::command(program);
     command.args(args).current_dir(dir);
     match process::run(&mut command, timeout, tail_bytes) {
         Err(why) => failed(why),

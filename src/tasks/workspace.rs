@@ -261,32 +261,83 @@ pub fn create_worktree(
     inside(dest)
 }
 
-/// A git command run in `dir`, with quoting, prompts and pathspec magic off and no
-/// inherited repository selection.
+/// Variables that would make the daemon's git calls look at another repository, or run a
+/// program (editor, pager, external diff, extra configuration) in the daemon's name.
+const GIT_ENV_REMOVED: &[&str] = &[
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_COMMON_DIR",
+    "GIT_PREFIX",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_NAMESPACE",
+    "GIT_CEILING_DIRECTORIES",
+    "GIT_CONFIG",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT",
+    "GIT_EXTERNAL_DIFF",
+    "GIT_DIFF_OPTS",
+    "GIT_EDITOR",
+    "GIT_SEQUENCE_EDITOR",
+    "GIT_PAGER",
+    "GIT_SSH",
+    "GIT_SSH_COMMAND",
+    "GIT_ASKPASS",
+    "GIT_PROXY_COMMAND",
+    "GIT_EXEC_PATH",
+    "GIT_TEMPLATE_DIR",
+    "GIT_TRACE",
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
+    "SSH_ASKPASS",
+];
+
+/// Settings on every git call of the daemon's: no hooks (a worktree checkout would run
+/// `post-checkout`), no file-system monitor program, no pager, no external diff, and no
+/// quoting of paths. (External diff programs are off through `--no-ext-diff` on every diff.)
+const GIT_SAFE_CONFIG: &[&str] = &[
+    "-c",
+    "core.quotepath=off",
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.pager=cat",
+];
+
+/// A git command run in `dir`, with quoting, prompts, hooks, pagers, external programs and
+/// pathspec magic off, and no inherited repository selection or configuration variables.
 fn git(dir: &Path) -> Command {
-    let mut command = Command::new("git");
+    let mut command = crate::environment::command("git");
     command
-        .args(["-c", "core.quotepath=off", "--literal-pathspecs", "-C"])
+        .args(GIT_SAFE_CONFIG)
+        .args(["--literal-pathspecs", "--no-pager", "-C"])
         .arg(dir)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_OPTIONAL_LOCKS", "0");
-    for var in [
-        "GIT_DIR",
-        "GIT_WORK_TREE",
-        "GIT_INDEX_FILE",
-        "GIT_COMMON_DIR",
-        "GIT_PREFIX",
-    ] {
+    for var in GIT_ENV_REMOVED {
         command.env_remove(var);
+    }
+    for (name, _) in std::env::vars_os() {
+        let bytes = name.as_encoded_bytes();
+        if bytes.starts_with(b"GIT_CONFIG_KEY_") || bytes.starts_with(b"GIT_CONFIG_VALUE_") {
+            command.env_remove(name);
+        }
     }
     command
 }
 
 /// Runs a git command and returns its standard output, or why it failed.
 fn run_git(mut command: Command, timeout: Duration) -> Result<Vec<u8>, String> {
-    let what = command
-        .get_args()
-        .nth(5)
+    // The subcommand is the argument after `-C <dir>`.
+    let args: Vec<_> = command.get_args().collect();
+    let what = args
+        .iter()
+        .position(|a| *a == "-C")
+        .and_then(|at| args.get(at + 2))
         .map(|a| a.to_string_lossy().into_owned());
     let what = format!("git {}", what.unwrap_or_default());
     let out = process::run(&mut command, timeout, 4096)?;

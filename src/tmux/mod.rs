@@ -13,7 +13,7 @@ pub mod parse;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 pub use command::{CommandList, PaneId, SessionName, UnsafeArgument, escape_format, shell_quote};
@@ -102,7 +102,7 @@ impl Tmux {
     /// Runs one command list and returns its standard output. Blocks up to the timeout, so
     /// call it only from a worker thread.
     pub fn run(&self, list: &CommandList) -> Result<String, TmuxError> {
-        let mut command = Command::new(&self.binary);
+        let mut command = crate::environment::command(&self.binary);
         command
             .arg("-S")
             .arg(&self.socket)
