@@ -99,6 +99,8 @@ pub struct Daemon {
     /// Where it listens.
     pub addr: SocketAddr,
     child: Option<Child>,
+    /// Extra environment variables the daemon (and `token`) are started with.
+    pub env: Vec<(String, String)>,
     /// Everything it wrote to stderr so far.
     pub log: Arc<Mutex<String>>,
     lines: Receiver<String>,
@@ -119,6 +121,11 @@ impl Daemon {
     /// Like [`Daemon::start_with`], with the extra TOML made from the (already created,
     /// canonical) work dir, for config keyed by paths under it.
     pub fn start_with_work(extra: impl FnOnce(&Path) -> String) -> Daemon {
+        Daemon::start_with_env(extra, &[])
+    }
+
+    /// Like [`Daemon::start_with_work`], with extra environment variables for the daemon.
+    pub fn start_with_env(extra: impl FnOnce(&Path) -> String, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("orch")
             .tempdir()
@@ -138,6 +145,10 @@ impl Daemon {
             config,
             addr: "127.0.0.1:0".parse().unwrap(),
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             log: Arc::new(Mutex::new(String::new())),
             lines: rx,
         };
@@ -160,6 +171,7 @@ impl Daemon {
                 "ORCHESTRA_LOG",
                 std::env::var("ORCHESTRA_TEST_LOG").unwrap_or_else(|_| "debug".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -227,6 +239,7 @@ impl Daemon {
             .arg("--state-dir")
             .arg(&self.state)
             .env_remove("ORCHESTRA_JWT_SECRET")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap();
         assert!(

@@ -15,4 +15,5 @@ mod limits;
 mod load;
 mod observe;
 mod restart;
+mod secrets;
 mod tasks;
