@@ -26,8 +26,17 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     /// Directory for the JWT secret, the private tmux socket and other runtime files.
     pub state_dir: PathBuf,
-    /// Number of worker threads that run blocking work (tmux, /proc, signals) off the loop.
+    /// Worker threads for quick blocking work off the loop: tmux commands, /proc reads.
     pub workers: usize,
+    /// Worker threads that end process trees (each waits up to `sessions.kill_grace`) and
+    /// poll tmux for exit statuses. Kept apart so stubborn processes never delay spawns.
+    pub kill_workers: usize,
+    /// Worker threads for slow work off the loop: git and directory scans for task
+    /// workspaces. Kept apart so that slow repositories never delay spawns, reads or kills.
+    pub slow_workers: usize,
+    /// Most jobs that may wait for a worker, per pool; a request whose job would wait
+    /// beyond it gets `503 OVERLOADED` at once instead of queueing without end.
+    pub max_queued_jobs: usize,
     /// Token verification.
     pub auth: AuthConfig,
     /// Connection and request limits.
@@ -465,6 +474,9 @@ impl Default for Config {
             allowed_hosts: Vec::new(),
             state_dir: default_state_dir(),
             workers: 8,
+            kill_workers: 4,
+            slow_workers: 8,
+            max_queued_jobs: 64,
             auth: AuthConfig::default(),
             limits: Limits::default(),
             sessions: SessionPolicy::default(),
@@ -533,8 +545,17 @@ impl Config {
         for root in &mut self.sessions.allowed_roots {
             *root = absolute(&expand_home(root))?;
         }
-        if self.workers == 0 {
-            return Err(ConfigError("workers must be at least 1".into()));
+        if [
+            self.workers,
+            self.kill_workers,
+            self.slow_workers,
+            self.max_queued_jobs,
+        ]
+        .contains(&0)
+        {
+            return Err(ConfigError(
+                "workers, kill_workers, slow_workers and max_queued_jobs must be at least 1".into(),
+            ));
         }
         if self.tmux.width < 10 || self.tmux.height < 5 {
             return Err(ConfigError(

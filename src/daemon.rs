@@ -150,8 +150,12 @@ pub struct Daemon {
     pub auth: Authenticator,
     /// Handle on the private tmux server.
     pub tmux: Tmux,
-    /// Worker pool for blocking work.
+    /// Worker pool for quick blocking work: tmux commands, /proc reads, small files.
     pub jobs: JobPool<Daemon>,
+    /// Worker pool for process-tree kills and exit-status polling (bounded waits).
+    pub kill_jobs: JobPool<Daemon>,
+    /// Worker pool for slow work: git and directory scans for task workspaces.
+    pub slow_jobs: JobPool<Daemon>,
     /// Agent sessions.
     pub agents: AgentRegistry,
     /// Daemon-owned event sources by slot.

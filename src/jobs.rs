@@ -47,16 +47,31 @@ impl<S> Notifier<S> {
     }
 }
 
-/// A fixed pool of named worker threads.
+/// A fixed pool of named worker threads with a bounded queue.
+///
+/// The daemon keeps one pool per kind of work, so that slow work (git, test runs, waiting
+/// for a process tree to die) can never hold up quick work (tmux commands, /proc reads)
+/// that unrelated requests wait for. Work a request asks for is admitted only while
+/// [`JobPool::has_room`]; otherwise the request is answered `503 OVERLOADED` at once rather
+/// than waiting behind a backlog. The daemon's own follow-up work (re-arming a pipe,
+/// reading an exit status) is always queued: it is bounded by the number of agents and tasks.
 pub struct JobPool<S> {
+    name: &'static str,
     tx: Option<Sender<Job<S>>>,
     notifier: Notifier<S>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    max_queued: usize,
 }
 
 impl<S: 'static> JobPool<S> {
-    /// Starts `workers` threads that deliver results through `notifier`.
-    pub fn new(workers: usize, notifier: Notifier<S>) -> std::io::Result<JobPool<S>> {
+    /// Starts `workers` threads named `{name}-{i}` that deliver results through
+    /// `notifier`; requests are admitted while fewer than `max_queued` jobs wait.
+    pub fn new(
+        name: &'static str,
+        workers: usize,
+        max_queued: usize,
+        notifier: Notifier<S>,
+    ) -> std::io::Result<JobPool<S>> {
         let (tx, rx) = crossbeam_channel::unbounded::<Job<S>>();
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers {
@@ -64,7 +79,7 @@ impl<S: 'static> JobPool<S> {
             let notifier = notifier.clone();
             threads.push(
                 std::thread::Builder::new()
-                    .name(format!("worker-{i}"))
+                    .name(format!("{name}-{i}"))
                     .spawn(move || {
                         for job in rx.iter() {
                             let continuation = job();
@@ -76,10 +91,23 @@ impl<S: 'static> JobPool<S> {
             );
         }
         Ok(JobPool {
+            name,
             tx: Some(tx),
             notifier,
             threads,
+            max_queued,
         })
+    }
+
+    /// The pool's name, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Whether a request's job may be queued now: fewer than the pool's `max_queued` jobs
+    /// are waiting for a worker.
+    pub fn has_room(&self) -> bool {
+        self.queued() < self.max_queued
     }
 
     /// Runs `job` on a worker; its continuation later runs on the loop.
@@ -118,7 +146,7 @@ mod tests {
         let mut poll = mio::Poll::new().unwrap();
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
         let (notifier, rx) = Notifier::<Vec<u32>>::new(waker);
-        let pool = JobPool::new(2, notifier).unwrap();
+        let pool = JobPool::new("test", 2, 100, notifier).unwrap();
         for i in 0..10u32 {
             pool.run(move || Box::new(move |state: &mut Vec<u32>| state.push(i)));
         }
@@ -132,5 +160,28 @@ mod tests {
         }
         state.sort();
         assert_eq!(state, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_full_queue_has_no_room_until_a_worker_takes_a_job() {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (notifier, _rx) = Notifier::<()>::new(waker);
+        let pool = JobPool::new("test", 1, 2, notifier).unwrap();
+        let (started_tx, started) = crossbeam_channel::bounded::<()>(1);
+        let (release_tx, release) = crossbeam_channel::bounded::<()>(0);
+        pool.run(move || {
+            started_tx.send(()).unwrap();
+            release.recv().unwrap();
+            Box::new(|_: &mut ()| {})
+        });
+        started.recv().unwrap();
+        assert!(pool.has_room());
+        pool.run(|| Box::new(|_: &mut ()| {}));
+        assert!(pool.has_room(), "one job waits, the limit is two");
+        pool.run(|| Box::new(|_: &mut ()| {}));
+        assert!(!pool.has_room(), "two jobs wait");
+        assert_eq!(pool.queued(), 2);
+        release_tx.send(()).unwrap();
     }
 }

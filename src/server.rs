@@ -120,7 +120,27 @@ impl Server {
         let (store_db, tickets) = crate::tasks::store::open(&store_path)?;
         let store = crate::tasks::store::Store::start(&store_path, store_db, notifier.clone())
             .map_err(|e| format!("cannot start the task store thread: {e}"))?;
-        let jobs = JobPool::new(config.workers, notifier).map_err(|e| e.to_string())?;
+        let jobs = JobPool::new(
+            "worker",
+            config.workers,
+            config.max_queued_jobs,
+            notifier.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        let kill_jobs = JobPool::new(
+            "kill",
+            config.kill_workers,
+            config.max_queued_jobs,
+            notifier.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        let slow_jobs = JobPool::new(
+            "slow",
+            config.slow_workers,
+            config.max_queued_jobs,
+            notifier,
+        )
+        .map_err(|e| e.to_string())?;
         let registry = poll.registry().try_clone().map_err(|e| e.to_string())?;
         let tmux = crate::tmux::Tmux::new(
             &config.tmux.binary,
@@ -141,6 +161,8 @@ impl Server {
             auth,
             tmux,
             jobs,
+            kill_jobs,
+            slow_jobs,
             agents: Default::default(),
             sources: Slab::new(),
             registry,

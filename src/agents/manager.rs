@@ -37,6 +37,9 @@ pub struct SpawnParams {
     pub daemon_env: BTreeMap<String, String>,
     /// A directory the daemon made (a task's worktree) that `working_dir` may also lie in.
     pub extra_root: Option<PathBuf>,
+    /// Started by the daemon itself (a task, bounded by `tasks.max_running`) rather than by
+    /// a request: queued even when the workers' queue is full, never refused for it.
+    pub internal: bool,
 }
 
 impl SpawnParams {
@@ -54,6 +57,7 @@ impl SpawnParams {
             ids: None,
             daemon_env: BTreeMap::new(),
             extra_root: None,
+            internal: false,
         }
     }
 }
@@ -120,6 +124,9 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
                 "daemon is shutting down",
             )),
         );
+    }
+    if !params.internal && !daemon.jobs.has_room() {
+        return done(daemon, Err(ApiError::workers_busy(daemon.jobs.name())));
     }
     let live = daemon.agents.len() + daemon.agents.pending_spawns;
     if live >= config.sessions.max_sessions {
@@ -387,7 +394,7 @@ pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
     let pane = agent.pane.clone();
     let server_pid = agent.server_pid;
     let session_id = session_id.to_string();
-    daemon.jobs.run(move || {
+    daemon.kill_jobs.run(move || {
         let outcome = resolve_exit(&tmux, &pane, server_pid);
         Box::new(move |daemon: &mut Daemon| match outcome {
             Ok(exit) => {
@@ -518,7 +525,7 @@ pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime,
     let grace = daemon.config.sessions.kill_grace;
     let alive = agent.exit.is_none();
     let (id, pid, name) = (agent.id.clone(), agent.pid, agent.tmux_session.clone());
-    daemon.jobs.run(move || {
+    daemon.kill_jobs.run(move || {
         log::info!("{id}: terminating (pid {pid}, grace {grace:?})");
         let forced = if alive {
             procfs::terminate_tree(pid, grace)

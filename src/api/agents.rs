@@ -124,6 +124,9 @@ pub fn get(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
     if daemon.agents.get(id).is_none() {
         return Handled::Now(ApiError::session_not_found(id).to_response());
     }
+    if !daemon.jobs.has_room() {
+        return Handled::Now(ApiError::workers_busy(daemon.jobs.name()).to_response());
+    }
     let id_owned = id.to_string();
     manager::sample(
         daemon,
@@ -169,6 +172,9 @@ fn detail(daemon: &Daemon, agent: &Agent, metrics: manager::Metrics) -> AgentDet
 
 /// `DELETE /api/agents/{id}`.
 pub fn kill(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
+    if daemon.agents.get(id).is_some() && !daemon.kill_jobs.has_room() {
+        return Handled::Now(ApiError::workers_busy(daemon.kill_jobs.name()).to_response());
+    }
     let id_owned = id.to_string();
     manager::kill(
         daemon,

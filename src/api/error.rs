@@ -130,6 +130,20 @@ impl ApiError {
         error
     }
 
+    /// `503 OVERLOADED` with `Retry-After: 1`: the worker pool `pool` that this request
+    /// needs has `max_queued_jobs` jobs waiting already.
+    pub fn workers_busy(pool: &str) -> ApiError {
+        ApiError::new(
+            503,
+            ErrorCode::Overloaded,
+            format!(
+                "the daemon's {pool} workers are all busy and their queue is full \
+                 (max_queued_jobs); retry shortly"
+            ),
+        )
+        .with_header("Retry-After", "1")
+    }
+
     /// `404 SESSION_NOT_FOUND`.
     pub fn session_not_found(id: &str) -> ApiError {
         ApiError::new(

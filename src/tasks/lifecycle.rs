@@ -96,7 +96,15 @@ pub fn delegate(daemon: &mut Daemon, params: DelegateParams, done: Done<Result<u
             let roots = daemon.config.sessions.allowed_roots.clone();
             let private = PrivateDirs::of(&daemon.config);
             let git_timeout = scan_limits(daemon).command_timeout;
-            daemon.jobs.run(move || {
+            // Resolving a directory is quick; asking git about it may not be.
+            let pool = match params.isolation {
+                Isolation::Worktree => &daemon.slow_jobs,
+                Isolation::None => &daemon.jobs,
+            };
+            if !pool.has_room() {
+                return done(daemon, Err(ApiError::workers_busy(pool.name())));
+            }
+            pool.run(move || {
                 let checked = resolve_working_dir(&dir, &roots, &private)
                     .map_err(|m| ApiError::new(400, ErrorCode::InvalidWorkingDir, m))
                     .and_then(|dir| {
@@ -385,7 +393,7 @@ fn prepare(daemon: &mut Daemon, task_id: u64) {
         ticket.ticket_id.clone(),
     );
     let worktree_dest = config.worktree_dir().join(&ticket_id);
-    daemon.jobs.run(move || {
+    daemon.slow_jobs.run(move || {
         let prepared = (|| -> Result<Prepared, String> {
             let (dir, branch, worktree) = match isolation {
                 Isolation::None => (requested.clone(), None, None),
@@ -481,6 +489,7 @@ fn launch(daemon: &mut Daemon, task_id: u64, prepared: Result<Prepared, String>)
         ids: SessionName::parse(&ticket.tmux_session).map(|n| (ticket.session_id.clone(), n)),
         daemon_env: BTreeMap::from([("ORCHESTRA_TICKET_ID".to_string(), ticket.ticket_id.clone())]),
         extra_root: prepared.worktree,
+        internal: true,
     };
     let snapshot = ticket.clone();
     // The session is created only once the baseline is durable, so that a restart can always
@@ -574,7 +583,7 @@ fn stop_agent(daemon: &mut Daemon, task_id: u64) {
         return;
     }
     let (pid, grace) = (agent.pid, daemon.config.sessions.kill_grace);
-    daemon.jobs.run(move || {
+    daemon.kill_jobs.run(move || {
         procfs::terminate_tree(pid, grace);
         Box::new(|_: &mut Daemon| {})
     });

@@ -16,4 +16,5 @@ mod load;
 mod observe;
 mod restart;
 mod secrets;
+mod slow_work;
 mod tasks;
