@@ -16,7 +16,7 @@
 //! | [`tmux`] | the only code that runs tmux: argv building, output parsing, timeouts | accept user text as an argument |
 //! | [`tasks`] | delegated tasks: tickets, queue, lifecycle and restart rules, the redb store (its own thread), prompts, workspace diffs and test runs (off the loop) | touch sockets, run tmux directly |
 //! | [`environment`] | what children inherit: the daemon's own `ORCHESTRA_*` variables are erased at start and never passed on | decide what an agent's request may set |
-//! | [`jobs`] | worker threads and the continuation channel back to the loop | touch loop state |
+//! | [`jobs`] | bounded pools of worker threads (quick tmux and /proc work, kills, git) and the continuation channel back to the loop | touch loop state |
 //! | [`sys`] | the only `unsafe`: pidfd, signals, `SCM_RIGHTS`, socket and scheduling options, rlimits | know about agents |
 //!
 //! # How a request flows
@@ -52,7 +52,8 @@
 //!
 //! # Architecture invariants
 //!
-//! - The event loop never blocks: tmux, /proc and signal waits run on workers, every
+//! - The event loop never blocks: tmux, /proc and signal waits run on workers (slow git and
+//!   kills on pools of their own, so they never delay quick work), every
 //!   cross-thread result wakes the loop in the same call that queues it, and the loop shares
 //!   no lock with any thread.
 //! - Only [`tmux`] spawns tmux, and no text from an API request is ever a tmux argument:
