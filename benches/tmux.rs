@@ -194,8 +194,9 @@ fn main() {
     let health = process_p50[2];
     println!();
     println!(
-        "Health check every 15 s (the default `panes.health_interval`) by process: {:.4}% of one \
-         core; 100 agent exits a minute (display-message + capture-pane each): {:.3}% of one core.",
+        "Worker time spent on tmux processes: the health check every 15 s (the default \
+         `panes.health_interval`) {:.4}% of one worker; 100 agent exits a minute \
+         (display-message + capture-pane each) {:.3}% of one worker.",
         health / 15e6 * 100.0,
         (process_p50[0] + process_p50[1]) * 100.0 / 60e6 * 100.0
     );
