@@ -103,6 +103,14 @@ impl Server {
             signal_hook::low_level::pipe::register(signal, writer)
                 .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
         }
+        // A file-size limit (RLIMIT_FSIZE) must turn into write errors (EFBIG) that the
+        // store reports, not kill the daemon. A handler, unlike SIG_IGN, is reset to the
+        // default in the children the daemon execs.
+        signal_hook::flag::register(
+            signal_hook::consts::SIGXFSZ,
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        )
+        .map_err(|e| format!("cannot handle SIGXFSZ: {e}"))?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| e.to_string())?;

@@ -49,6 +49,80 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A disk that runs full under the ticket store, and gets space back.
+///
+/// As root (CI), a real 4 MiB tmpfs that a filler file fills up. Where mounting is not
+/// allowed, or `ORCHESTRA_TEST_FULL_DISK=fsize` asks for it, the daemon's file-size limit
+/// (`RLIMIT_FSIZE`, set with `prlimit`) is lowered to the store's current size, so the
+/// store's next growth fails with `EFBIG` just as it would with `ENOSPC`.
+enum FullDisk {
+    Tmpfs {
+        disk: Tmpfs,
+        filler: Option<PathBuf>,
+    },
+    FileSizeLimit {
+        dir: tempfile::TempDir,
+    },
+}
+
+impl FullDisk {
+    fn new() -> FullDisk {
+        let forced = std::env::var("ORCHESTRA_TEST_FULL_DISK").ok();
+        if forced.as_deref() != Some("fsize")
+            && let Some(disk) = Tmpfs::mount("4m")
+        {
+            return FullDisk::Tmpfs { disk, filler: None };
+        }
+        eprintln!("full disk: simulated with RLIMIT_FSIZE (no tmpfs)");
+        FullDisk::FileSizeLimit {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The directory the store lives in.
+    fn path(&self) -> &Path {
+        match self {
+            FullDisk::Tmpfs { disk, .. } => disk.path(),
+            FullDisk::FileSizeLimit { dir } => dir.path(),
+        }
+    }
+
+    /// Leaves the store no room to grow.
+    fn fill(&mut self, daemon_pid: u32, store: &Path) {
+        match self {
+            FullDisk::Tmpfs { disk, filler } => *filler = Some(fill(disk.path())),
+            FullDisk::FileSizeLimit { .. } => {
+                let size = std::fs::metadata(store).unwrap().len();
+                prlimit(daemon_pid, &format!("--fsize={size}:"));
+            }
+        }
+    }
+
+    /// Gives the space back.
+    fn free(&mut self, daemon_pid: u32) {
+        match self {
+            FullDisk::Tmpfs { filler, .. } => {
+                std::fs::remove_file(filler.take().expect("filled")).unwrap()
+            }
+            FullDisk::FileSizeLimit { .. } => prlimit(daemon_pid, "--fsize=unlimited:"),
+        }
+    }
+}
+
+/// Runs `prlimit --pid PID LIMIT`, asserting success.
+fn prlimit(pid: u32, limit: &str) {
+    let out = Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(limit)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run prlimit (util-linux): {e}"));
+    assert!(
+        out.status.success(),
+        "prlimit {limit}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Fills the file system holding `dir` with one file, until it reports no space.
 fn fill(dir: &Path) -> PathBuf {
     let path = dir.join("filler");
@@ -69,10 +143,7 @@ fn fill(dir: &Path) -> PathBuf {
 
 #[test]
 fn a_full_disk_refuses_delegations_with_503_while_reads_and_streams_go_on_and_nothing_is_lost() {
-    let Some(disk) = Tmpfs::mount("4m") else {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
-    };
+    let mut disk = FullDisk::new();
     let store = disk.path().join("tasks.redb");
     let mut daemon = Daemon::start_with(&format!(
         "[tasks]\nstore_file = \"{}\"\nmax_running = 1",
@@ -92,7 +163,7 @@ fn a_full_disk_refuses_delegations_with_503_while_reads_and_streams_go_on_and_no
     );
     let mut accepted = vec![first["ticket_id"].as_str().unwrap().to_string()];
 
-    let filler = fill(disk.path());
+    disk.fill(daemon.pid(), &store);
     // The store may still have free pages; delegate until it runs out (bounded).
     let mut refused = None;
     for n in 0..3000 {
@@ -123,7 +194,7 @@ fn a_full_disk_refuses_delegations_with_503_while_reads_and_streams_go_on_and_no
 
     // Space returns: delegations are accepted again and everything accepted is there, also
     // after a restart.
-    std::fs::remove_file(filler).unwrap();
+    disk.free(daemon.pid());
     let after = wait_until("a delegation accepted again", || {
         let resp = daemon.post("/api/delegate", &token, &task(9999));
         (resp.status == 201).then(|| resp.json())
