@@ -405,7 +405,7 @@ pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
                     tasks::on_agent_exit(daemon, &session_id);
                 }
             }
-            Err(TmuxError::Failed(message)) if message.contains("can't find") => {
+            Err(TmuxError::PaneNotFound(_)) => {
                 session_vanished(daemon, &session_id, "its tmux pane no longer exists");
             }
             Err(TmuxError::NoServer) => {
@@ -473,7 +473,7 @@ pub fn on_capture_closed(daemon: &mut Daemon, session_id: &str) {
             Err(TmuxError::NoServer) => {
                 session_vanished(daemon, &session_id, "the tmux server is gone")
             }
-            Err(TmuxError::Failed(m)) if m.contains("can't find") => {
+            Err(TmuxError::PaneNotFound(_)) => {
                 session_vanished(daemon, &session_id, "its tmux pane no longer exists")
             }
             Ok(output) => {
@@ -539,7 +539,7 @@ pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime,
         Box::new(move |daemon: &mut Daemon| {
             match result {
                 Ok(_) | Err(TmuxError::NoServer) => {}
-                Err(TmuxError::Failed(m)) if m.contains("can't find") => {}
+                Err(TmuxError::PaneNotFound(_)) => {}
                 Err(error) => log::warn!("{id}: kill-session failed: {error}"),
             }
             let note = if forced > 0 {

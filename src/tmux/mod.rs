@@ -33,7 +33,11 @@ pub enum TmuxError {
     NoServer,
     /// tmux did not finish within the configured timeout and was killed.
     Timeout(Duration),
-    /// tmux ran and reported an error.
+    /// The pane, window or session named in the command does not exist (any more): the
+    /// agent's session was killed or its program ended and tmux closed the pane. Callers
+    /// treat the agent as gone.
+    PaneNotFound(String),
+    /// tmux ran and reported another error; callers report it and may retry later.
     Failed(String),
     /// The daemon tried to build an argument tmux would misinterpret (a bug, refused).
     Unsafe(UnsafeArgument),
@@ -52,6 +56,7 @@ impl fmt::Display for TmuxError {
             }
             TmuxError::NoServer => f.write_str("no tmux server is running"),
             TmuxError::Timeout(after) => write!(f, "tmux did not answer within {after:?}"),
+            TmuxError::PaneNotFound(message) => write!(f, "tmux: {message}"),
             TmuxError::Failed(message) => write!(f, "tmux failed: {message}"),
             TmuxError::Unsafe(arg) => write!(f, "refused to run tmux: {arg}"),
             TmuxError::BadOutput(what) => write!(f, "unexpected tmux output: {what}"),
@@ -139,26 +144,35 @@ impl Tmux {
             return String::from_utf8(output.stdout)
                 .map_err(|_| TmuxError::BadOutput("output is not UTF-8".into()));
         }
-        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        // "server exited unexpectedly": the server died (or exited with its last session)
-        // while this command ran; either way there is no server now.
-        // Only a missing or refusing socket means no server; other connect errors (out of
-        // descriptors, permissions) must not make every session look gone.
-        let unreachable = stderr.starts_with("error connecting to")
-            && (stderr.contains("No such file or directory")
-                || stderr.contains("Connection refused"));
-        if stderr.starts_with("no server running")
-            || unreachable
-            || stderr.starts_with("server exited unexpectedly")
-        {
-            return Err(TmuxError::NoServer);
-        }
-        Err(TmuxError::Failed(if stderr.is_empty() {
-            format!("exited with {}", output.status)
-        } else {
-            stderr
-        }))
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        Err(classify_failure(stderr.trim(), &output.status.to_string()))
     }
+}
+
+/// What a failed tmux command's standard error means. `status` describes the exit, for
+/// when tmux printed nothing.
+pub fn classify_failure(stderr: &str, status: &str) -> TmuxError {
+    // "server exited unexpectedly": the server died (or exited with its last session)
+    // while this command ran; either way there is no server now.
+    // Only a missing or refusing socket means no server; other connect errors (out of
+    // descriptors, permissions) must not make every session look gone.
+    let unreachable = stderr.starts_with("error connecting to")
+        && (stderr.contains("No such file or directory") || stderr.contains("Connection refused"));
+    if stderr.starts_with("no server running")
+        || unreachable
+        || stderr.starts_with("server exited unexpectedly")
+    {
+        return TmuxError::NoServer;
+    }
+    // tmux says "can't find pane: %3", "can't find session: agent-x", "can't find window".
+    if stderr.contains("can't find ") {
+        return TmuxError::PaneNotFound(stderr.to_string());
+    }
+    TmuxError::Failed(if stderr.is_empty() {
+        format!("exited with {status}")
+    } else {
+        stderr.to_string()
+    })
 }
 
 /// Format of the line `new-session -P` prints for a created session.
@@ -301,6 +315,40 @@ pub fn kill_session(name: &SessionName) -> Result<CommandList, UnsafeArgument> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_are_classified_by_what_they_mean_to_the_caller() {
+        let table = [
+            ("no server running on /tmp/x/tmux.sock", "NoServer"),
+            (
+                "error connecting to /tmp/x (No such file or directory)",
+                "NoServer",
+            ),
+            (
+                "error connecting to /tmp/x (Connection refused)",
+                "NoServer",
+            ),
+            ("error connecting to /tmp/x (Too many open files)", "Failed"),
+            ("server exited unexpectedly", "NoServer"),
+            ("can't find pane: %3", "PaneNotFound"),
+            ("can't find session: agent-shell-0123abcd", "PaneNotFound"),
+            ("unknown option -- z", "Failed"),
+            ("", "Failed"),
+        ];
+        for (stderr, expected) in table {
+            let got = match classify_failure(stderr, "exit status: 1") {
+                TmuxError::NoServer => "NoServer",
+                TmuxError::PaneNotFound(_) => "PaneNotFound",
+                TmuxError::Failed(_) => "Failed",
+                other => panic!("{stderr:?} gave {other:?}"),
+            };
+            assert_eq!(got, expected, "{stderr:?}");
+        }
+        assert_eq!(
+            classify_failure("", "exit status: 1").to_string(),
+            "tmux failed: exited with exit status: 1"
+        );
+    }
 
     #[test]
     fn new_session_is_one_atomic_list() {
