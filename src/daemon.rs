@@ -3,8 +3,10 @@
 //!
 //! Request handlers and job continuations get `&mut Daemon`. It never touches client
 //! sockets: HTTP replies go to [`Daemon::outbox`], WebSocket frames to [`Daemon::ws`], and the
-//! server delivers them. Pane capture lives in `panes::capture`, typing in `panes::typing`,
-//! status events in `agents::events` (all `impl Daemon` blocks).
+//! server delivers them. It decides nothing: which feature reacts to a source, a timer, a
+//! closed connection or an agent's event is [`crate::dispatch`]'s business. Pane capture
+//! lives in `panes::capture`, typing in `panes::typing`, status events in `agents::events`
+//! (all `impl Daemon` blocks).
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -15,7 +17,7 @@ use std::time::Instant;
 use mio::{Interest, Token};
 use slab::Slab;
 
-use crate::agents::{AgentRegistry, manager};
+use crate::agents::AgentRegistry;
 use crate::api::auth::{Authenticator, Principal};
 use crate::config::Config;
 use crate::jobs::JobPool;
@@ -133,9 +135,9 @@ pub struct WsOutbox {
     pub close: Vec<(ConnId, u16, String)>,
 }
 
-/// A one-time WebSocket connect ticket.
+/// A one-time WebSocket connect ticket (not to be confused with a task's ticket).
 #[derive(Debug, Clone)]
-pub struct Ticket {
+pub struct WsTicket {
     /// Who the ticket stands for.
     pub principal: Principal,
     /// When it stops being valid.
@@ -175,7 +177,7 @@ pub struct Daemon {
     /// Typing state per session.
     pub typists: HashMap<String, Typist>,
     /// Unused WebSocket tickets.
-    pub tickets: HashMap<String, Ticket>,
+    pub ws_tickets: HashMap<String, WsTicket>,
     /// When the daemon started.
     pub started: Instant,
     /// Path of this program, used for the agent wrapper and the pipe helper.
@@ -256,58 +258,5 @@ impl Daemon {
                 .deregister(&mut mio::unix::SourceFd(&fd.as_raw_fd())),
         };
         Some(source)
-    }
-
-    /// Handles readiness of a daemon source.
-    pub fn on_source_event(&mut self, key: usize, event: &mio::event::Event) {
-        match self.sources.get(key) {
-            Some(Source::PanePipe { .. }) => {
-                if event.is_writable() {
-                    self.write_pane_input(key);
-                }
-                self.read_pane_output(key);
-            }
-            Some(Source::PaneExit { session_id, .. }) => {
-                let session_id = session_id.clone();
-                self.remove_source(key);
-                manager::on_process_exit(self, &session_id);
-            }
-            Some(Source::Attach { .. }) => self.finish_attach(key),
-            None => {}
-        }
-    }
-
-    /// Runs the work due at a deadline.
-    pub fn on_timer(&mut self, timer: Timer) {
-        match timer {
-            Timer::AttachTimeout(key, serial) => {
-                if matches!(self.sources.get(key), Some(Source::Attach { serial: s, .. }) if *s == serial)
-                {
-                    log::warn!("pipe helper connected but sent nothing; dropped");
-                    self.remove_source(key);
-                }
-            }
-            Timer::IdleCheck(session) => self.on_idle_check(&session),
-            Timer::SubmitEnter(session, serial) => self.press_enter(&session, serial),
-            Timer::CaptureHealth => self.check_capture_health(),
-            Timer::ReseedCheck(session) => self.on_reseed_check(&session),
-            Timer::PersistPasteMode(session) => self.on_persist_paste_mode(&session),
-            Timer::TicketSweep => {
-                let now = Instant::now();
-                self.tickets.retain(|_, t| t.expires > now);
-            }
-            Timer::TaskTimeout(task_id) => crate::tasks::lifecycle::on_timeout(self, task_id),
-            Timer::TaskProgress => crate::tasks::lifecycle::on_progress(self),
-        }
-    }
-
-    /// A WebSocket connection went away: forget its subscriptions and pending acks.
-    pub fn on_ws_closed(&mut self, conn: ConnId) {
-        self.hub.remove_viewer(conn);
-        self.rate.forget_ws(conn);
-        for typist in self.typists.values_mut() {
-            typist.forget(conn);
-        }
-        self.observers = self.observers.saturating_sub(1);
     }
 }

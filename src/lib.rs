@@ -69,6 +69,7 @@ pub mod agents;
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod dispatch;
 pub mod environment;
 #[doc(hidden)]
 pub mod fuzzing;

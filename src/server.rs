@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::daemon::{
     ATTACH_LISTENER, Daemon, LISTENER, SIGNALS, Timer, TokenKind, WAKER, conn_token, token_kind,
 };
+use crate::dispatch;
 use crate::jobs::{Continuation, JobPool, Notifier};
 use crate::net::conn::{Expiry, LogLine};
 use crate::net::{Chunk, ConnId, Connection, Phase};
@@ -180,7 +181,7 @@ impl Server {
             hub,
             emulators,
             typists: Default::default(),
-            tickets: Default::default(),
+            ws_tickets: Default::default(),
             started: Instant::now(),
             exe,
             attach_listener,
@@ -259,7 +260,9 @@ impl Server {
                     ATTACH_LISTENER => self.daemon.on_attach_listener(),
                     token => match token_kind(token) {
                         Some(TokenKind::Conn(key)) => self.drive(key),
-                        Some(TokenKind::Source(key)) => self.daemon.on_source_event(key, event),
+                        Some(TokenKind::Source(key)) => {
+                            dispatch::source_event(&mut self.daemon, key, event)
+                        }
                         None => {}
                     },
                 }
@@ -290,8 +293,12 @@ impl Server {
     fn settle(&mut self) {
         loop {
             let mut progressed = false;
+            // What agents announced from a request or a timer, then after each
+            // continuation, so every reaction sees the state its event came from.
+            progressed |= dispatch::agent_events(&mut self.daemon);
             while let Ok(continuation) = self.continuations.try_recv() {
                 continuation(&mut self.daemon);
+                dispatch::agent_events(&mut self.daemon);
                 progressed = true;
             }
             for (id, response) in std::mem::take(&mut self.daemon.outbox) {
@@ -791,7 +798,7 @@ impl Server {
             if let Some(ws) = &conn.ws
                 && ws.principal.is_some()
             {
-                self.daemon.on_ws_closed(conn.id);
+                dispatch::ws_closed(&mut self.daemon, conn.id);
             }
         }
         if self.conn_timer_at.contains(key) {
@@ -802,7 +809,7 @@ impl Server {
     fn fire_timers(&mut self) {
         let now = Instant::now();
         for timer in self.daemon.timers.pop_due(now) {
-            self.daemon.on_timer(timer);
+            dispatch::timer(&mut self.daemon, timer);
         }
         for id in self.conn_timers.pop_due(now) {
             let Some(conn) = self.conns.get_mut(id.key).filter(|c| c.id == id) else {

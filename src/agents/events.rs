@@ -137,7 +137,7 @@ impl Daemon {
         // The daemon's own copy of the last output, for when tmux's screen comes back empty
         // (tmux 3.3a sometimes drops what a program printed just before it died).
         let captured =
-            crate::tasks::verify::strip_ansi(&self.hub.tail_text(&session_id, CRASH_BYTES));
+            crate::panes::text::strip_ansi(&self.hub.tail_text(&session_id, CRASH_BYTES));
         self.jobs.run(move || {
             let mut lines = tmux::capture_tail(&pane, CRASH_LINES)
                 .map_err(TmuxError::from)

@@ -13,11 +13,10 @@ use super::exec::{SpawnSpec, find_program, write_spec};
 use super::meta::SessionMeta;
 use super::procfs;
 use super::validate::{EnvPolicy, PrivateDirs, resolve_working_dir, validate_env};
-use super::{Agent, AgentStatus, CaptureState, ExitInfo, new_session_ids};
+use super::{Agent, AgentEvent, AgentStatus, CaptureState, ExitInfo, new_session_ids};
 use crate::api::error::{ApiError, ErrorCode};
 use crate::daemon::{Daemon, Done, Source};
 use crate::panes::attach;
-use crate::tasks::lifecycle as tasks;
 use crate::tmux::{self, PaneId, PaneState, SessionName, Tmux, TmuxError};
 
 /// What a spawn request asks for.
@@ -402,7 +401,9 @@ pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
                     agent.exit = Some(exit);
                     log::info!("{session_id}: agent process ended ({})", exit.describe());
                     daemon.announce_exit(&session_id);
-                    tasks::on_agent_exit(daemon, &session_id);
+                    daemon.agents.announce(AgentEvent::Exited {
+                        session_id: session_id.clone(),
+                    });
                 }
             }
             Err(TmuxError::PaneNotFound(_)) => {
@@ -416,7 +417,9 @@ pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
                 if let Some(agent) = daemon.agents.get_mut(&session_id) {
                     agent.exit = Some(ExitInfo::Unknown);
                     daemon.announce_exit(&session_id);
-                    tasks::on_agent_exit(daemon, &session_id);
+                    daemon.agents.announce(AgentEvent::Exited {
+                        session_id: session_id.clone(),
+                    });
                 }
             }
         })
@@ -451,8 +454,10 @@ pub fn session_vanished(daemon: &mut Daemon, session_id: &str, why: &str) {
         log::warn!("{session_id}: session is gone ({why}); no longer listed");
         release_sources(daemon, &agent);
         daemon.announce_gone(&agent, AgentStatus::Error, Some(why));
-        tasks::on_session_gone(daemon, session_id, why);
-        tasks::schedule(daemon);
+        daemon.agents.announce(AgentEvent::Gone {
+            session_id: session_id.to_string(),
+            reason: why.to_string(),
+        });
     }
 }
 
@@ -549,9 +554,11 @@ pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime,
             };
             log::info!("terminated {id}{note}");
             daemon.announce_gone(&agent, AgentStatus::Terminated, None);
-            tasks::on_session_gone(daemon, &id, "it was killed through the API");
+            daemon.agents.announce(AgentEvent::Gone {
+                session_id: id.clone(),
+                reason: "it was killed through the API".to_string(),
+            });
             done(daemon, Ok(terminated_at));
-            tasks::schedule(daemon);
         })
     });
 }

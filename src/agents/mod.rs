@@ -17,6 +17,25 @@ use std::time::{Duration, SystemTime};
 
 use crate::tmux::{PaneId, PaneState, SessionName};
 
+/// Something that happened to an agent, announced on [`AgentRegistry::announce`] for the
+/// features that follow agents (tasks) to react to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEvent {
+    /// The agent's process ended; its exit status is recorded on the agent.
+    Exited {
+        /// The session whose process ended.
+        session_id: String,
+    },
+    /// The session is gone: killed through the API, or its pane or tmux server vanished.
+    /// The agent is no longer in the registry.
+    Gone {
+        /// The session that is gone.
+        session_id: String,
+        /// Why, in words for a task result ("it was killed through the API").
+        reason: String,
+    },
+}
+
 /// Status of a session as the API reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AgentStatus {
@@ -251,11 +270,24 @@ impl Agent {
 #[derive(Debug, Default)]
 pub struct AgentRegistry {
     agents: HashMap<String, Agent>,
+    /// What happened to agents since the loop last looked, oldest first.
+    events: Vec<AgentEvent>,
     /// Spawns accepted but not finished yet (they count against `max_sessions`).
     pub pending_spawns: usize,
 }
 
 impl AgentRegistry {
+    /// Announces what happened to an agent. The loop hands it to whoever reacts to agents
+    /// (tasks, today) once the current step is done; agents never call into them.
+    pub fn announce(&mut self, event: AgentEvent) {
+        self.events.push(event);
+    }
+
+    /// Takes the announced events, oldest first.
+    pub fn take_events(&mut self) -> Vec<AgentEvent> {
+        std::mem::take(&mut self.events)
+    }
+
     /// Adds or replaces a session.
     pub fn insert(&mut self, agent: Agent) {
         self.agents.insert(agent.id.clone(), agent);

@@ -9,7 +9,7 @@ use super::error::{ApiError, ErrorCode};
 use super::ratelimit::WsVerdict;
 use super::wire::{ClientMessage, Pong, Subscribed, TicketResponse, Unsubscribed, WsError};
 use super::{Handled, json};
-use crate::daemon::{Daemon, Ticket, Timer};
+use crate::daemon::{Daemon, Timer, WsTicket};
 use crate::net::ConnId;
 use crate::panes::hub::{SubscribeError, SubscribeStart};
 use crate::panes::typing::{AckKind, InputAck, Typing};
@@ -97,7 +97,7 @@ fn origin_allowed(daemon: &Daemon, origin: &str, host: Option<&str>) -> bool {
 fn credentials(daemon: &mut Daemon, request: &Request) -> Result<Principal, String> {
     if let Some(ticket) = request.query_param("ticket") {
         let ticket = ticket.map_err(|_| "malformed ticket".to_string())?;
-        return match daemon.tickets.remove(&ticket) {
+        return match daemon.ws_tickets.remove(&ticket) {
             Some(t) if t.expires > Instant::now() => Ok(t.principal),
             _ => Err("unknown, used or expired ticket".into()),
         };
@@ -129,13 +129,13 @@ pub fn refused_credentials(reason: &str) -> Vec<u8> {
 pub fn issue_ticket(daemon: &mut Daemon, principal: Principal) -> Handled {
     let ticket = crate::panes::attach::new_token();
     let ttl = daemon.config.websocket.ticket_ttl;
-    if daemon.tickets.len() >= 10_000 {
+    if daemon.ws_tickets.len() >= 10_000 {
         let now = Instant::now();
-        daemon.tickets.retain(|_, t| t.expires > now);
+        daemon.ws_tickets.retain(|_, t| t.expires > now);
     }
-    daemon.tickets.insert(
+    daemon.ws_tickets.insert(
         ticket.clone(),
-        Ticket {
+        WsTicket {
             principal,
             expires: Instant::now() + ttl,
         },

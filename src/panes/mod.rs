@@ -4,8 +4,8 @@
 //! (read on the event loop) → [`hub`] (backlog + frames encoded once, per-viewer cursors) →
 //! each connection's queue → socket. The [`emulator`] thread keeps each pane's screen from the
 //! backlog for snapshots; [`seed`] re-seeds it from tmux when capture is re-armed. Input goes
-//! the other way through the same socket ([`typing`], [`input`]). [`utf8`] and [`backlog`] are
-//! the pure pieces.
+//! the other way through the same socket ([`typing`], [`input`]). [`utf8`], [`backlog`] and
+//! [`text`] (output as plain text) are the pure pieces.
 
 pub mod attach;
 pub mod backlog;
@@ -14,5 +14,6 @@ pub mod emulator;
 pub mod hub;
 pub mod input;
 pub mod seed;
+pub mod text;
 pub mod typing;
 pub mod utf8;

@@ -2,7 +2,7 @@
 //! answer read back from its output. No I/O.
 
 use super::TaskContext;
-use super::verify::strip_ansi;
+use crate::panes::text::strip_ansi;
 
 /// Placeholder replaced by the prompt text in a `headless` argv element.
 pub const PROMPT: &str = "{prompt}";

@@ -1,0 +1,90 @@
+//! Who reacts to what happens on the loop: a daemon source turning ready, a timer falling
+//! due, a WebSocket connection closing, and the events agents announce.
+//!
+//! [`crate::daemon`] holds state and the small operations on it; the decisions of which
+//! feature reacts to an event are made here, in one place. Features never call up into each
+//! other: agents announce [`AgentEvent`]s on their registry, and [`agent_events`] hands them
+//! to tasks after each step of the loop.
+
+use std::time::Instant;
+
+use crate::agents::{AgentEvent, manager};
+use crate::daemon::{Daemon, Source, Timer};
+use crate::net::ConnId;
+use crate::tasks::lifecycle as tasks;
+
+/// A daemon source (slot `key`) turned ready.
+pub fn source_event(daemon: &mut Daemon, key: usize, event: &mio::event::Event) {
+    match daemon.sources.get(key) {
+        Some(Source::PanePipe { .. }) => {
+            if event.is_writable() {
+                daemon.write_pane_input(key);
+            }
+            daemon.read_pane_output(key);
+        }
+        Some(Source::PaneExit { session_id, .. }) => {
+            let session_id = session_id.clone();
+            daemon.remove_source(key);
+            manager::on_process_exit(daemon, &session_id);
+        }
+        Some(Source::Attach { .. }) => daemon.finish_attach(key),
+        None => {}
+    }
+}
+
+/// A deadline fell due.
+pub fn timer(daemon: &mut Daemon, timer: Timer) {
+    match timer {
+        Timer::AttachTimeout(key, serial) => {
+            if matches!(daemon.sources.get(key), Some(Source::Attach { serial: s, .. }) if *s == serial)
+            {
+                log::warn!("pipe helper connected but sent nothing; dropped");
+                daemon.remove_source(key);
+            }
+        }
+        Timer::IdleCheck(session) => daemon.on_idle_check(&session),
+        Timer::SubmitEnter(session, serial) => daemon.press_enter(&session, serial),
+        Timer::CaptureHealth => daemon.check_capture_health(),
+        Timer::ReseedCheck(session) => daemon.on_reseed_check(&session),
+        Timer::PersistPasteMode(session) => daemon.on_persist_paste_mode(&session),
+        Timer::TicketSweep => {
+            let now = Instant::now();
+            daemon.ws_tickets.retain(|_, t| t.expires > now);
+        }
+        Timer::TaskTimeout(task_id) => tasks::on_timeout(daemon, task_id),
+        Timer::TaskProgress => tasks::on_progress(daemon),
+    }
+}
+
+/// A WebSocket connection went away: forget its subscriptions, limits and pending acks.
+pub fn ws_closed(daemon: &mut Daemon, conn: ConnId) {
+    daemon.hub.remove_viewer(conn);
+    daemon.rate.forget_ws(conn);
+    for typist in daemon.typists.values_mut() {
+        typist.forget(conn);
+    }
+    daemon.observers = daemon.observers.saturating_sub(1);
+}
+
+/// Hands the events agents announced to the features that follow agents. Returns whether
+/// there were any. Reactions may announce more; they are handled in the same call.
+pub fn agent_events(daemon: &mut Daemon) -> bool {
+    let mut any = false;
+    loop {
+        let events = daemon.agents.take_events();
+        if events.is_empty() {
+            return any;
+        }
+        any = true;
+        for event in events {
+            match event {
+                AgentEvent::Exited { session_id } => tasks::on_agent_exit(daemon, &session_id),
+                AgentEvent::Gone { session_id, reason } => {
+                    tasks::on_session_gone(daemon, &session_id, &reason);
+                    // A running slot may have come free.
+                    tasks::schedule(daemon);
+                }
+            }
+        }
+    }
+}
