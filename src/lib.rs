@@ -71,6 +71,7 @@ pub mod config;
 pub mod daemon;
 pub mod dispatch;
 pub mod environment;
+pub mod error_code;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod jobs;

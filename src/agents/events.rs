@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::{AgentStatus, ExitInfo};
 use crate::daemon::{Daemon, Timer};
+use crate::error_code::ErrorCode;
 use crate::time::rfc3339;
 use crate::tmux::{self, TmuxError};
 
@@ -35,7 +36,7 @@ pub struct AgentStatusMessage<'a> {
 #[derive(Debug, Serialize)]
 struct CrashMessage<'a> {
     r#type: &'static str,
-    error_code: &'static str,
+    error_code: ErrorCode,
     message: String,
     session_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -151,7 +152,7 @@ impl Daemon {
                 let (exit_code, exit_signal) = exit_fields(Some(exit));
                 let message = CrashMessage {
                     r#type: "error",
-                    error_code: "AGENT_CRASHED",
+                    error_code: ErrorCode::AgentCrashed,
                     message: format!(
                         "Agent session terminated unexpectedly ({})",
                         exit.describe()
@@ -182,7 +183,7 @@ impl Daemon {
         if let Some(why) = why {
             let message = CrashMessage {
                 r#type: "error",
-                error_code: "AGENT_CRASHED",
+                error_code: ErrorCode::AgentCrashed,
                 message: format!("Agent session disappeared: {why}"),
                 session_id: &agent.id,
                 exit_code,

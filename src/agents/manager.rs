@@ -9,12 +9,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mio::Interest;
 
+use super::error::{KillError, SpawnError};
 use super::exec::{SpawnSpec, find_program, write_spec};
 use super::meta::SessionMeta;
 use super::procfs;
 use super::validate::{EnvPolicy, PrivateDirs, resolve_working_dir, validate_env};
 use super::{Agent, AgentEvent, AgentStatus, CaptureState, ExitInfo, new_session_ids};
-use crate::api::error::{ApiError, ErrorCode};
 use crate::daemon::{Daemon, Done, Source};
 use crate::panes::attach;
 use crate::tmux::{self, PaneId, PaneState, SessionName, Tmux, TmuxError};
@@ -97,10 +97,13 @@ struct SpawnOutcome {
 }
 
 /// Creates a session. `done` gets the new session's id or the error to answer with.
-pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned, ApiError>>) {
+pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned, SpawnError>>) {
     let config = daemon.config.clone();
     let Some(agent_type) = config.agents.get(&params.agent_type) else {
-        let error = ApiError::unknown_agent_type(&params.agent_type, &config);
+        let error = SpawnError::UnknownType {
+            name: params.agent_type.clone(),
+            known: config.agents.keys().cloned().collect(),
+        };
         return done(daemon, Err(error));
     };
     let policy = EnvPolicy {
@@ -109,48 +112,25 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         max_value_bytes: config.sessions.max_env_value_bytes,
     };
     if let Err(message) = validate_env(&params.env, &policy) {
-        return done(
-            daemon,
-            Err(ApiError::new(400, ErrorCode::InvalidEnv, message)),
-        );
+        return done(daemon, Err(SpawnError::InvalidEnv(message)));
     }
     if daemon.shutting_down {
-        return done(
-            daemon,
-            Err(ApiError::new(
-                503,
-                ErrorCode::Overloaded,
-                "daemon is shutting down",
-            )),
-        );
+        return done(daemon, Err(SpawnError::ShuttingDown));
     }
     if !params.internal && !daemon.jobs.has_room() {
-        return done(daemon, Err(ApiError::workers_busy(daemon.jobs.name())));
+        let pool = daemon.jobs.name();
+        return done(daemon, Err(SpawnError::WorkersBusy { pool }));
     }
     let live = daemon.agents.len() + daemon.agents.pending_spawns;
     if live >= config.sessions.max_sessions {
-        let error = ApiError::new(
-            503,
-            ErrorCode::Overloaded,
-            format!(
-                "session limit reached ({} sessions; sessions.max_sessions)",
-                live
-            ),
-        )
-        .with_header("Retry-After", "5");
-        return done(daemon, Err(error));
+        return done(daemon, Err(SpawnError::SessionLimit { live }));
     }
     let (session_id, name) = params
         .ids
         .clone()
         .unwrap_or_else(|| new_session_ids(&params.agent_type));
     if daemon.agents.get(&session_id).is_some() {
-        return done(
-            daemon,
-            Err(ApiError::internal(format!(
-                "session {session_id} exists already"
-            ))),
-        );
+        return done(daemon, Err(SpawnError::IdTaken(session_id.clone())));
     }
     let mut roots = config.sessions.allowed_roots.clone();
     roots.extend(params.extra_root.clone());
@@ -217,11 +197,7 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
                 Err(error) => {
                     daemon.attach_tokens.retain(|_, s| s != &job.session_id);
                     daemon.early_captures.remove(&job.session_id);
-                    log::warn!(
-                        "spawn of a {} agent failed: {}",
-                        job.agent_type,
-                        error.message
-                    );
+                    log::warn!("spawn of a {} agent failed: {error}", job.agent_type);
                     done(daemon, Err(error));
                 }
             }
@@ -230,17 +206,17 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
 }
 
 /// The blocking part of a spawn: filesystem checks, spec file, tmux.
-fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, ApiError> {
+fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
     let requested = match &job.working_dir {
         Some(dir) => dir.clone(),
         None => job
             .roots
             .first()
             .map(|r| r.display().to_string())
-            .ok_or_else(|| ApiError::bad_request("no working_dir given and no allowed root"))?,
+            .ok_or(SpawnError::NoWorkingDir)?,
     };
     let working_dir = resolve_working_dir(&requested, &job.roots, &job.private)
-        .map_err(|m| ApiError::new(400, ErrorCode::InvalidWorkingDir, m))?;
+        .map_err(SpawnError::InvalidWorkingDir)?;
     let path_var = job
         .request_env
         .get("PATH")
@@ -249,14 +225,10 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, ApiError> {
         .or_else(|| std::env::var("PATH").ok());
     let program = &job.command[0];
     if find_program(program, path_var.as_deref()).is_none() {
-        return Err(ApiError::new(
-            500,
-            ErrorCode::AgentSpawnFailed,
-            format!(
-                "agent type {:?} runs {program:?}, which is not installed (not found in PATH)",
-                job.agent_type
-            ),
-        ));
+        return Err(SpawnError::Failed(format!(
+            "agent type {:?} runs {program:?}, which is not installed (not found in PATH)",
+            job.agent_type
+        )));
     }
     let mut env = job.type_env.clone();
     env.extend(job.request_env.clone());
@@ -267,7 +239,7 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, ApiError> {
         unset: vec!["TMUX".into()],
         cwd: working_dir.clone(),
     };
-    let spawn_failed = |message: String| ApiError::new(500, ErrorCode::AgentSpawnFailed, message);
+    let spawn_failed = SpawnError::Failed;
     if let Some(dir) = job.spec_path.parent() {
         crate::create_private_dir(dir).map_err(spawn_failed)?;
     }
@@ -520,9 +492,9 @@ fn release_sources(daemon: &mut Daemon, agent: &Agent) {
 /// Kills a session: its whole process tree (politely, then by force after the grace
 /// period), then the tmux session. The session disappears from the registry at once, so a
 /// second kill is `404`. `done` gets the termination time.
-pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime, ApiError>>) {
+pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime, KillError>>) {
     let Some(mut agent) = daemon.agents.remove(session_id) else {
-        return done(daemon, Err(ApiError::session_not_found(session_id)));
+        return done(daemon, Err(KillError::NotFound(session_id.to_string())));
     };
     release_sources(daemon, &agent);
     agent.pending_pipe = None;

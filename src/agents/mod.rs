@@ -4,6 +4,7 @@
 //! need tmux or /proc (spawn, kill, adopt, exit checks) live in [`manager`] and run their
 //! blocking parts on worker threads.
 
+pub mod error;
 pub mod events;
 pub mod exec;
 pub mod manager;

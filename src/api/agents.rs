@@ -49,7 +49,7 @@ pub fn spawn(
                     )
                     .to_response(),
                 },
-                Err(error) => error.to_response(),
+                Err(error) => ApiError::from_spawn(error).to_response(),
             };
             daemon.reply(conn, response.with_headers(extra_headers));
         }),
@@ -189,7 +189,7 @@ pub fn kill(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
                         terminated_at: rfc3339(at),
                     },
                 ),
-                Err(error) => error.to_response(),
+                Err(error) => ApiError::from_kill(error).to_response(),
             };
             daemon.reply(conn, response);
         }),

@@ -3,93 +3,10 @@
 
 use std::fmt;
 
+use crate::agents::error::{KillError, SpawnError};
+pub use crate::error_code::ErrorCode;
 use crate::proto::http::{HttpError, Response};
-
-/// Application error codes. The first six are the reference's; the rest are ours and are
-/// documented in the README's error table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    /// JWT missing, malformed, badly signed or expired.
-    InvalidToken,
-    /// No session with that id.
-    SessionNotFound,
-    /// The session could not be created.
-    AgentSpawnFailed,
-    /// An agent's process ended unexpectedly.
-    AgentCrashed,
-    /// A task ran out of time.
-    TaskTimeout,
-    /// Too many requests.
-    RateLimitExceeded,
-    /// The request is malformed or a field is invalid.
-    InvalidRequest,
-    /// `agent_type` names no configured type.
-    InvalidAgentType,
-    /// `working_dir` is missing, not a directory, or outside the allowed roots.
-    InvalidWorkingDir,
-    /// An `env` key or value is refused.
-    InvalidEnv,
-    /// The token is valid but lacks the scope this needs.
-    Forbidden,
-    /// No such endpoint.
-    NotFound,
-    /// The endpoint exists but not with this method.
-    MethodNotAllowed,
-    /// The request body is too large.
-    PayloadTooLarge,
-    /// The request head is too large.
-    HeadersTooLarge,
-    /// The request target is too long.
-    UriTooLong,
-    /// The client was too slow to send its request.
-    RequestTimeout,
-    /// A request feature the daemon does not implement.
-    NotImplemented,
-    /// Past a configured maximum (connections, sessions); try again later.
-    Overloaded,
-    /// An unexpected failure inside the daemon.
-    InternalError,
-    /// No task ticket with that id.
-    TaskNotFound,
-    /// The ticket has already finished (it cannot be cancelled).
-    TaskFinished,
-    /// The ticket was cancelled through the API.
-    TaskCancelled,
-    /// The ticket store cannot record anything right now (disk full, store error).
-    StoreUnavailable,
-}
-
-impl ErrorCode {
-    /// The wire spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidToken => "INVALID_TOKEN",
-            ErrorCode::SessionNotFound => "SESSION_NOT_FOUND",
-            ErrorCode::AgentSpawnFailed => "AGENT_SPAWN_FAILED",
-            ErrorCode::AgentCrashed => "AGENT_CRASHED",
-            ErrorCode::TaskTimeout => "TASK_TIMEOUT",
-            ErrorCode::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
-            ErrorCode::InvalidRequest => "INVALID_REQUEST",
-            ErrorCode::InvalidAgentType => "INVALID_AGENT_TYPE",
-            ErrorCode::InvalidWorkingDir => "INVALID_WORKING_DIR",
-            ErrorCode::InvalidEnv => "INVALID_ENV",
-            ErrorCode::Forbidden => "FORBIDDEN",
-            ErrorCode::NotFound => "NOT_FOUND",
-            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
-            ErrorCode::HeadersTooLarge => "HEADERS_TOO_LARGE",
-            ErrorCode::UriTooLong => "URI_TOO_LONG",
-            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
-            ErrorCode::NotImplemented => "NOT_IMPLEMENTED",
-            ErrorCode::Overloaded => "OVERLOADED",
-            ErrorCode::InternalError => "INTERNAL_ERROR",
-            ErrorCode::TaskNotFound => "TASK_NOT_FOUND",
-            ErrorCode::TaskFinished => "TASK_FINISHED",
-            ErrorCode::TaskCancelled => "TASK_CANCELLED",
-            ErrorCode::StoreUnavailable => "STORE_UNAVAILABLE",
-        }
-    }
-}
+use crate::tasks::error::TaskError;
 
 /// An error answer: status, code, message and any extra headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +84,63 @@ impl ApiError {
         )
     }
 
+    /// The answer to a failed spawn: `400` for a bad request, `503 OVERLOADED` while the
+    /// daemon is busy, full or stopping, `500` when the session could not be created.
+    pub fn from_spawn(error: SpawnError) -> ApiError {
+        let message = error.to_string();
+        match error {
+            SpawnError::UnknownType { .. } => {
+                ApiError::new(400, ErrorCode::InvalidAgentType, message)
+            }
+            SpawnError::InvalidEnv(_) => ApiError::new(400, ErrorCode::InvalidEnv, message),
+            SpawnError::NoWorkingDir => ApiError::bad_request(message),
+            SpawnError::InvalidWorkingDir(_) => {
+                ApiError::new(400, ErrorCode::InvalidWorkingDir, message)
+            }
+            SpawnError::ShuttingDown => ApiError::new(503, ErrorCode::Overloaded, message),
+            SpawnError::WorkersBusy { pool } => ApiError::workers_busy(pool),
+            SpawnError::SessionLimit { .. } => {
+                ApiError::new(503, ErrorCode::Overloaded, message).with_header("Retry-After", "5")
+            }
+            SpawnError::IdTaken(_) => ApiError::internal(message),
+            SpawnError::Failed(_) => ApiError::new(500, ErrorCode::AgentSpawnFailed, message),
+        }
+    }
+
+    /// The answer to a failed kill: `404 SESSION_NOT_FOUND`.
+    pub fn from_kill(error: KillError) -> ApiError {
+        match error {
+            KillError::NotFound(id) => ApiError::session_not_found(&id),
+        }
+    }
+
+    /// The answer to a refused delegation or cancel: `400` for a bad request, `404` for an
+    /// unknown session or task, `409` for a finished task, `503` (with `Retry-After`) while
+    /// the daemon is busy, full, stopping or cannot store the ticket.
+    pub fn from_task(error: TaskError) -> ApiError {
+        let message = error.to_string();
+        match error {
+            TaskError::Invalid(_) => ApiError::bad_request(message),
+            TaskError::UnknownType { .. } | TaskError::NotDelegable { .. } => {
+                ApiError::new(400, ErrorCode::InvalidAgentType, message)
+            }
+            TaskError::InvalidWorkingDir(_) => {
+                ApiError::new(400, ErrorCode::InvalidWorkingDir, message)
+            }
+            TaskError::SessionNotFound(id) => ApiError::session_not_found(&id),
+            TaskError::WorkersBusy { pool } => ApiError::workers_busy(pool),
+            TaskError::ShuttingDown | TaskError::QueueFull { .. } => {
+                ApiError::new(503, ErrorCode::Overloaded, message).with_header("Retry-After", "5")
+            }
+            TaskError::StoreUnavailable(_) => {
+                ApiError::new(503, ErrorCode::StoreUnavailable, message)
+                    .with_header("Retry-After", "5")
+            }
+            TaskError::NotFound(_) => ApiError::new(404, ErrorCode::TaskNotFound, message),
+            TaskError::Finished { .. } => ApiError::new(409, ErrorCode::TaskFinished, message),
+        }
+    }
+
     /// `500 INTERNAL_ERROR`.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(500, ErrorCode::InternalError, message)
@@ -238,5 +212,120 @@ mod tests {
             (error.status, error.code),
             (413, ErrorCode::PayloadTooLarge)
         );
+    }
+
+    #[test]
+    fn layer_errors_map_to_the_reference_statuses_and_codes() {
+        let retry = |e: &ApiError| {
+            e.headers
+                .iter()
+                .find(|(k, _)| k == "Retry-After")
+                .map(|(_, v)| v.clone())
+        };
+        let spawns = [
+            (
+                SpawnError::InvalidEnv("x".into()),
+                400,
+                ErrorCode::InvalidEnv,
+                None,
+            ),
+            (
+                SpawnError::NoWorkingDir,
+                400,
+                ErrorCode::InvalidRequest,
+                None,
+            ),
+            (SpawnError::ShuttingDown, 503, ErrorCode::Overloaded, None),
+            (
+                SpawnError::WorkersBusy { pool: "quick" },
+                503,
+                ErrorCode::Overloaded,
+                Some("1"),
+            ),
+            (
+                SpawnError::SessionLimit { live: 2 },
+                503,
+                ErrorCode::Overloaded,
+                Some("5"),
+            ),
+            (
+                SpawnError::IdTaken("s".into()),
+                500,
+                ErrorCode::InternalError,
+                None,
+            ),
+            (
+                SpawnError::Failed("x".into()),
+                500,
+                ErrorCode::AgentSpawnFailed,
+                None,
+            ),
+        ];
+        for (error, status, code, after) in spawns {
+            let api = ApiError::from_spawn(error.clone());
+            assert_eq!((api.status, api.code), (status, code), "{error:?}");
+            assert_eq!(retry(&api).as_deref(), after, "{error:?}");
+            assert_eq!(api.message, error.to_string());
+        }
+        let tasks = [
+            (
+                TaskError::Invalid("x".into()),
+                400,
+                ErrorCode::InvalidRequest,
+                None,
+            ),
+            (
+                TaskError::InvalidWorkingDir("x".into()),
+                400,
+                ErrorCode::InvalidWorkingDir,
+                None,
+            ),
+            (
+                TaskError::SessionNotFound("s".into()),
+                404,
+                ErrorCode::SessionNotFound,
+                None,
+            ),
+            (
+                TaskError::QueueFull { max: 3 },
+                503,
+                ErrorCode::Overloaded,
+                Some("5"),
+            ),
+            (
+                TaskError::ShuttingDown,
+                503,
+                ErrorCode::Overloaded,
+                Some("5"),
+            ),
+            (
+                TaskError::StoreUnavailable("full".into()),
+                503,
+                ErrorCode::StoreUnavailable,
+                Some("5"),
+            ),
+            (
+                TaskError::NotFound("7".into()),
+                404,
+                ErrorCode::TaskNotFound,
+                None,
+            ),
+            (
+                TaskError::Finished {
+                    task_id: 7,
+                    state: "completed".into(),
+                },
+                409,
+                ErrorCode::TaskFinished,
+                None,
+            ),
+        ];
+        for (error, status, code, after) in tasks {
+            let api = ApiError::from_task(error.clone());
+            assert_eq!((api.status, api.code), (status, code), "{error:?}");
+            assert_eq!(retry(&api).as_deref(), after, "{error:?}");
+        }
+        let gone = ApiError::from_kill(KillError::NotFound("sess-x".into()));
+        assert_eq!((gone.status, gone.code), (404, ErrorCode::SessionNotFound));
     }
 }

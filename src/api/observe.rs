@@ -115,7 +115,7 @@ fn credentials(daemon: &mut Daemon, request: &Request) -> Result<Principal, Stri
 pub fn refused_credentials(reason: &str) -> Vec<u8> {
     let message = WsError {
         r#type: "error",
-        error_code: "INVALID_TOKEN",
+        error_code: ErrorCode::InvalidToken,
         message: reason,
         session_id: None,
         id: None,
@@ -155,7 +155,7 @@ pub fn issue_ticket(daemon: &mut Daemon, principal: Principal) -> Handled {
 fn send_error(
     daemon: &mut Daemon,
     conn: ConnId,
-    code: &'static str,
+    code: ErrorCode,
     message: &str,
     session: Option<&str>,
     id: Option<&serde_json::Value>,
@@ -180,7 +180,14 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
         .map(|d| d.as_secs())
         .unwrap_or(0);
     if principal.expires_at + daemon.config.auth.leeway.as_secs() < now {
-        send_error(daemon, conn, "INVALID_TOKEN", "token expired", None, None);
+        send_error(
+            daemon,
+            conn,
+            ErrorCode::InvalidToken,
+            "token expired",
+            None,
+            None,
+        );
         return After::Close(close::POLICY_VIOLATION, "token expired".into());
     }
     match daemon
@@ -193,14 +200,21 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
                 "rate limit exceeded ({} messages per window); message dropped, retry in {} s",
                 decision.limit, decision.retry_after
             );
-            send_error(daemon, conn, "RATE_LIMIT_EXCEEDED", &detail, None, None);
+            send_error(
+                daemon,
+                conn,
+                ErrorCode::RateLimitExceeded,
+                &detail,
+                None,
+                None,
+            );
             return After::Continue;
         }
         WsVerdict::Close(_) => {
             send_error(
                 daemon,
                 conn,
-                "RATE_LIMIT_EXCEEDED",
+                ErrorCode::RateLimitExceeded,
                 "rate limit exceeded again and again; closing",
                 None,
                 None,
@@ -212,7 +226,7 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
         Ok(message) => message,
         Err(e) => {
             let detail = format!("invalid message: {}", crate::bounded(&e.to_string()));
-            send_error(daemon, conn, "INVALID_REQUEST", &detail, None, None);
+            send_error(daemon, conn, ErrorCode::InvalidRequest, &detail, None, None);
             return After::Continue;
         }
     };
@@ -257,7 +271,7 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
                     send_error(
                         daemon,
                         conn,
-                        "SESSION_NOT_FOUND",
+                        ErrorCode::SessionNotFound,
                         &detail,
                         Some(&session_id),
                         None,
@@ -268,7 +282,7 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
                     send_error(
                         daemon,
                         conn,
-                        "INVALID_REQUEST",
+                        ErrorCode::InvalidRequest,
                         &detail,
                         Some(&session_id),
                         None,
@@ -334,7 +348,7 @@ fn type_into(
         send_error(
             daemon,
             conn,
-            "FORBIDDEN",
+            ErrorCode::Forbidden,
             detail,
             Some(session_id),
             id.as_ref(),

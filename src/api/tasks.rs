@@ -7,7 +7,8 @@ use super::{Handled, json, parse_body};
 use crate::daemon::Daemon;
 use crate::net::ConnId;
 use crate::proto::http::Request;
-use crate::tasks::lifecycle::{self, DelegateParams, task_not_found};
+use crate::tasks::error::TaskError;
+use crate::tasks::lifecycle::{self, DelegateParams};
 use crate::tasks::{Phase, TaskStatus, Ticket, ms_rfc3339};
 
 /// Largest page of `GET /api/tasks`.
@@ -42,7 +43,7 @@ pub fn delegate(
         daemon,
         params,
         Box::new(move |daemon: &mut Daemon, result| {
-            let response = match result.and_then(|task_id| {
+            let response = match result.map_err(ApiError::from_task).and_then(|task_id| {
                 daemon
                     .tasks
                     .tickets
@@ -104,7 +105,7 @@ pub fn view(ticket: &Ticket) -> TaskView<'_> {
 pub fn get(daemon: &Daemon, id: &str) -> Handled {
     Handled::Now(match daemon.tasks.find(id) {
         Some(task_id) => json(200, &view(&daemon.tasks.tickets[&task_id])),
-        None => task_not_found(id).to_response(),
+        None => ApiError::from_task(TaskError::NotFound(id.to_string())).to_response(),
     })
 }
 
@@ -180,9 +181,11 @@ pub fn cancel(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
             let response = match result {
                 Ok(task_id) => match daemon.tasks.tickets.get(&task_id) {
                     Some(ticket) => json(200, &view(ticket)),
-                    None => task_not_found(&task_id.to_string()).to_response(),
+                    None => {
+                        ApiError::from_task(TaskError::NotFound(task_id.to_string())).to_response()
+                    }
                 },
-                Err(error) => error.to_response(),
+                Err(error) => ApiError::from_task(error).to_response(),
             };
             daemon.reply(conn, response);
         }),

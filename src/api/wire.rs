@@ -194,7 +194,7 @@ pub struct WsError<'a> {
     /// Always `error`.
     pub r#type: &'static str,
     /// Application error code.
-    pub error_code: &'static str,
+    pub error_code: crate::error_code::ErrorCode,
     /// Explanation.
     pub message: &'a str,
     /// The session concerned, if any.

@@ -6,6 +6,7 @@
 //! Enter is pressed separately. Later input to the same pane waits until that Enter has been
 //! queued, so messages never interleave.
 
+use crate::error_code::ErrorCode;
 use std::collections::VecDeque;
 
 use serde::Serialize;
@@ -78,7 +79,7 @@ struct AckMessage<'a> {
 #[derive(Serialize)]
 struct InputError<'a> {
     r#type: &'static str,
-    error_code: &'static str,
+    error_code: ErrorCode,
     message: &'a str,
     session_id: &'a str,
     id: &'a Option<serde_json::Value>,
@@ -92,23 +93,23 @@ impl Daemon {
         session_id: &str,
         typing: Typing,
         ack: InputAck,
-    ) -> Result<(), (&'static str, String)> {
+    ) -> Result<(), (ErrorCode, String)> {
         let Some(agent) = self.agents.get(session_id) else {
             return Err((
-                "SESSION_NOT_FOUND",
+                ErrorCode::SessionNotFound,
                 format!("no agent session {session_id:?}"),
             ));
         };
         if agent.exit.is_some() {
             return Err((
-                "SESSION_NOT_FOUND",
+                ErrorCode::SessionNotFound,
                 format!("the agent of {session_id} has exited"),
             ));
         }
         // While the pipe is being attached (just spawned, or re-armed) input waits for it.
         if agent.pipe.is_none() && agent.capture == CaptureState::Detached && !agent.rearming {
             return Err((
-                "INTERNAL_ERROR",
+                ErrorCode::InternalError,
                 format!("{session_id} has no input pipe (capture detached)"),
             ));
         }
@@ -251,9 +252,9 @@ impl Daemon {
     /// Tells the sender that its input could not be typed.
     pub fn input_failed(&mut self, session_id: &str, ack: InputAck, why: &str) {
         let code = if self.agents.get(session_id).is_some() {
-            "INTERNAL_ERROR"
+            ErrorCode::InternalError
         } else {
-            "SESSION_NOT_FOUND"
+            ErrorCode::SessionNotFound
         };
         self.send_ws(
             ack.conn,

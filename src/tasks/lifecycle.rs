@@ -13,14 +13,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::error::TaskError;
 use super::prompt;
 use super::workspace::{self, ScanLimits};
 use super::{Ending, Isolation, Phase, TaskContext, TaskResult, TaskStatus, Ticket, now_ms};
 use crate::agents::manager::{self, SpawnParams};
 use crate::agents::validate::{PrivateDirs, resolve_working_dir};
 use crate::agents::{ExitInfo, new_session_ids, procfs};
-use crate::api::error::{ApiError, ErrorCode};
 use crate::daemon::{Daemon, Done, Timer};
+use crate::error_code::ErrorCode;
 use crate::tmux::{self, SessionName, TmuxError};
 
 /// Lines of pane history read back when an agent has ended.
@@ -70,7 +71,7 @@ struct TaskUpdate<'a> {
 #[derive(Debug, Serialize)]
 struct TimeoutMessage<'a> {
     r#type: &'static str,
-    error_code: &'static str,
+    error_code: ErrorCode,
     message: String,
     session_id: &'a str,
     ticket_id: &'a str,
@@ -90,7 +91,7 @@ fn scan_limits(daemon: &Daemon) -> ScanLimits {
 
 /// Accepts a delegation: validates it, stores the ticket durably and queues it. `done`
 /// gets the task id once the ticket is on disk, or the error to answer with.
-pub fn delegate(daemon: &mut Daemon, params: DelegateParams, done: Done<Result<u64, ApiError>>) {
+pub fn delegate(daemon: &mut Daemon, params: DelegateParams, done: Done<Result<u64, TaskError>>) {
     match check(daemon, &params) {
         Ok(dir) => {
             let roots = daemon.config.sessions.allowed_roots.clone();
@@ -102,16 +103,17 @@ pub fn delegate(daemon: &mut Daemon, params: DelegateParams, done: Done<Result<u
                 Isolation::None => &daemon.jobs,
             };
             if !pool.has_room() {
-                return done(daemon, Err(ApiError::workers_busy(pool.name())));
+                let pool = pool.name();
+                return done(daemon, Err(TaskError::WorkersBusy { pool }));
             }
             pool.run(move || {
                 let checked = resolve_working_dir(&dir, &roots, &private)
-                    .map_err(|m| ApiError::new(400, ErrorCode::InvalidWorkingDir, m))
+                    .map_err(TaskError::InvalidWorkingDir)
                     .and_then(|dir| {
                         if params.isolation == Isolation::Worktree
                             && workspace::git_toplevel(&dir, git_timeout).is_none()
                         {
-                            return Err(ApiError::bad_request(format!(
+                            return Err(TaskError::Invalid(format!(
                                 "isolation \"worktree\" needs a git repository; {} is not in one",
                                 dir.display()
                             )));
@@ -129,32 +131,28 @@ pub fn delegate(daemon: &mut Daemon, params: DelegateParams, done: Done<Result<u
 }
 
 /// The checks that need no file system; returns the directory to validate.
-fn check(daemon: &Daemon, params: &DelegateParams) -> Result<String, ApiError> {
+fn check(daemon: &Daemon, params: &DelegateParams) -> Result<String, TaskError> {
     let config = &daemon.config;
     let Some(agent_type) = config.agents.get(&params.agent_type) else {
-        return Err(ApiError::unknown_agent_type(&params.agent_type, config));
+        return Err(TaskError::UnknownType {
+            name: params.agent_type.clone(),
+            known: config.agents.keys().cloned().collect(),
+        });
     };
     if agent_type.headless.is_none() {
-        let able: Vec<&str> = config
+        let able = config
             .agents
             .iter()
             .filter(|(_, t)| t.headless.is_some())
-            .map(|(name, _)| name.as_str())
+            .map(|(name, _)| name.clone())
             .collect();
-        return Err(ApiError::new(
-            400,
-            ErrorCode::InvalidAgentType,
-            format!(
-                "agent type {:?} has no headless command, so it cannot take delegated tasks \
-                 (set agents.{}.headless); types that can: {}",
-                params.agent_type,
-                params.agent_type,
-                able.join(", ")
-            ),
-        ));
+        return Err(TaskError::NotDelegable {
+            name: params.agent_type.clone(),
+            able,
+        });
     }
     if params.task.trim().is_empty() {
-        return Err(ApiError::bad_request("task must not be empty"));
+        return Err(TaskError::Invalid("task must not be empty".into()));
     }
     // The prompt (task and context) travels as one argv element, which Linux caps at
     // 128 KiB, and can hold no NUL.
@@ -167,7 +165,7 @@ fn check(daemon: &Daemon, params: &DelegateParams) -> Result<String, ApiError> {
             .map(|s| s.len() + 3)
             .sum::<usize>();
     if prompt_len > config.tasks.max_task_bytes {
-        return Err(ApiError::bad_request(format!(
+        return Err(TaskError::Invalid(format!(
             "task and context are {prompt_len} bytes; at most {} are allowed \
              (tasks.max_task_bytes)",
             config.tasks.max_task_bytes
@@ -178,30 +176,27 @@ fn check(daemon: &Daemon, params: &DelegateParams) -> Result<String, ApiError> {
         .chain(&params.context.requirements)
         .any(|s| s.contains('\0'));
     if has_nul {
-        return Err(ApiError::bad_request(
-            "task and context must not contain NUL characters",
+        return Err(TaskError::Invalid(
+            "task and context must not contain NUL characters".into(),
         ));
     }
     let max_ms = config.tasks.max_timeout.as_millis() as u64;
     if let Some(ms) = params.timeout_ms
         && (ms == 0 || ms > max_ms)
     {
-        return Err(ApiError::bad_request(format!(
+        return Err(TaskError::Invalid(format!(
             "timeout_ms must be between 1 and {max_ms} (tasks.max_timeout)"
         )));
     }
     if let Some(argv) = &params.test_command
         && (argv.is_empty() || argv[0].is_empty() || argv.iter().any(|a| a.contains('\0')))
     {
-        return Err(ApiError::bad_request(
-            "test_command must be a non-empty argv array, e.g. [\"cargo\", \"test\"]",
+        return Err(TaskError::Invalid(
+            "test_command must be a non-empty argv array, e.g. [\"cargo\", \"test\"]".into(),
         ));
     }
     if daemon.shutting_down {
-        return Err(
-            ApiError::new(503, ErrorCode::Overloaded, "daemon is shutting down")
-                .with_header("Retry-After", "5"),
-        );
+        return Err(TaskError::ShuttingDown);
     }
     check_queue(daemon)?;
     let primary = match &params.from_session {
@@ -209,7 +204,7 @@ fn check(daemon: &Daemon, params: &DelegateParams) -> Result<String, ApiError> {
             daemon
                 .agents
                 .get(id)
-                .ok_or_else(|| ApiError::session_not_found(id))?,
+                .ok_or_else(|| TaskError::SessionNotFound(id.clone()))?,
         ),
         None => None,
     };
@@ -225,18 +220,13 @@ fn check(daemon: &Daemon, params: &DelegateParams) -> Result<String, ApiError> {
         .as_ref()
         .or(config.sessions.allowed_roots.first())
         .map(|d| d.display().to_string())
-        .ok_or_else(|| ApiError::bad_request("no working_dir given and no default workspace"))
+        .ok_or_else(|| TaskError::Invalid("no working_dir given and no default workspace".into()))
 }
 
-fn check_queue(daemon: &Daemon) -> Result<(), ApiError> {
+fn check_queue(daemon: &Daemon) -> Result<(), TaskError> {
     let max = daemon.config.tasks.max_queued;
     if daemon.tasks.queued() + daemon.tasks.creating >= max {
-        return Err(ApiError::new(
-            503,
-            ErrorCode::Overloaded,
-            format!("{max} tasks are already waiting (tasks.max_queued)"),
-        )
-        .with_header("Retry-After", "5"));
+        return Err(TaskError::QueueFull { max });
     }
     Ok(())
 }
@@ -246,7 +236,7 @@ fn create(
     daemon: &mut Daemon,
     params: DelegateParams,
     dir: PathBuf,
-    done: Done<Result<u64, ApiError>>,
+    done: Done<Result<u64, TaskError>>,
 ) {
     if let Err(error) = check_queue(daemon) {
         return done(daemon, Err(error));
@@ -303,15 +293,7 @@ fn create(
                     done(daemon, Ok(task_id));
                     schedule(daemon);
                 }
-                Err(e) => done(
-                    daemon,
-                    Err(ApiError::new(
-                        503,
-                        ErrorCode::StoreUnavailable,
-                        format!("the ticket could not be stored, so it was not accepted: {e}"),
-                    )
-                    .with_header("Retry-After", "5")),
-                ),
+                Err(e) => done(daemon, Err(TaskError::StoreUnavailable(e.to_string()))),
             }
         }),
     );
@@ -511,17 +493,16 @@ fn launch(daemon: &mut Daemon, task_id: u64, prepared: Result<Prepared, String>)
                     Ok(_) => started(daemon, task_id),
                     // Past sessions.max_sessions (a spawn raced the scheduler) or shutting
                     // down: wait in the queue for the next free session.
-                    Err(error) if error.status == 503 => requeue(daemon, task_id, &error.message),
+                    Err(error) if error.is_transient() => {
+                        requeue(daemon, task_id, &error.to_string())
+                    }
                     Err(error) => {
-                        log::warn!(
-                            "task {task_id}: its session could not be created: {}",
-                            error.message
-                        );
+                        log::warn!("task {task_id}: its session could not be created: {error}");
                         finish_without_agent(
                             daemon,
                             task_id,
                             Ending::SpawnFailed {
-                                reason: error.message,
+                                reason: error.to_string(),
                             },
                         )
                     }
@@ -606,7 +587,7 @@ pub fn on_timeout(daemon: &mut Daemon, task_id: u64) {
     let ticket = &daemon.tasks.tickets[&task_id];
     let message = TimeoutMessage {
         r#type: "error",
-        error_code: ErrorCode::TaskTimeout.as_str(),
+        error_code: ErrorCode::TaskTimeout,
         message: format!("Task exceeded its timeout of {} ms", ticket.timeout_ms),
         session_id: &ticket.session_id,
         ticket_id: &ticket.ticket_id,
@@ -619,25 +600,22 @@ pub fn on_timeout(daemon: &mut Daemon, task_id: u64) {
 }
 
 /// Cancels a ticket. `done` gets the task id once the ticket is final, or the error.
-pub fn cancel(daemon: &mut Daemon, id: &str, done: Done<Result<u64, ApiError>>) {
+pub fn cancel(daemon: &mut Daemon, id: &str, done: Done<Result<u64, TaskError>>) {
     let Some(task_id) = daemon.tasks.find(id) else {
-        return done(daemon, Err(task_not_found(id)));
+        return done(daemon, Err(TaskError::NotFound(id.to_string())));
     };
     let ticket = daemon.tasks.tickets.get_mut(&task_id).expect("found");
     match ticket.phase {
         Phase::Done | Phase::Finishing => {
-            let error = ApiError::new(
-                409,
-                ErrorCode::TaskFinished,
-                format!(
-                    "task {task_id} has already finished ({}); it cannot be cancelled",
-                    if ticket.phase == Phase::Done {
-                        ticket.status.as_str()
-                    } else {
-                        "its result is being recorded"
-                    }
-                ),
-            );
+            let state = if ticket.phase == Phase::Done {
+                ticket.status.as_str()
+            } else {
+                "its result is being recorded"
+            };
+            let error = TaskError::Finished {
+                task_id,
+                state: state.to_string(),
+            };
             done(daemon, Err(error))
         }
         Phase::Queued => {
@@ -660,12 +638,6 @@ pub fn cancel(daemon: &mut Daemon, id: &str, done: Done<Result<u64, ApiError>>) 
             }
         }
     }
-}
-
-/// `404 TASK_NOT_FOUND`.
-pub fn task_not_found(id: &str) -> ApiError {
-    let shown: String = id.chars().take(100).collect();
-    ApiError::new(404, ErrorCode::TaskNotFound, format!("no task {shown:?}"))
 }
 
 /// Hook: a session's process has ended and its exit status is known.

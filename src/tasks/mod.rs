@@ -7,6 +7,7 @@
 //! records the result. [`TaskBook`] is plain loop-owned state; everything that waits (git,
 //! test runs, disk syncs) runs on other threads.
 
+pub mod error;
 pub mod lifecycle;
 pub mod process;
 pub mod prompt;
@@ -236,7 +237,7 @@ impl Ticket {
 }
 
 /// Callbacks waiting for a ticket to become final (cancellations in progress).
-pub type Waiters = HashMap<u64, Vec<crate::daemon::Done<Result<u64, crate::api::error::ApiError>>>>;
+pub type Waiters = HashMap<u64, Vec<crate::daemon::Done<Result<u64, error::TaskError>>>>;
 
 /// All tickets, owned by the event loop.
 #[derive(Default)]
