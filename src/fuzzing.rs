@@ -141,7 +141,7 @@ pub fn ws_client_message(data: &[u8]) {
     );
     for message in whole.into_iter().flatten() {
         if let crate::proto::ws::Incoming::Text(text) = message {
-            let _ = serde_json::from_str::<crate::api::wire::ClientMessage>(&text);
+            let _ = serde_json::from_str::<crate::wire::ws::ClientMessage>(&text);
         }
     }
 }
@@ -164,9 +164,9 @@ fn json_round_trip<T: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>
 /// huge or invalid-UTF-8 input is refused without a panic, and what is accepted is accepted
 /// the same way in canonical form.
 pub fn json_bodies(data: &[u8]) {
-    json_round_trip::<crate::api::wire::SpawnRequest>(data);
-    json_round_trip::<crate::api::wire::DelegateRequest>(data);
-    json_round_trip::<crate::api::wire::ClientMessage>(data);
+    json_round_trip::<crate::wire::rest::SpawnRequest>(data);
+    json_round_trip::<crate::wire::rest::DelegateRequest>(data);
+    json_round_trip::<crate::wire::ws::ClientMessage>(data);
 }
 
 #[cfg(test)]

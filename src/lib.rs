@@ -85,6 +85,7 @@ pub mod tasks;
 pub mod time;
 pub mod timers;
 pub mod tmux;
+pub mod wire;
 
 /// Creates `dir` (and parents) if needed, with mode 0700 for what it creates.
 pub fn create_private_dir(dir: &std::path::Path) -> Result<(), String> {

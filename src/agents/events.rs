@@ -4,47 +4,18 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
-
 use super::{AgentStatus, ExitInfo};
 use crate::daemon::{Daemon, Timer};
 use crate::error_code::ErrorCode;
 use crate::time::rfc3339;
 use crate::tmux::{self, TmuxError};
+use crate::wire::ws::{AgentStatusMessage, CrashMessage};
 
 /// Lines of the final screen sent with `AGENT_CRASHED`.
 const CRASH_LINES: u32 = 20;
 
 /// The daemon's own tail of the output, used when tmux's screen is empty.
 const CRASH_BYTES: usize = 16 * 1024;
-
-/// The `agent_status` message (the reference's fields plus `agent_type` and the exit details).
-#[derive(Debug, Serialize)]
-pub struct AgentStatusMessage<'a> {
-    r#type: &'static str,
-    session_id: &'a str,
-    agent_type: &'a str,
-    status: &'static str,
-    last_activity: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exit_code: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exit_signal: Option<i32>,
-}
-
-/// The `error` message announcing a crashed agent.
-#[derive(Debug, Serialize)]
-struct CrashMessage<'a> {
-    r#type: &'static str,
-    error_code: ErrorCode,
-    message: String,
-    session_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exit_code: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exit_signal: Option<i32>,
-    last_lines: Vec<String>,
-}
 
 fn exit_fields(exit: Option<ExitInfo>) -> (Option<i32>, Option<i32>) {
     match exit {

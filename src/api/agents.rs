@@ -3,9 +3,6 @@
 use std::time::SystemTime;
 
 use super::error::{ApiError, ErrorCode};
-use super::wire::{
-    AgentDetail, AgentList, AgentSummary, KillResponse, SpawnRequest, SpawnResponse,
-};
 use super::{Handled, json, parse_body};
 use crate::agents::manager::{self, SpawnParams};
 use crate::agents::{Agent, AgentStatus, ExitInfo};
@@ -13,6 +10,9 @@ use crate::daemon::Daemon;
 use crate::net::ConnId;
 use crate::proto::http::Request;
 use crate::time::rfc3339;
+use crate::wire::rest::{
+    AgentDetail, AgentList, AgentSummary, KillResponse, SpawnRequest, SpawnResponse,
+};
 
 /// `POST /api/agents/spawn`.
 pub fn spawn(

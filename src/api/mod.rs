@@ -10,7 +10,6 @@ pub mod error;
 pub mod observe;
 pub mod ratelimit;
 pub mod tasks;
-pub mod wire;
 
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
@@ -21,6 +20,7 @@ use error::{ApiError, ErrorCode};
 use crate::daemon::Daemon;
 use crate::net::ConnId;
 use crate::proto::http::{Request, Response};
+use crate::wire::rest::Health;
 
 /// The outcome of dispatching a request.
 #[derive(Debug)]
@@ -323,8 +323,8 @@ pub fn rate_limited(decision: ratelimit::Decision) -> ApiError {
     error
 }
 
-fn health(daemon: &Daemon) -> wire::Health {
-    wire::Health {
+fn health(daemon: &Daemon) -> Health {
+    Health {
         status: "healthy",
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: daemon.started.elapsed().as_secs(),

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::auth::{Principal, Scope, bearer_token};
 use super::error::{ApiError, ErrorCode};
 use super::ratelimit::WsVerdict;
-use super::wire::{ClientMessage, Pong, Subscribed, TicketResponse, Unsubscribed, WsError};
 use super::{Handled, json};
 use crate::daemon::{Daemon, Timer, WsTicket};
 use crate::net::ConnId;
@@ -15,6 +14,8 @@ use crate::panes::hub::{SubscribeError, SubscribeStart};
 use crate::panes::typing::{AckKind, InputAck, Typing};
 use crate::proto::http::Request;
 use crate::proto::ws::{self, close};
+use crate::wire::rest::TicketResponse;
+use crate::wire::ws::{ClientMessage, Pong, Subscribed, Unsubscribed, WsError};
 
 /// What to do after a client message.
 #[derive(Debug, Clone, PartialEq, Eq)]

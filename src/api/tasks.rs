@@ -2,7 +2,6 @@
 
 use super::auth::Principal;
 use super::error::ApiError;
-use super::wire::{DelegateRequest, DelegateResponse, TaskList, TaskView};
 use super::{Handled, json, parse_body};
 use crate::daemon::Daemon;
 use crate::net::ConnId;
@@ -10,6 +9,7 @@ use crate::proto::http::Request;
 use crate::tasks::error::TaskError;
 use crate::tasks::lifecycle::{self, DelegateParams};
 use crate::tasks::{Phase, TaskStatus, Ticket, ms_rfc3339};
+use crate::wire::rest::{DelegateRequest, DelegateResponse, TaskList, TaskView};
 
 /// Largest page of `GET /api/tasks`.
 pub const MAX_PAGE: usize = 500;

@@ -15,13 +15,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use super::backlog::Backlog;
 use super::emulator::{PaneShared, Snapshot};
 use super::utf8::Utf8Chunker;
 use crate::net::{Chunk, ConnId};
 use crate::proto::ws::text_frame;
+use crate::wire::ws::{TerminalGap, TerminalOutput};
 
 /// Sizes and counts the hub enforces.
 #[derive(Debug, Clone)]
@@ -86,36 +85,6 @@ impl PaneStream {
     pub fn head(&self) -> u64 {
         self.emitted
     }
-}
-
-/// The `terminal_output` message (the reference's fields plus `offset`, `next_offset`,
-/// `stream` and, for screens, `snapshot`, `rows`, `cols`).
-#[derive(Serialize)]
-struct TerminalOutput<'a> {
-    r#type: &'static str,
-    session_id: &'a str,
-    data: &'a str,
-    timestamp: u64,
-    offset: u64,
-    next_offset: u64,
-    stream: &'a str,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    snapshot: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rows: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cols: Option<u16>,
-}
-
-/// The `terminal_gap` message: output between `since` and `offset` cannot be delivered.
-#[derive(Serialize)]
-struct TerminalGap<'a> {
-    r#type: &'static str,
-    session_id: &'a str,
-    since: u64,
-    offset: u64,
-    stream: &'a str,
-    reason: &'a str,
 }
 
 /// Encodes one `terminal_output` frame.

@@ -6,15 +6,14 @@
 //! Enter is pressed separately. Later input to the same pane waits until that Enter has been
 //! queued, so messages never interleave.
 
-use crate::error_code::ErrorCode;
 use std::collections::VecDeque;
-
-use serde::Serialize;
 
 use super::input::paste_bytes;
 use crate::agents::CaptureState;
 use crate::daemon::{Daemon, Source, Timer};
+use crate::error_code::ErrorCode;
 use crate::net::ConnId;
+use crate::wire::ws::{InputAckMessage, InputErrorMessage};
 
 /// Which message an acknowledgement answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,22 +66,6 @@ impl Typist {
         self.deferred
             .retain(|(_, ack)| ack.as_ref().is_none_or(|a| a.conn != conn));
     }
-}
-
-#[derive(Serialize)]
-struct AckMessage<'a> {
-    r#type: &'static str,
-    session_id: &'a str,
-    id: &'a Option<serde_json::Value>,
-}
-
-#[derive(Serialize)]
-struct InputError<'a> {
-    r#type: &'static str,
-    error_code: ErrorCode,
-    message: &'a str,
-    session_id: &'a str,
-    id: &'a Option<serde_json::Value>,
 }
 
 impl Daemon {
@@ -231,7 +214,7 @@ impl Daemon {
                     };
                     self.send_ws(
                         ack.conn,
-                        &AckMessage {
+                        &InputAckMessage {
                             r#type: kind,
                             session_id: &session_id,
                             id: &ack.id,
@@ -258,7 +241,7 @@ impl Daemon {
         };
         self.send_ws(
             ack.conn,
-            &InputError {
+            &InputErrorMessage {
                 r#type: "error",
                 error_code: code,
                 message: why,

@@ -11,8 +11,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
-
 use super::error::TaskError;
 use super::prompt;
 use super::workspace::{self, ScanLimits};
@@ -23,6 +21,7 @@ use crate::agents::{ExitInfo, new_session_ids, procfs};
 use crate::daemon::{Daemon, Done, Timer};
 use crate::error_code::ErrorCode;
 use crate::tmux::{self, SessionName, TmuxError};
+use crate::wire::ws::{TaskTimeoutMessage, TaskUpdate};
 
 /// Lines of pane history read back when an agent has ended.
 const HISTORY_LINES: u32 = 2000;
@@ -51,31 +50,6 @@ pub struct DelegateParams {
     pub test_command: Option<Vec<String>>,
     /// The token's subject.
     pub requested_by: Option<String>,
-}
-
-/// The `task_update` message.
-#[derive(Debug, Serialize)]
-struct TaskUpdate<'a> {
-    r#type: &'static str,
-    task_id: u64,
-    ticket_id: &'a str,
-    session_id: &'a str,
-    agent: &'a str,
-    status: &'static str,
-    elapsed_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    result: Option<&'a TaskResult>,
-}
-
-/// The `error` message announcing a timeout.
-#[derive(Debug, Serialize)]
-struct TimeoutMessage<'a> {
-    r#type: &'static str,
-    error_code: ErrorCode,
-    message: String,
-    session_id: &'a str,
-    ticket_id: &'a str,
-    task_id: u64,
 }
 
 fn scan_limits(daemon: &Daemon) -> ScanLimits {
@@ -585,7 +559,7 @@ pub fn on_timeout(daemon: &mut Daemon, task_id: u64) {
     );
     daemon.store.put(&ticket.clone(), None);
     let ticket = &daemon.tasks.tickets[&task_id];
-    let message = TimeoutMessage {
+    let message = TaskTimeoutMessage {
         r#type: "error",
         error_code: ErrorCode::TaskTimeout,
         message: format!("Task exceeded its timeout of {} ms", ticket.timeout_ms),

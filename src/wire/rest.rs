@@ -1,4 +1,4 @@
-//! Every JSON shape the REST API reads or writes, in one place.
+//! Every JSON body the REST API reads or writes.
 //!
 //! Request bodies reject unknown fields, so a misspelt field is an error instead of being
 //! silently ignored. Timestamps are RFC 3339 UTC strings.
@@ -138,105 +138,6 @@ pub struct TicketResponse {
     pub expires_in: u64,
 }
 
-/// Messages a WebSocket client sends. Unknown fields are ignored; an unknown `type` is an
-/// `INVALID_REQUEST` error.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ClientMessage {
-    /// Start receiving a pane's output: first its screen (or, with `since`, the output
-    /// missed since that offset), then live output.
-    SubscribeTerminal {
-        /// Session.
-        session_id: String,
-        /// Resume after this stream offset (a `next_offset` the client received).
-        #[serde(default)]
-        since: Option<u64>,
-        /// The stream id the offset belongs to (from `terminal_output.stream`).
-        #[serde(default)]
-        stream: Option<String>,
-    },
-    /// Stop receiving a pane's output.
-    UnsubscribeTerminal {
-        /// Session.
-        session_id: String,
-    },
-    /// Type a message into the agent and press Enter (needs the `control` scope).
-    UserMessage {
-        /// Session.
-        session_id: String,
-        /// The text.
-        content: String,
-        /// Echoed in the acknowledgement or error.
-        #[serde(default)]
-        id: Option<serde_json::Value>,
-    },
-    /// Type raw keys into the pane, control characters included (needs `control`).
-    TerminalInput {
-        /// Session.
-        session_id: String,
-        /// The keys, e.g. `"\u0003"` for Ctrl-C.
-        data: String,
-        /// Echoed in the acknowledgement or error.
-        #[serde(default)]
-        id: Option<serde_json::Value>,
-    },
-    /// Heartbeat; answered with `pong`.
-    Ping {
-        /// Echoed in the `pong`.
-        #[serde(default)]
-        id: Option<serde_json::Value>,
-    },
-}
-
-/// `error` message sent on a WebSocket.
-#[derive(Debug, Clone, Serialize)]
-pub struct WsError<'a> {
-    /// Always `error`.
-    pub r#type: &'static str,
-    /// Application error code.
-    pub error_code: crate::error_code::ErrorCode,
-    /// Explanation.
-    pub message: &'a str,
-    /// The session concerned, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<&'a str>,
-    /// The client's message id, if it sent one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<&'a serde_json::Value>,
-}
-
-/// `subscribed` acknowledgement.
-#[derive(Debug, Clone, Serialize)]
-pub struct Subscribed<'a> {
-    /// Always `subscribed`.
-    pub r#type: &'static str,
-    /// Session.
-    pub session_id: &'a str,
-    /// The stream id that offsets refer to.
-    pub stream: &'a str,
-    /// True when resuming from `since`; false when a screen comes first.
-    pub resumed: bool,
-}
-
-/// `unsubscribed` acknowledgement.
-#[derive(Debug, Clone, Serialize)]
-pub struct Unsubscribed<'a> {
-    /// Always `unsubscribed`.
-    pub r#type: &'static str,
-    /// Session.
-    pub session_id: &'a str,
-}
-
-/// `pong` answer to `ping`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Pong<'a> {
-    /// Always `pong`.
-    pub r#type: &'static str,
-    /// The ping's id, if it had one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<&'a serde_json::Value>,
-}
-
 /// `POST /api/delegate` body.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -247,7 +148,7 @@ pub struct DelegateRequest {
     pub task: String,
     /// Files, requirements, and whether tests must pass.
     #[serde(default)]
-    pub context: crate::tasks::TaskContext,
+    pub context: super::task::TaskContext,
     /// Timeout in milliseconds (default `tasks.default_timeout`).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
@@ -259,7 +160,7 @@ pub struct DelegateRequest {
     pub session_id: Option<String>,
     /// `none` (default) or `worktree`.
     #[serde(default)]
-    pub isolation: crate::tasks::Isolation,
+    pub isolation: super::task::Isolation,
     /// Test command argv (default: the configured one for the directory).
     #[serde(default)]
     pub test_command: Option<Vec<String>>,
@@ -296,11 +197,11 @@ pub struct TaskView<'a> {
     /// The task text.
     pub task: &'a str,
     /// The request's context.
-    pub context: &'a crate::tasks::TaskContext,
+    pub context: &'a super::task::TaskContext,
     /// Directory the agent works in.
     pub working_dir: String,
     /// Isolation mode.
-    pub isolation: crate::tasks::Isolation,
+    pub isolation: super::task::Isolation,
     /// Branch of the task's worktree.
     pub branch: Option<&'a str>,
     /// Creation time.
@@ -314,7 +215,7 @@ pub struct TaskView<'a> {
     /// The timeout.
     pub timeout_ms: u64,
     /// The verified result, once final.
-    pub result: Option<&'a crate::tasks::TaskResult>,
+    pub result: Option<&'a super::task::TaskResult>,
 }
 
 /// `GET /api/tasks` answer.
