@@ -66,7 +66,8 @@ fn fanout(c: &mut Criterion) {
                 BenchmarkId::new(format!("{viewers}_viewers"), size),
                 &bytes,
                 |b, bytes| {
-                    let mut hub = Hub::new(HubLimits::default());
+                    let mut hub =
+                        Hub::new(HubLimits::from_config(&orchestra::config::Config::default()));
                     hub.open("s", 0);
                     let conns: Vec<ConnId> = (0..viewers)
                         .map(|i| ConnId {

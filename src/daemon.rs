@@ -135,6 +135,16 @@ pub struct WsOutbox {
     pub close: Vec<(ConnId, u16, String)>,
 }
 
+impl WsOutbox {
+    /// Queues a JSON message for every observer, encoded once. The same as
+    /// [`Daemon::broadcast`], for callers that still borrow other parts of the daemon.
+    pub fn send_to_all(&mut self, message: &impl serde::Serialize) {
+        let text = serde_json::to_string(message).expect("serializable");
+        self.broadcast
+            .push(crate::proto::ws::text_frame(&text).into());
+    }
+}
+
 /// A one-time WebSocket connect ticket (not to be confused with a task's ticket).
 #[derive(Debug, Clone)]
 pub struct WsTicket {
@@ -220,10 +230,7 @@ impl Daemon {
 
     /// Queues a JSON message for every observer, encoded once.
     pub fn broadcast(&mut self, message: &impl serde::Serialize) {
-        let text = serde_json::to_string(message).expect("serializable");
-        self.ws
-            .broadcast
-            .push(crate::proto::ws::text_frame(&text).into());
+        self.ws.send_to_all(message);
     }
 
     /// Adds a source and registers it with the poller for `interest`.

@@ -6,18 +6,33 @@
 //! | module | owns | never does |
 //! |---|---|---|
 //! | [`config`] | the TOML format, defaults and every named limit | start anything |
-//! | [`server`] | the `mio` event loop: accepting, driving HTTP and WebSocket connections, delivering output, timers, signals | block, decode JSON |
+//! | [`server`] | the `mio` event loop: accepting, driving HTTP and WebSocket connections, delivering output, signals | block, decode JSON |
+//! | [`dispatch`] | who reacts to a ready source, a due timer, a closed connection, an agent's event | hold state |
 //! | [`net`] | client connections: buffers, phases, outbound queues of owned and shared chunks | pick status codes or decode JSON |
 //! | [`proto`] | pure wire code: HTTP decoder and encoder, WebSocket upgrade check and frames | I/O, clocks |
-//! | [`api`] | routing, JWT auth and scopes, handlers, JSON wire types, error codes, WebSocket message semantics | touch sockets |
-//! | [`daemon`] | loop-owned state: agents, pane sources, the hub, deadlines, replies waiting to be written | touch client sockets |
-//! | [`agents`] | sessions: registry, status and its events, spawn/kill/adopt, /proc metrics, input validation | run tmux directly |
+//! | [`wire`] | every JSON shape: REST bodies, WebSocket messages both ways, task shapes shared with the store | logic |
+//! | [`error_code`] | the reference's error codes and ours | pick HTTP statuses |
+//! | [`api`] | routing, JWT auth and scopes, handlers, mapping every layer's errors to HTTP, WebSocket message semantics | touch sockets |
+//! | [`daemon`] | loop-owned state: agents, pane sources, the hub, deadlines, replies waiting to be written | decide who reacts, touch client sockets |
+//! | [`agents`] | sessions: registry, status and its events, spawn/kill/adopt, /proc metrics, input validation; announces [`agents::AgentEvent`]s | run tmux directly, call into tasks |
 //! | [`panes`] | the output and input path: pipe hand-over, capture, backlog, UTF-8, fanout hub, emulator thread, typing | parse HTTP |
-//! | [`tmux`] | the only code that runs tmux: argv building, output parsing, timeouts | accept user text as an argument |
+//! | [`tmux`] | the only code that runs tmux: argv building, output parsing, timeouts, typed errors | accept user text as an argument |
 //! | [`tasks`] | delegated tasks: tickets, queue, lifecycle and restart rules, the redb store (its own thread), prompts, workspace diffs and test runs (off the loop) | touch sockets, run tmux directly |
 //! | [`environment`] | what children inherit: the daemon's own `ORCHESTRA_*` variables are erased at start and never passed on | decide what an agent's request may set |
 //! | [`jobs`] | bounded pools of worker threads (quick tmux and /proc work, kills, git) and the continuation channel back to the loop | touch loop state |
 //! | [`sys`] | the only `unsafe`: pidfd, signals, `SCM_RIGHTS`, socket and scheduling options, rlimits | know about agents |
+//!
+//! # Who may import whom
+//!
+//! Checked by the unit test `modules_import_only_what_the_code_map_allows` below:
+//! - [`proto`] imports nothing of ours; [`wire`] only [`error_code`].
+//! - The tools ([`tmux`], [`jobs`], [`timers`], [`sys`], [`time`], [`environment`]) import no
+//!   feature (agents, panes, tasks, api, daemon, dispatch, server).
+//! - [`agents`] and [`panes`] never import [`tasks`]: agents announce events, tasks follow.
+//! - Nothing below [`api`] imports it: each layer has its own error enum
+//!   ([`tmux::TmuxError`], [`agents::error::SpawnError`], [`tasks::error::TaskError`]) and
+//!   `api` maps them to HTTP. (`net` borrows only `api::auth::Principal`.)
+//! - Only [`server`] imports [`dispatch`].
 //!
 //! # How a request flows
 //!
@@ -38,6 +53,14 @@
 //! ([`server`]) → socket. The same chunk is handed to the emulator thread
 //! ([`panes::emulator`]), which keeps the screen for snapshots without ever holding up the
 //! loop. Typing goes back through the same socket ([`panes::typing`]).
+//!
+//! # How an agent's exit reaches a task
+//!
+//! The exit pidfd fires → [`dispatch::source_event`] → [`agents::manager`] reads the exit
+//! status on a worker → its continuation records it, broadcasts `agent_status` and announces
+//! [`agents::AgentEvent::Exited`] → right after that continuation the loop runs
+//! [`dispatch::agent_events`] → [`tasks::lifecycle::on_agent_exit`] finishes the task. Kills
+//! and vanished panes announce [`agents::AgentEvent::Gone`] the same way.
 //!
 //! # How a delegated task flows
 //!
@@ -119,6 +142,175 @@ pub fn bounded(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// The top-level modules a source text refers to as `crate::name`, also inside
+    /// `use crate::{a, b::c}` groups; comments are skipped.
+    fn crate_references(source: &str) -> BTreeSet<String> {
+        let mut found = BTreeSet::new();
+        for line in source.lines() {
+            let code = line.split("//").next().unwrap_or("");
+            let mut rest = code;
+            while let Some(at) = rest.find("crate::") {
+                rest = &rest[at + "crate::".len()..];
+                if let Some(group) = rest.strip_prefix('{') {
+                    let mut depth = 0;
+                    let mut item = String::new();
+                    let mut take = true;
+                    for c in group.chars() {
+                        match c {
+                            '{' => depth += 1,
+                            '}' if depth == 0 => break,
+                            '}' => depth -= 1,
+                            ',' if depth == 0 => {
+                                found.insert(std::mem::take(&mut item));
+                                take = true;
+                                continue;
+                            }
+                            ':' => take = false,
+                            c if take && depth == 0 && (c.is_alphanumeric() || c == '_') => {
+                                item.push(c)
+                            }
+                            _ => {}
+                        }
+                    }
+                    found.insert(item);
+                } else {
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    found.insert(name);
+                }
+            }
+        }
+        found.retain(|name| !name.is_empty());
+        found
+    }
+
+    /// Every `.rs` file under `dir` (or `dir.rs` itself), with its text.
+    fn sources(module: &str) -> Vec<(String, String)> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        let single = root.join(format!("{module}.rs"));
+        if single.exists() {
+            files.push(single);
+        }
+        let mut dirs = vec![root.join(module)];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        assert!(!files.is_empty(), "no sources for module {module}");
+        files
+            .into_iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(&path).unwrap();
+                (path.display().to_string(), text)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn crate_references_are_found_in_paths_and_use_groups() {
+        let text = "use crate::agents::{AgentEvent, manager};\n\
+                    use crate::{daemon::Daemon, net};\n\
+                    // crate::api in a comment does not count\n\
+                    let x = crate::tasks::lifecycle::schedule(d); crate::sys::kill(1, 2);";
+        let found: Vec<String> = crate_references(text).into_iter().collect();
+        assert_eq!(found, ["agents", "daemon", "net", "sys", "tasks"]);
+    }
+
+    /// The layering the code map states: each rule names modules and what they must not
+    /// import. A new import that breaks one fails here, with the file that has it.
+    #[test]
+    fn modules_import_only_what_the_code_map_allows() {
+        let everything_ours = [
+            "agents",
+            "api",
+            "config",
+            "daemon",
+            "dispatch",
+            "environment",
+            "error_code",
+            "jobs",
+            "logging",
+            "net",
+            "panes",
+            "proto",
+            "server",
+            "sys",
+            "tasks",
+            "time",
+            "timers",
+            "tmux",
+            "wire",
+            "fuzzing",
+        ];
+        let except = |allowed: &[&str]| -> Vec<&str> {
+            everything_ours
+                .iter()
+                .copied()
+                .filter(|m| !allowed.contains(m))
+                .collect()
+        };
+        let features = [
+            "agents", "panes", "tasks", "api", "daemon", "dispatch", "server",
+        ];
+        let rules: Vec<(&[&str], Vec<&str>, &str)> = vec![
+            (&["proto"], except(&["proto"]), "proto is pure wire code"),
+            (
+                &["error_code", "wire"],
+                except(&["error_code", "wire"]),
+                "wire shapes are plain data",
+            ),
+            (
+                &["tmux", "jobs", "timers", "sys", "time", "environment"],
+                features.to_vec(),
+                "the tools below the features know no feature",
+            ),
+            (
+                &["agents", "panes"],
+                vec!["tasks"],
+                "agents announce events; tasks follow them",
+            ),
+            // `net` is left out: a WebSocket connection carries its `api::auth::Principal`.
+            (
+                &["agents", "panes", "tasks", "tmux", "proto", "wire", "jobs"],
+                vec!["api"],
+                "only api maps errors to HTTP",
+            ),
+            (
+                &["agents", "panes", "tasks", "api", "daemon", "net"],
+                vec!["dispatch", "server"],
+                "only the loop decides who reacts",
+            ),
+        ];
+        let mut broken = Vec::new();
+        for (modules, forbidden, why) in &rules {
+            for module in *modules {
+                for (file, text) in sources(module) {
+                    for name in crate_references(&text) {
+                        if forbidden.contains(&name.as_str()) {
+                            broken.push(format!("{file} imports crate::{name} ({why})"));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(broken.is_empty(), "{}", broken.join("\n"));
+    }
+
     #[test]
     fn shown_text_is_quoted_and_bounded() {
         assert_eq!(super::bounded("short"), "short");

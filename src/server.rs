@@ -158,13 +158,7 @@ impl Server {
             config.tmux.command_timeout,
         );
         let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
-        let hub = Hub::new(HubLimits {
-            backlog_bytes: config.panes.backlog_bytes,
-            live_frame_bytes: config.panes.live_frame_bytes,
-            max_subscriptions: config.websocket.max_subscriptions,
-            max_resyncs: config.websocket.max_resyncs_per_minute,
-            ..HubLimits::default()
-        });
+        let hub = Hub::new(HubLimits::from_config(&config));
         let mut daemon = Daemon {
             config: config.clone(),
             auth,

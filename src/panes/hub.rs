@@ -39,14 +39,20 @@ pub struct HubLimits {
     pub resync_window: Duration,
 }
 
-impl Default for HubLimits {
-    fn default() -> Self {
+/// Most raw bytes put in one catch-up frame: large enough to catch up fast, small enough
+/// that one frame never dominates a viewer's send window.
+pub const CATCH_UP_CHUNK_BYTES: usize = 64 << 10;
+
+impl HubLimits {
+    /// The limits the configuration sets (`[panes]` and `[websocket]`), the one place their
+    /// values come from.
+    pub fn from_config(config: &crate::config::Config) -> HubLimits {
         HubLimits {
-            backlog_bytes: 4 << 20,
-            live_frame_bytes: 2 << 20,
-            catch_up_chunk: 64 << 10,
-            max_subscriptions: 64,
-            max_resyncs: 5,
+            backlog_bytes: config.panes.backlog_bytes,
+            live_frame_bytes: config.panes.live_frame_bytes,
+            catch_up_chunk: CATCH_UP_CHUNK_BYTES,
+            max_subscriptions: config.websocket.max_subscriptions,
+            max_resyncs: config.websocket.max_resyncs_per_minute,
             resync_window: Duration::from_secs(60),
         }
     }
@@ -718,7 +724,7 @@ mod tests {
             backlog_bytes: 64,
             live_frame_bytes: 400,
             catch_up_chunk: 16,
-            ..HubLimits::default()
+            ..HubLimits::from_config(&crate::config::Config::default())
         }
     }
 

@@ -567,9 +567,7 @@ pub fn on_timeout(daemon: &mut Daemon, task_id: u64) {
         ticket_id: &ticket.ticket_id,
         task_id,
     };
-    let frame =
-        crate::proto::ws::text_frame(&serde_json::to_string(&message).expect("serializable"));
-    daemon.ws.broadcast.push(frame.into());
+    daemon.ws.send_to_all(&message);
     stop_agent(daemon, task_id);
 }
 
@@ -965,9 +963,7 @@ fn announce(daemon: &mut Daemon, task_id: u64) {
         elapsed_ms: ticket.elapsed_ms(now_ms()),
         result: ticket.result.as_ref(),
     };
-    let frame =
-        crate::proto::ws::text_frame(&serde_json::to_string(&message).expect("serializable"));
-    daemon.ws.broadcast.push(frame.into());
+    daemon.ws.send_to_all(&message);
 }
 
 fn schedule_progress(daemon: &mut Daemon) {
