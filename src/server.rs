@@ -341,8 +341,7 @@ impl Server {
         }
         if !outbox.broadcast.is_empty() {
             for (key, conn) in self.conns.iter_mut() {
-                let Some(ws) = &conn.ws else { continue };
-                if ws.closing || ws.principal.is_none() {
+                if !conn.is_live_observer() {
                     continue;
                 }
                 for frame in &outbox.broadcast {
@@ -372,12 +371,9 @@ impl Server {
 
     /// The open, authenticated WebSocket connection `id`, if it still exists.
     fn ws_conn(&mut self, id: ConnId) -> Option<&mut Connection> {
-        self.conns.get_mut(id.key).filter(|c| {
-            c.id == id
-                && c.ws
-                    .as_ref()
-                    .is_some_and(|ws| !ws.closing && ws.principal.is_some())
-        })
+        self.conns
+            .get_mut(id.key)
+            .filter(|c| c.id == id && c.is_live_observer())
     }
 
     /// Queues pane output for a viewer while its outbound queue has room. Returns whether
@@ -387,11 +383,7 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
-        if !conn
-            .ws
-            .as_ref()
-            .is_some_and(|ws| !ws.closing && ws.principal.is_some())
-        {
+        if !conn.is_live_observer() {
             return false;
         }
         let timestamp = crate::panes::capture::now_millis();
@@ -479,11 +471,10 @@ impl Server {
         let Some(conn) = self.conns.get_mut(id.key).filter(|c| c.id == id) else {
             return;
         };
-        let Some(ws) = conn.ws.as_mut() else { return };
-        if ws.closing {
+        if !matches!(conn.phase, Phase::WebSocket) {
             return;
         }
-        ws.closing = true;
+        conn.phase = Phase::WebSocketClosing;
         conn.queue(Chunk::Owned(ws::close_frame(code, reason)));
         self.touched.push(id.key);
     }
@@ -656,9 +647,7 @@ impl Server {
                                     conn.queue(Chunk::Owned(
                                         crate::api::observe::refused_credentials(&reason),
                                     ));
-                                    if let Some(ws) = conn.ws.as_mut() {
-                                        ws.closing = true;
-                                    }
+                                    conn.phase = Phase::WebSocketClosing;
                                 }
                             }
                             self.drive_ws(key);
@@ -694,7 +683,7 @@ impl Server {
         let input = conn.take_input();
         let id = conn.id;
         let ws = conn.ws.as_mut().expect("upgraded");
-        if !ws.closing {
+        if !matches!(conn.phase, Phase::WebSocketClosing) {
             if !input.is_empty() {
                 ws.decoder.feed(&input);
             }
@@ -710,7 +699,7 @@ impl Server {
                             error.reason
                         );
                         let frame = ws::close_frame(error.code, &error.reason);
-                        ws.closing = true;
+                        conn.phase = Phase::WebSocketClosing;
                         conn.queue(Chunk::Owned(frame));
                         break;
                     }
@@ -732,7 +721,7 @@ impl Server {
                         }
                     }
                     Incoming::Binary(_) => {
-                        ws.closing = true;
+                        conn.phase = Phase::WebSocketClosing;
                         conn.queue(Chunk::Owned(ws::close_frame(
                             close::UNSUPPORTED_DATA,
                             "binary messages are not supported; send JSON text",
@@ -742,7 +731,7 @@ impl Server {
                     Incoming::Alive => {}
                     Incoming::Close(_) => {
                         // tungstenite queued the answering close frame.
-                        ws.closing = true;
+                        conn.phase = Phase::WebSocketClosing;
                         break;
                     }
                 }

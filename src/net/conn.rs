@@ -59,6 +59,9 @@ pub enum Phase {
     Closing,
     /// Upgraded: frames are handled through [`Connection::ws`].
     WebSocket,
+    /// Upgraded, and a close frame has been sent or received: nothing more is read or
+    /// delivered; the connection closes once its output is written.
+    WebSocketClosing,
 }
 
 /// State of an upgraded (WebSocket) connection.
@@ -72,8 +75,6 @@ pub struct WsState {
     pub last_seen: Instant,
     /// When the daemon sent a ping that has not been answered yet.
     pub ping_sent: Option<Instant>,
-    /// A close frame has been queued; nothing more is read or sent.
-    pub closing: bool,
 }
 
 /// A line for the request log.
@@ -174,9 +175,20 @@ impl Connection {
             principal,
             last_seen: now,
             ping_sent: None,
-            closing: false,
         }));
         self.phase = Phase::WebSocket;
+    }
+
+    /// Whether this WebSocket is closing (a close frame went out or came in).
+    pub fn is_ws_closing(&self) -> bool {
+        matches!(self.phase, Phase::WebSocketClosing)
+    }
+
+    /// Whether this is an open WebSocket of an authenticated observer, which gets broadcasts
+    /// and pane output.
+    pub fn is_live_observer(&self) -> bool {
+        matches!(self.phase, Phase::WebSocket)
+            && self.ws.as_ref().is_some_and(|ws| ws.principal.is_some())
     }
 
     /// Bytes read but not yet handed to a decoder (WebSocket mode feeds them on).
@@ -218,7 +230,7 @@ impl Connection {
     pub fn next_request(&mut self) -> Option<Result<Request, HttpError>> {
         if matches!(
             self.phase,
-            Phase::Awaiting(_) | Phase::Closing | Phase::WebSocket
+            Phase::Awaiting(_) | Phase::Closing | Phase::WebSocket | Phase::WebSocketClosing
         ) || self.out.pending() > OUTPUT_HIGH_WATER
             || self.inbuf.is_empty()
         {
@@ -323,10 +335,8 @@ impl Connection {
             // its side nothing more can arrive.
             Phase::Idle { .. } | Phase::Receiving { .. } => self.read_closed && self.out.is_empty(),
             Phase::Awaiting(_) => false,
-            Phase::WebSocket => {
-                self.read_closed
-                    || self.ws.as_ref().is_some_and(|ws| ws.closing) && self.out.is_empty()
-            }
+            Phase::WebSocket => self.read_closed,
+            Phase::WebSocketClosing => self.read_closed || self.out.is_empty(),
         }
     }
 
@@ -342,7 +352,7 @@ impl Connection {
         if let Some(ws) = &self.ws {
             let ws_config = &config.websocket;
             return match ws.ping_sent {
-                _ if ws.closing => None,
+                _ if self.is_ws_closing() => None,
                 Some(sent) => Some((sent + ws_config.pong_timeout, Expiry::PingTimeout)),
                 None => Some((ws.last_seen + ws_config.ping_interval, Expiry::PingDue)),
             };
@@ -355,7 +365,132 @@ impl Connection {
             Phase::Receiving { since, body: true } => {
                 Some((*since + limits.body_timeout, Expiry::SlowRequest))
             }
-            Phase::Awaiting(_) | Phase::Closing | Phase::WebSocket => None,
+            Phase::Awaiting(_) | Phase::Closing | Phase::WebSocket | Phase::WebSocketClosing => {
+                None
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::auth::{Principal, Scopes};
+
+    /// A connection on a real loopback socket, and the client's end of it.
+    fn connection() -> (Connection, std::net::TcpStream, Config) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let config = Config::default();
+        let id = ConnId { key: 0, serial: 1 };
+        let conn = Connection::new(id, TcpStream::from_std(server), peer, &config.limits);
+        (conn, client, config)
+    }
+
+    fn observer() -> Principal {
+        Principal {
+            subject: "test".into(),
+            scopes: Scopes {
+                observe: true,
+                control: false,
+            },
+            expires_at: u64::MAX,
+        }
+    }
+
+    /// Reads, waiting for readiness as the event loop does, until `want` holds (bounded).
+    fn fill_until(conn: &mut Connection, want: impl Fn(&Connection) -> bool) {
+        let mut poll = mio::Poll::new().unwrap();
+        poll.registry()
+            .register(&mut conn.stream, mio::Token(0), mio::Interest::READABLE)
+            .unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        for _ in 0..100 {
+            conn.fill().unwrap();
+            if want(conn) {
+                poll.registry().deregister(&mut conn.stream).unwrap();
+                return;
+            }
+            poll.poll(&mut events, Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+        }
+        panic!("the bytes never arrived");
+    }
+
+    #[test]
+    fn a_request_moves_idle_receiving_awaiting_and_back_to_idle() {
+        let (mut conn, mut client, config) = connection();
+        assert!(matches!(conn.phase, Phase::Idle { .. }));
+        assert_eq!(conn.deadline(&config).map(|d| d.1), Some(Expiry::Idle));
+        std::io::Write::write_all(&mut client, b"GET /api/health HTTP/1.1\r\nHost: x\r\n").unwrap();
+        fill_until(&mut conn, |c| matches!(c.phase, Phase::Receiving { .. }));
+        assert!(conn.next_request().is_none(), "the head is not complete");
+        assert_eq!(
+            conn.deadline(&config).map(|d| d.1),
+            Some(Expiry::SlowRequest)
+        );
+        std::io::Write::write_all(&mut client, b"\r\n").unwrap();
+        let mut request = None;
+        fill_until(&mut conn, |c| {
+            !c.inbuf.is_empty() && c.inbuf.ends_with(b"\r\n\r\n")
+        });
+        if let Some(decoded) = conn.next_request() {
+            request = Some(decoded.unwrap());
+        }
+        let request = request.expect("a complete request");
+        conn.begin(&request);
+        assert!(matches!(conn.phase, Phase::Awaiting(_)));
+        assert_eq!(
+            conn.deadline(&config),
+            None,
+            "nothing to time out while we work"
+        );
+        assert!(!conn.is_finished());
+        let line = conn
+            .respond(&Response::json(200, b"{}".to_vec()))
+            .expect("awaited");
+        assert_eq!((line.method.as_str(), line.status), ("GET", 200));
+        assert!(matches!(conn.phase, Phase::Idle { .. }), "keep-alive");
+        assert!(
+            conn.respond(&Response::json(200, b"{}".to_vec())).is_none(),
+            "one answer per request"
+        );
+    }
+
+    #[test]
+    fn a_websocket_is_live_until_it_closes_then_finishes_once_written() {
+        let (mut conn, _client, config) = connection();
+        conn.upgrade(b"HTTP/1.1 101\r\n\r\n".to_vec(), Some(observer()), 1024);
+        assert!(matches!(conn.phase, Phase::WebSocket));
+        assert!(conn.is_live_observer() && !conn.is_ws_closing());
+        assert!(conn.next_request().is_none(), "no HTTP after the upgrade");
+        // Output is queued: a reader that stops reading is what times out first.
+        assert_eq!(
+            conn.deadline(&config).map(|d| d.1),
+            Some(Expiry::SlowReader)
+        );
+        conn.flush().unwrap();
+        assert_eq!(conn.deadline(&config).map(|d| d.1), Some(Expiry::PingDue));
+        conn.ws.as_mut().unwrap().ping_sent = Some(Instant::now());
+        assert_eq!(
+            conn.deadline(&config).map(|d| d.1),
+            Some(Expiry::PingTimeout)
+        );
+
+        conn.phase = Phase::WebSocketClosing;
+        assert!(!conn.is_live_observer() && conn.is_ws_closing());
+        assert_eq!(conn.deadline(&config), None, "closing waits for no ping");
+        assert!(conn.is_finished(), "nothing left to write");
+        conn.queue(Chunk::Owned(vec![0x88, 0]));
+        assert!(!conn.is_finished(), "the close frame is still queued");
+    }
+
+    #[test]
+    fn refused_credentials_never_make_a_live_observer() {
+        let (mut conn, _client, _) = connection();
+        conn.upgrade(Vec::new(), None, 1024);
+        assert!(!conn.is_live_observer());
     }
 }
