@@ -8,7 +8,7 @@ use crate::net::ConnId;
 use crate::proto::http::Request;
 use crate::tasks::error::TaskError;
 use crate::tasks::lifecycle::{self, DelegateParams};
-use crate::tasks::{Phase, TaskStatus, Ticket, ms_rfc3339};
+use crate::tasks::{TaskStatus, Ticket, ms_rfc3339};
 use crate::wire::rest::{DelegateRequest, DelegateResponse, TaskList, TaskView};
 
 /// Largest page of `GET /api/tasks`.
@@ -74,11 +74,7 @@ pub fn delegate(
 
 /// The public view of a ticket.
 pub fn view(ticket: &Ticket) -> TaskView<'_> {
-    // A ticket whose session is not created yet is still `pending`.
-    let status = match ticket.phase {
-        Phase::Queued | Phase::Preparing | Phase::Launched => TaskStatus::Pending,
-        _ => ticket.status,
-    };
+    let status = ticket.status();
     TaskView {
         ticket_id: &ticket.ticket_id,
         task_id: ticket.task_id,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::error::TaskError;
 use super::prompt;
 use super::workspace::{self, ScanLimits};
-use super::{Ending, Isolation, Phase, TaskContext, TaskResult, TaskStatus, Ticket, now_ms};
+use super::{Ending, Isolation, NewTask, Outcome, Phase, TaskContext, TaskResult, Ticket, now_ms};
 use crate::agents::manager::{self, SpawnParams};
 use crate::agents::validate::{PrivateDirs, resolve_working_dir};
 use crate::agents::{ExitInfo, new_session_ids, procfs};
@@ -221,32 +221,21 @@ fn create(
     let timeout_ms = params
         .timeout_ms
         .unwrap_or(daemon.config.tasks.default_timeout.as_millis() as u64);
-    let ticket = Ticket {
-        ticket_id: format!("ticket-{}", uuid::Uuid::new_v4()),
+    let ticket = Ticket::new(
         task_id,
-        agent_type: params.agent_type,
         session_id,
-        tmux_session: name.to_string(),
-        task: params.task,
-        context: params.context,
-        timeout_ms,
-        requested_dir: dir.clone(),
-        working_dir: dir,
-        isolation: params.isolation,
-        branch: None,
-        worktree: None,
-        test_command: params.test_command,
-        requested_by: params.requested_by,
-        created_ms: now_ms(),
-        started_ms: None,
-        completed_ms: None,
-        status: TaskStatus::Pending,
-        phase: Phase::Queued,
-        baseline: None,
-        stopping: None,
-        ending: None,
-        result: None,
-    };
+        name.to_string(),
+        NewTask {
+            agent_type: params.agent_type,
+            task: params.task,
+            context: params.context,
+            timeout_ms,
+            dir,
+            isolation: params.isolation,
+            test_command: params.test_command,
+            requested_by: params.requested_by,
+        },
+    );
     daemon.tasks.creating += 1;
     let stored = ticket.clone();
     daemon.store.create(
@@ -510,7 +499,6 @@ fn started(daemon: &mut Daemon, task_id: u64) {
         return;
     }
     ticket.phase = Phase::Running;
-    ticket.status = TaskStatus::Running;
     ticket.started_ms = Some(now_ms());
     log::info!("task {task_id}: running in {}", ticket.session_id);
     let timeout = Duration::from_millis(ticket.timeout_ms);
@@ -578,9 +566,9 @@ pub fn cancel(daemon: &mut Daemon, id: &str, done: Done<Result<u64, TaskError>>)
     };
     let ticket = daemon.tasks.tickets.get_mut(&task_id).expect("found");
     match ticket.phase {
-        Phase::Done | Phase::Finishing => {
-            let state = if ticket.phase == Phase::Done {
-                ticket.status.as_str()
+        Phase::Done(_) | Phase::Finishing => {
+            let state = if ticket.phase.is_done() {
+                ticket.status().as_str()
             } else {
                 "its result is being recorded"
             };
@@ -667,7 +655,6 @@ fn begin_finish(daemon: &mut Daemon, task_id: u64, ending: Ending) {
         return;
     };
     ticket.phase = Phase::Finishing;
-    ticket.status = TaskStatus::Running;
     ticket.ending = Some(ending.clone());
     let snapshot = ticket.clone();
     daemon.store.put(&snapshot, None);
@@ -800,6 +787,60 @@ fn verify(
     result
 }
 
+/// How a ticket ends, from why its agent stopped: the outcome, the error code of the
+/// result, and what went wrong in words. Pure.
+fn outcome_of(ending: &Ending, timeout_ms: u64) -> (Outcome, Option<ErrorCode>, Option<String>) {
+    match ending {
+        Ending::Exited {
+            exit_code: Some(0), ..
+        } => (Outcome::Completed, None, None),
+        Ending::Exited {
+            exit_code: Some(code),
+            ..
+        } => (
+            Outcome::Failed,
+            None,
+            Some(format!("the agent exited with status {code}")),
+        ),
+        Ending::Exited {
+            exit_signal: Some(signal),
+            ..
+        } => (
+            Outcome::Failed,
+            Some(ErrorCode::AgentCrashed),
+            Some(format!("the agent was killed by signal {signal}")),
+        ),
+        Ending::Exited { .. } => (
+            Outcome::Failed,
+            Some(ErrorCode::AgentCrashed),
+            Some("the agent ended; tmux could not tell its exit status".into()),
+        ),
+        Ending::TimedOut => (
+            Outcome::Timeout,
+            Some(ErrorCode::TaskTimeout),
+            Some(format!(
+                "the task exceeded its timeout of {} ms",
+                timeout_ms
+            )),
+        ),
+        Ending::Cancelled => (
+            Outcome::Cancelled,
+            Some(ErrorCode::TaskCancelled),
+            Some("the task was cancelled".into()),
+        ),
+        Ending::Lost { reason } => (
+            Outcome::Failed,
+            Some(ErrorCode::AgentCrashed),
+            Some(format!("the agent's session ended: {reason}")),
+        ),
+        Ending::SpawnFailed { reason } => (
+            Outcome::Failed,
+            Some(ErrorCode::AgentSpawnFailed),
+            Some(reason.clone()),
+        ),
+    }
+}
+
 /// A ticket that ends without its agent having run (cancelled while pending, workspace or
 /// spawn failure).
 fn finish_without_agent(daemon: &mut Daemon, task_id: u64, ending: Ending) {
@@ -821,55 +862,7 @@ fn complete(daemon: &mut Daemon, task_id: u64, ending: Ending, mut result: TaskR
     let Some(ticket) = daemon.tasks.tickets.get_mut(&task_id) else {
         return;
     };
-    let (status, code, error) = match &ending {
-        Ending::Exited {
-            exit_code: Some(0), ..
-        } => (TaskStatus::Completed, None, None),
-        Ending::Exited {
-            exit_code: Some(code),
-            ..
-        } => (
-            TaskStatus::Failed,
-            None,
-            Some(format!("the agent exited with status {code}")),
-        ),
-        Ending::Exited {
-            exit_signal: Some(signal),
-            ..
-        } => (
-            TaskStatus::Failed,
-            Some(ErrorCode::AgentCrashed),
-            Some(format!("the agent was killed by signal {signal}")),
-        ),
-        Ending::Exited { .. } => (
-            TaskStatus::Failed,
-            Some(ErrorCode::AgentCrashed),
-            Some("the agent ended; tmux could not tell its exit status".into()),
-        ),
-        Ending::TimedOut => (
-            TaskStatus::Timeout,
-            Some(ErrorCode::TaskTimeout),
-            Some(format!(
-                "the task exceeded its timeout of {} ms",
-                ticket.timeout_ms
-            )),
-        ),
-        Ending::Cancelled => (
-            TaskStatus::Cancelled,
-            Some(ErrorCode::TaskCancelled),
-            Some("the task was cancelled".into()),
-        ),
-        Ending::Lost { reason } => (
-            TaskStatus::Failed,
-            Some(ErrorCode::AgentCrashed),
-            Some(format!("the agent's session ended: {reason}")),
-        ),
-        Ending::SpawnFailed { reason } => (
-            TaskStatus::Failed,
-            Some(ErrorCode::AgentSpawnFailed),
-            Some(reason.clone()),
-        ),
-    };
+    let (outcome, code, error) = outcome_of(&ending, ticket.timeout_ms);
     if let Ending::Exited {
         exit_code,
         exit_signal,
@@ -885,15 +878,14 @@ fn complete(daemon: &mut Daemon, task_id: u64, ending: Ending, mut result: TaskR
             None => error,
         });
     }
-    ticket.status = status;
-    ticket.phase = Phase::Done;
+    ticket.phase = Phase::Done(outcome);
     ticket.ending = Some(ending);
     ticket.stopping = None;
     ticket.completed_ms = Some(now_ms());
     ticket.result = Some(result);
     // Only needed to compute the result; a snapshot of a big directory is large.
     ticket.baseline = None;
-    log::info!("task {task_id}: {}", status.as_str());
+    log::info!("task {task_id}: {}", outcome.status().as_str());
     let session_id = ticket.session_id.clone();
     let ticket_id = ticket.ticket_id.clone();
     daemon.tasks.by_session.remove(&session_id);
@@ -930,7 +922,7 @@ pub fn prune(daemon: &mut Daemon, keep: u64) {
         .tasks
         .tickets
         .values()
-        .filter(|t| t.phase == Phase::Done && t.task_id != keep)
+        .filter(|t| t.phase.is_done() && t.task_id != keep)
         .map(|t| (t.completed_ms.unwrap_or(0), t.task_id))
         .collect();
     // `keep` counts against the limit too.
@@ -959,7 +951,7 @@ fn announce(daemon: &mut Daemon, task_id: u64) {
         ticket_id: &ticket.ticket_id,
         session_id: &ticket.session_id,
         agent: &ticket.agent_type,
-        status: ticket.status.as_str(),
+        status: ticket.status().as_str(),
         elapsed_ms: ticket.elapsed_ms(now_ms()),
         result: ticket.result.as_ref(),
     };
@@ -999,7 +991,7 @@ pub fn recover(daemon: &mut Daemon) {
         .tasks
         .tickets
         .values()
-        .filter(|t| t.phase != Phase::Done)
+        .filter(|t| !t.phase.is_done())
         .map(|t| t.task_id)
         .collect();
     let now = now_ms();
@@ -1007,7 +999,7 @@ pub fn recover(daemon: &mut Daemon) {
         let ticket = daemon.tasks.tickets.get_mut(&task_id).expect("listed");
         let agent = daemon.agents.get(&ticket.session_id);
         match (ticket.phase, agent) {
-            (Phase::Done, _) => {}
+            (Phase::Done(_), _) => {}
             (Phase::Queued | Phase::Preparing, None) => {
                 ticket.phase = Phase::Queued;
                 daemon.tasks.queue.insert(task_id);
@@ -1046,7 +1038,6 @@ pub fn recover(daemon: &mut Daemon) {
                 let exited = agent.exit.is_some();
                 let created = crate::time::unix_millis(agent.created_at);
                 ticket.phase = Phase::Running;
-                ticket.status = TaskStatus::Running;
                 let started = *ticket.started_ms.get_or_insert(created);
                 daemon
                     .tasks
@@ -1074,4 +1065,74 @@ pub fn recover(daemon: &mut Daemon) {
     }
     prune(daemon, u64::MAX);
     schedule(daemon);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_ending_has_its_outcome_code_and_words() {
+        let exited = |exit_code, exit_signal| Ending::Exited {
+            exit_code,
+            exit_signal,
+        };
+        let table = [
+            (exited(Some(0), None), Outcome::Completed, None, None),
+            (
+                exited(Some(3), None),
+                Outcome::Failed,
+                None,
+                Some("the agent exited with status 3"),
+            ),
+            (
+                exited(None, Some(9)),
+                Outcome::Failed,
+                Some(ErrorCode::AgentCrashed),
+                Some("the agent was killed by signal 9"),
+            ),
+            (
+                exited(None, None),
+                Outcome::Failed,
+                Some(ErrorCode::AgentCrashed),
+                Some("the agent ended; tmux could not tell its exit status"),
+            ),
+            (
+                Ending::TimedOut,
+                Outcome::Timeout,
+                Some(ErrorCode::TaskTimeout),
+                Some("the task exceeded its timeout of 500 ms"),
+            ),
+            (
+                Ending::Cancelled,
+                Outcome::Cancelled,
+                Some(ErrorCode::TaskCancelled),
+                Some("the task was cancelled"),
+            ),
+            (
+                Ending::Lost {
+                    reason: "it was killed through the API".into(),
+                },
+                Outcome::Failed,
+                Some(ErrorCode::AgentCrashed),
+                Some("the agent's session ended: it was killed through the API"),
+            ),
+            (
+                Ending::SpawnFailed {
+                    reason: "no such program".into(),
+                },
+                Outcome::Failed,
+                Some(ErrorCode::AgentSpawnFailed),
+                Some("no such program"),
+            ),
+        ];
+        for (ending, outcome, code, words) in table {
+            let got = outcome_of(&ending, 500);
+            assert_eq!(
+                (got.0, got.1, got.2.as_deref()),
+                (outcome, code, words),
+                "{ending:?}"
+            );
+        }
+    }
 }

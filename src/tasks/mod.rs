@@ -23,10 +23,10 @@ use serde::{Deserialize, Serialize};
 pub use crate::wire::task::{Isolation, TaskContext, TaskResult, TaskStatus};
 use workspace::Baseline;
 
-/// Where a ticket is in its life: finer than its status, and stored, so that a restarted
-/// daemon knows how to carry on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Where a ticket is in its life, and how a finished one ended: the one place a ticket's
+/// state is held. Its public status ([`Phase::status`]) is derived from it. Stored as the
+/// two fields `phase` and `status`, as earlier versions did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Waiting in the queue (`pending`).
     Queued,
@@ -39,8 +39,107 @@ pub enum Phase {
     Running,
     /// The agent has ended and the result is being computed (`running`).
     Finishing,
-    /// Final.
+    /// Final, with how it ended.
+    Done(Outcome),
+}
+
+/// How a finished ticket ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The agent exited with status 0 (and the tests, if required, passed).
+    Completed,
+    /// The agent failed, crashed, could not start, or its session was killed.
+    Failed,
+    /// The task ran past its `timeout_ms`.
+    Timeout,
+    /// Cancelled through the API.
+    Cancelled,
+}
+
+impl Outcome {
+    /// The public status of a ticket that ended this way.
+    pub fn status(self) -> TaskStatus {
+        match self {
+            Outcome::Completed => TaskStatus::Completed,
+            Outcome::Failed => TaskStatus::Failed,
+            Outcome::Timeout => TaskStatus::Timeout,
+            Outcome::Cancelled => TaskStatus::Cancelled,
+        }
+    }
+}
+
+impl Phase {
+    /// The public status: `pending` until the session exists, `running` until the result is
+    /// recorded, then the outcome.
+    pub fn status(self) -> TaskStatus {
+        match self {
+            Phase::Queued | Phase::Preparing | Phase::Launched => TaskStatus::Pending,
+            Phase::Running | Phase::Finishing => TaskStatus::Running,
+            Phase::Done(outcome) => outcome.status(),
+        }
+    }
+
+    /// Whether the ticket is final.
+    pub fn is_done(self) -> bool {
+        matches!(self, Phase::Done(_))
+    }
+}
+
+/// The stored form of a [`Phase`]: the phase's name and the public status beside it.
+#[derive(Serialize, Deserialize)]
+struct StoredPhase {
+    phase: PhaseName,
+    status: TaskStatus,
+}
+
+#[derive(Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PhaseName {
+    Queued,
+    Preparing,
+    Launched,
+    Running,
+    Finishing,
     Done,
+}
+
+impl Serialize for Phase {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let phase = match self {
+            Phase::Queued => PhaseName::Queued,
+            Phase::Preparing => PhaseName::Preparing,
+            Phase::Launched => PhaseName::Launched,
+            Phase::Running => PhaseName::Running,
+            Phase::Finishing => PhaseName::Finishing,
+            Phase::Done(_) => PhaseName::Done,
+        };
+        StoredPhase {
+            phase,
+            status: self.status(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Phase {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Phase, D::Error> {
+        let stored = StoredPhase::deserialize(deserializer)?;
+        Ok(match stored.phase {
+            PhaseName::Queued => Phase::Queued,
+            PhaseName::Preparing => Phase::Preparing,
+            PhaseName::Launched => Phase::Launched,
+            PhaseName::Running => Phase::Running,
+            PhaseName::Finishing => Phase::Finishing,
+            PhaseName::Done => Phase::Done(match stored.status {
+                TaskStatus::Completed => Outcome::Completed,
+                TaskStatus::Timeout => Outcome::Timeout,
+                TaskStatus::Cancelled => Outcome::Cancelled,
+                // A final ticket stored with a non-final status cannot happen; failed is the
+                // honest reading of it.
+                TaskStatus::Failed | TaskStatus::Pending | TaskStatus::Running => Outcome::Failed,
+            }),
+        })
+    }
 }
 
 /// Why a task's agent stopped, recorded before the result is computed.
@@ -68,6 +167,27 @@ pub enum Ending {
         /// Why.
         reason: String,
     },
+}
+
+/// What a delegation asks for, once validated.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    /// Agent type.
+    pub agent_type: String,
+    /// The task text.
+    pub task: String,
+    /// The request's context.
+    pub context: TaskContext,
+    /// Timeout in milliseconds.
+    pub timeout_ms: u64,
+    /// Canonical directory the task was delegated for.
+    pub dir: PathBuf,
+    /// Isolation mode.
+    pub isolation: Isolation,
+    /// Test command given in the request.
+    pub test_command: Option<Vec<String>>,
+    /// Who delegated it.
+    pub requested_by: Option<String>,
 }
 
 /// One delegated task, as stored.
@@ -109,9 +229,8 @@ pub struct Ticket {
     pub started_ms: Option<u64>,
     /// End time, ms since the epoch.
     pub completed_ms: Option<u64>,
-    /// Public status.
-    pub status: TaskStatus,
-    /// Internal phase.
+    /// Where the ticket is in its life (stored as `phase` and `status`).
+    #[serde(flatten)]
     pub phase: Phase,
     /// State of the working directory when the task started.
     pub baseline: Option<Baseline>,
@@ -125,6 +244,41 @@ pub struct Ticket {
 }
 
 impl Ticket {
+    /// A new, queued ticket (with a fresh `ticket-<uuid>`) for `task`, to run in the session
+    /// `session_id` (tmux name `tmux_session`); nothing started or recorded yet.
+    pub fn new(task_id: u64, session_id: String, tmux_session: String, task: NewTask) -> Ticket {
+        Ticket {
+            ticket_id: format!("ticket-{}", uuid::Uuid::new_v4()),
+            task_id,
+            agent_type: task.agent_type,
+            session_id,
+            tmux_session,
+            task: task.task,
+            context: task.context,
+            timeout_ms: task.timeout_ms,
+            requested_dir: task.dir.clone(),
+            working_dir: task.dir,
+            isolation: task.isolation,
+            branch: None,
+            worktree: None,
+            test_command: task.test_command,
+            requested_by: task.requested_by,
+            created_ms: now_ms(),
+            started_ms: None,
+            completed_ms: None,
+            phase: Phase::Queued,
+            baseline: None,
+            stopping: None,
+            ending: None,
+            result: None,
+        }
+    }
+
+    /// The public status, derived from the phase.
+    pub fn status(&self) -> TaskStatus {
+        self.phase.status()
+    }
+
     /// Milliseconds between start and end (or now, while running).
     pub fn elapsed_ms(&self, now_ms: u64) -> u64 {
         match self.started_ms {
@@ -252,32 +406,22 @@ mod tests {
     fn tickets_are_found_by_ticket_id_or_task_id() {
         let mut book = TaskBook::load(Vec::new());
         assert_eq!(book.next_task_id, 1);
-        let ticket = Ticket {
-            ticket_id: "ticket-a".into(),
-            task_id: 7,
-            agent_type: "x".into(),
-            session_id: "sess-x-00000000".into(),
-            tmux_session: "agent-x-00000000".into(),
-            task: "t".into(),
-            context: TaskContext::default(),
-            timeout_ms: 1,
-            requested_dir: "/".into(),
-            working_dir: "/".into(),
-            isolation: Isolation::None,
-            branch: None,
-            worktree: None,
-            test_command: None,
-            requested_by: None,
-            created_ms: 0,
-            started_ms: None,
-            completed_ms: None,
-            status: TaskStatus::Pending,
-            phase: Phase::Queued,
-            baseline: None,
-            stopping: None,
-            ending: None,
-            result: None,
-        };
+        let mut ticket = Ticket::new(
+            7,
+            "sess-x-00000000".into(),
+            "agent-x-00000000".into(),
+            NewTask {
+                agent_type: "x".into(),
+                task: "t".into(),
+                context: TaskContext::default(),
+                timeout_ms: 1,
+                dir: "/".into(),
+                isolation: Isolation::None,
+                test_command: None,
+                requested_by: None,
+            },
+        );
+        ticket.ticket_id = "ticket-a".into();
         let book2 = TaskBook::load(vec![ticket.clone()]);
         assert_eq!(book2.next_task_id, 8);
         book.insert(ticket);
@@ -285,5 +429,59 @@ mod tests {
         assert_eq!(book.find("7"), Some(7));
         assert_eq!(book.find("8"), None);
         assert_eq!(book.queued(), 1);
+    }
+
+    #[test]
+    fn the_status_follows_the_phase() {
+        let table = [
+            (Phase::Queued, TaskStatus::Pending),
+            (Phase::Preparing, TaskStatus::Pending),
+            (Phase::Launched, TaskStatus::Pending),
+            (Phase::Running, TaskStatus::Running),
+            (Phase::Finishing, TaskStatus::Running),
+            (Phase::Done(Outcome::Completed), TaskStatus::Completed),
+            (Phase::Done(Outcome::Failed), TaskStatus::Failed),
+            (Phase::Done(Outcome::Timeout), TaskStatus::Timeout),
+            (Phase::Done(Outcome::Cancelled), TaskStatus::Cancelled),
+        ];
+        for (phase, status) in table {
+            assert_eq!(phase.status(), status, "{phase:?}");
+            assert_eq!(phase.is_done(), status.is_final(), "{phase:?}");
+        }
+    }
+
+    #[test]
+    fn the_phase_is_stored_as_earlier_versions_stored_phase_and_status() {
+        #[derive(Serialize, Deserialize)]
+        struct Holder {
+            #[serde(flatten)]
+            phase: Phase,
+        }
+        let stored = serde_json::to_value(Holder {
+            phase: Phase::Done(Outcome::Timeout),
+        })
+        .unwrap();
+        assert_eq!(
+            stored,
+            serde_json::json!({"phase": "done", "status": "timeout"})
+        );
+        let old = r#"{"phase": "finishing", "status": "running"}"#;
+        assert_eq!(
+            serde_json::from_str::<Holder>(old).unwrap().phase,
+            Phase::Finishing
+        );
+        let old_done = r#"{"phase": "done", "status": "cancelled"}"#;
+        assert_eq!(
+            serde_json::from_str::<Holder>(old_done).unwrap().phase,
+            Phase::Done(Outcome::Cancelled)
+        );
+        for phase in [
+            Phase::Queued,
+            Phase::Launched,
+            Phase::Done(Outcome::Completed),
+        ] {
+            let text = serde_json::to_string(&Holder { phase }).unwrap();
+            assert_eq!(serde_json::from_str::<Holder>(&text).unwrap().phase, phase);
+        }
     }
 }
