@@ -14,7 +14,9 @@ use super::exec::{SpawnSpec, find_program, write_spec};
 use super::meta::SessionMeta;
 use super::procfs;
 use super::validate::{EnvPolicy, PrivateDirs, resolve_working_dir, validate_env};
-use super::{Agent, AgentEvent, AgentStatus, CaptureState, ExitInfo, new_session_ids};
+use super::{
+    Agent, AgentEvent, AgentStatus, CaptureState, ExitInfo, Rearm, RearmReason, new_session_ids,
+};
 use crate::daemon::{Daemon, Done, Source};
 use crate::panes::attach;
 use crate::tmux::{self, PaneId, PaneState, SessionName, Tmux, TmuxError};
@@ -330,7 +332,7 @@ fn register(daemon: &mut Daemon, agent: Agent, adopted: Option<PaneState>) {
         }
         None => {
             if adopted.is_some() {
-                daemon.rearm(&session_id, "daemon restarted");
+                daemon.rearm(&session_id, RearmReason::DaemonRestarted);
             }
             match crate::sys::pidfd_open(pid) {
                 Ok(fd) => {
@@ -457,7 +459,7 @@ pub fn on_capture_closed(daemon: &mut Daemon, session_id: &str) {
                 let alive = tmux::parse::parse_pane_line(output.trim_end())
                     .is_some_and(|p| p.state == PaneState::Alive);
                 if alive {
-                    daemon.rearm(&session_id, "output pipe closed");
+                    daemon.rearm(&session_id, RearmReason::PipeClosed);
                 }
             }
             Err(error) => log::warn!("{session_id}: cannot check the pane: {error}"),
@@ -497,7 +499,7 @@ pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime,
         return done(daemon, Err(KillError::NotFound(session_id.to_string())));
     };
     release_sources(daemon, &agent);
-    agent.pending_pipe = None;
+    agent.rearm = Rearm::Idle; // drops a pipe that arrived for the re-arm
     let tmux = daemon.tmux.clone();
     let grace = daemon.config.sessions.kill_grace;
     let alive = agent.exit.is_none();

@@ -37,6 +37,63 @@ pub enum AgentEvent {
     },
 }
 
+/// Why a pane's output capture is re-armed (a new pipe plus a capture of the screen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RearmReason {
+    /// The daemon restarted and adopts a running pane.
+    DaemonRestarted,
+    /// tmux closed the pane's pipe while the pane lives.
+    PipeClosed,
+    /// The pipe stopped delivering while tmux saw the pane active (or it is missing).
+    PipeStalled,
+    /// The terminal emulator fell behind a flood and is re-seeded once the pane is quiet.
+    EmulatorBehind,
+}
+
+impl RearmReason {
+    /// Words for logs and the viewers' `terminal_gap` notice.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RearmReason::DaemonRestarted => "daemon restarted",
+            RearmReason::PipeClosed => "output pipe closed",
+            RearmReason::PipeStalled => "output pipe stopped delivering",
+            RearmReason::EmulatorBehind => "terminal state re-seeded after an output flood",
+        }
+    }
+
+    /// Whether the output stream goes on without a gap for viewers. Only a re-seed after a
+    /// flood is: it happens once the pane has been quiet, when tmux has nothing in flight
+    /// for the old pipe.
+    pub fn is_seamless(self) -> bool {
+        self == RearmReason::EmulatorBehind
+    }
+}
+
+/// Where a re-arm of a pane's capture stands.
+#[derive(Debug, Default)]
+pub enum Rearm {
+    /// None in progress.
+    #[default]
+    Idle,
+    /// tmux was asked for a new pipe and the screen; the re-arm completes once both have
+    /// arrived and the old pipe has drained.
+    InProgress {
+        /// Why.
+        reason: RearmReason,
+        /// The screen captured with the new pipe, once tmux answered.
+        seed: Option<crate::panes::seed::Seed>,
+        /// The new pipe, once its helper handed it over.
+        pipe: Option<std::os::fd::OwnedFd>,
+    },
+}
+
+impl Rearm {
+    /// Whether a re-arm is in progress.
+    pub fn in_progress(&self) -> bool {
+        matches!(self, Rearm::InProgress { .. })
+    }
+}
+
 /// Status of a session as the API reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AgentStatus {
@@ -178,14 +235,8 @@ pub struct Agent {
     pub reported: AgentStatus,
     /// Whether an idle check is scheduled.
     pub idle_check_pending: bool,
-    /// A capture re-arm is in progress.
-    pub rearming: bool,
-    /// Why the current re-arm happened (told to viewers in the gap notice).
-    pub rearm_reason: &'static str,
-    /// The re-armed pipe, waiting for the old one to drain.
-    pub pending_pipe: Option<std::os::fd::OwnedFd>,
-    /// The screen captured with the re-armed pipe.
-    pub seed: Option<crate::panes::seed::Seed>,
+    /// Where a re-arm of the capture pipe stands.
+    pub rearm: Rearm,
     /// How many times capture was re-armed.
     pub rearms: u32,
     /// The emulator fell behind the backlog and waits for a re-seed.
@@ -235,10 +286,7 @@ impl Agent {
             cols,
             reported: AgentStatus::Running,
             idle_check_pending: false,
-            rearming: false,
-            rearm_reason: "",
-            pending_pipe: None,
-            seed: None,
+            rearm: Rearm::Idle,
             rearms: 0,
             emulator_lost: false,
             paste_mode: None,
@@ -386,5 +434,20 @@ mod tests {
         assert_eq!(agent.status(now, idle), AgentStatus::Error);
         assert_eq!(AgentStatus::parse("idle"), Some(AgentStatus::Idle));
         assert_eq!(AgentStatus::parse("bogus"), None);
+    }
+
+    #[test]
+    fn only_a_reseed_after_a_flood_is_seamless_for_viewers() {
+        let all = [
+            RearmReason::DaemonRestarted,
+            RearmReason::PipeClosed,
+            RearmReason::PipeStalled,
+            RearmReason::EmulatorBehind,
+        ];
+        let seamless: Vec<_> = all.iter().filter(|r| r.is_seamless()).collect();
+        assert_eq!(seamless, [&RearmReason::EmulatorBehind]);
+        let words: std::collections::HashSet<_> = all.iter().map(|r| r.describe()).collect();
+        assert_eq!(words.len(), all.len(), "each reason reads differently");
+        assert!(!Rearm::Idle.in_progress());
     }
 }

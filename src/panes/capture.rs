@@ -12,7 +12,7 @@ use super::attach;
 use super::emulator::EmulatorEvent;
 use super::input::InputQueue;
 use super::seed::{self, Seed};
-use crate::agents::{CaptureState, manager};
+use crate::agents::{CaptureState, Rearm, RearmReason, manager};
 use crate::daemon::{Daemon, Source, Timer};
 use crate::tmux::{self, TmuxError};
 
@@ -20,8 +20,6 @@ use crate::tmux::{self, TmuxError};
 const READ_BUDGET: usize = 1 << 20;
 /// Size of one read (and so the largest live chunk).
 const READ_CHUNK: usize = 64 * 1024;
-/// Why capture is re-armed when the emulator fell behind (a seamless re-arm).
-const RESEED_REASON: &str = "terminal state re-seeded after an output flood";
 /// Quiet time after which a lost emulator is re-seeded.
 const RESEED_QUIET: Duration = Duration::from_millis(250);
 
@@ -96,8 +94,8 @@ impl Daemon {
             self.early_captures.insert(session_id, fd);
             return;
         };
-        if agent.rearming {
-            agent.pending_pipe = Some(fd);
+        if let Rearm::InProgress { pipe, .. } = &mut agent.rearm {
+            *pipe = Some(fd);
             self.try_complete_rearm(&session_id);
         } else {
             self.install_pipe(&session_id, fd);
@@ -240,7 +238,7 @@ impl Daemon {
         if agent.pipe == Some(key) {
             agent.pipe = None;
         }
-        if agent.rearming {
+        if agent.rearm.in_progress() {
             // Expected: re-arming replaced the pipe; the new one takes over.
             self.try_complete_rearm(&session_id);
         } else {
@@ -252,17 +250,22 @@ impl Daemon {
     /// Re-arms a pane's pipe atomically with a capture of its screen; the new pipe takes over
     /// once the old one has drained. Used after a restart, when the emulator lost track, and
     /// when a pipe died while the pane lives.
-    pub fn rearm(&mut self, session_id: &str, reason: &'static str) {
+    pub fn rearm(&mut self, session_id: &str, reason: RearmReason) {
         let Some(agent) = self.agents.get_mut(session_id) else {
             return;
         };
-        if agent.rearming || agent.exit.is_some() {
+        if agent.rearm.in_progress() || agent.exit.is_some() {
             return;
         }
-        log::info!("{session_id}: re-arming output capture ({reason})");
-        agent.rearming = true;
-        agent.rearm_reason = reason;
-        agent.seed = None;
+        log::info!(
+            "{session_id}: re-arming output capture ({})",
+            reason.describe()
+        );
+        agent.rearm = Rearm::InProgress {
+            reason,
+            seed: None,
+            pipe: None,
+        };
         agent.rearms += 1;
         if agent.pipe.is_none() {
             agent.capture = CaptureState::Attaching;
@@ -283,8 +286,10 @@ impl Daemon {
                 });
             Box::new(move |daemon: &mut Daemon| match result {
                 Ok(seed) => {
-                    if let Some(agent) = daemon.agents.get_mut(&session_id) {
-                        agent.seed = Some(seed);
+                    if let Some(agent) = daemon.agents.get_mut(&session_id)
+                        && let Rearm::InProgress { seed: slot, .. } = &mut agent.rearm
+                    {
+                        *slot = Some(seed);
                     }
                     daemon.try_complete_rearm(&session_id);
                 }
@@ -292,7 +297,7 @@ impl Daemon {
                     log::warn!("{session_id}: re-arming capture failed: {error}");
                     daemon.attach_tokens.retain(|t, _| t != &token);
                     if let Some(agent) = daemon.agents.get_mut(&session_id) {
-                        agent.rearming = false;
+                        agent.rearm = Rearm::Idle;
                         if agent.pipe.is_none() {
                             agent.capture = CaptureState::Detached;
                         }
@@ -308,23 +313,28 @@ impl Daemon {
         let Some(agent) = self.agents.get_mut(session_id) else {
             return;
         };
-        if !agent.rearming
-            || agent.seed.is_none()
-            || agent.pending_pipe.is_none()
-            || agent.pipe.is_some()
-        {
+        let ready = matches!(
+            &agent.rearm,
+            Rearm::InProgress {
+                seed: Some(_),
+                pipe: Some(_),
+                ..
+            }
+        );
+        if !ready || agent.pipe.is_some() {
             return;
         }
-        let seed = agent.seed.take().expect("checked");
-        let fd = agent.pending_pipe.take().expect("checked");
-        agent.rearming = false;
+        let Rearm::InProgress {
+            reason,
+            seed: Some(seed),
+            pipe: Some(fd),
+        } = std::mem::take(&mut agent.rearm)
+        else {
+            unreachable!("checked above");
+        };
         agent.rows = seed.rows;
         agent.cols = seed.cols;
-        let reason = agent.rearm_reason;
-        // A re-seed after a flood happens only once the pane has been quiet, when tmux has
-        // nothing in flight for the old pipe: the stream goes on without a gap for viewers.
-        let seamless = reason == RESEED_REASON;
-        self.reseed(session_id, seed, reason, seamless);
+        self.reseed(session_id, seed, reason.describe(), reason.is_seamless());
         self.install_pipe(session_id, fd);
     }
 
@@ -430,7 +440,7 @@ impl Daemon {
         if agent.exit.is_some() {
             self.seed_dead_pane(session_id);
         } else if quiet >= RESEED_QUIET {
-            self.rearm(session_id, RESEED_REASON);
+            self.rearm(session_id, RearmReason::EmulatorBehind);
         } else {
             self.timers.schedule_in(
                 RESEED_QUIET - quiet,
@@ -542,7 +552,7 @@ impl Daemon {
                         continue;
                     };
                     if agent.exit.is_some()
-                        || agent.rearming
+                        || agent.rearm.in_progress()
                         || pane.state != tmux::PaneState::Alive
                     {
                         continue;
@@ -568,7 +578,7 @@ impl Daemon {
                             "stopped delivering"
                         }
                     );
-                    daemon.rearm(&session_id, "output pipe stopped delivering");
+                    daemon.rearm(&session_id, RearmReason::PipeStalled);
                 }
             })
         });

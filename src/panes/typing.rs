@@ -90,7 +90,10 @@ impl Daemon {
             ));
         }
         // While the pipe is being attached (just spawned, or re-armed) input waits for it.
-        if agent.pipe.is_none() && agent.capture == CaptureState::Detached && !agent.rearming {
+        if agent.pipe.is_none()
+            && agent.capture == CaptureState::Detached
+            && !agent.rearm.in_progress()
+        {
             return Err((
                 ErrorCode::InternalError,
                 format!("{session_id} has no input pipe (capture detached)"),
