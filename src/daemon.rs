@@ -20,10 +20,10 @@ use slab::Slab;
 use crate::agents::AgentRegistry;
 use crate::api::auth::{Authenticator, Principal};
 use crate::config::Config;
-use crate::jobs::JobPool;
+use crate::jobs::{JobPool, Notifier};
 use crate::net::ConnId;
 use crate::panes::emulator::Emulators;
-use crate::panes::hub::Hub;
+use crate::panes::hub::{Hub, HubLimits};
 use crate::panes::input::InputQueue;
 use crate::panes::typing::{InputAck, Typist};
 use crate::proto::http::Response;
@@ -215,6 +215,87 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// The daemon's state at start: worker pools, the emulator thread and the ticket store
+    /// started, everything else empty. `notifier` is how workers and threads report back.
+    pub fn new(
+        config: Arc<Config>,
+        auth: Authenticator,
+        registry: mio::Registry,
+        attach_listener: mio::net::UnixListener,
+        notifier: Notifier<Daemon>,
+    ) -> Result<Daemon, String> {
+        let emulator_notifier = notifier.clone();
+        let emulators = Emulators::start(move |event| {
+            emulator_notifier.send(Box::new(move |daemon: &mut Daemon| {
+                daemon.on_emulator_event(event)
+            }));
+        })
+        .map_err(|e| format!("cannot start the emulator thread: {e}"))?;
+        let store_path = config.task_store();
+        let (store_db, tickets) = crate::tasks::store::open(&store_path)?;
+        let store = crate::tasks::store::Store::start(&store_path, store_db, notifier.clone())
+            .map_err(|e| format!("cannot start the task store thread: {e}"))?;
+        let jobs = JobPool::new(
+            "worker",
+            config.workers,
+            config.max_queued_jobs,
+            notifier.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        let kill_jobs = JobPool::new(
+            "kill",
+            config.kill_workers,
+            config.max_queued_jobs,
+            notifier.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        let slow_jobs = JobPool::new(
+            "slow",
+            config.slow_workers,
+            config.max_queued_jobs,
+            notifier,
+        )
+        .map_err(|e| e.to_string())?;
+        let tmux = crate::tmux::Tmux::new(
+            &config.tmux.binary,
+            &config.tmux_socket(),
+            config.tmux.config_file.as_deref(),
+            config.tmux.command_timeout,
+        );
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+        let hub = Hub::new(HubLimits::from_config(&config));
+        Ok(Daemon {
+            config: config.clone(),
+            auth,
+            tmux,
+            jobs,
+            kill_jobs,
+            slow_jobs,
+            agents: Default::default(),
+            sources: Slab::new(),
+            registry,
+            timers: Timers::default(),
+            outbox: Vec::new(),
+            ws: Default::default(),
+            hub,
+            emulators,
+            typists: Default::default(),
+            ws_tickets: Default::default(),
+            started: Instant::now(),
+            exe,
+            attach_listener,
+            attach_tokens: Default::default(),
+            early_captures: Default::default(),
+            shutting_down: false,
+            attach_serial: 0,
+            observers: 0,
+            revisit: Vec::new(),
+            tasks: crate::tasks::TaskBook::load(tickets),
+            store,
+            rate: crate::api::ratelimit::RateLimits::new(&config.rate_limits),
+        })
+    }
+
     /// Queues `response` for the deferred request on `conn`.
     pub fn reply(&mut self, conn: ConnId, response: Response) {
         self.outbox.push((conn, response));

@@ -25,11 +25,9 @@ use crate::daemon::{
     ATTACH_LISTENER, Daemon, LISTENER, SIGNALS, Timer, TokenKind, WAKER, conn_token, token_kind,
 };
 use crate::dispatch;
-use crate::jobs::{Continuation, JobPool, Notifier};
+use crate::jobs::{Continuation, Notifier};
 use crate::net::conn::{Expiry, LogLine};
 use crate::net::{Chunk, ConnId, Connection, Phase};
-use crate::panes::emulator::Emulators;
-use crate::panes::hub::{Hub, HubLimits};
 use crate::proto::http::Response;
 use crate::proto::ws::{self, Incoming, close};
 use crate::timers::{Timers, until};
@@ -118,77 +116,8 @@ impl Server {
 
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| e.to_string())?);
         let (notifier, continuations) = Notifier::new(waker);
-        let emulator_notifier = notifier.clone();
-        let emulators = Emulators::start(move |event| {
-            emulator_notifier.send(Box::new(move |daemon: &mut Daemon| {
-                daemon.on_emulator_event(event)
-            }));
-        })
-        .map_err(|e| format!("cannot start the emulator thread: {e}"))?;
-        let store_path = config.task_store();
-        let (store_db, tickets) = crate::tasks::store::open(&store_path)?;
-        let store = crate::tasks::store::Store::start(&store_path, store_db, notifier.clone())
-            .map_err(|e| format!("cannot start the task store thread: {e}"))?;
-        let jobs = JobPool::new(
-            "worker",
-            config.workers,
-            config.max_queued_jobs,
-            notifier.clone(),
-        )
-        .map_err(|e| e.to_string())?;
-        let kill_jobs = JobPool::new(
-            "kill",
-            config.kill_workers,
-            config.max_queued_jobs,
-            notifier.clone(),
-        )
-        .map_err(|e| e.to_string())?;
-        let slow_jobs = JobPool::new(
-            "slow",
-            config.slow_workers,
-            config.max_queued_jobs,
-            notifier,
-        )
-        .map_err(|e| e.to_string())?;
         let registry = poll.registry().try_clone().map_err(|e| e.to_string())?;
-        let tmux = crate::tmux::Tmux::new(
-            &config.tmux.binary,
-            &config.tmux_socket(),
-            config.tmux.config_file.as_deref(),
-            config.tmux.command_timeout,
-        );
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
-        let hub = Hub::new(HubLimits::from_config(&config));
-        let mut daemon = Daemon {
-            config: config.clone(),
-            auth,
-            tmux,
-            jobs,
-            kill_jobs,
-            slow_jobs,
-            agents: Default::default(),
-            sources: Slab::new(),
-            registry,
-            timers: Timers::default(),
-            outbox: Vec::new(),
-            ws: Default::default(),
-            hub,
-            emulators,
-            typists: Default::default(),
-            ws_tickets: Default::default(),
-            started: Instant::now(),
-            exe,
-            attach_listener,
-            attach_tokens: Default::default(),
-            early_captures: Default::default(),
-            shutting_down: false,
-            attach_serial: 0,
-            observers: 0,
-            revisit: Vec::new(),
-            tasks: crate::tasks::TaskBook::load(tickets),
-            store,
-            rate: crate::api::ratelimit::RateLimits::new(&config.rate_limits),
-        };
+        let mut daemon = Daemon::new(config.clone(), auth, registry, attach_listener, notifier)?;
         match manager::adopt(&mut daemon) {
             Ok(0) => {}
             Ok(n) => log::info!("re-adopted {n} agent sessions from the tmux server"),

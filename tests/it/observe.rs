@@ -955,8 +955,10 @@ fn a_viewer_that_keeps_falling_out_of_the_backlog_is_closed_with_4001() {
     flood_once(&mut fast, &mut transcript, &session, lines);
     let gap = stalled.recv_until("the first resync", |m| m["type"] == "terminal_gap");
     assert_eq!(gap["reason"], "viewer fell behind the backlog", "{gap}");
+    // Delivery resumes at a screen inside the backlog, past what the viewer had: how far
+    // past depends on where the emulator's screen was when it was asked (it may lag a flood).
     assert!(
-        gap["offset"].as_u64().unwrap() > gap["since"].as_u64().unwrap() + 1048576,
+        gap["offset"].as_u64().unwrap() > gap["since"].as_u64().unwrap(),
         "{gap}"
     );
     stalled.recv_until("the fresh screen", |m| {
