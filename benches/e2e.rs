@@ -65,15 +65,15 @@ fn options() -> Options {
 }
 
 /// The daemon under test, its tmux server and temp dir; stopped and removed on drop.
-struct Daemon {
+struct DaemonProcess {
     dir: tempfile::TempDir,
     child: Child,
     addr: SocketAddr,
     token: String,
 }
 
-impl Daemon {
-    fn start(idle: usize) -> Daemon {
+impl DaemonProcess {
+    fn start(idle: usize) -> DaemonProcess {
         let dir = tempfile::Builder::new()
             .prefix("orch-e2e")
             .tempdir()
@@ -143,7 +143,7 @@ impl Daemon {
             .output()
             .unwrap();
         let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
-        Daemon {
+        DaemonProcess {
             dir,
             child,
             addr,
@@ -186,7 +186,7 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
+impl Drop for DaemonProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -466,7 +466,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// Pid of the daemon's tmux server.
-fn tmux_server_pid(daemon: &Daemon) -> u32 {
+fn tmux_server_pid(daemon: &DaemonProcess) -> u32 {
     let output = Command::new("tmux")
         .arg("-S")
         .arg(daemon.dir.path().join("state/tmux.sock"))
@@ -482,7 +482,7 @@ fn tmux_server_pid(daemon: &Daemon) -> u32 {
 /// One row of the README's Performance table: what was measured, and the figure.
 type Row = (String, String);
 
-fn throughput(daemon: &Daemon, mb: usize) -> Vec<Row> {
+fn throughput(daemon: &DaemonProcess, mb: usize) -> Vec<Row> {
     let bytes = mb * 1_000_000;
     let baseline = fifo_baseline(daemon.dir.path(), bytes);
     let session = daemon.spawn("gen", json!({"BYTES": bytes.to_string()}));
@@ -530,7 +530,7 @@ fn throughput(daemon: &Daemon, mb: usize) -> Vec<Row> {
     ]
 }
 
-fn viewers(daemon: &Daemon, count: usize, mb: usize) -> Vec<Row> {
+fn viewers(daemon: &DaemonProcess, count: usize, mb: usize) -> Vec<Row> {
     let bytes = mb * 1_000_000;
     let session = daemon.spawn("gen", json!({"BYTES": bytes.to_string()}));
     let mut sockets: Vec<WebSocket<TcpStream>> = (0..count).map(|_| daemon.ws()).collect();
@@ -589,7 +589,7 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples[((samples.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn latency(daemon: &Daemon, samples: usize) -> Vec<Row> {
+fn latency(daemon: &DaemonProcess, samples: usize) -> Vec<Row> {
     // Baseline: tmux's own path, a raw-echo pane with pipe-pane -I -O wired to two FIFOs.
     let dir = daemon.dir.path();
     let socket = dir.join("latency.sock");
@@ -708,7 +708,7 @@ fn latency(daemon: &Daemon, samples: usize) -> Vec<Row> {
     )]
 }
 
-fn idle(daemon: &Daemon, count: usize) -> Vec<Row> {
+fn idle(daemon: &DaemonProcess, count: usize) -> Vec<Row> {
     let before = daemon.rss_kb();
     let started = Instant::now();
     let mut sockets = Vec::with_capacity(count);
@@ -761,7 +761,7 @@ fn main() {
     let mut rows = Vec::new();
     for scenario in &options.scenarios {
         // A fresh daemon per scenario, so one's memory and sessions do not colour the next.
-        let daemon = Daemon::start(options.idle);
+        let daemon = DaemonProcess::start(options.idle);
         rows.extend(match scenario.as_str() {
             "throughput" => throughput(&daemon, options.mb),
             "viewers" => viewers(&daemon, options.viewers, (options.mb / 5).clamp(1, 20)),

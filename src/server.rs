@@ -27,7 +27,7 @@ use crate::daemon::{
 use crate::dispatch;
 use crate::jobs::{Continuation, Notifier};
 use crate::net::conn::{Expiry, LogLine};
-use crate::net::{Chunk, ConnId, Connection, Phase};
+use crate::net::{Chunk, ConnId, ConnPhase, Connection};
 use crate::proto::http::Response;
 use crate::proto::ws::{self, Incoming, close};
 use crate::timers::{Timers, until};
@@ -400,10 +400,10 @@ impl Server {
         let Some(conn) = self.conns.get_mut(id.key).filter(|c| c.id == id) else {
             return;
         };
-        if !matches!(conn.phase, Phase::WebSocket) {
+        if !matches!(conn.phase, ConnPhase::WebSocket) {
             return;
         }
-        conn.phase = Phase::WebSocketClosing;
+        conn.phase = ConnPhase::WebSocketClosing;
         conn.queue(Chunk::Owned(ws::close_frame(code, reason)));
         self.touched.push(id.key);
     }
@@ -576,7 +576,7 @@ impl Server {
                                     conn.queue(Chunk::Owned(
                                         crate::api::observe::refused_credentials(&reason),
                                     ));
-                                    conn.phase = Phase::WebSocketClosing;
+                                    conn.phase = ConnPhase::WebSocketClosing;
                                 }
                             }
                             self.drive_ws(key);
@@ -593,8 +593,8 @@ impl Server {
             self.close(key);
             return;
         }
-        if self.daemon.shutting_down && matches!(conn.phase, Phase::Idle { .. }) {
-            conn.phase = Phase::Closing;
+        if self.daemon.shutting_down && matches!(conn.phase, ConnPhase::Idle { .. }) {
+            conn.phase = ConnPhase::Closing;
             if conn.out.is_empty() {
                 self.close(key);
                 return;
@@ -612,7 +612,7 @@ impl Server {
         let input = conn.take_input();
         let id = conn.id;
         let ws = conn.ws.as_mut().expect("upgraded");
-        if !matches!(conn.phase, Phase::WebSocketClosing) {
+        if !matches!(conn.phase, ConnPhase::WebSocketClosing) {
             if !input.is_empty() {
                 ws.decoder.feed(&input);
             }
@@ -628,7 +628,7 @@ impl Server {
                             error.reason
                         );
                         let frame = ws::close_frame(error.code, &error.reason);
-                        conn.phase = Phase::WebSocketClosing;
+                        conn.phase = ConnPhase::WebSocketClosing;
                         conn.queue(Chunk::Owned(frame));
                         break;
                     }
@@ -650,7 +650,7 @@ impl Server {
                         }
                     }
                     Incoming::Binary(_) => {
-                        conn.phase = Phase::WebSocketClosing;
+                        conn.phase = ConnPhase::WebSocketClosing;
                         conn.queue(Chunk::Owned(ws::close_frame(
                             close::UNSUPPORTED_DATA,
                             "binary messages are not supported; send JSON text",
@@ -660,7 +660,7 @@ impl Server {
                     Incoming::Alive => {}
                     Incoming::Close(_) => {
                         // tungstenite queued the answering close frame.
-                        conn.phase = Phase::WebSocketClosing;
+                        conn.phase = ConnPhase::WebSocketClosing;
                         break;
                     }
                 }
@@ -699,7 +699,7 @@ impl Server {
     fn close(&mut self, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
-            if let Phase::Awaiting(flight) = &conn.phase {
+            if let ConnPhase::Awaiting(flight) = &conn.phase {
                 log::info!(
                     "{} {} {} - (client went away)",
                     conn.peer,

@@ -40,7 +40,7 @@ pub struct InFlight {
 
 /// What the connection is doing.
 #[derive(Debug, Clone)]
-pub enum Phase {
+pub enum ConnPhase {
     /// Between requests; `since` starts the idle timeout.
     Idle {
         /// When the connection became idle.
@@ -117,7 +117,7 @@ pub struct Connection {
     /// Client address.
     pub peer: SocketAddr,
     /// Current phase.
-    pub phase: Phase,
+    pub phase: ConnPhase,
     /// Bytes waiting to be written.
     pub out: OutQueue,
     inbuf: Vec<u8>,
@@ -148,7 +148,7 @@ impl Connection {
             id,
             stream,
             peer,
-            phase: Phase::Idle { since: now },
+            phase: ConnPhase::Idle { since: now },
             out: OutQueue::default(),
             inbuf: Vec::new(),
             decoder: RequestDecoder::new(decode),
@@ -176,18 +176,18 @@ impl Connection {
             last_seen: now,
             ping_sent: None,
         }));
-        self.phase = Phase::WebSocket;
+        self.phase = ConnPhase::WebSocket;
     }
 
     /// Whether this WebSocket is closing (a close frame went out or came in).
     pub fn is_ws_closing(&self) -> bool {
-        matches!(self.phase, Phase::WebSocketClosing)
+        matches!(self.phase, ConnPhase::WebSocketClosing)
     }
 
     /// Whether this is an open WebSocket of an authenticated observer, which gets broadcasts
     /// and pane output.
     pub fn is_live_observer(&self) -> bool {
-        matches!(self.phase, Phase::WebSocket)
+        matches!(self.phase, ConnPhase::WebSocket)
             && self.ws.as_ref().is_some_and(|ws| ws.principal.is_some())
     }
 
@@ -211,8 +211,8 @@ impl Connection {
                 Ok(0) => self.read_closed = true,
                 Ok(n) => {
                     self.inbuf.extend_from_slice(&chunk[..n]);
-                    if matches!(self.phase, Phase::Idle { .. }) {
-                        self.phase = Phase::Receiving {
+                    if matches!(self.phase, ConnPhase::Idle { .. }) {
+                        self.phase = ConnPhase::Receiving {
                             since: Instant::now(),
                             body: false,
                         };
@@ -230,7 +230,10 @@ impl Connection {
     pub fn next_request(&mut self) -> Option<Result<Request, HttpError>> {
         if matches!(
             self.phase,
-            Phase::Awaiting(_) | Phase::Closing | Phase::WebSocket | Phase::WebSocketClosing
+            ConnPhase::Awaiting(_)
+                | ConnPhase::Closing
+                | ConnPhase::WebSocket
+                | ConnPhase::WebSocketClosing
         ) || self.out.pending() > OUTPUT_HIGH_WATER
             || self.inbuf.is_empty()
         {
@@ -244,13 +247,13 @@ impl Connection {
             Ok(Decoded::Incomplete { head_complete }) => {
                 let now = Instant::now();
                 match &mut self.phase {
-                    Phase::Receiving { since, body } if head_complete && !*body => {
+                    ConnPhase::Receiving { since, body } if head_complete && !*body => {
                         *since = now;
                         *body = true;
                     }
-                    Phase::Receiving { .. } => {}
+                    ConnPhase::Receiving { .. } => {}
                     _ => {
-                        self.phase = Phase::Receiving {
+                        self.phase = ConnPhase::Receiving {
                             since: now,
                             body: head_complete,
                         }
@@ -264,7 +267,7 @@ impl Connection {
 
     /// Marks `request` as dispatched.
     pub fn begin(&mut self, request: &Request) {
-        self.phase = Phase::Awaiting(InFlight {
+        self.phase = ConnPhase::Awaiting(InFlight {
             method: request.method.clone(),
             path: request.path.clone(),
             started: Instant::now(),
@@ -275,7 +278,7 @@ impl Connection {
     /// Queues the response to the dispatched request and returns its log line. A connection
     /// that is not awaiting a response (it timed out meanwhile) ignores it.
     pub fn respond(&mut self, response: &Response) -> Option<LogLine> {
-        let Phase::Awaiting(flight) = &self.phase else {
+        let ConnPhase::Awaiting(flight) = &self.phase else {
             return None;
         };
         let keep_alive = flight.keep_alive && !self.read_closed;
@@ -288,11 +291,11 @@ impl Connection {
         };
         self.queue_response(response, keep_alive);
         self.phase = if keep_alive {
-            Phase::Idle {
+            ConnPhase::Idle {
                 since: Instant::now(),
             }
         } else {
-            Phase::Closing
+            ConnPhase::Closing
         };
         Some(line)
     }
@@ -302,7 +305,7 @@ impl Connection {
     pub fn fail(&mut self, response: &Response) {
         self.queue_response(response, false);
         self.inbuf.clear();
-        self.phase = Phase::Closing;
+        self.phase = ConnPhase::Closing;
     }
 
     fn queue_response(&mut self, response: &Response, keep_alive: bool) {
@@ -330,13 +333,15 @@ impl Connection {
     /// Whether the connection has nothing more to do and should be closed.
     pub fn is_finished(&self) -> bool {
         match self.phase {
-            Phase::Closing => self.out.is_empty(),
+            ConnPhase::Closing => self.out.is_empty(),
             // The server decodes buffered requests before asking, so once the peer has closed
             // its side nothing more can arrive.
-            Phase::Idle { .. } | Phase::Receiving { .. } => self.read_closed && self.out.is_empty(),
-            Phase::Awaiting(_) => false,
-            Phase::WebSocket => self.read_closed,
-            Phase::WebSocketClosing => self.read_closed || self.out.is_empty(),
+            ConnPhase::Idle { .. } | ConnPhase::Receiving { .. } => {
+                self.read_closed && self.out.is_empty()
+            }
+            ConnPhase::Awaiting(_) => false,
+            ConnPhase::WebSocket => self.read_closed,
+            ConnPhase::WebSocketClosing => self.read_closed || self.out.is_empty(),
         }
     }
 
@@ -358,16 +363,17 @@ impl Connection {
             };
         }
         match &self.phase {
-            Phase::Idle { since } => Some((*since + limits.idle_timeout, Expiry::Idle)),
-            Phase::Receiving { since, body: false } => {
+            ConnPhase::Idle { since } => Some((*since + limits.idle_timeout, Expiry::Idle)),
+            ConnPhase::Receiving { since, body: false } => {
                 Some((*since + limits.head_timeout, Expiry::SlowRequest))
             }
-            Phase::Receiving { since, body: true } => {
+            ConnPhase::Receiving { since, body: true } => {
                 Some((*since + limits.body_timeout, Expiry::SlowRequest))
             }
-            Phase::Awaiting(_) | Phase::Closing | Phase::WebSocket | Phase::WebSocketClosing => {
-                None
-            }
+            ConnPhase::Awaiting(_)
+            | ConnPhase::Closing
+            | ConnPhase::WebSocket
+            | ConnPhase::WebSocketClosing => None,
         }
     }
 }
@@ -422,10 +428,12 @@ mod tests {
     #[test]
     fn a_request_moves_idle_receiving_awaiting_and_back_to_idle() {
         let (mut conn, mut client, config) = connection();
-        assert!(matches!(conn.phase, Phase::Idle { .. }));
+        assert!(matches!(conn.phase, ConnPhase::Idle { .. }));
         assert_eq!(conn.deadline(&config).map(|d| d.1), Some(Expiry::Idle));
         std::io::Write::write_all(&mut client, b"GET /api/health HTTP/1.1\r\nHost: x\r\n").unwrap();
-        fill_until(&mut conn, |c| matches!(c.phase, Phase::Receiving { .. }));
+        fill_until(&mut conn, |c| {
+            matches!(c.phase, ConnPhase::Receiving { .. })
+        });
         assert!(conn.next_request().is_none(), "the head is not complete");
         assert_eq!(
             conn.deadline(&config).map(|d| d.1),
@@ -441,7 +449,7 @@ mod tests {
         }
         let request = request.expect("a complete request");
         conn.begin(&request);
-        assert!(matches!(conn.phase, Phase::Awaiting(_)));
+        assert!(matches!(conn.phase, ConnPhase::Awaiting(_)));
         assert_eq!(
             conn.deadline(&config),
             None,
@@ -452,7 +460,7 @@ mod tests {
             .respond(&Response::json(200, b"{}".to_vec()))
             .expect("awaited");
         assert_eq!((line.method.as_str(), line.status), ("GET", 200));
-        assert!(matches!(conn.phase, Phase::Idle { .. }), "keep-alive");
+        assert!(matches!(conn.phase, ConnPhase::Idle { .. }), "keep-alive");
         assert!(
             conn.respond(&Response::json(200, b"{}".to_vec())).is_none(),
             "one answer per request"
@@ -463,7 +471,7 @@ mod tests {
     fn a_websocket_is_live_until_it_closes_then_finishes_once_written() {
         let (mut conn, _client, config) = connection();
         conn.upgrade(b"HTTP/1.1 101\r\n\r\n".to_vec(), Some(observer()), 1024);
-        assert!(matches!(conn.phase, Phase::WebSocket));
+        assert!(matches!(conn.phase, ConnPhase::WebSocket));
         assert!(conn.is_live_observer() && !conn.is_ws_closing());
         assert!(conn.next_request().is_none(), "no HTTP after the upgrade");
         // Output is queued: a reader that stops reading is what times out first.
@@ -479,7 +487,7 @@ mod tests {
             Some(Expiry::PingTimeout)
         );
 
-        conn.phase = Phase::WebSocketClosing;
+        conn.phase = ConnPhase::WebSocketClosing;
         assert!(!conn.is_live_observer() && conn.is_ws_closing());
         assert_eq!(conn.deadline(&config), None, "closing waits for no ping");
         assert!(conn.is_finished(), "nothing left to write");

@@ -5,5 +5,5 @@
 pub mod conn;
 pub mod outbound;
 
-pub use conn::{ConnId, Connection, Phase, WsState};
+pub use conn::{ConnId, ConnPhase, Connection, WsState};
 pub use outbound::{Chunk, OutQueue};

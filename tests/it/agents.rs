@@ -2,11 +2,11 @@
 
 use serde_json::json;
 
-use crate::common::{Daemon, is_rfc3339_utc, process_alive, wait_until};
+use crate::common::{DaemonProcess, is_rfc3339_utc, process_alive, wait_until};
 
 #[test]
 fn spawn_get_list_kill_round_trip() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let spawned = daemon.spawn(&token, "echo");
     let id = spawned["session_id"].as_str().unwrap().to_string();
@@ -101,7 +101,7 @@ fn spawn_get_list_kill_round_trip() {
 
 #[test]
 fn memory_is_a_real_figure_of_the_process_tree() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let spawned = daemon.spawn(&token, "echo");
     let id = spawned["session_id"].as_str().unwrap().to_string();
@@ -140,7 +140,7 @@ fn memory_is_a_real_figure_of_the_process_tree() {
 
 #[test]
 fn unknown_agent_type_lists_the_known_ones() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let resp = daemon.post(
         "/api/agents/spawn",
         &daemon.control(),
@@ -155,7 +155,7 @@ fn unknown_agent_type_lists_the_known_ones() {
 
 #[test]
 fn missing_program_and_missing_tmux_fail_the_spawn_with_500() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let resp = daemon.post(
         "/api/agents/spawn",
         &daemon.control(),
@@ -169,7 +169,7 @@ fn missing_program_and_missing_tmux_fail_the_spawn_with_500() {
             .contains("definitely-not-installed-agent-cli")
     );
 
-    let daemon = Daemon::start_with("[tmux]\nbinary = \"/nonexistent/tmux\"");
+    let daemon = DaemonProcess::start_with("[tmux]\nbinary = \"/nonexistent/tmux\"");
     let resp = daemon.post(
         "/api/agents/spawn",
         &daemon.control(),
@@ -185,7 +185,7 @@ fn missing_program_and_missing_tmux_fail_the_spawn_with_500() {
 
 #[test]
 fn working_dir_must_be_an_existing_directory_inside_an_allowed_root() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(daemon.work.join("a-file"), b"").unwrap();
@@ -227,7 +227,7 @@ fn working_dir_must_be_an_existing_directory_inside_an_allowed_root() {
 
 #[test]
 fn tmux_metacharacters_in_paths_and_env_are_inert() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let marker = daemon.dir.path().join("pwned");
     let evil_dir = daemon.work.join(format!("#(touch {})", marker.display()));
@@ -278,7 +278,7 @@ fn tmux_metacharacters_in_paths_and_env_are_inert() {
 
 #[test]
 fn env_keys_are_validated() {
-    let daemon = Daemon::start_with("[sessions]\nallowed_env = [\"NODE_OPTIONS\"]");
+    let daemon = DaemonProcess::start_with("[sessions]\nallowed_env = [\"NODE_OPTIONS\"]");
     let token = daemon.control();
     for (key, value) in [
         ("LD_PRELOAD", "/tmp/x.so"),
@@ -306,7 +306,7 @@ fn env_keys_are_validated() {
 
 #[test]
 fn statuses_follow_the_process() {
-    let daemon = Daemon::start_with("[sessions]\nidle_after = \"300ms\"");
+    let daemon = DaemonProcess::start_with("[sessions]\nidle_after = \"300ms\"");
     let token = daemon.control();
     let ok = daemon.spawn(&token, "exit0")["session_id"]
         .as_str()
@@ -391,7 +391,7 @@ fn statuses_follow_the_process() {
 
 #[test]
 fn kill_ends_the_whole_process_tree_even_when_it_ignores_sigterm() {
-    let daemon = Daemon::start_with("[sessions]\nkill_grace = \"300ms\"");
+    let daemon = DaemonProcess::start_with("[sessions]\nkill_grace = \"300ms\"");
     let token = daemon.control();
     let spawned = daemon.spawn(&token, "stubborn");
     let id = spawned["session_id"].as_str().unwrap();
@@ -417,7 +417,7 @@ fn kill_ends_the_whole_process_tree_even_when_it_ignores_sigterm() {
 
 #[test]
 fn twenty_concurrent_spawns() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let ids: Vec<String> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..20)
@@ -444,7 +444,7 @@ fn twenty_concurrent_spawns() {
 
 #[test]
 fn session_limit_is_503() {
-    let daemon = Daemon::start_with("[sessions]\nmax_sessions = 2");
+    let daemon = DaemonProcess::start_with("[sessions]\nmax_sessions = 2");
     let token = daemon.control();
     daemon.spawn(&token, "echo");
     daemon.spawn(&token, "echo");
@@ -459,7 +459,7 @@ fn session_limit_is_503() {
 
 #[test]
 fn a_hung_tmux_fails_the_spawn_after_its_timeout_without_stalling_the_daemon() {
-    let daemon = Daemon::start_with(&format!(
+    let daemon = DaemonProcess::start_with(&format!(
         "[tmux]\nbinary = \"{}\"\ncommand_timeout = \"2s\"",
         crate::common::agent_script("tmux-hang.sh")
     ));

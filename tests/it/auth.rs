@@ -3,11 +3,11 @@
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 
-use crate::common::{Daemon, now, sign};
+use crate::common::{DaemonProcess, now, sign};
 
 #[test]
 fn every_endpoint_requires_a_valid_bearer_token() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     for (method, path) in [
         ("GET", "/api/health"),
         ("GET", "/api/agents"),
@@ -28,7 +28,7 @@ fn every_endpoint_requires_a_valid_bearer_token() {
 
 #[test]
 fn bad_tokens_are_401_invalid_token() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let secret = daemon.secret();
     let exp = now() + 600;
     let cases = [
@@ -105,7 +105,7 @@ fn bad_tokens_are_401_invalid_token() {
 
 #[test]
 fn scopes_limit_what_a_token_may_do() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let observe = daemon.token("observe");
     assert_eq!(daemon.get("/api/health", &observe).status, 200);
     assert_eq!(daemon.get("/api/agents", &observe).status, 200);
@@ -138,7 +138,7 @@ fn scopes_limit_what_a_token_may_do() {
 
 #[test]
 fn tokens_never_reach_the_log() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     daemon.get("/api/health", &token);
     daemon.get("/api/agents?token=query-secret-value", &token);
@@ -167,7 +167,7 @@ fn tokens_never_reach_the_log() {
 
 #[test]
 fn token_command_respects_the_environment_secret() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     // A token minted with a different secret (from the environment) is not accepted by a
     // daemon that uses its generated secret.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_orchestra"))
@@ -221,7 +221,7 @@ mod base64_like {
 #[test]
 fn eddsa_tokens_are_verified_with_the_configured_public_key() {
     let keys = format!("{}/tests/keys", env!("CARGO_MANIFEST_DIR"));
-    let daemon = Daemon::start_with(&format!(
+    let daemon = DaemonProcess::start_with(&format!(
         "[auth]\nalgorithm = \"EdDSA\"\npublic_key_file = \"{keys}/ed25519-public.pem\"\n\
          issuer = \"test-issuer\"\naudience = \"orchestra\""
     ));
@@ -276,7 +276,7 @@ fn eddsa_tokens_are_verified_with_the_configured_public_key() {
 #[test]
 fn nbf_and_iat_slightly_in_the_future_are_accepted_within_the_leeway() {
     // Default leeway is 10 s: a client whose clock runs a few seconds ahead still gets in.
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let secret = daemon.secret();
     let soon = now() + 4;
     for (what, claims) in [
@@ -305,8 +305,9 @@ fn nbf_and_iat_slightly_in_the_future_are_accepted_within_the_leeway() {
 
 #[test]
 fn configured_issuer_and_audience_are_required_on_hs256_tokens() {
-    let daemon =
-        Daemon::start_with("[auth]\nissuer = \"https://issuer.test\"\naudience = \"orchestra\"");
+    let daemon = DaemonProcess::start_with(
+        "[auth]\nissuer = \"https://issuer.test\"\naudience = \"orchestra\"",
+    );
     // The CLI mints tokens with the configured iss and aud.
     let minted = daemon.control();
     assert_eq!(daemon.get("/api/agents", &minted).status, 200);
@@ -350,7 +351,7 @@ fn configured_issuer_and_audience_are_required_on_hs256_tokens() {
 fn rs256_tokens_are_verified_with_the_configured_public_key() {
     let keys = format!("{}/tests/keys", env!("CARGO_MANIFEST_DIR"));
     let public = format!("{keys}/rsa-public.pem");
-    let daemon = Daemon::start_with(&format!(
+    let daemon = DaemonProcess::start_with(&format!(
         "[auth]\nalgorithm = \"RS256\"\npublic_key_file = \"{public}\""
     ));
     let sign_rsa = |file: &str, claims: &serde_json::Value| {

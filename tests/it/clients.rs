@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::json;
 
-use crate::common::{Daemon, PATIENCE};
+use crate::common::{DaemonProcess, PATIENCE};
 
 /// A Python interpreter that can `import websockets`: the system one if it can, else a
 /// virtualenv under the target directory (created once, with `pip install websockets`).
@@ -77,7 +77,7 @@ fn wait_for_line(mut child: Child, needle: &str) -> String {
 }
 
 /// Fills in the reference example's placeholder values.
-fn fill_in(source: &str, daemon: &Daemon, token: &str, session: &str) -> String {
+fn fill_in(source: &str, daemon: &DaemonProcess, token: &str, session: &str) -> String {
     source
         .replace(
             "localhost:8080",
@@ -88,7 +88,7 @@ fn fill_in(source: &str, daemon: &Daemon, token: &str, session: &str) -> String 
 }
 
 /// Types `marker` into the session (with a control token) once `client_ready` holds.
-fn type_marker(daemon: &Daemon, session: &str, marker: &str) {
+fn type_marker(daemon: &DaemonProcess, session: &str, marker: &str) {
     let mut ws = daemon.ws(&daemon.control());
     ws.send(json!({"type": "user_message", "session_id": session, "content": marker}));
     let ack = ws.recv_until("ack", |m| {
@@ -99,7 +99,7 @@ fn type_marker(daemon: &Daemon, session: &str, marker: &str) {
 
 #[test]
 fn the_reference_python_client_prints_terminal_output() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.token("observe");
     let session = daemon.spawn(&daemon.control(), "echo")["session_id"]
         .as_str()
@@ -134,7 +134,7 @@ fn the_reference_python_client_prints_terminal_output() {
 
 #[test]
 fn the_reference_typescript_client_prints_terminal_output() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.token("observe");
     let session = daemon.spawn(&daemon.control(), "echo")["session_id"]
         .as_str()

@@ -87,7 +87,7 @@ command = ["{styled}"]
 }
 
 /// A running daemon under test.
-pub struct Daemon {
+pub struct DaemonProcess {
     /// Root of everything this daemon uses.
     pub dir: tempfile::TempDir,
     /// `--state-dir`.
@@ -106,26 +106,29 @@ pub struct Daemon {
     lines: Receiver<String>,
 }
 
-impl Daemon {
+impl DaemonProcess {
     /// Starts a daemon with the base config.
-    pub fn start() -> Daemon {
-        Daemon::start_with("")
+    pub fn start() -> DaemonProcess {
+        DaemonProcess::start_with("")
     }
 
     /// Starts a daemon with `extra` TOML appended to the base config. Sections named in
     /// `extra` must not repeat the base config's (`[sessions]`, agent types).
-    pub fn start_with(extra: &str) -> Daemon {
-        Daemon::start_with_work(|_| extra.to_string())
+    pub fn start_with(extra: &str) -> DaemonProcess {
+        DaemonProcess::start_with_work(|_| extra.to_string())
     }
 
-    /// Like [`Daemon::start_with`], with the extra TOML made from the (already created,
+    /// Like [`DaemonProcess::start_with`], with the extra TOML made from the (already created,
     /// canonical) work dir, for config keyed by paths under it.
-    pub fn start_with_work(extra: impl FnOnce(&Path) -> String) -> Daemon {
-        Daemon::start_with_env(extra, &[])
+    pub fn start_with_work(extra: impl FnOnce(&Path) -> String) -> DaemonProcess {
+        DaemonProcess::start_with_env(extra, &[])
     }
 
-    /// Like [`Daemon::start_with_work`], with extra environment variables for the daemon.
-    pub fn start_with_env(extra: impl FnOnce(&Path) -> String, env: &[(&str, &str)]) -> Daemon {
+    /// Like [`DaemonProcess::start_with_work`], with extra environment variables for the daemon.
+    pub fn start_with_env(
+        extra: impl FnOnce(&Path) -> String,
+        env: &[(&str, &str)],
+    ) -> DaemonProcess {
         let dir = tempfile::Builder::new()
             .prefix("orch")
             .tempdir()
@@ -138,7 +141,7 @@ impl Daemon {
         let text = merge_config(&base_config(&work), &extra(&work));
         std::fs::write(&config, text).unwrap();
         let (tx, rx) = crossbeam_channel::unbounded();
-        let mut daemon = Daemon {
+        let mut daemon = DaemonProcess {
             dir,
             state,
             work,
@@ -396,7 +399,7 @@ impl Daemon {
     }
 
     /// Kills the daemon with SIGKILL and waits until it is gone (tmux and the agents keep
-    /// running). Start it again with [`Daemon::relaunch`].
+    /// running). Start it again with [`DaemonProcess::relaunch`].
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("daemon running");
         signal(child.id(), "KILL");
@@ -404,7 +407,7 @@ impl Daemon {
     }
 
     /// Starts the daemon again on the same state directory and config after
-    /// [`Daemon::kill9`] or [`Daemon::stop`].
+    /// [`DaemonProcess::kill9`] or [`DaemonProcess::stop`].
     pub fn relaunch(&mut self) {
         assert!(self.child.is_none(), "the daemon is still running");
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -536,7 +539,7 @@ pub fn touch(path: &Path) {
     std::fs::write(path, b"").unwrap();
 }
 
-impl Drop for Daemon {
+impl Drop for DaemonProcess {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             signal(child.id(), "KILL");
@@ -767,7 +770,7 @@ pub enum Closed {
     Dropped,
 }
 
-impl Daemon {
+impl DaemonProcess {
     /// Connects to `/ws/observe?{query}` with extra headers; the handshake's HTTP error is
     /// returned as the status code.
     pub fn ws_with(&self, query: &str, headers: &[(&str, &str)]) -> Result<Ws, u16> {

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::common::{Daemon, Transcript, wait_until};
+use crate::common::{DaemonProcess, Transcript, wait_until};
 
 /// A small tmpfs mounted on a fresh directory (needs root, as CI has), unmounted on drop.
 struct Tmpfs {
@@ -145,7 +145,7 @@ fn fill(dir: &Path) -> PathBuf {
 fn a_full_disk_refuses_delegations_with_503_while_reads_and_streams_go_on_and_nothing_is_lost() {
     let mut disk = FullDisk::new();
     let store = disk.path().join("tasks.redb");
-    let mut daemon = Daemon::start_with(&format!(
+    let mut daemon = DaemonProcess::start_with(&format!(
         "[tasks]\nstore_file = \"{}\"\nmax_running = 1",
         store.display()
     ));

@@ -12,17 +12,17 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::{
-    Closed, Daemon, Resp, parse_responses, process_alive, read_to_close, wait_until,
+    Closed, DaemonProcess, Resp, parse_responses, process_alive, read_to_close, wait_until,
 };
 
 /// Writes `bytes` on a fresh connection and returns every response until the daemon closes it.
-fn answers(daemon: &Daemon, bytes: &[u8]) -> Vec<Resp> {
+fn answers(daemon: &DaemonProcess, bytes: &[u8]) -> Vec<Resp> {
     parse_responses(&daemon.raw(bytes))
 }
 
 /// Writes `bytes` on a fresh connection and reads until the daemon closes it; an error (the
 /// read timeout: the daemon never answered) is returned with what had arrived.
-fn exchange(daemon: &Daemon, bytes: &[u8]) -> Result<Vec<u8>, String> {
+fn exchange(daemon: &DaemonProcess, bytes: &[u8]) -> Result<Vec<u8>, String> {
     let mut stream = daemon.connect();
     stream.write_all(bytes).map_err(|e| format!("write: {e}"))?;
     let mut out = Vec::new();
@@ -44,7 +44,7 @@ fn exchange(daemon: &Daemon, bytes: &[u8]) -> Result<Vec<u8>, String> {
 
 /// Writes `bytes` and asserts that exactly one response, the error `status`/`code`, comes back
 /// before the daemon closes the connection.
-fn assert_refused(daemon: &Daemon, bytes: &[u8], status: u16, code: &str) -> Resp {
+fn assert_refused(daemon: &DaemonProcess, bytes: &[u8], status: u16, code: &str) -> Resp {
     let raw = exchange(daemon, bytes)
         .unwrap_or_else(|e| panic!("{e}, for {:?}", String::from_utf8_lossy(bytes)));
     let responses = parse_responses(&raw);
@@ -67,7 +67,7 @@ fn assert_refused(daemon: &Daemon, bytes: &[u8], status: u16, code: &str) -> Res
 }
 
 /// `total` of `GET /api/agents`.
-fn list_total(daemon: &Daemon, token: &str) -> u64 {
+fn list_total(daemon: &DaemonProcess, token: &str) -> u64 {
     let resp = daemon.get("/api/agents", token);
     assert_eq!(resp.status, 200, "{}", resp.text());
     resp.json()["total"].as_u64().unwrap()
@@ -78,7 +78,7 @@ fn id_of(spawned: &Value) -> String {
 }
 
 /// Asserts the session is still listed (nothing smuggled deleted it).
-fn assert_still_listed(daemon: &Daemon, token: &str, id: &str) {
+fn assert_still_listed(daemon: &DaemonProcess, token: &str, id: &str) {
     let resp = daemon.get(&format!("/api/agents/{id}"), token);
     assert_eq!(resp.status, 200, "{id} still exists: {}", resp.text());
     assert_ne!(resp.json()["status"], "terminated");
@@ -94,7 +94,7 @@ fn assert_still_listed(daemon: &Daemon, token: &str, id: &str) {
 }
 
 /// `GET /api/health` with this exact `Host` line (`None`: no Host header at all).
-fn health_with_host(daemon: &Daemon, token: &str, host: Option<&str>) -> Vec<Resp> {
+fn health_with_host(daemon: &DaemonProcess, token: &str, host: Option<&str>) -> Vec<Resp> {
     let host = host.map(|h| format!("Host: {h}\r\n")).unwrap_or_default();
     answers(
         daemon,
@@ -127,7 +127,7 @@ fn noise(len: usize) -> Vec<u8> {
 
 #[test]
 fn content_length_with_transfer_encoding_is_refused_and_nothing_behind_it_runs() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let id = id_of(&daemon.spawn(&token, "echo"));
     let delete = format!(
@@ -152,7 +152,7 @@ fn content_length_with_transfer_encoding_is_refused_and_nothing_behind_it_runs()
 
 #[test]
 fn conflicting_content_lengths_are_refused() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     for lengths in [
         "Content-Length: 2\r\nContent-Length: 3\r\n",
@@ -169,7 +169,7 @@ fn conflicting_content_lengths_are_refused() {
 
 #[test]
 fn transfer_encodings_are_not_implemented() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     for coding in ["chunked", "gzip, chunked", "chunked, chunked"] {
         let request = format!(
@@ -183,7 +183,7 @@ fn transfer_encodings_are_not_implemented() {
 
 #[test]
 fn control_bytes_in_header_names_and_values_are_refused() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     for header in [&b"X-Note: a\rb"[..], b"X-Note: a\0b", b"X-No\0te: b"] {
         let mut request = format!(
@@ -199,7 +199,7 @@ fn control_bytes_in_header_names_and_values_are_refused() {
 
 #[test]
 fn missing_empty_or_repeated_host_is_refused() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let own = daemon.addr.to_string();
     for (what, host) in [
@@ -225,7 +225,7 @@ fn missing_empty_or_repeated_host_is_refused() {
 fn binary_garbage_and_tls_hellos_are_answered_400_at_once() {
     // The head timeout is far away: only recognising the bytes as not-HTTP answers in time
     // (the harness's read timeout fails a hang).
-    let daemon = Daemon::start_with("[limits]\nhead_timeout = \"1h\"");
+    let daemon = DaemonProcess::start_with("[limits]\nhead_timeout = \"1h\"");
     let garbage: Vec<u8> = (0..300)
         .map(|i| [0x00u8, 0x01, 0xff, 0x7f, 0x80, 0x1b][i % 6])
         .collect();
@@ -241,7 +241,7 @@ fn binary_garbage_and_tls_hellos_are_answered_400_at_once() {
 
 #[test]
 fn bytes_after_a_refused_upgrade_are_never_parsed_as_a_request() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let id = id_of(&daemon.spawn(&token, "echo"));
     let request = format!(
@@ -258,7 +258,7 @@ fn bytes_after_a_refused_upgrade_are_never_parsed_as_a_request() {
 }
 
 /// Writes a raw upgrade request with these extra header lines and returns the status line.
-fn upgrade_status(daemon: &Daemon, host: &str, extra_headers: &str) -> String {
+fn upgrade_status(daemon: &DaemonProcess, host: &str, extra_headers: &str) -> String {
     let token = daemon.token("observe");
     let request = format!(
         "GET /ws/observe?token={token} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n\
@@ -273,7 +273,7 @@ fn upgrade_status(daemon: &Daemon, host: &str, extra_headers: &str) -> String {
 
 #[test]
 fn foreign_host_names_are_refused_against_dns_rebinding() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.token("observe");
     let port = daemon.addr.port();
     let responses = health_with_host(&daemon, &token, Some("evil.example"));
@@ -306,7 +306,7 @@ fn foreign_host_names_are_refused_against_dns_rebinding() {
 
 #[test]
 fn allowed_hosts_adds_names_and_others_stay_refused() {
-    let daemon = Daemon::start_with("allowed_hosts = [\"orchestra.test\"]");
+    let daemon = DaemonProcess::start_with("allowed_hosts = [\"orchestra.test\"]");
     let token = daemon.token("observe");
     let port = daemon.addr.port();
     let responses = health_with_host(&daemon, &token, Some(&format!("orchestra.test:{port}")));
@@ -317,7 +317,7 @@ fn allowed_hosts_adds_names_and_others_stay_refused() {
 
 #[test]
 fn two_origin_headers_on_an_upgrade_are_refused() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let own = format!("http://{}", daemon.addr);
     let host = daemon.addr.to_string();
     for origins in [
@@ -334,7 +334,7 @@ fn two_origin_headers_on_an_upgrade_are_refused() {
 
 #[test]
 fn a_slowloris_body_gets_408_while_others_are_served() {
-    let daemon = Daemon::start_with("[limits]\nbody_timeout = \"1s\"");
+    let daemon = DaemonProcess::start_with("[limits]\nbody_timeout = \"1s\"");
     let token = daemon.control();
     let mut slow = daemon.connect();
     slow.write_all(
@@ -386,7 +386,7 @@ fn a_slowloris_body_gets_408_while_others_are_served() {
 
 /// Waits until the daemon has logged a request for `marker` (so every line logged before it
 /// has been read), then asserts no log line is longer than 4096 bytes.
-fn assert_log_lines_short(daemon: &Daemon, token: &str, marker: &str) {
+fn assert_log_lines_short(daemon: &DaemonProcess, token: &str, marker: &str) {
     assert_eq!(daemon.get(&format!("/api/{marker}"), token).status, 404);
     wait_until("the marker request in the log", || {
         daemon.log_contains(marker).then_some(())
@@ -404,7 +404,7 @@ fn assert_log_lines_short(daemon: &Daemon, token: &str, marker: &str) {
 
 #[test]
 fn huge_strings_are_neither_echoed_nor_logged_whole() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let bodies = [
         json!({"agent_type": "echo", "working_dir": format!("/{}", "a".repeat(900_000))}),
@@ -434,7 +434,7 @@ fn huge_strings_are_neither_echoed_nor_logged_whole() {
 
 #[test]
 fn deeply_nested_and_invalid_utf8_bodies_are_refused() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let mut deep = "[".repeat(100_000).into_bytes();
     deep.extend(std::iter::repeat_n(b']', 100_000));
@@ -455,7 +455,7 @@ fn deeply_nested_and_invalid_utf8_bodies_are_refused() {
 
 #[test]
 fn out_of_file_descriptors_every_client_still_gets_an_answer() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.token("observe");
     let pid = daemon.pid();
     // prlimit is part of util-linux, which every Debian system has; without it the test
@@ -514,7 +514,7 @@ fn read_head(stream: &mut TcpStream) -> String {
 }
 
 /// An upgraded raw connection to `/ws/observe`, past the 101 head.
-fn raw_ws(daemon: &Daemon) -> TcpStream {
+fn raw_ws(daemon: &DaemonProcess) -> TcpStream {
     let mut stream = daemon.connect();
     stream
         .write_all(
@@ -585,7 +585,7 @@ fn close_code(stream: &mut TcpStream) -> u16 {
 }
 
 /// Sends `bytes` on a fresh upgraded connection and returns the close code it earns.
-fn close_code_after(daemon: &Daemon, bytes: &[u8]) -> u16 {
+fn close_code_after(daemon: &DaemonProcess, bytes: &[u8]) -> u16 {
     let mut stream = raw_ws(daemon);
     stream.write_all(bytes).unwrap();
     close_code(&mut stream)
@@ -593,14 +593,14 @@ fn close_code_after(daemon: &Daemon, bytes: &[u8]) -> u16 {
 
 #[test]
 fn invalid_utf8_text_closes_1007() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let bytes = frame(0x81, b"{\"type\":\"ping\",\"id\":\"\xff\xfe\"}", true);
     assert_eq!(close_code_after(&daemon, &bytes), 1007);
 }
 
 #[test]
 fn protocol_violations_close_1002() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let ping = br#"{"type":"ping"}"#;
     for (what, bytes) in [
         ("unmasked text", frame(0x81, ping, false)),
@@ -614,14 +614,14 @@ fn protocol_violations_close_1002() {
 
 #[test]
 fn binary_frames_close_1003() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let bytes = frame(0x82, b"\x00\x01\x02", true);
     assert_eq!(close_code_after(&daemon, &bytes), 1003);
 }
 
 #[test]
 fn a_4_gib_frame_header_closes_1009_without_allocating() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let mut bytes = vec![0x81, 0x80 | 127];
     bytes.extend_from_slice(&(4u64 << 30).to_be_bytes());
     bytes.extend_from_slice(&[0x37, 0xfa, 0x21, 0x3d]);
@@ -637,7 +637,7 @@ fn a_4_gib_frame_header_closes_1009_without_allocating() {
 
 #[test]
 fn subscriptions_past_the_limit_are_an_error_and_the_connection_stays() {
-    let daemon = Daemon::start_with("[websocket]\nmax_subscriptions = 2");
+    let daemon = DaemonProcess::start_with("[websocket]\nmax_subscriptions = 2");
     let token = daemon.control();
     let ids: Vec<String> = (0..3)
         .map(|_| id_of(&daemon.spawn(&token, "echo")))
@@ -659,7 +659,7 @@ fn subscriptions_past_the_limit_are_an_error_and_the_connection_stays() {
 
 #[test]
 fn sigterm_closes_open_websockets_with_1001() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let mut ws = daemon.ws(&daemon.token("observe"));
     ws.send(json!({"type": "ping", "id": 1}));
     ws.recv_until("pong", |m| m["type"] == "pong");
@@ -670,7 +670,7 @@ fn sigterm_closes_open_websockets_with_1001() {
 
 #[test]
 fn the_private_tmux_server_dying_ends_every_session_and_spawning_still_works() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let ids: Vec<String> = (0..4)
         .map(|_| id_of(&daemon.spawn(&token, "echo")))

@@ -4,11 +4,11 @@ use std::io::{Read, Write};
 
 use serde_json::json;
 
-use crate::common::{Daemon, parse_responses, read_to_close};
+use crate::common::{DaemonProcess, parse_responses, read_to_close};
 
 #[test]
 fn unknown_paths_and_wrong_methods() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     daemon
         .get("/api/nope", &token)
@@ -27,7 +27,7 @@ fn unknown_paths_and_wrong_methods() {
 
 #[test]
 fn keep_alive_and_pipelined_requests_are_answered_in_order() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let spawn_body = json!({"agent_type": "echo", "working_dir": daemon.work}).to_string();
     // Health (immediate), spawn (answered by a worker later), an error, list, then close.
@@ -53,7 +53,7 @@ fn keep_alive_and_pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn size_limits_have_their_statuses() {
-    let daemon = Daemon::start_with(
+    let daemon = DaemonProcess::start_with(
         "[limits]\nmax_body_bytes = 1000\nmax_head_bytes = 2000\nmax_uri_bytes = 500\nmax_headers = 20",
     );
     let token = daemon.control();
@@ -81,7 +81,7 @@ fn size_limits_have_their_statuses() {
 
 #[test]
 fn malformed_requests_get_400_and_the_connection_closes() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     // The pipelined request after the broken one must never be processed.
     let raw = daemon.raw(
@@ -114,7 +114,7 @@ fn malformed_requests_get_400_and_the_connection_closes() {
 
 #[test]
 fn json_bodies_are_validated() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let post_raw = |body: &str| {
         let req = format!(
@@ -141,7 +141,7 @@ fn json_bodies_are_validated() {
 
 #[test]
 fn slow_request_heads_time_out_with_408_while_others_are_served() {
-    let daemon = Daemon::start_with("[limits]\nhead_timeout = \"300ms\"");
+    let daemon = DaemonProcess::start_with("[limits]\nhead_timeout = \"300ms\"");
     let token = daemon.control();
     let mut slow = daemon.connect();
     slow.write_all(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n")
@@ -154,7 +154,7 @@ fn slow_request_heads_time_out_with_408_while_others_are_served() {
 
 #[test]
 fn idle_keep_alive_connections_are_closed() {
-    let daemon = Daemon::start_with("[limits]\nidle_timeout = \"200ms\"");
+    let daemon = DaemonProcess::start_with("[limits]\nidle_timeout = \"200ms\"");
     let token = daemon.control();
     let mut conn = daemon.connect();
     conn.write_all(
@@ -173,7 +173,7 @@ fn idle_keep_alive_connections_are_closed() {
 
 #[test]
 fn connections_past_the_limit_get_503() {
-    let daemon = Daemon::start_with("[limits]\nmax_connections = 2");
+    let daemon = DaemonProcess::start_with("[limits]\nmax_connections = 2");
     let token = daemon.control();
     let mut held: Vec<std::net::TcpStream> = Vec::new();
     for _ in 0..2 {
@@ -202,7 +202,7 @@ fn connections_past_the_limit_get_503() {
 
 #[test]
 fn health_reports_version_and_uptime() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let resp = daemon.get("/api/health", &daemon.token("observe"));
     assert_eq!(resp.status, 200);
     let body = resp.json();
@@ -213,7 +213,7 @@ fn health_reports_version_and_uptime() {
 
 #[test]
 fn sigterm_exits_zero_and_leaves_agents_running() {
-    let mut daemon = Daemon::start();
+    let mut daemon = DaemonProcess::start();
     let token = daemon.control();
     let spawned = daemon.spawn(&token, "echo");
     let status = daemon.stop();
@@ -228,7 +228,7 @@ fn sigterm_exits_zero_and_leaves_agents_running() {
 
 #[test]
 fn sigterm_finishes_in_flight_requests_first() {
-    let mut daemon = Daemon::start_with("[sessions]\nkill_grace = \"1s\"");
+    let mut daemon = DaemonProcess::start_with("[sessions]\nkill_grace = \"1s\"");
     let token = daemon.control();
     let id = daemon.spawn(&token, "stubborn")["session_id"]
         .as_str()

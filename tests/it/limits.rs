@@ -4,7 +4,7 @@
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
-use crate::common::{Closed, Daemon, Resp, now, sign};
+use crate::common::{Closed, DaemonProcess, Resp, now, sign};
 
 fn header_u64(resp: &Resp, name: &str) -> u64 {
     resp.header(name)
@@ -13,7 +13,7 @@ fn header_u64(resp: &Resp, name: &str) -> u64 {
         .unwrap_or_else(|_| panic!("{name} is not a number: {:?}", resp.headers))
 }
 
-fn token_for(daemon: &Daemon, sub: &str) -> String {
+fn token_for(daemon: &DaemonProcess, sub: &str) -> String {
     sign(
         &json!({"scope": "control", "sub": sub, "exp": now() + 3600}),
         &daemon.secret(),
@@ -23,7 +23,8 @@ fn token_for(daemon: &Daemon, sub: &str) -> String {
 
 #[test]
 fn spawns_past_the_limit_get_429_with_retry_after_and_every_answer_carries_the_headers() {
-    let daemon = Daemon::start_with("[rate_limits]\nspawn = { requests = 2, window = \"1h\" }");
+    let daemon =
+        DaemonProcess::start_with("[rate_limits]\nspawn = { requests = 2, window = \"1h\" }");
     let alice = token_for(&daemon, "alice");
     let body = json!({"agent_type": "echo", "working_dir": daemon.work});
 
@@ -62,7 +63,8 @@ fn spawns_past_the_limit_get_429_with_retry_after_and_every_answer_carries_the_h
 
 #[test]
 fn delegations_past_the_limit_get_429() {
-    let daemon = Daemon::start_with("[rate_limits]\ndelegate = { requests = 1, window = \"1h\" }");
+    let daemon =
+        DaemonProcess::start_with("[rate_limits]\ndelegate = { requests = 1, window = \"1h\" }");
     let token = daemon.control();
     let body = json!({"agent_type": "task", "task": "ANSWER fine", "working_dir": daemon.work});
     let first = daemon.post("/api/delegate", &token, &body);
@@ -78,8 +80,9 @@ fn delegations_past_the_limit_get_429() {
 
 #[test]
 fn credential_failures_are_limited_per_address_and_valid_tokens_still_work() {
-    let daemon =
-        Daemon::start_with("[rate_limits]\nauth_failures = { requests = 2, window = \"1h\" }");
+    let daemon = DaemonProcess::start_with(
+        "[rate_limits]\nauth_failures = { requests = 2, window = \"1h\" }",
+    );
     for left in [1, 0] {
         let resp = daemon.get("/api/agents", "not-a-token");
         resp.assert_error(401, "INVALID_TOKEN");
@@ -99,7 +102,7 @@ fn credential_failures_are_limited_per_address_and_valid_tokens_still_work() {
 
 #[test]
 fn websocket_messages_past_the_limit_are_dropped_then_a_flood_is_closed_4002() {
-    let daemon = Daemon::start_with(
+    let daemon = DaemonProcess::start_with(
         "[rate_limits]\nws_messages = { requests = 3, window = \"1h\" }\nws_flood_close_after = 2",
     );
     let token = daemon.token("observe");

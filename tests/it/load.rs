@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::common::{Daemon, Transcript, Ws};
+use crate::common::{DaemonProcess, Transcript, Ws};
 use crate::observe::{between, flood_expected, rss_kb, subscribe_with_screen};
 
 /// Observers connected at once.
@@ -21,7 +21,7 @@ const MAX_GROWTH_KB: u64 = 128 * 1024;
 
 #[test]
 fn five_hundred_observers_and_fifty_http_clients_lose_nothing_and_memory_stays_bounded() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let resp = daemon.post(
         "/api/agents/spawn",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{Closed, Daemon, Transcript, Ws, now, sign, wait_until};
+use crate::common::{Closed, DaemonProcess, Transcript, Ws, now, sign, wait_until};
 
 fn id_of(spawned: &Value) -> String {
     spawned["session_id"].as_str().unwrap().to_string()
@@ -49,7 +49,7 @@ pub(crate) fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
 
 #[test]
 fn subscribers_get_the_screen_then_every_byte_of_a_large_stream() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let session = id_of(&daemon.spawn(&token, "flood"));
     let mut viewers: Vec<(Ws, Transcript)> = (0..4)
@@ -87,7 +87,7 @@ fn subscribers_get_the_screen_then_every_byte_of_a_large_stream() {
 
 #[test]
 fn a_character_split_across_two_writes_arrives_whole() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let session = id_of(&daemon.spawn(&token, "split"));
     let mut ws = daemon.ws(&token);
@@ -103,7 +103,7 @@ fn a_character_split_across_two_writes_arrives_whole() {
 
 #[test]
 fn resume_with_since_gets_exactly_the_missed_output_or_a_gap() {
-    let daemon = Daemon::start_with("[panes]\nbacklog_bytes = 65536");
+    let daemon = DaemonProcess::start_with("[panes]\nbacklog_bytes = 65536");
     let token = daemon.control();
     let session = id_of(&daemon.spawn(&token, "echo"));
     let mut ws = daemon.ws(&token);
@@ -178,7 +178,7 @@ fn resume_with_since_gets_exactly_the_missed_output_or_a_gap() {
 
 #[test]
 fn the_screen_shows_what_is_on_the_pane() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let spawned = daemon.spawn(&token, "echo");
     let session = id_of(&spawned);
@@ -206,7 +206,7 @@ fn the_screen_shows_what_is_on_the_pane() {
 
 #[test]
 fn a_slow_viewer_does_not_slow_a_fast_one_and_memory_stays_bounded() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let session = id_of(&daemon.spawn(&token, "flood"));
     // The slow viewer subscribes and then never reads; a small receive buffer keeps the
@@ -257,7 +257,7 @@ fn a_slow_viewer_does_not_slow_a_fast_one_and_memory_stays_bounded() {
 /// A WebSocket whose TCP receive buffer was made small before connecting, so a client that
 /// stops reading cannot have the kernel absorb megabytes on its behalf (loopback autotuning
 /// would allow tens of MB).
-fn ws_with_small_receive_buffer(daemon: &Daemon, token: &str) -> Ws {
+fn ws_with_small_receive_buffer(daemon: &DaemonProcess, token: &str) -> Ws {
     use std::os::fd::FromRawFd;
     #[allow(unsafe_code)]
     // SAFETY: plain socket calls on a descriptor this function creates and then hands to
@@ -312,7 +312,7 @@ pub(crate) fn rss_kb(pid: u32) -> u64 {
 
 #[test]
 fn user_message_needs_control_and_the_pane_stays_untouched() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let spawned = daemon.spawn(&daemon.control(), "echo");
     let session = id_of(&spawned);
     let mut ws = daemon.ws(&daemon.token("observe"));
@@ -335,7 +335,7 @@ fn user_message_needs_control_and_the_pane_stays_untouched() {
 
 #[test]
 fn multi_line_user_message_arrives_as_one_paste_then_enter() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let session = id_of(&daemon.spawn(&token, "paste_probe"));
     let mut ws = daemon.ws(&token);
@@ -372,7 +372,7 @@ fn multi_line_user_message_arrives_as_one_paste_then_enter() {
 
 #[test]
 fn input_to_unknown_or_dead_sessions_is_an_error() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let mut ws = daemon.ws(&token);
     ws.send(json!({"type": "user_message", "session_id": "sess-echo-00000000", "content": "hi"}));
@@ -407,7 +407,7 @@ fn input_to_unknown_or_dead_sessions_is_an_error() {
 
 #[test]
 fn a_crashing_agent_is_announced_with_its_exit_status_and_last_lines() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let mut ws = daemon.ws(&token);
     let session = id_of(&daemon.spawn(&token, "crash_input"));
@@ -430,7 +430,7 @@ fn a_crashing_agent_is_announced_with_its_exit_status_and_last_lines() {
 
 #[test]
 fn status_changes_are_announced_to_every_observer() {
-    let daemon = Daemon::start_with("[sessions]\nidle_after = \"300ms\"");
+    let daemon = DaemonProcess::start_with("[sessions]\nidle_after = \"300ms\"");
     let token = daemon.control();
     let mut watcher = daemon.ws(&daemon.token("observe"));
     let spawned = daemon.spawn(&token, "echo");
@@ -466,7 +466,7 @@ fn status_changes_are_announced_to_every_observer() {
 
 #[test]
 fn bad_tokens_get_an_error_then_close_1008() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     for query in ["token=garbage", "", "ticket=unknown"] {
         let mut ws = daemon.ws_with(query, &[]).expect("the upgrade completes");
         let (messages, closed) = ws.wait_closed();
@@ -490,7 +490,7 @@ fn bad_tokens_get_an_error_then_close_1008() {
 
 #[test]
 fn one_time_tickets_connect_once() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let resp = daemon.request(
         "POST",
         "/api/ws-ticket",
@@ -511,7 +511,7 @@ fn one_time_tickets_connect_once() {
 
 #[test]
 fn foreign_origins_are_refused_before_upgrading() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.token("observe");
     let query = format!("token={token}");
     assert_eq!(
@@ -525,7 +525,8 @@ fn foreign_origins_are_refused_before_upgrading() {
         daemon.ws_with(&query, &[("Origin", &own)]).is_ok(),
         "same origin is accepted"
     );
-    let allowed = Daemon::start_with("[websocket]\nallowed_origins = [\"https://app.example\"]");
+    let allowed =
+        DaemonProcess::start_with("[websocket]\nallowed_origins = [\"https://app.example\"]");
     let query = format!("token={}", allowed.token("observe"));
     assert!(
         allowed
@@ -545,7 +546,7 @@ fn foreign_origins_are_refused_before_upgrading() {
 
 #[test]
 fn a_restarted_daemon_resumes_streaming_without_duplicates() {
-    let mut daemon = Daemon::start();
+    let mut daemon = DaemonProcess::start();
     let token = daemon.control();
     let session = id_of(&daemon.spawn(&token, "echo"));
     let mut ws = daemon.ws(&token);
@@ -585,7 +586,7 @@ fn a_restarted_daemon_resumes_streaming_without_duplicates() {
 #[test]
 fn a_viewer_that_fell_behind_catches_up_without_waiting_for_new_output() {
     // No ping would come to the rescue: only the viewer's own reading may drive it.
-    let daemon = Daemon::start_with("[websocket]\nping_interval = \"1h\"");
+    let daemon = DaemonProcess::start_with("[websocket]\nping_interval = \"1h\"");
     let token = daemon.control();
     let session = id_of(&daemon.spawn(&token, "flood"));
     let mut behind = daemon.ws(&token);
@@ -602,7 +603,7 @@ fn a_viewer_that_fell_behind_catches_up_without_waiting_for_new_output() {
 
 #[test]
 fn a_pipe_closed_under_a_live_pane_is_re_armed() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let spawned = daemon.spawn(&token, "echo");
     let session = id_of(&spawned);
@@ -629,7 +630,7 @@ fn a_pipe_closed_under_a_live_pane_is_re_armed() {
 
 #[test]
 fn a_token_that_expires_while_connected_gets_invalid_token_then_close_1008() {
-    let daemon = Daemon::start_with("[auth]\nleeway = \"0s\"");
+    let daemon = DaemonProcess::start_with("[auth]\nleeway = \"0s\"");
     let token = sign(
         &json!({"sub": "short-lived", "scope": "observe", "exp": now() + 3}),
         &daemon.secret(),
@@ -660,7 +661,7 @@ fn a_token_that_expires_while_connected_gets_invalid_token_then_close_1008() {
 
 /// Opens a raw TCP connection and writes the upgrade request for `/ws/observe?token=`
 /// followed by `extra` in one write.
-fn raw_upgrade(daemon: &Daemon, token: &str, extra: &[u8]) -> TcpStream {
+fn raw_upgrade(daemon: &DaemonProcess, token: &str, extra: &[u8]) -> TcpStream {
     let mut stream = daemon.connect();
     let mut bytes = format!(
         "GET /ws/observe?token={token} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
@@ -748,8 +749,9 @@ fn parse_server_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
 
 #[test]
 fn a_client_that_never_answers_pings_is_closed_with_4000() {
-    let daemon =
-        Daemon::start_with("[websocket]\nping_interval = \"300ms\"\npong_timeout = \"300ms\"");
+    let daemon = DaemonProcess::start_with(
+        "[websocket]\nping_interval = \"300ms\"\npong_timeout = \"300ms\"",
+    );
     let mut stream = raw_upgrade(&daemon, &daemon.token("observe"), b"");
     // Read everything, answer nothing.
     let (head, frames, closed) = read_frames(&mut stream, |opcode, _| opcode == 0x8);
@@ -768,7 +770,7 @@ fn a_client_that_never_answers_pings_is_closed_with_4000() {
 
 #[test]
 fn bytes_sent_with_the_upgrade_request_are_not_lost() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let frame = masked_text_frame(r#"{"type":"ping","id":"early"}"#);
     let mut stream = raw_upgrade(&daemon, &daemon.token("observe"), &frame);
     let (head, frames, found) = read_frames(&mut stream, |opcode, _| opcode == 0x1);
@@ -782,7 +784,7 @@ fn bytes_sent_with_the_upgrade_request_are_not_lost() {
 
 #[test]
 fn input_reaches_a_pane_that_is_in_copy_mode() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let spawned = daemon.spawn(&token, "echo");
     let session = id_of(&spawned);
@@ -820,7 +822,7 @@ fn input_reaches_a_pane_that_is_in_copy_mode() {
 
 #[test]
 fn an_agent_killed_by_a_signal_is_announced_with_its_signal() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let mut watcher = daemon.ws(&daemon.token("observe"));
     // `crash` prints a line, then SIGKILLs itself.
     let session = id_of(&daemon.spawn(&daemon.control(), "crash"));
@@ -853,7 +855,7 @@ fn an_agent_killed_by_a_signal_is_announced_with_its_signal() {
 
 #[test]
 fn tmux_and_shell_syntax_in_typed_text_reaches_the_pane_as_inert_text() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let spawned = daemon.spawn(&token, "echo");
     let session = id_of(&spawned);
@@ -930,7 +932,7 @@ fn a_viewer_that_keeps_falling_out_of_the_backlog_is_closed_with_4001() {
     // (with no more shared frames, which also serve viewers behind) and floods of about
     // 750 KB: a viewer that keeps up never leaves the backlog, one that stalls through two
     // floods does. One resync a minute is tolerated, the second is not.
-    let daemon = Daemon::start_with(
+    let daemon = DaemonProcess::start_with(
         "[websocket]\nmax_resyncs_per_minute = 1\nsend_window_bytes = 4096\n\
          socket_send_buffer = 4096\n[panes]\nbacklog_bytes = 1048576\n\
          live_frame_bytes = 262144",
@@ -997,7 +999,7 @@ fn a_pipe_that_goes_silent_under_a_live_pane_is_re_armed_by_the_health_check() {
     // The tmux stand-in gives the next pane a pipe that stays open but delivers nothing, as
     // a wedged pipe would; only the health check, comparing tmux's activity with what the
     // pipe delivered, can notice.
-    let daemon = Daemon::start_with(&format!(
+    let daemon = DaemonProcess::start_with(&format!(
         "[panes]\nhealth_interval = \"500ms\"\n[tmux]\nbinary = \"{}\"",
         crate::common::agent_script("tmux-silence-pipe.sh")
     ));
@@ -1072,7 +1074,7 @@ fn a_pipe_that_goes_silent_under_a_live_pane_is_re_armed_by_the_health_check() {
 
 #[test]
 fn a_fresh_subscriber_gets_colours_cursor_and_modes_on_its_screen() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let spawned = daemon.spawn(&token, "styled");
     let session = id_of(&spawned);

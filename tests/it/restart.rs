@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::common::Daemon;
+use crate::common::DaemonProcess;
 
 fn stable_fields(agent: &Value) -> Value {
     let mut agent = agent.clone();
@@ -24,7 +24,7 @@ fn stable_fields(agent: &Value) -> Value {
 
 #[test]
 fn a_restarted_daemon_finds_its_sessions_with_identical_fields() {
-    let mut daemon = Daemon::start();
+    let mut daemon = DaemonProcess::start();
     let token = daemon.control();
     let running = daemon.spawn(&token, "echo")["session_id"]
         .as_str()
@@ -128,7 +128,7 @@ fn a_restarted_daemon_finds_its_sessions_with_identical_fields() {
 
 #[test]
 fn a_second_daemon_cannot_share_the_state_dir() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_orchestra"))
         .arg("serve")
         .arg("--config")

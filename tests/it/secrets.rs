@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::common::{Daemon, agent_script, wait_until};
+use crate::common::{DaemonProcess, agent_script, wait_until};
 use crate::observe::subscribe_with_screen;
 
 /// A secret no test could produce by accident.
@@ -45,7 +45,7 @@ fn pid_of(value: &Value) -> u64 {
 fn no_process_the_daemon_starts_inherits_its_secret_or_variables() {
     let secret = unique_secret();
     let orchestra = env!("CARGO_BIN_EXE_orchestra");
-    let daemon = Daemon::start_with_env(
+    let daemon = DaemonProcess::start_with_env(
         |_| {
             "[agents.envdump]\ncommand = [\"/bin/sh\", \"-c\", \"read line; env; echo ENV-DONE; exec cat\"]\n"
                 .to_string()
@@ -164,7 +164,7 @@ fn no_process_the_daemon_starts_inherits_its_secret_or_variables() {
 #[test]
 fn working_dirs_that_contain_the_state_dir_are_refused() {
     // The allowed root is the directory holding both the state dir and the work dir.
-    let daemon = Daemon::start_with_work(|work| {
+    let daemon = DaemonProcess::start_with_work(|work| {
         format!(
             "[sessions]\nallowed_roots = [\"{}\"]\n",
             work.parent().unwrap().display()
@@ -213,7 +213,7 @@ fn stand_in_clis(dir: &Path) -> String {
 fn task_text_that_starts_with_dashes_never_becomes_an_option() {
     let bin = tempfile::tempdir().unwrap();
     let path = stand_in_clis(bin.path());
-    let daemon = Daemon::start_with_env(|_| String::new(), &[("PATH", path.as_str())]);
+    let daemon = DaemonProcess::start_with_env(|_| String::new(), &[("PATH", path.as_str())]);
     let token = daemon.control();
     let text = "--dangerously-skip-permissions --help";
     for agent_type in ["claude", "droid", "cursor", "aider"] {
@@ -249,7 +249,7 @@ fn task_text_that_starts_with_dashes_never_becomes_an_option() {
 
 #[test]
 fn a_shell_task_that_starts_with_dashes_is_a_script_not_an_option() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let task = daemon.delegate_in(
         &token,
@@ -267,7 +267,7 @@ fn a_shell_task_that_starts_with_dashes_is_a_script_not_an_option() {
 
 #[test]
 fn a_repository_cannot_run_code_through_the_daemons_git_calls() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let repo = daemon.work.join("repo");
     crate::common::git_repo(&repo, &[("README", "hello\n")]);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::common::{Daemon, Resp, agent_script, wait_until};
+use crate::common::{DaemonProcess, Resp, agent_script, wait_until};
 use crate::observe::subscribe_with_screen;
 
 /// Where `program` is installed (the real one the stand-in runs).
@@ -37,7 +37,7 @@ fn held(stand_in: &Path) -> usize {
 /// Sends `count` spawn requests of the `echo` type at once; returns their responses in the
 /// order they arrive.
 fn spawn_concurrently(
-    daemon: &Daemon,
+    daemon: &DaemonProcess,
     token: &str,
     count: usize,
 ) -> crossbeam_channel::Receiver<Resp> {
@@ -76,7 +76,7 @@ fn a_hung_tmux_stalls_neither_streams_nor_health_nor_listing_and_spawns_are_refu
     let stand_in = dir.path().join("tmux");
     std::os::unix::fs::symlink(agent_script("hold.sh"), &stand_in).unwrap();
     let real_tmux = real("tmux");
-    let daemon = Daemon::start_with_env(
+    let daemon = DaemonProcess::start_with_env(
         |_| {
             format!(
                 "workers = 2\nmax_queued_jobs = 2\n[tmux]\nbinary = \"{}\"\ncommand_timeout = \"120s\"\n",
@@ -161,7 +161,7 @@ fn sixteen_tasks_in_a_slow_repository_do_not_delay_spawns_reads_or_kills() {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let daemon = Daemon::start_with_env(
+    let daemon = DaemonProcess::start_with_env(
         |_| "[tasks]\nmax_running = 16\n".to_string(),
         &[
             ("PATH", path.as_str()),

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::common::{
-    Daemon, Transcript, Ws, agent_script, git, git_repo, is_rfc3339_utc, process_alive, touch,
-    wait_until,
+    DaemonProcess, Transcript, Ws, agent_script, git, git_repo, is_rfc3339_utc, process_alive,
+    touch, wait_until,
 };
 
 /// `ticket-` and a lowercase UUID v4.
@@ -44,12 +44,12 @@ fn script(lines: &[&str]) -> String {
 }
 
 /// A path in the daemon's temp dir but outside its work dir (the allowed root).
-fn outside(daemon: &Daemon, name: &str) -> PathBuf {
+fn outside(daemon: &DaemonProcess, name: &str) -> PathBuf {
     daemon.dir.path().join(name)
 }
 
 /// A fresh directory under the work dir.
-fn work_dir(daemon: &Daemon, name: &str) -> PathBuf {
+fn work_dir(daemon: &DaemonProcess, name: &str) -> PathBuf {
     let dir = daemon.work.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -86,7 +86,7 @@ fn wait_file_contains(path: &Path, needle: &str) {
 }
 
 /// An observer that is certainly registered (a ping answered) before the test goes on.
-fn observer(daemon: &Daemon, token: &str) -> Ws {
+fn observer(daemon: &DaemonProcess, token: &str) -> Ws {
     let mut ws = daemon.ws(token);
     ws.send(json!({"type": "ping", "id": "ready"}));
     ws.recv_until("pong", |m| m["type"] == "pong");
@@ -111,7 +111,7 @@ fn task_type(name: &str, extra: &str) -> String {
     )
 }
 
-fn session_listed(daemon: &Daemon, token: &str, session: &str) -> bool {
+fn session_listed(daemon: &DaemonProcess, token: &str, session: &str) -> bool {
     daemon.get("/api/agents", token).json()["agents"]
         .as_array()
         .unwrap()
@@ -121,7 +121,7 @@ fn session_listed(daemon: &Daemon, token: &str, session: &str) -> bool {
 
 #[test]
 fn a_task_that_edits_files_completes_with_the_files_and_the_final_answer() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let release = outside(&daemon, "release");
     let task = script(&[
@@ -220,7 +220,7 @@ fn a_task_that_edits_files_completes_with_the_files_and_the_final_answer() {
 
 #[test]
 fn a_finished_task_session_goes_away_unless_keep_sessions_is_set() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let answer = daemon.delegate_in(&token, "task", &daemon.work, "WRITE gone.txt x");
     daemon.wait_task_status(&token, &text(&answer, "ticket_id"), "completed");
@@ -230,7 +230,7 @@ fn a_finished_task_session_goes_away_unless_keep_sessions_is_set() {
     });
     assert_eq!(daemon.get("/api/agents", &token).json()["total"], 0);
 
-    let daemon = Daemon::start_with("[tasks]\nkeep_sessions = true");
+    let daemon = DaemonProcess::start_with("[tasks]\nkeep_sessions = true");
     let token = daemon.control();
     let answer = daemon.delegate_in(&token, "task", &daemon.work, "SAY last words here");
     daemon.wait_task_status(&token, &text(&answer, "ticket_id"), "completed");
@@ -257,7 +257,7 @@ fn a_finished_task_session_goes_away_unless_keep_sessions_is_set() {
 
 #[test]
 fn an_agent_exiting_non_zero_fails_the_task_with_its_exit_code_and_output_tail() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let answer = daemon.delegate_in(
         &token,
@@ -279,7 +279,7 @@ fn an_agent_exiting_non_zero_fails_the_task_with_its_exit_code_and_output_tail()
 
 #[test]
 fn an_agent_killed_by_a_signal_fails_the_task_as_crashed() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let answer = daemon.delegate_in(
         &token,
@@ -297,7 +297,7 @@ fn an_agent_killed_by_a_signal_fails_the_task_as_crashed() {
 
 #[test]
 fn killing_the_task_session_fails_the_task_as_crashed() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let pid_file = outside(&daemon, "pid");
     let answer = daemon.delegate_in(
@@ -325,7 +325,7 @@ fn killing_the_task_session_fails_the_task_as_crashed() {
 
 #[test]
 fn a_task_past_its_timeout_is_ended_with_task_timeout() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let mut ws = observer(&daemon, &token);
     let pid_file = outside(&daemon, "pid");
@@ -358,7 +358,7 @@ fn a_task_past_its_timeout_is_ended_with_task_timeout() {
 
 #[test]
 fn observers_see_pending_running_completed_task_updates_in_order() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let mut ws = observer(&daemon, &daemon.token("observe"));
     let answer = daemon.delegate_in(&token, "task", &daemon.work, "WRITE x.txt hi");
@@ -396,7 +396,7 @@ fn observers_see_pending_running_completed_task_updates_in_order() {
 
 #[test]
 fn delegate_requests_are_validated_and_refused_ones_leave_nothing_behind() {
-    let daemon = Daemon::start_with("[tasks]\nmax_timeout = \"1h\"");
+    let daemon = DaemonProcess::start_with("[tasks]\nmax_timeout = \"1h\"");
     let token = daemon.control();
     let work = daemon.work.clone();
     let outside_dir = tempfile::tempdir().unwrap();
@@ -519,7 +519,7 @@ fn delegate_requests_are_validated_and_refused_ones_leave_nothing_behind() {
 
 #[test]
 fn working_dir_defaults_to_the_delegating_session_then_the_first_allowed_root() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let project = work_dir(&daemon, "project");
     let resp = daemon.post(
@@ -549,7 +549,7 @@ fn working_dir_defaults_to_the_delegating_session_then_the_first_allowed_root() 
 
 #[test]
 fn more_pending_tickets_than_max_queued_is_503_overloaded() {
-    let daemon = Daemon::start_with("[tasks]\nmax_running = 1\nmax_queued = 1");
+    let daemon = DaemonProcess::start_with("[tasks]\nmax_running = 1\nmax_queued = 1");
     let token = daemon.control();
     let release = outside(&daemon, "release");
     let first = daemon.delegate_in(
@@ -575,7 +575,7 @@ fn more_pending_tickets_than_max_queued_is_503_overloaded() {
 
 #[test]
 fn with_max_running_one_a_second_task_waits_until_the_first_ends() {
-    let daemon = Daemon::start_with("[tasks]\nmax_running = 1");
+    let daemon = DaemonProcess::start_with("[tasks]\nmax_running = 1");
     let token = daemon.control();
     let log = outside(&daemon, "log");
     let release = outside(&daemon, "release");
@@ -630,7 +630,7 @@ fn with_max_running_one_a_second_task_waits_until_the_first_ends() {
 
 #[test]
 fn the_queue_is_first_in_first_out() {
-    let daemon = Daemon::start_with("[tasks]\nmax_running = 1");
+    let daemon = DaemonProcess::start_with("[tasks]\nmax_running = 1");
     let token = daemon.control();
     let log = outside(&daemon, "log");
     let release = outside(&daemon, "release");
@@ -682,7 +682,7 @@ fn the_queue_is_first_in_first_out() {
 
 #[test]
 fn a_type_at_its_max_tasks_does_not_block_tasks_of_other_types() {
-    let daemon = Daemon::start_with(&format!(
+    let daemon = DaemonProcess::start_with(&format!(
         "[tasks]\nmax_running = 4\n{}",
         task_type("task2", "max_tasks = 1")
     ));
@@ -724,7 +724,7 @@ fn a_type_at_its_max_tasks_does_not_block_tasks_of_other_types() {
 
 #[test]
 fn cancelling_a_pending_ticket_means_it_never_runs() {
-    let daemon = Daemon::start_with("[tasks]\nmax_running = 1");
+    let daemon = DaemonProcess::start_with("[tasks]\nmax_running = 1");
     let token = daemon.control();
     let release = outside(&daemon, "release");
     let blocker = daemon.delegate_in(
@@ -781,7 +781,7 @@ fn cancelling_a_pending_ticket_means_it_never_runs() {
 
 #[test]
 fn cancelling_a_running_ticket_ends_its_agent() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let mut ws = observer(&daemon, &token);
     let pid_file = outside(&daemon, "pid");
@@ -823,7 +823,7 @@ fn cancelling_a_running_ticket_ends_its_agent() {
 
 #[test]
 fn cancelling_a_finished_ticket_is_409_and_changes_nothing() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let answer = daemon.delegate_in(&token, "task", &daemon.work, "WRITE done.txt x");
     let ticket = text(&answer, "ticket_id");
@@ -839,7 +839,7 @@ fn cancelling_a_finished_ticket_is_409_and_changes_nothing() {
 
 #[test]
 fn the_task_list_filters_paginates_and_is_newest_first() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let one = daemon.delegate_in(&token, "task", &work_dir(&daemon, "one"), "WRITE one.txt 1");
     let two = daemon.delegate_in(&token, "task", &work_dir(&daemon, "two"), "FAIL");
@@ -919,7 +919,7 @@ fn the_task_list_filters_paginates_and_is_newest_first() {
 
 #[test]
 fn a_passing_test_command_records_tests_passed() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let answer = daemon.delegate(
         &token,
@@ -947,7 +947,7 @@ fn a_passing_test_command_records_tests_passed() {
 
 #[test]
 fn a_failing_test_command_completes_the_task_with_tests_passed_false() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let answer = daemon.delegate(
         &token,
@@ -971,7 +971,7 @@ fn a_failing_test_command_completes_the_task_with_tests_passed_false() {
 
 #[test]
 fn without_tests_required_or_a_test_command_tests_are_skipped_with_a_reason() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let marker = outside(&daemon, "tests-ran");
     let not_required = daemon.delegate(
@@ -1004,7 +1004,7 @@ fn without_tests_required_or_a_test_command_tests_are_skipped_with_a_reason() {
 #[test]
 fn the_configured_test_command_of_the_longest_matching_dir_prefix_is_used_and_named_in_the_prompt()
 {
-    let daemon = Daemon::start_with_work(|work| {
+    let daemon = DaemonProcess::start_with_work(|work| {
         let project = work.join("project");
         std::fs::create_dir_all(&project).unwrap();
         format!(
@@ -1042,7 +1042,7 @@ fn the_configured_test_command_of_the_longest_matching_dir_prefix_is_used_and_na
 
 #[test]
 fn the_prompt_carries_files_requirements_and_the_test_instruction_and_the_env_names_the_ticket() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let prompt = outside(&daemon, "prompt");
     let env = outside(&daemon, "env");
@@ -1108,7 +1108,7 @@ fn the_prompt_carries_files_requirements_and_the_test_instruction_and_the_env_na
 
 #[test]
 fn parallel_worktree_tasks_on_one_repo_each_get_their_own_branch_and_files() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let repo = daemon.work.join("repo");
     git_repo(&repo, &[("README.md", "original\n")]);
@@ -1192,7 +1192,7 @@ fn parallel_worktree_tasks_on_one_repo_each_get_their_own_branch_and_files() {
 
 #[test]
 fn a_task_in_a_git_checkout_lists_the_files_it_changed() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let repo = daemon.work.join("repo");
     git_repo(
@@ -1215,7 +1215,7 @@ fn a_task_in_a_git_checkout_lists_the_files_it_changed() {
 
 #[test]
 fn in_a_plain_directory_files_modified_comes_from_the_snapshot() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let dir = work_dir(&daemon, "plain");
     std::fs::create_dir_all(dir.join("deep")).unwrap();
@@ -1247,7 +1247,7 @@ fn in_a_plain_directory_files_modified_comes_from_the_snapshot() {
 
 #[test]
 fn tickets_survive_a_kill_9_of_the_daemon_and_run_to_the_end() {
-    let mut daemon = Daemon::start_with("[tasks]\nmax_running = 1");
+    let mut daemon = DaemonProcess::start_with("[tasks]\nmax_running = 1");
     let token = daemon.control();
     let release = outside(&daemon, "release");
     let pid_file = outside(&daemon, "pid");
@@ -1308,7 +1308,7 @@ fn tickets_survive_a_kill_9_of_the_daemon_and_run_to_the_end() {
 
 #[test]
 fn a_ticket_whose_agent_finished_while_the_daemon_was_down_gets_its_result() {
-    let mut daemon = Daemon::start();
+    let mut daemon = DaemonProcess::start();
     let token = daemon.control();
     let release = outside(&daemon, "release");
     let pid_file = outside(&daemon, "pid");
@@ -1344,7 +1344,7 @@ fn a_ticket_whose_agent_finished_while_the_daemon_was_down_gets_its_result() {
 
 #[test]
 fn a_ticket_whose_session_vanished_while_the_daemon_was_down_fails_as_crashed() {
-    let mut daemon = Daemon::start();
+    let mut daemon = DaemonProcess::start();
     let token = daemon.control();
     let answer = daemon.delegate_in(
         &token,
@@ -1372,7 +1372,7 @@ fn a_ticket_whose_session_vanished_while_the_daemon_was_down_fails_as_crashed() 
 
 #[test]
 fn a_flood_of_output_leaves_a_bounded_message_and_tail_with_the_final_answer() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let answer = daemon.delegate_in(
         &token,
@@ -1399,7 +1399,7 @@ fn a_flood_of_output_leaves_a_bounded_message_and_tail_with_the_final_answer() {
 
 #[test]
 fn json_output_makes_its_result_field_the_message() {
-    let daemon = Daemon::start();
+    let daemon = DaemonProcess::start();
     let token = daemon.control();
     let answer = daemon.delegate_in(
         &token,
@@ -1416,7 +1416,7 @@ fn json_output_makes_its_result_field_the_message() {
 
 #[test]
 fn only_the_newest_finished_tickets_are_kept_and_task_ids_are_never_reused() {
-    let mut daemon = Daemon::start_with("[tasks]\nkeep_finished = 2");
+    let mut daemon = DaemonProcess::start_with("[tasks]\nkeep_finished = 2");
     let token = daemon.control();
     let mut ids = Vec::new();
     for n in 0..3 {
