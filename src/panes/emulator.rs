@@ -366,6 +366,58 @@ mod tests {
         assert!(!dirty.screen().alternate_screen());
     }
 
+    /// Real programs' pane output, recorded from tmux with `tests/fixtures/record-pane.sh`,
+    /// next to the screen tmux itself showed after it.
+    #[test]
+    fn recorded_panes_end_on_the_screen_tmux_showed_and_snapshots_reproduce_them() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/panes");
+        let mut names: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        assert!(names.len() >= 5, "fixtures missing under {}", root.display());
+        for dir in names {
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            let meta: Vec<u16> = std::fs::read_to_string(dir.join("meta"))
+                .unwrap()
+                .split_whitespace()
+                .map(|n| n.parse().unwrap())
+                .collect();
+            let [rows, cols, cursor_x, cursor_y, alternate] = meta[..] else {
+                panic!("{name}: meta must hold 5 numbers");
+            };
+            let output = std::fs::read(dir.join("output.bin")).unwrap();
+            let mut parser = new_parser(rows, cols);
+            parser.process(&output);
+            let screen = parser.screen();
+            let ours: Vec<String> = screen
+                .rows(0, cols)
+                .map(|r| r.trim_end().to_string())
+                .collect();
+            let tmux_screen = std::fs::read_to_string(dir.join("screen.txt")).unwrap();
+            let theirs: Vec<&str> = tmux_screen.lines().map(str::trim_end).collect();
+            assert_eq!(ours, theirs, "{name}: the screen differs from tmux's");
+            assert_eq!(
+                screen.cursor_position(),
+                (cursor_y, cursor_x),
+                "{name}: cursor (row, col)"
+            );
+            assert_eq!(screen.alternate_screen(), alternate == 1, "{name}");
+
+            // A snapshot brings a fresh terminal to the same screen, attributes included.
+            let mut copy = new_parser(rows, cols);
+            copy.process(screen_state(screen).as_bytes());
+            let copied = copy.screen();
+            assert_eq!(copied.contents_formatted(), screen.contents_formatted(), "{name}");
+            assert_eq!(copied.cursor_position(), screen.cursor_position(), "{name}");
+            assert_eq!(copied.alternate_screen(), screen.alternate_screen(), "{name}");
+            assert_eq!(copied.bracketed_paste(), screen.bracketed_paste(), "{name}");
+            assert_eq!(copied.application_cursor(), screen.application_cursor(), "{name}");
+            assert_eq!(copied.hide_cursor(), screen.hide_cursor(), "{name}");
+        }
+    }
+
     #[test]
     fn thread_follows_fed_output_and_answers_snapshots() {
         let (tx, rx) = crossbeam_channel::unbounded();
