@@ -17,6 +17,7 @@ use super::validate::{EnvPolicy, PrivateDirs, resolve_working_dir, validate_env}
 use super::{
     Agent, AgentEvent, AgentStatus, CaptureState, ExitInfo, Rearm, RearmReason, new_session_ids,
 };
+use crate::config::{AgentType, Config};
 use crate::daemon::{Daemon, Done, Source};
 use crate::panes::attach;
 use crate::tmux::{self, PaneId, PaneState, SessionName, Tmux, TmuxError};
@@ -101,32 +102,16 @@ struct SpawnOutcome {
 /// Creates a session. `done` gets the new session's id or the error to answer with.
 pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned, SpawnError>>) {
     let config = daemon.config.clone();
-    let Some(agent_type) = config.agents.get(&params.agent_type) else {
-        let error = SpawnError::UnknownType {
-            name: params.agent_type.clone(),
-            known: config.agents.keys().cloned().collect(),
-        };
-        return done(daemon, Err(error));
+    let daemon_state = DaemonLoad {
+        shutting_down: daemon.shutting_down,
+        quick_pool: daemon.jobs.name(),
+        quick_pool_has_room: daemon.jobs.has_room(),
+        live_sessions: daemon.agents.len() + daemon.agents.pending_spawns,
     };
-    let policy = EnvPolicy {
-        allowed: &config.sessions.allowed_env,
-        max_vars: config.sessions.max_env_vars,
-        max_value_bytes: config.sessions.max_env_value_bytes,
+    let agent_type = match admit(&config, &params, &daemon_state) {
+        Ok(agent_type) => agent_type,
+        Err(error) => return done(daemon, Err(error)),
     };
-    if let Err(message) = validate_env(&params.env, &policy) {
-        return done(daemon, Err(SpawnError::InvalidEnv(message)));
-    }
-    if daemon.shutting_down {
-        return done(daemon, Err(SpawnError::ShuttingDown));
-    }
-    if !params.internal && !daemon.jobs.has_room() {
-        let pool = daemon.jobs.name();
-        return done(daemon, Err(SpawnError::WorkersBusy { pool }));
-    }
-    let live = daemon.agents.len() + daemon.agents.pending_spawns;
-    if live >= config.sessions.max_sessions {
-        return done(daemon, Err(SpawnError::SessionLimit { live }));
-    }
     let (session_id, name) = params
         .ids
         .clone()
@@ -205,6 +190,52 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
             }
         })
     });
+}
+
+/// What a spawn's admission depends on besides the request and the configuration.
+#[derive(Debug, Clone)]
+struct DaemonLoad {
+    shutting_down: bool,
+    quick_pool: &'static str,
+    quick_pool_has_room: bool,
+    /// Sessions that exist or are being created.
+    live_sessions: usize,
+}
+
+/// The checks a spawn passes before any work starts, in the order a caller should fix
+/// them: the type, the environment, then whether the daemon can take it now. Pure.
+fn admit<'c>(
+    config: &'c Config,
+    params: &SpawnParams,
+    load: &DaemonLoad,
+) -> Result<&'c AgentType, SpawnError> {
+    let Some(agent_type) = config.agents.get(&params.agent_type) else {
+        return Err(SpawnError::UnknownType {
+            name: params.agent_type.clone(),
+            known: config.agents.keys().cloned().collect(),
+        });
+    };
+    let policy = EnvPolicy {
+        allowed: &config.sessions.allowed_env,
+        max_vars: config.sessions.max_env_vars,
+        max_value_bytes: config.sessions.max_env_value_bytes,
+    };
+    validate_env(&params.env, &policy).map_err(SpawnError::InvalidEnv)?;
+    if load.shutting_down {
+        return Err(SpawnError::ShuttingDown);
+    }
+    // The daemon's own spawns (tasks) are bounded by tasks.max_running instead.
+    if !params.internal && !load.quick_pool_has_room {
+        return Err(SpawnError::WorkersBusy {
+            pool: load.quick_pool,
+        });
+    }
+    if load.live_sessions >= config.sessions.max_sessions {
+        return Err(SpawnError::SessionLimit {
+            live: load.live_sessions,
+        });
+    }
+    Ok(agent_type)
 }
 
 /// The blocking part of a spawn: filesystem checks, spec file, tmux.
@@ -642,4 +673,78 @@ pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
         count += 1;
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load() -> DaemonLoad {
+        DaemonLoad {
+            shutting_down: false,
+            quick_pool: "worker",
+            quick_pool_has_room: true,
+            live_sessions: 0,
+        }
+    }
+
+    fn params(agent_type: &str, env: &[(&str, &str)]) -> SpawnParams {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        SpawnParams::new(agent_type.into(), None, env)
+    }
+
+    #[test]
+    fn a_spawn_is_admitted_or_refused_with_what_to_fix_first() {
+        let config = Config::default();
+        let max = config.sessions.max_sessions;
+        let busy = DaemonLoad {
+            quick_pool_has_room: false,
+            ..load()
+        };
+        let full = DaemonLoad {
+            live_sessions: max,
+            ..load()
+        };
+        let stopping = DaemonLoad {
+            shutting_down: true,
+            ..busy.clone()
+        };
+        let table: Vec<(SpawnParams, DaemonLoad, Result<(), &str>)> = vec![
+            (params("shell", &[]), load(), Ok(())),
+            (params("nope", &[]), load(), Err("UnknownType")),
+            // The request's own faults come before the daemon's state.
+            (params("nope", &[]), stopping.clone(), Err("UnknownType")),
+            (
+                params("shell", &[("LD_PRELOAD", "x")]),
+                busy.clone(),
+                Err("InvalidEnv"),
+            ),
+            (params("shell", &[]), stopping, Err("ShuttingDown")),
+            (params("shell", &[]), busy.clone(), Err("WorkersBusy")),
+            (
+                SpawnParams {
+                    internal: true,
+                    ..params("shell", &[])
+                },
+                busy,
+                Ok(()),
+            ),
+            (params("shell", &[]), full, Err("SessionLimit")),
+        ];
+        for (request, load, expected) in table {
+            let got = admit(&config, &request, &load).map(|_| ()).map_err(|e| {
+                let name = format!("{e:?}");
+                name[..name.find([' ', '(', '{']).unwrap_or(name.len())].to_string()
+            });
+            assert_eq!(
+                got.as_ref().map(|_| ()).map_err(String::as_str),
+                expected,
+                "{} with {load:?}",
+                request.agent_type
+            );
+        }
+    }
 }

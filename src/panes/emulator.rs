@@ -376,7 +376,11 @@ mod tests {
             .map(|e| e.unwrap().path())
             .collect();
         names.sort();
-        assert!(names.len() >= 5, "fixtures missing under {}", root.display());
+        assert!(
+            names.len() >= 5,
+            "fixtures missing under {}",
+            root.display()
+        );
         for dir in names {
             let name = dir.file_name().unwrap().to_string_lossy().into_owned();
             let meta: Vec<u16> = std::fs::read_to_string(dir.join("meta"))
@@ -409,11 +413,23 @@ mod tests {
             let mut copy = new_parser(rows, cols);
             copy.process(screen_state(screen).as_bytes());
             let copied = copy.screen();
-            assert_eq!(copied.contents_formatted(), screen.contents_formatted(), "{name}");
+            assert_eq!(
+                copied.contents_formatted(),
+                screen.contents_formatted(),
+                "{name}"
+            );
             assert_eq!(copied.cursor_position(), screen.cursor_position(), "{name}");
-            assert_eq!(copied.alternate_screen(), screen.alternate_screen(), "{name}");
+            assert_eq!(
+                copied.alternate_screen(),
+                screen.alternate_screen(),
+                "{name}"
+            );
             assert_eq!(copied.bracketed_paste(), screen.bracketed_paste(), "{name}");
-            assert_eq!(copied.application_cursor(), screen.application_cursor(), "{name}");
+            assert_eq!(
+                copied.application_cursor(),
+                screen.application_cursor(),
+                "{name}"
+            );
             assert_eq!(copied.hide_cursor(), screen.hide_cursor(), "{name}");
         }
     }
