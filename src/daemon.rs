@@ -235,27 +235,13 @@ impl Daemon {
         let (store_db, tickets) = crate::tasks::store::open(&store_path)?;
         let store = crate::tasks::store::Store::start(&store_path, store_db, notifier.clone())
             .map_err(|e| format!("cannot start the task store thread: {e}"))?;
-        let jobs = JobPool::new(
-            "worker",
-            config.workers,
-            config.max_queued_jobs,
-            notifier.clone(),
-        )
-        .map_err(|e| e.to_string())?;
-        let kill_jobs = JobPool::new(
-            "kill",
-            config.kill_workers,
-            config.max_queued_jobs,
-            notifier.clone(),
-        )
-        .map_err(|e| e.to_string())?;
-        let slow_jobs = JobPool::new(
-            "slow",
-            config.slow_workers,
-            config.max_queued_jobs,
-            notifier,
-        )
-        .map_err(|e| e.to_string())?;
+        let pool = |name, workers| {
+            JobPool::new(name, workers, config.max_queued_jobs, notifier.clone())
+                .map_err(|e| format!("cannot start the {name} workers: {e}"))
+        };
+        let jobs = pool("worker", config.workers)?;
+        let kill_jobs = pool("kill", config.kill_workers)?;
+        let slow_jobs = pool("slow", config.slow_workers)?;
         let tmux = crate::tmux::Tmux::new(
             &config.tmux.binary,
             &config.tmux_socket(),

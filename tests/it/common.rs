@@ -946,3 +946,18 @@ pub fn is_rfc3339_utc(value: &Value) -> bool {
         && text.as_bytes()[10] == b'T'
         && humantime::parse_rfc3339(text).is_ok()
 }
+
+/// Runs `prlimit --pid PID LIMIT` (util-linux, on every Debian system), asserting success:
+/// a test that needs it fails without it rather than passing untested.
+pub fn prlimit(pid: u32, limit: &str) {
+    let out = std::process::Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(limit)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run prlimit (util-linux): {e}"));
+    assert!(
+        out.status.success(),
+        "prlimit {limit}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -93,7 +93,7 @@ impl FullDisk {
             FullDisk::Tmpfs { disk, filler } => *filler = Some(fill(disk.path())),
             FullDisk::FileSizeLimit { .. } => {
                 let size = std::fs::metadata(store).unwrap().len();
-                prlimit(daemon_pid, &format!("--fsize={size}:"));
+                crate::common::prlimit(daemon_pid, &format!("--fsize={size}:"));
             }
         }
     }
@@ -104,23 +104,11 @@ impl FullDisk {
             FullDisk::Tmpfs { filler, .. } => {
                 std::fs::remove_file(filler.take().expect("filled")).unwrap()
             }
-            FullDisk::FileSizeLimit { .. } => prlimit(daemon_pid, "--fsize=unlimited:"),
+            FullDisk::FileSizeLimit { .. } => {
+                crate::common::prlimit(daemon_pid, "--fsize=unlimited:")
+            }
         }
     }
-}
-
-/// Runs `prlimit --pid PID LIMIT`, asserting success.
-fn prlimit(pid: u32, limit: &str) {
-    let out = Command::new("prlimit")
-        .arg(format!("--pid={pid}"))
-        .arg(limit)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run prlimit (util-linux): {e}"));
-    assert!(
-        out.status.success(),
-        "prlimit {limit}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Fills the file system holding `dir` with one file, until it reports no space.

@@ -458,18 +458,7 @@ fn out_of_file_descriptors_every_client_still_gets_an_answer() {
     let daemon = DaemonProcess::start();
     let token = daemon.token("observe");
     let pid = daemon.pid();
-    // prlimit is part of util-linux, which every Debian system has; without it the test
-    // fails rather than passing untested.
-    let limited = std::process::Command::new("prlimit")
-        .arg(format!("--pid={pid}"))
-        .arg("--nofile=64:64")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run prlimit (util-linux) to limit the daemon: {e}"));
-    assert!(
-        limited.status.success(),
-        "prlimit: {}",
-        String::from_utf8_lossy(&limited.stderr)
-    );
+    crate::common::prlimit(pid, "--nofile=64:64");
     let held: Vec<TcpStream> = (0..100).map(|_| daemon.connect()).collect();
     let request = format!(
         "GET /api/health HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
