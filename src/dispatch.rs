@@ -8,10 +8,13 @@
 
 use std::time::Instant;
 
-use crate::agents::{AgentEvent, manager};
+use crate::agents::{AgentEvent, exit_fields, manager};
 use crate::daemon::{Daemon, Source, Timer};
+use crate::error_code::ErrorCode;
 use crate::net::ConnId;
 use crate::tasks::lifecycle as tasks;
+use crate::time::rfc3339;
+use crate::wire::ws::{AgentStatusMessage, CrashMessage};
 
 /// A daemon source (slot `key`) turned ready.
 pub fn source_event(daemon: &mut Daemon, key: usize, event: &mio::event::Event) {
@@ -66,8 +69,10 @@ pub fn ws_closed(daemon: &mut Daemon, conn: ConnId) {
     daemon.observers = daemon.observers.saturating_sub(1);
 }
 
-/// Hands the events agents announced to the features that follow agents. Returns whether
-/// there were any. Reactions may announce more; they are handled in the same call.
+/// Hands the events agents announced to the features that follow agents: observers get
+/// `agent_status` and `AGENT_CRASHED` messages, tasks finish when their agent exits or is
+/// gone. Returns whether there were any. Reactions may announce more; they are handled in
+/// the same call.
 pub fn agent_events(daemon: &mut Daemon) -> bool {
     let mut any = false;
     loop {
@@ -83,6 +88,41 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
                     tasks::on_session_gone(daemon, &session_id, &reason);
                     // A running slot may have come free.
                     tasks::schedule(daemon);
+                }
+                AgentEvent::StatusChanged {
+                    session_id,
+                    agent_type,
+                    status,
+                    last_activity,
+                    exit,
+                } => {
+                    let (exit_code, exit_signal) = exit_fields(exit);
+                    daemon.broadcast(&AgentStatusMessage {
+                        r#type: "agent_status",
+                        session_id: &session_id,
+                        agent_type: &agent_type,
+                        status: status.as_str(),
+                        last_activity: rfc3339(last_activity),
+                        exit_code,
+                        exit_signal,
+                    });
+                }
+                AgentEvent::Crashed {
+                    session_id,
+                    message,
+                    exit,
+                    last_lines,
+                } => {
+                    let (exit_code, exit_signal) = exit_fields(exit);
+                    daemon.broadcast(&CrashMessage {
+                        r#type: "error",
+                        error_code: ErrorCode::AgentCrashed,
+                        message,
+                        session_id: &session_id,
+                        exit_code,
+                        exit_signal,
+                        last_lines,
+                    });
                 }
             }
         }

@@ -57,10 +57,13 @@
 //! # How an agent's exit reaches a task
 //!
 //! The exit pidfd fires → [`dispatch::source_event`] → [`agents::manager`] reads the exit
-//! status on a worker → its continuation records it, broadcasts `agent_status` and announces
-//! [`agents::AgentEvent::Exited`] → right after that continuation the loop runs
-//! [`dispatch::agent_events`] → [`tasks::lifecycle::on_agent_exit`] finishes the task. Kills
-//! and vanished panes announce [`agents::AgentEvent::Gone`] the same way.
+//! status on a worker → its continuation records it and announces
+//! [`agents::AgentEvent::StatusChanged`] and [`agents::AgentEvent::Exited`] → right after
+//! that continuation the loop runs [`dispatch::agent_events`], which broadcasts
+//! `agent_status` to observers and hands the exit to [`tasks::lifecycle::on_agent_exit`],
+//! which finishes the task. Kills and vanished panes announce
+//! [`agents::AgentEvent::Gone`] the same way; crashes announce
+//! [`agents::AgentEvent::Crashed`].
 //!
 //! # How a delegated task flows
 //!

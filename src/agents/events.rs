@@ -1,29 +1,18 @@
-//! Status events for observers: `agent_status` on every status change, and an `error`
-//! `AGENT_CRASHED` (with the exit status and the last lines of the screen) when an agent's
-//! process fails.
+//! When an agent's status changes or it crashes, announce it ([`AgentEvent::StatusChanged`],
+//! [`AgentEvent::Crashed`] with the last lines of its screen); `dispatch` turns these into
+//! `agent_status` and `AGENT_CRASHED` messages for observers.
 
 use std::time::{Duration, SystemTime};
 
-use super::{AgentStatus, ExitInfo};
+use super::{AgentEvent, AgentStatus};
 use crate::daemon::{Daemon, Timer};
-use crate::error_code::ErrorCode;
-use crate::time::rfc3339;
 use crate::tmux::{self, TmuxError};
-use crate::wire::ws::{AgentStatusMessage, CrashMessage};
 
 /// Lines of the final screen sent with `AGENT_CRASHED`.
 const CRASH_LINES: u32 = 20;
 
 /// The daemon's own tail of the output, used when tmux's screen is empty.
 const CRASH_BYTES: usize = 16 * 1024;
-
-fn exit_fields(exit: Option<ExitInfo>) -> (Option<i32>, Option<i32>) {
-    match exit {
-        Some(ExitInfo::Code(code)) => (Some(code), None),
-        Some(ExitInfo::Signal(signal)) => (None, Some(signal)),
-        _ => (None, None),
-    }
-}
 
 impl Daemon {
     /// Announces the session's status if it changed since the last announcement.
@@ -37,18 +26,14 @@ impl Daemon {
             return;
         }
         agent.reported = status;
-        let (exit_code, exit_signal) = exit_fields(agent.exit);
-        let agent_type = agent.agent_type.clone();
-        let message = AgentStatusMessage {
-            r#type: "agent_status",
-            session_id,
-            agent_type: &agent_type,
-            status: status.as_str(),
-            last_activity: rfc3339(agent.last_activity),
-            exit_code,
-            exit_signal,
+        let event = AgentEvent::StatusChanged {
+            session_id: session_id.to_string(),
+            agent_type: agent.agent_type.clone(),
+            status,
+            last_activity: agent.last_activity,
+            exit: agent.exit,
         };
-        self.broadcast(&message);
+        self.agents.announce(event);
     }
 
     /// Makes sure an idle check is scheduled for when the session would go quiet.
@@ -120,48 +105,35 @@ impl Daemon {
                 lines = last_lines(&captured, CRASH_LINES as usize);
             }
             Box::new(move |daemon: &mut Daemon| {
-                let (exit_code, exit_signal) = exit_fields(Some(exit));
-                let message = CrashMessage {
-                    r#type: "error",
-                    error_code: ErrorCode::AgentCrashed,
+                daemon.agents.announce(AgentEvent::Crashed {
                     message: format!(
                         "Agent session terminated unexpectedly ({})",
                         exit.describe()
                     ),
-                    session_id: &session_id,
-                    exit_code,
-                    exit_signal,
+                    session_id,
+                    exit: Some(exit),
                     last_lines: lines,
-                };
-                daemon.broadcast(&message);
+                });
             })
         });
     }
 
     /// The session is gone (killed through the API, or vanished from tmux): tell observers.
     pub fn announce_gone(&mut self, agent: &super::Agent, status: AgentStatus, why: Option<&str>) {
-        let (exit_code, exit_signal) = exit_fields(agent.exit);
-        let message = AgentStatusMessage {
-            r#type: "agent_status",
-            session_id: &agent.id,
-            agent_type: &agent.agent_type,
-            status: status.as_str(),
-            last_activity: rfc3339(agent.last_activity),
-            exit_code,
-            exit_signal,
-        };
-        self.broadcast(&message);
+        self.agents.announce(AgentEvent::StatusChanged {
+            session_id: agent.id.clone(),
+            agent_type: agent.agent_type.clone(),
+            status,
+            last_activity: agent.last_activity,
+            exit: agent.exit,
+        });
         if let Some(why) = why {
-            let message = CrashMessage {
-                r#type: "error",
-                error_code: ErrorCode::AgentCrashed,
+            self.agents.announce(AgentEvent::Crashed {
+                session_id: agent.id.clone(),
                 message: format!("Agent session disappeared: {why}"),
-                session_id: &agent.id,
-                exit_code,
-                exit_signal,
+                exit: agent.exit,
                 last_lines: Vec::new(),
-            };
-            self.broadcast(&message);
+            });
         }
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use crate::tmux::{PaneId, PaneState, SessionName};
 
 /// Something that happened to an agent, announced on [`AgentRegistry::announce`] for the
-/// features that follow agents (tasks) to react to.
+/// features that follow agents (observers, tasks) to react to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentEvent {
     /// The agent's process ended; its exit status is recorded on the agent.
@@ -35,6 +35,40 @@ pub enum AgentEvent {
         /// Why, in words for a task result ("it was killed through the API").
         reason: String,
     },
+    /// The status observers see changed (`agent_status`). Carries what the message needs,
+    /// since a gone agent is no longer in the registry.
+    StatusChanged {
+        /// The session.
+        session_id: String,
+        /// Its agent type.
+        agent_type: String,
+        /// The new status.
+        status: AgentStatus,
+        /// When it last printed.
+        last_activity: SystemTime,
+        /// How its process ended, once it has.
+        exit: Option<ExitInfo>,
+    },
+    /// The agent's process failed or its session disappeared (`AGENT_CRASHED`).
+    Crashed {
+        /// The session.
+        session_id: String,
+        /// What happened, for people.
+        message: String,
+        /// How its process ended, if known.
+        exit: Option<ExitInfo>,
+        /// The last lines of its screen.
+        last_lines: Vec<String>,
+    },
+}
+
+/// The `exit_code` and `exit_signal` fields of an exit.
+pub fn exit_fields(exit: Option<ExitInfo>) -> (Option<i32>, Option<i32>) {
+    match exit {
+        Some(ExitInfo::Code(code)) => (Some(code), None),
+        Some(ExitInfo::Signal(signal)) => (None, Some(signal)),
+        _ => (None, None),
+    }
 }
 
 /// Why a pane's output capture is re-armed (a new pipe plus a capture of the screen).

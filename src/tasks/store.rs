@@ -29,6 +29,27 @@ const MAX_BATCH: usize = 256;
 /// How often updates that could not be stored are tried again.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
+/// Why a ticket write did not reach the disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The write failed (disk full, I/O error; the reason says which) and changed nothing.
+    /// A new ticket is refused; an update is retried by the store until it succeeds.
+    WriteFailed(String),
+    /// The store thread has stopped (the daemon is shutting down): nothing more is stored.
+    Stopped,
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::WriteFailed(reason) => f.write_str(reason),
+            StoreError::Stopped => f.write_str("the task store thread has stopped"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
 /// A queued write and who to tell when it is durable.
 struct Write {
     task_id: u64,
@@ -36,7 +57,7 @@ struct Write {
     ticket: Option<Box<Ticket>>,
     /// A new ticket: if it cannot be stored it was refused, so it is never retried.
     fresh: bool,
-    done: Option<Done<Result<(), String>>>,
+    done: Option<Done<Result<(), StoreError>>>,
 }
 
 /// Handle on the store thread.
@@ -117,7 +138,7 @@ impl Store {
 
     /// Queues the first write of a new ticket; `done` runs on the loop once it is on disk,
     /// or with the error (then the ticket was not accepted and is never written later).
-    pub fn create(&self, ticket: &Ticket, done: Done<Result<(), String>>) {
+    pub fn create(&self, ticket: &Ticket, done: Done<Result<(), StoreError>>) {
         self.send(Write {
             task_id: ticket.task_id,
             ticket: Some(Box::new(ticket.clone())),
@@ -128,7 +149,7 @@ impl Store {
 
     /// Queues a durable update of `ticket`; `done` (if any) runs on the loop once it is on
     /// disk, or with the error. Updates that fail are retried until they are stored.
-    pub fn put(&self, ticket: &Ticket, done: Option<Done<Result<(), String>>>) {
+    pub fn put(&self, ticket: &Ticket, done: Option<Done<Result<(), StoreError>>>) {
         self.send(Write {
             task_id: ticket.task_id,
             ticket: Some(Box::new(ticket.clone())),
@@ -159,7 +180,7 @@ impl Store {
             );
             if let Some(done) = write.done {
                 self.notifier.send(Box::new(move |daemon: &mut Daemon| {
-                    done(daemon, Err("the task store thread has stopped".into()))
+                    done(daemon, Err(StoreError::Stopped))
                 }));
             }
         }
@@ -200,7 +221,7 @@ fn run(path: PathBuf, db: Database, rx: Receiver<Write>, notifier: Notifier<Daem
                 .map(|t| serde_json::to_vec(&t).expect("tickets serialize"));
             values.insert(write.task_id, value);
         }
-        let result = commit_or_reopen(&path, &mut db, &values);
+        let result = commit_or_reopen(&path, &mut db, &values).map_err(StoreError::WriteFailed);
         match &result {
             Ok(()) => {}
             Err(e) => {
