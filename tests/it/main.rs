@@ -7,12 +7,14 @@ mod common;
 
 mod agents;
 mod auth;
+mod claude;
 mod clients;
 mod faults;
 mod hostile;
 mod http;
 mod limits;
 mod load;
+mod model;
 mod observe;
 mod restart;
 mod secrets;

@@ -1,0 +1,95 @@
+//! The real Claude Code CLI (pinned, installed under `target/`) under the daemon, offline,
+//! talking to a scripted model server.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::common::DaemonProcess;
+use crate::model::{Reply, ScriptedModel, claude_cli, claude_home};
+
+/// A daemon whose `claude` agent type runs the real CLI against `model`, with its own
+/// `$HOME` (under the daemon's directory) set up to start at the prompt in the work dir.
+pub fn daemon_with_claude(model: &ScriptedModel, extra: &str) -> DaemonProcess {
+    let cli = claude_cli();
+    let env = model.env();
+    let extra = extra.to_string();
+    DaemonProcess::start_with_work(move |work: &Path| {
+        let home = work.parent().unwrap().join("claude-home");
+        claude_home(&home, &[work]);
+        let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
+        let mut vars = vec![format!("HOME = {}", quoted(&home.display().to_string()))];
+        vars.extend(env.iter().map(|(k, v)| format!("{k} = {}", quoted(v))));
+        format!(
+            "[agents.claude]\ncommand = [{}]\nenv = {{ {} }}\n{extra}",
+            quoted(&cli),
+            vars.join(", ")
+        )
+    })
+}
+
+/// A viewer's idea of a pane's screen: its snapshot and live output fed into a terminal
+/// emulator, for TUIs that draw words apart with cursor moves.
+pub struct ScreenViewer {
+    parser: vt100::Parser,
+    session: String,
+    /// Every message read that was not terminal output, in order.
+    pub events: Vec<serde_json::Value>,
+}
+
+impl ScreenViewer {
+    /// Subscribes `ws` to `session` (a pane of the daemon's default 200x50 size).
+    pub fn subscribe(ws: &mut crate::common::Ws, session: &str) -> ScreenViewer {
+        assert_eq!(ws.subscribe(session)["type"], "subscribed");
+        ScreenViewer {
+            parser: vt100::Parser::new(50.try_into().unwrap(), 200.try_into().unwrap(), 0),
+            session: session.to_string(),
+            events: Vec::new(),
+        }
+    }
+
+    /// The screen's text now.
+    pub fn text(&self) -> String {
+        self.parser.screen().contents()
+    }
+
+    /// Reads from `ws` until the screen shows `needle`.
+    pub fn read_until(&mut self, ws: &mut crate::common::Ws, needle: &str) {
+        while !self.text().contains(needle) {
+            let message = ws.recv();
+            if message["type"] == "terminal_output" && message["session_id"] == self.session {
+                self.parser
+                    .process(message["data"].as_str().unwrap().as_bytes());
+            } else {
+                self.events.push(message);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_user_message_reaches_the_real_claude_tui_and_its_scripted_answer_streams_back() {
+    let model = ScriptedModel::start(vec![Reply::text("Hello from the scripted model.")]);
+    let daemon = daemon_with_claude(&model, "");
+    let token = daemon.control();
+    let session = daemon.spawn(&token, "claude")["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut ws = daemon.ws(&token);
+    let mut screen = ScreenViewer::subscribe(&mut ws, &session);
+    // The TUI is ready once it shows its prompt's footer.
+    screen.read_until(&mut ws, "for agents");
+
+    ws.send(
+        json!({"type": "user_message", "session_id": session, "content": "hello there", "id": 1}),
+    );
+    screen.read_until(&mut ws, "Hello from the scripted model.");
+    let asked = model.requests();
+    let last = asked.last().expect("the CLI asked the model");
+    assert!(
+        last["messages"].to_string().contains("hello there"),
+        "the typed message reached the model: {}",
+        last["messages"]
+    );
+}
