@@ -53,6 +53,8 @@ pub struct Config {
     pub tasks: TasksConfig,
     /// Rate limits per caller.
     pub rate_limits: RateLimitConfig,
+    /// Hook events from agent CLIs (`orchestra hook`).
+    pub hooks: HooksConfig,
     /// Agent types by name; built-in defaults merged with `[agents.<type>]` tables.
     #[serde(deserialize_with = "deserialize_agents")]
     pub agents: BTreeMap<String, AgentType>,
@@ -191,6 +193,10 @@ pub struct SessionPolicy {
     /// Time between the polite signals of a kill (SIGHUP, SIGTERM) and SIGKILL.
     #[serde(with = "duration_text")]
     pub kill_grace: Duration,
+    /// Time an agent may be `working` with no output and no hook event before its activity
+    /// is reported `stuck`.
+    #[serde(with = "duration_text")]
+    pub stuck_after: Duration,
 }
 
 impl Default for SessionPolicy {
@@ -203,8 +209,45 @@ impl Default for SessionPolicy {
             max_env_value_bytes: 32 * 1024,
             idle_after: Duration::from_secs(10),
             kill_grace: Duration::from_secs(3),
+            stuck_after: Duration::from_secs(600),
         }
     }
+}
+
+/// `[hooks]`: events that agent CLIs report through `orchestra hook` on the private hook
+/// socket (`<state_dir>/hook.sock`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Largest hook message (the CLI's JSON, e.g. a long last reply); longer ones are dropped.
+    pub max_message_bytes: usize,
+    /// Time a hook connection may take to send its message before it is dropped.
+    #[serde(with = "duration_text")]
+    pub receive_timeout: Duration,
+    /// Longest an agent's hook waits for the daemon before it lets the agent go on.
+    #[serde(with = "duration_text")]
+    pub client_timeout: Duration,
+    /// Hook connections handled at once; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            max_message_bytes: 1 << 20,
+            receive_timeout: Duration::from_secs(5),
+            client_timeout: Duration::from_secs(2),
+            max_connections: 64,
+        }
+    }
+}
+
+/// Which hook protocol an agent CLI speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookStyle {
+    /// Claude Code: the daemon passes `--settings FILE` whose hooks run `orchestra hook`.
+    Claude,
 }
 
 /// `[tmux]`: the tmux binary and the shape of the panes it creates.
@@ -461,6 +504,10 @@ pub struct AgentType {
     /// Most delegated tasks of this type running at once (besides `tasks.max_running`).
     #[serde(default)]
     pub max_tasks: Option<usize>,
+    /// The CLI's hooks, through which it reports its turns, tool calls and prompts
+    /// (`"claude"`); without, activity is read from output and quiet time.
+    #[serde(default)]
+    pub hooks: Option<HookStyle>,
 }
 
 fn default_submit_delay() -> Duration {
@@ -485,6 +532,7 @@ impl Default for Config {
             panes: PaneConfig::default(),
             tasks: TasksConfig::default(),
             rate_limits: RateLimitConfig::default(),
+            hooks: HooksConfig::default(),
             agents: builtin_agents(),
         }
     }
@@ -633,6 +681,16 @@ impl Config {
         self.state_dir.join("tmux.sock")
     }
 
+    /// Path of the Unix socket agents' hooks (`orchestra hook`) report to.
+    pub fn hook_socket(&self) -> PathBuf {
+        self.state_dir.join("hook.sock")
+    }
+
+    /// Where the daemon keeps per-session agent settings (hook configuration).
+    pub fn hooks_dir(&self) -> PathBuf {
+        self.state_dir.join("hooks")
+    }
+
     /// Path of the Unix socket on which pane capture helpers hand their pipes to the daemon.
     pub fn attach_socket(&self) -> PathBuf {
         self.state_dir.join("attach.sock")
@@ -736,6 +794,7 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
                 headless: Some(headless),
                 submit_delay: default_submit_delay(),
                 max_tasks: None,
+                hooks: (name == "claude").then_some(HookStyle::Claude),
             },
         );
     };

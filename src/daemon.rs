@@ -38,6 +38,8 @@ pub const WAKER: Token = Token(1);
 pub const SIGNALS: Token = Token(2);
 /// Token of the pane attach listener.
 pub const ATTACH_LISTENER: Token = Token(3);
+/// Token of the hook listener.
+pub const HOOK_LISTENER: Token = Token(4);
 /// First token handed out dynamically; connections get even, daemon sources odd offsets.
 const FIRST_DYNAMIC: usize = 16;
 
@@ -89,6 +91,15 @@ pub enum Source {
         /// The pidfd.
         fd: OwnedFd,
     },
+    /// A hook's connection whose message is arriving.
+    Hook {
+        /// The hook's connection.
+        stream: mio::net::UnixStream,
+        /// What it sent so far.
+        received: Vec<u8>,
+        /// Distinguishes this connection from a later one in the same slot.
+        serial: u64,
+    },
     /// A pipe helper's connection whose message has not arrived yet.
     Attach {
         /// The helper's connection.
@@ -103,6 +114,8 @@ pub enum Source {
 pub enum Timer {
     /// Drop a pipe helper (slot, serial) that connected but never sent its message.
     AttachTimeout(usize, u64),
+    /// Drop a hook connection (slot, serial) that did not finish its message in time.
+    HookTimeout(usize, u64),
     /// See whether a session has gone quiet long enough to be `idle`.
     IdleCheck(String),
     /// Press Enter after a typed `user_message` (session, typing serial).
@@ -194,8 +207,14 @@ pub struct Daemon {
     pub exe: PathBuf,
     /// Listener on which pipe helpers hand over pane pipes.
     pub attach_listener: mio::net::UnixListener,
+    /// Listener on which agents' hooks report.
+    pub hook_listener: mio::net::UnixListener,
+    /// Hook connections open now.
+    pub hook_connections: usize,
     /// Attach tokens handed to tmux, by token: the session each one belongs to.
     pub attach_tokens: HashMap<String, String>,
+    /// Hook credentials of sessions with hooks, by credential: the session it stands for.
+    pub hook_tokens: HashMap<String, String>,
     /// Pipes that arrived before their session finished registering, by session id.
     pub early_captures: HashMap<String, OwnedFd>,
     /// Set once shutdown has begun.
@@ -222,6 +241,7 @@ impl Daemon {
         auth: Authenticator,
         registry: mio::Registry,
         attach_listener: mio::net::UnixListener,
+        hook_listener: mio::net::UnixListener,
         notifier: Notifier<Daemon>,
     ) -> Result<Daemon, String> {
         let emulator_notifier = notifier.clone();
@@ -270,7 +290,10 @@ impl Daemon {
             started: Instant::now(),
             exe,
             attach_listener,
+            hook_listener,
+            hook_connections: 0,
             attach_tokens: Default::default(),
+            hook_tokens: Default::default(),
             early_captures: Default::default(),
             shutting_down: false,
             attach_serial: 0,
@@ -306,9 +329,9 @@ impl Daemon {
         let token = source_token(key);
         let registry = &self.registry;
         let result = match &mut self.sources[key] {
-            Source::PanePipe { stream, .. } | Source::Attach { stream, .. } => {
-                registry.register(stream, token, interest)
-            }
+            Source::PanePipe { stream, .. }
+            | Source::Attach { stream, .. }
+            | Source::Hook { stream, .. } => registry.register(stream, token, interest),
             Source::PaneExit { fd, .. } => {
                 registry.register(&mut mio::unix::SourceFd(&fd.as_raw_fd()), token, interest)
             }
@@ -324,9 +347,9 @@ impl Daemon {
     pub fn remove_source(&mut self, key: usize) -> Option<Source> {
         let mut source = self.sources.try_remove(key)?;
         let _ = match &mut source {
-            Source::PanePipe { stream, .. } | Source::Attach { stream, .. } => {
-                self.registry.deregister(stream)
-            }
+            Source::PanePipe { stream, .. }
+            | Source::Attach { stream, .. }
+            | Source::Hook { stream, .. } => self.registry.deregister(stream),
             Source::PaneExit { fd, .. } => self
                 .registry
                 .deregister(&mut mio::unix::SourceFd(&fd.as_raw_fd())),

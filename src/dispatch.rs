@@ -14,7 +14,9 @@ use crate::error_code::ErrorCode;
 use crate::net::ConnId;
 use crate::tasks::lifecycle as tasks;
 use crate::time::rfc3339;
-use crate::wire::ws::{AgentStatusMessage, CrashMessage};
+use crate::wire::ws::{
+    AgentStatusMessage, ClaudeResponse, CrashMessage, Evidence, UserMessageDelivered,
+};
 
 /// A daemon source (slot `key`) turned ready.
 pub fn source_event(daemon: &mut Daemon, key: usize, event: &mio::event::Event) {
@@ -31,6 +33,7 @@ pub fn source_event(daemon: &mut Daemon, key: usize, event: &mio::event::Event) 
             manager::on_process_exit(daemon, &session_id);
         }
         Some(Source::Attach { .. }) => daemon.finish_attach(key),
+        Some(Source::Hook { .. }) => daemon.on_hook_readable(key),
         None => {}
     }
 }
@@ -45,6 +48,7 @@ pub fn timer(daemon: &mut Daemon, timer: Timer) {
                 daemon.remove_source(key);
             }
         }
+        Timer::HookTimeout(key, serial) => daemon.on_hook_timeout(key, serial),
         Timer::IdleCheck(session) => daemon.on_idle_check(&session),
         Timer::SubmitEnter(session, serial) => daemon.press_enter(&session, serial),
         Timer::CaptureHealth => daemon.check_capture_health(),
@@ -93,6 +97,7 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
                     session_id,
                     agent_type,
                     status,
+                    activity,
                     last_activity,
                     exit,
                 } => {
@@ -103,8 +108,35 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
                         agent_type: &agent_type,
                         status: status.as_str(),
                         last_activity: rfc3339(last_activity),
+                        activity: activity.activity.as_str(),
+                        activity_since: rfc3339(activity.since),
+                        evidence: Evidence {
+                            source: activity.source.as_str(),
+                            detail: &activity.detail,
+                        },
                         exit_code,
                         exit_signal,
+                    });
+                }
+                AgentEvent::PromptDelivered { session_id, id } => {
+                    daemon.broadcast(&UserMessageDelivered {
+                        r#type: "user_message_delivered",
+                        session_id: &session_id,
+                        id: &id,
+                    });
+                }
+                AgentEvent::Replied {
+                    session_id,
+                    content,
+                    in_reply_to,
+                } => {
+                    daemon.broadcast(&ClaudeResponse {
+                        r#type: "claude_response",
+                        session_id: &session_id,
+                        content: &content,
+                        actions: Vec::new(),
+                        in_reply_to: in_reply_to.as_ref(),
+                        timestamp: rfc3339(std::time::SystemTime::now()),
                     });
                 }
                 AgentEvent::Crashed {

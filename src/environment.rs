@@ -18,9 +18,16 @@ use std::process::Command;
 /// The prefix of the daemon's own variables.
 pub const PRIVATE_PREFIX: &str = "ORCHESTRA_";
 
-/// Variables the daemon sets for its children: the agent's session id (every agent) and the
-/// ticket id (agents running a delegated task).
-pub const ADDED: &[&str] = &["ORCHESTRA_SESSION_ID", "ORCHESTRA_TICKET_ID"];
+/// Variables the daemon sets for its children: the agent's session id (every agent), the
+/// ticket id (agents running a delegated task), and for agent types with hooks the hook
+/// socket, the session's own hook credential and the hook timeout.
+pub const ADDED: &[&str] = &[
+    "ORCHESTRA_SESSION_ID",
+    "ORCHESTRA_TICKET_ID",
+    "ORCHESTRA_HOOK_SOCKET",
+    "ORCHESTRA_HOOK_TOKEN",
+    "ORCHESTRA_HOOK_TIMEOUT_MS",
+];
 
 /// Whether `name` is one of the daemon's own variables that no child may inherit: every
 /// `ORCHESTRA_*` variable, and `_` (set by shells to the path of the program they started,

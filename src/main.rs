@@ -1,5 +1,5 @@
-//! The `orchestra` command: `serve`, `token`, and the two helpers tmux runs on the daemon's
-//! behalf (`agent-exec`, `pipe-attach`).
+//! The `orchestra` command: `serve`, `token`, and the helpers run on the daemon's behalf
+//! (`agent-exec` and `pipe-attach` by tmux, `hook` by an agent CLI).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,6 +60,9 @@ enum Command {
     /// (internal) Run by tmux pipe-pane: hands the pane's pipe to the daemon.
     #[command(hide = true)]
     PipeAttach { socket: PathBuf, token: String },
+    /// (internal) Run by an agent CLI's hook: forwards the event to the daemon.
+    #[command(hide = true)]
+    Hook { event: String },
 }
 
 fn load_config(args: &ConfigArgs, listen: Option<SocketAddr>) -> Result<Config, String> {
@@ -97,6 +100,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::AgentExec { spec } => ExitCode::from(orchestra::agents::exec::run(&spec) as u8),
+        Command::Hook { event } => {
+            ExitCode::from(orchestra::agents::hook_client::run(&event) as u8)
+        }
         Command::PipeAttach { socket, token } => {
             ExitCode::from(orchestra::panes::attach::run_helper(&socket, &token) as u8)
         }

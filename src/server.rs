@@ -22,7 +22,8 @@ use crate::api::observe::After;
 use crate::api::{self, Handled, error::ApiError};
 use crate::config::Config;
 use crate::daemon::{
-    ATTACH_LISTENER, Daemon, LISTENER, SIGNALS, Timer, TokenKind, WAKER, conn_token, token_kind,
+    ATTACH_LISTENER, Daemon, HOOK_LISTENER, LISTENER, SIGNALS, Timer, TokenKind, WAKER, conn_token,
+    token_kind,
 };
 use crate::dispatch;
 use crate::jobs::{Continuation, Notifier};
@@ -71,6 +72,7 @@ impl Server {
         let lock = lock_state_dir(&config.state_dir)?;
         check_socket_path(&config.tmux_socket())?;
         check_socket_path(&config.attach_socket())?;
+        check_socket_path(&config.hook_socket())?;
         clean_spawn_dir(&config.spawn_dir());
         let secret = crate::api::auth::load_or_create_secret(&config)?;
         let auth = crate::api::auth::Authenticator::new(&config, &secret)?;
@@ -117,7 +119,21 @@ impl Server {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| e.to_string())?);
         let (notifier, continuations) = Notifier::new(waker);
         let registry = poll.registry().try_clone().map_err(|e| e.to_string())?;
-        let mut daemon = Daemon::new(config.clone(), auth, registry, attach_listener, notifier)?;
+        let hook_path = config.hook_socket();
+        let _ = std::fs::remove_file(&hook_path);
+        let mut hook_listener = UnixListener::bind(&hook_path)
+            .map_err(|e| format!("cannot bind {}: {e}", hook_path.display()))?;
+        poll.registry()
+            .register(&mut hook_listener, HOOK_LISTENER, Interest::READABLE)
+            .map_err(|e| e.to_string())?;
+        let mut daemon = Daemon::new(
+            config.clone(),
+            auth,
+            registry,
+            attach_listener,
+            hook_listener,
+            notifier,
+        )?;
         match manager::adopt(&mut daemon) {
             Ok(0) => {}
             Ok(n) => log::info!("re-adopted {n} agent sessions from the tmux server"),
@@ -181,6 +197,7 @@ impl Server {
                     WAKER => {}
                     SIGNALS => self.on_signal(),
                     ATTACH_LISTENER => self.daemon.on_attach_listener(),
+                    HOOK_LISTENER => self.daemon.on_hook_listener(),
                     token => match token_kind(token) {
                         Some(TokenKind::Conn(key)) => self.drive(key),
                         Some(TokenKind::Source(key)) => {

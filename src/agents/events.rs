@@ -15,65 +15,78 @@ const CRASH_LINES: u32 = 20;
 const CRASH_BYTES: usize = 16 * 1024;
 
 impl Daemon {
-    /// Announces the session's status if it changed since the last announcement.
+    /// Announces the session's status and activity if either changed since the last
+    /// announcement.
     pub fn refresh_status(&mut self, session_id: &str) {
         let idle_after = self.config.sessions.idle_after;
         let Some(agent) = self.agents.get_mut(session_id) else {
             return;
         };
         let status = agent.status(SystemTime::now(), idle_after);
-        if status == agent.reported {
+        if status == agent.reported && agent.activity.activity == agent.reported_activity {
             return;
         }
         agent.reported = status;
+        agent.reported_activity = agent.activity.activity;
         let event = AgentEvent::StatusChanged {
             session_id: session_id.to_string(),
             agent_type: agent.agent_type.clone(),
             status,
+            activity: agent.activity.clone(),
             last_activity: agent.last_activity,
             exit: agent.exit,
         };
         self.agents.announce(event);
     }
 
-    /// Makes sure an idle check is scheduled for when the session would go quiet.
+    /// Makes sure a check is scheduled for when the session would go quiet (status `idle`)
+    /// or its activity could change with time (quiet, stuck).
     pub fn schedule_idle_check(&mut self, session_id: &str) {
-        let idle_after = self.config.sessions.idle_after;
+        let (idle_after, stuck_after) = (
+            self.config.sessions.idle_after,
+            self.config.sessions.stuck_after,
+        );
         let Some(agent) = self.agents.get_mut(session_id) else {
             return;
         };
         if agent.idle_check_pending || agent.exit.is_some() {
             return;
         }
+        let now = SystemTime::now();
+        let quiet = now.duration_since(agent.last_activity).unwrap_or_default();
+        let status_due = (quiet < idle_after).then(|| agent.last_activity + idle_after);
+        let activity_due = agent.activity.next_check(idle_after, stuck_after);
+        let Some(due) = status_due.into_iter().chain(activity_due).min() else {
+            return;
+        };
         agent.idle_check_pending = true;
-        let quiet = SystemTime::now()
-            .duration_since(agent.last_activity)
-            .unwrap_or_default();
         // A millisecond late rather than early: the check compares wall-clock times, and
         // the timer runs on the monotonic clock.
         self.timers.schedule_in(
-            idle_after.saturating_sub(quiet) + Duration::from_millis(1),
+            due.duration_since(now).unwrap_or_default() + Duration::from_millis(1),
             Timer::IdleCheck(session_id.into()),
         );
     }
 
-    /// An idle check fell due: announce `idle`, or check again later if output came since.
+    /// A check fell due: announce `idle` or a new activity, and check again later if
+    /// something could still change with time.
     pub fn on_idle_check(&mut self, session_id: &str) {
+        let (idle_after, stuck_after) = (
+            self.config.sessions.idle_after,
+            self.config.sessions.stuck_after,
+        );
         let Some(agent) = self.agents.get_mut(session_id) else {
             return;
         };
         agent.idle_check_pending = false;
-        let quiet = SystemTime::now()
-            .duration_since(agent.last_activity)
-            .unwrap_or_default();
-        // The same comparison as `Agent::status`, so a check that finds the agent quiet
-        // always announces `idle` (a tolerance here once made it skip the announcement and
-        // the next check, leaving the agent `running` until it printed again).
-        if quiet >= self.config.sessions.idle_after {
-            self.refresh_status(session_id);
-        } else {
-            self.schedule_idle_check(session_id);
-        }
+        agent
+            .activity
+            .on_time(SystemTime::now(), idle_after, stuck_after);
+        // `refresh_status` makes the same comparison as `Agent::status`, so a check that
+        // finds the agent quiet always announces `idle` (a tolerance here once made it skip
+        // the announcement and the next check, leaving the agent `running`).
+        self.refresh_status(session_id);
+        self.schedule_idle_check(session_id);
     }
 
     /// The agent's process ended: announce the new status, and a crash with its last lines.
@@ -124,6 +137,7 @@ impl Daemon {
             session_id: agent.id.clone(),
             agent_type: agent.agent_type.clone(),
             status,
+            activity: agent.activity.clone(),
             last_activity: agent.last_activity,
             exit: agent.exit,
         });

@@ -11,13 +11,14 @@ use mio::Interest;
 
 use super::error::{KillError, SpawnError};
 use super::exec::{SpawnSpec, find_program, write_spec};
+use super::hook_client;
 use super::meta::SessionMeta;
 use super::procfs;
 use super::validate::{EnvPolicy, PrivateDirs, resolve_working_dir, validate_env};
 use super::{
     Agent, AgentEvent, AgentStatus, CaptureState, ExitInfo, Rearm, RearmReason, new_session_ids,
 };
-use crate::config::{AgentType, Config};
+use crate::config::{AgentType, Config, HookStyle};
 use crate::daemon::{Daemon, Done, Source};
 use crate::panes::attach;
 use crate::tmux::{self, PaneId, PaneState, SessionName, Tmux, TmuxError};
@@ -88,6 +89,19 @@ struct SpawnJob {
     pipe_command: String,
     width: u16,
     height: u16,
+    hooks: Option<HookSetup>,
+}
+
+/// How a session of an agent type with hooks reports to the daemon.
+struct HookSetup {
+    /// The session's credential.
+    token: String,
+    /// The hook socket.
+    socket: PathBuf,
+    /// The settings file passed with `--settings`.
+    settings: PathBuf,
+    /// How long a hook waits for the daemon.
+    client_timeout: Duration,
 }
 
 /// Result of the spawn job.
@@ -126,6 +140,18 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
     daemon
         .attach_tokens
         .insert(token.clone(), session_id.clone());
+    // Hooks report the interactive CLI's turns; a delegated task's one-shot run has none.
+    let hooks =
+        (agent_type.hooks == Some(HookStyle::Claude) && params.command.is_none()).then(|| {
+            let token = attach::new_token();
+            daemon.hook_tokens.insert(token.clone(), session_id.clone());
+            HookSetup {
+                token,
+                socket: config.hook_socket(),
+                settings: config.hooks_dir().join(format!("{session_id}.json")),
+                client_timeout: config.hooks.client_timeout,
+            }
+        });
     daemon.agents.pending_spawns += 1;
     let job = SpawnJob {
         tmux: daemon.tmux.clone(),
@@ -146,6 +172,7 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         pipe_command: attach::pipe_command(&daemon.exe, &config.attach_socket(), &token),
         width: config.tmux.width,
         height: config.tmux.height,
+        hooks,
     };
     daemon.jobs.run(move || {
         let result = run_spawn(&job);
@@ -153,7 +180,7 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
             daemon.agents.pending_spawns -= 1;
             match result {
                 Ok(outcome) => {
-                    let agent = Agent::new(
+                    let mut agent = Agent::new(
                         job.session_id.clone(),
                         job.agent_type.clone(),
                         job.name.clone(),
@@ -165,6 +192,7 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
                         job.height,
                         job.width,
                     );
+                    agent.hook_token = job.hooks.as_ref().map(|h| h.token.clone());
                     log::info!(
                         "spawned {} ({}) in {} as pane {} pid {}",
                         agent.id,
@@ -183,6 +211,7 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
                 }
                 Err(error) => {
                     daemon.attach_tokens.retain(|_, s| s != &job.session_id);
+                    daemon.hook_tokens.retain(|_, s| s != &job.session_id);
                     daemon.early_captures.remove(&job.session_id);
                     log::warn!("spawn of a {} agent failed: {error}", job.agent_type);
                     done(daemon, Err(error));
@@ -190,6 +219,18 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
             }
         })
     });
+}
+
+/// Writes `bytes` to a new file at `path` that only this user can read (replacing an old one).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    std::io::Write::write_all(&mut file, bytes)
 }
 
 /// What a spawn's admission depends on besides the request and the configuration.
@@ -266,8 +307,27 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
     let mut env = job.type_env.clone();
     env.extend(job.request_env.clone());
     env.insert("ORCHESTRA_SESSION_ID".into(), job.session_id.clone());
+    let mut argv = job.command.clone();
+    if let Some(hooks) = &job.hooks {
+        let settings = super::claude::hook_settings(&job.exe, hooks.client_timeout);
+        if let Some(dir) = hooks.settings.parent() {
+            crate::create_private_dir(dir).map_err(SpawnError::Failed)?;
+        }
+        write_private(&hooks.settings, settings.to_string().as_bytes())
+            .map_err(|e| SpawnError::Failed(format!("cannot write the hook settings: {e}")))?;
+        argv = super::claude::with_settings(&argv, &hooks.settings);
+        env.insert(
+            hook_client::SOCKET_ENV.into(),
+            hooks.socket.display().to_string(),
+        );
+        env.insert(hook_client::TOKEN_ENV.into(), hooks.token.clone());
+        env.insert(
+            hook_client::TIMEOUT_ENV.into(),
+            hooks.client_timeout.as_millis().to_string(),
+        );
+    }
     let spec = SpawnSpec {
-        argv: job.command.clone(),
+        argv,
         env,
         unset: vec!["TMUX".into()],
         cwd: working_dir.clone(),
@@ -288,6 +348,7 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
+        hook_token: job.hooks.as_ref().map(|h| h.token.clone()),
     };
     log::debug!("{}: creating tmux session {}", job.session_id, job.name);
     let program: Vec<OsString> = vec![
@@ -357,7 +418,9 @@ fn register(daemon: &mut Daemon, agent: Agent, adopted: Option<PaneState>) {
         Some(exit) => {
             if let Some(agent) = daemon.agents.get_mut(&session_id) {
                 agent.exit = Some(exit);
+                agent.activity.on_exit(SystemTime::now());
                 agent.reported = agent.status(SystemTime::now(), daemon.config.sessions.idle_after);
+                agent.reported_activity = agent.activity.activity;
             }
             daemon.seed_dead_pane(&session_id);
         }
@@ -404,6 +467,7 @@ pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
             Ok(exit) => {
                 if let Some(agent) = daemon.agents.get_mut(&session_id) {
                     agent.exit = Some(exit);
+                    agent.activity.on_exit(SystemTime::now());
                     log::info!("{session_id}: agent process ended ({})", exit.describe());
                     daemon.announce_exit(&session_id);
                     daemon.agents.announce(AgentEvent::Exited {
@@ -421,6 +485,7 @@ pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
                 log::warn!("{session_id}: cannot read the exit status: {error}");
                 if let Some(agent) = daemon.agents.get_mut(&session_id) {
                     agent.exit = Some(ExitInfo::Unknown);
+                    agent.activity.on_exit(SystemTime::now());
                     daemon.announce_exit(&session_id);
                     daemon.agents.announce(AgentEvent::Exited {
                         session_id: session_id.clone(),
@@ -516,6 +581,14 @@ fn release_sources(daemon: &mut Daemon, agent: &Agent) {
         }
     }
     daemon.attach_tokens.retain(|_, s| s != &agent.id);
+    if let Some(token) = &agent.hook_token {
+        daemon.hook_tokens.remove(token);
+        let settings = daemon.config.hooks_dir().join(format!("{}.json", agent.id));
+        daemon.jobs.run(move || {
+            let _ = std::fs::remove_file(settings);
+            Box::new(|_: &mut Daemon| {})
+        });
+    }
     daemon.early_captures.remove(&agent.id);
     daemon.hub.close(&agent.id);
     daemon.emulators.close(&agent.id);
@@ -669,6 +742,10 @@ pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
             CaptureState::Detached
         };
         agent.reported = agent.status(SystemTime::now(), daemon.config.sessions.idle_after);
+        if let Some(token) = &meta.hook_token {
+            daemon.hook_tokens.insert(token.clone(), agent.id.clone());
+            agent.hook_token = Some(token.clone());
+        }
         register(daemon, agent, Some(pane.state));
         count += 1;
     }

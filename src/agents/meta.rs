@@ -18,6 +18,10 @@ pub struct SessionMeta {
     pub working_dir: String,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_ms: u64,
+    /// The session's hook credential (agent types with hooks), so that a restarted daemon
+    /// still accepts the agent's hook events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_token: Option<String>,
 }
 
 impl SessionMeta {
@@ -62,6 +66,7 @@ mod tests {
             agent_type: "shell".into(),
             working_dir: "/tmp/#(touch x);".into(),
             created_ms: 1_700_000_000_000,
+            hook_token: Some("0123".into()),
         };
         let encoded = meta.encode();
         assert!(encoded.bytes().all(|b| b.is_ascii_hexdigit()));

@@ -4,9 +4,13 @@
 //! need tmux or /proc (spawn, kill, adopt, exit checks) live in [`manager`] and run their
 //! blocking parts on worker threads.
 
+pub mod activity;
+pub mod claude;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod hook_client;
+pub mod hooks;
 pub mod manager;
 pub mod meta;
 pub mod procfs;
@@ -20,7 +24,7 @@ use crate::tmux::{PaneId, PaneState, SessionName};
 
 /// Something that happened to an agent, announced on [`AgentRegistry::announce`] for the
 /// features that follow agents (observers, tasks) to react to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AgentEvent {
     /// The agent's process ended; its exit status is recorded on the agent.
     Exited {
@@ -35,8 +39,8 @@ pub enum AgentEvent {
         /// Why, in words for a task result ("it was killed through the API").
         reason: String,
     },
-    /// The status observers see changed (`agent_status`). Carries what the message needs,
-    /// since a gone agent is no longer in the registry.
+    /// The status or activity observers see changed (`agent_status`). Carries what the
+    /// message needs, since a gone agent is no longer in the registry.
     StatusChanged {
         /// The session.
         session_id: String,
@@ -44,10 +48,28 @@ pub enum AgentEvent {
         agent_type: String,
         /// The new status.
         status: AgentStatus,
+        /// What it is doing, with the evidence.
+        activity: activity::ActivityState,
         /// When it last printed.
         last_activity: SystemTime,
         /// How its process ended, once it has.
         exit: Option<ExitInfo>,
+    },
+    /// The agent's CLI confirmed that it received a prompt (`user_message_delivered`).
+    PromptDelivered {
+        /// The session.
+        session_id: String,
+        /// The `user_message` id, if the client gave one.
+        id: Option<serde_json::Value>,
+    },
+    /// The agent's turn ended with a reply (`claude_response`).
+    Replied {
+        /// The session.
+        session_id: String,
+        /// The reply's text.
+        content: String,
+        /// The `user_message` id it answers, if known.
+        in_reply_to: Option<serde_json::Value>,
     },
     /// The agent's process failed or its session disappeared (`AGENT_CRASHED`).
     Crashed {
@@ -68,6 +90,42 @@ pub fn exit_fields(exit: Option<ExitInfo>) -> (Option<i32>, Option<i32>) {
         Some(ExitInfo::Code(code)) => (Some(code), None),
         Some(ExitInfo::Signal(signal)) => (None, Some(signal)),
         _ => (None, None),
+    }
+}
+
+/// Which `user_message` a turn of the agent answers.
+#[derive(Debug, Default)]
+pub struct Conversation {
+    /// Ids of messages typed but not yet confirmed as received (`None`: sent without an
+    /// id), oldest first; bounded by [`Conversation::MAX_PENDING`].
+    pub undelivered: std::collections::VecDeque<Option<serde_json::Value>>,
+    /// The message the current turn answers, once confirmed.
+    pub answering: Option<Option<serde_json::Value>>,
+}
+
+impl Conversation {
+    /// Most unconfirmed messages remembered; older ones are forgotten.
+    pub const MAX_PENDING: usize = 64;
+
+    /// A message was typed into the agent.
+    pub fn typed(&mut self, id: Option<serde_json::Value>) {
+        if self.undelivered.len() >= Self::MAX_PENDING {
+            self.undelivered.pop_front();
+        }
+        self.undelivered.push_back(id);
+    }
+
+    /// The agent confirmed a prompt: the oldest typed message, if any, is the one. Returns
+    /// it (`Some(None)` for a message sent without an id; `None` if nothing was typed).
+    pub fn delivered(&mut self) -> Option<Option<serde_json::Value>> {
+        let id = self.undelivered.pop_front();
+        self.answering = id.clone();
+        id
+    }
+
+    /// The turn ended: the message it answered, if it was one.
+    pub fn answered(&mut self) -> Option<serde_json::Value> {
+        self.answering.take().flatten()
     }
 }
 
@@ -267,6 +325,15 @@ pub struct Agent {
     pub cols: u16,
     /// The last status announced to observers.
     pub reported: AgentStatus,
+    /// What the agent is doing, with the evidence.
+    pub activity: activity::ActivityState,
+    /// The last activity announced to observers.
+    pub reported_activity: activity::Activity,
+    /// The session's hook credential (agent types with hooks), also in its tmux metadata.
+    pub hook_token: Option<String>,
+    /// `user_message` ids typed into the agent and not yet confirmed by its CLI, oldest
+    /// first, and the one whose turn is in progress.
+    pub conversation: Conversation,
     /// Whether an idle check is scheduled.
     pub idle_check_pending: bool,
     /// Where a re-arm of the capture pipe stands.
@@ -319,6 +386,10 @@ impl Agent {
             rows,
             cols,
             reported: AgentStatus::Running,
+            activity: activity::ActivityState::new(SystemTime::now()),
+            reported_activity: activity::Activity::Starting,
+            hook_token: None,
+            conversation: Conversation::default(),
             idle_check_pending: false,
             rearm: Rearm::Idle,
             rearms: 0,

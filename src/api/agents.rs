@@ -4,6 +4,7 @@ use std::time::SystemTime;
 
 use super::error::{ApiError, ErrorCode};
 use super::{Handled, json, parse_body};
+use crate::agents::activity::{Activity, ActivityState};
 use crate::agents::manager::{self, SpawnParams};
 use crate::agents::{Agent, AgentStatus, ExitInfo};
 use crate::daemon::Daemon;
@@ -11,7 +12,8 @@ use crate::net::ConnId;
 use crate::proto::http::Request;
 use crate::time::rfc3339;
 use crate::wire::rest::{
-    AgentDetail, AgentList, AgentSummary, KillResponse, SpawnRequest, SpawnResponse,
+    ActivityView, AgentDetail, AgentList, AgentSummary, EvidenceView, KillResponse, SpawnRequest,
+    SpawnResponse,
 };
 
 /// `POST /api/agents/spawn`.
@@ -57,7 +59,7 @@ pub fn spawn(
     Handled::Later
 }
 
-/// `GET /api/agents?status=&agent_type=`.
+/// `GET /api/agents?status=&agent_type=&activity=`.
 pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
     let status = match request.query_param("status") {
         None => None,
@@ -93,6 +95,27 @@ pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
             );
         }
     };
+    let activity = match request.query_param("activity") {
+        None => None,
+        Some(Ok(text)) => match Activity::parse(&text) {
+            Some(activity) => Some(activity),
+            None => {
+                return Handled::Now(
+                    ApiError::bad_request(format!(
+                        "unknown activity filter {}; use starting, working, waiting_input, \
+                         needs_approval, idle or stuck",
+                        crate::shown(&text)
+                    ))
+                    .to_response(),
+                );
+            }
+        },
+        Some(Err(_)) => {
+            return Handled::Now(
+                ApiError::bad_request("activity is not valid UTF-8").to_response(),
+            );
+        }
+    };
     let now = SystemTime::now();
     let idle_after = daemon.config.sessions.idle_after;
     let agents: Vec<AgentSummary> = daemon
@@ -100,6 +123,7 @@ pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
         .sorted()
         .into_iter()
         .filter(|a| agent_type.as_ref().is_none_or(|t| &a.agent_type == t))
+        .filter(|a| activity.is_none_or(|wanted| a.activity.activity == wanted))
         .map(|a| (a, a.status(now, idle_after)))
         .filter(|(_, s)| status.is_none_or(|wanted| *s == wanted))
         .map(|(a, s)| AgentSummary {
@@ -108,6 +132,7 @@ pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
             status: s.as_str(),
             created_at: rfc3339(a.created_at),
             last_activity: rfc3339(a.last_activity),
+            activity: activity_view(&a.activity),
         })
         .collect();
     Handled::Now(json(
@@ -142,6 +167,17 @@ pub fn get(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
     Handled::Later
 }
 
+fn activity_view(state: &ActivityState) -> ActivityView {
+    ActivityView {
+        activity: state.activity.as_str(),
+        activity_since: rfc3339(state.since),
+        evidence: EvidenceView {
+            source: state.source.as_str(),
+            detail: state.detail.clone(),
+        },
+    }
+}
+
 fn detail(daemon: &Daemon, agent: &Agent, metrics: manager::Metrics) -> AgentDetail {
     let status = agent.status(SystemTime::now(), daemon.config.sessions.idle_after);
     AgentDetail {
@@ -155,6 +191,7 @@ fn detail(daemon: &Daemon, agent: &Agent, metrics: manager::Metrics) -> AgentDet
         memory_mb: metrics.memory_mb,
         cpu_percent: metrics.cpu_percent,
         last_activity: rfc3339(agent.last_activity),
+        activity: activity_view(&agent.activity),
         pid: agent.pid,
         capture: agent.capture.as_str(),
         output_bytes: agent.output_bytes,

@@ -212,8 +212,10 @@ impl Daemon {
     /// Output arrived: activity, counters and the `running` transition.
     fn on_output(&mut self, session_id: &str, bytes: usize) {
         if let Some(agent) = self.agents.get_mut(session_id) {
+            let now = SystemTime::now();
             agent.output_bytes += bytes as u64;
-            agent.last_activity = SystemTime::now();
+            agent.last_activity = now;
+            agent.activity.on_output(now);
         }
         self.refresh_status(session_id);
         self.schedule_idle_check(session_id);

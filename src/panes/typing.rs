@@ -212,7 +212,13 @@ impl Daemon {
             Ok(acks) => {
                 for ack in acks {
                     let kind = match ack.kind {
-                        AckKind::UserMessage => "user_message_ack",
+                        AckKind::UserMessage => {
+                            // The agent's CLI confirms it (or not) when it takes the prompt.
+                            if let Some(agent) = self.agents.get_mut(&session_id) {
+                                agent.conversation.typed(ack.id.clone());
+                            }
+                            "user_message_ack"
+                        }
                         AckKind::TerminalInput => "terminal_input_ack",
                     };
                     self.send_ws(

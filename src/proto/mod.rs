@@ -1,4 +1,5 @@
 //! Pure wire code: bytes in, values out. No sockets, no clock, no JSON semantics.
 
+pub mod hook;
 pub mod http;
 pub mod ws;

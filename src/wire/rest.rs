@@ -49,6 +49,29 @@ pub struct AgentSummary {
     pub created_at: String,
     /// Time of the last output.
     pub last_activity: String,
+    /// What the agent is doing, since when, and the evidence.
+    #[serde(flatten)]
+    pub activity: ActivityView,
+}
+
+/// An agent's activity as REST answers show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActivityView {
+    /// `starting`, `working`, `waiting_input`, `needs_approval`, `idle` or `stuck`.
+    pub activity: &'static str,
+    /// When that activity began.
+    pub activity_since: String,
+    /// Why the daemon thinks so.
+    pub evidence: EvidenceView,
+}
+
+/// The evidence for an activity.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvidenceView {
+    /// `hook`, `screen` or `timer`.
+    pub source: &'static str,
+    /// What was seen.
+    pub detail: String,
 }
 
 /// `GET /api/agents` answer.
@@ -83,6 +106,9 @@ pub struct AgentDetail {
     pub cpu_percent: f64,
     /// Time of the last output.
     pub last_activity: String,
+    /// What the agent is doing, since when, and the evidence.
+    #[serde(flatten)]
+    pub activity: ActivityView,
     /// Pid of the agent's process.
     pub pid: u32,
     /// Output capture health: `attaching`, `attached` or `detached`.

@@ -166,12 +166,57 @@ pub struct AgentStatusMessage<'a> {
     pub status: &'static str,
     /// When the agent last printed (RFC 3339).
     pub last_activity: String,
+    /// What the agent is doing: `starting`, `working`, `waiting_input`, `needs_approval`,
+    /// `idle` or `stuck`.
+    pub activity: &'static str,
+    /// When that activity began (RFC 3339).
+    pub activity_since: String,
+    /// Why the daemon thinks so.
+    pub evidence: Evidence<'a>,
     /// Exit status, once the process has exited normally.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     /// The signal that ended the process, if one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_signal: Option<i32>,
+}
+
+/// The evidence for an agent's activity.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evidence<'a> {
+    /// `hook` (the CLI reported it), `screen` (its output) or `timer` (time passed).
+    pub source: &'static str,
+    /// What was seen, e.g. `Stop hook` or `PreToolUse hook: Bash`.
+    pub detail: &'a str,
+}
+
+/// `claude_response`: the agent's turn ended with this reply.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClaudeResponse<'a> {
+    /// Always `claude_response`.
+    pub r#type: &'static str,
+    /// Session.
+    pub session_id: &'a str,
+    /// The reply's text.
+    pub content: &'a str,
+    /// What the user can do about it (approve a plan, a tool); empty for a plain reply.
+    pub actions: Vec<serde_json::Value>,
+    /// The `id` of the `user_message` it answers, when the client gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<&'a serde_json::Value>,
+    /// When the turn ended (RFC 3339).
+    pub timestamp: String,
+}
+
+/// `user_message_delivered`: the agent's CLI has received the message.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserMessageDelivered<'a> {
+    /// Always `user_message_delivered`.
+    pub r#type: &'static str,
+    /// Session.
+    pub session_id: &'a str,
+    /// The message's `id` (`null` when it had none).
+    pub id: &'a Option<serde_json::Value>,
 }
 
 /// The `error` message announcing a crashed or vanished agent (`AGENT_CRASHED`).

@@ -70,8 +70,11 @@ fn spawn_get_list_kill_round_trip() {
     assert_eq!(
         keys,
         [
+            "activity",
+            "activity_since",
             "agent_type",
             "created_at",
+            "evidence",
             "last_activity",
             "session_id",
             "status"

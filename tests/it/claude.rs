@@ -21,7 +21,7 @@ pub fn daemon_with_claude(model: &ScriptedModel, extra: &str) -> DaemonProcess {
         let mut vars = vec![format!("HOME = {}", quoted(&home.display().to_string()))];
         vars.extend(env.iter().map(|(k, v)| format!("{k} = {}", quoted(v))));
         format!(
-            "[agents.claude]\ncommand = [{}]\nenv = {{ {} }}\n{extra}",
+            "[agents.claude]\ncommand = [{}]\nhooks = \"claude\"\nenv = {{ {} }}\n{extra}",
             quoted(&cli),
             vars.join(", ")
         )
@@ -92,4 +92,56 @@ fn a_user_message_reaches_the_real_claude_tui_and_its_scripted_answer_streams_ba
         "the typed message reached the model: {}",
         last["messages"]
     );
+}
+
+#[test]
+fn hooks_give_delivery_the_reply_and_activity_with_evidence() {
+    let model = ScriptedModel::start(vec![Reply::text("Forty-two, as scripted.")]);
+    let daemon = daemon_with_claude(&model, "");
+    let token = daemon.control();
+    let mut ws = daemon.ws(&daemon.token("observe"));
+    let session = daemon.spawn(&token, "claude")["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let is_status = |m: &serde_json::Value, activity: &str| {
+        m["type"] == "agent_status"
+            && m["session_id"] == session.as_str()
+            && m["activity"] == activity
+    };
+    // The CLI's SessionStart hook says its prompt is ready.
+    let ready = ws.recv_until("waiting_input", |m| is_status(m, "waiting_input"));
+    assert_eq!(ready["evidence"]["source"], "hook", "{ready}");
+    assert_eq!(ready["evidence"]["detail"], "SessionStart hook", "{ready}");
+
+    let mut typist = daemon.ws(&token);
+    typist.send(json!({"type": "user_message", "session_id": session, "content": "What is the answer?", "id": "q-1"}));
+    let delivered = ws.recv_until("delivery", |m| m["type"] == "user_message_delivered");
+    assert_eq!(delivered["session_id"], session.as_str());
+    assert_eq!(delivered["id"], "q-1");
+    let working = ws.recv_until("working", |m| is_status(m, "working"));
+    assert_eq!(
+        working["evidence"]["detail"], "UserPromptSubmit hook",
+        "{working}"
+    );
+    let reply = ws.recv_until("the reply", |m| m["type"] == "claude_response");
+    assert_eq!(reply["session_id"], session.as_str());
+    assert_eq!(reply["content"], "Forty-two, as scripted.");
+    assert_eq!(reply["in_reply_to"], "q-1");
+    assert_eq!(reply["actions"], json!([]));
+    let done = ws.recv_until("waiting again", |m| is_status(m, "waiting_input"));
+    assert_eq!(done["evidence"]["detail"], "Stop hook", "{done}");
+
+    let detail = daemon.get(&format!("/api/agents/{session}"), &token).json();
+    assert_eq!(detail["activity"], "waiting_input", "{detail}");
+    assert_eq!(detail["evidence"]["source"], "hook", "{detail}");
+    let waiting = daemon
+        .get("/api/agents?activity=waiting_input", &token)
+        .json();
+    assert_eq!(waiting["total"], 1, "{waiting}");
+    let working = daemon.get("/api/agents?activity=working", &token).json();
+    assert_eq!(working["total"], 0, "{working}");
+    daemon
+        .get("/api/agents?activity=busy", &token)
+        .assert_error(400, "INVALID_REQUEST");
 }

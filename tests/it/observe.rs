@@ -435,19 +435,20 @@ fn status_changes_are_announced_to_every_observer() {
     let mut watcher = daemon.ws(&daemon.token("observe"));
     let spawned = daemon.spawn(&token, "echo");
     let session = id_of(&spawned);
-    let idle = watcher.recv_until("idle", |m| {
-        m["type"] == "agent_status" && m["session_id"] == session.as_str()
-    });
-    assert_eq!(idle["status"], "idle");
+    // Every change of status or activity is announced; these wait for the status ones.
+    let status_is = |m: &Value, status: &str| {
+        m["type"] == "agent_status" && m["session_id"] == session.as_str() && m["status"] == status
+    };
+    let idle = watcher.recv_until("idle", |m| status_is(m, "idle"));
     assert!(idle["last_activity"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(idle["activity"], "idle", "{idle}");
+    assert_eq!(idle["evidence"]["source"], "timer", "{idle}");
     let mut typist = daemon.ws(&token);
     typist.send(json!({"type": "terminal_input", "session_id": session, "data": "wake\r"}));
-    let running = watcher.recv_until("running", |m| m["type"] == "agent_status");
-    assert_eq!(running["status"], "running");
-    assert_eq!(
-        watcher.recv_until("idle", |m| m["type"] == "agent_status")["status"],
-        "idle"
-    );
+    let running = watcher.recv_until("running", |m| status_is(m, "running"));
+    assert_eq!(running["activity"], "working", "{running}");
+    assert_eq!(running["evidence"]["source"], "screen", "{running}");
+    watcher.recv_until("idle", |m| status_is(m, "idle"));
     assert_eq!(
         daemon
             .delete(&format!("/api/agents/{session}"), &token)
@@ -458,7 +459,9 @@ fn status_changes_are_announced_to_every_observer() {
     assert_eq!(terminated["status"], "terminated");
     let exited = id_of(&daemon.spawn(&token, "exit0"));
     let status = watcher.recv_until("exited", |m| {
-        m["type"] == "agent_status" && m["session_id"] == exited.as_str() && m["status"] != "idle"
+        m["type"] == "agent_status"
+            && m["session_id"] == exited.as_str()
+            && !matches!(m["status"].as_str(), Some("idle" | "running"))
     });
     assert_eq!(status["status"], "exited");
     assert_eq!(status["exit_code"], 0);

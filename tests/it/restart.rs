@@ -16,6 +16,10 @@ fn stable_fields(agent: &Value) -> Value {
         "capture",
         "output_bytes",
         "capture_rearms",
+        // Derived again after a restart, from the agent's next output or hook event.
+        "activity",
+        "activity_since",
+        "evidence",
     ] {
         object.remove(volatile);
     }

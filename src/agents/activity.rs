@@ -1,0 +1,358 @@
+//! What an agent is doing, with the evidence for it. Pure: events and times in, the new
+//! activity out.
+//!
+//! Agents whose CLI reports hooks (Claude Code) are followed by their hook events alone:
+//! a prompt starts a turn (`working`), a permission notification means `needs_approval`,
+//! the end of the turn means `waiting_input`. Other agents are followed by their output:
+//! output means `working`, quiet means `idle`. Either way, an agent `working` with no output
+//! and no event for `sessions.stuck_after` is `stuck`.
+
+use std::time::{Duration, SystemTime};
+
+use crate::proto::hook::HookEvent;
+
+/// What an agent is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    /// Spawned; its CLI has not shown its prompt yet.
+    Starting,
+    /// A turn is in progress (or, without hooks, it is printing).
+    Working,
+    /// The turn ended and the prompt is ready for the next message.
+    WaitingInput,
+    /// A tool permission is pending.
+    NeedsApproval,
+    /// Quiet (agents without hooks), or its process has ended.
+    Idle,
+    /// Working, but with no output and no event for `sessions.stuck_after`.
+    Stuck,
+}
+
+impl Activity {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activity::Starting => "starting",
+            Activity::Working => "working",
+            Activity::WaitingInput => "waiting_input",
+            Activity::NeedsApproval => "needs_approval",
+            Activity::Idle => "idle",
+            Activity::Stuck => "stuck",
+        }
+    }
+
+    /// Parses a wire name (for list filters).
+    pub fn parse(text: &str) -> Option<Activity> {
+        [
+            Activity::Starting,
+            Activity::Working,
+            Activity::WaitingInput,
+            Activity::NeedsApproval,
+            Activity::Idle,
+            Activity::Stuck,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == text)
+    }
+}
+
+/// Where the daemon learned an activity from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A hook event of the agent's CLI.
+    Hook,
+    /// The agent's output.
+    Screen,
+    /// Time passing (quiet, stuck) or the daemon's own action (spawn, exit).
+    Timer,
+}
+
+impl Source {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Hook => "hook",
+            Source::Screen => "screen",
+            Source::Timer => "timer",
+        }
+    }
+}
+
+/// An activity, since when, and why the daemon thinks so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityState {
+    /// The activity.
+    pub activity: Activity,
+    /// When it began.
+    pub since: SystemTime,
+    /// Where it was learned.
+    pub source: Source,
+    /// What was seen, for people (`"Stop hook"`, `"PreToolUse: Bash"`, `"output"`).
+    pub detail: String,
+    /// Whether the agent's CLI has reported a hook event: from then on only hook events
+    /// and the stuck timer move its activity.
+    pub hooked: bool,
+    /// When the last output or event arrived (the stuck timer counts from it).
+    pub last_sign: SystemTime,
+}
+
+impl ActivityState {
+    /// A just-spawned agent.
+    pub fn new(now: SystemTime) -> ActivityState {
+        ActivityState {
+            activity: Activity::Starting,
+            since: now,
+            source: Source::Timer,
+            detail: "spawned".into(),
+            hooked: false,
+            last_sign: now,
+        }
+    }
+
+    fn set(&mut self, activity: Activity, source: Source, detail: String, now: SystemTime) -> bool {
+        if self.activity == activity && self.source == source && self.detail == detail {
+            return false;
+        }
+        let changed = self.activity != activity;
+        if changed {
+            self.since = now;
+        }
+        self.activity = activity;
+        self.source = source;
+        self.detail = detail;
+        changed
+    }
+
+    /// A hook event arrived. Returns whether the activity changed.
+    pub fn on_hook(
+        &mut self,
+        event: HookEvent,
+        payload: &serde_json::Value,
+        now: SystemTime,
+    ) -> bool {
+        self.hooked = true;
+        self.last_sign = now;
+        let tool = || {
+            payload["tool_name"]
+                .as_str()
+                .unwrap_or("a tool")
+                .to_string()
+        };
+        let (activity, detail) = match event {
+            HookEvent::SessionStart => (Activity::WaitingInput, "SessionStart hook".to_string()),
+            HookEvent::UserPromptSubmit => (Activity::Working, "UserPromptSubmit hook".into()),
+            HookEvent::PreToolUse => (Activity::Working, format!("PreToolUse hook: {}", tool())),
+            HookEvent::PostToolUse => (Activity::Working, format!("PostToolUse hook: {}", tool())),
+            HookEvent::Notification => {
+                let message = payload["message"].as_str().unwrap_or("");
+                let kind = payload["notification_type"].as_str().unwrap_or("");
+                if kind == "permission_prompt" || message.contains("permission") {
+                    (
+                        Activity::NeedsApproval,
+                        format!("Notification hook: {}", shorten(message)),
+                    )
+                } else if kind == "idle_prompt" || message.contains("waiting for your input") {
+                    (
+                        Activity::WaitingInput,
+                        format!("Notification hook: {}", shorten(message)),
+                    )
+                } else {
+                    return false;
+                }
+            }
+            HookEvent::Stop => (Activity::WaitingInput, "Stop hook".into()),
+            HookEvent::SessionEnd => (Activity::Idle, "SessionEnd hook".into()),
+        };
+        self.set(activity, Source::Hook, detail, now)
+    }
+
+    /// The agent printed something. Returns whether the activity changed.
+    pub fn on_output(&mut self, now: SystemTime) -> bool {
+        self.last_sign = now;
+        if self.hooked {
+            // A TUI redraws while it waits (spinners, clocks): output says nothing new,
+            // except that a stuck agent is moving again.
+            if self.activity == Activity::Stuck {
+                return self.set(
+                    Activity::Working,
+                    Source::Screen,
+                    "output again".into(),
+                    now,
+                );
+            }
+            return false;
+        }
+        self.set(Activity::Working, Source::Screen, "output".into(), now)
+    }
+
+    /// Time passed: `quiet` since the last output or event. Returns whether the activity
+    /// changed.
+    pub fn on_time(
+        &mut self,
+        now: SystemTime,
+        idle_after: Duration,
+        stuck_after: Duration,
+    ) -> bool {
+        let quiet = now.duration_since(self.last_sign).unwrap_or_default();
+        if self.activity == Activity::Working && quiet >= stuck_after {
+            let detail = format!("no output and no events for {}s", quiet.as_secs());
+            return self.set(Activity::Stuck, Source::Timer, detail, now);
+        }
+        if !self.hooked
+            && matches!(self.activity, Activity::Working | Activity::Starting)
+            && quiet >= idle_after
+        {
+            let detail = format!("quiet for {}s", quiet.as_secs());
+            return self.set(Activity::Idle, Source::Timer, detail, now);
+        }
+        false
+    }
+
+    /// The agent's process ended.
+    pub fn on_exit(&mut self, now: SystemTime) -> bool {
+        self.set(
+            Activity::Idle,
+            Source::Timer,
+            "the process ended".into(),
+            now,
+        )
+    }
+
+    /// When the next time check could change the activity, if one could.
+    pub fn next_check(&self, idle_after: Duration, stuck_after: Duration) -> Option<SystemTime> {
+        match self.activity {
+            Activity::Working => Some(
+                self.last_sign
+                    + if self.hooked {
+                        stuck_after
+                    } else {
+                        idle_after.min(stuck_after)
+                    },
+            ),
+            Activity::Starting if !self.hooked => Some(self.last_sign + idle_after),
+            _ => None,
+        }
+    }
+}
+
+fn shorten(text: &str) -> String {
+    const MAX: usize = 200;
+    match text.char_indices().nth(MAX) {
+        None => text.to_string(),
+        Some((end, _)) => format!("{}…", &text[..end]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + secs)
+    }
+
+    const IDLE: Duration = Duration::from_secs(10);
+    const STUCK: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn hook_events_drive_a_claude_turn() {
+        let mut state = ActivityState::new(at(0));
+        assert_eq!(state.activity, Activity::Starting);
+        assert!(state.on_hook(HookEvent::SessionStart, &json!({}), at(1)));
+        assert_eq!(state.activity, Activity::WaitingInput);
+        // The TUI's redraws do not move a hooked agent.
+        assert!(!state.on_output(at(2)));
+        assert!(!state.on_time(at(100), IDLE, STUCK));
+        assert_eq!(state.activity, Activity::WaitingInput);
+        assert!(state.on_hook(
+            HookEvent::UserPromptSubmit,
+            &json!({"prompt": "hi"}),
+            at(101)
+        ));
+        assert_eq!(
+            (state.activity, state.source),
+            (Activity::Working, Source::Hook)
+        );
+        assert_eq!(state.since, at(101));
+        // A tool call keeps it working, with the tool as evidence, and the same since.
+        assert!(!state.on_hook(
+            HookEvent::PreToolUse,
+            &json!({"tool_name": "Bash"}),
+            at(102)
+        ));
+        assert_eq!(state.detail, "PreToolUse hook: Bash");
+        assert_eq!(state.since, at(101));
+        let permission = json!({"message": "Claude needs your permission to use Bash", "notification_type": "permission_prompt"});
+        assert!(state.on_hook(HookEvent::Notification, &permission, at(103)));
+        assert_eq!(state.activity, Activity::NeedsApproval);
+        assert!(state.on_hook(
+            HookEvent::PostToolUse,
+            &json!({"tool_name": "Bash"}),
+            at(104)
+        ));
+        assert!(state.on_hook(HookEvent::Stop, &json!({}), at(105)));
+        assert_eq!(
+            (state.activity, state.detail.as_str()),
+            (Activity::WaitingInput, "Stop hook")
+        );
+        // Other notifications say nothing new.
+        assert!(!state.on_hook(
+            HookEvent::Notification,
+            &json!({"message": "hello"}),
+            at(106)
+        ));
+    }
+
+    #[test]
+    fn output_and_quiet_drive_an_agent_without_hooks() {
+        let mut state = ActivityState::new(at(0));
+        assert!(state.on_output(at(1)));
+        assert_eq!(
+            (state.activity, state.source),
+            (Activity::Working, Source::Screen)
+        );
+        assert_eq!(state.next_check(IDLE, STUCK), Some(at(11)));
+        assert!(!state.on_time(at(5), IDLE, STUCK));
+        assert!(state.on_time(at(11), IDLE, STUCK));
+        assert_eq!(
+            (state.activity, state.source),
+            (Activity::Idle, Source::Timer)
+        );
+        assert_eq!(state.next_check(IDLE, STUCK), None);
+        assert!(state.on_output(at(12)));
+        assert!(state.on_exit(at(13)));
+        assert_eq!(state.detail, "the process ended");
+    }
+
+    #[test]
+    fn a_working_agent_that_goes_silent_is_stuck_until_it_moves() {
+        let mut state = ActivityState::new(at(0));
+        state.on_hook(HookEvent::UserPromptSubmit, &json!({}), at(1));
+        assert_eq!(state.next_check(IDLE, STUCK), Some(at(601)));
+        assert!(
+            !state.on_time(at(300), IDLE, STUCK),
+            "hooked: quiet is not idle"
+        );
+        assert!(state.on_time(at(601), IDLE, STUCK));
+        assert_eq!(state.activity, Activity::Stuck);
+        assert!(state.detail.contains("600s"), "{}", state.detail);
+        assert!(state.on_output(at(602)));
+        assert_eq!(state.activity, Activity::Working);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for name in [
+            "starting",
+            "working",
+            "waiting_input",
+            "needs_approval",
+            "idle",
+            "stuck",
+        ] {
+            assert_eq!(Activity::parse(name).unwrap().as_str(), name);
+        }
+        assert_eq!(Activity::parse("busy"), None);
+    }
+}

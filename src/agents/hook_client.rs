@@ -1,0 +1,61 @@
+//! `orchestra hook EVENT`: the command an agent CLI runs for each of its hooks (Claude Code's
+//! `--settings` hooks, installed by the daemon). It forwards the hook's standard input to the
+//! daemon over the private hook socket and prints the daemon's answer.
+//!
+//! It never holds the agent up for long and never fails it: without the session's variables,
+//! when the daemon is down, or when it does not answer within the timeout, it exits 0 at
+//! once with no output, and the CLI goes on as if there were no hook.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use crate::proto::hook::{HookEvent, encode};
+
+/// The hook socket's path, set in the agent's environment.
+pub const SOCKET_ENV: &str = "ORCHESTRA_HOOK_SOCKET";
+/// The session's hook credential, set in the agent's environment.
+pub const TOKEN_ENV: &str = "ORCHESTRA_HOOK_TOKEN";
+/// How long the hook may wait for the daemon, in milliseconds (`hooks.client_timeout`).
+pub const TIMEOUT_ENV: &str = "ORCHESTRA_HOOK_TIMEOUT_MS";
+/// Used when the timeout variable is missing or unreadable.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most bytes of standard input forwarded; the daemon refuses longer messages anyway.
+const MAX_INPUT_BYTES: u64 = 4 << 20;
+
+/// Runs the hook for `event` (the CLI's event name). Always returns exit code 0.
+pub fn run(event: &str) -> i32 {
+    let _ = forward(event);
+    0
+}
+
+fn forward(event: &str) -> Option<()> {
+    let event = HookEvent::parse(event)?;
+    let socket = std::env::var_os(SOCKET_ENV)?;
+    let token = std::env::var(TOKEN_ENV).ok()?;
+    let timeout = std::env::var(TIMEOUT_ENV)
+        .ok()
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let mut input = Vec::new();
+    std::io::stdin()
+        .take(MAX_INPUT_BYTES)
+        .read_to_end(&mut input)
+        .ok()?;
+    let payload = serde_json::from_slice(&input).unwrap_or(serde_json::Value::Null);
+    let mut stream = UnixStream::connect(socket).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.write_all(&encode(&token, event, &payload)).ok()?;
+    stream.shutdown(std::net::Shutdown::Write).ok()?;
+    let mut answer = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut answer).ok()?;
+    // An answer other than `{}` is the hook's output for the CLI (a decision, later).
+    let answer = String::from_utf8(answer).ok()?;
+    let answer = answer.trim();
+    if !answer.is_empty() && answer != "{}" {
+        println!("{answer}");
+    }
+    Some(())
+}

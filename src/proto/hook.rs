@@ -1,0 +1,154 @@
+//! The hook socket's message: what `orchestra hook EVENT` sends the daemon when an agent CLI
+//! (Claude Code) runs one of its hooks. Pure: bytes in, a request or an error out.
+//!
+//! One JSON object per connection, ended by the client closing its side:
+//! `{"token": "<the session's hook credential>", "event": "Stop", "payload": {...}}`, where
+//! `payload` is what the CLI wrote to the hook's standard input. The daemon answers with one
+//! JSON object (`{}` today) and closes.
+
+use serde::Deserialize;
+
+/// The hook events the daemon understands (Claude Code's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum HookEvent {
+    /// The CLI started (or resumed) a session and shows its prompt.
+    SessionStart,
+    /// The user's prompt was submitted: the agent has received it and starts a turn.
+    UserPromptSubmit,
+    /// A tool is about to run.
+    PreToolUse,
+    /// A tool has run.
+    PostToolUse,
+    /// The CLI notifies the user: it needs permission for a tool, or waits for input.
+    Notification,
+    /// The agent's turn ended; the payload holds its last message.
+    Stop,
+    /// The CLI's session ends.
+    SessionEnd,
+}
+
+impl HookEvent {
+    /// Every event, in the order the CLI's settings list them.
+    pub const ALL: [HookEvent; 7] = [
+        HookEvent::SessionStart,
+        HookEvent::UserPromptSubmit,
+        HookEvent::PreToolUse,
+        HookEvent::PostToolUse,
+        HookEvent::Notification,
+        HookEvent::Stop,
+        HookEvent::SessionEnd,
+    ];
+
+    /// The CLI's name of the event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookEvent::SessionStart => "SessionStart",
+            HookEvent::UserPromptSubmit => "UserPromptSubmit",
+            HookEvent::PreToolUse => "PreToolUse",
+            HookEvent::PostToolUse => "PostToolUse",
+            HookEvent::Notification => "Notification",
+            HookEvent::Stop => "Stop",
+            HookEvent::SessionEnd => "SessionEnd",
+        }
+    }
+
+    /// Parses the CLI's name of an event.
+    pub fn parse(name: &str) -> Option<HookEvent> {
+        HookEvent::ALL.into_iter().find(|e| e.as_str() == name)
+    }
+
+    /// Whether the event concerns a tool (its hook entry takes a matcher).
+    pub fn is_tool_event(self) -> bool {
+        matches!(self, HookEvent::PreToolUse | HookEvent::PostToolUse)
+    }
+}
+
+/// One decoded hook message.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookRequest {
+    /// The session's hook credential.
+    pub token: String,
+    /// Which hook ran.
+    pub event: HookEvent,
+    /// What the CLI gave the hook (`null` if it was not JSON).
+    #[serde(default)]
+    pub payload: serde_json::Value,
+}
+
+/// Why a hook message was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookError {
+    /// Longer than the configured maximum.
+    TooLarge(usize),
+    /// Not the message described above.
+    Malformed(String),
+}
+
+impl std::fmt::Display for HookError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HookError::TooLarge(max) => write!(f, "hook message longer than {max} bytes"),
+            HookError::Malformed(why) => write!(f, "malformed hook message: {why}"),
+        }
+    }
+}
+
+/// Decodes a complete message of at most `max` bytes.
+pub fn decode(bytes: &[u8], max: usize) -> Result<HookRequest, HookError> {
+    if bytes.len() > max {
+        return Err(HookError::TooLarge(max));
+    }
+    let request: HookRequest = serde_json::from_slice(bytes).map_err(|e| {
+        let why: String = e.to_string().chars().take(200).collect();
+        HookError::Malformed(why)
+    })?;
+    if request.token.is_empty() || request.token.len() > 128 {
+        return Err(HookError::Malformed("bad token".into()));
+    }
+    Ok(request)
+}
+
+/// Encodes a message (the client's side). `payload` must be JSON (or `null`).
+pub fn encode(token: &str, event: HookEvent, payload: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "token": token,
+        "event": event.as_str(),
+        "payload": payload,
+    }))
+    .expect("serializable")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_bad_ones_are_refused() {
+        let payload =
+            serde_json::json!({"last_assistant_message": "done", "stop_hook_active": false});
+        let bytes = encode("abc", HookEvent::Stop, &payload);
+        let request = decode(&bytes, 1024).unwrap();
+        assert_eq!(request.event, HookEvent::Stop);
+        assert_eq!(request.token, "abc");
+        assert_eq!(request.payload, payload);
+        assert_eq!(decode(&bytes, 10), Err(HookError::TooLarge(10)));
+        for bad in [
+            &b"not json"[..],
+            br#"{"token": "abc", "event": "Unheard"}"#,
+            br#"{"token": "", "event": "Stop"}"#,
+            br#"{"event": "Stop"}"#,
+            br#"{"token": "abc", "event": "Stop", "extra": 1}"#,
+            b"",
+        ] {
+            assert!(
+                matches!(decode(bad, 1024), Err(HookError::Malformed(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        for event in HookEvent::ALL {
+            assert_eq!(HookEvent::parse(event.as_str()), Some(event));
+        }
+    }
+}
