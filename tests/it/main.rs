@@ -10,6 +10,7 @@ mod auth;
 mod claude;
 mod clients;
 mod faults;
+mod hooks;
 mod hostile;
 mod http;
 mod limits;

@@ -1,0 +1,163 @@
+//! The hook socket under hostile input: only a live session's own credential is heard, and
+//! it speaks only for that session; garbage, oversized messages, floods and silent
+//! connections are dropped while the daemon carries on. The hook client is the real
+//! `orchestra hook`, run with an agent's environment as the agent's CLI would run it.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::common::DaemonProcess;
+
+/// A daemon whose `hooked` agent type is the echo stand-in launched like a CLI with hooks.
+fn daemon() -> DaemonProcess {
+    DaemonProcess::start_with(&format!(
+        "[hooks]\nmax_message_bytes = 4096\nreceive_timeout = \"500ms\"\n\
+         [agents.hooked]\ncommand = [\"{}\"]\nhooks = \"claude\"\n",
+        crate::common::agent_script("echo.sh")
+    ))
+}
+
+/// The hook variables in the environment of `session`'s agent process, as its CLI has them.
+fn hook_env(daemon: &DaemonProcess, token: &str, session: &str) -> Vec<(String, String)> {
+    let detail = daemon.get(&format!("/api/agents/{session}"), token).json();
+    let pid = detail["pid"].as_u64().unwrap();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let vars: Vec<(String, String)> = environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            let (k, v) = kv.split_once('=')?;
+            k.starts_with("ORCHESTRA_HOOK_")
+                .then(|| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    assert_eq!(vars.len(), 3, "socket, credential and timeout: {vars:?}");
+    vars
+}
+
+/// Runs the real hook client for `event` with `env` and `payload` on its standard input.
+fn run_hook(env: &[(String, String)], event: &str, payload: &Value) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orchestra"))
+        .args(["hook", event])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(payload.to_string().as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Sends raw bytes on the hook socket and returns what the daemon answered.
+fn raw(daemon: &DaemonProcess, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = UnixStream::connect(daemon.state.join("hook.sock")).unwrap();
+    stream
+        .set_read_timeout(Some(crate::common::PATIENCE))
+        .unwrap();
+    let _ = stream.write_all(bytes);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    answer
+}
+
+#[test]
+fn a_hook_speaks_only_for_its_own_session_and_bad_input_is_dropped() {
+    let daemon = daemon();
+    let token = daemon.control();
+    let first = daemon.spawn(&token, "hooked")["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = daemon.spawn(&token, "hooked")["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first_env = hook_env(&daemon, &token, &first);
+    let second_env = hook_env(&daemon, &token, &second);
+    assert_ne!(first_env, second_env, "each session has its own credential");
+    let mut ws = daemon.ws(&daemon.token("observe"));
+
+    // Hostile input first: none of it may reach a session.
+    let forged = encode(
+        "not-a-live-credential",
+        "Stop",
+        &json!({"last_assistant_message": "forged"}),
+    );
+    for bytes in [
+        forged,
+        b"garbage that is not json".to_vec(),
+        br#"{"token": "x", "event": "Stop", "payload": {}, "session_id": "sess-x"}"#.to_vec(),
+        vec![b'x'; 10_000], // longer than hooks.max_message_bytes
+        Vec::new(),
+    ] {
+        let answer = raw(&daemon, &bytes);
+        assert!(answer.len() <= 3, "{answer:?}");
+    }
+    // A connection that never finishes its message is dropped after receive_timeout.
+    let mut silent = UnixStream::connect(daemon.state.join("hook.sock")).unwrap();
+    silent.write_all(b"{\"token\":").unwrap();
+    silent
+        .set_read_timeout(Some(crate::common::PATIENCE))
+        .unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(
+        silent.read_to_end(&mut rest).unwrap(),
+        0,
+        "closed without an answer"
+    );
+    // A flood of connections (past hooks.max_connections) leaves the daemon serving.
+    let flood: Vec<UnixStream> = (0..100)
+        .filter_map(|_| UnixStream::connect(daemon.state.join("hook.sock")).ok())
+        .collect();
+    assert_eq!(daemon.get("/api/health", &token).status, 200);
+    drop(flood);
+
+    // The second session's real hook speaks for the second session only.
+    let out = run_hook(
+        &second_env,
+        "Stop",
+        &json!({"last_assistant_message": "from the second", "stop_hook_active": false}),
+    );
+    assert!(out.status.success());
+    let reply = ws.recv_until("the reply", |m| m["type"] == "claude_response");
+    assert_eq!(reply["session_id"], second.as_str());
+    assert_eq!(reply["content"], "from the second");
+    assert_eq!(daemon.get("/api/health", &token).status, 200);
+    let detail = daemon.get(&format!("/api/agents/{first}"), &token).json();
+    assert_ne!(detail["evidence"]["source"], "hook", "{detail}");
+}
+
+#[test]
+fn the_hook_client_exits_at_once_and_quietly_when_the_daemon_is_gone() {
+    let mut daemon = daemon();
+    let token = daemon.control();
+    let session = daemon.spawn(&token, "hooked")["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let env = hook_env(&daemon, &token, &session);
+    daemon.stop();
+    let out = run_hook(&env, "UserPromptSubmit", &json!({"prompt": "hi"}));
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    // Without the session's variables it does nothing either.
+    let out = run_hook(&[], "Stop", &json!({}));
+    assert!(out.status.success() && out.stdout.is_empty());
+}
+
+fn encode(token: &str, event: &str, payload: &Value) -> Vec<u8> {
+    json!({"token": token, "event": event, "payload": payload})
+        .to_string()
+        .into_bytes()
+}
