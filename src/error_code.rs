@@ -56,6 +56,8 @@ pub enum ErrorCode {
     TaskCancelled,
     /// The ticket store cannot record anything right now (disk full, store error).
     StoreUnavailable,
+    /// A session with the requested name exists already.
+    SessionExists,
 }
 
 impl ErrorCode {
@@ -86,6 +88,7 @@ impl ErrorCode {
             ErrorCode::TaskFinished => "TASK_FINISHED",
             ErrorCode::TaskCancelled => "TASK_CANCELLED",
             ErrorCode::StoreUnavailable => "STORE_UNAVAILABLE",
+            ErrorCode::SessionExists => "SESSION_EXISTS",
         }
     }
 }

@@ -36,6 +36,11 @@ pub enum SpawnError {
     },
     /// The id chosen for the session is taken (a bug in the caller).
     IdTaken(String),
+    /// A session with the requested name exists (or is being created). Caller: pick
+    /// another name, or kill that session first.
+    NameTaken(String),
+    /// The requested name is not 1 to 32 lowercase letters or digits.
+    InvalidName(String),
     /// The session could not be created: the program is not installed, tmux failed, or the
     /// spec file could not be written. Retrying unchanged will not help.
     Failed(String),
@@ -78,6 +83,15 @@ impl fmt::Display for SpawnError {
                 "session limit reached ({live} sessions; sessions.max_sessions)"
             ),
             SpawnError::IdTaken(id) => write!(f, "session {id} exists already"),
+            SpawnError::NameTaken(id) => write!(
+                f,
+                "a session named {id} exists already; choose another name or kill it first"
+            ),
+            SpawnError::InvalidName(name) => write!(
+                f,
+                "name {} must be 1 to 32 lowercase letters or digits",
+                crate::shown(name)
+            ),
         }
     }
 }
@@ -122,6 +136,8 @@ mod tests {
             SpawnError::NoWorkingDir,
             SpawnError::InvalidWorkingDir("outside".into()),
             SpawnError::IdTaken("sess-x".into()),
+            SpawnError::NameTaken("sess-x-primary".into()),
+            SpawnError::InvalidName("X".into()),
             SpawnError::Failed("tmux".into()),
         ];
         assert!(!permanent.iter().any(SpawnError::is_transient));

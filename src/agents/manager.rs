@@ -43,6 +43,8 @@ pub struct SpawnParams {
     /// Started by the daemon itself (a task, bounded by `tasks.max_running`) rather than by
     /// a request: queued even when the workers' queue is full, never refused for it.
     pub internal: bool,
+    /// A name for the session: its id becomes `sess-<type>-<name>`.
+    pub name: Option<String>,
 }
 
 impl SpawnParams {
@@ -61,6 +63,7 @@ impl SpawnParams {
             daemon_env: BTreeMap::new(),
             extra_root: None,
             internal: false,
+            name: None,
         }
     }
 }
@@ -126,12 +129,23 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         Ok(agent_type) => agent_type,
         Err(error) => return done(daemon, Err(error)),
     };
-    let (session_id, name) = params
-        .ids
-        .clone()
-        .unwrap_or_else(|| new_session_ids(&params.agent_type));
-    if daemon.agents.get(&session_id).is_some() {
-        return done(daemon, Err(SpawnError::IdTaken(session_id.clone())));
+    let (session_id, name) = match (&params.ids, &params.name) {
+        (Some(ids), _) => ids.clone(),
+        (None, Some(name)) => match named_session_ids(&params.agent_type, name) {
+            Some(ids) => ids,
+            None => return done(daemon, Err(SpawnError::InvalidName(name.clone()))),
+        },
+        (None, None) => new_session_ids(&params.agent_type),
+    };
+    // A session being created holds its attach token already.
+    let pending = daemon.attach_tokens.values().any(|s| s == &session_id);
+    if daemon.agents.get(&session_id).is_some() || pending {
+        let taken = if params.name.is_some() {
+            SpawnError::NameTaken(session_id.clone())
+        } else {
+            SpawnError::IdTaken(session_id.clone())
+        };
+        return done(daemon, Err(taken));
     }
     let mut roots = config.sessions.allowed_roots.clone();
     roots.extend(params.extra_root.clone());
@@ -231,6 +245,16 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?;
     std::io::Write::write_all(&mut file, bytes)
+}
+
+/// The ids of a session named `name` (`sess-<type>-<name>`, tmux `agent-<type>-<name>`), if
+/// the name is valid.
+fn named_session_ids(agent_type: &str, name: &str) -> Option<(String, SessionName)> {
+    if !tmux::command::is_session_suffix(name) {
+        return None;
+    }
+    let tmux_name = SessionName::parse(&format!("agent-{agent_type}-{name}"))?;
+    Some((format!("sess-{agent_type}-{name}"), tmux_name))
 }
 
 /// What a spawn's admission depends on besides the request and the configuration.

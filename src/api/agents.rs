@@ -27,7 +27,8 @@ pub fn spawn(
         Ok(body) => body,
         Err(error) => return Handled::Now(error.to_response()),
     };
-    let params = SpawnParams::new(body.agent_type, body.working_dir, body.env);
+    let mut params = SpawnParams::new(body.agent_type, body.working_dir, body.env);
+    params.name = body.name;
     manager::spawn(
         daemon,
         params,

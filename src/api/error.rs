@@ -103,6 +103,8 @@ impl ApiError {
                 ApiError::new(503, ErrorCode::Overloaded, message).with_header("Retry-After", "5")
             }
             SpawnError::IdTaken(_) => ApiError::internal(message),
+            SpawnError::NameTaken(_) => ApiError::new(409, ErrorCode::SessionExists, message),
+            SpawnError::InvalidName(_) => ApiError::bad_request(message),
             SpawnError::Failed(_) => ApiError::new(500, ErrorCode::AgentSpawnFailed, message),
         }
     }

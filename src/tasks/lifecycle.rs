@@ -435,6 +435,7 @@ fn launch(daemon: &mut Daemon, task_id: u64, prepared: Result<Prepared, String>)
         daemon_env: BTreeMap::from([("ORCHESTRA_TICKET_ID".to_string(), ticket.ticket_id.clone())]),
         extra_root: prepared.worktree,
         internal: true,
+        name: None,
     };
     let snapshot = ticket.clone();
     // The session is created only once the baseline is durable, so that a restart can always

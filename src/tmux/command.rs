@@ -23,13 +23,9 @@ impl SessionName {
     /// Validates a name read back from tmux or built by the daemon.
     pub fn parse(name: &str) -> Option<SessionName> {
         let rest = name.strip_prefix("agent-")?;
-        let (agent_type, hex) = rest.rsplit_once('-')?;
-        (crate::config::is_agent_type_name(agent_type)
-            && hex.len() == 8
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-        .then(|| SessionName(name.to_string()))
+        let (agent_type, suffix) = rest.rsplit_once('-')?;
+        (crate::config::is_agent_type_name(agent_type) && is_session_suffix(suffix))
+            .then(|| SessionName(name.to_string()))
     }
 
     /// The name as text.
@@ -47,6 +43,15 @@ impl fmt::Display for SessionName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Whether `suffix` may end a session name: 1 to 32 lowercase ASCII letters or digits (the
+/// daemon's 8 hex digits, or a name given at spawn such as `primary`).
+pub fn is_session_suffix(suffix: &str) -> bool {
+    (1..=32).contains(&suffix.len())
+        && suffix
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
 }
 
 /// A tmux pane id such as `%3`; always an exact target.
@@ -176,9 +181,16 @@ mod tests {
     fn session_names_are_strict() {
         assert!(SessionName::parse("agent-claude-0123abcd").is_some());
         assert!(SessionName::parse("agent-my_type-0123abcd").is_some());
+        // Names given at spawn.
+        assert!(SessionName::parse("agent-claude-primary").is_some());
+        assert!(SessionName::parse("agent-claude-reviewer2").is_some());
+        let long = format!("agent-claude-{}", "a".repeat(33));
         for bad in [
             "agent-claude-0123ABCD",
-            "agent-claude-0123abc",
+            "agent-claude-",
+            "agent-claude-pri.mary",
+            "agent-claude-pri mary",
+            &long,
             "agent--0123abcd",
             "sess-claude-0123abcd",
             "agent-cl#aude-0123abcd",

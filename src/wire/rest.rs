@@ -19,6 +19,10 @@ pub struct SpawnRequest {
     /// Extra environment.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// A name for the session (1 to 32 lowercase letters or digits): its id becomes
+    /// `sess-<type>-<name>`, e.g. `sess-claude-primary`. Unique among live sessions.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// `POST /api/agents/spawn` answer.

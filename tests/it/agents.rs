@@ -491,3 +491,51 @@ fn a_hung_tmux_fails_the_spawn_after_its_timeout_without_stalling_the_daemon() {
         );
     });
 }
+
+#[test]
+fn a_named_session_has_the_name_in_its_id_is_unique_and_survives_a_restart() {
+    let mut daemon = DaemonProcess::start();
+    let token = daemon.control();
+    let spawn = |daemon: &DaemonProcess, name: &str| {
+        daemon.post(
+            "/api/agents/spawn",
+            &token,
+            &json!({"agent_type": "echo", "working_dir": daemon.work, "name": name}),
+        )
+    };
+    let first = spawn(&daemon, "primary");
+    assert_eq!(first.status, 201, "{}", first.text());
+    assert_eq!(first.json()["session_id"], "sess-echo-primary");
+    assert_eq!(first.json()["tmux_session"], "agent-echo-primary");
+    spawn(&daemon, "primary").assert_error(409, "SESSION_EXISTS");
+    for bad in ["Primary", "pri-mary", "", "a.b", &"x".repeat(33)] {
+        spawn(&daemon, bad).assert_error(400, "INVALID_REQUEST");
+    }
+    let detail = daemon.get("/api/agents/sess-echo-primary", &token);
+    assert_eq!(detail.status, 200);
+
+    daemon.restart();
+    let token = daemon.control();
+    let again = daemon.get("/api/agents/sess-echo-primary", &token);
+    assert_eq!(
+        again.status, 200,
+        "the named session is found after a restart"
+    );
+    assert_eq!(
+        daemon
+            .delete("/api/agents/sess-echo-primary", &token)
+            .status,
+        200
+    );
+    let reborn = daemon.post(
+        "/api/agents/spawn",
+        &token,
+        &json!({"agent_type": "echo", "working_dir": daemon.work, "name": "primary"}),
+    );
+    assert_eq!(
+        reborn.status,
+        201,
+        "the name is free again: {}",
+        reborn.text()
+    );
+}

@@ -100,10 +100,15 @@ fn hooks_give_delivery_the_reply_and_activity_with_evidence() {
     let daemon = daemon_with_claude(&model, "");
     let token = daemon.control();
     let mut ws = daemon.ws(&daemon.token("observe"));
-    let session = daemon.spawn(&token, "claude")["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // The reference's primary session, by name.
+    let spawned = daemon.post(
+        "/api/agents/spawn",
+        &token,
+        &json!({"agent_type": "claude", "working_dir": daemon.work, "name": "primary"}),
+    );
+    assert_eq!(spawned.status, 201, "{}", spawned.text());
+    let session = spawned.json()["session_id"].as_str().unwrap().to_string();
+    assert_eq!(session, "sess-claude-primary");
     let is_status = |m: &serde_json::Value, activity: &str| {
         m["type"] == "agent_status"
             && m["session_id"] == session.as_str()
