@@ -229,6 +229,13 @@ pub struct HooksConfig {
     pub client_timeout: Duration,
     /// Hook connections handled at once; more are closed at once.
     pub max_connections: usize,
+    /// How long a tool permission asked of observers (`approve_tool`) waits for an answer
+    /// before the agent asks in its own terminal instead.
+    #[serde(with = "duration_text")]
+    pub approval_timeout: Duration,
+    /// Permission requests waiting for an answer at once, all sessions together; past it the
+    /// agent asks in its own terminal.
+    pub max_pending_approvals: usize,
 }
 
 impl Default for HooksConfig {
@@ -238,6 +245,8 @@ impl Default for HooksConfig {
             receive_timeout: Duration::from_secs(5),
             client_timeout: Duration::from_secs(2),
             max_connections: 64,
+            approval_timeout: Duration::from_secs(120),
+            max_pending_approvals: 64,
         }
     }
 }

@@ -116,6 +116,8 @@ pub enum Timer {
     AttachTimeout(usize, u64),
     /// Drop a hook connection (slot, serial) that did not finish its message in time.
     HookTimeout(usize, u64),
+    /// Give up waiting for a person's answer to a permission request (request id).
+    ApprovalTimeout(String),
     /// See whether a session has gone quiet long enough to be `idle`.
     IdleCheck(String),
     /// Press Enter after a typed `user_message` (session, typing serial).
@@ -211,6 +213,8 @@ pub struct Daemon {
     pub hook_listener: mio::net::UnixListener,
     /// Hook connections open now.
     pub hook_connections: usize,
+    /// Permission requests waiting for a person, by request id, with the hook's connection.
+    pub approvals: HashMap<String, (crate::agents::hooks::Approval, mio::net::UnixStream)>,
     /// Attach tokens handed to tmux, by token: the session each one belongs to.
     pub attach_tokens: HashMap<String, String>,
     /// Hook credentials of sessions with hooks, by credential: the session it stands for.
@@ -292,6 +296,7 @@ impl Daemon {
             attach_listener,
             hook_listener,
             hook_connections: 0,
+            approvals: HashMap::new(),
             attach_tokens: Default::default(),
             hook_tokens: Default::default(),
             early_captures: Default::default(),

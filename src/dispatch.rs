@@ -15,7 +15,7 @@ use crate::net::ConnId;
 use crate::tasks::lifecycle as tasks;
 use crate::time::rfc3339;
 use crate::wire::ws::{
-    AgentStatusMessage, ClaudeResponse, CrashMessage, Evidence, UserMessageDelivered,
+    AgentStatusMessage, ClaudeResponse, CrashMessage, Evidence, ToolDecision, UserMessageDelivered,
 };
 
 /// A daemon source (slot `key`) turned ready.
@@ -49,6 +49,7 @@ pub fn timer(daemon: &mut Daemon, timer: Timer) {
             }
         }
         Timer::HookTimeout(key, serial) => daemon.on_hook_timeout(key, serial),
+        Timer::ApprovalTimeout(request_id) => daemon.on_approval_timeout(&request_id),
         Timer::IdleCheck(session) => daemon.on_idle_check(&session),
         Timer::SubmitEnter(session, serial) => daemon.press_enter(&session, serial),
         Timer::CaptureHealth => daemon.check_capture_health(),
@@ -123,6 +124,39 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
                         r#type: "user_message_delivered",
                         session_id: &session_id,
                         id: &id,
+                    });
+                }
+                AgentEvent::ApprovalRequested {
+                    session_id,
+                    request_id,
+                    tool,
+                    summary,
+                } => {
+                    let content = format!("The agent asks permission to use {summary}");
+                    daemon.broadcast(&ClaudeResponse {
+                        r#type: "claude_response",
+                        session_id: &session_id,
+                        content: &content,
+                        actions: vec![serde_json::json!({
+                            "type": "approve_tool",
+                            "request_id": request_id,
+                            "tool": tool,
+                            "summary": summary,
+                        })],
+                        in_reply_to: None,
+                        timestamp: rfc3339(std::time::SystemTime::now()),
+                    });
+                }
+                AgentEvent::ToolDecided {
+                    session_id,
+                    request_id,
+                    decision,
+                } => {
+                    daemon.broadcast(&ToolDecision {
+                        r#type: "tool_decision",
+                        session_id: &session_id,
+                        request_id: &request_id,
+                        decision,
                     });
                 }
                 AgentEvent::Replied {

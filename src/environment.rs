@@ -27,6 +27,7 @@ pub const ADDED: &[&str] = &[
     "ORCHESTRA_HOOK_SOCKET",
     "ORCHESTRA_HOOK_TOKEN",
     "ORCHESTRA_HOOK_TIMEOUT_MS",
+    "ORCHESTRA_HOOK_APPROVAL_TIMEOUT_MS",
 ];
 
 /// Whether `name` is one of the daemon's own variables that no child may inherit: every

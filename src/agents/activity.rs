@@ -143,6 +143,10 @@ impl ActivityState {
             HookEvent::UserPromptSubmit => (Activity::Working, "UserPromptSubmit hook".into()),
             HookEvent::PreToolUse => (Activity::Working, format!("PreToolUse hook: {}", tool())),
             HookEvent::PostToolUse => (Activity::Working, format!("PostToolUse hook: {}", tool())),
+            HookEvent::PermissionRequest => (
+                Activity::NeedsApproval,
+                format!("PermissionRequest hook: {}", tool_summary(payload)),
+            ),
             HookEvent::Notification => {
                 let message = payload["message"].as_str().unwrap_or("");
                 let kind = payload["notification_type"].as_str().unwrap_or("");
@@ -232,6 +236,26 @@ impl ActivityState {
             Activity::Starting if !self.hooked => Some(self.last_sign + idle_after),
             _ => None,
         }
+    }
+}
+
+/// A tool call in a line: the tool and its main input (`Bash: touch x`).
+pub fn tool_summary(payload: &serde_json::Value) -> String {
+    let tool = payload["tool_name"].as_str().unwrap_or("a tool");
+    let input = &payload["tool_input"];
+    let main = [
+        "command",
+        "file_path",
+        "path",
+        "url",
+        "pattern",
+        "description",
+    ]
+    .iter()
+    .find_map(|key| input[*key].as_str());
+    match main {
+        Some(text) => shorten(&format!("{tool}: {text}")),
+        None => tool.to_string(),
     }
 }
 

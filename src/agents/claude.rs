@@ -11,12 +11,17 @@ use crate::proto::hook::HookEvent;
 
 /// The settings: for each hook event, one command hook that runs `exe hook EVENT` (the
 /// program path shell-quoted, since the CLI runs hook commands through a shell), with a
-/// timeout a little past the hook client's own.
-pub fn hook_settings(exe: &Path, client_timeout: Duration) -> Value {
+/// timeout a little past the hook client's own (for `PermissionRequest`, the time a person
+/// has to answer).
+pub fn hook_settings(exe: &Path, client_timeout: Duration, approval_timeout: Duration) -> Value {
     let program = crate::tmux::shell_quote(&exe.to_string_lossy());
-    let timeout_secs = client_timeout.as_secs() + 2;
     let mut hooks = serde_json::Map::new();
     for event in HookEvent::ALL {
+        let waits = match event {
+            HookEvent::PermissionRequest => approval_timeout + client_timeout,
+            _ => client_timeout,
+        };
+        let timeout_secs = waits.as_secs() + 2;
         let hook = json!({
             "type": "command",
             "command": format!("{program} hook {}", event.as_str()),
@@ -48,14 +53,23 @@ mod tests {
 
     #[test]
     fn every_event_runs_the_hook_command_with_a_quoted_program() {
-        let settings = hook_settings(Path::new("/opt/my tools/orchestra"), Duration::from_secs(2));
+        let settings = hook_settings(
+            Path::new("/opt/my tools/orchestra"),
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        );
         for event in HookEvent::ALL {
             let entry = &settings["hooks"][event.as_str()][0];
             assert_eq!(
                 entry["hooks"][0]["command"],
                 format!("'/opt/my tools/orchestra' hook {}", event.as_str())
             );
-            assert_eq!(entry["hooks"][0]["timeout"], 4);
+            let timeout = if event == HookEvent::PermissionRequest {
+                64
+            } else {
+                4
+            };
+            assert_eq!(entry["hooks"][0]["timeout"], timeout);
             assert_eq!(entry.get("matcher").is_some(), event.is_tool_event());
         }
     }

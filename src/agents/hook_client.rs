@@ -18,6 +18,9 @@ pub const SOCKET_ENV: &str = "ORCHESTRA_HOOK_SOCKET";
 pub const TOKEN_ENV: &str = "ORCHESTRA_HOOK_TOKEN";
 /// How long the hook may wait for the daemon, in milliseconds (`hooks.client_timeout`).
 pub const TIMEOUT_ENV: &str = "ORCHESTRA_HOOK_TIMEOUT_MS";
+/// How long a `PermissionRequest` hook may wait for a user's decision, in milliseconds
+/// (`hooks.approval_timeout`, plus the client timeout).
+pub const APPROVAL_TIMEOUT_ENV: &str = "ORCHESTRA_HOOK_APPROVAL_TIMEOUT_MS";
 /// Used when the timeout variable is missing or unreadable.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most bytes of standard input forwarded; the daemon refuses longer messages anyway.
@@ -33,11 +36,18 @@ fn forward(event: &str) -> Option<()> {
     let event = HookEvent::parse(event)?;
     let socket = std::env::var_os(SOCKET_ENV)?;
     let token = std::env::var(TOKEN_ENV).ok()?;
-    let timeout = std::env::var(TIMEOUT_ENV)
-        .ok()
-        .and_then(|ms| ms.parse::<u64>().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(DEFAULT_TIMEOUT);
+    let millis = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map(Duration::from_millis)
+    };
+    let timeout = millis(TIMEOUT_ENV).unwrap_or(DEFAULT_TIMEOUT);
+    // A permission request waits for a person; everything else only for the daemon.
+    let answer_timeout = match event {
+        HookEvent::PermissionRequest => millis(APPROVAL_TIMEOUT_ENV).unwrap_or(timeout),
+        _ => timeout,
+    };
     let mut input = Vec::new();
     std::io::stdin()
         .take(MAX_INPUT_BYTES)
@@ -46,7 +56,7 @@ fn forward(event: &str) -> Option<()> {
     let payload = serde_json::from_slice(&input).unwrap_or(serde_json::Value::Null);
     let mut stream = UnixStream::connect(socket).ok()?;
     stream.set_write_timeout(Some(timeout)).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_read_timeout(Some(answer_timeout)).ok()?;
     stream.write_all(&encode(&token, event, &payload)).ok()?;
     stream.shutdown(std::net::Shutdown::Write).ok()?;
     let mut answer = Vec::new();

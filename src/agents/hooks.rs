@@ -90,14 +90,32 @@ impl Daemon {
         if !complete {
             return;
         }
-        let decoded = hook::decode(received, max);
-        // One small answer; the socket buffer takes it whole, or the hook gets none and
-        // goes on (it never waits longer than its own timeout).
-        let _ = stream.write_all(b"{}\n");
-        self.drop_hook(key);
-        match decoded {
-            Ok(request) => self.on_hook_request(request),
-            Err(e) => log::warn!("hook socket: {e}"),
+        let Some(Source::Hook {
+            mut stream,
+            received,
+            ..
+        }) = self.remove_source(key)
+        else {
+            return;
+        };
+        self.hook_connections = self.hook_connections.saturating_sub(1);
+        match hook::decode(&received, max) {
+            Ok(request) => {
+                let held = self.on_hook_request(request);
+                match held {
+                    // The answer comes when a person decides (or the wait times out).
+                    Some(approval) => self.hold_for_approval(approval, stream),
+                    // One small answer; the socket buffer takes it whole, or the hook gets
+                    // none and goes on (it never waits longer than its own timeout).
+                    None => {
+                        let _ = stream.write_all(b"{}\n");
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = stream.write_all(b"{}\n");
+                log::warn!("hook socket: {e}");
+            }
         }
     }
 
@@ -115,18 +133,19 @@ impl Daemon {
         }
     }
 
-    fn on_hook_request(&mut self, request: HookRequest) {
+    /// Applies a hook event to its session. Returns the permission request to hold, for a
+    /// `PermissionRequest` that observers may answer.
+    fn on_hook_request(&mut self, request: HookRequest) -> Option<Approval> {
         let Some(session_id) = self.hook_tokens.get(&request.token).cloned() else {
             log::warn!("hook socket: a message with an unknown credential was dropped");
-            return;
+            return None;
         };
         log::debug!("{session_id}: {} hook", request.event.as_str());
-        let Some(agent) = self.agents.get_mut(&session_id) else {
-            return;
-        };
+        let agent = self.agents.get_mut(&session_id)?;
         agent
             .activity
             .on_hook(request.event, &request.payload, SystemTime::now());
+        let mut held = None;
         match request.event {
             HookEvent::UserPromptSubmit => {
                 if let Some(id) = agent.conversation.delivered() {
@@ -149,9 +168,116 @@ impl Daemon {
                     in_reply_to,
                 });
             }
+            HookEvent::PermissionRequest => {
+                if self.approvals.len() < self.config.hooks.max_pending_approvals {
+                    held = Some(Approval {
+                        request_id: format!("perm-{}", &crate::panes::attach::new_token()[..16]),
+                        session_id: session_id.clone(),
+                        tool: request.payload["tool_name"]
+                            .as_str()
+                            .unwrap_or("a tool")
+                            .to_string(),
+                        summary: super::activity::tool_summary(&request.payload),
+                    });
+                } else {
+                    log::warn!(
+                        "{session_id}: too many permission requests waiting \
+                         (hooks.max_pending_approvals); the agent asks in its terminal"
+                    );
+                }
+            }
             _ => {}
         }
         self.refresh_status(&session_id);
         self.schedule_idle_check(&session_id);
+        held
     }
+
+    /// Keeps a permission request's connection until an observer decides, and asks them.
+    fn hold_for_approval(&mut self, approval: Approval, stream: mio::net::UnixStream) {
+        log::info!(
+            "{}: asks permission for {} ({})",
+            approval.session_id,
+            approval.summary,
+            approval.request_id
+        );
+        self.timers.schedule_in(
+            self.config.hooks.approval_timeout,
+            Timer::ApprovalTimeout(approval.request_id.clone()),
+        );
+        self.agents.announce(AgentEvent::ApprovalRequested {
+            session_id: approval.session_id.clone(),
+            request_id: approval.request_id.clone(),
+            tool: approval.tool.clone(),
+            summary: approval.summary.clone(),
+        });
+        self.approvals
+            .insert(approval.request_id.clone(), (approval, stream));
+    }
+
+    /// A person answered a permission request. Fails when there is no such request of that
+    /// session (answered already, expired, or never asked).
+    pub fn decide_tool(
+        &mut self,
+        session_id: &str,
+        request_id: &str,
+        allow: bool,
+        message: Option<&str>,
+    ) -> Result<(), String> {
+        match self.approvals.get(request_id) {
+            Some((approval, _)) if approval.session_id == session_id => {}
+            _ => {
+                return Err(format!(
+                    "no permission request {} of {} is waiting (answered, expired or unknown)",
+                    crate::shown(request_id),
+                    crate::shown(session_id)
+                ));
+            }
+        }
+        let (approval, mut stream) = self.approvals.remove(request_id).expect("checked");
+        let _ = stream.write_all(&hook::permission_answer(allow, message));
+        log::info!(
+            "{}: permission for {} {}",
+            approval.session_id,
+            approval.summary,
+            if allow { "allowed" } else { "denied" }
+        );
+        self.agents.announce(AgentEvent::ToolDecided {
+            session_id: approval.session_id,
+            request_id: approval.request_id,
+            decision: if allow { "allow" } else { "deny" },
+        });
+        Ok(())
+    }
+
+    /// Nobody answered in time: the hook lets the CLI ask in its own terminal.
+    pub fn on_approval_timeout(&mut self, request_id: &str) {
+        let Some((approval, mut stream)) = self.approvals.remove(request_id) else {
+            return;
+        };
+        let _ = stream.write_all(b"{}\n");
+        log::info!(
+            "{}: nobody answered the permission request for {} in time; the agent asks in its terminal",
+            approval.session_id,
+            approval.summary
+        );
+        self.agents.announce(AgentEvent::ToolDecided {
+            session_id: approval.session_id,
+            request_id: approval.request_id,
+            decision: "expired",
+        });
+    }
+}
+
+/// A tool permission an agent's CLI asked for, waiting for a person.
+#[derive(Debug, Clone)]
+pub struct Approval {
+    /// Its id in `approve_tool` actions and answers.
+    pub request_id: String,
+    /// The session that asks.
+    pub session_id: String,
+    /// The tool.
+    pub tool: String,
+    /// The call in a line.
+    pub summary: String,
 }

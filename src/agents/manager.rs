@@ -105,6 +105,8 @@ struct HookSetup {
     settings: PathBuf,
     /// How long a hook waits for the daemon.
     client_timeout: Duration,
+    /// How long a permission request waits for a person.
+    approval_timeout: Duration,
 }
 
 /// Result of the spawn job.
@@ -164,6 +166,7 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
                 socket: config.hook_socket(),
                 settings: config.hooks_dir().join(format!("{session_id}.json")),
                 client_timeout: config.hooks.client_timeout,
+                approval_timeout: config.hooks.approval_timeout,
             }
         });
     daemon.agents.pending_spawns += 1;
@@ -333,7 +336,8 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
     env.insert("ORCHESTRA_SESSION_ID".into(), job.session_id.clone());
     let mut argv = job.command.clone();
     if let Some(hooks) = &job.hooks {
-        let settings = super::claude::hook_settings(&job.exe, hooks.client_timeout);
+        let settings =
+            super::claude::hook_settings(&job.exe, hooks.client_timeout, hooks.approval_timeout);
         if let Some(dir) = hooks.settings.parent() {
             crate::create_private_dir(dir).map_err(SpawnError::Failed)?;
         }
@@ -348,6 +352,12 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
         env.insert(
             hook_client::TIMEOUT_ENV.into(),
             hooks.client_timeout.as_millis().to_string(),
+        );
+        env.insert(
+            hook_client::APPROVAL_TIMEOUT_ENV.into(),
+            (hooks.approval_timeout + hooks.client_timeout)
+                .as_millis()
+                .to_string(),
         );
     }
     let spec = SpawnSpec {
@@ -605,6 +615,10 @@ fn release_sources(daemon: &mut Daemon, agent: &Agent) {
         }
     }
     daemon.attach_tokens.retain(|_, s| s != &agent.id);
+    // Waiting permission requests of the session end; their hooks see the socket close.
+    daemon
+        .approvals
+        .retain(|_, (a, _)| a.session_id != agent.id);
     if let Some(token) = &agent.hook_token {
         daemon.hook_tokens.remove(token);
         let settings = daemon.config.hooks_dir().join(format!("{}.json", agent.id));

@@ -62,6 +62,27 @@ pub enum AgentEvent {
         /// The `user_message` id, if the client gave one.
         id: Option<serde_json::Value>,
     },
+    /// The agent's CLI asks permission for a tool; observers may answer (`claude_response`
+    /// with an `approve_tool` action).
+    ApprovalRequested {
+        /// The session.
+        session_id: String,
+        /// The request's id for the answer.
+        request_id: String,
+        /// The tool.
+        tool: String,
+        /// The call in a line.
+        summary: String,
+    },
+    /// A permission request was answered, or expired (`tool_decision`).
+    ToolDecided {
+        /// The session.
+        session_id: String,
+        /// The request.
+        request_id: String,
+        /// `allow`, `deny` or `expired`.
+        decision: &'static str,
+    },
     /// The agent's turn ended with a reply (`claude_response`).
     Replied {
         /// The session.

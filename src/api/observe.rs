@@ -316,6 +316,43 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
                 id,
             );
         }
+        ClientMessage::ApproveTool {
+            session_id,
+            request_id,
+            decision,
+            message,
+        } => {
+            let refuse = |daemon: &mut Daemon, code, detail: &str| {
+                send_error(daemon, conn, code, detail, Some(&session_id), None);
+            };
+            if !principal.scopes.allows(Scope::Control) {
+                refuse(
+                    daemon,
+                    ErrorCode::Forbidden,
+                    "answering a permission needs the control scope",
+                );
+            } else {
+                let allow = match decision.as_str() {
+                    "allow" => Some(true),
+                    "deny" => Some(false),
+                    _ => None,
+                };
+                match allow {
+                    None => refuse(
+                        daemon,
+                        ErrorCode::InvalidRequest,
+                        "decision must be \"allow\" or \"deny\"",
+                    ),
+                    Some(allow) => {
+                        if let Err(why) =
+                            daemon.decide_tool(&session_id, &request_id, allow, message.as_deref())
+                        {
+                            refuse(daemon, ErrorCode::InvalidRequest, &why);
+                        }
+                    }
+                }
+            }
+        }
         ClientMessage::TerminalInput {
             session_id,
             data,

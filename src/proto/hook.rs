@@ -4,7 +4,8 @@
 //! One JSON object per connection, ended by the client closing its side:
 //! `{"token": "<the session's hook credential>", "event": "Stop", "payload": {...}}`, where
 //! `payload` is what the CLI wrote to the hook's standard input. The daemon answers with one
-//! JSON object (`{}` today) and closes.
+//! JSON object and closes: `{}`, or for `PermissionRequest` the user's decision in the
+//! CLI's hook output format (see [`permission_answer`]).
 
 use serde::Deserialize;
 
@@ -19,6 +20,8 @@ pub enum HookEvent {
     PreToolUse,
     /// A tool has run.
     PostToolUse,
+    /// The CLI is about to ask the user's permission for a tool; the hook may answer it.
+    PermissionRequest,
     /// The CLI notifies the user: it needs permission for a tool, or waits for input.
     Notification,
     /// The agent's turn ended; the payload holds its last message.
@@ -29,11 +32,12 @@ pub enum HookEvent {
 
 impl HookEvent {
     /// Every event, in the order the CLI's settings list them.
-    pub const ALL: [HookEvent; 7] = [
+    pub const ALL: [HookEvent; 8] = [
         HookEvent::SessionStart,
         HookEvent::UserPromptSubmit,
         HookEvent::PreToolUse,
         HookEvent::PostToolUse,
+        HookEvent::PermissionRequest,
         HookEvent::Notification,
         HookEvent::Stop,
         HookEvent::SessionEnd,
@@ -46,6 +50,7 @@ impl HookEvent {
             HookEvent::UserPromptSubmit => "UserPromptSubmit",
             HookEvent::PreToolUse => "PreToolUse",
             HookEvent::PostToolUse => "PostToolUse",
+            HookEvent::PermissionRequest => "PermissionRequest",
             HookEvent::Notification => "Notification",
             HookEvent::Stop => "Stop",
             HookEvent::SessionEnd => "SessionEnd",
@@ -59,7 +64,10 @@ impl HookEvent {
 
     /// Whether the event concerns a tool (its hook entry takes a matcher).
     pub fn is_tool_event(self) -> bool {
-        matches!(self, HookEvent::PreToolUse | HookEvent::PostToolUse)
+        matches!(
+            self,
+            HookEvent::PreToolUse | HookEvent::PostToolUse | HookEvent::PermissionRequest
+        )
     }
 }
 
@@ -107,6 +115,21 @@ pub fn decode(bytes: &[u8], max: usize) -> Result<HookRequest, HookError> {
         return Err(HookError::Malformed("bad token".into()));
     }
     Ok(request)
+}
+
+/// The answer to a `PermissionRequest` hook that carries the user's decision, in Claude
+/// Code's hook output format.
+pub fn permission_answer(allow: bool, message: Option<&str>) -> Vec<u8> {
+    let mut decision = serde_json::json!({"behavior": if allow { "allow" } else { "deny" }});
+    if let Some(message) = message.filter(|_| !allow) {
+        decision["message"] = message.into();
+    }
+    let mut bytes = serde_json::to_vec(&serde_json::json!({
+        "hookSpecificOutput": {"hookEventName": "PermissionRequest", "decision": decision}
+    }))
+    .expect("serializable");
+    bytes.push(b'\n');
+    bytes
 }
 
 /// Encodes a message (the client's side). `payload` must be JSON (or `null`).

@@ -50,6 +50,19 @@ pub enum ClientMessage {
         #[serde(default)]
         id: Option<serde_json::Value>,
     },
+    /// Answers a tool permission an agent asked for (`approve_tool` action; needs
+    /// `control`).
+    ApproveTool {
+        /// Session.
+        session_id: String,
+        /// The request, from the action.
+        request_id: String,
+        /// `allow` or `deny`.
+        decision: String,
+        /// Why, told to the agent when denying.
+        #[serde(default)]
+        message: Option<String>,
+    },
     /// Heartbeat; answered with `pong`.
     Ping {
         /// Echoed in the `pong`.
@@ -206,6 +219,20 @@ pub struct ClaudeResponse<'a> {
     pub in_reply_to: Option<&'a serde_json::Value>,
     /// When the turn ended (RFC 3339).
     pub timestamp: String,
+}
+
+/// `tool_decision`: a permission request was answered (`allow`, `deny`) or nobody answered in
+/// time (`expired`: the agent asks in its terminal).
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolDecision<'a> {
+    /// Always `tool_decision`.
+    pub r#type: &'static str,
+    /// Session.
+    pub session_id: &'a str,
+    /// The request.
+    pub request_id: &'a str,
+    /// `allow`, `deny` or `expired`.
+    pub decision: &'static str,
 }
 
 /// `user_message_delivered`: the agent's CLI has received the message.

@@ -11,7 +11,13 @@ use crate::model::{Reply, ScriptedModel, claude_cli, claude_home};
 /// A daemon whose `claude` agent type runs the real CLI against `model`, with its own
 /// `$HOME` (under the daemon's directory) set up to start at the prompt in the work dir.
 pub fn daemon_with_claude(model: &ScriptedModel, extra: &str) -> DaemonProcess {
+    daemon_with_claude_args(model, &[], extra)
+}
+
+/// Like [`daemon_with_claude`], with extra arguments for the CLI.
+pub fn daemon_with_claude_args(model: &ScriptedModel, args: &[&str], extra: &str) -> DaemonProcess {
     let cli = claude_cli();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let env = model.env();
     let extra = extra.to_string();
     DaemonProcess::start_with_work(move |work: &Path| {
@@ -20,9 +26,13 @@ pub fn daemon_with_claude(model: &ScriptedModel, extra: &str) -> DaemonProcess {
         let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
         let mut vars = vec![format!("HOME = {}", quoted(&home.display().to_string()))];
         vars.extend(env.iter().map(|(k, v)| format!("{k} = {}", quoted(v))));
+        let command: Vec<String> = std::iter::once(cli.as_str())
+            .chain(args.iter().map(String::as_str))
+            .map(quoted)
+            .collect();
         format!(
             "[agents.claude]\ncommand = [{}]\nhooks = \"claude\"\nenv = {{ {} }}\n{extra}",
-            quoted(&cli),
+            command.join(", "),
             vars.join(", ")
         )
     })
@@ -149,4 +159,85 @@ fn hooks_give_delivery_the_reply_and_activity_with_evidence() {
     daemon
         .get("/api/agents?activity=busy", &token)
         .assert_error(400, "INVALID_REQUEST");
+}
+
+#[test]
+fn a_tool_permission_is_answered_from_afar_allow_runs_it_and_deny_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = dir.path().join("allowed.txt");
+    let denied = dir.path().join("denied.txt");
+    let touch = |path: &Path| {
+        Reply::tool(
+            "Bash",
+            json!({"command": format!("touch {}", path.display()), "description": "make a file"}),
+        )
+    };
+    let model = ScriptedModel::start(vec![
+        touch(&allowed),
+        Reply::text("Made it."),
+        touch(&denied),
+        Reply::text("Understood, not made."),
+    ]);
+    // The CLI's own permission mode, which asks before running Bash.
+    let daemon = daemon_with_claude_args(&model, &["--permission-mode", "manual"], "");
+    let token = daemon.control();
+    let mut ws = daemon.ws(&token);
+    let session = daemon.spawn(&token, "claude")["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let activity_is = |m: &serde_json::Value, activity: &str| {
+        m["type"] == "agent_status"
+            && m["session_id"] == session.as_str()
+            && m["activity"] == activity
+    };
+    ws.recv_until("the prompt", |m| activity_is(m, "waiting_input"));
+
+    for (path, decision, reply) in [
+        (&allowed, "allow", "Made it."),
+        (&denied, "deny", "Understood, not made."),
+    ] {
+        ws.send(json!({"type": "user_message", "session_id": session, "content": format!("please {decision}")}));
+        let asking = ws.recv_until("needs_approval", |m| activity_is(m, "needs_approval"));
+        assert_eq!(asking["evidence"]["source"], "hook", "{asking}");
+        assert!(
+            asking["evidence"]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("Bash: touch"),
+            "{asking}"
+        );
+        let question = ws.recv_until("approve_tool", |m| {
+            m["type"] == "claude_response" && m["actions"][0]["type"] == "approve_tool"
+        });
+        let action = &question["actions"][0];
+        assert_eq!(action["tool"], "Bash");
+        assert!(
+            action["summary"]
+                .as_str()
+                .unwrap()
+                .contains(&path.display().to_string())
+        );
+        let request_id = action["request_id"].as_str().unwrap().to_string();
+        assert!(!path.exists(), "nothing runs before the answer");
+        // An observe-only viewer cannot answer.
+        let mut viewer = daemon.ws(&daemon.token("observe"));
+        viewer.send(json!({"type": "approve_tool", "session_id": session, "request_id": request_id, "decision": "allow"}));
+        let refused = viewer.recv_until("refusal", |m| m["type"] == "error");
+        assert_eq!(refused["error_code"], "FORBIDDEN");
+
+        ws.send(json!({"type": "approve_tool", "session_id": session, "request_id": request_id, "decision": decision, "message": "not now"}));
+        let decided = ws.recv_until("tool_decision", |m| m["type"] == "tool_decision");
+        assert_eq!(decided["decision"], decision);
+        assert_eq!(decided["request_id"], request_id.as_str());
+        let answer = ws.recv_until("the reply", |m| {
+            m["type"] == "claude_response" && m["actions"] == json!([])
+        });
+        assert_eq!(answer["content"], reply);
+        assert_eq!(path.exists(), decision == "allow", "{}", path.display());
+        // The request is answered: a second answer is an error.
+        ws.send(json!({"type": "approve_tool", "session_id": session, "request_id": request_id, "decision": "allow"}));
+        let twice = ws.recv_until("second answer", |m| m["type"] == "error");
+        assert_eq!(twice["error_code"], "INVALID_REQUEST");
+    }
 }

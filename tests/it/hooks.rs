@@ -34,7 +34,11 @@ fn hook_env(daemon: &DaemonProcess, token: &str, session: &str) -> Vec<(String, 
                 .then(|| (k.to_string(), v.to_string()))
         })
         .collect();
-    assert_eq!(vars.len(), 3, "socket, credential and timeout: {vars:?}");
+    assert_eq!(
+        vars.len(),
+        4,
+        "socket, credential and the two timeouts: {vars:?}"
+    );
     vars
 }
 

@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 
 /// One block of a scripted reply.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // tool calls: for the tool-permission tests to come
 pub enum Block {
     /// Text the model says.
     Text(String),
@@ -38,7 +37,6 @@ impl Reply {
     }
 
     /// A reply that calls `tool` with `input`.
-    #[allow(dead_code)]
     pub fn tool(name: &str, input: Value) -> Reply {
         Reply(vec![Block::ToolUse {
             name: name.to_string(),
