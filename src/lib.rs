@@ -9,12 +9,12 @@
 //! | [`server`] | the `mio` event loop: accepting, driving HTTP and WebSocket connections, delivering output, signals | block, decode JSON |
 //! | [`dispatch`] | who reacts to a ready source, a due timer, a closed connection, an agent's event | hold state |
 //! | [`net`] | client connections: buffers, phases, outbound queues of owned and shared chunks | pick status codes or decode JSON |
-//! | [`proto`] | pure wire code: HTTP decoder and encoder, WebSocket upgrade check and frames | I/O, clocks |
+//! | [`proto`] | pure wire code: HTTP decoder and encoder, WebSocket upgrade check and frames, hook socket messages | I/O, clocks |
 //! | [`wire`] | every JSON shape: REST bodies, WebSocket messages both ways, task shapes shared with the store | logic |
 //! | [`error_code`] | the reference's error codes and ours | pick HTTP statuses |
 //! | [`api`] | routing, JWT auth and scopes, handlers, mapping every layer's errors to HTTP, WebSocket message semantics | touch sockets |
 //! | [`daemon`] | loop-owned state: agents, pane sources, the hub, deadlines, replies waiting to be written | decide who reacts, touch client sockets |
-//! | [`agents`] | sessions: registry, status and its events, spawn/kill/adopt, /proc metrics, input validation; announces [`agents::AgentEvent`]s | run tmux directly, call into tasks |
+//! | [`agents`] | sessions: registry, status and activity with evidence, CLI hooks (settings, the hook socket, held permission requests), spawn/kill/adopt, /proc metrics, input validation; announces [`agents::AgentEvent`]s | run tmux directly, call into tasks |
 //! | [`panes`] | the output and input path: pipe hand-over, capture, backlog, UTF-8, fanout hub, emulator thread, typing | parse HTTP |
 //! | [`tmux`] | the only code that runs tmux: argv building, output parsing, timeouts, typed errors | accept user text as an argument |
 //! | [`tasks`] | delegated tasks: tickets, queue, lifecycle and restart rules, the redb store (its own thread), prompts, workspace diffs and test runs (off the loop) | touch sockets, run tmux directly |
