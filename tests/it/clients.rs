@@ -186,3 +186,53 @@ fn erase_types(source: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+#[test]
+fn the_reference_typescript_client_prints_the_real_claudes_reply() {
+    // The reference's own session id, and the real Claude Code CLI against a scripted model.
+    let model = crate::model::ScriptedModel::start(vec![crate::model::Reply::text(
+        "Hello from the primary agent.",
+    )]);
+    let daemon = crate::claude::daemon_with_claude(&model, "");
+    let control = daemon.control();
+    let spawned = daemon.post(
+        "/api/agents/spawn",
+        &control,
+        &json!({"agent_type": "claude", "working_dir": daemon.work, "name": "primary"}),
+    );
+    assert_eq!(spawned.json()["session_id"], "sess-claude-primary");
+    let mut ws = daemon.ws(&control);
+    ws.recv_until("the prompt", |m| {
+        m["type"] == "agent_status" && m["activity"] == "waiting_input"
+    });
+    // This test's own connection has been upgraded; the client's upgrade is the next one.
+    daemon.wait_for_log("GET /ws/observe 101");
+    let source = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/reference_client.ts"
+    ))
+    .unwrap();
+    let script = daemon.dir.path().join("client.mjs");
+    let token = daemon.token("observe");
+    std::fs::write(
+        &script,
+        erase_types(&fill_in(&source, &daemon, &token, "sess-claude-primary")),
+    )
+    .unwrap();
+    let child = Command::new("node")
+        .arg("--experimental-websocket")
+        .arg("--no-warnings")
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    daemon.wait_for_log("GET /ws/observe 101");
+    ws.send(json!({"type": "user_message", "session_id": "sess-claude-primary", "content": "hi"}));
+    let printed = wait_for_line(child, "Claude: ");
+    assert!(
+        printed
+            .lines()
+            .any(|l| l == "Claude: Hello from the primary agent."),
+        "{printed}"
+    );
+}
