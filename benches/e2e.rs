@@ -57,7 +57,7 @@ fn options() -> Options {
         }
     }
     if options.scenarios.is_empty() {
-        options.scenarios = ["throughput", "viewers", "latency", "idle"]
+        options.scenarios = ["throughput", "viewers", "latency", "hooks", "idle"]
             .map(String::from)
             .to_vec();
     }
@@ -97,10 +97,12 @@ impl DaemonProcess {
              [websocket]\nmax_subscriptions = 8\n\
              [rate_limits]\nws_messages = {{ requests = 0, window = \"1m\" }}\n\
              [panes]\nbacklog_bytes = 33554432\nlive_frame_bytes = 33554432\n\
-             [agents.gen]\ncommand = [\"{}\"]\n[agents.rawecho]\ncommand = [\"{}\"]\n",
+             [agents.gen]\ncommand = [\"{}\"]\n[agents.rawecho]\ncommand = [\"{}\"]\n\
+             [agents.hooked]\ncommand = [\"{}\"]\nhooks = \"claude\"\n",
             idle + 1000,
             work.display(),
             gen_script.display(),
+            echo_script.display(),
             echo_script.display()
         );
         let config_path = dir.path().join("config.toml");
@@ -708,6 +710,115 @@ fn latency(daemon: &DaemonProcess, samples: usize) -> Vec<Row> {
     )]
 }
 
+/// Hook round trip: an agent's hook fires (`orchestra hook EVENT`, the program Claude Code
+/// runs, started here as the CLI would start it) until the `agent_status` it causes reaches
+/// a WebSocket client; and the same from the moment the message is on the hook socket.
+fn hooks(daemon: &DaemonProcess, samples: usize) -> Vec<Row> {
+    let session = daemon.spawn("hooked", json!({}));
+    let mut ws = daemon.ws();
+    // The agent's own hook variables, as its CLI has them.
+    let detail: Value = ureq_get(daemon, &format!("/api/agents/{session}"));
+    let pid = detail["pid"].as_u64().unwrap();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let env: Vec<(String, String)> = environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            let (k, v) = kv.split_once('=')?;
+            k.starts_with("ORCHESTRA_HOOK_")
+                .then(|| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let var = |name: &str| env.iter().find(|(k, _)| k == name).unwrap().1.clone();
+    let (socket, credential) = (var("ORCHESTRA_HOOK_SOCKET"), var("ORCHESTRA_HOOK_TOKEN"));
+    let wait_for = |ws: &mut WebSocket<TcpStream>, activity: &str| loop {
+        let message = recv(ws);
+        if message["type"] == "agent_status"
+            && message["session_id"] == session.as_str()
+            && message["activity"] == activity
+        {
+            return;
+        }
+    };
+    let event = |i: usize| {
+        if i % 2 == 0 {
+            ("UserPromptSubmit", "working")
+        } else {
+            ("Stop", "waiting_input")
+        }
+    };
+    let mut through_process = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let (name, activity) = event(i);
+        let start = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_orchestra"))
+            .args(["hook", name])
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(br#"{"last_assistant_message": "done"}"#)
+            .unwrap();
+        wait_for(&mut ws, activity);
+        through_process.push(start.elapsed());
+        child.wait().unwrap();
+    }
+    let mut through_socket = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let (name, activity) = event(i);
+        let message = json!({"token": credential, "event": name, "payload": {"last_assistant_message": "done"}});
+        let start = Instant::now();
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        stream.write_all(message.to_string().as_bytes()).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        wait_for(&mut ws, activity);
+        through_socket.push(start.elapsed());
+    }
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let (p50, p99) = (
+        us(percentile(&mut through_process, 0.5)),
+        us(percentile(&mut through_process, 0.99)),
+    );
+    let (s50, s99) = (
+        us(percentile(&mut through_socket, 0.5)),
+        us(percentile(&mut through_socket, 0.99)),
+    );
+    println!(
+        "hooks: {samples} events each; hook process started -> agent_status at a client p50 \
+         {p50:.0} us p99 {p99:.0} us; message on the hook socket -> agent_status p50 {s50:.0} us \
+         p99 {s99:.0} us"
+    );
+    vec![(
+        format!("hook event to agent_status, {samples} samples"),
+        format!(
+            "p50 {p50:.0} us, p99 {p99:.0} us from starting `orchestra hook` (as the agent's CLI \
+             does) to the client; p50 {s50:.0} us, p99 {s99:.0} us from the message on the hook \
+             socket"
+        ),
+    )]
+}
+
+/// `GET path` with the bench's token, as JSON.
+fn ureq_get(daemon: &DaemonProcess, path: &str) -> Value {
+    let mut stream = TcpStream::connect(daemon.addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        daemon.addr, daemon.token
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    serde_json::from_str(body).unwrap()
+}
+
 fn idle(daemon: &DaemonProcess, count: usize) -> Vec<Row> {
     let before = daemon.rss_kb();
     let started = Instant::now();
@@ -766,6 +877,7 @@ fn main() {
             "throughput" => throughput(&daemon, options.mb),
             "viewers" => viewers(&daemon, options.viewers, (options.mb / 5).clamp(1, 20)),
             "latency" => latency(&daemon, options.samples),
+            "hooks" => hooks(&daemon, options.samples.min(300)),
             "idle" => idle(&daemon, options.idle),
             other => {
                 eprintln!("unknown scenario {other}");
