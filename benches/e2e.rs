@@ -741,7 +741,7 @@ fn hooks(daemon: &DaemonProcess, samples: usize) -> Vec<Row> {
         }
     };
     let event = |i: usize| {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             ("UserPromptSubmit", "working")
         } else {
             ("Stop", "waiting_input")
