@@ -197,6 +197,9 @@ pub struct SessionPolicy {
     /// is reported `stuck`.
     #[serde(with = "duration_text")]
     pub stuck_after: Duration,
+    /// Messages and replies kept per session (`GET /api/agents/{id}/messages`), in memory
+    /// and in `<state_dir>/history`.
+    pub max_history: usize,
 }
 
 impl Default for SessionPolicy {
@@ -210,6 +213,7 @@ impl Default for SessionPolicy {
             idle_after: Duration::from_secs(10),
             kill_grace: Duration::from_secs(3),
             stuck_after: Duration::from_secs(600),
+            max_history: 200,
         }
     }
 }

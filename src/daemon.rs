@@ -213,6 +213,8 @@ pub struct Daemon {
     pub hook_listener: mio::net::UnixListener,
     /// Hook connections open now.
     pub hook_connections: usize,
+    /// Writes each session's conversation to disk.
+    pub history: crate::agents::history::HistoryWriter,
     /// Permission requests waiting for a person, by request id, with the hook's connection.
     pub approvals: HashMap<String, (crate::agents::hooks::Approval, mio::net::UnixStream)>,
     /// Attach tokens handed to tmux, by token: the session each one belongs to.
@@ -297,6 +299,8 @@ impl Daemon {
             hook_listener,
             hook_connections: 0,
             approvals: HashMap::new(),
+            history: crate::agents::history::HistoryWriter::start(config.state_dir.join("history"))
+                .map_err(|e| format!("cannot start the history writer thread: {e}"))?,
             attach_tokens: Default::default(),
             hook_tokens: Default::default(),
             early_captures: Default::default(),

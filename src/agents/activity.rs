@@ -109,6 +109,22 @@ impl ActivityState {
         }
     }
 
+    /// An agent a restarted daemon found running. One with hooks is followed by its hooks
+    /// from the start; until its next event the daemon does not know what it is doing.
+    pub fn adopted(now: SystemTime, hooked: bool) -> ActivityState {
+        if !hooked {
+            return ActivityState::new(now);
+        }
+        ActivityState {
+            activity: Activity::Idle,
+            since: now,
+            source: Source::Timer,
+            detail: "the daemon restarted; waiting for the agent's next hook event".into(),
+            hooked: true,
+            last_sign: now,
+        }
+    }
+
     fn set(&mut self, activity: Activity, source: Source, detail: String, now: SystemTime) -> bool {
         if self.activity == activity && self.source == source && self.detail == detail {
             return false;
@@ -363,6 +379,25 @@ mod tests {
         assert!(state.detail.contains("600s"), "{}", state.detail);
         assert!(state.on_output(at(602)));
         assert_eq!(state.activity, Activity::Working);
+    }
+
+    #[test]
+    fn an_adopted_agent_with_hooks_waits_for_its_next_hook() {
+        let mut state = ActivityState::adopted(at(0), true);
+        assert_eq!(
+            (state.activity, state.source),
+            (Activity::Idle, Source::Timer)
+        );
+        assert!(!state.on_output(at(1)), "its TUI's redraws say nothing");
+        assert!(state.on_hook(HookEvent::UserPromptSubmit, &json!({}), at(2)));
+        assert_eq!(
+            (state.activity, state.source),
+            (Activity::Working, Source::Hook)
+        );
+        assert_eq!(
+            ActivityState::adopted(at(0), false).activity,
+            Activity::Starting
+        );
     }
 
     #[test]

@@ -164,9 +164,15 @@ impl Daemon {
                     .to_string();
                 self.agents.announce(AgentEvent::Replied {
                     session_id: session_id.clone(),
+                    content: content.clone(),
+                    in_reply_to: in_reply_to.clone(),
+                });
+                self.remember(
+                    &session_id,
+                    super::history::Role::Agent,
                     content,
                     in_reply_to,
-                });
+                );
             }
             HookEvent::PermissionRequest => {
                 if self.approvals.len() < self.config.hooks.max_pending_approvals {

@@ -628,6 +628,7 @@ fn release_sources(daemon: &mut Daemon, agent: &Agent) {
         });
     }
     daemon.early_captures.remove(&agent.id);
+    daemon.history.remove(&agent.id);
     daemon.hub.close(&agent.id);
     daemon.emulators.close(&agent.id);
     daemon.drop_typist(&agent.id);
@@ -784,6 +785,13 @@ pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
             daemon.hook_tokens.insert(token.clone(), agent.id.clone());
             agent.hook_token = Some(token.clone());
         }
+        agent.activity =
+            super::activity::ActivityState::adopted(SystemTime::now(), agent.hook_token.is_some());
+        agent.reported_activity = agent.activity.activity;
+        // Read once at start, before the loop runs.
+        agent.history = daemon
+            .history
+            .load(&agent.id, daemon.config.sessions.max_history);
         register(daemon, agent, Some(pane.state));
         count += 1;
     }

@@ -9,6 +9,7 @@ pub mod claude;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod history;
 pub mod hook_client;
 pub mod hooks;
 pub mod manager;
@@ -355,6 +356,8 @@ pub struct Agent {
     /// `user_message` ids typed into the agent and not yet confirmed by its CLI, oldest
     /// first, and the one whose turn is in progress.
     pub conversation: Conversation,
+    /// The recent messages and replies (`GET /api/agents/{id}/messages`).
+    pub history: history::History,
     /// Whether an idle check is scheduled.
     pub idle_check_pending: bool,
     /// Where a re-arm of the capture pipe stands.
@@ -411,6 +414,7 @@ impl Agent {
             reported_activity: activity::Activity::Starting,
             hook_token: None,
             conversation: Conversation::default(),
+            history: history::History::default(),
             idle_check_pending: false,
             rearm: Rearm::Idle,
             rearms: 0,

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 use super::error::{ApiError, ErrorCode};
 use super::{Handled, json, parse_body};
 use crate::agents::activity::{Activity, ActivityState};
+use crate::agents::history::Role;
 use crate::agents::manager::{self, SpawnParams};
 use crate::agents::{Agent, AgentStatus, ExitInfo};
 use crate::daemon::Daemon;
@@ -12,8 +13,8 @@ use crate::net::ConnId;
 use crate::proto::http::Request;
 use crate::time::rfc3339;
 use crate::wire::rest::{
-    ActivityView, AgentDetail, AgentList, AgentSummary, EvidenceView, KillResponse, SpawnRequest,
-    SpawnResponse,
+    ActivityView, AgentDetail, AgentList, AgentSummary, EvidenceView, KillResponse, MessageList,
+    MessageView, SpawnRequest, SpawnResponse,
 };
 
 /// `POST /api/agents/spawn`.
@@ -206,6 +207,36 @@ fn detail(daemon: &Daemon, agent: &Agent, metrics: manager::Metrics) -> AgentDet
             _ => None,
         },
     }
+}
+
+/// `GET /api/agents/{id}/messages`: the session's conversation.
+pub fn messages(daemon: &Daemon, id: &str) -> Handled {
+    let Some(agent) = daemon.agents.get(id) else {
+        return Handled::Now(ApiError::session_not_found(id).to_response());
+    };
+    let messages: Vec<MessageView> = agent
+        .history
+        .entries
+        .iter()
+        .map(|entry| MessageView {
+            seq: entry.seq,
+            role: match entry.role {
+                Role::User => "user",
+                Role::Agent => "agent",
+            },
+            content: &entry.content,
+            id: entry.id.as_ref(),
+            timestamp: crate::tasks::ms_rfc3339(entry.at_ms),
+        })
+        .collect();
+    Handled::Now(json(
+        200,
+        &MessageList {
+            session_id: &agent.id,
+            total: messages.len(),
+            messages,
+        },
+    ))
 }
 
 /// `DELETE /api/agents/{id}`.

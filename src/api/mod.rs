@@ -59,6 +59,8 @@ pub enum Route {
     GetAgent(String),
     /// `DELETE /api/agents/{id}`
     KillAgent(String),
+    /// `GET /api/agents/{id}/messages`
+    AgentMessages(String),
     /// `POST /api/ws-ticket`
     WsTicket,
     /// `POST /api/delegate`
@@ -78,6 +80,7 @@ impl Route {
             Route::Health
             | Route::ListAgents
             | Route::GetAgent(_)
+            | Route::AgentMessages(_)
             | Route::WsTicket
             | Route::ListTasks
             | Route::GetTask(_) => Scope::Observe,
@@ -102,6 +105,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ["agents"] => ("agents", &["GET"]),
         ["agents", "spawn"] => ("spawn", &["POST"]),
         ["agents", id] if !id.is_empty() => ("agent", &["GET", "DELETE"]),
+        ["agents", id, "messages"] if !id.is_empty() => ("messages", &["GET"]),
         ["delegate"] => ("delegate", &["POST"]),
         ["tasks"] => ("tasks", &["GET"]),
         ["tasks", id] if !id.is_empty() => ("task", &["GET", "DELETE"]),
@@ -114,6 +118,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ("spawn", "POST") => Route::Spawn,
         ("agent", "GET") => Route::GetAgent(decode_segment(segments[1])?),
         ("agent", "DELETE") => Route::KillAgent(decode_segment(segments[1])?),
+        ("messages", "GET") => Route::AgentMessages(decode_segment(segments[1])?),
         ("delegate", "POST") => Route::Delegate,
         ("tasks", "GET") => Route::ListTasks,
         ("task", "GET") => Route::GetTask(decode_segment(segments[1])?),
@@ -280,6 +285,7 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, peer: IpAddr, request: &Request
         Route::ListAgents => agents::list(daemon, request),
         Route::GetAgent(id) => agents::get(daemon, conn, &id),
         Route::KillAgent(id) => agents::kill(daemon, conn, &id),
+        Route::AgentMessages(id) => agents::messages(daemon, &id),
         Route::Delegate => tasks::delegate(daemon, conn, request, principal, limit_headers.clone()),
         Route::ListTasks => tasks::list(daemon, request),
         Route::GetTask(id) => tasks::get(daemon, &id),
@@ -404,6 +410,10 @@ mod tests {
             route("GET", "/api/agents/sess-x-1").unwrap(),
             Route::GetAgent("sess-x-1".into())
         );
+        assert_eq!(
+            route("GET", "/api/agents/sess-claude-primary/messages").unwrap(),
+            Route::AgentMessages("sess-claude-primary".into())
+        );
         assert_eq!(route("POST", "/api/delegate").unwrap(), Route::Delegate);
         assert_eq!(route("GET", "/api/tasks").unwrap(), Route::ListTasks);
         assert_eq!(
@@ -434,6 +444,7 @@ mod tests {
             "/api/",
             "/api/agents/",
             "/api/agents/x/y",
+            "/api/agents//messages",
             "/nope",
         ] {
             assert_eq!(route("GET", path).unwrap_err().status, 404, "{path}");

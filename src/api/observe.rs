@@ -8,6 +8,7 @@ use super::auth::{Principal, Scope, bearer_token};
 use super::error::{ApiError, ErrorCode};
 use super::ratelimit::WsVerdict;
 use super::{Handled, json};
+use crate::agents::history::Role;
 use crate::daemon::{Daemon, Timer, WsTicket};
 use crate::net::ConnId;
 use crate::panes::hub::{SubscribeError, SubscribeStart};
@@ -306,15 +307,18 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
             content,
             id,
         } => {
-            type_into(
+            let accepted = type_into(
                 daemon,
                 conn,
                 principal,
                 &session_id,
-                Typing::Message(content),
+                Typing::Message(content.clone()),
                 AckKind::UserMessage,
-                id,
+                id.clone(),
             );
+            if accepted {
+                daemon.remember(&session_id, Role::User, content, id);
+            }
         }
         ClientMessage::ApproveTool {
             session_id,
@@ -358,7 +362,7 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
             data,
             id,
         } => {
-            type_into(
+            let _ = type_into(
                 daemon,
                 conn,
                 principal,
@@ -372,6 +376,7 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
     After::Continue
 }
 
+/// Types into a session's pane for a `control` client. Returns whether it was accepted.
 fn type_into(
     daemon: &mut Daemon,
     conn: ConnId,
@@ -380,7 +385,7 @@ fn type_into(
     typing: Typing,
     kind: AckKind,
     id: Option<serde_json::Value>,
-) {
+) -> bool {
     if !principal.scopes.allows(Scope::Control) {
         let detail = "typing into a pane needs the control scope";
         send_error(
@@ -391,15 +396,19 @@ fn type_into(
             Some(session_id),
             id.as_ref(),
         );
-        return;
+        return false;
     }
     let ack = InputAck {
         conn,
         kind,
         id: id.clone(),
     };
-    if let Err((code, message)) = daemon.type_input(session_id, typing, ack) {
-        send_error(daemon, conn, code, &message, Some(session_id), id.as_ref());
+    match daemon.type_input(session_id, typing, ack) {
+        Ok(()) => true,
+        Err((code, message)) => {
+            send_error(daemon, conn, code, &message, Some(session_id), id.as_ref());
+            false
+        }
     }
 }
 

@@ -129,6 +129,33 @@ pub struct AgentDetail {
     pub exit_signal: Option<i32>,
 }
 
+/// `GET /api/agents/{session_id}/messages` answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageList<'a> {
+    /// Session id.
+    pub session_id: &'a str,
+    /// The kept messages and replies, oldest first.
+    pub messages: Vec<MessageView<'a>>,
+    /// Number of entries in `messages`.
+    pub total: usize,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageView<'a> {
+    /// Position in the conversation, from 1 (gaps: older ones were forgotten).
+    pub seq: u64,
+    /// `user` (a `user_message`) or `agent` (the agent's reply at the end of a turn).
+    pub role: &'static str,
+    /// What was said.
+    pub content: &'a str,
+    /// The `user_message` id, or for a reply the id it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a serde_json::Value>,
+    /// When (RFC 3339).
+    pub timestamp: String,
+}
+
 /// `DELETE /api/agents/{session_id}` answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct KillResponse {

@@ -241,3 +241,65 @@ fn a_tool_permission_is_answered_from_afar_allow_runs_it_and_deny_does_not() {
         assert_eq!(twice["error_code"], "INVALID_REQUEST");
     }
 }
+
+#[test]
+fn a_restart_mid_conversation_keeps_the_history_and_the_hooks() {
+    let model = ScriptedModel::start(vec![
+        Reply::text("First answer."),
+        Reply::text("Second answer, after the restart."),
+    ]);
+    let mut daemon = daemon_with_claude(&model, "");
+    let token = daemon.control();
+    let mut ws = daemon.ws(&token);
+    let session = daemon.spawn(&token, "claude")["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ws.recv_until("the prompt", |m| {
+        m["type"] == "agent_status" && m["activity"] == "waiting_input"
+    });
+    ws.send(json!({"type": "user_message", "session_id": session, "content": "first question", "id": 1}));
+    ws.recv_until("the first reply", |m| m["type"] == "claude_response");
+
+    daemon.restart();
+    let token = daemon.control();
+    let history = daemon
+        .get(&format!("/api/agents/{session}/messages"), &token)
+        .json();
+    assert_eq!(history["total"], 2, "{history}");
+    let messages = history["messages"].as_array().unwrap();
+    assert_eq!(
+        (
+            messages[0]["role"].as_str(),
+            messages[0]["content"].as_str(),
+            &messages[0]["id"]
+        ),
+        (Some("user"), Some("first question"), &json!(1))
+    );
+    assert_eq!(
+        (
+            messages[1]["role"].as_str(),
+            messages[1]["content"].as_str(),
+            &messages[1]["id"]
+        ),
+        (Some("agent"), Some("First answer."), &json!(1))
+    );
+    assert!(crate::common::is_rfc3339_utc(&messages[1]["timestamp"]));
+
+    // The agent's hooks reach the new daemon: the conversation goes on, with activity
+    // derived from its hooks again.
+    let mut ws = daemon.ws(&token);
+    ws.send(json!({"type": "user_message", "session_id": session, "content": "second question", "id": 2}));
+    let working = ws.recv_until("working", |m| {
+        m["type"] == "agent_status" && m["activity"] == "working"
+    });
+    assert_eq!(working["evidence"]["source"], "hook", "{working}");
+    let reply = ws.recv_until("the second reply", |m| m["type"] == "claude_response");
+    assert_eq!(reply["content"], "Second answer, after the restart.");
+    assert_eq!(reply["in_reply_to"], 2);
+    let history = daemon
+        .get(&format!("/api/agents/{session}/messages"), &token)
+        .json();
+    assert_eq!(history["total"], 4, "{history}");
+    assert_eq!(history["messages"][3]["seq"], 4);
+}
