@@ -213,6 +213,8 @@ pub struct Daemon {
     pub hook_listener: mio::net::UnixListener,
     /// Hook connections open now.
     pub hook_connections: usize,
+    /// Tool calls of agents waiting for the loop to handle them.
+    pub calls: Vec<crate::agents::hooks::PendingCall>,
     /// Writes each session's conversation to disk.
     pub history: crate::agents::history::HistoryWriter,
     /// Permission requests waiting for a person, by request id, with the hook's connection.
@@ -299,6 +301,7 @@ impl Daemon {
             hook_listener,
             hook_connections: 0,
             approvals: HashMap::new(),
+            calls: Vec::new(),
             history: crate::agents::history::HistoryWriter::start(config.state_dir.join("history"))
                 .map_err(|e| format!("cannot start the history writer thread: {e}"))?,
             attach_tokens: Default::default(),

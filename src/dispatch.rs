@@ -81,6 +81,10 @@ pub fn ws_closed(daemon: &mut Daemon, conn: ConnId) {
 pub fn agent_events(daemon: &mut Daemon) -> bool {
     let mut any = false;
     loop {
+        for call in std::mem::take(&mut daemon.calls) {
+            any = true;
+            crate::calls::handle(daemon, call);
+        }
         let events = daemon.agents.take_events();
         if events.is_empty() {
             return any;

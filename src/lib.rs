@@ -93,6 +93,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod calls;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;

@@ -63,6 +63,9 @@ enum Command {
     /// (internal) Run by an agent CLI's hook: forwards the event to the daemon.
     #[command(hide = true)]
     Hook { event: String },
+    /// (internal) The MCP server (stdio) an agent CLI runs: the daemon's tools for agents.
+    #[command(hide = true)]
+    Mcp,
 }
 
 fn load_config(args: &ConfigArgs, listen: Option<SocketAddr>) -> Result<Config, String> {
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::AgentExec { spec } => ExitCode::from(orchestra::agents::exec::run(&spec) as u8),
+        Command::Mcp => ExitCode::from(orchestra::agents::mcp::run() as u8),
         Command::Hook { event } => {
             ExitCode::from(orchestra::agents::hook_client::run(&event) as u8)
         }

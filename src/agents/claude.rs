@@ -36,13 +36,15 @@ pub fn hook_settings(exe: &Path, client_timeout: Duration, approval_timeout: Dur
     json!({ "hooks": hooks })
 }
 
-/// `argv` with `--settings FILE` after the program, so that it comes before any argument
-/// the configured command has (and before a `--`).
-pub fn with_settings(argv: &[String], settings: &Path) -> Vec<String> {
-    let mut out = Vec::with_capacity(argv.len() + 2);
+/// `argv` with `--settings SETTINGS --mcp-config MCP` after the program, so that they come
+/// before any argument the configured command has (and before a `--`).
+pub fn with_settings(argv: &[String], settings: &Path, mcp: &Path) -> Vec<String> {
+    let mut out = Vec::with_capacity(argv.len() + 4);
     out.extend(argv.first().cloned());
     out.push("--settings".into());
     out.push(settings.display().to_string());
+    out.push("--mcp-config".into());
+    out.push(mcp.display().to_string());
     out.extend(argv.iter().skip(1).cloned());
     out
 }
@@ -78,8 +80,16 @@ mod tests {
     fn settings_come_right_after_the_program() {
         let argv: Vec<String> = ["claude", "--model", "x"].map(String::from).into();
         assert_eq!(
-            with_settings(&argv, Path::new("/s/h.json")),
-            ["claude", "--settings", "/s/h.json", "--model", "x"]
+            with_settings(&argv, Path::new("/s/h.json"), Path::new("/s/m.json")),
+            [
+                "claude",
+                "--settings",
+                "/s/h.json",
+                "--mcp-config",
+                "/s/m.json",
+                "--model",
+                "x"
+            ]
         );
     }
 }

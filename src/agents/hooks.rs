@@ -14,7 +14,7 @@ use mio::Interest;
 
 use super::AgentEvent;
 use crate::daemon::{Daemon, Source, Timer};
-use crate::proto::hook::{self, HookEvent, HookRequest};
+use crate::proto::hook::{self, CallRequest, HookEvent, HookRequest, SocketMessage};
 
 impl Daemon {
     /// Accepts hooks' connections.
@@ -99,8 +99,20 @@ impl Daemon {
             return;
         };
         self.hook_connections = self.hook_connections.saturating_sub(1);
-        match hook::decode(&received, max) {
-            Ok(request) => {
+        match hook::decode_message(&received, max) {
+            Ok(SocketMessage::Call(call)) => match self.hook_tokens.get(&call.token).cloned() {
+                // Answered by the tools' handler once the loop step is done.
+                Some(session_id) => self.calls.push(PendingCall {
+                    session_id,
+                    call,
+                    stream,
+                }),
+                None => {
+                    log::warn!("hook socket: a call with an unknown credential was refused");
+                    let _ = stream.write_all(b"{\"ok\":false,\"error\":\"unknown credential\"}\n");
+                }
+            },
+            Ok(SocketMessage::Hook(request)) => {
                 let held = self.on_hook_request(request);
                 match held {
                     // The answer comes when a person decides (or the wait times out).
@@ -273,6 +285,17 @@ impl Daemon {
             decision: "expired",
         });
     }
+}
+
+/// A tool call an agent made, waiting to be handled, with the connection to answer on.
+#[derive(Debug)]
+pub struct PendingCall {
+    /// The session that calls (its credential was checked).
+    pub session_id: String,
+    /// The call.
+    pub call: CallRequest,
+    /// Where the answer goes.
+    pub stream: mio::net::UnixStream,
 }
 
 /// A tool permission an agent's CLI asked for, waiting for a person.

@@ -343,7 +343,13 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
         }
         write_private(&hooks.settings, settings.to_string().as_bytes())
             .map_err(|e| SpawnError::Failed(format!("cannot write the hook settings: {e}")))?;
-        argv = super::claude::with_settings(&argv, &hooks.settings);
+        let mcp = hooks.settings.with_extension("mcp.json");
+        write_private(
+            &mcp,
+            super::mcp::mcp_config(&job.exe).to_string().as_bytes(),
+        )
+        .map_err(|e| SpawnError::Failed(format!("cannot write the MCP config: {e}")))?;
+        argv = super::claude::with_settings(&argv, &hooks.settings, &mcp);
         env.insert(
             hook_client::SOCKET_ENV.into(),
             hooks.socket.display().to_string(),
@@ -623,6 +629,7 @@ fn release_sources(daemon: &mut Daemon, agent: &Agent) {
         daemon.hook_tokens.remove(token);
         let settings = daemon.config.hooks_dir().join(format!("{}.json", agent.id));
         daemon.jobs.run(move || {
+            let _ = std::fs::remove_file(settings.with_extension("mcp.json"));
             let _ = std::fs::remove_file(settings);
             Box::new(|_: &mut Daemon| {})
         });

@@ -13,6 +13,7 @@ pub mod history;
 pub mod hook_client;
 pub mod hooks;
 pub mod manager;
+pub mod mcp;
 pub mod meta;
 pub mod procfs;
 pub mod validate;

@@ -140,6 +140,7 @@ impl ApiError {
             }
             TaskError::NotFound(_) => ApiError::new(404, ErrorCode::TaskNotFound, message),
             TaskError::Finished { .. } => ApiError::new(409, ErrorCode::TaskFinished, message),
+            TaskError::NotProposed { .. } => ApiError::bad_request(message),
         }
     }
 

@@ -357,6 +357,12 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
                 }
             }
         }
+        ClientMessage::ApprovePlan { task_ids } => {
+            decide_plan(daemon, conn, principal, &task_ids, true)
+        }
+        ClientMessage::RejectPlan { task_ids } => {
+            decide_plan(daemon, conn, principal, &task_ids, false)
+        }
         ClientMessage::TerminalInput {
             session_id,
             data,
@@ -374,6 +380,23 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
         }
     }
     After::Continue
+}
+
+/// Approves or rejects a plan's proposed tasks for a `control` client.
+fn decide_plan(
+    daemon: &mut Daemon,
+    conn: ConnId,
+    principal: &Principal,
+    task_ids: &[u64],
+    approve: bool,
+) {
+    if !principal.scopes.allows(Scope::Control) {
+        let detail = "deciding on a plan needs the control scope";
+        send_error(daemon, conn, ErrorCode::Forbidden, detail, None, None);
+    } else if let Err(error) = crate::tasks::lifecycle::decide_plan(daemon, task_ids, approve) {
+        let api = ApiError::from_task(error);
+        send_error(daemon, conn, api.code, &api.message, None, None);
+    }
 }
 
 /// Types into a session's pane for a `control` client. Returns whether it was accepted.
@@ -403,7 +426,7 @@ fn type_into(
         kind,
         id: id.clone(),
     };
-    match daemon.type_input(session_id, typing, ack) {
+    match daemon.type_input(session_id, typing, Some(ack)) {
         Ok(()) => true,
         Err((code, message)) => {
             send_error(daemon, conn, code, &message, Some(session_id), id.as_ref());

@@ -38,6 +38,7 @@ pub fn delegate(
         isolation: body.isolation,
         test_command: body.test_command,
         requested_by: Some(principal.subject),
+        proposed: false,
     };
     lifecycle::delegate(
         daemon,

@@ -75,7 +75,7 @@ impl Daemon {
         &mut self,
         session_id: &str,
         typing: Typing,
-        ack: InputAck,
+        ack: Option<InputAck>,
     ) -> Result<(), (ErrorCode, String)> {
         let Some(agent) = self.agents.get(session_id) else {
             return Err((
@@ -101,10 +101,10 @@ impl Daemon {
         }
         let typist = self.typists.entry(session_id.to_string()).or_default();
         if typist.enter_pending.is_some() || agent.pipe.is_none() {
-            typist.deferred.push_back((typing, Some(ack)));
+            typist.deferred.push_back((typing, ack));
             return Ok(());
         }
-        self.start_typing(session_id, typing, Some(ack));
+        self.start_typing(session_id, typing, ack);
         Ok(())
     }
 

@@ -84,6 +84,50 @@ pub struct HookRequest {
     pub payload: serde_json::Value,
 }
 
+/// A call of one of the daemon's tools by an agent (`orchestra mcp`, the agent's MCP
+/// server), made in the name of the session whose credential it carries.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallRequest {
+    /// The session's hook credential.
+    pub token: String,
+    /// The tool, e.g. `delegate_task`.
+    pub call: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub arguments: serde_json::Value,
+}
+
+/// Anything the hook socket accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SocketMessage {
+    /// A hook event.
+    Hook(HookRequest),
+    /// A tool call.
+    Call(CallRequest),
+}
+
+/// Decodes a complete hook event or tool call of at most `max` bytes.
+pub fn decode_message(bytes: &[u8], max: usize) -> Result<SocketMessage, HookError> {
+    if bytes.len() > max {
+        return Err(HookError::TooLarge(max));
+    }
+    let is_call = serde_json::from_slice::<serde_json::Value>(bytes)
+        .map(|v| v.get("call").is_some())
+        .unwrap_or(false);
+    if !is_call {
+        return decode(bytes, max).map(SocketMessage::Hook);
+    }
+    let call: CallRequest = serde_json::from_slice(bytes).map_err(|e| {
+        let why: String = e.to_string().chars().take(200).collect();
+        HookError::Malformed(why)
+    })?;
+    if call.token.is_empty() || call.token.len() > 128 || call.call.len() > 64 {
+        return Err(HookError::Malformed("bad token or tool name".into()));
+    }
+    Ok(SocketMessage::Call(call))
+}
+
 /// Why a hook message was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookError {
@@ -173,5 +217,14 @@ mod tests {
         for event in HookEvent::ALL {
             assert_eq!(HookEvent::parse(event.as_str()), Some(event));
         }
+        let call = br#"{"token": "abc", "call": "list_agents", "arguments": {}}"#;
+        assert!(
+            matches!(decode_message(call, 1024), Ok(SocketMessage::Call(c)) if c.call == "list_agents")
+        );
+        assert!(matches!(
+            decode_message(&bytes, 1024),
+            Ok(SocketMessage::Hook(_))
+        ));
+        assert!(decode_message(br#"{"token": "abc", "call": "x", "bogus": 1}"#, 1024).is_err());
     }
 }

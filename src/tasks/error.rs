@@ -46,6 +46,13 @@ pub enum TaskError {
     StoreUnavailable(String),
     /// No ticket with this task or ticket id.
     NotFound(String),
+    /// The task is not a proposed one waiting for approval.
+    NotProposed {
+        /// The task.
+        task_id: u64,
+        /// Its status now.
+        status: &'static str,
+    },
     /// The ticket has finished (or is recording its result), so it cannot be cancelled.
     Finished {
         /// The task.
@@ -104,6 +111,10 @@ impl fmt::Display for TaskError {
                 let shown: String = id.chars().take(100).collect();
                 write!(f, "no task {shown:?}")
             }
+            TaskError::NotProposed { task_id, status } => write!(
+                f,
+                "task {task_id} is not waiting for approval (it is {status})"
+            ),
             TaskError::Finished { task_id, state } => write!(
                 f,
                 "task {task_id} has already finished ({state}); it cannot be cancelled"

@@ -15,11 +15,13 @@ use super::error::TaskError;
 use super::prompt;
 use super::workspace::{self, ScanLimits};
 use super::{Ending, Isolation, NewTask, Outcome, Phase, TaskContext, TaskResult, Ticket, now_ms};
+use crate::agents::history::Role;
 use crate::agents::manager::{self, SpawnParams};
 use crate::agents::validate::{PrivateDirs, resolve_working_dir};
 use crate::agents::{ExitInfo, new_session_ids, procfs};
 use crate::daemon::{Daemon, Done, Timer};
 use crate::error_code::ErrorCode;
+use crate::panes::typing::Typing;
 use crate::tmux::{self, SessionName, TmuxError};
 use crate::wire::ws::{TaskTimeoutMessage, TaskUpdate};
 
@@ -50,6 +52,8 @@ pub struct DelegateParams {
     pub test_command: Option<Vec<String>>,
     /// The token's subject.
     pub requested_by: Option<String>,
+    /// Part of a plan: stored as `proposed`, and queued only once approved.
+    pub proposed: bool,
 }
 
 fn scan_limits(daemon: &Daemon) -> ScanLimits {
@@ -221,7 +225,8 @@ fn create(
     let timeout_ms = params
         .timeout_ms
         .unwrap_or(daemon.config.tasks.default_timeout.as_millis() as u64);
-    let ticket = Ticket::new(
+    let proposed = params.proposed;
+    let mut ticket = Ticket::new(
         task_id,
         session_id,
         name.to_string(),
@@ -236,6 +241,9 @@ fn create(
             requested_by: params.requested_by,
         },
     );
+    if proposed {
+        ticket.phase = Phase::Proposed;
+    }
     daemon.tasks.creating += 1;
     let stored = ticket.clone();
     daemon.store.create(
@@ -560,6 +568,42 @@ pub fn on_timeout(daemon: &mut Daemon, task_id: u64) {
     stop_agent(daemon, task_id);
 }
 
+/// A person approved or rejected proposed tasks (a plan): approved ones are queued and run
+/// as usual, rejected ones end `cancelled`. Changes nothing and fails when one of them is not
+/// waiting for approval.
+pub fn decide_plan(daemon: &mut Daemon, task_ids: &[u64], approve: bool) -> Result<(), TaskError> {
+    for task_id in task_ids {
+        let ticket = daemon
+            .tasks
+            .tickets
+            .get(task_id)
+            .ok_or_else(|| TaskError::NotFound(task_id.to_string()))?;
+        if ticket.phase != Phase::Proposed {
+            return Err(TaskError::NotProposed {
+                task_id: *task_id,
+                status: ticket.status().as_str(),
+            });
+        }
+    }
+    for &task_id in task_ids {
+        if approve {
+            let ticket = daemon.tasks.tickets.get_mut(&task_id).expect("checked");
+            ticket.phase = Phase::Queued;
+            daemon.tasks.queue.insert(task_id);
+            daemon.store.put(&ticket.clone(), None);
+            log::info!("task {task_id}: approved");
+            announce(daemon, task_id);
+        } else {
+            log::info!("task {task_id}: rejected");
+            finish_without_agent(daemon, task_id, Ending::Cancelled);
+        }
+    }
+    if approve {
+        schedule(daemon);
+    }
+    Ok(())
+}
+
 /// Cancels a ticket. `done` gets the task id once the ticket is final, or the error.
 pub fn cancel(daemon: &mut Daemon, id: &str, done: Done<Result<u64, TaskError>>) {
     let Some(task_id) = daemon.tasks.find(id) else {
@@ -579,7 +623,7 @@ pub fn cancel(daemon: &mut Daemon, id: &str, done: Done<Result<u64, TaskError>>)
             };
             done(daemon, Err(error))
         }
-        Phase::Queued => {
+        Phase::Proposed | Phase::Queued => {
             daemon.tasks.queue.remove(&task_id);
             log::info!("task {task_id}: cancelled while pending");
             finish_without_agent(daemon, task_id, Ending::Cancelled);
@@ -908,11 +952,57 @@ fn complete(daemon: &mut Daemon, task_id: u64, ending: Ending, mut result: TaskR
         Box::new(|_: &mut Daemon| {})
     });
     announce(daemon, task_id);
+    tell_requester(daemon, task_id);
     for waiter in daemon.tasks.waiters.remove(&task_id).unwrap_or_default() {
         waiter(daemon, Ok(task_id));
     }
     prune(daemon, task_id);
     schedule(daemon);
+}
+
+/// How `requested_by` names a task delegated by an agent session (through the daemon's MCP
+/// tools) rather than by a token's subject.
+pub const SESSION_REQUESTER: &str = "session:";
+
+/// A task an agent delegated has finished: the agent is told how, as a message typed into
+/// it, so it can go on without a person relaying the result.
+fn tell_requester(daemon: &mut Daemon, task_id: u64) {
+    let Some(ticket) = daemon.tasks.tickets.get(&task_id) else {
+        return;
+    };
+    let Some(session) = ticket
+        .requested_by
+        .as_deref()
+        .and_then(|r| r.strip_prefix(SESSION_REQUESTER))
+        .filter(|s| daemon.agents.get(s).is_some_and(|a| a.exit.is_none()))
+        .map(str::to_string)
+    else {
+        return;
+    };
+    let result = ticket.result.clone().unwrap_or_default();
+    let mut text = format!(
+        "[orchestra] task {task_id} ({}) {}",
+        ticket.agent_type,
+        ticket.status().as_str()
+    );
+    if !result.message.is_empty() {
+        text.push_str(&format!(": {}", crate::bounded(&result.message)));
+    }
+    if !result.files_modified.is_empty() {
+        text.push_str(&format!(" (files: {})", result.files_modified.join(", ")));
+    }
+    if let Some(passed) = result.tests_passed {
+        text.push_str(if passed {
+            " (tests passed)"
+        } else {
+            " (tests failed)"
+        });
+    }
+    if let Err((_, why)) = daemon.type_input(&session, Typing::Message(text.clone()), None) {
+        log::warn!("{session}: cannot tell it how task {task_id} ended: {why}");
+        return;
+    }
+    daemon.remember(&session, Role::User, text, None);
 }
 
 /// Forgets the tickets that finished longest ago beyond `tasks.keep_finished`, never
@@ -1000,7 +1090,7 @@ pub fn recover(daemon: &mut Daemon) {
         let ticket = daemon.tasks.tickets.get_mut(&task_id).expect("listed");
         let agent = daemon.agents.get(&ticket.session_id);
         match (ticket.phase, agent) {
-            (Phase::Done(_), _) => {}
+            (Phase::Done(_) | Phase::Proposed, _) => {}
             (Phase::Queued | Phase::Preparing, None) => {
                 ticket.phase = Phase::Queued;
                 daemon.tasks.queue.insert(task_id);

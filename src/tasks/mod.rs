@@ -28,6 +28,8 @@ use workspace::Baseline;
 /// two fields `phase` and `status`, as earlier versions did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Proposed in a plan; waits for approval and is not queued (`proposed`).
+    Proposed,
     /// Waiting in the queue (`pending`).
     Queued,
     /// Holding a slot: the workspace is being prepared (`pending`; never stored).
@@ -73,6 +75,7 @@ impl Phase {
     /// recorded, then the outcome.
     pub fn status(self) -> TaskStatus {
         match self {
+            Phase::Proposed => TaskStatus::Proposed,
             Phase::Queued | Phase::Preparing | Phase::Launched => TaskStatus::Pending,
             Phase::Running | Phase::Finishing => TaskStatus::Running,
             Phase::Done(outcome) => outcome.status(),
@@ -95,6 +98,7 @@ struct StoredPhase {
 #[derive(Clone, Copy, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum PhaseName {
+    Proposed,
     Queued,
     Preparing,
     Launched,
@@ -106,6 +110,7 @@ enum PhaseName {
 impl Serialize for Phase {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let phase = match self {
+            Phase::Proposed => PhaseName::Proposed,
             Phase::Queued => PhaseName::Queued,
             Phase::Preparing => PhaseName::Preparing,
             Phase::Launched => PhaseName::Launched,
@@ -125,6 +130,7 @@ impl<'de> Deserialize<'de> for Phase {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Phase, D::Error> {
         let stored = StoredPhase::deserialize(deserializer)?;
         Ok(match stored.phase {
+            PhaseName::Proposed => Phase::Proposed,
             PhaseName::Queued => Phase::Queued,
             PhaseName::Preparing => Phase::Preparing,
             PhaseName::Launched => Phase::Launched,
@@ -136,7 +142,10 @@ impl<'de> Deserialize<'de> for Phase {
                 TaskStatus::Cancelled => Outcome::Cancelled,
                 // A final ticket stored with a non-final status cannot happen; failed is the
                 // honest reading of it.
-                TaskStatus::Failed | TaskStatus::Pending | TaskStatus::Running => Outcome::Failed,
+                TaskStatus::Failed
+                | TaskStatus::Proposed
+                | TaskStatus::Pending
+                | TaskStatus::Running => Outcome::Failed,
             }),
         })
     }
@@ -434,6 +443,7 @@ mod tests {
     #[test]
     fn the_status_follows_the_phase() {
         let table = [
+            (Phase::Proposed, TaskStatus::Proposed),
             (Phase::Queued, TaskStatus::Pending),
             (Phase::Preparing, TaskStatus::Pending),
             (Phase::Launched, TaskStatus::Pending),

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
+    /// Part of a plan an agent proposed: it waits for a person to approve it and never runs
+    /// before (`approve_plan`).
+    Proposed,
     /// Queued, waiting for a free slot (or for its session to be created).
     Pending,
     /// The agent is working on it.
@@ -26,6 +29,7 @@ impl TaskStatus {
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
+            TaskStatus::Proposed => "proposed",
             TaskStatus::Pending => "pending",
             TaskStatus::Running => "running",
             TaskStatus::Completed => "completed",
@@ -38,6 +42,7 @@ impl TaskStatus {
     /// Parses a wire name (for list filters).
     pub fn parse(text: &str) -> Option<TaskStatus> {
         [
+            TaskStatus::Proposed,
             TaskStatus::Pending,
             TaskStatus::Running,
             TaskStatus::Completed,
@@ -51,7 +56,10 @@ impl TaskStatus {
 
     /// Whether the ticket has reached its final state.
     pub fn is_final(self) -> bool {
-        !matches!(self, TaskStatus::Pending | TaskStatus::Running)
+        !matches!(
+            self,
+            TaskStatus::Proposed | TaskStatus::Pending | TaskStatus::Running
+        )
     }
 }
 

@@ -63,6 +63,17 @@ pub enum ClientMessage {
         #[serde(default)]
         message: Option<String>,
     },
+    /// Approves the proposed tasks of a plan (`approve_plan` action; needs `control`): they
+    /// become `pending` and run as usual.
+    ApprovePlan {
+        /// The plan's tasks, from the action.
+        task_ids: Vec<u64>,
+    },
+    /// Rejects the proposed tasks of a plan (needs `control`): they end `cancelled`.
+    RejectPlan {
+        /// The plan's tasks.
+        task_ids: Vec<u64>,
+    },
     /// Heartbeat; answered with `pong`.
     Ping {
         /// Echoed in the `pong`.

@@ -30,9 +30,23 @@ pub fn daemon_with_claude_args(model: &ScriptedModel, args: &[&str], extra: &str
             .chain(args.iter().map(String::as_str))
             .map(quoted)
             .collect();
+        let headless: Vec<String> = [
+            cli.as_str(),
+            "-p",
+            "--output-format",
+            "json",
+            "--permission-mode",
+            "acceptEdits",
+            "--",
+            "{prompt}",
+        ]
+        .into_iter()
+        .map(quoted)
+        .collect();
         format!(
-            "[agents.claude]\ncommand = [{}]\nhooks = \"claude\"\nenv = {{ {} }}\n{extra}",
+            "[agents.claude]\ncommand = [{}]\nheadless = [{}]\nhooks = \"claude\"\nenv = {{ {} }}\n{extra}",
             command.join(", "),
+            headless.join(", "),
             vars.join(", ")
         )
     })
@@ -302,4 +316,90 @@ fn a_restart_mid_conversation_keeps_the_history_and_the_hooks() {
         .json();
     assert_eq!(history["total"], 4, "{history}");
     assert_eq!(history["messages"][3]["seq"], 4);
+}
+
+#[test]
+fn the_primary_proposes_a_plan_through_mcp_the_user_approves_and_the_primary_learns_the_result() {
+    let model = ScriptedModel::start(vec![
+        // The primary's turn: it proposes a plan through the daemon's MCP tool...
+        Reply::tool(
+            "mcp__orchestra__propose_plan",
+            json!({"summary": "Write the release notes", "tasks": [{"agent_type": "claude", "task": "write the release notes"}]}),
+        ),
+        Reply::text("I proposed a plan."),
+        // ...the approved task runs headless against the same model...
+        Reply::text("The release notes are written."),
+        // ...and the primary's next turn begins with the task's result.
+        Reply::text("Task 1 is done, the notes are written."),
+    ]);
+    let daemon = daemon_with_claude_args(&model, &["--allowedTools", "mcp__orchestra"], "");
+    let token = daemon.control();
+    let mut ws = daemon.ws(&token);
+    let spawned = daemon.post(
+        "/api/agents/spawn",
+        &token,
+        &json!({"agent_type": "claude", "working_dir": daemon.work, "name": "primary"}),
+    );
+    assert_eq!(spawned.status, 201, "{}", spawned.text());
+    let primary = "sess-claude-primary";
+    ws.recv_until("the prompt", |m| {
+        m["type"] == "agent_status" && m["activity"] == "waiting_input"
+    });
+    ws.send(json!({"type": "user_message", "session_id": primary, "content": "Plan the release notes", "id": "go"}));
+
+    // Every observer is asked to approve, with real task ids, in the reference's shape.
+    let plan = ws.recv_until("approve_plan", |m| {
+        m["type"] == "claude_response" && m["actions"][0]["type"] == "approve_plan"
+    });
+    assert_eq!(plan["content"], "Write the release notes");
+    let action = &plan["actions"][0];
+    assert_eq!(action["button_text"], "Approve");
+    let task_ids: Vec<u64> = action["task_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(task_ids.len(), 1);
+    let task_id = task_ids[0];
+    let reply = ws.recv_until("the primary's reply", |m| {
+        m["type"] == "claude_response" && m["actions"] == json!([])
+    });
+    assert_eq!(reply["content"], "I proposed a plan.");
+    // Proposed tasks never run unapproved.
+    let task = daemon.task(&token, &task_id.to_string());
+    assert_eq!(task["status"], "proposed", "{task}");
+    assert_eq!(model.served(), 2, "nothing ran the task");
+    // An observe-only viewer cannot approve.
+    let mut viewer = daemon.ws(&daemon.token("observe"));
+    viewer.send(json!({"type": "approve_plan", "task_ids": task_ids}));
+    assert_eq!(
+        viewer.recv_until("refusal", |m| m["type"] == "error")["error_code"],
+        "FORBIDDEN"
+    );
+
+    ws.send(json!({"type": "approve_plan", "task_ids": task_ids}));
+    let done = daemon.wait_task_final(&token, &task_id.to_string());
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["result"]["message"], "The release notes are written.");
+    // The primary is told and goes on by itself.
+    let next = ws.recv_until("the primary's next reply", |m| {
+        m["type"] == "claude_response"
+            && m["session_id"] == primary
+            && m["content"] == "Task 1 is done, the notes are written."
+    });
+    assert_eq!(next["actions"], json!([]));
+    let asked = model.requests();
+    assert!(
+        asked.last().unwrap()["messages"]
+            .to_string()
+            .contains(&format!("[orchestra] task {task_id} (claude) completed")),
+        "the primary's turn began with the result"
+    );
+    // A second approval of the same tasks is refused.
+    ws.send(json!({"type": "approve_plan", "task_ids": task_ids}));
+    assert_eq!(
+        ws.recv_until("second approval", |m| m["type"] == "error")["error_code"],
+        "INVALID_REQUEST"
+    );
 }

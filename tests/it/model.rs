@@ -102,7 +102,6 @@ impl ScriptedModel {
     }
 
     /// How many scripted replies have been served.
-    #[allow(dead_code)]
     pub fn served(&self) -> usize {
         self.script.lock().unwrap().served
     }

@@ -1,0 +1,277 @@
+//! The daemon's tools for agents, called through `orchestra mcp` (the MCP server every agent
+//! type with hooks gets) over the hook socket: `list_agents`, `get_task`, `delegate_task`,
+//! `send_message` and `propose_plan`.
+//!
+//! A call runs in the name of the session whose credential it carries, and can do no more
+//! than a `control` client could for that session: it can start tasks (delegated by, and
+//! reported back to, that session), type messages into agents, and read agents and tasks. A
+//! plan's tasks are stored as `proposed` and never run until a person approves them.
+//!
+//! Every answer is one JSON line: `{"ok": true, "result": ...}` or
+//! `{"ok": false, "error": "..."}`.
+
+use std::io::Write;
+
+use serde_json::{Value, json};
+
+use crate::agents::history::Role;
+use crate::agents::hooks::PendingCall;
+use crate::daemon::Daemon;
+use crate::panes::typing::Typing;
+use crate::tasks::lifecycle::{self, DelegateParams, SESSION_REQUESTER};
+use crate::tasks::{Isolation, TaskContext};
+use crate::time::rfc3339;
+use crate::wire::ws::ClaudeResponse;
+
+/// Most tasks one plan may propose.
+pub const MAX_PLAN_TASKS: usize = 20;
+
+/// Handles one call and answers it (now, or once its tasks are stored).
+pub fn handle(daemon: &mut Daemon, pending: PendingCall) {
+    let PendingCall {
+        session_id,
+        call,
+        mut stream,
+    } = pending;
+    log::info!("{session_id}: calls {}", call.call);
+    let arguments = call.arguments;
+    let answer = match call.call.as_str() {
+        "list_agents" => Ok(list_agents(daemon)),
+        "get_task" => get_task(daemon, &arguments),
+        "send_message" => send_message(daemon, &session_id, &arguments),
+        "delegate_task" => {
+            return match delegate_params(&session_id, &arguments, false) {
+                Ok(params) => delegate_all(daemon, session_id, vec![params], None, stream),
+                Err(why) => reply(&mut stream, Err(why)),
+            };
+        }
+        "propose_plan" => {
+            let summary = arguments["summary"].as_str().unwrap_or("").to_string();
+            let tasks = match arguments["tasks"].as_array() {
+                Some(tasks) if !tasks.is_empty() && tasks.len() <= MAX_PLAN_TASKS => tasks,
+                _ => {
+                    let why = format!("tasks must be a list of 1 to {MAX_PLAN_TASKS} tasks");
+                    return reply(&mut stream, Err(why));
+                }
+            };
+            let params: Result<Vec<_>, String> = tasks
+                .iter()
+                .map(|task| delegate_params(&session_id, task, true))
+                .collect();
+            return match params {
+                Ok(params) => delegate_all(daemon, session_id, params, Some(summary), stream),
+                Err(why) => reply(&mut stream, Err(why)),
+            };
+        }
+        other => Err(format!("no tool {}", crate::shown(other))),
+    };
+    reply(&mut stream, answer);
+}
+
+fn reply(stream: &mut mio::net::UnixStream, answer: Result<Value, String>) {
+    let line = match answer {
+        Ok(result) => json!({"ok": true, "result": result}),
+        Err(error) => json!({"ok": false, "error": error}),
+    };
+    let mut bytes = line.to_string().into_bytes();
+    bytes.push(b'\n');
+    // The socket buffer takes a short answer whole; a long one is cut and the tool reports
+    // a bad answer rather than the loop waiting.
+    let _ = stream.write_all(&bytes);
+}
+
+fn list_agents(daemon: &Daemon) -> Value {
+    let now = std::time::SystemTime::now();
+    let idle_after = daemon.config.sessions.idle_after;
+    let agents: Vec<Value> = daemon
+        .agents
+        .sorted()
+        .into_iter()
+        .map(|a| {
+            json!({
+                "session_id": a.id,
+                "agent_type": a.agent_type,
+                "status": a.status(now, idle_after).as_str(),
+                "activity": a.activity.activity.as_str(),
+                "working_dir": a.working_dir,
+            })
+        })
+        .collect();
+    json!({ "agents": agents })
+}
+
+fn get_task(daemon: &Daemon, arguments: &Value) -> Result<Value, String> {
+    let id = match &arguments["task_id"] {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => return Err("task_id is required".into()),
+    };
+    let task_id = daemon
+        .tasks
+        .find(&id)
+        .ok_or_else(|| format!("no task {}", crate::shown(&id)))?;
+    let ticket = &daemon.tasks.tickets[&task_id];
+    Ok(json!({
+        "task_id": ticket.task_id,
+        "ticket_id": ticket.ticket_id,
+        "agent": ticket.agent_type,
+        "status": ticket.status().as_str(),
+        "task": ticket.task,
+        "result": ticket.result,
+    }))
+}
+
+fn send_message(daemon: &mut Daemon, from: &str, arguments: &Value) -> Result<Value, String> {
+    let (Some(to), Some(content)) = (
+        arguments["session_id"].as_str(),
+        arguments["content"].as_str(),
+    ) else {
+        return Err("session_id and content are required".into());
+    };
+    if to == from {
+        return Err("an agent cannot send a message to itself".into());
+    }
+    let text = format!("[from {from}] {content}");
+    daemon
+        .type_input(to, Typing::Message(text.clone()), None)
+        .map_err(|(_, why)| why)?;
+    daemon.remember(to, Role::User, text, None);
+    Ok(json!({"sent": true}))
+}
+
+/// The delegation a tool call asks for, in the name of `session_id`.
+fn delegate_params(
+    session_id: &str,
+    task: &Value,
+    proposed: bool,
+) -> Result<DelegateParams, String> {
+    let text = |key: &str| task[key].as_str().map(str::to_string);
+    let agent_type = text("agent_type").ok_or("agent_type is required")?;
+    let task_text = text("task").ok_or("task is required")?;
+    let context: TaskContext = match task.get("context") {
+        Some(context) => serde_json::from_value(context.clone())
+            .map_err(|e| format!("context: {}", crate::bounded(&e.to_string())))?,
+        None => TaskContext::default(),
+    };
+    let isolation = match task["isolation"].as_str() {
+        None | Some("none") => Isolation::None,
+        Some("worktree") => Isolation::Worktree,
+        Some(other) => return Err(format!("unknown isolation {}", crate::shown(other))),
+    };
+    let test_command = match task.get("test_command") {
+        Some(argv) => Some(
+            serde_json::from_value::<Vec<String>>(argv.clone())
+                .map_err(|_| "test_command must be an array of strings")?,
+        ),
+        None => None,
+    };
+    Ok(DelegateParams {
+        agent_type,
+        task: task_text,
+        context,
+        timeout_ms: task["timeout_ms"].as_u64(),
+        working_dir: text("working_dir"),
+        from_session: Some(session_id.to_string()),
+        isolation,
+        test_command,
+        requested_by: Some(format!("{SESSION_REQUESTER}{session_id}")),
+        proposed,
+    })
+}
+
+/// Delegates `remaining` one after the other (each is stored before the next is checked),
+/// then answers with their ids; for a plan (`summary`), observers are asked to approve it.
+fn delegate_all(
+    daemon: &mut Daemon,
+    session_id: String,
+    mut remaining: Vec<DelegateParams>,
+    summary: Option<String>,
+    stream: mio::net::UnixStream,
+) {
+    delegate_next(
+        daemon,
+        session_id,
+        &mut remaining,
+        Vec::new(),
+        summary,
+        stream,
+    );
+}
+
+fn delegate_next(
+    daemon: &mut Daemon,
+    session_id: String,
+    remaining: &mut Vec<DelegateParams>,
+    created: Vec<u64>,
+    summary: Option<String>,
+    mut stream: mio::net::UnixStream,
+) {
+    if remaining.is_empty() {
+        return finish(daemon, &session_id, created, summary, stream);
+    }
+    let params = remaining.remove(0);
+    let mut rest = std::mem::take(remaining);
+    lifecycle::delegate(
+        daemon,
+        params,
+        Box::new(move |daemon: &mut Daemon, result| match result {
+            Ok(task_id) => {
+                let mut created = created;
+                created.push(task_id);
+                delegate_next(daemon, session_id, &mut rest, created, summary, stream);
+            }
+            Err(error) => {
+                // A plan is all or nothing: what was proposed already is withdrawn.
+                if summary.is_some() && !created.is_empty() {
+                    let _ = lifecycle::decide_plan(daemon, &created, false);
+                }
+                reply(&mut stream, Err(error.to_string()));
+            }
+        }),
+    );
+}
+
+fn finish(
+    daemon: &mut Daemon,
+    session_id: &str,
+    created: Vec<u64>,
+    summary: Option<String>,
+    mut stream: mio::net::UnixStream,
+) {
+    let tasks: Vec<Value> = created
+        .iter()
+        .filter_map(|id| daemon.tasks.tickets.get(id))
+        .map(|t| json!({"task_id": t.task_id, "ticket_id": t.ticket_id, "status": t.status().as_str()}))
+        .collect();
+    if let Some(summary) = summary {
+        log::info!("{session_id}: proposes a plan of tasks {created:?}");
+        let content = if summary.is_empty() {
+            format!(
+                "{session_id} proposes {} task(s) for approval",
+                created.len()
+            )
+        } else {
+            summary
+        };
+        daemon.broadcast(&ClaudeResponse {
+            r#type: "claude_response",
+            session_id,
+            content: &content,
+            actions: vec![json!({
+                "type": "approve_plan",
+                "button_text": "Approve",
+                "task_ids": created,
+            })],
+            in_reply_to: None,
+            timestamp: rfc3339(std::time::SystemTime::now()),
+        });
+        reply(
+            &mut stream,
+            Ok(
+                json!({"tasks": tasks, "note": "proposed: the tasks run once a person approves the plan"}),
+            ),
+        );
+    } else {
+        reply(&mut stream, Ok(json!({"tasks": tasks})));
+    }
+}
