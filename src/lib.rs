@@ -12,6 +12,7 @@
 //! | [`proto`] | pure wire code: HTTP decoder and encoder, WebSocket upgrade check and frames, hook socket messages | I/O, clocks |
 //! | [`wire`] | every JSON shape: REST bodies, WebSocket messages both ways, task shapes shared with the store | logic |
 //! | [`error_code`] | the reference's error codes and ours | pick HTTP statuses |
+//! | [`calls`] | the daemon's tools for agents (`orchestra mcp`): list agents and tasks, delegate, message, propose plans, in the calling session's name | touch sockets other than the call's own |
 //! | [`api`] | routing, JWT auth and scopes, handlers, mapping every layer's errors to HTTP, WebSocket message semantics | touch sockets |
 //! | [`daemon`] | loop-owned state: agents, pane sources, the hub, deadlines, replies waiting to be written | decide who reacts, touch client sockets |
 //! | [`agents`] | sessions: registry, status and activity with evidence, CLI hooks (settings, the hook socket, held permission requests), spawn/kill/adopt, /proc metrics, input validation; announces [`agents::AgentEvent`]s | run tmux directly, call into tasks |
@@ -242,6 +243,7 @@ mod tests {
         let everything_ours = [
             "agents",
             "api",
+            "calls",
             "config",
             "daemon",
             "dispatch",
@@ -269,7 +271,7 @@ mod tests {
                 .collect()
         };
         let features = [
-            "agents", "panes", "tasks", "api", "daemon", "dispatch", "server",
+            "agents", "panes", "tasks", "api", "calls", "daemon", "dispatch", "server",
         ];
         let rules: Vec<(&[&str], Vec<&str>, &str)> = vec![
             (&["proto"], except(&["proto"]), "proto is pure wire code"),
@@ -285,8 +287,8 @@ mod tests {
             ),
             (
                 &["agents", "panes"],
-                vec!["tasks"],
-                "agents announce events; tasks follow them",
+                vec!["tasks", "calls"],
+                "agents announce events; tasks and tools follow them",
             ),
             // `net` is left out: a WebSocket connection carries its `api::auth::Principal`.
             (

@@ -71,6 +71,8 @@ pub enum Route {
     GetTask(String),
     /// `DELETE /api/tasks/{id}`
     CancelTask(String),
+    /// `POST /api/plans/approve` (true) or `POST /api/plans/reject` (false)
+    DecidePlan(bool),
 }
 
 impl Route {
@@ -84,9 +86,11 @@ impl Route {
             | Route::WsTicket
             | Route::ListTasks
             | Route::GetTask(_) => Scope::Observe,
-            Route::Spawn | Route::KillAgent(_) | Route::Delegate | Route::CancelTask(_) => {
-                Scope::Control
-            }
+            Route::Spawn
+            | Route::KillAgent(_)
+            | Route::Delegate
+            | Route::CancelTask(_)
+            | Route::DecidePlan(_) => Scope::Control,
         }
     }
 }
@@ -109,6 +113,8 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ["delegate"] => ("delegate", &["POST"]),
         ["tasks"] => ("tasks", &["GET"]),
         ["tasks", id] if !id.is_empty() => ("task", &["GET", "DELETE"]),
+        ["plans", "approve"] => ("approve", &["POST"]),
+        ["plans", "reject"] => ("reject", &["POST"]),
         _ => return Err(not_found(path)),
     };
     let route = match (resource, method) {
@@ -123,6 +129,8 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ("tasks", "GET") => Route::ListTasks,
         ("task", "GET") => Route::GetTask(decode_segment(segments[1])?),
         ("task", "DELETE") => Route::CancelTask(decode_segment(segments[1])?),
+        ("approve", "POST") => Route::DecidePlan(true),
+        ("reject", "POST") => Route::DecidePlan(false),
         _ => {
             return Err(ApiError::new(
                 405,
@@ -290,6 +298,7 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, peer: IpAddr, request: &Request
         Route::ListTasks => tasks::list(daemon, request),
         Route::GetTask(id) => tasks::get(daemon, &id),
         Route::CancelTask(id) => tasks::cancel(daemon, conn, &id),
+        Route::DecidePlan(approve) => tasks::decide_plan(daemon, request, approve),
     };
     match handled {
         Handled::Now(mut response) => {
@@ -415,6 +424,11 @@ mod tests {
             Route::AgentMessages("sess-claude-primary".into())
         );
         assert_eq!(route("POST", "/api/delegate").unwrap(), Route::Delegate);
+        assert_eq!(
+            route("POST", "/api/plans/approve").unwrap(),
+            Route::DecidePlan(true)
+        );
+        assert_eq!(route("GET", "/api/plans/reject").unwrap_err().status, 405);
         assert_eq!(route("GET", "/api/tasks").unwrap(), Route::ListTasks);
         assert_eq!(
             route("GET", "/api/tasks/12").unwrap(),

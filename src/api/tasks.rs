@@ -9,7 +9,7 @@ use crate::proto::http::Request;
 use crate::tasks::error::TaskError;
 use crate::tasks::lifecycle::{self, DelegateParams};
 use crate::tasks::{TaskStatus, Ticket, ms_rfc3339};
-use crate::wire::rest::{DelegateRequest, DelegateResponse, TaskList, TaskView};
+use crate::wire::rest::{DelegateRequest, DelegateResponse, PlanDecision, TaskList, TaskView};
 
 /// Largest page of `GET /api/tasks`.
 pub const MAX_PAGE: usize = 500;
@@ -167,6 +167,33 @@ fn list_page(daemon: &Daemon, request: &Request) -> Result<Handled, ApiError> {
             offset,
         },
     )))
+}
+
+/// `POST /api/plans/approve` or `/reject`: the plan's proposed tasks become `pending` (and
+/// run) or end `cancelled`; answers with the tickets.
+pub fn decide_plan(daemon: &mut Daemon, request: &Request, approve: bool) -> Handled {
+    let body: PlanDecision = match parse_body(request) {
+        Ok(body) => body,
+        Err(error) => return Handled::Now(error.to_response()),
+    };
+    if let Err(error) = lifecycle::decide_plan(daemon, &body.task_ids, approve) {
+        return Handled::Now(ApiError::from_task(error).to_response());
+    }
+    let tasks: Vec<TaskView> = body
+        .task_ids
+        .iter()
+        .filter_map(|id| daemon.tasks.tickets.get(id))
+        .map(view)
+        .collect();
+    Handled::Now(json(
+        200,
+        &TaskList {
+            total: tasks.len(),
+            limit: tasks.len(),
+            offset: 0,
+            tasks,
+        },
+    ))
 }
 
 /// `DELETE /api/tasks/{id}`: answers once the ticket is `cancelled`.

@@ -129,6 +129,14 @@ pub struct AgentDetail {
     pub exit_signal: Option<i32>,
 }
 
+/// `POST /api/plans/approve` and `POST /api/plans/reject` body.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanDecision {
+    /// The plan's proposed tasks (from its `approve_plan` action).
+    pub task_ids: Vec<u64>,
+}
+
 /// `GET /api/agents/{session_id}/messages` answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct MessageList<'a> {

@@ -165,3 +165,102 @@ fn encode(token: &str, event: &str, payload: &Value) -> Vec<u8> {
         .to_string()
         .into_bytes()
 }
+
+/// Calls one of the daemon's agent tools with `session`'s credential, as `orchestra mcp` does.
+fn call(env: &[(String, String)], tool: &str, arguments: Value) -> Value {
+    let var = |name: &str| env.iter().find(|(k, _)| k == name).unwrap().1.clone();
+    let mut stream = UnixStream::connect(var("ORCHESTRA_HOOK_SOCKET")).unwrap();
+    stream
+        .set_read_timeout(Some(crate::common::PATIENCE))
+        .unwrap();
+    let message =
+        json!({"token": var("ORCHESTRA_HOOK_TOKEN"), "call": tool, "arguments": arguments});
+    stream.write_all(message.to_string().as_bytes()).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    serde_json::from_str(&answer).unwrap()
+}
+
+#[test]
+fn plans_are_approved_or_rejected_over_rest_and_tool_calls_are_checked() {
+    let daemon = daemon();
+    let token = daemon.control();
+    let session = daemon.spawn(&token, "hooked")["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let env = hook_env(&daemon, &token, &session);
+    let propose = || {
+        let answer = call(
+            &env,
+            "propose_plan",
+            json!({"summary": "check", "tasks": [{"agent_type": "shell", "task": "true"}]}),
+        );
+        assert_eq!(answer["ok"], true, "{answer}");
+        answer["result"]["tasks"][0]["task_id"].as_u64().unwrap()
+    };
+    let rejected = propose();
+    assert_eq!(
+        daemon.task(&token, &rejected.to_string())["status"],
+        "proposed"
+    );
+    let answer = daemon.post(
+        "/api/plans/reject",
+        &token,
+        &json!({"task_ids": [rejected]}),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["tasks"][0]["status"], "cancelled");
+
+    let approved = propose();
+    daemon
+        .post(
+            "/api/plans/approve",
+            &daemon.token("observe"),
+            &json!({"task_ids": [approved]}),
+        )
+        .assert_error(403, "FORBIDDEN");
+    let answer = daemon.post(
+        "/api/plans/approve",
+        &token,
+        &json!({"task_ids": [approved]}),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let done = daemon.wait_task_final(&token, &approved.to_string());
+    assert_eq!(done["status"], "completed", "{done}");
+    // Deciding twice, or on a task that was never proposed, changes nothing.
+    daemon
+        .post(
+            "/api/plans/approve",
+            &token,
+            &json!({"task_ids": [approved]}),
+        )
+        .assert_error(400, "INVALID_REQUEST");
+    daemon
+        .post("/api/plans/approve", &token, &json!({"task_ids": [99999]}))
+        .assert_error(404, "TASK_NOT_FOUND");
+
+    // Tool calls: the agent sees the daemon's agents and tasks; bad calls are refused.
+    let listed = call(&env, "list_agents", json!({}));
+    assert_eq!(
+        listed["result"]["agents"][0]["session_id"],
+        session.as_str()
+    );
+    let task = call(&env, "get_task", json!({"task_id": approved}));
+    assert_eq!(task["result"]["status"], "completed");
+    for (tool, arguments) in [
+        ("no_such_tool", json!({})),
+        ("delegate_task", json!({"task": "missing its agent type"})),
+        ("propose_plan", json!({"tasks": []})),
+        (
+            "send_message",
+            json!({"session_id": session, "content": "to myself"}),
+        ),
+        ("get_task", json!({"task_id": 424242})),
+    ] {
+        let answer = call(&env, tool, arguments);
+        assert_eq!(answer["ok"], false, "{tool}: {answer}");
+    }
+    assert_eq!(daemon.get("/api/health", &token).status, 200);
+}
