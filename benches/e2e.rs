@@ -719,16 +719,27 @@ fn hooks(daemon: &DaemonProcess, samples: usize) -> Vec<Row> {
     // The agent's own hook variables, as its CLI has them.
     let detail: Value = ureq_get(daemon, &format!("/api/agents/{session}"));
     let pid = detail["pid"].as_u64().unwrap();
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    let env: Vec<(String, String)> = environ
-        .split(|b| *b == 0)
-        .filter_map(|kv| {
-            let kv = String::from_utf8_lossy(kv);
-            let (k, v) = kv.split_once('=')?;
-            k.starts_with("ORCHESTRA_HOOK_")
-                .then(|| (k.to_string(), v.to_string()))
+    // The pane's first program execs the agent a moment after the spawn is answered.
+    let env: Vec<(String, String)> = (0..500)
+        .find_map(|_| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let env: Vec<(String, String)> = environ
+                .split(|b| *b == 0)
+                .filter_map(|kv| {
+                    let kv = String::from_utf8_lossy(kv);
+                    let (k, v) = kv.split_once('=')?;
+                    k.starts_with("ORCHESTRA_HOOK_")
+                        .then(|| (k.to_string(), v.to_string()))
+                })
+                .collect();
+            if env.len() >= 2 {
+                Some(env)
+            } else {
+                std::thread::sleep(Duration::from_millis(10));
+                None
+            }
         })
-        .collect();
+        .expect("the agent's hook variables");
     let var = |name: &str| env.iter().find(|(k, _)| k == name).unwrap().1.clone();
     let (socket, credential) = (var("ORCHESTRA_HOOK_SOCKET"), var("ORCHESTRA_HOOK_TOKEN"));
     let wait_for = |ws: &mut WebSocket<TcpStream>, activity: &str| loop {

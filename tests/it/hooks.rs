@@ -24,22 +24,22 @@ fn daemon() -> DaemonProcess {
 fn hook_env(daemon: &DaemonProcess, token: &str, session: &str) -> Vec<(String, String)> {
     let detail = daemon.get(&format!("/api/agents/{session}"), token).json();
     let pid = detail["pid"].as_u64().unwrap();
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    let vars: Vec<(String, String)> = environ
-        .split(|b| *b == 0)
-        .filter_map(|kv| {
-            let kv = String::from_utf8_lossy(kv);
-            let (k, v) = kv.split_once('=')?;
-            k.starts_with("ORCHESTRA_HOOK_")
-                .then(|| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    assert_eq!(
-        vars.len(),
-        4,
-        "socket, credential and the two timeouts: {vars:?}"
-    );
-    vars
+    // The pane's first program is `orchestra agent-exec`, which execs the agent with its
+    // environment a moment after the spawn is answered; /proc offers no event for that.
+    crate::common::wait_until("the agent to be exec'd with its environment", || {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let vars: Vec<(String, String)> = environ
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                let (k, v) = kv.split_once('=')?;
+                k.starts_with("ORCHESTRA_HOOK_")
+                    .then(|| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        // Socket, credential and the two timeouts.
+        (vars.len() == 4).then_some(vars)
+    })
 }
 
 /// Runs the real hook client for `event` with `env` and `payload` on its standard input.
