@@ -56,6 +56,21 @@ pub struct Server {
     _lock: std::fs::File,
 }
 
+/// Binds the Unix socket at `path` (replacing a stale one) and registers it as `token`.
+fn listen_unix(
+    poll: &Poll,
+    path: &std::path::Path,
+    token: mio::Token,
+) -> Result<UnixListener, String> {
+    let _ = std::fs::remove_file(path);
+    let mut listener =
+        UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    poll.registry()
+        .register(&mut listener, token, Interest::READABLE)
+        .map_err(|e| e.to_string())?;
+    Ok(listener)
+}
+
 impl Server {
     /// Prepares the state directory, binds the sockets and adopts existing sessions.
     pub fn start(config: Config) -> Result<Server, String> {
@@ -85,13 +100,7 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|e| e.to_string())?;
 
-        let attach_path = config.attach_socket();
-        let _ = std::fs::remove_file(&attach_path);
-        let mut attach_listener = UnixListener::bind(&attach_path)
-            .map_err(|e| format!("cannot bind {}: {e}", attach_path.display()))?;
-        poll.registry()
-            .register(&mut attach_listener, ATTACH_LISTENER, Interest::READABLE)
-            .map_err(|e| e.to_string())?;
+        let attach_listener = listen_unix(&poll, &config.attach_socket(), ATTACH_LISTENER)?;
 
         let (signal_reader, signal_writer) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| format!("cannot create the signal pipe: {e}"))?;
@@ -119,13 +128,7 @@ impl Server {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| e.to_string())?);
         let (notifier, continuations) = Notifier::new(waker);
         let registry = poll.registry().try_clone().map_err(|e| e.to_string())?;
-        let hook_path = config.hook_socket();
-        let _ = std::fs::remove_file(&hook_path);
-        let mut hook_listener = UnixListener::bind(&hook_path)
-            .map_err(|e| format!("cannot bind {}: {e}", hook_path.display()))?;
-        poll.registry()
-            .register(&mut hook_listener, HOOK_LISTENER, Interest::READABLE)
-            .map_err(|e| e.to_string())?;
+        let hook_listener = listen_unix(&poll, &config.hook_socket(), HOOK_LISTENER)?;
         let mut daemon = Daemon::new(
             config.clone(),
             auth,

@@ -140,24 +140,7 @@ fn the_reference_typescript_client_prints_terminal_output() {
         .as_str()
         .unwrap()
         .to_string();
-    let source = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/reference_client.ts"
-    ))
-    .unwrap();
-    let script = daemon.dir.path().join("client.mjs");
-    std::fs::write(
-        &script,
-        erase_types(&fill_in(&source, &daemon, &token, &session)),
-    )
-    .unwrap();
-    let child = Command::new("node")
-        .arg("--experimental-websocket")
-        .arg("--no-warnings")
-        .arg(&script)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = typescript_client(&daemon, &token, &session);
     daemon.wait_for_log("GET /ws/observe 101");
     type_marker(&daemon, &session, "hello-from-typescript-test");
     let printed = wait_for_line(child, "hello-from-typescript-test");
@@ -169,6 +152,29 @@ fn the_reference_typescript_client_prints_terminal_output() {
             .any(|l| l.starts_with(&format!("[{session}] "))),
         "{printed}"
     );
+}
+
+/// Starts the reference's TypeScript client (its values filled in, its types erased) under
+/// Node, with its output piped.
+fn typescript_client(daemon: &DaemonProcess, token: &str, session: &str) -> Child {
+    let source = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/reference_client.ts"
+    ))
+    .unwrap();
+    let script = daemon.dir.path().join("client.mjs");
+    std::fs::write(
+        &script,
+        erase_types(&fill_in(&source, daemon, token, session)),
+    )
+    .unwrap();
+    Command::new("node")
+        .arg("--experimental-websocket")
+        .arg("--no-warnings")
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// Erases the TypeScript annotations the example uses (what `tsc` would drop): field
@@ -207,25 +213,7 @@ fn the_reference_typescript_client_prints_the_real_claudes_reply() {
     });
     // This test's own connection has been upgraded; the client's upgrade is the next one.
     daemon.wait_for_log("GET /ws/observe 101");
-    let source = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/reference_client.ts"
-    ))
-    .unwrap();
-    let script = daemon.dir.path().join("client.mjs");
-    let token = daemon.token("observe");
-    std::fs::write(
-        &script,
-        erase_types(&fill_in(&source, &daemon, &token, "sess-claude-primary")),
-    )
-    .unwrap();
-    let child = Command::new("node")
-        .arg("--experimental-websocket")
-        .arg("--no-warnings")
-        .arg(&script)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = typescript_client(&daemon, &daemon.token("observe"), "sess-claude-primary");
     daemon.wait_for_log("GET /ws/observe 101");
     ws.send(json!({"type": "user_message", "session_id": "sess-claude-primary", "content": "hi"}));
     let printed = wait_for_line(child, "Claude: ");
