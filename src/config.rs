@@ -357,6 +357,9 @@ pub struct PaneConfig {
     /// How often the daemon checks that every live pane's output pipe still delivers.
     #[serde(with = "duration_text")]
     pub health_interval: Duration,
+    /// Quiet time after output before the screen of an agent with screen rules is checked.
+    #[serde(with = "duration_text")]
+    pub screen_check_after: Duration,
 }
 
 impl Default for PaneConfig {
@@ -366,6 +369,7 @@ impl Default for PaneConfig {
             live_frame_bytes: 2 * 1024 * 1024,
             max_input_bytes: 1024 * 1024,
             health_interval: Duration::from_secs(15),
+            screen_check_after: Duration::from_millis(300),
         }
     }
 }
@@ -521,6 +525,24 @@ pub struct AgentType {
     /// (`"claude"`); without, activity is read from output and quiet time.
     #[serde(default)]
     pub hooks: Option<HookStyle>,
+    /// For agents without hooks: what the screen shows when the agent waits for input or
+    /// for a permission, checked once output has been quiet for `panes.screen_check_after`.
+    /// The first rule whose pattern matches the screen's text wins.
+    #[serde(default)]
+    pub screen_rules: Vec<ScreenRule>,
+}
+
+/// `[[agents.<type>.screen_rules]]`: a pattern on the agent's screen and what it means.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScreenRule {
+    /// A name for the evidence, e.g. `permission dialog`.
+    pub name: String,
+    /// A regular expression (Rust `regex` syntax) over the screen's text, rows joined by
+    /// newlines; `(?m)` makes `^` and `$` match at each row.
+    pub pattern: String,
+    /// `waiting_input`, `needs_approval` or `working`.
+    pub activity: String,
 }
 
 fn default_submit_delay() -> Duration {
@@ -775,6 +797,9 @@ fn validate_agent_type(name: &str, agent: &AgentType) -> Result<(), ConfigError>
             )));
         }
     }
+    if let Err(e) = crate::agents::screen::ScreenRules::compile(&agent.screen_rules) {
+        return Err(ConfigError(format!("agents.{name}.screen_rules: {e}")));
+    }
     for key in agent.env.keys() {
         if !crate::agents::validate::is_env_name(key) {
             return Err(ConfigError(format!(
@@ -808,6 +833,7 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
                 submit_delay: default_submit_delay(),
                 max_tasks: None,
                 hooks: (name == "claude").then_some(HookStyle::Claude),
+                screen_rules: Vec::new(),
             },
         );
     };

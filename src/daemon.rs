@@ -118,6 +118,8 @@ pub enum Timer {
     HookTimeout(usize, u64),
     /// Give up waiting for a person's answer to a permission request (request id).
     ApprovalTimeout(String),
+    /// Check a quiet pane's screen against its type's screen rules.
+    ScreenCheck(String),
     /// See whether a session has gone quiet long enough to be `idle`.
     IdleCheck(String),
     /// Press Enter after a typed `user_message` (session, typing serial).

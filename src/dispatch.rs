@@ -50,6 +50,7 @@ pub fn timer(daemon: &mut Daemon, timer: Timer) {
         }
         Timer::HookTimeout(key, serial) => daemon.on_hook_timeout(key, serial),
         Timer::ApprovalTimeout(request_id) => daemon.on_approval_timeout(&request_id),
+        Timer::ScreenCheck(session) => daemon.on_screen_check(&session),
         Timer::IdleCheck(session) => daemon.on_idle_check(&session),
         Timer::SubmitEnter(session, serial) => daemon.press_enter(&session, serial),
         Timer::CaptureHealth => daemon.check_capture_health(),

@@ -228,6 +228,19 @@ impl ActivityState {
         false
     }
 
+    /// A screen rule matched (agents without hooks). Returns whether the activity changed.
+    pub fn on_screen(&mut self, activity: Activity, rule: &str, now: SystemTime) -> bool {
+        if self.hooked {
+            return false;
+        }
+        self.set(
+            activity,
+            Source::Screen,
+            format!("screen rule: {rule}"),
+            now,
+        )
+    }
+
     /// The agent's process ended.
     pub fn on_exit(&mut self, now: SystemTime) -> bool {
         self.set(

@@ -89,6 +89,86 @@ impl Daemon {
         self.schedule_idle_check(session_id);
     }
 
+    /// Makes sure the screen of an agent with screen rules is checked once its output has
+    /// been quiet for `panes.screen_check_after`.
+    pub fn schedule_screen_check(&mut self, session_id: &str) {
+        let quiet_for = self.config.panes.screen_check_after;
+        let Some(agent) = self.agents.get_mut(session_id) else {
+            return;
+        };
+        if agent.screen_rules.is_none() || agent.screen_check_pending || agent.exit.is_some() {
+            return;
+        }
+        agent.screen_check_pending = true;
+        let quiet = SystemTime::now()
+            .duration_since(agent.last_activity)
+            .unwrap_or_default();
+        self.timers.schedule_in(
+            quiet_for.saturating_sub(quiet) + Duration::from_millis(1),
+            Timer::ScreenCheck(session_id.into()),
+        );
+    }
+
+    /// A screen check fell due: ask the emulator for the screen once the pane is quiet.
+    pub fn on_screen_check(&mut self, session_id: &str) {
+        let quiet_for = self.config.panes.screen_check_after;
+        let Some(agent) = self.agents.get_mut(session_id) else {
+            return;
+        };
+        agent.screen_check_pending = false;
+        let quiet = SystemTime::now()
+            .duration_since(agent.last_activity)
+            .unwrap_or_default();
+        if quiet < quiet_for {
+            self.schedule_screen_check(session_id);
+        } else {
+            self.emulators.text(session_id);
+        }
+    }
+
+    /// The screen of an agent with screen rules, once quiet: the first matching rule says
+    /// what it is doing; when a turn ends at the prompt, what it added to the screen is its
+    /// reply to the oldest message typed into it.
+    pub fn on_screen_text(&mut self, session_id: &str, text: &str) {
+        let Some(agent) = self.agents.get_mut(session_id) else {
+            return;
+        };
+        let Some(rules) = agent.screen_rules.clone() else {
+            return;
+        };
+        let Some((activity, rule)) = rules.classify(text) else {
+            return;
+        };
+        let was = agent.activity.activity;
+        agent.activity.on_screen(activity, rule, SystemTime::now());
+        if activity != super::activity::Activity::WaitingInput {
+            self.refresh_status(session_id);
+            return;
+        }
+        let before = agent.prompt_screen.replace(text.to_string());
+        let turn_ended = was == super::activity::Activity::Working;
+        let answered = if turn_ended {
+            agent.conversation.undelivered.pop_front()
+        } else {
+            None
+        };
+        if let Some(in_reply_to) = answered {
+            let content = super::screen::added_lines(before.as_deref().unwrap_or(""), text);
+            self.agents.announce(AgentEvent::Replied {
+                session_id: session_id.to_string(),
+                content: content.clone(),
+                in_reply_to: in_reply_to.clone(),
+            });
+            self.remember(
+                session_id,
+                super::history::Role::Agent,
+                content,
+                in_reply_to,
+            );
+        }
+        self.refresh_status(session_id);
+    }
+
     /// The agent's process ended: announce the new status, and a crash with its last lines.
     pub fn announce_exit(&mut self, session_id: &str) {
         self.refresh_status(session_id);

@@ -437,7 +437,16 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
 /// Adds an agent to the registry and starts watching its process and output. `adopted` is
 /// tmux's view of a pane found after a restart (which may already be dead); `None` for a
 /// pane the daemon just created (its pipe was attached with it, so its stream starts blank).
-fn register(daemon: &mut Daemon, agent: Agent, adopted: Option<PaneState>) {
+fn register(daemon: &mut Daemon, mut agent: Agent, adopted: Option<PaneState>) {
+    if let Some(agent_type) = daemon.config.agents.get(&agent.agent_type)
+        && agent_type.hooks.is_none()
+        && !agent_type.screen_rules.is_empty()
+    {
+        // Validated when the configuration was loaded.
+        agent.screen_rules = super::screen::ScreenRules::compile(&agent_type.screen_rules)
+            .ok()
+            .map(std::sync::Arc::new);
+    }
     let session_id = agent.id.clone();
     let (pid, rows, cols) = (agent.pid, agent.rows, agent.cols);
     daemon.agents.insert(agent);

@@ -16,6 +16,7 @@ pub mod manager;
 pub mod mcp;
 pub mod meta;
 pub mod procfs;
+pub mod screen;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -359,6 +360,13 @@ pub struct Agent {
     pub conversation: Conversation,
     /// The recent messages and replies (`GET /api/agents/{id}/messages`).
     pub history: history::History,
+    /// Its type's screen rules (types without hooks that have some).
+    pub screen_rules: Option<std::sync::Arc<screen::ScreenRules>>,
+    /// Whether a screen check is scheduled.
+    pub screen_check_pending: bool,
+    /// The screen when a rule last showed it waiting for input (a turn's reply is what it
+    /// added since).
+    pub prompt_screen: Option<String>,
     /// Whether an idle check is scheduled.
     pub idle_check_pending: bool,
     /// Where a re-arm of the capture pipe stands.
@@ -416,6 +424,9 @@ impl Agent {
             hook_token: None,
             conversation: Conversation::default(),
             history: history::History::default(),
+            screen_rules: None,
+            screen_check_pending: false,
+            prompt_screen: None,
             idle_check_pending: false,
             rearm: Rearm::Idle,
             rearms: 0,

@@ -219,6 +219,7 @@ impl Daemon {
         }
         self.refresh_status(session_id);
         self.schedule_idle_check(session_id);
+        self.schedule_screen_check(session_id);
     }
 
     /// tmux closed a pane's pipe.
@@ -409,6 +410,11 @@ impl Daemon {
                 }
             }
             EmulatorEvent::PasteMode { session, on } => self.persist_paste_mode(&session, on),
+            EmulatorEvent::ScreenText { session, text } => {
+                if let Some(text) = text {
+                    self.on_screen_text(&session, &text);
+                }
+            }
         }
     }
 

@@ -70,6 +70,13 @@ pub enum EmulatorEvent {
         /// The screen.
         snapshot: Option<Snapshot>,
     },
+    /// Answer to [`Emulators::text`]: the screen as plain text (`None` if not emulated).
+    ScreenText {
+        /// Session.
+        session: String,
+        /// The visible rows, trailing blanks trimmed, one per line.
+        text: Option<String>,
+    },
     /// The program switched bracketed paste on or off.
     PasteMode {
         /// Session.
@@ -92,6 +99,9 @@ enum Control {
     Snapshot {
         session: String,
         request: u64,
+    },
+    Text {
+        session: String,
     },
     Close {
         session: String,
@@ -179,6 +189,15 @@ impl Emulators {
         let _ = self.control.send(Control::Snapshot {
             session: session.into(),
             request,
+        });
+    }
+
+    /// Asks for the pane's screen as plain text; the answer comes back as
+    /// [`EmulatorEvent::ScreenText`]. Output still queued for the emulator is not in it, so
+    /// ask once the pane has been quiet.
+    pub fn text(&self, session: &str) {
+        let _ = self.control.send(Control::Text {
+            session: session.into(),
         });
     }
 
@@ -286,6 +305,18 @@ fn run(control: Receiver<Control>, data: Receiver<Data>, sink: impl Fn(EmulatorE
                 request,
                 snapshot,
             });
+        }
+        Control::Text { session } => {
+            let text = panes.get(&session).map(|pane| {
+                let screen = pane.parser.screen();
+                let (_, cols) = screen.size();
+                screen
+                    .rows(0, cols.get())
+                    .map(|row| row.trim_end().to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            sink(EmulatorEvent::ScreenText { session, text });
         }
         Control::Close { session } => {
             panes.remove(&session);

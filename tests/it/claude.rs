@@ -43,11 +43,13 @@ pub fn daemon_with_claude_args(model: &ScriptedModel, args: &[&str], extra: &str
         .into_iter()
         .map(quoted)
         .collect();
+        // `{env}` in the extra config stands for the same environment (for more types).
+        let env_table = format!("{{ {} }}", vars.join(", "));
         format!(
-            "[agents.claude]\ncommand = [{}]\nheadless = [{}]\nhooks = \"claude\"\nenv = {{ {} }}\n{extra}",
+            "[agents.claude]\ncommand = [{}]\nheadless = [{}]\nhooks = \"claude\"\nenv = {env_table}\n{}",
             command.join(", "),
             headless.join(", "),
-            vars.join(", ")
+            extra.replace("{env}", &env_table)
         )
     })
 }
@@ -401,5 +403,69 @@ fn the_primary_proposes_a_plan_through_mcp_the_user_approves_and_the_primary_lea
     assert_eq!(
         ws.recv_until("second approval", |m| m["type"] == "error")["error_code"],
         "INVALID_REQUEST"
+    );
+}
+
+/// Screen rules for the Claude Code TUI, read off its real screens (the prompt box, the
+/// permission dialog, the spinner while a turn runs), for use without its hooks.
+const CLAUDE_SCREEN_RULES: &str = r#"
+[[agents.claudescreen.screen_rules]]
+name = "permission dialog"
+pattern = 'Do you want to proceed\?'
+activity = "needs_approval"
+[[agents.claudescreen.screen_rules]]
+name = "spinner"
+pattern = 'esc to interrupt'
+activity = "working"
+[[agents.claudescreen.screen_rules]]
+name = "empty prompt"
+pattern = '(?m)^❯\s*$'
+activity = "waiting_input"
+"#;
+
+#[test]
+fn without_hooks_screen_rules_read_the_real_tui_and_its_reply_is_what_the_turn_added() {
+    let model = ScriptedModel::start(vec![Reply::text("Screens can tell.")]);
+    let cli = claude_cli();
+    let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
+    let daemon = daemon_with_claude(
+        &model,
+        &format!(
+            "[agents.claudescreen]\ncommand = [{}, \"--permission-mode\", \"manual\"]\nenv = {{env}}\n{CLAUDE_SCREEN_RULES}",
+            quoted(&cli)
+        ),
+    );
+    // The same CLI and environment as the `claude` type, but no hooks.
+    let config = std::fs::read_to_string(&daemon.config).unwrap();
+    assert!(config.contains("[agents.claudescreen]"));
+    let token = daemon.control();
+    let mut ws = daemon.ws(&token);
+    let spawned = daemon.post(
+        "/api/agents/spawn",
+        &token,
+        &json!({"agent_type": "claudescreen", "working_dir": daemon.work}),
+    );
+    assert_eq!(spawned.status, 201, "{}", spawned.text());
+    let session = spawned.json()["session_id"].as_str().unwrap().to_string();
+    let is_activity = |m: &serde_json::Value, activity: &str| {
+        m["type"] == "agent_status"
+            && m["session_id"] == session.as_str()
+            && m["activity"] == activity
+    };
+    let ready = ws.recv_until("the prompt on screen", |m| is_activity(m, "waiting_input"));
+    assert_eq!(ready["evidence"]["source"], "screen", "{ready}");
+    assert_eq!(
+        ready["evidence"]["detail"], "screen rule: empty prompt",
+        "{ready}"
+    );
+
+    ws.send(json!({"type": "user_message", "session_id": session, "content": "Can screens tell?", "id": 9}));
+    let reply = ws.recv_until("the reply", |m| m["type"] == "claude_response");
+    assert_eq!(reply["in_reply_to"], 9);
+    let content = reply["content"].as_str().unwrap();
+    assert!(content.contains("Screens can tell."), "{content}");
+    assert!(
+        content.contains("Can screens tell?"),
+        "the turn's screen: {content}"
     );
 }
