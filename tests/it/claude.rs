@@ -124,6 +124,17 @@ fn a_user_message_reaches_the_real_claude_tui_and_its_scripted_answer_streams_ba
 fn hooks_give_delivery_the_reply_and_activity_with_evidence() {
     let model = ScriptedModel::start(vec![Reply::text("Forty-two, as scripted.")]);
     let daemon = daemon_with_claude(&model, "");
+    // The user's own Claude settings, with a hook of their own: the daemon's settings are
+    // added to them, and both run.
+    let home = daemon.work.parent().unwrap().join("claude-home");
+    let marker = daemon.dir.path().join("user-hook-ran");
+    std::fs::create_dir_all(home.join(".claude")).unwrap();
+    std::fs::write(
+        home.join(".claude/settings.json"),
+        json!({"hooks": {"UserPromptSubmit": [{"hooks": [{"type": "command", "command": format!("touch {}", marker.display())}]}]}})
+            .to_string(),
+    )
+    .unwrap();
     let token = daemon.control();
     let mut ws = daemon.ws(&daemon.token("observe"));
     // The reference's primary session, by name.
@@ -162,6 +173,7 @@ fn hooks_give_delivery_the_reply_and_activity_with_evidence() {
     assert_eq!(reply["actions"], json!([]));
     let done = ws.recv_until("waiting again", |m| is_status(m, "waiting_input"));
     assert_eq!(done["evidence"]["detail"], "Stop hook", "{done}");
+    assert!(marker.exists(), "the user's own hook ran too");
 
     let detail = daemon.get(&format!("/api/agents/{session}"), &token).json();
     assert_eq!(detail["activity"], "waiting_input", "{detail}");

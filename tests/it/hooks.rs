@@ -264,3 +264,41 @@ fn plans_are_approved_or_rejected_over_rest_and_tool_calls_are_checked() {
     }
     assert_eq!(daemon.get("/api/health", &token).status, 200);
 }
+
+#[test]
+fn a_working_agent_with_no_output_and_no_events_is_stuck_until_it_moves() {
+    let daemon = DaemonProcess::start_with(&format!(
+        "[sessions]\nstuck_after = \"1s\"\nidle_after = \"1s\"\n[agents.hooked]\ncommand = [\"{}\"]\nhooks = \"claude\"\n",
+        crate::common::agent_script("echo.sh")
+    ));
+    let token = daemon.control();
+    let session = daemon.spawn(&token, "hooked")["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let env = hook_env(&daemon, &token, &session);
+    let mut ws = daemon.ws(&token);
+    let activity_is = |m: &Value, activity: &str| {
+        m["type"] == "agent_status"
+            && m["session_id"] == session.as_str()
+            && m["activity"] == activity
+    };
+    assert!(
+        run_hook(&env, "UserPromptSubmit", &json!({"prompt": "go"}))
+            .status
+            .success()
+    );
+    let stuck = ws.recv_until("stuck", |m| activity_is(m, "stuck"));
+    assert_eq!(stuck["evidence"]["source"], "timer", "{stuck}");
+    assert!(
+        stuck["evidence"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("no output and no events"),
+        "{stuck}"
+    );
+    // Output moves it again.
+    ws.send(json!({"type": "terminal_input", "session_id": session, "data": "again\r"}));
+    let moving = ws.recv_until("working again", |m| activity_is(m, "working"));
+    assert_eq!(moving["evidence"]["detail"], "output again", "{moving}");
+}
