@@ -852,6 +852,11 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
         ]),
     );
     add(
+        "codex",
+        argv(&["codex"]),
+        argv(&["codex", "exec", "--skip-git-repo-check", "--", "{prompt}"]),
+    );
+    add(
         "droid",
         argv(&["droid"]),
         argv(&[
@@ -895,6 +900,21 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
         vec![shell.clone()],
         vec![shell, "-c".into(), "--".into(), "{prompt}".into()],
     );
+    // Codex has no hooks: its screens tell (read off the real TUI, 0.171).
+    if let Some(codex) = agents.get_mut("codex") {
+        codex.screen_rules = vec![
+            ScreenRule {
+                name: "turn running".into(),
+                pattern: "esc to interrupt".into(),
+                activity: "working".into(),
+            },
+            ScreenRule {
+                name: "empty prompt".into(),
+                pattern: "(?m)^› Ask Codex to do anything".into(),
+                activity: "waiting_input".into(),
+            },
+        ];
+    }
     agents
 }
 
@@ -969,10 +989,18 @@ mod tests {
     #[test]
     fn defaults_include_the_builtin_agents() {
         let config = Config::default();
-        for name in ["claude", "droid", "cursor", "aider", "shell"] {
+        for name in ["claude", "codex", "droid", "cursor", "aider", "shell"] {
             assert!(config.agents.contains_key(name), "{name} missing");
         }
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        // Every built-in screen rule compiles.
+        for (name, agent) in &config.agents {
+            assert!(
+                crate::agents::screen::ScreenRules::compile(&agent.screen_rules).is_ok(),
+                "{name}"
+            );
+        }
+        assert!(!config.agents["codex"].screen_rules.is_empty());
     }
 
     #[test]

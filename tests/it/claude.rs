@@ -481,3 +481,65 @@ fn without_hooks_screen_rules_read_the_real_tui_and_its_reply_is_what_the_turn_a
         "the turn's screen: {content}"
     );
 }
+
+#[test]
+fn the_real_codex_tui_is_followed_by_screen_rules_and_its_turn_becomes_a_reply() {
+    let model = ScriptedModel::start(vec![Reply::text("Codex answers from the script.")]);
+    let cli = crate::model::codex_cli();
+    let url = model.url.clone();
+    let daemon = DaemonProcess::start_with_work(move |work: &Path| {
+        let home = work.parent().unwrap().join("codex-home");
+        crate::model::codex_home(&home, &url, &[work]);
+        let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
+        // The built-in codex type's screen rules, read off the real TUI: its empty prompt
+        // shows a placeholder, and a running turn "esc to interrupt".
+        let rules: String = orchestra::config::builtin_agents()["codex"]
+            .screen_rules
+            .iter()
+            .map(|rule| {
+                format!(
+                    "[[agents.codex.screen_rules]]\nname = {}\npattern = {}\nactivity = {}\n",
+                    quoted(&rule.name),
+                    quoted(&rule.pattern),
+                    quoted(&rule.activity)
+                )
+            })
+            .collect();
+        format!(
+            "[agents.codex]\ncommand = [{}]\nenv = {{ HOME = {}, OPENAI_API_KEY = \"sk-scripted\" }}\n{rules}",
+            quoted(&cli),
+            quoted(&home.display().to_string())
+        )
+    });
+    let token = daemon.control();
+    let mut ws = daemon.ws(&token);
+    let session = daemon.spawn(&token, "codex")["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let is_activity = |m: &serde_json::Value, activity: &str| {
+        m["type"] == "agent_status"
+            && m["session_id"] == session.as_str()
+            && m["activity"] == activity
+    };
+    let ready = ws.recv_until("the prompt on screen", |m| is_activity(m, "waiting_input"));
+    assert_eq!(
+        ready["evidence"]["detail"], "screen rule: empty prompt",
+        "{ready}"
+    );
+    ws.send(json!({"type": "user_message", "session_id": session, "content": "hello codex", "id": "c1"}));
+    let reply = ws.recv_until("the reply", |m| m["type"] == "claude_response");
+    assert_eq!(reply["in_reply_to"], "c1");
+    let content = reply["content"].as_str().unwrap();
+    assert!(
+        content.contains("Codex answers from the script."),
+        "{content}"
+    );
+    let asked = model.requests();
+    assert!(
+        asked
+            .iter()
+            .any(|r| r["input"].to_string().contains("hello codex")),
+        "the typed message reached the model"
+    );
+}

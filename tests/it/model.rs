@@ -5,6 +5,9 @@
 //! Requests with tools are the agent's own turns and take the script's replies in order;
 //! requests without tools (side requests such as titles) get a short fixed text, so they
 //! never shift the script. Every request is recorded for the test to inspect.
+//!
+//! It also speaks the streamed Responses API (`POST /v1/responses`) that the OpenAI Codex
+//! CLI uses, for text replies; Codex's own title request gets the fixed side text.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -203,6 +206,24 @@ fn serve(stream: TcpStream, script: &Mutex<Script>) {
             return;
         }
         let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if path.starts_with("/v1/responses") {
+            let side = request["input"]
+                .to_string()
+                .contains("Generate a concise, single-line task title");
+            let reply = if side {
+                Reply::text("Scripted side answer")
+            } else {
+                let mut script = script.lock().unwrap();
+                script.requests.push(request.clone());
+                let next = script.replies.pop_front();
+                if next.is_some() {
+                    script.served += 1;
+                }
+                next.unwrap_or_else(|| Reply::text("(the script has no more replies)"))
+            };
+            let _ = stream_response(&mut writer, &reply);
+            return; // Connection: close
+        }
         if !path.starts_with("/v1/messages") || path.contains("count_tokens") {
             let body = json!({"input_tokens": 10}).to_string();
             let _ = write!(
@@ -239,6 +260,91 @@ fn serve(stream: TcpStream, script: &Mutex<Script>) {
             body.len()
         );
     }
+}
+
+/// A reply in the Responses API's streamed form (text blocks only).
+fn stream_response(out: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
+    write!(
+        out,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n"
+    )?;
+    let text: String = reply
+        .0
+        .iter()
+        .filter_map(|b| match b {
+            Block::Text(text) => Some(text.as_str()),
+            Block::ToolUse { .. } => None,
+        })
+        .collect();
+    let mut event = |name: &str, mut data: Value| -> std::io::Result<()> {
+        data["type"] = json!(name);
+        write!(out, "event: {name}\ndata: {data}\n\n")?;
+        out.flush()
+    };
+    let id = format!("resp_{}", uuid());
+    let response = json!({"id": id, "object": "response", "created_at": 0, "status": "in_progress", "model": "scripted", "output": []});
+    event("response.created", json!({"response": response}))?;
+    let item = json!({"type": "message", "id": "msg_1", "role": "assistant", "status": "in_progress", "content": []});
+    event(
+        "response.output_item.added",
+        json!({"output_index": 0, "item": item}),
+    )?;
+    event(
+        "response.content_part.added",
+        json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+    )?;
+    event(
+        "response.output_text.delta",
+        json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": text}),
+    )?;
+    let done = json!({"type": "message", "id": "msg_1", "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": text, "annotations": []}]});
+    event(
+        "response.output_item.done",
+        json!({"output_index": 0, "item": done}),
+    )?;
+    let mut completed = response;
+    completed["status"] = json!("completed");
+    completed["output"] = json!([done]);
+    completed["usage"] = json!({"input_tokens": 5, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 10});
+    event("response.completed", json!({"response": completed}))
+}
+
+/// The pinned OpenAI Codex CLI, installed into the target directory by
+/// `tests/tools/install-codex.sh` when it is not there yet; fails when it cannot be had.
+pub fn codex_cli() -> String {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("codex");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.with_extension("lock")).unwrap();
+    lock.lock().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/install-codex.sh");
+    let out = std::process::Command::new(script)
+        .arg(&dir)
+        .output()
+        .expect("run tests/tools/install-codex.sh");
+    assert!(
+        out.status.success(),
+        "cannot install the Codex CLI: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Writes Codex's `$HOME/.codex/config.toml`: the scripted server as its model provider
+/// (`OPENAI_BASE_URL` alone is not enough), the API key's variable, `dirs` trusted.
+pub fn codex_home(home: &std::path::Path, model_url: &str, dirs: &[&std::path::Path]) {
+    std::fs::create_dir_all(home.join(".codex")).unwrap();
+    let mut config = format!(
+        "model_provider = \"scripted\"\n\
+         [model_providers.scripted]\nname = \"scripted\"\nbase_url = \"{model_url}/v1\"\n\
+         env_key = \"OPENAI_API_KEY\"\nwire_api = \"responses\"\n"
+    );
+    for dir in dirs {
+        config.push_str(&format!(
+            "[projects.\"{}\"]\ntrust_level = \"trusted\"\n",
+            dir.display()
+        ));
+    }
+    std::fs::write(home.join(".codex/config.toml"), config).unwrap();
 }
 
 fn stop_reason(reply: &Reply) -> &'static str {
