@@ -71,9 +71,14 @@ fn no_process_the_daemon_starts_inherits_its_secret_or_variables() {
     let spawned = daemon.spawn(&token, "printenv");
     let id = spawned["session_id"].as_str().unwrap().to_string();
     let agent = daemon.get(&format!("/api/agents/{id}"), &token).json();
-    let agent_env = environ(pid_of(&agent));
+    // The pane's first program, `orchestra agent-exec`, execs the agent a moment after the
+    // spawn is answered; /proc offers no event for that.
+    let session_var = format!("ORCHESTRA_SESSION_ID={id}");
+    let agent_env = crate::common::wait_until("the agent to be exec'd", || {
+        let env = environ(pid_of(&agent));
+        env.contains(&session_var).then_some(env)
+    });
     assert_clean("an agent", &agent_env, &secret, &["ORCHESTRA_SESSION_ID"]);
-    assert!(agent_env.contains(&format!("ORCHESTRA_SESSION_ID={id}")));
     assert!(
         agent_env.iter().any(|e| e.starts_with("HOME="))
             && agent_env.iter().any(|e| e.starts_with("PATH=")),
