@@ -360,6 +360,10 @@ pub struct PaneConfig {
     /// Quiet time after output before the screen of an agent with screen rules is checked.
     #[serde(with = "duration_text")]
     pub screen_check_after: Duration,
+    /// Widest pane a `resize_terminal` may ask for, in columns.
+    pub max_cols: u16,
+    /// Tallest pane a `resize_terminal` may ask for, in rows.
+    pub max_rows: u16,
 }
 
 impl Default for PaneConfig {
@@ -370,6 +374,8 @@ impl Default for PaneConfig {
             max_input_bytes: 1024 * 1024,
             health_interval: Duration::from_secs(15),
             screen_check_after: Duration::from_millis(300),
+            max_cols: 1000,
+            max_rows: 500,
         }
     }
 }

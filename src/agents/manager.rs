@@ -20,6 +20,7 @@ use super::{
 };
 use crate::config::{AgentType, Config, HookStyle};
 use crate::daemon::{Daemon, Done, Source};
+use crate::error_code::ErrorCode;
 use crate::panes::attach;
 use crate::tmux::{self, PaneId, PaneState, SessionName, Tmux, TmuxError};
 
@@ -648,6 +649,52 @@ fn release_sources(daemon: &mut Daemon, agent: &Agent) {
     daemon.hub.close(&agent.id);
     daemon.emulators.close(&agent.id);
     daemon.drop_typist(&agent.id);
+}
+
+/// Resizes a session's pane to `cols` x `rows` (tmux on a worker); `done` gets the outcome.
+pub fn resize(
+    daemon: &mut Daemon,
+    session_id: &str,
+    rows: u16,
+    cols: u16,
+    done: Done<Result<(), (ErrorCode, String)>>,
+) {
+    let Some(agent) = daemon.agents.get(session_id) else {
+        let why = format!("no agent session {}", crate::shown(session_id));
+        return done(daemon, Err((ErrorCode::SessionNotFound, why)));
+    };
+    if agent.exit.is_some() {
+        let why = format!("the agent of {session_id} has exited");
+        return done(daemon, Err((ErrorCode::SessionNotFound, why)));
+    }
+    if !daemon.jobs.has_room() {
+        let why = "the daemon's workers are all busy; retry shortly".to_string();
+        return done(daemon, Err((ErrorCode::Overloaded, why)));
+    }
+    let (tmux, name, session_id) = (
+        daemon.tmux.clone(),
+        agent.tmux_session.clone(),
+        session_id.to_string(),
+    );
+    daemon.jobs.run(move || {
+        let result = tmux::resize_window(&name, cols, rows)
+            .map_err(TmuxError::from)
+            .and_then(|list| tmux.run(&list));
+        Box::new(move |daemon: &mut Daemon| match result {
+            Ok(_) => {
+                if let Some(agent) = daemon.agents.get_mut(&session_id) {
+                    agent.rows = rows;
+                    agent.cols = cols;
+                }
+                daemon.emulators.resize(&session_id, rows, cols);
+                done(daemon, Ok(()))
+            }
+            Err(error) => done(
+                daemon,
+                Err((ErrorCode::InternalError, format!("cannot resize: {error}"))),
+            ),
+        })
+    });
 }
 
 /// Kills a session: its whole process tree (politely, then by force after the grace

@@ -16,7 +16,7 @@ use crate::panes::typing::{AckKind, InputAck, Typing};
 use crate::proto::http::Request;
 use crate::proto::ws::{self, close};
 use crate::wire::rest::TicketResponse;
-use crate::wire::ws::{ClientMessage, Pong, Subscribed, Unsubscribed, WsError};
+use crate::wire::ws::{ClientMessage, Pong, ResizeAck, Subscribed, Unsubscribed, WsError};
 
 /// What to do after a client message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -357,6 +357,11 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
                 }
             }
         }
+        ClientMessage::ResizeTerminal {
+            session_id,
+            rows,
+            cols,
+        } => resize(daemon, conn, principal, session_id, rows, cols),
         ClientMessage::ApprovePlan { task_ids } => {
             decide_plan(daemon, conn, principal, &task_ids, true)
         }
@@ -380,6 +385,62 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
         }
     }
     After::Continue
+}
+
+/// Resizes a session's pane for a `control` client, within `panes.max_cols`/`max_rows`.
+fn resize(
+    daemon: &mut Daemon,
+    conn: ConnId,
+    principal: &Principal,
+    session_id: String,
+    rows: u16,
+    cols: u16,
+) {
+    let (max_cols, max_rows) = (daemon.config.panes.max_cols, daemon.config.panes.max_rows);
+    if !principal.scopes.allows(Scope::Control) {
+        let detail = "resizing a pane needs the control scope";
+        return send_error(
+            daemon,
+            conn,
+            ErrorCode::Forbidden,
+            detail,
+            Some(&session_id),
+            None,
+        );
+    }
+    if !(2..=max_cols).contains(&cols) || !(2..=max_rows).contains(&rows) {
+        let detail = format!(
+            "a pane is 2 to {max_cols} columns (panes.max_cols) and 2 to {max_rows} rows \
+             (panes.max_rows)"
+        );
+        return send_error(
+            daemon,
+            conn,
+            ErrorCode::InvalidRequest,
+            &detail,
+            Some(&session_id),
+            None,
+        );
+    }
+    let id = session_id.clone();
+    crate::agents::manager::resize(
+        daemon,
+        &id,
+        rows,
+        cols,
+        Box::new(move |daemon: &mut Daemon, result| match result {
+            Ok(()) => daemon.send_ws(
+                conn,
+                &ResizeAck {
+                    r#type: "resize_terminal_ack",
+                    session_id: &session_id,
+                    rows,
+                    cols,
+                },
+            ),
+            Err((code, why)) => send_error(daemon, conn, code, &why, Some(&session_id), None),
+        }),
+    );
 }
 
 /// Approves or rejects a plan's proposed tasks for a `control` client.

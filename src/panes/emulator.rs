@@ -103,6 +103,11 @@ enum Control {
     Text {
         session: String,
     },
+    Resize {
+        session: String,
+        rows: u16,
+        cols: u16,
+    },
     Close {
         session: String,
     },
@@ -198,6 +203,16 @@ impl Emulators {
     pub fn text(&self, session: &str) {
         let _ = self.control.send(Control::Text {
             session: session.into(),
+        });
+    }
+
+    /// The pane was resized: the screen takes the new size (output already queued for the
+    /// emulator is applied at the new size; the program redraws after its SIGWINCH anyway).
+    pub fn resize(&self, session: &str, rows: u16, cols: u16) {
+        let _ = self.control.send(Control::Resize {
+            session: session.into(),
+            rows,
+            cols,
         });
     }
 
@@ -317,6 +332,19 @@ fn run(control: Receiver<Control>, data: Receiver<Data>, sink: impl Fn(EmulatorE
                     .join("\n")
             });
             sink(EmulatorEvent::ScreenText { session, text });
+        }
+        Control::Resize {
+            session,
+            rows,
+            cols,
+        } => {
+            if let Some(pane) = panes.get_mut(&session)
+                && let (Some(r), Some(c)) = (NonZeroU16::new(rows), NonZeroU16::new(cols))
+            {
+                pane.parser.set_size(r, c);
+                pane.rows = rows;
+                pane.cols = cols;
+            }
         }
         Control::Close { session } => {
             panes.remove(&session);

@@ -304,6 +304,23 @@ pub fn capture_tail(pane: &PaneId, lines: u32) -> Result<CommandList, UnsafeArgu
         .arg(pane.as_str())
 }
 
+/// Resizes a session's window (and so its only pane) to `cols` x `rows`; the program in it
+/// gets SIGWINCH.
+pub fn resize_window(
+    name: &SessionName,
+    cols: u16,
+    rows: u16,
+) -> Result<CommandList, UnsafeArgument> {
+    CommandList::new()
+        .command("resize-window")
+        .arg("-t")?
+        .arg(name.target())?
+        .arg("-x")?
+        .arg(cols.to_string())?
+        .arg("-y")?
+        .arg(rows.to_string())
+}
+
 /// Removes a session (its panes receive SIGHUP).
 pub fn kill_session(name: &SessionName) -> Result<CommandList, UnsafeArgument> {
     CommandList::new()

@@ -74,6 +74,15 @@ pub enum ClientMessage {
         /// The plan's tasks.
         task_ids: Vec<u64>,
     },
+    /// Resizes a session's pane (needs `control`): the program in it sees the new size.
+    ResizeTerminal {
+        /// Session.
+        session_id: String,
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
     /// Heartbeat; answered with `pong`.
     Ping {
         /// Echoed in the `pong`.
@@ -230,6 +239,19 @@ pub struct ClaudeResponse<'a> {
     pub in_reply_to: Option<&'a serde_json::Value>,
     /// When the turn ended (RFC 3339).
     pub timestamp: String,
+}
+
+/// `resize_terminal_ack`: the pane now has this size.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResizeAck<'a> {
+    /// Always `resize_terminal_ack`.
+    pub r#type: &'static str,
+    /// Session.
+    pub session_id: &'a str,
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
 }
 
 /// `tool_decision`: a permission request was answered (`allow`, `deny`) or nobody answered in

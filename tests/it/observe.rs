@@ -1141,3 +1141,54 @@ fn a_fresh_subscriber_gets_colours_cursor_and_modes_on_its_screen() {
         vt100::MouseProtocolMode::PressRelease
     );
 }
+
+#[test]
+fn resize_terminal_reaches_the_pane_and_the_screens_that_follow() {
+    let daemon = DaemonProcess::start();
+    let token = daemon.control();
+    let spawned = daemon.spawn(&token, "echo");
+    let session = id_of(&spawned);
+    let name = spawned["tmux_session"].as_str().unwrap().to_string();
+    let mut ws = daemon.ws(&token);
+    ws.send(json!({"type": "resize_terminal", "session_id": session, "rows": 30, "cols": 100}));
+    let ack = ws.recv_until("ack", |m| {
+        m["type"] == "resize_terminal_ack" || m["type"] == "error"
+    });
+    assert_eq!(ack["type"], "resize_terminal_ack", "{ack}");
+    assert_eq!(
+        (ack["rows"].as_u64(), ack["cols"].as_u64()),
+        (Some(30), Some(100))
+    );
+    let size = daemon.tmux(&[
+        "display-message",
+        "-p",
+        "-t",
+        &format!("={name}:"),
+        "#{pane_width}x#{pane_height}",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&size.stdout).trim(), "100x30");
+    // A new viewer's screen has the new size.
+    let mut viewer = daemon.ws(&daemon.token("observe"));
+    assert_eq!(viewer.subscribe(&session)["type"], "subscribed");
+    let screen = viewer.recv_until("screen", |m| m["snapshot"] == true);
+    assert_eq!(
+        (screen["rows"].as_u64(), screen["cols"].as_u64()),
+        (Some(30), Some(100))
+    );
+    // Observers cannot resize; sizes past the limits and unknown sessions are refused.
+    viewer.send(json!({"type": "resize_terminal", "session_id": session, "rows": 40, "cols": 120}));
+    assert_eq!(
+        viewer.recv_until("error", |m| m["type"] == "error")["error_code"],
+        "FORBIDDEN"
+    );
+    for (rows, cols) in [(1, 80), (24, 5000)] {
+        ws.send(
+            json!({"type": "resize_terminal", "session_id": session, "rows": rows, "cols": cols}),
+        );
+        let error = ws.recv_until("error", |m| m["type"] == "error");
+        assert_eq!(error["error_code"], "INVALID_REQUEST", "{error}");
+    }
+    ws.send(json!({"type": "resize_terminal", "session_id": "sess-echo-00000000", "rows": 24, "cols": 80}));
+    let error = ws.recv_until("error", |m| m["type"] == "error");
+    assert_eq!(error["error_code"], "SESSION_NOT_FOUND", "{error}");
+}
