@@ -41,7 +41,9 @@ pub fn handle(daemon: &mut Daemon, pending: PendingCall) {
         "send_message" => send_message(daemon, &session_id, &arguments),
         "delegate_task" => {
             return match delegate_params(&session_id, &arguments, false) {
-                Ok(params) => delegate_all(daemon, session_id, vec![params], None, stream),
+                Ok(params) => {
+                    delegate_all(daemon, session_id, vec![params], Vec::new(), None, stream)
+                }
                 Err(why) => reply(&mut stream, Err(why)),
             };
         }
@@ -59,7 +61,14 @@ pub fn handle(daemon: &mut Daemon, pending: PendingCall) {
                 .map(|task| delegate_params(&session_id, task, true))
                 .collect();
             return match params {
-                Ok(params) => delegate_all(daemon, session_id, params, Some(summary), stream),
+                Ok(params) => delegate_all(
+                    daemon,
+                    session_id,
+                    params,
+                    Vec::new(),
+                    Some(summary),
+                    stream,
+                ),
                 Err(why) => reply(&mut stream, Err(why)),
             };
         }
@@ -185,23 +194,6 @@ fn delegate_all(
     daemon: &mut Daemon,
     session_id: String,
     mut remaining: Vec<DelegateParams>,
-    summary: Option<String>,
-    stream: mio::net::UnixStream,
-) {
-    delegate_next(
-        daemon,
-        session_id,
-        &mut remaining,
-        Vec::new(),
-        summary,
-        stream,
-    );
-}
-
-fn delegate_next(
-    daemon: &mut Daemon,
-    session_id: String,
-    remaining: &mut Vec<DelegateParams>,
     created: Vec<u64>,
     summary: Option<String>,
     mut stream: mio::net::UnixStream,
@@ -210,7 +202,6 @@ fn delegate_next(
         return finish(daemon, &session_id, created, summary, stream);
     }
     let params = remaining.remove(0);
-    let mut rest = std::mem::take(remaining);
     lifecycle::delegate(
         daemon,
         params,
@@ -218,7 +209,7 @@ fn delegate_next(
             Ok(task_id) => {
                 let mut created = created;
                 created.push(task_id);
-                delegate_next(daemon, session_id, &mut rest, created, summary, stream);
+                delegate_all(daemon, session_id, remaining, created, summary, stream);
             }
             Err(error) => {
                 // A plan is all or nothing: what was proposed already is withdrawn.

@@ -26,6 +26,26 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most bytes of standard input forwarded; the daemon refuses longer messages anyway.
 const MAX_INPUT_BYTES: u64 = 4 << 20;
 
+/// Sends one message on the hook socket at `socket` (then closes the sending side, which
+/// ends the message) and returns the daemon's answer, at most `max` bytes. Writing may take
+/// `write_timeout`, the answer `answer_timeout`.
+pub fn exchange(
+    socket: &std::ffi::OsStr,
+    message: &[u8],
+    write_timeout: Duration,
+    answer_timeout: Duration,
+    max: u64,
+) -> std::io::Result<Vec<u8>> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_write_timeout(Some(write_timeout))?;
+    stream.set_read_timeout(Some(answer_timeout))?;
+    stream.write_all(message)?;
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let mut answer = Vec::new();
+    stream.take(max).read_to_end(&mut answer)?;
+    Ok(answer)
+}
+
 /// Runs the hook for `event` (the CLI's event name). Always returns exit code 0.
 pub fn run(event: &str) -> i32 {
     let _ = forward(event);
@@ -54,13 +74,8 @@ fn forward(event: &str) -> Option<()> {
         .read_to_end(&mut input)
         .ok()?;
     let payload = serde_json::from_slice(&input).unwrap_or(serde_json::Value::Null);
-    let mut stream = UnixStream::connect(socket).ok()?;
-    stream.set_write_timeout(Some(timeout)).ok()?;
-    stream.set_read_timeout(Some(answer_timeout)).ok()?;
-    stream.write_all(&encode(&token, event, &payload)).ok()?;
-    stream.shutdown(std::net::Shutdown::Write).ok()?;
-    let mut answer = Vec::new();
-    stream.take(64 * 1024).read_to_end(&mut answer).ok()?;
+    let message = encode(&token, event, &payload);
+    let answer = exchange(&socket, &message, timeout, answer_timeout, 64 * 1024).ok()?;
     // An answer other than `{}` is the hook's output for the CLI (a decision, later).
     let answer = String::from_utf8(answer).ok()?;
     let answer = answer.trim();

@@ -4,12 +4,11 @@
 //! credential from its environment, so a call can do only what that session may.
 
 use std::io::{BufRead, Read, Write};
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::hook_client::{SOCKET_ENV, TOKEN_ENV};
+use super::hook_client::{SOCKET_ENV, TOKEN_ENV, exchange};
 
 /// How long a tool call may wait for the daemon (storing a plan's tasks takes a moment).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -127,21 +126,15 @@ pub fn answer(request: &Value) -> Option<Value> {
 fn call(tool: &str, arguments: &Value) -> Result<Value, String> {
     let socket = std::env::var_os(SOCKET_ENV).ok_or("not started by the Orchestra daemon")?;
     let token = std::env::var(TOKEN_ENV).map_err(|_| "not started by the Orchestra daemon")?;
-    let mut stream = UnixStream::connect(socket)
-        .map_err(|e| format!("the Orchestra daemon is not reachable: {e}"))?;
-    stream
-        .set_read_timeout(Some(CALL_TIMEOUT))
-        .map_err(|e| e.to_string())?;
     let message = json!({"token": token, "call": tool, "arguments": arguments});
-    stream
-        .write_all(message.to_string().as_bytes())
-        .and_then(|_| stream.shutdown(std::net::Shutdown::Write))
-        .map_err(|e| format!("cannot reach the Orchestra daemon: {e}"))?;
-    let mut answer = Vec::new();
-    stream
-        .take(MAX_LINE_BYTES as u64)
-        .read_to_end(&mut answer)
-        .map_err(|e| format!("no answer from the Orchestra daemon: {e}"))?;
+    let answer = exchange(
+        &socket,
+        message.to_string().as_bytes(),
+        CALL_TIMEOUT,
+        CALL_TIMEOUT,
+        MAX_LINE_BYTES as u64,
+    )
+    .map_err(|e| format!("the Orchestra daemon is not reachable or did not answer: {e}"))?;
     let answer: Value =
         serde_json::from_slice(&answer).map_err(|_| "a bad answer from the Orchestra daemon")?;
     if answer["ok"] == true {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::common::DaemonProcess;
+use crate::common::{DaemonProcess, id_of, is_activity};
 use crate::model::{Reply, ScriptedModel, claude_cli, claude_home};
 
 /// A daemon whose `claude` agent type runs the real CLI against `model`, with its own
@@ -30,19 +30,15 @@ pub fn daemon_with_claude_args(model: &ScriptedModel, args: &[&str], extra: &str
             .chain(args.iter().map(String::as_str))
             .map(quoted)
             .collect();
-        let headless: Vec<String> = [
-            cli.as_str(),
-            "-p",
-            "--output-format",
-            "json",
-            "--permission-mode",
-            "acceptEdits",
-            "--",
-            "{prompt}",
-        ]
-        .into_iter()
-        .map(quoted)
-        .collect();
+        // The built-in one-shot form, with the installed CLI as its program.
+        let builtin = orchestra::config::builtin_agents()["claude"]
+            .headless
+            .clone()
+            .unwrap();
+        let headless: Vec<String> = std::iter::once(cli.as_str())
+            .chain(builtin.iter().skip(1).map(String::as_str))
+            .map(quoted)
+            .collect();
         // `{env}` in the extra config stands for the same environment (for more types).
         let env_table = format!("{{ {} }}", vars.join(", "));
         format!(
@@ -98,10 +94,7 @@ fn a_user_message_reaches_the_real_claude_tui_and_its_scripted_answer_streams_ba
     let model = ScriptedModel::start(vec![Reply::text("Hello from the scripted model.")]);
     let daemon = daemon_with_claude(&model, "");
     let token = daemon.control();
-    let session = daemon.spawn(&token, "claude")["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let session = id_of(&daemon.spawn(&token, "claude"));
     let mut ws = daemon.ws(&token);
     let mut screen = ScreenViewer::subscribe(&mut ws, &session);
     // The TUI is ready once it shows its prompt's footer.
@@ -146,11 +139,7 @@ fn hooks_give_delivery_the_reply_and_activity_with_evidence() {
     assert_eq!(spawned.status, 201, "{}", spawned.text());
     let session = spawned.json()["session_id"].as_str().unwrap().to_string();
     assert_eq!(session, "sess-claude-primary");
-    let is_status = |m: &serde_json::Value, activity: &str| {
-        m["type"] == "agent_status"
-            && m["session_id"] == session.as_str()
-            && m["activity"] == activity
-    };
+    let is_status = |m: &serde_json::Value, activity: &str| is_activity(m, &session, activity);
     // The CLI's SessionStart hook says its prompt is ready.
     let ready = ws.recv_until("waiting_input", |m| is_status(m, "waiting_input"));
     assert_eq!(ready["evidence"]["source"], "hook", "{ready}");
@@ -210,15 +199,8 @@ fn a_tool_permission_is_answered_from_afar_allow_runs_it_and_deny_does_not() {
     let daemon = daemon_with_claude_args(&model, &["--permission-mode", "manual"], "");
     let token = daemon.control();
     let mut ws = daemon.ws(&token);
-    let session = daemon.spawn(&token, "claude")["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let activity_is = |m: &serde_json::Value, activity: &str| {
-        m["type"] == "agent_status"
-            && m["session_id"] == session.as_str()
-            && m["activity"] == activity
-    };
+    let session = id_of(&daemon.spawn(&token, "claude"));
+    let activity_is = |m: &serde_json::Value, activity: &str| is_activity(m, &session, activity);
     ws.recv_until("the prompt", |m| activity_is(m, "waiting_input"));
 
     for (path, decision, reply) in [
@@ -279,10 +261,7 @@ fn a_restart_mid_conversation_keeps_the_history_and_the_hooks() {
     let mut daemon = daemon_with_claude(&model, "");
     let token = daemon.control();
     let mut ws = daemon.ws(&token);
-    let session = daemon.spawn(&token, "claude")["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let session = id_of(&daemon.spawn(&token, "claude"));
     ws.recv_until("the prompt", |m| {
         m["type"] == "agent_status" && m["activity"] == "waiting_input"
     });
@@ -459,12 +438,8 @@ fn without_hooks_screen_rules_read_the_real_tui_and_its_reply_is_what_the_turn_a
     );
     assert_eq!(spawned.status, 201, "{}", spawned.text());
     let session = spawned.json()["session_id"].as_str().unwrap().to_string();
-    let is_activity = |m: &serde_json::Value, activity: &str| {
-        m["type"] == "agent_status"
-            && m["session_id"] == session.as_str()
-            && m["activity"] == activity
-    };
-    let ready = ws.recv_until("the prompt on screen", |m| is_activity(m, "waiting_input"));
+    let activity_is = |m: &serde_json::Value, activity: &str| is_activity(m, &session, activity);
+    let ready = ws.recv_until("the prompt on screen", |m| activity_is(m, "waiting_input"));
     assert_eq!(ready["evidence"]["source"], "screen", "{ready}");
     assert_eq!(
         ready["evidence"]["detail"], "screen rule: empty prompt",
@@ -513,16 +488,9 @@ fn the_real_codex_tui_is_followed_by_screen_rules_and_its_turn_becomes_a_reply()
     });
     let token = daemon.control();
     let mut ws = daemon.ws(&token);
-    let session = daemon.spawn(&token, "codex")["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let is_activity = |m: &serde_json::Value, activity: &str| {
-        m["type"] == "agent_status"
-            && m["session_id"] == session.as_str()
-            && m["activity"] == activity
-    };
-    let ready = ws.recv_until("the prompt on screen", |m| is_activity(m, "waiting_input"));
+    let session = id_of(&daemon.spawn(&token, "codex"));
+    let activity_is = |m: &serde_json::Value, activity: &str| is_activity(m, &session, activity);
+    let ready = ws.recv_until("the prompt on screen", |m| activity_is(m, "waiting_input"));
     assert_eq!(
         ready["evidence"]["detail"], "screen rule: empty prompt",
         "{ready}"

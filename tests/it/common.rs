@@ -961,3 +961,15 @@ pub fn prlimit(pid: u32, limit: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The `session_id` of a spawn answer.
+pub fn id_of(spawned: &Value) -> String {
+    spawned["session_id"].as_str().unwrap().to_string()
+}
+
+/// Whether `message` is an `agent_status` of `session` with this `activity`.
+pub fn is_activity(message: &Value, session: &str, activity: &str) -> bool {
+    message["type"] == "agent_status"
+        && message["session_id"] == session
+        && message["activity"] == activity
+}

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::common::DaemonProcess;
+use crate::common::{DaemonProcess, id_of, is_activity};
 
 /// A daemon whose `hooked` agent type is the echo stand-in launched like a CLI with hooks.
 fn daemon() -> DaemonProcess {
@@ -79,14 +79,8 @@ fn raw(daemon: &DaemonProcess, bytes: &[u8]) -> Vec<u8> {
 fn a_hook_speaks_only_for_its_own_session_and_bad_input_is_dropped() {
     let daemon = daemon();
     let token = daemon.control();
-    let first = daemon.spawn(&token, "hooked")["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let second = daemon.spawn(&token, "hooked")["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first = id_of(&daemon.spawn(&token, "hooked"));
+    let second = id_of(&daemon.spawn(&token, "hooked"));
     let first_env = hook_env(&daemon, &token, &first);
     let second_env = hook_env(&daemon, &token, &second);
     assert_ne!(first_env, second_env, "each session has its own credential");
@@ -146,10 +140,7 @@ fn a_hook_speaks_only_for_its_own_session_and_bad_input_is_dropped() {
 fn the_hook_client_exits_at_once_and_quietly_when_the_daemon_is_gone() {
     let mut daemon = daemon();
     let token = daemon.control();
-    let session = daemon.spawn(&token, "hooked")["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let session = id_of(&daemon.spawn(&token, "hooked"));
     let env = hook_env(&daemon, &token, &session);
     daemon.stop();
     let out = run_hook(&env, "UserPromptSubmit", &json!({"prompt": "hi"}));
@@ -186,10 +177,7 @@ fn call(env: &[(String, String)], tool: &str, arguments: Value) -> Value {
 fn plans_are_approved_or_rejected_over_rest_and_tool_calls_are_checked() {
     let daemon = daemon();
     let token = daemon.control();
-    let session = daemon.spawn(&token, "hooked")["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let session = id_of(&daemon.spawn(&token, "hooked"));
     let env = hook_env(&daemon, &token, &session);
     let propose = || {
         let answer = call(
@@ -272,17 +260,10 @@ fn a_working_agent_with_no_output_and_no_events_is_stuck_until_it_moves() {
         crate::common::agent_script("echo.sh")
     ));
     let token = daemon.control();
-    let session = daemon.spawn(&token, "hooked")["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let session = id_of(&daemon.spawn(&token, "hooked"));
     let env = hook_env(&daemon, &token, &session);
     let mut ws = daemon.ws(&token);
-    let activity_is = |m: &Value, activity: &str| {
-        m["type"] == "agent_status"
-            && m["session_id"] == session.as_str()
-            && m["activity"] == activity
-    };
+    let activity_is = |m: &Value, activity: &str| is_activity(m, &session, activity);
     assert!(
         run_hook(&env, "UserPromptSubmit", &json!({"prompt": "go"}))
             .status

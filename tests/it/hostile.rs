@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::common::{
-    Closed, DaemonProcess, Resp, parse_responses, process_alive, read_to_close, wait_until,
+    Closed, DaemonProcess, Resp, id_of, parse_responses, process_alive, read_to_close, wait_until,
 };
 
 /// Writes `bytes` on a fresh connection and returns every response until the daemon closes it.
@@ -71,10 +71,6 @@ fn list_total(daemon: &DaemonProcess, token: &str) -> u64 {
     let resp = daemon.get("/api/agents", token);
     assert_eq!(resp.status, 200, "{}", resp.text());
     resp.json()["total"].as_u64().unwrap()
-}
-
-fn id_of(spawned: &Value) -> String {
-    spawned["session_id"].as_str().unwrap().to_string()
 }
 
 /// Asserts the session is still listed (nothing smuggled deleted it).

@@ -158,19 +158,30 @@ pub fn claude_home(home: &std::path::Path, dirs: &[&std::path::Path]) {
 /// `tests/tools/install-claude.sh` when it is not there yet. Fails when it cannot be had:
 /// the tests that need it never pass without it.
 pub fn claude_cli() -> String {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("claude-code");
+    install_cli("claude-code", "install-claude.sh")
+}
+
+/// The pinned OpenAI Codex CLI, installed by `tests/tools/install-codex.sh`, likewise.
+pub fn codex_cli() -> String {
+    install_cli("codex", "install-codex.sh")
+}
+
+/// Runs `tests/tools/SCRIPT` to install a CLI under `CARGO_TARGET_TMPDIR/DIR` (once, however
+/// many tests ask at the same time) and returns the program's path.
+fn install_cli(dir: &str, script: &str) -> String {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(dir);
     std::fs::create_dir_all(&dir).unwrap();
     // Tests run in parallel: one installs, the others wait for it.
     let lock = std::fs::File::create(dir.with_extension("lock")).unwrap();
     lock.lock().unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/install-claude.sh");
-    let out = std::process::Command::new(script)
+    let script = format!("{}/tests/tools/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(&script)
         .arg(&dir)
         .output()
-        .expect("run tests/tools/install-claude.sh");
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
     assert!(
         out.status.success(),
-        "cannot install the Claude Code CLI: {}",
+        "{script} could not install the CLI: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
@@ -307,26 +318,6 @@ fn stream_response(out: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
     completed["output"] = json!([done]);
     completed["usage"] = json!({"input_tokens": 5, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 10});
     event("response.completed", json!({"response": completed}))
-}
-
-/// The pinned OpenAI Codex CLI, installed into the target directory by
-/// `tests/tools/install-codex.sh` when it is not there yet; fails when it cannot be had.
-pub fn codex_cli() -> String {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("codex");
-    std::fs::create_dir_all(&dir).unwrap();
-    let lock = std::fs::File::create(dir.with_extension("lock")).unwrap();
-    lock.lock().unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/install-codex.sh");
-    let out = std::process::Command::new(script)
-        .arg(&dir)
-        .output()
-        .expect("run tests/tools/install-codex.sh");
-    assert!(
-        out.status.success(),
-        "cannot install the Codex CLI: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// Writes Codex's `$HOME/.codex/config.toml`: the scripted server as its model provider

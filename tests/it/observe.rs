@@ -6,11 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{Closed, DaemonProcess, Transcript, Ws, now, sign, wait_until};
-
-fn id_of(spawned: &Value) -> String {
-    spawned["session_id"].as_str().unwrap().to_string()
-}
+use crate::common::{Closed, DaemonProcess, Transcript, Ws, id_of, now, sign, wait_until};
 
 /// Subscribes and reads up to the screen, returning the transcript positioned after it.
 pub(crate) fn subscribe_with_screen(ws: &mut Ws, session: &str) -> Transcript {
