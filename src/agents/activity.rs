@@ -125,7 +125,9 @@ impl ActivityState {
         }
     }
 
-    fn set(&mut self, activity: Activity, source: Source, detail: String, now: SystemTime) -> bool {
+    /// Records an activity; the detail is copied only when something changed (output
+    /// calls this for every chunk). Returns whether the activity itself changed.
+    fn set(&mut self, activity: Activity, source: Source, detail: &str, now: SystemTime) -> bool {
         if self.activity == activity && self.source == source && self.detail == detail {
             return false;
         }
@@ -135,7 +137,7 @@ impl ActivityState {
         }
         self.activity = activity;
         self.source = source;
-        self.detail = detail;
+        self.detail = detail.to_string();
         changed
     }
 
@@ -183,7 +185,7 @@ impl ActivityState {
             HookEvent::Stop => (Activity::WaitingInput, "Stop hook".into()),
             HookEvent::SessionEnd => (Activity::Idle, "SessionEnd hook".into()),
         };
-        self.set(activity, Source::Hook, detail, now)
+        self.set(activity, Source::Hook, &detail, now)
     }
 
     /// The agent printed something. Returns whether the activity changed.
@@ -193,16 +195,11 @@ impl ActivityState {
             // A TUI redraws while it waits (spinners, clocks): output says nothing new,
             // except that a stuck agent is moving again.
             if self.activity == Activity::Stuck {
-                return self.set(
-                    Activity::Working,
-                    Source::Screen,
-                    "output again".into(),
-                    now,
-                );
+                return self.set(Activity::Working, Source::Screen, "output again", now);
             }
             return false;
         }
-        self.set(Activity::Working, Source::Screen, "output".into(), now)
+        self.set(Activity::Working, Source::Screen, "output", now)
     }
 
     /// Time passed: `quiet` since the last output or event. Returns whether the activity
@@ -216,14 +213,14 @@ impl ActivityState {
         let quiet = now.duration_since(self.last_sign).unwrap_or_default();
         if self.activity == Activity::Working && quiet >= stuck_after {
             let detail = format!("no output and no events for {}s", quiet.as_secs());
-            return self.set(Activity::Stuck, Source::Timer, detail, now);
+            return self.set(Activity::Stuck, Source::Timer, &detail, now);
         }
         if !self.hooked
             && matches!(self.activity, Activity::Working | Activity::Starting)
             && quiet >= idle_after
         {
             let detail = format!("quiet for {}s", quiet.as_secs());
-            return self.set(Activity::Idle, Source::Timer, detail, now);
+            return self.set(Activity::Idle, Source::Timer, &detail, now);
         }
         false
     }
@@ -236,19 +233,14 @@ impl ActivityState {
         self.set(
             activity,
             Source::Screen,
-            format!("screen rule: {rule}"),
+            &format!("screen rule: {rule}"),
             now,
         )
     }
 
     /// The agent's process ended.
     pub fn on_exit(&mut self, now: SystemTime) -> bool {
-        self.set(
-            Activity::Idle,
-            Source::Timer,
-            "the process ended".into(),
-            now,
-        )
+        self.set(Activity::Idle, Source::Timer, "the process ended", now)
     }
 
     /// When the next time check could change the activity, if one could.
