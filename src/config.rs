@@ -55,6 +55,8 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     /// Hook events from agent CLIs (`orchestra hook`).
     pub hooks: HooksConfig,
+    /// `[web]`: the browser dashboard and its logins.
+    pub web: WebConfig,
     /// Agent types by name; built-in defaults merged with `[agents.<type>]` tables.
     #[serde(deserialize_with = "deserialize_agents")]
     pub agents: BTreeMap<String, AgentType>,
@@ -251,6 +253,40 @@ impl Default for HooksConfig {
             max_connections: 64,
             approval_timeout: Duration::from_secs(120),
             max_pending_approvals: 64,
+        }
+    }
+}
+
+/// `[web]`: the dashboard served at `/` and how browsers log in (one-time login links
+/// exchanged for a session cookie).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Serve the dashboard at `/`; when false, `/` and its assets answer 404 (the API and
+    /// browser logins still work).
+    pub dashboard: bool,
+    /// How long a login link (`orchestra open`) may wait before it is used; it works once.
+    #[serde(with = "duration_text")]
+    pub login_code_ttl: Duration,
+    /// Lifetime of a browser session (its cookie), from login.
+    #[serde(with = "duration_text")]
+    pub session_ttl: Duration,
+    /// Login links waiting to be used at once; more are refused until some are used or expire.
+    pub max_login_codes: usize,
+    /// Always mark the session cookie `Secure` (send it over HTTPS only). Without it, the
+    /// cookie is `Secure` when the request came through a TLS proxy that says so with
+    /// `X-Forwarded-Proto: https`.
+    pub secure_cookie: bool,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            dashboard: true,
+            login_code_ttl: Duration::from_secs(300),
+            session_ttl: Duration::from_secs(12 * 3600),
+            max_login_codes: 100,
+            secure_cookie: false,
         }
     }
 }
@@ -574,6 +610,7 @@ impl Default for Config {
             tasks: TasksConfig::default(),
             rate_limits: RateLimitConfig::default(),
             hooks: HooksConfig::default(),
+            web: WebConfig::default(),
             agents: builtin_agents(),
         }
     }
@@ -725,6 +762,17 @@ impl Config {
     /// Path of the Unix socket agents' hooks (`orchestra hook`) report to.
     pub fn hook_socket(&self) -> PathBuf {
         self.state_dir.join("hook.sock")
+    }
+
+    /// The key that signs browser session cookies (generated on first start, mode 0600;
+    /// deleting it ends every browser session).
+    pub fn web_key_file(&self) -> PathBuf {
+        self.state_dir.join("web_key")
+    }
+
+    /// File of browser sessions ended by logout before their expiry (`<sid> <exp>` lines).
+    pub fn web_logouts_file(&self) -> PathBuf {
+        self.state_dir.join("web_logouts")
     }
 
     /// Where the daemon keeps per-session agent settings (hook configuration).

@@ -241,6 +241,8 @@ pub struct Daemon {
     pub store: crate::tasks::store::Store,
     /// Rate limits per caller and per connection.
     pub rate: crate::api::ratelimit::RateLimits,
+    /// Browser logins: login codes waiting to be used, the cookie key, logged-out sessions.
+    pub web: crate::api::web_login::WebLogins,
 }
 
 impl Daemon {
@@ -280,6 +282,15 @@ impl Daemon {
         );
         let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
         let hub = Hub::new(HubLimits::from_config(&config));
+        let web_key = crate::api::auth::load_or_create_key_file(&config.web_key_file())?;
+        let web = crate::api::web_login::WebLogins::new(
+            &web_key,
+            crate::api::web_login::load_logouts(
+                &config.web_logouts_file(),
+                crate::api::auth::now_secs(),
+            ),
+            config.web.max_login_codes,
+        );
         Ok(Daemon {
             config: config.clone(),
             auth,
@@ -316,6 +327,7 @@ impl Daemon {
             tasks: crate::tasks::TaskBook::load(tickets),
             store,
             rate: crate::api::ratelimit::RateLimits::new(&config.rate_limits),
+            web,
         })
     }
 

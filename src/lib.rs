@@ -13,7 +13,8 @@
 //! | [`wire`] | every JSON shape: REST bodies, WebSocket messages both ways, task shapes shared with the store | logic |
 //! | [`error_code`] | the reference's error codes and ours | pick HTTP statuses |
 //! | [`calls`] | the daemon's tools for agents (`orchestra mcp`): list agents and tasks, delegate, message, propose plans, in the calling session's name | touch sockets other than the call's own |
-//! | [`api`] | routing, JWT auth and scopes, handlers, mapping every layer's errors to HTTP, WebSocket message semantics | touch sockets |
+//! | [`api`] | routing, JWT auth and scopes, browser logins (session cookies, CSRF checks) and the embedded dashboard (`src/web/`), handlers, mapping every layer's errors to HTTP, WebSocket message semantics | touch sockets |
+//! | [`client`] | the blocking HTTP client of the commands that talk to a running daemon (`orchestra open`) | run inside the daemon |
 //! | [`daemon`] | loop-owned state: agents, pane sources, the hub, deadlines, replies waiting to be written | decide who reacts, touch client sockets |
 //! | [`agents`] | sessions: registry, status and activity with evidence, CLI hooks (settings, the hook socket, held permission requests), spawn/kill/adopt, /proc metrics, input validation; announces [`agents::AgentEvent`]s | run tmux directly, call into tasks |
 //! | [`panes`] | the output and input path: pipe hand-over, capture, backlog, UTF-8, fanout hub, emulator thread, typing | parse HTTP |
@@ -95,6 +96,7 @@
 pub mod agents;
 pub mod api;
 pub mod calls;
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
@@ -244,6 +246,7 @@ mod tests {
             "agents",
             "api",
             "calls",
+            "client",
             "config",
             "daemon",
             "dispatch",
@@ -275,6 +278,11 @@ mod tests {
         ];
         let rules: Vec<(&[&str], Vec<&str>, &str)> = vec![
             (&["proto"], except(&["proto"]), "proto is pure wire code"),
+            (
+                &["client"],
+                except(&[]),
+                "the CLI's client stands alone, outside the daemon",
+            ),
             (
                 &["error_code", "wire"],
                 except(&["error_code", "wire"]),

@@ -54,6 +54,21 @@ enum Command {
         #[arg(long, default_value = "cli")]
         sub: String,
     },
+    /// Print a one-time link that logs a browser into the dashboard.
+    ///
+    /// Run it on the daemon's host: it signs a short-lived token with the daemon's secret
+    /// and asks the running daemon for a login link (valid once, for web.login_code_ttl).
+    /// Example: `orchestra open --scope observe` for a read-only browser.
+    Open {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Scope of the browser session: `observe` (read) or `control` (read and act).
+        #[arg(long, default_value = "control")]
+        scope: String,
+        /// The daemon (default: the config's listen address).
+        #[arg(long, value_name = "URL", env = "ORCHESTRA_URL")]
+        url: Option<String>,
+    },
     /// (internal) First program of an agent pane: reads a spawn spec and execs the agent.
     #[command(hide = true)]
     AgentExec { spec: PathBuf },
@@ -99,6 +114,55 @@ fn take_secret_from_environment(mut config: Config) -> Result<Config, String> {
     Ok(config)
 }
 
+/// `orchestra open`: a login link from the running daemon, or an exit code and why not
+/// (2 usage, 4 refused, 5 daemon unreachable).
+fn open_link(args: &ConfigArgs, scope: &str, url: Option<String>) -> Result<String, (u8, String)> {
+    use orchestra::client::{DaemonUrl, error_line, request};
+    let scope = match scope {
+        "observe" => Scope::Observe,
+        "control" => Scope::Control,
+        other => {
+            return Err((
+                2,
+                format!("unknown scope {other:?}; use observe or control"),
+            ));
+        }
+    };
+    let config = load_config(args, None).map_err(|e| (2, e))?;
+    let url = match url {
+        Some(url) => DaemonUrl::parse(&url).map_err(|e| (2, e))?,
+        None => {
+            let mut listen = config.listen;
+            if listen.ip().is_unspecified() {
+                listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            DaemonUrl {
+                authority: listen.to_string(),
+            }
+        }
+    };
+    let secret = load_or_create_secret(&config).map_err(|e| (4, e))?;
+    let token = mint_token(&config, &secret, "browser", scope, Duration::from_secs(60))
+        .map_err(|e| (4, e))?;
+    let body = serde_json::json!({ "scope": scope.as_str() }).to_string();
+    let answer = request(
+        &url,
+        "POST",
+        "/api/login-codes",
+        Some(&token),
+        Some(body.as_bytes()),
+        Duration::from_secs(10),
+    )
+    .map_err(|e| (5, e))?;
+    if answer.status != 201 {
+        return Err((4, error_line(&answer)));
+    }
+    serde_json::from_slice::<serde_json::Value>(&answer.body)
+        .ok()
+        .and_then(|v| v.get("url")?.as_str().map(str::to_string))
+        .ok_or((5, "the daemon's answer has no url".to_string()))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -140,9 +204,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Open { config, scope, url } => match open_link(&config, &scope, url) {
+            Ok(link) => {
+                println!("{link}");
+                ExitCode::SUCCESS
+            }
+            Err((code, e)) => {
+                eprintln!("orchestra: {e}");
+                ExitCode::from(code)
+            }
+        },
         Command::Serve { config, listen } => {
             orchestra::logging::init();
-            let server = match load_config(&config, listen)
+            let mut server = match load_config(&config, listen)
                 .and_then(take_secret_from_environment)
                 .and_then(orchestra::server::Server::start)
             {
@@ -157,6 +231,13 @@ fn main() -> ExitCode {
                 env!("CARGO_PKG_VERSION"),
                 server.local_addr()
             );
+            // A person at a terminal gets a way into the dashboard at once; a service
+            // manager's log never holds a login link.
+            if std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && let Some(link) = server.login_link()
+            {
+                eprintln!("dashboard login (works once): {link}");
+            }
             match server.run() {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

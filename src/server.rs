@@ -170,6 +170,12 @@ impl Server {
         self.local_addr
     }
 
+    /// A one-time login link to the dashboard (control scope), for the person who started
+    /// the daemon in a terminal.
+    pub fn login_link(&mut self) -> Option<String> {
+        crate::api::web::startup_link(&mut self.daemon, self.local_addr)
+    }
+
     /// Runs until SIGINT/SIGTERM and the drain that follows.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);

@@ -274,8 +274,14 @@ pub fn load_or_create_secret(config: &Config) -> Result<Vec<u8>, String> {
     if let Some(secret) = config.auth.jwt_secret.as_ref().filter(|s| !s.is_empty()) {
         return Ok(secret.clone().into_bytes());
     }
-    let path = config.secret_file();
-    match std::fs::metadata(&path) {
+    load_or_create_key_file(&config.secret_file())
+}
+
+/// A key kept in a private file: read it if it exists (warning when other users could read
+/// it), else generate 256 random bits into it. Used for the token secret and the key that
+/// signs browser session cookies.
+pub fn load_or_create_key_file(path: &Path) -> Result<Vec<u8>, String> {
+    match std::fs::metadata(path) {
         Ok(meta) => {
             let mode = meta.permissions().mode();
             if mode & 0o077 != 0 {
@@ -285,9 +291,9 @@ pub fn load_or_create_secret(config: &Config) -> Result<Vec<u8>, String> {
                     mode & 0o777
                 );
             }
-            read_secret_file(&path)
+            read_secret_file(path)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_secret(&path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_secret(path),
         Err(e) => Err(format!("cannot read secret file {}: {e}", path.display())),
     }
 }
@@ -355,7 +361,8 @@ fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
     Ok(secret)
 }
 
-fn now_secs() -> u64 {
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -10,6 +10,8 @@ pub mod error;
 pub mod observe;
 pub mod ratelimit;
 pub mod tasks;
+pub mod web;
+pub mod web_login;
 
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
@@ -73,6 +75,14 @@ pub enum Route {
     CancelTask(String),
     /// `POST /api/plans/approve` (true) or `POST /api/plans/reject` (false)
     DecidePlan(bool),
+    /// `GET /api/session`: who the caller is.
+    Session,
+    /// `POST /api/login`: a pasted token becomes a browser session cookie.
+    Login,
+    /// `POST /api/logout`: ends the browser session.
+    Logout,
+    /// `POST /api/login-codes`: a one-time login link for a browser.
+    LoginCodes,
 }
 
 impl Route {
@@ -85,7 +95,11 @@ impl Route {
             | Route::AgentMessages(_)
             | Route::WsTicket
             | Route::ListTasks
-            | Route::GetTask(_) => Scope::Observe,
+            | Route::GetTask(_)
+            | Route::Session
+            | Route::LoginCodes
+            | Route::Login
+            | Route::Logout => Scope::Observe,
             Route::Spawn
             | Route::KillAgent(_)
             | Route::Delegate
@@ -115,6 +129,10 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ["tasks", id] if !id.is_empty() => ("task", &["GET", "DELETE"]),
         ["plans", "approve"] => ("approve", &["POST"]),
         ["plans", "reject"] => ("reject", &["POST"]),
+        ["session"] => ("session", &["GET"]),
+        ["login"] => ("login", &["POST"]),
+        ["logout"] => ("logout", &["POST"]),
+        ["login-codes"] => ("login-codes", &["POST"]),
         _ => return Err(not_found(path)),
     };
     let route = match (resource, method) {
@@ -131,6 +149,10 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ("task", "DELETE") => Route::CancelTask(decode_segment(segments[1])?),
         ("approve", "POST") => Route::DecidePlan(true),
         ("reject", "POST") => Route::DecidePlan(false),
+        ("session", "GET") => Route::Session,
+        ("login", "POST") => Route::Login,
+        ("logout", "POST") => Route::Logout,
+        ("login-codes", "POST") => Route::LoginCodes,
         _ => {
             return Err(ApiError::new(
                 405,
@@ -156,25 +178,98 @@ fn decode_segment(segment: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::bad_request("path segment is not valid percent-encoded UTF-8"))
 }
 
-/// Checks the bearer token and the scope a route needs.
-pub fn authorize(daemon: &Daemon, request: &Request, scope: Scope) -> Result<Principal, ApiError> {
+/// How a request proved who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// An `Authorization: Bearer` token.
+    Bearer,
+    /// The browser session cookie, with its session id.
+    Cookie(String),
+}
+
+impl Credential {
+    /// `bearer` or `cookie`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Credential::Bearer => "bearer",
+            Credential::Cookie(_) => "cookie",
+        }
+    }
+}
+
+/// Who sent a request: the bearer token when there is one, else the browser session cookie
+/// (which is refused on requests from other origins, see [`web_login::cross_site_refusal`]).
+pub fn authenticate(
+    daemon: &Daemon,
+    request: &Request,
+) -> Result<(Principal, Credential), ApiError> {
+    if let (None, Some(cookie)) = (request.header("authorization"), session_cookie(request)) {
+        let (principal, sid) = daemon
+            .web
+            .verify_session(cookie, auth::now_secs())
+            .map_err(|e| ApiError::unauthorized(e.0))?;
+        check_same_origin(daemon, request)?;
+        return Ok((principal, Credential::Cookie(sid)));
+    }
     let token = auth::bearer_token(request.header("authorization"))
         .map_err(|e| ApiError::unauthorized(e.0))?;
     let principal = daemon
         .auth
         .verify(token)
         .map_err(|e| ApiError::unauthorized(e.0))?;
+    Ok((principal, Credential::Bearer))
+}
+
+/// The session cookie's value, if the request carries one.
+fn session_cookie(request: &Request) -> Option<&str> {
+    request
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+        .filter_map(|h| std::str::from_utf8(&h.value).ok())
+        .find_map(|header| web_login::cookie_value(header, web_login::COOKIE_NAME))
+        .filter(|value| !value.is_empty())
+}
+
+/// `403 FORBIDDEN` unless the request came from the daemon's own page (its `Origin` and
+/// `Sec-Fetch-Site`), for requests a browser's cookie could authenticate.
+pub fn check_same_origin(daemon: &Daemon, request: &Request) -> Result<(), ApiError> {
+    let site = web_login::RequestSite {
+        method: &request.method,
+        origin: request.header_str("origin"),
+        fetch_site: request.header_str("sec-fetch-site"),
+    };
+    let host = request.header_str("host");
+    match web_login::cross_site_refusal(site, |origin| {
+        observe::origin_allowed(daemon, origin, host)
+    }) {
+        None => Ok(()),
+        Some(why) => Err(ApiError::new(403, ErrorCode::Forbidden, why)),
+    }
+}
+
+/// Checks the credentials and the scope a route needs.
+pub fn authorize(
+    daemon: &Daemon,
+    request: &Request,
+    scope: Scope,
+) -> Result<(Principal, Credential), ApiError> {
+    let (principal, credential) = authenticate(daemon, request)?;
     if !principal.scopes.allows(scope) {
         return Err(ApiError::new(
             403,
             ErrorCode::Forbidden,
             format!(
-                "this needs the {:?} scope, which the token lacks",
-                scope.as_str()
+                "this needs the {:?} scope, which the {} lacks",
+                scope.as_str(),
+                match credential {
+                    Credential::Bearer => "token",
+                    Credential::Cookie(_) => "browser session",
+                }
             ),
         ));
     }
-    Ok(principal)
+    Ok((principal, credential))
 }
 
 /// The host name of a `Host` header value, without its port, lowercased (`[::1]:80` ->
@@ -249,12 +344,35 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, peer: IpAddr, request: &Request
             handled => handled,
         };
     }
+    if web::is_page_path(&request.path) {
+        return Handled::Now(web::page(daemon, request));
+    }
     let route = match route(&request.method, &request.path) {
         Ok(route) => route,
         Err(error) => return Handled::Now(error.to_response()),
     };
-    let principal = match authorize(daemon, request, route.scope()) {
-        Ok(principal) => principal,
+    match route {
+        Route::Login => {
+            let result = web::login(daemon, request);
+            if result.as_ref().is_err_and(|e| e.status == 401)
+                && !auth_failure(daemon, peer).allowed
+            {
+                return Handled::Now(rate_limited(auth_failure_peek(daemon, peer)).to_response());
+            }
+            return web::now(result);
+        }
+        Route::Logout => {
+            if let Err(error) = check_same_origin(daemon, request) {
+                return Handled::Now(error.to_response());
+            }
+            let session = session_cookie(request)
+                .and_then(|cookie| daemon.web.verify_session(cookie, auth::now_secs()).ok());
+            return Handled::Now(web::logout(daemon, request, session));
+        }
+        _ => {}
+    }
+    let (principal, credential) = match authorize(daemon, request, route.scope()) {
+        Ok(found) => found,
         Err(error) if error.status == 401 => {
             // Credential failures are limited per address, so tokens cannot be guessed fast.
             let decision = auth_failure(daemon, peer);
@@ -299,6 +417,14 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, peer: IpAddr, request: &Request
         Route::GetTask(id) => tasks::get(daemon, &id),
         Route::CancelTask(id) => tasks::cancel(daemon, conn, &id),
         Route::DecidePlan(approve) => tasks::decide_plan(daemon, request, approve),
+        Route::Session => Handled::Now(json(
+            200,
+            &web::SessionInfo::new(&principal, credential.as_str()),
+        )),
+        Route::LoginCodes => web::now(web::issue_login_code(daemon, request, &principal)),
+        Route::Login | Route::Logout => {
+            Handled::Now(ApiError::internal("login and logout are answered above").to_response())
+        }
     };
     match handled {
         Handled::Now(mut response) => {

@@ -82,7 +82,7 @@ pub fn upgrade(daemon: &mut Daemon, request: &Request) -> Handled {
 }
 
 /// Same-origin unless `websocket.allowed_origins` lists the origin.
-fn origin_allowed(daemon: &Daemon, origin: &str, host: Option<&str>) -> bool {
+pub fn origin_allowed(daemon: &Daemon, origin: &str, host: Option<&str>) -> bool {
     let allowed = &daemon.config.websocket.allowed_origins;
     if !allowed.is_empty() {
         return allowed

@@ -497,11 +497,17 @@ impl Response {
             self.status,
             reason_phrase(self.status)
         );
+        let mut own_policy = false;
         for (name, value) in &self.headers {
+            own_policy |= name.eq_ignore_ascii_case("content-security-policy");
             // Header values are produced by the daemon; strip line breaks defensively so a
             // value can never start a new header.
             let value: String = value.chars().filter(|c| *c != '\r' && *c != '\n').collect();
             let _ = write!(out, "{name}: {value}\r\n");
+        }
+        out.extend_from_slice(SECURITY_HEADERS.as_bytes());
+        if !own_policy {
+            out.extend_from_slice(DEFAULT_POLICY.as_bytes());
         }
         let _ = write!(out, "Content-Length: {}\r\n", self.body.len());
         out.extend_from_slice(if keep_alive {
@@ -513,6 +519,16 @@ impl Response {
     }
 }
 
+/// Headers on every response: browsers must not guess content types, leak the URL (which
+/// may carry a login code) to other sites, or show any response inside another site's frame.
+pub const SECURITY_HEADERS: &str =
+    "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\nX-Frame-Options: DENY\r\n";
+
+/// The content security policy of responses that set none (API answers and errors): they
+/// may load nothing and be framed by no one. Pages set their own.
+pub const DEFAULT_POLICY: &str =
+    "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n";
+
 /// The reason phrase for the status codes the daemon uses.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
@@ -521,6 +537,8 @@ pub fn reason_phrase(status: u16) -> &'static str {
         201 => "Created",
         202 => "Accepted",
         204 => "No Content",
+        303 => "See Other",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -706,5 +724,18 @@ mod tests {
         assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"));
         assert!(text.contains("X-A: bEvil: 1\r\n"));
         assert!(text.contains("Content-Length: 2\r\nConnection: keep-alive\r\n\r\n{}"));
+        assert!(text.contains("X-Content-Type-Options: nosniff\r\n"));
+        assert!(
+            text.contains(
+                "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n"
+            )
+        );
+        let mut page = Vec::new();
+        Response::json(200, Vec::new())
+            .with_header("Content-Security-Policy", "default-src 'self'")
+            .encode(false, &mut page);
+        let page = String::from_utf8(page).unwrap();
+        assert_eq!(page.matches("Content-Security-Policy").count(), 1);
+        assert!(page.contains("X-Frame-Options: DENY\r\n"));
     }
 }

@@ -104,6 +104,8 @@ pub struct DaemonProcess {
     /// Everything it wrote to stderr so far.
     pub log: Arc<Mutex<String>>,
     lines: Receiver<String>,
+    /// `--listen` of the next launch (`127.0.0.1:0` until [`DaemonProcess::restart_on_same_port`]).
+    listen: String,
 }
 
 impl DaemonProcess {
@@ -154,6 +156,7 @@ impl DaemonProcess {
                 .collect(),
             log: Arc::new(Mutex::new(String::new())),
             lines: rx,
+            listen: "127.0.0.1:0".into(),
         };
         daemon.launch(tx);
         daemon
@@ -167,7 +170,7 @@ impl DaemonProcess {
             .arg("--state-dir")
             .arg(&self.state)
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(&self.listen)
             .env_remove("ORCHESTRA_JWT_SECRET")
             .env_remove("TMUX")
             .env(
@@ -228,6 +231,14 @@ impl DaemonProcess {
         self.launch(tx);
     }
 
+    /// Kills the daemon with SIGKILL and starts it again listening on the same port (so a
+    /// browser's page keeps its origin).
+    pub fn kill9_and_restart_on_same_port(&mut self) {
+        self.listen = self.addr.to_string();
+        self.kill9();
+        self.relaunch();
+    }
+
     /// Pid of the daemon process.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
@@ -275,13 +286,35 @@ impl DaemonProcess {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> Resp {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        self.request_with(
+            method,
+            path,
+            &headers,
+            body.map(|b| b.to_string()).as_deref(),
+        )
+    }
+
+    /// Sends one request with exactly these extra headers (besides `Host`, `Connection` and,
+    /// with a body or for POST, the content headers) and reads the whole response.
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Resp {
+        let body = body.unwrap_or_default();
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
             self.addr
         );
-        if let Some(token) = token {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
         }
         if !body.is_empty() || method == "POST" {
             head.push_str(&format!(

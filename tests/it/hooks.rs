@@ -21,7 +21,7 @@ fn daemon() -> DaemonProcess {
 }
 
 /// The hook variables in the environment of `session`'s agent process, as its CLI has them.
-fn hook_env(daemon: &DaemonProcess, token: &str, session: &str) -> Vec<(String, String)> {
+pub fn hook_env(daemon: &DaemonProcess, token: &str, session: &str) -> Vec<(String, String)> {
     let detail = daemon.get(&format!("/api/agents/{session}"), token).json();
     let pid = detail["pid"].as_u64().unwrap();
     // The pane's first program is `orchestra agent-exec`, which execs the agent with its
@@ -43,7 +43,7 @@ fn hook_env(daemon: &DaemonProcess, token: &str, session: &str) -> Vec<(String, 
 }
 
 /// Runs the real hook client for `event` with `env` and `payload` on its standard input.
-fn run_hook(env: &[(String, String)], event: &str, payload: &Value) -> std::process::Output {
+pub fn run_hook(env: &[(String, String)], event: &str, payload: &Value) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_orchestra"))
         .args(["hook", event])
         .env_clear()

@@ -7,6 +7,7 @@ mod common;
 
 mod agents;
 mod auth;
+mod browser;
 mod claude;
 mod clients;
 mod faults;
@@ -21,3 +22,4 @@ mod restart;
 mod secrets;
 mod slow_work;
 mod tasks;
+mod web;

@@ -1,0 +1,450 @@
+//! The browser dashboard: its page and assets (embedded in the binary), the login link
+//! (`GET /login?code=`), and the session endpoints (`/api/login`, `/api/logout`,
+//! `/api/session`, `/api/login-codes`). What a cookie grants and how it is checked is in
+//! [`super::web_login`].
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::auth::{Principal, Scope, Scopes, now_secs};
+use super::error::{ApiError, ErrorCode};
+use super::web_login::{LoginError, clear_cookie, set_cookie};
+use super::{Handled, json, parse_body};
+use crate::daemon::Daemon;
+use crate::proto::http::{Request, Response};
+
+/// The policy of the dashboard's pages: scripts, styles and connections only from the
+/// daemon itself, no inline script, never framed. Inline *styles* are allowed because
+/// xterm.js 6 sizes and colours the terminal with `<style>` elements it creates; no text
+/// from an agent is ever inserted as markup, so they cannot carry an attacker's CSS.
+pub const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; font-src 'self'; connect-src 'self'; manifest-src 'self'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// One embedded file of the dashboard.
+struct Asset {
+    path: &'static str,
+    content_type: &'static str,
+    body: &'static [u8],
+}
+
+/// The dashboard's files. xterm.js and its fit addon are pinned, unmodified copies of the
+/// npm releases (`src/web/vendor`, checked by `tests/tools/vendor-xterm.sh`).
+const ASSETS: &[Asset] = &[
+    Asset {
+        path: "/",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../web/index.html"),
+    },
+    Asset {
+        path: "/assets/app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/app.js"),
+    },
+    Asset {
+        path: "/assets/app.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../web/app.css"),
+    },
+    Asset {
+        path: "/assets/icon.svg",
+        content_type: "image/svg+xml",
+        body: include_bytes!("../web/icon.svg"),
+    },
+    Asset {
+        path: "/assets/xterm.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/vendor/xterm.js"),
+    },
+    Asset {
+        path: "/assets/xterm.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../web/vendor/xterm.css"),
+    },
+    Asset {
+        path: "/assets/addon-fit.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/vendor/addon-fit.js"),
+    },
+    Asset {
+        path: "/assets/LICENSE.xterm",
+        content_type: "text/plain; charset=utf-8",
+        body: include_bytes!("../web/vendor/LICENSE.xterm"),
+    },
+    Asset {
+        path: "/assets/LICENSE.addon-fit",
+        content_type: "text/plain; charset=utf-8",
+        body: include_bytes!("../web/vendor/LICENSE.addon-fit"),
+    },
+];
+
+/// Whether `path` belongs to the dashboard rather than the API.
+pub fn is_page_path(path: &str) -> bool {
+    path == "/" || path == "/index.html" || path == "/login" || path.starts_with("/assets/")
+}
+
+/// Serves `GET`/`HEAD` of the page, its assets and the login link.
+pub fn page(daemon: &mut Daemon, request: &Request) -> Response {
+    if !matches!(request.method.as_str(), "GET" | "HEAD") {
+        return ApiError::new(
+            405,
+            ErrorCode::MethodNotAllowed,
+            format!("{} is not allowed here; use GET", request.method),
+        )
+        .with_header("Allow", "GET, HEAD")
+        .to_response();
+    }
+    if request.path == "/login" {
+        return login_link(daemon, request);
+    }
+    let path = if request.path == "/index.html" {
+        "/"
+    } else {
+        request.path.as_str()
+    };
+    let found = ASSETS
+        .iter()
+        .enumerate()
+        .find(|(_, asset)| asset.path == path);
+    let Some((index, asset)) = found.filter(|_| daemon.config.web.dashboard) else {
+        return ApiError::new(404, ErrorCode::NotFound, "no such page").to_response();
+    };
+    let etag = &etags()[index];
+    let not_modified = request
+        .header_str("if-none-match")
+        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag));
+    Response {
+        status: if not_modified { 304 } else { 200 },
+        headers: vec![
+            ("Content-Type".into(), asset.content_type.into()),
+            ("Cache-Control".into(), "no-cache".into()),
+            ("ETag".into(), etag.clone()),
+            ("Content-Security-Policy".into(), PAGE_POLICY.into()),
+            ("Cross-Origin-Opener-Policy".into(), "same-origin".into()),
+        ],
+        body: if not_modified || request.method == "HEAD" {
+            Vec::new()
+        } else {
+            asset.body.to_vec()
+        },
+    }
+}
+
+/// Strong validators for the assets, computed once (FNV-1a of the contents).
+fn etags() -> &'static [String] {
+    static ETAGS: OnceLock<Vec<String>> = OnceLock::new();
+    ETAGS.get_or_init(|| {
+        ASSETS
+            .iter()
+            .map(|asset| {
+                let hash = asset.body.iter().fold(0xcbf29ce484222325u64, |h, b| {
+                    (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+                });
+                format!("\"{hash:016x}\"")
+            })
+            .collect()
+    })
+}
+
+/// `GET /login?code=...`: exchanges a one-time code for the session cookie and sends the
+/// browser to the dashboard; a used, expired or unknown code gets a page that says so.
+fn login_link(daemon: &mut Daemon, request: &Request) -> Response {
+    let code = request
+        .query_param("code")
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    match daemon.web.redeem_code(&code, Instant::now()) {
+        Ok((subject, scopes)) => match start_session(daemon, request, &subject, scopes) {
+            Ok((cookie, _)) => Response {
+                status: 303,
+                headers: vec![
+                    ("Location".into(), "/".into()),
+                    ("Set-Cookie".into(), cookie),
+                    ("Cache-Control".into(), "no-store".into()),
+                ],
+                body: Vec::new(),
+            },
+            Err(error) => error.to_response(),
+        },
+        Err(error) => {
+            log::info!("refused a login link: {}", error.message());
+            let body = format!(
+                "<!doctype html><meta charset=utf-8><title>Orchestra: login failed</title>\
+                 <p>{}.</p><p>Run <code>orchestra open</code> on the daemon's host for a new \
+                 link, or <a href=\"/\">paste a token</a>.</p>\n",
+                error.message()
+            );
+            Response {
+                status: if error == LoginError::TooMany {
+                    429
+                } else {
+                    401
+                },
+                headers: vec![
+                    ("Content-Type".into(), "text/html; charset=utf-8".into()),
+                    ("Cache-Control".into(), "no-store".into()),
+                    ("Content-Security-Policy".into(), PAGE_POLICY.into()),
+                ],
+                body: body.into_bytes(),
+            }
+        }
+    }
+}
+
+/// Signs a session for `subject` and returns its `Set-Cookie` value and principal.
+fn start_session(
+    daemon: &mut Daemon,
+    request: &Request,
+    subject: &str,
+    scopes: Scopes,
+) -> Result<(String, Principal), ApiError> {
+    let now = now_secs();
+    let ttl = daemon.config.web.session_ttl.as_secs().max(1);
+    let issued = daemon
+        .web
+        .issue_session(subject, scopes, now, now + ttl)
+        .map_err(ApiError::internal)?;
+    log::info!("browser session started for {subject:?}");
+    Ok((
+        set_cookie(&issued.cookie, ttl, secure(daemon, request)),
+        issued.principal,
+    ))
+}
+
+/// Whether the cookie must be `Secure`: configured so, or the page came through a TLS proxy.
+fn secure(daemon: &Daemon, request: &Request) -> bool {
+    daemon.config.web.secure_cookie
+        || request
+            .header_str("x-forwarded-proto")
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+}
+
+/// What `GET /api/session` and a login answer.
+#[derive(Debug, Serialize)]
+pub struct SessionInfo {
+    /// Who is logged in.
+    pub subject: String,
+    /// Granted scopes (`observe`, `control`).
+    pub scopes: Vec<&'static str>,
+    /// When the session or token ends, seconds since the epoch.
+    pub expires_at: u64,
+    /// `cookie` (a browser session) or `bearer` (a token).
+    pub via: &'static str,
+}
+
+impl SessionInfo {
+    /// Describes `principal`, authenticated `via` a cookie or a bearer token.
+    pub fn new(principal: &Principal, via: &'static str) -> SessionInfo {
+        let mut scopes = Vec::new();
+        if principal.scopes.allows(Scope::Observe) {
+            scopes.push("observe");
+        }
+        if principal.scopes.allows(Scope::Control) {
+            scopes.push("control");
+        }
+        SessionInfo {
+            subject: principal.subject.clone(),
+            scopes,
+            expires_at: principal.expires_at,
+            via,
+        }
+    }
+}
+
+/// `POST /api/login` body: a token pasted into the page.
+#[derive(Debug, Deserialize)]
+struct LoginRequest {
+    token: String,
+}
+
+/// `POST /api/login`: a pasted token becomes a session cookie with the token's scopes,
+/// ending when the token does (or after `web.session_ttl`, whichever is first). Refused
+/// from other origins (login CSRF).
+pub fn login(daemon: &mut Daemon, request: &Request) -> Result<Response, ApiError> {
+    super::check_same_origin(daemon, request)?;
+    let body: LoginRequest = parse_body(request)?;
+    let principal = daemon
+        .auth
+        .verify(body.token.trim())
+        .map_err(|e| ApiError::unauthorized(e.0))?;
+    let now = now_secs();
+    let ends = principal
+        .expires_at
+        .min(now + daemon.config.web.session_ttl.as_secs().max(1));
+    if ends <= now {
+        return Err(ApiError::unauthorized("token expired"));
+    }
+    let issued = daemon
+        .web
+        .issue_session(&principal.subject, principal.scopes, now, ends)
+        .map_err(ApiError::internal)?;
+    log::info!("browser session started for {:?}", principal.subject);
+    Ok(
+        json(200, &SessionInfo::new(&issued.principal, "cookie")).with_header(
+            "Set-Cookie",
+            set_cookie(&issued.cookie, ends - now, secure(daemon, request)),
+        ),
+    )
+}
+
+/// `POST /api/logout`: ends the browser session (recorded, so the cookie stays refused even
+/// if it was copied, and after a restart) and clears the cookie.
+pub fn logout(
+    daemon: &mut Daemon,
+    request: &Request,
+    session: Option<(Principal, String)>,
+) -> Response {
+    if let Some((principal, sid)) = session {
+        let line = daemon.web.log_out(&sid, principal.expires_at, now_secs());
+        let path = daemon.config.web_logouts_file();
+        // The append is disk I/O: it runs on a worker, never on the loop.
+        daemon.jobs.run(move || {
+            use std::io::Write;
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut file| file.write_all(line.as_bytes()));
+            Box::new(move |_daemon: &mut Daemon| {
+                if let Err(e) = written {
+                    log::warn!("cannot record a logout in {}: {e}", path.display());
+                }
+            })
+        });
+        log::info!("browser session of {:?} logged out", principal.subject);
+    }
+    json(200, &serde_json::json!({ "logged_out": true }))
+        .with_header("Set-Cookie", clear_cookie(secure(daemon, request)))
+}
+
+/// `POST /api/login-codes` body.
+#[derive(Debug, Default, Deserialize)]
+struct LoginCodeRequest {
+    scope: Option<String>,
+}
+
+/// What `POST /api/login-codes` answers.
+#[derive(Debug, Serialize)]
+struct LoginCodeResponse {
+    code: String,
+    url: String,
+    scope: &'static str,
+    expires_in: u64,
+}
+
+/// `POST /api/login-codes`: a one-time login link for a browser, with at most the caller's
+/// own scope (`{"scope": "observe"}` for a read-only one).
+pub fn issue_login_code(
+    daemon: &mut Daemon,
+    request: &Request,
+    principal: &Principal,
+) -> Result<Response, ApiError> {
+    let body: LoginCodeRequest = if request.body.is_empty() {
+        LoginCodeRequest::default()
+    } else {
+        parse_body(request)?
+    };
+    let scope = match body.scope.as_deref() {
+        None if principal.scopes.control => Scope::Control,
+        None => Scope::Observe,
+        Some("observe") => Scope::Observe,
+        Some("control") => Scope::Control,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown scope {:?}; use observe or control",
+                crate::bounded(other)
+            )));
+        }
+    };
+    if !principal.scopes.allows(scope) {
+        return Err(ApiError::new(
+            403,
+            ErrorCode::Forbidden,
+            "a login link cannot grant more than the caller's own scope",
+        ));
+    }
+    let scopes = Scopes {
+        observe: true,
+        control: scope == Scope::Control,
+    };
+    let ttl = daemon.config.web.login_code_ttl;
+    let code = daemon
+        .web
+        .issue_code(&principal.subject, scopes, ttl, Instant::now())
+        .map_err(|e| match e {
+            LoginError::TooMany => ApiError::new(429, ErrorCode::RateLimitExceeded, e.message()),
+            _ => ApiError::internal(e.message()),
+        })?;
+    let host = request.header_str("host").unwrap_or("localhost");
+    let scheme = if secure(daemon, request) {
+        "https"
+    } else {
+        "http"
+    };
+    Ok(json(
+        201,
+        &LoginCodeResponse {
+            url: format!("{scheme}://{host}/login?code={code}"),
+            code,
+            scope: scope.as_str(),
+            expires_in: ttl.as_secs(),
+        },
+    ))
+}
+
+/// A login link for the person who started `orchestra serve` in a terminal: control scope,
+/// valid for `web.login_code_ttl`.
+pub fn startup_link(daemon: &mut Daemon, address: std::net::SocketAddr) -> Option<String> {
+    let scopes = Scopes {
+        observe: true,
+        control: true,
+    };
+    let ttl: Duration = daemon.config.web.login_code_ttl;
+    let code = daemon
+        .web
+        .issue_code("local", scopes, ttl, Instant::now())
+        .ok()?;
+    let host = if address.ip().is_unspecified() {
+        format!("127.0.0.1:{}", address.port())
+    } else {
+        address.to_string()
+    };
+    Some(format!("http://{host}/login?code={code}"))
+}
+
+/// Handled form of a result.
+pub fn now(result: Result<Response, ApiError>) -> Handled {
+    Handled::Now(result.unwrap_or_else(|error| error.to_response()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_asset_has_a_type_and_a_distinct_validator() {
+        let tags = etags();
+        assert_eq!(tags.len(), ASSETS.len());
+        for (asset, tag) in ASSETS.iter().zip(tags) {
+            assert!(!asset.body.is_empty(), "{}", asset.path);
+            assert!(is_page_path(asset.path), "{}", asset.path);
+            assert!(tag.starts_with('"') && tag.len() == 18);
+        }
+        assert!(!is_page_path("/api/health"));
+        assert!(!is_page_path("/ws/observe"));
+    }
+
+    #[test]
+    fn the_page_policy_allows_no_inline_script_and_no_framing() {
+        let script = PAGE_POLICY
+            .split(';')
+            .find(|d| d.trim().starts_with("script-src"))
+            .unwrap();
+        assert_eq!(script.trim(), "script-src 'self'");
+        assert!(!PAGE_POLICY.contains("unsafe-eval"));
+        assert!(PAGE_POLICY.contains("frame-ancestors 'none'"));
+    }
+}

@@ -1,0 +1,827 @@
+// Orchestra dashboard: plain JavaScript, no framework, no build step. It uses only the
+// daemon's public API: REST under /api (authenticated by the session cookie) and one
+// WebSocket to /ws/observe (opened with a one-time ticket). Text from agents is only ever
+// set as textContent or written into xterm.js, never parsed as HTML.
+'use strict';
+
+/** Output waiting for the next animation frame, per terminal, beyond which the page skips
+ *  to the current screen instead of falling further behind. */
+const MAX_PENDING_BYTES = 2 * 1024 * 1024;
+/** Bytes handed to xterm.js and not yet parsed, beyond which the page skips ahead. */
+const MAX_UNPARSED_BYTES = 4 * 1024 * 1024;
+/** Reconnect delays (ms) after the WebSocket drops; the last one repeats. */
+const RECONNECT_DELAYS = [250, 500, 1000, 2000, 5000];
+
+const $ = (selector, root = document) => root.querySelector(selector);
+
+const state = {
+  session: null,            // {subject, scopes, expires_at, via}
+  control: false,
+  ws: null,
+  wsOpen: false,
+  reconnects: 0,
+  agents: new Map(),        // session_id -> agent summary (+ details)
+  terminals: new Map(),     // session_id -> Terminal panel
+  tasks: new Map(),         // task_id -> task view
+  conversation: null,       // session_id shown in the conversation view
+  messageSerial: 0,
+};
+
+// ---------------------------------------------------------------- REST
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function api(method, path, body) {
+  const options = { method, credentials: 'same-origin', headers: {} };
+  if (body !== undefined) {
+    options.headers['Content-Type'] = 'application/json';
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, options);
+  const text = await response.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = null; }
+  if (!response.ok) {
+    const code = data && data.error_code ? data.error_code : `HTTP_${response.status}`;
+    const message = data && data.message ? data.message : response.statusText;
+    if (response.status === 401 && path !== '/api/login') showLogin(message);
+    throw new ApiError(response.status, code, message);
+  }
+  return data;
+}
+
+function toast(message, kind = 'error') {
+  const box = document.createElement('div');
+  box.className = kind;
+  box.textContent = message;
+  $('#toasts').append(box);
+  setTimeout(() => box.remove(), kind === 'error' ? 8000 : 4000);
+}
+
+function reportError(error) {
+  toast(error.code ? `${error.code}: ${error.message}` : String(error.message || error));
+}
+
+// ---------------------------------------------------------------- login
+
+function showLogin(message) {
+  closeSocket();
+  state.session = null;
+  $('#app').hidden = true;
+  $('#logout').hidden = true;
+  $('#who').textContent = '';
+  $('#login').hidden = false;
+  $('#login-error').textContent = message || '';
+}
+
+async function boot() {
+  bindStaticHandlers();
+  let session;
+  try {
+    session = await api('GET', '/api/session');
+  } catch (error) {
+    if (error.status !== 401) showLogin(error.message);
+    return;
+  }
+  start(session);
+}
+
+function start(session) {
+  state.session = session;
+  state.control = session.scopes.includes('control');
+  document.body.classList.toggle('read-only', !state.control);
+  $('#who').textContent = `${session.subject} · ${state.control ? 'control' : 'observe only'}`;
+  $('#login').hidden = true;
+  $('#app').hidden = false;
+  $('#logout').hidden = session.via !== 'cookie';
+  $('#notify').hidden = !('Notification' in window) || Notification.permission !== 'default';
+  showView(location.hash.slice(1) || 'agents');
+  refreshAll();
+  connect();
+}
+
+function bindStaticHandlers() {
+  $('#login-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    try {
+      const session = await api('POST', '/api/login', { token: $('#login-token').value });
+      $('#login-token').value = '';
+      start(session);
+    } catch (error) {
+      $('#login-error').textContent = error.message;
+    }
+  });
+  $('#logout').addEventListener('click', async () => {
+    try { await api('POST', '/api/logout'); } catch (error) { reportError(error); }
+    for (const id of [...state.terminals.keys()]) closeTerminal(id);
+    showLogin('Logged out.');
+  });
+  $('#notify').addEventListener('click', async () => {
+    await Notification.requestPermission();
+    $('#notify').hidden = true;
+  });
+  for (const button of document.querySelectorAll('#tabs button')) {
+    button.addEventListener('click', () => showView(button.dataset.view));
+  }
+  $('#spawn-form').addEventListener('submit', spawnAgent);
+  $('#delegate-form').addEventListener('submit', delegateTask);
+  $('#message-form').addEventListener('submit', sendConversationMessage);
+  $('#conversation-agent').addEventListener('change', (event) => showConversation(event.target.value));
+  window.addEventListener('resize', () => { for (const t of state.terminals.values()) t.fit(); });
+  // After sleep the socket may be dead without knowing it: a ping finds out.
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') send({ type: 'ping' });
+  });
+}
+
+function showView(name) {
+  if (!document.getElementById(name)) name = 'agents';
+  for (const view of document.querySelectorAll('.view')) view.classList.toggle('active', view.id === name);
+  for (const button of document.querySelectorAll('#tabs button')) {
+    button.setAttribute('aria-pressed', String(button.dataset.view === name));
+  }
+  history.replaceState(null, '', `#${name}`);
+  if (name === 'terminals') requestAnimationFrame(() => { for (const t of state.terminals.values()) t.fit(); });
+}
+
+// ---------------------------------------------------------------- WebSocket
+
+async function connect() {
+  if (state.ws || !state.session) return;
+  setLinkState('reconnecting');
+  let ticket;
+  try {
+    ticket = (await api('POST', '/api/ws-ticket')).ticket;
+  } catch (error) {
+    if (error.status !== 401) scheduleReconnect();
+    return;
+  }
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const ws = new WebSocket(`${scheme}://${location.host}/ws/observe?ticket=${encodeURIComponent(ticket)}`);
+  state.ws = ws;
+  ws.addEventListener('open', () => {
+    state.wsOpen = true;
+    const resumed = state.reconnects > 0;
+    state.reconnects = 0;
+    setLinkState('live');
+    for (const terminal of state.terminals.values()) terminal.subscribe();
+    if (resumed) refreshAll();
+  });
+  ws.addEventListener('message', (event) => {
+    let message;
+    try { message = JSON.parse(event.data); } catch { return; }
+    onMessage(message);
+  });
+  ws.addEventListener('close', () => {
+    if (state.ws !== ws) return;
+    state.ws = null;
+    state.wsOpen = false;
+    if (state.session) scheduleReconnect();
+  });
+}
+
+function scheduleReconnect() {
+  setLinkState('reconnecting');
+  const delay = RECONNECT_DELAYS[Math.min(state.reconnects, RECONNECT_DELAYS.length - 1)];
+  state.reconnects += 1;
+  setTimeout(connect, delay);
+}
+
+function closeSocket() {
+  const ws = state.ws;
+  state.ws = null;
+  state.wsOpen = false;
+  if (ws) ws.close(1000);
+  setLinkState('offline');
+}
+
+function setLinkState(value) {
+  const pill = $('#link-state');
+  pill.dataset.state = value;
+  pill.textContent = value;
+}
+
+function send(message) {
+  if (!state.ws || !state.wsOpen) return false;
+  state.ws.send(JSON.stringify(message));
+  return true;
+}
+
+function onMessage(message) {
+  const terminal = message.session_id ? state.terminals.get(message.session_id) : null;
+  switch (message.type) {
+    case 'terminal_output':
+      if (terminal) terminal.output(message);
+      break;
+    case 'terminal_gap':
+      if (terminal) terminal.gap(message);
+      break;
+    case 'agent_status':
+      onAgentStatus(message);
+      break;
+    case 'claude_response':
+    case 'user_message_delivered':
+    case 'tool_decision':
+      onConversationEvent(message);
+      break;
+    case 'task_update':
+      onTaskUpdate(message);
+      break;
+    case 'resize_terminal_ack':
+      if (terminal) terminal.resized(message.cols, message.rows);
+      break;
+    case 'user_message_ack':
+    case 'terminal_input_ack':
+    case 'subscribed':
+    case 'unsubscribed':
+    case 'pong':
+      break;
+    case 'error':
+      onError(message, terminal);
+      break;
+    default:
+      break;
+  }
+}
+
+function onError(message, terminal) {
+  if (message.error_code === 'AGENT_CRASHED' && terminal) {
+    terminal.notice(`The agent crashed (${message.exit_code ?? 'signal ' + message.exit_signal}).`);
+    return;
+  }
+  if (message.error_code === 'SESSION_NOT_FOUND' && terminal) {
+    terminal.notice('This session no longer exists.');
+    return;
+  }
+  toast(`${message.error_code}: ${message.message}`);
+}
+
+// ---------------------------------------------------------------- agents
+
+async function refreshAll() {
+  try {
+    const [agents, tasks] = await Promise.all([api('GET', '/api/agents'), api('GET', '/api/tasks')]);
+    const seen = new Set();
+    for (const agent of agents.agents) {
+      seen.add(agent.session_id);
+      state.agents.set(agent.session_id, { ...(state.agents.get(agent.session_id) || {}), ...agent });
+      loadDetails(agent.session_id);
+    }
+    for (const id of [...state.agents.keys()]) if (!seen.has(id)) state.agents.delete(id);
+    for (const task of tasks.tasks) state.tasks.set(task.task_id, task);
+    renderAgents();
+    renderTasks();
+  } catch (error) {
+    if (error.status !== 401) reportError(error);
+  }
+}
+
+async function loadDetails(sessionId) {
+  try {
+    const details = await api('GET', `/api/agents/${encodeURIComponent(sessionId)}`);
+    const known = state.agents.get(sessionId);
+    if (known) {
+      state.agents.set(sessionId, { ...known, ...details });
+      renderAgents();
+    }
+  } catch (error) {
+    if (error.status === 404) {
+      state.agents.delete(sessionId);
+      renderAgents();
+    }
+  }
+}
+
+function onAgentStatus(message) {
+  const known = state.agents.get(message.session_id);
+  const before = known ? known.activity : null;
+  state.agents.set(message.session_id, { ...(known || {}), ...message });
+  if (!known) loadDetails(message.session_id);
+  const terminal = state.terminals.get(message.session_id);
+  if (terminal) terminal.setStatus(message.status);
+  if (before !== message.activity && (message.activity === 'waiting_input' || message.activity === 'needs_approval')) {
+    notify(`${message.session_id} ${message.activity === 'needs_approval' ? 'needs approval' : 'waits for input'}`,
+      message.evidence ? message.evidence.detail : '');
+  }
+  renderAgents();
+}
+
+function renderAgents() {
+  const list = $('#agent-list');
+  const template = $('#agent-card');
+  const agents = [...state.agents.values()].sort((a, b) => String(a.created_at).localeCompare(String(b.created_at)));
+  $('#agents-empty').hidden = agents.length > 0;
+  const cards = agents.map((agent) => {
+    const card = template.content.firstElementChild.cloneNode(true);
+    card.dataset.session = agent.session_id;
+    $('.name', card).textContent = agent.session_id;
+    $('.type', card).textContent = agent.agent_type;
+    const status = $('.status', card);
+    status.textContent = agent.status;
+    status.dataset.status = agent.status;
+    const activity = $('.activity', card);
+    activity.textContent = agent.activity || '';
+    activity.dataset.activity = agent.activity || '';
+    if (agent.evidence) activity.title = `${agent.evidence.source}: ${agent.evidence.detail}`;
+    $('.since', card).textContent = agent.created_at ? `up ${since(agent.created_at)}` : '';
+    $('.dir', card).textContent = agent.working_dir || '';
+    const stats = [];
+    if (agent.memory_mb !== undefined && agent.memory_mb !== null) stats.push(`${agent.memory_mb} MB`);
+    if (agent.cpu_percent !== undefined && agent.cpu_percent !== null) stats.push(`${agent.cpu_percent}% CPU`);
+    if (agent.pid) stats.push(`pid ${agent.pid}`);
+    $('.stats', card).textContent = stats.join(' · ');
+    $('.open', card).addEventListener('click', () => openTerminal(agent.session_id));
+    const kill = $('.kill', card);
+    kill.addEventListener('click', () => confirmThen(kill, 'Really kill?', () => killAgent(agent.session_id)));
+    return card;
+  });
+  list.replaceChildren(...cards);
+  renderConversationChoices();
+}
+
+/** A two-step button: the first click asks, a second click within 4 s does it. */
+function confirmThen(button, question, action) {
+  if (button.dataset.armed === '1') {
+    button.dataset.armed = '';
+    action();
+    return;
+  }
+  const label = button.textContent;
+  button.dataset.armed = '1';
+  button.textContent = question;
+  setTimeout(() => { button.dataset.armed = ''; button.textContent = label; }, 4000);
+}
+
+async function spawnAgent(event) {
+  event.preventDefault();
+  const form = event.target;
+  const body = { agent_type: form.agent_type.value.trim() };
+  if (form.name.value.trim()) body.name = form.name.value.trim();
+  if (form.working_dir.value.trim()) body.working_dir = form.working_dir.value.trim();
+  try {
+    const agent = await api('POST', '/api/agents/spawn', body);
+    state.agents.set(agent.session_id, { ...(state.agents.get(agent.session_id) || {}), ...agent });
+    renderAgents();
+    loadDetails(agent.session_id);
+    openTerminal(agent.session_id);
+  } catch (error) {
+    reportError(error);
+  }
+}
+
+async function killAgent(sessionId) {
+  try {
+    await api('DELETE', `/api/agents/${encodeURIComponent(sessionId)}`);
+    loadDetails(sessionId);
+  } catch (error) {
+    reportError(error);
+  }
+}
+
+function since(timestamp) {
+  const seconds = Math.max(0, Math.round((Date.now() - Date.parse(timestamp)) / 1000));
+  if (seconds < 60) return `${seconds}s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)}h ${Math.floor((seconds % 3600) / 60)}m`;
+  return `${Math.floor(seconds / 86400)}d`;
+}
+
+// ---------------------------------------------------------------- terminals
+
+/** One agent's terminal: an xterm.js fed from /ws/observe. It starts from the daemon's
+ *  screen, then appends output exactly once: after a reconnect it asks for the output
+ *  `since` the last offset it wrote, and drops anything it already has. */
+class TerminalPanel {
+  constructor(sessionId) {
+    this.sessionId = sessionId;
+    this.stream = null;
+    this.nextOffset = null;   // offset just past the last byte written
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.unparsed = 0;
+    this.frame = 0;
+    this.resizeTimer = 0;
+    this.element = $('#terminal-panel').content.firstElementChild.cloneNode(true);
+    this.element.dataset.session = sessionId;
+    $('.name', this.element).textContent = sessionId;
+    const agent = state.agents.get(sessionId);
+    this.setStatus(agent ? agent.status : '');
+    this.term = new window.Terminal({
+      convertEol: false,
+      cursorBlink: false,
+      disableStdin: !state.control,
+      scrollback: 5000,
+      fontSize: 13,
+      fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, monospace',
+      theme: { background: '#000000' },
+    });
+    this.fitAddon = new window.FitAddon.FitAddon();
+    this.term.loadAddon(this.fitAddon);
+    $('#terminal-grid').append(this.element);
+    this.term.open($('.term', this.element));
+    this.element.dataset.cols = this.term.cols;
+    this.element.dataset.rows = this.term.rows;
+    if (state.control) {
+      this.term.onData((data) => send({ type: 'terminal_input', session_id: this.sessionId, data }));
+      this.term.onResize(({ cols, rows }) => this.sendSize(cols, rows));
+    }
+    this.term.onResize(({ cols, rows }) => {
+      this.element.dataset.cols = cols;
+      this.element.dataset.rows = rows;
+    });
+    $('.close', this.element).addEventListener('click', () => closeTerminal(this.sessionId));
+    $('.full', this.element).addEventListener('click', () => {
+      this.element.classList.toggle('fullscreen');
+      requestAnimationFrame(() => { this.fit(); this.term.focus(); });
+    });
+    $('.send', this.element).addEventListener('submit', (event) => {
+      event.preventDefault();
+      const input = event.target.content;
+      if (!input.value) return;
+      state.messageSerial += 1;
+      if (send({ type: 'user_message', session_id: this.sessionId, content: input.value, id: `page-${state.messageSerial}` })) {
+        input.value = '';
+      } else {
+        toast('Not connected; the message was not sent.');
+      }
+    });
+    new ResizeObserver(() => this.fit()).observe($('.term', this.element));
+    this.subscribe();
+  }
+
+  subscribe() {
+    const message = { type: 'subscribe_terminal', session_id: this.sessionId };
+    if (this.nextOffset !== null && this.stream) {
+      message.since = this.nextOffset;
+      message.stream = this.stream;
+    }
+    send(message);
+  }
+
+  setStatus(status) {
+    const pill = $('.status', this.element);
+    pill.textContent = status || '';
+    pill.dataset.status = status || '';
+  }
+
+  notice(text) {
+    const notice = $('.notice', this.element);
+    notice.textContent = text;
+    notice.hidden = false;
+    clearTimeout(this.noticeTimer);
+    this.noticeTimer = setTimeout(() => { notice.hidden = true; }, 10000);
+  }
+
+  /** Output between `since` and `offset` cannot be delivered; a screen follows. */
+  gap(message) {
+    const lost = message.offset - message.since;
+    const what = message.stream !== this.stream || lost <= 0
+      ? 'The daemon started a new output stream'
+      : `${lost} bytes of output were skipped`;
+    this.notice(`${what} (${message.reason || 'gap'}); showing the current screen.`);
+  }
+
+  output(message) {
+    if (message.snapshot) {
+      // A screen replaces everything before it, written or still pending.
+      this.pending = [{ reset: true, rows: message.rows, cols: message.cols }, message.data];
+      this.pendingBytes = message.data.length;
+      this.stream = message.stream;
+      this.nextOffset = message.next_offset;
+      this.schedule();
+      return;
+    }
+    if (this.stream === message.stream && this.nextOffset !== null && message.next_offset <= this.nextOffset) {
+      return; // Already written (a resumed subscription overlaps what we have).
+    }
+    this.stream = message.stream;
+    this.nextOffset = message.next_offset;
+    this.pending.push(message.data);
+    this.pendingBytes += message.data.length;
+    if (this.pendingBytes > MAX_PENDING_BYTES || this.unparsed > MAX_UNPARSED_BYTES) {
+      this.skipAhead();
+      return;
+    }
+    this.schedule();
+  }
+
+  /** The page cannot keep up: drop what waits and ask for the current screen. */
+  skipAhead() {
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.nextOffset = null;
+    this.notice('Output is faster than this page can draw: skipped to the current screen.');
+    send({ type: 'unsubscribe_terminal', session_id: this.sessionId });
+    send({ type: 'subscribe_terminal', session_id: this.sessionId });
+  }
+
+  schedule() {
+    if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
+  }
+
+  /** Writes everything that arrived since the last frame in one call. */
+  flush() {
+    this.frame = 0;
+    let text = '';
+    for (const item of this.pending) {
+      if (typeof item === 'string') {
+        text += item;
+      } else if (item.reset) {
+        this.term.reset();
+        if (!state.control && item.cols && item.rows) this.term.resize(item.cols, item.rows);
+        this.paneSize = { cols: item.cols, rows: item.rows };
+        this.resized(item.cols, item.rows);
+      }
+    }
+    this.pending = [];
+    this.pendingBytes = 0;
+    if (text) {
+      const bytes = text.length;
+      this.unparsed += bytes;
+      this.term.write(text, () => { this.unparsed -= bytes; });
+    }
+    if (state.control && this.paneSize &&
+        (this.paneSize.cols !== this.term.cols || this.paneSize.rows !== this.term.rows)) {
+      this.sendSize(this.term.cols, this.term.rows);
+    }
+  }
+
+  fit() {
+    const box = $('.term', this.element);
+    if (!box.offsetParent || box.clientWidth === 0) return;
+    try { this.fitAddon.fit(); } catch { /* not visible */ }
+  }
+
+  sendSize(cols, rows) {
+    clearTimeout(this.resizeTimer);
+    this.resizeTimer = setTimeout(() => {
+      if (this.paneSize && this.paneSize.cols === cols && this.paneSize.rows === rows) return;
+      if (send({ type: 'resize_terminal', session_id: this.sessionId, cols, rows })) {
+        this.paneSize = { cols, rows };
+      }
+    }, 100);
+  }
+
+  /** The daemon resized the pane (its `resize_terminal_ack`). */
+  resized(cols, rows) {
+    this.element.dataset.paneCols = cols;
+    this.element.dataset.paneRows = rows;
+  }
+
+  dispose() {
+    send({ type: 'unsubscribe_terminal', session_id: this.sessionId });
+    cancelAnimationFrame(this.frame);
+    this.term.dispose();
+    this.element.remove();
+  }
+}
+
+function openTerminal(sessionId) {
+  let terminal = state.terminals.get(sessionId);
+  if (!terminal) {
+    terminal = new TerminalPanel(sessionId);
+    state.terminals.set(sessionId, terminal);
+  }
+  $('#terminals-empty').hidden = true;
+  showView('terminals');
+  terminal.fit();
+  terminal.term.focus();
+}
+
+function closeTerminal(sessionId) {
+  const terminal = state.terminals.get(sessionId);
+  if (!terminal) return;
+  terminal.dispose();
+  state.terminals.delete(sessionId);
+  $('#terminals-empty').hidden = state.terminals.size > 0;
+}
+
+// ---------------------------------------------------------------- conversation
+
+function renderConversationChoices() {
+  const select = $('#conversation-agent');
+  const ids = [...state.agents.keys()];
+  const current = state.conversation || ids.find((id) => id.startsWith('sess-claude')) || ids[0] || '';
+  select.replaceChildren(...ids.map((id) => {
+    const option = document.createElement('option');
+    option.value = id;
+    option.textContent = id;
+    return option;
+  }));
+  if (current && current !== state.conversation) showConversation(current);
+  select.value = current;
+}
+
+async function showConversation(sessionId) {
+  state.conversation = sessionId;
+  $('#messages').replaceChildren();
+  if (!sessionId) return;
+  try {
+    const history = await api('GET', `/api/agents/${encodeURIComponent(sessionId)}/messages`);
+    if (state.conversation !== sessionId) return;
+    for (const entry of history.messages || []) addMessage(entry);
+  } catch (error) {
+    if (error.status !== 404) reportError(error);
+  }
+}
+
+/** Adds one conversation entry: a user message or an agent's reply with its actions. */
+function addMessage(entry) {
+  const item = document.createElement('li');
+  const fromUser = entry.role === 'user' || entry.type === 'user_message';
+  item.className = fromUser ? 'user' : 'agent';
+  const meta = document.createElement('span');
+  meta.className = 'meta';
+  meta.textContent = `${fromUser ? 'you' : entry.session_id || state.conversation} · ${entry.timestamp || ''}`;
+  const body = document.createElement('div');
+  body.textContent = entry.content || '';
+  item.append(meta, body);
+  const actions = entry.actions || [];
+  if (actions.length) {
+    const row = document.createElement('div');
+    row.className = 'actions control-only';
+    for (const action of actions) row.append(...actionButtons(entry, action));
+    item.append(row);
+  }
+  $('#messages').append(item);
+  item.scrollIntoView({ block: 'nearest' });
+}
+
+function actionButtons(entry, action) {
+  const make = (label, onClick) => {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.textContent = label;
+    button.addEventListener('click', () => {
+      if (onClick()) for (const b of button.parentElement.querySelectorAll('button')) b.disabled = true;
+    });
+    return button;
+  };
+  if (action.type === 'approve_tool') {
+    const decide = (decision) => () => send({
+      type: 'approve_tool', session_id: entry.session_id, request_id: action.request_id, decision,
+    });
+    const label = document.createElement('span');
+    label.textContent = `${action.summary || action.tool} `;
+    const allow = make('Allow', decide('allow'));
+    allow.dataset.request = action.request_id;
+    allow.className = 'allow';
+    const deny = make('Deny', decide('deny'));
+    deny.className = 'deny';
+    return [label, allow, deny];
+  }
+  if (action.type === 'approve_plan') {
+    const approve = make(action.button_text || 'Approve', () => send({ type: 'approve_plan', task_ids: action.task_ids }));
+    approve.className = 'approve';
+    const reject = make('Reject', () => send({ type: 'reject_plan', task_ids: action.task_ids }));
+    reject.className = 'reject';
+    return [approve, reject];
+  }
+  return [];
+}
+
+function onConversationEvent(message) {
+  if (message.type === 'claude_response') {
+    if (message.session_id === state.conversation) addMessage(message);
+    const asks = (message.actions || []).length > 0;
+    notify(`${message.session_id} ${asks ? 'asks for approval' : 'replied'}`, String(message.content || '').slice(0, 200));
+    if (asks && message.session_id !== state.conversation) toast(`${message.session_id} asks for approval (Conversation)`, 'info');
+  } else if (message.type === 'tool_decision') {
+    const button = document.querySelector(`button.allow[data-request="${CSS.escape(message.request_id)}"]`);
+    if (button) {
+      const note = document.createElement('span');
+      note.className = 'muted decision';
+      note.textContent = ` ${message.decision}`;
+      button.parentElement.append(note);
+      for (const b of button.parentElement.querySelectorAll('button')) b.disabled = true;
+    }
+  }
+}
+
+function sendConversationMessage(event) {
+  event.preventDefault();
+  const form = event.target;
+  const content = form.content.value;
+  if (!content || !state.conversation) return;
+  state.messageSerial += 1;
+  if (send({ type: 'user_message', session_id: state.conversation, content, id: `page-${state.messageSerial}` })) {
+    addMessage({ type: 'user_message', content, timestamp: new Date().toISOString() });
+    form.content.value = '';
+  } else {
+    toast('Not connected; the message was not sent.');
+  }
+}
+
+function notify(title, body) {
+  if (!('Notification' in window) || Notification.permission !== 'granted') return;
+  if (document.visibilityState === 'visible' && document.hasFocus()) return;
+  try { new Notification(title, { body, tag: title }); } catch { /* not allowed here */ }
+}
+
+// ---------------------------------------------------------------- tasks
+
+function onTaskUpdate(message) {
+  const known = state.tasks.get(message.task_id) || { task_id: message.task_id };
+  state.tasks.set(message.task_id, {
+    ...known,
+    ticket_id: message.ticket_id,
+    session_id: message.session_id,
+    agent: message.agent,
+    status: message.status,
+    duration_ms: message.elapsed_ms,
+    result: message.result || known.result,
+  });
+  if (!known.task) refreshTask(message.task_id);
+  renderTasks();
+}
+
+async function refreshTask(taskId) {
+  try {
+    const task = await api('GET', `/api/tasks/${taskId}`);
+    state.tasks.set(task.task_id, { ...(state.tasks.get(task.task_id) || {}), ...task });
+    renderTasks();
+  } catch { /* shown on the next update */ }
+}
+
+const COLUMN = { proposed: 'proposed', pending: 'pending', running: 'running' };
+
+function renderTasks() {
+  const columns = { proposed: [], pending: [], running: [], finished: [] };
+  const tasks = [...state.tasks.values()].sort((a, b) => b.task_id - a.task_id);
+  for (const task of tasks) columns[COLUMN[task.status] || 'finished'].push(taskCard(task));
+  for (const [name, cards] of Object.entries(columns)) $(`#tasks-${name}`).replaceChildren(...cards);
+}
+
+function taskCard(task) {
+  const card = $('#task-card').content.firstElementChild.cloneNode(true);
+  card.dataset.task = task.task_id;
+  card.dataset.status = task.status;
+  $('.title', card).textContent = `#${task.task_id} ${task.status}`;
+  $('.agent', card).textContent = task.agent || '';
+  $('.elapsed', card).textContent = task.duration_ms !== undefined && task.duration_ms !== null
+    ? `${(task.duration_ms / 1000).toFixed(1)} s` : '';
+  $('.text', card).textContent = task.task || '';
+  const result = task.result;
+  if (result) {
+    const parts = [];
+    const line = (text) => { const p = document.createElement('div'); p.textContent = text; parts.push(p); };
+    if (result.message) line(result.message);
+    if (result.files_modified && result.files_modified.length) line(`Files: ${result.files_modified.join(', ')}`);
+    if (result.tests_passed !== null && result.tests_passed !== undefined) line(`Tests ${result.tests_passed ? 'passed' : 'failed'}`);
+    if (result.branch) line(`Branch: ${result.branch}`);
+    if (result.error) line(`Error: ${result.error}`);
+    if (result.tests_output) {
+      const details = document.createElement('details');
+      const summary = document.createElement('summary');
+      summary.textContent = 'Test output';
+      const pre = document.createElement('pre');
+      pre.textContent = result.tests_output;
+      details.append(summary, pre);
+      parts.push(details);
+    }
+    $('.result', card).replaceChildren(...parts);
+  }
+  const cancel = $('.cancel', card);
+  if (task.status === 'pending' || task.status === 'running' || task.status === 'proposed') {
+    cancel.addEventListener('click', () => confirmThen(cancel, 'Really cancel?', () => cancelTask(task.task_id)));
+  } else {
+    cancel.remove();
+  }
+  return card;
+}
+
+async function delegateTask(event) {
+  event.preventDefault();
+  const form = event.target;
+  const body = { agent_type: form.agent_type.value.trim(), task: form.task.value };
+  if (form.working_dir.value.trim()) body.working_dir = form.working_dir.value.trim();
+  if (form.worktree.checked) body.isolation = 'worktree';
+  const test = form.test_command.value.trim();
+  if (test) body.test_command = test.split(/\s+/);
+  try {
+    const ticket = await api('POST', '/api/delegate', body);
+    form.task.value = '';
+    state.tasks.set(ticket.task_id, { ...(state.tasks.get(ticket.task_id) || {}), ...ticket, agent: body.agent_type, task: body.task });
+    renderTasks();
+    refreshTask(ticket.task_id);
+  } catch (error) {
+    reportError(error);
+  }
+}
+
+async function cancelTask(taskId) {
+  try {
+    await api('DELETE', `/api/tasks/${taskId}`);
+    refreshTask(taskId);
+  } catch (error) {
+    reportError(error);
+  }
+}
+
+boot();

@@ -1,0 +1,329 @@
+//! The dashboard's server side: the embedded page and its security headers, login links,
+//! session cookies, CSRF refusals and logout, over real HTTP. (The page itself is tested in
+//! Chromium by `browser.rs`.)
+
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::common::{DaemonProcess, Resp};
+
+/// `orchestra open` against this daemon: the login link it prints.
+fn open_link(daemon: &DaemonProcess, scope: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_orchestra"))
+        .args(["open", "--scope", scope, "--url"])
+        .arg(format!("http://{}", daemon.addr))
+        .arg("--config")
+        .arg(&daemon.config)
+        .arg("--state-dir")
+        .arg(&daemon.state)
+        .env_remove("ORCHESTRA_URL")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "open: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let link = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let prefix = format!("http://{}/login?code=", daemon.addr);
+    assert!(link.starts_with(&prefix), "{link}");
+    link
+}
+
+/// The path and query of a link on this daemon.
+fn path_of(daemon: &DaemonProcess, link: &str) -> String {
+    link.strip_prefix(&format!("http://{}", daemon.addr))
+        .unwrap()
+        .to_string()
+}
+
+/// Follows a login link; returns the response and the cookie pair (`name=value`) it set.
+fn log_in(daemon: &DaemonProcess, link: &str) -> (Resp, String) {
+    let resp = daemon.request_with("GET", &path_of(daemon, link), &[], None);
+    assert_eq!(resp.status, 303, "{}", resp.text());
+    let cookie = resp.header("set-cookie").expect("a cookie").to_string();
+    let pair = cookie.split(';').next().unwrap().to_string();
+    (resp, pair)
+}
+
+fn own_origin(daemon: &DaemonProcess) -> String {
+    format!("http://{}", daemon.addr)
+}
+
+#[test]
+fn the_page_and_its_assets_are_served_with_a_strict_policy() {
+    let daemon = DaemonProcess::start();
+    let page = daemon.request_with("GET", "/", &[], None);
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let policy = page.header("content-security-policy").unwrap();
+    assert!(policy.contains("script-src 'self';"), "{policy}");
+    assert!(policy.contains("default-src 'none'"), "{policy}");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert!(!policy.contains("unsafe-eval"), "{policy}");
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+    let html = page.text();
+    assert!(!html.contains("<script>"), "no inline script");
+    // Every file the page names is served, from the daemon itself.
+    let mut named = 0;
+    for part in html.split(['"', '\'']) {
+        if part.starts_with("/assets/") {
+            let asset = daemon.request_with("GET", part, &[], None);
+            assert_eq!(asset.status, 200, "{part}");
+            assert!(!asset.body.is_empty(), "{part}");
+            let etag = asset.header("etag").unwrap().to_string();
+            let again = daemon.request_with("GET", part, &[("If-None-Match", &etag)], None);
+            assert_eq!(again.status, 304, "{part}");
+            assert!(again.body.is_empty());
+            named += 1;
+        }
+    }
+    assert!(
+        named >= 5,
+        "the page names its scripts and styles ({named})"
+    );
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no CDN"
+    );
+    // API answers carry a policy that loads and frames nothing.
+    let health = daemon.get("/api/health", &daemon.control());
+    assert_eq!(
+        health.header("content-security-policy"),
+        Some("default-src 'none'; frame-ancestors 'none'")
+    );
+    assert_eq!(health.header("x-frame-options"), Some("DENY"));
+    // The vendored xterm.js is served with its license.
+    let license = daemon.request_with("GET", "/assets/LICENSE.xterm", &[], None);
+    assert!(license.text().contains("MIT"), "{}", license.text());
+    let missing = daemon.request_with("GET", "/assets/nope.js", &[], None);
+    missing.assert_error(404, "NOT_FOUND");
+    let post = daemon.request_with("POST", "/", &[], Some(""));
+    post.assert_error(405, "METHOD_NOT_ALLOWED");
+}
+
+#[test]
+fn a_login_link_works_once_and_gives_a_strict_cookie() {
+    let daemon = DaemonProcess::start();
+    let link = open_link(&daemon, "control");
+    let (resp, cookie) = log_in(&daemon, &link);
+    assert_eq!(resp.header("location"), Some("/"));
+    let set = resp.header("set-cookie").unwrap();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP: {set}");
+    let session = daemon.request_with("GET", "/api/session", &[("Cookie", &cookie)], None);
+    assert_eq!(session.status, 200, "{}", session.text());
+    let info = session.json();
+    assert_eq!(info["via"], "cookie");
+    assert_eq!(info["subject"], "browser");
+    assert_eq!(info["scopes"], json!(["observe", "control"]));
+    // The code is spent.
+    let reused = daemon.request_with("GET", &path_of(&daemon, &link), &[], None);
+    assert_eq!(reused.status, 401);
+    assert!(reused.header("set-cookie").is_none());
+    assert!(reused.text().contains("already used"), "{}", reused.text());
+    let bogus = daemon.request_with("GET", "/login?code=0000", &[], None);
+    assert_eq!(bogus.status, 401);
+    // The code never reaches the log.
+    let code = link.rsplit('=').next().unwrap();
+    assert!(!daemon.log_contains(code));
+    // Behind a TLS proxy the cookie is Secure.
+    let link = open_link(&daemon, "observe");
+    let proxied = daemon.request_with(
+        "GET",
+        &path_of(&daemon, &link),
+        &[("X-Forwarded-Proto", "https")],
+        None,
+    );
+    assert!(
+        proxied.header("set-cookie").unwrap().ends_with("; Secure"),
+        "{:?}",
+        proxied.header("set-cookie")
+    );
+}
+
+#[test]
+fn an_observe_login_can_read_but_not_act() {
+    let daemon = DaemonProcess::start();
+    let (_, cookie) = log_in(&daemon, &open_link(&daemon, "observe"));
+    let origin = own_origin(&daemon);
+    let headers = [("Cookie", cookie.as_str()), ("Origin", origin.as_str())];
+    let agents = daemon.request_with("GET", "/api/agents", &headers, None);
+    assert_eq!(agents.status, 200);
+    let spawn = daemon.request_with(
+        "POST",
+        "/api/agents/spawn",
+        &headers,
+        Some(&json!({"agent_type": "echo", "working_dir": daemon.work}).to_string()),
+    );
+    spawn.assert_error(403, "FORBIDDEN");
+    assert!(spawn.text().contains("browser session"), "{}", spawn.text());
+    // Its WebSocket ticket carries the observe scope: it can watch but not type.
+    let ticket = daemon.request_with("POST", "/api/ws-ticket", &headers, Some(""));
+    assert_eq!(ticket.status, 201, "{}", ticket.text());
+    let ticket = ticket.json()["ticket"].as_str().unwrap().to_string();
+    let mut ws = daemon
+        .ws_with(&format!("ticket={ticket}"), &[("Origin", &origin)])
+        .expect("upgrade");
+    ws.send(json!({"type": "terminal_input", "session_id": "sess-x", "data": "hi"}));
+    let error = ws.recv_until("an error", |m| m["type"] == "error");
+    assert_eq!(error["error_code"], "FORBIDDEN");
+    // A login link cannot grant more than its issuer has.
+    let observe = daemon.token("observe");
+    let more = daemon.post("/api/login-codes", &observe, &json!({"scope": "control"}));
+    more.assert_error(403, "FORBIDDEN");
+    let same = daemon.post("/api/login-codes", &observe, &json!({}));
+    assert_eq!(same.status, 201);
+    assert_eq!(same.json()["scope"], "observe");
+}
+
+#[test]
+fn a_stolen_cookie_is_refused_from_another_origin() {
+    let daemon = DaemonProcess::start();
+    let (_, cookie) = log_in(&daemon, &open_link(&daemon, "control"));
+    let body = json!({"agent_type": "echo", "working_dir": daemon.work}).to_string();
+    let attempts: [&[(&str, &str)]; 5] = [
+        &[
+            ("Origin", "http://evil.example"),
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+        &[("Origin", "http://evil.example")],
+        // Another port on the same host is the same site, but not the same origin.
+        &[
+            ("Origin", "http://127.0.0.1:1"),
+            ("Sec-Fetch-Site", "same-site"),
+        ],
+        // No sign of where it came from.
+        &[],
+        &[("Origin", "null")],
+    ];
+    for headers in attempts {
+        let mut all = vec![("Cookie", cookie.as_str())];
+        all.extend_from_slice(headers);
+        let resp = daemon.request_with("POST", "/api/agents/spawn", &all, Some(&body));
+        resp.assert_error(403, "FORBIDDEN");
+        let ticket = daemon.request_with("POST", "/api/ws-ticket", &all, Some(""));
+        ticket.assert_error(403, "FORBIDDEN");
+    }
+    // Reading from a cross-site context is refused too.
+    let read = daemon.request_with(
+        "GET",
+        "/api/agents",
+        &[("Cookie", &cookie), ("Sec-Fetch-Site", "cross-site")],
+        None,
+    );
+    read.assert_error(403, "FORBIDDEN");
+    assert_eq!(
+        daemon.get("/api/agents", &daemon.control()).json()["total"],
+        0,
+        "nothing was spawned"
+    );
+    // From the daemon's own page it works.
+    let origin = own_origin(&daemon);
+    let resp = daemon.request_with(
+        "POST",
+        "/api/agents/spawn",
+        &[
+            ("Cookie", &cookie),
+            ("Origin", &origin),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+        Some(&body),
+    );
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    // A forged cookie is no session.
+    let forged = format!("{cookie}x");
+    let resp = daemon.request_with("GET", "/api/session", &[("Cookie", &forged)], None);
+    resp.assert_error(401, "INVALID_TOKEN");
+}
+
+#[test]
+fn a_pasted_token_logs_in_only_from_the_daemons_own_page() {
+    let daemon = DaemonProcess::start();
+    let token = daemon.token("observe");
+    let origin = own_origin(&daemon);
+    let body = json!({ "token": token }).to_string();
+    let foreign = daemon.request_with(
+        "POST",
+        "/api/login",
+        &[("Origin", "http://evil.example")],
+        Some(&body),
+    );
+    foreign.assert_error(403, "FORBIDDEN");
+    let bad = daemon.request_with(
+        "POST",
+        "/api/login",
+        &[("Origin", &origin)],
+        Some(&json!({"token": "nope"}).to_string()),
+    );
+    bad.assert_error(401, "INVALID_TOKEN");
+    let ok = daemon.request_with("POST", "/api/login", &[("Origin", &origin)], Some(&body));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["scopes"], json!(["observe"]));
+    let cookie = ok.header("set-cookie").unwrap();
+    // The session ends no later than the token.
+    let max_age: u64 = cookie
+        .split("Max-Age=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(max_age <= 3600, "{cookie}");
+}
+
+#[test]
+fn logout_ends_the_session_for_good_and_a_restart_keeps_the_others() {
+    let mut daemon = DaemonProcess::start();
+    let (_, kept) = log_in(&daemon, &open_link(&daemon, "control"));
+    let (_, ended) = log_in(&daemon, &open_link(&daemon, "control"));
+    let origin = own_origin(&daemon);
+    let logout = daemon.request_with(
+        "POST",
+        "/api/logout",
+        &[("Cookie", &ended), ("Origin", &origin)],
+        Some(""),
+    );
+    assert_eq!(logout.status, 200, "{}", logout.text());
+    assert!(
+        logout.header("set-cookie").unwrap().contains("Max-Age=0"),
+        "the cookie is cleared"
+    );
+    let session = |daemon: &DaemonProcess, cookie: &str| {
+        daemon
+            .request_with("GET", "/api/session", &[("Cookie", cookie)], None)
+            .status
+    };
+    assert_eq!(
+        session(&daemon, &ended),
+        401,
+        "a copied cookie stays refused"
+    );
+    assert_eq!(session(&daemon, &kept), 200);
+    // The logout is recorded off the loop; wait for the file before restarting.
+    crate::common::wait_until("the logout recorded", || {
+        std::fs::read_to_string(daemon.state.join("web_logouts"))
+            .ok()
+            .filter(|text| !text.is_empty())
+    });
+    let unused = open_link(&daemon, "control");
+    daemon.restart();
+    assert_eq!(session(&daemon, &kept), 200, "sessions survive a restart");
+    assert_eq!(session(&daemon, &ended), 401, "logouts survive a restart");
+    // Login links do not: they lived in the old daemon's memory.
+    let path = unused
+        .split_once("/login")
+        .map(|(_, rest)| format!("/login{rest}"))
+        .unwrap();
+    assert_eq!(daemon.request_with("GET", &path, &[], None).status, 401);
+}
