@@ -57,9 +57,16 @@ fn options() -> Options {
         }
     }
     if options.scenarios.is_empty() {
-        options.scenarios = ["throughput", "viewers", "latency", "hooks", "idle"]
-            .map(String::from)
-            .to_vec();
+        options.scenarios = [
+            "throughput",
+            "viewers",
+            "latency",
+            "hooks",
+            "idle",
+            "dashboard",
+        ]
+        .map(String::from)
+        .to_vec();
     }
     options
 }
@@ -87,6 +94,13 @@ impl DaemonProcess {
                 "#!/bin/sh\nwhile read -r _; do echo START; yes '{LINE}' | head -c \"$BYTES\"; echo; echo END; done\n"
             ),
         );
+        let banner_script = write_script(
+            dir.path(),
+            "banner.sh",
+            &format!(
+                "#!/bin/sh\necho ready\nwhile read -r _; do yes '{LINE}' | head -c \"$BYTES\"; echo; echo END; done\n"
+            ),
+        );
         let echo_script = write_script(
             dir.path(),
             "rawecho.sh",
@@ -97,11 +111,13 @@ impl DaemonProcess {
              [websocket]\nmax_subscriptions = 8\n\
              [rate_limits]\nws_messages = {{ requests = 0, window = \"1m\" }}\n\
              [panes]\nbacklog_bytes = 33554432\nlive_frame_bytes = 33554432\n\
-             [agents.gen]\ncommand = [\"{}\"]\n[agents.rawecho]\ncommand = [\"{}\"]\n\
+             [agents.gen]\ncommand = [\"{}\"]\n[agents.banner]\ncommand = [\"{}\"]\n\
+             [agents.rawecho]\ncommand = [\"{}\"]\n\
              [agents.hooked]\ncommand = [\"{}\"]\nhooks = \"claude\"\n",
             idle + 1000,
             work.display(),
             gen_script.display(),
+            banner_script.display(),
             echo_script.display(),
             echo_script.display()
         );
@@ -890,6 +906,7 @@ fn main() {
             "latency" => latency(&daemon, options.samples),
             "hooks" => hooks(&daemon, options.samples.min(300)),
             "idle" => idle(&daemon, options.idle),
+            "dashboard" => dashboard(&daemon, (options.mb / 2).max(1)),
             other => {
                 eprintln!("unknown scenario {other}");
                 Vec::new()
@@ -915,6 +932,100 @@ fn main() {
     for (what, figure) in rows {
         println!("| {what} | {figure} |");
     }
+}
+
+/// The dashboard in Debian's Chromium (benches/dashboard.mjs, driven by playwright-core as
+/// the browser tests install it): page weight, click to first terminal frame, and a tab with
+/// 8 live terminals while one of them floods `mb` MB.
+fn dashboard(daemon: &DaemonProcess, mb: usize) -> Vec<Row> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let install = Command::new(format!("{root}/tests/tools/install-playwright.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/tools/install-playwright.sh");
+    assert!(
+        install.status.success(),
+        "playwright-core or chromium missing"
+    );
+    let modules = String::from_utf8(install.stdout).unwrap();
+    let modules = modules.lines().last().unwrap().trim().to_string();
+    let bytes = mb * 1_000_000;
+    let flood = daemon.spawn("banner", json!({"BYTES": bytes.to_string()}));
+    let mut sessions = vec![flood.clone()];
+    for _ in 0..7 {
+        sessions.push(daemon.spawn("banner", json!({"BYTES": "1000"})));
+    }
+    let open = Command::new(env!("CARGO_BIN_EXE_orchestra"))
+        .args(["open", "--url"])
+        .arg(format!("http://{}", daemon.addr))
+        .arg("--config")
+        .arg(daemon.dir.path().join("config.toml"))
+        .arg("--state-dir")
+        .arg(daemon.dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(open.status.success(), "{open:?}");
+    let link = String::from_utf8(open.stdout).unwrap().trim().to_string();
+    let shots = std::path::PathBuf::from(root).join("target/tmp/browser-shots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let daemon_cpu = cpu_seconds(daemon.child.id());
+    let output = Command::new("node")
+        .arg(format!("{root}/benches/dashboard.mjs"))
+        .env("PLAYWRIGHT_MODULES", &modules)
+        .env("LOGIN_LINK", &link)
+        .env("SESSIONS", sessions.join(","))
+        .env("FLOOD_SESSION", &flood)
+        .env("SHOTS", &shots)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run node benches/dashboard.mjs");
+    assert!(output.status.success(), "benches/dashboard.mjs failed");
+    let daemon_used = cpu_seconds(daemon.child.id()) - daemon_cpu;
+    let text = String::from_utf8(output.stdout).unwrap();
+    let figures: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    println!("dashboard: {figures}");
+    let weight = &figures["weight"];
+    let click = &figures["click_ms"];
+    let flood = &figures["flood"];
+    let rss = &flood["renderer_rss_kb"];
+    vec![
+        (
+            "dashboard: first load".to_string(),
+            format!(
+                "{:.0} KB transferred in {} requests (uncompressed; xterm.js is 477 KB of it)",
+                weight["transferred_kb"].as_f64().unwrap(),
+                weight["requests"]
+            ),
+        ),
+        (
+            "dashboard: click on an agent to its first terminal frame".to_string(),
+            format!(
+                "median {:.0} ms, max {:.0} ms over 8 agents (ticketed WebSocket already open; subscribe, screen, first paint)",
+                click["median"].as_f64().unwrap(),
+                click["max"].as_f64().unwrap()
+            ),
+        ),
+        (
+            format!("dashboard: a tab with 8 live terminals while one floods {mb} MB"),
+            format!(
+                "renderer RSS {:.0} MB before, {:.0} MB peak, {:.0} MB after; JS heap {:.0} → {:.0} MB; longest frame {:.0} ms over {:.1} s ({} frames){}; daemon CPU {:.1} s",
+                rss["before"].as_f64().unwrap() / 1024.0,
+                rss["peak"].as_f64().unwrap() / 1024.0,
+                rss["after"].as_f64().unwrap() / 1024.0,
+                flood["js_heap_mb"]["before"].as_f64().unwrap(),
+                flood["js_heap_mb"]["after"].as_f64().unwrap(),
+                flood["longest_frame_ms"].as_f64().unwrap(),
+                flood["seconds"].as_f64().unwrap(),
+                flood["frames"],
+                if flood["skipped_ahead"].as_bool().unwrap_or(false) {
+                    "; the page skipped ahead with a notice"
+                } else {
+                    ""
+                },
+                daemon_used
+            ),
+        ),
+    ]
 }
 
 /// Number of CPUs this process may run on.

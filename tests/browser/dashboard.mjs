@@ -213,6 +213,11 @@ try {
   if (framed) throw new Error('another origin framed the dashboard');
   problems.splice(0, problems.length, ...problems.filter((p) => !p.startsWith('framer')));
 
+  // The README's picture: the control page's terminals.
+  await page.bringToFront();
+  await page.click('#tabs [data-view=terminals]');
+  await page.screenshot({ path: path.join(SHOTS, '7-terminals.png') });
+
   if (problems.length) throw new Error(`the page reported problems:\n${problems.join('\n')}`);
   console.log('@done');
 } catch (error) {

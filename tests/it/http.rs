@@ -13,7 +13,8 @@ fn unknown_paths_and_wrong_methods() {
     daemon
         .get("/api/nope", &token)
         .assert_error(404, "NOT_FOUND");
-    daemon.get("/", &token).assert_error(404, "NOT_FOUND");
+    daemon.get("/nope", &token).assert_error(404, "NOT_FOUND");
+    daemon.get("/api", &token).assert_error(404, "NOT_FOUND");
     let resp = daemon.request("PUT", "/api/agents", Some(&token), None);
     resp.assert_error(405, "METHOD_NOT_ALLOWED");
     assert_eq!(resp.header("allow"), Some("GET"));

@@ -327,3 +327,34 @@ fn logout_ends_the_session_for_good_and_a_restart_keeps_the_others() {
         .unwrap();
     assert_eq!(daemon.request_with("GET", &path, &[], None).status, 401);
 }
+
+#[test]
+fn an_expired_login_link_is_refused() {
+    // With a lifetime of zero every link has expired by the time it is used.
+    let daemon = DaemonProcess::start_with("[web]\nlogin_code_ttl = \"0s\"\n");
+    let link = open_link(&daemon, "control");
+    let resp = daemon.request_with("GET", &path_of(&daemon, &link), &[], None);
+    assert_eq!(resp.status, 401);
+    assert!(resp.text().contains("expired"), "{}", resp.text());
+    assert!(resp.header("set-cookie").is_none());
+    assert!(
+        resp.header("content-security-policy")
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+}
+
+#[test]
+fn the_dashboard_can_be_switched_off() {
+    let daemon = DaemonProcess::start_with("[web]\ndashboard = false\n");
+    daemon
+        .request_with("GET", "/", &[], None)
+        .assert_error(404, "NOT_FOUND");
+    daemon
+        .request_with("GET", "/assets/app.js", &[], None)
+        .assert_error(404, "NOT_FOUND");
+    // Logins still work (for another front end served elsewhere through a proxy).
+    let (_, cookie) = log_in(&daemon, &open_link(&daemon, "observe"));
+    let session = daemon.request_with("GET", "/api/session", &[("Cookie", &cookie)], None);
+    assert_eq!(session.status, 200);
+}

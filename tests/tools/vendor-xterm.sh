@@ -7,18 +7,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mode=${1:---check}
+case "$mode" in
+    --check | --update) ;;
+    *) echo "usage: $0 [--check|--update]" >&2; exit 2 ;;
+esac
 vendor=src/web/vendor
 dir=target/tmp/xterm-vendor
 stamp="$dir/.lock-sha256"
 want=$(sha256sum "$vendor/package-lock.json" | cut -d' ' -f1)
-if ! [ -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+modules="$dir/node_modules/@xterm"
+if ! [ -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] \
+    || ! [ -f "$modules/xterm/package.json" ] || ! [ -f "$modules/addon-fit/package.json" ]; then
     rm -rf "$dir"
     mkdir -p "$dir"
     cp "$vendor/package.json" "$vendor/package-lock.json" "$dir/"
     (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) >&2
     echo "$want" > "$stamp"
 fi
-modules="$dir/node_modules/@xterm"
 # vendored name -> file in the release
 pairs=(
     "xterm.js=$modules/xterm/lib/xterm.js"
@@ -31,16 +36,12 @@ status=0
 for pair in "${pairs[@]}"; do
     name=${pair%%=*}
     release=${pair#*=}
-    case "$mode" in
-        --update) cp "$release" "$vendor/$name" ;;
-        --check)
-            if ! cmp -s "$release" "$vendor/$name"; then
-                echo "vendor-xterm: $vendor/$name differs from the npm release ($release); run $0 --update" >&2
-                status=1
-            fi
-            ;;
-        *) echo "usage: $0 [--check|--update]" >&2; exit 2 ;;
-    esac
+    if [ "$mode" = --update ]; then
+        cp "$release" "$vendor/$name"
+    elif ! cmp -s "$release" "$vendor/$name"; then
+        echo "vendor-xterm: $vendor/$name differs from the npm release ($release); run $0 --update" >&2
+        status=1
+    fi
 done
 [ "$status" -eq 0 ] && echo "vendor-xterm: $mode ok (@xterm/xterm $(node -p "require('./$modules/xterm/package.json').version"), @xterm/addon-fit $(node -p "require('./$modules/addon-fit/package.json').version"))"
 exit "$status"
