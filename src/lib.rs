@@ -14,7 +14,8 @@
 //! | [`error_code`] | the reference's error codes and ours | pick HTTP statuses |
 //! | [`calls`] | the daemon's tools for agents (`orchestra mcp`): list agents and tasks, delegate, message, propose plans, in the calling session's name | touch sockets other than the call's own |
 //! | [`api`] | routing, JWT auth and scopes, browser logins (session cookies, CSRF checks) and the embedded dashboard (`src/web/`), handlers, mapping every layer's errors to HTTP, WebSocket message semantics | touch sockets |
-//! | [`client`] | the blocking HTTP client of the commands that talk to a running daemon (`orchestra open`) | run inside the daemon |
+//! | [`client`] | the blocking HTTP client of the commands that talk to a running daemon | run inside the daemon |
+//! | [`cli`] | the commands that talk to a running daemon (`agents`, `send`, `attach`, `delegate`, `tasks`): resolving URL and token, tables, exit codes | run inside the daemon |
 //! | [`daemon`] | loop-owned state: agents, pane sources, the hub, deadlines, replies waiting to be written | decide who reacts, touch client sockets |
 //! | [`agents`] | sessions: registry, status and activity with evidence, CLI hooks (settings, the hook socket, held permission requests), spawn/kill/adopt, /proc metrics, input validation; announces [`agents::AgentEvent`]s | run tmux directly, call into tasks |
 //! | [`panes`] | the output and input path: pipe hand-over, capture, backlog, UTF-8, fanout hub, emulator thread, typing | parse HTTP |
@@ -96,6 +97,7 @@
 pub mod agents;
 pub mod api;
 pub mod calls;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
@@ -246,6 +248,7 @@ mod tests {
             "agents",
             "api",
             "calls",
+            "cli",
             "client",
             "config",
             "daemon",

@@ -11,9 +11,25 @@ use clap::{Parser, Subcommand};
 use orchestra::api::auth::{Scope, load_or_create_secret, mint_token};
 use orchestra::config::{Config, Overrides, default_config_file};
 
+/// The version with the git revision it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("ORCHESTRA_GIT_REVISION"),
+    ")"
+);
+
 /// Run AI coding agents in tmux and drive and watch them over HTTP and WebSocket.
+///
+/// `orchestra serve` runs the daemon. The other commands talk to a running daemon: the local
+/// one by default (its config's listen address, with a token signed by its secret), or any
+/// other with --url and --token (or ORCHESTRA_URL and ORCHESTRA_TOKEN).
+///
+/// Exit codes: 0 ok, 1 refused or failed, 2 usage, 3 no such session or task, 4 token
+/// refused, 5 daemon unreachable; `tasks wait` and `delegate --wait`: 0 completed, 6 failed,
+/// 7 timed out, 8 cancelled.
 #[derive(Parser)]
-#[command(name = "orchestra", version, about)]
+#[command(name = "orchestra", version = VERSION, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -68,6 +84,77 @@ enum Command {
         /// The daemon (default: the config's listen address).
         #[arg(long, value_name = "URL", env = "ORCHESTRA_URL")]
         url: Option<String>,
+    },
+    /// List, show, start and stop agents.
+    ///
+    /// Examples:
+    ///   orchestra agents
+    ///   orchestra agents spawn claude --name primary --working-dir ~/projects/app
+    ///   orchestra agents show sess-claude-primary
+    ///   orchestra agents kill sess-claude-primary
+    #[command(verbatim_doc_comment)]
+    Agents {
+        #[command(flatten)]
+        target: orchestra::cli::Target,
+        #[command(subcommand)]
+        command: Option<orchestra::cli::commands::AgentsCommand>,
+    },
+    /// Type a message into an agent (a `user_message`), optionally waiting for its reply.
+    ///
+    /// Example: orchestra send sess-claude-primary "run the tests" --wait
+    Send {
+        #[command(flatten)]
+        target: orchestra::cli::Target,
+        /// Session id.
+        session: String,
+        /// The message (typed as one paste, then Enter).
+        text: String,
+        /// Wait for the reply the agent's turn ends with and print it (agents with hooks).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// An agent's terminal in yours, live, over the API (works from other machines).
+    ///
+    /// Keys go to the agent; resizing your window resizes its pane. Detach with Ctrl-]
+    /// (--detach-key). After a network drop it reconnects and resumes without losing or
+    /// repeating output.
+    ///
+    /// Example: orchestra attach sess-claude-primary --url http://devbox:8080
+    Attach {
+        #[command(flatten)]
+        target: orchestra::cli::Target,
+        #[command(flatten)]
+        args: orchestra::cli::attach::AttachArgs,
+    },
+    /// Hand a task to a new headless agent; prints its task id (or waits for it).
+    ///
+    /// Examples:
+    ///   orchestra delegate claude "add a --verbose flag" --worktree --test-command cargo test
+    ///   orchestra delegate codex "fix the flaky test" --context-file tests/it.rs --wait
+    #[command(verbatim_doc_comment)]
+    Delegate {
+        #[command(flatten)]
+        target: orchestra::cli::Target,
+        #[command(flatten)]
+        args: orchestra::cli::commands::DelegateArgs,
+    },
+    /// List, show, cancel and wait for delegated tasks.
+    ///
+    /// Examples:
+    ///   orchestra tasks
+    ///   orchestra tasks show 12
+    ///   orchestra tasks wait 12 && echo done
+    #[command(verbatim_doc_comment)]
+    Tasks {
+        #[command(flatten)]
+        target: orchestra::cli::Target,
+        #[command(subcommand)]
+        command: Option<orchestra::cli::commands::TasksCommand>,
+    },
+    /// Print a shell completion script: `orchestra completions bash > ~/.local/share/bash-completion/completions/orchestra`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
     /// (internal) First program of an agent pane: reads a spawn spec and execs the agent.
     #[command(hide = true)]
@@ -163,6 +250,21 @@ fn open_link(args: &ConfigArgs, scope: &str, url: Option<String>) -> Result<Stri
         .ok_or((5, "the daemon's answer has no url".to_string()))
 }
 
+/// Runs a command that talks to a daemon: resolves where it is and who we are, then prints
+/// a failure as `orchestra: CODE: message` with its exit code.
+fn client(
+    target: &orchestra::cli::Target,
+    run: impl FnOnce(&orchestra::cli::Api) -> Result<u8, orchestra::cli::Failure>,
+) -> ExitCode {
+    match target.resolve().and_then(|api| run(&api)) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("orchestra: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -203,6 +305,38 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Agents { target, command } => client(&target, |api| {
+            orchestra::cli::commands::agents(api, command).map(|()| 0)
+        }),
+        Command::Send {
+            target,
+            session,
+            text,
+            wait,
+        } => client(&target, |api| {
+            orchestra::cli::commands::send(api, &session, &text, wait).map(|()| 0)
+        }),
+        Command::Attach { target, args } => client(&target, |api| {
+            let why = orchestra::cli::attach::run(api, &args)?;
+            eprintln!("[orchestra: {why}]");
+            Ok(0)
+        }),
+        Command::Delegate { target, args } => {
+            client(&target, |api| orchestra::cli::commands::delegate(api, args))
+        }
+        Command::Tasks { target, command } => {
+            client(&target, |api| orchestra::cli::commands::tasks(api, command))
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "orchestra",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
         }
         Command::Open { config, scope, url } => match open_link(&config, &scope, url) {
             Ok(link) => {

@@ -304,6 +304,52 @@ pub fn erase_env_vars(names: &[std::ffi::OsString]) -> io::Result<()> {
     Ok(())
 }
 
+/// A terminal switched to raw mode (no echo, no line editing, no signals from keys, bytes
+/// passed through as typed) until this value is dropped, which restores the attributes it
+/// found: also when the program unwinds from a panic or leaves its loop on a signal.
+pub struct RawTerminal {
+    fd: RawFd,
+    saved: libc::termios,
+}
+
+impl RawTerminal {
+    /// Switches the terminal on `fd` to raw mode.
+    pub fn enter(fd: RawFd) -> io::Result<RawTerminal> {
+        // SAFETY: termios is plain old data; tcgetattr fills it or fails without touching it.
+        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: `saved` is a valid termios to write into; `fd` is only read.
+        if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut raw = saved;
+        // SAFETY: cfmakeraw only edits the struct it is given.
+        unsafe { libc::cfmakeraw(&mut raw) };
+        // SAFETY: `raw` is a valid termios derived from the terminal's own.
+        if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &raw) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(RawTerminal { fd, saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        // SAFETY: `saved` holds the attributes tcgetattr returned for this fd.
+        unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved) };
+    }
+}
+
+/// The size (rows, columns) of the terminal on `fd`.
+pub fn terminal_size(fd: RawFd) -> io::Result<(u16, u16)> {
+    // SAFETY: winsize is plain old data that TIOCGWINSZ fills in.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize into the pointer it is given.
+    if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((size.ws_row, size.ws_col))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

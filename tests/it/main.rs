@@ -9,6 +9,7 @@ mod agents;
 mod auth;
 mod browser;
 mod claude;
+mod cli;
 mod clients;
 mod faults;
 mod hooks;

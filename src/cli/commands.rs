@@ -1,0 +1,484 @@
+//! `orchestra agents`, `send`, `delegate` and `tasks`: each one or two API calls, shown as a
+//! table or (with `--json`) as the API's JSON.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::output::{cell, colours, fields, print_json, status, table};
+use super::{Api, Failure, exit, next_message, segment, send_message, websocket, ws_failure};
+
+/// `orchestra agents ...`
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum AgentsCommand {
+    /// List sessions (the default).
+    Ls {
+        /// Only sessions with this status (running, idle, error, exited, terminated).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only sessions of this agent type.
+        #[arg(long = "type", value_name = "TYPE")]
+        agent_type: Option<String>,
+    },
+    /// Show one session's details.
+    Show {
+        /// Session id (sess-...).
+        session: String,
+    },
+    /// Start an agent; prints its session id.
+    Spawn {
+        /// Agent type (shell, claude, codex, ... as configured).
+        agent_type: String,
+        /// Name the session `sess-<type>-<name>` (409 if one is live).
+        #[arg(long)]
+        name: Option<String>,
+        /// Working directory (default: the current one).
+        #[arg(long, value_name = "DIR")]
+        working_dir: Option<PathBuf>,
+        /// Environment variable for the agent, `KEY=VALUE` (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+    },
+    /// Stop a session (its process tree, then the pane).
+    Kill {
+        /// Session id.
+        session: String,
+    },
+}
+
+/// `orchestra tasks ...`
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum TasksCommand {
+    /// List tickets, newest first (the default).
+    Ls {
+        /// Only tickets with this status (proposed, pending, running, completed, failed,
+        /// timeout, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one ticket with its result.
+    Show {
+        /// Task id or ticket id.
+        task: String,
+    },
+    /// Cancel a pending or running task.
+    Cancel {
+        /// Task id or ticket id.
+        task: String,
+    },
+    /// Wait until a task ends; the exit code tells how it ended.
+    Wait {
+        /// Task id or ticket id.
+        task: String,
+    },
+}
+
+/// `orchestra delegate` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DelegateArgs {
+    /// Agent type to run the task (its headless command).
+    pub agent_type: String,
+    /// What to do.
+    pub task: String,
+    /// A file the agent should look at (repeatable); listed in the prompt.
+    #[arg(long = "context-file", value_name = "FILE")]
+    pub context_files: Vec<String>,
+    /// Working directory (default: the current one).
+    #[arg(long, value_name = "DIR")]
+    pub working_dir: Option<PathBuf>,
+    /// Run in a fresh git worktree on its own branch.
+    #[arg(long)]
+    pub worktree: bool,
+    /// Test command run when the agent is done, e.g. `--test-command cargo test` (the rest of
+    /// the line; quote nothing, it is an argv).
+    #[arg(long, value_name = "ARGV", num_args = 1.., allow_hyphen_values = true)]
+    pub test_command: Vec<String>,
+    /// Task timeout, e.g. `30m` (default: the daemon's).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Wait for the task to end, with a progress line; the exit code tells how it ended.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Runs `orchestra agents`.
+pub fn agents(api: &Api, command: Option<AgentsCommand>) -> Result<(), Failure> {
+    match command.unwrap_or(AgentsCommand::Ls {
+        status: None,
+        agent_type: None,
+    }) {
+        AgentsCommand::Ls {
+            status: wanted,
+            agent_type,
+        } => {
+            let mut query = Vec::new();
+            if let Some(s) = wanted {
+                query.push(format!("status={}", segment(&s)));
+            }
+            if let Some(t) = agent_type {
+                query.push(format!("agent_type={}", segment(&t)));
+            }
+            let path = if query.is_empty() {
+                "/api/agents".to_string()
+            } else {
+                format!("/api/agents?{}", query.join("&"))
+            };
+            let list = api.get(&path)?;
+            if api.json {
+                print_json(&list);
+                return Ok(());
+            }
+            let colour = colours();
+            let rows: Vec<Vec<String>> = list["agents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| {
+                    vec![
+                        cell(&a["session_id"]),
+                        cell(&a["agent_type"]),
+                        status(&cell(&a["status"]), colour),
+                        status(&cell(&a["activity"]), colour),
+                        cell(&a["created_at"]),
+                        cell(&a["evidence"]["detail"]),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &[
+                        "SESSION", "TYPE", "STATUS", "ACTIVITY", "CREATED", "EVIDENCE"
+                    ],
+                    &rows
+                )
+            );
+            Ok(())
+        }
+        AgentsCommand::Show { session } => {
+            let details = api.get(&format!("/api/agents/{}", segment(&session)))?;
+            show(api, &details);
+            Ok(())
+        }
+        AgentsCommand::Spawn {
+            agent_type,
+            name,
+            working_dir,
+            env,
+        } => {
+            let mut body =
+                json!({ "agent_type": agent_type, "working_dir": directory(working_dir)? });
+            if let Some(name) = name {
+                body["name"] = name.into();
+            }
+            if !env.is_empty() {
+                let mut vars = serde_json::Map::new();
+                for pair in env {
+                    let (key, value) = pair.split_once('=').ok_or_else(|| {
+                        Failure::new(exit::USAGE, format!("--env {pair:?}: expected KEY=VALUE"))
+                    })?;
+                    vars.insert(key.to_string(), value.into());
+                }
+                body["env"] = vars.into();
+            }
+            let spawned = api.call("POST", "/api/agents/spawn", Some(&body))?;
+            if api.json {
+                print_json(&spawned);
+            } else {
+                println!("{}", cell(&spawned["session_id"]));
+            }
+            Ok(())
+        }
+        AgentsCommand::Kill { session } => {
+            let killed = api.call(
+                "DELETE",
+                &format!("/api/agents/{}", segment(&session)),
+                None,
+            )?;
+            if api.json {
+                print_json(&killed);
+            } else {
+                println!(
+                    "{} {}",
+                    cell(&killed["session_id"]),
+                    cell(&killed["status"])
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn show(api: &Api, value: &Value) {
+    if api.json {
+        print_json(value);
+    } else {
+        print!("{}", fields(value));
+    }
+}
+
+/// The directory to send: the one given (made absolute) or the current one.
+fn directory(dir: Option<PathBuf>) -> Result<String, Failure> {
+    let current = std::env::current_dir()
+        .map_err(|e| Failure::new(exit::FAILED, format!("no current directory: {e}")))?;
+    let dir = match dir {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => current.join(dir),
+        None => current,
+    };
+    dir.into_os_string()
+        .into_string()
+        .map_err(|_| Failure::new(exit::USAGE, "the working directory is not valid UTF-8"))
+}
+
+/// Runs `orchestra send SESSION TEXT [--wait]`: types a message into the agent, and with
+/// `wait` prints the reply its turn ends with.
+pub fn send(api: &Api, session: &str, text: &str, wait: bool) -> Result<(), Failure> {
+    let mut socket = websocket(api, None)?;
+    let id = format!("cli-{}", std::process::id());
+    send_message(
+        &mut socket,
+        &json!({"type": "user_message", "session_id": session, "content": text, "id": id}),
+    )?;
+    loop {
+        let message = next_message(&mut socket)?;
+        let about_us = message["session_id"] == session;
+        match message["type"].as_str() {
+            Some("error") if about_us || message["id"] == id.as_str() => {
+                return Err(ws_failure(&message));
+            }
+            Some("user_message_ack") if about_us && !wait => {
+                if api.json {
+                    print_json(&message);
+                }
+                return Ok(());
+            }
+            Some("claude_response") if about_us && message["in_reply_to"] == id.as_str() => {
+                if api.json {
+                    print_json(&message);
+                } else {
+                    println!("{}", cell(&message["content"]));
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Runs `orchestra delegate`.
+pub fn delegate(api: &Api, args: DelegateArgs) -> Result<u8, Failure> {
+    let mut body = json!({
+        "agent_type": args.agent_type,
+        "task": args.task,
+        "working_dir": directory(args.working_dir)?,
+    });
+    if !args.context_files.is_empty() {
+        body["context"] = json!({ "files": args.context_files });
+    }
+    if args.worktree {
+        body["isolation"] = "worktree".into();
+    }
+    if !args.test_command.is_empty() {
+        body["test_command"] = args.test_command.into();
+    }
+    if let Some(timeout) = args.timeout {
+        body["timeout_ms"] = (timeout.as_millis() as u64).into();
+    }
+    let ticket = api.call("POST", "/api/delegate", Some(&body))?;
+    let id = ticket["task_id"].as_u64().unwrap_or_default().to_string();
+    if !args.wait {
+        if api.json {
+            print_json(&ticket);
+        } else {
+            println!("{id}");
+        }
+        return Ok(exit::OK);
+    }
+    if !api.json {
+        eprintln!("task {id} ({})", cell(&ticket["ticket_id"]));
+    }
+    wait_task(api, &id)
+}
+
+/// Runs `orchestra tasks`; returns the exit code (`wait` returns the task's outcome).
+pub fn tasks(api: &Api, command: Option<TasksCommand>) -> Result<u8, Failure> {
+    match command.unwrap_or(TasksCommand::Ls {
+        status: None,
+        limit: 50,
+    }) {
+        TasksCommand::Ls {
+            status: wanted,
+            limit,
+        } => {
+            let mut path = format!("/api/tasks?limit={limit}");
+            if let Some(s) = wanted {
+                path.push_str(&format!("&status={}", segment(&s)));
+            }
+            let list = api.get(&path)?;
+            if api.json {
+                print_json(&list);
+                return Ok(exit::OK);
+            }
+            let colour = colours();
+            let rows: Vec<Vec<String>> = list["tasks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    vec![
+                        cell(&t["task_id"]),
+                        status(&cell(&t["status"]), colour),
+                        cell(&t["agent"]),
+                        t["duration_ms"]
+                            .as_u64()
+                            .map_or("-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+                        cell(&t["session_id"]),
+                        one_line(&cell(&t["task"]), 60),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &["TASK", "STATUS", "AGENT", "TIME", "SESSION", "WHAT"],
+                    &rows
+                )
+            );
+            Ok(exit::OK)
+        }
+        TasksCommand::Show { task } => {
+            let ticket = api.get(&format!("/api/tasks/{}", segment(&task)))?;
+            show(api, &ticket);
+            Ok(exit::OK)
+        }
+        TasksCommand::Cancel { task } => {
+            let ticket = api.call("DELETE", &format!("/api/tasks/{}", segment(&task)), None)?;
+            if api.json {
+                print_json(&ticket);
+            } else {
+                println!("{} {}", cell(&ticket["task_id"]), cell(&ticket["status"]));
+            }
+            Ok(exit::OK)
+        }
+        TasksCommand::Wait { task } => wait_task(api, &task),
+    }
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    if line.chars().count() > max || text.lines().nth(1).is_some() {
+        format!("{}…", line.chars().take(max).collect::<String>())
+    } else {
+        line.to_string()
+    }
+}
+
+/// The exit code for a final task status, or `None` while it is not final.
+pub fn outcome(status: &str) -> Option<u8> {
+    match status {
+        "completed" => Some(exit::OK),
+        "failed" => Some(exit::TASK_FAILED),
+        "timeout" => Some(exit::TASK_TIMEOUT),
+        "cancelled" => Some(exit::TASK_CANCELLED),
+        _ => None,
+    }
+}
+
+/// Waits for a task to end, following its `task_update`s (no polling), with a progress line
+/// on a terminal; prints the result and returns the outcome's exit code.
+fn wait_task(api: &Api, task: &str) -> Result<u8, Failure> {
+    let mut socket = websocket(api, None)?;
+    // The socket is open first, so no update can slip between this read and the stream.
+    let mut ticket = api.get(&format!("/api/tasks/{}", segment(task)))?;
+    let task_id = ticket["task_id"].as_u64();
+    let started = Instant::now();
+    let progress = std::io::stderr().is_terminal() && !api.json;
+    loop {
+        let state = cell(&ticket["status"]);
+        if let Some(code) = outcome(&state) {
+            if progress {
+                eprint!("\r\x1b[2K");
+            }
+            if api.json {
+                print_json(&ticket);
+            } else {
+                print_result(&ticket);
+            }
+            return Ok(code);
+        }
+        if progress {
+            let elapsed = ticket["elapsed_ms"]
+                .as_u64()
+                .map_or(started.elapsed().as_secs_f64(), |ms| ms as f64 / 1000.0);
+            eprint!(
+                "\r\x1b[2Ktask {} {} {elapsed:.1}s",
+                task_id.unwrap_or_default(),
+                status(&state, colours())
+            );
+            let _ = std::io::stderr().flush();
+        }
+        let message = next_message(&mut socket)?;
+        if message["type"] == "task_update" && message["task_id"].as_u64() == task_id {
+            // The update carries the status and result; the full ticket has the rest.
+            if outcome(message["status"].as_str().unwrap_or_default()).is_some() {
+                ticket = api.get(&format!("/api/tasks/{}", segment(task)))?;
+            } else {
+                ticket["status"] = message["status"].clone();
+                ticket["elapsed_ms"] = message["elapsed_ms"].clone();
+            }
+        }
+    }
+}
+
+fn print_result(ticket: &Value) {
+    println!(
+        "task {} {}",
+        cell(&ticket["task_id"]),
+        status(&cell(&ticket["status"]), colours())
+    );
+    let result = &ticket["result"];
+    if let Some(message) = result["message"].as_str().filter(|m| !m.is_empty()) {
+        println!("{message}");
+    }
+    if let Some(files) = result["files_modified"]
+        .as_array()
+        .filter(|f| !f.is_empty())
+    {
+        let names: Vec<String> = files.iter().map(cell).collect();
+        println!("files: {}", names.join(", "));
+    }
+    if let Some(passed) = result["tests_passed"].as_bool() {
+        println!("tests: {}", if passed { "passed" } else { "failed" });
+    }
+    if let Some(branch) = result["branch"].as_str() {
+        println!("branch: {branch}");
+    }
+    if let Some(error) = result["error"].as_str() {
+        println!("error: {error}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_statuses_have_exit_codes() {
+        assert_eq!(outcome("completed"), Some(exit::OK));
+        assert_eq!(outcome("failed"), Some(exit::TASK_FAILED));
+        assert_eq!(outcome("timeout"), Some(exit::TASK_TIMEOUT));
+        assert_eq!(outcome("cancelled"), Some(exit::TASK_CANCELLED));
+        for open in ["proposed", "pending", "running", ""] {
+            assert_eq!(outcome(open), None);
+        }
+        assert_eq!(one_line("a\nb", 10), "a…");
+        assert_eq!(one_line("abc", 2), "ab…");
+        assert_eq!(one_line("abc", 3), "abc");
+    }
+}

@@ -1,0 +1,358 @@
+//! The commands that talk to a running daemon over its API (`orchestra agents`, `send`,
+//! `attach`, `delegate`, `tasks`, `open`): where the daemon is, who we are, the calls, how
+//! answers are shown, and the exit codes. Nothing here runs inside the daemon.
+
+pub mod attach;
+pub mod commands;
+pub mod output;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::client::{Answer, DaemonUrl, error_line, request};
+use crate::config::{Config, Overrides, default_config_file};
+
+/// Exit codes of the client commands (documented in the README and `--help`).
+pub mod exit {
+    /// Done.
+    pub const OK: u8 = 0;
+    /// The daemon refused the request (bad input, conflict, overload) or it failed.
+    pub const FAILED: u8 = 1;
+    /// Bad command line (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// No such session or task.
+    pub const NOT_FOUND: u8 = 3;
+    /// The token was refused or lacks the scope.
+    pub const AUTH: u8 = 4;
+    /// The daemon cannot be reached.
+    pub const UNREACHABLE: u8 = 5;
+    /// `tasks wait` / `delegate --wait`: the task failed.
+    pub const TASK_FAILED: u8 = 6;
+    /// `tasks wait` / `delegate --wait`: the task timed out.
+    pub const TASK_TIMEOUT: u8 = 7;
+    /// `tasks wait` / `delegate --wait`: the task was cancelled.
+    pub const TASK_CANCELLED: u8 = 8;
+}
+
+/// A command's failure: what to print and the exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Exit code (see [`exit`]).
+    pub code: u8,
+    /// One line for stderr.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with `code`.
+    pub fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where the daemon is and who the command acts as.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Target {
+    /// The daemon's URL (default: the config's listen address on this host).
+    #[arg(long, value_name = "URL", env = "ORCHESTRA_URL", global = true)]
+    pub url: Option<String>,
+    /// API token (default: one signed with the local daemon's secret, on the daemon's host).
+    #[arg(
+        long,
+        value_name = "JWT",
+        env = "ORCHESTRA_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub token: Option<String>,
+    /// Config file (default: ~/.config/orchestra/config.toml if it exists).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// State directory of the local daemon (its secret mints the default token).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+    /// Print the API's JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// A resolved daemon: its URL and the token to send.
+#[derive(Debug, Clone)]
+pub struct Api {
+    /// Base URL.
+    pub url: DaemonUrl,
+    /// Bearer token.
+    pub token: String,
+    /// Print JSON.
+    pub json: bool,
+}
+
+/// How long one API call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Lifetime of a token the CLI signs for itself (it never leaves the process).
+const MINTED_TTL: Duration = Duration::from_secs(24 * 3600);
+
+impl Target {
+    /// Resolves URL and token: flags and environment first, then the local config and secret.
+    pub fn resolve(&self) -> Result<Api, Failure> {
+        let needs_config = self.url.is_none() || self.token.is_none();
+        let config = if needs_config {
+            let path = self.config.clone().or_else(default_config_file);
+            let overrides = Overrides {
+                listen: None,
+                state_dir: self.state_dir.clone(),
+            };
+            Some(
+                Config::load(path.as_deref(), &overrides)
+                    .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let url = match (&self.url, &config) {
+            (Some(url), _) => DaemonUrl::parse(url).map_err(|e| Failure::new(exit::USAGE, e))?,
+            (None, Some(config)) => {
+                let mut listen = config.listen;
+                if listen.ip().is_unspecified() {
+                    listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                DaemonUrl {
+                    authority: listen.to_string(),
+                }
+            }
+            (None, None) => unreachable_config(),
+        };
+        let token = match (&self.token, &config) {
+            (Some(token), _) => token.trim().to_string(),
+            (None, Some(config)) => local_token(config)?,
+            (None, None) => unreachable_config(),
+        };
+        Ok(Api {
+            url,
+            token,
+            json: self.json,
+        })
+    }
+}
+
+fn unreachable_config() -> ! {
+    unreachable!("the config is loaded whenever a flag is missing")
+}
+
+/// A control token signed with the local daemon's secret, when this host has one.
+fn local_token(config: &Config) -> Result<String, Failure> {
+    use crate::api::auth::{Scope, load_or_create_secret, mint_token};
+    let has_secret = config.auth.jwt_secret.is_some()
+        || std::env::var_os(crate::config::SECRET_ENV).is_some()
+        || config.secret_file().exists();
+    if !has_secret {
+        return Err(Failure::new(
+            exit::AUTH,
+            format!(
+                "no token: pass --token or set ORCHESTRA_TOKEN (there is no daemon secret at {} \
+                 to sign one with)",
+                config.secret_file().display()
+            ),
+        ));
+    }
+    let secret = load_or_create_secret(config).map_err(|e| Failure::new(exit::AUTH, e))?;
+    mint_token(config, &secret, "cli", Scope::Control, MINTED_TTL)
+        .map_err(|e| Failure::new(exit::AUTH, e))
+}
+
+impl Api {
+    /// One API call; a JSON answer on success, else a failure with the API's error code and
+    /// message and the matching exit code.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, Failure> {
+        let body = body.map(|b| b.to_string());
+        let answer = request(
+            &self.url,
+            method,
+            path,
+            Some(&self.token),
+            body.as_deref().map(str::as_bytes),
+            CALL_TIMEOUT,
+        )
+        .map_err(|e| Failure::new(exit::UNREACHABLE, e))?;
+        if (200..300).contains(&answer.status) {
+            return serde_json::from_slice(&answer.body).map_err(|e| {
+                Failure::new(
+                    exit::FAILED,
+                    format!("the daemon's answer is not JSON: {e}"),
+                )
+            });
+        }
+        Err(failure_of(&answer))
+    }
+
+    /// `GET`.
+    pub fn get(&self, path: &str) -> Result<Value, Failure> {
+        self.call("GET", path, None)
+    }
+}
+
+/// The failure an error answer means, with a hint where one helps.
+pub fn failure_of(answer: &Answer) -> Failure {
+    let line = error_line(answer);
+    let code = match answer.status {
+        404 => exit::NOT_FOUND,
+        401 | 403 => exit::AUTH,
+        _ => exit::FAILED,
+    };
+    let hint = match answer.status {
+        401 => {
+            " (is the token for this daemon and not expired? `orchestra token` on the daemon's host prints one)"
+        }
+        403 if line.contains("scope") => " (this needs a control token)",
+        _ => "",
+    };
+    Failure::new(code, format!("{line}{hint}"))
+}
+
+/// Percent-encodes a path segment (session and task ids are plain, but be safe).
+pub fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A WebSocket to `/ws/observe` with the API's token, blocking, with `timeout` on reads
+/// (none: block).
+pub fn websocket(
+    api: &Api,
+    timeout: Option<Duration>,
+) -> Result<tungstenite::WebSocket<std::net::TcpStream>, Failure> {
+    use tungstenite::client::IntoClientRequest;
+    let unreachable = |e: String| {
+        Failure::new(
+            exit::UNREACHABLE,
+            format!(
+                "cannot open a WebSocket to http://{}: {e} (is the daemon running? start it \
+                 with `orchestra serve`)",
+                api.url.authority
+            ),
+        )
+    };
+    let stream =
+        std::net::TcpStream::connect(&api.url.authority).map_err(|e| unreachable(e.to_string()))?;
+    stream
+        .set_read_timeout(timeout)
+        .map_err(|e| unreachable(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let mut request = format!("ws://{}/ws/observe", api.url.authority)
+        .into_client_request()
+        .map_err(|e| unreachable(e.to_string()))?;
+    let value = format!("Bearer {}", api.token)
+        .parse()
+        .map_err(|_| Failure::new(exit::AUTH, "the token is not a valid header value"))?;
+    request.headers_mut().insert("Authorization", value);
+    match tungstenite::client(request, stream) {
+        Ok((socket, _)) => Ok(socket),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            let status = response.status().as_u16();
+            let body = response.body().clone().unwrap_or_default();
+            Err(failure_of(&Answer { status, body }))
+        }
+        Err(e) => Err(unreachable(e.to_string())),
+    }
+}
+
+/// The next JSON text message, or why there is none.
+pub fn next_message(
+    socket: &mut tungstenite::WebSocket<std::net::TcpStream>,
+) -> Result<Value, Failure> {
+    loop {
+        match socket.read() {
+            Ok(tungstenite::Message::Text(text)) => {
+                if let Ok(value) = serde_json::from_str::<Value>(text.as_str()) {
+                    return Ok(value);
+                }
+            }
+            Ok(tungstenite::Message::Close(frame)) => {
+                let why = frame
+                    .map(|f| format!("{} {}", u16::from(f.code), f.reason))
+                    .unwrap_or_default();
+                return Err(Failure::new(
+                    exit::UNREACHABLE,
+                    format!("the daemon closed the connection {why}"),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Failure::new(
+                    exit::UNREACHABLE,
+                    format!("lost the connection to the daemon: {e}"),
+                ));
+            }
+        }
+    }
+}
+
+/// Sends one JSON message.
+pub fn send_message(
+    socket: &mut tungstenite::WebSocket<std::net::TcpStream>,
+    message: &Value,
+) -> Result<(), Failure> {
+    socket
+        .send(tungstenite::Message::text(message.to_string()))
+        .map_err(|e| Failure::new(exit::UNREACHABLE, format!("cannot send to the daemon: {e}")))
+}
+
+/// An `error` message as a failure (codes mapped like HTTP errors).
+pub fn ws_failure(message: &Value) -> Failure {
+    let code = message["error_code"].as_str().unwrap_or("ERROR");
+    let text = message["message"].as_str().unwrap_or("");
+    let exit_code = match code {
+        "SESSION_NOT_FOUND" | "TASK_NOT_FOUND" => exit::NOT_FOUND,
+        "INVALID_TOKEN" | "FORBIDDEN" => exit::AUTH,
+        _ => exit::FAILED,
+    };
+    Failure::new(exit_code, format!("{code}: {text}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_exit_codes_with_hints() {
+        let answer = |status, code: &str| Answer {
+            status,
+            body: format!(r#"{{"error_code":"{code}","message":"m"}}"#).into_bytes(),
+        };
+        assert_eq!(
+            failure_of(&answer(404, "SESSION_NOT_FOUND")).code,
+            exit::NOT_FOUND
+        );
+        let auth = failure_of(&answer(401, "INVALID_TOKEN"));
+        assert_eq!(auth.code, exit::AUTH);
+        assert!(auth.message.starts_with("INVALID_TOKEN: m (is the token"));
+        assert_eq!(failure_of(&answer(403, "FORBIDDEN")).code, exit::AUTH);
+        assert_eq!(
+            failure_of(&answer(409, "SESSION_EXISTS")).code,
+            exit::FAILED
+        );
+        assert_eq!(failure_of(&answer(503, "OVERLOADED")).code, exit::FAILED);
+        assert_eq!(
+            ws_failure(&serde_json::json!({"error_code": "SESSION_NOT_FOUND", "message": "x"})),
+            Failure::new(exit::NOT_FOUND, "SESSION_NOT_FOUND: x")
+        );
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(segment("sess-a_b.1"), "sess-a_b.1");
+        assert_eq!(segment("a b/c"), "a%20b%2Fc");
+    }
+}
