@@ -1041,6 +1041,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_sample_config_in_contrib_loads() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/config.toml");
+        let config = Config::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(config.sessions.max_sessions, 16);
+        assert!(config.agents.contains_key("claude") && config.agents.contains_key("shell"));
+    }
+
+    #[test]
     fn defaults_include_the_builtin_agents() {
         let config = Config::default();
         for name in ["claude", "codex", "droid", "cursor", "aider", "shell"] {

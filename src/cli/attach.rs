@@ -99,14 +99,33 @@ pub fn run(api: &Api, args: &AttachArgs) -> Result<String, Failure> {
             format!("cannot put the terminal in raw mode: {e}"),
         )
     })?;
-    let mut out = std::io::stdout();
-    let _ = out.write_all(b"\x1b[?1049h");
-    let _ = out.flush();
+    let screen = AlternateScreen::enter();
     let ended = attach.run(fd);
-    let _ = out.write_all(RESTORE);
-    let _ = out.flush();
+    // Screen first, then the terminal's mode (also what unwinding from a panic does).
+    drop(screen);
     drop(raw);
     ended
+}
+
+/// The terminal's alternate screen, left (with the modes an agent may have set reset) when
+/// dropped.
+struct AlternateScreen;
+
+impl AlternateScreen {
+    fn enter() -> AlternateScreen {
+        let mut out = std::io::stdout();
+        let _ = out.write_all(b"\x1b[?1049h");
+        let _ = out.flush();
+        AlternateScreen
+    }
+}
+
+impl Drop for AlternateScreen {
+    fn drop(&mut self) {
+        let mut out = std::io::stdout();
+        let _ = out.write_all(RESTORE);
+        let _ = out.flush();
+    }
 }
 
 /// One attach's state.
