@@ -1,5 +1,6 @@
 //! The output hot path: WebSocket frame encoding, the UTF-8 chunker, and the fanout hub
-//! (one encoding shared by 1, 16 and 256 viewers, for small and large chunks).
+//! (one encoding shared by 1, 16 and 256 viewers, for small and large chunks), and what the
+//! metrics counters cost.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use orchestra::net::ConnId;
@@ -93,5 +94,35 @@ fn fanout(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, frames, utf8, fanout);
+/// What counting costs on the hot path: one HTTP request recorded (counter and histogram),
+/// one sent message counted by its type, and a full `/metrics` rendering.
+fn metrics(c: &mut Criterion) {
+    use orchestra::metrics::{Gauges, Metrics, SharedHistogram, render};
+    use std::time::Duration;
+    let mut group = c.benchmark_group("metrics");
+    let mut registry = Metrics::default();
+    group.bench_function("count_http_request", |b| {
+        b.iter(|| {
+            registry.http(
+                black_box("/api/agents/{session_id}"),
+                200,
+                Duration::from_micros(420),
+            )
+        })
+    });
+    let message = r#"{"type":"agent_status","session_id":"sess-x","status":"running"}"#;
+    group.bench_function("count_sent_message", |b| {
+        b.iter(|| registry.sent(black_box(message)))
+    });
+    let shared = SharedHistogram::default();
+    group.bench_function("shared_histogram_observe", |b| {
+        b.iter(|| shared.observe(black_box(Duration::from_millis(3))))
+    });
+    group.bench_function("render_exposition", |b| {
+        b.iter(|| black_box(render(&registry, &Gauges::default(), &shared, &shared)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, frames, utf8, fanout, metrics);
 criterion_main!(benches);

@@ -57,6 +57,8 @@ pub struct Config {
     pub hooks: HooksConfig,
     /// `[web]`: the browser dashboard and its logins.
     pub web: WebConfig,
+    /// `[metrics]`: `GET /metrics`.
+    pub metrics: MetricsConfig,
     /// Agent types by name; built-in defaults merged with `[agents.<type>]` tables.
     #[serde(deserialize_with = "deserialize_agents")]
     pub agents: BTreeMap<String, AgentType>,
@@ -287,6 +289,27 @@ impl Default for WebConfig {
             session_ttl: Duration::from_secs(12 * 3600),
             max_login_codes: 100,
             secure_cookie: false,
+        }
+    }
+}
+
+/// `[metrics]`: Prometheus metrics at `GET /metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics`; when false it answers 404.
+    pub enabled: bool,
+    /// A file holding a static bearer token that may read `/metrics` and nothing else (for
+    /// a Prometheus scraper's `bearer_token_file`); without it, `/metrics` needs a JWT with
+    /// the observe scope, like the rest of the API.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            token_file: None,
         }
     }
 }
@@ -611,6 +634,7 @@ impl Default for Config {
             rate_limits: RateLimitConfig::default(),
             hooks: HooksConfig::default(),
             web: WebConfig::default(),
+            metrics: MetricsConfig::default(),
             agents: builtin_agents(),
         }
     }

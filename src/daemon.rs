@@ -153,10 +153,15 @@ pub struct WsOutbox {
 }
 
 impl WsOutbox {
-    /// Queues a JSON message for every observer, encoded once. The same as
-    /// [`Daemon::broadcast`], for callers that still borrow other parts of the daemon.
-    pub fn send_to_all(&mut self, message: &impl serde::Serialize) {
+    /// Queues a JSON message for every observer, encoded once, counting it in `metrics`. The
+    /// same as [`Daemon::broadcast`], for callers that still borrow other parts of the daemon.
+    pub fn send_to_all(
+        &mut self,
+        metrics: &mut crate::metrics::Metrics,
+        message: &impl serde::Serialize,
+    ) {
         let text = serde_json::to_string(message).expect("serializable");
+        metrics.sent(&text);
         self.broadcast
             .push(crate::proto::ws::text_frame(&text).into());
     }
@@ -243,6 +248,12 @@ pub struct Daemon {
     pub rate: crate::api::ratelimit::RateLimits,
     /// Browser logins: login codes waiting to be used, the cookie key, logged-out sessions.
     pub web: crate::api::web_login::WebLogins,
+    /// The loop's counters for `GET /metrics`.
+    pub metrics: crate::metrics::Metrics,
+    /// Timings of task store writes (recorded by the store thread).
+    pub store_timing: Arc<crate::metrics::SharedHistogram>,
+    /// The static bearer token of `metrics.token_file`, which may read `/metrics` only.
+    pub metrics_token: Option<String>,
 }
 
 impl Daemon {
@@ -265,8 +276,14 @@ impl Daemon {
         .map_err(|e| format!("cannot start the emulator thread: {e}"))?;
         let store_path = config.task_store();
         let (store_db, tickets) = crate::tasks::store::open(&store_path)?;
-        let store = crate::tasks::store::Store::start(&store_path, store_db, notifier.clone())
-            .map_err(|e| format!("cannot start the task store thread: {e}"))?;
+        let store_timing = Arc::new(crate::metrics::SharedHistogram::default());
+        let store = crate::tasks::store::Store::start(
+            &store_path,
+            store_db,
+            notifier.clone(),
+            store_timing.clone(),
+        )
+        .map_err(|e| format!("cannot start the task store thread: {e}"))?;
         let pool = |name, workers| {
             JobPool::new(name, workers, config.max_queued_jobs, notifier.clone())
                 .map_err(|e| format!("cannot start the {name} workers: {e}"))
@@ -291,6 +308,21 @@ impl Daemon {
             ),
             config.web.max_login_codes,
         );
+        let metrics_token = match &config.metrics.token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("metrics.token_file {}: {e}", path.display()))?;
+                let token = text.trim().to_string();
+                if token.len() < 16 {
+                    return Err(format!(
+                        "metrics.token_file {}: the token must be at least 16 characters",
+                        path.display()
+                    ));
+                }
+                Some(token)
+            }
+            None => None,
+        };
         Ok(Daemon {
             config: config.clone(),
             auth,
@@ -328,6 +360,9 @@ impl Daemon {
             store,
             rate: crate::api::ratelimit::RateLimits::new(&config.rate_limits),
             web,
+            metrics: Default::default(),
+            store_timing,
+            metrics_token,
         })
     }
 
@@ -339,6 +374,7 @@ impl Daemon {
     /// Queues a JSON message for one WebSocket connection.
     pub fn send_ws(&mut self, conn: ConnId, message: &impl serde::Serialize) {
         let text = serde_json::to_string(message).expect("serializable");
+        self.metrics.sent(&text);
         self.ws
             .direct
             .push((conn, crate::proto::ws::text_frame(&text)));
@@ -346,7 +382,7 @@ impl Daemon {
 
     /// Queues a JSON message for every observer, encoded once.
     pub fn broadcast(&mut self, message: &impl serde::Serialize) {
-        self.ws.send_to_all(message);
+        self.ws.send_to_all(&mut self.metrics, message);
     }
 
     /// Adds a source and registers it with the poller for `interest`.

@@ -22,6 +22,7 @@
 //! | [`tmux`] | the only code that runs tmux: argv building, output parsing, timeouts, typed errors | accept user text as an argument |
 //! | [`tasks`] | delegated tasks: tickets, queue, lifecycle and restart rules, the redb store (its own thread), prompts, workspace diffs and test runs (off the loop) | touch sockets, run tmux directly |
 //! | [`environment`] | what children inherit: the daemon's own `ORCHESTRA_*` variables are erased at start and never passed on | decide what an agent's request may set |
+//! | [`metrics`] | counters and histograms for `GET /metrics` and their Prometheus text; the loop's are plain integers, threads' are atomics | lock or allocate per byte |
 //! | [`jobs`] | bounded pools of worker threads (quick tmux and /proc work, kills, git) and the continuation channel back to the loop | touch loop state |
 //! | [`sys`] | the only `unsafe`: pidfd, signals, `SCM_RIGHTS`, socket and scheduling options, rlimits | know about agents |
 //!
@@ -108,6 +109,7 @@ pub mod error_code;
 pub mod fuzzing;
 pub mod jobs;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod panes;
 pub mod proto;
@@ -257,6 +259,7 @@ mod tests {
             "error_code",
             "jobs",
             "logging",
+            "metrics",
             "net",
             "panes",
             "proto",
@@ -292,7 +295,15 @@ mod tests {
                 "wire shapes are plain data",
             ),
             (
-                &["tmux", "jobs", "timers", "sys", "time", "environment"],
+                &[
+                    "tmux",
+                    "jobs",
+                    "timers",
+                    "sys",
+                    "time",
+                    "environment",
+                    "metrics",
+                ],
                 features.to_vec(),
                 "the tools below the features know no feature",
             ),

@@ -256,7 +256,7 @@ impl Server {
                     continue;
                 };
                 if let Some(line) = conn.respond(&response) {
-                    log_request(&line);
+                    log_request(&mut self.daemon.metrics, &line);
                 }
                 self.drive(id.key);
             }
@@ -313,6 +313,7 @@ impl Server {
                 "observer {id:?} could not keep up; closing with {}",
                 close::SLOW_CONSUMER
             );
+            self.daemon.metrics.slow_viewer_closes += 1;
             self.close_ws(id, close::SLOW_CONSUMER, "too slow: resynced too often");
         }
         for id in dirty {
@@ -385,6 +386,7 @@ impl Server {
                 conn.peer
             );
             conn.out.truncate_unstarted();
+            self.daemon.metrics.slow_viewer_closes += 1;
             self.close_ws(id, close::SLOW_CONSUMER, "too slow: outbound queue full");
             return;
         }
@@ -559,7 +561,7 @@ impl Server {
                     match handled {
                         Handled::Now(response) => {
                             if let Some(line) = conn.respond(&response) {
-                                log_request(&line);
+                                log_request(&mut self.daemon.metrics, &line);
                             }
                         }
                         Handled::Later => break,
@@ -838,7 +840,9 @@ fn refuse(mut stream: mio::net::TcpStream, why: &str) {
     let _ = stream.write(&bytes);
 }
 
-fn log_request(line: &LogLine) {
+/// Logs an answered request and counts it for `GET /metrics`.
+fn log_request(metrics: &mut crate::metrics::Metrics, line: &LogLine) {
+    metrics.http(api::route_label(&line.path), line.status, line.latency);
     log::info!(
         "{} {} {} {} {:.1}ms",
         line.peer,

@@ -153,6 +153,11 @@ impl Daemon {
             return None;
         };
         log::debug!("{session_id}: {} hook", request.event.as_str());
+        *self
+            .metrics
+            .hook_events
+            .entry(request.event.as_str())
+            .or_default() += 1;
         let agent = self.agents.get_mut(&session_id)?;
         agent
             .activity

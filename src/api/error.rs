@@ -97,7 +97,9 @@ impl ApiError {
             SpawnError::InvalidWorkingDir(_) => {
                 ApiError::new(400, ErrorCode::InvalidWorkingDir, message)
             }
-            SpawnError::ShuttingDown => ApiError::new(503, ErrorCode::Overloaded, message),
+            SpawnError::ShuttingDown => {
+                ApiError::new(503, ErrorCode::Overloaded, message).with_header("Retry-After", "5")
+            }
             SpawnError::WorkersBusy { pool } => ApiError::workers_busy(pool),
             SpawnError::SessionLimit { .. } => {
                 ApiError::new(503, ErrorCode::Overloaded, message).with_header("Retry-After", "5")
@@ -238,7 +240,12 @@ mod tests {
                 ErrorCode::InvalidRequest,
                 None,
             ),
-            (SpawnError::ShuttingDown, 503, ErrorCode::Overloaded, None),
+            (
+                SpawnError::ShuttingDown,
+                503,
+                ErrorCode::Overloaded,
+                Some("5"),
+            ),
             (
                 SpawnError::WorkersBusy { pool: "quick" },
                 503,

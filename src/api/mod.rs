@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod auth;
 pub mod error;
+pub mod metrics;
 pub mod observe;
 pub mod ratelimit;
 pub mod tasks;
@@ -44,6 +45,10 @@ pub enum Handled {
         principal: Result<Principal, String>,
     },
 }
+
+/// The OpenAPI 3.1 document of the REST API, with the WebSocket messages in its components
+/// (served at `GET /api/openapi.json`).
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Path of the WebSocket endpoint.
 pub const OBSERVE_PATH: &str = "/ws/observe";
@@ -83,6 +88,8 @@ pub enum Route {
     Logout,
     /// `POST /api/login-codes`: a one-time login link for a browser.
     LoginCodes,
+    /// `GET /api/openapi.json`: the API's OpenAPI document (no credentials needed).
+    OpenApi,
 }
 
 impl Route {
@@ -99,7 +106,8 @@ impl Route {
             | Route::Session
             | Route::LoginCodes
             | Route::Login
-            | Route::Logout => Scope::Observe,
+            | Route::Logout
+            | Route::OpenApi => Scope::Observe,
             Route::Spawn
             | Route::KillAgent(_)
             | Route::Delegate
@@ -109,51 +117,101 @@ impl Route {
     }
 }
 
+/// Every endpoint under `/api`, as (method, path template). A `{name}` segment matches one
+/// non-empty path segment; templates are tried in order, so literal paths come before the
+/// templates they would also match. `src/api/openapi.json` documents exactly these (a unit
+/// test compares them).
+pub const ENDPOINTS: &[(&str, &str)] = &[
+    ("GET", "/api/health"),
+    ("GET", "/api/openapi.json"),
+    ("POST", "/api/ws-ticket"),
+    ("GET", "/api/agents"),
+    ("POST", "/api/agents/spawn"),
+    ("GET", "/api/agents/{session_id}"),
+    ("DELETE", "/api/agents/{session_id}"),
+    ("GET", "/api/agents/{session_id}/messages"),
+    ("POST", "/api/delegate"),
+    ("GET", "/api/tasks"),
+    ("GET", "/api/tasks/{task_id}"),
+    ("DELETE", "/api/tasks/{task_id}"),
+    ("POST", "/api/plans/approve"),
+    ("POST", "/api/plans/reject"),
+    ("GET", "/api/session"),
+    ("POST", "/api/login"),
+    ("POST", "/api/logout"),
+    ("POST", "/api/login-codes"),
+];
+
+/// The label a request is counted under in `GET /metrics`: its endpoint's template (so ids
+/// never become labels), the dashboard, or `other`.
+pub fn route_label(path: &str) -> &'static str {
+    if let Some((template, _)) = match_template(path) {
+        return template;
+    }
+    match path {
+        OBSERVE_PATH => OBSERVE_PATH,
+        metrics::METRICS_PATH => metrics::METRICS_PATH,
+        "/login" => "/login",
+        _ if web::is_page_path(path) => "dashboard",
+        _ => "other",
+    }
+}
+
+/// The first template in [`ENDPOINTS`] that `path` matches, with its parameter segment.
+fn match_template(path: &str) -> Option<(&'static str, Option<&str>)> {
+    let segments: Vec<&str> = path.split('/').collect();
+    ENDPOINTS.iter().find_map(|(_, template)| {
+        let pattern: Vec<&str> = template.split('/').collect();
+        if pattern.len() != segments.len() {
+            return None;
+        }
+        let mut parameter = None;
+        for (want, got) in pattern.iter().zip(&segments) {
+            if want.starts_with('{') {
+                if got.is_empty() {
+                    return None;
+                }
+                parameter = Some(*got);
+            } else if want != got {
+                return None;
+            }
+        }
+        Some((*template, parameter))
+    })
+}
+
 /// Maps method and path to a route: `404` for unknown paths, `405` with `Allow` for a
 /// known path with the wrong method.
 pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
-    let segments: Vec<&str> = match path.strip_prefix("/api/") {
-        Some(rest) => rest.split('/').collect(),
-        None => return Err(not_found(path)),
+    let Some((template, parameter)) = match_template(path) else {
+        return Err(not_found(path));
     };
-    // Which resource the path names, and the methods it takes.
-    let (resource, allowed): (&str, &[&str]) = match segments.as_slice() {
-        ["health"] => ("health", &["GET"]),
-        ["ws-ticket"] => ("ws-ticket", &["POST"]),
-        ["agents"] => ("agents", &["GET"]),
-        ["agents", "spawn"] => ("spawn", &["POST"]),
-        ["agents", id] if !id.is_empty() => ("agent", &["GET", "DELETE"]),
-        ["agents", id, "messages"] if !id.is_empty() => ("messages", &["GET"]),
-        ["delegate"] => ("delegate", &["POST"]),
-        ["tasks"] => ("tasks", &["GET"]),
-        ["tasks", id] if !id.is_empty() => ("task", &["GET", "DELETE"]),
-        ["plans", "approve"] => ("approve", &["POST"]),
-        ["plans", "reject"] => ("reject", &["POST"]),
-        ["session"] => ("session", &["GET"]),
-        ["login"] => ("login", &["POST"]),
-        ["logout"] => ("logout", &["POST"]),
-        ["login-codes"] => ("login-codes", &["POST"]),
-        _ => return Err(not_found(path)),
-    };
-    let route = match (resource, method) {
-        ("health", "GET") => Route::Health,
-        ("ws-ticket", "POST") => Route::WsTicket,
-        ("agents", "GET") => Route::ListAgents,
-        ("spawn", "POST") => Route::Spawn,
-        ("agent", "GET") => Route::GetAgent(decode_segment(segments[1])?),
-        ("agent", "DELETE") => Route::KillAgent(decode_segment(segments[1])?),
-        ("messages", "GET") => Route::AgentMessages(decode_segment(segments[1])?),
-        ("delegate", "POST") => Route::Delegate,
-        ("tasks", "GET") => Route::ListTasks,
-        ("task", "GET") => Route::GetTask(decode_segment(segments[1])?),
-        ("task", "DELETE") => Route::CancelTask(decode_segment(segments[1])?),
-        ("approve", "POST") => Route::DecidePlan(true),
-        ("reject", "POST") => Route::DecidePlan(false),
-        ("session", "GET") => Route::Session,
-        ("login", "POST") => Route::Login,
-        ("logout", "POST") => Route::Logout,
-        ("login-codes", "POST") => Route::LoginCodes,
+    let id = || decode_segment(parameter.unwrap_or_default());
+    let route = match (method, template) {
+        ("GET", "/api/health") => Route::Health,
+        ("GET", "/api/openapi.json") => Route::OpenApi,
+        ("POST", "/api/ws-ticket") => Route::WsTicket,
+        ("GET", "/api/agents") => Route::ListAgents,
+        ("POST", "/api/agents/spawn") => Route::Spawn,
+        ("GET", "/api/agents/{session_id}") => Route::GetAgent(id()?),
+        ("DELETE", "/api/agents/{session_id}") => Route::KillAgent(id()?),
+        ("GET", "/api/agents/{session_id}/messages") => Route::AgentMessages(id()?),
+        ("POST", "/api/delegate") => Route::Delegate,
+        ("GET", "/api/tasks") => Route::ListTasks,
+        ("GET", "/api/tasks/{task_id}") => Route::GetTask(id()?),
+        ("DELETE", "/api/tasks/{task_id}") => Route::CancelTask(id()?),
+        ("POST", "/api/plans/approve") => Route::DecidePlan(true),
+        ("POST", "/api/plans/reject") => Route::DecidePlan(false),
+        ("GET", "/api/session") => Route::Session,
+        ("POST", "/api/login") => Route::Login,
+        ("POST", "/api/logout") => Route::Logout,
+        ("POST", "/api/login-codes") => Route::LoginCodes,
         _ => {
+            let allowed: Vec<&str> = ENDPOINTS
+                .iter()
+                .filter(|(_, t)| *t == template)
+                .map(|(m, _)| *m)
+                .collect();
             return Err(ApiError::new(
                 405,
                 ErrorCode::MethodNotAllowed,
@@ -344,6 +402,13 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, peer: IpAddr, request: &Request
             handled => handled,
         };
     }
+    if request.path == metrics::METRICS_PATH {
+        let result = metrics::scrape(daemon, request);
+        if result.as_ref().is_err_and(|e| e.status == 401) && !auth_failure(daemon, peer).allowed {
+            return Handled::Now(rate_limited(auth_failure_peek(daemon, peer)).to_response());
+        }
+        return web::now(result);
+    }
     if web::is_page_path(&request.path) {
         return Handled::Now(web::page(daemon, request));
     }
@@ -352,6 +417,12 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, peer: IpAddr, request: &Request
         Err(error) => return Handled::Now(error.to_response()),
     };
     match route {
+        Route::OpenApi => {
+            return Handled::Now(
+                Response::json(200, OPENAPI.as_bytes().to_vec())
+                    .with_header("Cache-Control", "no-cache"),
+            );
+        }
         Route::Login => {
             let result = web::login(daemon, request);
             if result.as_ref().is_err_and(|e| e.status == 401)
@@ -397,6 +468,12 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, peer: IpAddr, request: &Request
         Some(limiter) if !limiter.disabled() => {
             let decision = limiter.check(&principal.subject, now.0, now.1);
             if !decision.allowed {
+                let name = if matches!(route, Route::Spawn) {
+                    "spawn"
+                } else {
+                    "delegate"
+                };
+                *daemon.metrics.rate_limited.entry(name).or_default() += 1;
                 log::info!("{peer}: rate limit of {:?} exceeded", principal.subject);
                 return Handled::Now(rate_limited(decision).to_response());
             }
@@ -422,9 +499,9 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, peer: IpAddr, request: &Request
             &web::SessionInfo::new(&principal, credential.as_str()),
         )),
         Route::LoginCodes => web::now(web::issue_login_code(daemon, request, &principal)),
-        Route::Login | Route::Logout => {
-            Handled::Now(ApiError::internal("login and logout are answered above").to_response())
-        }
+        Route::Login | Route::Logout | Route::OpenApi => Handled::Now(
+            ApiError::internal("this endpoint is answered before authorization").to_response(),
+        ),
     };
     match handled {
         Handled::Now(mut response) => {
@@ -437,10 +514,18 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, peer: IpAddr, request: &Request
 
 /// Counts a credential failure from `peer`.
 fn auth_failure(daemon: &mut Daemon, peer: IpAddr) -> ratelimit::Decision {
-    daemon
+    let decision = daemon
         .rate
         .auth_failures
-        .check(&peer, Instant::now(), SystemTime::now())
+        .check(&peer, Instant::now(), SystemTime::now());
+    if !decision.allowed {
+        *daemon
+            .metrics
+            .rate_limited
+            .entry("auth_failures")
+            .or_default() += 1;
+    }
+    decision
 }
 
 fn auth_failure_peek(daemon: &mut Daemon, peer: IpAddr) -> ratelimit::Decision {
@@ -489,6 +574,12 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(request: &Request) -> Result<T
     if request.body.is_empty() {
         return Err(ApiError::bad_request("the request needs a JSON body"));
     }
+    // serde would also read a struct from a JSON array of its fields; the API takes objects.
+    if request.body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
     serde_json::from_slice(&request.body).map_err(|e| {
         ApiError::bad_request(format!(
             "invalid JSON body: {}",
@@ -534,6 +625,50 @@ mod tests {
         assert!(host_allowed(&["*".to_string()], loopback, Some("anything")));
         assert_eq!(host_name("[::1]:80"), "[::1]");
         assert_eq!(host_name("Example.org"), "example.org");
+    }
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes() {
+        let document: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        assert_eq!(document["openapi"], "3.1.0");
+        let mut documented = std::collections::BTreeSet::new();
+        for (path, item) in document["paths"].as_object().expect("paths") {
+            for method in ["get", "put", "post", "delete", "patch", "head", "options"] {
+                if item.get(method).is_some() {
+                    documented.insert((method.to_ascii_uppercase(), path.clone()));
+                }
+            }
+        }
+        let routed: std::collections::BTreeSet<(String, String)> = ENDPOINTS
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        let undocumented: Vec<_> = routed.difference(&documented).collect();
+        let unrouted: Vec<_> = documented.difference(&routed).collect();
+        assert!(
+            undocumented.is_empty(),
+            "routes missing from openapi.json: {undocumented:?}"
+        );
+        assert!(
+            unrouted.is_empty(),
+            "documented but not routed: {unrouted:?}"
+        );
+        // Every endpoint resolves, and every other method on its path is a 405.
+        for (method, template) in ENDPOINTS {
+            let path = template
+                .replace("{session_id}", "sess-x-1")
+                .replace("{task_id}", "7");
+            assert!(route(method, &path).is_ok(), "{method} {path}");
+            for other in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+                if !documented.contains(&(other.to_string(), template.to_string())) {
+                    assert_eq!(
+                        route(other, &path).unwrap_err().status,
+                        405,
+                        "{other} {path}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

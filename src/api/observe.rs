@@ -198,6 +198,11 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
     {
         WsVerdict::Allow => {}
         WsVerdict::Drop(decision) => {
+            *daemon
+                .metrics
+                .rate_limited
+                .entry("ws_messages")
+                .or_default() += 1;
             let detail = format!(
                 "rate limit exceeded ({} messages per window); message dropped, retry in {} s",
                 decision.limit, decision.retry_after
@@ -213,6 +218,11 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
             return After::Continue;
         }
         WsVerdict::Close(_) => {
+            *daemon
+                .metrics
+                .rate_limited
+                .entry("ws_messages")
+                .or_default() += 1;
             send_error(
                 daemon,
                 conn,
@@ -224,9 +234,13 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
             return After::Close(close::RATE_LIMITED, "rate limit exceeded".into());
         }
     }
-    let message: ClientMessage = match serde_json::from_str(text) {
-        Ok(message) => message,
+    let message = match serde_json::from_str::<ClientMessage>(text) {
+        Ok(message) => {
+            *daemon.metrics.ws_in.entry(message.type_name()).or_default() += 1;
+            message
+        }
         Err(e) => {
+            *daemon.metrics.ws_in.entry("invalid").or_default() += 1;
             let detail = format!("invalid message: {}", crate::bounded(&e.to_string()));
             send_error(daemon, conn, ErrorCode::InvalidRequest, &detail, None, None);
             return After::Continue;

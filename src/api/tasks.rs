@@ -125,7 +125,7 @@ fn list_page(daemon: &Daemon, request: &Request) -> Result<Handled, ApiError> {
         None => None,
         Some(text) => Some(TaskStatus::parse(&text).ok_or_else(|| {
             ApiError::bad_request(format!(
-                "unknown status filter {}; use pending, running, completed, failed, \
+                "unknown status filter {}; use proposed, pending, running, completed, failed, \
                  timeout or cancelled",
                 crate::shown(&text)
             ))

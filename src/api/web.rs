@@ -375,7 +375,8 @@ pub fn issue_login_code(
         .web
         .issue_code(&principal.subject, scopes, ttl, Instant::now())
         .map_err(|e| match e {
-            LoginError::TooMany => ApiError::new(429, ErrorCode::RateLimitExceeded, e.message()),
+            LoginError::TooMany => ApiError::new(429, ErrorCode::RateLimitExceeded, e.message())
+                .with_header("Retry-After", ttl.as_secs().max(1).to_string()),
             _ => ApiError::internal(e.message()),
         })?;
     let host = request.header_str("host").unwrap_or("localhost");

@@ -174,6 +174,23 @@ pub struct Hub {
     dirty: Vec<ConnId>,
     /// Viewers to disconnect (too many resyncs).
     overwhelmed: Vec<ConnId>,
+    /// Running totals for `GET /metrics`.
+    pub counts: HubCounts,
+}
+
+/// What the hub counted since the daemon started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubCounts {
+    /// Bytes of pane output appended.
+    pub bytes_in: u64,
+    /// Bytes of output frames handed to viewers.
+    pub bytes_out: u64,
+    /// Output frames handed to viewers.
+    pub frames_out: u64,
+    /// Viewers switched to a fresh screen.
+    pub resyncs: u64,
+    /// `terminal_gap` notices sent.
+    pub gaps: u64,
 }
 
 impl Hub {
@@ -187,6 +204,7 @@ impl Hub {
             next_request: 0,
             dirty: Vec::new(),
             overwhelmed: Vec::new(),
+            counts: HubCounts::default(),
         }
     }
 
@@ -283,6 +301,7 @@ impl Hub {
         timestamp: u64,
     ) -> Option<(u64, Arc<[u8]>)> {
         let stream = self.streams.get_mut(session)?;
+        self.counts.bytes_in += bytes.len() as u64;
         let chunk: Arc<[u8]> = Arc::from(bytes);
         let offset = stream.backlog.end();
         stream.backlog.push(chunk.clone());
@@ -456,6 +475,7 @@ impl Hub {
         };
         sub.cursor = stream.emitted;
         self.requests.insert(request, (conn, session.to_string()));
+        self.counts.resyncs += 1;
         let now = Instant::now();
         viewer.resyncs.push_back(now);
         while viewer
@@ -520,6 +540,7 @@ impl Hub {
             return false;
         }
         if let Some((since, reason)) = gap {
+            self.counts.gaps += 1;
             let notice = TerminalGap {
                 r#type: "terminal_gap",
                 session_id: &session,
@@ -628,7 +649,10 @@ impl Hub {
                     timestamp,
                 ) {
                     Some((chunk, next)) => {
-                        used += chunk_len(&chunk);
+                        let len = chunk_len(&chunk);
+                        used += len;
+                        self.counts.bytes_out += len as u64;
+                        self.counts.frames_out += 1;
                         out.push(chunk);
                         sub.cursor = next;
                     }

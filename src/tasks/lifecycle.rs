@@ -564,7 +564,7 @@ pub fn on_timeout(daemon: &mut Daemon, task_id: u64) {
         ticket_id: &ticket.ticket_id,
         task_id,
     };
-    daemon.ws.send_to_all(&message);
+    daemon.ws.send_to_all(&mut daemon.metrics, &message);
     stop_agent(daemon, task_id);
 }
 
@@ -924,6 +924,17 @@ fn complete(daemon: &mut Daemon, task_id: u64, ending: Ending, mut result: TaskR
         });
     }
     ticket.phase = Phase::Done(outcome);
+    if let Some(started) = ticket.started_ms {
+        daemon
+            .metrics
+            .task_durations
+            .entry(outcome.status().as_str())
+            .or_default()
+            .observe(
+                &crate::metrics::TASK_BUCKETS,
+                std::time::Duration::from_millis(now_ms().saturating_sub(started)),
+            );
+    }
     ticket.ending = Some(ending);
     ticket.stopping = None;
     ticket.completed_ms = Some(now_ms());
@@ -1046,7 +1057,7 @@ fn announce(daemon: &mut Daemon, task_id: u64) {
         elapsed_ms: ticket.elapsed_ms(now_ms()),
         result: ticket.result.as_ref(),
     };
-    daemon.ws.send_to_all(&message);
+    daemon.ws.send_to_all(&mut daemon.metrics, &message);
 }
 
 fn schedule_progress(daemon: &mut Daemon) {

@@ -9,6 +9,9 @@
 //! with the error when it could not be stored. This module knows nothing of the ticket
 //! lifecycle: it stores and loads [`Ticket`]s by task id.
 
+use std::sync::Arc;
+
+use crate::metrics::SharedHistogram;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -118,7 +121,12 @@ fn load(db: &Database) -> Result<Vec<Ticket>, redb::Error> {
 
 impl Store {
     /// Starts the store thread on `db`; callbacks come back through `notifier`.
-    pub fn start(path: &Path, db: Database, notifier: Notifier<Daemon>) -> std::io::Result<Store> {
+    pub fn start(
+        path: &Path,
+        db: Database,
+        notifier: Notifier<Daemon>,
+        timing: Arc<SharedHistogram>,
+    ) -> std::io::Result<Store> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let (stop_tx, stopped) = crossbeam_channel::bounded::<()>(0);
         let path = path.to_path_buf();
@@ -126,7 +134,7 @@ impl Store {
         std::thread::Builder::new()
             .name("task-store".into())
             .spawn(move || {
-                run(path, db, rx, thread_notifier);
+                run(path, db, rx, thread_notifier, &timing);
                 drop(stop_tx);
             })?;
         Ok(Store {
@@ -187,7 +195,13 @@ impl Store {
     }
 }
 
-fn run(path: PathBuf, db: Database, rx: Receiver<Write>, notifier: Notifier<Daemon>) {
+fn run(
+    path: PathBuf,
+    db: Database,
+    rx: Receiver<Write>,
+    notifier: Notifier<Daemon>,
+    timing: &SharedHistogram,
+) {
     let mut db = Some(db);
     // Updates that could not be stored (disk full, I/O error), latest value per ticket; they
     // are retried with the next commit or every RETRY_EVERY. New tickets are never retried:
@@ -221,7 +235,12 @@ fn run(path: PathBuf, db: Database, rx: Receiver<Write>, notifier: Notifier<Daem
                 .map(|t| serde_json::to_vec(&t).expect("tickets serialize"));
             values.insert(write.task_id, value);
         }
+        let started = std::time::Instant::now();
         let result = commit_or_reopen(&path, &mut db, &values).map_err(StoreError::WriteFailed);
+        timing.observe(started.elapsed());
+        if result.is_err() {
+            timing.fail();
+        }
         match &result {
             Ok(()) => {}
             Err(e) => {

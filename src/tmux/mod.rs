@@ -79,6 +79,7 @@ pub struct Tmux {
     socket: PathBuf,
     config_file: PathBuf,
     timeout: Duration,
+    timing: std::sync::Arc<crate::metrics::SharedHistogram>,
 }
 
 impl Tmux {
@@ -96,7 +97,13 @@ impl Tmux {
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| "/dev/null".into()),
             timeout,
+            timing: Default::default(),
         }
+    }
+
+    /// How long commands took, and how many failed (for `GET /metrics`).
+    pub fn timing(&self) -> &crate::metrics::SharedHistogram {
+        &self.timing
     }
 
     /// The server's socket path.
@@ -107,6 +114,16 @@ impl Tmux {
     /// Runs one command list and returns its standard output. Blocks up to the timeout, so
     /// call it only from a worker thread.
     pub fn run(&self, list: &CommandList) -> Result<String, TmuxError> {
+        let started = std::time::Instant::now();
+        let result = self.run_once(list);
+        self.timing.observe(started.elapsed());
+        if result.is_err() {
+            self.timing.fail();
+        }
+        result
+    }
+
+    fn run_once(&self, list: &CommandList) -> Result<String, TmuxError> {
         let mut command = crate::environment::command(&self.binary);
         command
             .arg("-S")

@@ -91,6 +91,23 @@ pub enum ClientMessage {
     },
 }
 
+impl ClientMessage {
+    /// The wire name of the message's `type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientMessage::SubscribeTerminal { .. } => "subscribe_terminal",
+            ClientMessage::UnsubscribeTerminal { .. } => "unsubscribe_terminal",
+            ClientMessage::UserMessage { .. } => "user_message",
+            ClientMessage::TerminalInput { .. } => "terminal_input",
+            ClientMessage::ApproveTool { .. } => "approve_tool",
+            ClientMessage::ApprovePlan { .. } => "approve_plan",
+            ClientMessage::RejectPlan { .. } => "reject_plan",
+            ClientMessage::ResizeTerminal { .. } => "resize_terminal",
+            ClientMessage::Ping { .. } => "ping",
+        }
+    }
+}
+
 /// `error` message sent on a WebSocket.
 #[derive(Debug, Clone, Serialize)]
 pub struct WsError<'a> {

@@ -168,7 +168,7 @@ pub fn codex_cli() -> String {
 
 /// Runs `tests/tools/SCRIPT` to install a CLI under `CARGO_TARGET_TMPDIR/DIR` (once, however
 /// many tests ask at the same time) and returns the program's path.
-fn install_cli(dir: &str, script: &str) -> String {
+pub fn install_cli(dir: &str, script: &str) -> String {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(dir);
     std::fs::create_dir_all(&dir).unwrap();
     // Tests run in parallel: one installs, the others wait for it.

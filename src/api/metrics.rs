@@ -1,0 +1,111 @@
+//! `GET /metrics`: the daemon's counters and current gauges in the Prometheus text format.
+//! Readable with an observe-scope token (or cookie), or with the static scraper token of
+//! `metrics.token_file`, which reads nothing else.
+
+use std::time::SystemTime;
+
+use super::auth::Scope;
+use super::error::{ApiError, ErrorCode};
+use crate::daemon::Daemon;
+use crate::metrics::{Gauges, render};
+use crate::proto::http::{Request, Response};
+
+/// Path of the metrics endpoint.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// Answers `GET /metrics`.
+pub fn scrape(daemon: &Daemon, request: &Request) -> Result<Response, ApiError> {
+    if !daemon.config.metrics.enabled {
+        return Err(ApiError::new(
+            404,
+            ErrorCode::NotFound,
+            "metrics are switched off",
+        ));
+    }
+    if request.method != "GET" {
+        return Err(ApiError::new(
+            405,
+            ErrorCode::MethodNotAllowed,
+            format!("{} is not allowed on /metrics; use GET", request.method),
+        )
+        .with_header("Allow", "GET"));
+    }
+    let scraper = daemon.metrics_token.as_deref().is_some_and(|expected| {
+        super::auth::bearer_token(request.header("authorization"))
+            .is_ok_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()))
+    });
+    if !scraper {
+        super::authorize(daemon, request, Scope::Observe)?;
+    }
+    let body = render(
+        &counters(daemon),
+        &gauges(daemon),
+        daemon.tmux.timing(),
+        &daemon.store_timing,
+    );
+    Ok(Response {
+        status: 200,
+        headers: vec![(
+            "Content-Type".into(),
+            "text/plain; version=0.0.4; charset=utf-8".into(),
+        )],
+        body: body.into_bytes(),
+    })
+}
+
+/// The loop's counters with the hub's totals folded in.
+fn counters(daemon: &Daemon) -> crate::metrics::Metrics {
+    let hub = daemon.hub.counts;
+    let mut metrics = crate::metrics::Metrics {
+        http_requests: daemon.metrics.http_requests.clone(),
+        http_latency: daemon.metrics.http_latency.clone(),
+        ws_in: daemon.metrics.ws_in.clone(),
+        ws_out: daemon.metrics.ws_out.clone(),
+        output_bytes_read: hub.bytes_in,
+        output_bytes_delivered: hub.bytes_out,
+        resyncs: hub.resyncs,
+        gaps: hub.gaps,
+        slow_viewer_closes: daemon.metrics.slow_viewer_closes,
+        rate_limited: daemon.metrics.rate_limited.clone(),
+        task_durations: daemon.metrics.task_durations.clone(),
+        hook_events: daemon.metrics.hook_events.clone(),
+    };
+    *metrics.ws_out.entry("terminal_output").or_default() += hub.frames_out;
+    metrics
+}
+
+fn gauges(daemon: &Daemon) -> Gauges {
+    let now = SystemTime::now();
+    let idle_after = daemon.config.sessions.idle_after;
+    let mut gauges = Gauges {
+        viewers: daemon.observers as u64,
+        uptime_seconds: daemon.started.elapsed().as_secs(),
+        ..Gauges::default()
+    };
+    for agent in daemon.agents.sorted() {
+        let key = (
+            agent.status(now, idle_after).as_str(),
+            agent.activity.activity.as_str(),
+        );
+        *gauges.sessions.entry(key).or_default() += 1;
+    }
+    for ticket in daemon.tasks.tickets.values() {
+        *gauges.tickets.entry(ticket.status().as_str()).or_default() += 1;
+    }
+    gauges
+}
+
+/// Compares secrets without stopping at the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_compare_exactly() {
+        assert!(super::constant_time_eq(b"abc", b"abc"));
+        assert!(!super::constant_time_eq(b"abc", b"abd"));
+        assert!(!super::constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,501 @@
+//! Counters and histograms for `GET /metrics`, and their Prometheus text exposition.
+//!
+//! The loop's own counters are plain integers in [`Metrics`] (the loop is one thread: no
+//! lock, no atomic). Threads that time work off the loop (tmux commands on workers, store
+//! writes) share a [`SharedHistogram`] of atomics. Nothing here allocates per byte or per
+//! frame: label values are `&'static str`, maps are keyed by them and only grow when a new
+//! label first appears.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histograms' buckets.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Upper bounds (seconds) of the task duration histogram's buckets.
+pub const TASK_BUCKETS: [f64; 10] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0,
+];
+
+/// A histogram of durations over fixed buckets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    sum_nanos: u128,
+    count: u64,
+}
+
+impl Histogram {
+    /// Records one duration against `bounds`.
+    pub fn observe(&mut self, bounds: &[f64], value: Duration) {
+        if self.counts.len() != bounds.len() {
+            self.counts = vec![0; bounds.len()];
+        }
+        let seconds = value.as_secs_f64();
+        if let Some(i) = bounds.iter().position(|b| seconds <= *b) {
+            self.counts[i] += 1;
+        }
+        self.sum_nanos += value.as_nanos();
+        self.count += 1;
+    }
+}
+
+/// A histogram that threads other than the loop record into.
+#[derive(Debug)]
+pub struct SharedHistogram {
+    counts: [AtomicU64; LATENCY_BUCKETS.len()],
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+    /// Failures counted beside the timings (a tmux command that failed or timed out).
+    pub failures: AtomicU64,
+}
+
+impl Default for SharedHistogram {
+    fn default() -> Self {
+        SharedHistogram {
+            counts: Default::default(),
+            sum_nanos: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SharedHistogram {
+    /// Records one duration (latency buckets).
+    pub fn observe(&self, value: Duration) {
+        let seconds = value.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| seconds <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_nanos.fetch_add(
+            value.as_nanos().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failure.
+    pub fn fail(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A copy to render.
+    pub fn snapshot(&self) -> Histogram {
+        Histogram {
+            counts: self
+                .counts
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+            sum_nanos: u128::from(self.sum_nanos.load(Ordering::Relaxed)),
+            count: self.count.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The loop's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// HTTP requests by route template and status.
+    pub http_requests: BTreeMap<(&'static str, u16), u64>,
+    /// HTTP latency by route template.
+    pub http_latency: BTreeMap<&'static str, Histogram>,
+    /// WebSocket messages received, by type.
+    pub ws_in: BTreeMap<&'static str, u64>,
+    /// WebSocket messages sent, by type (terminal output frames included).
+    pub ws_out: BTreeMap<&'static str, u64>,
+    /// Bytes read from panes.
+    pub output_bytes_read: u64,
+    /// Bytes of terminal output frames written to viewers.
+    pub output_bytes_delivered: u64,
+    /// Viewers switched to a fresh screen because they fell behind.
+    pub resyncs: u64,
+    /// `terminal_gap` notices sent.
+    pub gaps: u64,
+    /// Viewers closed for being too slow (4001).
+    pub slow_viewer_closes: u64,
+    /// Requests refused by a rate limit, by limit.
+    pub rate_limited: BTreeMap<&'static str, u64>,
+    /// Durations of finished tasks, by final status.
+    pub task_durations: BTreeMap<&'static str, Histogram>,
+    /// Hook events received, by event.
+    pub hook_events: BTreeMap<&'static str, u64>,
+}
+
+impl Metrics {
+    /// Counts one answered HTTP request.
+    pub fn http(&mut self, route: &'static str, status: u16, latency: Duration) {
+        *self.http_requests.entry((route, status)).or_default() += 1;
+        self.http_latency
+            .entry(route)
+            .or_default()
+            .observe(&LATENCY_BUCKETS, latency);
+    }
+
+    /// Counts one message sent on a WebSocket, by the type named at the start of its JSON.
+    pub fn sent(&mut self, json: &str) {
+        *self.ws_out.entry(message_type(json)).or_default() += 1;
+    }
+}
+
+/// The known WebSocket message types, so labels are static and bounded.
+const MESSAGE_TYPES: &[&str] = &[
+    "terminal_output",
+    "terminal_gap",
+    "subscribed",
+    "unsubscribed",
+    "user_message_ack",
+    "terminal_input_ack",
+    "resize_terminal_ack",
+    "user_message_delivered",
+    "claude_response",
+    "tool_decision",
+    "agent_status",
+    "task_update",
+    "error",
+    "pong",
+    "subscribe_terminal",
+    "unsubscribe_terminal",
+    "user_message",
+    "terminal_input",
+    "approve_tool",
+    "resize_terminal",
+    "approve_plan",
+    "reject_plan",
+    "ping",
+];
+
+/// The label for a message type (`other` for anything unknown).
+pub fn type_label(name: &str) -> &'static str {
+    MESSAGE_TYPES
+        .iter()
+        .find(|t| **t == name)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The `type` of a JSON message whose first field it is (as every message the daemon
+/// encodes), without parsing the rest.
+pub fn message_type(json: &str) -> &'static str {
+    json.strip_prefix("{\"type\":\"")
+        .and_then(|rest| rest.split_once('"'))
+        .map_or("other", |(name, _)| type_label(name))
+}
+
+/// Gauges computed when scraped.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// Sessions by (status, activity).
+    pub sessions: BTreeMap<(&'static str, &'static str), u64>,
+    /// Tickets by status.
+    pub tickets: BTreeMap<&'static str, u64>,
+    /// Open WebSocket observers.
+    pub viewers: u64,
+    /// Seconds since the daemon started.
+    pub uptime_seconds: u64,
+}
+
+/// Renders everything in the Prometheus text exposition format (version 0.0.4).
+pub fn render(
+    metrics: &Metrics,
+    gauges: &Gauges,
+    tmux: &SharedHistogram,
+    store: &SharedHistogram,
+) -> String {
+    let mut out = String::with_capacity(8192);
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+    };
+    family(
+        &mut out,
+        "orchestra_uptime_seconds",
+        "gauge",
+        "Seconds since the daemon started.",
+    );
+    let _ = writeln!(out, "orchestra_uptime_seconds {}", gauges.uptime_seconds);
+    family(
+        &mut out,
+        "orchestra_sessions",
+        "gauge",
+        "Agent sessions by status and activity.",
+    );
+    for ((status, activity), n) in &gauges.sessions {
+        let _ = writeln!(
+            out,
+            "orchestra_sessions{{status=\"{status}\",activity=\"{activity}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
+        "orchestra_viewers",
+        "gauge",
+        "Open WebSocket observers.",
+    );
+    let _ = writeln!(out, "orchestra_viewers {}", gauges.viewers);
+    family(
+        &mut out,
+        "orchestra_tickets",
+        "gauge",
+        "Task tickets by status.",
+    );
+    for (status, n) in &gauges.tickets {
+        let _ = writeln!(out, "orchestra_tickets{{status=\"{status}\"}} {n}");
+    }
+    family(
+        &mut out,
+        "orchestra_output_read_bytes_total",
+        "counter",
+        "Bytes of terminal output read from panes.",
+    );
+    let _ = writeln!(
+        out,
+        "orchestra_output_read_bytes_total {}",
+        metrics.output_bytes_read
+    );
+    family(
+        &mut out,
+        "orchestra_output_delivered_bytes_total",
+        "counter",
+        "Bytes of terminal output frames written to viewers.",
+    );
+    let _ = writeln!(
+        out,
+        "orchestra_output_delivered_bytes_total {}",
+        metrics.output_bytes_delivered
+    );
+    family(
+        &mut out,
+        "orchestra_viewer_resyncs_total",
+        "counter",
+        "Viewers that fell behind and were given a fresh screen.",
+    );
+    let _ = writeln!(out, "orchestra_viewer_resyncs_total {}", metrics.resyncs);
+    family(
+        &mut out,
+        "orchestra_terminal_gaps_total",
+        "counter",
+        "terminal_gap notices sent.",
+    );
+    let _ = writeln!(out, "orchestra_terminal_gaps_total {}", metrics.gaps);
+    family(
+        &mut out,
+        "orchestra_slow_viewer_closes_total",
+        "counter",
+        "Viewers closed with 4001 for being too slow.",
+    );
+    let _ = writeln!(
+        out,
+        "orchestra_slow_viewer_closes_total {}",
+        metrics.slow_viewer_closes
+    );
+    family(
+        &mut out,
+        "orchestra_websocket_messages_total",
+        "counter",
+        "WebSocket messages by direction and type.",
+    );
+    for (direction, map) in [("in", &metrics.ws_in), ("out", &metrics.ws_out)] {
+        for (kind, n) in map {
+            let _ = writeln!(
+                out,
+                "orchestra_websocket_messages_total{{direction=\"{direction}\",type=\"{kind}\"}} {n}"
+            );
+        }
+    }
+    family(
+        &mut out,
+        "orchestra_http_requests_total",
+        "counter",
+        "HTTP requests by route and status.",
+    );
+    for ((route, status), n) in &metrics.http_requests {
+        let _ = writeln!(
+            out,
+            "orchestra_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
+        "orchestra_http_request_duration_seconds",
+        "histogram",
+        "Time from a request's arrival to its answer, by route.",
+    );
+    for (route, histogram) in &metrics.http_latency {
+        histogram_lines(
+            &mut out,
+            "orchestra_http_request_duration_seconds",
+            &format!("route=\"{route}\""),
+            &LATENCY_BUCKETS,
+            histogram,
+        );
+    }
+    family(
+        &mut out,
+        "orchestra_rate_limited_total",
+        "counter",
+        "Requests refused by a rate limit, by limit.",
+    );
+    for (limit, n) in &metrics.rate_limited {
+        let _ = writeln!(out, "orchestra_rate_limited_total{{limit=\"{limit}\"}} {n}");
+    }
+    family(
+        &mut out,
+        "orchestra_task_duration_seconds",
+        "histogram",
+        "Durations of finished tasks, by final status.",
+    );
+    for (status, histogram) in &metrics.task_durations {
+        histogram_lines(
+            &mut out,
+            "orchestra_task_duration_seconds",
+            &format!("status=\"{status}\""),
+            &TASK_BUCKETS,
+            histogram,
+        );
+    }
+    family(
+        &mut out,
+        "orchestra_hook_events_total",
+        "counter",
+        "Agent CLI hook events received, by event.",
+    );
+    for (event, n) in &metrics.hook_events {
+        let _ = writeln!(out, "orchestra_hook_events_total{{event=\"{event}\"}} {n}");
+    }
+    for (name, help, shared) in [
+        (
+            "orchestra_tmux_command_duration_seconds",
+            "Time a tmux command took, on a worker thread.",
+            tmux,
+        ),
+        (
+            "orchestra_store_write_duration_seconds",
+            "Time a task store write took (commit with fsync).",
+            store,
+        ),
+    ] {
+        family(&mut out, name, "histogram", help);
+        histogram_lines(&mut out, name, "", &LATENCY_BUCKETS, &shared.snapshot());
+    }
+    family(
+        &mut out,
+        "orchestra_tmux_command_failures_total",
+        "counter",
+        "tmux commands that failed or timed out.",
+    );
+    let _ = writeln!(
+        out,
+        "orchestra_tmux_command_failures_total {}",
+        tmux.failures.load(Ordering::Relaxed)
+    );
+    family(
+        &mut out,
+        "orchestra_store_write_failures_total",
+        "counter",
+        "Task store writes that failed.",
+    );
+    let _ = writeln!(
+        out,
+        "orchestra_store_write_failures_total {}",
+        store.failures.load(Ordering::Relaxed)
+    );
+    out
+}
+
+fn histogram_lines(out: &mut String, name: &str, labels: &str, bounds: &[f64], h: &Histogram) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let mut cumulative = 0;
+    for (i, bound) in bounds.iter().enumerate() {
+        cumulative += h.counts.get(i).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count);
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {}", h.sum_nanos as f64 / 1e9);
+    let _ = writeln!(out, "{name}_count{braces} {}", h.count);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_with_sum_and_count() {
+        let mut h = Histogram::default();
+        h.observe(&LATENCY_BUCKETS, Duration::from_micros(300));
+        h.observe(&LATENCY_BUCKETS, Duration::from_millis(3));
+        h.observe(&LATENCY_BUCKETS, Duration::from_secs(60));
+        let mut out = String::new();
+        histogram_lines(&mut out, "x", "route=\"r\"", &LATENCY_BUCKETS, &h);
+        assert!(
+            out.contains("x_bucket{route=\"r\",le=\"0.0005\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_bucket{route=\"r\",le=\"0.005\"} 2\n"),
+            "{out}"
+        );
+        assert!(out.contains("x_bucket{route=\"r\",le=\"10\"} 2\n"), "{out}");
+        assert!(
+            out.contains("x_bucket{route=\"r\",le=\"+Inf\"} 3\n"),
+            "{out}"
+        );
+        assert!(out.contains("x_sum{route=\"r\"} 60.0033\n"), "{out}");
+        assert!(out.contains("x_count{route=\"r\"} 3\n"), "{out}");
+    }
+
+    #[test]
+    fn message_types_come_from_the_first_field() {
+        assert_eq!(message_type(r#"{"type":"pong","id":1}"#), "pong");
+        assert_eq!(message_type(r#"{"type":"made_up"}"#), "other");
+        assert_eq!(message_type(r#"{"id":1,"type":"pong"}"#), "other");
+        assert_eq!(type_label("terminal_output"), "terminal_output");
+    }
+
+    #[test]
+    fn the_exposition_has_every_family_once() {
+        let mut metrics = Metrics::default();
+        metrics.http("/api/health", 200, Duration::from_millis(1));
+        metrics.sent(r#"{"type":"pong"}"#);
+        let shared = SharedHistogram::default();
+        shared.observe(Duration::from_millis(4));
+        shared.fail();
+        let text = render(
+            &metrics,
+            &Gauges::default(),
+            &shared,
+            &SharedHistogram::default(),
+        );
+        for family in [
+            "orchestra_http_requests_total",
+            "orchestra_tmux_command_duration_seconds",
+            "orchestra_sessions",
+        ] {
+            assert_eq!(
+                text.matches(&format!("# TYPE {family} ")).count(),
+                1,
+                "{family}"
+            );
+        }
+        assert!(
+            text.contains("orchestra_http_requests_total{route=\"/api/health\",status=\"200\"} 1")
+        );
+        assert!(text.contains("orchestra_tmux_command_failures_total 1"));
+        assert!(
+            text.contains("orchestra_websocket_messages_total{direction=\"out\",type=\"pong\"} 1")
+        );
+    }
+}
