@@ -42,21 +42,6 @@ impl Drop for Script {
     }
 }
 
-/// `orchestra open` against this daemon.
-fn login_link(daemon: &DaemonProcess, scope: &str) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_orchestra"))
-        .args(["open", "--scope", scope, "--url"])
-        .arg(format!("http://{}", daemon.addr))
-        .arg("--config")
-        .arg(&daemon.config)
-        .arg("--state-dir")
-        .arg(&daemon.state)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
-
 #[test]
 fn the_dashboard_works_in_chromium() {
     let modules = playwright_modules();
@@ -68,7 +53,7 @@ fn the_dashboard_works_in_chromium() {
     ));
     let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-shots");
     std::fs::create_dir_all(&shots).unwrap();
-    let control_link = login_link(&daemon, "control");
+    let control_link = daemon.login_link("control");
     let mut child = Command::new("node")
         .arg(format!(
             "{}/tests/browser/dashboard.mjs",
@@ -122,7 +107,7 @@ fn the_dashboard_works_in_chromium() {
             }
             Some("@link") => {
                 let scope = words.next().expect("a scope");
-                answer(&login_link(&daemon, scope));
+                answer(&daemon.login_link(scope));
             }
             Some("@done") => done = true,
             _ => eprintln!("[browser] {line}"),

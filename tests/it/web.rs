@@ -2,30 +2,13 @@
 //! session cookies, CSRF refusals and logout, over real HTTP. (The page itself is tested in
 //! Chromium by `browser.rs`.)
 
-use std::process::Command;
-
 use serde_json::json;
 
 use crate::common::{DaemonProcess, Resp};
 
 /// `orchestra open` against this daemon: the login link it prints.
 fn open_link(daemon: &DaemonProcess, scope: &str) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_orchestra"))
-        .args(["open", "--scope", scope, "--url"])
-        .arg(format!("http://{}", daemon.addr))
-        .arg("--config")
-        .arg(&daemon.config)
-        .arg("--state-dir")
-        .arg(&daemon.state)
-        .env_remove("ORCHESTRA_URL")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "open: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let link = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let link = daemon.login_link(scope);
     let prefix = format!("http://{}/login?code=", daemon.addr);
     assert!(link.starts_with(&prefix), "{link}");
     link
