@@ -84,6 +84,15 @@ enum Command {
         /// The daemon (default: the config's listen address).
         #[arg(long, value_name = "URL", env = "ORCHESTRA_URL")]
         url: Option<String>,
+        /// Token to ask with (default: one signed with the local secret, for a daemon on
+        /// this host only).
+        #[arg(
+            long,
+            value_name = "JWT",
+            env = "ORCHESTRA_TOKEN",
+            hide_env_values = true
+        )]
+        token: Option<String>,
     },
     /// List, show, start and stop agents.
     ///
@@ -203,7 +212,12 @@ fn take_secret_from_environment(mut config: Config) -> Result<Config, String> {
 
 /// `orchestra open`: a login link from the running daemon, or an exit code and why not
 /// (2 usage, 4 refused, 5 daemon unreachable).
-fn open_link(args: &ConfigArgs, scope: &str, url: Option<String>) -> Result<String, (u8, String)> {
+fn open_link(
+    args: &ConfigArgs,
+    scope: &str,
+    url: Option<String>,
+    token: Option<String>,
+) -> Result<String, (u8, String)> {
     use orchestra::client::{DaemonUrl, error_line, request};
     let scope = match scope {
         "observe" => Scope::Observe,
@@ -228,9 +242,26 @@ fn open_link(args: &ConfigArgs, scope: &str, url: Option<String>) -> Result<Stri
             }
         }
     };
-    let secret = load_or_create_secret(&config).map_err(|e| (4, e))?;
-    let token = mint_token(&config, &secret, "browser", scope, Duration::from_secs(60))
-        .map_err(|e| (4, e))?;
+    let token = match token {
+        Some(token) => token.trim().to_string(),
+        None => {
+            // A token signed with the local secret goes only to a daemon on this host.
+            let host = orchestra::api::host_name(&url.authority);
+            if !matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]") {
+                return Err((
+                    2,
+                    format!(
+                        "{} is not this host: pass --token (or ORCHESTRA_TOKEN) for it",
+                        url.authority
+                    ),
+                ));
+            }
+            let secret = load_or_create_secret(&config).map_err(|e| (4, e))?;
+            // The browser session cannot outlive the token that asks for its link.
+            mint_token(&config, &secret, "browser", scope, config.web.session_ttl)
+                .map_err(|e| (4, e))?
+        }
+    };
     let body = serde_json::json!({ "scope": scope.as_str() }).to_string();
     let answer = request(
         &url,
@@ -338,7 +369,12 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Open { config, scope, url } => match open_link(&config, &scope, url) {
+        Command::Open {
+            config,
+            scope,
+            url,
+            token,
+        } => match open_link(&config, &scope, url, token) {
             Ok(link) => {
                 println!("{link}");
                 ExitCode::SUCCESS

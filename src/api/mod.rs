@@ -266,7 +266,8 @@ pub fn authenticate(
             .web
             .verify_session(cookie, auth::now_secs())
             .map_err(|e| ApiError::unauthorized(e.0))?;
-        check_same_origin(daemon, request)?;
+        check_same_origin(request)?;
+        check_page_key(daemon, request, &sid)?;
         return Ok((principal, Credential::Cookie(sid)));
     }
     let token = auth::bearer_token(request.header("authorization"))
@@ -289,18 +290,37 @@ fn session_cookie(request: &Request) -> Option<&str> {
         .filter(|value| !value.is_empty())
 }
 
+/// Header in which the daemon's page sends its page key with the cookie.
+pub const PAGE_KEY_HEADER: &str = "x-orchestra-key";
+
+/// `403 FORBIDDEN` unless the request carries the page key of session `sid` (see
+/// [`web_login::WebLogins::page_key`]): a cookie replayed by a server on another port of
+/// this host, which browsers send it to, is refused.
+fn check_page_key(daemon: &Daemon, request: &Request, sid: &str) -> Result<(), ApiError> {
+    let given = request.header_str(PAGE_KEY_HEADER).unwrap_or_default();
+    if daemon.web.page_key_matches(sid, given.trim()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            403,
+            ErrorCode::Forbidden,
+            "the session cookie works only with the page key of the daemon's own page",
+        ))
+    }
+}
+
 /// `403 FORBIDDEN` unless the request came from the daemon's own page (its `Origin` and
 /// `Sec-Fetch-Site`), for requests a browser's cookie could authenticate.
-pub fn check_same_origin(daemon: &Daemon, request: &Request) -> Result<(), ApiError> {
+pub fn check_same_origin(request: &Request) -> Result<(), ApiError> {
     let site = web_login::RequestSite {
         method: &request.method,
         origin: request.header_str("origin"),
         fetch_site: request.header_str("sec-fetch-site"),
     };
     let host = request.header_str("host");
-    match web_login::cross_site_refusal(site, |origin| {
-        observe::origin_allowed(daemon, origin, host)
-    }) {
+    // Only the daemon's own page may use the cookie (not the origins that may open a
+    // WebSocket with a token or ticket).
+    match web_login::cross_site_refusal(site, |origin| observe::is_own_origin(origin, host)) {
         None => Ok(()),
         Some(why) => Err(ApiError::new(403, ErrorCode::Forbidden, why)),
     }
@@ -433,7 +453,7 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, peer: IpAddr, request: &Request
             return web::now(result);
         }
         Route::Logout => {
-            if let Err(error) = check_same_origin(daemon, request) {
+            if let Err(error) = check_same_origin(request) {
                 return Handled::Now(error.to_response());
             }
             let session = session_cookie(request)
@@ -498,7 +518,12 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, peer: IpAddr, request: &Request
             200,
             &web::SessionInfo::new(&principal, credential.as_str()),
         )),
-        Route::LoginCodes => web::now(web::issue_login_code(daemon, request, &principal)),
+        Route::LoginCodes => web::now(web::issue_login_code(
+            daemon,
+            request,
+            &principal,
+            &credential,
+        )),
         Route::Login | Route::Logout | Route::OpenApi => Handled::Now(
             ApiError::internal("this endpoint is answered before authorization").to_response(),
         ),

@@ -81,14 +81,20 @@ pub fn upgrade(daemon: &mut Daemon, request: &Request) -> Handled {
     }
 }
 
-/// Same-origin unless `websocket.allowed_origins` lists the origin.
+/// The daemon's own origin (the page it serves), or one `websocket.allowed_origins` lists.
 pub fn origin_allowed(daemon: &Daemon, origin: &str, host: Option<&str>) -> bool {
-    let allowed = &daemon.config.websocket.allowed_origins;
-    if !allowed.is_empty() {
-        return allowed
+    is_own_origin(origin, host)
+        || daemon
+            .config
+            .websocket
+            .allowed_origins
             .iter()
-            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin));
-    }
+            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
+/// Whether `origin` is the daemon's own: `http://` or `https://` and the `Host` the request
+/// was sent to.
+pub fn is_own_origin(origin: &str, host: Option<&str>) -> bool {
     let Some(host) = host else { return false };
     ["http://", "https://"]
         .iter()

@@ -157,11 +157,13 @@ fn login_link(daemon: &mut Daemon, request: &Request) -> Response {
         .and_then(Result::ok)
         .unwrap_or_default();
     match daemon.web.redeem_code(&code, Instant::now()) {
-        Ok((subject, scopes)) => match start_session(daemon, request, &subject, scopes) {
-            Ok((cookie, _)) => Response {
+        Ok((subject, scopes, ends)) => match start_session(daemon, request, &subject, scopes, ends)
+        {
+            // The page key travels in the fragment, which browsers never send to a server.
+            Ok((cookie, key)) => Response {
                 status: 303,
                 headers: vec![
-                    ("Location".into(), "/".into()),
+                    ("Location".into(), format!("/#key={key}")),
                     ("Set-Cookie".into(), cookie),
                     ("Cache-Control".into(), "no-store".into()),
                 ],
@@ -194,23 +196,31 @@ fn login_link(daemon: &mut Daemon, request: &Request) -> Response {
     }
 }
 
-/// Signs a session for `subject` and returns its `Set-Cookie` value and principal.
+/// Signs a session for `subject`, ending after `web.session_ttl` or at `ends` (the expiry
+/// of the token that asked for the login link), whichever is first; returns its
+/// `Set-Cookie` value and page key.
 fn start_session(
     daemon: &mut Daemon,
     request: &Request,
     subject: &str,
     scopes: Scopes,
-) -> Result<(String, Principal), ApiError> {
+    ends: u64,
+) -> Result<(String, String), ApiError> {
     let now = now_secs();
-    let ttl = daemon.config.web.session_ttl.as_secs().max(1);
+    let ends = ends.min(now.saturating_add(daemon.config.web.session_ttl.as_secs().max(1)));
+    if ends <= now {
+        return Err(ApiError::unauthorized(
+            "the token behind this login link has expired",
+        ));
+    }
     let issued = daemon
         .web
-        .issue_session(subject, scopes, now, now + ttl)
+        .issue_session(subject, scopes, now, ends)
         .map_err(ApiError::internal)?;
     log::info!("browser session started for {subject:?}");
     Ok((
-        set_cookie(&issued.cookie, ttl, secure(daemon, request)),
-        issued.principal,
+        set_cookie(&issued.cookie, ends - now, secure(daemon, request)),
+        issued.key,
     ))
 }
 
@@ -233,6 +243,9 @@ pub struct SessionInfo {
     pub expires_at: u64,
     /// `cookie` (a browser session) or `bearer` (a token).
     pub via: &'static str,
+    /// After a login: the page key the page must send as `X-Orchestra-Key` with its cookie.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 impl SessionInfo {
@@ -250,6 +263,7 @@ impl SessionInfo {
             scopes,
             expires_at: principal.expires_at,
             via,
+            key: None,
         }
     }
 }
@@ -264,7 +278,7 @@ struct LoginRequest {
 /// ending when the token does (or after `web.session_ttl`, whichever is first). Refused
 /// from other origins (login CSRF).
 pub fn login(daemon: &mut Daemon, request: &Request) -> Result<Response, ApiError> {
-    super::check_same_origin(daemon, request)?;
+    super::check_same_origin(request)?;
     let body: LoginRequest = parse_body(request)?;
     let principal = daemon
         .auth
@@ -282,12 +296,12 @@ pub fn login(daemon: &mut Daemon, request: &Request) -> Result<Response, ApiErro
         .issue_session(&principal.subject, principal.scopes, now, ends)
         .map_err(ApiError::internal)?;
     log::info!("browser session started for {:?}", principal.subject);
-    Ok(
-        json(200, &SessionInfo::new(&issued.principal, "cookie")).with_header(
-            "Set-Cookie",
-            set_cookie(&issued.cookie, ends - now, secure(daemon, request)),
-        ),
-    )
+    let mut info = SessionInfo::new(&issued.principal, "cookie");
+    info.key = Some(issued.key.clone());
+    Ok(json(200, &info).with_header(
+        "Set-Cookie",
+        set_cookie(&issued.cookie, ends - now, secure(daemon, request)),
+    ))
 }
 
 /// `POST /api/logout`: ends the browser session (recorded, so the cookie stays refused even
@@ -341,7 +355,16 @@ pub fn issue_login_code(
     daemon: &mut Daemon,
     request: &Request,
     principal: &Principal,
+    credential: &super::Credential,
 ) -> Result<Response, ApiError> {
+    if matches!(credential, super::Credential::Cookie(_)) {
+        // A browser session must not mint more sessions (that would outlive its logout).
+        return Err(ApiError::new(
+            403,
+            ErrorCode::Forbidden,
+            "login links are made with a token, not from a browser session",
+        ));
+    }
     let body: LoginCodeRequest = if request.body.is_empty() {
         LoginCodeRequest::default()
     } else {
@@ -373,7 +396,13 @@ pub fn issue_login_code(
     let ttl = daemon.config.web.login_code_ttl;
     let code = daemon
         .web
-        .issue_code(&principal.subject, scopes, ttl, Instant::now())
+        .issue_code(
+            &principal.subject,
+            scopes,
+            principal.expires_at,
+            ttl,
+            Instant::now(),
+        )
         .map_err(|e| match e {
             LoginError::TooMany => ApiError::new(429, ErrorCode::RateLimitExceeded, e.message())
                 .with_header("Retry-After", ttl.as_secs().max(1).to_string()),
@@ -404,9 +433,10 @@ pub fn startup_link(daemon: &mut Daemon, address: std::net::SocketAddr) -> Optio
         control: true,
     };
     let ttl: Duration = daemon.config.web.login_code_ttl;
+    let ends = now_secs().saturating_add(daemon.config.web.session_ttl.as_secs());
     let code = daemon
         .web
-        .issue_code("local", scopes, ttl, Instant::now())
+        .issue_code("local", scopes, ends, ttl, Instant::now())
         .ok()?;
     let host = if address.ip().is_unspecified() {
         format!("127.0.0.1:{}", address.port())

@@ -30,6 +30,8 @@ const AUDIENCE: &str = "orchestra-web";
 struct PendingLogin {
     subject: String,
     scopes: Scopes,
+    /// When the session it starts must end at the latest (the issuing token's expiry).
+    session_ends: u64,
     expires: Instant,
 }
 
@@ -75,6 +77,8 @@ pub struct IssuedSession {
     pub cookie: String,
     /// Who it is for and what it allows.
     pub principal: Principal,
+    /// Its page key (see [`WebLogins::page_key`]).
+    pub key: String,
 }
 
 /// Login codes in memory, the cookie key, and sessions ended by logout.
@@ -107,12 +111,13 @@ impl WebLogins {
         }
     }
 
-    /// A new one-time code that logs a browser in as `subject` with `scopes`, valid until
-    /// `now + ttl`.
+    /// A new one-time code that logs a browser in as `subject` with `scopes` (for a session
+    /// that ends by `session_ends`, seconds since the epoch), valid until `now + ttl`.
     pub fn issue_code(
         &mut self,
         subject: &str,
         scopes: Scopes,
+        session_ends: u64,
         ttl: Duration,
         now: Instant,
     ) -> Result<String, LoginError> {
@@ -126,23 +131,27 @@ impl WebLogins {
             PendingLogin {
                 subject: subject.to_string(),
                 scopes,
-                expires: now + ttl,
+                session_ends,
+                expires: now
+                    .checked_add(ttl)
+                    .unwrap_or(now + Duration::from_secs(86400 * 365)),
             },
         );
         Ok(code)
     }
 
-    /// Uses a code: it is forgotten whatever the outcome, so it never works twice.
+    /// Uses a code: it is forgotten whatever the outcome, so it never works twice. Returns
+    /// the subject, scopes and latest end of the session it starts.
     pub fn redeem_code(
         &mut self,
         code: &str,
         now: Instant,
-    ) -> Result<(String, Scopes), LoginError> {
+    ) -> Result<(String, Scopes, u64), LoginError> {
         let pending = self.codes.remove(code).ok_or(LoginError::Unknown)?;
         if pending.expires <= now {
             return Err(LoginError::Expired);
         }
-        Ok((pending.subject, pending.scopes))
+        Ok((pending.subject, pending.scopes, pending.session_ends))
     }
 
     /// Signs a session cookie for `subject` with `scopes`, expiring at `expires_at`
@@ -172,6 +181,7 @@ impl WebLogins {
         let cookie = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| format!("cannot sign the session cookie: {e}"))?;
         Ok(IssuedSession {
+            key: self.page_key(&claims.sid),
             cookie,
             principal: Principal {
                 subject: claims.sub,
@@ -231,6 +241,33 @@ impl WebLogins {
         self.logged_out.retain(|_, exp| *exp > now_secs);
         self.logged_out.insert(sid.to_string(), expires_at);
         format!("{sid} {expires_at}\n")
+    }
+
+    /// The page key of session `sid`: a value derived from the session id with the web key,
+    /// never stored in the cookie. The daemon hands it to its own page (in the login
+    /// redirect's fragment, or the login answer), which keeps it in its origin's storage
+    /// and sends it as `X-Orchestra-Key`. Browsers send a host's cookies to every port of
+    /// that host, so a server on another port receives the cookie; without the key, which
+    /// only this origin's page holds, the cookie alone is refused.
+    pub fn page_key(&self, sid: &str) -> String {
+        jsonwebtoken::crypto::sign(
+            format!("orchestra-page-key:{sid}").as_bytes(),
+            &self.encoding,
+            Algorithm::HS256,
+        )
+        .unwrap_or_default()
+    }
+
+    /// Whether `given` is the page key of session `sid` (compared in constant time).
+    pub fn page_key_matches(&self, sid: &str, given: &str) -> bool {
+        let expected = self.page_key(sid);
+        !expected.is_empty()
+            && expected.len() == given.len()
+            && expected
+                .bytes()
+                .zip(given.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     }
 
     /// Login codes waiting to be used.
@@ -347,16 +384,16 @@ mod tests {
         let mut logins = logins();
         let now = Instant::now();
         let ttl = Duration::from_secs(60);
-        let code = logins.issue_code("alice", OBSERVE, ttl, now).unwrap();
+        let code = logins.issue_code("alice", OBSERVE, 9, ttl, now).unwrap();
         assert_eq!(code.len(), 64);
         assert_eq!(
             logins.redeem_code(&code, now + Duration::from_secs(59)),
-            Ok(("alice".to_string(), OBSERVE))
+            Ok(("alice".to_string(), OBSERVE, 9))
         );
         // Reused: refused.
         assert_eq!(logins.redeem_code(&code, now), Err(LoginError::Unknown));
         // Expired: refused, and forgotten.
-        let late = logins.issue_code("bob", CONTROL, ttl, now).unwrap();
+        let late = logins.issue_code("bob", CONTROL, 9, ttl, now).unwrap();
         assert_eq!(
             logins.redeem_code(&late, now + ttl),
             Err(LoginError::Expired)
@@ -372,13 +409,13 @@ mod tests {
         let now = Instant::now();
         let ttl = Duration::from_secs(10);
         for _ in 0..3 {
-            logins.issue_code("a", OBSERVE, ttl, now).unwrap();
+            logins.issue_code("a", OBSERVE, 9, ttl, now).unwrap();
         }
         assert_eq!(
-            logins.issue_code("a", OBSERVE, ttl, now),
+            logins.issue_code("a", OBSERVE, 9, ttl, now),
             Err(LoginError::TooMany)
         );
-        assert!(logins.issue_code("a", OBSERVE, ttl, now + ttl).is_ok());
+        assert!(logins.issue_code("a", OBSERVE, 9, ttl, now + ttl).is_ok());
         assert_eq!(logins.pending_codes(), 1);
     }
 
@@ -399,6 +436,10 @@ mod tests {
                 .scopes,
             CONTROL
         );
+        let key = logins.page_key(&sid);
+        assert!(logins.page_key_matches(&sid, &key));
+        assert!(!logins.page_key_matches(&sid, ""));
+        assert!(!logins.page_key_matches("another", &key));
         let line = logins.log_out(&sid, 2000, 1500);
         assert_eq!(line, format!("{sid} 2000\n"));
         assert!(logins.verify_session(&issued.cookie, 1500).is_err());

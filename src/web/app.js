@@ -19,6 +19,7 @@ const state = {
   control: false,
   ws: null,
   wsOpen: false,
+  connecting: false,
   reconnects: 0,
   agents: new Map(),        // session_id -> agent summary (+ details)
   terminals: new Map(),     // session_id -> Terminal panel
@@ -37,8 +38,21 @@ class ApiError extends Error {
   }
 }
 
+/** The page key (see the README's browser security model): only this origin's page holds
+ *  it, and the daemon accepts the session cookie only together with it. */
+const KEY_STORAGE = 'orchestra-page-key';
+
+function takeKeyFromAddress() {
+  const match = /(?:^#|&)key=([A-Za-z0-9_-]+)/.exec(location.hash);
+  if (!match) return;
+  localStorage.setItem(KEY_STORAGE, match[1]);
+  history.replaceState(null, '', location.pathname);
+}
+
 async function api(method, path, body) {
   const options = { method, credentials: 'same-origin', headers: {} };
+  const key = localStorage.getItem(KEY_STORAGE);
+  if (key) options.headers['X-Orchestra-Key'] = key;
   if (body !== undefined) {
     options.headers['Content-Type'] = 'application/json';
     options.body = JSON.stringify(body);
@@ -81,6 +95,7 @@ function showLogin(message) {
 }
 
 async function boot() {
+  takeKeyFromAddress();
   bindStaticHandlers();
   let session;
   try {
@@ -111,6 +126,7 @@ function bindStaticHandlers() {
     event.preventDefault();
     try {
       const session = await api('POST', '/api/login', { token: $('#login-token').value });
+      if (session.key) localStorage.setItem(KEY_STORAGE, session.key);
       $('#login-token').value = '';
       start(session);
     } catch (error) {
@@ -119,6 +135,7 @@ function bindStaticHandlers() {
   });
   $('#logout').addEventListener('click', async () => {
     try { await api('POST', '/api/logout'); } catch (error) { reportError(error); }
+    localStorage.removeItem(KEY_STORAGE);
     for (const id of [...state.terminals.keys()]) closeTerminal(id);
     showLogin('Logged out.');
   });
@@ -153,15 +170,20 @@ function showView(name) {
 // ---------------------------------------------------------------- WebSocket
 
 async function connect() {
-  if (state.ws || !state.session) return;
+  // One socket at a time: a second call while one is being opened does nothing.
+  if (state.ws || state.connecting || !state.session) return;
+  state.connecting = true;
   setLinkState('reconnecting');
   let ticket;
   try {
     ticket = (await api('POST', '/api/ws-ticket')).ticket;
   } catch (error) {
+    state.connecting = false;
     if (error.status !== 401) scheduleReconnect();
     return;
   }
+  state.connecting = false;
+  if (state.ws || !state.session) return;
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
   const ws = new WebSocket(`${scheme}://${location.host}/ws/observe?ticket=${encodeURIComponent(ticket)}`);
   state.ws = ws;
@@ -174,6 +196,7 @@ async function connect() {
     if (resumed) refreshAll();
   });
   ws.addEventListener('message', (event) => {
+    if (state.ws !== ws) return; // a socket this page has already given up
     let message;
     try { message = JSON.parse(event.data); } catch { return; }
     onMessage(message);
@@ -421,6 +444,17 @@ class TerminalPanel {
       fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, monospace',
       theme: { background: '#000000' },
     });
+    // The pane's own terminal (tmux) already answers queries such as device attributes,
+    // cursor position and colours; xterm.js must not type its answers into the pane too.
+    const swallow = () => true;
+    for (const id of [{ final: 'c' }, { prefix: '>', final: 'c' }, { prefix: '=', final: 'c' }, { final: 'n' },
+      { prefix: '?', final: 'n' }, { prefix: '?', intermediates: '$', final: 'p' }, { intermediates: '$', final: 'p' },
+      { final: 't' }]) {
+      this.term.parser.registerCsiHandler(id, swallow);
+    }
+    for (const osc of [4, 10, 11, 12]) {
+      this.term.parser.registerOscHandler(osc, (data) => data.includes('?'));
+    }
     this.fitAddon = new window.FitAddon.FitAddon();
     this.term.loadAddon(this.fitAddon);
     $('#terminal-grid').append(this.element);
@@ -494,9 +528,11 @@ class TerminalPanel {
       this.pendingBytes = message.data.length;
       this.stream = message.stream;
       this.nextOffset = message.next_offset;
+      this.awaitingScreen = false;
       this.schedule();
       return;
     }
+    if (this.awaitingScreen) return; // output from before the screen we asked for
     if (this.stream === message.stream && this.nextOffset !== null && message.next_offset <= this.nextOffset) {
       return; // Already written (a resumed subscription overlaps what we have).
     }
@@ -516,6 +552,10 @@ class TerminalPanel {
     this.pending = [];
     this.pendingBytes = 0;
     this.nextOffset = null;
+    this.awaitingScreen = true;
+    // Writes already handed to xterm.js no longer count against the limit.
+    this.writeGeneration = (this.writeGeneration || 0) + 1;
+    this.unparsed = 0;
     this.notice('Output is faster than this page can draw: skipped to the current screen.');
     send({ type: 'unsubscribe_terminal', session_id: this.sessionId });
     send({ type: 'subscribe_terminal', session_id: this.sessionId });
@@ -533,7 +573,9 @@ class TerminalPanel {
       if (typeof item === 'string') {
         text += item;
       } else if (item.reset) {
-        this.term.reset();
+        // In band, after whatever xterm.js still has queued, so stale output cannot land
+        // on top of the new screen.
+        this.term.write('\x1bc');
         if (!state.control && item.cols && item.rows) this.term.resize(item.cols, item.rows);
         this.paneSize = { cols: item.cols, rows: item.rows };
         this.resized(item.cols, item.rows);
@@ -543,8 +585,9 @@ class TerminalPanel {
     this.pendingBytes = 0;
     if (text) {
       const bytes = text.length;
+      const generation = this.writeGeneration || 0;
       this.unparsed += bytes;
-      this.term.write(text, () => { this.unparsed -= bytes; });
+      this.term.write(text, () => { if (generation === (this.writeGeneration || 0)) this.unparsed -= bytes; });
     }
     if (state.control && this.paneSize &&
         (this.paneSize.cols !== this.term.cols || this.paneSize.rows !== this.term.rows)) {

@@ -21,13 +21,40 @@ fn path_of(daemon: &DaemonProcess, link: &str) -> String {
         .to_string()
 }
 
-/// Follows a login link; returns the response and the cookie pair (`name=value`) it set.
-fn log_in(daemon: &DaemonProcess, link: &str) -> (Resp, String) {
+/// Follows a login link; returns the response and the headers the daemon's page sends with
+/// its session: the cookie pair (`name=value`) and the page key from the redirect.
+fn log_in(daemon: &DaemonProcess, link: &str) -> (Resp, Session) {
     let resp = daemon.request_with("GET", &path_of(daemon, link), &[], None);
     assert_eq!(resp.status, 303, "{}", resp.text());
     let cookie = resp.header("set-cookie").expect("a cookie").to_string();
     let pair = cookie.split(';').next().unwrap().to_string();
-    (resp, pair)
+    let key = resp
+        .header("location")
+        .unwrap()
+        .strip_prefix("/#key=")
+        .expect("the page key in the fragment")
+        .to_string();
+    (resp, Session { cookie: pair, key })
+}
+
+/// A browser session as the daemon's page holds it.
+struct Session {
+    cookie: String,
+    key: String,
+}
+
+impl Session {
+    /// The cookie and page key, as the page sends them.
+    fn headers(&self) -> Vec<(&str, &str)> {
+        vec![("Cookie", &self.cookie), ("X-Orchestra-Key", &self.key)]
+    }
+
+    /// Those plus `extra`.
+    fn with<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut all = self.headers();
+        all.extend_from_slice(extra);
+        all
+    }
 }
 
 fn own_origin(daemon: &DaemonProcess) -> String {
@@ -95,16 +122,16 @@ fn the_page_and_its_assets_are_served_with_a_strict_policy() {
 fn a_login_link_works_once_and_gives_a_strict_cookie() {
     let daemon = DaemonProcess::start();
     let link = open_link(&daemon, "control");
-    let (resp, cookie) = log_in(&daemon, &link);
-    assert_eq!(resp.header("location"), Some("/"));
+    let (resp, session) = log_in(&daemon, &link);
+    assert!(resp.header("location").unwrap().starts_with("/#key="));
     let set = resp.header("set-cookie").unwrap();
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="] {
         assert!(set.contains(attribute), "{set}");
     }
     assert!(!set.contains("Secure"), "plain HTTP: {set}");
-    let session = daemon.request_with("GET", "/api/session", &[("Cookie", &cookie)], None);
-    assert_eq!(session.status, 200, "{}", session.text());
-    let info = session.json();
+    let answer = daemon.request_with("GET", "/api/session", &session.headers(), None);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let info = answer.json();
     assert_eq!(info["via"], "cookie");
     assert_eq!(info["subject"], "browser");
     assert_eq!(info["scopes"], json!(["observe", "control"]));
@@ -136,9 +163,9 @@ fn a_login_link_works_once_and_gives_a_strict_cookie() {
 #[test]
 fn an_observe_login_can_read_but_not_act() {
     let daemon = DaemonProcess::start();
-    let (_, cookie) = log_in(&daemon, &open_link(&daemon, "observe"));
+    let (_, session) = log_in(&daemon, &open_link(&daemon, "observe"));
     let origin = own_origin(&daemon);
-    let headers = [("Cookie", cookie.as_str()), ("Origin", origin.as_str())];
+    let headers = session.with(&[("Origin", origin.as_str())]);
     let agents = daemon.request_with("GET", "/api/agents", &headers, None);
     assert_eq!(agents.status, 200);
     let spawn = daemon.request_with(
@@ -171,7 +198,7 @@ fn an_observe_login_can_read_but_not_act() {
 #[test]
 fn a_stolen_cookie_is_refused_from_another_origin() {
     let daemon = DaemonProcess::start();
-    let (_, cookie) = log_in(&daemon, &open_link(&daemon, "control"));
+    let (_, session) = log_in(&daemon, &open_link(&daemon, "control"));
     let body = json!({"agent_type": "echo", "working_dir": daemon.work}).to_string();
     let attempts: [&[(&str, &str)]; 5] = [
         &[
@@ -189,8 +216,7 @@ fn a_stolen_cookie_is_refused_from_another_origin() {
         &[("Origin", "null")],
     ];
     for headers in attempts {
-        let mut all = vec![("Cookie", cookie.as_str())];
-        all.extend_from_slice(headers);
+        let all = session.with(headers);
         let resp = daemon.request_with("POST", "/api/agents/spawn", &all, Some(&body));
         resp.assert_error(403, "FORBIDDEN");
         let ticket = daemon.request_with("POST", "/api/ws-ticket", &all, Some(""));
@@ -200,7 +226,7 @@ fn a_stolen_cookie_is_refused_from_another_origin() {
     let read = daemon.request_with(
         "GET",
         "/api/agents",
-        &[("Cookie", &cookie), ("Sec-Fetch-Site", "cross-site")],
+        &session.with(&[("Sec-Fetch-Site", "cross-site")]),
         None,
     );
     read.assert_error(403, "FORBIDDEN");
@@ -211,19 +237,34 @@ fn a_stolen_cookie_is_refused_from_another_origin() {
     );
     // From the daemon's own page it works.
     let origin = own_origin(&daemon);
+    let own = [
+        ("Origin", origin.as_str()),
+        ("Sec-Fetch-Site", "same-origin"),
+    ];
     let resp = daemon.request_with(
         "POST",
         "/api/agents/spawn",
-        &[
-            ("Cookie", &cookie),
-            ("Origin", &origin),
-            ("Sec-Fetch-Site", "same-origin"),
-        ],
+        &session.with(&own),
         Some(&body),
     );
     assert_eq!(resp.status, 201, "{}", resp.text());
+    // A server on another port of this host gets the cookie from the browser, and can forge
+    // Origin and Sec-Fetch-Site; it does not have the page key, which only the daemon's own
+    // page holds.
+    let replayed = [("Cookie", session.cookie.as_str()), own[0], own[1]];
+    daemon
+        .request_with("POST", "/api/agents/spawn", &replayed, Some(&body))
+        .assert_error(403, "FORBIDDEN");
+    let wrong_key = [replayed[0], ("X-Orchestra-Key", "AAAA"), own[0]];
+    daemon
+        .request_with("POST", "/api/ws-ticket", &wrong_key, Some(""))
+        .assert_error(403, "FORBIDDEN");
+    // A browser session cannot mint more sessions (they would outlive its logout).
+    daemon
+        .request_with("POST", "/api/login-codes", &session.with(&own), Some("{}"))
+        .assert_error(403, "FORBIDDEN");
     // A forged cookie is no session.
-    let forged = format!("{cookie}x");
+    let forged = format!("{}x", session.cookie);
     let resp = daemon.request_with("GET", "/api/session", &[("Cookie", &forged)], None);
     resp.assert_error(401, "INVALID_TOKEN");
 }
@@ -251,6 +292,10 @@ fn a_pasted_token_logs_in_only_from_the_daemons_own_page() {
     let ok = daemon.request_with("POST", "/api/login", &[("Origin", &origin)], Some(&body));
     assert_eq!(ok.status, 200, "{}", ok.text());
     assert_eq!(ok.json()["scopes"], json!(["observe"]));
+    assert!(
+        ok.json()["key"].as_str().is_some_and(|k| !k.is_empty()),
+        "the page key"
+    );
     let cookie = ok.header("set-cookie").unwrap();
     // The session ends no later than the token.
     let max_age: u64 = cookie
@@ -274,7 +319,7 @@ fn logout_ends_the_session_for_good_and_a_restart_keeps_the_others() {
     let logout = daemon.request_with(
         "POST",
         "/api/logout",
-        &[("Cookie", &ended), ("Origin", &origin)],
+        &ended.with(&[("Origin", &origin)]),
         Some(""),
     );
     assert_eq!(logout.status, 200, "{}", logout.text());
@@ -282,9 +327,9 @@ fn logout_ends_the_session_for_good_and_a_restart_keeps_the_others() {
         logout.header("set-cookie").unwrap().contains("Max-Age=0"),
         "the cookie is cleared"
     );
-    let session = |daemon: &DaemonProcess, cookie: &str| {
+    let session = |daemon: &DaemonProcess, session: &Session| {
         daemon
-            .request_with("GET", "/api/session", &[("Cookie", cookie)], None)
+            .request_with("GET", "/api/session", &session.headers(), None)
             .status
     };
     assert_eq!(
@@ -337,7 +382,7 @@ fn the_dashboard_can_be_switched_off() {
         .request_with("GET", "/assets/app.js", &[], None)
         .assert_error(404, "NOT_FOUND");
     // Logins still work (for another front end served elsewhere through a proxy).
-    let (_, cookie) = log_in(&daemon, &open_link(&daemon, "observe"));
-    let session = daemon.request_with("GET", "/api/session", &[("Cookie", &cookie)], None);
-    assert_eq!(session.status, 200);
+    let (_, session) = log_in(&daemon, &open_link(&daemon, "observe"));
+    let answer = daemon.request_with("GET", "/api/session", &session.headers(), None);
+    assert_eq!(answer.status, 200);
 }
