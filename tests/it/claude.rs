@@ -294,7 +294,12 @@ fn a_restart_mid_conversation_keeps_the_history_and_the_hooks() {
     assert!(crate::common::is_rfc3339_utc(&messages[1]["timestamp"]));
 
     // The agent's hooks reach the new daemon: the conversation goes on, with activity
-    // derived from its hooks again.
+    // derived from its hooks again. (Typing waits until the new daemon has the pane's
+    // pipe again; on a loaded machine that can take a moment after the restart.)
+    crate::common::wait_until("the pane's capture re-attached", || {
+        let detail = daemon.get(&format!("/api/agents/{session}"), &token).json();
+        (detail["capture"] == "attached").then_some(())
+    });
     let mut ws = daemon.ws(&token);
     ws.send(json!({"type": "user_message", "session_id": session, "content": "second question", "id": 2}));
     let working = ws.recv_until("working", |m| {
