@@ -53,12 +53,13 @@ pub fn run_hook(env: &[(String, String)], event: &str, payload: &Value) -> std::
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
+    // The client may exit without reading its input (no daemon, no session variables); a
+    // broken pipe here is its choice, not a failure.
+    let _ = child
         .stdin
         .take()
         .unwrap()
-        .write_all(payload.to_string().as_bytes())
-        .unwrap();
+        .write_all(payload.to_string().as_bytes());
     child.wait_with_output().unwrap()
 }
 
