@@ -254,6 +254,8 @@ pub struct Daemon {
     pub store_timing: Arc<crate::metrics::SharedHistogram>,
     /// The static bearer token of `metrics.token_file`, which may read `/metrics` only.
     pub metrics_token: Option<String>,
+    /// WebSockets opened in a browser session's name (by its id), closed when it logs out.
+    pub web_sockets: HashMap<String, Vec<ConnId>>,
 }
 
 impl Daemon {
@@ -363,6 +365,7 @@ impl Daemon {
             metrics: Default::default(),
             store_timing,
             metrics_token,
+            web_sockets: HashMap::new(),
         })
     }
 

@@ -598,7 +598,16 @@ impl Server {
                                 );
                             }
                             match principal {
-                                Ok(principal) => conn.upgrade(accept, Some(principal), max),
+                                Ok(principal) => {
+                                    if let Some(sid) = &principal.session {
+                                        remember_session_socket(
+                                            &mut self.daemon.web_sockets,
+                                            sid,
+                                            conn.id,
+                                        );
+                                    }
+                                    conn.upgrade(accept, Some(principal), max)
+                                }
                                 Err(reason) => {
                                     conn.upgrade(accept, None, max);
                                     conn.queue(Chunk::Owned(
@@ -838,6 +847,24 @@ fn refuse(mut stream: mio::net::TcpStream, why: &str) {
     let mut bytes = Vec::new();
     response.encode(false, &mut bytes);
     let _ = stream.write(&bytes);
+}
+
+/// Remembers that browser session `sid` opened WebSocket `conn` (closed at its logout).
+/// Bounded: the newest 64 sockets per session, 10,000 sessions; ids of sockets that have
+/// closed since are harmless (closing them again does nothing).
+fn remember_session_socket(
+    sockets: &mut std::collections::HashMap<String, Vec<ConnId>>,
+    sid: &str,
+    conn: ConnId,
+) {
+    if sockets.len() >= 10_000 && !sockets.contains_key(sid) {
+        sockets.clear();
+    }
+    let list = sockets.entry(sid.to_string()).or_default();
+    if list.len() >= 64 {
+        list.remove(0);
+    }
+    list.push(conn);
 }
 
 /// Logs an answered request and counts it for `GET /metrics`.

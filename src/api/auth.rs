@@ -60,6 +60,9 @@ pub struct Principal {
     pub scopes: Scopes,
     /// Expiry, seconds since the epoch.
     pub expires_at: u64,
+    /// The browser session (its id) the principal comes from, when it came with the
+    /// dashboard's cookie; a logout ends what it opened.
+    pub session: Option<String>,
 }
 
 /// The scope claim: a space-separated string (`"observe control"`) or an array.
@@ -202,6 +205,7 @@ impl Authenticator {
                 .unwrap_or_else(|| "anonymous".into()),
             scopes,
             expires_at: claims.exp,
+            session: None,
         })
     }
 }

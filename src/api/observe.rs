@@ -187,7 +187,11 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    if principal.expires_at + daemon.config.auth.leeway.as_secs() < now {
+    let logged_out = principal
+        .session
+        .as_deref()
+        .is_some_and(|sid| daemon.web.is_logged_out(sid));
+    if logged_out || principal.expires_at + daemon.config.auth.leeway.as_secs() < now {
         send_error(
             daemon,
             conn,

@@ -50,6 +50,11 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../web/app.css"),
     },
     Asset {
+        path: "/assets/login.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/login.js"),
+    },
+    Asset {
         path: "/assets/icon.svg",
         content_type: "image/svg+xml",
         body: include_bytes!("../web/icon.svg"),
@@ -88,6 +93,22 @@ pub fn is_page_path(path: &str) -> bool {
 
 /// Serves `GET`/`HEAD` of the page, its assets and the login link.
 pub fn page(daemon: &mut Daemon, request: &Request) -> Response {
+    if request.path == "/login" {
+        return match request.method.as_str() {
+            "GET" | "HEAD" => login_page(request),
+            "POST" => login_link(daemon, request),
+            _ => ApiError::new(
+                405,
+                ErrorCode::MethodNotAllowed,
+                format!(
+                    "{} is not allowed on /login; use GET or POST",
+                    request.method
+                ),
+            )
+            .with_header("Allow", "GET, HEAD, POST")
+            .to_response(),
+        };
+    }
     if !matches!(request.method.as_str(), "GET" | "HEAD") {
         return ApiError::new(
             405,
@@ -96,9 +117,6 @@ pub fn page(daemon: &mut Daemon, request: &Request) -> Response {
         )
         .with_header("Allow", "GET, HEAD")
         .to_response();
-    }
-    if request.path == "/login" {
-        return login_link(daemon, request);
     }
     let path = if request.path == "/index.html" {
         "/"
@@ -149,14 +167,90 @@ fn etags() -> &'static [String] {
     })
 }
 
-/// `GET /login?code=...`: exchanges a one-time code for the session cookie and sends the
-/// browser to the dashboard; a used, expired or unknown code gets a page that says so.
-fn login_link(daemon: &mut Daemon, request: &Request) -> Response {
+/// Whether `code` looks like a login code (64 hex digits), so it can be put in a page.
+fn is_code(code: &str) -> bool {
+    code.len() == 64 && code.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `GET /login?code=...`: a page that posts the code back (its script does it at once; a
+/// button does it without script). Fetching the link does not spend the code, so a chat
+/// app's link preview or a mail scanner cannot use it up or log itself in.
+fn login_page(request: &Request) -> Response {
     let code = request
         .query_param("code")
         .and_then(Result::ok)
         .unwrap_or_default();
-    match daemon.web.redeem_code(&code, Instant::now()) {
+    if !is_code(&code) {
+        return login_failed(LoginError::Unknown);
+    }
+    let body = format!(
+        "<!doctype html><html lang=en><meta charset=utf-8>\
+         <meta name=viewport content=\"width=device-width, initial-scale=1\">\
+         <title>Orchestra: log in</title><link rel=stylesheet href=/assets/app.css>\
+         <script src=/assets/login.js defer></script>\
+         <form id=login-link class=\"card narrow\" method=post action=/login>\
+         <input type=hidden name=code value={code}>\
+         <p>Logging in to Orchestra…</p><button type=submit>Log in</button></form>\n"
+    );
+    Response {
+        status: 200,
+        headers: vec![
+            ("Content-Type".into(), "text/html; charset=utf-8".into()),
+            ("Cache-Control".into(), "no-store".into()),
+            ("Content-Security-Policy".into(), PAGE_POLICY.into()),
+        ],
+        body: if request.method == "HEAD" {
+            Vec::new()
+        } else {
+            body.into_bytes()
+        },
+    }
+}
+
+/// The page for a refused login code.
+fn login_failed(error: LoginError) -> Response {
+    log::info!("refused a login link: {}", error.message());
+    let body = format!(
+        "<!doctype html><meta charset=utf-8><title>Orchestra: login failed</title>\
+         <p>{}.</p><p>Run <code>orchestra open</code> on the daemon's host for a new \
+         link, or <a href=\"/\">paste a token</a>.</p>\n",
+        error.message()
+    );
+    Response {
+        status: if error == LoginError::TooMany {
+            429
+        } else {
+            401
+        },
+        headers: vec![
+            ("Content-Type".into(), "text/html; charset=utf-8".into()),
+            ("Cache-Control".into(), "no-store".into()),
+            ("Content-Security-Policy".into(), PAGE_POLICY.into()),
+        ],
+        body: body.into_bytes(),
+    }
+}
+
+/// `POST /login` (form field `code`, from the daemon's own login page): exchanges a one-time
+/// code for the session cookie and sends the browser to the dashboard, with the page key in
+/// the fragment; a used, expired or unknown code gets a page that says so.
+fn login_link(daemon: &mut Daemon, request: &Request) -> Response {
+    // A form posted from a page with `Referrer-Policy: no-referrer` says `Origin: null`;
+    // the browser's `Sec-Fetch-Site` still tells that it came from the daemon's own page.
+    let from_own_page = request.header_str("origin") == Some("null")
+        && request
+            .header_str("sec-fetch-site")
+            .is_some_and(|site| site.eq_ignore_ascii_case("same-origin"));
+    if !from_own_page && let Err(error) = super::check_same_origin(request) {
+        return error.to_response();
+    }
+    let form = String::from_utf8_lossy(&request.body);
+    let code = form
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("code="))
+        .unwrap_or_default()
+        .trim();
+    match daemon.web.redeem_code(code, Instant::now()) {
         Ok((subject, scopes, ends)) => match start_session(daemon, request, &subject, scopes, ends)
         {
             // The page key travels in the fragment, which browsers never send to a server.
@@ -171,28 +265,7 @@ fn login_link(daemon: &mut Daemon, request: &Request) -> Response {
             },
             Err(error) => error.to_response(),
         },
-        Err(error) => {
-            log::info!("refused a login link: {}", error.message());
-            let body = format!(
-                "<!doctype html><meta charset=utf-8><title>Orchestra: login failed</title>\
-                 <p>{}.</p><p>Run <code>orchestra open</code> on the daemon's host for a new \
-                 link, or <a href=\"/\">paste a token</a>.</p>\n",
-                error.message()
-            );
-            Response {
-                status: if error == LoginError::TooMany {
-                    429
-                } else {
-                    401
-                },
-                headers: vec![
-                    ("Content-Type".into(), "text/html; charset=utf-8".into()),
-                    ("Cache-Control".into(), "no-store".into()),
-                    ("Content-Security-Policy".into(), PAGE_POLICY.into()),
-                ],
-                body: body.into_bytes(),
-            }
-        }
+        Err(error) => login_failed(error),
     }
 }
 
@@ -329,6 +402,17 @@ pub fn logout(
             })
         });
         log::info!("browser session of {:?} logged out", principal.subject);
+        // What the session opened ends with it: its WebSockets and unused tickets.
+        for conn in daemon.web_sockets.remove(&sid).unwrap_or_default() {
+            daemon.ws.close.push((
+                conn,
+                crate::proto::ws::close::POLICY_VIOLATION,
+                "logged out".into(),
+            ));
+        }
+        daemon
+            .ws_tickets
+            .retain(|_, ticket| ticket.principal.session.as_deref() != Some(sid.as_str()));
     }
     json(200, &serde_json::json!({ "logged_out": true }))
         .with_header("Set-Cookie", clear_cookie(secure(daemon, request)))

@@ -187,6 +187,7 @@ impl WebLogins {
                 subject: claims.sub,
                 scopes,
                 expires_at,
+                session: Some(claims.sid),
             },
         })
     }
@@ -231,6 +232,7 @@ impl WebLogins {
                 subject: claims.sub,
                 scopes,
                 expires_at: claims.exp,
+                session: Some(claims.sid.clone()),
             },
             claims.sid,
         ))
@@ -268,6 +270,11 @@ impl WebLogins {
                 .zip(given.bytes())
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0
+    }
+
+    /// Whether session `sid` was logged out.
+    pub fn is_logged_out(&self, sid: &str) -> bool {
+        self.logged_out.contains_key(sid)
     }
 
     /// Login codes waiting to be used.

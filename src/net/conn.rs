@@ -397,6 +397,7 @@ mod tests {
 
     fn observer() -> Principal {
         Principal {
+            session: None,
             subject: "test".into(),
             scopes: Scopes {
                 observe: true,

@@ -21,10 +21,34 @@ fn path_of(daemon: &DaemonProcess, link: &str) -> String {
         .to_string()
 }
 
+/// What a browser does with a login link: fetch its page, which posts the code back from
+/// the daemon's own origin (with `extra` headers). Returns the answer to the post.
+fn use_link(daemon: &DaemonProcess, link: &str, extra: &[(&str, &str)]) -> Resp {
+    let page = daemon.request_with("GET", &path_of(daemon, link), &[], None);
+    if page.status != 200 {
+        return page;
+    }
+    assert!(
+        page.header("set-cookie").is_none(),
+        "fetching the link logs nobody in"
+    );
+    let html = page.text();
+    let code = html
+        .split("name=code value=")
+        .nth(1)
+        .and_then(|rest| rest.split('>').next())
+        .expect("the code in the page's form")
+        .to_string();
+    let origin = own_origin(daemon);
+    let mut headers = vec![("Origin", origin.as_str())];
+    headers.extend_from_slice(extra);
+    daemon.request_with("POST", "/login", &headers, Some(&format!("code={code}")))
+}
+
 /// Follows a login link; returns the response and the headers the daemon's page sends with
 /// its session: the cookie pair (`name=value`) and the page key from the redirect.
 fn log_in(daemon: &DaemonProcess, link: &str) -> (Resp, Session) {
-    let resp = daemon.request_with("GET", &path_of(daemon, link), &[], None);
+    let resp = use_link(daemon, link, &[]);
     assert_eq!(resp.status, 303, "{}", resp.text());
     let cookie = resp.header("set-cookie").expect("a cookie").to_string();
     let pair = cookie.split(';').next().unwrap().to_string();
@@ -136,23 +160,48 @@ fn a_login_link_works_once_and_gives_a_strict_cookie() {
     assert_eq!(info["subject"], "browser");
     assert_eq!(info["scopes"], json!(["observe", "control"]));
     // The code is spent.
-    let reused = daemon.request_with("GET", &path_of(&daemon, &link), &[], None);
+    let reused = use_link(&daemon, &link, &[]);
     assert_eq!(reused.status, 401);
     assert!(reused.header("set-cookie").is_none());
     assert!(reused.text().contains("already used"), "{}", reused.text());
     let bogus = daemon.request_with("GET", "/login?code=0000", &[], None);
     assert_eq!(bogus.status, 401);
+    let page = daemon.request_with("GET", "/login?code=%3Cscript%3E", &[], None);
+    assert_eq!(
+        page.status, 401,
+        "only a well-formed code is put in the page"
+    );
+    // The code is posted only from the daemon's own page.
+    let other = open_link(&daemon, "control");
+    let code = other.rsplit('=').next().unwrap();
+    let foreign = daemon.request_with(
+        "POST",
+        "/login",
+        &[("Origin", "http://evil.example")],
+        Some(&format!("code={code}")),
+    );
+    foreign.assert_error(403, "FORBIDDEN");
+    let null_cross = daemon.request_with(
+        "POST",
+        "/login",
+        &[("Origin", "null"), ("Sec-Fetch-Site", "cross-site")],
+        Some(&format!("code={code}")),
+    );
+    null_cross.assert_error(403, "FORBIDDEN");
+    // What Chromium sends for the page's own form (its referrer policy hides the origin).
+    let own_form = daemon.request_with(
+        "POST",
+        "/login",
+        &[("Origin", "null"), ("Sec-Fetch-Site", "same-origin")],
+        Some(&format!("code={code}")),
+    );
+    assert_eq!(own_form.status, 303, "{}", own_form.text());
     // The code never reaches the log.
     let code = link.rsplit('=').next().unwrap();
     assert!(!daemon.log_contains(code));
     // Behind a TLS proxy the cookie is Secure.
     let link = open_link(&daemon, "observe");
-    let proxied = daemon.request_with(
-        "GET",
-        &path_of(&daemon, &link),
-        &[("X-Forwarded-Proto", "https")],
-        None,
-    );
+    let proxied = use_link(&daemon, &link, &[("X-Forwarded-Proto", "https")]);
     assert!(
         proxied.header("set-cookie").unwrap().ends_with("; Secure"),
         "{:?}",
@@ -316,6 +365,20 @@ fn logout_ends_the_session_for_good_and_a_restart_keeps_the_others() {
     let (_, kept) = log_in(&daemon, &open_link(&daemon, "control"));
     let (_, ended) = log_in(&daemon, &open_link(&daemon, "control"));
     let origin = own_origin(&daemon);
+    // A WebSocket the session opened ends with it.
+    let ticket = daemon.request_with(
+        "POST",
+        "/api/ws-ticket",
+        &ended.with(&[("Origin", &origin)]),
+        Some(""),
+    );
+    assert_eq!(ticket.status, 201, "{}", ticket.text());
+    let ticket = ticket.json()["ticket"].as_str().unwrap().to_string();
+    let mut ws = daemon
+        .ws_with(&format!("ticket={ticket}"), &[("Origin", &origin)])
+        .expect("upgrade");
+    ws.send(json!({"type": "ping", "id": 1}));
+    ws.recv_until("pong", |m| m["type"] == "pong");
     let logout = daemon.request_with(
         "POST",
         "/api/logout",
@@ -323,6 +386,7 @@ fn logout_ends_the_session_for_good_and_a_restart_keeps_the_others() {
         Some(""),
     );
     assert_eq!(logout.status, 200, "{}", logout.text());
+    assert_eq!(ws.wait_closed().1, crate::common::Closed::Code(1008));
     assert!(
         logout.header("set-cookie").unwrap().contains("Max-Age=0"),
         "the cookie is cleared"
@@ -353,7 +417,10 @@ fn logout_ends_the_session_for_good_and_a_restart_keeps_the_others() {
         .split_once("/login")
         .map(|(_, rest)| format!("/login{rest}"))
         .unwrap();
-    assert_eq!(daemon.request_with("GET", &path, &[], None).status, 401);
+    assert_eq!(
+        use_link(&daemon, &format!("http://{}{path}", daemon.addr), &[]).status,
+        401
+    );
 }
 
 #[test]
@@ -361,7 +428,7 @@ fn an_expired_login_link_is_refused() {
     // With a lifetime of zero every link has expired by the time it is used.
     let daemon = DaemonProcess::start_with("[web]\nlogin_code_ttl = \"0s\"\n");
     let link = open_link(&daemon, "control");
-    let resp = daemon.request_with("GET", &path_of(&daemon, &link), &[], None);
+    let resp = use_link(&daemon, &link, &[]);
     assert_eq!(resp.status, 401);
     assert!(resp.text().contains("expired"), "{}", resp.text());
     assert!(resp.header("set-cookie").is_none());
