@@ -394,6 +394,48 @@ fn count_flood(ws: &mut WebSocket<TcpStream>, started: Instant, bytes: usize) ->
     }
 }
 
+/// Baseline without tmux: the same payload written into a pseudo-terminal and read straight
+/// from its master (what a direct-PTY backend could reach at best). Returns MB/s.
+fn pty_baseline(bytes: usize) -> f64 {
+    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+    let pty = native_pty_system()
+        .openpty(PtySize {
+            rows: 50,
+            cols: 200,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .expect("a pseudo-terminal");
+    let mut command = CommandBuilder::new("sh");
+    command.args([
+        "-c",
+        &format!("yes '{LINE}' | head -c {bytes}; echo; echo END"),
+    ]);
+    let mut reader = pty.master.try_clone_reader().unwrap();
+    let started = Instant::now();
+    let mut child = pty.slave.spawn_command(command).unwrap();
+    drop(pty.slave);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0usize;
+    let mut tail = Vec::new();
+    loop {
+        let n = reader.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        total += n;
+        tail.extend_from_slice(&buf[..n]);
+        if tail.windows(5).any(|w| w == b"END\r\n") {
+            break;
+        }
+        let cut = tail.len().saturating_sub(8);
+        tail.drain(..cut);
+    }
+    let elapsed = started.elapsed();
+    let _ = child.wait();
+    total as f64 / elapsed.as_secs_f64() / 1e6
+}
+
 /// Baseline: the same generator in a plain tmux session whose pipe-pane writes to a FIFO
 /// the bench reads directly. Returns MB/s.
 fn fifo_baseline(dir: &Path, bytes: usize) -> f64 {
@@ -502,6 +544,7 @@ type Row = (String, String);
 
 fn throughput(daemon: &DaemonProcess, mb: usize) -> Vec<Row> {
     let bytes = mb * 1_000_000;
+    let pty = pty_baseline(bytes);
     let baseline = fifo_baseline(daemon.dir.path(), bytes);
     let session = daemon.spawn("gen", json!({"BYTES": bytes.to_string()}));
     let mut ws = daemon.ws();
@@ -534,6 +577,15 @@ fn throughput(daemon: &DaemonProcess, mb: usize) -> Vec<Row> {
                 "{through:.1} MB/s, {:.0}% of a bare FIFO reader on `pipe-pane` in the same run \
                  ({baseline:.1} MB/s); every byte accounted for",
                 through / baseline * 100.0
+            ),
+        ),
+        (
+            format!("ceiling without tmux, {mb} MB"),
+            format!(
+                "a bare reader of a pseudo-terminal's master in the same run: {pty:.1} MB/s; the \
+                 daemon's viewer gets {:.0}% of it, tmux's pipe-pane alone {:.0}%",
+                through / pty * 100.0,
+                baseline / pty * 100.0
             ),
         ),
         (
