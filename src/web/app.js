@@ -443,6 +443,13 @@ class TerminalPanel {
       fontSize: 13,
       fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, monospace',
       theme: { background: '#000000' },
+      // Links an agent prints (OSC 8) open only if they are http(s), in a new tab that
+      // cannot reach back into this page.
+      linkHandler: {
+        activate: (_event, uri) => {
+          if (/^https?:\/\//i.test(uri)) window.open(uri, '_blank', 'noopener,noreferrer');
+        },
+      },
     });
     // The pane's own terminal (tmux) already answers queries such as device attributes,
     // cursor position and colours; xterm.js must not type its answers into the pane too.
