@@ -649,7 +649,9 @@ fn viewers(daemon: &DaemonProcess, count: usize, mb: usize) -> Vec<Row> {
         format!("{count} viewers on one pane, {mb} MB each"),
         format!(
             "all {exact} streams byte-exact (hash-checked), {aggregate:.0} MB/s aggregate; the \
-             daemon used {daemon_used:.2} CPU-s against the clients' {clients_used:.1} s"
+             daemon used {daemon_used:.2} CPU-s against the clients' {clients_used:.1} s, \
+             {:.2} ns per delivered byte",
+            daemon_used * 1e9 / (raw as f64 * count as f64)
         ),
     )]
 }
