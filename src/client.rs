@@ -3,7 +3,7 @@
 //! plain HTTP only; it never logs the token it sends.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 /// Largest answer read (the daemon's answers to these commands are small).
@@ -30,6 +30,32 @@ impl DaemonUrl {
         Ok(DaemonUrl {
             authority: authority.to_string(),
         })
+    }
+
+    /// The local daemon listening on `listen` (an unspecified address means loopback).
+    pub fn local(mut listen: SocketAddr) -> DaemonUrl {
+        if listen.ip().is_unspecified() {
+            listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        DaemonUrl {
+            authority: listen.to_string(),
+        }
+    }
+
+    /// Whether the URL names this host (loopback), the only place a token signed with the
+    /// local secret may be sent.
+    pub fn is_this_host(&self) -> bool {
+        let authority = self.authority.to_ascii_lowercase();
+        let host = if authority.starts_with('[') {
+            authority
+                .find(']')
+                .map_or(authority.as_str(), |end| &authority[..=end])
+        } else {
+            authority
+                .rsplit_once(':')
+                .map_or(authority.as_str(), |(host, _)| host)
+        };
+        matches!(host, "localhost" | "127.0.0.1" | "[::1]")
     }
 }
 

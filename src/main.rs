@@ -232,22 +232,13 @@ fn open_link(
     let config = load_config(args, None).map_err(|e| (2, e))?;
     let url = match url {
         Some(url) => DaemonUrl::parse(&url).map_err(|e| (2, e))?,
-        None => {
-            let mut listen = config.listen;
-            if listen.ip().is_unspecified() {
-                listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            DaemonUrl {
-                authority: listen.to_string(),
-            }
-        }
+        None => DaemonUrl::local(config.listen),
     };
     let token = match token {
         Some(token) => token.trim().to_string(),
         None => {
             // A token signed with the local secret goes only to a daemon on this host.
-            let host = orchestra::api::host_name(&url.authority);
-            if !matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]") {
+            if !url.is_this_host() {
                 return Err((
                     2,
                     format!(

@@ -101,37 +101,27 @@ const MINTED_TTL: Duration = Duration::from_secs(24 * 3600);
 impl Target {
     /// Resolves URL and token: flags and environment first, then the local config and secret.
     pub fn resolve(&self) -> Result<Api, Failure> {
-        let needs_config = self.url.is_none() || self.token.is_none();
-        let config = if needs_config {
-            let path = self.config.clone().or_else(default_config_file);
-            let overrides = Overrides {
-                listen: None,
-                state_dir: self.state_dir.clone(),
-            };
-            Some(
-                Config::load(path.as_deref(), &overrides)
-                    .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?,
-            )
-        } else {
-            None
-        };
-        let url = match (&self.url, &config) {
-            (Some(url), _) => DaemonUrl::parse(url).map_err(|e| Failure::new(exit::USAGE, e))?,
-            (None, Some(config)) => {
-                let mut listen = config.listen;
-                if listen.ip().is_unspecified() {
-                    listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                DaemonUrl {
-                    authority: listen.to_string(),
-                }
+        let parse = |url: &str| DaemonUrl::parse(url).map_err(|e| Failure::new(exit::USAGE, e));
+        let (url, token) = match (&self.url, &self.token) {
+            (Some(url), Some(token)) => (parse(url)?, token.trim().to_string()),
+            (url, token) => {
+                let path = self.config.clone().or_else(default_config_file);
+                let overrides = Overrides {
+                    listen: None,
+                    state_dir: self.state_dir.clone(),
+                };
+                let config = Config::load(path.as_deref(), &overrides)
+                    .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
+                let url = match url {
+                    Some(url) => parse(url)?,
+                    None => DaemonUrl::local(config.listen),
+                };
+                let token = match token {
+                    Some(token) => token.trim().to_string(),
+                    None => local_token(&config, &url)?,
+                };
+                (url, token)
             }
-            (None, None) => unreachable_config(),
-        };
-        let token = match (&self.token, &config) {
-            (Some(token), _) => token.trim().to_string(),
-            (None, Some(config)) => local_token(config)?,
-            (None, None) => unreachable_config(),
         };
         Ok(Api {
             url,
@@ -141,13 +131,19 @@ impl Target {
     }
 }
 
-fn unreachable_config() -> ! {
-    unreachable!("the config is loaded whenever a flag is missing")
-}
-
-/// A control token signed with the local daemon's secret, when this host has one.
-fn local_token(config: &Config) -> Result<String, Failure> {
+/// A control token signed with the local daemon's secret, when this host has one and `url`
+/// is this host (a token signed with the local secret is never sent elsewhere).
+fn local_token(config: &Config, url: &DaemonUrl) -> Result<String, Failure> {
     use crate::api::auth::{Scope, load_or_create_secret, mint_token};
+    if !url.is_this_host() {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "{} is not this host: pass --token (or ORCHESTRA_TOKEN) for it",
+                url.authority
+            ),
+        ));
+    }
     let has_secret = config.auth.jwt_secret.is_some()
         || std::env::var_os(crate::config::SECRET_ENV).is_some()
         || config.secret_file().exists();

@@ -141,6 +141,26 @@ fn agents_from_the_command_line() {
         .unwrap();
     assert_eq!(unreachable.status.code(), Some(5));
     assert!(stderr(&unreachable).contains("orchestra serve"), "a hint");
+    // A token signed with the local secret is never sent to another host.
+    let remote = Command::new(env!("CARGO_BIN_EXE_orchestra"))
+        .args([
+            "agents",
+            "--url",
+            "http://devbox.invalid:8080",
+            "--state-dir",
+        ])
+        .arg(&daemon.state)
+        .arg("--config")
+        .arg(&daemon.config)
+        .env_remove("ORCHESTRA_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(remote.status.code(), Some(2));
+    assert!(
+        stderr(&remote).contains("pass --token"),
+        "{}",
+        stderr(&remote)
+    );
     let usage = cli(&daemon, &["agents", "spawn"]);
     assert_eq!(usage.status.code(), Some(2));
     // Send types into the agent.
