@@ -97,7 +97,7 @@ fn fanout(c: &mut Criterion) {
 /// What counting costs on the hot path: one HTTP request recorded (counter and histogram),
 /// one sent message counted by its type, and a full `/metrics` rendering.
 fn metrics(c: &mut Criterion) {
-    use orchestra::metrics::{Gauges, Metrics, SharedHistogram, render};
+    use orchestra::metrics::{Gauges, Metrics, OutputCounts, SharedHistogram, render};
     use std::time::Duration;
     let mut group = c.benchmark_group("metrics");
     let mut registry = Metrics::default();
@@ -119,7 +119,15 @@ fn metrics(c: &mut Criterion) {
         b.iter(|| shared.observe(black_box(Duration::from_millis(3))))
     });
     group.bench_function("render_exposition", |b| {
-        b.iter(|| black_box(render(&registry, &Gauges::default(), &shared, &shared)))
+        b.iter(|| {
+            black_box(render(
+                &registry,
+                &OutputCounts::default(),
+                &Gauges::default(),
+                &shared,
+                &shared,
+            ))
+        })
     });
     group.finish();
 }

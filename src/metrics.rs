@@ -107,16 +107,9 @@ pub struct Metrics {
     pub http_latency: BTreeMap<&'static str, Histogram>,
     /// WebSocket messages received, by type.
     pub ws_in: BTreeMap<&'static str, u64>,
-    /// WebSocket messages sent, by type (terminal output frames included).
+    /// WebSocket messages sent, by type (live terminal output frames are in
+    /// [`OutputCounts`]).
     pub ws_out: BTreeMap<&'static str, u64>,
-    /// Bytes read from panes.
-    pub output_bytes_read: u64,
-    /// Bytes of terminal output frames written to viewers.
-    pub output_bytes_delivered: u64,
-    /// Viewers switched to a fresh screen because they fell behind.
-    pub resyncs: u64,
-    /// `terminal_gap` notices sent.
-    pub gaps: u64,
     /// Viewers closed for being too slow (4001).
     pub slow_viewer_closes: u64,
     /// Requests refused by a rate limit, by limit.
@@ -141,6 +134,21 @@ impl Metrics {
     pub fn sent(&mut self, json: &str) {
         *self.ws_out.entry(message_type(json)).or_default() += 1;
     }
+}
+
+/// What the output fanout counted (kept by the hub, which sees every chunk and frame).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutputCounts {
+    /// Bytes of pane output appended.
+    pub bytes_in: u64,
+    /// Bytes of output frames handed to viewers.
+    pub bytes_out: u64,
+    /// Output frames handed to viewers.
+    pub frames_out: u64,
+    /// Viewers switched to a fresh screen.
+    pub resyncs: u64,
+    /// `terminal_gap` notices sent.
+    pub gaps: u64,
 }
 
 /// The known WebSocket message types, so labels are static and bounded.
@@ -203,6 +211,7 @@ pub struct Gauges {
 /// Renders everything in the Prometheus text exposition format (version 0.0.4).
 pub fn render(
     metrics: &Metrics,
+    output: &OutputCounts,
     gauges: &Gauges,
     tmux: &SharedHistogram,
     store: &SharedHistogram,
@@ -253,11 +262,7 @@ pub fn render(
         "counter",
         "Bytes of terminal output read from panes.",
     );
-    let _ = writeln!(
-        out,
-        "orchestra_output_read_bytes_total {}",
-        metrics.output_bytes_read
-    );
+    let _ = writeln!(out, "orchestra_output_read_bytes_total {}", output.bytes_in);
     family(
         &mut out,
         "orchestra_output_delivered_bytes_total",
@@ -267,7 +272,7 @@ pub fn render(
     let _ = writeln!(
         out,
         "orchestra_output_delivered_bytes_total {}",
-        metrics.output_bytes_delivered
+        output.bytes_out
     );
     family(
         &mut out,
@@ -275,14 +280,14 @@ pub fn render(
         "counter",
         "Viewers that fell behind and were given a fresh screen.",
     );
-    let _ = writeln!(out, "orchestra_viewer_resyncs_total {}", metrics.resyncs);
+    let _ = writeln!(out, "orchestra_viewer_resyncs_total {}", output.resyncs);
     family(
         &mut out,
         "orchestra_terminal_gaps_total",
         "counter",
         "terminal_gap notices sent.",
     );
-    let _ = writeln!(out, "orchestra_terminal_gaps_total {}", metrics.gaps);
+    let _ = writeln!(out, "orchestra_terminal_gaps_total {}", output.gaps);
     family(
         &mut out,
         "orchestra_slow_viewer_closes_total",
@@ -300,7 +305,9 @@ pub fn render(
         "counter",
         "WebSocket messages by direction and type.",
     );
-    for (direction, map) in [("in", &metrics.ws_in), ("out", &metrics.ws_out)] {
+    let mut sent = metrics.ws_out.clone();
+    *sent.entry("terminal_output").or_default() += output.frames_out;
+    for (direction, map) in [("in", &metrics.ws_in), ("out", &sent)] {
         for (kind, n) in map {
             let _ = writeln!(
                 out,
@@ -475,6 +482,7 @@ mod tests {
         shared.fail();
         let text = render(
             &metrics,
+            &OutputCounts::default(),
             &Gauges::default(),
             &shared,
             &SharedHistogram::default(),

@@ -32,13 +32,14 @@ pub fn scrape(daemon: &Daemon, request: &Request) -> Result<Response, ApiError> 
     }
     let scraper = daemon.metrics_token.as_deref().is_some_and(|expected| {
         super::auth::bearer_token(request.header("authorization"))
-            .is_ok_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()))
+            .is_ok_and(|given| super::auth::constant_time_eq(given.as_bytes(), expected.as_bytes()))
     });
     if !scraper {
         super::authorize(daemon, request, Scope::Observe)?;
     }
     let body = render(
-        &counters(daemon),
+        &daemon.metrics,
+        &daemon.hub.counts,
         &gauges(daemon),
         daemon.tmux.timing(),
         &daemon.store_timing,
@@ -51,27 +52,6 @@ pub fn scrape(daemon: &Daemon, request: &Request) -> Result<Response, ApiError> 
         )],
         body: body.into_bytes(),
     })
-}
-
-/// The loop's counters with the hub's totals folded in.
-fn counters(daemon: &Daemon) -> crate::metrics::Metrics {
-    let hub = daemon.hub.counts;
-    let mut metrics = crate::metrics::Metrics {
-        http_requests: daemon.metrics.http_requests.clone(),
-        http_latency: daemon.metrics.http_latency.clone(),
-        ws_in: daemon.metrics.ws_in.clone(),
-        ws_out: daemon.metrics.ws_out.clone(),
-        output_bytes_read: hub.bytes_in,
-        output_bytes_delivered: hub.bytes_out,
-        resyncs: hub.resyncs,
-        gaps: hub.gaps,
-        slow_viewer_closes: daemon.metrics.slow_viewer_closes,
-        rate_limited: daemon.metrics.rate_limited.clone(),
-        task_durations: daemon.metrics.task_durations.clone(),
-        hook_events: daemon.metrics.hook_events.clone(),
-    };
-    *metrics.ws_out.entry("terminal_output").or_default() += hub.frames_out;
-    metrics
 }
 
 fn gauges(daemon: &Daemon) -> Gauges {
@@ -93,19 +73,4 @@ fn gauges(daemon: &Daemon) -> Gauges {
         *gauges.tickets.entry(ticket.status().as_str()).or_default() += 1;
     }
     gauges
-}
-
-/// Compares secrets without stopping at the first difference.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn secrets_compare_exactly() {
-        assert!(super::constant_time_eq(b"abc", b"abc"));
-        assert!(!super::constant_time_eq(b"abc", b"abd"));
-        assert!(!super::constant_time_eq(b"abc", b"ab"));
-    }
 }

@@ -192,18 +192,24 @@ fn login_page(request: &Request) -> Response {
          <input type=hidden name=code value={code}>\
          <p>Logging in to Orchestra…</p><button type=submit>Log in</button></form>\n"
     );
+    let body = if request.method == "HEAD" {
+        Vec::new()
+    } else {
+        body.into_bytes()
+    };
+    html_page(200, body)
+}
+
+/// A page made for one request (login pages): never cached, under the page policy.
+fn html_page(status: u16, body: Vec<u8>) -> Response {
     Response {
-        status: 200,
+        status,
         headers: vec![
             ("Content-Type".into(), "text/html; charset=utf-8".into()),
             ("Cache-Control".into(), "no-store".into()),
             ("Content-Security-Policy".into(), PAGE_POLICY.into()),
         ],
-        body: if request.method == "HEAD" {
-            Vec::new()
-        } else {
-            body.into_bytes()
-        },
+        body,
     }
 }
 
@@ -216,19 +222,12 @@ fn login_failed(error: LoginError) -> Response {
          link, or <a href=\"/\">paste a token</a>.</p>\n",
         error.message()
     );
-    Response {
-        status: if error == LoginError::TooMany {
-            429
-        } else {
-            401
-        },
-        headers: vec![
-            ("Content-Type".into(), "text/html; charset=utf-8".into()),
-            ("Cache-Control".into(), "no-store".into()),
-            ("Content-Security-Policy".into(), PAGE_POLICY.into()),
-        ],
-        body: body.into_bytes(),
-    }
+    let status = if error == LoginError::TooMany {
+        429
+    } else {
+        401
+    };
+    html_page(status, body.into_bytes())
 }
 
 /// `POST /login` (form field `code`, from the daemon's own login page): exchanges a one-time

@@ -263,13 +263,7 @@ impl WebLogins {
     /// Whether `given` is the page key of session `sid` (compared in constant time).
     pub fn page_key_matches(&self, sid: &str, given: &str) -> bool {
         let expected = self.page_key(sid);
-        !expected.is_empty()
-            && expected.len() == given.len()
-            && expected
-                .bytes()
-                .zip(given.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        !expected.is_empty() && super::auth::constant_time_eq(expected.as_bytes(), given.as_bytes())
     }
 
     /// Whether session `sid` was logged out.

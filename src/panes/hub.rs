@@ -175,22 +175,7 @@ pub struct Hub {
     /// Viewers to disconnect (too many resyncs).
     overwhelmed: Vec<ConnId>,
     /// Running totals for `GET /metrics`.
-    pub counts: HubCounts,
-}
-
-/// What the hub counted since the daemon started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HubCounts {
-    /// Bytes of pane output appended.
-    pub bytes_in: u64,
-    /// Bytes of output frames handed to viewers.
-    pub bytes_out: u64,
-    /// Output frames handed to viewers.
-    pub frames_out: u64,
-    /// Viewers switched to a fresh screen.
-    pub resyncs: u64,
-    /// `terminal_gap` notices sent.
-    pub gaps: u64,
+    pub counts: crate::metrics::OutputCounts,
 }
 
 impl Hub {
@@ -204,7 +189,7 @@ impl Hub {
             next_request: 0,
             dirty: Vec::new(),
             overwhelmed: Vec::new(),
-            counts: HubCounts::default(),
+            counts: Default::default(),
         }
     }
 
