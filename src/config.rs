@@ -45,6 +45,8 @@ pub struct Config {
     pub sessions: SessionPolicy,
     /// How the daemon runs tmux.
     pub tmux: TmuxConfig,
+    /// `[pty]`: the direct pseudo-terminal backend.
+    pub pty: PtyConfig,
     /// WebSocket connections (`/ws/observe`).
     pub websocket: WebSocketConfig,
     /// Pane output capture, backlog and input.
@@ -310,6 +312,55 @@ impl Default for MetricsConfig {
         MetricsConfig {
             enabled: true,
             token_file: None,
+        }
+    }
+}
+
+/// Where an agent type's sessions run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A session in the daemon's private tmux server; output through `pipe-pane`. People
+    /// can also `tmux attach` to it.
+    #[default]
+    Tmux,
+    /// A pseudo-terminal the daemon reads directly, held by `orchestra pty-hold` so the agent
+    /// survives daemon restarts. One hop less for every byte; no tmux to attach to.
+    Pty,
+}
+
+impl Backend {
+    /// The wire and config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Tmux => "tmux",
+            Backend::Pty => "pty",
+        }
+    }
+}
+
+/// `[pty]`: the direct pseudo-terminal backend (agent types with `backend = "pty"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PtyConfig {
+    /// Output a holder keeps while no daemon is attached (a restart's gap); beyond it the
+    /// oldest bytes are dropped and viewers are told.
+    pub ring_bytes: usize,
+    /// Quiet time after output before the daemon leaves a screen checkpoint with the holder
+    /// (what a restarted daemon shows before the gap's output).
+    #[serde(with = "duration_text")]
+    pub checkpoint_after: Duration,
+    /// How long the daemon waits for a holder to start or to hand its terminal over.
+    #[serde(with = "duration_text")]
+    pub handover_timeout: Duration,
+}
+
+impl Default for PtyConfig {
+    fn default() -> Self {
+        PtyConfig {
+            ring_bytes: 1024 * 1024,
+            checkpoint_after: Duration::from_millis(200),
+            handover_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -595,6 +646,9 @@ pub struct AgentType {
     /// The first rule whose pattern matches the screen's text wins.
     #[serde(default)]
     pub screen_rules: Vec<ScreenRule>,
+    /// Where its sessions run: `"tmux"` (default) or `"pty"`.
+    #[serde(default)]
+    pub backend: Backend,
 }
 
 /// `[[agents.<type>.screen_rules]]`: a pattern on the agent's screen and what it means.
@@ -628,6 +682,7 @@ impl Default for Config {
             limits: Limits::default(),
             sessions: SessionPolicy::default(),
             tmux: TmuxConfig::default(),
+            pty: PtyConfig::default(),
             websocket: WebSocketConfig::default(),
             panes: PaneConfig::default(),
             tasks: TasksConfig::default(),
@@ -711,6 +766,15 @@ impl Config {
             return Err(ConfigError(
                 "tmux.width must be >= 10 and tmux.height >= 5".into(),
             ));
+        }
+        if self.pty.ring_bytes < 4096 || self.pty.ring_bytes > crate::proto::pty::MAX_PAYLOAD {
+            return Err(ConfigError(format!(
+                "pty.ring_bytes must be between 4 KiB and {} MiB",
+                crate::proto::pty::MAX_PAYLOAD >> 20
+            )));
+        }
+        if self.pty.handover_timeout.is_zero() {
+            return Err(ConfigError("pty.handover_timeout must be above 0".into()));
         }
         if self.panes.backlog_bytes < 64 * 1024 {
             return Err(ConfigError(
@@ -807,6 +871,11 @@ impl Config {
     /// Path of the Unix socket on which pane capture helpers hand their pipes to the daemon.
     pub fn attach_socket(&self) -> PathBuf {
         self.state_dir.join("attach.sock")
+    }
+
+    /// Directory of the `pty` backend's holder sockets and session metadata.
+    pub fn pty_dir(&self) -> PathBuf {
+        self.state_dir.join("pty")
     }
 
     /// Directory holding one-shot spawn specifications read by `orchestra agent-exec`.
@@ -912,6 +981,7 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
                 max_tasks: None,
                 hooks: (name == "claude").then_some(HookStyle::Claude),
                 screen_rules: Vec::new(),
+                backend: Backend::Tmux,
             },
         );
     };

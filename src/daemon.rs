@@ -79,8 +79,8 @@ pub enum Source {
     PanePipe {
         /// Session the pane belongs to.
         session_id: String,
-        /// The daemon's end of tmux's pipe-pane socketpair.
-        stream: mio::net::UnixStream,
+        /// tmux's pipe-pane socket, or the pseudo-terminal master of a `pty` session.
+        stream: crate::panes::pane_io::PaneIo,
         /// Input waiting to be written into the pane.
         input: InputQueue<InputAck>,
     },
@@ -90,6 +90,18 @@ pub enum Source {
         session_id: String,
         /// The pidfd.
         fd: OwnedFd,
+    },
+    /// The connection to a `pty` session's holder: exit statuses arrive on it; checkpoints
+    /// and the release go out on it.
+    PtyHolder {
+        /// Session the holder holds.
+        session_id: String,
+        /// The connection.
+        stream: mio::net::UnixStream,
+        /// Frames arriving from the holder.
+        decoder: crate::proto::pty::FrameDecoder,
+        /// Bytes of a frame for the holder not yet written (a checkpoint).
+        outbound: Vec<u8>,
     },
     /// A hook's connection whose message is arriving.
     Hook {
@@ -128,6 +140,10 @@ pub enum Timer {
     CaptureHealth,
     /// Re-seed a lost emulator once its pane is quiet.
     ReseedCheck(String),
+    /// Leave a screen checkpoint with a `pty` session's holder.
+    Checkpoint(String),
+    /// Announce a `pty` session's exit even though its terminal has not reached its end.
+    PtyExit(String),
     /// Record a pane's bracketed-paste mode in tmux once it has been stable.
     PersistPasteMode(String),
     /// Forget expired WebSocket tickets.
@@ -394,7 +410,8 @@ impl Daemon {
         let token = source_token(key);
         let registry = &self.registry;
         let result = match &mut self.sources[key] {
-            Source::PanePipe { stream, .. }
+            Source::PanePipe { stream, .. } => registry.register(stream, token, interest),
+            Source::PtyHolder { stream, .. }
             | Source::Attach { stream, .. }
             | Source::Hook { stream, .. } => registry.register(stream, token, interest),
             Source::PaneExit { fd, .. } => {
@@ -412,7 +429,8 @@ impl Daemon {
     pub fn remove_source(&mut self, key: usize) -> Option<Source> {
         let mut source = self.sources.try_remove(key)?;
         let _ = match &mut source {
-            Source::PanePipe { stream, .. }
+            Source::PanePipe { stream, .. } => self.registry.deregister(stream),
+            Source::PtyHolder { stream, .. }
             | Source::Attach { stream, .. }
             | Source::Hook { stream, .. } => self.registry.deregister(stream),
             Source::PaneExit { fd, .. } => self

@@ -32,6 +32,7 @@ pub fn source_event(daemon: &mut Daemon, key: usize, event: &mio::event::Event) 
             daemon.remove_source(key);
             manager::on_process_exit(daemon, &session_id);
         }
+        Some(Source::PtyHolder { .. }) => crate::agents::pty_session::on_holder_ready(daemon, key),
         Some(Source::Attach { .. }) => daemon.finish_attach(key),
         Some(Source::Hook { .. }) => daemon.on_hook_readable(key),
         None => {}
@@ -56,6 +57,10 @@ pub fn timer(daemon: &mut Daemon, timer: Timer) {
         Timer::CaptureHealth => daemon.check_capture_health(),
         Timer::ReseedCheck(session) => daemon.on_reseed_check(&session),
         Timer::PersistPasteMode(session) => daemon.on_persist_paste_mode(&session),
+        Timer::Checkpoint(session) => {
+            crate::agents::pty_session::on_checkpoint_due(daemon, &session)
+        }
+        Timer::PtyExit(session) => crate::agents::pty_session::output_ended(daemon, &session),
         Timer::TicketSweep => {
             let now = Instant::now();
             daemon.ws_tickets.retain(|_, t| t.expires > now);

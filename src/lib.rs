@@ -113,6 +113,7 @@ pub mod metrics;
 pub mod net;
 pub mod panes;
 pub mod proto;
+pub mod pty;
 pub mod server;
 pub mod sys;
 pub mod tasks;

@@ -171,6 +171,31 @@ enum Command {
     /// (internal) Run by tmux pipe-pane: hands the pane's pipe to the daemon.
     #[command(hide = true)]
     PipeAttach { socket: PathBuf, token: String },
+    /// (internal) Holds an agent's pseudo-terminal and process for the `pty` backend.
+    #[command(hide = true)]
+    PtyHold {
+        /// The Unix socket the daemon connects to.
+        #[arg(long)]
+        socket: PathBuf,
+        /// Initial rows.
+        #[arg(long)]
+        rows: u16,
+        /// Initial columns.
+        #[arg(long)]
+        cols: u16,
+        /// Most output kept while no daemon is attached.
+        #[arg(long)]
+        ring_bytes: usize,
+        /// Where the holder writes its errors.
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Run the holder itself (otherwise: start it detached and wait until it is ready).
+        #[arg(long)]
+        serve: bool,
+        /// The program and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// (internal) Run by an agent CLI's hook: forwards the event to the daemon.
     #[command(hide = true)]
     Hook { event: String },
@@ -294,6 +319,30 @@ fn main() -> ExitCode {
         Command::Mcp => ExitCode::from(orchestra::agents::mcp::run() as u8),
         Command::Hook { event } => {
             ExitCode::from(orchestra::agents::hook_client::run(&event) as u8)
+        }
+        Command::PtyHold {
+            socket,
+            rows,
+            cols,
+            ring_bytes,
+            log,
+            serve,
+            command,
+        } => {
+            let options = orchestra::pty::holder::HoldOptions {
+                socket,
+                rows,
+                cols,
+                ring_bytes,
+                log,
+                command,
+            };
+            let code = if serve {
+                orchestra::pty::holder::serve(&options)
+            } else {
+                orchestra::pty::holder::launch(&options)
+            };
+            ExitCode::from(code as u8)
         }
         Command::PipeAttach { socket, token } => {
             ExitCode::from(orchestra::panes::attach::run_helper(&socket, &token) as u8)

@@ -112,6 +112,8 @@ pub struct Metrics {
     pub ws_out: BTreeMap<&'static str, u64>,
     /// Viewers closed for being too slow (4001).
     pub slow_viewer_closes: u64,
+    /// Screen checkpoints handed to pty holders.
+    pub pty_checkpoints: u64,
     /// Requests refused by a rate limit, by limit.
     pub rate_limited: BTreeMap<&'static str, u64>,
     /// Durations of finished tasks, by final status.
@@ -298,6 +300,17 @@ pub fn render(
         out,
         "orchestra_slow_viewer_closes_total {}",
         metrics.slow_viewer_closes
+    );
+    family(
+        &mut out,
+        "orchestra_pty_checkpoints_total",
+        "counter",
+        "Screen checkpoints handed to the holders of pty sessions (what a restarted daemon shows).",
+    );
+    let _ = writeln!(
+        out,
+        "orchestra_pty_checkpoints_total {}",
+        metrics.pty_checkpoints
     );
     family(
         &mut out,

@@ -142,6 +142,10 @@ impl Server {
             Ok(n) => log::info!("re-adopted {n} agent sessions from the tmux server"),
             Err(e) => log::warn!("could not look for existing sessions: {e}"),
         }
+        match crate::agents::pty_session::adopt(&mut daemon) {
+            0 => {}
+            n => log::info!("re-adopted {n} agent sessions from their pty holders"),
+        }
         crate::tasks::lifecycle::recover(&mut daemon);
         daemon
             .timers

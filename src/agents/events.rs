@@ -181,7 +181,7 @@ impl Daemon {
         };
         let (tmux, pane, session_id) = (
             self.tmux.clone(),
-            agent.pane.clone(),
+            agent.backend.pane().cloned(),
             session_id.to_string(),
         );
         // The daemon's own copy of the last output, for when tmux's screen comes back empty
@@ -189,10 +189,15 @@ impl Daemon {
         let captured =
             crate::panes::text::strip_ansi(&self.hub.tail_text(&session_id, CRASH_BYTES));
         self.jobs.run(move || {
-            let mut lines = tmux::capture_tail(&pane, CRASH_LINES)
-                .map_err(TmuxError::from)
-                .and_then(|l| tmux.run(&l))
-                .map(|text| last_lines(&text, CRASH_LINES as usize))
+            // A pty session has no tmux screen: the daemon's copy is the whole story.
+            let mut lines = pane
+                .map(|pane| {
+                    tmux::capture_tail(&pane, CRASH_LINES)
+                        .map_err(TmuxError::from)
+                        .and_then(|l| tmux.run(&l))
+                        .map(|text| last_lines(&text, CRASH_LINES as usize))
+                        .unwrap_or_default()
+                })
                 .unwrap_or_default();
             if lines.is_empty() {
                 lines = last_lines(&captured, CRASH_LINES as usize);

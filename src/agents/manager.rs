@@ -16,9 +16,10 @@ use super::meta::SessionMeta;
 use super::procfs;
 use super::validate::{EnvPolicy, PrivateDirs, resolve_working_dir, validate_env};
 use super::{
-    Agent, AgentEvent, AgentStatus, CaptureState, ExitInfo, Rearm, RearmReason, new_session_ids,
+    Agent, AgentEvent, AgentStatus, CaptureState, ExitInfo, Rearm, RearmReason, SessionBackend,
+    new_session_ids,
 };
-use crate::config::{AgentType, Config, HookStyle};
+use crate::config::{AgentType, Backend, Config, HookStyle};
 use crate::daemon::{Daemon, Done, Source};
 use crate::error_code::ErrorCode;
 use crate::panes::attach;
@@ -94,6 +95,8 @@ struct SpawnJob {
     width: u16,
     height: u16,
     hooks: Option<HookSetup>,
+    backend: Backend,
+    pty: super::pty_session::PtySetup,
 }
 
 /// How a session of an agent type with hooks reports to the daemon.
@@ -112,11 +115,21 @@ struct HookSetup {
 
 /// Result of the spawn job.
 struct SpawnOutcome {
-    pane: PaneId,
-    pid: u32,
-    server_pid: u32,
+    placed: Placed,
     working_dir: PathBuf,
     created_at: SystemTime,
+}
+
+/// Where a new session runs.
+enum Placed {
+    /// A new tmux session's pane.
+    Tmux {
+        pane: PaneId,
+        pid: u32,
+        server_pid: u32,
+    },
+    /// A new pty holder's hand-over.
+    Pty(crate::pty::link::Attached),
 }
 
 /// Creates a session. `done` gets the new session's id or the error to answer with.
@@ -191,6 +204,8 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         width: config.tmux.width,
         height: config.tmux.height,
         hooks,
+        backend: agent_type.backend,
+        pty: super::pty_session::PtySetup::of(&config),
     };
     daemon.jobs.run(move || {
         let result = run_spawn(&job);
@@ -198,28 +213,49 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
             daemon.agents.pending_spawns -= 1;
             match result {
                 Ok(outcome) => {
+                    let (backend, pid, attached) = match outcome.placed {
+                        Placed::Tmux {
+                            pane,
+                            pid,
+                            server_pid,
+                        } => (SessionBackend::Tmux { pane, server_pid }, pid, None),
+                        Placed::Pty(attached) => (
+                            SessionBackend::Pty {
+                                holder_pid: attached.hello.holder_pid,
+                            },
+                            attached.hello.pid,
+                            Some(attached),
+                        ),
+                    };
                     let mut agent = Agent::new(
                         job.session_id.clone(),
                         job.agent_type.clone(),
                         job.name.clone(),
-                        outcome.pane,
-                        outcome.pid,
-                        outcome.server_pid,
+                        backend,
+                        pid,
                         outcome.working_dir,
                         outcome.created_at,
                         job.height,
                         job.width,
                     );
                     agent.hook_token = job.hooks.as_ref().map(|h| h.token.clone());
+                    let place = match agent.backend.pane() {
+                        Some(pane) => format!("pane {pane}"),
+                        None => "a pty".to_string(),
+                    };
                     log::info!(
-                        "spawned {} ({}) in {} as pane {} pid {}",
+                        "spawned {} ({}) in {} as {place} pid {}",
                         agent.id,
                         agent.agent_type,
                         agent.working_dir.display(),
-                        agent.pane,
                         agent.pid
                     );
-                    register(daemon, agent, None);
+                    match attached {
+                        None => register(daemon, agent, None),
+                        Some(attached) => {
+                            super::pty_session::register(daemon, agent, attached, false)
+                        }
+                    }
                     done(
                         daemon,
                         Ok(Spawned {
@@ -335,6 +371,12 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
     let mut env = job.type_env.clone();
     env.extend(job.request_env.clone());
     env.insert("ORCHESTRA_SESSION_ID".into(), job.session_id.clone());
+    if job.backend == Backend::Pty {
+        // tmux sets TERM in its panes; a bare pseudo-terminal gets what xterm.js and most
+        // terminals speak, unless the type or the request chose.
+        env.entry("TERM".into())
+            .or_insert_with(|| "xterm-256color".into());
+    }
     let mut argv = job.command.clone();
     if let Some(hooks) = &job.hooks {
         let settings =
@@ -391,6 +433,25 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
             .unwrap_or(0),
         hook_token: job.hooks.as_ref().map(|h| h.token.clone()),
     };
+    if job.backend == Backend::Pty {
+        return super::pty_session::start(
+            &job.pty,
+            &job.session_id,
+            &meta,
+            &job.exe,
+            &job.spec_path,
+            job.height,
+            job.width,
+        )
+        .map(|attached| SpawnOutcome {
+            placed: Placed::Pty(attached),
+            working_dir,
+            created_at,
+        })
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&job.spec_path);
+        });
+    }
     log::debug!("{}: creating tmux session {}", job.session_id, job.name);
     let program: Vec<OsString> = vec![
         job.exe.clone().into(),
@@ -420,9 +481,11 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
     };
     match result {
         Ok((pane, pid, server_pid)) => Ok(SpawnOutcome {
-            pane,
-            pid,
-            server_pid,
+            placed: Placed::Tmux {
+                pane,
+                pid,
+                server_pid,
+            },
             working_dir,
             created_at,
         }),
@@ -439,15 +502,7 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
 /// tmux's view of a pane found after a restart (which may already be dead); `None` for a
 /// pane the daemon just created (its pipe was attached with it, so its stream starts blank).
 fn register(daemon: &mut Daemon, mut agent: Agent, adopted: Option<PaneState>) {
-    if let Some(agent_type) = daemon.config.agents.get(&agent.agent_type)
-        && agent_type.hooks.is_none()
-        && !agent_type.screen_rules.is_empty()
-    {
-        // Validated when the configuration was loaded.
-        agent.screen_rules = super::screen::ScreenRules::compile(&agent_type.screen_rules)
-            .ok()
-            .map(std::sync::Arc::new);
-    }
+    attach_screen_rules(daemon, &mut agent);
     let session_id = agent.id.clone();
     let (pid, rows, cols) = (agent.pid, agent.rows, agent.cols);
     daemon.agents.insert(agent);
@@ -500,6 +555,19 @@ fn register(daemon: &mut Daemon, mut agent: Agent, adopted: Option<PaneState>) {
     }
 }
 
+/// Gives an agent its type's screen rules (types without hooks that have some).
+pub(super) fn attach_screen_rules(daemon: &Daemon, agent: &mut Agent) {
+    if let Some(agent_type) = daemon.config.agents.get(&agent.agent_type)
+        && agent_type.hooks.is_none()
+        && !agent_type.screen_rules.is_empty()
+    {
+        // Validated when the configuration was loaded.
+        agent.screen_rules = super::screen::ScreenRules::compile(&agent_type.screen_rules)
+            .ok()
+            .map(std::sync::Arc::new);
+    }
+}
+
 /// The agent's process has exited (its pidfd fired): ask tmux how, nudging tmux 3.3a with
 /// SIGCHLD when it has lost the status.
 pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
@@ -507,24 +575,17 @@ pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
         return;
     };
     agent.exit_watch = None;
+    let SessionBackend::Tmux { pane, server_pid } = agent.backend.clone() else {
+        // A pty session whose holder is gone: nobody can tell how its agent ended.
+        super::pty_session::record_exit(daemon, session_id, ExitInfo::Unknown);
+        return;
+    };
     let tmux = daemon.tmux.clone();
-    let pane = agent.pane.clone();
-    let server_pid = agent.server_pid;
     let session_id = session_id.to_string();
     daemon.kill_jobs.run(move || {
         let outcome = resolve_exit(&tmux, &pane, server_pid);
         Box::new(move |daemon: &mut Daemon| match outcome {
-            Ok(exit) => {
-                if let Some(agent) = daemon.agents.get_mut(&session_id) {
-                    agent.exit = Some(exit);
-                    agent.activity.on_exit(SystemTime::now());
-                    log::info!("{session_id}: agent process ended ({})", exit.describe());
-                    daemon.announce_exit(&session_id);
-                    daemon.agents.announce(AgentEvent::Exited {
-                        session_id: session_id.clone(),
-                    });
-                }
-            }
+            Ok(exit) => exited(daemon, &session_id, exit),
             Err(TmuxError::PaneNotFound(_)) => {
                 session_vanished(daemon, &session_id, "its tmux pane no longer exists");
             }
@@ -544,6 +605,19 @@ pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
             }
         })
     });
+}
+
+/// Records how an agent's process ended and announces it.
+pub(super) fn exited(daemon: &mut Daemon, session_id: &str, exit: ExitInfo) {
+    if let Some(agent) = daemon.agents.get_mut(session_id) {
+        agent.exit = Some(exit);
+        agent.activity.on_exit(SystemTime::now());
+        log::info!("{session_id}: agent process ended ({})", exit.describe());
+        daemon.announce_exit(session_id);
+        daemon.agents.announce(AgentEvent::Exited {
+            session_id: session_id.to_string(),
+        });
+    }
 }
 
 /// Polls tmux (on a worker) until it has marked the pane dead with a status. tmux notices a
@@ -586,9 +660,14 @@ pub fn on_capture_closed(daemon: &mut Daemon, session_id: &str) {
     let Some(agent) = daemon.agents.get(session_id) else {
         return;
     };
+    let Some(pane) = agent.backend.pane().cloned() else {
+        // The pseudo-terminal has no writer left (the agent ended or closed it); its
+        // holder reports the exit.
+        log::debug!("{session_id}: the pseudo-terminal reached its end");
+        return;
+    };
     log::info!("{session_id}: output pipe closed by tmux");
     let tmux = daemon.tmux.clone();
-    let pane = agent.pane.clone();
     let session_id = session_id.to_string();
     daemon.jobs.run(move || {
         let result = tmux::describe_pane(&pane)
@@ -617,6 +696,9 @@ pub fn on_capture_closed(daemon: &mut Daemon, session_id: &str) {
 /// input), output stream, emulator and typing state.
 fn release_sources(daemon: &mut Daemon, agent: &Agent) {
     if let Some(key) = agent.exit_watch {
+        daemon.remove_source(key);
+    }
+    if let Some(key) = agent.holder {
         daemon.remove_source(key);
     }
     if let Some(key) = agent.pipe
@@ -667,6 +749,11 @@ pub fn resize(
         let why = format!("the agent of {session_id} has exited");
         return done(daemon, Err((ErrorCode::SessionNotFound, why)));
     }
+    if agent.backend.pane().is_none() {
+        // A pty session: one ioctl on the master, no process to wait for.
+        let result = super::pty_session::resize(daemon, session_id, rows, cols);
+        return done(daemon, result);
+    }
     if !daemon.jobs.has_room() {
         let why = "the daemon's workers are all busy; retry shortly".to_string();
         return done(daemon, Err((ErrorCode::Overloaded, why)));
@@ -704,12 +791,23 @@ pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime,
     let Some(mut agent) = daemon.agents.remove(session_id) else {
         return done(daemon, Err(KillError::NotFound(session_id.to_string())));
     };
+    // A pty session's holder is told to finish once the agent's tree is gone.
+    let holder = agent
+        .holder
+        .take()
+        .and_then(|key| match daemon.remove_source(key) {
+            Some(Source::PtyHolder { stream, .. }) => Some(stream),
+            _ => None,
+        });
     release_sources(daemon, &agent);
     agent.rearm = Rearm::Idle; // drops a pipe that arrived for the re-arm
     let tmux = daemon.tmux.clone();
     let grace = daemon.config.sessions.kill_grace;
     let alive = agent.exit.is_none();
     let (id, pid, name) = (agent.id.clone(), agent.pid, agent.tmux_session.clone());
+    let is_pty = agent.backend.pane().is_none();
+    let pty_files = super::pty_session::PtyFiles::of(&daemon.config, &id);
+    let handover_timeout = daemon.config.pty.handover_timeout;
     daemon.kill_jobs.run(move || {
         log::info!("{id}: terminating (pid {pid}, grace {grace:?})");
         let forced = if alive {
@@ -717,9 +815,18 @@ pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime,
         } else {
             0
         };
-        let result = tmux::kill_session(&name)
-            .map_err(TmuxError::from)
-            .and_then(|list| tmux.run(&list));
+        let result = if is_pty {
+            if let Some(holder) = holder {
+                let fd: std::os::fd::OwnedFd = holder.into();
+                crate::pty::link::release(fd.into(), handover_timeout);
+            }
+            pty_files.remove();
+            Ok(String::new())
+        } else {
+            tmux::kill_session(&name)
+                .map_err(TmuxError::from)
+                .and_then(|list| tmux.run(&list))
+        };
         let terminated_at = SystemTime::now();
         Box::new(move |daemon: &mut Daemon| {
             match result {
@@ -828,9 +935,11 @@ pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
             id,
             meta.agent_type.clone(),
             pane.session.clone().expect("filtered above"),
-            pane.pane.clone(),
+            SessionBackend::Tmux {
+                pane: pane.pane.clone(),
+                server_pid: pane.server_pid,
+            },
             pane.pid,
-            pane.server_pid,
             PathBuf::from(&meta.working_dir),
             created_at,
             pane.height,

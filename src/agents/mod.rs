@@ -16,6 +16,7 @@ pub mod manager;
 pub mod mcp;
 pub mod meta;
 pub mod procfs;
+pub mod pty_session;
 pub mod screen;
 pub mod validate;
 
@@ -310,6 +311,41 @@ impl CaptureState {
     }
 }
 
+/// Where a session runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionBackend {
+    /// A pane of the daemon's private tmux server.
+    Tmux {
+        /// The session's pane.
+        pane: PaneId,
+        /// Pid of the tmux server that owns the pane.
+        server_pid: u32,
+    },
+    /// A pseudo-terminal held by `orchestra pty-hold`.
+    Pty {
+        /// The holder's pid.
+        holder_pid: u32,
+    },
+}
+
+impl SessionBackend {
+    /// The session's tmux pane (`tmux` backend only).
+    pub fn pane(&self) -> Option<&PaneId> {
+        match self {
+            SessionBackend::Tmux { pane, .. } => Some(pane),
+            SessionBackend::Pty { .. } => None,
+        }
+    }
+
+    /// The configuration name of the backend.
+    pub fn kind(&self) -> crate::config::Backend {
+        match self {
+            SessionBackend::Tmux { .. } => crate::config::Backend::Tmux,
+            SessionBackend::Pty { .. } => crate::config::Backend::Pty,
+        }
+    }
+}
+
 /// One agent session.
 #[derive(Debug)]
 pub struct Agent {
@@ -319,12 +355,17 @@ pub struct Agent {
     pub agent_type: String,
     /// tmux session, `agent-<type>-<8 hex>`.
     pub tmux_session: SessionName,
-    /// The session's pane.
-    pub pane: PaneId,
+    /// Where it runs: a tmux pane, or a pseudo-terminal held by `orchestra pty-hold`.
+    pub backend: SessionBackend,
     /// Pid of the pane's program (the agent).
     pub pid: u32,
-    /// Pid of the tmux server that owns the pane.
-    pub server_pid: u32,
+    /// Source slot of the connection to its pty holder (`pty` backend, while connected).
+    pub holder: Option<usize>,
+    /// Whether a checkpoint for its pty holder is scheduled (`pty` backend).
+    pub checkpoint_pending: bool,
+    /// How the agent ended, reported by its pty holder while its last output may still be
+    /// on the way (announced once the terminal reaches its end, or after a short wait).
+    pub pending_exit: Option<ExitInfo>,
     /// Canonical working directory.
     pub working_dir: PathBuf,
     /// When the session was created.
@@ -392,9 +433,8 @@ impl Agent {
         id: String,
         agent_type: String,
         tmux_session: SessionName,
-        pane: PaneId,
+        backend: SessionBackend,
         pid: u32,
-        server_pid: u32,
         working_dir: PathBuf,
         created_at: SystemTime,
         rows: u16,
@@ -404,9 +444,11 @@ impl Agent {
             id,
             agent_type,
             tmux_session,
-            pane,
+            backend,
             pid,
-            server_pid,
+            holder: None,
+            checkpoint_pending: false,
+            pending_exit: None,
             working_dir,
             created_at,
             last_activity: created_at,
@@ -557,8 +599,10 @@ mod tests {
             "sess-x-00000000".into(),
             "x".into(),
             SessionName::parse("agent-x-00000000").unwrap(),
-            PaneId::parse("%1").unwrap(),
-            1,
+            SessionBackend::Tmux {
+                pane: PaneId::parse("%1").unwrap(),
+                server_pid: 1,
+            },
             1,
             "/".into(),
             now,

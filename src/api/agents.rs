@@ -188,7 +188,12 @@ fn detail(daemon: &Daemon, agent: &Agent, metrics: manager::Metrics) -> AgentDet
         status: status.as_str(),
         working_dir: agent.working_dir.display().to_string(),
         tmux_session: agent.tmux_session.to_string(),
-        tmux_pane: agent.pane.to_string(),
+        tmux_pane: agent
+            .backend
+            .pane()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        backend: agent.backend.kind().as_str(),
         created_at: rfc3339(agent.created_at),
         memory_mb: metrics.memory_mb,
         cpu_percent: metrics.cpu_percent,

@@ -11,6 +11,7 @@ use mio::Interest;
 use super::attach;
 use super::emulator::EmulatorEvent;
 use super::input::InputQueue;
+use super::pane_io::PaneIo;
 use super::seed::{self, Seed};
 use crate::agents::{CaptureState, Rearm, RearmReason, manager};
 use crate::daemon::{Daemon, Source, Timer};
@@ -116,7 +117,12 @@ impl Daemon {
             log::warn!("{session_id}: cannot use the pane pipe: {e}");
             return;
         }
-        let stream = mio::net::UnixStream::from_std(stream);
+        let stream = PaneIo::Pipe(mio::net::UnixStream::from_std(stream));
+        self.install_stream(session_id, stream);
+    }
+
+    /// Starts reading (and typing into) a session's pane through `stream`.
+    pub fn install_stream(&mut self, session_id: &str, stream: PaneIo) {
         let Some(agent) = self.agents.get_mut(session_id) else {
             return;
         };
@@ -146,6 +152,16 @@ impl Daemon {
 
     /// Reads what a pane pipe has (up to a budget; the rest on the next turn).
     pub fn read_pane_output(&mut self, key: usize) {
+        self.read_pane_output_up_to(key, READ_BUDGET);
+    }
+
+    /// Reads everything a pane has written so far, however much (an exit is announced
+    /// only after the agent's last output).
+    pub fn drain_pane_output(&mut self, key: usize) {
+        self.read_pane_output_up_to(key, usize::MAX);
+    }
+
+    fn read_pane_output_up_to(&mut self, key: usize, budget: usize) {
         let mut buf = vec![0u8; READ_CHUNK];
         let mut total = 0;
         let mut closed = false;
@@ -174,7 +190,7 @@ impl Daemon {
             self.push_output(&session_id, &buf[..n], timestamp);
             self.on_output(&session_id, n);
             total += n;
-            if total >= READ_BUDGET {
+            if total >= budget {
                 // Edge-triggered: data may remain, so come back after other sources.
                 self.revisit.push(key);
                 return;
@@ -209,6 +225,15 @@ impl Daemon {
         }
     }
 
+    /// Output that did not come through the pane's descriptor (a pty holder's gap): to
+    /// viewers, the emulator and the activity tracking, like any other.
+    pub fn accept_output(&mut self, session_id: &str, bytes: &[u8]) {
+        for chunk in bytes.chunks(READ_CHUNK) {
+            self.push_output(session_id, chunk, now_millis());
+            self.on_output(session_id, chunk.len());
+        }
+    }
+
     /// Output arrived: activity, counters and the `running` transition.
     fn on_output(&mut self, session_id: &str, bytes: usize) {
         if let Some(agent) = self.agents.get_mut(session_id) {
@@ -220,6 +245,7 @@ impl Daemon {
         self.refresh_status(session_id);
         self.schedule_idle_check(session_id);
         self.schedule_screen_check(session_id);
+        crate::agents::pty_session::schedule_checkpoint(self, session_id);
     }
 
     /// tmux closed a pane's pipe.
@@ -241,6 +267,13 @@ impl Daemon {
         if agent.pipe == Some(key) {
             agent.pipe = None;
         }
+        if agent.backend.pane().is_none() {
+            // A pty session's terminal has no writer left: an exit waiting for the last
+            // output can be announced now.
+            agent.capture = CaptureState::Detached;
+            crate::agents::pty_session::output_ended(self, &session_id);
+            return;
+        }
         if agent.rearm.in_progress() {
             // Expected: re-arming replaced the pipe; the new one takes over.
             self.try_complete_rearm(&session_id);
@@ -257,7 +290,8 @@ impl Daemon {
         let Some(agent) = self.agents.get_mut(session_id) else {
             return;
         };
-        if agent.rearm.in_progress() || agent.exit.is_some() {
+        // A pty session's master never needs re-arming: the daemon holds it until the end.
+        if agent.rearm.in_progress() || agent.exit.is_some() || agent.backend.pane().is_none() {
             return;
         }
         log::info!(
@@ -277,7 +311,9 @@ impl Daemon {
         self.attach_tokens
             .insert(token.clone(), session_id.to_string());
         let command = attach::pipe_command(&self.exe, &self.config.attach_socket(), &token);
-        let pane = agent.pane.clone();
+        let Some(pane) = agent.backend.pane().cloned() else {
+            unreachable!("only tmux panes are re-armed");
+        };
         let tmux = self.tmux.clone();
         let session_id = session_id.to_string();
         self.jobs.run(move || {
@@ -343,7 +379,7 @@ impl Daemon {
 
     /// Re-seeds the emulator from `seed` at the stream's head. Unless `seamless`, that head
     /// starts a new stream segment: viewers get a gap notice and a fresh screen.
-    fn reseed(&mut self, session_id: &str, seed: Seed, reason: &'static str, seamless: bool) {
+    pub fn reseed(&mut self, session_id: &str, seed: Seed, reason: &'static str, seamless: bool) {
         let start = match self.hub.stream(session_id) {
             Some(stream) if seamless => stream.backlog.end(),
             Some(_) => self
@@ -373,11 +409,10 @@ impl Daemon {
         let Some(agent) = self.agents.get(session_id) else {
             return;
         };
-        let (tmux, pane, session_id) = (
-            self.tmux.clone(),
-            agent.pane.clone(),
-            session_id.to_string(),
-        );
+        let Some(pane) = agent.backend.pane().cloned() else {
+            return;
+        };
+        let (tmux, session_id) = (self.tmux.clone(), session_id.to_string());
         self.jobs.run(move || {
             let result = seed::seed_command(&pane, None)
                 .map_err(TmuxError::from)
@@ -408,6 +443,9 @@ impl Daemon {
                 {
                     self.emulator_lost(&session);
                 }
+            }
+            EmulatorEvent::Checkpoint { session, snapshot } => {
+                crate::agents::pty_session::on_checkpoint(self, &session, snapshot)
             }
             EmulatorEvent::PasteMode { session, on } => self.persist_paste_mode(&session, on),
             EmulatorEvent::ScreenText { session, text } => {
@@ -480,6 +518,10 @@ impl Daemon {
             return;
         };
         agent.paste_persist_pending = false;
+        if agent.backend.pane().is_none() {
+            // A pty session keeps its modes in the checkpoints it leaves with its holder.
+            return;
+        }
         let Some(on) = agent
             .paste_mode
             .filter(|on| agent.paste_persisted != Some(*on))
@@ -534,9 +576,12 @@ impl Daemon {
                     .into_iter()
                     .filter(|a| a.registered < listed_at)
                     .filter(|a| {
-                        // By pane and session: a new server reuses pane ids.
-                        !listed.iter().any(|p| {
-                            p.pane == a.pane && p.session.as_ref() == Some(&a.tmux_session)
+                        // By pane and session: a new server reuses pane ids. Sessions of
+                        // the pty backend are not tmux's to list.
+                        a.backend.pane().is_some_and(|pane| {
+                            !listed.iter().any(|p| {
+                                &p.pane == pane && p.session.as_ref() == Some(&a.tmux_session)
+                            })
                         })
                     })
                     .map(|a| a.id.clone())
@@ -552,7 +597,7 @@ impl Daemon {
                     .agents
                     .sorted()
                     .into_iter()
-                    .map(|a| (a.pane.clone(), a))
+                    .filter_map(|a| Some((a.backend.pane()?.clone(), a)))
                     .collect();
                 let mut stalled = Vec::new();
                 for pane in listed {

@@ -77,6 +77,14 @@ pub enum EmulatorEvent {
         /// The visible rows, trailing blanks trimmed, one per line.
         text: Option<String>,
     },
+    /// Answer to [`Emulators::checkpoint`]: the screen after every byte handed over so far
+    /// (`None` if the pane is not emulated).
+    Checkpoint {
+        /// Session.
+        session: String,
+        /// The screen.
+        snapshot: Option<Snapshot>,
+    },
     /// The program switched bracketed paste on or off.
     PasteMode {
         /// Session.
@@ -112,6 +120,9 @@ enum Control {
         session: String,
     },
 }
+
+/// The offset of a [`Data`] item that is a checkpoint request rather than output.
+const CHECKPOINT_MARK: u64 = u64::MAX;
 
 /// Pane output, in stream order.
 struct Data {
@@ -206,6 +217,17 @@ impl Emulators {
         });
     }
 
+    /// Asks for the pane's screen once the emulator has processed everything handed to it
+    /// before this call; the answer comes back as [`EmulatorEvent::Checkpoint`].
+    pub fn checkpoint(&self, session: &str) {
+        // Through the data channel, so that it comes after the output queued so far.
+        let _ = self.data.send(Data {
+            session: session.into(),
+            offset: CHECKPOINT_MARK,
+            bytes: Arc::from(&[][..]),
+        });
+    }
+
     /// The pane was resized: the screen takes the new size (output already queued for the
     /// emulator is applied at the new size; the program redraws after its SIGWINCH anyway).
     pub fn resize(&self, session: &str, rows: u16, cols: u16) {
@@ -285,6 +307,23 @@ fn new_parser(rows: u16, cols: u16) -> vt100::Parser {
     vt100::Parser::new(rows, cols, 0)
 }
 
+/// Feeds output to its pane, or answers a checkpoint request queued behind it.
+fn take_data(
+    chunk: Data,
+    panes: &mut HashMap<String, PaneEmulator>,
+    sink: &impl Fn(EmulatorEvent),
+) {
+    if chunk.offset == CHECKPOINT_MARK {
+        let snapshot = panes.get(&chunk.session).map(PaneEmulator::snapshot);
+        sink(EmulatorEvent::Checkpoint {
+            session: chunk.session,
+            snapshot,
+        });
+    } else if let Some(pane) = panes.get_mut(&chunk.session) {
+        pane.feed(&chunk.session, &chunk, sink);
+    }
+}
+
 fn run(control: Receiver<Control>, data: Receiver<Data>, sink: impl Fn(EmulatorEvent)) {
     let mut panes: HashMap<String, PaneEmulator> = HashMap::new();
     let handle = |command: Control, panes: &mut HashMap<String, PaneEmulator>| match command {
@@ -360,11 +399,7 @@ fn run(control: Receiver<Control>, data: Receiver<Data>, sink: impl Fn(EmulatorE
             }
         }
         match data.try_recv() {
-            Ok(chunk) => {
-                if let Some(pane) = panes.get_mut(&chunk.session) {
-                    pane.feed(&chunk.session, &chunk, &sink);
-                }
-            }
+            Ok(chunk) => take_data(chunk, &mut panes, &sink),
             Err(TryRecvError::Disconnected) => return,
             Err(TryRecvError::Empty) => {
                 // Nothing to do: sleep until either channel has something.
@@ -374,11 +409,7 @@ fn run(control: Receiver<Control>, data: Receiver<Data>, sink: impl Fn(EmulatorE
                         Err(_) => return,
                     },
                     recv(data) -> chunk => match chunk {
-                        Ok(chunk) => {
-                            if let Some(pane) = panes.get_mut(&chunk.session) {
-                                pane.feed(&chunk.session, &chunk, &sink);
-                            }
-                        }
+                        Ok(chunk) => take_data(chunk, &mut panes, &sink),
                         Err(_) => return,
                     },
                 }

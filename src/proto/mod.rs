@@ -2,4 +2,5 @@
 
 pub mod hook;
 pub mod http;
+pub mod pty;
 pub mod ws;

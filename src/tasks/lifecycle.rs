@@ -706,7 +706,7 @@ fn begin_finish(daemon: &mut Daemon, task_id: u64, ending: Ending) {
     let pane = daemon
         .agents
         .get(&snapshot.session_id)
-        .map(|a| a.pane.clone());
+        .and_then(|a| a.backend.pane().cloned());
     let tmux_handle = daemon.tmux.clone();
     // The daemon's own copy of the output, for when tmux's history comes back empty (tmux
     // 3.3a sometimes loses what a short-lived program printed from its screen).

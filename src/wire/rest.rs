@@ -98,10 +98,12 @@ pub struct AgentDetail {
     pub status: &'static str,
     /// Canonical working directory.
     pub working_dir: String,
-    /// tmux session name.
+    /// tmux session name (for a `pty` session: the same name, with no tmux session behind it).
     pub tmux_session: String,
-    /// tmux pane id, e.g. `%3`.
+    /// tmux pane id, e.g. `%3` (empty for a `pty` session).
     pub tmux_pane: String,
+    /// Where the session runs: `tmux` or `pty`.
+    pub backend: &'static str,
     /// Creation time.
     pub created_at: String,
     /// Resident memory of the agent's process tree, MiB.

@@ -126,10 +126,25 @@ impl DaemonProcess {
         DaemonProcess::start_with_env(extra, &[])
     }
 
+    /// Like [`DaemonProcess::start_with`], with every agent type (the base config's and
+    /// `extra`'s) running on `backend` (`tmux` or `pty`).
+    pub fn start_on(backend: &str, extra: &str) -> DaemonProcess {
+        let backend = backend.to_string();
+        DaemonProcess::start_with_options(|_| extra.to_string(), &[], Some(&backend))
+    }
+
     /// Like [`DaemonProcess::start_with_work`], with extra environment variables for the daemon.
     pub fn start_with_env(
         extra: impl FnOnce(&Path) -> String,
         env: &[(&str, &str)],
+    ) -> DaemonProcess {
+        DaemonProcess::start_with_options(extra, env, None)
+    }
+
+    fn start_with_options(
+        extra: impl FnOnce(&Path) -> String,
+        env: &[(&str, &str)],
+        backend: Option<&str>,
     ) -> DaemonProcess {
         let dir = tempfile::Builder::new()
             .prefix("orch")
@@ -140,7 +155,10 @@ impl DaemonProcess {
         std::fs::create_dir_all(&work).unwrap();
         let work = std::fs::canonicalize(&work).unwrap();
         let config = dir.path().join("config.toml");
-        let text = merge_config(&base_config(&work), &extra(&work));
+        let mut text = merge_config(&base_config(&work), &extra(&work));
+        if let Some(backend) = backend {
+            text = with_backend(&text, backend);
+        }
         std::fs::write(&config, text).unwrap();
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut daemon = DaemonProcess {
@@ -599,6 +617,7 @@ impl Drop for DaemonProcess {
             let _ = child.wait();
         }
         let _ = self.tmux(&["kill-server"]);
+        release_pty_holders(&self.state.join("pty"));
         // A tmux client the daemon started just before it was killed can still bring the
         // server up after `kill-server`; anything that names this daemon's socket goes.
         kill_processes_mentioning(&self.state.join("tmux.sock"));
@@ -608,9 +627,17 @@ impl Drop for DaemonProcess {
 /// SIGKILLs every process whose command line contains `path` (tmux keeps its first
 /// client's arguments, `-S <socket>`, as the server's command line).
 fn kill_processes_mentioning(path: &Path) {
+    for pid in processes_mentioning(path) {
+        signal(pid, "KILL");
+    }
+}
+
+/// Pids of the processes whose command line contains `path`.
+pub fn processes_mentioning(path: &Path) -> Vec<u32> {
     let needle = path.as_os_str().as_encoded_bytes();
+    let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
+        return found;
     };
     for entry in entries.flatten() {
         let Some(pid) = entry
@@ -624,9 +651,10 @@ fn kill_processes_mentioning(path: &Path) {
             continue;
         };
         if cmdline.windows(needle.len()).any(|w| w == needle) {
-            signal(pid, "KILL");
+            found.push(pid);
         }
     }
+    found
 }
 
 /// Appends `extra` to `base`, merging top-level tables that both define.
@@ -646,6 +674,44 @@ fn merge_config(base: &str, extra: &str) -> String {
         }
     }
     toml::to_string(&base).unwrap()
+}
+
+/// `config` with `backend = "<backend>"` in every agent type.
+fn with_backend(config: &str, backend: &str) -> String {
+    let mut table: toml::Table = toml::from_str(config).unwrap();
+    if let Some(toml::Value::Table(agents)) = table.get_mut("agents") {
+        for (_, agent) in agents.iter_mut() {
+            if let toml::Value::Table(agent) = agent {
+                agent.insert("backend".into(), toml::Value::String(backend.into()));
+            }
+        }
+    }
+    toml::to_string(&table).unwrap()
+}
+
+/// Releases every pty holder whose socket is in `dir` (each kills its agent's process group
+/// and exits), then SIGKILLs any holder that did not answer.
+fn release_pty_holders(dir: &Path) {
+    use std::io::{Read, Write};
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("sock") {
+                continue;
+            }
+            let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&path) else {
+                continue;
+            };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            // A release frame: kind 'R', empty payload. The holder answers with its
+            // hand-over first and closes the connection once it has exited.
+            if stream.write_all(b"R\0\0\0\0").is_ok() {
+                let mut sink = [0u8; 64 * 1024];
+                while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+            }
+        }
+    }
+    kill_processes_mentioning(dir);
 }
 
 /// Polls `probe` every 20 ms until it returns `Some`, for at most [`PATIENCE`]. Used only
@@ -874,6 +940,8 @@ impl Ws {
                 }
                 Ok(tungstenite::Message::Ping(_)) | Ok(tungstenite::Message::Pong(_)) => {}
                 Ok(other) => panic!("unexpected message {other:?}"),
+                // A signal (or a stop and continue) interrupted the read: read again.
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => panic!("receive failed: {e}"),
             }
         }
@@ -976,6 +1044,14 @@ impl Transcript {
     /// Reads from `ws` until the transcript text contains `needle`.
     pub fn read_until(&mut self, ws: &mut Ws, session: &str, needle: &str) {
         self.read_until_count(ws, session, needle, 1);
+    }
+
+    /// Reads from `ws` until the screens received or the text after them contain `needle`.
+    pub fn read_until_after_screen(&mut self, ws: &mut Ws, session: &str, needle: &str) {
+        while !self.screens.iter().any(|s| s.contains(needle)) && !self.text.contains(needle) {
+            let message = ws.recv();
+            self.add(session, &message);
+        }
     }
 
     /// Reads from `ws` until the transcript text contains `needle` `count` times.

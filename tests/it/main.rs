@@ -7,6 +7,7 @@ mod common;
 
 mod agents;
 mod auth;
+mod backends;
 mod browser;
 mod claude;
 mod cli;

@@ -1,0 +1,554 @@
+//! Sessions of the `pty` backend, on the daemon's side: starting a holder, taking its
+//! hand-over (at spawn and after a restart), exits, screen checkpoints and resizes.
+//!
+//! The master descriptor is read and written like a tmux pipe ([`crate::panes::capture`],
+//! [`crate::panes::typing`]); what differs lives here. Each session has three files in the
+//! private `pty` directory: the holder's socket, the session's metadata (what a restarted
+//! daemon needs to list it again) and the holder's error log.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mio::Interest;
+
+use super::error::SpawnError;
+use super::meta::SessionMeta;
+use super::{Agent, ExitInfo, SessionBackend, manager};
+use crate::config::Config;
+use crate::daemon::{Daemon, Source, Timer};
+use crate::error_code::ErrorCode;
+use crate::panes::emulator::Snapshot;
+use crate::panes::pane_io::PaneIo;
+use crate::panes::seed::Seed;
+use crate::proto::pty::{Kind, encode};
+use crate::pty::holder::HoldOptions;
+use crate::pty::link::{self, Attached, Master};
+use crate::pty::{Checkpoint, ExitStatus};
+use crate::tmux::SessionName;
+
+/// How long an exit waits for the terminal's last output before it is announced anyway
+/// (a background process may keep the terminal open after the agent ended).
+pub const EXIT_OUTPUT_WAIT: Duration = Duration::from_millis(200);
+
+/// What a spawn needs to start a holder, moved to the worker.
+#[derive(Debug, Clone)]
+pub struct PtySetup {
+    dir: PathBuf,
+    ring_bytes: usize,
+    handover_timeout: Duration,
+}
+
+impl PtySetup {
+    /// The configured values.
+    pub fn of(config: &Config) -> PtySetup {
+        PtySetup {
+            dir: config.pty_dir(),
+            ring_bytes: config.pty.ring_bytes,
+            handover_timeout: config.pty.handover_timeout,
+        }
+    }
+}
+
+/// The files of one pty session.
+#[derive(Debug, Clone)]
+pub struct PtyFiles {
+    /// The holder's socket.
+    pub socket: PathBuf,
+    /// The session's metadata ([`SessionMeta`], encoded).
+    pub meta: PathBuf,
+    /// The holder's error log.
+    pub log: PathBuf,
+}
+
+impl PtyFiles {
+    /// The files of `session_id` under the configured directory.
+    pub fn of(config: &Config, session_id: &str) -> PtyFiles {
+        PtyFiles::in_dir(&config.pty_dir(), session_id)
+    }
+
+    fn in_dir(dir: &Path, session_id: &str) -> PtyFiles {
+        PtyFiles {
+            socket: dir.join(format!("{session_id}.sock")),
+            meta: dir.join(format!("{session_id}.meta")),
+            log: dir.join(format!("{session_id}.log")),
+        }
+    }
+
+    /// Removes them (blocking; a worker's job).
+    pub fn remove(&self) {
+        for path in [&self.socket, &self.meta, &self.log] {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Starts a holder running `orchestra agent-exec SPEC` and takes its hand-over (blocking; the
+/// spawn job's).
+pub fn start(
+    setup: &PtySetup,
+    session_id: &str,
+    meta: &SessionMeta,
+    exe: &Path,
+    spec: &Path,
+    rows: u16,
+    cols: u16,
+) -> Result<Attached, SpawnError> {
+    crate::create_private_dir(&setup.dir).map_err(SpawnError::Failed)?;
+    let files = PtyFiles::in_dir(&setup.dir, session_id);
+    write_private(&files.meta, meta.encode().as_bytes())
+        .map_err(|e| SpawnError::Failed(format!("cannot write the session metadata: {e}")))?;
+    let options = HoldOptions {
+        socket: files.socket.clone(),
+        rows,
+        cols,
+        ring_bytes: setup.ring_bytes,
+        log: Some(files.log.clone()),
+        command: vec![exe.into(), "agent-exec".into(), spec.into()],
+    };
+    let pid = match link::launch(exe, &options) {
+        Ok(pid) => pid,
+        Err(e) => {
+            files.remove();
+            return Err(SpawnError::Failed(e));
+        }
+    };
+    link::connect(&files.socket, setup.handover_timeout).map_err(|e| {
+        // The holder runs but cannot be reached: end its agent, so that nothing runs
+        // unlisted, and let the holder go with it.
+        let _ = crate::sys::kill_group(pid, libc::SIGKILL);
+        files.remove();
+        SpawnError::Failed(e)
+    })
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
+/// Adds a pty session to the registry and starts reading its terminal. `restarted`: the
+/// hand-over comes from a holder that served an earlier daemon, so the screen starts from
+/// its checkpoint and viewers are told about the restart.
+pub fn register(daemon: &mut Daemon, mut agent: Agent, attached: Attached, restarted: bool) {
+    manager::attach_screen_rules(daemon, &mut agent);
+    let Attached {
+        hello,
+        master,
+        control,
+        gap,
+        decoder,
+    } = attached;
+    if hello.rows > 0 && hello.cols > 0 {
+        agent.rows = hello.rows;
+        agent.cols = hello.cols;
+    }
+    let (session_id, rows, cols) = (agent.id.clone(), agent.rows, agent.cols);
+    daemon.agents.insert(agent);
+    if restarted {
+        daemon.hub.open(&session_id, 0);
+        let screen = hello
+            .checkpoint
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<Checkpoint>(text).ok())
+            .map(|c| c.screen.into_bytes())
+            .unwrap_or_default();
+        let reason = if hello.dropped > 0 {
+            log::warn!(
+                "{session_id}: {} bytes of output were lost while no daemon was attached",
+                hello.dropped
+            );
+            "daemon restarted; output was lost while no daemon was attached"
+        } else {
+            "daemon restarted"
+        };
+        let seed = Seed {
+            rows,
+            cols,
+            bytes: screen,
+        };
+        daemon.reseed(&session_id, seed, reason, false);
+    } else {
+        daemon.open_new_stream(&session_id, rows, cols);
+    }
+    if !gap.is_empty() {
+        daemon.accept_output(&session_id, &gap);
+    }
+    daemon.install_stream(&session_id, PaneIo::Pty(Master::new(master)));
+    let stream = mio::net::UnixStream::from_std(control);
+    let source = Source::PtyHolder {
+        session_id: session_id.clone(),
+        stream,
+        decoder,
+        outbound: Vec::new(),
+    };
+    match daemon.add_source(source, Interest::READABLE | Interest::WRITABLE) {
+        Ok(key) => {
+            if let Some(agent) = daemon.agents.get_mut(&session_id) {
+                agent.holder = Some(key);
+            }
+            // Frames that came with the hand-over (an exit) are handled like later ones.
+            on_holder_ready(daemon, key);
+        }
+        Err(e) => {
+            log::warn!("{session_id}: cannot watch the pty holder: {e}");
+            holder_lost(daemon, &session_id);
+        }
+    }
+    match hello.exit {
+        // Ended before this daemon started: recorded as found, like a dead tmux pane.
+        Some(exit) if restarted => {
+            let idle_after = daemon.config.sessions.idle_after;
+            if let Some(agent) = daemon.agents.get_mut(&session_id) {
+                agent.exit = Some(exit_info(exit));
+                agent.activity.on_exit(SystemTime::now());
+                agent.reported = agent.status(SystemTime::now(), idle_after);
+                agent.reported_activity = agent.activity.activity;
+            }
+        }
+        Some(exit) => record_exit(daemon, &session_id, exit_info(exit)),
+        None => {}
+    }
+    daemon.schedule_idle_check(&session_id);
+}
+
+fn exit_info(exit: ExitStatus) -> ExitInfo {
+    match exit {
+        ExitStatus::Code(code) => ExitInfo::Code(code),
+        ExitStatus::Signal(signal) => ExitInfo::Signal(signal),
+    }
+}
+
+/// The holder's connection is readable or writable: exits in, queued checkpoints out.
+pub fn on_holder_ready(daemon: &mut Daemon, key: usize) {
+    let Some(Source::PtyHolder {
+        session_id,
+        stream,
+        decoder,
+        outbound,
+    }) = daemon.sources.get_mut(key)
+    else {
+        return;
+    };
+    let session_id = session_id.clone();
+    let mut closed = false;
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => decoder.push(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    while !outbound.is_empty() && !closed {
+        match stream.write(outbound) {
+            Ok(n) => {
+                outbound.drain(..n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => closed = true,
+        }
+    }
+    let mut exits = Vec::new();
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(frame)) if frame.kind == Kind::Exit => {
+                match serde_json::from_slice::<ExitStatus>(&frame.payload) {
+                    Ok(exit) => exits.push(exit),
+                    Err(e) => log::warn!("{session_id}: the pty holder sent a bad exit: {e}"),
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => {
+                log::warn!("{session_id}: the pty holder sent a bad frame: {e}");
+                closed = true;
+                break;
+            }
+        }
+    }
+    for exit in exits {
+        record_exit(daemon, &session_id, exit_info(exit));
+    }
+    if closed {
+        daemon.remove_source(key);
+        if let Some(agent) = daemon.agents.get_mut(&session_id)
+            && agent.holder == Some(key)
+        {
+            agent.holder = None;
+            holder_lost(daemon, &session_id);
+        }
+    }
+}
+
+/// The holder went away while the daemon runs (killed from outside). The agent keeps its
+/// terminal through the daemon's copy of the master; its exit is watched by pid, and how it
+/// ended can no longer be told.
+fn holder_lost(daemon: &mut Daemon, session_id: &str) {
+    let Some(agent) = daemon.agents.get(session_id) else {
+        return;
+    };
+    if agent.exit.is_some() || agent.pending_exit.is_some() {
+        return;
+    }
+    log::warn!("{session_id}: its pty holder is gone; watching the agent's process instead");
+    let pid = agent.pid;
+    match crate::sys::pidfd_open(pid) {
+        Ok(fd) => {
+            let source = Source::PaneExit {
+                session_id: session_id.to_string(),
+                fd,
+            };
+            match daemon.add_source(source, Interest::READABLE) {
+                Ok(key) => {
+                    if let Some(agent) = daemon.agents.get_mut(session_id) {
+                        agent.exit_watch = Some(key);
+                    }
+                }
+                Err(_) => record_exit(daemon, session_id, ExitInfo::Unknown),
+            }
+        }
+        Err(_) => record_exit(daemon, session_id, ExitInfo::Unknown),
+    }
+}
+
+/// The holder reported how the agent ended. Output it printed last may still be on its way
+/// through the terminal: the exit is announced when the terminal reaches its end, or after
+/// [`EXIT_OUTPUT_WAIT`].
+pub fn record_exit(daemon: &mut Daemon, session_id: &str, exit: ExitInfo) {
+    let Some(agent) = daemon.agents.get_mut(session_id) else {
+        return;
+    };
+    if agent.exit.is_some() || agent.pending_exit.is_some() {
+        return;
+    }
+    agent.pending_exit = Some(exit);
+    if let Some(key) = agent.pipe {
+        daemon.drain_pane_output(key);
+    }
+    let Some(agent) = daemon.agents.get(session_id) else {
+        return;
+    };
+    if agent.pipe.is_none() {
+        output_ended(daemon, session_id);
+    } else {
+        daemon
+            .timers
+            .schedule_in(EXIT_OUTPUT_WAIT, Timer::PtyExit(session_id.to_string()));
+    }
+}
+
+/// The terminal reached its end (or the wait for it is over): announce a waiting exit.
+pub fn output_ended(daemon: &mut Daemon, session_id: &str) {
+    let Some(exit) = daemon
+        .agents
+        .get_mut(session_id)
+        .and_then(|a| a.pending_exit.take())
+    else {
+        return;
+    };
+    manager::exited(daemon, session_id, exit);
+    // The final screen, for a daemon that restarts before the session is deleted.
+    schedule_checkpoint(daemon, session_id);
+}
+
+/// Sets a pty session's terminal size (an ioctl on the master; the agent gets `SIGWINCH`).
+pub fn resize(
+    daemon: &mut Daemon,
+    session_id: &str,
+    rows: u16,
+    cols: u16,
+) -> Result<(), (ErrorCode, String)> {
+    let key = daemon.agents.get(session_id).and_then(|a| a.pipe);
+    let Some(Source::PanePipe { stream, .. }) = key.and_then(|k| daemon.sources.get(k)) else {
+        let why = format!("the terminal of {session_id} is closed");
+        return Err((ErrorCode::SessionNotFound, why));
+    };
+    let Some(master) = stream.master() else {
+        return Err((ErrorCode::InternalError, "not a pty session".into()));
+    };
+    master
+        .resize(rows, cols)
+        .map_err(|e| (ErrorCode::InternalError, format!("cannot resize: {e}")))?;
+    if let Some(agent) = daemon.agents.get_mut(session_id) {
+        agent.rows = rows;
+        agent.cols = cols;
+    }
+    daemon.emulators.resize(session_id, rows, cols);
+    schedule_checkpoint(daemon, session_id);
+    Ok(())
+}
+
+/// Output arrived (or the screen changed): leave a checkpoint with the holder once the
+/// session has been quiet for `pty.checkpoint_after`.
+pub fn schedule_checkpoint(daemon: &mut Daemon, session_id: &str) {
+    let after = daemon.config.pty.checkpoint_after;
+    let Some(agent) = daemon.agents.get_mut(session_id) else {
+        return;
+    };
+    if agent.holder.is_none() || agent.checkpoint_pending {
+        return;
+    }
+    agent.checkpoint_pending = true;
+    daemon
+        .timers
+        .schedule_in(after, Timer::Checkpoint(session_id.to_string()));
+}
+
+/// The checkpoint timer fell due: ask the emulator for the screen if output has been quiet.
+pub fn on_checkpoint_due(daemon: &mut Daemon, session_id: &str) {
+    let after = daemon.config.pty.checkpoint_after;
+    let Some(agent) = daemon.agents.get_mut(session_id) else {
+        return;
+    };
+    let quiet = SystemTime::now()
+        .duration_since(agent.last_activity)
+        .unwrap_or_default();
+    if quiet < after && agent.exit.is_none() {
+        daemon
+            .timers
+            .schedule_in(after - quiet, Timer::Checkpoint(session_id.to_string()));
+        return;
+    }
+    agent.checkpoint_pending = false;
+    daemon.emulators.checkpoint(session_id);
+}
+
+/// The emulator answered a checkpoint request: hand the screen to the holder if it covers
+/// everything read from the terminal (otherwise output came meanwhile, and a later
+/// checkpoint follows it).
+pub fn on_checkpoint(daemon: &mut Daemon, session_id: &str, snapshot: Option<Snapshot>) {
+    let Some(snapshot) = snapshot else {
+        return;
+    };
+    let head = daemon
+        .hub
+        .stream(session_id)
+        .map(|s| s.backlog.end())
+        .unwrap_or(0);
+    if snapshot.offset != head {
+        schedule_checkpoint(daemon, session_id);
+        return;
+    }
+    let Some(key) = daemon.agents.get(session_id).and_then(|a| a.holder) else {
+        return;
+    };
+    let checkpoint = Checkpoint {
+        rows: snapshot.rows,
+        cols: snapshot.cols,
+        screen: snapshot.screen,
+    };
+    let payload = serde_json::to_vec(&checkpoint).expect("serializable");
+    if payload.len() > crate::pty::holder::MAX_CHECKPOINT_BYTES {
+        return;
+    }
+    if let Some(Source::PtyHolder { outbound, .. }) = daemon.sources.get_mut(key) {
+        if !outbound.is_empty() {
+            // The previous one is still going out; this one follows when it has.
+            schedule_checkpoint(daemon, session_id);
+            return;
+        }
+        *outbound = encode(Kind::Checkpoint, &payload);
+        daemon.metrics.pty_checkpoints += 1;
+        on_holder_ready(daemon, key);
+    }
+}
+
+/// Finds the pty sessions an earlier daemon left (their metadata files) and takes their
+/// holders' hand-over (blocking; runs once at start, before the loop). Sessions whose
+/// holder is gone are forgotten. Returns how many were adopted.
+pub fn adopt(daemon: &mut Daemon) -> usize {
+    let dir = daemon.config.pty_dir();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    let mut found: Vec<(SessionMeta, PtyFiles)> = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("meta") {
+            continue;
+        }
+        let Some(meta) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| SessionMeta::decode(&text))
+        else {
+            log::warn!("{}: not session metadata; ignored", path.display());
+            continue;
+        };
+        let files = PtyFiles::in_dir(&dir, &meta.id);
+        if files.meta != path {
+            continue;
+        }
+        found.push((meta, files));
+    }
+    found.sort_by_key(|(meta, _)| meta.created_ms);
+    let mut count = 0;
+    for (meta, files) in found {
+        let Some(name) = meta
+            .id
+            .strip_prefix("sess-")
+            .and_then(|rest| SessionName::parse(&format!("agent-{rest}")))
+        else {
+            continue;
+        };
+        if daemon.agents.get(&meta.id).is_some() {
+            continue;
+        }
+        let attached = match link::connect(&files.socket, daemon.config.pty.handover_timeout) {
+            Ok(attached) => attached,
+            Err(e) => {
+                log::warn!("{}: its pty holder is gone ({e}); forgotten", meta.id);
+                files.remove();
+                continue;
+            }
+        };
+        let created_at = UNIX_EPOCH + Duration::from_millis(meta.created_ms);
+        let mut agent = Agent::new(
+            meta.id.clone(),
+            meta.agent_type.clone(),
+            name,
+            SessionBackend::Pty {
+                holder_pid: attached.hello.holder_pid,
+            },
+            attached.hello.pid,
+            PathBuf::from(&meta.working_dir),
+            created_at,
+            daemon.config.tmux.height,
+            daemon.config.tmux.width,
+        );
+        if let Some(token) = &meta.hook_token {
+            daemon.hook_tokens.insert(token.clone(), agent.id.clone());
+            agent.hook_token = Some(token.clone());
+        }
+        agent.activity =
+            super::activity::ActivityState::adopted(SystemTime::now(), agent.hook_token.is_some());
+        agent.reported_activity = agent.activity.activity;
+        agent.reported = agent.status(SystemTime::now(), daemon.config.sessions.idle_after);
+        agent.history = daemon
+            .history
+            .load(&agent.id, daemon.config.sessions.max_history);
+        log::info!(
+            "{}: re-adopted from its pty holder (pid {})",
+            agent.id,
+            attached.hello.pid
+        );
+        register(daemon, agent, attached, true);
+        count += 1;
+    }
+    count
+}

@@ -1,0 +1,586 @@
+//! `orchestra pty-hold`: the small process that owns one agent's pseudo-terminal and
+//! process, in the manner of `dtach` or `abduco`.
+//!
+//! The daemon runs `orchestra pty-hold OPTIONS -- ARGV` (the launcher), which starts the
+//! holder proper (`--serve`) in a new session, waits for its "ready" line and exits, so the
+//! holder is nobody's child but init's and survives the daemon. The holder:
+//! - opens a pseudo-terminal of the requested size and starts ARGV on it (a session leader
+//!   with the terminal as its controlling terminal);
+//! - listens on its Unix socket (in the daemon's private state directory). A daemon that
+//!   connects gets [`Hello`], the master descriptor and the gap ring; the holder then stops
+//!   reading the master until that daemon's connection closes;
+//! - reaps the agent and reports its exact status ([`Kind::Exit`]);
+//! - keeps the newest checkpoint a daemon sends ([`Kind::Checkpoint`]) for the next daemon;
+//! - ends when a daemon releases the session ([`Kind::Release`]): it kills what is left of
+//!   the agent's process group, reaps it and removes its socket.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::{BufRead, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use super::{ExitStatus, Hello};
+use crate::proto::pty::{FrameDecoder, Kind, MAX_PAYLOAD, encode};
+use crate::sys;
+
+/// Largest checkpoint a holder keeps; bigger ones are ignored.
+pub const MAX_CHECKPOINT_BYTES: usize = 4 * 1024 * 1024;
+/// How long a launcher waits for its holder to be ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the holder gives a daemon to take the hand-over (blocking writes).
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the holder waits for the agent to die after a release's `SIGKILL`.
+const RELEASE_REAP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a holder is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldOptions {
+    /// Where to listen.
+    pub socket: PathBuf,
+    /// Initial rows of the pseudo-terminal.
+    pub rows: u16,
+    /// Initial columns.
+    pub cols: u16,
+    /// Most bytes of output kept while no daemon is attached.
+    pub ring_bytes: usize,
+    /// Where the holder writes its own errors (its standard error).
+    pub log: Option<PathBuf>,
+    /// The program and its arguments.
+    pub command: Vec<OsString>,
+}
+
+impl HoldOptions {
+    /// The arguments after `orchestra` that run a holder with these options (`serve`: the
+    /// holder proper rather than its launcher).
+    pub fn to_args(&self, serve: bool) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "pty-hold".into(),
+            "--socket".into(),
+            self.socket.clone().into(),
+            "--rows".into(),
+            self.rows.to_string().into(),
+            "--cols".into(),
+            self.cols.to_string().into(),
+            "--ring-bytes".into(),
+            self.ring_bytes.to_string().into(),
+        ];
+        if let Some(log) = &self.log {
+            args.extend(["--log".into(), log.clone().into()]);
+        }
+        if serve {
+            args.push("--serve".into());
+        }
+        args.push("--".into());
+        args.extend(self.command.iter().cloned());
+        args
+    }
+}
+
+/// The launcher: starts the holder proper, detached, and returns once it is ready (its
+/// agent's pid) or failed. Returns the process exit code.
+pub fn launch(options: &HoldOptions) -> i32 {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            println!("error: cannot find the orchestra executable: {e}");
+            return 1;
+        }
+    };
+    let stderr = match &options.log {
+        Some(path) => match open_log(path) {
+            Ok(file) => std::process::Stdio::from(file),
+            Err(e) => {
+                println!("error: cannot open the holder log {}: {e}", path.display());
+                return 1;
+            }
+        },
+        None => std::process::Stdio::null(),
+    };
+    let child = std::process::Command::new(exe)
+        .args(options.to_args(true))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            println!("error: cannot start the holder: {e}");
+            return 1;
+        }
+    };
+    let stdout = child.stdout.take().expect("piped");
+    let ready = sys::wait_readable(stdout.as_raw_fd(), READY_TIMEOUT).unwrap_or(false);
+    let mut line = String::new();
+    if ready {
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+    }
+    // The holder lives on; this launcher exits without waiting for it, and init reaps it.
+    match line.trim_end() {
+        l if l.starts_with("ready ") => {
+            println!("{l}");
+            0
+        }
+        "" => {
+            println!("error: the holder did not start within {READY_TIMEOUT:?}");
+            let _ = child.kill();
+            1
+        }
+        other => {
+            println!("{other}");
+            1
+        }
+    }
+}
+
+fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Output kept while no daemon is attached: the newest `capacity` bytes, counting what had
+/// to be dropped.
+#[derive(Debug)]
+pub struct Ring {
+    bytes: VecDeque<u8>,
+    capacity: usize,
+    dropped: u64,
+}
+
+impl Ring {
+    /// An empty ring keeping at most `capacity` bytes.
+    pub fn new(capacity: usize) -> Ring {
+        Ring {
+            bytes: VecDeque::new(),
+            capacity,
+            dropped: 0,
+        }
+    }
+
+    /// Appends output, dropping the oldest bytes beyond the capacity.
+    pub fn push(&mut self, data: &[u8]) {
+        let data = if data.len() > self.capacity {
+            let cut = data.len() - self.capacity;
+            self.dropped += cut as u64;
+            &data[cut..]
+        } else {
+            data
+        };
+        let overflow = (self.bytes.len() + data.len()).saturating_sub(self.capacity);
+        self.bytes.drain(..overflow);
+        self.dropped += overflow as u64;
+        self.bytes.extend(data);
+    }
+
+    /// Takes what the ring holds and how much it dropped, leaving it empty.
+    pub fn take(&mut self) -> (Vec<u8>, u64) {
+        let bytes = std::mem::take(&mut self.bytes).into();
+        (bytes, std::mem::take(&mut self.dropped))
+    }
+}
+
+const LISTENER: Token = Token(0);
+const DAEMON: Token = Token(1);
+const MASTER: Token = Token(2);
+const CHILD: Token = Token(3);
+
+/// The holder proper. Returns the process exit code.
+pub fn serve(options: &HoldOptions) -> i32 {
+    match Holder::start(options) {
+        Ok(mut holder) => {
+            println!("ready {}", holder.pid);
+            let _ = std::io::stdout().flush();
+            let code = holder.run();
+            let _ = std::fs::remove_file(&options.socket);
+            code
+        }
+        Err(e) => {
+            println!("error: {e}");
+            let _ = std::fs::remove_file(&options.socket);
+            1
+        }
+    }
+}
+
+struct Holder {
+    poll: Poll,
+    listener: mio::net::UnixListener,
+    /// The attached daemon, if any, and what it sent so far.
+    daemon: Option<(mio::net::UnixStream, FrameDecoder)>,
+    /// Keeps the pseudo-terminal open; `master_fd` is its descriptor.
+    _master: Box<dyn portable_pty::MasterPty + Send>,
+    master_fd: RawFd,
+    /// Whether the master is registered for reading (no daemon attached, slave still open).
+    reading: bool,
+    /// The master reported end of output (every slave descriptor closed).
+    master_done: bool,
+    pidfd: Option<OwnedFd>,
+    pid: u32,
+    exit: Option<ExitStatus>,
+    ring: Ring,
+    checkpoint: Option<String>,
+}
+
+impl Holder {
+    fn start(options: &HoldOptions) -> Result<Holder, String> {
+        // Out of the daemon's session and process group: signals aimed at the daemon (a
+        // Ctrl-C in the terminal that runs `orchestra serve`) do not reach the agent.
+        let _ = sys::new_session();
+        let Some((program, args)) = options.command.split_first() else {
+            return Err("no command to run".into());
+        };
+        let _ = std::fs::remove_file(&options.socket);
+        let listener = std::os::unix::net::UnixListener::bind(&options.socket)
+            .map_err(|e| format!("cannot listen on {}: {e}", options.socket.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ =
+                std::fs::set_permissions(&options.socket, std::fs::Permissions::from_mode(0o600));
+        }
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("cannot use the socket: {e}"))?;
+        let pair = portable_pty::native_pty_system()
+            .openpty(portable_pty::PtySize {
+                rows: options.rows.max(1),
+                cols: options.cols.max(1),
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .map_err(|e| format!("cannot open a pseudo-terminal: {e}"))?;
+        let mut command = portable_pty::CommandBuilder::new(program);
+        command.args(args);
+        command.cwd("/");
+        let child = pair
+            .slave
+            .spawn_command(command)
+            .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+        drop(pair.slave);
+        let pid = child.process_id().ok_or("the agent has no process id")?;
+        // The child is reaped with waitpid below, never through this handle.
+        drop(child);
+        let master_fd = pair
+            .master
+            .as_raw_fd()
+            .ok_or("the pseudo-terminal has no descriptor")?;
+        sys::set_nonblocking(master_fd).map_err(|e| format!("cannot use the terminal: {e}"))?;
+        let poll = Poll::new().map_err(|e| format!("cannot poll: {e}"))?;
+        let mut listener = mio::net::UnixListener::from_std(listener);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(|e| format!("cannot poll: {e}"))?;
+        let pidfd = sys::pidfd_open(pid).ok();
+        if let Some(fd) = &pidfd {
+            poll.registry()
+                .register(&mut SourceFd(&fd.as_raw_fd()), CHILD, Interest::READABLE)
+                .map_err(|e| format!("cannot poll: {e}"))?;
+        }
+        let mut holder = Holder {
+            poll,
+            listener,
+            daemon: None,
+            _master: pair.master,
+            master_fd,
+            reading: false,
+            master_done: false,
+            pidfd,
+            pid,
+            exit: None,
+            ring: Ring::new(options.ring_bytes),
+            checkpoint: None,
+        };
+        holder.start_reading();
+        if holder.pidfd.is_none() {
+            // The agent already ended (pidfd_open failed with ESRCH).
+            holder.reap();
+        }
+        Ok(holder)
+    }
+
+    fn run(&mut self) -> i32 {
+        let mut events = Events::with_capacity(16);
+        loop {
+            if let Err(e) = self.poll.poll(&mut events, None) {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                eprintln!("orchestra pty-hold: poll failed: {e}");
+                return 1;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    DAEMON if self.read_daemon() => return 0,
+                    MASTER => self.read_master(),
+                    CHILD => self.reap(),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn start_reading(&mut self) {
+        if self.reading || self.master_done {
+            return;
+        }
+        let registered = self.poll.registry().register(
+            &mut SourceFd(&self.master_fd),
+            MASTER,
+            Interest::READABLE,
+        );
+        self.reading = registered.is_ok();
+        // Output may be waiting already; edge-triggered polling would not report it.
+        self.read_master();
+    }
+
+    fn stop_reading(&mut self) {
+        if self.reading {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&self.master_fd));
+            self.reading = false;
+        }
+    }
+
+    /// Reads the master into the ring until it would block.
+    fn read_master(&mut self) {
+        if !self.reading {
+            return;
+        }
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match sys::read_fd(self.master_fd, &mut buf) {
+                Ok(0) => break self.master_finished(),
+                Ok(n) => self.ring.push(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // EIO: every slave descriptor is closed.
+                Err(_) => break self.master_finished(),
+            }
+        }
+    }
+
+    fn master_finished(&mut self) {
+        self.stop_reading();
+        self.master_done = true;
+    }
+
+    /// A daemon connects: it replaces any earlier one and gets the hand-over.
+    fn accept(&mut self) {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    eprintln!("orchestra pty-hold: accept failed: {e}");
+                    return;
+                }
+            };
+            if let Some((mut old, _)) = self.daemon.take() {
+                let _ = self.poll.registry().deregister(&mut old);
+            }
+            // Whatever the agent printed up to now goes into the gap.
+            self.read_master();
+            self.stop_reading();
+            match self.hand_over(stream) {
+                Ok(mut stream) => {
+                    match self
+                        .poll
+                        .registry()
+                        .register(&mut stream, DAEMON, Interest::READABLE)
+                    {
+                        Ok(()) => self.daemon = Some((stream, FrameDecoder::new())),
+                        Err(_) => self.start_reading(),
+                    }
+                }
+                Err(e) => {
+                    eprintln!("orchestra pty-hold: hand-over failed: {e}");
+                    self.start_reading();
+                }
+            }
+        }
+    }
+
+    /// Sends hello (with the master descriptor), then the gap.
+    fn hand_over(&mut self, stream: mio::net::UnixStream) -> std::io::Result<mio::net::UnixStream> {
+        let fd: OwnedFd = stream.into();
+        let stream = std::os::unix::net::UnixStream::from(fd);
+        stream.set_nonblocking(false)?;
+        stream.set_write_timeout(Some(HANDOVER_TIMEOUT))?;
+        let (rows, cols) = sys::terminal_size(self.master_fd).unwrap_or((0, 0));
+        let (gap, dropped) = self.ring.take();
+        let hello = Hello {
+            pid: self.pid,
+            holder_pid: std::process::id(),
+            rows,
+            cols,
+            exit: self.exit,
+            gap: gap.len(),
+            dropped,
+            checkpoint: self.checkpoint.clone(),
+        };
+        let hello = encode(
+            Kind::Hello,
+            &serde_json::to_vec(&hello).expect("serializable"),
+        );
+        // The descriptor rides on the first byte; the rest follows as plain stream data.
+        sys::send_fd(&stream, self.master_fd, &hello[..1])?;
+        let mut writer = &stream;
+        writer.write_all(&hello[1..])?;
+        // The ring is smaller than a frame's limit (checked when the configuration loads).
+        writer.write_all(&encode(Kind::Gap, &gap[..gap.len().min(MAX_PAYLOAD)]))?;
+        stream.set_nonblocking(true)?;
+        Ok(mio::net::UnixStream::from_std(stream))
+    }
+
+    /// Reads the daemon's frames. Returns true when the holder should exit (released).
+    fn read_daemon(&mut self) -> bool {
+        let mut closed = false;
+        let mut frames = Vec::new();
+        if let Some((stream, decoder)) = &mut self.daemon {
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => decoder.push(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => frames.push(frame),
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("orchestra pty-hold: bad frame from the daemon: {e}");
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+        }
+        for frame in frames {
+            match frame.kind {
+                Kind::Checkpoint if frame.payload.len() <= MAX_CHECKPOINT_BYTES => {
+                    self.checkpoint = String::from_utf8(frame.payload).ok();
+                }
+                Kind::Release => {
+                    self.release();
+                    return true;
+                }
+                _ => {}
+            }
+        }
+        if closed {
+            if let Some((mut stream, _)) = self.daemon.take() {
+                let _ = self.poll.registry().deregister(&mut stream);
+            }
+            // No daemon reads the terminal now: keep the agent from blocking.
+            self.start_reading();
+        }
+        false
+    }
+
+    /// The agent (or what is left of its process group) is killed and reaped.
+    fn release(&mut self) {
+        if self.exit.is_none() {
+            let _ = sys::kill_group(self.pid, libc::SIGKILL);
+            if let Some(fd) = &self.pidfd {
+                let _ = sys::wait_readable(fd.as_raw_fd(), RELEASE_REAP_TIMEOUT);
+            }
+            self.reap();
+        } else {
+            // Background processes the agent left in its group go with the session.
+            let _ = sys::kill_group(self.pid, libc::SIGKILL);
+        }
+    }
+
+    /// The agent may have ended: collect its status and tell the daemon.
+    fn reap(&mut self) {
+        if self.exit.is_some() {
+            return;
+        }
+        let Ok(Some(exit)) = sys::reap_child(self.pid) else {
+            return;
+        };
+        if let Some(fd) = self.pidfd.take() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&fd.as_raw_fd()));
+        }
+        let exit = ExitStatus::from(exit);
+        self.exit = Some(exit);
+        if let Some((stream, _)) = &mut self.daemon {
+            let frame = encode(
+                Kind::Exit,
+                &serde_json::to_vec(&exit).expect("serializable"),
+            );
+            // A few bytes on a socket the daemon drains: a short write means it is gone,
+            // and the next daemon learns the status from the hello.
+            let _ = stream.write_all(&frame);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ring_keeps_the_newest_bytes_and_counts_the_rest() {
+        let mut ring = Ring::new(4);
+        ring.push(b"ab");
+        ring.push(b"cde");
+        assert_eq!(ring.take(), (b"bcde".to_vec(), 1));
+        ring.push(b"0123456789");
+        assert_eq!(ring.take(), (b"6789".to_vec(), 6));
+        assert_eq!(ring.take(), (Vec::new(), 0));
+    }
+
+    #[test]
+    fn options_round_trip_through_arguments() {
+        let options = HoldOptions {
+            socket: "/s/x.sock".into(),
+            rows: 24,
+            cols: 80,
+            ring_bytes: 1024,
+            log: Some("/s/x.log".into()),
+            command: vec![
+                "/bin/orchestra".into(),
+                "agent-exec".into(),
+                "/s/spec".into(),
+            ],
+        };
+        let args = options.to_args(true);
+        let text: Vec<_> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(text[0], "pty-hold");
+        assert!(text.contains(&"--serve".to_string()));
+        let dashes = text.iter().position(|a| a == "--").unwrap();
+        assert_eq!(
+            &text[dashes + 1..],
+            ["/bin/orchestra", "agent-exec", "/s/spec"]
+        );
+    }
+}

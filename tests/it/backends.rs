@@ -1,0 +1,260 @@
+//! What the API offers works the same on both backends: each test here runs once with every
+//! agent type on `tmux` and once on `pty` (`orchestra pty-hold`).
+
+use serde_json::{Value, json};
+
+use crate::common::{DaemonProcess, Transcript, agent_script, id_of, process_alive, wait_until};
+
+/// Runs `$body(backend)` as two tests, `tmux` and `pty`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn tmux() {
+                super::$name("tmux")
+            }
+
+            #[test]
+            fn pty() {
+                super::$name("pty")
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    spawn_list_get_and_kill,
+    typing_streaming_snapshots_and_resume,
+    resize_reaches_the_program,
+    exit_statuses_are_exact,
+    a_restarted_daemon_adopts_its_sessions_with_their_screens,
+    delegated_tasks_run_and_finish,
+);
+
+fn extra_types() -> String {
+    format!(
+        "[agents.sh]\ncommand = [\"/bin/sh\"]\n[agents.signal]\ncommand = [\"{}\"]\n",
+        agent_script("on_signal.py")
+    )
+}
+
+fn start(backend: &str) -> DaemonProcess {
+    DaemonProcess::start_on(backend, &extra_types())
+}
+
+fn spawn_list_get_and_kill(backend: &str) {
+    let daemon = start(backend);
+    let token = daemon.control();
+    let spawned = daemon.spawn(&token, "echo");
+    let id = id_of(&spawned);
+    assert_eq!(spawned["status"], "running");
+    let list = daemon.get("/api/agents", &token).json();
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["agents"][0]["session_id"], id.as_str());
+    let detail = daemon.get(&format!("/api/agents/{id}"), &token).json();
+    assert_eq!(detail["backend"], backend, "{detail}");
+    assert_eq!(detail["tmux_session"], spawned["tmux_session"]);
+    let pane = detail["tmux_pane"].as_str().unwrap();
+    match backend {
+        "pty" => assert_eq!(pane, "", "a pty session has no tmux pane"),
+        _ => assert!(pane.starts_with('%'), "{detail}"),
+    }
+    let pid = detail["pid"].as_u64().unwrap() as u32;
+    assert!(process_alive(pid));
+    let killed = daemon.delete(&format!("/api/agents/{id}"), &token);
+    assert_eq!(killed.status, 200, "{}", killed.text());
+    assert_eq!(killed.json()["status"], "terminated");
+    daemon
+        .get(&format!("/api/agents/{id}"), &token)
+        .assert_error(404, "SESSION_NOT_FOUND");
+    wait_until("the agent's process to end", || {
+        (!process_alive(pid)).then_some(())
+    });
+    if backend == "pty" {
+        let socket = daemon.state.join("pty").join(format!("{id}.sock"));
+        wait_until("the holder to remove its socket", || {
+            (!socket.exists()).then_some(())
+        });
+        assert!(
+            crate::common::processes_mentioning(&socket).is_empty(),
+            "the holder exits with its session"
+        );
+    }
+}
+
+fn typing_streaming_snapshots_and_resume(backend: &str) {
+    let daemon = start(backend);
+    let token = daemon.control();
+    let id = id_of(&daemon.spawn(&token, "echo"));
+    let mut ws = daemon.ws(&token);
+    assert_eq!(ws.subscribe(&id)["type"], "subscribed");
+    let mut seen = Transcript::default();
+    seen.read_until_after_screen(&mut ws, &id, "echo agent ready");
+    ws.send(json!({"type": "user_message", "session_id": id, "content": "first line", "id": 1}));
+    ws.recv_until("user_message_ack", |m| {
+        seen.add(&id, m);
+        m["type"] == "user_message_ack"
+    });
+    ws.send(json!({"type": "terminal_input", "session_id": id, "data": "second\r", "id": 2}));
+    // The terminal echoes what is typed and `cat` prints it again.
+    seen.read_until_count(&mut ws, &id, "second", 2);
+    assert!(seen.text.contains("first line"), "{:?}", seen.text);
+
+    // A late viewer gets the screen as it is now, and nothing twice.
+    let mut late = daemon.ws(&token);
+    late.subscribe(&id);
+    let screen = late.recv_until("the screen", |m| m["snapshot"] == true);
+    let text = screen["data"].as_str().unwrap();
+    assert!(
+        text.contains("first line") && text.contains("second"),
+        "{text:?}"
+    );
+
+    // Resuming from offset 0 replays the output exactly.
+    let stream = seen.stream.clone().unwrap();
+    let mut resumed = daemon.ws(&token);
+    resumed.send(
+        json!({"type": "subscribe_terminal", "session_id": id, "since": 0, "stream": stream}),
+    );
+    let mut replay = Transcript {
+        next: Some(0),
+        ..Transcript::default()
+    };
+    replay.read_until_count(&mut resumed, &id, "second", 2);
+    assert!(
+        replay.text.starts_with("echo agent ready"),
+        "{:?} {:?}",
+        replay.text,
+        replay.gaps
+    );
+}
+
+fn resize_reaches_the_program(backend: &str) {
+    let daemon = start(backend);
+    let token = daemon.control();
+    let id = id_of(&daemon.spawn(&token, "sh"));
+    let mut ws = daemon.ws(&token);
+    ws.subscribe(&id);
+    ws.send(json!({"type": "resize_terminal", "session_id": id, "rows": 33, "cols": 101}));
+    let ack = ws.recv_until("resize ack", |m| {
+        m["type"] == "resize_terminal_ack" || m["type"] == "error"
+    });
+    assert_eq!(ack["type"], "resize_terminal_ack", "{ack}");
+    ws.send(json!({"type": "terminal_input", "session_id": id, "data": "stty size\r"}));
+    let mut seen = Transcript::default();
+    seen.read_until(&mut ws, &id, "33 101");
+    let detail = daemon.get(&format!("/api/agents/{id}"), &token).json();
+    assert_eq!(detail["status"], "running", "{detail}");
+}
+
+fn exit_statuses_are_exact(backend: &str) {
+    let daemon = start(backend);
+    let token = daemon.control();
+    let cases: [(&str, &str, &str, i64); 3] = [
+        ("exit0", "exited", "exit_code", 0),
+        ("exit3", "error", "exit_code", 3),
+        ("crash", "error", "exit_signal", 9),
+    ];
+    for (agent_type, status, field, value) in cases {
+        let id = id_of(&daemon.spawn(&token, agent_type));
+        let detail = daemon.wait_agent(&token, &id, status, |a| a["status"] == status);
+        assert_eq!(detail[field], value, "{agent_type}: {detail}");
+    }
+    // The crash's last words reach observers.
+    let mut ws = daemon.ws(&token);
+    let id = id_of(&daemon.spawn(&token, "crash"));
+    let crash = ws.recv_until("the crash", |m| {
+        m["type"] == "error" && m["session_id"] == id.as_str()
+    });
+    assert_eq!(crash["error_code"], "AGENT_CRASHED", "{crash}");
+    let lines = crash["last_lines"].to_string();
+    assert!(lines.contains("about to crash"), "{crash}");
+}
+
+fn a_restarted_daemon_adopts_its_sessions_with_their_screens(backend: &str) {
+    let mut daemon = start(backend);
+    let token = daemon.control();
+    let id = id_of(&daemon.spawn(&token, "signal"));
+    let mut ws = daemon.ws(&token);
+    ws.subscribe(&id);
+    let mut seen = Transcript::default();
+    seen.read_until_after_screen(&mut ws, &id, "ready for signals");
+    // The screen a restarted daemon starts from is the one left with the holder, once
+    // output has paused (pty only; tmux keeps its own).
+    wait_for_checkpoints(&daemon, &token, backend, 1);
+    let done = id_of(&daemon.spawn(&token, "exit3"));
+    daemon.wait_agent(&token, &done, "exit3 to end", |a| a["status"] == "error");
+    wait_for_checkpoints(&daemon, &token, backend, 2);
+    let before = daemon.get(&format!("/api/agents/{id}"), &token).json();
+    drop(ws);
+    daemon.kill9();
+    // While no daemon runs, the agent prints (a pty holder keeps it in its ring).
+    let pid = before["pid"].as_u64().unwrap() as u32;
+    crate::common::signal(pid, "USR1");
+    let mark = daemon.work.join("usr1.mark");
+    wait_until("the agent to handle the signal", || {
+        mark.exists().then_some(())
+    });
+    daemon.relaunch();
+
+    let after = daemon.get(&format!("/api/agents/{id}"), &token).json();
+    assert_eq!(after["pid"], before["pid"], "{after}");
+    assert_eq!(after["backend"], backend);
+    assert_eq!(after["status"], "running", "{after}");
+    let dead = daemon.get(&format!("/api/agents/{done}"), &token).json();
+    assert_eq!(dead["status"], "error", "{dead}");
+    assert_eq!(dead["exit_code"], 3, "{dead}");
+
+    let mut ws = daemon.ws(&token);
+    ws.subscribe(&id);
+    let mut seen = Transcript::default();
+    seen.read_until_after_screen(&mut ws, &id, "got usr1");
+    let all = format!("{}{}", seen.screens.join(""), seen.text);
+    assert!(
+        all.contains("ready for signals"),
+        "the screen from before the restart: {all:?}"
+    );
+    ws.send(json!({"type": "user_message", "session_id": id, "content": "after restart"}));
+    seen.read_until(&mut ws, &id, "said after restart");
+}
+
+/// Waits until the daemon has left `count` screen checkpoints with pty holders.
+fn wait_for_checkpoints(daemon: &DaemonProcess, token: &str, backend: &str, count: u64) {
+    if backend != "pty" {
+        return;
+    }
+    wait_until("checkpoints with the holders", || {
+        let metrics = daemon.get("/metrics", token).text();
+        metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix("orchestra_pty_checkpoints_total "))
+            .any(|n| n.parse::<u64>().is_ok_and(|n| n >= count))
+            .then_some(())
+    });
+}
+
+fn delegated_tasks_run_and_finish(backend: &str) {
+    let daemon = start(backend);
+    let token = daemon.control();
+    let answer = daemon.delegate_in(
+        &token,
+        "task",
+        &daemon.work,
+        "SAY starting\nWRITE made.txt content\nANSWER made one file",
+    );
+    let ticket = answer["ticket_id"].as_str().unwrap().to_string();
+    let done = daemon.wait_task_status(&token, &ticket, "completed");
+    let result: &Value = &done["result"];
+    assert!(
+        result["message"].to_string().contains("made one file"),
+        "{done}"
+    );
+    assert!(
+        result["files_modified"].to_string().contains("made.txt"),
+        "{done}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(daemon.work.join("made.txt")).unwrap(),
+        "content\n"
+    );
+}
