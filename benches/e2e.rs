@@ -59,6 +59,7 @@ fn options() -> Options {
     if options.scenarios.is_empty() {
         options.scenarios = [
             "throughput",
+            "multi",
             "viewers",
             "latency",
             "hooks",
@@ -109,15 +110,19 @@ impl DaemonProcess {
         let config = format!(
             "workers = 4\n[limits]\nmax_connections = {}\n[sessions]\nallowed_roots = [\"{}\"]\n\
              [websocket]\nmax_subscriptions = 8\n\
-             [rate_limits]\nws_messages = {{ requests = 0, window = \"1m\" }}\n\
+             [rate_limits]\nws_messages = {{ requests = 0, window = \"1m\" }}\nspawn = {{ requests = 0, window = \"1m\" }}\n\
              [panes]\nbacklog_bytes = 33554432\nlive_frame_bytes = 33554432\n\
              [agents.gen]\ncommand = [\"{}\"]\n[agents.banner]\ncommand = [\"{}\"]\n\
              [agents.rawecho]\ncommand = [\"{}\"]\n\
+             [agents.gen_pty]\ncommand = [\"{}\"]\nbackend = \"pty\"\n\
+             [agents.rawecho_pty]\ncommand = [\"{}\"]\nbackend = \"pty\"\n\
              [agents.hooked]\ncommand = [\"{}\"]\nhooks = \"claude\"\n",
             idle + 1000,
             work.display(),
             gen_script.display(),
             banner_script.display(),
+            echo_script.display(),
+            gen_script.display(),
             echo_script.display(),
             echo_script.display()
         );
@@ -214,6 +219,22 @@ impl Drop for DaemonProcess {
             .arg("kill-server")
             .stderr(Stdio::null()) // no server left is fine
             .status();
+        // Each pty holder kills its agent and exits when released (frame 'R', no payload).
+        if let Ok(entries) = std::fs::read_dir(self.dir.path().join("state/pty")) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().and_then(|e| e.to_str()) != Some("sock") {
+                    continue;
+                }
+                if let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&path) {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    if stream.write_all(b"R\0\0\0\0").is_ok() {
+                        let mut sink = [0u8; 64 * 1024];
+                        while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -542,15 +563,38 @@ fn tmux_server_pid(daemon: &DaemonProcess) -> u32 {
 /// One row of the README's Performance table: what was measured, and the figure.
 type Row = (String, String);
 
-fn throughput(daemon: &DaemonProcess, mb: usize) -> Vec<Row> {
-    let bytes = mb * 1_000_000;
-    let pty = pty_baseline(bytes);
-    let baseline = fifo_baseline(daemon.dir.path(), bytes);
-    let session = daemon.spawn("gen", json!({"BYTES": bytes.to_string()}));
+/// Pid of the pty holder of `session` (its command line names the session's socket).
+fn holder_pid(daemon: &DaemonProcess, session: &str) -> u32 {
+    let socket = daemon
+        .dir
+        .path()
+        .join(format!("state/pty/{session}.sock"))
+        .display()
+        .to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains(&socket) && cmdline.contains("--serve")
+        })
+        .expect("the session's pty holder")
+}
+
+/// One flood through the daemon to one viewer: (raw bytes, wall time, daemon CPU-s, CPU-s of
+/// the process between the agent and the daemon: tmux's server, or the pty holder).
+fn flood_once(daemon: &DaemonProcess, agent_type: &str, bytes: usize) -> (u64, Duration, f64, f64) {
+    let session = daemon.spawn(agent_type, json!({"BYTES": bytes.to_string()}));
     let mut ws = daemon.ws();
     subscribe(&mut ws, &session);
-    let tmux_pid = tmux_server_pid(daemon);
-    let (daemon_cpu, tmux_cpu) = (cpu_seconds(daemon.child.id()), cpu_seconds(tmux_pid));
+    let helper = if agent_type.ends_with("_pty") {
+        holder_pid(daemon, &session)
+    } else {
+        tmux_server_pid(daemon)
+    };
+    let (daemon_cpu, helper_cpu) = (cpu_seconds(daemon.child.id()), cpu_seconds(helper));
     send(
         &mut ws,
         json!({"type": "terminal_input", "session_id": session, "data": "\r"}),
@@ -558,21 +602,41 @@ fn throughput(daemon: &DaemonProcess, mb: usize) -> Vec<Row> {
     let started = Instant::now();
     let (raw, elapsed) = count_flood(&mut ws, started, bytes);
     let daemon_used = cpu_seconds(daemon.child.id()) - daemon_cpu;
-    let tmux_used = cpu_seconds(tmux_pid) - tmux_cpu;
-    println!(
-        "throughput: CPU during the flood: daemon {daemon_used:.2}s (emulator thread included), \
-         tmux {tmux_used:.2}s, wall {:.2}s",
-        elapsed.as_secs_f64()
-    );
+    let helper_used = cpu_seconds(helper) - helper_cpu;
+    (raw, elapsed, daemon_used, helper_used)
+}
+
+fn throughput(daemon: &DaemonProcess, mb: usize) -> Vec<Row> {
+    let bytes = mb * 1_000_000;
+    let pty = pty_baseline(bytes);
+    let baseline = fifo_baseline(daemon.dir.path(), bytes);
+    let (raw, elapsed, daemon_used, tmux_used) = flood_once(daemon, "gen", bytes);
     let through = raw as f64 / elapsed.as_secs_f64() / 1e6;
+    let (pty_raw, pty_elapsed, pty_daemon, holder_used) = flood_once(daemon, "gen_pty", bytes);
+    let pty_through = pty_raw as f64 / pty_elapsed.as_secs_f64() / 1e6;
+    let per_mb = |cpu: f64, raw: u64| cpu * 1e3 / (raw as f64 / 1e6);
+    let (tmux_total, pty_total) = (
+        per_mb(daemon_used + tmux_used, raw),
+        per_mb(pty_daemon + holder_used, pty_raw),
+    );
     println!(
-        "throughput: {mb} MB of plain text; bare FIFO reader {baseline:.1} MB/s; one daemon viewer \
-         {through:.1} MB/s ({:.0}% of the FIFO reader); offsets contiguous, every byte accounted for",
-        through / baseline * 100.0
+        "throughput: {mb} MB of plain text, one viewer. Bare pseudo-terminal reader {pty:.1} MB/s; \
+         bare FIFO on tmux pipe-pane {baseline:.1} MB/s; tmux backend {through:.1} MB/s (daemon \
+         {daemon_used:.2} CPU-s, tmux {tmux_used:.2}); pty backend {pty_through:.1} MB/s (daemon \
+         {pty_daemon:.2} CPU-s, holder {holder_used:.2}); offsets contiguous, every byte accounted for"
     );
     vec![
         (
-            format!("one viewer, {mb} MB of plain text"),
+            format!("one viewer, {mb} MB of plain text, `pty` backend"),
+            format!(
+                "{pty_through:.1} MB/s = {:.2}x a bare reader of a pseudo-terminal in the same run \
+                 ({pty:.1} MB/s) and {:.2}x the tmux backend; every byte accounted for",
+                pty_through / pty,
+                pty_through / through
+            ),
+        ),
+        (
+            format!("one viewer, {mb} MB of plain text, `tmux` backend"),
             format!(
                 "{through:.1} MB/s, {:.0}% of a bare FIFO reader on `pipe-pane` in the same run \
                  ({baseline:.1} MB/s); every byte accounted for",
@@ -580,24 +644,157 @@ fn throughput(daemon: &DaemonProcess, mb: usize) -> Vec<Row> {
             ),
         ),
         (
-            format!("ceiling without tmux, {mb} MB"),
+            "total CPU per MB streamed (daemon + tmux or holder)".to_string(),
             format!(
-                "a bare reader of a pseudo-terminal's master in the same run: {pty:.1} MB/s; the \
-                 daemon's viewer gets {:.0}% of it, tmux's pipe-pane alone {:.0}%",
-                through / pty * 100.0,
-                baseline / pty * 100.0
-            ),
-        ),
-        (
-            "daemon CPU per MB streamed".to_string(),
-            format!(
-                "{:.1} ms, all threads (read, UTF-8, JSON, frame, write, and the terminal \
-                 emulator); tmux used {:.1} ms per MB",
-                daemon_used * 1e3 / (raw as f64 / 1e6),
-                tmux_used * 1e3 / (raw as f64 / 1e6)
+                "`pty` {pty_total:.1} ms (daemon {:.1}, holder {:.2}) = {:.2}x `tmux` {tmux_total:.1} ms \
+                 (daemon {:.1}, tmux server {:.1}); the daemon's figure includes its terminal emulator",
+                per_mb(pty_daemon, pty_raw),
+                per_mb(holder_used, pty_raw),
+                pty_total / tmux_total,
+                per_mb(daemon_used, raw),
+                per_mb(tmux_used, raw),
             ),
         ),
     ]
+}
+
+/// `agents` generators flooding at once in bare tmux (no daemon), their sessions spread over
+/// `servers` tmux servers, each pane's `pipe-pane` into a FIFO read here. Returns the
+/// aggregate MB/s.
+fn sharded_tmux(dir: &Path, servers: usize, agents: usize, bytes: usize) -> f64 {
+    let gen_script = dir.join("gen.sh");
+    let socket = |k: usize| dir.join(format!("shard{servers}-{k}.sock"));
+    let mut readers = Vec::new();
+    for i in 0..agents {
+        let fifo = dir.join(format!("shard{servers}-{i}.fifo"));
+        let _ = std::fs::remove_file(&fifo);
+        assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let status = Command::new("tmux")
+            .arg("-S")
+            .arg(socket(i % servers))
+            .args(["-f", "/dev/null", "new-session", "-d", "-s"])
+            .arg(format!("g{i}"))
+            .args(["-x", "200", "-y", "50", "-e"])
+            .arg(format!("BYTES={bytes}"))
+            .arg(&gen_script)
+            .args([";", "pipe-pane", "-O", "-t"])
+            .arg(format!("g{i}"))
+            .arg(format!("exec cat > {}", fifo.display()))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        readers.push(std::thread::spawn(move || {
+            let mut file = std::fs::File::open(&fifo).unwrap();
+            let mut buf = vec![0u8; 1 << 16];
+            let mut tail = Vec::new();
+            let mut total = 0usize;
+            loop {
+                let n = file.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                total += n;
+                tail.extend_from_slice(&buf[..n]);
+                if tail.windows(7).any(|w| w == b"\r\nEND\r\n") {
+                    break;
+                }
+                let cut = tail.len().saturating_sub(8);
+                tail.drain(..cut);
+            }
+            (total, Instant::now())
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    for i in 0..agents {
+        Command::new("tmux")
+            .arg("-S")
+            .arg(socket(i % servers))
+            .args(["send-keys", "-t"])
+            .arg(format!("g{i}"))
+            .arg("Enter")
+            .status()
+            .unwrap();
+    }
+    let results: Vec<(usize, Instant)> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    for k in 0..servers {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(socket(k))
+            .arg("kill-server")
+            .status();
+    }
+    let total: usize = results.iter().map(|r| r.0).sum();
+    let last = results.iter().map(|r| r.1).max().unwrap();
+    total as f64 / (last - started).as_secs_f64() / 1e6
+}
+
+/// `agents` sessions of `agent_type` flooding at once through the daemon, one viewer each.
+/// Returns the aggregate MB/s and the daemon's CPU-s.
+fn daemon_floods(daemon: &DaemonProcess, agent_type: &str, agents: usize, bytes: usize) -> (f64, f64) {
+    let sessions: Vec<String> = (0..agents)
+        .map(|_| daemon.spawn(agent_type, json!({"BYTES": bytes.to_string()})))
+        .collect();
+    let mut sockets: Vec<WebSocket<TcpStream>> = sessions
+        .iter()
+        .map(|session| {
+            let mut ws = daemon.ws();
+            subscribe(&mut ws, session);
+            ws
+        })
+        .collect();
+    let cpu = cpu_seconds(daemon.child.id());
+    let started = Instant::now();
+    for (ws, session) in sockets.iter_mut().zip(&sessions) {
+        send(
+            ws,
+            json!({"type": "terminal_input", "session_id": session, "data": "\r"}),
+        );
+    }
+    let raws: Vec<u64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sockets
+            .iter_mut()
+            .map(|ws| scope.spawn(move || count_flood(ws, started, bytes).0))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let elapsed = started.elapsed();
+    let used = cpu_seconds(daemon.child.id()) - cpu;
+    (
+        raws.iter().sum::<u64>() as f64 / elapsed.as_secs_f64() / 1e6,
+        used,
+    )
+}
+
+fn multi(daemon: &DaemonProcess, mb: usize) -> Vec<Row> {
+    const AGENTS: usize = 8;
+    let bytes = mb * 1_000_000 / AGENTS;
+    let dir = daemon.dir.path();
+    let shards: Vec<(usize, f64)> = [1, 2, 4]
+        .into_iter()
+        .map(|servers| (servers, sharded_tmux(dir, servers, AGENTS, bytes)))
+        .collect();
+    let (through_tmux, cpu_tmux) = daemon_floods(daemon, "gen", AGENTS, bytes);
+    let (through_pty, cpu_pty) = daemon_floods(daemon, "gen_pty", AGENTS, bytes);
+    let shard_text: Vec<String> = shards
+        .iter()
+        .map(|(servers, rate)| format!("{servers} server{}: {rate:.1} MB/s", if *servers == 1 { "" } else { "s" }))
+        .collect();
+    println!(
+        "multi: {AGENTS} agents x {} MB flooding at once. Bare tmux (FIFO readers): {}. Through \
+         the daemon, one viewer each: tmux backend {through_tmux:.1} MB/s (daemon {cpu_tmux:.2} \
+         CPU-s), pty backend {through_pty:.1} MB/s (daemon {cpu_pty:.2} CPU-s)",
+        bytes / 1_000_000,
+        shard_text.join(", ")
+    );
+    vec![(
+        format!("{AGENTS} agents flooding at once, {} MB each", bytes / 1_000_000),
+        format!(
+            "aggregate through the daemon: `pty` {through_pty:.1} MB/s, `tmux` {through_tmux:.1} \
+             MB/s; bare tmux with FIFO readers and no daemon, sessions spread over {}",
+            shard_text.join(", ")
+        ),
+    )]
 }
 
 fn viewers(daemon: &DaemonProcess, count: usize, mb: usize) -> Vec<Row> {
@@ -724,7 +921,101 @@ fn latency(daemon: &DaemonProcess, samples: usize) -> Vec<Row> {
         .status()
         .unwrap();
 
-    let session = daemon.spawn("rawecho", json!({}));
+    let mut through = keystrokes(daemon, "rawecho", samples);
+    let mut through_pty = keystrokes(daemon, "rawecho_pty", samples);
+    let mut bare_pty = bare_pty_echo(daemon.dir.path(), samples);
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    if std::env::var_os("E2E_WINDOWS").is_some() {
+        for (i, window) in through.chunks(100).enumerate() {
+            let mut window = window.to_vec();
+            eprintln!("window {i}: p50 {:.0} us", us(percentile(&mut window, 0.5)));
+        }
+    }
+    let (b50, b99) = (
+        us(percentile(&mut baseline, 0.5)),
+        us(percentile(&mut baseline, 0.99)),
+    );
+    let (t50, t99) = (
+        us(percentile(&mut through, 0.5)),
+        us(percentile(&mut through, 0.99)),
+    );
+    let (p50, p99) = (
+        us(percentile(&mut through_pty, 0.5)),
+        us(percentile(&mut through_pty, 0.99)),
+    );
+    let (e50, e99) = (
+        us(percentile(&mut bare_pty, 0.5)),
+        us(percentile(&mut bare_pty, 0.99)),
+    );
+    println!(
+        "latency: keystroke to echo over {samples} samples; tmux pipe path p50 {b50:.0} us p99 \
+         {b99:.0} us; through the daemon, tmux backend p50 {t50:.0} us p99 {t99:.0} us; bare \
+         pseudo-terminal echo p50 {e50:.0} us p99 {e99:.0} us; through the daemon, pty backend p50 \
+         {p50:.0} us p99 {p99:.0} us",
+    );
+    vec![
+        (
+            format!("keystroke to echo, `pty` backend, {samples} samples"),
+            format!(
+                "p50 {p50:.0} us = {:.2}x a bare pseudo-terminal echo in the same run (p50 \
+                 {e50:.0} us, p99 {e99:.0} us); p99 {p99:.0} us (WebSocket in, master, WebSocket \
+                 out)",
+                p50 / e50
+            ),
+        ),
+        (
+            format!("keystroke to echo, `tmux` backend, {samples} samples"),
+            format!(
+                "p50 {t50:.0} us, p99 {t99:.0} us through the daemon (WebSocket in, pane pipe, \
+                 WebSocket out); tmux's own pipe path in the same run p50 {b50:.0} us, p99 {b99:.0} us"
+            ),
+        ),
+    ]
+}
+
+/// A raw-mode echo program on a bare pseudo-terminal: a key written to the master until its
+/// echo is read back (what the `pty` backend could reach at best).
+fn bare_pty_echo(dir: &Path, samples: usize) -> Vec<Duration> {
+    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+    let pty = native_pty_system()
+        .openpty(PtySize {
+            rows: 50,
+            cols: 200,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .expect("a pseudo-terminal");
+    let mut child = pty
+        .slave
+        .spawn_command(CommandBuilder::new(dir.join("rawecho.sh")))
+        .unwrap();
+    drop(pty.slave);
+    let mut reader = pty.master.try_clone_reader().unwrap();
+    let mut writer = pty.master.take_writer().unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // let stty raw take effect
+    let mut buf = [0u8; 256];
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let key = [b'a' + (i % 26) as u8];
+        let start = Instant::now();
+        writer.write_all(&key).unwrap();
+        loop {
+            let n = reader.read(&mut buf).unwrap();
+            assert!(n > 0, "the echo program ended");
+            if buf[..n].contains(&key[0]) {
+                break;
+            }
+        }
+        times.push(start.elapsed());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    times
+}
+
+/// Keystrokes through the daemon: `terminal_input` in, the echo's `terminal_output` out.
+fn keystrokes(daemon: &DaemonProcess, agent_type: &str, samples: usize) -> Vec<Duration> {
+    let session = daemon.spawn(agent_type, json!({}));
     let mut ws = daemon.ws();
     subscribe(&mut ws, &session);
     std::thread::sleep(Duration::from_millis(300));
@@ -751,33 +1042,7 @@ fn latency(daemon: &DaemonProcess, samples: usize) -> Vec<Row> {
         }
         through.push(start.elapsed());
     }
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    if std::env::var_os("E2E_WINDOWS").is_some() {
-        for (i, window) in through.chunks(100).enumerate() {
-            let mut window = window.to_vec();
-            eprintln!("window {i}: p50 {:.0} us", us(percentile(&mut window, 0.5)));
-        }
-    }
-    let (b50, b99) = (
-        us(percentile(&mut baseline, 0.5)),
-        us(percentile(&mut baseline, 0.99)),
-    );
-    let (t50, t99) = (
-        us(percentile(&mut through, 0.5)),
-        us(percentile(&mut through, 0.99)),
-    );
-    println!(
-        "latency: keystroke to echo over {samples} samples; tmux pipe path p50 {b50:.0} us p99 \
-         {b99:.0} us; through the daemon (WebSocket in, pane pipe, WebSocket out) p50 {t50:.0} us \
-         p99 {t99:.0} us",
-    );
-    vec![(
-        format!("keystroke to echo, {samples} samples"),
-        format!(
-            "p50 {t50:.0} us, p99 {t99:.0} us through the daemon (WebSocket in, pane pipe, \
-             WebSocket out); tmux's own pipe path in the same run p50 {b50:.0} us, p99 {b99:.0} us"
-        ),
-    )]
+    through
 }
 
 /// Hook round trip: an agent's hook fires (`orchestra hook EVENT`, the program Claude Code
@@ -956,6 +1221,7 @@ fn main() {
         let daemon = DaemonProcess::start(options.idle);
         rows.extend(match scenario.as_str() {
             "throughput" => throughput(&daemon, options.mb),
+            "multi" => multi(&daemon, options.mb),
             "viewers" => viewers(&daemon, options.viewers, (options.mb / 5).clamp(1, 20)),
             "latency" => latency(&daemon, options.samples),
             "hooks" => hooks(&daemon, options.samples.min(300)),
