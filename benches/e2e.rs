@@ -668,7 +668,13 @@ fn sharded_tmux(dir: &Path, servers: usize, agents: usize, bytes: usize) -> f64 
     for i in 0..agents {
         let fifo = dir.join(format!("shard{servers}-{i}.fifo"));
         let _ = std::fs::remove_file(&fifo);
-        assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
         let status = Command::new("tmux")
             .arg("-S")
             .arg(socket(i % servers))
@@ -731,7 +737,12 @@ fn sharded_tmux(dir: &Path, servers: usize, agents: usize, bytes: usize) -> f64 
 
 /// `agents` sessions of `agent_type` flooding at once through the daemon, one viewer each.
 /// Returns the aggregate MB/s and the daemon's CPU-s.
-fn daemon_floods(daemon: &DaemonProcess, agent_type: &str, agents: usize, bytes: usize) -> (f64, f64) {
+fn daemon_floods(
+    daemon: &DaemonProcess,
+    agent_type: &str,
+    agents: usize,
+    bytes: usize,
+) -> (f64, f64) {
     let sessions: Vec<String> = (0..agents)
         .map(|_| daemon.spawn(agent_type, json!({"BYTES": bytes.to_string()})))
         .collect();
@@ -778,7 +789,12 @@ fn multi(daemon: &DaemonProcess, mb: usize) -> Vec<Row> {
     let (through_pty, cpu_pty) = daemon_floods(daemon, "gen_pty", AGENTS, bytes);
     let shard_text: Vec<String> = shards
         .iter()
-        .map(|(servers, rate)| format!("{servers} server{}: {rate:.1} MB/s", if *servers == 1 { "" } else { "s" }))
+        .map(|(servers, rate)| {
+            format!(
+                "{servers} server{}: {rate:.1} MB/s",
+                if *servers == 1 { "" } else { "s" }
+            )
+        })
         .collect();
     println!(
         "multi: {AGENTS} agents x {} MB flooding at once. Bare tmux (FIFO readers): {}. Through \
@@ -788,7 +804,10 @@ fn multi(daemon: &DaemonProcess, mb: usize) -> Vec<Row> {
         shard_text.join(", ")
     );
     vec![(
-        format!("{AGENTS} agents flooding at once, {} MB each", bytes / 1_000_000),
+        format!(
+            "{AGENTS} agents flooding at once, {} MB each",
+            bytes / 1_000_000
+        ),
         format!(
             "aggregate through the daemon: `pty` {through_pty:.1} MB/s, `tmux` {through_tmux:.1} \
              MB/s; bare tmux with FIFO readers and no daemon, sessions spread over {}",

@@ -414,7 +414,7 @@ pub struct Agent {
     pub rearm: Rearm,
     /// How many times capture was re-armed.
     pub rearms: u32,
-    /// The emulator fell behind the backlog and waits for a re-seed.
+    /// The emulator skipped ahead during a flood; a tmux pane waits for its exact re-seed.
     pub emulator_lost: bool,
     /// The program's bracketed-paste mode as the emulator last reported it.
     pub paste_mode: Option<bool>,

@@ -207,10 +207,7 @@ impl Daemon {
         let Some((offset, chunk)) = self.hub.push(session_id, bytes, timestamp) else {
             return;
         };
-        let Some(agent) = self.agents.get(session_id) else {
-            return;
-        };
-        if agent.emulator_lost {
+        if self.agents.get(session_id).is_none() {
             return;
         }
         let Some(shared) = self.hub.stream(session_id).map(|s| s.shared.clone()) else {
@@ -456,19 +453,35 @@ impl Daemon {
         }
     }
 
-    /// The emulator fell behind the backlog (or its screen is no longer replayable): stop
-    /// feeding it and re-seed it once output is quiet.
+    /// The emulator fell behind the backlog (or its screen is no longer replayable): it skips
+    /// ahead to the stream's head, so snapshots stay available and at most one backlog old,
+    /// and waiting snapshot requests are asked again. A tmux pane is re-seeded exactly once
+    /// output is quiet.
     fn emulator_lost(&mut self, session_id: &str) {
+        let Some(head) = self.hub.stream(session_id).map(|s| s.backlog.end()) else {
+            return;
+        };
+        self.emulators.reanchor(session_id, head);
+        for request in self.hub.rerequest(session_id) {
+            self.emulators.snapshot(session_id, request);
+        }
         let Some(agent) = self.agents.get_mut(session_id) else {
             return;
         };
         if !agent.emulator_lost {
             agent.emulator_lost = true;
             log::info!(
-                "{session_id}: terminal state fell behind the backlog; re-seeding when quiet"
+                "{session_id}: terminal state fell behind the output; skipped ahead{}",
+                if agent.backend.pane().is_some() {
+                    ", re-seeding from tmux when quiet"
+                } else {
+                    ""
+                }
             );
-            self.timers
-                .schedule_in(RESEED_QUIET, Timer::ReseedCheck(session_id.to_string()));
+            if agent.backend.pane().is_some() {
+                self.timers
+                    .schedule_in(RESEED_QUIET, Timer::ReseedCheck(session_id.to_string()));
+            }
         }
     }
 

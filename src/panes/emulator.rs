@@ -6,7 +6,10 @@
 //! priority and may lag during output floods. A snapshot is the emulator's screen at the offset
 //! it has reached, `E`; the caller follows it with the raw backlog bytes from `E`, so the client
 //! ends up exactly at the live stream. If the emulator falls further behind than the backlog
-//! holds, the loop stops feeding it and re-seeds it once the flood is over.
+//! holds, it skips ahead to the stream's head ([`Emulators::reanchor`]) rather than parse
+//! what nobody can ask for any more: its cost is bounded by the CPU it gets, and a snapshot
+//! is never older than one backlog's worth of output. (tmux panes are then re-seeded exactly
+//! once quiet.)
 
 use std::collections::HashMap;
 use std::num::NonZeroU16;
@@ -115,6 +118,10 @@ enum Control {
         session: String,
         rows: u16,
         cols: u16,
+    },
+    Reanchor {
+        session: String,
+        offset: u64,
     },
     Close {
         session: String,
@@ -235,6 +242,17 @@ impl Emulators {
             session: session.into(),
             rows,
             cols,
+        });
+    }
+
+    /// The emulator fell too far behind: it skips to `offset` (the stream's head), keeping
+    /// the screen and modes it has, and goes on from there. Output it still has queued is
+    /// dropped unparsed. The screen lacks only what the skipped bytes drew; in a scrolling
+    /// flood the rows after the skip replace it within a screenful.
+    pub fn reanchor(&self, session: &str, offset: u64) {
+        let _ = self.control.send(Control::Reanchor {
+            session: session.into(),
+            offset,
         });
     }
 
@@ -383,6 +401,12 @@ fn run(control: Receiver<Control>, data: Receiver<Data>, sink: impl Fn(EmulatorE
                 pane.parser.set_size(r, c);
                 pane.rows = rows;
                 pane.cols = cols;
+            }
+        }
+        Control::Reanchor { session, offset } => {
+            if let Some(pane) = panes.get_mut(&session) {
+                pane.offset = offset;
+                pane.shared.processed.store(offset, Ordering::Release);
             }
         }
         Control::Close { session } => {

@@ -43,6 +43,11 @@ pub struct HubLimits {
 /// that one frame never dominates a viewer's send window.
 pub const CATCH_UP_CHUNK_BYTES: usize = 64 << 10;
 
+/// The gap reason when a flood outran the terminal emulator by more than the backlog: the
+/// screen a viewer gets is older than the output replayed after it.
+pub const EMULATOR_OUTRUN: &str =
+    "the screen is older than the output that follows: a flood outran the terminal emulator";
+
 impl HubLimits {
     /// The limits the configuration sets (`[panes]` and `[websocket]`), the one place their
     /// values come from.
@@ -520,17 +525,30 @@ impl Hub {
         let replayable = snapshot.offset >= stream.valid_from
             && snapshot.offset <= stream.emitted
             && stream.backlog.holds(snapshot.offset);
-        if !replayable {
+        // A flood outran the emulator by more than the backlog: rather than keep the viewer
+        // waiting, it gets the screen followed by the oldest output still held, with a gap
+        // notice for the bytes in between (their rows scroll away within a screenful).
+        let outrun = !replayable
+            && snapshot.offset >= stream.valid_from
+            && snapshot.offset < stream.backlog.start()
+            && stream.backlog.start() <= stream.emitted;
+        if !replayable && !outrun {
             self.requests.insert(request, (conn, session));
             return false;
         }
+        let (offset, gap) = if outrun {
+            let since = gap.map(|(since, _)| since).unwrap_or(snapshot.offset);
+            (stream.backlog.start(), Some((since, EMULATOR_OUTRUN)))
+        } else {
+            (snapshot.offset, gap)
+        };
         if let Some((since, reason)) = gap {
             self.counts.gaps += 1;
             let notice = TerminalGap {
                 r#type: "terminal_gap",
                 session_id: &session,
                 since,
-                offset: snapshot.offset,
+                offset,
                 stream: &stream.stream_id,
                 reason,
             };
@@ -543,8 +561,8 @@ impl Hub {
             session_id: &session,
             data: &snapshot.screen,
             timestamp,
-            offset: snapshot.offset,
-            next_offset: snapshot.offset,
+            offset,
+            next_offset: offset,
             stream: &stream.stream_id,
             snapshot: true,
             rows: Some(snapshot.rows),
@@ -553,13 +571,13 @@ impl Hub {
         viewer.pending.push_back(Chunk::Owned(text_frame(
             &serde_json::to_string(&message).expect("json"),
         )));
-        sub.cursor = snapshot.offset;
+        sub.cursor = offset;
         sub.state = SubState::Live;
         self.mark_dirty(conn);
         true
     }
 
-    /// Requests in flight for `session`, to ask the emulator again after a re-seed.
+    /// Requests in flight for `session`, to ask the emulator again after a re-seed or a skip.
     pub fn rerequest(&self, session: &str) -> Vec<u64> {
         self.requests
             .iter()
@@ -861,13 +879,31 @@ mod tests {
             assert_eq!(messages[0]["offset"], 100);
             assert_eq!(messages[1]["snapshot"], true);
         }
-        // A snapshot older than the backlog is refused: the caller must re-seed.
+        // A snapshot older than the backlog (a flood outran the emulator) is delivered at
+        // once, at the oldest offset still held, after a gap notice for what lies between.
         let SubscribeStart::NeedsSnapshot(r5) = hub.subscribe(conn(5), "s", None, None).unwrap()
         else {
             panic!()
         };
-        assert!(!hub.on_snapshot(r5, Some(&snapshot(3)), 2));
-        assert_eq!(hub.rerequest("s"), [r5]);
+        let start = hub.stream("s").unwrap().backlog.start();
+        assert!(start > 3, "the test needs an evicted prefix");
+        assert!(hub.on_snapshot(r5, Some(&snapshot(3)), 2));
+        let messages = decode(&hub.pull(conn(5), 1 << 20, 3).0);
+        assert_eq!(messages[0]["type"], "terminal_gap");
+        assert_eq!(messages[0]["since"], 3);
+        assert_eq!(messages[0]["offset"], start);
+        assert_eq!(messages[0]["reason"], EMULATOR_OUTRUN);
+        assert_eq!(messages[1]["snapshot"], true);
+        assert_eq!(messages[1]["offset"], start);
+        assert!(hub.rerequest("s").is_empty());
+        // One from another segment (before a discontinuity) is still refused.
+        hub.discontinuity("s", "test");
+        let SubscribeStart::NeedsSnapshot(r6) = hub.subscribe(conn(6), "s", None, None).unwrap()
+        else {
+            panic!()
+        };
+        assert!(!hub.on_snapshot(r6, Some(&snapshot(3)), 2));
+        assert!(hub.rerequest("s").contains(&r6));
     }
 
     #[test]

@@ -258,3 +258,41 @@ fn delegated_tasks_run_and_finish(backend: &str) {
         "content\n"
     );
 }
+
+on_both_backends!(a_viewer_joining_during_a_flood_gets_a_screen_at_once);
+
+/// The emulator cannot keep up with an endless flood into a small backlog: it skips ahead
+/// instead of waiting for the flood to end, so a late viewer still gets a screen (this test
+/// would wait forever for one otherwise: the flood never ends by itself).
+fn a_viewer_joining_during_a_flood_gets_a_screen_at_once(backend: &str) {
+    let daemon = DaemonProcess::start_on(
+        backend,
+        &format!(
+            "{}[agents.endless]\ncommand = [\"/bin/sh\", \"-c\", \"yes 'endless flood line 0123456789'\"]\n\
+             [panes]\nbacklog_bytes = 65536\nlive_frame_bytes = 65536\n",
+            extra_types()
+        ),
+    );
+    let token = daemon.control();
+    let id = id_of(&daemon.spawn(&token, "endless"));
+    let mut first = daemon.ws(&token);
+    first.subscribe(&id);
+    let mut seen = Transcript::default();
+    seen.read_until_count(&mut first, &id, "endless flood line", 2000);
+    let mut late = daemon.ws(&token);
+    assert_eq!(late.subscribe(&id)["type"], "subscribed");
+    let screen = late.recv_until("a screen during the flood", |m| {
+        m["type"] == "terminal_output" && m["snapshot"] == true
+    });
+    assert!(
+        screen["data"]
+            .as_str()
+            .unwrap()
+            .contains("endless flood line"),
+        "{screen}"
+    );
+    assert_eq!(
+        daemon.delete(&format!("/api/agents/{id}"), &token).status,
+        200
+    );
+}
