@@ -20,6 +20,7 @@
 //! | [`agents`] | sessions: registry, status and activity with evidence, CLI hooks (settings, the hook socket, held permission requests), spawn/kill/adopt, /proc metrics, input validation; announces [`agents::AgentEvent`]s | run tmux directly, call into tasks |
 //! | [`panes`] | the output and input path: pipe hand-over, capture, backlog, UTF-8, fanout hub, emulator thread, typing | parse HTTP |
 //! | [`tmux`] | the only code that runs tmux: argv building, output parsing, timeouts, typed errors | accept user text as an argument |
+//! | [`pty`] | the `pty` backend's process boundary: the holder (`orchestra pty-hold`) that owns an agent's pseudo-terminal and process, and the daemon's side of its hand-over | read output while a daemon is attached |
 //! | [`tasks`] | delegated tasks: tickets, queue, lifecycle and restart rules, the redb store (its own thread), prompts, workspace diffs and test runs (off the loop) | touch sockets, run tmux directly |
 //! | [`environment`] | what children inherit: the daemon's own `ORCHESTRA_*` variables are erased at start and never passed on | decide what an agent's request may set |
 //! | [`metrics`] | counters and histograms for `GET /metrics` and their Prometheus text; the loop's are plain integers, threads' are atomics | lock or allocate per byte |
@@ -30,8 +31,8 @@
 //!
 //! Checked by the unit test `modules_import_only_what_the_code_map_allows` below:
 //! - [`proto`] imports nothing of ours; [`wire`] only [`error_code`].
-//! - The tools ([`tmux`], [`jobs`], [`timers`], [`sys`], [`time`], [`environment`]) import no
-//!   feature (agents, panes, tasks, api, daemon, dispatch, server).
+//! - The tools ([`tmux`], [`pty`], [`jobs`], [`timers`], [`sys`], [`time`], [`environment`])
+//!   import no feature (agents, panes, tasks, api, daemon, dispatch, server).
 //! - [`agents`] and [`panes`] never import [`tasks`]: agents announce events, tasks follow.
 //! - Nothing below [`api`] imports it: each layer has its own error enum
 //!   ([`tmux::TmuxError`], [`agents::error::SpawnError`], [`tasks::error::TaskError`]) and
@@ -57,6 +58,12 @@
 //! ([`server`]) → socket. The same chunk is handed to the emulator thread
 //! ([`panes::emulator`]), which keeps the screen for snapshots without ever holding up the
 //! loop. Typing goes back through the same socket ([`panes::typing`]).
+//!
+//! A session of the `pty` backend skips tmux: its holder ([`pty::holder`]) hands the
+//! pseudo-terminal's master to the daemon over `SCM_RIGHTS` ([`pty::link`]), and the master is
+//! read and written in the event loop exactly like the pipe above
+//! ([`panes::pane_io::PaneIo`]). The holder's connection carries exits and screen
+//! checkpoints ([`agents::pty_session`]).
 //!
 //! # How an agent's exit reaches a task
 //!
@@ -270,6 +277,7 @@ mod tests {
             "time",
             "timers",
             "tmux",
+            "pty",
             "wire",
             "fuzzing",
         ];
@@ -298,6 +306,7 @@ mod tests {
             (
                 &[
                     "tmux",
+                    "pty",
                     "jobs",
                     "timers",
                     "sys",
