@@ -276,7 +276,7 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
 }
 
 /// Writes `bytes` to a new file at `path` that only this user can read (replacing an old one).
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let _ = std::fs::remove_file(path);
     let mut file = std::fs::OpenOptions::new()
@@ -504,7 +504,7 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
 fn register(daemon: &mut Daemon, mut agent: Agent, adopted: Option<PaneState>) {
     attach_screen_rules(daemon, &mut agent);
     let session_id = agent.id.clone();
-    let (pid, rows, cols) = (agent.pid, agent.rows, agent.cols);
+    let (rows, cols) = (agent.rows, agent.cols);
     daemon.agents.insert(agent);
     match adopted {
         None => {
@@ -533,26 +533,36 @@ fn register(daemon: &mut Daemon, mut agent: Agent, adopted: Option<PaneState>) {
             if adopted.is_some() {
                 daemon.rearm(&session_id, RearmReason::DaemonRestarted);
             }
-            match crate::sys::pidfd_open(pid) {
-                Ok(fd) => {
-                    let source = Source::PaneExit {
-                        session_id: session_id.clone(),
-                        fd,
-                    };
-                    match daemon.add_source(source, Interest::READABLE) {
-                        Ok(key) => {
-                            if let Some(agent) = daemon.agents.get_mut(&session_id) {
-                                agent.exit_watch = Some(key);
-                            }
-                        }
-                        Err(e) => log::warn!("{session_id}: cannot watch pid {pid}: {e}"),
-                    }
-                }
+            if !watch_exit(daemon, &session_id) {
                 // Already gone: find out how it ended.
-                Err(_) => on_process_exit(daemon, &session_id),
+                on_process_exit(daemon, &session_id);
             }
         }
     }
+}
+
+/// Watches the agent's process for its exit (a pidfd in the loop). False when the process
+/// is already gone.
+pub(super) fn watch_exit(daemon: &mut Daemon, session_id: &str) -> bool {
+    let Some(pid) = daemon.agents.get(session_id).map(|a| a.pid) else {
+        return true;
+    };
+    let Ok(fd) = crate::sys::pidfd_open(pid) else {
+        return false;
+    };
+    let source = Source::PaneExit {
+        session_id: session_id.to_string(),
+        fd,
+    };
+    match daemon.add_source(source, Interest::READABLE) {
+        Ok(key) => {
+            if let Some(agent) = daemon.agents.get_mut(session_id) {
+                agent.exit_watch = Some(key);
+            }
+        }
+        Err(e) => log::warn!("{session_id}: cannot watch pid {pid}: {e}"),
+    }
+    true
 }
 
 /// Gives an agent its type's screen rules (types without hooks that have some).

@@ -6,7 +6,7 @@
 //! private `pty` directory: the holder's socket, the session's metadata (what a restarted
 //! daemon needs to list it again) and the holder's error log.
 
-use std::io::{Read, Write};
+use std::io::{Read, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -96,7 +96,7 @@ pub fn start(
 ) -> Result<Attached, SpawnError> {
     crate::create_private_dir(&setup.dir).map_err(SpawnError::Failed)?;
     let files = PtyFiles::in_dir(&setup.dir, session_id);
-    write_private(&files.meta, meta.encode().as_bytes())
+    manager::write_private(&files.meta, meta.encode().as_bytes())
         .map_err(|e| SpawnError::Failed(format!("cannot write the session metadata: {e}")))?;
     let options = HoldOptions {
         socket: files.socket.clone(),
@@ -120,17 +120,6 @@ pub fn start(
         files.remove();
         SpawnError::Failed(e)
     })
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)
 }
 
 /// Adds a pty session to the registry and starts reading its terminal. `restarted`: the
@@ -307,23 +296,8 @@ fn holder_lost(daemon: &mut Daemon, session_id: &str) {
         return;
     }
     log::warn!("{session_id}: its pty holder is gone; watching the agent's process instead");
-    let pid = agent.pid;
-    match crate::sys::pidfd_open(pid) {
-        Ok(fd) => {
-            let source = Source::PaneExit {
-                session_id: session_id.to_string(),
-                fd,
-            };
-            match daemon.add_source(source, Interest::READABLE) {
-                Ok(key) => {
-                    if let Some(agent) = daemon.agents.get_mut(session_id) {
-                        agent.exit_watch = Some(key);
-                    }
-                }
-                Err(_) => record_exit(daemon, session_id, ExitInfo::Unknown),
-            }
-        }
-        Err(_) => record_exit(daemon, session_id, ExitInfo::Unknown),
+    if !manager::watch_exit(daemon, session_id) {
+        record_exit(daemon, session_id, ExitInfo::Unknown);
     }
 }
 
