@@ -296,3 +296,84 @@ fn a_viewer_joining_during_a_flood_gets_a_screen_at_once(backend: &str) {
         200
     );
 }
+
+on_both_backends!(
+    kill_ends_the_whole_tree_even_when_it_ignores_sigterm,
+    twenty_concurrent_spawns,
+    a_graceful_stop_leaves_agents_running_for_the_next_daemon,
+);
+
+fn kill_ends_the_whole_tree_even_when_it_ignores_sigterm(backend: &str) {
+    let daemon = DaemonProcess::start_on(backend, "[sessions]\nkill_grace = \"300ms\"");
+    let token = daemon.control();
+    let id = id_of(&daemon.spawn(&token, "stubborn"));
+    let mut ws = daemon.ws(&token);
+    ws.subscribe(&id);
+    let mut seen = Transcript::default();
+    seen.read_until_after_screen(&mut ws, &id, "child ");
+    let all = format!("{}{}", seen.screens.join(""), seen.text);
+    let child: u32 = all
+        .split("child ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pid| pid.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+        .unwrap_or_else(|| panic!("no child pid in {all:?}"));
+    let pid = daemon.get(&format!("/api/agents/{id}"), &token).json()["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    assert!(process_alive(pid) && process_alive(child));
+    assert_eq!(daemon.delete(&format!("/api/agents/{id}"), &token).status, 200);
+    wait_until("the tree to be gone", || {
+        (!process_alive(pid) && !process_alive(child)).then_some(())
+    });
+    daemon.wait_for_log("needed SIGKILL");
+}
+
+fn twenty_concurrent_spawns(backend: &str) {
+    let daemon = start(backend);
+    let token = daemon.control();
+    let ids: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..20)
+            .map(|_| scope.spawn(|| id_of(&daemon.spawn(&token, "echo"))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 20);
+    let list = daemon.get("/api/agents", &token).json();
+    assert_eq!(list["total"], 20);
+    let pids: Vec<u64> = list["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let id = a["session_id"].as_str().unwrap();
+            daemon.get(&format!("/api/agents/{id}"), &token).json()["pid"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(pids.iter().all(|pid| process_alive(*pid as u32)));
+}
+
+fn a_graceful_stop_leaves_agents_running_for_the_next_daemon(backend: &str) {
+    let mut daemon = start(backend);
+    let token = daemon.control();
+    let id = id_of(&daemon.spawn(&token, "echo"));
+    let pid = daemon.get(&format!("/api/agents/{id}"), &token).json()["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    let status = daemon.stop();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(process_alive(pid), "the agent survives the daemon");
+    daemon.relaunch();
+    let after = daemon.get(&format!("/api/agents/{id}"), &token).json();
+    assert_eq!(after["pid"], pid, "{after}");
+    let mut ws = daemon.ws(&token);
+    ws.subscribe(&id);
+    ws.send(json!({"type": "user_message", "session_id": id, "content": "still here"}));
+    let mut seen = Transcript::default();
+    seen.read_until_count(&mut ws, &id, "still here", 2);
+}

@@ -156,7 +156,9 @@ impl DaemonProcess {
         let work = std::fs::canonicalize(&work).unwrap();
         let config = dir.path().join("config.toml");
         let mut text = merge_config(&base_config(&work), &extra(&work));
-        if let Some(backend) = backend {
+        // ORCHESTRA_TEST_BACKEND=pty runs every test's agents on that backend (exploration).
+        let forced = std::env::var("ORCHESTRA_TEST_BACKEND").ok();
+        if let Some(backend) = backend.or(forced.as_deref()) {
             text = with_backend(&text, backend);
         }
         std::fs::write(&config, text).unwrap();

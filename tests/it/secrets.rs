@@ -47,8 +47,11 @@ fn no_process_the_daemon_starts_inherits_its_secret_or_variables() {
     let orchestra = env!("CARGO_BIN_EXE_orchestra");
     let daemon = DaemonProcess::start_with_env(
         |_| {
-            "[agents.envdump]\ncommand = [\"/bin/sh\", \"-c\", \"read line; env; echo ENV-DONE; exec cat\"]\n"
-                .to_string()
+            format!(
+                "[agents.envdump]\ncommand = [\"/bin/sh\", \"-c\", \"read line; env; echo ENV-DONE; exec cat\"]\n\
+                 [agents.ptyenv]\ncommand = [\"{}\"]\nbackend = \"pty\"\n",
+                crate::common::agent_script("printenv.sh")
+            )
         },
         &[
             ("ORCHESTRA_JWT_SECRET", secret.as_str()),
@@ -90,6 +93,25 @@ fn no_process_the_daemon_starts_inherits_its_secret_or_variables() {
         .parse()
         .unwrap();
     assert_clean("the tmux server", &environ(server_pid), &secret, &[]);
+
+    // A pty agent, and the holder that owns its terminal.
+    let pty_id = daemon.spawn(&token, "ptyenv")["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pty_agent = daemon.get(&format!("/api/agents/{pty_id}"), &token).json();
+    let pty_var = format!("ORCHESTRA_SESSION_ID={pty_id}");
+    let pty_env = crate::common::wait_until("the pty agent to be exec'd", || {
+        let env = environ(pid_of(&pty_agent));
+        env.contains(&pty_var).then_some(env)
+    });
+    assert_clean("a pty agent", &pty_env, &secret, &["ORCHESTRA_SESSION_ID"]);
+    let socket = daemon.state.join("pty").join(format!("{pty_id}.sock"));
+    let holders = crate::common::processes_mentioning(&socket);
+    assert!(!holders.is_empty(), "the pty holder runs");
+    for holder in holders {
+        assert_clean("a pty holder", &environ(holder as u64), &secret, &[]);
+    }
 
     // A viewer of an agent that prints its environment sees no secret.
     let dump = daemon.spawn(&token, "envdump");
