@@ -100,8 +100,10 @@ pub enum Source {
         stream: mio::net::UnixStream,
         /// Frames arriving from the holder.
         decoder: crate::proto::pty::FrameDecoder,
-        /// Bytes of a frame for the holder not yet written (a checkpoint).
+        /// Frames for the holder not yet written (forwarded output, checkpoints).
         outbound: Vec<u8>,
+        /// The stream offset of the last checkpoint sent.
+        checkpointed: Option<u64>,
     },
     /// A hook's connection whose message is arriving.
     Hook {
@@ -256,6 +258,8 @@ pub struct Daemon {
     pub observers: usize,
     /// Pane pipes that still had data when their read budget ran out (read again soon).
     pub revisit: Vec<usize>,
+    /// The buffer pane output is read into (one for all panes: reads never overlap).
+    pub read_buffer: Vec<u8>,
     /// Delegated task tickets.
     pub tasks: crate::tasks::TaskBook,
     /// The durable ticket store.
@@ -374,6 +378,7 @@ impl Daemon {
             attach_serial: 0,
             observers: 0,
             revisit: Vec::new(),
+            read_buffer: vec![0; crate::panes::capture::READ_CHUNK],
             tasks: crate::tasks::TaskBook::load(tickets),
             store,
             rate: crate::api::ratelimit::RateLimits::new(&config.rate_limits),

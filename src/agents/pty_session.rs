@@ -150,10 +150,11 @@ pub fn register(daemon: &mut Daemon, mut agent: Agent, attached: Attached, resta
             .unwrap_or_default();
         let reason = if hello.dropped > 0 {
             log::warn!(
-                "{session_id}: {} bytes of output were lost while no daemon was attached",
+                "{session_id}: the screen is restored short of {} bytes of output (more than \
+                 the holder keeps came after its last checkpoint)",
                 hello.dropped
             );
-            "daemon restarted; output was lost while no daemon was attached"
+            "daemon restarted; some output since the last screen checkpoint was lost"
         } else {
             "daemon restarted"
         };
@@ -166,29 +167,42 @@ pub fn register(daemon: &mut Daemon, mut agent: Agent, attached: Attached, resta
     } else {
         daemon.open_new_stream(&session_id, rows, cols);
     }
-    if !gap.is_empty() {
-        daemon.accept_output(&session_id, &gap);
-    }
-    daemon.install_stream(&session_id, PaneIo::Pty(Master::new(master)));
+    // The holder's replay starts where this daemon's stream takes it up; from there on the
+    // daemon forwards what it reads, so the holder's replay stays current.
+    let start = daemon
+        .hub
+        .stream(&session_id)
+        .map(|s| s.backlog.end())
+        .unwrap_or(0);
     let stream = mio::net::UnixStream::from_std(control);
     let source = Source::PtyHolder {
         session_id: session_id.clone(),
         stream,
         decoder,
-        outbound: Vec::new(),
+        outbound: encode(Kind::Rebase, &start.to_be_bytes()),
+        checkpointed: None,
     };
-    match daemon.add_source(source, Interest::READABLE | Interest::WRITABLE) {
+    let holder = match daemon.add_source(source, Interest::READABLE | Interest::WRITABLE) {
         Ok(key) => {
             if let Some(agent) = daemon.agents.get_mut(&session_id) {
                 agent.holder = Some(key);
             }
-            // Frames that came with the hand-over (an exit) are handled like later ones.
-            on_holder_ready(daemon, key);
+            Some(key)
         }
         Err(e) => {
             log::warn!("{session_id}: cannot watch the pty holder: {e}");
-            holder_lost(daemon, &session_id);
+            None
         }
+    };
+    if !gap.is_empty() {
+        // Forwarded back too; the holder recognises the bytes it has.
+        daemon.accept_output(&session_id, &gap);
+    }
+    daemon.install_stream(&session_id, PaneIo::Pty(Master::new(master)));
+    match holder {
+        // Frames that came with the hand-over (an exit) are handled like later ones.
+        Some(key) => on_holder_ready(daemon, key),
+        None => holder_lost(daemon, &session_id),
     }
     match hello.exit {
         // Ended before this daemon started: recorded as found, like a dead tmux pane.
@@ -221,6 +235,7 @@ pub fn on_holder_ready(daemon: &mut Daemon, key: usize) {
         stream,
         decoder,
         outbound,
+        ..
     }) = daemon.sources.get_mut(key)
     else {
         return;
@@ -368,8 +383,8 @@ pub fn resize(
     Ok(())
 }
 
-/// Output arrived (or the screen changed): leave a checkpoint with the holder once the
-/// session has been quiet for `pty.checkpoint_after`.
+/// Output arrived (or the screen changed): leave a checkpoint with the holder within
+/// `pty.checkpoint_after`, so that the replay it keeps stays short.
 pub fn schedule_checkpoint(daemon: &mut Daemon, session_id: &str) {
     let after = daemon.config.pty.checkpoint_after;
     let Some(agent) = daemon.agents.get_mut(session_id) else {
@@ -384,45 +399,33 @@ pub fn schedule_checkpoint(daemon: &mut Daemon, session_id: &str) {
         .schedule_in(after, Timer::Checkpoint(session_id.to_string()));
 }
 
-/// The checkpoint timer fell due: ask the emulator for the screen if output has been quiet.
+/// The checkpoint timer fell due: ask the emulator for the screen (behind the output it
+/// has been handed so far).
 pub fn on_checkpoint_due(daemon: &mut Daemon, session_id: &str) {
-    let after = daemon.config.pty.checkpoint_after;
     let Some(agent) = daemon.agents.get_mut(session_id) else {
         return;
     };
-    let quiet = SystemTime::now()
-        .duration_since(agent.last_activity)
-        .unwrap_or_default();
-    if quiet < after && agent.exit.is_none() {
-        daemon
-            .timers
-            .schedule_in(after - quiet, Timer::Checkpoint(session_id.to_string()));
-        return;
-    }
     agent.checkpoint_pending = false;
     daemon.emulators.checkpoint(session_id);
 }
 
-/// The emulator answered a checkpoint request: hand the screen to the holder if it covers
-/// everything read from the terminal (otherwise output came meanwhile, and a later
-/// checkpoint follows it).
+/// The emulator answered a checkpoint request: hand the screen, with the stream offset it
+/// stands for, to the holder, which then drops its replay up to there.
 pub fn on_checkpoint(daemon: &mut Daemon, session_id: &str, snapshot: Option<Snapshot>) {
     let Some(snapshot) = snapshot else {
         return;
     };
-    let head = daemon
-        .hub
-        .stream(session_id)
-        .map(|s| s.backlog.end())
-        .unwrap_or(0);
-    if snapshot.offset != head {
-        schedule_checkpoint(daemon, session_id);
-        return;
-    }
     let Some(key) = daemon.agents.get(session_id).and_then(|a| a.holder) else {
         return;
     };
+    let Some(Source::PtyHolder { checkpointed, .. }) = daemon.sources.get(key) else {
+        return;
+    };
+    if *checkpointed == Some(snapshot.offset) {
+        return;
+    }
     let checkpoint = Checkpoint {
+        offset: snapshot.offset,
         rows: snapshot.rows,
         cols: snapshot.cols,
         screen: snapshot.screen,
@@ -431,15 +434,58 @@ pub fn on_checkpoint(daemon: &mut Daemon, session_id: &str, snapshot: Option<Sna
     if payload.len() > crate::pty::holder::MAX_CHECKPOINT_BYTES {
         return;
     }
-    if let Some(Source::PtyHolder { outbound, .. }) = daemon.sources.get_mut(key) {
-        if !outbound.is_empty() {
-            // The previous one is still going out; this one follows when it has.
-            schedule_checkpoint(daemon, session_id);
-            return;
-        }
-        *outbound = encode(Kind::Checkpoint, &payload);
+    if let Some(Source::PtyHolder {
+        outbound,
+        checkpointed,
+        ..
+    }) = daemon.sources.get_mut(key)
+    {
+        outbound.extend_from_slice(&encode(Kind::Checkpoint, &payload));
+        *checkpointed = Some(snapshot.offset);
         daemon.metrics.pty_checkpoints += 1;
-        on_holder_ready(daemon, key);
+        flush_holder(daemon, key);
+    }
+}
+
+/// Forwards output the daemon read from a pty session's terminal to its holder's replay.
+/// If the holder does not keep up (more than `pty.ring_bytes` waiting), the output is not
+/// forwarded: the holder sees the hole, and the next checkpoint closes it.
+pub fn forward_output(daemon: &mut Daemon, session_id: &str, offset: u64, bytes: &[u8]) {
+    let limit = daemon.config.pty.ring_bytes;
+    let Some(key) = daemon.agents.get(session_id).and_then(|a| a.holder) else {
+        return;
+    };
+    if let Some(Source::PtyHolder { outbound, .. }) = daemon.sources.get_mut(key)
+        && outbound.len() + bytes.len() <= limit
+    {
+        crate::proto::pty::encode_output(offset, bytes, outbound);
+    }
+}
+
+/// Writes what is queued for a session's holder, as far as its socket takes it.
+pub fn flush_session_holder(daemon: &mut Daemon, session_id: &str) {
+    if let Some(key) = daemon.agents.get(session_id).and_then(|a| a.holder) {
+        flush_holder(daemon, key);
+    }
+}
+
+fn flush_holder(daemon: &mut Daemon, key: usize) {
+    let Some(Source::PtyHolder {
+        stream, outbound, ..
+    }) = daemon.sources.get_mut(key)
+    else {
+        return;
+    };
+    while !outbound.is_empty() {
+        match stream.write(outbound) {
+            Ok(n) => {
+                outbound.drain(..n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // The rest goes when the socket is writable again (or the holder is gone, which
+            // the read side notices).
+            Err(_) => break,
+        }
     }
 }
 

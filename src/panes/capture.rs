@@ -20,7 +20,7 @@ use crate::tmux::{self, TmuxError};
 /// Bytes read from a pane per readiness event before other sources get a turn.
 const READ_BUDGET: usize = 1 << 20;
 /// Size of one read (and so the largest live chunk).
-const READ_CHUNK: usize = 64 * 1024;
+pub const READ_CHUNK: usize = 64 * 1024;
 /// Quiet time after which a lost emulator is re-seeded.
 const RESEED_QUIET: Duration = Duration::from_millis(250);
 
@@ -162,18 +162,19 @@ impl Daemon {
     }
 
     fn read_pane_output_up_to(&mut self, key: usize, budget: usize) {
-        let mut buf = vec![0u8; READ_CHUNK];
+        let Some(Source::PanePipe { session_id, .. }) = self.sources.get(key) else {
+            return;
+        };
+        let session_id = session_id.clone();
         let mut total = 0;
         let mut closed = false;
         let timestamp = now_millis();
+        let mut more = false;
         loop {
-            let Some(Source::PanePipe {
-                session_id, stream, ..
-            }) = self.sources.get_mut(key)
-            else {
-                return;
+            let Some(Source::PanePipe { stream, .. }) = self.sources.get_mut(key) else {
+                break;
             };
-            let n = match stream.read(&mut buf) {
+            let n = match stream.read(&mut self.read_buffer[..]) {
                 Ok(0) => {
                     closed = true;
                     break;
@@ -186,17 +187,21 @@ impl Daemon {
                     break;
                 }
             };
-            let session_id = session_id.clone();
-            self.push_output(&session_id, &buf[..n], timestamp);
+            let chunk = std::mem::take(&mut self.read_buffer);
+            self.push_output(&session_id, &chunk[..n], timestamp);
+            self.read_buffer = chunk;
             self.on_output(&session_id, n);
             total += n;
             if total >= budget {
-                // Edge-triggered: data may remain, so come back after other sources.
-                self.revisit.push(key);
-                return;
+                more = true;
+                break;
             }
         }
-        if closed {
+        crate::agents::pty_session::flush_session_holder(self, &session_id);
+        if more {
+            // Edge-triggered: data may remain, so come back after other sources.
+            self.revisit.push(key);
+        } else if closed {
             self.pipe_closed(key);
         }
     }
@@ -207,6 +212,7 @@ impl Daemon {
         let Some((offset, chunk)) = self.hub.push(session_id, bytes, timestamp) else {
             return;
         };
+        crate::agents::pty_session::forward_output(self, session_id, offset, bytes);
         if self.agents.get(session_id).is_none() {
             return;
         }
@@ -229,6 +235,7 @@ impl Daemon {
             self.push_output(session_id, chunk, now_millis());
             self.on_output(session_id, chunk.len());
         }
+        crate::agents::pty_session::flush_session_holder(self, session_id);
     }
 
     /// Output arrived: activity, counters and the `running` transition.

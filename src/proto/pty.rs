@@ -19,8 +19,14 @@ pub enum Kind {
     Gap,
     /// Holder → daemon: the agent's process ended (JSON exit status).
     Exit,
-    /// Daemon → holder: a screen to keep for the next daemon (JSON).
+    /// Daemon → holder: a screen to keep for the next daemon (JSON, with its stream offset).
     Checkpoint,
+    /// Daemon → holder: output the daemon read from the terminal, at a stream offset (8 bytes
+    /// big-endian, then the bytes), for the holder's replay.
+    Output,
+    /// Daemon → holder: the replay handed over starts at this offset of the new daemon's
+    /// stream (8 bytes big-endian).
+    Rebase,
     /// Daemon → holder: the session is deleted; kill what is left of the agent and exit.
     Release,
 }
@@ -32,6 +38,8 @@ impl Kind {
             Kind::Gap => b'G',
             Kind::Exit => b'X',
             Kind::Checkpoint => b'C',
+            Kind::Output => b'O',
+            Kind::Rebase => b'B',
             Kind::Release => b'R',
         }
     }
@@ -42,6 +50,8 @@ impl Kind {
             b'G' => Kind::Gap,
             b'X' => Kind::Exit,
             b'C' => Kind::Checkpoint,
+            b'O' => Kind::Output,
+            b'B' => Kind::Rebase,
             b'R' => Kind::Release,
             _ => return None,
         })
@@ -75,6 +85,14 @@ impl std::fmt::Display for FrameError {
             }
         }
     }
+}
+
+/// Encodes an [`Kind::Output`] frame: `data` read at stream offset `offset`.
+pub fn encode_output(offset: u64, data: &[u8], out: &mut Vec<u8>) {
+    out.push(b'O');
+    out.extend_from_slice(&((data.len() + 8) as u32).to_be_bytes());
+    out.extend_from_slice(&offset.to_be_bytes());
+    out.extend_from_slice(data);
 }
 
 /// Encodes a frame.

@@ -7,10 +7,13 @@
 //! - opens a pseudo-terminal of the requested size and starts ARGV on it (a session leader
 //!   with the terminal as its controlling terminal);
 //! - listens on its Unix socket (in the daemon's private state directory). A daemon that
-//!   connects gets [`Hello`], the master descriptor and the gap ring; the holder then stops
-//!   reading the master until that daemon's connection closes;
+//!   connects gets [`Hello`], the master descriptor and the [`Replay`] (output since the last
+//!   checkpoint); the holder then stops reading the master until that daemon's connection
+//!   closes, and keeps the replay current from the output the daemon forwards
+//!   ([`Kind::Output`]);
 //! - reaps the agent and reports its exact status ([`Kind::Exit`]);
-//! - keeps the newest checkpoint a daemon sends ([`Kind::Checkpoint`]) for the next daemon;
+//! - keeps the newest checkpoint a daemon sends ([`Kind::Checkpoint`]) for the next daemon,
+//!   and drops the replay before it;
 //! - ends when a daemon releases the session ([`Kind::Release`]): it kills what is left of
 //!   the agent's process group, reaps it and removes its socket.
 
@@ -24,7 +27,7 @@ use std::time::Duration;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use super::{ExitStatus, Hello};
+use super::{Checkpoint, ExitStatus, Hello};
 use crate::proto::pty::{FrameDecoder, Kind, MAX_PAYLOAD, encode};
 use crate::sys;
 
@@ -147,29 +150,42 @@ fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-/// Output kept while no daemon is attached: the newest `capacity` bytes, counting what had
-/// to be dropped.
+/// Everything the agent printed since the last screen checkpoint, numbered with the attached
+/// daemon's stream offsets: what the daemon forwards as it reads, and what the holder reads
+/// itself while no daemon is attached. A restarted daemon replays it on top of the
+/// checkpoint's screen and ends up exactly where the agent is. Bounded: past `capacity` the
+/// oldest bytes go, and the replay is then short by `dropped` bytes.
 #[derive(Debug)]
-pub struct Ring {
+pub struct Replay {
     bytes: VecDeque<u8>,
     capacity: usize,
+    /// Stream offset of the first byte held.
+    start: u64,
+    /// Bytes between the checkpoint and `start` that are missing.
     dropped: u64,
 }
 
-impl Ring {
-    /// An empty ring keeping at most `capacity` bytes.
-    pub fn new(capacity: usize) -> Ring {
-        Ring {
+impl Replay {
+    /// An empty replay keeping at most `capacity` bytes, starting at offset 0.
+    pub fn new(capacity: usize) -> Replay {
+        Replay {
             bytes: VecDeque::new(),
             capacity,
+            start: 0,
             dropped: 0,
         }
     }
 
-    /// Appends output, dropping the oldest bytes beyond the capacity.
+    /// The offset after the last byte held.
+    pub fn end(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+
+    /// Appends output at the end (read by the holder itself).
     pub fn push(&mut self, data: &[u8]) {
         let data = if data.len() > self.capacity {
             let cut = data.len() - self.capacity;
+            self.start += cut as u64;
             self.dropped += cut as u64;
             &data[cut..]
         } else {
@@ -177,14 +193,53 @@ impl Ring {
         };
         let overflow = (self.bytes.len() + data.len()).saturating_sub(self.capacity);
         self.bytes.drain(..overflow);
+        self.start += overflow as u64;
         self.dropped += overflow as u64;
         self.bytes.extend(data);
     }
 
-    /// Takes what the ring holds and how much it dropped, leaving it empty.
-    pub fn take(&mut self) -> (Vec<u8>, u64) {
-        let bytes = std::mem::take(&mut self.bytes).into();
-        (bytes, std::mem::take(&mut self.dropped))
+    /// Output a daemon read at `offset`. What continues the replay is appended; a repeat is
+    /// ignored; after a hole (the daemon could not forward some) only what follows is kept,
+    /// and the hole counts as dropped.
+    pub fn push_at(&mut self, offset: u64, data: &[u8]) {
+        let end = self.end();
+        if offset + (data.len() as u64) <= end {
+            return;
+        }
+        if offset < end {
+            return self.push(&data[(end - offset) as usize..]);
+        }
+        if offset > end {
+            self.dropped += offset - self.start;
+            self.bytes.clear();
+            self.start = offset;
+        }
+        self.push(data);
+    }
+
+    /// A checkpoint at `offset`: the bytes before it are no longer needed.
+    pub fn checkpoint(&mut self, offset: u64) {
+        if offset < self.start {
+            self.dropped = self.start - offset;
+        } else if offset <= self.end() {
+            self.bytes.drain(..(offset - self.start) as usize);
+            self.start = offset;
+            self.dropped = 0;
+        } else {
+            self.bytes.clear();
+            self.start = offset;
+            self.dropped = 0;
+        }
+    }
+
+    /// A new daemon numbers its stream afresh: the first byte held is at `offset`.
+    pub fn rebase(&mut self, offset: u64) {
+        self.start = offset;
+    }
+
+    /// What it holds and how many bytes are missing before it.
+    pub fn contents(&self) -> (Vec<u8>, u64) {
+        (self.bytes.iter().copied().collect(), self.dropped)
     }
 }
 
@@ -226,7 +281,7 @@ struct Holder {
     pidfd: Option<OwnedFd>,
     pid: u32,
     exit: Option<ExitStatus>,
-    ring: Ring,
+    replay: Replay,
     checkpoint: Option<String>,
 }
 
@@ -295,7 +350,7 @@ impl Holder {
             pidfd,
             pid,
             exit: None,
-            ring: Ring::new(options.ring_bytes),
+            replay: Replay::new(options.ring_bytes),
             checkpoint: None,
         };
         holder.start_reading();
@@ -361,7 +416,7 @@ impl Holder {
         loop {
             match sys::read_fd(self.master_fd, &mut buf) {
                 Ok(0) => break self.master_finished(),
-                Ok(n) => self.ring.push(&buf[..n]),
+                Ok(n) => self.replay.push(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 // EIO: every slave descriptor is closed.
@@ -419,7 +474,9 @@ impl Holder {
         stream.set_nonblocking(false)?;
         stream.set_write_timeout(Some(HANDOVER_TIMEOUT))?;
         let (rows, cols) = sys::terminal_size(self.master_fd).unwrap_or((0, 0));
-        let (gap, dropped) = self.ring.take();
+        // The replay stays until a checkpoint makes it unnecessary: if this daemon dies
+        // before leaving one, the next gets the same, and more.
+        let (gap, dropped) = self.replay.contents();
         let hello = Hello {
             pid: self.pid,
             holder_pid: std::process::id(),
@@ -480,7 +537,19 @@ impl Holder {
         for frame in frames {
             match frame.kind {
                 Kind::Checkpoint if frame.payload.len() <= MAX_CHECKPOINT_BYTES => {
-                    self.checkpoint = String::from_utf8(frame.payload).ok();
+                    if let Ok(checkpoint) = serde_json::from_slice::<Checkpoint>(&frame.payload) {
+                        self.replay.checkpoint(checkpoint.offset);
+                        self.checkpoint = String::from_utf8(frame.payload).ok();
+                    }
+                }
+                Kind::Output if frame.payload.len() >= 8 => {
+                    let (offset, data) = frame.payload.split_at(8);
+                    let offset = u64::from_be_bytes(offset.try_into().expect("8 bytes"));
+                    self.replay.push_at(offset, data);
+                }
+                Kind::Rebase if frame.payload.len() == 8 => {
+                    let offset = u64::from_be_bytes(frame.payload[..].try_into().expect("8 bytes"));
+                    self.replay.rebase(offset);
                 }
                 Kind::Release => {
                     self.release();
@@ -546,14 +615,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_ring_keeps_the_newest_bytes_and_counts_the_rest() {
-        let mut ring = Ring::new(4);
-        ring.push(b"ab");
-        ring.push(b"cde");
-        assert_eq!(ring.take(), (b"bcde".to_vec(), 1));
-        ring.push(b"0123456789");
-        assert_eq!(ring.take(), (b"6789".to_vec(), 6));
-        assert_eq!(ring.take(), (Vec::new(), 0));
+    fn the_replay_keeps_what_follows_the_checkpoint() {
+        let mut replay = Replay::new(8);
+        replay.push_at(0, b"hello ");
+        replay.push_at(6, b"world");
+        assert_eq!(
+            replay.contents(),
+            (b"lo world".to_vec(), 3),
+            "8 bytes at most"
+        );
+        replay.checkpoint(6);
+        assert_eq!(replay.contents(), (b"world".to_vec(), 0));
+        // A repeat is ignored, an overlap continues where it left off.
+        replay.push_at(6, b"world");
+        replay.push_at(9, b"ld!");
+        assert_eq!(replay.contents(), (b"world!".to_vec(), 0));
+        // The holder's own reads continue the numbering.
+        replay.push(b"?");
+        assert_eq!(replay.end(), 13);
+        // A hole: only what follows is kept, and the replay is short.
+        replay.push_at(20, b"xy");
+        assert_eq!(replay.contents(), (b"xy".to_vec(), 14));
+        replay.checkpoint(21);
+        assert_eq!(replay.contents(), (b"y".to_vec(), 0));
+        // A checkpoint older than what is held leaves the replay short.
+        replay.checkpoint(15);
+        assert_eq!(replay.contents().1, 6);
+        // A new daemon renumbers.
+        replay.rebase(0);
+        replay.checkpoint(0);
+        replay.push_at(1, b"z");
+        assert_eq!(replay.contents(), (b"yz".to_vec(), 0));
     }
 
     #[test]

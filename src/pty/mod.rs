@@ -49,9 +49,11 @@ pub struct Hello {
     pub cols: u16,
     /// How the agent ended, if it has.
     pub exit: Option<ExitStatus>,
-    /// Bytes of output read while no daemon was attached: they follow in one gap frame.
+    /// Bytes of output since the checkpoint (forwarded by the previous daemon, or read by the
+    /// holder while no daemon was attached): they follow in one gap frame.
     pub gap: usize,
-    /// Bytes of output the ring had to drop (it keeps the newest).
+    /// Bytes of output between the checkpoint and the gap that are missing (the replay is
+    /// bounded and keeps the newest).
     pub dropped: u64,
     /// The last checkpoint a daemon left, if any (its JSON, as that daemon wrote it).
     pub checkpoint: Option<String>,
@@ -61,6 +63,8 @@ pub struct Hello {
 /// the moment the daemon had read everything the agent printed so far.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
+    /// The stream offset the screen corresponds to (the daemon's numbering).
+    pub offset: u64,
     /// Rows of the screen.
     pub rows: u16,
     /// Columns of the screen.

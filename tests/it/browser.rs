@@ -42,16 +42,29 @@ impl Drop for Script {
     }
 }
 
+/// On both backends, one after the other (two browsers at once would compete for the
+/// machine with the rest of the suite). The dashboard is the way to look at a `pty` session:
+/// there is no tmux to attach to.
 #[test]
 fn the_dashboard_works_in_chromium() {
+    dashboard_in_chromium("tmux");
+    dashboard_in_chromium("pty");
+}
+
+fn dashboard_in_chromium(backend: &str) {
     let modules = playwright_modules();
-    let mut daemon = DaemonProcess::start_with(&format!(
-        "[agents.term]\ncommand = [\"bash\", \"--noprofile\", \"--norc\", \"-i\"]\n\
-         env = {{ PS1 = \"ready$ \" }}\n\
-         [agents.hooked]\ncommand = [\"{}\"]\nhooks = \"claude\"\n",
-        crate::common::agent_script("echo.sh")
-    ));
-    let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-shots");
+    let mut daemon = DaemonProcess::start_on(
+        backend,
+        &format!(
+            "[agents.term]\ncommand = [\"bash\", \"--noprofile\", \"--norc\", \"-i\"]\n\
+             env = {{ PS1 = \"ready$ \" }}\n\
+             [agents.hooked]\ncommand = [\"{}\"]\nhooks = \"claude\"\n",
+            crate::common::agent_script("echo.sh")
+        ),
+    );
+    let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("browser-shots")
+        .join(backend);
     std::fs::create_dir_all(&shots).unwrap();
     let control_link = daemon.login_link("control");
     let mut child = Command::new("node")

@@ -436,6 +436,57 @@ fn attach_is_raw_resizes_reconnects_detaches_and_restores_the_terminal() {
     );
 }
 
+/// `orchestra attach` is the terminal way into a `pty` session (there is no tmux session):
+/// raw keys, the terminal's size, a daemon restart under it, detach.
+#[test]
+fn attach_works_on_a_pty_session() {
+    let mut daemon = DaemonProcess::start_on(
+        "pty",
+        "[agents.term]\ncommand = [\"bash\", \"--noprofile\", \"--norc\", \"-i\"]\n\
+         env = { PS1 = \"ready$ \" }\n",
+    );
+    let token = daemon.control();
+    let session = daemon.spawn(&token, "term")["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut args = vec!["attach".to_string(), session.clone()];
+    args.extend(target(&daemon));
+    let mut term = Terminal::start(env!("CARGO_BIN_EXE_orchestra"), &args, 30, 100);
+    term.wait_for("ready$");
+    // The agent's terminal takes the size of the one attached.
+    term.type_keys(b"stty size\r");
+    term.wait_for("30 100");
+    term.master
+        .resize(PtySize {
+            rows: 33,
+            cols: 111,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .unwrap();
+    term.type_keys(b"echo one-$((20+22)); stty size\r");
+    term.wait_for("33 111");
+    daemon.kill9_and_restart_on_same_port();
+    term.wait_for("reconnected");
+    term.type_keys(b"echo two-$((20+22))\r");
+    wait_until("the second command's output on the screen", || {
+        term.screen(33, 111).contains("\ntwo-42").then_some(())
+    });
+    let screen = term.screen(33, 111);
+    assert_eq!(
+        screen.lines().filter(|l| l.trim_end() == "one-42").count(),
+        1,
+        "no line twice after the reconnect:\n{screen}"
+    );
+    term.type_keys(b"\x1d");
+    assert_eq!(term.exit_code(), 0);
+    assert_eq!(
+        daemon.get(&format!("/api/agents/{session}"), &token).json()["status"],
+        "running"
+    );
+}
+
 #[test]
 fn a_read_only_attach_types_nothing_and_ends_with_the_agent() {
     let daemon = daemon();
