@@ -170,10 +170,7 @@ impl Daemon {
         let mut closed = false;
         let timestamp = now_millis();
         let mut more = false;
-        loop {
-            let Some(Source::PanePipe { stream, .. }) = self.sources.get_mut(key) else {
-                break;
-            };
+        while let Some(Source::PanePipe { stream, .. }) = self.sources.get_mut(key) {
             let n = match stream.read(&mut self.read_buffer[..]) {
                 Ok(0) => {
                     closed = true;
