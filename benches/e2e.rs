@@ -943,6 +943,7 @@ fn latency(daemon: &DaemonProcess, samples: usize) -> Vec<Row> {
     let mut through = keystrokes(daemon, "rawecho", samples);
     let mut through_pty = keystrokes(daemon, "rawecho_pty", samples);
     let mut bare_pty = bare_pty_echo(daemon.dir.path(), samples);
+    let mut transport = pings(daemon, samples);
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     if std::env::var_os("E2E_WINDOWS").is_some() {
         for (i, window) in through.chunks(100).enumerate() {
@@ -966,20 +967,24 @@ fn latency(daemon: &DaemonProcess, samples: usize) -> Vec<Row> {
         us(percentile(&mut bare_pty, 0.5)),
         us(percentile(&mut bare_pty, 0.99)),
     );
+    let w50 = us(percentile(&mut transport, 0.5));
     println!(
         "latency: keystroke to echo over {samples} samples; tmux pipe path p50 {b50:.0} us p99 \
          {b99:.0} us; through the daemon, tmux backend p50 {t50:.0} us p99 {t99:.0} us; bare \
          pseudo-terminal echo p50 {e50:.0} us p99 {e99:.0} us; through the daemon, pty backend p50 \
-         {p50:.0} us p99 {p99:.0} us",
+         {p50:.0} us p99 {p99:.0} us; a JSON ping on the same kind of connection p50 {w50:.0} us",
     );
     vec![
         (
             format!("keystroke to echo, `pty` backend, {samples} samples"),
             format!(
-                "p50 {p50:.0} us = {:.2}x a bare pseudo-terminal echo in the same run (p50 \
-                 {e50:.0} us, p99 {e99:.0} us); p99 {p99:.0} us (WebSocket in, master, WebSocket \
-                 out)",
-                p50 / e50
+                "p50 {p50:.0} us, p99 {p99:.0} us (WebSocket in, master, WebSocket out) = {:.2}x \
+                 a bare pseudo-terminal echo in the same run (p50 {e50:.0} us, p99 {e99:.0} us); \
+                 without the WebSocket round trip itself (a JSON ping, p50 {w50:.0} us) the \
+                 terminal's part is {:.0} us = {:.2}x the bare echo",
+                p50 / e50,
+                p50 - w50,
+                (p50 - w50) / e50
             ),
         ),
         (
@@ -1062,6 +1067,20 @@ fn keystrokes(daemon: &DaemonProcess, agent_type: &str, samples: usize) -> Vec<D
         through.push(start.elapsed());
     }
     through
+}
+
+/// The transport alone: a JSON `ping` answered with `pong` on a connection like the one
+/// keystrokes take (client encode, loopback, the daemon's WebSocket and JSON, back).
+fn pings(daemon: &DaemonProcess, samples: usize) -> Vec<Duration> {
+    let mut ws = daemon.ws();
+    (0..samples)
+        .map(|_| {
+            let start = Instant::now();
+            send(&mut ws, json!({"type": "ping"}));
+            while recv(&mut ws)["type"] != "pong" {}
+            start.elapsed()
+        })
+        .collect()
 }
 
 /// Hook round trip: an agent's hook fires (`orchestra hook EVENT`, the program Claude Code

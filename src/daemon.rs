@@ -260,6 +260,10 @@ pub struct Daemon {
     pub revisit: Vec<usize>,
     /// The buffer pane output is read into (one for all panes: reads never overlap).
     pub read_buffer: Vec<u8>,
+    /// Output read this loop turn, for the emulator once viewers have theirs.
+    pub for_emulator: Vec<(String, u64, Arc<[u8]>)>,
+    /// Holder connections with forwarded output queued this loop turn.
+    pub holders_to_flush: Vec<usize>,
     /// Delegated task tickets.
     pub tasks: crate::tasks::TaskBook,
     /// The durable ticket store.
@@ -379,6 +383,8 @@ impl Daemon {
             observers: 0,
             revisit: Vec::new(),
             read_buffer: vec![0; crate::panes::capture::READ_CHUNK],
+            for_emulator: Vec::new(),
+            holders_to_flush: Vec::new(),
             tasks: crate::tasks::TaskBook::load(tickets),
             store,
             rate: crate::api::ratelimit::RateLimits::new(&config.rate_limits),

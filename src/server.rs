@@ -229,6 +229,7 @@ impl Server {
             self.settle();
             self.fire_timers();
             self.settle();
+            self.daemon.after_delivery();
             if let Some(deadline) = self.shutdown_deadline
                 && (self.conns.is_empty() || Instant::now() >= deadline)
             {

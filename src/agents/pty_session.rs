@@ -458,18 +458,15 @@ pub fn forward_output(daemon: &mut Daemon, session_id: &str, offset: u64, bytes:
     if let Some(Source::PtyHolder { outbound, .. }) = daemon.sources.get_mut(key)
         && outbound.len() + bytes.len() <= limit
     {
+        if outbound.is_empty() {
+            daemon.holders_to_flush.push(key);
+        }
         crate::proto::pty::encode_output(offset, bytes, outbound);
     }
 }
 
-/// Writes what is queued for a session's holder, as far as its socket takes it.
-pub fn flush_session_holder(daemon: &mut Daemon, session_id: &str) {
-    if let Some(key) = daemon.agents.get(session_id).and_then(|a| a.holder) {
-        flush_holder(daemon, key);
-    }
-}
-
-fn flush_holder(daemon: &mut Daemon, key: usize) {
+/// Writes what is queued for a holder, as far as its socket takes it.
+pub fn flush_holder(daemon: &mut Daemon, key: usize) {
     let Some(Source::PtyHolder {
         stream, outbound, ..
     }) = daemon.sources.get_mut(key)

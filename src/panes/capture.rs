@@ -194,7 +194,6 @@ impl Daemon {
                 break;
             }
         }
-        crate::agents::pty_session::flush_session_holder(self, &session_id);
         if more {
             // Edge-triggered: data may remain, so come back after other sources.
             self.revisit.push(key);
@@ -203,25 +202,37 @@ impl Daemon {
         }
     }
 
-    /// Sends output to viewers (through the hub) and to the emulator, which is fed as long as
-    /// it keeps within a backlog's worth of lag.
+    /// Sends output to viewers (through the hub); the emulator and a pty session's holder
+    /// get it once the viewers' frames are written ([`Daemon::after_delivery`]).
     fn push_output(&mut self, session_id: &str, bytes: &[u8], timestamp: u64) {
         let Some((offset, chunk)) = self.hub.push(session_id, bytes, timestamp) else {
             return;
         };
         crate::agents::pty_session::forward_output(self, session_id, offset, bytes);
-        if self.agents.get(session_id).is_none() {
-            return;
-        }
-        let Some(shared) = self.hub.stream(session_id).map(|s| s.shared.clone()) else {
-            return;
-        };
+        self.for_emulator.push((session_id.to_string(), offset, chunk));
+    }
+
+    /// What waits until the viewers' frames of this loop turn are written, so that waking
+    /// other threads and processes never delays them: output for the emulator (fed as long
+    /// as it keeps within a backlog's worth of lag) and for pty holders.
+    pub fn after_delivery(&mut self) {
         let limit = self.config.panes.backlog_bytes as u64;
-        if !self
-            .emulators
-            .feed(session_id, &shared, offset, chunk, limit)
-        {
-            self.emulator_lost(session_id);
+        for (session_id, offset, chunk) in std::mem::take(&mut self.for_emulator) {
+            if self.agents.get(&session_id).is_none() {
+                continue;
+            }
+            let Some(shared) = self.hub.stream(&session_id).map(|s| s.shared.clone()) else {
+                continue;
+            };
+            if !self
+                .emulators
+                .feed(&session_id, &shared, offset, chunk, limit)
+            {
+                self.emulator_lost(&session_id);
+            }
+        }
+        for key in std::mem::take(&mut self.holders_to_flush) {
+            crate::agents::pty_session::flush_holder(self, key);
         }
     }
 
@@ -232,7 +243,6 @@ impl Daemon {
             self.push_output(session_id, chunk, now_millis());
             self.on_output(session_id, chunk.len());
         }
-        crate::agents::pty_session::flush_session_holder(self, session_id);
     }
 
     /// Output arrived: activity, counters and the `running` transition.
