@@ -343,11 +343,12 @@ impl Backend {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PtyConfig {
-    /// Output a holder keeps while no daemon is attached (a restart's gap); beyond it the
-    /// oldest bytes are dropped and viewers are told.
+    /// Output since the last screen checkpoint that a holder keeps for the next daemon, and
+    /// the most the daemon queues for a slow holder; beyond it the oldest bytes are dropped
+    /// and a restarted daemon tells viewers.
     pub ring_bytes: usize,
-    /// Quiet time after output before the daemon leaves a screen checkpoint with the holder
-    /// (what a restarted daemon shows before the gap's output).
+    /// After output, how soon the daemon leaves a checkpoint of the screen with the holder
+    /// (the screen a restarted daemon replays the holder's output onto).
     #[serde(with = "duration_text")]
     pub checkpoint_after: Duration,
     /// How long the daemon waits for a holder to start or to hand its terminal over.

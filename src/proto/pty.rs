@@ -5,7 +5,7 @@
 //! descriptor attached (`SCM_RIGHTS`); its JSON says how many gap bytes follow in one
 //! [`Kind::Gap`] frame. Pure: bytes in, frames out.
 
-/// Largest payload a frame may carry (a holder's gap ring plus headroom).
+/// Largest payload a frame may carry (a holder's replay plus headroom).
 pub const MAX_PAYLOAD: usize = 64 * 1024 * 1024;
 /// Bytes before the payload: kind and length.
 pub const HEADER: usize = 5;

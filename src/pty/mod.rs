@@ -5,9 +5,10 @@
 //! The holder opens the pseudo-terminal, starts the agent on it and listens on a private
 //! Unix socket. A daemon that connects receives the master descriptor (`SCM_RIGHTS`) and
 //! from then on reads and writes it directly in its event loop: the holder stays out of the
-//! byte path. While no daemon is attached the holder reads the master into a bounded ring
-//! ([`holder::Ring`]) so the agent never blocks, and hands that gap over to the next daemon
-//! together with the last screen checkpoint the previous daemon left with it. It reaps the
+//! byte path. It keeps the last screen checkpoint the daemon left with it and everything
+//! printed since ([`holder::Replay`]): forwarded by the daemon as it reads, or read by the
+//! holder itself while no daemon is attached (so the agent never blocks). The next daemon
+//! replays that on top of the checkpoint and is exactly where the agent is. It reaps the
 //! agent, so exit statuses are exact, and it ends when the daemon releases the session.
 //!
 //! Frames are in [`crate::proto::pty`]; the JSON shapes are here.
