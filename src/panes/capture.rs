@@ -209,7 +209,8 @@ impl Daemon {
             return;
         };
         crate::agents::pty_session::forward_output(self, session_id, offset, bytes);
-        self.for_emulator.push((session_id.to_string(), offset, chunk));
+        self.for_emulator
+            .push((session_id.to_string(), offset, chunk));
     }
 
     /// What waits until the viewers' frames of this loop turn are written, so that waking
