@@ -940,8 +940,8 @@ fn latency(daemon: &DaemonProcess, samples: usize) -> Vec<Row> {
         .status()
         .unwrap();
 
-    let mut through = keystrokes(daemon, "rawecho", samples);
-    let mut through_pty = keystrokes(daemon, "rawecho_pty", samples);
+    let (mut through, _) = keystrokes(daemon, "rawecho", samples);
+    let (mut through_pty, pty_cpu) = keystrokes(daemon, "rawecho_pty", samples);
     let mut bare_pty = bare_pty_echo(daemon.dir.path(), samples);
     let mut transport = pings(daemon, samples);
     let us = |d: Duration| d.as_secs_f64() * 1e6;
@@ -981,10 +981,12 @@ fn latency(daemon: &DaemonProcess, samples: usize) -> Vec<Row> {
                 "p50 {p50:.0} us, p99 {p99:.0} us (WebSocket in, master, WebSocket out) = {:.2}x \
                  a bare pseudo-terminal echo in the same run (p50 {e50:.0} us, p99 {e99:.0} us); \
                  without the WebSocket round trip itself (a JSON ping, p50 {w50:.0} us) the \
-                 terminal's part is {:.0} us = {:.2}x the bare echo",
+                 terminal's part is {:.0} us = {:.2}x the bare echo; the daemon's CPU per \
+                 keystroke {:.0} us (the rest is waiting for wake-ups)",
                 p50 / e50,
                 p50 - w50,
-                (p50 - w50) / e50
+                (p50 - w50) / e50,
+                pty_cpu * 1e6
             ),
         ),
         (
@@ -1038,11 +1040,13 @@ fn bare_pty_echo(dir: &Path, samples: usize) -> Vec<Duration> {
 }
 
 /// Keystrokes through the daemon: `terminal_input` in, the echo's `terminal_output` out.
-fn keystrokes(daemon: &DaemonProcess, agent_type: &str, samples: usize) -> Vec<Duration> {
+/// Returns the round trips and the daemon's CPU time per keystroke.
+fn keystrokes(daemon: &DaemonProcess, agent_type: &str, samples: usize) -> (Vec<Duration>, f64) {
     let session = daemon.spawn(agent_type, json!({}));
     let mut ws = daemon.ws();
     subscribe(&mut ws, &session);
     std::thread::sleep(Duration::from_millis(300));
+    let cpu = cpu_seconds(daemon.child.id());
 
     let mut through = Vec::with_capacity(samples);
     for i in 0..samples {
@@ -1066,7 +1070,8 @@ fn keystrokes(daemon: &DaemonProcess, agent_type: &str, samples: usize) -> Vec<D
         }
         through.push(start.elapsed());
     }
-    through
+    let cpu_per_key = (cpu_seconds(daemon.child.id()) - cpu) / samples as f64;
+    (through, cpu_per_key)
 }
 
 /// The transport alone: a JSON `ping` answered with `pong` on a connection like the one
