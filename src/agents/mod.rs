@@ -414,8 +414,10 @@ pub struct Agent {
     pub rearm: Rearm,
     /// How many times capture was re-armed.
     pub rearms: u32,
-    /// The emulator skipped ahead during a flood; a tmux pane waits for its exact re-seed.
+    /// The emulator fell behind a flood: it is not fed until it catches up.
     pub emulator_lost: bool,
+    /// A tmux pane whose emulator caught up waits for its exact re-seed from tmux.
+    pub reseed_wanted: bool,
     /// The program's bracketed-paste mode as the emulator last reported it.
     pub paste_mode: Option<bool>,
     /// The paste mode last written to tmux (`@orchestra_paste`).
@@ -473,6 +475,7 @@ impl Agent {
             rearm: Rearm::Idle,
             rearms: 0,
             emulator_lost: false,
+            reseed_wanted: false,
             paste_mode: None,
             paste_persisted: None,
             paste_persist_pending: false,

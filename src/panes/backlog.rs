@@ -91,6 +91,18 @@ impl Backlog {
         Ok(copied)
     }
 
+    /// The newest whole chunks holding at least `bytes` bytes (or all of them), oldest first,
+    /// with their offsets.
+    pub fn tail(&self, bytes: usize) -> Vec<(u64, Arc<[u8]>)> {
+        let mut held = 0;
+        let mut first = self.chunks.len();
+        while first > 0 && held < bytes {
+            first -= 1;
+            held += self.chunks[first].1.len();
+        }
+        self.chunks.range(first..).cloned().collect()
+    }
+
     /// Whether bytes from `from` onwards are all still held.
     pub fn holds(&self, from: u64) -> bool {
         from >= self.start() && from <= self.end
@@ -103,6 +115,19 @@ mod tests {
 
     fn chunk(bytes: &[u8]) -> Arc<[u8]> {
         Arc::from(bytes)
+    }
+
+    #[test]
+    fn the_tail_is_whole_chunks_covering_the_newest_bytes() {
+        let mut backlog = Backlog::new(100, 0);
+        for part in [&b"abc"[..], b"de", b"fghi"] {
+            backlog.push(chunk(part));
+        }
+        let offsets = |tail: Vec<(u64, Arc<[u8]>)>| tail.iter().map(|c| c.0).collect::<Vec<_>>();
+        assert_eq!(offsets(backlog.tail(4)), [5]);
+        assert_eq!(offsets(backlog.tail(5)), [3, 5]);
+        assert_eq!(offsets(backlog.tail(100)), [0, 3, 5]);
+        assert!(backlog.tail(0).is_empty());
     }
 
     #[test]

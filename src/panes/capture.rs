@@ -21,8 +21,13 @@ use crate::tmux::{self, TmuxError};
 const READ_BUDGET: usize = 1 << 20;
 /// Size of one read (and so the largest live chunk).
 pub const READ_CHUNK: usize = 64 * 1024;
-/// Quiet time after which a lost emulator is re-seeded.
+/// Quiet time after which a tmux pane whose emulator caught up after a flood is re-seeded
+/// exactly from tmux.
 const RESEED_QUIET: Duration = Duration::from_millis(250);
+/// How often an emulator that fell behind is checked for having drained its queue.
+const CATCH_UP_CHECK: Duration = Duration::from_millis(20);
+/// Recent output an emulator that fell behind parses again to catch up: several screenfuls.
+pub const EMULATOR_CATCH_UP_BYTES: usize = 256 * 1024;
 
 /// How long a pane's bracketed-paste mode must stay unchanged before it is recorded in tmux.
 pub const PASTE_PERSIST_DELAY: Duration = Duration::from_secs(1);
@@ -219,7 +224,7 @@ impl Daemon {
     pub fn after_delivery(&mut self) {
         let limit = self.config.panes.backlog_bytes as u64;
         for (session_id, offset, chunk) in std::mem::take(&mut self.for_emulator) {
-            if self.agents.get(&session_id).is_none() {
+            if self.agents.get(&session_id).is_none_or(|a| a.emulator_lost) {
                 continue;
             }
             let Some(shared) = self.hub.stream(&session_id).map(|s| s.shared.clone()) else {
@@ -413,6 +418,7 @@ impl Daemon {
         }
         if let Some(agent) = self.agents.get_mut(session_id) {
             agent.emulator_lost = false;
+            agent.reseed_wanted = false;
         }
     }
 
@@ -468,32 +474,43 @@ impl Daemon {
         }
     }
 
-    /// The emulator fell behind the backlog (or its screen is no longer replayable): it skips
-    /// ahead to the stream's head, so snapshots stay available and at most one backlog old,
-    /// and waiting snapshot requests are asked again. A tmux pane is re-seeded exactly once
-    /// output is quiet.
+    /// The emulator fell behind the backlog (or its screen is no longer replayable): it is
+    /// no longer fed, and catches up with the newest output as soon as it has drained what
+    /// it has ([`Daemon::on_reseed_check`]). Snapshots meanwhile are answered from the screen
+    /// it has, followed by the backlog.
     fn emulator_lost(&mut self, session_id: &str) {
-        let Some(head) = self.hub.stream(session_id).map(|s| s.backlog.end()) else {
-            return;
-        };
-        self.emulators.reanchor(session_id, head);
-        for request in self.hub.rerequest(session_id) {
-            self.emulators.snapshot(session_id, request);
-        }
         let Some(agent) = self.agents.get_mut(session_id) else {
             return;
         };
-        if !agent.emulator_lost {
-            agent.emulator_lost = true;
-            log::info!(
-                "{session_id}: terminal state fell behind the output; skipped ahead{}",
-                if agent.backend.pane().is_some() {
-                    ", re-seeding from tmux when quiet"
-                } else {
-                    ""
-                }
-            );
-            if agent.backend.pane().is_some() {
+        if agent.emulator_lost {
+            return;
+        }
+        agent.emulator_lost = true;
+        log::info!("{session_id}: terminal state fell behind the output; catching up");
+        self.timers
+            .schedule_in(CATCH_UP_CHECK, Timer::ReseedCheck(session_id.to_string()));
+    }
+
+    /// Skips the emulator ahead to the newest [`EMULATOR_CATCH_UP_BYTES`] of the backlog and
+    /// asks it again for the screens viewers wait for.
+    fn emulator_catch_up(&mut self, session_id: &str) {
+        let Some(stream) = self.hub.stream(session_id) else {
+            return;
+        };
+        let chunks = stream.backlog.tail(EMULATOR_CATCH_UP_BYTES);
+        let from = chunks
+            .first()
+            .map_or(stream.backlog.end(), |(offset, _)| *offset);
+        let shared = stream.shared.clone();
+        self.emulators.catch_up(session_id, &shared, from, chunks);
+        for request in self.hub.rerequest(session_id) {
+            self.emulators.snapshot(session_id, request);
+        }
+        if let Some(agent) = self.agents.get_mut(session_id) {
+            agent.emulator_lost = false;
+            // A tmux pane's screen is then made exact from tmux once output is quiet.
+            if agent.backend.pane().is_some() && !agent.reseed_wanted {
+                agent.reseed_wanted = true;
                 self.timers
                     .schedule_in(RESEED_QUIET, Timer::ReseedCheck(session_id.to_string()));
             }
@@ -505,7 +522,18 @@ impl Daemon {
         let Some(agent) = self.agents.get(session_id) else {
             return;
         };
-        if !agent.emulator_lost {
+        if agent.emulator_lost {
+            // Catch up once the emulator has worked through most of what it was handed.
+            let lag = self.hub.stream(session_id).map_or(0, |s| s.shared.lag());
+            if lag > (self.config.panes.backlog_bytes / 2) as u64 {
+                self.timers
+                    .schedule_in(CATCH_UP_CHECK, Timer::ReseedCheck(session_id.to_string()));
+            } else {
+                self.emulator_catch_up(session_id);
+            }
+            return;
+        }
+        if !agent.reseed_wanted {
             return;
         }
         let quiet = SystemTime::now()

@@ -6,10 +6,10 @@
 //! priority and may lag during output floods. A snapshot is the emulator's screen at the offset
 //! it has reached, `E`; the caller follows it with the raw backlog bytes from `E`, so the client
 //! ends up exactly at the live stream. If the emulator falls further behind than the backlog
-//! holds, it skips ahead to the stream's head ([`Emulators::reanchor`]) rather than parse
-//! what nobody can ask for any more: its cost is bounded by the CPU it gets, and a snapshot
-//! is never older than one backlog's worth of output. (tmux panes are then re-seeded exactly
-//! once quiet.)
+//! holds, it stops being fed, and once it has drained what it has it skips ahead to the
+//! newest output ([`Emulators::catch_up`]): only a screenful's worth of recent bytes is
+//! parsed again rather than everything nobody can ask for any more, so its cost is bounded
+//! by the CPU it gets. (tmux panes are then also re-seeded exactly once quiet.)
 
 use std::collections::HashMap;
 use std::num::NonZeroU16;
@@ -245,15 +245,32 @@ impl Emulators {
         });
     }
 
-    /// The emulator fell too far behind: it skips to `offset` (the stream's head), keeping
-    /// the screen and modes it has, and goes on from there. Output it still has queued is
-    /// dropped unparsed. The screen lacks only what the skipped bytes drew; in a scrolling
-    /// flood the rows after the skip replace it within a screenful.
-    pub fn reanchor(&self, session: &str, offset: u64) {
+    /// The emulator fell too far behind: it skips to `offset`, keeping the screen and modes
+    /// it has, and goes on from there with `chunks` (the newest output, from `offset` on).
+    /// Output it still has queued is dropped unparsed. The screen then lacks only what the
+    /// skipped bytes drew and the newest output did not draw over: in a flood of lines,
+    /// nothing, once the chunks hold a screenful.
+    pub fn catch_up(
+        &self,
+        session: &str,
+        shared: &PaneShared,
+        offset: u64,
+        chunks: Vec<(u64, Arc<[u8]>)>,
+    ) {
         let _ = self.control.send(Control::Reanchor {
             session: session.into(),
             offset,
         });
+        for (offset, bytes) in chunks {
+            shared
+                .queued
+                .fetch_add(bytes.len() as u64, Ordering::AcqRel);
+            let _ = self.data.send(Data {
+                session: session.into(),
+                offset,
+                bytes,
+            });
+        }
     }
 
     /// Stops emulating a pane.

@@ -537,8 +537,9 @@ impl Hub {
             return false;
         }
         let (offset, gap) = if outrun {
-            let since = gap.map(|(since, _)| since).unwrap_or(snapshot.offset);
-            (stream.backlog.start(), Some((since, EMULATOR_OUTRUN)))
+            // A gap the viewer is owed anyway keeps its reason; it now ends later.
+            let gap = gap.unwrap_or((snapshot.offset, EMULATOR_OUTRUN));
+            (stream.backlog.start(), Some(gap))
         } else {
             (snapshot.offset, gap)
         };

@@ -158,7 +158,7 @@ fn unknown_agent_type_lists_the_known_ones() {
 
 #[test]
 fn missing_program_and_missing_tmux_fail_the_spawn_with_500() {
-    let daemon = DaemonProcess::start();
+    let daemon = DaemonProcess::start_tmux();
     let resp = daemon.post(
         "/api/agents/spawn",
         &daemon.control(),
@@ -172,7 +172,7 @@ fn missing_program_and_missing_tmux_fail_the_spawn_with_500() {
             .contains("definitely-not-installed-agent-cli")
     );
 
-    let daemon = DaemonProcess::start_with("[tmux]\nbinary = \"/nonexistent/tmux\"");
+    let daemon = DaemonProcess::start_tmux_with("[tmux]\nbinary = \"/nonexistent/tmux\"");
     let resp = daemon.post(
         "/api/agents/spawn",
         &daemon.control(),
@@ -309,7 +309,7 @@ fn env_keys_are_validated() {
 
 #[test]
 fn statuses_follow_the_process() {
-    let daemon = DaemonProcess::start_with("[sessions]\nidle_after = \"300ms\"");
+    let daemon = DaemonProcess::start_tmux_with("[sessions]\nidle_after = \"300ms\"");
     let token = daemon.control();
     let ok = daemon.spawn(&token, "exit0")["session_id"]
         .as_str()
@@ -420,7 +420,7 @@ fn kill_ends_the_whole_process_tree_even_when_it_ignores_sigterm() {
 
 #[test]
 fn twenty_concurrent_spawns() {
-    let daemon = DaemonProcess::start();
+    let daemon = DaemonProcess::start_tmux();
     let token = daemon.control();
     let ids: Vec<String> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..20)
@@ -462,7 +462,7 @@ fn session_limit_is_503() {
 
 #[test]
 fn a_hung_tmux_fails_the_spawn_after_its_timeout_without_stalling_the_daemon() {
-    let daemon = DaemonProcess::start_with(&format!(
+    let daemon = DaemonProcess::start_tmux_with(&format!(
         "[tmux]\nbinary = \"{}\"\ncommand_timeout = \"2s\"",
         crate::common::agent_script("tmux-hang.sh")
     ));

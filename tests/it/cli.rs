@@ -12,6 +12,15 @@ use serde_json::Value;
 use crate::common::{DaemonProcess, PATIENCE, wait_until};
 
 /// A daemon with a bash agent (`term`) whose prompt is `ready$ `.
+/// A daemon whose agents run on tmux whatever the suite's backend (for what tests tmux).
+fn tmux_daemon() -> DaemonProcess {
+    DaemonProcess::start_on(
+        "tmux",
+        "[agents.term]\ncommand = [\"bash\", \"--noprofile\", \"--norc\", \"-i\"]\n\
+         env = { PS1 = \"ready$ \" }\n",
+    )
+}
+
 fn daemon() -> DaemonProcess {
     DaemonProcess::start_with(
         "[agents.term]\ncommand = [\"bash\", \"--noprofile\", \"--norc\", \"-i\"]\n\
@@ -356,7 +365,7 @@ fn pane_width(daemon: &DaemonProcess, tmux_session: &str) -> String {
 
 #[test]
 fn attach_is_raw_resizes_reconnects_detaches_and_restores_the_terminal() {
-    let mut daemon = daemon();
+    let mut daemon = tmux_daemon();
     let token = daemon.control();
     let spawned = daemon.spawn(&token, "term");
     let session = spawned["session_id"].as_str().unwrap().to_string();

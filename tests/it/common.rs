@@ -133,6 +133,25 @@ impl DaemonProcess {
         DaemonProcess::start_with_options(|_| extra.to_string(), &[], Some(&backend))
     }
 
+    /// [`DaemonProcess::start`] with agents on tmux whatever the suite's backend: for tests
+    /// whose subject is tmux itself (its panes, pipes, server).
+    pub fn start_tmux() -> DaemonProcess {
+        DaemonProcess::start_on("tmux", "")
+    }
+
+    /// [`DaemonProcess::start_with`] on tmux whatever the suite's backend.
+    pub fn start_tmux_with(extra: &str) -> DaemonProcess {
+        DaemonProcess::start_on("tmux", extra)
+    }
+
+    /// [`DaemonProcess::start_with_env`] on tmux whatever the suite's backend.
+    pub fn start_tmux_with_env(
+        extra: impl FnOnce(&Path) -> String,
+        env: &[(&str, &str)],
+    ) -> DaemonProcess {
+        DaemonProcess::start_with_options(extra, env, Some("tmux"))
+    }
+
     /// Like [`DaemonProcess::start_with_work`], with extra environment variables for the daemon.
     pub fn start_with_env(
         extra: impl FnOnce(&Path) -> String,
@@ -156,9 +175,10 @@ impl DaemonProcess {
         let work = std::fs::canonicalize(&work).unwrap();
         let config = dir.path().join("config.toml");
         let mut text = merge_config(&base_config(&work), &extra(&work));
-        // ORCHESTRA_TEST_BACKEND=pty runs every test's agents on that backend (exploration).
+        // The suite's backend (the `pty` test binary), or ORCHESTRA_TEST_BACKEND, applies to
+        // every test that does not choose one.
         let forced = std::env::var("ORCHESTRA_TEST_BACKEND").ok();
-        if let Some(backend) = backend.or(forced.as_deref()) {
+        if let Some(backend) = backend.or(crate::SUITE_BACKEND).or(forced.as_deref()) {
             text = with_backend(&text, backend);
         }
         std::fs::write(&config, text).unwrap();
@@ -428,8 +448,28 @@ impl DaemonProcess {
             .unwrap()
     }
 
-    /// The text currently on a session's pane.
+    /// The text currently on a session's pane: tmux's capture for a tmux session; for a pty
+    /// session (no tmux), the screen a new viewer gets from the daemon.
     pub fn screen(&self, tmux_session: &str) -> String {
+        let session_id = tmux_session.replacen("agent-", "sess-", 1);
+        if self
+            .state
+            .join("pty")
+            .join(format!("{session_id}.meta"))
+            .exists()
+        {
+            let mut ws = self.ws(&self.control());
+            ws.subscribe(&session_id);
+            let screen = ws.recv_until("the screen", |m| m["snapshot"] == true);
+            let size = |key: &str| screen[key].as_u64().unwrap() as u16;
+            let mut terminal = vt100::Parser::new(
+                size("rows").try_into().unwrap(),
+                size("cols").try_into().unwrap(),
+                0,
+            );
+            terminal.process(screen["data"].as_str().unwrap().as_bytes());
+            return terminal.screen().contents();
+        }
         let out = self.tmux(&["capture-pane", "-p", "-t", &format!("={tmux_session}:")]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -678,13 +718,15 @@ fn merge_config(base: &str, extra: &str) -> String {
     toml::to_string(&base).unwrap()
 }
 
-/// `config` with `backend = "<backend>"` in every agent type.
+/// `config` with `backend = "<backend>"` in every agent type that does not name its own.
 fn with_backend(config: &str, backend: &str) -> String {
     let mut table: toml::Table = toml::from_str(config).unwrap();
     if let Some(toml::Value::Table(agents)) = table.get_mut("agents") {
         for (_, agent) in agents.iter_mut() {
             if let toml::Value::Table(agent) = agent {
-                agent.insert("backend".into(), toml::Value::String(backend.into()));
+                agent
+                    .entry("backend")
+                    .or_insert_with(|| toml::Value::String(backend.into()));
             }
         }
     }

@@ -655,7 +655,7 @@ fn sigterm_closes_open_websockets_with_1001() {
 
 #[test]
 fn the_private_tmux_server_dying_ends_every_session_and_spawning_still_works() {
-    let daemon = DaemonProcess::start();
+    let daemon = DaemonProcess::start_tmux();
     let token = daemon.control();
     let ids: Vec<String> = (0..4)
         .map(|_| id_of(&daemon.spawn(&token, "echo")))

@@ -3,6 +3,10 @@
 //! One test binary (faster to link than many); each test starts its own daemon with its own
 //! state directory and private tmux server, so tests run in parallel safely.
 
+/// The backend every test's agents run on unless the test chooses (`None`: the
+/// configuration's, tmux). The `pty` test target runs much of this suite with `Some("pty")`.
+pub const SUITE_BACKEND: Option<&str> = None;
+
 mod common;
 
 mod agents;

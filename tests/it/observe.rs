@@ -602,7 +602,7 @@ fn a_viewer_that_fell_behind_catches_up_without_waiting_for_new_output() {
 
 #[test]
 fn a_pipe_closed_under_a_live_pane_is_re_armed() {
-    let daemon = DaemonProcess::start();
+    let daemon = DaemonProcess::start_tmux();
     let token = daemon.control();
     let spawned = daemon.spawn(&token, "echo");
     let session = id_of(&spawned);
@@ -783,7 +783,7 @@ fn bytes_sent_with_the_upgrade_request_are_not_lost() {
 
 #[test]
 fn input_reaches_a_pane_that_is_in_copy_mode() {
-    let daemon = DaemonProcess::start();
+    let daemon = DaemonProcess::start_tmux();
     let token = daemon.control();
     let spawned = daemon.spawn(&token, "echo");
     let session = id_of(&spawned);
@@ -860,7 +860,7 @@ fn an_agent_killed_by_a_signal_is_announced_with_its_signal() {
 
 #[test]
 fn tmux_and_shell_syntax_in_typed_text_reaches_the_pane_as_inert_text() {
-    let daemon = DaemonProcess::start();
+    let daemon = DaemonProcess::start_tmux();
     let token = daemon.control();
     let spawned = daemon.spawn(&token, "echo");
     let session = id_of(&spawned);
@@ -1004,7 +1004,7 @@ fn a_pipe_that_goes_silent_under_a_live_pane_is_re_armed_by_the_health_check() {
     // The tmux stand-in gives the next pane a pipe that stays open but delivers nothing, as
     // a wedged pipe would; only the health check, comparing tmux's activity with what the
     // pipe delivered, can notice.
-    let daemon = DaemonProcess::start_with(&format!(
+    let daemon = DaemonProcess::start_tmux_with(&format!(
         "[panes]\nhealth_interval = \"500ms\"\n[tmux]\nbinary = \"{}\"",
         crate::common::agent_script("tmux-silence-pipe.sh")
     ));
@@ -1140,7 +1140,7 @@ fn a_fresh_subscriber_gets_colours_cursor_and_modes_on_its_screen() {
 
 #[test]
 fn resize_terminal_reaches_the_pane_and_the_screens_that_follow() {
-    let daemon = DaemonProcess::start();
+    let daemon = DaemonProcess::start_tmux();
     let token = daemon.control();
     let spawned = daemon.spawn(&token, "echo");
     let session = id_of(&spawned);

@@ -45,7 +45,7 @@ fn pid_of(value: &Value) -> u64 {
 fn no_process_the_daemon_starts_inherits_its_secret_or_variables() {
     let secret = unique_secret();
     let orchestra = env!("CARGO_BIN_EXE_orchestra");
-    let daemon = DaemonProcess::start_with_env(
+    let daemon = DaemonProcess::start_tmux_with_env(
         |_| {
             format!(
                 "[agents.envdump]\ncommand = [\"/bin/sh\", \"-c\", \"read line; env; echo ENV-DONE; exec cat\"]\n\

@@ -76,7 +76,7 @@ fn a_hung_tmux_stalls_neither_streams_nor_health_nor_listing_and_spawns_are_refu
     let stand_in = dir.path().join("tmux");
     std::os::unix::fs::symlink(agent_script("hold.sh"), &stand_in).unwrap();
     let real_tmux = real("tmux");
-    let daemon = DaemonProcess::start_with_env(
+    let daemon = DaemonProcess::start_tmux_with_env(
         |_| {
             format!(
                 "workers = 2\nmax_queued_jobs = 2\n[tmux]\nbinary = \"{}\"\ncommand_timeout = \"120s\"\n",

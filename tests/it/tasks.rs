@@ -220,7 +220,7 @@ fn a_task_that_edits_files_completes_with_the_files_and_the_final_answer() {
 
 #[test]
 fn a_finished_task_session_goes_away_unless_keep_sessions_is_set() {
-    let daemon = DaemonProcess::start();
+    let daemon = DaemonProcess::start_tmux();
     let token = daemon.control();
     let answer = daemon.delegate_in(&token, "task", &daemon.work, "WRITE gone.txt x");
     daemon.wait_task_status(&token, &text(&answer, "ticket_id"), "completed");
@@ -230,7 +230,7 @@ fn a_finished_task_session_goes_away_unless_keep_sessions_is_set() {
     });
     assert_eq!(daemon.get("/api/agents", &token).json()["total"], 0);
 
-    let daemon = DaemonProcess::start_with("[tasks]\nkeep_sessions = true");
+    let daemon = DaemonProcess::start_tmux_with("[tasks]\nkeep_sessions = true");
     let token = daemon.control();
     let answer = daemon.delegate_in(&token, "task", &daemon.work, "SAY last words here");
     daemon.wait_task_status(&token, &text(&answer, "ticket_id"), "completed");
@@ -1344,7 +1344,7 @@ fn a_ticket_whose_agent_finished_while_the_daemon_was_down_gets_its_result() {
 
 #[test]
 fn a_ticket_whose_session_vanished_while_the_daemon_was_down_fails_as_crashed() {
-    let mut daemon = DaemonProcess::start();
+    let mut daemon = DaemonProcess::start_tmux();
     let token = daemon.control();
     let answer = daemon.delegate_in(
         &token,
