@@ -918,21 +918,7 @@ fn latency(daemon: &DaemonProcess, samples: usize) -> Vec<Row> {
         .unwrap();
     let mut output = std::fs::File::open(&fifo_out).unwrap();
     std::thread::sleep(Duration::from_millis(300)); // let stty raw take effect
-    let mut baseline = Vec::with_capacity(samples);
-    let mut buf = [0u8; 256];
-    for i in 0..samples {
-        let key = [b'a' + (i % 26) as u8];
-        let start = Instant::now();
-        input.write_all(&key).unwrap();
-        loop {
-            let n = output.read(&mut buf).unwrap();
-            assert!(n > 0, "the baseline's output pipe closed");
-            if buf[..n].contains(&key[0]) {
-                break;
-            }
-        }
-        baseline.push(start.elapsed());
-    }
+    let mut baseline = echo_round_trips(&mut input, &mut output, samples);
     Command::new("tmux")
         .arg("-S")
         .arg(&socket)
@@ -1019,23 +1005,33 @@ fn bare_pty_echo(dir: &Path, samples: usize) -> Vec<Duration> {
     let mut reader = pty.master.try_clone_reader().unwrap();
     let mut writer = pty.master.take_writer().unwrap();
     std::thread::sleep(Duration::from_millis(300)); // let stty raw take effect
+    let times = echo_round_trips(&mut writer, &mut reader, samples);
+    let _ = child.kill();
+    let _ = child.wait();
+    times
+}
+
+/// `samples` keys written to `input`, each timed until its echo is read from `output`.
+fn echo_round_trips(
+    input: &mut impl Write,
+    output: &mut impl Read,
+    samples: usize,
+) -> Vec<Duration> {
     let mut buf = [0u8; 256];
     let mut times = Vec::with_capacity(samples);
     for i in 0..samples {
         let key = [b'a' + (i % 26) as u8];
         let start = Instant::now();
-        writer.write_all(&key).unwrap();
+        input.write_all(&key).unwrap();
         loop {
-            let n = reader.read(&mut buf).unwrap();
-            assert!(n > 0, "the echo program ended");
+            let n = output.read(&mut buf).unwrap();
+            assert!(n > 0, "the echo's output closed");
             if buf[..n].contains(&key[0]) {
                 break;
             }
         }
         times.push(start.elapsed());
     }
-    let _ = child.kill();
-    let _ = child.wait();
     times
 }
 

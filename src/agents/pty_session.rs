@@ -6,7 +6,7 @@
 //! private `pty` directory: the holder's socket, the session's metadata (what a restarted
 //! daemon needs to list it again) and the holder's error log.
 
-use std::io::{Read, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -241,23 +241,7 @@ pub fn on_holder_ready(daemon: &mut Daemon, key: usize) {
         return;
     };
     let session_id = session_id.clone();
-    let mut closed = false;
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => {
-                closed = true;
-                break;
-            }
-            Ok(n) => decoder.push(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => {
-                closed = true;
-                break;
-            }
-        }
-    }
+    let mut closed = crate::pty::read_into(stream, decoder);
     while !outbound.is_empty() && !closed {
         match stream.write(outbound) {
             Ok(n) => {

@@ -18,6 +18,24 @@ pub mod link;
 
 use serde::{Deserialize, Serialize};
 
+/// Reads what a non-blocking `stream` has into `decoder`. Returns true when the stream
+/// is closed (end of file or an error other than "would block").
+pub fn read_into(
+    stream: &mut impl std::io::Read,
+    decoder: &mut crate::proto::pty::FrameDecoder,
+) -> bool {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => decoder.push(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return true,
+        }
+    }
+}
+
 /// How the agent's process ended, as the holder saw it with `waitpid`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
