@@ -169,6 +169,55 @@ pub fn json_bodies(data: &[u8]) {
     json_round_trip::<crate::wire::ws::ClientMessage>(data);
 }
 
+/// The frames between the daemon and a pty holder: however the stream is cut, the decoder
+/// yields the same frames or the same error; re-encoding what it yields gives back the
+/// bytes it consumed. The first byte picks the cut size. The frames' payloads also drive a
+/// holder's replay, which never holds more than its capacity.
+pub fn pty_frames(data: &[u8]) {
+    use crate::proto::pty::{FrameDecoder, Kind, encode};
+    let Some((&cut, stream)) = data.split_first() else {
+        return;
+    };
+    let decode = |piece: usize| {
+        let mut decoder = FrameDecoder::new();
+        let mut frames = Vec::new();
+        for part in stream.chunks(piece.max(1)) {
+            decoder.push(part);
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => frames.push(frame),
+                    Ok(None) => break,
+                    Err(e) => return (frames, Some(e)),
+                }
+            }
+        }
+        (frames, None)
+    };
+    let whole = decode(stream.len());
+    let pieces = decode(cut as usize);
+    assert_eq!(whole, pieces, "the cut changed the frames");
+    let encoded: Vec<u8> = whole
+        .0
+        .iter()
+        .flat_map(|f| encode(f.kind, &f.payload))
+        .collect();
+    assert_eq!(&stream[..encoded.len()], &encoded[..]);
+    let mut replay = crate::pty::holder::Replay::new(64);
+    for frame in &whole.0 {
+        match frame.kind {
+            Kind::Output if frame.payload.len() >= 8 => {
+                let (offset, bytes) = frame.payload.split_at(8);
+                let offset = u64::from_be_bytes(offset.try_into().expect("8 bytes")) >> 40;
+                replay.push_at(offset, bytes);
+            }
+            Kind::Checkpoint => replay.checkpoint(frame.payload.len() as u64),
+            Kind::Rebase => replay.rebase(frame.payload.len() as u64),
+            _ => replay.push(&frame.payload),
+        }
+        assert!(replay.contents().0.len() <= 64);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -192,6 +241,8 @@ mod tests {
         super::utf8_chunker(b"\x03h\xc3\xa9llo \xf0\x9f\x98\x80 \xff\xe2\x82");
         super::ws_client_message(b"\x05\x81\x84\x01\x02\x03\x04\x7a\x20\x78\x7f");
         super::ws_client_message(b"");
+        super::pty_frames(b"\x03O\0\0\0\x0a\0\0\0\0\0\0\0\0hiC\0\0\0\0R\0\0\0\0");
+        super::pty_frames(b"\x01Z");
     }
 
     /// Found by `cargo fuzz`: a long request line split across reads was reported as 414 or

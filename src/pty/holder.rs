@@ -203,7 +203,7 @@ impl Replay {
     /// and the hole counts as dropped.
     pub fn push_at(&mut self, offset: u64, data: &[u8]) {
         let end = self.end();
-        if offset + (data.len() as u64) <= end {
+        if offset.saturating_add(data.len() as u64) <= end {
             return;
         }
         if offset < end {
