@@ -102,8 +102,8 @@ pub enum Source {
         decoder: crate::proto::pty::FrameDecoder,
         /// Frames for the holder not yet written (forwarded output, checkpoints).
         outbound: Vec<u8>,
-        /// The stream offset of the last checkpoint sent.
-        checkpointed: Option<u64>,
+        /// The stream offset and size of the last checkpoint sent.
+        checkpointed: Option<(u64, u16, u16)>,
     },
     /// A hook's connection whose message is arriving.
     Hook {

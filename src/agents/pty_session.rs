@@ -405,7 +405,9 @@ pub fn on_checkpoint(daemon: &mut Daemon, session_id: &str, snapshot: Option<Sna
     let Some(Source::PtyHolder { checkpointed, .. }) = daemon.sources.get(key) else {
         return;
     };
-    if *checkpointed == Some(snapshot.offset) {
+    // Nothing new since the last one (a resize alone changes the size).
+    let key_of = (snapshot.offset, snapshot.rows, snapshot.cols);
+    if *checkpointed == Some(key_of) {
         return;
     }
     let checkpoint = Checkpoint {
@@ -425,7 +427,7 @@ pub fn on_checkpoint(daemon: &mut Daemon, session_id: &str, snapshot: Option<Sna
     }) = daemon.sources.get_mut(key)
     {
         outbound.extend_from_slice(&encode(Kind::Checkpoint, &payload));
-        *checkpointed = Some(snapshot.offset);
+        *checkpointed = Some(key_of);
         daemon.metrics.pty_checkpoints += 1;
         flush_holder(daemon, key);
     }
