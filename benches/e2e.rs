@@ -436,25 +436,35 @@ fn pty_baseline(bytes: usize) -> f64 {
     let started = Instant::now();
     let mut child = pty.slave.spawn_command(command).unwrap();
     drop(pty.slave);
+    let (total, _) = read_until_end(&mut reader, b"END\r\n");
+    let elapsed = started.elapsed();
+    let _ = child.wait();
+    total as f64 / elapsed.as_secs_f64() / 1e6
+}
+
+/// Reads `reader` until `marker` (at most 8 bytes) has gone by, or the end. Returns the
+/// bytes read and when the first of them arrived.
+fn read_until_end(reader: &mut impl Read, marker: &[u8]) -> (usize, Option<Instant>) {
     let mut buf = vec![0u8; 1 << 16];
-    let mut total = 0usize;
     let mut tail = Vec::new();
+    let mut total = 0usize;
+    let mut first = None;
     loop {
+        // A pseudo-terminal's master reports the end as an error (EIO).
         let n = reader.read(&mut buf).unwrap_or(0);
         if n == 0 {
             break;
         }
+        first.get_or_insert_with(Instant::now);
         total += n;
         tail.extend_from_slice(&buf[..n]);
-        if tail.windows(5).any(|w| w == b"END\r\n") {
+        if tail.windows(marker.len()).any(|w| w == marker) {
             break;
         }
         let cut = tail.len().saturating_sub(8);
         tail.drain(..cut);
     }
-    let elapsed = started.elapsed();
-    let _ = child.wait();
-    total as f64 / elapsed.as_secs_f64() / 1e6
+    (total, first)
 }
 
 /// Baseline: the same generator in a plain tmux session whose pipe-pane writes to a FIFO
@@ -496,25 +506,8 @@ fn fifo_baseline(dir: &Path, bytes: usize) -> f64 {
     assert!(status.success());
     let reader = std::thread::spawn(move || {
         let mut file = std::fs::File::open(&fifo).unwrap();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut tail = Vec::new();
-        let mut total = 0usize;
-        let mut started: Option<Instant> = None;
-        loop {
-            let n = file.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            started.get_or_insert_with(Instant::now);
-            total += n;
-            tail.extend_from_slice(&buf[..n]);
-            if tail.windows(7).any(|w| w == b"\r\nEND\r\n") {
-                break;
-            }
-            let cut = tail.len().saturating_sub(8);
-            tail.drain(..cut);
-        }
-        (total, started.unwrap().elapsed())
+        let (total, started) = read_until_end(&mut file, b"\r\nEND\r\n");
+        (total, started.expect("output arrived").elapsed())
     });
     // Trigger the generator.
     std::thread::sleep(Duration::from_millis(300));
@@ -691,22 +684,7 @@ fn sharded_tmux(dir: &Path, servers: usize, agents: usize, bytes: usize) -> f64 
         assert!(status.success());
         readers.push(std::thread::spawn(move || {
             let mut file = std::fs::File::open(&fifo).unwrap();
-            let mut buf = vec![0u8; 1 << 16];
-            let mut tail = Vec::new();
-            let mut total = 0usize;
-            loop {
-                let n = file.read(&mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                total += n;
-                tail.extend_from_slice(&buf[..n]);
-                if tail.windows(7).any(|w| w == b"\r\nEND\r\n") {
-                    break;
-                }
-                let cut = tail.len().saturating_sub(8);
-                tail.drain(..cut);
-            }
+            let (total, _) = read_until_end(&mut file, b"\r\nEND\r\n");
             (total, Instant::now())
         }));
     }

@@ -565,6 +565,23 @@ pub(super) fn watch_exit(daemon: &mut Daemon, session_id: &str) -> bool {
     true
 }
 
+/// What a session found after a restart gets back, on either backend: its hook credential
+/// (from its stored metadata), the activity a restarted daemon starts from, its status and
+/// its conversation history (read once at start, before the loop runs).
+pub(super) fn restore_adopted(daemon: &mut Daemon, agent: &mut Agent, hook_token: Option<&String>) {
+    agent.reported = agent.status(SystemTime::now(), daemon.config.sessions.idle_after);
+    if let Some(token) = hook_token {
+        daemon.hook_tokens.insert(token.clone(), agent.id.clone());
+        agent.hook_token = Some(token.clone());
+    }
+    agent.activity =
+        super::activity::ActivityState::adopted(SystemTime::now(), agent.hook_token.is_some());
+    agent.reported_activity = agent.activity.activity;
+    agent.history = daemon
+        .history
+        .load(&agent.id, daemon.config.sessions.max_history);
+}
+
 /// Gives an agent its type's screen rules (types without hooks that have some).
 pub(super) fn attach_screen_rules(daemon: &Daemon, agent: &mut Agent) {
     if let Some(agent_type) = daemon.config.agents.get(&agent.agent_type)
@@ -962,18 +979,7 @@ pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
         } else {
             CaptureState::Detached
         };
-        agent.reported = agent.status(SystemTime::now(), daemon.config.sessions.idle_after);
-        if let Some(token) = &meta.hook_token {
-            daemon.hook_tokens.insert(token.clone(), agent.id.clone());
-            agent.hook_token = Some(token.clone());
-        }
-        agent.activity =
-            super::activity::ActivityState::adopted(SystemTime::now(), agent.hook_token.is_some());
-        agent.reported_activity = agent.activity.activity;
-        // Read once at start, before the loop runs.
-        agent.history = daemon
-            .history
-            .load(&agent.id, daemon.config.sessions.max_history);
+        restore_adopted(daemon, &mut agent, meta.hook_token.as_ref());
         register(daemon, agent, Some(pane.state));
         count += 1;
     }

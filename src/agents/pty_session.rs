@@ -534,17 +534,7 @@ pub fn adopt(daemon: &mut Daemon) -> usize {
             daemon.config.tmux.height,
             daemon.config.tmux.width,
         );
-        if let Some(token) = &meta.hook_token {
-            daemon.hook_tokens.insert(token.clone(), agent.id.clone());
-            agent.hook_token = Some(token.clone());
-        }
-        agent.activity =
-            super::activity::ActivityState::adopted(SystemTime::now(), agent.hook_token.is_some());
-        agent.reported_activity = agent.activity.activity;
-        agent.reported = agent.status(SystemTime::now(), daemon.config.sessions.idle_after);
-        agent.history = daemon
-            .history
-            .load(&agent.id, daemon.config.sessions.max_history);
+        manager::restore_adopted(daemon, &mut agent, meta.hook_token.as_ref());
         log::info!(
             "{}: re-adopted from its pty holder (pid {})",
             agent.id,

@@ -196,6 +196,12 @@ impl Emulators {
         if shared.queued.load(Ordering::Acquire) + bytes.len() as u64 > limit {
             return false;
         }
+        self.send_data(session, shared, offset, bytes);
+        true
+    }
+
+    /// Queues output for the thread, counting it as lag until processed.
+    fn send_data(&self, session: &str, shared: &PaneShared, offset: u64, bytes: Arc<[u8]>) {
         shared
             .queued
             .fetch_add(bytes.len() as u64, Ordering::AcqRel);
@@ -204,7 +210,6 @@ impl Emulators {
             offset,
             bytes,
         });
-        true
     }
 
     /// Asks for the pane's screen; the answer comes back as [`EmulatorEvent::Snapshot`].
@@ -262,14 +267,7 @@ impl Emulators {
             offset,
         });
         for (offset, bytes) in chunks {
-            shared
-                .queued
-                .fetch_add(bytes.len() as u64, Ordering::AcqRel);
-            let _ = self.data.send(Data {
-                session: session.into(),
-                offset,
-                bytes,
-            });
+            self.send_data(session, shared, offset, bytes);
         }
     }
 
