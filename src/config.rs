@@ -874,6 +874,13 @@ impl Config {
         self.state_dir.join("attach.sock")
     }
 
+    /// The local API socket: the same HTTP and WebSocket API as the listen address, for
+    /// processes of the daemon's own user only, with no token (the `orchestra` commands on
+    /// this host use it).
+    pub fn api_socket(&self) -> PathBuf {
+        self.state_dir.join("api.sock")
+    }
+
     /// Directory of the `pty` backend's holder sockets and session metadata.
     pub fn pty_dir(&self) -> PathBuf {
         self.state_dir.join("pty")

@@ -40,6 +40,8 @@ pub const SIGNALS: Token = Token(2);
 pub const ATTACH_LISTENER: Token = Token(3);
 /// Token of the hook listener.
 pub const HOOK_LISTENER: Token = Token(4);
+/// Token of the local API socket's listener (`<state_dir>/api.sock`).
+pub const LOCAL_API_LISTENER: Token = Token(5);
 /// First token handed out dynamically; connections get even, daemon sources odd offsets.
 const FIRST_DYNAMIC: usize = 16;
 

@@ -22,8 +22,9 @@ const VERSION: &str = concat!(
 /// Run AI coding agents in tmux and drive and watch them over HTTP and WebSocket.
 ///
 /// `orchestra serve` runs the daemon. The other commands talk to a running daemon: the local
-/// one by default (its config's listen address, with a token signed by its secret), or any
-/// other with --url and --token (or ORCHESTRA_URL and ORCHESTRA_TOKEN).
+/// one by default (through its socket in the state dir, with no token), or any other with
+/// --url and --token (or ORCHESTRA_URL and ORCHESTRA_TOKEN); the token is sent only after
+/// that daemon proved it can verify it.
 ///
 /// Exit codes: 0 ok, 1 refused or failed, 2 usage, 3 no such session or task, 4 token
 /// refused, 5 daemon unreachable; `tasks wait` and `delegate --wait`: 0 completed, 6 failed,
@@ -63,8 +64,9 @@ enum Command {
         /// Scope to grant: `observe` (read) or `control` (read and act).
         #[arg(long, default_value = "control")]
         scope: String,
-        /// Lifetime, e.g. `30m`, `1h`, `7d`.
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        /// Lifetime, e.g. `15m`, `1h`, `7d` (short by default: whoever holds a token can
+        /// act until it expires).
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
         ttl: Duration,
         /// Subject (who the token is for).
         #[arg(long, default_value = "cli")]
@@ -72,8 +74,8 @@ enum Command {
     },
     /// Print a one-time link that logs a browser into the dashboard.
     ///
-    /// Run it on the daemon's host: it signs a short-lived token with the daemon's secret
-    /// and asks the running daemon for a login link (valid once, for web.login_code_ttl).
+    /// On the daemon's host it asks the daemon through its socket (no token); elsewhere
+    /// pass --url and --token. The link works once, for web.login_code_ttl.
     /// Example: `orchestra open --scope observe` for a read-only browser.
     Open {
         #[command(flatten)]
@@ -81,11 +83,10 @@ enum Command {
         /// Scope of the browser session: `observe` (read) or `control` (read and act).
         #[arg(long, default_value = "control")]
         scope: String,
-        /// The daemon (default: the config's listen address).
+        /// A daemon reached over TCP (needs --token; default: the local daemon's socket).
         #[arg(long, value_name = "URL", env = "ORCHESTRA_URL")]
         url: Option<String>,
-        /// Token to ask with (default: one signed with the local secret, for a daemon on
-        /// this host only).
+        /// Token to ask with, sent only after the daemon proved it can verify it.
         #[arg(
             long,
             value_name = "JWT",
@@ -93,6 +94,9 @@ enum Command {
             hide_env_values = true
         )]
         token: Option<String>,
+        /// Send --token without the server proof (daemons with public-key tokens).
+        #[arg(long)]
+        trust_url: bool,
     },
     /// List, show, start and stop agents.
     ///
@@ -242,8 +246,9 @@ fn open_link(
     scope: &str,
     url: Option<String>,
     token: Option<String>,
+    trust_url: bool,
 ) -> Result<String, (u8, String)> {
-    use orchestra::client::{DaemonUrl, error_line, request};
+    use orchestra::client::{error_line, request};
     let scope = match scope {
         "observe" => Scope::Observe,
         "control" => Scope::Control,
@@ -254,40 +259,29 @@ fn open_link(
             ));
         }
     };
-    let config = load_config(args, None).map_err(|e| (2, e))?;
-    let url = match url {
-        Some(url) => DaemonUrl::parse(&url).map_err(|e| (2, e))?,
-        None => DaemonUrl::local(config.listen),
+    // The same rules as every other command: the local socket without a token, TCP with
+    // one (sent once the server proved it can verify it).
+    let target = orchestra::cli::Target {
+        url,
+        token,
+        config: args.config.clone(),
+        state_dir: args.state_dir.clone(),
+        json: false,
+        trust_url,
     };
-    let token = match token {
-        Some(token) => token.trim().to_string(),
-        None => {
-            // A token signed with the local secret goes only to a daemon on this host.
-            if !url.is_this_host() {
-                return Err((
-                    2,
-                    format!(
-                        "{} is not this host: pass --token (or ORCHESTRA_TOKEN) for it",
-                        url.authority
-                    ),
-                ));
-            }
-            let secret = load_or_create_secret(&config).map_err(|e| (4, e))?;
-            // The browser session cannot outlive the token that asks for its link.
-            mint_token(&config, &secret, "browser", scope, config.web.session_ttl)
-                .map_err(|e| (4, e))?
-        }
-    };
+    let api = target.resolve().map_err(|f| (f.code, f.message))?;
     let body = serde_json::json!({ "scope": scope.as_str() }).to_string();
     let answer = request(
-        &url,
+        &api.endpoint,
         "POST",
         "/api/login-codes",
-        Some(&token),
         Some(body.as_bytes()),
         Duration::from_secs(10),
     )
-    .map_err(|e| (5, e))?;
+    .map_err(|e| {
+        let failure = orchestra::cli::connect_failure(e);
+        (failure.code, failure.message)
+    })?;
     if answer.status != 201 {
         return Err((4, error_line(&answer)));
     }
@@ -414,7 +408,8 @@ fn main() -> ExitCode {
             scope,
             url,
             token,
-        } => match open_link(&config, &scope, url, token) {
+            trust_url,
+        } => match open_link(&config, &scope, url, token, trust_url) {
             Ok(link) => {
                 println!("{link}");
                 ExitCode::SUCCESS

@@ -114,6 +114,9 @@ pub struct Metrics {
     pub slow_viewer_closes: u64,
     /// Screen checkpoints handed to pty holders.
     pub pty_checkpoints: u64,
+    /// Connections that never sent a request, closed to make room for a new one when
+    /// `limits.max_connections` were open.
+    pub silent_connections_evicted: u64,
     /// Requests refused by a rate limit, by limit.
     pub rate_limited: BTreeMap<&'static str, u64>,
     /// Durations of finished tasks, by final status.
@@ -311,6 +314,17 @@ pub fn render(
         out,
         "orchestra_pty_checkpoints_total {}",
         metrics.pty_checkpoints
+    );
+    family(
+        &mut out,
+        "orchestra_silent_connections_evicted_total",
+        "counter",
+        "Connections that never sent a request, closed to admit a new one at limits.max_connections.",
+    );
+    let _ = writeln!(
+        out,
+        "orchestra_silent_connections_evicted_total {}",
+        metrics.silent_connections_evicted
     );
     family(
         &mut out,

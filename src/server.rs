@@ -22,13 +22,13 @@ use crate::api::observe::After;
 use crate::api::{self, Handled, error::ApiError};
 use crate::config::Config;
 use crate::daemon::{
-    ATTACH_LISTENER, Daemon, HOOK_LISTENER, LISTENER, SIGNALS, Timer, TokenKind, WAKER, conn_token,
-    token_kind,
+    ATTACH_LISTENER, Daemon, HOOK_LISTENER, LISTENER, LOCAL_API_LISTENER, SIGNALS, Timer,
+    TokenKind, WAKER, conn_token, token_kind,
 };
 use crate::dispatch;
 use crate::jobs::{Continuation, Notifier};
 use crate::net::conn::{Expiry, LogLine};
-use crate::net::{Chunk, ConnId, ConnPhase, Connection};
+use crate::net::{Chunk, ClientStream, ConnId, ConnPhase, Connection};
 use crate::proto::http::Response;
 use crate::proto::ws::{self, Incoming, close};
 use crate::timers::{Timers, until};
@@ -37,6 +37,9 @@ use crate::timers::{Timers, until};
 pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
+    /// The local API socket (`<state_dir>/api.sock`): the commands on this host connect
+    /// here and need no token.
+    local_listener: Option<UnixListener>,
     local_addr: SocketAddr,
     signals: UnixStream,
     conns: Slab<Connection>,
@@ -74,7 +77,7 @@ fn listen_unix(
 impl Server {
     /// Prepares the state directory, binds the sockets and adopts existing sessions.
     pub fn start(config: Config) -> Result<Server, String> {
-        let config = Arc::new(config);
+        let mut config = config;
         if let Some(limit) = crate::sys::raise_open_files_limit()
             && (limit as usize) < config.limits.max_connections + 64
         {
@@ -88,6 +91,7 @@ impl Server {
         check_socket_path(&config.tmux_socket())?;
         check_socket_path(&config.attach_socket())?;
         check_socket_path(&config.hook_socket())?;
+        check_socket_path(&config.api_socket())?;
         clean_spawn_dir(&config.spawn_dir());
         let secret = crate::api::auth::load_or_create_secret(&config)?;
         let auth = crate::api::auth::Authenticator::new(&config, &secret)?;
@@ -96,11 +100,23 @@ impl Server {
         let mut listener = TcpListener::bind(config.listen)
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
+        // From here on the config names the address really bound (a port of 0 is chosen
+        // by the system), which the local socket's login links point at.
+        config.listen = local_addr;
+        let config = Arc::new(config);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|e| e.to_string())?;
 
         let attach_listener = listen_unix(&poll, &config.attach_socket(), ATTACH_LISTENER)?;
+        let local_listener = listen_unix(&poll, &config.api_socket(), LOCAL_API_LISTENER)?;
+        {
+            // Only the daemon's user may connect (the state dir is 0700 too, and every
+            // connection's peer is checked when accepted).
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(config.api_socket(), std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("cannot restrict {}: {e}", config.api_socket().display()))?;
+        }
 
         let (signal_reader, signal_writer) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| format!("cannot create the signal pipe: {e}"))?;
@@ -153,6 +169,7 @@ impl Server {
         Ok(Server {
             poll,
             listener: Some(listener),
+            local_listener: Some(local_listener),
             local_addr,
             signals,
             conns: Slab::new(),
@@ -207,6 +224,7 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
+                    LOCAL_API_LISTENER => self.accept_local(),
                     WAKER => {}
                     SIGNALS => self.on_signal(),
                     ATTACH_LISTENER => self.daemon.on_attach_listener(),
@@ -447,7 +465,7 @@ impl Server {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
+                Ok((stream, peer)) => self.admit(ClientStream::Tcp(stream), peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
@@ -462,7 +480,7 @@ impl Server {
                         self.spare_fd.take();
                         let got_one = match listener.accept() {
                             Ok((stream, _)) => {
-                                refuse(stream, "out of file descriptors");
+                                refuse(ClientStream::Tcp(stream), "out of file descriptors");
                                 refused += 1;
                                 true
                             }
@@ -476,7 +494,7 @@ impl Server {
                         // Room again? Then serve the rest normally.
                         match listener.accept() {
                             Ok((stream, peer)) => {
-                                self.admit(stream, peer);
+                                self.admit(ClientStream::Tcp(stream), peer);
                                 break true;
                             }
                             Err(e)
@@ -502,9 +520,61 @@ impl Server {
         }
     }
 
-    fn admit(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr) {
-        let limits = &self.daemon.config.limits;
-        if self.conns.len() >= limits.max_connections {
+    /// Accepts connections to the local API socket: only from processes of the daemon's
+    /// own user.
+    fn accept_local(&mut self) {
+        loop {
+            let Some(listener) = &self.local_listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    use std::os::fd::AsRawFd;
+                    match crate::sys::peer_uid(stream.as_raw_fd()) {
+                        Ok(uid) if uid == crate::sys::effective_uid() => {
+                            self.admit(ClientStream::Local(stream), LOCAL_PEER)
+                        }
+                        Ok(uid) => {
+                            log::warn!("refused a local API connection from user id {uid}");
+                            refuse(
+                                ClientStream::Local(stream),
+                                "only the daemon's own user may use this socket",
+                            );
+                        }
+                        Err(e) => log::warn!("cannot check a local API connection: {e}"),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("local API accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Closes the connection that has been silent longest (accepted, never sent a
+    /// request), to make room for a new one. Returns whether there was one.
+    fn evict_silent(&mut self) -> bool {
+        let oldest = self
+            .conns
+            .iter()
+            .filter_map(|(key, conn)| conn.silent_since().map(|since| (since, key)))
+            .min();
+        match oldest {
+            Some((_, key)) => {
+                self.daemon.metrics.silent_connections_evicted += 1;
+                self.close(key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn admit(&mut self, mut stream: ClientStream, peer: SocketAddr) {
+        let max_connections = self.daemon.config.limits.max_connections;
+        if self.conns.len() >= max_connections && !self.evict_silent() {
             log::warn!(
                 "{peer}: refused, {} connections open (limits.max_connections)",
                 self.conns.len()
@@ -512,7 +582,10 @@ impl Server {
             refuse(stream, "too many connections (limits.max_connections)");
             return;
         }
-        let _ = stream.set_nodelay(true);
+        if let ClientStream::Tcp(tcp) = &stream {
+            let _ = tcp.set_nodelay(true);
+        }
+        let limits = &self.daemon.config.limits;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if let Err(e) = self.poll.registry().register(
@@ -561,7 +634,12 @@ impl Server {
                     let handled = if self.daemon.shutting_down {
                         Handled::Now(shutting_down_response())
                     } else {
-                        api::handle(&mut self.daemon, conn.id, conn.peer.ip(), &request)
+                        let caller = if conn.stream.is_local() {
+                            api::Caller::Local
+                        } else {
+                            api::Caller::Network(conn.peer.ip())
+                        };
+                        api::handle(&mut self.daemon, conn.id, caller, &request)
                     };
                     match handled {
                         Handled::Now(response) => {
@@ -813,6 +891,11 @@ impl Server {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
+        if let Some(mut listener) = self.local_listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+            // Commands started from now on say the daemon is not running.
+            let _ = std::fs::remove_file(self.daemon.config.api_socket());
+        }
         self.daemon.shutting_down = true;
         self.shutdown_deadline = Some(Instant::now() + self.daemon.config.limits.shutdown_grace);
         let conns: Vec<(usize, ConnId, bool)> = self
@@ -844,8 +927,14 @@ fn shutting_down_response() -> Response {
 /// Pull-and-write rounds one viewer gets per loop turn (each up to the send window).
 const PUMP_ROUNDS: usize = 16;
 
+/// The address logged for connections to the local API socket.
+const LOCAL_PEER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    0,
+));
+
 /// Best-effort `503` on a connection the daemon will not serve, then close it.
-fn refuse(mut stream: mio::net::TcpStream, why: &str) {
+fn refuse(mut stream: ClientStream, why: &str) {
     let response = ApiError::new(503, crate::api::error::ErrorCode::Overloaded, why)
         .with_header("Retry-After", "1")
         .to_response();

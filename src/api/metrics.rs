@@ -14,7 +14,11 @@ use crate::proto::http::{Request, Response};
 pub const METRICS_PATH: &str = "/metrics";
 
 /// Answers `GET /metrics`.
-pub fn scrape(daemon: &Daemon, request: &Request) -> Result<Response, ApiError> {
+pub fn scrape(
+    daemon: &Daemon,
+    caller: super::Caller,
+    request: &Request,
+) -> Result<Response, ApiError> {
     if !daemon.config.metrics.enabled {
         return Err(ApiError::new(
             404,
@@ -35,7 +39,7 @@ pub fn scrape(daemon: &Daemon, request: &Request) -> Result<Response, ApiError> 
             .is_ok_and(|given| super::auth::constant_time_eq(given.as_bytes(), expected.as_bytes()))
     });
     if !scraper {
-        super::authorize(daemon, request, Scope::Observe)?;
+        super::authorize(daemon, caller, request, Scope::Observe)?;
     }
     let body = render(
         &daemon.metrics,

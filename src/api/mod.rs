@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod metrics;
 pub mod observe;
+pub mod proof;
 pub mod ratelimit;
 pub mod tasks;
 pub mod web;
@@ -90,6 +91,9 @@ pub enum Route {
     LoginCodes,
     /// `GET /api/openapi.json`: the API's OpenAPI document (no credentials needed).
     OpenApi,
+    /// `POST /api/server-proof`: the daemon proves it holds a credential's key before the
+    /// client sends the credential (no credentials needed).
+    ServerProof,
 }
 
 impl Route {
@@ -107,7 +111,8 @@ impl Route {
             | Route::LoginCodes
             | Route::Login
             | Route::Logout
-            | Route::OpenApi => Scope::Observe,
+            | Route::OpenApi
+            | Route::ServerProof => Scope::Observe,
             Route::Spawn
             | Route::KillAgent(_)
             | Route::Delegate
@@ -140,6 +145,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/api/login"),
     ("POST", "/api/logout"),
     ("POST", "/api/login-codes"),
+    ("POST", "/api/server-proof"),
 ];
 
 /// The label a request is counted under in `GET /metrics`: its endpoint's template (so ids
@@ -206,6 +212,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ("POST", "/api/login") => Route::Login,
         ("POST", "/api/logout") => Route::Logout,
         ("POST", "/api/login-codes") => Route::LoginCodes,
+        ("POST", "/api/server-proof") => Route::ServerProof,
         _ => {
             let allowed: Vec<&str> = ENDPOINTS
                 .iter()
@@ -243,15 +250,53 @@ pub enum Credential {
     Bearer,
     /// The browser session cookie, with its session id.
     Cookie(String),
+    /// None: a process of the daemon's own user on the local API socket.
+    Local,
 }
 
 impl Credential {
-    /// `bearer` or `cookie`.
+    /// `bearer`, `cookie` or `local`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Credential::Bearer => "bearer",
             Credential::Cookie(_) => "cookie",
+            Credential::Local => "local",
         }
+    }
+}
+
+/// Who is at the other end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// A TCP client at this address: it proves who it is with a token or a browser session.
+    Network(IpAddr),
+    /// A process of the daemon's own user on the local API socket (`<state_dir>/api.sock`,
+    /// checked with `SO_PEERCRED`): it needs no token and may do everything.
+    Local,
+}
+
+impl Caller {
+    /// The address credential failures are counted against (loopback for the local socket).
+    pub fn ip(self) -> IpAddr {
+        match self {
+            Caller::Network(ip) => ip,
+            Caller::Local => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        }
+    }
+}
+
+/// The principal of a request on the local API socket that carries no token: subject
+/// `local`, both scopes; a browser session started with its login link lasts
+/// `web.session_ttl`.
+pub fn local_principal(daemon: &Daemon) -> Principal {
+    Principal {
+        subject: "local".into(),
+        scopes: auth::Scopes {
+            observe: true,
+            control: true,
+        },
+        expires_at: auth::now_secs().saturating_add(daemon.config.web.session_ttl.as_secs()),
+        session: None,
     }
 }
 
@@ -326,13 +371,20 @@ pub fn check_same_origin(request: &Request) -> Result<(), ApiError> {
     }
 }
 
-/// Checks the credentials and the scope a route needs.
+/// Checks the credentials and the scope a route needs. A request on the local API socket
+/// without a token is the daemon's own user.
 pub fn authorize(
     daemon: &Daemon,
+    caller: Caller,
     request: &Request,
     scope: Scope,
 ) -> Result<(Principal, Credential), ApiError> {
-    let (principal, credential) = authenticate(daemon, request)?;
+    let (principal, credential) =
+        if caller == Caller::Local && request.header("authorization").is_none() {
+            (local_principal(daemon), Credential::Local)
+        } else {
+            authenticate(daemon, request)?
+        };
     if !principal.scopes.allows(scope) {
         return Err(ApiError::new(
             403,
@@ -343,6 +395,7 @@ pub fn authorize(
                 match credential {
                     Credential::Bearer => "token",
                     Credential::Cookie(_) => "browser session",
+                    Credential::Local => "local socket",
                 }
             ),
         ));
@@ -400,10 +453,14 @@ fn foreign_host(host: &str) -> ApiError {
     )
 }
 
-/// Dispatches one request from `peer`.
-pub fn handle(daemon: &mut Daemon, conn: ConnId, peer: IpAddr, request: &Request) -> Handled {
+/// Dispatches one request from `caller`.
+pub fn handle(daemon: &mut Daemon, conn: ConnId, caller: Caller, request: &Request) -> Handled {
+    let peer = caller.ip();
     let host = request.header_str("host");
-    if !host_allowed(&daemon.config.allowed_hosts, daemon.config.listen, host) {
+    // No browser reaches the local socket, so DNS rebinding cannot either.
+    if caller != Caller::Local
+        && !host_allowed(&daemon.config.allowed_hosts, daemon.config.listen, host)
+    {
         let error = foreign_host(host.unwrap_or_default());
         log::info!("{peer}: refused a request for a foreign Host");
         return if request.path == OBSERVE_PATH {
@@ -413,7 +470,7 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, peer: IpAddr, request: &Request
         };
     }
     if request.path == OBSERVE_PATH {
-        return match observe::upgrade(daemon, request) {
+        return match observe::upgrade(daemon, caller, request) {
             Handled::Upgrade {
                 principal: Err(_), ..
             } if !auth_failure(daemon, peer).allowed => {
@@ -423,7 +480,7 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, peer: IpAddr, request: &Request
         };
     }
     if request.path == metrics::METRICS_PATH {
-        let result = metrics::scrape(daemon, request);
+        let result = metrics::scrape(daemon, caller, request);
         if result.as_ref().is_err_and(|e| e.status == 401) && !auth_failure(daemon, peer).allowed {
             return Handled::Now(rate_limited(auth_failure_peek(daemon, peer)).to_response());
         }
@@ -443,6 +500,7 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, peer: IpAddr, request: &Request
                     .with_header("Cache-Control", "no-cache"),
             );
         }
+        Route::ServerProof => return web::now(proof::answer(daemon, request)),
         Route::Login => {
             let result = web::login(daemon, request);
             if result.as_ref().is_err_and(|e| e.status == 401)
@@ -462,7 +520,7 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, peer: IpAddr, request: &Request
         }
         _ => {}
     }
-    let (principal, credential) = match authorize(daemon, request, route.scope()) {
+    let (principal, credential) = match authorize(daemon, caller, request, route.scope()) {
         Ok(found) => found,
         Err(error) if error.status == 401 => {
             // Credential failures are limited per address, so tokens cannot be guessed fast.
@@ -524,7 +582,7 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, peer: IpAddr, request: &Request
             &principal,
             &credential,
         )),
-        Route::Login | Route::Logout | Route::OpenApi => Handled::Now(
+        Route::Login | Route::Logout | Route::OpenApi | Route::ServerProof => Handled::Now(
             ApiError::internal("this endpoint is answered before authorization").to_response(),
         ),
     };

@@ -28,7 +28,7 @@ pub enum After {
 }
 
 /// Decides an upgrade request on `/ws/observe`.
-pub fn upgrade(daemon: &mut Daemon, request: &Request) -> Handled {
+pub fn upgrade(daemon: &mut Daemon, caller: super::Caller, request: &Request) -> Handled {
     let upgrade = match ws::validate_upgrade(request) {
         Ok(upgrade) => upgrade,
         Err(error) => {
@@ -65,7 +65,16 @@ pub fn upgrade(daemon: &mut Daemon, request: &Request) -> Handled {
         );
         return Handled::Refuse(error.to_response());
     }
-    let principal = credentials(daemon, request).and_then(|p| {
+    let local = caller == super::Caller::Local
+        && request.header("authorization").is_none()
+        && request.query_param("token").is_none()
+        && request.query_param("ticket").is_none();
+    let principal = if local {
+        Ok(super::local_principal(daemon))
+    } else {
+        credentials(daemon, request)
+    }
+    .and_then(|p| {
         if p.scopes.allows(Scope::Observe) {
             Ok(p)
         } else {

@@ -253,10 +253,12 @@ fn login_link(daemon: &mut Daemon, request: &Request) -> Response {
         Ok((subject, scopes, ends)) => match start_session(daemon, request, &subject, scopes, ends)
         {
             // The page key travels in the fragment, which browsers never send to a server.
-            Ok((cookie, key)) => Response {
+            // The session id goes with it: the page asks the daemon to prove it derives the
+            // key from it (POST /api/server-proof) before sending the key anywhere.
+            Ok((cookie, key, sid)) => Response {
                 status: 303,
                 headers: vec![
-                    ("Location".into(), format!("/#key={key}")),
+                    ("Location".into(), format!("/#key={key}&session={sid}")),
                     ("Set-Cookie".into(), cookie),
                     ("Cache-Control".into(), "no-store".into()),
                 ],
@@ -270,14 +272,14 @@ fn login_link(daemon: &mut Daemon, request: &Request) -> Response {
 
 /// Signs a session for `subject`, ending after `web.session_ttl` or at `ends` (the expiry
 /// of the token that asked for the login link), whichever is first; returns its
-/// `Set-Cookie` value and page key.
+/// `Set-Cookie` value, page key and session id.
 fn start_session(
     daemon: &mut Daemon,
     request: &Request,
     subject: &str,
     scopes: Scopes,
     ends: u64,
-) -> Result<(String, String), ApiError> {
+) -> Result<(String, String, String), ApiError> {
     let now = now_secs();
     let ends = ends.min(now.saturating_add(daemon.config.web.session_ttl.as_secs().max(1)));
     if ends <= now {
@@ -290,9 +292,11 @@ fn start_session(
         .issue_session(subject, scopes, now, ends)
         .map_err(ApiError::internal)?;
     log::info!("browser session started for {subject:?}");
+    let sid = issued.principal.session.clone().unwrap_or_default();
     Ok((
         set_cookie(&issued.cookie, ends - now, secure(daemon, request)),
         issued.key,
+        sid,
     ))
 }
 
@@ -318,6 +322,9 @@ pub struct SessionInfo {
     /// After a login: the page key the page must send as `X-Orchestra-Key` with its cookie.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// After a login: the session's id, for `POST /api/server-proof`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 impl SessionInfo {
@@ -336,6 +343,7 @@ impl SessionInfo {
             expires_at: principal.expires_at,
             via,
             key: None,
+            session: None,
         }
     }
 }
@@ -370,6 +378,7 @@ pub fn login(daemon: &mut Daemon, request: &Request) -> Result<Response, ApiErro
     log::info!("browser session started for {:?}", principal.subject);
     let mut info = SessionInfo::new(&issued.principal, "cookie");
     info.key = Some(issued.key.clone());
+    info.session = issued.principal.session.clone();
     Ok(json(200, &info).with_header(
         "Set-Cookie",
         set_cookie(&issued.cookie, ends - now, secure(daemon, request)),
@@ -491,7 +500,14 @@ pub fn issue_login_code(
                 .with_header("Retry-After", ttl.as_secs().max(1).to_string()),
             _ => ApiError::internal(e.message()),
         })?;
-    let host = request.header_str("host").unwrap_or("localhost");
+    // Over the local socket the link points at the address the daemon listens on.
+    let own_address;
+    let host = if matches!(credential, super::Credential::Local) {
+        own_address = link_host(daemon.config.listen);
+        own_address.as_str()
+    } else {
+        request.header_str("host").unwrap_or("localhost")
+    };
     let scheme = if secure(daemon, request) {
         "https"
     } else {
@@ -521,12 +537,17 @@ pub fn startup_link(daemon: &mut Daemon, address: std::net::SocketAddr) -> Optio
         .web
         .issue_code("local", scopes, ends, ttl, Instant::now())
         .ok()?;
-    let host = if address.ip().is_unspecified() {
+    Some(format!("http://{}/login?code={code}", link_host(address)))
+}
+
+/// The `host:port` of a login link to a daemon listening on `address` (loopback for an
+/// unspecified address).
+fn link_host(address: std::net::SocketAddr) -> String {
+    if address.ip().is_unspecified() {
         format!("127.0.0.1:{}", address.port())
     } else {
         address.to_string()
-    };
-    Some(format!("http://{host}/login?code={code}"))
+    }
 }
 
 /// Handled form of a result.

@@ -6,8 +6,8 @@
 //! holds it; otherwise the daemon sends a fresh screen). The terminal is restored however
 //! the command ends: detach key, the agent exiting, a signal, an error or a panic.
 
+use crate::client::ApiStream;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -132,7 +132,7 @@ impl Drop for AlternateScreen {
 struct Attach<'a> {
     api: &'a Api,
     args: &'a AttachArgs,
-    socket: Option<WebSocket<TcpStream>>,
+    socket: Option<WebSocket<ApiStream>>,
     /// The output stream and offset just past the last byte written, for `since`.
     stream: Option<String>,
     next_offset: Option<u64>,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::client::{Answer, DaemonUrl, error_line, request};
+use crate::client::{Answer, ApiStream, ConnectError, DaemonUrl, Endpoint, error_line, request};
 use crate::config::{Config, Overrides, default_config_file};
 
 /// Exit codes of the client commands (documented in the README and `--help`).
@@ -58,10 +58,12 @@ impl Failure {
 /// Where the daemon is and who the command acts as.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Target {
-    /// The daemon's URL (default: the config's listen address on this host).
+    /// The daemon's URL, for a daemon reached over TCP with --token (default: the local
+    /// daemon through its socket in the state dir, with no token).
     #[arg(long, value_name = "URL", env = "ORCHESTRA_URL", global = true)]
     pub url: Option<String>,
-    /// API token (default: one signed with the local daemon's secret, on the daemon's host).
+    /// API token, sent only after the daemon at --url proved it can verify it (default: no
+    /// token; the local daemon's socket needs none).
     #[arg(
         long,
         value_name = "JWT",
@@ -73,21 +75,23 @@ pub struct Target {
     /// Config file (default: ~/.config/orchestra/config.toml if it exists).
     #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
-    /// State directory of the local daemon (its secret mints the default token).
+    /// State directory of the local daemon (where its socket is).
     #[arg(long, value_name = "DIR", global = true)]
     pub state_dir: Option<PathBuf>,
+    /// Send --token to --url without first asking the server to prove it holds the
+    /// token's key (only for daemons that verify tokens with a public key, which cannot).
+    #[arg(long, global = true)]
+    pub trust_url: bool,
     /// Print the API's JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
 }
 
-/// A resolved daemon: its URL and the token to send.
+/// A resolved daemon: where it is and how the command authenticates.
 #[derive(Debug, Clone)]
 pub struct Api {
-    /// Base URL.
-    pub url: DaemonUrl,
-    /// Bearer token.
-    pub token: String,
+    /// Where the daemon is.
+    pub endpoint: Endpoint,
     /// Print JSON.
     pub json: bool,
 }
@@ -95,71 +99,73 @@ pub struct Api {
 /// How long one API call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Lifetime of a token the CLI signs for itself (it never leaves the process).
-const MINTED_TTL: Duration = Duration::from_secs(24 * 3600);
-
 impl Target {
-    /// Resolves URL and token: flags and environment first, then the local config and secret.
+    /// Resolves where the daemon is: with a token (flag or environment), over TCP to --url
+    /// or the config's listen address; without one, the local daemon's socket in the state
+    /// dir (the config's, or --state-dir).
     pub fn resolve(&self) -> Result<Api, Failure> {
         let parse = |url: &str| DaemonUrl::parse(url).map_err(|e| Failure::new(exit::USAGE, e));
-        let (url, token) = match (&self.url, &self.token) {
-            (Some(url), Some(token)) => (parse(url)?, token.trim().to_string()),
+        let token = self
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let endpoint = match (&self.url, token) {
+            (Some(url), Some(token)) => Endpoint::Remote {
+                url: parse(url)?,
+                token: token.to_string(),
+                trust_url: self.trust_url,
+            },
             (url, token) => {
-                let path = self.config.clone().or_else(default_config_file);
-                let overrides = Overrides {
-                    listen: None,
-                    state_dir: self.state_dir.clone(),
-                };
-                let config = Config::load(path.as_deref(), &overrides)
-                    .map_err(|e| Failure::new(exit::USAGE, e.to_string()))?;
-                let url = match url {
-                    Some(url) => parse(url)?,
-                    None => DaemonUrl::local(config.listen),
-                };
-                let token = match token {
-                    Some(token) => token.trim().to_string(),
-                    None => local_token(&config, &url)?,
-                };
-                (url, token)
+                let config = self.config()?;
+                match (url, token) {
+                    (_, Some(token)) => Endpoint::Remote {
+                        url: DaemonUrl::local(config.listen),
+                        token: token.to_string(),
+                        trust_url: self.trust_url,
+                    },
+                    (Some(url), None) => {
+                        return Err(Failure::new(
+                            exit::USAGE,
+                            format!(
+                                "--url {url} needs --token (or ORCHESTRA_TOKEN) for that \
+                                 daemon; on the daemon's own host leave out --url, and the \
+                                 command uses its socket {} with no token",
+                                config.api_socket().display()
+                            ),
+                        ));
+                    }
+                    (None, None) => Endpoint::Local {
+                        socket: config.api_socket(),
+                    },
+                }
             }
         };
         Ok(Api {
-            url,
-            token,
+            endpoint,
             json: self.json,
         })
     }
+
+    /// The local config (file and --state-dir).
+    fn config(&self) -> Result<Config, Failure> {
+        let path = self.config.clone().or_else(default_config_file);
+        let overrides = Overrides {
+            listen: None,
+            state_dir: self.state_dir.clone(),
+        };
+        Config::load(path.as_deref(), &overrides)
+            .map_err(|e| Failure::new(exit::USAGE, e.to_string()))
+    }
 }
 
-/// A control token signed with the local daemon's secret, when this host has one and `url`
-/// is this host (a token signed with the local secret is never sent elsewhere).
-fn local_token(config: &Config, url: &DaemonUrl) -> Result<String, Failure> {
-    use crate::api::auth::{Scope, load_or_create_secret, mint_token};
-    if !url.is_this_host() {
-        return Err(Failure::new(
-            exit::USAGE,
-            format!(
-                "{} is not this host: pass --token (or ORCHESTRA_TOKEN) for it",
-                url.authority
-            ),
-        ));
+/// The failure a connection error means: unreachable (5), or a server that did not prove
+/// it can verify the token (4).
+pub fn connect_failure(error: ConnectError) -> Failure {
+    match error {
+        ConnectError::Unreachable(message) => Failure::new(exit::UNREACHABLE, message),
+        ConnectError::Unproven(message) => Failure::new(exit::AUTH, message),
     }
-    let has_secret = config.auth.jwt_secret.is_some()
-        || std::env::var_os(crate::config::SECRET_ENV).is_some()
-        || config.secret_file().exists();
-    if !has_secret {
-        return Err(Failure::new(
-            exit::AUTH,
-            format!(
-                "no token: pass --token or set ORCHESTRA_TOKEN (there is no daemon secret at {} \
-                 to sign one with)",
-                config.secret_file().display()
-            ),
-        ));
-    }
-    let secret = load_or_create_secret(config).map_err(|e| Failure::new(exit::AUTH, e))?;
-    mint_token(config, &secret, "cli", Scope::Control, MINTED_TTL)
-        .map_err(|e| Failure::new(exit::AUTH, e))
 }
 
 impl Api {
@@ -168,14 +174,13 @@ impl Api {
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, Failure> {
         let body = body.map(|b| b.to_string());
         let answer = request(
-            &self.url,
+            &self.endpoint,
             method,
             path,
-            Some(&self.token),
             body.as_deref().map(str::as_bytes),
             CALL_TIMEOUT,
         )
-        .map_err(|e| Failure::new(exit::UNREACHABLE, e))?;
+        .map_err(connect_failure)?;
         if (200..300).contains(&answer.status) {
             return serde_json::from_slice(&answer.body).map_err(|e| {
                 Failure::new(
@@ -202,9 +207,7 @@ pub fn failure_of(answer: &Answer) -> Failure {
         _ => exit::FAILED,
     };
     let hint = match answer.status {
-        401 => {
-            " (is the token for this daemon and not expired? `orchestra token` on the daemon's host prints one)"
-        }
+        401 => " (has the token expired? `orchestra token` on the daemon's host prints a new one)",
         403 if line.contains("scope") => " (this needs a control token)",
         _ => "",
     };
@@ -223,36 +226,40 @@ pub fn segment(text: &str) -> String {
         .collect()
 }
 
-/// A WebSocket to `/ws/observe` with the API's token, blocking, with `timeout` on reads
-/// (none: block).
+/// A WebSocket to `/ws/observe` (with the token, over TCP, once the server proved it can
+/// verify it), with `timeout` on reads (none: block).
 pub fn websocket(
     api: &Api,
     timeout: Option<Duration>,
-) -> Result<tungstenite::WebSocket<std::net::TcpStream>, Failure> {
+) -> Result<tungstenite::WebSocket<ApiStream>, Failure> {
     use tungstenite::client::IntoClientRequest;
     let unreachable = |e: String| {
         Failure::new(
             exit::UNREACHABLE,
             format!(
-                "cannot open a WebSocket to http://{}: {e} (is the daemon running? start it \
-                 with `orchestra serve`)",
-                api.url.authority
+                "cannot open a WebSocket to {}: {e} (is the daemon running? start it with \
+                 `orchestra serve`)",
+                api.endpoint.describe()
             ),
         )
     };
-    let stream =
-        std::net::TcpStream::connect(&api.url.authority).map_err(|e| unreachable(e.to_string()))?;
+    let stream = api
+        .endpoint
+        .connect(CALL_TIMEOUT)
+        .map_err(connect_failure)?;
     stream
         .set_read_timeout(timeout)
+        .and_then(|()| stream.set_write_timeout(None))
         .map_err(|e| unreachable(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
-    let mut request = format!("ws://{}/ws/observe", api.url.authority)
+    let mut request = format!("ws://{}/ws/observe", api.endpoint.authority())
         .into_client_request()
         .map_err(|e| unreachable(e.to_string()))?;
-    let value = format!("Bearer {}", api.token)
-        .parse()
-        .map_err(|_| Failure::new(exit::AUTH, "the token is not a valid header value"))?;
-    request.headers_mut().insert("Authorization", value);
+    if let Some(authorization) = api.endpoint.authorization() {
+        let value = authorization
+            .parse()
+            .map_err(|_| Failure::new(exit::AUTH, "the token is not a valid header value"))?;
+        request.headers_mut().insert("Authorization", value);
+    }
     match tungstenite::client(request, stream) {
         Ok((socket, _)) => Ok(socket),
         Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
@@ -265,9 +272,7 @@ pub fn websocket(
 }
 
 /// The next JSON text message, or why there is none.
-pub fn next_message(
-    socket: &mut tungstenite::WebSocket<std::net::TcpStream>,
-) -> Result<Value, Failure> {
+pub fn next_message(socket: &mut tungstenite::WebSocket<ApiStream>) -> Result<Value, Failure> {
     loop {
         match socket.read() {
             Ok(tungstenite::Message::Text(text)) => {
@@ -297,7 +302,7 @@ pub fn next_message(
 
 /// Sends one JSON message.
 pub fn send_message(
-    socket: &mut tungstenite::WebSocket<std::net::TcpStream>,
+    socket: &mut tungstenite::WebSocket<ApiStream>,
     message: &Value,
 ) -> Result<(), Failure> {
     socket

@@ -8,9 +8,8 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-
 use super::outbound::{Chunk, OutQueue};
+use super::stream::ClientStream;
 use crate::api::auth::Principal;
 use crate::config::{Config, Limits};
 use crate::proto::http::{DecodeLimits, Decoded, HttpError, Request, RequestDecoder, Response};
@@ -113,7 +112,7 @@ pub struct Connection {
     /// Identity.
     pub id: ConnId,
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: ClientStream,
     /// Client address.
     pub peer: SocketAddr,
     /// Current phase.
@@ -129,6 +128,9 @@ pub struct Connection {
     last_write_progress: Instant,
     /// Set once the connection has been upgraded to WebSocket.
     pub ws: Option<Box<WsState>>,
+    /// Whether a response has been queued: until then an idle connection is a silent one,
+    /// held only for `limits.head_timeout`.
+    answered: bool,
 }
 
 /// Output beyond which the connection stops decoding pipelined requests until it drains.
@@ -136,7 +138,7 @@ const OUTPUT_HIGH_WATER: usize = 1 << 20;
 
 impl Connection {
     /// A freshly accepted connection.
-    pub fn new(id: ConnId, stream: TcpStream, peer: SocketAddr, limits: &Limits) -> Connection {
+    pub fn new(id: ConnId, stream: ClientStream, peer: SocketAddr, limits: &Limits) -> Connection {
         let decode = DecodeLimits {
             max_head_bytes: limits.max_head_bytes,
             max_uri_bytes: limits.max_uri_bytes,
@@ -156,6 +158,7 @@ impl Connection {
             max_inbuf: limits.max_head_bytes + limits.max_body_bytes + 1,
             last_write_progress: now,
             ws: None,
+            answered: false,
         }
     }
 
@@ -194,6 +197,15 @@ impl Connection {
     /// Bytes read but not yet handed to a decoder (WebSocket mode feeds them on).
     pub fn take_input(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.inbuf)
+    }
+
+    /// Since when the connection has been silent, if it has never sent a byte nor been
+    /// answered (the first to close when the connection table is full).
+    pub fn silent_since(&self) -> Option<Instant> {
+        match self.phase {
+            ConnPhase::Idle { since } if !self.answered && self.out.is_empty() => Some(since),
+            _ => None,
+        }
     }
 
     /// Whether the peer closed its sending side.
@@ -309,6 +321,7 @@ impl Connection {
     }
 
     fn queue_response(&mut self, response: &Response, keep_alive: bool) {
+        self.answered = true;
         let mut bytes = Vec::with_capacity(128 + response.body.len());
         response.encode(keep_alive, &mut bytes);
         self.queue(Chunk::Owned(bytes));
@@ -363,6 +376,11 @@ impl Connection {
             };
         }
         match &self.phase {
+            // A connection that has never sent a request gets no more time than a slow
+            // head: silent connections cannot hold the connection table for idle_timeout.
+            ConnPhase::Idle { since } if !self.answered => {
+                Some((*since + limits.head_timeout, Expiry::Idle))
+            }
             ConnPhase::Idle { since } => Some((*since + limits.idle_timeout, Expiry::Idle)),
             ConnPhase::Receiving { since, body: false } => {
                 Some((*since + limits.head_timeout, Expiry::SlowRequest))
@@ -391,7 +409,8 @@ mod tests {
         server.set_nonblocking(true).unwrap();
         let config = Config::default();
         let id = ConnId { key: 0, serial: 1 };
-        let conn = Connection::new(id, TcpStream::from_std(server), peer, &config.limits);
+        let stream = ClientStream::Tcp(mio::net::TcpStream::from_std(server));
+        let conn = Connection::new(id, stream, peer, &config.limits);
         (conn, client, config)
     }
 

@@ -4,6 +4,8 @@
 
 pub mod conn;
 pub mod outbound;
+pub mod stream;
 
 pub use conn::{ConnId, ConnPhase, Connection, WsState};
 pub use outbound::{Chunk, OutQueue};
+pub use stream::ClientStream;

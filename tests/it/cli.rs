@@ -28,7 +28,7 @@ fn daemon() -> DaemonProcess {
     )
 }
 
-/// `orchestra ARGS` against `daemon` (URL and local token from its config and state dir).
+/// `orchestra ARGS` against `daemon` (through its socket in its state dir, no token).
 fn cli(daemon: &DaemonProcess, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_orchestra"))
         .args(args)
@@ -42,8 +42,6 @@ fn cli(daemon: &DaemonProcess, args: &[&str]) -> Output {
 
 fn target(daemon: &DaemonProcess) -> Vec<String> {
     vec![
-        "--url".into(),
-        format!("http://{}", daemon.addr),
         "--config".into(),
         daemon.config.display().to_string(),
         "--state-dir".into(),
@@ -123,7 +121,31 @@ fn agents_from_the_command_line() {
     );
     assert_eq!(taken.status.code(), Some(1));
     assert!(stderr(&taken).contains("SESSION_EXISTS"));
-    let bad_token = Command::new(env!("CARGO_BIN_EXE_orchestra"))
+    // Over TCP a token goes only to a server that proves it can verify it: an expired one
+    // of this daemon's is sent (and refused there), one of another daemon's never leaves.
+    let expired = crate::common::sign(
+        &serde_json::json!({"scope": "control", "exp": crate::common::now() - 3600}),
+        &daemon.secret(),
+        jsonwebtoken::Algorithm::HS256,
+    );
+    let refused = Command::new(env!("CARGO_BIN_EXE_orchestra"))
+        .args([
+            "agents",
+            "--url",
+            &format!("http://{}", daemon.addr),
+            "--token",
+            &expired,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(4));
+    assert!(
+        stderr(&refused).contains("INVALID_TOKEN"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(stderr(&refused).contains("expired"), "{}", stderr(&refused));
+    let not_a_jwt = Command::new(env!("CARGO_BIN_EXE_orchestra"))
         .args([
             "agents",
             "--url",
@@ -133,8 +155,12 @@ fn agents_from_the_command_line() {
         ])
         .output()
         .unwrap();
-    assert_eq!(bad_token.status.code(), Some(4));
-    assert!(stderr(&bad_token).contains("INVALID_TOKEN"));
+    assert_eq!(not_a_jwt.status.code(), Some(4));
+    assert!(
+        stderr(&not_a_jwt).contains("the token was not sent"),
+        "{}",
+        stderr(&not_a_jwt)
+    );
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed = listener.local_addr().unwrap();
     drop(listener);
@@ -150,7 +176,7 @@ fn agents_from_the_command_line() {
         .unwrap();
     assert_eq!(unreachable.status.code(), Some(5));
     assert!(stderr(&unreachable).contains("orchestra serve"), "a hint");
-    // A token signed with the local secret is never sent to another host.
+    // Without a token a command talks to the local daemon's socket; --url alone is refused.
     let remote = Command::new(env!("CARGO_BIN_EXE_orchestra"))
         .args([
             "agents",
@@ -166,7 +192,7 @@ fn agents_from_the_command_line() {
         .unwrap();
     assert_eq!(remote.status.code(), Some(2));
     assert!(
-        stderr(&remote).contains("pass --token"),
+        stderr(&remote).contains("needs --token"),
         "{}",
         stderr(&remote)
     );
@@ -372,9 +398,8 @@ fn attach_is_raw_resizes_reconnects_detaches_and_restores_the_terminal() {
     let tmux_session = spawned["tmux_session"].as_str().unwrap().to_string();
     // `stty -a` after the attach shows the terminal mode it left behind.
     let attach = format!(
-        "'{}' attach {session} --url http://{} --config '{}' --state-dir '{}'; echo \"exit=$?\"; stty -a",
+        "'{}' attach {session} --config '{}' --state-dir '{}'; echo \"exit=$?\"; stty -a",
         env!("CARGO_BIN_EXE_orchestra"),
-        daemon.addr,
         daemon.config.display(),
         daemon.state.display()
     );

@@ -307,13 +307,13 @@ impl DaemonProcess {
     /// A one-time dashboard login link from `orchestra open --scope SCOPE`.
     pub fn login_link(&self, scope: &str) -> String {
         let output = Command::new(env!("CARGO_BIN_EXE_orchestra"))
-            .args(["open", "--scope", scope, "--url"])
-            .arg(format!("http://{}", self.addr))
+            .args(["open", "--scope", scope])
             .arg("--config")
             .arg(&self.config)
             .arg("--state-dir")
             .arg(&self.state)
             .env_remove("ORCHESTRA_URL")
+            .env_remove("ORCHESTRA_TOKEN")
             .output()
             .unwrap();
         assert!(

@@ -30,4 +30,5 @@ mod restart;
 mod secrets;
 mod slow_work;
 mod tasks;
+mod trust;
 mod web;
