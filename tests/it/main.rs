@@ -17,6 +17,7 @@ mod claude;
 mod cli;
 mod clients;
 mod contract;
+mod crowd;
 mod faults;
 mod hooks;
 mod hostile;
