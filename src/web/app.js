@@ -26,6 +26,7 @@ const state = {
   tasks: new Map(),         // task_id -> task view
   conversation: null,       // session_id shown in the conversation view
   messageSerial: 0,
+  proven: null,             // a promise: the server proved it holds the page key
 };
 
 // ---------------------------------------------------------------- REST
@@ -38,26 +39,163 @@ class ApiError extends Error {
   }
 }
 
-/** The page key (see the README's browser security model): only this origin's page holds
- *  it, and the daemon accepts the session cookie only together with it. */
+/** The page key (see docs on the browser security model): only this origin's page holds
+ *  it, and the daemon accepts the session cookie only together with it. The session id
+ *  beside it lets the page ask the server to prove it derives the key before sending it. */
 const KEY_STORAGE = 'orchestra-page-key';
+const SESSION_STORAGE = 'orchestra-session-id';
 
 function takeKeyFromAddress() {
-  const match = /(?:^#|&)key=([A-Za-z0-9_-]+)/.exec(location.hash);
-  if (!match) return;
-  localStorage.setItem(KEY_STORAGE, match[1]);
+  const key = /(?:^#|&)key=([A-Za-z0-9_-]+)/.exec(location.hash);
+  const session = /(?:^#|&)session=([A-Za-z0-9]+)/.exec(location.hash);
+  if (!key) return;
+  localStorage.setItem(KEY_STORAGE, key[1]);
+  if (session) localStorage.setItem(SESSION_STORAGE, session[1]);
   history.replaceState(null, '', location.pathname);
 }
 
-async function api(method, path, body) {
-  const options = { method, credentials: 'same-origin', headers: {} };
+function forgetKey() {
+  localStorage.removeItem(KEY_STORAGE);
+  localStorage.removeItem(SESSION_STORAGE);
+  state.proven = null;
+}
+
+// ---------------------------------------------------------------- server proof
+// While the daemon is down or restarting, another local program can listen on its port.
+// Before the page sends a credential (the cookie with the page key, or a pasted token), the
+// server answers a fresh challenge that only the daemon can: HMAC-SHA256 keyed with the page
+// key (or the token's signature) over "orchestra-server-proof:<nonce>". The answer holds
+// while this page's WebSocket to the daemon stays open (the daemon keeps its port); once
+// the socket drops, the next call proves again. SHA-256 is computed here because
+// crypto.subtle exists only on https and loopback pages.
+
+const SHA256_K = new Uint32Array([
+  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+  0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+  0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+  0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+  0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+  0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+  0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+  0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+]);
+
+/** SHA-256 of a byte array. */
+function sha256(bytes) {
+  const length = bytes.length;
+  const padded = new Uint8Array(((length + 9 + 63) >> 6) << 6);
+  padded.set(bytes);
+  padded[length] = 0x80;
+  const view = new DataView(padded.buffer);
+  view.setUint32(padded.length - 8, Math.floor(length / 0x20000000));
+  view.setUint32(padded.length - 4, (length << 3) >>> 0);
+  const h = new Uint32Array([
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+  ]);
+  const w = new Uint32Array(64);
+  const rotr = (x, n) => (x >>> n) | (x << (32 - n));
+  for (let offset = 0; offset < padded.length; offset += 64) {
+    for (let i = 0; i < 16; i++) w[i] = view.getUint32(offset + i * 4);
+    for (let i = 16; i < 64; i++) {
+      const s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >>> 3);
+      const s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >>> 10);
+      w[i] = (w[i - 16] + s0 + w[i - 7] + s1) >>> 0;
+    }
+    let [a, b, c, d, e, f, g, k] = h;
+    for (let i = 0; i < 64; i++) {
+      const t1 = (k + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + SHA256_K[i] + w[i]) >>> 0;
+      const t2 = ((rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))) >>> 0;
+      k = g; g = f; f = e; e = (d + t1) >>> 0; d = c; c = b; b = a; a = (t1 + t2) >>> 0;
+    }
+    const add = [a, b, c, d, e, f, g, k];
+    for (let i = 0; i < 8; i++) h[i] = (h[i] + add[i]) >>> 0;
+  }
+  const out = new Uint8Array(32);
+  const outView = new DataView(out.buffer);
+  for (let i = 0; i < 8; i++) outView.setUint32(i * 4, h[i]);
+  return out;
+}
+
+/** HMAC-SHA256 of `message` with `key` (strings, as UTF-8), base64url without padding. */
+function hmacSha256(key, message) {
+  const encoder = new TextEncoder();
+  let keyBytes = encoder.encode(key);
+  if (keyBytes.length > 64) keyBytes = sha256(keyBytes);
+  const inner = new Uint8Array(64);
+  const outer = new Uint8Array(64);
+  inner.set(keyBytes);
+  outer.set(keyBytes);
+  for (let i = 0; i < 64; i++) { inner[i] ^= 0x36; outer[i] ^= 0x5c; }
+  const messageBytes = encoder.encode(message);
+  const innerInput = new Uint8Array(64 + messageBytes.length);
+  innerInput.set(inner);
+  innerInput.set(messageBytes, 64);
+  const innerHash = sha256(innerInput);
+  const outerInput = new Uint8Array(96);
+  outerInput.set(outer);
+  outerInput.set(innerHash, 64);
+  let binary = '';
+  for (const byte of sha256(outerInput)) binary += String.fromCharCode(byte);
+  return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+/** Asks the server to prove it holds `key` (see above): resolves, or throws. Sends no
+ *  cookie and nothing that grants access. */
+async function proveServer(challenge, key) {
+  const random = new Uint8Array(24);
+  crypto.getRandomValues(random);
+  const nonce = Array.from(random, (b) => b.toString(16).padStart(2, '0')).join('');
+  let proof = null;
+  try {
+    const response = await fetch('/api/server-proof', {
+      method: 'POST',
+      credentials: 'omit',
+      cache: 'no-store',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ nonce, ...challenge }),
+    });
+    const data = await response.json();
+    if (response.ok && data && typeof data.proof === 'string') proof = data.proof;
+  } catch {
+    throw new ApiError(0, 'UNREACHABLE', 'the daemon cannot be reached');
+  }
+  if (proof !== hmacSha256(key, `orchestra-server-proof:${nonce}`)) {
+    throw new ApiError(0, 'UNTRUSTED_SERVER',
+      'the server on this port could not prove it is the daemon; nothing was sent to it');
+  }
+}
+
+/** Proves the server for the stored page key once per open WebSocket (shared by calls made
+ *  meanwhile). */
+function proveSession() {
   const key = localStorage.getItem(KEY_STORAGE);
-  if (key) options.headers['X-Orchestra-Key'] = key;
+  const session = localStorage.getItem(SESSION_STORAGE);
+  if (!key || !session) return Promise.resolve(false);
+  if (!state.proven) {
+    const attempt = proveServer({ session }, key).then(() => true);
+    state.proven = attempt;
+    attempt.catch(() => { if (state.proven === attempt) state.proven = null; });
+  }
+  return state.proven;
+}
+
+async function api(method, path, body) {
+  // The cookie and page key go only to a server that proved it derives the key; without
+  // them (no login yet, or a login from before session ids were kept) nothing is sent.
+  const proven = await proveSession();
+  const options = { method, credentials: proven ? 'same-origin' : 'omit', headers: {} };
+  if (proven) options.headers['X-Orchestra-Key'] = localStorage.getItem(KEY_STORAGE);
   if (body !== undefined) {
     options.headers['Content-Type'] = 'application/json';
     options.body = JSON.stringify(body);
   }
-  const response = await fetch(path, options);
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (error) {
+    state.proven = null;
+    throw error;
+  }
   const text = await response.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
@@ -66,6 +204,24 @@ async function api(method, path, body) {
     const message = data && data.message ? data.message : response.statusText;
     if (response.status === 401 && path !== '/api/login') showLogin(message);
     throw new ApiError(response.status, code, message);
+  }
+  return data;
+}
+
+/** `POST /api/login` with a pasted token, once the server proved it holds the token's key. */
+async function logInWithToken(token) {
+  const cut = token.lastIndexOf('.');
+  if (cut < 0) throw new ApiError(0, 'INVALID_TOKEN', 'this is not a token');
+  await proveServer({ token: token.slice(0, cut) }, token.slice(cut + 1));
+  const response = await fetch('/api/login', {
+    method: 'POST',
+    credentials: 'same-origin',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ token }),
+  });
+  const data = await response.json().catch(() => null);
+  if (!response.ok) {
+    throw new ApiError(response.status, data && data.error_code, (data && data.message) || response.statusText);
   }
   return data;
 }
@@ -125,8 +281,10 @@ function bindStaticHandlers() {
   $('#login-form').addEventListener('submit', async (event) => {
     event.preventDefault();
     try {
-      const session = await api('POST', '/api/login', { token: $('#login-token').value });
+      const session = await logInWithToken($('#login-token').value.trim());
       if (session.key) localStorage.setItem(KEY_STORAGE, session.key);
+      if (session.session) localStorage.setItem(SESSION_STORAGE, session.session);
+      state.proven = null;
       $('#login-token').value = '';
       start(session);
     } catch (error) {
@@ -135,7 +293,7 @@ function bindStaticHandlers() {
   });
   $('#logout').addEventListener('click', async () => {
     try { await api('POST', '/api/logout'); } catch (error) { reportError(error); }
-    localStorage.removeItem(KEY_STORAGE);
+    forgetKey();
     for (const id of [...state.terminals.keys()]) closeTerminal(id);
     showLogin('Logged out.');
   });
@@ -203,6 +361,8 @@ async function connect() {
   });
   ws.addEventListener('close', () => {
     if (state.ws !== ws) return;
+    // The daemon may be gone and its port taken: prove it again before the next call.
+    state.proven = null;
     state.ws = null;
     state.wsOpen = false;
     if (state.session) scheduleReconnect();

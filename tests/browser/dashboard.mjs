@@ -4,6 +4,10 @@
 //   prints "@permission SESSION" -> the test runs the agent's PermissionRequest hook, answers "started"
 //   prints "@permission-answer"  -> the test checks what the hook was told, answers "ok"
 //   prints "@link observe"       -> the test runs `orchestra open --scope observe`, answers the link
+//   prints "@squat"              -> the test kills the daemon, lets another server take its port
+//                                   until the page has asked it twice to prove itself, checks
+//                                   that it got no cookie and no page key, restarts the daemon
+//                                   on the port, answers "restored"
 // Every step waits for what the page shows (no fixed sleeps); screenshots go to SHOTS.
 import path from 'node:path';
 import http from 'node:http';
@@ -134,6 +138,12 @@ try {
     if (seen !== expected) throw new Error(`${pattern} is shown ${seen} times after the restart:\n${after}`);
   }
   await page.screenshot({ path: path.join(SHOTS, '3-after-restart.png') });
+
+  step('another server takes the port while the daemon is down: the page sends it nothing');
+  if ((await ask('@squat')) !== 'restored') throw new Error('the squatter step failed');
+  await page.waitForSelector('#link-state[data-state="live"]');
+  await typeInto(page, session, 'echo three-$((20+22))\n');
+  await waitForLine(page, session, /^three-42$/);
 
   step('delegate a task and watch it finish');
   await page.click('#tabs [data-view=tasks]');

@@ -118,6 +118,18 @@ fn dashboard_in_chromium(backend: &str) {
                 assert!(told.contains("\"behavior\":\"allow\""), "{told}");
                 answer("ok");
             }
+            Some("@squat") => {
+                daemon.kill9_keeping_port();
+                let squatter = crate::trust::Squatter::bind(daemon.addr);
+                // The page keeps trying to reconnect: each try is one challenge, refused.
+                squatter.wait_for("POST /api/server-proof", 2);
+                let received = squatter.stop().to_ascii_lowercase();
+                assert!(!received.contains("x-orchestra-key"), "{received}");
+                assert!(!received.contains("\ncookie:"), "{received}");
+                assert!(!received.contains("/api/ws-ticket"), "{received}");
+                daemon.relaunch();
+                answer("restored");
+            }
             Some("@link") => {
                 let scope = words.next().expect("a scope");
                 answer(&daemon.login_link(scope));

@@ -279,6 +279,13 @@ impl DaemonProcess {
         self.relaunch();
     }
 
+    /// Kills the daemon with SIGKILL; the next [`DaemonProcess::relaunch`] listens on the
+    /// same port.
+    pub fn kill9_keeping_port(&mut self) {
+        self.listen = self.addr.to_string();
+        self.kill9();
+    }
+
     /// Pid of the daemon process.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()

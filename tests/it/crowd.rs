@@ -50,5 +50,8 @@ fn silent_connections_neither_lock_clients_out_nor_outstay_the_head_timeout() {
         .find_map(|l| l.strip_prefix("orchestra_silent_connections_evicted_total "))
         .and_then(|v| v.trim().parse::<u64>().ok())
         .expect("the eviction counter");
-    assert!(evicted >= 9, "at least the 9 over the limit were evicted: {evicted}");
+    assert!(
+        evicted >= 9,
+        "at least the 9 over the limit were evicted: {evicted}"
+    );
 }

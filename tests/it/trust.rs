@@ -5,10 +5,10 @@
 //! replay.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,9 +17,12 @@ use crate::common::{DaemonProcess, wait_until};
 /// A process squatting on a port: it records everything every connection sends and answers
 /// each request (a server-proof challenge included) with a made-up `200`.
 pub struct Squatter {
+    addr: SocketAddr,
     received: Arc<Mutex<Vec<u8>>>,
     accepted: Arc<AtomicUsize>,
     finished: Arc<AtomicUsize>,
+    stopped: Arc<AtomicBool>,
+    listening: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Squatter {
@@ -28,32 +31,46 @@ impl Squatter {
         let listener = wait_until("the daemon's port to be free", || {
             TcpListener::bind(addr).ok()
         });
-        let squatter = Squatter {
+        let mut squatter = Squatter {
+            addr,
             received: Arc::default(),
             accepted: Arc::default(),
             finished: Arc::default(),
+            stopped: Arc::default(),
+            listening: None,
         };
-        let (received, accepted, finished) = (
+        let (received, accepted, finished, stopped) = (
             squatter.received.clone(),
             squatter.accepted.clone(),
             squatter.finished.clone(),
+            squatter.stopped.clone(),
         );
-        std::thread::spawn(move || {
+        squatter.listening = Some(std::thread::spawn(move || {
             for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
                 let Ok(mut stream) = stream else { continue };
                 accepted.fetch_add(1, Ordering::SeqCst);
-                let (received, finished) = (received.clone(), finished.clone());
+                let (received, finished, stopped) =
+                    (received.clone(), finished.clone(), stopped.clone());
                 std::thread::spawn(move || {
-                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                    let mut seen = Vec::new();
+                    // Short read timeouts only to notice `stop`; every byte is recorded
+                    // as it arrives.
+                    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+                    let mut request = Vec::new();
                     let mut chunk = [0u8; 4096];
-                    // Bounded: a client sends at most 1 MiB before the squatter hangs up.
-                    while seen.len() < 1 << 20 {
+                    let mut total = 0usize;
+                    // Bounded: at most 1 MiB per connection is read.
+                    while total < 1 << 20 {
                         match stream.read(&mut chunk) {
-                            Ok(0) | Err(_) => break,
+                            Ok(0) => break,
                             Ok(n) => {
-                                seen.extend_from_slice(&chunk[..n]);
-                                if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                                total += n;
+                                received.lock().unwrap().extend_from_slice(&chunk[..n]);
+                                request.extend_from_slice(&chunk[..n]);
+                                if request.windows(4).any(|w| w == b"\r\n\r\n") {
+                                    request.clear();
                                     let body = br#"{"proof":"forged"}"#;
                                     let head = format!(
                                         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
@@ -64,29 +81,56 @@ impl Squatter {
                                     let _ = stream.write_all(body);
                                 }
                             }
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                ) =>
+                            {
+                                if stopped.load(Ordering::SeqCst) {
+                                    break;
+                                }
+                            }
+                            Err(_) => break,
                         }
                     }
-                    received.lock().unwrap().extend_from_slice(&seen);
                     received.lock().unwrap().push(b'\n');
                     finished.fetch_add(1, Ordering::SeqCst);
                 });
             }
-        });
+        }));
         squatter
     }
 
-    /// Everything received so far, once every connection accepted has ended.
-    pub fn received(&self) -> String {
-        wait_until("the squatter's connections to end", || {
-            (self.accepted.load(Ordering::SeqCst) == self.finished.load(Ordering::SeqCst))
-                .then_some(())
+    /// Waits until what it received contains `needle` at least `count` times.
+    pub fn wait_for(&self, needle: &str, count: usize) {
+        wait_until(&format!("{count} times {needle:?} at the squatter"), || {
+            let seen = String::from_utf8_lossy(&self.received.lock().unwrap())
+                .matches(needle)
+                .count();
+            (seen >= count).then_some(())
         });
-        String::from_utf8_lossy(&self.received.lock().unwrap()).into_owned()
     }
 
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Stops listening, ends every connection (after reading what it sent), and returns
+    /// everything received.
+    pub fn stop(mut self) -> String {
+        self.stopped.store(true, Ordering::SeqCst);
+        // Wakes the accept loop, which then sees the flag and closes the listener.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(listening) = self.listening.take() {
+            listening.join().unwrap();
+        }
+        wait_until("the squatter's connections to end", || {
+            (self.accepted.load(Ordering::SeqCst) == self.finished.load(Ordering::SeqCst))
+                .then_some(())
+        });
+        String::from_utf8_lossy(&self.received.lock().unwrap()).into_owned()
     }
 }
 
@@ -227,8 +271,8 @@ fn no_command_sends_a_credential_to_a_process_on_the_daemons_port() {
             stderr(&output)
         );
     }
-    let received = squatter.received();
     assert!(squatter.connections() >= 4, "the challenges reached it");
+    let received = squatter.stop();
     let signature = token.rsplit('.').next().unwrap();
     assert!(!received.contains(signature), "{received}");
     assert!(

@@ -56,6 +56,7 @@ fn log_in(daemon: &DaemonProcess, link: &str) -> (Resp, Session) {
         .header("location")
         .unwrap()
         .strip_prefix("/#key=")
+        .and_then(|fragment| fragment.split('&').next())
         .expect("the page key in the fragment")
         .to_string();
     (resp, Session { cookie: pair, key })
