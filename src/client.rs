@@ -308,7 +308,7 @@ fn verify_server(stream: &mut ApiStream, url: &DaemonUrl, token: &str) -> Result
     let proof = serde_json::from_slice::<serde_json::Value>(&answer.body)
         .ok()
         .and_then(|v| v.get("proof")?.as_str().map(str::to_string));
-    let expected = crate::api::auth::proof_of(signature.as_bytes(), &nonce);
+    let expected = crate::proto::proof::proof_of(signature.as_bytes(), &nonce);
     match proof {
         Some(proof) if answer.status == 200 && !expected.is_empty() && proof == expected => Ok(()),
         _ => Err(unproven(

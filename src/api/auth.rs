@@ -162,7 +162,7 @@ impl Authenticator {
     }
 
     /// This daemon's answer to a server-proof challenge for a token whose signing input
-    /// (`header.payload`) is `signing_input`: [`proof_of`] keyed with the signature this
+    /// (`header.payload`) is `signing_input`: [`crate::proto::proof::proof_of`] keyed with the signature this
     /// daemon gives that input. A client holding the whole token computes the same from the
     /// token's own signature, so a right answer shows the server holds the key that signs
     /// its tokens, and the client has sent nothing it could use (see `client::Endpoint`).
@@ -171,7 +171,7 @@ impl Authenticator {
         let signer = self.signer.as_ref()?;
         let signature =
             jsonwebtoken::crypto::sign(signing_input.as_bytes(), signer, Algorithm::HS256).ok()?;
-        Some(proof_of(signature.as_bytes(), nonce))
+        Some(crate::proto::proof::proof_of(signature.as_bytes(), nonce))
     }
 
     /// Verifies a token and returns who it is for.
@@ -255,28 +255,6 @@ struct MintClaims<'a> {
     aud: Option<&'a str>,
 }
 
-/// The answer to a server-proof challenge: HMAC-SHA256 keyed with `key` over
-/// `orchestra-server-proof:<nonce>`, base64url without padding. Both sides compute it: the
-/// client from what it holds (a token's signature, a browser's page key), the daemon from
-/// its keys; only a server holding those keys can answer a fresh nonce.
-pub fn proof_of(key: &[u8], nonce: &str) -> String {
-    let message = format!("orchestra-server-proof:{nonce}");
-    jsonwebtoken::crypto::sign(
-        message.as_bytes(),
-        &EncodingKey::from_secret(key),
-        Algorithm::HS256,
-    )
-    .unwrap_or_default()
-}
-
-/// Whether `nonce` is acceptable for a server-proof challenge: 16 to 128 base64url or hex
-/// characters.
-pub fn valid_nonce(nonce: &str) -> bool {
-    (16..=128).contains(&nonce.len())
-        && nonce
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
 /// Signs an HS256 token for `sub` with `scope`, valid for `ttl`.
 pub fn mint_token(
     config: &Config,

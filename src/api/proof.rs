@@ -6,17 +6,17 @@
 //! So clients first send a fresh nonce and the part of their credential that grants nothing
 //! (a token's `header.payload`, a browser session's id) and check the answer, which only a
 //! server holding the signing secret or the web key can compute (see
-//! [`super::auth::proof_of`]). The command line client does this on the same connection as
+//! [`crate::proto::proof::proof_of`]). The command line client does this on the same connection as
 //! the request that carries the token, so the port cannot change hands in between; the
 //! dashboard does it whenever its WebSocket to the daemon is not open.
 
 use serde::{Deserialize, Serialize};
 
-use super::auth::{proof_of, valid_nonce};
 use super::error::{ApiError, ErrorCode};
 use super::{json, parse_body};
 use crate::daemon::Daemon;
 use crate::proto::http::{Request, Response};
+use crate::proto::proof::{proof_of, valid_nonce};
 
 /// Longest signing input accepted (tokens are at most 8 KiB).
 const MAX_SIGNING_INPUT: usize = 8192;

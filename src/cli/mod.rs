@@ -338,7 +338,7 @@ mod tests {
         );
         let auth = failure_of(&answer(401, "INVALID_TOKEN"));
         assert_eq!(auth.code, exit::AUTH);
-        assert!(auth.message.starts_with("INVALID_TOKEN: m (is the token"));
+        assert!(auth.message.starts_with("INVALID_TOKEN: m (has the token"));
         assert_eq!(failure_of(&answer(403, "FORBIDDEN")).code, exit::AUTH);
         assert_eq!(
             failure_of(&answer(409, "SESSION_EXISTS")).code,

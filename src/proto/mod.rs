@@ -2,5 +2,6 @@
 
 pub mod hook;
 pub mod http;
+pub mod proof;
 pub mod pty;
 pub mod ws;
