@@ -18,6 +18,7 @@ mod cli;
 mod clients;
 mod contract;
 mod faults;
+mod git_hostile;
 mod hooks;
 mod hostile;
 mod http;
