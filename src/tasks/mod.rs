@@ -8,6 +8,7 @@
 //! test runs, disk syncs) runs on other threads.
 
 pub mod error;
+pub mod git;
 pub mod lifecycle;
 pub mod process;
 pub mod prompt;

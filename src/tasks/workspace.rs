@@ -5,7 +5,7 @@
 //! to the repository except when asked to create a worktree, never follows symlinks, and
 //! never claims a path outside the working directory.
 
-use super::process;
+use super::{git, process};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::Metadata;
@@ -85,13 +85,14 @@ pub fn capture(dir: &Path, limits: &ScanLimits) -> Result<Baseline, String> {
         });
     };
     let head = head_commit(&top, timeout)?;
-    let mut status = git(&top);
+    let mut status = git(&top, timeout)?;
     let pathspec = if prefix.is_empty() { "." } else { &prefix };
     status.args([
         "status",
         "--porcelain=v1",
         "-z",
         "--untracked-files=all",
+        "--ignore-submodules=dirty",
         "--",
         pathspec,
     ]);
@@ -132,11 +133,12 @@ pub fn changed_files(
                 None => empty_tree(top, timeout)?,
             };
             let pathspec = if prefix.is_empty() { "." } else { prefix };
-            let mut diff = git(top);
+            let mut diff = git(top, timeout)?;
             diff.args(["diff", "--name-only", "-z", "--no-renames", "--no-ext-diff"])
+                .args(["--no-textconv", "--ignore-submodules=dirty"])
                 .arg(&base)
                 .args(["--", pathspec]);
-            let mut untracked = git(top);
+            let mut untracked = git(top, timeout)?;
             untracked.args([
                 "ls-files",
                 "--others",
@@ -216,7 +218,7 @@ pub fn create_worktree(
     if head_commit(&top, timeout)?.is_none() {
         return Err("worktree isolation needs a repository with at least one commit".into());
     }
-    let mut check = git(&top);
+    let mut check = git(&top, timeout)?;
     check.args(["check-ref-format", "--branch", branch]);
     if branch.starts_with('-') || !process::run(&mut check, timeout, 0)?.success() {
         return Err(format!("{branch:?} is not a valid branch name"));
@@ -242,15 +244,17 @@ pub fn create_worktree(
         }
     }
     // A registration left by a worktree whose directory was removed would block the add.
-    let mut prune = git(&top);
+    let mut prune = git(&top, timeout)?;
     prune.args(["worktree", "prune"]);
     run_git(prune, timeout)?;
-    let mut exists = git(&top);
+    let mut exists = git(&top, timeout)?;
     exists
         .args(["rev-parse", "--verify", "-q"])
         .arg(format!("refs/heads/{branch}"));
-    let mut add = git(&top);
-    add.args(["worktree", "add"]);
+    let mut add = git(&top, timeout)?;
+    // Checked out below, with the configuration that applies in the new worktree (an
+    // `includeIf "onbranch:..."` may name programs only there).
+    add.args(["worktree", "add", "--no-checkout"]);
     if process::run(&mut exists, timeout, 0)?.success() {
         // The branch survived an earlier attempt; it is ours (the daemon names branches).
         add.arg("--").arg(dest).arg(branch);
@@ -258,108 +262,36 @@ pub fn create_worktree(
         add.args(["-b", branch, "--"]).arg(dest).arg("HEAD");
     }
     run_git(add, timeout)?;
+    // What `git worktree add` itself runs to check out.
+    let checkout = git(dest, timeout).and_then(|mut checkout| {
+        checkout.args(["reset", "--hard", "--no-recurse-submodules", "-q"]);
+        run_git(checkout, timeout)
+    });
+    if let Err(why) = checkout {
+        // Never leave a half checked-out worktree that a retry would take as ready.
+        let _ = std::fs::remove_dir_all(dest);
+        if let Ok(mut prune) = git(&top, timeout) {
+            prune.args(["worktree", "prune"]);
+            let _ = run_git(prune, timeout);
+        }
+        return Err(why);
+    }
     inside(dest)
 }
 
-/// Variables that would make the daemon's git calls look at another repository, or run a
-/// program (editor, pager, external diff, extra configuration) in the daemon's name.
-const GIT_ENV_REMOVED: &[&str] = &[
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_COMMON_DIR",
-    "GIT_PREFIX",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_NAMESPACE",
-    "GIT_CEILING_DIRECTORIES",
-    "GIT_CONFIG",
-    "GIT_CONFIG_PARAMETERS",
-    "GIT_CONFIG_COUNT",
-    "GIT_EXTERNAL_DIFF",
-    "GIT_DIFF_OPTS",
-    "GIT_EDITOR",
-    "GIT_SEQUENCE_EDITOR",
-    "GIT_PAGER",
-    "GIT_SSH",
-    "GIT_SSH_COMMAND",
-    "GIT_ASKPASS",
-    "GIT_PROXY_COMMAND",
-    "GIT_EXEC_PATH",
-    "GIT_TEMPLATE_DIR",
-    "GIT_TRACE",
-    "EDITOR",
-    "VISUAL",
-    "PAGER",
-    "SSH_ASKPASS",
-];
-
-/// Settings on every git call of the daemon's: no hooks (a worktree checkout would run
-/// `post-checkout`), no file-system monitor program, no pager, no external diff, and no
-/// quoting of paths. (External diff programs are off through `--no-ext-diff` on every diff.)
-const GIT_SAFE_CONFIG: &[&str] = &[
-    "-c",
-    "core.quotepath=off",
-    "-c",
-    "core.hooksPath=/dev/null",
-    "-c",
-    "core.fsmonitor=false",
-    "-c",
-    "core.pager=cat",
-];
-
-/// A git command run in `dir`, with quoting, prompts, hooks, pagers, external programs and
-/// pathspec magic off, and no inherited repository selection or configuration variables.
-fn git(dir: &Path) -> Command {
-    let mut command = crate::environment::command("git");
-    command
-        .args(GIT_SAFE_CONFIG)
-        .args(["--literal-pathspecs", "--no-pager", "-C"])
-        .arg(dir)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_OPTIONAL_LOCKS", "0");
-    for var in GIT_ENV_REMOVED {
-        command.env_remove(var);
-    }
-    for (name, _) in std::env::vars_os() {
-        let bytes = name.as_encoded_bytes();
-        if bytes.starts_with(b"GIT_CONFIG_KEY_") || bytes.starts_with(b"GIT_CONFIG_VALUE_") {
-            command.env_remove(name);
-        }
-    }
-    command
+/// A hardened git command in `dir` ([`git::command`]).
+fn git(dir: &Path, timeout: Duration) -> Result<Command, String> {
+    git::command(dir, timeout)
 }
 
 /// Runs a git command and returns its standard output, or why it failed.
-fn run_git(mut command: Command, timeout: Duration) -> Result<Vec<u8>, String> {
-    // The subcommand is the argument after `-C <dir>`.
-    let args: Vec<_> = command.get_args().collect();
-    let what = args
-        .iter()
-        .position(|a| *a == "-C")
-        .and_then(|at| args.get(at + 2))
-        .map(|a| a.to_string_lossy().into_owned());
-    let what = format!("git {}", what.unwrap_or_default());
-    let out = process::run(&mut command, timeout, 4096)?;
-    if out.timed_out {
-        return Err(format!("{what} did not finish within {timeout:?}"));
-    }
-    if !out.success() {
-        let text = String::from_utf8_lossy(&out.output);
-        return Err(format!("{what} failed: {}", text.trim()));
-    }
-    if out.stdout_truncated {
-        return Err(format!(
-            "{what} printed more than {} bytes",
-            process::STDOUT_CAP
-        ));
-    }
-    Ok(out.stdout)
+fn run_git(command: Command, timeout: Duration) -> Result<Vec<u8>, String> {
+    git::run(command, timeout)
 }
 
 /// The work tree's top level and `dir` relative to it, when `dir` is in one.
 fn locate(dir: &Path, timeout: Duration) -> Option<(PathBuf, String)> {
-    let mut command = git(dir);
+    let mut command = git(dir, timeout).ok()?;
     command.args(["rev-parse", "--show-toplevel", "--show-prefix"]);
     let out = run_git(command, timeout).ok()?;
     let text = String::from_utf8(out).ok()?;
@@ -370,7 +302,7 @@ fn locate(dir: &Path, timeout: Duration) -> Option<(PathBuf, String)> {
 
 /// The commit HEAD names, or `None` on an unborn branch.
 fn head_commit(top: &Path, timeout: Duration) -> Result<Option<String>, String> {
-    let mut command = git(top);
+    let mut command = git(top, timeout)?;
     command.args(["rev-parse", "--verify", "-q", "HEAD^{commit}"]);
     let out = process::run(&mut command, timeout, 4096)?;
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -385,8 +317,8 @@ fn head_commit(top: &Path, timeout: Duration) -> Result<Option<String>, String> 
 }
 
 fn empty_tree(top: &Path, timeout: Duration) -> Result<String, String> {
-    let mut command = git(top);
-    command.args(["hash-object", "-t", "tree", "/dev/null"]);
+    let mut command = git(top, timeout)?;
+    command.args(["hash-object", "-t", "tree", "--no-filters", "/dev/null"]);
     let id = String::from_utf8_lossy(&run_git(command, timeout)?)
         .trim()
         .to_owned();
@@ -400,14 +332,16 @@ fn empty_tree(top: &Path, timeout: Duration) -> Result<String, String> {
 /// Whether `dest` is the top of a worktree of the same repository as `top`, on `branch`.
 fn is_worktree_of(dest: &Path, top: &Path, branch: &str, timeout: Duration) -> bool {
     let common = |dir: &Path| -> Option<PathBuf> {
-        let mut command = git(dir);
+        let mut command = git(dir, timeout).ok()?;
         command.args(["rev-parse", "--path-format=absolute", "--git-common-dir"]);
         let out = String::from_utf8(run_git(command, timeout).ok()?).ok()?;
         Path::new(out.trim_end_matches('\n')).canonicalize().ok()
     };
-    let mut head = git(dest);
-    head.args(["symbolic-ref", "-q", "HEAD"]);
-    let on_branch = run_git(head, timeout)
+    let on_branch = git(dest, timeout)
+        .and_then(|mut head| {
+            head.args(["symbolic-ref", "-q", "HEAD"]);
+            run_git(head, timeout)
+        })
         .is_ok_and(|out| out.trim_ascii_end() == format!("refs/heads/{branch}").as_bytes());
     on_branch
         && locate(dest, timeout).is_some_and(|(t, _)| Some(t) == dest.canonicalize().ok())
@@ -464,7 +398,7 @@ fn fingerprints(
         prints.insert(path.clone(), print);
     }
     for batch in files.chunks(HASH_BATCH) {
-        let mut command = git(top);
+        let mut command = git(top, timeout)?;
         command.args(["hash-object", "--no-filters", "--"]);
         command.args(batch.iter().map(|p| top.join(p)));
         let out = String::from_utf8_lossy(&run_git(command, timeout)?).into_owned();
@@ -747,6 +681,49 @@ mod tests {
         let plain = tempfile::tempdir().unwrap();
         let err = create_worktree(plain.path(), &dest.path().join("p"), "b", t).unwrap_err();
         assert!(err.contains("not inside a git repository"), "{err}");
+    }
+
+    #[test]
+    fn a_repositorys_filters_never_run_and_a_failed_checkout_leaves_no_worktree() {
+        let tmp = repo(&["a", "sub/b"]);
+        let dir = tmp.path();
+        let markers = tempfile::tempdir().unwrap();
+        let marker = markers.path().join("ran");
+        let filter = format!("touch '{}'; cat", marker.display());
+        for key in ["filter.v.clean", "filter.v.smudge", "filter.v.process"] {
+            sh(dir, &["config", key, &filter]);
+        }
+        sh(dir, &["config", "filter.v.required", "true"]);
+        write(dir, ".git/info/attributes", "* filter=v\n");
+        let base = capture(dir, &LIMITS).unwrap();
+        write(dir, "a", "edited\n");
+        assert_eq!(changed(dir, &base), ["a"]);
+        let wt = markers.path().join("wt");
+        let t = Duration::from_secs(60);
+        let inner = create_worktree(dir, &wt, "orchestra/t", t).unwrap();
+        assert_eq!(fs::read_to_string(inner.join("sub/b")).unwrap(), "sub/b\n");
+        assert!(!marker.exists(), "a filter ran");
+
+        // HEAD's tree unreadable: the checkout fails and the worktree is removed.
+        let tree = String::from_utf8(
+            Command::new("git")
+                .args(["-C", dir.to_str().unwrap(), "rev-parse", "HEAD:sub"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let tree = tree.trim();
+        fs::remove_file(dir.join(format!(".git/objects/{}/{}", &tree[..2], &tree[2..]))).unwrap();
+        let broken = markers.path().join("broken");
+        let err = create_worktree(dir, &broken, "orchestra/u", t).unwrap_err();
+        assert!(err.contains("git reset failed"), "{err}");
+        assert!(!broken.exists());
+        let err = create_worktree(dir, &broken, "orchestra/u", t).unwrap_err();
+        assert!(
+            err.contains("git reset failed"),
+            "a retry checks out again: {err}"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod clients;
 mod contract;
 mod crowd;
 mod faults;
+mod git_hostile;
 mod hooks;
 mod hostile;
 mod http;
