@@ -89,7 +89,16 @@ pub fn connect(socket: &Path, key: &Key, timeout: Duration) -> Result<Attached, 
                         String::from_utf8_lossy(&frame.payload)
                     ));
                 }
-                (Kind::Hello, None) if answered => {
+                (Kind::Hello, None) => {
+                    if !answered {
+                        // A holder started by an orchestra from before holders asked for the
+                        // key: taken over, so that its agent is not lost in an upgrade.
+                        log::warn!(
+                            "the pty holder at {} does not authenticate its clients (an older \
+                             version); delete and spawn the session again to replace it",
+                            socket.display()
+                        );
+                    }
                     hello = Some(
                         serde_json::from_slice(&frame.payload)
                             .map_err(|e| format!("the pty holder sent a bad hello: {e}"))?,

@@ -404,7 +404,7 @@ fn holder_socket(daemon: &DaemonProcess, id: &str) -> std::path::PathBuf {
 
 #[test]
 fn a_foreign_client_of_a_pty_holder_gets_no_terminal_and_stops_nothing() {
-    let daemon = DaemonProcess::start_on("pty", "");
+    let mut daemon = DaemonProcess::start_on("pty", "");
     let token = daemon.control();
     let id = id_of(&daemon.spawn(&token, "echo"));
     let pid = daemon.get(&format!("/api/agents/{id}"), &token).json()["pid"]
@@ -438,6 +438,33 @@ fn a_foreign_client_of_a_pty_holder_gets_no_terminal_and_stops_nothing() {
     );
     let detail = daemon.get(&format!("/api/agents/{id}"), &token).json();
     assert_eq!(detail["status"], "running", "{detail}");
+
+    // Silent clients that never answer the challenge (more of them than the holder keeps
+    // waiting) do not keep a restarted daemon out, and the key outlives the daemon.
+    daemon.kill9();
+    let silent: Vec<_> = (0..12)
+        .map(|_| {
+            use std::io::Read;
+            let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+            stream
+                .set_read_timeout(Some(crate::common::PATIENCE))
+                .unwrap();
+            let mut challenge = [0u8; 37];
+            stream.read_exact(&mut challenge).unwrap();
+            assert_eq!(challenge[0], b'N', "a challenge, not a refusal");
+            stream
+        })
+        .collect();
+    daemon.relaunch();
+    let after = daemon.get(&format!("/api/agents/{id}"), &token).json();
+    assert_eq!(after["status"], "running", "{after}");
+    assert_eq!(after["pid"], pid, "{after}");
+    let mut ws = daemon.ws(&token);
+    ws.subscribe(&id);
+    ws.send(json!({"type": "terminal_input", "session_id": id, "data": "after restart\r"}));
+    let mut seen = Transcript::default();
+    seen.read_until_count(&mut ws, &id, "after restart", 2);
+    drop(silent);
 }
 
 #[test]
