@@ -308,7 +308,7 @@ struct Holder {
     listener: mio::net::UnixListener,
     /// Where it listens, and the socket file it made there.
     socket: PathBuf,
-    socket_id: Option<(u64, u64)>,
+    socket_id: (u64, u64),
     key: Key,
     /// Connections that must answer the challenge first, by slot.
     pending: Vec<Option<Pending>>,
@@ -347,7 +347,8 @@ impl Holder {
             let _ =
                 std::fs::set_permissions(&options.socket, std::fs::Permissions::from_mode(0o600));
         }
-        let socket_id = file_id(&options.socket);
+        let socket_id = file_id(&options.socket)
+            .ok_or_else(|| format!("cannot find the socket {}", options.socket.display()))?;
         listener
             .set_nonblocking(true)
             .map_err(|e| format!("cannot use the socket: {e}"))?;
@@ -462,7 +463,7 @@ impl Holder {
 
     /// Whether the socket file it made is still at its path.
     fn socket_is_ours(&self) -> bool {
-        self.socket_id.is_some() && file_id(&self.socket) == self.socket_id
+        file_id(&self.socket) == Some(self.socket_id)
     }
 
     fn start_reading(&mut self) {
