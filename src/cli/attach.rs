@@ -9,8 +9,6 @@
 //! The terminal is restored however the command ends (detach key, the agent exiting, a
 //! signal, an error or a panic), every mode the agent turned on included.
 
-pub mod filter;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
@@ -23,6 +21,8 @@ use tungstenite::{Message, WebSocket};
 
 use super::{Api, Failure, exit, websocket};
 use crate::sys::{RawTerminal, terminal_size};
+
+pub mod filter;
 
 /// `orchestra attach` arguments.
 #[derive(clap::Args, Debug, Clone)]
@@ -100,12 +100,12 @@ pub fn run(api: &Api, args: &AttachArgs) -> Result<String, Failure> {
         api,
         args,
         socket: Some(socket),
-        output: &mut screen.output,
         stream: None,
         next_offset: None,
         carry: Vec::new(),
         lost_since: None,
         attempt: 0,
+        output: &mut screen.output,
     };
     let ended = attach.run(fd);
     // Screen first, then the terminal's mode (also what unwinding from a panic does).
@@ -145,8 +145,6 @@ struct Attach<'a> {
     api: &'a Api,
     args: &'a AttachArgs,
     socket: Option<WebSocket<TcpStream>>,
-    /// What of the agent's output reaches the terminal.
-    output: &'a mut filter::OutputFilter,
     /// The output stream and offset just past the last byte written, for `since`.
     stream: Option<String>,
     next_offset: Option<u64>,
@@ -155,6 +153,8 @@ struct Attach<'a> {
     /// When the connection dropped (reconnecting since).
     lost_since: Option<Instant>,
     attempt: usize,
+    /// What of the agent's output reaches the terminal.
+    output: &'a mut filter::OutputFilter,
 }
 
 enum Step {
