@@ -193,6 +193,9 @@ enum Command {
         /// Where the holder writes its errors.
         #[arg(long)]
         log: Option<PathBuf>,
+        /// The file with the key a daemon must prove it holds.
+        #[arg(long)]
+        key: PathBuf,
         /// Run the holder itself (otherwise: start it detached and wait until it is ready).
         #[arg(long)]
         serve: bool,
@@ -320,6 +323,7 @@ fn main() -> ExitCode {
             cols,
             ring_bytes,
             log,
+            key,
             serve,
             command,
         } => {
@@ -329,6 +333,7 @@ fn main() -> ExitCode {
                 cols,
                 ring_bytes,
                 log,
+                key,
                 command,
             };
             let code = if serve {

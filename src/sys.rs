@@ -391,6 +391,49 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Opens the directory at the absolute `path` without following any symbolic link on the
+/// way (`openat2` with `RESOLVE_NO_SYMLINKS`): the directory that is at that very path, or
+/// `ELOOP` if a component is a link. `ENOSYS` on kernels before 5.6.
+pub fn open_dir_no_symlinks(path: &std::path::Path) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a zeroed open_how is valid (no flags); the fields are set below.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    loop {
+        // SAFETY: `path` is a NUL-terminated string and `how` a valid open_how of the size
+        // passed; both outlive the call, which returns a new descriptor or -1.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                &how as *const libc::open_how,
+                size_of::<libc::open_how>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Makes the directory open at `dir` the process's working directory (`fchdir`).
+pub fn change_dir_to(dir: &OwnedFd) -> io::Result<()> {
+    // SAFETY: fchdir takes a descriptor we own; no pointers are involved.
+    if unsafe { libc::fchdir(dir.as_raw_fd()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Starts a new session with the calling process as its leader, detaching it from the
 /// controlling terminal and process group of its parent.
 pub fn new_session() -> io::Result<()> {

@@ -5,6 +5,12 @@
 //! working directory. Instead it writes them to a private spec file and starts the pane with
 //! this wrapper, which reads and deletes the file, changes directory, sets the environment
 //! and replaces itself (`exec`) with the agent. The pane's pid is therefore the agent's.
+//!
+//! The directory in the spec is the canonical path the daemon checked (inside an allowed
+//! root, outside its state directory). Between that check and this wrapper, a path component
+//! could have been swapped for a symbolic link to somewhere else: the wrapper enters the
+//! directory without following any link ([`enter_checked_dir`]) and refuses to start the
+//! agent if one appeared.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -23,7 +29,7 @@ pub struct SpawnSpec {
     pub env: BTreeMap<String, String>,
     /// Variables to remove from the inherited environment.
     pub unset: Vec<String>,
-    /// Directory to start in.
+    /// Directory to start in: the canonical path (no symbolic links) the daemon checked.
     pub cwd: PathBuf,
 }
 
@@ -60,8 +66,12 @@ pub fn run(spec_path: &Path) -> i32 {
         eprintln!("orchestra: empty command");
         return 127;
     };
+    if let Err(e) = enter_checked_dir(&spec.cwd) {
+        eprintln!("orchestra: refusing to start the agent: {e}");
+        return 126;
+    }
     let mut command = std::process::Command::new(program);
-    command.args(args).current_dir(&spec.cwd);
+    command.args(args);
     for key in &spec.unset {
         command.env_remove(key);
     }
@@ -74,6 +84,37 @@ pub fn run(spec_path: &Path) -> i32 {
     let error = command.exec();
     eprintln!("orchestra: cannot run {program:?}: {error}");
     127
+}
+
+/// Makes `dir`, the canonical path the daemon checked, this process's working directory,
+/// following no symbolic link on the way, and checks that the directory entered is at that
+/// path. An error (a link appeared in the path since the check, or the path now leads to
+/// another directory) says what happened.
+pub fn enter_checked_dir(dir: &Path) -> Result<(), String> {
+    let shown = dir.display();
+    match crate::sys::open_dir_no_symlinks(dir) {
+        Ok(fd) => crate::sys::change_dir_to(&fd)
+            .map_err(|e| format!("cannot enter the working directory {shown}: {e}"))?,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(format!(
+                "the working directory {shown} contains a symbolic link that was not there                  when the daemon checked it"
+            ));
+        }
+        // Kernels before 5.6: the check after entering it below still holds.
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => std::env::set_current_dir(dir)
+            .map_err(|e| format!("cannot enter the working directory {shown}: {e}"))?,
+        Err(e) => return Err(format!("cannot enter the working directory {shown}: {e}")),
+    }
+    // What the kernel says this process is in now.
+    let entered = std::env::current_dir()
+        .map_err(|e| format!("cannot tell which directory was entered for {shown}: {e}"))?;
+    if entered != dir {
+        return Err(format!(
+            "the working directory {shown} led to {} instead, which the daemon did not check",
+            entered.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Finds `program` the way `execvp` would with `path_var` as `PATH`. Returns the path of an

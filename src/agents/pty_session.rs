@@ -4,7 +4,8 @@
 //! The master descriptor is read and written like a tmux pipe ([`crate::panes::capture`],
 //! [`crate::panes::typing`]); what differs lives here. Each session has three files in the
 //! private `pty` directory: the holder's socket, the session's metadata (what a restarted
-//! daemon needs to list it again) and the holder's error log.
+//! daemon needs to list it again) and the holder's error log. The holder key
+//! ([`crate::pty::auth`]) is shared by all sessions and kept across restarts.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use crate::panes::emulator::Snapshot;
 use crate::panes::pane_io::PaneIo;
 use crate::panes::seed::Seed;
 use crate::proto::pty::{Kind, encode};
+use crate::pty::auth::{Key, key_path};
 use crate::pty::holder::HoldOptions;
 use crate::pty::link::{self, Attached, Master};
 use crate::pty::{Checkpoint, ExitStatus};
@@ -95,6 +97,7 @@ pub fn start(
     cols: u16,
 ) -> Result<Attached, SpawnError> {
     crate::create_private_dir(&setup.dir).map_err(SpawnError::Failed)?;
+    let key = Key::load_or_create(&setup.dir).map_err(SpawnError::Failed)?;
     let files = PtyFiles::in_dir(&setup.dir, session_id);
     manager::write_private(&files.meta, meta.encode().as_bytes())
         .map_err(|e| SpawnError::Failed(format!("cannot write the session metadata: {e}")))?;
@@ -104,6 +107,7 @@ pub fn start(
         cols,
         ring_bytes: setup.ring_bytes,
         log: Some(files.log.clone()),
+        key: key_path(&setup.dir),
         command: vec![exe.into(), "agent-exec".into(), spec.into()],
     };
     let pid = match link::launch(exe, &options) {
@@ -113,7 +117,7 @@ pub fn start(
             return Err(SpawnError::Failed(e));
         }
     };
-    link::connect(&files.socket, setup.handover_timeout).map_err(|e| {
+    link::connect(&files.socket, &key, setup.handover_timeout).map_err(|e| {
         // The holder runs but cannot be reached: end its agent, so that nothing runs
         // unlisted, and let the holder go with it.
         let _ = crate::sys::kill_group(pid, libc::SIGKILL);
@@ -500,6 +504,12 @@ pub fn adopt(daemon: &mut Daemon) -> usize {
         found.push((meta, files));
     }
     found.sort_by_key(|(meta, _)| meta.created_ms);
+    if found.is_empty() {
+        return 0;
+    }
+    // Without the key no holder can be reached: their sessions are forgotten (and each
+    // holder, its socket gone, ends its agent).
+    let key = Key::read(&key_path(&dir));
     let mut count = 0;
     for (meta, files) in found {
         let Some(name) = meta
@@ -512,7 +522,12 @@ pub fn adopt(daemon: &mut Daemon) -> usize {
         if daemon.agents.get(&meta.id).is_some() {
             continue;
         }
-        let attached = match link::connect(&files.socket, daemon.config.pty.handover_timeout) {
+        let timeout = daemon.config.pty.handover_timeout;
+        let connected = key
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|key| link::connect(&files.socket, key, timeout));
+        let attached = match connected {
             Ok(attached) => attached,
             Err(e) => {
                 log::warn!("{}: its pty holder is gone ({e}); forgotten", meta.id);

@@ -3,8 +3,11 @@
 //! alternate screen; the daemon's screen comes first, then live output; keys go out as
 //! `terminal_input`, window size changes as `resize_terminal`. A dropped connection is
 //! re-opened and resumed with `since` (no output lost or repeated while the daemon's backlog
-//! holds it; otherwise the daemon sends a fresh screen). The terminal is restored however
-//! the command ends: detach key, the agent exiting, a signal, an error or a panic.
+//! holds it; otherwise the daemon sends a fresh screen). The agent's output reaches the
+//! terminal through [`filter::OutputFilter`], which keeps the agent on the screen (no
+//! clipboard, title or keyboard-protocol changes; OSC 52 only with `--allow-clipboard`).
+//! The terminal is restored however the command ends (detach key, the agent exiting, a
+//! signal, an error or a panic), every mode the agent turned on included.
 
 use crate::client::ApiStream;
 use std::io::{Read, Write};
@@ -18,6 +21,8 @@ use tungstenite::{Message, WebSocket};
 
 use super::{Api, Failure, exit, websocket};
 use crate::sys::{RawTerminal, terminal_size};
+
+pub mod filter;
 
 /// `orchestra attach` arguments.
 #[derive(clap::Args, Debug, Clone)]
@@ -34,6 +39,9 @@ pub struct AttachArgs {
     /// Give up reconnecting after this long without the daemon.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub reconnect_for: Duration,
+    /// Let the agent set this terminal's clipboard (OSC 52), as tmux's `set-clipboard on`.
+    #[arg(long)]
+    pub allow_clipboard: bool,
 }
 
 /// Parses a detach key name into the byte the terminal sends for it.
@@ -66,11 +74,9 @@ const BACKOFF: [Duration; 5] = [
     Duration::from_secs(2),
 ];
 
-/// Leaves the alternate screen and resets the modes an agent's program may have turned on
-/// (mouse reporting, bracketed paste, hidden cursor, colours), so the shell gets back the
-/// terminal it had.
-const RESTORE: &[u8] =
-    b"\x1b[0m\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?2004l\x1b[?1l\x1b[?25h\x1b[?1049l";
+/// Leaves the alternate screen (after the modes the agent turned on are reset), so the
+/// shell gets back the terminal it had.
+const RESTORE: &[u8] = b"\x1b[0m\x1b[?25h\x1b[?1049l";
 
 /// Runs the attach; returns why it ended (for stderr) or a failure.
 pub fn run(api: &Api, args: &AttachArgs) -> Result<String, Failure> {
@@ -83,6 +89,13 @@ pub fn run(api: &Api, args: &AttachArgs) -> Result<String, Failure> {
         ));
     }
     let socket = websocket(api, None)?;
+    let raw = RawTerminal::enter(fd).map_err(|e| {
+        Failure::new(
+            exit::FAILED,
+            format!("cannot put the terminal in raw mode: {e}"),
+        )
+    })?;
+    let mut screen = AlternateScreen::enter(args.allow_clipboard);
     let mut attach = Attach {
         api,
         args,
@@ -92,14 +105,8 @@ pub fn run(api: &Api, args: &AttachArgs) -> Result<String, Failure> {
         carry: Vec::new(),
         lost_since: None,
         attempt: 0,
+        output: &mut screen.output,
     };
-    let raw = RawTerminal::enter(fd).map_err(|e| {
-        Failure::new(
-            exit::FAILED,
-            format!("cannot put the terminal in raw mode: {e}"),
-        )
-    })?;
-    let screen = AlternateScreen::enter();
     let ended = attach.run(fd);
     // Screen first, then the terminal's mode (also what unwinding from a panic does).
     drop(screen);
@@ -107,22 +114,27 @@ pub fn run(api: &Api, args: &AttachArgs) -> Result<String, Failure> {
     ended
 }
 
-/// The terminal's alternate screen, left (with the modes an agent may have set reset) when
-/// dropped.
-struct AlternateScreen;
+/// The terminal's alternate screen, left (with every mode the agent's output set through
+/// `output` reset) when dropped.
+struct AlternateScreen {
+    output: filter::OutputFilter,
+}
 
 impl AlternateScreen {
-    fn enter() -> AlternateScreen {
+    fn enter(allow_clipboard: bool) -> AlternateScreen {
         let mut out = std::io::stdout();
         let _ = out.write_all(b"\x1b[?1049h");
         let _ = out.flush();
-        AlternateScreen
+        AlternateScreen {
+            output: filter::OutputFilter::new(allow_clipboard),
+        }
     }
 }
 
 impl Drop for AlternateScreen {
     fn drop(&mut self) {
         let mut out = std::io::stdout();
+        let _ = out.write_all(&self.output.restore());
         let _ = out.write_all(RESTORE);
         let _ = out.flush();
     }
@@ -141,6 +153,8 @@ struct Attach<'a> {
     /// When the connection dropped (reconnecting since).
     lost_since: Option<Instant>,
     attempt: usize,
+    /// What of the agent's output reaches the terminal.
+    output: &'a mut filter::OutputFilter,
 }
 
 enum Step {
@@ -366,8 +380,9 @@ impl Attach<'_> {
                     && next.is_some_and(|n| self.next_offset.is_some_and(|have| n <= have));
                 if !seen {
                     let data = message["data"].as_str().unwrap_or_default();
+                    let data = self.output.filter(data.as_bytes());
                     let mut out = std::io::stdout();
-                    let _ = out.write_all(data.as_bytes());
+                    let _ = out.write_all(&data);
                     let _ = out.flush();
                     self.stream = stream;
                     self.next_offset = next;

@@ -1,7 +1,9 @@
 //! Frames between the daemon and a PTY holder (`orchestra pty-hold`).
 //!
 //! Each frame is one kind byte, a big-endian `u32` payload length and the payload. The
-//! holder's first frame ([`Kind::Hello`]) travels with the pseudo-terminal's master
+//! holder opens every connection with a [`Kind::Challenge`], which the client must answer
+//! ([`Kind::Auth`]) before anything else; or it refuses the connection ([`Kind::Refused`]).
+//! The holder's first frame after that ([`Kind::Hello`]) travels with the pseudo-terminal's master
 //! descriptor attached (`SCM_RIGHTS`); its JSON says how many gap bytes follow in one
 //! [`Kind::Gap`] frame. Pure: bytes in, frames out.
 
@@ -13,6 +15,12 @@ pub const HEADER: usize = 5;
 /// What a frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// Holder → client, first on every connection: random bytes to answer.
+    Challenge,
+    /// Client → holder, the answer to the challenge: proof that it holds the holder key.
+    Auth,
+    /// Holder → client: the connection is refused (UTF-8 text saying why), and closed.
+    Refused,
     /// Holder → daemon, with the master descriptor: JSON describing the session.
     Hello,
     /// Holder → daemon: output the holder read while no daemon was attached.
@@ -34,6 +42,9 @@ pub enum Kind {
 impl Kind {
     fn byte(self) -> u8 {
         match self {
+            Kind::Challenge => b'N',
+            Kind::Auth => b'A',
+            Kind::Refused => b'E',
             Kind::Hello => b'H',
             Kind::Gap => b'G',
             Kind::Exit => b'X',
@@ -46,6 +57,9 @@ impl Kind {
 
     fn from_byte(byte: u8) -> Option<Kind> {
         Some(match byte {
+            b'N' => Kind::Challenge,
+            b'A' => Kind::Auth,
+            b'E' => Kind::Refused,
             b'H' => Kind::Hello,
             b'G' => Kind::Gap,
             b'X' => Kind::Exit,
@@ -156,7 +170,10 @@ mod tests {
 
     #[test]
     fn frames_survive_any_split() {
-        let mut stream = encode(Kind::Hello, br#"{"pid":1}"#);
+        let mut stream = encode(Kind::Challenge, &[9; 32]);
+        stream.extend(encode(Kind::Auth, &[8; 32]));
+        stream.extend(encode(Kind::Refused, b"busy"));
+        stream.extend(encode(Kind::Hello, br#"{"pid":1}"#));
         stream.extend(encode(Kind::Gap, &[0, 1, 2, 255]));
         stream.extend(encode(Kind::Release, b""));
         for cut in 0..stream.len() {
@@ -171,10 +188,17 @@ mod tests {
             let kinds: Vec<Kind> = frames.iter().map(|f| f.kind).collect();
             assert_eq!(
                 kinds,
-                [Kind::Hello, Kind::Gap, Kind::Release],
+                [
+                    Kind::Challenge,
+                    Kind::Auth,
+                    Kind::Refused,
+                    Kind::Hello,
+                    Kind::Gap,
+                    Kind::Release
+                ],
                 "cut at {cut}"
             );
-            assert_eq!(frames[1].payload, [0, 1, 2, 255]);
+            assert_eq!(frames[4].payload, [0, 1, 2, 255]);
             assert_eq!(decoder.pending(), 0);
         }
     }

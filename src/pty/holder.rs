@@ -6,29 +6,36 @@
 //! holder is nobody's child but init's and survives the daemon. The holder:
 //! - opens a pseudo-terminal of the requested size and starts ARGV on it (a session leader
 //!   with the terminal as its controlling terminal);
-//! - listens on its Unix socket (in the daemon's private state directory). A daemon that
-//!   connects gets [`Hello`], the master descriptor and the [`Replay`] (output since the last
-//!   checkpoint); the holder then stops reading the master until that daemon's connection
-//!   closes, and keeps the replay current from the output the daemon forwards
-//!   ([`Kind::Output`]);
+//! - listens on its Unix socket (in the daemon's private state directory). Every connection
+//!   must first answer a challenge with the holder key ([`super::auth`]): one that does not
+//!   (within [`HANDOVER_TIMEOUT`]) is closed having received nothing but the challenge, and
+//!   none of its frames is read. While a daemon is attached, every other connection is
+//!   refused ([`Kind::Refused`]). A daemon that proves itself gets [`Hello`], the master
+//!   descriptor and the [`Replay`] (output since the last checkpoint); the holder then stops
+//!   reading the master until that daemon's connection closes, and keeps the replay current
+//!   from the output the daemon forwards ([`Kind::Output`]);
 //! - reaps the agent and reports its exact status ([`Kind::Exit`]);
 //! - keeps the newest checkpoint a daemon sends ([`Kind::Checkpoint`]) for the next daemon,
 //!   and drops the replay before it;
 //! - ends when a daemon releases the session ([`Kind::Release`]): it kills what is left of
-//!   the agent's process group, reaps it and removes its socket.
+//!   the agent's process group, reaps it and removes its socket;
+//! - ends the same way when its socket is gone (removed or replaced: checked every
+//!   [`SOCKET_CHECK_INTERVAL`]), since no daemon could ever reach it again and its agent
+//!   would run unlisted.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{BufRead, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use super::auth::{self, Key};
 use super::{Checkpoint, ExitStatus, Hello};
-use crate::proto::pty::{FrameDecoder, Kind, MAX_PAYLOAD, encode};
+use crate::proto::pty::{FrameDecoder, HEADER, Kind, MAX_PAYLOAD, encode};
 use crate::sys;
 
 /// Largest checkpoint a holder keeps; bigger ones are ignored.
@@ -39,6 +46,11 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the holder waits for the agent to die after a release's `SIGKILL`.
 const RELEASE_REAP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the holder checks that its socket is still in place.
+pub const SOCKET_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Most connections waiting to answer the challenge at once; a newer one closes the oldest
+/// (a daemon answers at once, so only silent clients are ever closed this way).
+const MAX_PENDING: usize = 8;
 
 /// What a holder is asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +65,8 @@ pub struct HoldOptions {
     pub ring_bytes: usize,
     /// Where the holder writes its own errors (its standard error).
     pub log: Option<PathBuf>,
+    /// The holder key ([`super::auth`]), read once at start.
+    pub key: PathBuf,
     /// The program and its arguments.
     pub command: Vec<OsString>,
 }
@@ -71,6 +85,8 @@ impl HoldOptions {
             self.cols.to_string().into(),
             "--ring-bytes".into(),
             self.ring_bytes.to_string().into(),
+            "--key".into(),
+            self.key.clone().into(),
         ];
         if let Some(log) = &self.log {
             args.extend(["--log".into(), log.clone().into()]);
@@ -247,6 +263,8 @@ const LISTENER: Token = Token(0);
 const DAEMON: Token = Token(1);
 const MASTER: Token = Token(2);
 const CHILD: Token = Token(3);
+/// Connections waiting to answer the challenge: `PENDING + slot`.
+const PENDING: usize = 16;
 
 /// The holder proper. Returns the process exit code.
 pub fn serve(options: &HoldOptions) -> i32 {
@@ -255,7 +273,9 @@ pub fn serve(options: &HoldOptions) -> i32 {
             println!("ready {}", holder.pid);
             let _ = std::io::stdout().flush();
             let code = holder.run();
-            let _ = std::fs::remove_file(&options.socket);
+            if holder.socket_is_ours() {
+                let _ = std::fs::remove_file(&options.socket);
+            }
             code
         }
         Err(e) => {
@@ -266,9 +286,34 @@ pub fn serve(options: &HoldOptions) -> i32 {
     }
 }
 
+/// A connection that has been sent a challenge and not answered yet.
+struct Pending {
+    stream: mio::net::UnixStream,
+    challenge: [u8; auth::LEN],
+    /// What it sent so far (at most one answer frame).
+    answer: Vec<u8>,
+    deadline: Instant,
+}
+
+/// The file at a path, as `(device, inode)`.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
 struct Holder {
     poll: Poll,
     listener: mio::net::UnixListener,
+    /// Where it listens, and the socket file it made there.
+    socket: PathBuf,
+    socket_id: (u64, u64),
+    key: Key,
+    /// Connections that must answer the challenge first, by slot.
+    pending: Vec<Option<Pending>>,
+    /// A daemon released the session: the holder exits.
+    released: bool,
     /// The attached daemon, if any, and what it sent so far.
     daemon: Option<(mio::net::UnixStream, FrameDecoder)>,
     /// Keeps the pseudo-terminal open; `master_fd` is its descriptor.
@@ -293,6 +338,7 @@ impl Holder {
         let Some((program, args)) = options.command.split_first() else {
             return Err("no command to run".into());
         };
+        let key = Key::read(&options.key)?;
         let _ = std::fs::remove_file(&options.socket);
         let listener = std::os::unix::net::UnixListener::bind(&options.socket)
             .map_err(|e| format!("cannot listen on {}: {e}", options.socket.display()))?;
@@ -301,6 +347,8 @@ impl Holder {
             let _ =
                 std::fs::set_permissions(&options.socket, std::fs::Permissions::from_mode(0o600));
         }
+        let socket_id = file_id(&options.socket)
+            .ok_or_else(|| format!("cannot find the socket {}", options.socket.display()))?;
         listener
             .set_nonblocking(true)
             .map_err(|e| format!("cannot use the socket: {e}"))?;
@@ -342,6 +390,11 @@ impl Holder {
         let mut holder = Holder {
             poll,
             listener,
+            socket: options.socket.clone(),
+            socket_id,
+            key,
+            pending: (0..MAX_PENDING).map(|_| None).collect(),
+            released: false,
             daemon: None,
             _master: pair.master,
             master_fd,
@@ -363,8 +416,29 @@ impl Holder {
 
     fn run(&mut self) -> i32 {
         let mut events = Events::with_capacity(16);
+        let mut next_check = Instant::now() + SOCKET_CHECK_INTERVAL;
         loop {
-            if let Err(e) = self.poll.poll(&mut events, None) {
+            let now = Instant::now();
+            if now >= next_check {
+                if !self.socket_is_ours() {
+                    eprintln!(
+                        "orchestra pty-hold: {} is gone; ending the session",
+                        self.socket.display()
+                    );
+                    self.release();
+                    return 0;
+                }
+                next_check = now + SOCKET_CHECK_INTERVAL;
+            }
+            self.expire_pending(now);
+            let wake = self
+                .pending
+                .iter()
+                .flatten()
+                .map(|p| p.deadline)
+                .fold(next_check, Instant::min);
+            let timeout = wake.saturating_duration_since(now);
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -374,13 +448,22 @@ impl Holder {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
-                    DAEMON if self.read_daemon() => return 0,
+                    DAEMON => self.read_daemon(),
                     MASTER => self.read_master(),
                     CHILD => self.reap(),
+                    Token(n) if n >= PENDING => self.read_pending(n - PENDING),
                     _ => {}
+                }
+                if self.released {
+                    return 0;
                 }
             }
         }
+    }
+
+    /// Whether the socket file it made is still at its path.
+    fn socket_is_ours(&self) -> bool {
+        file_id(&self.socket) == Some(self.socket_id)
     }
 
     fn start_reading(&mut self) {
@@ -430,10 +513,11 @@ impl Holder {
         self.master_done = true;
     }
 
-    /// A daemon connects: it replaces any earlier one and gets the hand-over.
+    /// A client connects: it is sent a challenge, and waits among the pending connections
+    /// for its answer; or it is refused at once while a daemon is attached.
     fn accept(&mut self) {
         loop {
-            let stream = match self.listener.accept() {
+            let mut stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -442,27 +526,132 @@ impl Holder {
                     return;
                 }
             };
-            if let Some((mut old, _)) = self.daemon.take() {
-                let _ = self.poll.registry().deregister(&mut old);
+            if self.attached() {
+                refuse(stream, "another daemon is attached");
+                continue;
             }
-            // Whatever the agent printed up to now goes into the gap.
-            self.read_master();
-            self.stop_reading();
-            match self.hand_over(stream) {
-                Ok(mut stream) => {
-                    match self
-                        .poll
-                        .registry()
-                        .register(&mut stream, DAEMON, Interest::READABLE)
-                    {
-                        Ok(()) => self.daemon = Some((stream, FrameDecoder::new())),
-                        Err(_) => self.start_reading(),
-                    }
+            let Ok(challenge) = auth::challenge() else {
+                continue;
+            };
+            // A few bytes into a fresh connection's empty buffer: a short write means the
+            // client is gone already.
+            let frame = encode(Kind::Challenge, &challenge);
+            if !matches!(stream.write(&frame), Ok(n) if n == frame.len()) {
+                continue;
+            }
+            let slot = match self.pending.iter().position(Option::is_none) {
+                Some(slot) => slot,
+                None => {
+                    let oldest = (0..MAX_PENDING)
+                        .min_by_key(|&i| self.pending[i].as_ref().map(|p| p.deadline))
+                        .expect("slots");
+                    self.drop_pending(oldest);
+                    oldest
                 }
-                Err(e) => {
-                    eprintln!("orchestra pty-hold: hand-over failed: {e}");
-                    self.start_reading();
+            };
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, Token(PENDING + slot), Interest::READABLE)
+                .is_err()
+            {
+                continue;
+            }
+            self.pending[slot] = Some(Pending {
+                stream,
+                challenge,
+                answer: Vec::with_capacity(HEADER + auth::LEN),
+                deadline: Instant::now() + HANDOVER_TIMEOUT,
+            });
+        }
+    }
+
+    /// Whether a daemon is attached, counting one whose connection has just closed as gone.
+    fn attached(&mut self) -> bool {
+        if self.daemon.is_some() {
+            // An earlier daemon that died has left the end of its connection to read.
+            self.read_daemon();
+        }
+        self.daemon.is_some()
+    }
+
+    fn drop_pending(&mut self, slot: usize) -> Option<Pending> {
+        let mut pending = self.pending.get_mut(slot)?.take()?;
+        let _ = self.poll.registry().deregister(&mut pending.stream);
+        Some(pending)
+    }
+
+    /// Closes the connections that did not answer in time.
+    fn expire_pending(&mut self, now: Instant) {
+        for slot in 0..MAX_PENDING {
+            if matches!(&self.pending[slot], Some(p) if p.deadline <= now) {
+                self.drop_pending(slot);
+                eprintln!("orchestra pty-hold: closed a connection that did not authenticate");
+            }
+        }
+    }
+
+    /// Reads a pending connection's answer (exactly one frame, nothing after it). A right
+    /// answer gets the hand-over; anything else closes the connection.
+    fn read_pending(&mut self, slot: usize) {
+        let Some(pending) = self.pending.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let want = HEADER + auth::LEN;
+        let mut closed = false;
+        while pending.answer.len() < want {
+            let mut buf = [0u8; HEADER + auth::LEN];
+            let room = want - pending.answer.len();
+            match std::io::Read::read(&mut pending.stream, &mut buf[..room]) {
+                Ok(0) => {
+                    closed = true;
+                    break;
                 }
+                Ok(n) => pending.answer.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if pending.answer.len() < want && !closed {
+            return;
+        }
+        let pending = self.drop_pending(slot).expect("present");
+        let mut decoder = FrameDecoder::new();
+        decoder.push(&pending.answer);
+        let proven = matches!(
+            decoder.next_frame(),
+            Ok(Some(frame)) if frame.kind == Kind::Auth
+                && self.key.verify(&pending.challenge, &frame.payload)
+        );
+        if !proven {
+            eprintln!("orchestra pty-hold: refused a connection that did not authenticate");
+            return;
+        }
+        if self.attached() {
+            refuse(pending.stream, "another daemon is attached");
+            return;
+        }
+        // Whatever the agent printed up to now goes into the gap.
+        self.read_master();
+        self.stop_reading();
+        match self.hand_over(pending.stream) {
+            Ok(mut stream) => {
+                match self
+                    .poll
+                    .registry()
+                    .register(&mut stream, DAEMON, Interest::READABLE)
+                {
+                    Ok(()) => self.daemon = Some((stream, FrameDecoder::new())),
+                    Err(_) => self.start_reading(),
+                }
+            }
+            Err(e) => {
+                eprintln!("orchestra pty-hold: hand-over failed: {e}");
+                self.start_reading();
             }
         }
     }
@@ -501,8 +690,8 @@ impl Holder {
         Ok(mio::net::UnixStream::from_std(stream))
     }
 
-    /// Reads the daemon's frames. Returns true when the holder should exit (released).
-    fn read_daemon(&mut self) -> bool {
+    /// Reads the daemon's frames. Sets `released` when the holder should exit.
+    fn read_daemon(&mut self) {
         let mut closed = false;
         let mut frames = Vec::new();
         if let Some((stream, decoder)) = &mut self.daemon {
@@ -538,7 +727,8 @@ impl Holder {
                 }
                 Kind::Release => {
                     self.release();
-                    return true;
+                    self.released = true;
+                    return;
                 }
                 _ => {}
             }
@@ -550,7 +740,6 @@ impl Holder {
             // No daemon reads the terminal now: keep the agent from blocking.
             self.start_reading();
         }
-        false
     }
 
     /// The agent (or what is left of its process group) is killed and reaped.
@@ -593,6 +782,12 @@ impl Holder {
             let _ = stream.write_all(&frame);
         }
     }
+}
+
+/// Tells a client why it is not served (best effort: the connection is new and its buffer
+/// empty) and closes it.
+fn refuse(mut stream: mio::net::UnixStream, why: &str) {
+    let _ = stream.write(&encode(Kind::Refused, why.as_bytes()));
 }
 
 #[cfg(test)]
@@ -641,6 +836,7 @@ mod tests {
             cols: 80,
             ring_bytes: 1024,
             log: Some("/s/x.log".into()),
+            key: "/s/holder.key".into(),
             command: vec![
                 "/bin/orchestra".into(),
                 "agent-exec".into(),

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::Hello;
+use super::auth::Key;
 use super::holder::{HoldOptions, READY_TIMEOUT};
 use crate::proto::pty::{FrameDecoder, Kind, encode};
 use crate::sys;
@@ -60,9 +61,9 @@ pub fn launch(exe: &Path, options: &HoldOptions) -> Result<u32, String> {
     }
 }
 
-/// Connects to the holder listening on `socket` and takes its hand-over (blocking, at most
-/// `timeout`).
-pub fn connect(socket: &Path, timeout: Duration) -> Result<Attached, String> {
+/// Connects to the holder listening on `socket`, answers its challenge with `key` and takes
+/// its hand-over (blocking, at most `timeout`). A holder that serves another daemon refuses.
+pub fn connect(socket: &Path, key: &Key, timeout: Duration) -> Result<Attached, String> {
     let stream = std::os::unix::net::UnixStream::connect(socket)
         .map_err(|e| format!("cannot reach the pty holder at {}: {e}", socket.display()))?;
     let deadline = Instant::now() + timeout;
@@ -71,10 +72,33 @@ pub fn connect(socket: &Path, timeout: Duration) -> Result<Attached, String> {
     let mut master = None;
     let mut buf = vec![0u8; 64 * 1024];
     let mut hello: Option<Hello> = None;
+    let mut answered = false;
     loop {
         while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
             match (frame.kind, &hello) {
+                (Kind::Challenge, None) if !answered => {
+                    let mut writer = &stream;
+                    writer
+                        .write_all(&encode(Kind::Auth, &key.answer(&frame.payload)))
+                        .map_err(|e| format!("cannot answer the pty holder: {e}"))?;
+                    answered = true;
+                }
+                (Kind::Refused, _) => {
+                    return Err(format!(
+                        "the pty holder refused the connection: {}",
+                        String::from_utf8_lossy(&frame.payload)
+                    ));
+                }
                 (Kind::Hello, None) => {
+                    if !answered {
+                        // A holder started by an orchestra from before holders asked for the
+                        // key: taken over, so that its agent is not lost in an upgrade.
+                        log::warn!(
+                            "the pty holder at {} does not authenticate its clients (an older \
+                             version); delete and spawn the session again to replace it",
+                            socket.display()
+                        );
+                    }
                     hello = Some(
                         serde_json::from_slice(&frame.payload)
                             .map_err(|e| format!("the pty holder sent a bad hello: {e}"))?,

@@ -3,16 +3,19 @@
 //! daemon's side of the hand-over ([`link`]).
 //!
 //! The holder opens the pseudo-terminal, starts the agent on it and listens on a private
-//! Unix socket. A daemon that connects receives the master descriptor (`SCM_RIGHTS`) and
+//! Unix socket. A daemon that connects and proves it holds the holder key ([`auth`]; one
+//! daemon at a time) receives the master descriptor (`SCM_RIGHTS`) and
 //! from then on reads and writes it directly in its event loop: the holder stays out of the
 //! byte path. It keeps the last screen checkpoint the daemon left with it and everything
 //! printed since ([`holder::Replay`]): forwarded by the daemon as it reads, or read by the
 //! holder itself while no daemon is attached (so the agent never blocks). The next daemon
 //! replays that on top of the checkpoint and is exactly where the agent is. It reaps the
-//! agent, so exit statuses are exact, and it ends when the daemon releases the session.
+//! agent, so exit statuses are exact, and it ends when the daemon releases the session or
+//! its socket is gone.
 //!
 //! Frames are in [`crate::proto::pty`]; the JSON shapes are here.
 
+pub mod auth;
 pub mod holder;
 pub mod link;
 

@@ -539,3 +539,69 @@ fn a_named_session_has_the_name_in_its_id_is_unique_and_survives_a_restart() {
         reborn.text()
     );
 }
+
+/// The `working_dir` check raced its use (a symlink swapped every 2 ms let one spawn in five
+/// start inside the state directory). Here the window between the daemon's check and
+/// `orchestra agent-exec` is made deterministic: the daemon's own check accepts a directory,
+/// then a component of it becomes a link into the state directory, then the wrapper runs.
+#[test]
+fn agent_exec_refuses_a_working_dir_swapped_after_the_check() {
+    use orchestra::agents::exec::{SpawnSpec, write_spec};
+    use orchestra::agents::validate::{PrivateDirs, resolve_working_dir};
+    let temp = tempfile::tempdir().unwrap();
+    let base = std::fs::canonicalize(temp.path()).unwrap();
+    let (root, state) = (base.join("work"), base.join("state"));
+    std::fs::create_dir_all(root.join("project/sub")).unwrap();
+    std::fs::create_dir_all(state.join("sub")).unwrap();
+    let private = PrivateDirs {
+        state_dir: state.clone(),
+        secret_file: state.join("jwt_secret"),
+        worktrees: state.join("worktrees"),
+    };
+    let requested = root.join("project/sub");
+    let requested = requested.to_str().unwrap();
+    let checked = resolve_working_dir(requested, std::slice::from_ref(&root), &private).unwrap();
+    let mark = base.join("started-in");
+    let run = |name: &str| {
+        let spec = SpawnSpec {
+            argv: vec!["/bin/sh".into(), "-c".into(), "pwd -P > \"$MARK\"".into()],
+            env: [("MARK".to_string(), mark.display().to_string())].into(),
+            unset: vec![],
+            cwd: checked.clone(),
+        };
+        let path = base.join(name);
+        write_spec(&path, &spec).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_orchestra"))
+            .arg("agent-exec")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+
+    // The swap: `project` is now a link to the state directory.
+    std::fs::rename(root.join("project"), root.join("project.old")).unwrap();
+    std::os::unix::fs::symlink(&state, root.join("project")).unwrap();
+    assert!(
+        resolve_working_dir(requested, std::slice::from_ref(&root), &private).is_err(),
+        "checked now, it would be refused"
+    );
+    let swapped = run("swapped.json");
+    let stderr = String::from_utf8_lossy(&swapped.stderr);
+    assert!(!swapped.status.success(), "the agent started: {stderr}");
+    assert!(
+        !mark.exists(),
+        "the agent ran in {:?}",
+        std::fs::read_to_string(&mark)
+    );
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+
+    // Put back, the same spec starts the agent where it was checked.
+    std::fs::remove_file(root.join("project")).unwrap();
+    std::fs::rename(root.join("project.old"), root.join("project")).unwrap();
+    let restored = run("restored.json");
+    assert!(restored.status.success(), "{restored:?}");
+    assert_eq!(
+        std::fs::read_to_string(&mark).unwrap().trim_end(),
+        checked.to_str().unwrap()
+    );
+}

@@ -369,3 +369,137 @@ fn a_graceful_stop_leaves_agents_running_for_the_next_daemon(backend: &str) {
     let mut seen = Transcript::default();
     seen.read_until_count(&mut ws, &id, "still here", 2);
 }
+
+/// What any process of the daemon's user gets from a pty holder's socket without the
+/// daemon's holder key: `(whether a descriptor came, the bytes that came)` until the holder
+/// closes the connection.
+fn foreign_client(socket: &std::path::Path, send: &[u8]) -> (bool, Vec<u8>) {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    let _ = stream.write_all(send);
+    let (mut got_fd, mut bytes) = (false, Vec::new());
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let ready =
+            orchestra::sys::wait_readable(stream.as_raw_fd(), crate::common::PATIENCE).unwrap();
+        assert!(
+            ready,
+            "the holder neither answered nor closed the connection"
+        );
+        match orchestra::sys::recv_fd(stream.as_raw_fd(), &mut buf) {
+            Ok((0, _)) | Err(_) => return (got_fd, bytes),
+            Ok((n, fd)) => {
+                got_fd |= fd.is_some();
+                bytes.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+}
+
+/// The socket of a pty session's holder.
+fn holder_socket(daemon: &DaemonProcess, id: &str) -> std::path::PathBuf {
+    daemon.state.join("pty").join(format!("{id}.sock"))
+}
+
+#[test]
+fn a_foreign_client_of_a_pty_holder_gets_no_terminal_and_stops_nothing() {
+    let mut daemon = DaemonProcess::start_on("pty", "");
+    let token = daemon.control();
+    let id = id_of(&daemon.spawn(&token, "echo"));
+    let pid = daemon.get(&format!("/api/agents/{id}"), &token).json()["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    let mut ws = daemon.ws(&token);
+    ws.subscribe(&id);
+    let mut seen = Transcript::default();
+    seen.read_until_after_screen(&mut ws, &id, "echo agent ready");
+    let socket = holder_socket(&daemon, &id);
+    let mut wrong_answer = vec![b'A', 0, 0, 0, 32];
+    wrong_answer.extend([0u8; 32]);
+    // A release (which used to kill the agent), a wrong answer to the challenge, a frame of
+    // no known kind.
+    for attempt in [&b"R\0\0\0\0"[..], &wrong_answer, b"Zgarbage"] {
+        let (got_fd, bytes) = foreign_client(&socket, attempt);
+        assert!(!got_fd, "a foreign client got the terminal for {attempt:?}");
+        assert!(
+            !bytes.contains(&b'{'),
+            "a foreign client got the hello: {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    assert!(process_alive(pid), "the agent still runs");
+    // The daemon is still attached: what is typed reaches the agent and comes back.
+    ws.send(json!({"type": "terminal_input", "session_id": id, "data": "still attached\r"}));
+    seen.read_until_count(&mut ws, &id, "still attached", 2);
+    assert!(
+        !daemon.log_contains("pty holder is gone"),
+        "the daemon lost its holder"
+    );
+    let detail = daemon.get(&format!("/api/agents/{id}"), &token).json();
+    assert_eq!(detail["status"], "running", "{detail}");
+
+    // Silent clients that never answer the challenge (more of them than the holder keeps
+    // waiting) do not keep a restarted daemon out, and the key outlives the daemon.
+    daemon.kill9();
+    let silent: Vec<_> = (0..12)
+        .map(|_| {
+            use std::io::Read;
+            let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+            stream
+                .set_read_timeout(Some(crate::common::PATIENCE))
+                .unwrap();
+            let mut challenge = [0u8; 37];
+            stream.read_exact(&mut challenge).unwrap();
+            assert_eq!(challenge[0], b'N', "a challenge, not a refusal");
+            stream
+        })
+        .collect();
+    daemon.relaunch();
+    let after = daemon.get(&format!("/api/agents/{id}"), &token).json();
+    assert_eq!(after["status"], "running", "{after}");
+    assert_eq!(after["pid"], pid, "{after}");
+    let mut ws = daemon.ws(&token);
+    ws.subscribe(&id);
+    ws.send(json!({"type": "terminal_input", "session_id": id, "data": "after restart\r"}));
+    let mut seen = Transcript::default();
+    seen.read_until_count(&mut ws, &id, "after restart", 2);
+    drop(silent);
+}
+
+#[test]
+fn a_pty_holder_serves_one_daemon_at_a_time() {
+    use orchestra::pty::{auth, link};
+    let daemon = DaemonProcess::start_on("pty", "");
+    let token = daemon.control();
+    let id = id_of(&daemon.spawn(&token, "echo"));
+    let socket = holder_socket(&daemon, &id);
+    // Even a client with the key is refused while the daemon is attached.
+    let key = auth::Key::read(&auth::key_path(&daemon.state.join("pty"))).unwrap();
+    let error = link::connect(&socket, &key, crate::common::PATIENCE).unwrap_err();
+    assert!(error.contains("another daemon is attached"), "{error}");
+    let mut ws = daemon.ws(&token);
+    ws.subscribe(&id);
+    ws.send(json!({"type": "terminal_input", "session_id": id, "data": "still mine\r"}));
+    let mut seen = Transcript::default();
+    seen.read_until_count(&mut ws, &id, "still mine", 2);
+    assert!(!daemon.log_contains("pty holder is gone"));
+}
+
+#[test]
+fn a_pty_holder_ends_when_its_socket_is_gone() {
+    let daemon = DaemonProcess::start_on("pty", "");
+    let token = daemon.control();
+    let id = id_of(&daemon.spawn(&token, "echo"));
+    let pid = daemon.get(&format!("/api/agents/{id}"), &token).json()["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    let socket = holder_socket(&daemon, &id);
+    let holders = crate::common::processes_mentioning(&socket);
+    assert!(!holders.is_empty(), "the holder runs");
+    std::fs::remove_file(&socket).unwrap();
+    wait_until("the holder and its agent to end", || {
+        (holders.iter().all(|p| !process_alive(*p)) && !process_alive(pid)).then_some(())
+    });
+    daemon.wait_agent(&token, &id, "the agent's end", |a| a["status"] != "running");
+}

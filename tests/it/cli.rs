@@ -548,3 +548,53 @@ fn a_read_only_attach_types_nothing_and_ends_with_the_agent() {
     let text = term.wait_for("status 3]");
     assert!(text.contains("exited with status 3"), "{text}");
 }
+
+/// An agent's output reaches beyond its screen (clipboard, title, keyboard protocol) and
+/// leaves modes on; `orchestra attach` drops the first and turns the rest off on detach.
+#[test]
+fn attach_keeps_the_agent_on_its_screen_and_puts_its_modes_back() {
+    let daemon = DaemonProcess::start_with(&format!(
+        "[agents.modes]\ncommand = [\"{}\"]\n",
+        crate::common::agent_script("terminal_modes.sh")
+    ));
+    let token = daemon.control();
+    let session = daemon.spawn(&token, "modes")["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut args = vec!["attach".to_string(), session];
+    args.extend(target(&daemon));
+    let mut term = Terminal::start(env!("CARGO_BIN_EXE_orchestra"), &args, 24, 80);
+    term.wait_for("modes agent ready");
+    term.type_keys(b"go\r");
+    term.wait_for("modes set");
+    term.type_keys(b"\x1d");
+    // Written after the terminal is restored.
+    term.wait_for("[orchestra: detached]");
+    assert_eq!(term.exit_code(), 0);
+    let out = term.output.lock().unwrap().clone();
+    let find_last = |needle: &[u8]| out.windows(needle.len()).rposition(|w| w == needle);
+    for dropped in [&b"\x1b]52;"[..], b"\x1b]2;", b"agent-title", b"\x1b[>1u"] {
+        assert_eq!(
+            find_last(dropped),
+            None,
+            "{:?} reached the terminal",
+            String::from_utf8_lossy(dropped)
+        );
+    }
+    for (set, reset) in [
+        (&b"\x1b[?1004h"[..], &b"\x1b[?1004l"[..]),
+        (b"\x1b[?2004h", b"\x1b[?2004l"),
+        (b"\x1b[?1000;1006h", b"\x1b[?1000l"),
+        (b"\x1b[?1000;1006h", b"\x1b[?1006l"),
+        (b"\x1b[?1h", b"\x1b[?1l"),
+        (b"\x1b=", b"\x1b>"),
+        (b"\x1b[?25l", b"\x1b[?25h"),
+        (b"\x1b)0\x0e", b"\x0f\x1b(B\x1b)B"),
+    ] {
+        let shown = String::from_utf8_lossy(set);
+        let set_at = find_last(set).unwrap_or_else(|| panic!("{shown:?} did not pass"));
+        let reset_at = find_last(reset).unwrap_or(0);
+        assert!(reset_at > set_at, "{shown:?} was not undone");
+    }
+}

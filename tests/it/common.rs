@@ -741,24 +741,18 @@ fn with_backend(config: &str, backend: &str) -> String {
 }
 
 /// Releases every pty holder whose socket is in `dir` (each kills its agent's process group
-/// and exits), then SIGKILLs any holder that did not answer.
+/// and exits), as the daemon does, then SIGKILLs any holder that did not answer.
 fn release_pty_holders(dir: &Path) {
-    use std::io::{Read, Write};
-    if let Ok(entries) = std::fs::read_dir(dir) {
+    use orchestra::pty::{auth, link};
+    let key = auth::Key::read(&auth::key_path(dir));
+    if let (Ok(entries), Ok(key)) = (std::fs::read_dir(dir), key) {
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().and_then(|e| e.to_str()) != Some("sock") {
                 continue;
             }
-            let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&path) else {
-                continue;
-            };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            // A release frame: kind 'R', empty payload. The holder answers with its
-            // hand-over first and closes the connection once it has exited.
-            if stream.write_all(b"R\0\0\0\0").is_ok() {
-                let mut sink = [0u8; 64 * 1024];
-                while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+            if let Ok(attached) = link::connect(&path, &key, Duration::from_secs(5)) {
+                link::release(attached.control, Duration::from_secs(5));
             }
         }
     }
