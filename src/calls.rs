@@ -236,14 +236,7 @@ fn finish(
         .collect();
     if let Some(summary) = summary {
         log::info!("{session_id}: proposes a plan of tasks {created:?}");
-        let content = if summary.is_empty() {
-            format!(
-                "{session_id} proposes {} task(s) for approval",
-                created.len()
-            )
-        } else {
-            summary
-        };
+        let (content, described) = describe_plan(daemon, session_id, &summary, &created);
         daemon.broadcast(&ClaudeResponse {
             r#type: "claude_response",
             session_id,
@@ -252,6 +245,8 @@ fn finish(
                 "type": "approve_plan",
                 "button_text": "Approve",
                 "task_ids": created,
+                "summary": summary,
+                "tasks": described,
             })],
             in_reply_to: None,
             timestamp: rfc3339(std::time::SystemTime::now()),
@@ -265,4 +260,66 @@ fn finish(
     } else {
         reply(&mut stream, Ok(json!({"tasks": tasks})));
     }
+}
+
+/// What a person approves with a plan, in full and in the daemon's words: the message's
+/// content (the agent's summary, quoted, then every task with its agent type, working
+/// directory, isolation, test command and whole text) and each task as JSON for the
+/// `approve_plan` action's `tasks`.
+fn describe_plan(
+    daemon: &Daemon,
+    session_id: &str,
+    summary: &str,
+    created: &[u64],
+) -> (String, Vec<Value>) {
+    let mut content = format!("{session_id} proposes {} task(s)", created.len());
+    if !summary.is_empty() {
+        content.push_str(&format!(" and sums them up as {summary:?}"));
+    }
+    content.push_str(". Approving runs exactly this:");
+    let mut described = Vec::new();
+    for ticket in created.iter().filter_map(|id| daemon.tasks.tickets.get(id)) {
+        let test_command = lifecycle::test_command_of(&daemon.config, ticket);
+        let tests_run = ticket.context.tests_required && test_command.is_some();
+        let isolation = match ticket.isolation {
+            Isolation::None => "none",
+            Isolation::Worktree => "worktree",
+        };
+        content.push_str(&format!(
+            "\n\ntask {}: agent {} in {} (isolation {isolation}, timeout {} ms)",
+            ticket.task_id,
+            ticket.agent_type,
+            ticket.requested_dir.display(),
+            ticket.timeout_ms
+        ));
+        match &test_command {
+            Some(argv) if tests_run => {
+                content.push_str(&format!("\ntest_command (runs after the agent): {argv:?}"))
+            }
+            Some(argv) => content.push_str(&format!(
+                "\ntest_command (does not run: context.tests_required is false): {argv:?}"
+            )),
+            None => content.push_str("\ntest_command: none"),
+        }
+        let context = &ticket.context;
+        if !context.files.is_empty() || !context.requirements.is_empty() {
+            content.push_str(&format!(
+                "\ncontext: files {:?}, requirements {:?}",
+                context.files, context.requirements
+            ));
+        }
+        content.push_str(&format!("\ntask text:\n{}", ticket.task));
+        described.push(json!({
+            "task_id": ticket.task_id,
+            "agent_type": ticket.agent_type,
+            "task": ticket.task,
+            "working_dir": ticket.requested_dir,
+            "isolation": ticket.isolation,
+            "context": ticket.context,
+            "timeout_ms": ticket.timeout_ms,
+            "test_command": test_command,
+            "tests_run": tests_run,
+        }));
+    }
+    (content, described)
 }

@@ -200,7 +200,8 @@ impl Daemon {
                             .as_str()
                             .unwrap_or("a tool")
                             .to_string(),
-                        summary: super::activity::tool_summary(&request.payload),
+                        summary: super::activity::approval_summary(&request.payload),
+                        tool_input: request.payload["tool_input"].clone(),
                     });
                 } else {
                     log::warn!(
@@ -221,7 +222,7 @@ impl Daemon {
         log::info!(
             "{}: asks permission for {} ({})",
             approval.session_id,
-            approval.summary,
+            crate::bounded(&approval.summary),
             approval.request_id
         );
         self.timers.schedule_in(
@@ -233,6 +234,7 @@ impl Daemon {
             request_id: approval.request_id.clone(),
             tool: approval.tool.clone(),
             summary: approval.summary.clone(),
+            tool_input: approval.tool_input.clone(),
         });
         self.approvals
             .insert(approval.request_id.clone(), (approval, stream));
@@ -262,7 +264,7 @@ impl Daemon {
         log::info!(
             "{}: permission for {} {}",
             approval.session_id,
-            approval.summary,
+            crate::bounded(&approval.summary),
             if allow { "allowed" } else { "denied" }
         );
         self.agents.announce(AgentEvent::ToolDecided {
@@ -282,7 +284,7 @@ impl Daemon {
         log::info!(
             "{}: nobody answered the permission request for {} in time; the agent asks in its terminal",
             approval.session_id,
-            approval.summary
+            crate::bounded(&approval.summary)
         );
         self.agents.announce(AgentEvent::ToolDecided {
             session_id: approval.session_id,
@@ -312,6 +314,8 @@ pub struct Approval {
     pub session_id: String,
     /// The tool.
     pub tool: String,
-    /// The call in a line.
+    /// The call in full: the tool and its main argument, never cut.
     pub summary: String,
+    /// Every argument of the call, as the agent's CLI gave them.
+    pub tool_input: serde_json::Value,
 }

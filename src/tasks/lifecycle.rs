@@ -749,7 +749,7 @@ fn begin_finish(daemon: &mut Daemon, task_id: u64, ending: Ending) {
 }
 
 /// The configured or requested test command of a ticket.
-fn test_command_of(config: &crate::config::Config, ticket: &Ticket) -> Option<Vec<String>> {
+pub fn test_command_of(config: &crate::config::Config, ticket: &Ticket) -> Option<Vec<String>> {
     ticket.test_command.clone().or_else(|| {
         config
             .tasks

