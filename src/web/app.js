@@ -851,6 +851,13 @@ function taskCard(task) {
   $('.elapsed', card).textContent = task.duration_ms !== undefined && task.duration_ms !== null
     ? `${(task.duration_ms / 1000).toFixed(1)} s` : '';
   $('.text', card).textContent = task.task || '';
+  if (task.working_dir) {
+    // Where it runs and what tests it, whole: a proposed task is approved on what it shows.
+    const where = document.createElement('div');
+    where.className = 'where muted';
+    where.textContent = `in ${task.working_dir}${task.test_command ? ` · test_command ${JSON.stringify(task.test_command)}` : ''}`;
+    $('.text', card).after(where);
+  }
   const result = task.result;
   if (result) {
     const parts = [];

@@ -157,6 +157,9 @@ fn a_plans_approval_shows_each_task_as_stored_not_the_agents_summary() {
     ] {
         assert!(content.contains(shown), "{shown:?} missing from {content}");
     }
+    // The ticket (`orchestra tasks show`, the dashboard's card) shows the test command too.
+    let first = daemon.task(&token, &task_ids[0].to_string());
+    assert_eq!(first["test_command"], test_command, "{first}");
     let answer = daemon.post("/api/plans/reject", &token, &json!({"task_ids": task_ids}));
     assert_eq!(answer.status, 200, "{}", answer.text());
 }
@@ -528,4 +531,30 @@ fn a_report_typed_into_a_shell_runs_nothing_of_the_tasks_output() {
         !injected.exists(),
         "the shell ran a line of the task's output"
     );
+}
+
+#[test]
+fn a_held_message_nobody_allows_in_time_is_dropped() {
+    let daemon = daemon_with("[hooks]\napproval_timeout = \"300ms\"\n");
+    let token = daemon.control();
+    let sender = id_of(&daemon.spawn(&token, "hooked"));
+    let target = id_of(&daemon.spawn(&token, "echo"));
+    let env = hook_env(&daemon, &token, &sender);
+    let mut ws = daemon.ws(&token);
+    let held = call(
+        &env,
+        "send_message",
+        json!({"session_id": target, "content": "late"}),
+    );
+    let request_id = held["result"]["request_id"].clone();
+    let expired = ws.recv_until("tool_decision", |m| m["type"] == "tool_decision");
+    assert_eq!(expired["request_id"], request_id);
+    assert_eq!(expired["decision"], "expired");
+    ws.send(json!({"type": "approve_tool", "session_id": sender, "request_id": request_id, "decision": "allow"}));
+    let late = ws.recv_until("refusal", |m| m["type"] == "error");
+    assert_eq!(late["error_code"], "INVALID_REQUEST");
+    let messages = daemon
+        .get(&format!("/api/agents/{target}/messages"), &token)
+        .json();
+    assert_eq!(messages["total"], 0, "{messages}");
 }
