@@ -172,7 +172,7 @@ fn hold_message(
     content: &str,
     text: String,
 ) -> Result<Value, String> {
-    if !daemon.agents.get(to).is_some_and(|a| a.exit.is_none()) {
+    if daemon.agents.get(to).is_none_or(|a| a.exit.is_some()) {
         return Err(format!("no running agent session {}", crate::shown(to)));
     }
     if daemon.approvals.len() >= daemon.config.hooks.max_pending_approvals {
