@@ -2,10 +2,13 @@
 //! type with hooks gets) over the hook socket: `list_agents`, `get_task`, `delegate_task`,
 //! `send_message` and `propose_plan`.
 //!
-//! A call runs in the name of the session whose credential it carries, and can do no more
-//! than a `control` client could for that session: it can start tasks (delegated by, and
-//! reported back to, that session), type messages into agents, and read agents and tasks. A
-//! plan's tasks are stored as `proposed` and never run until a person approves them.
+//! A call runs in the name of the session whose credential it carries. It can read agents
+//! and tasks; what it can make happen is the config's `[tools]` policy, and by default
+//! (`approve`) nothing runs before a person decides: a `delegate_task` is stored as a
+//! `proposed` plan of one task (decided with `approve_plan`/`reject_plan`, like
+//! `propose_plan`'s), a `send_message` is held until a person answers its `approve_tool`
+//! action. With `allow`, a delegated task starts at once and a message is typed at once.
+//! Approvals come only from people (a `control` token or login); no tool approves.
 //!
 //! Every answer is one JSON line: `{"ok": true, "result": ...}` or
 //! `{"ok": false, "error": "..."}`.
@@ -15,7 +18,8 @@ use std::io::Write;
 use serde_json::{Value, json};
 
 use crate::agents::history::Role;
-use crate::agents::hooks::PendingCall;
+use crate::agents::hooks::{Approval, Approved, PendingCall};
+use crate::config::ToolPolicy;
 use crate::daemon::Daemon;
 use crate::panes::typing::Typing;
 use crate::tasks::lifecycle::{self, DelegateParams, SESSION_REQUESTER};
@@ -40,10 +44,18 @@ pub fn handle(daemon: &mut Daemon, pending: PendingCall) {
         "get_task" => get_task(daemon, &arguments),
         "send_message" => send_message(daemon, &session_id, &arguments),
         "delegate_task" => {
-            return match delegate_params(&session_id, &arguments, false) {
-                Ok(params) => {
-                    delegate_all(daemon, session_id, vec![params], Vec::new(), None, stream)
-                }
+            // Under `approve`, the task is proposed: a plan of one, shown to people whole.
+            let proposed = daemon.config.tools.delegate_task == ToolPolicy::Approve;
+            let summary = proposed.then(String::new);
+            return match delegate_params(&session_id, &arguments, proposed) {
+                Ok(params) => delegate_all(
+                    daemon,
+                    session_id,
+                    vec![params],
+                    Vec::new(),
+                    summary,
+                    stream,
+                ),
                 Err(why) => reply(&mut stream, Err(why)),
             };
         }
@@ -141,11 +153,53 @@ fn send_message(daemon: &mut Daemon, from: &str, arguments: &Value) -> Result<Va
         return Err("an agent cannot send a message to itself".into());
     }
     let text = format!("[from {from}] {content}");
+    if daemon.config.tools.send_message == ToolPolicy::Approve {
+        return hold_message(daemon, from, to, content, text);
+    }
     daemon
         .type_input(to, Typing::Message(text.clone()), None)
         .map_err(|(_, why)| why)?;
     daemon.remember(to, Role::User, text, None);
     Ok(json!({"sent": true}))
+}
+
+/// Holds an agent's message until a person allows it (`approve_tool` with the answer's
+/// `request_id`); the call is answered at once.
+fn hold_message(
+    daemon: &mut Daemon,
+    from: &str,
+    to: &str,
+    content: &str,
+    text: String,
+) -> Result<Value, String> {
+    if daemon.agents.get(to).is_none_or(|a| a.exit.is_some()) {
+        return Err(format!("no running agent session {}", crate::shown(to)));
+    }
+    if daemon.approvals.len() >= daemon.config.hooks.max_pending_approvals {
+        return Err(
+            "too many requests wait for a person (hooks.max_pending_approvals); try later".into(),
+        );
+    }
+    let request_id = format!("msg-{}", &crate::panes::attach::new_token()[..16]);
+    let approval = Approval {
+        request_id: request_id.clone(),
+        session_id: from.to_string(),
+        tool: "send_message".into(),
+        summary: format!("send_message to {to}: {text}"),
+        tool_input: json!({"session_id": to, "content": content}),
+    };
+    daemon.hold_for_approval(
+        approval,
+        Approved::Message {
+            to: to.to_string(),
+            text,
+        },
+    );
+    Ok(json!({
+        "sent": false,
+        "request_id": request_id,
+        "note": "held: the message is typed once a person allows it",
+    }))
 }
 
 /// The delegation a tool call asks for, in the name of `session_id`.
@@ -236,14 +290,7 @@ fn finish(
         .collect();
     if let Some(summary) = summary {
         log::info!("{session_id}: proposes a plan of tasks {created:?}");
-        let content = if summary.is_empty() {
-            format!(
-                "{session_id} proposes {} task(s) for approval",
-                created.len()
-            )
-        } else {
-            summary
-        };
+        let (content, described) = describe_plan(daemon, session_id, &summary, &created);
         daemon.broadcast(&ClaudeResponse {
             r#type: "claude_response",
             session_id,
@@ -252,6 +299,8 @@ fn finish(
                 "type": "approve_plan",
                 "button_text": "Approve",
                 "task_ids": created,
+                "summary": summary,
+                "tasks": described,
             })],
             in_reply_to: None,
             timestamp: rfc3339(std::time::SystemTime::now()),
@@ -265,4 +314,66 @@ fn finish(
     } else {
         reply(&mut stream, Ok(json!({"tasks": tasks})));
     }
+}
+
+/// What a person approves with a plan, in full and in the daemon's words: the message's
+/// content (the agent's summary, quoted, then every task with its agent type, working
+/// directory, isolation, test command and whole text) and each task as JSON for the
+/// `approve_plan` action's `tasks`.
+fn describe_plan(
+    daemon: &Daemon,
+    session_id: &str,
+    summary: &str,
+    created: &[u64],
+) -> (String, Vec<Value>) {
+    let mut content = format!("{session_id} proposes {} task(s)", created.len());
+    if !summary.is_empty() {
+        content.push_str(&format!(" and sums them up as {summary:?}"));
+    }
+    content.push_str(". Approving runs exactly this:");
+    let mut described = Vec::new();
+    for ticket in created.iter().filter_map(|id| daemon.tasks.tickets.get(id)) {
+        let test_command = lifecycle::test_command_of(&daemon.config, ticket);
+        let tests_run = ticket.context.tests_required && test_command.is_some();
+        let isolation = match ticket.isolation {
+            Isolation::None => "none",
+            Isolation::Worktree => "worktree",
+        };
+        content.push_str(&format!(
+            "\n\ntask {}: agent {} in {} (isolation {isolation}, timeout {} ms)",
+            ticket.task_id,
+            ticket.agent_type,
+            ticket.requested_dir.display(),
+            ticket.timeout_ms
+        ));
+        match &test_command {
+            Some(argv) if tests_run => {
+                content.push_str(&format!("\ntest_command (runs after the agent): {argv:?}"))
+            }
+            Some(argv) => content.push_str(&format!(
+                "\ntest_command (does not run: context.tests_required is false): {argv:?}"
+            )),
+            None => content.push_str("\ntest_command: none"),
+        }
+        let context = &ticket.context;
+        if !context.files.is_empty() || !context.requirements.is_empty() {
+            content.push_str(&format!(
+                "\ncontext: files {:?}, requirements {:?}",
+                context.files, context.requirements
+            ));
+        }
+        content.push_str(&format!("\ntask text:\n{}", ticket.task));
+        described.push(json!({
+            "task_id": ticket.task_id,
+            "agent_type": ticket.agent_type,
+            "task": ticket.task,
+            "working_dir": ticket.requested_dir,
+            "isolation": ticket.isolation,
+            "context": ticket.context,
+            "timeout_ms": ticket.timeout_ms,
+            "test_command": test_command,
+            "tests_run": tests_run,
+        }));
+    }
+    (content, described)
 }

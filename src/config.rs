@@ -61,6 +61,8 @@ pub struct Config {
     pub web: WebConfig,
     /// `[metrics]`: `GET /metrics`.
     pub metrics: MetricsConfig,
+    /// `[tools]`: what an agent may do through the daemon's tools without a person.
+    pub tools: ToolsConfig,
     /// Agent types by name; built-in defaults merged with `[agents.<type>]` tables.
     #[serde(deserialize_with = "deserialize_agents")]
     pub agents: BTreeMap<String, AgentType>,
@@ -293,6 +295,30 @@ impl Default for WebConfig {
             secure_cookie: false,
         }
     }
+}
+
+/// `[tools]`: what an agent may do through the daemon's tools (`orchestra mcp`, with its
+/// session's hook credential). With `approve` (the default) nothing an agent asks for runs
+/// before a person decides: a `delegate_task` is proposed like a plan (`approve_plan`), a
+/// `send_message` waits for an `approve_tool` answer. `allow` lets it act at once.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolsConfig {
+    /// `delegate_task`: proposed for approval, or started at once.
+    pub delegate_task: ToolPolicy,
+    /// `send_message`: typed once a person allows it, or at once.
+    pub send_message: ToolPolicy,
+}
+
+/// Whether a tool of agents acts at once or waits for a person.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolPolicy {
+    /// A person decides first (the default).
+    #[default]
+    Approve,
+    /// The agent's call acts at once.
+    Allow,
 }
 
 /// `[metrics]`: Prometheus metrics at `GET /metrics`.
@@ -691,6 +717,7 @@ impl Default for Config {
             hooks: HooksConfig::default(),
             web: WebConfig::default(),
             metrics: MetricsConfig::default(),
+            tools: ToolsConfig::default(),
             agents: builtin_agents(),
         }
     }
@@ -1148,6 +1175,22 @@ mod tests {
         let config = Config::load(Some(&path), &Overrides::default()).unwrap();
         assert_eq!(config.sessions.max_sessions, 16);
         assert!(config.agents.contains_key("claude") && config.agents.contains_key("shell"));
+    }
+
+    #[test]
+    fn agents_tools_wait_for_a_person_unless_allowed() {
+        let config = Config::default();
+        assert_eq!(config.tools.delegate_task, ToolPolicy::Approve);
+        assert_eq!(config.tools.send_message, ToolPolicy::Approve);
+        let config = Config::from_toml("[tools]\ndelegate_task = \"allow\"\n").unwrap();
+        assert_eq!(config.tools.delegate_task, ToolPolicy::Allow);
+        assert_eq!(config.tools.send_message, ToolPolicy::Approve);
+        for bad in [
+            "[tools]\nsend_message = \"yes\"\n",
+            "[tools]\nrun = \"allow\"\n",
+        ] {
+            assert!(Config::from_toml(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -244,8 +244,14 @@ pub struct Daemon {
     pub calls: Vec<crate::agents::hooks::PendingCall>,
     /// Writes each session's conversation to disk.
     pub history: crate::agents::history::HistoryWriter,
-    /// Permission requests waiting for a person, by request id, with the hook's connection.
-    pub approvals: HashMap<String, (crate::agents::hooks::Approval, mio::net::UnixStream)>,
+    /// Requests waiting for a person, by request id, with what deciding acts on.
+    pub approvals: HashMap<
+        String,
+        (
+            crate::agents::hooks::Approval,
+            crate::agents::hooks::Approved,
+        ),
+    >,
     /// Attach tokens handed to tmux, by token: the session each one belongs to.
     pub attach_tokens: HashMap<String, String>,
     /// Hook credentials of sessions with hooks, by credential: the session it stands for.

@@ -141,8 +141,15 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
                     request_id,
                     tool,
                     summary,
+                    tool_input,
                 } => {
-                    let content = format!("The agent asks permission to use {summary}");
+                    // Everything that is approved is shown whole: the command or path, and
+                    // every other argument.
+                    let mut content = format!("The agent asks permission to use {summary}");
+                    if crate::agents::activity::has_more_arguments(&tool_input) {
+                        let all = serde_json::to_string_pretty(&tool_input).unwrap_or_default();
+                        content.push_str(&format!("\nwith the arguments {all}"));
+                    }
                     daemon.broadcast(&ClaudeResponse {
                         r#type: "claude_response",
                         session_id: &session_id,
@@ -152,6 +159,7 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
                             "request_id": request_id,
                             "tool": tool,
                             "summary": summary,
+                            "tool_input": tool_input,
                         })],
                         in_reply_to: None,
                         timestamp: rfc3339(std::time::SystemTime::now()),

@@ -116,7 +116,7 @@ impl Daemon {
                 let held = self.on_hook_request(request);
                 match held {
                     // The answer comes when a person decides (or the wait times out).
-                    Some(approval) => self.hold_for_approval(approval, stream),
+                    Some(approval) => self.hold_for_approval(approval, Approved::Hook(stream)),
                     // One small answer; the socket buffer takes it whole, or the hook gets
                     // none and goes on (it never waits longer than its own timeout).
                     None => {
@@ -200,7 +200,8 @@ impl Daemon {
                             .as_str()
                             .unwrap_or("a tool")
                             .to_string(),
-                        summary: super::activity::tool_summary(&request.payload),
+                        summary: super::activity::approval_summary(&request.payload),
+                        tool_input: request.payload["tool_input"].clone(),
                     });
                 } else {
                     log::warn!(
@@ -216,12 +217,13 @@ impl Daemon {
         held
     }
 
-    /// Keeps a permission request's connection until an observer decides, and asks them.
-    fn hold_for_approval(&mut self, approval: Approval, stream: mio::net::UnixStream) {
+    /// Keeps a request until an observer decides (a permission request's connection, or an
+    /// agent's message to type), and asks them with everything it would do.
+    pub fn hold_for_approval(&mut self, approval: Approval, approved: Approved) {
         log::info!(
             "{}: asks permission for {} ({})",
             approval.session_id,
-            approval.summary,
+            crate::bounded(&approval.summary),
             approval.request_id
         );
         self.timers.schedule_in(
@@ -233,9 +235,10 @@ impl Daemon {
             request_id: approval.request_id.clone(),
             tool: approval.tool.clone(),
             summary: approval.summary.clone(),
+            tool_input: approval.tool_input.clone(),
         });
         self.approvals
-            .insert(approval.request_id.clone(), (approval, stream));
+            .insert(approval.request_id.clone(), (approval, approved));
     }
 
     /// A person answered a permission request. Fails when there is no such request of that
@@ -257,12 +260,26 @@ impl Daemon {
                 ));
             }
         }
-        let (approval, mut stream) = self.approvals.remove(request_id).expect("checked");
-        let _ = stream.write_all(&hook::permission_answer(allow, message));
+        let (approval, approved) = self.approvals.remove(request_id).expect("checked");
+        let done = match approved {
+            Approved::Hook(mut stream) => {
+                let _ = stream.write_all(&hook::permission_answer(allow, message));
+                Ok(())
+            }
+            Approved::Message { to, text } if allow => self
+                .type_input(
+                    &to,
+                    crate::panes::typing::Typing::Message(text.clone()),
+                    None,
+                )
+                .map(|()| self.remember(&to, super::history::Role::User, text, None))
+                .map_err(|(_, why)| format!("allowed, but the message was not typed: {why}")),
+            Approved::Message { .. } => Ok(()),
+        };
         log::info!(
             "{}: permission for {} {}",
             approval.session_id,
-            approval.summary,
+            crate::bounded(&approval.summary),
             if allow { "allowed" } else { "denied" }
         );
         self.agents.announce(AgentEvent::ToolDecided {
@@ -270,19 +287,23 @@ impl Daemon {
             request_id: approval.request_id,
             decision: if allow { "allow" } else { "deny" },
         });
-        Ok(())
+        done
     }
 
     /// Nobody answered in time: the hook lets the CLI ask in its own terminal.
     pub fn on_approval_timeout(&mut self, request_id: &str) {
-        let Some((approval, mut stream)) = self.approvals.remove(request_id) else {
+        let Some((approval, approved)) = self.approvals.remove(request_id) else {
             return;
         };
-        let _ = stream.write_all(b"{}\n");
+        // A held message is dropped; a hook lets its CLI ask.
+        if let Approved::Hook(mut stream) = approved {
+            let _ = stream.write_all(b"{}\n");
+        }
         log::info!(
-            "{}: nobody answered the permission request for {} in time; the agent asks in its terminal",
+            "{}: nobody answered the request for {} in time (a CLI asks in its terminal, a \
+             held message is dropped)",
             approval.session_id,
-            approval.summary
+            crate::bounded(&approval.summary)
         );
         self.agents.announce(AgentEvent::ToolDecided {
             session_id: approval.session_id,
@@ -303,7 +324,23 @@ pub struct PendingCall {
     pub stream: mio::net::UnixStream,
 }
 
-/// A tool permission an agent's CLI asked for, waiting for a person.
+/// What a person's decision on a held request acts on.
+#[derive(Debug)]
+pub enum Approved {
+    /// A permission request of an agent's CLI: its hook waits on this connection for the
+    /// answer.
+    Hook(mio::net::UnixStream),
+    /// An agent's `send_message`: typed into `to` once allowed, dropped otherwise.
+    Message {
+        /// The session to type into.
+        to: String,
+        /// The exact text to type.
+        text: String,
+    },
+}
+
+/// A tool permission an agent's CLI asked for, or an agent's tool call held by
+/// `[tools]`, waiting for a person.
 #[derive(Debug, Clone)]
 pub struct Approval {
     /// Its id in `approve_tool` actions and answers.
@@ -312,6 +349,8 @@ pub struct Approval {
     pub session_id: String,
     /// The tool.
     pub tool: String,
-    /// The call in a line.
+    /// The call in full: the tool and its main argument, never cut.
     pub summary: String,
+    /// Every argument of the call, as the agent's CLI gave them.
+    pub tool_input: serde_json::Value,
 }

@@ -39,12 +39,12 @@ pub fn tools() -> Value {
         },
         {
             "name": "delegate_task",
-            "description": "Delegate a task to another agent now. You are told its result when it ends.",
+            "description": "Delegate a task to another agent. Unless the daemon's config allows it to start at once, it is proposed to the user like a plan and runs only once approved. You are told its result when it ends.",
             "inputSchema": {"type": "object", "properties": task_fields, "required": ["agent_type", "task"]}
         },
         {
             "name": "send_message",
-            "description": "Type a message into another agent session.",
+            "description": "Type a message into another agent session. Unless the daemon's config allows it at once, it is held until the user allows it.",
             "inputSchema": {"type": "object", "properties": {"session_id": {"type": "string"}, "content": {"type": "string"}}, "required": ["session_id", "content"]}
         },
         {

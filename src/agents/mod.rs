@@ -75,8 +75,10 @@ pub enum AgentEvent {
         request_id: String,
         /// The tool.
         tool: String,
-        /// The call in a line.
+        /// The call in full: the tool and its main argument, never cut.
         summary: String,
+        /// Every argument of the call.
+        tool_input: serde_json::Value,
     },
     /// A permission request was answered, or expired (`tool_decision`).
     ToolDecided {

@@ -86,6 +86,7 @@ pub fn view(ticket: &Ticket) -> TaskView<'_> {
         context: &ticket.context,
         working_dir: ticket.working_dir.display().to_string(),
         isolation: ticket.isolation,
+        test_command: ticket.test_command.as_deref(),
         branch: ticket.branch.as_deref(),
         created_at: ms_rfc3339(ticket.created_ms),
         started_at: ticket.started_ms.map(ms_rfc3339),

@@ -47,6 +47,14 @@ pub fn paste_bytes(text: &str, bracketed: bool) -> Vec<u8> {
     out
 }
 
+/// Text as one line of plain text: every control character (line breaks and tabs
+/// included) becomes a space, so typed as a paste it cannot press Enter or send a key.
+pub fn plain_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// Bytes waiting to be written into a pane, with acknowledgements released as they pass.
 #[derive(Debug)]
 pub struct InputQueue<A> {
@@ -124,6 +132,20 @@ impl<A> InputQueue<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_line_is_one_paste_without_a_key_in_it() {
+        let text = "failed: a\r\necho INJECTED > f\n\x1b[201~\rrm x\t\u{9b}2J\u{7f}";
+        let line = plain_line(text);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        let typed = paste_bytes(&line, true);
+        assert!(typed.starts_with(PASTE_START) && typed.ends_with(PASTE_END));
+        let inside = &typed[PASTE_START.len()..typed.len() - PASTE_END.len()];
+        assert!(
+            !inside.iter().any(|b| *b < 0x20 || *b == 0x7f),
+            "{inside:?}"
+        );
+    }
 
     #[test]
     fn text_is_typed_inert() {

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use super::input::paste_bytes;
+use super::input::{paste_bytes, plain_line};
 use crate::agents::CaptureState;
 use crate::daemon::{Daemon, Source, Timer};
 use crate::error_code::ErrorCode;
@@ -42,6 +42,11 @@ pub enum Typing {
     Message(String),
     /// Raw bytes typed as they are.
     Raw(Vec<u8>),
+    /// What the daemon itself tells an agent (a task's report): plain text on one line (line
+    /// breaks become spaces, every other control character is dropped), typed as one
+    /// bracketed paste whatever mode the pane is in, then Enter. So it can neither press
+    /// Enter nor send keys of its own.
+    Report(String),
 }
 
 /// Typing state of one pane.
@@ -109,37 +114,36 @@ impl Daemon {
     }
 
     fn start_typing(&mut self, session_id: &str, typing: Typing, ack: Option<InputAck>) {
-        match typing {
+        let bytes = match typing {
             Typing::Raw(bytes) => {
                 self.queue_input(session_id, &bytes, ack);
+                return;
             }
-            Typing::Message(text) => {
-                let bracketed = self.hub.bracketed_paste(session_id);
-                let bytes = paste_bytes(&text, bracketed);
-                if !self.queue_input(session_id, &bytes, None) {
-                    if let Some(ack) = ack {
-                        self.input_failed(session_id, ack, "the pane's input queue is full");
-                    }
-                    return;
-                }
-                let delay = self
-                    .agents
-                    .get(session_id)
-                    .and_then(|a| self.config.agents.get(&a.agent_type))
-                    .map(|t| t.submit_delay)
-                    .unwrap_or_default();
-                if delay.is_zero() {
-                    self.queue_input(session_id, b"\r", ack);
-                    return;
-                }
-                let typist = self.typists.entry(session_id.to_string()).or_default();
-                typist.serial += 1;
-                typist.enter_pending = Some((typist.serial, ack));
-                let serial = typist.serial;
-                self.timers
-                    .schedule_in(delay, Timer::SubmitEnter(session_id.to_string(), serial));
+            Typing::Message(text) => paste_bytes(&text, self.hub.bracketed_paste(session_id)),
+            Typing::Report(text) => paste_bytes(&plain_line(&text), true),
+        };
+        if !self.queue_input(session_id, &bytes, None) {
+            if let Some(ack) = ack {
+                self.input_failed(session_id, ack, "the pane's input queue is full");
             }
+            return;
         }
+        let delay = self
+            .agents
+            .get(session_id)
+            .and_then(|a| self.config.agents.get(&a.agent_type))
+            .map(|t| t.submit_delay)
+            .unwrap_or_default();
+        if delay.is_zero() {
+            self.queue_input(session_id, b"\r", ack);
+            return;
+        }
+        let typist = self.typists.entry(session_id.to_string()).or_default();
+        typist.serial += 1;
+        typist.enter_pending = Some((typist.serial, ack));
+        let serial = typist.serial;
+        self.timers
+            .schedule_in(delay, Timer::SubmitEnter(session_id.to_string(), serial));
     }
 
     /// Presses Enter for a typed message, then types whatever was waiting behind it.

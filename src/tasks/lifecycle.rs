@@ -749,7 +749,7 @@ fn begin_finish(daemon: &mut Daemon, task_id: u64, ending: Ending) {
 }
 
 /// The configured or requested test command of a ticket.
-fn test_command_of(config: &crate::config::Config, ticket: &Ticket) -> Option<Vec<String>> {
+pub fn test_command_of(config: &crate::config::Config, ticket: &Ticket) -> Option<Vec<String>> {
     ticket.test_command.clone().or_else(|| {
         config
             .tasks
@@ -975,8 +975,9 @@ fn complete(daemon: &mut Daemon, task_id: u64, ending: Ending, mut result: TaskR
 /// tools) rather than by a token's subject.
 pub const SESSION_REQUESTER: &str = "session:";
 
-/// A task an agent delegated has finished: the agent is told how, as a message typed into
-/// it, so it can go on without a person relaying the result.
+/// A task an agent delegated has finished: the agent is told how, as one line of plain text
+/// typed into it as one bracketed paste (then Enter), so it can go on without a person
+/// relaying the result.
 fn tell_requester(daemon: &mut Daemon, task_id: u64) {
     let Some(ticket) = daemon.tasks.tickets.get(&task_id) else {
         return;
@@ -1009,7 +1010,10 @@ fn tell_requester(daemon: &mut Daemon, task_id: u64) {
             " (tests failed)"
         });
     }
-    if let Err((_, why)) = daemon.type_input(&session, Typing::Message(text.clone()), None) {
+    // One bracketed paste of plain text: the result's words (an agent's output, file
+    // names) cannot press Enter or send keys into the delegating agent.
+    let text = crate::panes::input::plain_line(&text);
+    if let Err((_, why)) = daemon.type_input(&session, Typing::Report(text.clone()), None) {
         log::warn!("{session}: cannot tell it how task {task_id} ended: {why}");
         return;
     }

@@ -853,6 +853,8 @@ function addMessage(entry) {
   body.textContent = entry.content || '';
   item.append(meta, body);
   const actions = entry.actions || [];
+  // What an approval approves is shown whole, in a box that scrolls rather than cuts.
+  if (actions.length) body.className = 'approval-text';
   if (actions.length) {
     const row = document.createElement('div');
     row.className = 'actions control-only';
@@ -877,8 +879,7 @@ function actionButtons(entry, action) {
     const decide = (decision) => () => send({
       type: 'approve_tool', session_id: entry.session_id, request_id: action.request_id, decision,
     });
-    const label = document.createElement('span');
-    label.textContent = `${action.summary || action.tool} `;
+    const label = approvalBox(approvalToolText(action));
     const allow = make('Allow', decide('allow'));
     allow.dataset.request = action.request_id;
     allow.className = 'allow';
@@ -887,13 +888,46 @@ function actionButtons(entry, action) {
     return [label, allow, deny];
   }
   if (action.type === 'approve_plan') {
+    const parts = (action.tasks || []).map((task) => approvalBox(approvalTaskText(task)));
     const approve = make(action.button_text || 'Approve', () => send({ type: 'approve_plan', task_ids: action.task_ids }));
     approve.className = 'approve';
     const reject = make('Reject', () => send({ type: 'reject_plan', task_ids: action.task_ids }));
     reject.className = 'reject';
-    return [approve, reject];
+    return [...parts, approve, reject];
   }
   return [];
+}
+
+/** A scrollable box with text shown whole (never cut): what a person approves. */
+function approvalBox(text) {
+  const pre = document.createElement('pre');
+  pre.className = 'approval';
+  pre.textContent = text;
+  return pre;
+}
+
+/** An `approve_tool` action in full: the tool, its main argument, and every argument. */
+function approvalToolText(action) {
+  let text = action.summary || action.tool || 'a tool';
+  if (action.tool_input !== undefined && action.tool_input !== null) {
+    text += `\n\narguments:\n${JSON.stringify(action.tool_input, null, 2)}`;
+  }
+  return text;
+}
+
+/** One task of an `approve_plan` action in full: what runs, where, and its test command. */
+function approvalTaskText(task) {
+  const lines = [
+    `task ${task.task_id}: agent ${task.agent_type}`,
+    `working dir: ${task.working_dir}${task.isolation === 'worktree' ? ' (in a worktree)' : ''}`,
+    `test_command: ${task.test_command ? JSON.stringify(task.test_command) : 'none'}${task.test_command && !task.tests_run ? ' (does not run)' : ''}`,
+  ];
+  const context = task.context || {};
+  if ((context.files || []).length || (context.requirements || []).length) {
+    lines.push(`context: ${JSON.stringify(context)}`);
+  }
+  lines.push('task:', task.task || '');
+  return lines.join('\n');
 }
 
 function onConversationEvent(message) {
@@ -977,6 +1011,13 @@ function taskCard(task) {
   $('.elapsed', card).textContent = task.duration_ms !== undefined && task.duration_ms !== null
     ? `${(task.duration_ms / 1000).toFixed(1)} s` : '';
   $('.text', card).textContent = task.task || '';
+  if (task.working_dir) {
+    // Where it runs and what tests it, whole: a proposed task is approved on what it shows.
+    const where = document.createElement('div');
+    where.className = 'where muted';
+    where.textContent = `in ${task.working_dir}${task.test_command ? ` · test_command ${JSON.stringify(task.test_command)}` : ''}`;
+    $('.text', card).after(where);
+  }
   const result = task.result;
   if (result) {
     const parts = [];

@@ -269,6 +269,8 @@ pub struct TaskView<'a> {
     pub working_dir: String,
     /// Isolation mode.
     pub isolation: super::task::Isolation,
+    /// The test command given in the request (`null`: the configured one, if any, applies).
+    pub test_command: Option<&'a [String]>,
     /// Branch of the task's worktree.
     pub branch: Option<&'a str>,
     /// Creation time.

@@ -169,6 +169,9 @@ try {
   if ((await ask(`@permission ${hookedSession}`)) !== 'started') throw new Error('no permission request');
   const allow = page.locator('#messages button.allow');
   await allow.waitFor();
+  // The whole command is on the page, its dangerous end included, in a box that scrolls.
+  const shown = await page.locator('#messages pre.approval').last().innerText();
+  if (!shown.includes('&& curl x|sh') || !shown.includes('make test')) throw new Error(`the approval hides the command:\n${shown}`);
   await page.screenshot({ path: path.join(SHOTS, '5-approval.png') });
   await allow.click();
   await page.locator('#messages .decision').filter({ hasText: 'allow' }).waitFor();

@@ -349,8 +349,16 @@ fn the_primary_proposes_a_plan_through_mcp_the_user_approves_and_the_primary_lea
     let plan = ws.recv_until("approve_plan", |m| {
         m["type"] == "claude_response" && m["actions"][0]["type"] == "approve_plan"
     });
-    assert_eq!(plan["content"], "Write the release notes");
+    // The agent's summary is quoted; the tasks are shown as they would run.
+    assert!(
+        plan["content"]
+            .as_str()
+            .unwrap()
+            .contains("\"Write the release notes\""),
+        "{plan}"
+    );
     let action = &plan["actions"][0];
+    assert_eq!(action["tasks"][0]["task"], "write the release notes");
     assert_eq!(action["button_text"], "Approve");
     let task_ids: Vec<u64> = action["task_ids"]
         .as_array()

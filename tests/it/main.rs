@@ -10,6 +10,7 @@ pub const SUITE_BACKEND: Option<&str> = None;
 mod common;
 
 mod agents;
+mod approvals;
 mod auth;
 mod backends;
 mod browser;
