@@ -425,6 +425,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve { config, listen } => {
+            // Before any thread or file: nothing the daemon creates is open to other users,
+            // whatever umask it was started with (its children get that umask back).
+            orchestra::sys::make_created_files_private();
             orchestra::logging::init();
             let mut server = match load_config(&config, listen)
                 .and_then(take_secret_from_environment)

@@ -479,6 +479,7 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
         Err(TmuxError::NoServer) => create(),
         other => other,
     };
+    job.tmux.make_socket_private();
     match result {
         Ok((pane, pid, server_pid)) => Ok(SpawnOutcome {
             placed: Placed::Tmux {

@@ -23,6 +23,7 @@ mod hostile;
 mod http;
 mod limits;
 mod load;
+mod local_leaks;
 mod metrics;
 mod model;
 mod observe;
