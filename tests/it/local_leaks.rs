@@ -58,7 +58,8 @@ fn use_every_file(daemon: &DaemonProcess) {
         let body = daemon.spawn(&token, agent_type);
         assert!(body["session_id"].is_string(), "{body}");
     }
-    let ticket = daemon.delegate_in(&token, "task", &daemon.work, "SAY modes");
+    let _ = std::fs::remove_file(daemon.work.join("umask-probe"));
+    let ticket = daemon.delegate_in(&token, "task", &daemon.work, "WRITE umask-probe x");
     let id = ticket["task_id"].as_u64().unwrap().to_string();
     let done = daemon.wait_task_final(&token, &id);
     assert_eq!(done["status"], "completed", "{done}");
@@ -92,6 +93,10 @@ backend = "pty"
     daemon.relaunch();
     use_every_file(&daemon);
     assert_all_private("started with umask 002 in a 0755 dir", &daemon.state);
+    // What agents create in the user's directories follows the user's umask, not the
+    // daemon's.
+    let probe = std::fs::metadata(daemon.work.join("umask-probe")).unwrap();
+    assert_eq!(probe.permissions().mode() & 0o777, 0o664);
 
     // Files left open by an older daemon are closed at start.
     daemon.stop();
