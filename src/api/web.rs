@@ -413,8 +413,15 @@ pub fn logout(
             .ws_tickets
             .retain(|_, ticket| ticket.principal.session.as_deref() != Some(sid.as_str()));
     }
-    json(200, &serde_json::json!({ "logged_out": true }))
-        .with_header("Set-Cookie", clear_cookie(secure(daemon, request)))
+    let secure = secure(daemon, request);
+    let response = json(200, &serde_json::json!({ "logged_out": true }))
+        .with_header("Set-Cookie", clear_cookie(secure));
+    if secure {
+        // A plain-named cookie from before the `__Host-` name goes too.
+        response.with_header("Set-Cookie", clear_cookie(false))
+    } else {
+        response
+    }
 }
 
 /// `POST /api/login-codes` body.

@@ -18,8 +18,25 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::{AuthError, Principal, Scopes};
 
-/// Name of the session cookie.
+/// Name of the session cookie over plain HTTP.
 pub const COOKIE_NAME: &str = "orchestra_session";
+
+/// Name of the session cookie when it is `Secure`: browsers accept a `__Host-` cookie only
+/// from a secure origin, for `Path=/` and without a `Domain`, so no page on another port or
+/// subdomain can set one that shadows it.
+pub const SECURE_COOKIE_NAME: &str = "__Host-orchestra_session";
+
+/// Most session cookies of one request that are tried (see [`cookie_values`]).
+pub const MAX_SESSION_COOKIES: usize = 8;
+
+/// The name the session cookie has: [`SECURE_COOKIE_NAME`] when it is `Secure`.
+pub fn cookie_name(secure: bool) -> &'static str {
+    if secure {
+        SECURE_COOKIE_NAME
+    } else {
+        COOKIE_NAME
+    }
+}
 
 /// The audience claim of session cookies, so a cookie can never pass as an API token even
 /// if the keys were the same.
@@ -297,7 +314,7 @@ pub fn load_logouts(path: &Path, now_secs: u64) -> HashMap<String, u64> {
         .collect()
 }
 
-/// The value of cookie `name` in a `Cookie` header (`a=1; b=2`).
+/// The value of cookie `name` in a `Cookie` header (`a=1; b=2`): the first one.
 pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header.split(';').find_map(|pair| {
         let (key, value) = pair.trim().split_once('=')?;
@@ -305,12 +322,30 @@ pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// Every non-empty value of the cookies named in `names` in a `Cookie` header, in order. A
+/// browser sends several cookies of one name when pages set them for different paths or
+/// hosts (a page on another port of the same host can add its own `orchestra_session` with
+/// `Path=/api`, which comes first), so the session cookie is the one among them that
+/// verifies, not the first.
+pub fn cookie_values<'a>(
+    header: &'a str,
+    names: &'static [&'static str],
+) -> impl Iterator<Item = &'a str> {
+    header.split(';').filter_map(move |pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        let value = value.trim();
+        (names.contains(&key) && !value.is_empty()).then_some(value)
+    })
+}
+
 /// The `Set-Cookie` value that stores `value` for `max_age`; `secure` when the page is
-/// served over HTTPS. `HttpOnly` (no script can read it) and `SameSite=Strict` (no other
-/// site's page can make the browser send it).
+/// served over HTTPS, and then named with the `__Host-` prefix ([`cookie_name`]).
+/// `HttpOnly` (no script can read it) and `SameSite=Strict` (no other site's page can make
+/// the browser send it).
 pub fn set_cookie(value: &str, max_age: u64, secure: bool) -> String {
     format!(
-        "{COOKIE_NAME}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        cookie_name(secure),
         if secure { "; Secure" } else { "" }
     )
 }
@@ -488,6 +523,18 @@ mod tests {
             Some("abc.def")
         );
         assert_eq!(cookie_value("xorchestra_session=1", COOKIE_NAME), None);
+        const BOTH: &[&str] = &[COOKIE_NAME, SECURE_COOKIE_NAME];
+        let all: Vec<_> = cookie_values(
+            "orchestra_session=bad; a=1; orchestra_session=; __Host-orchestra_session=good",
+            BOTH,
+        )
+        .collect();
+        assert_eq!(all, ["bad", "good"]);
+        let secure = set_cookie("v", 60, true);
+        assert!(
+            secure.starts_with("__Host-orchestra_session=v; Path=/;"),
+            "{secure}"
+        );
         assert_eq!(cookie_value("", COOKIE_NAME), None);
         let set = set_cookie("v", 60, false);
         assert_eq!(

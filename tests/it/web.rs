@@ -453,3 +453,99 @@ fn the_dashboard_can_be_switched_off() {
     let answer = daemon.request_with("GET", "/api/session", &session.headers(), None);
     assert_eq!(answer.status, 200);
 }
+
+#[test]
+fn logout_takes_the_page_key_and_a_shadowing_cookie_locks_nobody_out() {
+    let daemon = DaemonProcess::start();
+    let origin = own_origin(&daemon);
+    let (_, session) = log_in(&daemon, &open_link(&daemon, "control"));
+    let (_, other) = log_in(&daemon, &open_link(&daemon, "observe"));
+    let status = |headers: &[(&str, &str)]| {
+        let answer = daemon.request_with("GET", "/api/session", headers, None);
+        (answer.status, answer.text())
+    };
+    // A page on another port of this host set `orchestra_session=...; Path=/api`: the
+    // browser sends it first. Nor does another valid session's cookie in front take over.
+    let value = session.cookie.split_once('=').unwrap().1;
+    let other_value = other.cookie.split_once('=').unwrap().1;
+    for shadow in [
+        format!("orchestra_session=forged; orchestra_session={value}"),
+        format!("orchestra_session={other_value}; orchestra_session={value}"),
+        format!("orchestra_session=x; __Host-orchestra_session=y; orchestra_session={value}"),
+    ] {
+        let (code, text) = status(&[("Cookie", &shadow), ("X-Orchestra-Key", &session.key)]);
+        assert_eq!(code, 200, "{shadow}: {text}");
+        let info: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(info["scopes"], json!(["observe", "control"]), "{shadow}");
+    }
+    let forged_only = [
+        ("Cookie", "orchestra_session=forged"),
+        ("X-Orchestra-Key", "k"),
+    ];
+    assert_eq!(status(&forged_only).0, 401);
+
+    // Whoever holds the cookie without the page key (a server on another port receives the
+    // cookie) cannot end the session.
+    let replayed = daemon.request_with(
+        "POST",
+        "/api/logout",
+        &[("Cookie", &session.cookie), ("Origin", &origin)],
+        Some(""),
+    );
+    replayed.assert_error(403, "FORBIDDEN");
+    assert_eq!(status(&session.headers()).0, 200, "still logged in");
+    let logout = daemon.request_with(
+        "POST",
+        "/api/logout",
+        &session.with(&[("Origin", &origin)]),
+        Some(""),
+    );
+    assert_eq!(logout.status, 200, "{}", logout.text());
+    assert_eq!(status(&session.headers()).0, 401, "logged out");
+    assert_eq!(status(&other.headers()).0, 200, "the other session lives");
+}
+
+#[test]
+fn a_secure_session_cookie_has_the_host_prefix() {
+    let daemon = DaemonProcess::start();
+    let link = open_link(&daemon, "control");
+    let resp = use_link(&daemon, &link, &[("X-Forwarded-Proto", "https")]);
+    assert_eq!(resp.status, 303, "{}", resp.text());
+    let set = resp.header("set-cookie").unwrap().to_string();
+    assert!(set.starts_with("__Host-orchestra_session="), "{set}");
+    for attribute in ["; Path=/;", "; Secure", "HttpOnly"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    assert!(!set.contains("Domain"), "{set}");
+    let pair = set.split(';').next().unwrap();
+    let key = resp
+        .header("location")
+        .unwrap()
+        .strip_prefix("/#key=")
+        .unwrap()
+        .to_string();
+    let headers = [
+        ("Cookie", pair),
+        ("X-Orchestra-Key", key.as_str()),
+        ("X-Forwarded-Proto", "https"),
+    ];
+    let answer = daemon.request_with("GET", "/api/session", &headers, None);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let origin = own_origin(&daemon);
+    let mut with_origin = headers.to_vec();
+    with_origin.push(("Origin", origin.as_str()));
+    let logout = daemon.request_with("POST", "/api/logout", &with_origin, Some(""));
+    assert_eq!(logout.status, 200, "{}", logout.text());
+    let cleared: Vec<_> = logout
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, value)| value.clone())
+        .collect();
+    assert!(
+        cleared
+            .iter()
+            .any(|v| v.starts_with("__Host-orchestra_session=;") && v.contains("Max-Age=0")),
+        "{cleared:?}"
+    );
+}
