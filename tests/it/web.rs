@@ -457,7 +457,6 @@ fn the_dashboard_can_be_switched_off() {
 #[test]
 fn a_shadowing_session_cookie_locks_nobody_out() {
     let daemon = DaemonProcess::start();
-    let origin = own_origin(&daemon);
     let (_, session) = log_in(&daemon, &open_link(&daemon, "control"));
     let (_, other) = log_in(&daemon, &open_link(&daemon, "observe"));
     let status = |headers: &[(&str, &str)]| {
