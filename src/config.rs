@@ -277,6 +277,11 @@ pub struct WebConfig {
     pub session_ttl: Duration,
     /// Login links waiting to be used at once; more are refused until some are used or expire.
     pub max_login_codes: usize,
+    /// Login links one subject (a token's `sub`) may have waiting at once.
+    pub max_login_codes_per_subject: usize,
+    /// Login links made with observe-only tokens waiting at once; the rest of
+    /// `max_login_codes` is kept for callers with the control scope.
+    pub max_observe_login_codes: usize,
     /// Always mark the session cookie `Secure` (send it over HTTPS only). Without it, the
     /// cookie is `Secure` when the request came through a TLS proxy that says so with
     /// `X-Forwarded-Proto: https`.
@@ -290,6 +295,8 @@ impl Default for WebConfig {
             login_code_ttl: Duration::from_secs(300),
             session_ttl: Duration::from_secs(12 * 3600),
             max_login_codes: 100,
+            max_login_codes_per_subject: 10,
+            max_observe_login_codes: 50,
             secure_cookie: false,
         }
     }
@@ -776,6 +783,15 @@ impl Config {
         }
         if self.pty.handover_timeout.is_zero() {
             return Err(ConfigError("pty.handover_timeout must be above 0".into()));
+        }
+        if self.web.max_login_codes_per_subject == 0
+            || self.web.max_observe_login_codes >= self.web.max_login_codes
+        {
+            return Err(ConfigError(
+                "web.max_login_codes_per_subject must be at least 1 and \
+                 web.max_observe_login_codes below web.max_login_codes"
+                    .into(),
+            ));
         }
         if self.panes.backlog_bytes < 64 * 1024 {
             return Err(ConfigError(

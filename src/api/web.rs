@@ -488,6 +488,7 @@ pub fn issue_login_code(
         .web
         .issue_code(
             &principal.subject,
+            principal.scopes.control,
             scopes,
             principal.expires_at,
             ttl,
@@ -526,7 +527,7 @@ pub fn startup_link(daemon: &mut Daemon, address: std::net::SocketAddr) -> Optio
     let ends = now_secs().saturating_add(daemon.config.web.session_ttl.as_secs());
     let code = daemon
         .web
-        .issue_code("local", scopes, ends, ttl, Instant::now())
+        .issue_code("local", true, scopes, ends, ttl, Instant::now())
         .ok()?;
     let host = if address.ip().is_unspecified() {
         format!("127.0.0.1:{}", address.port())

@@ -42,10 +42,35 @@ pub fn cookie_name(secure: bool) -> &'static str {
 /// if the keys were the same.
 const AUDIENCE: &str = "orchestra-web";
 
+/// How many login codes may wait at once (`[web]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodeLimits {
+    /// All codes (`web.max_login_codes`).
+    pub total: usize,
+    /// One subject's codes (`web.max_login_codes_per_subject`).
+    pub per_subject: usize,
+    /// Codes asked for by callers without the control scope
+    /// (`web.max_observe_login_codes`); the rest is kept for control callers.
+    pub observe: usize,
+}
+
+impl CodeLimits {
+    /// The configured limits.
+    pub fn of(web: &crate::config::WebConfig) -> CodeLimits {
+        CodeLimits {
+            total: web.max_login_codes,
+            per_subject: web.max_login_codes_per_subject,
+            observe: web.max_observe_login_codes,
+        }
+    }
+}
+
 /// A login code waiting to be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PendingLogin {
     subject: String,
+    /// Whether whoever asked for it had the control scope (see [`CodeLimits::observe`]).
+    by_control: bool,
     scopes: Scopes,
     /// When the session it starts must end at the latest (the issuing token's expiry).
     session_ends: u64,
@@ -105,13 +130,13 @@ pub struct WebLogins {
     validation: Validation,
     codes: HashMap<String, PendingLogin>,
     logged_out: HashMap<String, u64>,
-    max_codes: usize,
+    limits: CodeLimits,
 }
 
 impl WebLogins {
     /// Logins signed with `key`; `logged_out` are the session ids ended earlier (with their
     /// expiry, seconds since the epoch).
-    pub fn new(key: &[u8], logged_out: HashMap<String, u64>, max_codes: usize) -> WebLogins {
+    pub fn new(key: &[u8], logged_out: HashMap<String, u64>, limits: CodeLimits) -> WebLogins {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "aud"]);
@@ -124,22 +149,31 @@ impl WebLogins {
             validation,
             codes: HashMap::new(),
             logged_out,
-            max_codes,
+            limits,
         }
     }
 
     /// A new one-time code that logs a browser in as `subject` with `scopes` (for a session
     /// that ends by `session_ends`, seconds since the epoch), valid until `now + ttl`.
+    /// `by_control`: the caller has the control scope. Refused when the subject has its
+    /// share of codes waiting, when observe callers' codes fill their share, or when all
+    /// codes are taken: observe callers can never take the codes kept for control ones.
     pub fn issue_code(
         &mut self,
         subject: &str,
+        by_control: bool,
         scopes: Scopes,
         session_ends: u64,
         ttl: Duration,
         now: Instant,
     ) -> Result<String, LoginError> {
         self.codes.retain(|_, pending| pending.expires > now);
-        if self.codes.len() >= self.max_codes {
+        let of_subject = self.codes.values().filter(|p| p.subject == subject).count();
+        let of_observe = self.codes.values().filter(|p| !p.by_control).count();
+        if self.codes.len() >= self.limits.total
+            || of_subject >= self.limits.per_subject
+            || (!by_control && of_observe >= self.limits.observe)
+        {
             return Err(LoginError::TooMany);
         }
         let code = random_hex()?;
@@ -147,6 +181,7 @@ impl WebLogins {
             code.clone(),
             PendingLogin {
                 subject: subject.to_string(),
+                by_control,
                 scopes,
                 session_ends,
                 expires: now
@@ -412,7 +447,12 @@ mod tests {
     };
 
     fn logins() -> WebLogins {
-        WebLogins::new(b"0123456789abcdef0123456789abcdef", HashMap::new(), 3)
+        let limits = CodeLimits {
+            total: 3,
+            per_subject: 3,
+            observe: 2,
+        };
+        WebLogins::new(b"0123456789abcdef0123456789abcdef", HashMap::new(), limits)
     }
 
     #[test]
@@ -420,7 +460,9 @@ mod tests {
         let mut logins = logins();
         let now = Instant::now();
         let ttl = Duration::from_secs(60);
-        let code = logins.issue_code("alice", OBSERVE, 9, ttl, now).unwrap();
+        let code = logins
+            .issue_code("alice", true, OBSERVE, 9, ttl, now)
+            .unwrap();
         assert_eq!(code.len(), 64);
         assert_eq!(
             logins.redeem_code(&code, now + Duration::from_secs(59)),
@@ -429,7 +471,9 @@ mod tests {
         // Reused: refused.
         assert_eq!(logins.redeem_code(&code, now), Err(LoginError::Unknown));
         // Expired: refused, and forgotten.
-        let late = logins.issue_code("bob", CONTROL, 9, ttl, now).unwrap();
+        let late = logins
+            .issue_code("bob", true, CONTROL, 9, ttl, now)
+            .unwrap();
         assert_eq!(
             logins.redeem_code(&late, now + ttl),
             Err(LoginError::Expired)
@@ -440,18 +484,55 @@ mod tests {
     }
 
     #[test]
+    fn codes_are_bounded_per_subject_and_observe_callers_never_take_controls_share() {
+        let mut logins = WebLogins::new(
+            b"0123456789abcdef0123456789abcdef",
+            HashMap::new(),
+            CodeLimits {
+                total: 6,
+                per_subject: 2,
+                observe: 3,
+            },
+        );
+        let now = Instant::now();
+        let ttl = Duration::from_secs(10);
+        let mut issue = |subject: &str, by_control: bool| {
+            logins
+                .issue_code(subject, by_control, OBSERVE, 9, ttl, now)
+                .map(|_| ())
+        };
+        // One observe token (one subject) gets its share only.
+        assert_eq!(issue("mallory", false), Ok(()));
+        assert_eq!(issue("mallory", false), Ok(()));
+        assert_eq!(issue("mallory", false), Err(LoginError::TooMany));
+        // Observe callers together get their share only...
+        assert_eq!(issue("eve", false), Ok(()));
+        assert_eq!(issue("eve", false), Err(LoginError::TooMany));
+        assert_eq!(issue("trudy", false), Err(LoginError::TooMany));
+        // ...and control callers still get theirs.
+        assert_eq!(issue("alice", true), Ok(()));
+        assert_eq!(issue("bob", true), Ok(()));
+        assert_eq!(issue("carol", true), Ok(()));
+        assert_eq!(issue("dave", true), Err(LoginError::TooMany), "total");
+    }
+
+    #[test]
     fn codes_waiting_are_bounded_and_expired_ones_make_room() {
         let mut logins = logins();
         let now = Instant::now();
         let ttl = Duration::from_secs(10);
         for _ in 0..3 {
-            logins.issue_code("a", OBSERVE, 9, ttl, now).unwrap();
+            logins.issue_code("a", true, OBSERVE, 9, ttl, now).unwrap();
         }
         assert_eq!(
-            logins.issue_code("a", OBSERVE, 9, ttl, now),
+            logins.issue_code("a", true, OBSERVE, 9, ttl, now),
             Err(LoginError::TooMany)
         );
-        assert!(logins.issue_code("a", OBSERVE, 9, ttl, now + ttl).is_ok());
+        assert!(
+            logins
+                .issue_code("a", true, OBSERVE, 9, ttl, now + ttl)
+                .is_ok()
+        );
         assert_eq!(logins.pending_codes(), 1);
     }
 
@@ -487,7 +568,15 @@ mod tests {
     fn forged_tampered_and_foreign_cookies_are_refused() {
         let logins = logins();
         let issued = logins.issue_session("alice", OBSERVE, 1000, 2000).unwrap();
-        let other = WebLogins::new(b"another key another key another!", HashMap::new(), 3);
+        let other = WebLogins::new(
+            b"another key another key another!",
+            HashMap::new(),
+            CodeLimits {
+                total: 3,
+                per_subject: 3,
+                observe: 2,
+            },
+        );
         assert!(other.verify_session(&issued.cookie, 1500).is_err());
         let mut tampered = issued.cookie.clone();
         tampered.pop();

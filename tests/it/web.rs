@@ -560,3 +560,50 @@ fn a_secure_session_cookie_has_the_host_prefix() {
         "{cleared:?}"
     );
 }
+
+/// A token for `sub` with `scope`, signed with this daemon's secret.
+fn token_for(daemon: &DaemonProcess, scope: &str, sub: &str) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_orchestra"))
+        .args(["token", "--scope", scope, "--ttl", "1h", "--sub", sub])
+        .arg("--config")
+        .arg(&daemon.config)
+        .arg("--state-dir")
+        .arg(&daemon.state)
+        .env_remove("ORCHESTRA_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+/// Asks for login links with `token` until refused (at most `bound`); returns how many it got.
+fn codes_until_refused(daemon: &DaemonProcess, token: &str, bound: usize) -> usize {
+    for got in 0..bound {
+        let resp = daemon.post("/api/login-codes", token, &json!({}));
+        if resp.status == 429 {
+            return got;
+        }
+        assert_eq!(resp.status, 201, "{}", resp.text());
+    }
+    bound
+}
+
+#[test]
+fn observe_tokens_cannot_use_up_the_login_links_of_others() {
+    let daemon = DaemonProcess::start();
+    // One observe token asks for as many links as it can: it gets its own share.
+    let mallory = token_for(&daemon, "observe", "mallory");
+    let got = codes_until_refused(&daemon, &mallory, 200);
+    assert_eq!(got, 10, "web.max_login_codes_per_subject");
+    // Observe tokens together get theirs (web.max_observe_login_codes)...
+    let mut observe_total = got;
+    for n in 0..10 {
+        let token = token_for(&daemon, "observe", &format!("observer{n}"));
+        observe_total += codes_until_refused(&daemon, &token, 200);
+    }
+    assert_eq!(observe_total, 50, "web.max_observe_login_codes");
+    // ...and a person with a control token still gets a link.
+    let alice = token_for(&daemon, "control", "alice");
+    let resp = daemon.post("/api/login-codes", &alice, &json!({"scope": "control"}));
+    assert_eq!(resp.status, 201, "{}", resp.text());
+}
