@@ -168,9 +168,13 @@ enum Command {
     /// (internal) First program of an agent pane: reads a spawn spec and execs the agent.
     #[command(hide = true)]
     AgentExec { spec: PathBuf },
-    /// (internal) Run by tmux pipe-pane: hands the pane's pipe to the daemon.
+    /// (internal) Run by tmux pipe-pane: hands the pane's pipe to the daemon, with the token
+    /// it reads from a private file (never from its command line).
     #[command(hide = true)]
-    PipeAttach { socket: PathBuf, token: String },
+    PipeAttach {
+        socket: PathBuf,
+        token_file: PathBuf,
+    },
     /// (internal) Holds an agent's pseudo-terminal and process for the `pty` backend.
     #[command(hide = true)]
     PtyHold {
@@ -344,8 +348,8 @@ fn main() -> ExitCode {
             };
             ExitCode::from(code as u8)
         }
-        Command::PipeAttach { socket, token } => {
-            ExitCode::from(orchestra::panes::attach::run_helper(&socket, &token) as u8)
+        Command::PipeAttach { socket, token_file } => {
+            ExitCode::from(orchestra::panes::attach::run_helper(&socket, &token_file) as u8)
         }
         Command::Token {
             config,

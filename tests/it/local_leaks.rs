@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::common::DaemonProcess;
+use crate::common::{DaemonProcess, wait_until};
 
 /// Every entry under `dir` (not following symlinks, not into task worktrees, which hold the
 /// user's project files) with its permission bits.
@@ -116,4 +116,113 @@ backend = "pty"
             .unwrap()
             .contains("was open to other users")
     );
+}
+
+/// Runs of at least 32 hex digits in `text` that could be a credential: anything but the
+/// hex-encoded session metadata, and that only while it holds no hook credential.
+fn secret_like_runs(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_ascii_hexdigit())
+        .filter(|run| run.len() >= 32)
+        .filter(|run| {
+            let bytes: Option<Vec<u8>> = (0..run.len() / 2)
+                .map(|i| u8::from_str_radix(&run[2 * i..2 * i + 2], 16).ok())
+                .collect();
+            let json = bytes
+                .filter(|_| run.len() % 2 == 0)
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|text| text.starts_with('{'));
+            match json {
+                Some(json) => json.contains("hook_token"),
+                None => true,
+            }
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every process's command line that can be read, with its pid.
+fn command_lines() -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if let Ok(bytes) = std::fs::read(entry.path().join("cmdline")) {
+            found.push((pid, String::from_utf8_lossy(&bytes).replace('\0', " ")));
+        }
+    }
+    found
+}
+
+#[test]
+fn no_secret_is_ever_on_a_command_line_of_tmux_or_a_helper() {
+    // tmux stands in a wrapper that records every command line the daemon gives it (the
+    // pipe helpers' command lines are part of them) before it runs the real tmux.
+    let mut daemon = DaemonProcess::start_tmux_with_env(
+        |work| {
+            let root = work.parent().unwrap();
+            let spy = root.join("tmux-spy.sh");
+            std::fs::write(
+                &spy,
+                format!(
+                    "#!/bin/sh\nprintf '%s\\037' \"$@\" >>'{log}'\nprintf '\\n' >>'{log}'\nexec tmux \"$@\"\n",
+                    log = root.join("tmux-argv.log").display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&spy, std::fs::Permissions::from_mode(0o755)).unwrap();
+            format!(
+                "[tmux]\nbinary = \"{}\"\n[agents.hooked]\ncommand = [\"{}\"]\nhooks = \"claude\"\n",
+                spy.display(),
+                crate::common::agent_script("echo.sh")
+            )
+        },
+        &[],
+    );
+    let log = daemon.dir.path().join("tmux-argv.log");
+    let token = daemon.control();
+    // The first spawn starts the tmux server, whose command line is its first client's.
+    let hooked = crate::common::id_of(&daemon.spawn(&token, "hooked"));
+    let _plain = crate::common::id_of(&daemon.spawn(&token, "echo"));
+    let env = crate::hooks::hook_env(&daemon, &token, &hooked);
+    let hook_token = env
+        .iter()
+        .find(|(k, _)| k == "ORCHESTRA_HOOK_TOKEN")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    // A restart re-arms both panes' pipes (pipe-pane with fresh attach tokens).
+    daemon.restart();
+    wait_until("both pipes re-armed", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text.matches("pipe-attach").count() >= 4).then_some(())
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    for line in text.lines() {
+        let line = line.replace('\u{1f}', " ");
+        assert!(
+            !line.contains(&hook_token),
+            "hook token on tmux's command line: {line}"
+        );
+        let runs = secret_like_runs(&line);
+        assert!(runs.is_empty(), "{runs:?} on tmux's command line: {line}");
+    }
+    // Nothing that runs now shows one either: the tmux server, the agents, the daemon.
+    let state = daemon.state.display().to_string();
+    for (pid, line) in command_lines() {
+        assert!(!line.contains(&hook_token), "pid {pid}: {line}");
+        if line.contains(&state) {
+            let runs = secret_like_runs(&line);
+            assert!(runs.is_empty(), "pid {pid} shows {runs:?}: {line}");
+        }
+    }
+    // The hook credential still works after the restart (kept in a private file).
+    let mut ws = daemon.ws(&token);
+    let out = crate::hooks::run_hook(
+        &env,
+        "Stop",
+        &serde_json::json!({"last_assistant_message": "after the restart", "stop_hook_active": false}),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let reply = ws.recv_until("the reply", |m| m["type"] == "claude_response");
+    assert_eq!(reply["session_id"], hooked.as_str());
 }
