@@ -635,7 +635,10 @@ pub struct AgentType {
     /// Extra environment for every session of this type.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// One-shot command for delegated tasks, with a `{prompt}` placeholder element.
+    /// One-shot command for delegated tasks. The prompt goes to it on its standard input (a
+    /// private file) when no element has a placeholder; `{prompt_file}` stands for the path
+    /// of that private file instead; `{prompt}` puts the text itself in the argument, where
+    /// every local user can read it (`ps`), and is logged as a warning when a task uses it.
     #[serde(default)]
     pub headless: Option<Vec<String>>,
     /// Pause between typing a `user_message` and pressing Enter (TUIs such as Codex treat an
@@ -952,14 +955,6 @@ fn validate_agent_type(name: &str, agent: &AgentType) -> Result<(), ConfigError>
                 "agents.{name}.headless must name a program"
             )));
         }
-        if !headless
-            .iter()
-            .any(|arg| arg.contains("{prompt}") || arg.contains("{prompt_file}"))
-        {
-            return Err(ConfigError(format!(
-                "agents.{name}.headless needs a {{prompt}} or {{prompt_file}} placeholder"
-            )));
-        }
     }
     if let Err(e) = crate::agents::screen::ScreenRules::compile(&agent.screen_rules) {
         return Err(ConfigError(format!("agents.{name}.screen_rules: {e}")));
@@ -975,9 +970,11 @@ fn validate_agent_type(name: &str, agent: &AgentType) -> Result<(), ConfigError>
 }
 
 /// The built-in agent types: the real CLIs' interactive and one-shot commands. In every
-/// one-shot command the task text can never become an option: it follows `--` (which ends
-/// option parsing in `claude`, `droid`, `cursor-agent` and `sh -c`), or reaches the CLI in a
-/// file (`aider --message-file`).
+/// one-shot command the task text can never become an option, and, except for
+/// `cursor-agent`, which takes its prompt only as an argument, never appears on a command
+/// line (where every local user can read it): it reaches the CLI on its standard input
+/// (`claude -p`, `codex exec`) or in a private file (`droid exec --file`,
+/// `aider --message-file`, the `shell` type's script); `cursor-agent`'s follows `--`.
 pub fn builtin_agents() -> BTreeMap<String, AgentType> {
     fn argv(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
@@ -1012,14 +1009,12 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
             "json",
             "--permission-mode",
             "acceptEdits",
-            "--",
-            "{prompt}",
         ]),
     );
     add(
         "codex",
         argv(&["codex"]),
-        argv(&["codex", "exec", "--skip-git-repo-check", "--", "{prompt}"]),
+        argv(&["codex", "exec", "--skip-git-repo-check"]),
     );
     add(
         "droid",
@@ -1031,8 +1026,8 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
             "medium",
             "--output-format",
             "json",
-            "--",
-            "{prompt}",
+            "--file",
+            "{prompt_file}",
         ]),
     );
     add(
@@ -1063,7 +1058,7 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
     add(
         "shell",
         vec![shell.clone()],
-        vec![shell, "-c".into(), "--".into(), "{prompt}".into()],
+        vec![shell, "--".into(), "{prompt_file}".into()],
     );
     // Codex has no hooks: its screens tell (read off the real TUI, 0.171).
     if let Some(codex) = agents.get_mut("codex") {
@@ -1186,8 +1181,11 @@ mod tests {
                     headless[..at].contains(&"--".to_string()),
                     "{name}: {{prompt}} must follow --: {headless:?}"
                 ),
+                // The prompt goes in a file, named or as standard input.
                 None => assert!(
-                    headless.iter().any(|a| a == "{prompt_file}"),
+                    headless
+                        .iter()
+                        .all(|a| !a.contains('{') || a == "{prompt_file}"),
                     "{name}: {headless:?}"
                 ),
             }
@@ -1224,9 +1222,10 @@ mod tests {
         assert!(Config::from_toml("[limits]\nhead_timeout = \"soon\"").is_err());
         let mut config = Config::from_toml("[agents.Bad]\ncommand = [\"x\"]").unwrap();
         assert!(config.finish().is_err());
+        // A headless command without a placeholder reads its prompt on standard input.
         let mut config =
             Config::from_toml("[agents.x]\ncommand = [\"x\"]\nheadless = [\"x\"]").unwrap();
-        assert!(config.finish().is_err());
+        assert!(config.finish().is_ok());
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub struct SpawnParams {
     pub internal: bool,
     /// A name for the session: its id becomes `sess-<type>-<name>`.
     pub name: Option<String>,
+    /// A private file the agent reads as its standard input (a task's prompt), so that the
+    /// text never appears on a command line.
+    pub stdin: Option<PathBuf>,
 }
 
 impl SpawnParams {
@@ -66,6 +69,7 @@ impl SpawnParams {
             extra_root: None,
             internal: false,
             name: None,
+            stdin: None,
         }
     }
 }
@@ -100,6 +104,7 @@ struct SpawnJob {
     hooks: Option<HookSetup>,
     backend: Backend,
     pty: super::pty_session::PtySetup,
+    stdin: Option<PathBuf>,
 }
 
 /// How a session of an agent type with hooks reports to the daemon.
@@ -212,6 +217,7 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         hooks,
         backend: agent_type.backend,
         pty: super::pty_session::PtySetup::of(&config),
+        stdin: params.stdin,
     };
     daemon.jobs.run(move || {
         let result = run_spawn(&job);
@@ -426,6 +432,7 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
         env,
         unset: vec!["TMUX".into()],
         cwd: working_dir.clone(),
+        stdin: job.stdin.clone(),
     };
     let spawn_failed = SpawnError::Failed;
     if let Some(dir) = job.spec_path.parent() {

@@ -226,3 +226,55 @@ fn no_secret_is_ever_on_a_command_line_of_tmux_or_a_helper() {
     let reply = ws.recv_until("the reply", |m| m["type"] == "claude_response");
     assert_eq!(reply["session_id"], hooked.as_str());
 }
+
+/// The pids whose command line contains `text`.
+fn showing(text: &str) -> Vec<(u32, String)> {
+    command_lines()
+        .into_iter()
+        .filter(|(_, line)| line.contains(text))
+        .collect()
+}
+
+#[test]
+fn task_prompts_never_reach_a_command_line() {
+    let daemon = DaemonProcess::start();
+    let token = daemon.control();
+    let unique = format!("prompt-{}-{}", std::process::id(), crate::common::now());
+    // The test config's task type reads its prompt on standard input (no placeholder).
+    let task = daemon.delegate_in(
+        &token,
+        "task",
+        &daemon.work,
+        &format!("PIDFILE agent.pid\nSAY {unique}\nWAITFOR release"),
+    );
+    let id = task["task_id"].as_u64().unwrap().to_string();
+    wait_until("the agent to run", || {
+        std::fs::metadata(daemon.work.join("agent.pid")).ok()
+    });
+    assert_eq!(showing(&unique), vec![], "the prompt on a command line");
+    std::fs::write(daemon.work.join("release"), "").unwrap();
+    let done = daemon.wait_task_final(&token, &id);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(
+        done.to_string().contains(&unique),
+        "the agent got it: {done}"
+    );
+
+    // The built-in shell type (the task text is the script) runs it from a private file.
+    let script = format!(
+        "echo {unique}-shell >shell-out.txt\nwhile [ ! -e release-shell ]; do sleep 0.05; done"
+    );
+    let task = daemon.delegate_in(&token, "shell", &daemon.work, &script);
+    let id = task["task_id"].as_u64().unwrap().to_string();
+    wait_until("the script to run", || {
+        std::fs::metadata(daemon.work.join("shell-out.txt")).ok()
+    });
+    assert_eq!(showing(&format!("{unique}-shell")), vec![]);
+    std::fs::write(daemon.work.join("release-shell"), "").unwrap();
+    let done = daemon.wait_task_final(&token, &id);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        std::fs::read_to_string(daemon.work.join("shell-out.txt")).unwrap(),
+        format!("{unique}-shell\n")
+    );
+}
