@@ -949,12 +949,12 @@ fn validate_agent_type(name: &str, agent: &AgentType) -> Result<(), ConfigError>
             "agents.{name}.command must name a program"
         )));
     }
-    if let Some(headless) = &agent.headless {
-        if headless.is_empty() || headless[0].is_empty() {
-            return Err(ConfigError(format!(
-                "agents.{name}.headless must name a program"
-            )));
-        }
+    if let Some(headless) = &agent.headless
+        && (headless.is_empty() || headless[0].is_empty())
+    {
+        return Err(ConfigError(format!(
+            "agents.{name}.headless must name a program"
+        )));
     }
     if let Err(e) = crate::agents::screen::ScreenRules::compile(&agent.screen_rules) {
         return Err(ConfigError(format!("agents.{name}.screen_rules: {e}")));
