@@ -895,7 +895,8 @@ fn log_request(metrics: &mut crate::metrics::Metrics, line: &LogLine) {
 fn make_private(dir: &Path, task_store: &Path) -> Result<(), String> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let uid = crate::sys::current_uid();
-    let meta = std::fs::symlink_metadata(dir)
+    // The directory itself may be a symlink the user made; what is in it is not followed.
+    let meta = std::fs::metadata(dir)
         .map_err(|e| format!("cannot read the state directory {}: {e}", dir.display()))?;
     if !meta.is_dir() || meta.uid() != uid {
         return Err(format!(
