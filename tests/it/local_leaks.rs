@@ -54,7 +54,7 @@ fn assert_all_private(what: &str, dir: &Path) {
 /// prompt files, history).
 fn use_every_file(daemon: &DaemonProcess) {
     let token = daemon.control();
-    for agent_type in ["echo", "echopty"] {
+    for agent_type in ["echo", "echopty", "hooked"] {
         let body = daemon.spawn(&token, agent_type);
         assert!(body["session_id"].is_string(), "{body}");
     }
@@ -69,6 +69,9 @@ fn use_every_file(daemon: &DaemonProcess) {
         "hook.sock",
         "attach.sock",
         "tmux.sock",
+        "hooks",
+        "history",
+        "pty",
     ] {
         assert!(daemon.state.join(name).exists(), "{name} exists");
     }
@@ -81,6 +84,9 @@ fn state_files_are_private_whatever_the_umask_and_the_dirs_old_mode() {
 [agents.echopty]
 command = ["/bin/cat"]
 backend = "pty"
+[agents.hooked]
+command = ["/bin/cat"]
+hooks = "claude"
 "#,
     );
     daemon.stop();
