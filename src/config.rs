@@ -279,6 +279,11 @@ pub struct WebConfig {
     pub session_ttl: Duration,
     /// Login links waiting to be used at once; more are refused until some are used or expire.
     pub max_login_codes: usize,
+    /// Login links one subject (a token's `sub`) may have waiting at once.
+    pub max_login_codes_per_subject: usize,
+    /// Login links made with observe-only tokens waiting at once; the rest of
+    /// `max_login_codes` is kept for callers with the control scope.
+    pub max_observe_login_codes: usize,
     /// Always mark the session cookie `Secure` (send it over HTTPS only). Without it, the
     /// cookie is `Secure` when the request came through a TLS proxy that says so with
     /// `X-Forwarded-Proto: https`.
@@ -292,6 +297,8 @@ impl Default for WebConfig {
             login_code_ttl: Duration::from_secs(300),
             session_ttl: Duration::from_secs(12 * 3600),
             max_login_codes: 100,
+            max_login_codes_per_subject: 10,
+            max_observe_login_codes: 50,
             secure_cookie: false,
         }
     }
@@ -654,7 +661,10 @@ pub struct AgentType {
     /// Extra environment for every session of this type.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// One-shot command for delegated tasks, with a `{prompt}` placeholder element.
+    /// One-shot command for delegated tasks. The prompt goes to it on its standard input (a
+    /// private file) when no element has a placeholder; `{prompt_file}` stands for the path
+    /// of that private file instead; `{prompt}` puts the text itself in the argument, where
+    /// every local user can read it (`ps`), and is logged as a warning when a task uses it.
     #[serde(default)]
     pub headless: Option<Vec<String>>,
     /// Pause between typing a `user_message` and pressing Enter (TUIs such as Codex treat an
@@ -803,6 +813,15 @@ impl Config {
         }
         if self.pty.handover_timeout.is_zero() {
             return Err(ConfigError("pty.handover_timeout must be above 0".into()));
+        }
+        if self.web.max_login_codes_per_subject == 0
+            || self.web.max_observe_login_codes >= self.web.max_login_codes
+        {
+            return Err(ConfigError(
+                "web.max_login_codes_per_subject must be at least 1 and \
+                 web.max_observe_login_codes below web.max_login_codes"
+                    .into(),
+            ));
         }
         if self.panes.backlog_bytes < 64 * 1024 {
             return Err(ConfigError(
@@ -964,20 +983,12 @@ fn validate_agent_type(name: &str, agent: &AgentType) -> Result<(), ConfigError>
             "agents.{name}.command must name a program"
         )));
     }
-    if let Some(headless) = &agent.headless {
-        if headless.is_empty() || headless[0].is_empty() {
-            return Err(ConfigError(format!(
-                "agents.{name}.headless must name a program"
-            )));
-        }
-        if !headless
-            .iter()
-            .any(|arg| arg.contains("{prompt}") || arg.contains("{prompt_file}"))
-        {
-            return Err(ConfigError(format!(
-                "agents.{name}.headless needs a {{prompt}} or {{prompt_file}} placeholder"
-            )));
-        }
+    if let Some(headless) = &agent.headless
+        && (headless.is_empty() || headless[0].is_empty())
+    {
+        return Err(ConfigError(format!(
+            "agents.{name}.headless must name a program"
+        )));
     }
     if let Err(e) = crate::agents::screen::ScreenRules::compile(&agent.screen_rules) {
         return Err(ConfigError(format!("agents.{name}.screen_rules: {e}")));
@@ -993,9 +1004,11 @@ fn validate_agent_type(name: &str, agent: &AgentType) -> Result<(), ConfigError>
 }
 
 /// The built-in agent types: the real CLIs' interactive and one-shot commands. In every
-/// one-shot command the task text can never become an option: it follows `--` (which ends
-/// option parsing in `claude`, `droid`, `cursor-agent` and `sh -c`), or reaches the CLI in a
-/// file (`aider --message-file`).
+/// one-shot command the task text can never become an option, and, except for
+/// `cursor-agent`, which takes its prompt only as an argument, never appears on a command
+/// line (where every local user can read it): it reaches the CLI on its standard input
+/// (`claude -p`, `codex exec`) or in a private file (`droid exec --file`,
+/// `aider --message-file`, the `shell` type's script); `cursor-agent`'s follows `--`.
 pub fn builtin_agents() -> BTreeMap<String, AgentType> {
     fn argv(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
@@ -1030,14 +1043,12 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
             "json",
             "--permission-mode",
             "acceptEdits",
-            "--",
-            "{prompt}",
         ]),
     );
     add(
         "codex",
         argv(&["codex"]),
-        argv(&["codex", "exec", "--skip-git-repo-check", "--", "{prompt}"]),
+        argv(&["codex", "exec", "--skip-git-repo-check"]),
     );
     add(
         "droid",
@@ -1049,8 +1060,8 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
             "medium",
             "--output-format",
             "json",
-            "--",
-            "{prompt}",
+            "--file",
+            "{prompt_file}",
         ]),
     );
     add(
@@ -1081,7 +1092,7 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
     add(
         "shell",
         vec![shell.clone()],
-        vec![shell, "-c".into(), "--".into(), "{prompt}".into()],
+        vec![shell, "--".into(), "{prompt_file}".into()],
     );
     // Codex has no hooks: its screens tell (read off the real TUI, 0.171).
     if let Some(codex) = agents.get_mut("codex") {
@@ -1220,8 +1231,11 @@ mod tests {
                     headless[..at].contains(&"--".to_string()),
                     "{name}: {{prompt}} must follow --: {headless:?}"
                 ),
+                // The prompt goes in a file, named or as standard input.
                 None => assert!(
-                    headless.iter().any(|a| a == "{prompt_file}"),
+                    headless
+                        .iter()
+                        .all(|a| !a.contains('{') || a == "{prompt_file}"),
                     "{name}: {headless:?}"
                 ),
             }
@@ -1258,9 +1272,10 @@ mod tests {
         assert!(Config::from_toml("[limits]\nhead_timeout = \"soon\"").is_err());
         let mut config = Config::from_toml("[agents.Bad]\ncommand = [\"x\"]").unwrap();
         assert!(config.finish().is_err());
+        // A headless command without a placeholder reads its prompt on standard input.
         let mut config =
             Config::from_toml("[agents.x]\ncommand = [\"x\"]\nheadless = [\"x\"]").unwrap();
-        assert!(config.finish().is_err());
+        assert!(config.finish().is_ok());
     }
 
     #[test]

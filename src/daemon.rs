@@ -340,7 +340,7 @@ impl Daemon {
                 &config.web_logouts_file(),
                 crate::api::auth::now_secs(),
             ),
-            config.web.max_login_codes,
+            crate::api::web_login::CodeLimits::of(&config.web),
         );
         let metrics_token = match &config.metrics.token_file {
             Some(path) => {

@@ -58,12 +58,14 @@ pub fn scrub_own() -> Result<Vec<OsString>, String> {
 }
 
 /// A command for `program` that inherits the daemon's environment minus its private
-/// variables. Every process the daemon starts is built here.
+/// variables, and the umask the daemon was started with (the daemon's own is 0o077). Every
+/// process the daemon starts is built here.
 pub fn command(program: impl AsRef<OsStr>) -> Command {
     let mut command = Command::new(program);
     for name in private_names() {
         command.env_remove(name);
     }
+    crate::sys::with_original_umask(&mut command);
     command
 }
 

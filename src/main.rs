@@ -172,9 +172,13 @@ enum Command {
     /// (internal) First program of an agent pane: reads a spawn spec and execs the agent.
     #[command(hide = true)]
     AgentExec { spec: PathBuf },
-    /// (internal) Run by tmux pipe-pane: hands the pane's pipe to the daemon.
+    /// (internal) Run by tmux pipe-pane: hands the pane's pipe to the daemon, with the token
+    /// it reads from a private file (never from its command line).
     #[command(hide = true)]
-    PipeAttach { socket: PathBuf, token: String },
+    PipeAttach {
+        socket: PathBuf,
+        token_file: PathBuf,
+    },
     /// (internal) Holds an agent's pseudo-terminal and process for the `pty` backend.
     #[command(hide = true)]
     PtyHold {
@@ -343,8 +347,8 @@ fn main() -> ExitCode {
             };
             ExitCode::from(code as u8)
         }
-        Command::PipeAttach { socket, token } => {
-            ExitCode::from(orchestra::panes::attach::run_helper(&socket, &token) as u8)
+        Command::PipeAttach { socket, token_file } => {
+            ExitCode::from(orchestra::panes::attach::run_helper(&socket, &token_file) as u8)
         }
         Command::Token {
             config,
@@ -425,6 +429,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve { config, listen } => {
+            // Before any thread or file: nothing the daemon creates is open to other users,
+            // whatever umask it was started with (its children get that umask back).
+            orchestra::sys::make_created_files_private();
             orchestra::logging::init();
             let mut server = match load_config(&config, listen)
                 .and_then(take_secret_from_environment)

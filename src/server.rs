@@ -87,6 +87,7 @@ impl Server {
             );
         }
         crate::create_private_dir(&config.state_dir)?;
+        make_private(&config.state_dir, &config.task_store())?;
         let lock = lock_state_dir(&config.state_dir)?;
         check_socket_path(&config.tmux_socket())?;
         check_socket_path(&config.attach_socket())?;
@@ -974,13 +975,86 @@ fn log_request(metrics: &mut crate::metrics::Metrics, line: &LogLine) {
     );
 }
 
+/// Takes away every access of other users (group and others) from the state directory and
+/// everything in it (an existing directory keeps the mode it was made with, and files made
+/// under an earlier daemon's umask may be group-readable), and from the task store if it
+/// lives elsewhere. The contents of task worktrees are the user's project files and keep
+/// their modes; their directory is closed. Refuses to start when something cannot be
+/// closed (another user's file), naming the `chmod` to run.
+fn make_private(dir: &Path, task_store: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let uid = crate::sys::current_uid();
+    // The directory itself may be a symlink the user made; what is in it is not followed.
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| format!("cannot read the state directory {}: {e}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != uid {
+        return Err(format!(
+            "the state directory {} must be a directory owned by this user (uid {uid})",
+            dir.display()
+        ));
+    }
+    let refuse = |path: &Path, e: std::io::Error| {
+        format!(
+            "{} is open to other users and cannot be made private ({e}); run: chmod -R go= {}",
+            path.display(),
+            dir.display()
+        )
+    };
+    let close = |path: &Path, meta: &std::fs::Metadata| -> Result<(), String> {
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 == 0 {
+            return Ok(());
+        }
+        log::warn!(
+            "{} was open to other users (mode {:o}); made it private",
+            path.display(),
+            mode
+        );
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))
+            .map_err(|e| refuse(path, e))
+    };
+    close(dir, &meta)?;
+    let worktrees = dir.join("worktrees");
+    // Bounded: the state directory is the daemon's own, a few levels deep.
+    let mut pending = vec![dir.to_path_buf()];
+    let mut visited = 0usize;
+    while let Some(current) = pending.pop() {
+        visited += 1;
+        if visited > 10_000 {
+            break;
+        }
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.file_type().is_symlink() {
+                continue;
+            }
+            close(&path, &meta)?;
+            if meta.is_dir() && path != worktrees {
+                pending.push(path);
+            }
+        }
+    }
+    match std::fs::symlink_metadata(task_store) {
+        Ok(meta) if meta.is_file() => close(task_store, &meta),
+        _ => Ok(()),
+    }
+}
+
 /// Takes an exclusive lock on the state directory so two daemons never share one.
 fn lock_state_dir(dir: &Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("daemon.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     match file.try_lock() {

@@ -264,6 +264,49 @@ pub fn set_umask(mask: u32) -> u32 {
     unsafe { libc::umask(mask as libc::mode_t) as u32 }
 }
 
+/// The real user id of this process.
+pub fn current_uid() -> u32 {
+    // SAFETY: getuid cannot fail and takes no arguments.
+    unsafe { libc::getuid() }
+}
+
+/// The umask this process had before [`make_created_files_private`] (none yet: `u32::MAX`).
+static CHILD_UMASK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// Makes every file, directory and socket this process creates from now on private to its
+/// user (umask 0o077), whatever umask it was started with. The umask it had is remembered
+/// for the processes it starts ([`with_original_umask`]). The daemon calls it first thing.
+pub fn make_created_files_private() {
+    let previous = set_umask(0o077);
+    CHILD_UMASK
+        .compare_exchange(
+            u32::MAX,
+            previous,
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+        )
+        .ok();
+}
+
+/// Gives the process `command` starts the umask this process was started with (agents, their
+/// tmux server, git and test commands create the user's files as the user expects), when
+/// [`make_created_files_private`] changed it.
+pub fn with_original_umask(command: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mask = CHILD_UMASK.load(std::sync::atomic::Ordering::SeqCst);
+    if mask == u32::MAX {
+        return command;
+    }
+    // SAFETY: the closure runs between fork and exec and calls only umask, which is
+    // async-signal-safe, allocates nothing and cannot fail.
+    unsafe {
+        command.pre_exec(move || {
+            libc::umask(mask as libc::mode_t);
+            Ok(())
+        })
+    }
+}
+
 /// Number of threads this process has now (from `/proc/self/task`).
 pub fn thread_count() -> io::Result<usize> {
     Ok(std::fs::read_dir("/proc/self/task")?.count())

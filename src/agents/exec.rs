@@ -31,6 +31,10 @@ pub struct SpawnSpec {
     pub unset: Vec<String>,
     /// Directory to start in: the canonical path (no symbolic links) the daemon checked.
     pub cwd: PathBuf,
+    /// A file to open as the agent's standard input instead of its terminal (a task's
+    /// prompt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<PathBuf>,
 }
 
 /// Writes `spec` to `path` with mode 0600, failing if the file exists.
@@ -72,6 +76,17 @@ pub fn run(spec_path: &Path) -> i32 {
     }
     let mut command = std::process::Command::new(program);
     command.args(args);
+    if let Some(path) = &spec.stdin {
+        match std::fs::File::open(path) {
+            Ok(file) => {
+                command.stdin(file);
+            }
+            Err(e) => {
+                eprintln!("orchestra: cannot open {}: {e}", path.display());
+                return 127;
+            }
+        }
+    }
     for key in &spec.unset {
         command.env_remove(key);
     }
@@ -150,6 +165,7 @@ mod tests {
             env: [("A".to_string(), "b c".to_string())].into(),
             unset: vec!["TMUX".into()],
             cwd: dir.path().to_path_buf(),
+            stdin: None,
         };
         write_spec(&path, &spec).unwrap();
         assert_eq!(

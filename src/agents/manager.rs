@@ -47,6 +47,9 @@ pub struct SpawnParams {
     pub internal: bool,
     /// A name for the session: its id becomes `sess-<type>-<name>`.
     pub name: Option<String>,
+    /// A private file the agent reads as its standard input (a task's prompt), so that the
+    /// text never appears on a command line.
+    pub stdin: Option<PathBuf>,
 }
 
 impl SpawnParams {
@@ -66,6 +69,7 @@ impl SpawnParams {
             extra_root: None,
             internal: false,
             name: None,
+            stdin: None,
         }
     }
 }
@@ -92,11 +96,15 @@ struct SpawnJob {
     spec_path: PathBuf,
     exe: PathBuf,
     pipe_command: String,
+    /// The pipe's attach token and the private file the pipe helper reads it from.
+    pipe_token: String,
+    pipe_token_file: PathBuf,
     width: u16,
     height: u16,
     hooks: Option<HookSetup>,
     backend: Backend,
     pty: super::pty_session::PtySetup,
+    stdin: Option<PathBuf>,
 }
 
 /// How a session of an agent type with hooks reports to the daemon.
@@ -167,6 +175,7 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
     roots.extend(params.extra_root.clone());
     let mut request_env = params.env;
     let token = attach::new_token();
+    let token_file = attach::token_file(&config.spawn_dir());
     daemon
         .attach_tokens
         .insert(token.clone(), session_id.clone());
@@ -200,12 +209,15 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         private: PrivateDirs::of(&config),
         spec_path: config.spawn_dir().join(format!("{session_id}.json")),
         exe: daemon.exe.clone(),
-        pipe_command: attach::pipe_command(&daemon.exe, &config.attach_socket(), &token),
+        pipe_command: attach::pipe_command(&daemon.exe, &config.attach_socket(), &token_file),
+        pipe_token: token,
+        pipe_token_file: token_file,
         width: config.tmux.width,
         height: config.tmux.height,
         hooks,
         backend: agent_type.backend,
         pty: super::pty_session::PtySetup::of(&config),
+        stdin: params.stdin,
     };
     daemon.jobs.run(move || {
         let result = run_spawn(&job);
@@ -273,6 +285,12 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
             }
         })
     });
+}
+
+/// The private file that keeps a tmux session's hook credential across daemon restarts
+/// (beside its hook settings, `<state_dir>/hooks/<session>.token`): never on a command line.
+fn hook_token_file(settings: &std::path::Path) -> PathBuf {
+    settings.with_extension("token")
 }
 
 /// Writes `bytes` to a new file at `path` that only this user can read (replacing an old one).
@@ -414,6 +432,7 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
         env,
         unset: vec!["TMUX".into()],
         cwd: working_dir.clone(),
+        stdin: job.stdin.clone(),
     };
     let spawn_failed = SpawnError::Failed;
     if let Some(dir) = job.spec_path.parent() {
@@ -458,7 +477,25 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
         "agent-exec".into(),
         job.spec_path.clone().into(),
     ];
-    let encoded = meta.encode();
+    // The metadata travels on tmux's command line (and stays in its server's), so the hook
+    // credential is kept in a private file beside the hook settings instead.
+    if let Some(hooks) = &job.hooks {
+        write_private(&hook_token_file(&hooks.settings), hooks.token.as_bytes()).map_err(|e| {
+            let _ = std::fs::remove_file(&job.spec_path);
+            spawn_failed(format!("cannot write the hook credential: {e}"))
+        })?;
+    }
+    let public_meta = SessionMeta {
+        hook_token: None,
+        ..meta
+    };
+    let encoded = public_meta.encode();
+    if let Err(e) = crate::panes::attach::write_token_file(&job.pipe_token_file, &job.pipe_token) {
+        let _ = std::fs::remove_file(&job.spec_path);
+        return Err(spawn_failed(format!(
+            "cannot write the pipe's attach token: {e}"
+        )));
+    }
     let list = tmux::new_session(&tmux::NewSession {
         name: &job.name,
         width: job.width,
@@ -479,6 +516,7 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
         Err(TmuxError::NoServer) => create(),
         other => other,
     };
+    job.tmux.make_socket_private();
     match result {
         Ok((pane, pid, server_pid)) => Ok(SpawnOutcome {
             placed: Placed::Tmux {
@@ -491,6 +529,10 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
         }),
         Err(error) => {
             let _ = std::fs::remove_file(&job.spec_path);
+            let _ = std::fs::remove_file(&job.pipe_token_file);
+            if let Some(hooks) = &job.hooks {
+                let _ = std::fs::remove_file(hook_token_file(&hooks.settings));
+            }
             Err(spawn_failed(format!(
                 "cannot create the tmux session: {error}"
             )))
@@ -749,6 +791,7 @@ fn release_sources(daemon: &mut Daemon, agent: &Agent) {
         let settings = daemon.config.hooks_dir().join(format!("{}.json", agent.id));
         daemon.jobs.run(move || {
             let _ = std::fs::remove_file(settings.with_extension("mcp.json"));
+            let _ = std::fs::remove_file(hook_token_file(&settings));
             let _ = std::fs::remove_file(settings);
             Box::new(|_: &mut Daemon| {})
         });
@@ -979,7 +1022,15 @@ pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
         } else {
             CaptureState::Detached
         };
-        restore_adopted(daemon, &mut agent, meta.hook_token.as_ref());
+        // Sessions of older daemons carry their credential in the metadata.
+        let hook_token = meta.hook_token.clone().or_else(|| {
+            let settings = daemon.config.hooks_dir().join(format!("{}.json", agent.id));
+            std::fs::read_to_string(hook_token_file(&settings))
+                .ok()
+                .map(|token| token.trim().to_string())
+                .filter(|token| !token.is_empty())
+        });
+        restore_adopted(daemon, &mut agent, hook_token.as_ref());
         register(daemon, agent, Some(pane.state));
         count += 1;
     }

@@ -306,13 +306,10 @@ pub fn authenticate(
     daemon: &Daemon,
     request: &Request,
 ) -> Result<(Principal, Credential), ApiError> {
-    if let (None, Some(cookie)) = (request.header("authorization"), session_cookie(request)) {
-        let (principal, sid) = daemon
-            .web
-            .verify_session(cookie, auth::now_secs())
-            .map_err(|e| ApiError::unauthorized(e.0))?;
-        check_same_origin(request)?;
-        check_page_key(daemon, request, &sid)?;
+    if request.header("authorization").is_none()
+        && let Some(session) = cookie_session(daemon, request)
+    {
+        let (principal, sid) = session?;
         return Ok((principal, Credential::Cookie(sid)));
     }
     let token = auth::bearer_token(request.header("authorization"))
@@ -324,15 +321,60 @@ pub fn authenticate(
     Ok((principal, Credential::Bearer))
 }
 
-/// The session cookie's value, if the request carries one.
-fn session_cookie(request: &Request) -> Option<&str> {
+/// The session cookies' values the request carries (both names, at most
+/// [`web_login::MAX_SESSION_COOKIES`]).
+fn session_cookies(request: &Request) -> Vec<&str> {
+    const NAMES: &[&str] = &[web_login::SECURE_COOKIE_NAME, web_login::COOKIE_NAME];
     request
         .headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
         .filter_map(|h| std::str::from_utf8(&h.value).ok())
-        .find_map(|header| web_login::cookie_value(header, web_login::COOKIE_NAME))
-        .filter(|value| !value.is_empty())
+        .flat_map(|header| web_login::cookie_values(header, NAMES))
+        .take(web_login::MAX_SESSION_COOKIES)
+        .collect()
+}
+
+/// The browser session of a request's cookies, `None` when it carries no session cookie.
+/// Every session cookie is tried (another port of this host can add one of the same name,
+/// which the browser may send first): the session is the one that verifies and whose page
+/// key the request carries. `401` when none verifies; `403` when the request is cross-site
+/// or lacks the page key of every one that does.
+fn cookie_session(
+    daemon: &Daemon,
+    request: &Request,
+) -> Option<Result<(Principal, String), ApiError>> {
+    let cookies = session_cookies(request);
+    if cookies.is_empty() {
+        return None;
+    }
+    let mut refusal = None;
+    let mut verified = Vec::new();
+    for cookie in cookies {
+        match daemon.web.verify_session(cookie, auth::now_secs()) {
+            Ok(session) => verified.push(session),
+            Err(e) => {
+                refusal.get_or_insert(e);
+            }
+        }
+    }
+    if verified.is_empty() {
+        let refusal = refusal.expect("a cookie was refused");
+        return Some(Err(ApiError::unauthorized(refusal.0)));
+    }
+    if let Err(error) = check_same_origin(request) {
+        return Some(Err(error));
+    }
+    let mut wrong_key = None;
+    for (principal, sid) in verified {
+        match check_page_key(daemon, request, &sid) {
+            Ok(()) => return Some(Ok((principal, sid))),
+            Err(error) => {
+                wrong_key.get_or_insert(error);
+            }
+        }
+    }
+    wrong_key.map(Err)
 }
 
 /// Header in which the daemon's page sends its page key with the cookie.
@@ -514,8 +556,17 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, caller: Caller, request: &Reque
             if let Err(error) = check_same_origin(request) {
                 return Handled::Now(error.to_response());
             }
-            let session = session_cookie(request)
-                .and_then(|cookie| daemon.web.verify_session(cookie, auth::now_secs()).ok());
+            // Ending a session takes what using it takes: the cookie and its page key (a
+            // server on another port of this host receives the cookie, never the key).
+            let session = match cookie_session(daemon, request) {
+                None => None,
+                Some(Ok(session)) => Some(session),
+                Some(Err(error)) if error.status == 403 => {
+                    return Handled::Now(error.to_response());
+                }
+                // Nothing valid to end: the cookies are cleared all the same.
+                Some(Err(_)) => None,
+            };
             return Handled::Now(web::logout(daemon, request, session));
         }
         _ => {}

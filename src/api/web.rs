@@ -422,8 +422,15 @@ pub fn logout(
             .ws_tickets
             .retain(|_, ticket| ticket.principal.session.as_deref() != Some(sid.as_str()));
     }
-    json(200, &serde_json::json!({ "logged_out": true }))
-        .with_header("Set-Cookie", clear_cookie(secure(daemon, request)))
+    let secure = secure(daemon, request);
+    let response = json(200, &serde_json::json!({ "logged_out": true }))
+        .with_header("Set-Cookie", clear_cookie(secure));
+    if secure {
+        // A plain-named cookie from before the `__Host-` name goes too.
+        response.with_header("Set-Cookie", clear_cookie(false))
+    } else {
+        response
+    }
 }
 
 /// `POST /api/login-codes` body.
@@ -490,6 +497,7 @@ pub fn issue_login_code(
         .web
         .issue_code(
             &principal.subject,
+            principal.scopes.control,
             scopes,
             principal.expires_at,
             ttl,
@@ -535,7 +543,7 @@ pub fn startup_link(daemon: &mut Daemon, address: std::net::SocketAddr) -> Optio
     let ends = now_secs().saturating_add(daemon.config.web.session_ttl.as_secs());
     let code = daemon
         .web
-        .issue_code("local", scopes, ends, ttl, Instant::now())
+        .issue_code("local", true, scopes, ends, ttl, Instant::now())
         .ok()?;
     Some(format!("http://{}/login?code={code}", link_host(address)))
 }

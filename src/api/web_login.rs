@@ -18,17 +18,59 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::{AuthError, Principal, Scopes};
 
-/// Name of the session cookie.
+/// Name of the session cookie over plain HTTP.
 pub const COOKIE_NAME: &str = "orchestra_session";
+
+/// Name of the session cookie when it is `Secure`: browsers accept a `__Host-` cookie only
+/// from a secure origin, for `Path=/` and without a `Domain`, so no page on another port or
+/// subdomain can set one that shadows it.
+pub const SECURE_COOKIE_NAME: &str = "__Host-orchestra_session";
+
+/// Most session cookies of one request that are tried (see [`cookie_values`]).
+pub const MAX_SESSION_COOKIES: usize = 8;
+
+/// The name the session cookie has: [`SECURE_COOKIE_NAME`] when it is `Secure`.
+pub fn cookie_name(secure: bool) -> &'static str {
+    if secure {
+        SECURE_COOKIE_NAME
+    } else {
+        COOKIE_NAME
+    }
+}
 
 /// The audience claim of session cookies, so a cookie can never pass as an API token even
 /// if the keys were the same.
 const AUDIENCE: &str = "orchestra-web";
 
+/// How many login codes may wait at once (`[web]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodeLimits {
+    /// All codes (`web.max_login_codes`).
+    pub total: usize,
+    /// One subject's codes (`web.max_login_codes_per_subject`).
+    pub per_subject: usize,
+    /// Codes asked for by callers without the control scope
+    /// (`web.max_observe_login_codes`); the rest is kept for control callers.
+    pub observe: usize,
+}
+
+impl CodeLimits {
+    /// The configured limits.
+    pub fn of(web: &crate::config::WebConfig) -> CodeLimits {
+        CodeLimits {
+            total: web.max_login_codes,
+            per_subject: web.max_login_codes_per_subject,
+            observe: web.max_observe_login_codes,
+        }
+    }
+}
+
 /// A login code waiting to be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PendingLogin {
     subject: String,
+    /// Whether whoever asked for it had the control scope (see [`CodeLimits::observe`]).
+    by_control: bool,
     scopes: Scopes,
     /// When the session it starts must end at the latest (the issuing token's expiry).
     session_ends: u64,
@@ -88,13 +130,13 @@ pub struct WebLogins {
     validation: Validation,
     codes: HashMap<String, PendingLogin>,
     logged_out: HashMap<String, u64>,
-    max_codes: usize,
+    limits: CodeLimits,
 }
 
 impl WebLogins {
     /// Logins signed with `key`; `logged_out` are the session ids ended earlier (with their
     /// expiry, seconds since the epoch).
-    pub fn new(key: &[u8], logged_out: HashMap<String, u64>, max_codes: usize) -> WebLogins {
+    pub fn new(key: &[u8], logged_out: HashMap<String, u64>, limits: CodeLimits) -> WebLogins {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "aud"]);
@@ -107,22 +149,31 @@ impl WebLogins {
             validation,
             codes: HashMap::new(),
             logged_out,
-            max_codes,
+            limits,
         }
     }
 
     /// A new one-time code that logs a browser in as `subject` with `scopes` (for a session
     /// that ends by `session_ends`, seconds since the epoch), valid until `now + ttl`.
+    /// `by_control`: the caller has the control scope. Refused when the subject has its
+    /// share of codes waiting, when observe callers' codes fill their share, or when all
+    /// codes are taken: observe callers can never take the codes kept for control ones.
     pub fn issue_code(
         &mut self,
         subject: &str,
+        by_control: bool,
         scopes: Scopes,
         session_ends: u64,
         ttl: Duration,
         now: Instant,
     ) -> Result<String, LoginError> {
         self.codes.retain(|_, pending| pending.expires > now);
-        if self.codes.len() >= self.max_codes {
+        let of_subject = self.codes.values().filter(|p| p.subject == subject).count();
+        let of_observe = self.codes.values().filter(|p| !p.by_control).count();
+        if self.codes.len() >= self.limits.total
+            || of_subject >= self.limits.per_subject
+            || (!by_control && of_observe >= self.limits.observe)
+        {
             return Err(LoginError::TooMany);
         }
         let code = random_hex()?;
@@ -130,6 +181,7 @@ impl WebLogins {
             code.clone(),
             PendingLogin {
                 subject: subject.to_string(),
+                by_control,
                 scopes,
                 session_ends,
                 expires: now
@@ -297,7 +349,7 @@ pub fn load_logouts(path: &Path, now_secs: u64) -> HashMap<String, u64> {
         .collect()
 }
 
-/// The value of cookie `name` in a `Cookie` header (`a=1; b=2`).
+/// The value of cookie `name` in a `Cookie` header (`a=1; b=2`): the first one.
 pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header.split(';').find_map(|pair| {
         let (key, value) = pair.trim().split_once('=')?;
@@ -305,12 +357,30 @@ pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// Every non-empty value of the cookies named in `names` in a `Cookie` header, in order. A
+/// browser sends several cookies of one name when pages set them for different paths or
+/// hosts (a page on another port of the same host can add its own `orchestra_session` with
+/// `Path=/api`, which comes first), so the session cookie is the one among them that
+/// verifies, not the first.
+pub fn cookie_values<'a>(
+    header: &'a str,
+    names: &'static [&'static str],
+) -> impl Iterator<Item = &'a str> {
+    header.split(';').filter_map(move |pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        let value = value.trim();
+        (names.contains(&key) && !value.is_empty()).then_some(value)
+    })
+}
+
 /// The `Set-Cookie` value that stores `value` for `max_age`; `secure` when the page is
-/// served over HTTPS. `HttpOnly` (no script can read it) and `SameSite=Strict` (no other
-/// site's page can make the browser send it).
+/// served over HTTPS, and then named with the `__Host-` prefix ([`cookie_name`]).
+/// `HttpOnly` (no script can read it) and `SameSite=Strict` (no other site's page can make
+/// the browser send it).
 pub fn set_cookie(value: &str, max_age: u64, secure: bool) -> String {
     format!(
-        "{COOKIE_NAME}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        cookie_name(secure),
         if secure { "; Secure" } else { "" }
     )
 }
@@ -377,7 +447,12 @@ mod tests {
     };
 
     fn logins() -> WebLogins {
-        WebLogins::new(b"0123456789abcdef0123456789abcdef", HashMap::new(), 3)
+        let limits = CodeLimits {
+            total: 3,
+            per_subject: 3,
+            observe: 2,
+        };
+        WebLogins::new(b"0123456789abcdef0123456789abcdef", HashMap::new(), limits)
     }
 
     #[test]
@@ -385,7 +460,9 @@ mod tests {
         let mut logins = logins();
         let now = Instant::now();
         let ttl = Duration::from_secs(60);
-        let code = logins.issue_code("alice", OBSERVE, 9, ttl, now).unwrap();
+        let code = logins
+            .issue_code("alice", true, OBSERVE, 9, ttl, now)
+            .unwrap();
         assert_eq!(code.len(), 64);
         assert_eq!(
             logins.redeem_code(&code, now + Duration::from_secs(59)),
@@ -394,7 +471,9 @@ mod tests {
         // Reused: refused.
         assert_eq!(logins.redeem_code(&code, now), Err(LoginError::Unknown));
         // Expired: refused, and forgotten.
-        let late = logins.issue_code("bob", CONTROL, 9, ttl, now).unwrap();
+        let late = logins
+            .issue_code("bob", true, CONTROL, 9, ttl, now)
+            .unwrap();
         assert_eq!(
             logins.redeem_code(&late, now + ttl),
             Err(LoginError::Expired)
@@ -405,18 +484,55 @@ mod tests {
     }
 
     #[test]
+    fn codes_are_bounded_per_subject_and_observe_callers_never_take_controls_share() {
+        let mut logins = WebLogins::new(
+            b"0123456789abcdef0123456789abcdef",
+            HashMap::new(),
+            CodeLimits {
+                total: 6,
+                per_subject: 2,
+                observe: 3,
+            },
+        );
+        let now = Instant::now();
+        let ttl = Duration::from_secs(10);
+        let mut issue = |subject: &str, by_control: bool| {
+            logins
+                .issue_code(subject, by_control, OBSERVE, 9, ttl, now)
+                .map(|_| ())
+        };
+        // One observe token (one subject) gets its share only.
+        assert_eq!(issue("mallory", false), Ok(()));
+        assert_eq!(issue("mallory", false), Ok(()));
+        assert_eq!(issue("mallory", false), Err(LoginError::TooMany));
+        // Observe callers together get their share only...
+        assert_eq!(issue("eve", false), Ok(()));
+        assert_eq!(issue("eve", false), Err(LoginError::TooMany));
+        assert_eq!(issue("trudy", false), Err(LoginError::TooMany));
+        // ...and control callers still get theirs.
+        assert_eq!(issue("alice", true), Ok(()));
+        assert_eq!(issue("bob", true), Ok(()));
+        assert_eq!(issue("carol", true), Ok(()));
+        assert_eq!(issue("dave", true), Err(LoginError::TooMany), "total");
+    }
+
+    #[test]
     fn codes_waiting_are_bounded_and_expired_ones_make_room() {
         let mut logins = logins();
         let now = Instant::now();
         let ttl = Duration::from_secs(10);
         for _ in 0..3 {
-            logins.issue_code("a", OBSERVE, 9, ttl, now).unwrap();
+            logins.issue_code("a", true, OBSERVE, 9, ttl, now).unwrap();
         }
         assert_eq!(
-            logins.issue_code("a", OBSERVE, 9, ttl, now),
+            logins.issue_code("a", true, OBSERVE, 9, ttl, now),
             Err(LoginError::TooMany)
         );
-        assert!(logins.issue_code("a", OBSERVE, 9, ttl, now + ttl).is_ok());
+        assert!(
+            logins
+                .issue_code("a", true, OBSERVE, 9, ttl, now + ttl)
+                .is_ok()
+        );
         assert_eq!(logins.pending_codes(), 1);
     }
 
@@ -452,7 +568,15 @@ mod tests {
     fn forged_tampered_and_foreign_cookies_are_refused() {
         let logins = logins();
         let issued = logins.issue_session("alice", OBSERVE, 1000, 2000).unwrap();
-        let other = WebLogins::new(b"another key another key another!", HashMap::new(), 3);
+        let other = WebLogins::new(
+            b"another key another key another!",
+            HashMap::new(),
+            CodeLimits {
+                total: 3,
+                per_subject: 3,
+                observe: 2,
+            },
+        );
         assert!(other.verify_session(&issued.cookie, 1500).is_err());
         let mut tampered = issued.cookie.clone();
         tampered.pop();
@@ -488,6 +612,18 @@ mod tests {
             Some("abc.def")
         );
         assert_eq!(cookie_value("xorchestra_session=1", COOKIE_NAME), None);
+        const BOTH: &[&str] = &[COOKIE_NAME, SECURE_COOKIE_NAME];
+        let all: Vec<_> = cookie_values(
+            "orchestra_session=bad; a=1; orchestra_session=; __Host-orchestra_session=good",
+            BOTH,
+        )
+        .collect();
+        assert_eq!(all, ["bad", "good"]);
+        let secure = set_cookie("v", 60, true);
+        assert!(
+            secure.starts_with("__Host-orchestra_session=v; Path=/;"),
+            "{secure}"
+        );
         assert_eq!(cookie_value("", COOKIE_NAME), None);
         let set = set_cookie("v", 60, false);
         assert_eq!(

@@ -3,13 +3,15 @@
 //! `tmux pipe-pane -I -O` runs a shell command whose standard input and output are one end
 //! of a socketpair: reading it gives the pane's output, writing it types into the pane (past
 //! copy mode and key bindings). The command the daemon asks for is `exec orchestra
-//! pipe-attach SOCKET TOKEN`: that helper connects to the daemon's attach socket, hands the
-//! socketpair end over with `SCM_RIGHTS` together with a one-time token naming the pane, and
-//! exits. No process is left behind, and the daemon reads the pane's output from a
-//! descriptor registered in its event loop.
+//! pipe-attach SOCKET TOKEN_FILE`: that helper reads (and deletes) a one-time token naming
+//! the pane from a private file in the state directory — never from its command line, which
+//! every local user can read, nor tmux's — connects to the daemon's attach socket, hands the
+//! socketpair end over with `SCM_RIGHTS` together with the token, and exits. No process is
+//! left behind, and the daemon reads the pane's output from a descriptor registered in its
+//! event loop.
 
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::tmux::shell_quote;
 
@@ -23,20 +25,57 @@ pub fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A fresh path for a token file in `dir` (the spawn directory, emptied at every start).
+/// Its name is random too, and says nothing about the token.
+pub fn token_file(dir: &Path) -> PathBuf {
+    dir.join(format!("attach-{}", &new_token()[..16]))
+}
+
+/// Writes `token` to a new private file at `path` (mode 0600) for the pipe helper (blocking;
+/// a worker's job).
+pub fn write_token_file(path: &Path, token: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        crate::create_private_dir(dir).map_err(std::io::Error::other)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(token.as_bytes())
+}
+
 /// The shell command tmux runs for `pipe-pane` (shell-quoted; tmux format escaping is applied
-/// by the tmux module).
-pub fn pipe_command(exe: &Path, attach_socket: &Path, token: &str) -> String {
+/// by the tmux module). It names the token's file, never the token.
+pub fn pipe_command(exe: &Path, attach_socket: &Path, token_file: &Path) -> String {
     format!(
         "exec {} pipe-attach {} {}",
         shell_quote(&exe.to_string_lossy()),
         shell_quote(&attach_socket.to_string_lossy()),
-        shell_quote(token)
+        shell_quote(&token_file.to_string_lossy())
     )
 }
 
-/// `orchestra pipe-attach SOCKET TOKEN`: hands standard input (the pane's pipe) to the daemon.
-/// Returns the process exit code.
-pub fn run_helper(socket: &Path, token: &str) -> i32 {
+/// `orchestra pipe-attach SOCKET TOKEN_FILE`: reads and deletes the token file, then hands
+/// standard input (the pane's pipe) to the daemon. Returns the process exit code.
+pub fn run_helper(socket: &Path, token_file: &Path) -> i32 {
+    let mut token = String::new();
+    let read = std::fs::File::open(token_file).and_then(|file| {
+        use std::io::Read;
+        file.take(TOKEN_BYTES as u64 * 2 + 1)
+            .read_to_string(&mut token)
+    });
+    let _ = std::fs::remove_file(token_file);
+    if let Err(e) = read {
+        eprintln!(
+            "orchestra pipe-attach: cannot read the token file {}: {e}",
+            token_file.display()
+        );
+        return 2;
+    }
+    let token = token.trim();
     if token.len() != TOKEN_BYTES * 2 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         eprintln!("orchestra pipe-attach: malformed token");
         return 2;
@@ -97,11 +136,11 @@ mod tests {
         let cmd = pipe_command(
             Path::new("/opt/my dir/orchestra"),
             Path::new("/s/it's.sock"),
-            "ab",
+            Path::new("/s/spawn/attach-ab"),
         );
         assert_eq!(
             cmd,
-            "exec '/opt/my dir/orchestra' pipe-attach '/s/it'\\''s.sock' 'ab'"
+            "exec '/opt/my dir/orchestra' pipe-attach '/s/it'\\''s.sock' '/s/spawn/attach-ab'"
         );
     }
 }

@@ -327,19 +327,25 @@ impl Daemon {
         let token = attach::new_token();
         self.attach_tokens
             .insert(token.clone(), session_id.to_string());
-        let command = attach::pipe_command(&self.exe, &self.config.attach_socket(), &token);
+        let token_file = attach::token_file(&self.config.spawn_dir());
+        let command = attach::pipe_command(&self.exe, &self.config.attach_socket(), &token_file);
         let Some(pane) = agent.backend.pane().cloned() else {
             unreachable!("only tmux panes are re-armed");
         };
         let tmux = self.tmux.clone();
         let session_id = session_id.to_string();
+        let secret = token.clone();
         self.jobs.run(move || {
-            let result = seed::seed_command(&pane, Some(&command))
-                .map_err(TmuxError::from)
+            let result = attach::write_token_file(&token_file, &secret)
+                .map_err(|e| TmuxError::Failed(format!("cannot write the attach token: {e}")))
+                .and_then(|()| seed::seed_command(&pane, Some(&command)).map_err(TmuxError::from))
                 .and_then(|list| tmux.run(&list))
                 .and_then(|out| {
                     seed::parse_seed(&out).ok_or_else(|| TmuxError::BadOutput("seed".into()))
                 });
+            if result.is_err() {
+                let _ = std::fs::remove_file(&token_file);
+            }
             Box::new(move |daemon: &mut Daemon| match result {
                 Ok(seed) => {
                     if let Some(agent) = daemon.agents.get_mut(&session_id)

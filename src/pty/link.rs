@@ -31,7 +31,10 @@ pub struct Attached {
 /// Starts a holder running `options.command` (blocking; a worker's job). Returns once the
 /// holder listens, with the agent's pid.
 pub fn launch(exe: &Path, options: &HoldOptions) -> Result<u32, String> {
-    let mut launcher = std::process::Command::new(exe)
+    let mut launcher = std::process::Command::new(exe);
+    // The agent under the holder creates the user's files with the user's umask; the
+    // holder's own socket and log get explicit private modes.
+    let mut launcher = sys::with_original_umask(&mut launcher)
         .args(options.to_args(false))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

@@ -338,8 +338,18 @@ fn prepare(daemon: &mut Daemon, task_id: u64) {
     };
     let test_command = test_command_of(&config, ticket);
     let prompt_text = prompt::build(&ticket.task, &ticket.context, test_command.as_deref());
-    let prompt_file =
-        prompt::wants_file(&template).then(|| prompt_path(&config.state_dir, &ticket.ticket_id));
+    // The prompt goes to the agent in a private file, named on its command line or opened
+    // as its standard input; only a template with `{prompt}` shows it to every local user.
+    let prompt_file = (prompt::wants_file(&template) || prompt::wants_stdin(&template))
+        .then(|| prompt_path(&config.state_dir, &ticket.ticket_id));
+    if prompt::shows_prompt(&template) {
+        log::warn!(
+            "task {task_id}: agent type {:?} gets its prompt on its command line ({{prompt}} \
+             in its headless command), where every local user can read it; use \
+             {{prompt_file}} or no placeholder (standard input)",
+            ticket.agent_type
+        );
+    }
     let (requested, isolation, ticket_id) = (
         ticket.requested_dir.clone(),
         ticket.isolation,
@@ -372,12 +382,14 @@ fn prepare(daemon: &mut Daemon, task_id: u64) {
                 &prompt_text,
                 prompt_file.as_deref().and_then(Path::to_str),
             );
+            let stdin = prompt_file.filter(|_| prompt::wants_stdin(&template));
             Ok(Prepared {
                 dir,
                 branch,
                 worktree,
                 baseline,
                 argv,
+                stdin,
             })
         })();
         Box::new(move |daemon: &mut Daemon| launch(daemon, task_id, prepared))
@@ -391,6 +403,8 @@ struct Prepared {
     worktree: Option<PathBuf>,
     baseline: workspace::Baseline,
     argv: Vec<String>,
+    /// The prompt file the agent reads as its standard input.
+    stdin: Option<PathBuf>,
 }
 
 fn prompt_path(state_dir: &Path, ticket_id: &str) -> PathBuf {
@@ -444,6 +458,7 @@ fn launch(daemon: &mut Daemon, task_id: u64, prepared: Result<Prepared, String>)
         extra_root: prepared.worktree,
         internal: true,
         name: None,
+        stdin: prepared.stdin,
     };
     let snapshot = ticket.clone();
     // The session is created only once the baseline is durable, so that a restart can always

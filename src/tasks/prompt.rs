@@ -48,6 +48,18 @@ pub fn wants_file(template: &[String]) -> bool {
     template.iter().any(|arg| arg.contains(PROMPT_FILE))
 }
 
+/// Whether a headless template puts the prompt itself on the command line (`{prompt}`),
+/// where every local user can read it (`ps`, `/proc/<pid>/cmdline`).
+pub fn shows_prompt(template: &[String]) -> bool {
+    template.iter().any(|arg| arg.contains(PROMPT))
+}
+
+/// Whether a headless template has no placeholder: the agent reads its prompt on its
+/// standard input (a private file the daemon opens for it).
+pub fn wants_stdin(template: &[String]) -> bool {
+    !wants_file(template) && !shows_prompt(template)
+}
+
 /// The argv of a headless run: every `{prompt}` replaced by the prompt and every
 /// `{prompt_file}` by `prompt_file`. Each element stays one argument; nothing is split or
 /// interpreted by a shell.

@@ -111,6 +111,20 @@ impl Tmux {
         &self.socket
     }
 
+    /// Takes group access away from the server's socket: tmux creates it with mode 0660
+    /// whatever the umask. Blocking (a stat); called after each command that may have started
+    /// the server.
+    pub fn make_socket_private(&self) {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        if let Ok(meta) = std::fs::symlink_metadata(&self.socket) {
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.file_type().is_socket() && mode & 0o077 != 0 {
+                let private = std::fs::Permissions::from_mode(mode & 0o700);
+                let _ = std::fs::set_permissions(&self.socket, private);
+            }
+        }
+    }
+
     /// Runs one command list and returns its standard output. Blocks up to the timeout, so
     /// call it only from a worker thread.
     pub fn run(&self, list: &CommandList) -> Result<String, TmuxError> {

@@ -1,7 +1,8 @@
 #!/bin/sh
-# Fake headless agent for delegated tasks, run as `task_agent.sh "{prompt}"`.
+# Fake headless agent for delegated tasks, run as `task_agent.sh` with the prompt on its
+# standard input (the test config's form) or as `task_agent.sh "{prompt}"`.
 #
-# It acts on the lines of its prompt ($1) that start with a keyword, top to bottom, and
+# It acts on the lines of its prompt that start with a keyword, top to bottom, and
 # ignores every other line (the daemon adds "Files:", "Requirements:" and test lines):
 #
 #   WRITE <file> <text>    write <text> and a newline to <file> (creating its directory)
@@ -24,6 +25,11 @@
 # arguments must not contain quotes or backslashes (JSON) and are printed verbatim.
 # When it gets to the end it prints "final answer: done <answer>" and exits 0.
 set -f
+if [ $# -gt 0 ]; then
+    prompt=$1
+else
+    prompt=$(cat)
+fi
 answer=ok
 json=
 while IFS= read -r line; do
@@ -57,7 +63,7 @@ while IFS= read -r line; do
             echo "released"
             ;;
         PIDFILE) echo $$ >"$rest" ;;
-        PROMPT) printf '%s\n' "$1" >"$rest" ;;
+        PROMPT) printf '%s\n' "$prompt" >"$rest" ;;
         ENV)
             printf 'ORCHESTRA_TICKET_ID=%s\nORCHESTRA_SESSION_ID=%s\n' \
                 "${ORCHESTRA_TICKET_ID-unset}" "${ORCHESTRA_SESSION_ID-unset}" >"$rest"
@@ -77,7 +83,7 @@ while IFS= read -r line; do
         HANG) exec sleep 100000 ;;
     esac
 done <<EOF
-$1
+$prompt
 EOF
 if [ -n "$json" ]; then
     printf '{"type":"result","subtype":"success","is_error":false,"result":"%s"}\n' "$json"

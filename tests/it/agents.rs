@@ -568,6 +568,7 @@ fn agent_exec_refuses_a_working_dir_swapped_after_the_check() {
             env: [("MARK".to_string(), mark.display().to_string())].into(),
             unset: vec![],
             cwd: checked.clone(),
+            stdin: None,
         };
         let path = base.join(name);
         write_spec(&path, &spec).unwrap();

@@ -59,10 +59,10 @@ command = ["{crash_input}"]
 command = ["{paste_probe}"]
 [agents.task]
 command = ["{task}"]
-headless = ["{task}", "{{prompt}}"]
+headless = ["{task}"]
 [agents.task2]
 command = ["{task}"]
-headless = ["{task}", "{{prompt}}"]
+headless = ["{task}"]
 [agents.nohead]
 command = ["{task}"]
 [agents.styled]
@@ -106,6 +106,8 @@ pub struct DaemonProcess {
     lines: Receiver<String>,
     /// `--listen` of the next launch (`127.0.0.1:0` until [`DaemonProcess::restart_on_same_port`]).
     listen: String,
+    /// The umask the next launch starts the daemon with (`None`: the test's own).
+    pub umask: Option<u32>,
 }
 
 impl DaemonProcess {
@@ -197,13 +199,26 @@ impl DaemonProcess {
             log: Arc::new(Mutex::new(String::new())),
             lines: rx,
             listen: "127.0.0.1:0".into(),
+            umask: None,
         };
         daemon.launch(tx);
         daemon
     }
 
     fn launch(&mut self, tx: Sender<String>) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_orchestra"))
+        let mut command = match self.umask {
+            None => Command::new(env!("CARGO_BIN_EXE_orchestra")),
+            Some(mask) => {
+                // The shell sets the umask and replaces itself with the daemon (same pid).
+                let mut shell = Command::new("/bin/sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_orchestra"));
+                shell
+            }
+        };
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(&self.config)

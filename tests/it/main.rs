@@ -26,6 +26,7 @@ mod hostile;
 mod http;
 mod limits;
 mod load;
+mod local_leaks;
 mod metrics;
 mod model;
 mod observe;

@@ -255,9 +255,18 @@ fn task_text_that_starts_with_dashes_never_becomes_an_option() {
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8(a.to_vec()).unwrap())
             .collect();
-        if agent_type == "aider" {
-            let prompt = std::fs::read_to_string(dir.join("prompt.txt")).unwrap();
-            assert_eq!(prompt, text, "aider reads the task from a file: {argv:?}");
+        if agent_type != "cursor" {
+            // The prompt is never an argument: on standard input, or in a file.
+            let file = if agent_type == "claude" {
+                "stdin.txt"
+            } else {
+                "prompt.txt"
+            };
+            let prompt = std::fs::read_to_string(dir.join(file)).unwrap();
+            assert_eq!(
+                prompt, text,
+                "{agent_type} reads the task from {file}: {argv:?}"
+            );
             assert!(!argv.iter().any(|a| a.contains(text)), "{argv:?}");
         } else {
             let at = argv

@@ -454,3 +454,157 @@ fn the_dashboard_can_be_switched_off() {
     let answer = daemon.request_with("GET", "/api/session", &session.headers(), None);
     assert_eq!(answer.status, 200);
 }
+
+#[test]
+fn a_shadowing_session_cookie_locks_nobody_out() {
+    let daemon = DaemonProcess::start();
+    let (_, session) = log_in(&daemon, &open_link(&daemon, "control"));
+    let (_, other) = log_in(&daemon, &open_link(&daemon, "observe"));
+    let status = |headers: &[(&str, &str)]| {
+        let answer = daemon.request_with("GET", "/api/session", headers, None);
+        (answer.status, answer.text())
+    };
+    // A page on another port of this host set `orchestra_session=...; Path=/api`: the
+    // browser sends it first. Nor does another valid session's cookie in front take over.
+    let value = session.cookie.split_once('=').unwrap().1;
+    let other_value = other.cookie.split_once('=').unwrap().1;
+    for shadow in [
+        format!("orchestra_session=forged; orchestra_session={value}"),
+        format!("orchestra_session={other_value}; orchestra_session={value}"),
+        format!("orchestra_session=x; __Host-orchestra_session=y; orchestra_session={value}"),
+    ] {
+        let (code, text) = status(&[("Cookie", &shadow), ("X-Orchestra-Key", &session.key)]);
+        assert_eq!(code, 200, "{shadow}: {text}");
+        let info: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(info["scopes"], json!(["observe", "control"]), "{shadow}");
+    }
+    let forged_only = [
+        ("Cookie", "orchestra_session=forged"),
+        ("X-Orchestra-Key", "k"),
+    ];
+    assert_eq!(status(&forged_only).0, 401);
+}
+
+#[test]
+fn logout_takes_the_page_key() {
+    let daemon = DaemonProcess::start();
+    let origin = own_origin(&daemon);
+    let (_, session) = log_in(&daemon, &open_link(&daemon, "control"));
+    let (_, other) = log_in(&daemon, &open_link(&daemon, "observe"));
+    let status = |headers: &[(&str, &str)]| {
+        daemon
+            .request_with("GET", "/api/session", headers, None)
+            .status
+    };
+    // Whoever holds the cookie without the page key (a server on another port receives the
+    // cookie) cannot end the session.
+    let replayed = daemon.request_with(
+        "POST",
+        "/api/logout",
+        &[("Cookie", &session.cookie), ("Origin", &origin)],
+        Some(""),
+    );
+    replayed.assert_error(403, "FORBIDDEN");
+    assert_eq!(status(&session.headers()), 200, "still logged in");
+    let logout = daemon.request_with(
+        "POST",
+        "/api/logout",
+        &session.with(&[("Origin", &origin)]),
+        Some(""),
+    );
+    assert_eq!(logout.status, 200, "{}", logout.text());
+    assert_eq!(status(&session.headers()), 401, "logged out");
+    assert_eq!(status(&other.headers()), 200, "the other session lives");
+}
+
+#[test]
+fn a_secure_session_cookie_has_the_host_prefix() {
+    let daemon = DaemonProcess::start();
+    let link = open_link(&daemon, "control");
+    let resp = use_link(&daemon, &link, &[("X-Forwarded-Proto", "https")]);
+    assert_eq!(resp.status, 303, "{}", resp.text());
+    let set = resp.header("set-cookie").unwrap().to_string();
+    assert!(set.starts_with("__Host-orchestra_session="), "{set}");
+    for attribute in ["; Path=/;", "; Secure", "HttpOnly"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    assert!(!set.contains("Domain"), "{set}");
+    let pair = set.split(';').next().unwrap();
+    let key = resp
+        .header("location")
+        .unwrap()
+        .strip_prefix("/#key=")
+        .unwrap()
+        .to_string();
+    let headers = [
+        ("Cookie", pair),
+        ("X-Orchestra-Key", key.as_str()),
+        ("X-Forwarded-Proto", "https"),
+    ];
+    let answer = daemon.request_with("GET", "/api/session", &headers, None);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let origin = own_origin(&daemon);
+    let mut with_origin = headers.to_vec();
+    with_origin.push(("Origin", origin.as_str()));
+    let logout = daemon.request_with("POST", "/api/logout", &with_origin, Some(""));
+    assert_eq!(logout.status, 200, "{}", logout.text());
+    let cleared: Vec<_> = logout
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, value)| value.clone())
+        .collect();
+    assert!(
+        cleared
+            .iter()
+            .any(|v| v.starts_with("__Host-orchestra_session=;") && v.contains("Max-Age=0")),
+        "{cleared:?}"
+    );
+}
+
+/// A token for `sub` with `scope`, signed with this daemon's secret.
+fn token_for(daemon: &DaemonProcess, scope: &str, sub: &str) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_orchestra"))
+        .args(["token", "--scope", scope, "--ttl", "1h", "--sub", sub])
+        .arg("--config")
+        .arg(&daemon.config)
+        .arg("--state-dir")
+        .arg(&daemon.state)
+        .env_remove("ORCHESTRA_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+/// Asks for login links with `token` until refused (at most `bound`); returns how many it got.
+fn codes_until_refused(daemon: &DaemonProcess, token: &str, bound: usize) -> usize {
+    for got in 0..bound {
+        let resp = daemon.post("/api/login-codes", token, &json!({}));
+        if resp.status == 429 {
+            return got;
+        }
+        assert_eq!(resp.status, 201, "{}", resp.text());
+    }
+    bound
+}
+
+#[test]
+fn observe_tokens_cannot_use_up_the_login_links_of_others() {
+    let daemon = DaemonProcess::start();
+    // One observe token asks for as many links as it can: it gets its own share.
+    let mallory = token_for(&daemon, "observe", "mallory");
+    let got = codes_until_refused(&daemon, &mallory, 200);
+    assert_eq!(got, 10, "web.max_login_codes_per_subject");
+    // Observe tokens together get theirs (web.max_observe_login_codes)...
+    let mut observe_total = got;
+    for n in 0..10 {
+        let token = token_for(&daemon, "observe", &format!("observer{n}"));
+        observe_total += codes_until_refused(&daemon, &token, 200);
+    }
+    assert_eq!(observe_total, 50, "web.max_observe_login_codes");
+    // ...and a person with a control token still gets a link.
+    let alice = token_for(&daemon, "control", "alice");
+    let resp = daemon.post("/api/login-codes", &alice, &json!({"scope": "control"}));
+    assert_eq!(resp.status, 201, "{}", resp.text());
+}
