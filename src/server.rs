@@ -536,11 +536,10 @@ impl Server {
                             self.admit(ClientStream::Local(stream), LOCAL_PEER)
                         }
                         Ok(uid) => {
+                            // Served only to answer each request with 403, so the client
+                            // reads why (a bare close could lose the answer).
                             log::warn!("refused a local API connection from user id {uid}");
-                            refuse(
-                                ClientStream::Local(stream),
-                                "only the daemon's own user may use this socket",
-                            );
+                            self.admit(ClientStream::Foreign(stream), LOCAL_PEER)
                         }
                         Err(e) => log::warn!("cannot check a local API connection: {e}"),
                     }
@@ -637,6 +636,8 @@ impl Server {
                     } else {
                         let caller = if conn.stream.is_local() {
                             api::Caller::Local
+                        } else if conn.stream.is_foreign() {
+                            api::Caller::Foreign
                         } else {
                             api::Caller::Network(conn.peer.ip())
                         };

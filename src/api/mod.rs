@@ -273,6 +273,8 @@ pub enum Caller {
     /// A process of the daemon's own user on the local API socket (`<state_dir>/api.sock`,
     /// checked with `SO_PEERCRED`): it needs no token and may do everything.
     Local,
+    /// A process of another user on the local API socket: refused whatever it sends.
+    Foreign,
 }
 
 impl Caller {
@@ -280,7 +282,7 @@ impl Caller {
     pub fn ip(self) -> IpAddr {
         match self {
             Caller::Network(ip) => ip,
-            Caller::Local => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            Caller::Local | Caller::Foreign => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
         }
     }
 }
@@ -497,6 +499,16 @@ fn foreign_host(host: &str) -> ApiError {
 
 /// Dispatches one request from `caller`.
 pub fn handle(daemon: &mut Daemon, conn: ConnId, caller: Caller, request: &Request) -> Handled {
+    if caller == Caller::Foreign {
+        return Handled::Refuse(
+            ApiError::new(
+                403,
+                ErrorCode::Forbidden,
+                "only the daemon's own user may use its local socket",
+            )
+            .to_response(),
+        );
+    }
     let peer = caller.ip();
     let host = request.header_str("host");
     // No browser reaches the local socket, so DNS rebinding cannot either.

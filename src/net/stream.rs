@@ -15,12 +15,19 @@ pub enum ClientStream {
     /// A connection to the local API socket, from a process of the daemon's own user
     /// (checked with `SO_PEERCRED` when accepted).
     Local(UnixStream),
+    /// A connection to the local API socket from another user: every request is refused.
+    Foreign(UnixStream),
 }
 
 impl ClientStream {
-    /// Whether this is the local API socket.
+    /// Whether this is the local API socket, from the daemon's own user.
     pub fn is_local(&self) -> bool {
         matches!(self, ClientStream::Local(_))
+    }
+
+    /// Whether this is the local API socket, from another user.
+    pub fn is_foreign(&self) -> bool {
+        matches!(self, ClientStream::Foreign(_))
     }
 }
 
@@ -28,7 +35,7 @@ impl Read for ClientStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             ClientStream::Tcp(s) => s.read(buf),
-            ClientStream::Local(s) => s.read(buf),
+            ClientStream::Local(s) | ClientStream::Foreign(s) => s.read(buf),
         }
     }
 }
@@ -37,14 +44,14 @@ impl Write for ClientStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             ClientStream::Tcp(s) => s.write(buf),
-            ClientStream::Local(s) => s.write(buf),
+            ClientStream::Local(s) | ClientStream::Foreign(s) => s.write(buf),
         }
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             ClientStream::Tcp(s) => s.write_vectored(bufs),
-            ClientStream::Local(s) => s.write_vectored(bufs),
+            ClientStream::Local(s) | ClientStream::Foreign(s) => s.write_vectored(bufs),
         }
     }
 
@@ -57,7 +64,7 @@ impl AsRawFd for ClientStream {
     fn as_raw_fd(&self) -> RawFd {
         match self {
             ClientStream::Tcp(s) => s.as_raw_fd(),
-            ClientStream::Local(s) => s.as_raw_fd(),
+            ClientStream::Local(s) | ClientStream::Foreign(s) => s.as_raw_fd(),
         }
     }
 }
@@ -71,7 +78,9 @@ impl Source for ClientStream {
     ) -> io::Result<()> {
         match self {
             ClientStream::Tcp(s) => s.register(registry, token, interests),
-            ClientStream::Local(s) => s.register(registry, token, interests),
+            ClientStream::Local(s) | ClientStream::Foreign(s) => {
+                s.register(registry, token, interests)
+            }
         }
     }
 
@@ -83,14 +92,16 @@ impl Source for ClientStream {
     ) -> io::Result<()> {
         match self {
             ClientStream::Tcp(s) => s.reregister(registry, token, interests),
-            ClientStream::Local(s) => s.reregister(registry, token, interests),
+            ClientStream::Local(s) | ClientStream::Foreign(s) => {
+                s.reregister(registry, token, interests)
+            }
         }
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         match self {
             ClientStream::Tcp(s) => s.deregister(registry),
-            ClientStream::Local(s) => s.deregister(registry),
+            ClientStream::Local(s) | ClientStream::Foreign(s) => s.deregister(registry),
         }
     }
 }

@@ -323,7 +323,7 @@ fn the_local_socket_is_the_daemons_users_alone() {
         .expect("setpriv (util-linux) and python3");
     let answer = String::from_utf8_lossy(&other.stdout);
     assert!(
-        answer.starts_with("HTTP/1.1 503"),
+        answer.starts_with("HTTP/1.1 403"),
         "another user is refused: {answer} {}",
         String::from_utf8_lossy(&other.stderr)
     );
