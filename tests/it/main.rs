@@ -12,6 +12,7 @@ mod common;
 mod agents;
 mod auth;
 mod backends;
+mod bounds;
 mod browser;
 mod claude;
 mod cli;
