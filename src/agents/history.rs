@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 use serde::{Deserialize, Serialize};
@@ -92,17 +93,18 @@ pub fn cut(content: String, max: usize) -> String {
     while !content.is_char_boundary(keep) {
         keep -= 1;
     }
-    let mut content = content;
-    content.truncate(keep);
-    content.push_str(&marker);
-    content
+    // A new string: truncating would keep the long one's memory.
+    let mut kept = String::with_capacity(keep + marker.len());
+    kept.push_str(&content[..keep]);
+    kept.push_str(&marker);
+    kept
 }
 
 /// A session's recent conversation in memory.
 #[derive(Debug, Default)]
 pub struct History {
-    /// The newest entries, oldest first.
-    pub entries: VecDeque<Entry>,
+    /// The newest entries, oldest first (shared with the writer thread, never copied).
+    pub entries: VecDeque<Arc<Entry>>,
     /// The number of the last entry.
     pub last_seq: u64,
     /// The bytes the entries are counted for ([`Entry::weight`]).
@@ -121,18 +123,18 @@ impl History {
         id: Option<serde_json::Value>,
         at_ms: u64,
         bounds: Bounds,
-    ) -> Entry {
+    ) -> Arc<Entry> {
         self.last_seq += 1;
-        let entry = Entry {
+        let entry = Arc::new(Entry {
             seq: self.last_seq,
             role,
             content: cut(content, bounds.max_message_bytes),
             id,
             at_ms,
-        };
+        });
         self.bytes += entry.weight();
         self.unsaved += entry.weight();
-        self.entries.push_back(entry.clone());
+        self.entries.push_back(Arc::clone(&entry));
         self.trim(bounds);
         entry
     }
@@ -174,7 +176,7 @@ impl History {
         for mut entry in entries {
             entry.content = cut(entry.content, bounds.max_message_bytes);
             history.bytes += entry.weight();
-            history.entries.push_back(entry);
+            history.entries.push_back(Arc::new(entry));
             history.trim(bounds);
         }
         history
@@ -196,9 +198,12 @@ impl History {
 /// What the writer thread does.
 enum Write_ {
     /// Adds one entry at the end of a file.
-    Append { path: PathBuf, entry: Entry },
+    Append { path: PathBuf, entry: Arc<Entry> },
     /// Replaces a file with these entries.
-    Rewrite { path: PathBuf, entries: Vec<Entry> },
+    Rewrite {
+        path: PathBuf,
+        entries: Vec<Arc<Entry>>,
+    },
     /// Deletes a file.
     Remove { path: PathBuf },
 }
@@ -265,7 +270,13 @@ impl HistoryWriter {
 
     /// Records `entry` of `session_id`; now and then the file is rewritten from `recent`, so
     /// it never holds much more than `bounds` allow.
-    pub fn record(&self, session_id: &str, entry: Entry, recent: &mut History, bounds: Bounds) {
+    pub fn record(
+        &self,
+        session_id: &str,
+        entry: Arc<Entry>,
+        recent: &mut History,
+        bounds: Bounds,
+    ) {
         let path = self.path(session_id);
         let compact = recent.compaction_due(entry.seq, bounds);
         self.send(Write_::Append {
@@ -358,7 +369,7 @@ fn append(path: &Path, entry: &Entry) -> std::io::Result<()> {
         .write_all(&line)
 }
 
-fn rewrite(path: &Path, entries: &[Entry]) -> std::io::Result<()> {
+fn rewrite(path: &Path, entries: &[Arc<Entry>]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let temp = path.with_extension("jsonl.tmp");
     let mut file = std::fs::OpenOptions::new()
@@ -368,7 +379,7 @@ fn rewrite(path: &Path, entries: &[Entry]) -> std::io::Result<()> {
         .mode(0o600)
         .open(&temp)?;
     for entry in entries {
-        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        let mut line = serde_json::to_vec(entry.as_ref()).map_err(std::io::Error::other)?;
         line.push(b'\n');
         file.write_all(&line)?;
     }
@@ -447,7 +458,7 @@ mod tests {
             history.push(Role::Agent, long.clone(), Some(i.into()), i, bounds);
             assert!(history.bytes <= bounds.max_bytes, "{}", history.bytes);
         }
-        let sum: usize = history.entries.iter().map(Entry::weight).sum();
+        let sum: usize = history.entries.iter().map(|e| e.weight()).sum();
         assert_eq!(history.bytes, sum);
         assert_eq!(history.last_seq, 20);
         assert_eq!(history.entries.back().unwrap().seq, 20);

@@ -246,6 +246,12 @@ impl Daemon {
     /// Drops a hook connection that has been silent for `hooks.idle_timeout`, or has not
     /// finished its message within `hooks.receive_timeout`; otherwise looks again later.
     pub fn on_hook_timeout(&mut self, key: usize, serial: u64) {
+        if !matches!(self.sources.get(key), Some(Source::Hook { serial: s, .. }) if *s == serial)
+        {
+            return;
+        }
+        // What arrived while the loop was busy elsewhere counts: read it before judging.
+        self.on_hook_readable(key);
         let Some(Source::Hook {
             serial: s,
             opened,

@@ -79,15 +79,14 @@ fn a_session_of_huge_replies_keeps_a_bounded_history_read_in_bounded_pages() {
     let (socket, credential) = hook_of(&daemon, &token, &session);
     let before = rss(daemon.pid());
 
-    // 150 turns that each end with a reply of 1 MB.
+    // 150 turns that each end with a reply of 1 MB (JSON written by hand: serde_json takes
+    // half a second for each in a debug build).
+    let xs = "x".repeat(1_000_000);
     for i in 0..150 {
-        let reply = format!("reply {i:03} {}", "x".repeat(1_000_000));
-        let bytes = message(
-            &credential,
-            "Stop",
-            &json!({"last_assistant_message": reply, "stop_hook_active": false}),
+        let bytes = format!(
+            r#"{{"token":"{credential}","event":"Stop","payload":{{"last_assistant_message":"reply {i:03} {xs}","stop_hook_active":false}}}}"#
         );
-        let answer = answer(&mut send(&socket, &bytes));
+        let answer = answer(&mut send(&socket, bytes.as_bytes()));
         assert_eq!(answer.trim(), "{}", "turn {i}");
     }
     let grown = rss(daemon.pid()).saturating_sub(before);
