@@ -411,7 +411,7 @@ mod tests {
             .entries
             .iter()
             .rev()
-            .map(|e| serde_json::to_string(e).unwrap())
+            .map(|e| serde_json::to_string(e.as_ref()).unwrap())
             .chain(["not json".to_string()])
             .collect();
         let parsed = History::parse(&lines.join("\n"), bounds(2));

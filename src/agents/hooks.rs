@@ -246,8 +246,7 @@ impl Daemon {
     /// Drops a hook connection that has been silent for `hooks.idle_timeout`, or has not
     /// finished its message within `hooks.receive_timeout`; otherwise looks again later.
     pub fn on_hook_timeout(&mut self, key: usize, serial: u64) {
-        if !matches!(self.sources.get(key), Some(Source::Hook { serial: s, .. }) if *s == serial)
-        {
+        if !matches!(self.sources.get(key), Some(Source::Hook { serial: s, .. }) if *s == serial) {
             return;
         }
         // What arrived while the loop was busy elsewhere counts: read it before judging.
@@ -266,7 +265,10 @@ impl Daemon {
         }
         let now = Instant::now();
         let hooks = &self.config.hooks;
-        let (whole, idle) = (*opened + hooks.receive_timeout, *active + hooks.idle_timeout);
+        let (whole, idle) = (
+            *opened + hooks.receive_timeout,
+            *active + hooks.idle_timeout,
+        );
         if now >= whole {
             log::warn!("a hook connection sent no complete message in time; dropped");
         } else if now >= idle {

@@ -301,7 +301,9 @@ mod tests {
         assert_eq!(credential_prefix(&message), Prefix::Credential("a1B2-c_3"));
         let call = encode_call("abc", "list_agents", &serde_json::json!({}));
         assert_eq!(credential_prefix(&call), Prefix::Credential("abc"));
-        assert!(matches!(decode_message(&call, 1024), Ok(SocketMessage::Call(c)) if c.token == "abc"));
+        assert!(
+            matches!(decode_message(&call, 1024), Ok(SocketMessage::Call(c)) if c.token == "abc")
+        );
         for n in 0..message.len().min(19) {
             assert_eq!(credential_prefix(&message[..n]), Prefix::Incomplete, "{n}");
         }

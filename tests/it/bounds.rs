@@ -35,7 +35,8 @@ fn hook_of(daemon: &DaemonProcess, token: &str, session: &str) -> (PathBuf, Stri
 
 /// A message as `orchestra hook` sends it: the credential first.
 fn message(credential: &str, event: &str, payload: &Value) -> Vec<u8> {
-    let mut bytes = format!(r#"{{"token":"{credential}","event":"{event}","payload":"#).into_bytes();
+    let mut bytes =
+        format!(r#"{{"token":"{credential}","event":"{event}","payload":"#).into_bytes();
     bytes.extend_from_slice(payload.to_string().as_bytes());
     bytes.push(b'}');
     bytes
@@ -148,7 +149,10 @@ fn a_session_of_huge_replies_keeps_a_bounded_history_read_in_bounded_pages() {
         let content = m["content"].as_str().unwrap();
         assert!(content.len() <= 256 * 1024, "{}", content.len());
         assert!(content.contains(MARKER), "cut with a marker");
-        assert!(content.ends_with("it had 1000010 bytes, sessions.max_history_message_bytes is 262144]"));
+        assert!(
+            content
+                .ends_with("it had 1000010 bytes, sessions.max_history_message_bytes is 262144]")
+        );
         let seq = m["seq"].as_u64().unwrap();
         assert!(content.starts_with(&format!("reply {:03} xxx", seq - 1)));
         bytes += content.len() as u64;
@@ -308,7 +312,11 @@ fn one_session_cannot_take_every_approval_slot_and_idle_hooks_are_closed() {
     // A connection that goes silent before its message is complete is closed after
     // hooks.idle_timeout (receive_timeout is an hour), with or without a credential.
     let unfinished = message(&attacker, "Stop", &json!({}));
-    for start in [&b""[..], &unfinished[..20], &unfinished[..unfinished.len() - 3]] {
+    for start in [
+        &b""[..],
+        &unfinished[..20],
+        &unfinished[..unfinished.len() - 3],
+    ] {
         let mut silent = UnixStream::connect(&socket).unwrap();
         silent.set_read_timeout(Some(PATIENCE)).unwrap();
         silent.write_all(start).unwrap();
