@@ -208,6 +208,17 @@ pub struct SessionPolicy {
     /// Messages and replies kept per session (`GET /api/agents/{id}/messages`), in memory
     /// and in `<state_dir>/history`.
     pub max_history: usize,
+    /// Longest message or reply kept in a session's history; a longer one is cut to this
+    /// many bytes, ending with a marker that says so.
+    pub max_history_message_bytes: usize,
+    /// Most bytes of messages kept per session; past it the oldest are forgotten.
+    pub max_history_bytes: usize,
+    /// Most bytes of messages kept for all sessions together; past it the oldest messages of
+    /// the session that keeps the most are forgotten.
+    pub max_history_total_bytes: usize,
+    /// Largest answer of `GET /api/agents/{id}/messages`; older messages are on further pages
+    /// (`next_before`).
+    pub max_messages_page_bytes: usize,
 }
 
 impl Default for SessionPolicy {
@@ -222,6 +233,10 @@ impl Default for SessionPolicy {
             kill_grace: Duration::from_secs(3),
             stuck_after: Duration::from_secs(600),
             max_history: 200,
+            max_history_message_bytes: 256 * 1024,
+            max_history_bytes: 16 << 20,
+            max_history_total_bytes: 256 << 20,
+            max_messages_page_bytes: 4 << 20,
         }
     }
 }
@@ -239,8 +254,16 @@ pub struct HooksConfig {
     /// Longest an agent's hook waits for the daemon before it lets the agent go on.
     #[serde(with = "duration_text")]
     pub client_timeout: Duration,
-    /// Hook connections handled at once; more are closed at once.
+    /// Time a hook connection may stay silent before its message is complete; then it is
+    /// closed (`receive_timeout` still bounds the whole message).
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
+    /// Hook connections handled at once. Past it, the oldest connection that has not yet
+    /// sent its session's credential is closed to make room; if there is none, the new one is.
     pub max_connections: usize,
+    /// Hook connections one session may have open with unfinished messages; more, once their
+    /// credential arrives, are refused with an error answer.
+    pub max_connections_per_session: usize,
     /// How long a tool permission asked of observers (`approve_tool`) waits for an answer
     /// before the agent asks in its own terminal instead.
     #[serde(with = "duration_text")]
@@ -248,6 +271,9 @@ pub struct HooksConfig {
     /// Permission requests waiting for an answer at once, all sessions together; past it the
     /// agent asks in its own terminal.
     pub max_pending_approvals: usize,
+    /// Permission requests one session may have waiting at once; more are refused with an
+    /// error answer (the agent asks in its own terminal).
+    pub max_pending_approvals_per_session: usize,
 }
 
 impl Default for HooksConfig {
@@ -256,9 +282,12 @@ impl Default for HooksConfig {
             max_message_bytes: 1 << 20,
             receive_timeout: Duration::from_secs(5),
             client_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(2),
             max_connections: 64,
+            max_connections_per_session: 8,
             approval_timeout: Duration::from_secs(120),
             max_pending_approvals: 64,
+            max_pending_approvals_per_session: 16,
         }
     }
 }
@@ -839,6 +868,7 @@ impl Config {
                 crate::proto::http::URI_SLACK
             )));
         }
+        self.check_history_and_hooks()?;
         for (name, agent) in &self.agents {
             validate_agent_type(name, agent)?;
         }
@@ -885,6 +915,44 @@ impl Config {
                 "auth.algorithm = {:?} needs auth.public_key_file",
                 self.auth.algorithm
             )));
+        }
+        Ok(())
+    }
+
+    /// The invariants of the history bounds and the hook quotas.
+    fn check_history_and_hooks(&self) -> Result<(), ConfigError> {
+        let s = &self.sessions;
+        if s.max_history_message_bytes < 1024
+            || s.max_history_bytes < s.max_history_message_bytes
+            || s.max_history_total_bytes < s.max_history_bytes
+        {
+            return Err(ConfigError(
+                "sessions.max_history_message_bytes must be at least 1024, at most \
+                 sessions.max_history_bytes, which must be at most \
+                 sessions.max_history_total_bytes"
+                    .into(),
+            ));
+        }
+        // A message escaped as JSON takes at most six times its bytes, and a page always
+        // holds at least one.
+        if s.max_messages_page_bytes < 6 * s.max_history_message_bytes + 4096 {
+            return Err(ConfigError(
+                "sessions.max_messages_page_bytes must be at least 6 times \
+                 sessions.max_history_message_bytes plus 4 KiB"
+                    .into(),
+            ));
+        }
+        let h = &self.hooks;
+        if h.idle_timeout.is_zero()
+            || h.max_connections == 0
+            || h.max_connections_per_session == 0
+            || h.max_pending_approvals_per_session == 0
+        {
+            return Err(ConfigError(
+                "hooks.idle_timeout, max_connections, max_connections_per_session and \
+                 max_pending_approvals_per_session must be above 0"
+                    .into(),
+            ));
         }
         Ok(())
     }

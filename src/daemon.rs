@@ -115,6 +115,12 @@ pub enum Source {
         received: Vec<u8>,
         /// Distinguishes this connection from a later one in the same slot.
         serial: u64,
+        /// The session whose credential its message starts with, once that has arrived.
+        session: Option<String>,
+        /// When it was accepted (`hooks.receive_timeout`).
+        opened: Instant,
+        /// When it last sent something (`hooks.idle_timeout`).
+        active: Instant,
     },
     /// A pipe helper's connection whose message has not arrived yet.
     Attach {
@@ -240,6 +246,8 @@ pub struct Daemon {
     pub hook_listener: mio::net::UnixListener,
     /// Hook connections open now.
     pub hook_connections: usize,
+    /// Hook connections open now whose session is known, by session id.
+    pub hook_sessions: HashMap<String, usize>,
     /// Tool calls of agents waiting for the loop to handle them.
     pub calls: Vec<crate::agents::hooks::PendingCall>,
     /// Writes each session's conversation to disk.
@@ -379,6 +387,7 @@ impl Daemon {
             attach_listener,
             hook_listener,
             hook_connections: 0,
+            hook_sessions: HashMap::new(),
             approvals: HashMap::new(),
             calls: Vec::new(),
             history: crate::agents::history::HistoryWriter::start(config.state_dir.join("history"))

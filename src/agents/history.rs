@@ -1,6 +1,8 @@
 //! Each session's conversation: the messages people typed (`user_message`) and the agent's
-//! replies, with timestamps, bounded (`sessions.max_history`), and kept on disk so that a
-//! restarted daemon still has them (`<state_dir>/history/<session>.jsonl`).
+//! replies, with timestamps, bounded in number (`sessions.max_history`) and in bytes (each
+//! message `sessions.max_history_message_bytes`, cut with a marker past it; each session
+//! `sessions.max_history_bytes`; all sessions `sessions.max_history_total_bytes`), and kept on
+//! disk so that a restarted daemon still has them (`<state_dir>/history/<session>.jsonl`).
 //!
 //! The loop keeps each session's recent entries in memory; one writer thread appends every
 //! new entry to the session's file, in order, and rewrites the file from the recent
@@ -9,6 +11,7 @@
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 use serde::{Deserialize, Serialize};
@@ -39,43 +42,126 @@ pub struct Entry {
     pub at_ms: u64,
 }
 
+/// Bytes an entry is counted for besides its content (seq, role, time, bookkeeping).
+const ENTRY_OVERHEAD: usize = 128;
+
+impl Entry {
+    /// The bytes this entry is counted for against the history bounds.
+    pub fn weight(&self) -> usize {
+        let id = match &self.id {
+            None => 0,
+            Some(serde_json::Value::String(s)) => s.len(),
+            Some(other) => other.to_string().len(),
+        };
+        self.content.len() + id + ENTRY_OVERHEAD
+    }
+}
+
+/// How much of a session's conversation is kept (from `[sessions]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Most entries (`max_history`).
+    pub max_entries: usize,
+    /// Longest content of one entry (`max_history_message_bytes`); longer is cut.
+    pub max_message_bytes: usize,
+    /// Most bytes of entries (`max_history_bytes`).
+    pub max_bytes: usize,
+}
+
+impl Bounds {
+    /// The bounds a configuration sets.
+    pub fn of(sessions: &crate::config::SessionPolicy) -> Bounds {
+        Bounds {
+            max_entries: sessions.max_history,
+            max_message_bytes: sessions.max_history_message_bytes,
+            max_bytes: sessions.max_history_bytes,
+        }
+    }
+}
+
+/// `content` at most `max` bytes long: a longer one keeps its beginning (cut at a character
+/// boundary) and ends with a marker that says how long it was.
+pub fn cut(content: String, max: usize) -> String {
+    if content.len() <= max {
+        return content;
+    }
+    let marker = format!(
+        "\n[orchestra: message cut; it had {} bytes, sessions.max_history_message_bytes is {max}]",
+        content.len()
+    );
+    let mut keep = max.saturating_sub(marker.len());
+    while !content.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    // A new string: truncating would keep the long one's memory.
+    let mut kept = String::with_capacity(keep + marker.len());
+    kept.push_str(&content[..keep]);
+    kept.push_str(&marker);
+    kept
+}
+
 /// A session's recent conversation in memory.
 #[derive(Debug, Default)]
 pub struct History {
-    /// The newest entries, oldest first.
-    pub entries: VecDeque<Entry>,
+    /// The newest entries, oldest first (shared with the writer thread, never copied).
+    pub entries: VecDeque<Arc<Entry>>,
     /// The number of the last entry.
     pub last_seq: u64,
+    /// The bytes the entries are counted for ([`Entry::weight`]).
+    pub bytes: usize,
+    /// Bytes appended to the file since it was last rewritten.
+    unsaved: usize,
 }
 
 impl History {
-    /// Adds a message, forgetting the oldest past `max`. Returns the new entry.
+    /// Adds a message (cut to the bounds' longest), forgetting the oldest past the bounds.
+    /// Returns the new entry.
     pub fn push(
         &mut self,
         role: Role,
         content: String,
         id: Option<serde_json::Value>,
         at_ms: u64,
-        max: usize,
-    ) -> Entry {
+        bounds: Bounds,
+    ) -> Arc<Entry> {
         self.last_seq += 1;
-        let entry = Entry {
+        let entry = Arc::new(Entry {
             seq: self.last_seq,
             role,
-            content,
+            content: cut(content, bounds.max_message_bytes),
             id,
             at_ms,
-        };
-        self.entries.push_back(entry.clone());
-        while self.entries.len() > max {
-            self.entries.pop_front();
-        }
+        });
+        self.bytes += entry.weight();
+        self.unsaved += entry.weight();
+        self.entries.push_back(Arc::clone(&entry));
+        self.trim(bounds);
         entry
     }
 
+    /// Forgets the oldest entries past the bounds (the newest one always stays).
+    fn trim(&mut self, bounds: Bounds) {
+        while self.entries.len() > bounds.max_entries.max(1)
+            || (self.bytes > bounds.max_bytes && self.entries.len() > 1)
+        {
+            self.forget_oldest();
+        }
+    }
+
+    /// Forgets the oldest entry; false if there is none.
+    pub fn forget_oldest(&mut self) -> bool {
+        match self.entries.pop_front() {
+            Some(entry) => {
+                self.bytes -= entry.weight();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// A history from the lines of a history file: malformed lines are skipped, entries are
-    /// put in order and only the newest `max` kept.
-    pub fn parse(text: &str, max: usize) -> History {
+    /// put in order, cut, and only the newest within `bounds` kept.
+    pub fn parse(text: &str, bounds: Bounds) -> History {
         let mut entries: Vec<Entry> = text
             .lines()
             .filter_map(|line| serde_json::from_str(line).ok())
@@ -83,20 +169,41 @@ impl History {
         entries.sort_by_key(|e| e.seq);
         entries.dedup_by_key(|e| e.seq);
         let last_seq = entries.last().map_or(0, |e| e.seq);
-        let skip = entries.len().saturating_sub(max);
-        History {
-            entries: entries.into_iter().skip(skip).collect(),
+        let mut history = History {
             last_seq,
+            ..History::default()
+        };
+        for mut entry in entries {
+            entry.content = cut(entry.content, bounds.max_message_bytes);
+            history.bytes += entry.weight();
+            history.entries.push_back(Arc::new(entry));
+            history.trim(bounds);
         }
+        history
+    }
+
+    /// Whether the file should be rewritten from the entries now (every `max_entries`
+    /// entries, or once more than `max_bytes` were appended since the last rewrite), so it
+    /// never holds much more than the bounds.
+    fn compaction_due(&mut self, seq: u64, bounds: Bounds) -> bool {
+        let due = (bounds.max_entries > 0 && seq.is_multiple_of(bounds.max_entries as u64))
+            || self.unsaved > bounds.max_bytes;
+        if due {
+            self.unsaved = 0;
+        }
+        due
     }
 }
 
 /// What the writer thread does.
 enum Write_ {
     /// Adds one entry at the end of a file.
-    Append { path: PathBuf, entry: Entry },
+    Append { path: PathBuf, entry: Arc<Entry> },
     /// Replaces a file with these entries.
-    Rewrite { path: PathBuf, entries: Vec<Entry> },
+    Rewrite {
+        path: PathBuf,
+        entries: Vec<Arc<Entry>>,
+    },
     /// Deletes a file.
     Remove { path: PathBuf },
 }
@@ -161,11 +268,17 @@ impl HistoryWriter {
         self.dir.join(format!("{session_id}.jsonl"))
     }
 
-    /// Records `entry` of `session_id`; every `max` entries the file is rewritten from
-    /// `recent`, so it never holds much more than `max` lines.
-    pub fn record(&self, session_id: &str, entry: Entry, recent: &History, max: usize) {
+    /// Records `entry` of `session_id`; now and then the file is rewritten from `recent`, so
+    /// it never holds much more than `bounds` allow.
+    pub fn record(
+        &self,
+        session_id: &str,
+        entry: Arc<Entry>,
+        recent: &mut History,
+        bounds: Bounds,
+    ) {
         let path = self.path(session_id);
-        let compact = max > 0 && entry.seq.is_multiple_of(max as u64);
+        let compact = recent.compaction_due(entry.seq, bounds);
         self.send(Write_::Append {
             path: path.clone(),
             entry,
@@ -184,9 +297,9 @@ impl HistoryWriter {
     }
 
     /// Reads a session's history (at start, before the loop runs).
-    pub fn load(&self, session_id: &str, max: usize) -> History {
+    pub fn load(&self, session_id: &str, bounds: Bounds) -> History {
         match std::fs::read_to_string(self.path(session_id)) {
-            Ok(text) => History::parse(&text, max),
+            Ok(text) => History::parse(&text, bounds),
             Err(_) => History::default(),
         }
     }
@@ -201,13 +314,46 @@ impl crate::daemon::Daemon {
         content: String,
         id: Option<serde_json::Value>,
     ) {
-        let max = self.config.sessions.max_history;
+        let bounds = Bounds::of(&self.config.sessions);
         let Some(agent) = self.agents.get_mut(session_id) else {
             return;
         };
         let at_ms = crate::time::unix_millis(std::time::SystemTime::now());
-        let entry = agent.history.push(role, content, id, at_ms, max);
-        self.history.record(session_id, entry, &agent.history, max);
+        let entry = agent.history.push(role, content, id, at_ms, bounds);
+        self.history
+            .record(session_id, entry, &mut agent.history, bounds);
+        self.trim_histories();
+    }
+
+    /// Bytes of history all sessions keep together.
+    pub fn history_bytes(&self) -> usize {
+        self.agents.sorted().iter().map(|a| a.history.bytes).sum()
+    }
+
+    /// Keeps all sessions' histories within `sessions.max_history_total_bytes`: forgets the
+    /// oldest messages of the session that keeps the most.
+    fn trim_histories(&mut self) {
+        let max = self.config.sessions.max_history_total_bytes;
+        let mut total = self.history_bytes();
+        while total > max {
+            let Some(biggest) = self
+                .agents
+                .sorted()
+                .into_iter()
+                .max_by_key(|a| a.history.bytes)
+                .map(|a| a.id.clone())
+            else {
+                return;
+            };
+            let Some(agent) = self.agents.get_mut(&biggest) else {
+                return;
+            };
+            let before = agent.history.bytes;
+            if !agent.history.forget_oldest() {
+                return;
+            }
+            total -= before - agent.history.bytes;
+        }
     }
 }
 
@@ -223,7 +369,7 @@ fn append(path: &Path, entry: &Entry) -> std::io::Result<()> {
         .write_all(&line)
 }
 
-fn rewrite(path: &Path, entries: &[Entry]) -> std::io::Result<()> {
+fn rewrite(path: &Path, entries: &[Arc<Entry>]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let temp = path.with_extension("jsonl.tmp");
     let mut file = std::fs::OpenOptions::new()
@@ -233,7 +379,7 @@ fn rewrite(path: &Path, entries: &[Entry]) -> std::io::Result<()> {
         .mode(0o600)
         .open(&temp)?;
     for entry in entries {
-        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        let mut line = serde_json::to_vec(entry.as_ref()).map_err(std::io::Error::other)?;
         line.push(b'\n');
         file.write_all(&line)?;
     }
@@ -244,11 +390,19 @@ fn rewrite(path: &Path, entries: &[Entry]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    fn bounds(max_entries: usize) -> Bounds {
+        Bounds {
+            max_entries,
+            max_message_bytes: 1 << 20,
+            max_bytes: 1 << 30,
+        }
+    }
+
     #[test]
     fn history_is_bounded_ordered_and_survives_a_bad_line() {
         let mut history = History::default();
         for i in 0..5 {
-            history.push(Role::User, format!("m{i}"), None, i, 3);
+            history.push(Role::User, format!("m{i}"), None, i, bounds(3));
         }
         assert_eq!(history.entries.len(), 3);
         assert_eq!(history.entries[0].content, "m2");
@@ -257,10 +411,10 @@ mod tests {
             .entries
             .iter()
             .rev()
-            .map(|e| serde_json::to_string(e).unwrap())
+            .map(|e| serde_json::to_string(e.as_ref()).unwrap())
             .chain(["not json".to_string()])
             .collect();
-        let parsed = History::parse(&lines.join("\n"), 2);
+        let parsed = History::parse(&lines.join("\n"), bounds(2));
         assert_eq!(parsed.last_seq, 5);
         let contents: Vec<&str> = parsed.entries.iter().map(|e| e.content.as_str()).collect();
         assert_eq!(contents, ["m3", "m4"]);
@@ -272,15 +426,79 @@ mod tests {
         let writer = HistoryWriter::start(dir.path().join("history")).unwrap();
         let mut history = History::default();
         for i in 0..7 {
-            let entry = history.push(Role::Agent, format!("r{i}"), None, i, 3);
-            writer.record("sess-x-1", entry, &history, 3);
+            let entry = history.push(Role::Agent, format!("r{i}"), None, i, bounds(3));
+            writer.record("sess-x-1", entry, &mut history, bounds(3));
         }
         let path = writer.path("sess-x-1");
         drop(writer); // waits until the queue is written
         let text = std::fs::read_to_string(&path).unwrap();
-        let loaded = History::parse(&text, 3);
+        let loaded = History::parse(&text, bounds(3));
         let contents: Vec<&str> = loaded.entries.iter().map(|e| e.content.as_str()).collect();
         assert_eq!(contents, ["r4", "r5", "r6"]);
         assert!(text.lines().count() <= 4, "compacted: {text}");
+    }
+
+    #[test]
+    fn long_messages_are_cut_with_a_marker_and_the_session_is_bounded_in_bytes() {
+        let bounds = Bounds {
+            max_entries: 1000,
+            max_message_bytes: 2048,
+            max_bytes: 10 * 1024,
+        };
+        // Multi-byte characters: the cut falls on a character boundary.
+        let long = "é".repeat(5000);
+        let kept = cut(long.clone(), 2048);
+        assert!(kept.len() <= 2048, "{}", kept.len());
+        assert!(kept.starts_with("éé"));
+        assert!(kept.ends_with("it had 10000 bytes, sessions.max_history_message_bytes is 2048]"));
+        assert_eq!(cut("short".into(), 2048), "short");
+
+        let mut history = History::default();
+        for i in 0..20 {
+            history.push(Role::Agent, long.clone(), Some(i.into()), i, bounds);
+            assert!(history.bytes <= bounds.max_bytes, "{}", history.bytes);
+        }
+        let sum: usize = history.entries.iter().map(|e| e.weight()).sum();
+        assert_eq!(history.bytes, sum);
+        assert_eq!(history.last_seq, 20);
+        assert_eq!(history.entries.back().unwrap().seq, 20);
+        assert!(history.entries.len() >= 4, "{}", history.entries.len());
+        // The same bounds hold for a history read back from a file of longer lines.
+        let text: Vec<String> = (1..=20u64)
+            .map(|seq| {
+                serde_json::to_string(&Entry {
+                    seq,
+                    role: Role::User,
+                    content: long.clone(),
+                    id: None,
+                    at_ms: seq,
+                })
+                .unwrap()
+            })
+            .collect();
+        let parsed = History::parse(&text.join("\n"), bounds);
+        assert!(parsed.bytes <= bounds.max_bytes);
+        assert!(parsed.entries.iter().all(|e| e.content.len() <= 2048));
+        assert_eq!(parsed.entries.back().unwrap().seq, 20);
+    }
+
+    #[test]
+    fn the_file_is_compacted_by_bytes_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = HistoryWriter::start(dir.path().join("history")).unwrap();
+        let bounds = Bounds {
+            max_entries: 1000,
+            max_message_bytes: 4096,
+            max_bytes: 16 * 1024,
+        };
+        let mut history = History::default();
+        for i in 0..100 {
+            let entry = history.push(Role::Agent, "x".repeat(4000), None, i, bounds);
+            writer.record("sess-x-2", entry, &mut history, bounds);
+        }
+        let path = writer.path("sess-x-2");
+        drop(writer);
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size < 3 * 16 * 1024, "{size}");
     }
 }

@@ -79,6 +79,15 @@ fn forward(event: &str) -> Option<()> {
     // An answer other than `{}` is the hook's output for the CLI (a decision, later).
     let answer = String::from_utf8(answer).ok()?;
     let answer = answer.trim();
+    // A refusal (a quota of the session's is full) is no output for the CLI: it goes on as
+    // if there were no hook (and asks for a permission in its own terminal).
+    if let Ok(serde_json::Value::Object(refused)) = serde_json::from_str(answer)
+        && refused.get("ok") == Some(&serde_json::Value::Bool(false))
+    {
+        let why = refused.get("error").and_then(|e| e.as_str()).unwrap_or("");
+        eprintln!("orchestra hook: refused by the daemon: {why}");
+        return Some(());
+    }
     if !answer.is_empty() && answer != "{}" {
         println!("{answer}");
     }

@@ -3,12 +3,14 @@
 //!
 //! Each connection carries one message from `orchestra hook` (see `proto::hook`). It is read
 //! on the event loop without blocking, bounded in size (`hooks.max_message_bytes`), time
-//! (`hooks.receive_timeout`) and number (`hooks.max_connections`); a message whose
-//! credential is not a live session's is dropped. A hook can speak only for the session
-//! whose credential it holds.
+//! (`hooks.receive_timeout`, and `hooks.idle_timeout` of silence) and number
+//! (`hooks.max_connections`, and `hooks.max_connections_per_session` once the credential at
+//! the start of a message has arrived); a message whose credential is not a live session's
+//! is dropped. A hook can speak only for the session whose credential it holds, and one
+//! session holds at most `hooks.max_pending_approvals_per_session` permission requests.
 
 use std::io::{Read, Write};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use mio::Interest;
 
@@ -22,22 +24,29 @@ impl Daemon {
         loop {
             match self.hook_listener.accept() {
                 Ok((stream, _)) => {
-                    if self.hook_connections >= self.config.hooks.max_connections {
+                    if self.hook_connections >= self.config.hooks.max_connections
+                        && !self.drop_oldest_anonymous_hook()
+                    {
                         log::warn!("too many hook connections (hooks.max_connections); one closed");
                         continue;
                     }
                     self.attach_serial += 1;
                     let serial = self.attach_serial;
+                    let now = Instant::now();
                     let source = Source::Hook {
                         stream,
                         received: Vec::new(),
                         serial,
+                        session: None,
+                        opened: now,
+                        active: now,
                     };
                     match self.add_source(source, Interest::READABLE) {
                         Ok(key) => {
                             self.hook_connections += 1;
+                            let hooks = &self.config.hooks;
                             self.timers.schedule_in(
-                                self.config.hooks.receive_timeout,
+                                hooks.idle_timeout.min(hooks.receive_timeout),
                                 Timer::HookTimeout(key, serial),
                             );
                             // Data may have arrived before registration.
@@ -55,11 +64,43 @@ impl Daemon {
         }
     }
 
+    /// Makes room for a new hook connection: closes the oldest one whose credential has not
+    /// arrived (a session's own connections are bounded by its quota instead). False if
+    /// every open one has its session.
+    fn drop_oldest_anonymous_hook(&mut self) -> bool {
+        let oldest = self
+            .sources
+            .iter()
+            .filter_map(|(key, source)| match source {
+                Source::Hook {
+                    serial,
+                    session: None,
+                    ..
+                } => Some((*serial, key)),
+                _ => None,
+            })
+            .min();
+        match oldest {
+            Some((_, key)) => {
+                log::warn!(
+                    "too many hook connections (hooks.max_connections); the oldest one that \
+                     has not sent a credential was closed"
+                );
+                self.drop_hook(key);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Reads what a hook connection has sent; handles the message once it is complete.
     pub fn on_hook_readable(&mut self, key: usize) {
         let max = self.config.hooks.max_message_bytes;
         let Some(Source::Hook {
-            stream, received, ..
+            stream,
+            received,
+            active,
+            ..
         }) = self.sources.get_mut(key)
         else {
             return;
@@ -77,6 +118,7 @@ impl Daemon {
                         return;
                     }
                     received.extend_from_slice(&chunk[..n]);
+                    *active = Instant::now();
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -88,17 +130,19 @@ impl Daemon {
             }
         };
         if !complete {
+            self.identify_hook(key);
             return;
         }
         let Some(Source::Hook {
             mut stream,
             received,
+            session,
             ..
         }) = self.remove_source(key)
         else {
             return;
         };
-        self.hook_connections = self.hook_connections.saturating_sub(1);
+        self.forget_hook(session.as_deref());
         match hook::decode_message(&received, max) {
             Ok(SocketMessage::Call(call)) => match self.hook_tokens.get(&call.token).cloned() {
                 // Answered by the tools' handler once the loop step is done.
@@ -112,18 +156,18 @@ impl Daemon {
                     let _ = stream.write_all(b"{\"ok\":false,\"error\":\"unknown credential\"}\n");
                 }
             },
-            Ok(SocketMessage::Hook(request)) => {
-                let held = self.on_hook_request(request);
-                match held {
-                    // The answer comes when a person decides (or the wait times out).
-                    Some(approval) => self.hold_for_approval(approval, Approved::Hook(stream)),
-                    // One small answer; the socket buffer takes it whole, or the hook gets
-                    // none and goes on (it never waits longer than its own timeout).
-                    None => {
-                        let _ = stream.write_all(b"{}\n");
-                    }
+            Ok(SocketMessage::Hook(request)) => match self.on_hook_request(request) {
+                // The answer comes when a person decides (or the wait times out).
+                Ok(Some(approval)) => self.hold_for_approval(approval, Approved::Hook(stream)),
+                // One small answer; the socket buffer takes it whole, or the hook gets
+                // none and goes on (it never waits longer than its own timeout).
+                Ok(None) => {
+                    let _ = stream.write_all(b"{}\n");
                 }
-            }
+                Err(why) => {
+                    let _ = stream.write_all(&hook::refusal(&why));
+                }
+            },
             Err(e) => {
                 let _ = stream.write_all(b"{}\n");
                 log::warn!("hook socket: {e}");
@@ -131,26 +175,125 @@ impl Daemon {
         }
     }
 
-    /// Drops a hook connection that took too long.
-    pub fn on_hook_timeout(&mut self, key: usize, serial: u64) {
-        if matches!(self.sources.get(key), Some(Source::Hook { serial: s, .. }) if *s == serial) {
-            log::warn!("a hook connection sent no complete message in time; dropped");
-            self.drop_hook(key);
+    /// Counts an unfinished message's connection against its session's quota as soon as its
+    /// credential has arrived; refuses it past `hooks.max_connections_per_session`, or when
+    /// the credential is not a live session's.
+    fn identify_hook(&mut self, key: usize) {
+        let Some(Source::Hook {
+            received,
+            session: None,
+            ..
+        }) = self.sources.get(key)
+        else {
+            return;
+        };
+        let hook::Prefix::Credential(token) = hook::credential_prefix(received) else {
+            return;
+        };
+        let Some(session_id) = self.hook_tokens.get(token).cloned() else {
+            log::warn!("hook socket: a connection with an unknown credential was refused");
+            self.refuse_hook(key, "unknown credential");
+            return;
+        };
+        let quota = self.config.hooks.max_connections_per_session;
+        let open = self.hook_sessions.get(&session_id).copied().unwrap_or(0);
+        if open >= quota {
+            log::warn!(
+                "{session_id}: too many unfinished hook connections \
+                 (hooks.max_connections_per_session); one refused"
+            );
+            self.refuse_hook(
+                key,
+                &format!(
+                    "too many unfinished hook connections of this session \
+                     (hooks.max_connections_per_session is {quota})"
+                ),
+            );
+            return;
+        }
+        *self.hook_sessions.entry(session_id.clone()).or_default() += 1;
+        if let Some(Source::Hook { session, .. }) = self.sources.get_mut(key) {
+            *session = Some(session_id);
         }
     }
 
+    /// Closes a hook connection with a refusal that says why.
+    fn refuse_hook(&mut self, key: usize, why: &str) {
+        if let Some(Source::Hook {
+            mut stream,
+            session,
+            ..
+        }) = self.remove_source(key)
+        {
+            self.forget_hook(session.as_deref());
+            let _ = stream.write_all(&hook::refusal(why));
+        }
+    }
+
+    /// A hook connection is gone: it no longer counts against the limits.
+    fn forget_hook(&mut self, session: Option<&str>) {
+        self.hook_connections = self.hook_connections.saturating_sub(1);
+        if let Some(session) = session
+            && let Some(open) = self.hook_sessions.get_mut(session)
+        {
+            *open -= 1;
+            if *open == 0 {
+                self.hook_sessions.remove(session);
+            }
+        }
+    }
+
+    /// Drops a hook connection that has been silent for `hooks.idle_timeout`, or has not
+    /// finished its message within `hooks.receive_timeout`; otherwise looks again later.
+    pub fn on_hook_timeout(&mut self, key: usize, serial: u64) {
+        if !matches!(self.sources.get(key), Some(Source::Hook { serial: s, .. }) if *s == serial) {
+            return;
+        }
+        // What arrived while the loop was busy elsewhere counts: read it before judging.
+        self.on_hook_readable(key);
+        let Some(Source::Hook {
+            serial: s,
+            opened,
+            active,
+            ..
+        }) = self.sources.get(key)
+        else {
+            return;
+        };
+        if *s != serial {
+            return;
+        }
+        let now = Instant::now();
+        let hooks = &self.config.hooks;
+        let (whole, idle) = (
+            *opened + hooks.receive_timeout,
+            *active + hooks.idle_timeout,
+        );
+        if now >= whole {
+            log::warn!("a hook connection sent no complete message in time; dropped");
+        } else if now >= idle {
+            log::warn!("a hook connection was silent for hooks.idle_timeout; dropped");
+        } else {
+            let at = whole.min(idle);
+            self.timers.schedule(at, Timer::HookTimeout(key, serial));
+            return;
+        }
+        self.drop_hook(key);
+    }
+
     fn drop_hook(&mut self, key: usize) {
-        if self.remove_source(key).is_some() {
-            self.hook_connections = self.hook_connections.saturating_sub(1);
+        if let Some(Source::Hook { session, .. }) = self.remove_source(key) {
+            self.forget_hook(session.as_deref());
         }
     }
 
     /// Applies a hook event to its session. Returns the permission request to hold, for a
-    /// `PermissionRequest` that observers may answer.
-    fn on_hook_request(&mut self, request: HookRequest) -> Option<Approval> {
+    /// `PermissionRequest` that observers may answer, or why it is refused (the session has
+    /// `hooks.max_pending_approvals_per_session` waiting).
+    fn on_hook_request(&mut self, request: HookRequest) -> Result<Option<Approval>, String> {
         let Some(session_id) = self.hook_tokens.get(&request.token).cloned() else {
             log::warn!("hook socket: a message with an unknown credential was dropped");
-            return None;
+            return Ok(None);
         };
         log::debug!("{session_id}: {} hook", request.event.as_str());
         *self
@@ -158,11 +301,13 @@ impl Daemon {
             .hook_events
             .entry(request.event.as_str())
             .or_default() += 1;
-        let agent = self.agents.get_mut(&session_id)?;
+        let Some(agent) = self.agents.get_mut(&session_id) else {
+            return Ok(None);
+        };
         agent
             .activity
             .on_hook(request.event, &request.payload, SystemTime::now());
-        let mut held = None;
+        let (mut held, mut refused) = (None, None);
         match request.event {
             HookEvent::UserPromptSubmit => {
                 if let Some(id) = agent.conversation.delivered() {
@@ -192,7 +337,22 @@ impl Daemon {
                 );
             }
             HookEvent::PermissionRequest => {
-                if self.approvals.len() < self.config.hooks.max_pending_approvals {
+                let quota = self.config.hooks.max_pending_approvals_per_session;
+                let waiting = self
+                    .approvals
+                    .values()
+                    .filter(|(approval, _)| approval.session_id == session_id)
+                    .count();
+                if waiting >= quota {
+                    log::warn!(
+                        "{session_id}: too many permission requests waiting \
+                         (hooks.max_pending_approvals_per_session); one refused"
+                    );
+                    refused = Some(format!(
+                        "too many permission requests of this session are waiting \
+                         (hooks.max_pending_approvals_per_session is {quota})"
+                    ));
+                } else if self.approvals.len() < self.config.hooks.max_pending_approvals {
                     held = Some(Approval {
                         request_id: format!("perm-{}", &crate::panes::attach::new_token()[..16]),
                         session_id: session_id.clone(),
@@ -214,7 +374,10 @@ impl Daemon {
         }
         self.refresh_status(&session_id);
         self.schedule_idle_check(&session_id);
-        held
+        match refused {
+            Some(why) => Err(why),
+            None => Ok(held),
+        }
     }
 
     /// Keeps a request until an observer decides (a permission request's connection, or an

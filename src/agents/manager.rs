@@ -619,9 +619,15 @@ pub(super) fn restore_adopted(daemon: &mut Daemon, agent: &mut Agent, hook_token
     agent.activity =
         super::activity::ActivityState::adopted(SystemTime::now(), agent.hook_token.is_some());
     agent.reported_activity = agent.activity.activity;
-    agent.history = daemon
-        .history
-        .load(&agent.id, daemon.config.sessions.max_history);
+    // Sessions restored earlier keep theirs first, within the total bound.
+    let mut bounds = super::history::Bounds::of(&daemon.config.sessions);
+    let left = daemon
+        .config
+        .sessions
+        .max_history_total_bytes
+        .saturating_sub(daemon.history_bytes());
+    bounds.max_bytes = bounds.max_bytes.min(left);
+    agent.history = daemon.history.load(&agent.id, bounds);
 }
 
 /// Gives an agent its type's screen rules (types without hooks that have some).

@@ -126,10 +126,10 @@ pub fn answer(request: &Value) -> Option<Value> {
 fn call(tool: &str, arguments: &Value) -> Result<Value, String> {
     let socket = std::env::var_os(SOCKET_ENV).ok_or("not started by the Orchestra daemon")?;
     let token = std::env::var(TOKEN_ENV).map_err(|_| "not started by the Orchestra daemon")?;
-    let message = json!({"token": token, "call": tool, "arguments": arguments});
+    let message = crate::proto::hook::encode_call(&token, tool, arguments);
     let answer = exchange(
         &socket,
-        message.to_string().as_bytes(),
+        &message,
         CALL_TIMEOUT,
         CALL_TIMEOUT,
         MAX_LINE_BYTES as u64,

@@ -214,34 +214,83 @@ fn detail(daemon: &Daemon, agent: &Agent, metrics: manager::Metrics) -> AgentDet
     }
 }
 
-/// `GET /api/agents/{id}/messages`: the session's conversation.
-pub fn messages(daemon: &Daemon, id: &str) -> Handled {
+/// Room kept in a page of messages for everything around them (session id, counts).
+const PAGE_ENVELOPE_BYTES: usize = 1024;
+
+/// `GET /api/agents/{id}/messages?limit=&before=`: the session's conversation, oldest first,
+/// one page at a time. A page holds the newest kept messages before `before` (a `seq`; all
+/// of them without it), at most `limit` of them and at most `sessions.max_messages_page_bytes`
+/// of JSON; `next_before` is the `before` of the page of older ones (`null`: there are none).
+pub fn messages(daemon: &Daemon, request: &Request, id: &str) -> Handled {
     let Some(agent) = daemon.agents.get(id) else {
         return Handled::Now(ApiError::session_not_found(id).to_response());
     };
-    let messages: Vec<MessageView> = agent
+    let number = |name: &str| -> Result<Option<u64>, ApiError> {
+        match request.query_param(name) {
+            None => Ok(None),
+            Some(Ok(text)) => match text.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(ApiError::bad_request(format!(
+                    "{name} must be a positive integer"
+                ))),
+            },
+            Some(Err(_)) => Err(ApiError::bad_request(format!("{name} is not valid UTF-8"))),
+        }
+    };
+    let (limit, before) = match (number("limit"), number("before")) {
+        (Ok(limit), Ok(before)) => (limit.unwrap_or(u64::MAX), before.unwrap_or(u64::MAX)),
+        (Err(error), _) | (_, Err(error)) => return Handled::Now(error.to_response()),
+    };
+    let room = daemon
+        .config
+        .sessions
+        .max_messages_page_bytes
+        .saturating_sub(PAGE_ENVELOPE_BYTES + agent.id.len());
+    let mut used = 0;
+    let mut newest_first = Vec::new();
+    let mut older = agent
         .history
         .entries
         .iter()
-        .map(|entry| MessageView {
-            seq: entry.seq,
-            role: match entry.role {
-                Role::User => "user",
-                Role::Agent => "agent",
-            },
-            content: &entry.content,
-            id: entry.id.as_ref(),
-            timestamp: crate::tasks::ms_rfc3339(entry.at_ms),
-        })
-        .collect();
+        .rev()
+        .filter(|entry| entry.seq < before)
+        .peekable();
+    while let Some(&entry) = older.peek() {
+        let message = message_view(entry);
+        // Its JSON plus the comma before it.
+        let size = serde_json::to_vec(&message).map_or(0, |v| v.len()) + 1;
+        let full = newest_first.len() as u64 >= limit || used + size > room;
+        if full && !newest_first.is_empty() {
+            break;
+        }
+        used += size;
+        newest_first.push(message);
+        older.next();
+    }
+    let next_before = older.peek().and(newest_first.last().map(|m| m.seq));
+    newest_first.reverse();
     Handled::Now(json(
         200,
         &MessageList {
             session_id: &agent.id,
-            total: messages.len(),
-            messages,
+            total: newest_first.len(),
+            messages: newest_first,
+            next_before,
         },
     ))
+}
+
+fn message_view(entry: &crate::agents::history::Entry) -> MessageView<'_> {
+    MessageView {
+        seq: entry.seq,
+        role: match entry.role {
+            Role::User => "user",
+            Role::Agent => "agent",
+        },
+        content: &entry.content,
+        id: entry.id.as_ref(),
+        timestamp: crate::tasks::ms_rfc3339(entry.at_ms),
+    }
 }
 
 /// `DELETE /api/agents/{id}`.

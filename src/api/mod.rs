@@ -629,7 +629,7 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, caller: Caller, request: &Reque
         Route::ListAgents => agents::list(daemon, request),
         Route::GetAgent(id) => agents::get(daemon, conn, &id),
         Route::KillAgent(id) => agents::kill(daemon, conn, &id),
-        Route::AgentMessages(id) => agents::messages(daemon, &id),
+        Route::AgentMessages(id) => agents::messages(daemon, request, &id),
         Route::Delegate => tasks::delegate(daemon, conn, request, principal, limit_headers.clone()),
         Route::ListTasks => tasks::list(daemon, request),
         Route::GetTask(id) => tasks::get(daemon, &id),

@@ -176,14 +176,81 @@ pub fn permission_answer(allow: bool, message: Option<&str>) -> Vec<u8> {
     bytes
 }
 
-/// Encodes a message (the client's side). `payload` must be JSON (or `null`).
+/// Encodes a message (the client's side). `payload` must be JSON (or `null`). The
+/// credential comes first, so the daemon knows the session before the rest arrives
+/// ([`credential_prefix`]).
 pub fn encode(token: &str, event: HookEvent, payload: &serde_json::Value) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "token": token,
-        "event": event.as_str(),
-        "payload": payload,
-    }))
+    #[derive(serde::Serialize)]
+    struct Message<'a> {
+        token: &'a str,
+        event: &'a str,
+        payload: &'a serde_json::Value,
+    }
+    serde_json::to_vec(&Message {
+        token,
+        event: event.as_str(),
+        payload,
+    })
     .expect("serializable")
+}
+
+/// Encodes a tool call (the client's side), credential first like [`encode`].
+pub fn encode_call(token: &str, call: &str, arguments: &serde_json::Value) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Message<'a> {
+        token: &'a str,
+        call: &'a str,
+        arguments: &'a serde_json::Value,
+    }
+    serde_json::to_vec(&Message {
+        token,
+        call,
+        arguments,
+    })
+    .expect("serializable")
+}
+
+/// What the first bytes of a message say about its credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prefix<'a> {
+    /// The message starts `{"token":"<credential>"`: the credential.
+    Credential(&'a str),
+    /// Too few bytes yet to tell.
+    Incomplete,
+    /// The message does not start with its credential (known only once it is complete).
+    Other,
+}
+
+/// Reads the credential off the start of a message as [`encode`] writes it, before the
+/// message is complete. Credentials are 1 to 128 characters of `[A-Za-z0-9_-]`.
+pub fn credential_prefix(bytes: &[u8]) -> Prefix<'_> {
+    const HEAD: &[u8] = br#"{"token":""#;
+    let start = bytes.len().min(HEAD.len());
+    if bytes[..start] != HEAD[..start] {
+        return Prefix::Other;
+    }
+    if bytes.len() <= HEAD.len() {
+        return Prefix::Incomplete;
+    }
+    let rest = &bytes[HEAD.len()..];
+    let is_token_byte = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-';
+    match rest.iter().position(|b| !is_token_byte(b)) {
+        Some(end) if (1..=128).contains(&end) && rest[end] == b'"' => {
+            Prefix::Credential(std::str::from_utf8(&rest[..end]).expect("ASCII"))
+        }
+        Some(_) => Prefix::Other,
+        None if rest.len() > 128 => Prefix::Other,
+        None => Prefix::Incomplete,
+    }
+}
+
+/// The daemon's refusal of a message or connection, as a tool call's error answer
+/// (`{"ok": false, "error": ...}`); the hook client passes nothing of it to the CLI.
+pub fn refusal(why: &str) -> Vec<u8> {
+    let mut bytes =
+        serde_json::to_vec(&serde_json::json!({"ok": false, "error": why})).expect("serializable");
+    bytes.push(b'\n');
+    bytes
 }
 
 #[cfg(test)]
@@ -226,5 +293,32 @@ mod tests {
             Ok(SocketMessage::Hook(_))
         ));
         assert!(decode_message(br#"{"token": "abc", "call": "x", "bogus": 1}"#, 1024).is_err());
+    }
+
+    #[test]
+    fn the_credential_is_read_off_the_start_of_a_message() {
+        let message = encode("a1B2-c_3", HookEvent::Stop, &serde_json::json!({"x": 1}));
+        assert_eq!(credential_prefix(&message), Prefix::Credential("a1B2-c_3"));
+        let call = encode_call("abc", "list_agents", &serde_json::json!({}));
+        assert_eq!(credential_prefix(&call), Prefix::Credential("abc"));
+        assert!(
+            matches!(decode_message(&call, 1024), Ok(SocketMessage::Call(c)) if c.token == "abc")
+        );
+        for n in 0..message.len().min(19) {
+            assert_eq!(credential_prefix(&message[..n]), Prefix::Incomplete, "{n}");
+        }
+        for other in [
+            &br#"{"event":"Stop","token":"abc"}"#[..],
+            br#" {"token":"abc"}"#,
+            br#"{"token":""}"#,
+            br#"{"token":"a\u0062c"}"#,
+            b"garbage",
+        ] {
+            assert_eq!(credential_prefix(other), Prefix::Other);
+        }
+        let long = format!(r#"{{"token":"{}"#, "a".repeat(129));
+        assert_eq!(credential_prefix(long.as_bytes()), Prefix::Other);
+        let answer: serde_json::Value = serde_json::from_slice(&refusal("no")).unwrap();
+        assert_eq!(answer, serde_json::json!({"ok": false, "error": "no"}));
     }
 }

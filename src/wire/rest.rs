@@ -148,6 +148,8 @@ pub struct MessageList<'a> {
     pub messages: Vec<MessageView<'a>>,
     /// Number of entries in `messages`.
     pub total: usize,
+    /// `before` of the page of older messages; `None` when no older ones are kept.
+    pub next_before: Option<u64>,
 }
 
 /// One message of a conversation.

@@ -13,6 +13,7 @@ mod agents;
 mod approvals;
 mod auth;
 mod backends;
+mod bounds;
 mod browser;
 mod claude;
 mod cli;
