@@ -8,7 +8,7 @@
 //!   with the terminal as its controlling terminal);
 //! - listens on its Unix socket (in the daemon's private state directory). Every connection
 //!   must first answer a challenge with the holder key ([`super::auth`]): one that does not
-//!   (within [`HANDOVER_TIMEOUT`]) is closed having received nothing but the challenge, and
+//!   (within `HANDOVER_TIMEOUT`) is closed having received nothing but the challenge, and
 //!   none of its frames is read. While a daemon is attached, every other connection is
 //!   refused ([`Kind::Refused`]). A daemon that proves itself gets [`Hello`], the master
 //!   descriptor and the [`Replay`] (output since the last checkpoint); the holder then stops
