@@ -39,8 +39,10 @@ fn the_live_api_conforms_to_its_openapi_document() {
             "30",
             "--seed",
             "20261204",
+            // One worker: with two threads, hypothesis's cache of lambda sources can race
+            // ("AST constructor recursion depth mismatch", a crash of the tool, not a finding).
             "--workers",
-            "2",
+            "1",
         ])
         .args(["--phases", "examples,coverage,fuzzing"])
         .args(["--request-timeout", "10", "--no-color"])
