@@ -1079,11 +1079,26 @@ fn check_socket_path(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Spawn specs are consumed within milliseconds; leftovers are from a crash.
+/// Age past which a file in the spawn directory is a leftover. Specs and attach tokens are
+/// used within milliseconds of being written; a younger one may belong to a session the
+/// previous daemon was creating as it stopped, whose agent has yet to read it (task
+/// recovery withdraws or adopts those).
+const SPAWN_LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes leftovers from the spawn directory: files older than [`SPAWN_LEFTOVER_AGE`].
 fn clean_spawn_dir(dir: &Path) {
+    let now = std::time::SystemTime::now();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
-            let _ = std::fs::remove_file(entry.path());
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| now.duration_since(modified).ok())
+                .is_none_or(|age| age >= SPAWN_LEFTOVER_AGE);
+            if old {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
     }
 }

@@ -49,15 +49,51 @@ pub fn write_spec(path: &Path, spec: &SpawnSpec) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Runs in the pane: reads the spec, removes it, and execs the agent. Returns only on
+/// The name a spec is renamed to when its agent claims it.
+fn claimed_path(spec_path: &Path) -> PathBuf {
+    let mut name = spec_path.as_os_str().to_owned();
+    name.push(".claimed");
+    PathBuf::from(name)
+}
+
+/// Withdraws a spec no agent has claimed yet, so that none ever starts from it. `Ok(true)`:
+/// withdrawn; `Ok(false)`: there was none to withdraw (its agent claimed it, or it was
+/// never written).
+pub fn withdraw_spec(spec_path: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_file(spec_path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs in the pane: claims the spec, reads and removes it, and execs the agent. Returns only on
 /// failure, with the exit code to use (127, like a shell for a missing command).
 pub fn run(spec_path: &Path) -> i32 {
-    let spec: SpawnSpec = match std::fs::read(spec_path)
+    // Claim the spec first, atomically: a restarted daemon that finds a task's session
+    // missing withdraws its spec the same way (`withdraw_spec`), and exactly one of the two
+    // wins, so a task never runs both here and in the session that replaces this one.
+    let claimed = claimed_path(spec_path);
+    if let Err(e) = std::fs::rename(spec_path, &claimed) {
+        eprintln!(
+            "orchestra: cannot read spawn spec {}: {e}{}",
+            spec_path.display(),
+            if e.kind() == std::io::ErrorKind::NotFound {
+                " (withdrawn: the daemon restarted before this session started, and runs it \
+                 elsewhere)"
+            } else {
+                ""
+            }
+        );
+        return 127;
+    }
+    let spec: SpawnSpec = match std::fs::read(&claimed)
         .map_err(|e| e.to_string())
         .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
     {
         Ok(spec) => spec,
         Err(e) => {
+            let _ = std::fs::remove_file(&claimed);
             eprintln!(
                 "orchestra: cannot read spawn spec {}: {e}",
                 spec_path.display()
@@ -65,7 +101,7 @@ pub fn run(spec_path: &Path) -> i32 {
             return 127;
         }
     };
-    let _ = std::fs::remove_file(spec_path);
+    let _ = std::fs::remove_file(&claimed);
     let Some((program, args)) = spec.argv.split_first() else {
         eprintln!("orchestra: empty command");
         return 127;

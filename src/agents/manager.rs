@@ -207,7 +207,7 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         working_dir: params.working_dir,
         roots,
         private: PrivateDirs::of(&config),
-        spec_path: config.spawn_dir().join(format!("{session_id}.json")),
+        spec_path: spec_path(&config, &session_id),
         exe: daemon.exe.clone(),
         pipe_command: attach::pipe_command(&daemon.exe, &config.attach_socket(), &token_file),
         pipe_token: token,
@@ -972,9 +972,15 @@ pub fn sample(daemon: &mut Daemon, session_id: &str, done: Done<Option<Metrics>>
     });
 }
 
+/// Where the spawn spec of session `session_id` is written for `orchestra agent-exec`.
+pub fn spec_path(config: &crate::config::Config, session_id: &str) -> PathBuf {
+    config.spawn_dir().join(format!("{session_id}.json"))
+}
+
 /// Finds the daemon's sessions in its tmux server after a (re)start and registers them with
 /// their stored metadata; output capture is re-armed (with a screen capture) by jobs that
-/// finish once the loop runs. Sessions without valid metadata are never touched.
+/// finish once the loop runs. Sessions without valid metadata are never touched. Sessions
+/// already registered are left as they are, so it can run again.
 pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
     let output = match daemon.tmux.run(&tmux::list_panes()?) {
         Ok(output) => output,

@@ -1115,78 +1115,171 @@ pub fn recover(daemon: &mut Daemon) {
         .filter(|t| !t.phase.is_done())
         .map(|t| t.task_id)
         .collect();
-    let now = now_ms();
+    // Tasks whose session was being created as the previous daemon stopped, and whose spawn
+    // spec is gone: its agent claimed it (so its session exists, created after the listing
+    // at start), or it was never written. Decided once the sessions are listed again.
+    let mut claimed_or_unwritten = Vec::new();
     for task_id in unfinished {
-        let ticket = daemon.tasks.tickets.get_mut(&task_id).expect("listed");
-        let agent = daemon.agents.get(&ticket.session_id);
-        match (ticket.phase, agent) {
-            (Phase::Done(_) | Phase::Proposed, _) => {}
-            (Phase::Queued | Phase::Preparing, None) => {
-                ticket.phase = Phase::Queued;
-                daemon.tasks.queue.insert(task_id);
+        let ticket = &daemon.tasks.tickets[&task_id];
+        if ticket.phase == Phase::Launched && daemon.agents.get(&ticket.session_id).is_none() {
+            let spec = manager::spec_path(&daemon.config, &ticket.session_id);
+            match crate::agents::exec::withdraw_spec(&spec) {
+                Ok(true) => withdrawn(daemon, task_id),
+                Ok(false) => claimed_or_unwritten.push(task_id),
+                Err(e) => {
+                    // Its agent could still claim the spec: the task must not run twice.
+                    log::warn!("task {task_id}: cannot withdraw {}: {e}", spec.display());
+                    let reason = format!(
+                        "the daemon restarted while its session was being created, and its \
+                         spawn spec could not be withdrawn ({e}), so it was not started again"
+                    );
+                    finish_without_agent(daemon, task_id, Ending::SpawnFailed { reason });
+                }
             }
-            (Phase::Launched, None) => {
-                log::info!("task {task_id}: its session was never created; queued again");
-                ticket.phase = Phase::Queued;
-                daemon.tasks.queue.insert(task_id);
+            continue;
+        }
+        recover_one(daemon, task_id);
+    }
+    if !claimed_or_unwritten.is_empty() {
+        if let Err(e) = manager::adopt(daemon) {
+            log::warn!("could not look for sessions again: {e}");
+        }
+        crate::agents::pty_session::adopt(daemon);
+        for task_id in claimed_or_unwritten {
+            let session_id = daemon.tasks.tickets[&task_id].session_id.clone();
+            // With no session either, the previous daemon stopped before writing the spec,
+            // so it never asked for the session: queued again under the same name.
+            if daemon.agents.get(&session_id).is_some() {
+                log::info!("task {task_id}: its session started as the daemon restarted");
             }
-            (Phase::Finishing, _) => {
+            recover_one(daemon, task_id);
+        }
+    }
+    remove_finished_sessions(daemon);
+    prune(daemon, u64::MAX);
+    schedule(daemon);
+}
+
+/// Picks up one unfinished ticket after a restart, by its phase and whether its session
+/// lives (see the README's "Nothing lost").
+fn recover_one(daemon: &mut Daemon, task_id: u64) {
+    let now = now_ms();
+    let ticket = daemon.tasks.tickets.get_mut(&task_id).expect("listed");
+    let agent = daemon.agents.get(&ticket.session_id);
+    match (ticket.phase, agent) {
+        (Phase::Done(_) | Phase::Proposed, _) => {}
+        (Phase::Queued | Phase::Preparing, None) => {
+            ticket.phase = Phase::Queued;
+            daemon.tasks.queue.insert(task_id);
+        }
+        (Phase::Launched, None) => {
+            log::info!("task {task_id}: its session was never asked for; queued again");
+            ticket.phase = Phase::Queued;
+            daemon.tasks.queue.insert(task_id);
+        }
+        (Phase::Finishing, _) => {
+            daemon
+                .tasks
+                .by_session
+                .insert(ticket.session_id.clone(), task_id);
+            let ending = ticket.ending.clone().unwrap_or(Ending::Lost {
+                reason: "the daemon restarted while the result was computed".into(),
+            });
+            log::info!("task {task_id}: computing its result again after a restart");
+            begin_finish(daemon, task_id, ending);
+        }
+        (Phase::Running, None) => {
+            daemon
+                .tasks
+                .by_session
+                .insert(ticket.session_id.clone(), task_id);
+            log::warn!("task {task_id}: its session vanished while the daemon was down");
+            begin_finish(
+                daemon,
+                task_id,
+                Ending::Lost {
+                    reason: "it vanished while the daemon was down".into(),
+                },
+            );
+        }
+        (_, Some(agent)) => {
+            let exited = agent.exit.is_some();
+            let created = crate::time::unix_millis(agent.created_at);
+            ticket.phase = Phase::Running;
+            let started = *ticket.started_ms.get_or_insert(created);
+            daemon
+                .tasks
+                .by_session
+                .insert(ticket.session_id.clone(), task_id);
+            let left = (started + ticket.timeout_ms).saturating_sub(now);
+            daemon.store.put(&ticket.clone(), None);
+            if exited {
+                log::info!("task {task_id}: its agent ended while the daemon was down");
+                let session_id = daemon.tasks.tickets[&task_id].session_id.clone();
+                on_agent_exit(daemon, &session_id);
+            } else {
+                log::info!("task {task_id}: still running; tracking it again");
                 daemon
-                    .tasks
-                    .by_session
-                    .insert(ticket.session_id.clone(), task_id);
-                let ending = ticket.ending.clone().unwrap_or(Ending::Lost {
-                    reason: "the daemon restarted while the result was computed".into(),
-                });
-                log::info!("task {task_id}: computing its result again after a restart");
-                begin_finish(daemon, task_id, ending);
-            }
-            (Phase::Running, None) => {
-                daemon
-                    .tasks
-                    .by_session
-                    .insert(ticket.session_id.clone(), task_id);
-                log::warn!("task {task_id}: its session vanished while the daemon was down");
-                begin_finish(
-                    daemon,
-                    task_id,
-                    Ending::Lost {
-                        reason: "it vanished while the daemon was down".into(),
-                    },
-                );
-            }
-            (_, Some(agent)) => {
-                let exited = agent.exit.is_some();
-                let created = crate::time::unix_millis(agent.created_at);
-                ticket.phase = Phase::Running;
-                let started = *ticket.started_ms.get_or_insert(created);
-                daemon
-                    .tasks
-                    .by_session
-                    .insert(ticket.session_id.clone(), task_id);
-                let left = (started + ticket.timeout_ms).saturating_sub(now);
-                daemon.store.put(&ticket.clone(), None);
-                if exited {
-                    log::info!("task {task_id}: its agent ended while the daemon was down");
-                    let session_id = daemon.tasks.tickets[&task_id].session_id.clone();
-                    on_agent_exit(daemon, &session_id);
-                } else {
-                    log::info!("task {task_id}: still running; tracking it again");
-                    daemon
-                        .timers
-                        .schedule_in(Duration::from_millis(left), Timer::TaskTimeout(task_id));
-                    schedule_progress(daemon);
-                    // A timeout or cancel that was under way when the daemon went down.
-                    if daemon.tasks.tickets[&task_id].stopping.is_some() {
-                        stop_agent(daemon, task_id);
-                    }
+                    .timers
+                    .schedule_in(Duration::from_millis(left), Timer::TaskTimeout(task_id));
+                schedule_progress(daemon);
+                // A timeout or cancel that was under way when the daemon went down.
+                if daemon.tasks.tickets[&task_id].stopping.is_some() {
+                    stop_agent(daemon, task_id);
                 }
             }
         }
     }
-    prune(daemon, u64::MAX);
-    schedule(daemon);
 }
+
+/// A task whose spawn spec was withdrawn before any agent claimed it: no agent will ever
+/// start from it (a session the previous daemon's tmux call still creates ends at once,
+/// finding nothing), so it is queued again, under a new session name so that such a late
+/// session cannot collide with it.
+fn withdrawn(daemon: &mut Daemon, task_id: u64) {
+    let ticket = daemon.tasks.tickets.get_mut(&task_id).expect("listed");
+    let (session_id, name) = new_session_ids(&ticket.agent_type);
+    log::info!(
+        "task {task_id}: its session {} never started; withdrew its spawn spec and queued it \
+         again as {session_id}",
+        ticket.session_id
+    );
+    let old = std::mem::replace(&mut ticket.session_id, session_id);
+    ticket.withdrawn_sessions.push(old);
+    ticket.tmux_session = name.as_str().to_string();
+    ticket.phase = Phase::Queued;
+    let stored = ticket.clone();
+    daemon.store.put(&stored, None);
+    daemon.tasks.queue.insert(task_id);
+}
+
+/// Removes what a restart found left of tasks: the sessions of finished tasks (the
+/// previous daemon stopped between storing the result and removing the session, unless
+/// `tasks.keep_sessions`), and sessions created late for a spawn spec a restart withdrew
+/// (their agent never started).
+fn remove_finished_sessions(daemon: &mut Daemon) {
+    let keep = daemon.config.tasks.keep_sessions;
+    let leftovers: Vec<(u64, String)> = daemon
+        .tasks
+        .tickets
+        .values()
+        .flat_map(|t| {
+            let finished = (!keep && t.phase.is_done()).then(|| t.session_id.clone());
+            t.withdrawn_sessions
+                .iter()
+                .cloned()
+                .chain(finished)
+                .map(|session| (t.task_id, session))
+                .collect::<Vec<_>>()
+        })
+        .filter(|(_, session)| daemon.agents.get(session).is_some())
+        .collect();
+    for (task_id, session_id) in leftovers {
+        log::info!("task {task_id}: removing its session {session_id}, left from before the restart");
+        manager::kill(daemon, &session_id, Box::new(|_, _| {}));
+    }
+}
+
 
 #[cfg(test)]
 mod tests {

@@ -251,6 +251,10 @@ pub struct Ticket {
     pub ending: Option<Ending>,
     /// The verified result.
     pub result: Option<TaskResult>,
+    /// Sessions it was to run in whose spawn spec a restart withdrew before any agent
+    /// claimed it; one the previous daemon's tmux call created late is removed when found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withdrawn_sessions: Vec<String>,
 }
 
 impl Ticket {
@@ -281,6 +285,7 @@ impl Ticket {
             stopping: None,
             ending: None,
             result: None,
+            withdrawn_sessions: Vec::new(),
         }
     }
 

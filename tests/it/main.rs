@@ -18,6 +18,7 @@ mod browser;
 mod claude;
 mod cli;
 mod clients;
+mod churn;
 mod contract;
 mod crowd;
 mod faults;
