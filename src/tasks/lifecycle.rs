@@ -1275,11 +1275,12 @@ fn remove_finished_sessions(daemon: &mut Daemon) {
         .filter(|(_, session)| daemon.agents.get(session).is_some())
         .collect();
     for (task_id, session_id) in leftovers {
-        log::info!("task {task_id}: removing its session {session_id}, left from before the restart");
+        log::info!(
+            "task {task_id}: removing its session {session_id}, left from before the restart"
+        );
         manager::kill(daemon, &session_id, Box::new(|_, _| {}));
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -59,17 +59,20 @@ fn restarts_while_tasks_start(backend: &str) {
     // One more restart finds what the others left: sessions of finished tasks, and sessions
     // created late for a withdrawn spawn spec; it removes them all.
     daemon.kill9_and_restart();
-    wait_until(&format!("{backend}: every task session to be removed"), || {
-        let listed = daemon.get("/api/agents", &token).json();
-        let left: Vec<String> = listed["agents"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|a| a["session_id"].as_str())
-            .filter(|id| id.starts_with("sess-shell-"))
-            .map(str::to_string)
-            .collect();
-        left.is_empty().then_some(())
-    });
+    wait_until(
+        &format!("{backend}: every task session to be removed"),
+        || {
+            let listed = daemon.get("/api/agents", &token).json();
+            let left: Vec<String> = listed["agents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|a| a["session_id"].as_str())
+                .filter(|id| id.starts_with("sess-shell-"))
+                .map(str::to_string)
+                .collect();
+            left.is_empty().then_some(())
+        },
+    );
     assert_eq!(sessions.len() as u64, ROUNDS);
 }
