@@ -419,7 +419,13 @@ fn run(control: Receiver<Control>, data: Receiver<Data>, sink: impl Fn(EmulatorE
             }
         }
         Control::Reanchor { session, offset } => {
-            if let Some(pane) = panes.get_mut(&session) {
+            // Only forwards. A parser already past `offset` (it worked through more of its
+            // queue than the catch-up assumed) keeps its place: moved back, its screen would
+            // be ahead of its offset, and the bytes in between parsed twice. The chunks that
+            // follow continue it from its own offset (they are cut where the backlog's are).
+            if let Some(pane) = panes.get_mut(&session)
+                && offset > pane.offset
+            {
                 pane.offset = offset;
                 pane.shared.processed.store(offset, Ordering::Release);
             }
@@ -612,5 +618,50 @@ mod tests {
                 snapshot: None
             }
         );
+    }
+
+    #[test]
+    fn catching_up_never_moves_a_screen_behind_what_it_shows() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let emulators = Emulators::start(move |e| tx.send(e).unwrap()).unwrap();
+        let shared = PaneShared::new();
+        emulators.open("s", shared.clone(), 10, 20, 0, Vec::new());
+        let chunks: Vec<(u64, Arc<[u8]>)> = (0..4u64)
+            .map(|i| (i * 8, Arc::from(format!("line-{i}\r\n").as_bytes())))
+            .collect();
+        let checkpoint = |emulators: &Emulators| {
+            emulators.checkpoint("s");
+            loop {
+                match rx.recv_timeout(Duration::from_secs(10)).unwrap() {
+                    EmulatorEvent::Checkpoint {
+                        snapshot: Some(snapshot),
+                        ..
+                    } => return snapshot,
+                    EmulatorEvent::Checkpoint { snapshot: None, .. } => panic!("no pane"),
+                    _ => {}
+                }
+            }
+        };
+        for (offset, bytes) in &chunks[..3] {
+            assert!(emulators.feed("s", &shared, *offset, bytes.clone(), 1 << 20));
+        }
+        assert_eq!(checkpoint(&emulators).offset, 24);
+        // A catch-up that starts before where the emulator already is (it drained its queue
+        // faster than the loop assumed): the screen goes on from its own offset.
+        emulators.catch_up("s", &shared, 8, chunks[1..].to_vec());
+        let snapshot = checkpoint(&emulators);
+        assert_eq!(snapshot.offset, 32);
+        let screen = replay(snapshot.screen.as_bytes());
+        let lines: Vec<String> = screen
+            .screen()
+            .contents()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        assert_eq!(lines, ["line-0", "line-1", "line-2", "line-3"]);
+        // A catch-up ahead of it skips there, as before.
+        emulators.catch_up("s", &shared, 40, vec![(40, Arc::from(&b"line-5\r\n"[..]))]);
+        assert_eq!(checkpoint(&emulators).offset, 48);
     }
 }
