@@ -507,8 +507,7 @@ impl Daemon {
         let from = chunks
             .first()
             .map_or(stream.backlog.end(), |(offset, _)| *offset);
-        let shared = stream.shared.clone();
-        self.emulators.catch_up(session_id, &shared, from, chunks);
+        self.emulators.catch_up(session_id, from, chunks);
         for request in self.hub.rerequest(session_id) {
             self.emulators.snapshot(session_id, request);
         }

@@ -119,9 +119,10 @@ enum Control {
         rows: u16,
         cols: u16,
     },
-    Reanchor {
+    CatchUp {
         session: String,
         offset: u64,
+        chunks: Vec<(u64, Arc<[u8]>)>,
     },
     Close {
         session: String,
@@ -255,20 +256,14 @@ impl Emulators {
     /// Output it still has queued is dropped unparsed. The screen then lacks only what the
     /// skipped bytes drew and the newest output did not draw over: in a flood of lines,
     /// nothing, once the chunks hold a screenful.
-    pub fn catch_up(
-        &self,
-        session: &str,
-        shared: &PaneShared,
-        offset: u64,
-        chunks: Vec<(u64, Arc<[u8]>)>,
-    ) {
-        let _ = self.control.send(Control::Reanchor {
+    /// The skip and the parsing of `chunks` are one step of the emulator thread, so no
+    /// snapshot is ever taken in between (its screen would be behind its offset).
+    pub fn catch_up(&self, session: &str, offset: u64, chunks: Vec<(u64, Arc<[u8]>)>) {
+        let _ = self.control.send(Control::CatchUp {
             session: session.into(),
             offset,
+            chunks,
         });
-        for (offset, bytes) in chunks {
-            self.send_data(session, shared, offset, bytes);
-        }
     }
 
     /// Stops emulating a pane.
@@ -284,6 +279,9 @@ struct PaneEmulator {
     parser: vt100::Parser,
     /// Stream offset the parser has consumed up to.
     offset: u64,
+    /// The last bytes parsed (at most 3), to tell whether the stream ends inside a
+    /// character.
+    tail: Vec<u8>,
     rows: u16,
     cols: u16,
 }
@@ -295,12 +293,21 @@ impl PaneEmulator {
         self.shared
             .queued
             .fetch_sub(data.bytes.len() as u64, Ordering::AcqRel);
-        if data.offset != self.offset {
+        self.parse(session, data.offset, &data.bytes, sink);
+    }
+
+    /// Parses a chunk at `offset` if it continues the stream exactly.
+    fn parse(&mut self, session: &str, offset: u64, bytes: &[u8], sink: &impl Fn(EmulatorEvent)) {
+        if offset != self.offset {
             return;
         }
         let before = self.parser.screen().bracketed_paste();
-        self.parser.process(&data.bytes);
-        self.offset += data.bytes.len() as u64;
+        self.parser.process(bytes);
+        self.offset += bytes.len() as u64;
+        self.tail
+            .extend_from_slice(&bytes[bytes.len().saturating_sub(3)..]);
+        let excess = self.tail.len().saturating_sub(3);
+        self.tail.drain(..excess);
         let after = self.parser.screen().bracketed_paste();
         if before != after {
             self.shared.bracketed_paste.store(after, Ordering::Release);
@@ -312,9 +319,12 @@ impl PaneEmulator {
         self.shared.processed.store(self.offset, Ordering::Release);
     }
 
+    /// The screen, at the offset where the last complete character ends: the lead bytes of
+    /// a character cut by a read draw nothing yet, so the screen there is the same, and
+    /// output sent after it starts with the whole character instead of its middle.
     fn snapshot(&self) -> Snapshot {
         Snapshot {
-            offset: self.offset,
+            offset: self.offset - super::utf8::incomplete_tail(&self.tail) as u64,
             screen: screen_state(self.parser.screen()),
             rows: self.rows,
             cols: self.cols,
@@ -380,6 +390,7 @@ fn run(control: Receiver<Control>, data: Receiver<Data>, sink: impl Fn(EmulatorE
                     shared,
                     parser,
                     offset,
+                    tail: Vec::new(),
                     rows,
                     cols,
                 },
@@ -418,16 +429,24 @@ fn run(control: Receiver<Control>, data: Receiver<Data>, sink: impl Fn(EmulatorE
                 pane.cols = cols;
             }
         }
-        Control::Reanchor { session, offset } => {
+        Control::CatchUp {
+            session,
+            offset,
+            chunks,
+        } => {
             // Only forwards. A parser already past `offset` (it worked through more of its
             // queue than the catch-up assumed) keeps its place: moved back, its screen would
-            // be ahead of its offset, and the bytes in between parsed twice. The chunks that
-            // follow continue it from its own offset (they are cut where the backlog's are).
-            if let Some(pane) = panes.get_mut(&session)
-                && offset > pane.offset
-            {
-                pane.offset = offset;
-                pane.shared.processed.store(offset, Ordering::Release);
+            // be ahead of its offset, and the bytes in between parsed twice. The chunks then
+            // continue it from its own offset (they are cut where the backlog's are).
+            if let Some(pane) = panes.get_mut(&session) {
+                if offset > pane.offset {
+                    pane.offset = offset;
+                    pane.tail.clear();
+                }
+                for (offset, bytes) in &chunks {
+                    pane.parse(&session, *offset, bytes, &sink);
+                }
+                pane.shared.processed.store(pane.offset, Ordering::Release);
             }
         }
         Control::Close { session } => {
@@ -648,7 +667,7 @@ mod tests {
         assert_eq!(checkpoint(&emulators).offset, 24);
         // A catch-up that starts before where the emulator already is (it drained its queue
         // faster than the loop assumed): the screen goes on from its own offset.
-        emulators.catch_up("s", &shared, 8, chunks[1..].to_vec());
+        emulators.catch_up("s", 8, chunks[1..].to_vec());
         let snapshot = checkpoint(&emulators);
         assert_eq!(snapshot.offset, 32);
         let screen = replay(snapshot.screen.as_bytes());
@@ -661,7 +680,7 @@ mod tests {
             .collect();
         assert_eq!(lines, ["line-0", "line-1", "line-2", "line-3"]);
         // A catch-up ahead of it skips there, as before.
-        emulators.catch_up("s", &shared, 40, vec![(40, Arc::from(&b"line-5\r\n"[..]))]);
+        emulators.catch_up("s", 40, vec![(40, Arc::from(&b"line-5\r\n"[..]))]);
         assert_eq!(checkpoint(&emulators).offset, 48);
     }
 }

@@ -539,7 +539,10 @@ impl Hub {
         let (offset, gap) = if outrun {
             // A gap the viewer is owed anyway keeps its reason; it now ends later.
             let gap = gap.unwrap_or((snapshot.offset, EMULATOR_OUTRUN));
-            (stream.backlog.start(), Some(gap))
+            (
+                char_start(&stream.backlog, stream.backlog.start()),
+                Some(gap),
+            )
         } else {
             (snapshot.offset, gap)
         };
@@ -734,6 +737,22 @@ fn next_frame(
         )),
         next,
     ))
+}
+
+/// The first offset at or after `offset` where a character starts: the oldest byte held
+/// may be the middle of one (reads cut characters), which output sent from there would
+/// begin with as replacement characters. The bytes skipped are within the gap announced.
+fn char_start(backlog: &Backlog, offset: u64) -> u64 {
+    let mut head = Vec::with_capacity(4);
+    if backlog.read(offset, 4, &mut head).is_err() {
+        return offset;
+    }
+    let continuation = head
+        .iter()
+        .take(3)
+        .take_while(|b| *b & 0xC0 == 0x80)
+        .count();
+    offset + continuation as u64
 }
 
 #[cfg(test)]

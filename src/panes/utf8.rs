@@ -55,7 +55,7 @@ impl Utf8Chunker {
 }
 
 /// Length of a trailing incomplete-but-so-far-valid UTF-8 sequence (0 to 3 bytes).
-fn incomplete_tail(bytes: &[u8]) -> usize {
+pub fn incomplete_tail(bytes: &[u8]) -> usize {
     // Look back at most 3 bytes for the lead byte of the last character.
     for back in 1..=bytes.len().min(3) {
         let i = bytes.len() - back;

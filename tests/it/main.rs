@@ -33,6 +33,7 @@ mod metrics;
 mod model;
 mod observe;
 mod restart;
+mod screens;
 mod secrets;
 mod slow_work;
 mod tasks;
