@@ -21,7 +21,7 @@
 //! | [`panes`] | the output and input path: pipe hand-over, capture, backlog, UTF-8, fanout hub, emulator thread, typing | parse HTTP |
 //! | [`tmux`] | the only code that runs tmux: argv building, output parsing, timeouts, typed errors | accept user text as an argument |
 //! | [`pty`] | the `pty` backend's process boundary: the holder (`orchestra pty-hold`) that owns an agent's pseudo-terminal and process, and the daemon's side of its hand-over | read output while a daemon is attached |
-//! | [`tasks`] | delegated tasks: tickets, queue, lifecycle and restart rules, the redb store (its own thread), prompts, workspace diffs and test runs (off the loop) | touch sockets, run tmux directly |
+//! | [`tasks`] | delegated tasks: tickets, queue, lifecycle and restart rules (a launched task's spawn spec is withdrawn or its session adopted), the redb store (its own thread), prompts, workspace diffs and test runs (off the loop); `tasks::git` builds every git call the daemon makes, so that no repository configuration runs a program | touch sockets, run tmux directly |
 //! | [`environment`] | what children inherit: the daemon's own `ORCHESTRA_*` variables are erased at start and never passed on | decide what an agent's request may set |
 //! | [`metrics`] | counters and histograms for `GET /metrics` and their Prometheus text; the loop's are plain integers, threads' are atomics | lock or allocate per byte |
 //! | [`jobs`] | bounded pools of worker threads (quick tmux and /proc work, kills, git) and the continuation channel back to the loop | touch loop state |
@@ -102,6 +102,10 @@
 //!   viewer is bounded by configured limits.
 //! - Responses on a connection go out in request order.
 //! - Secrets and tokens are never logged; request log lines carry the path without its query.
+//! - No credential the daemon accepts is sent to a process that is not the daemon: local
+//!   commands use `<state_dir>/api.sock` without a token, remote ones send a token only after
+//!   `POST /api/server-proof` ([`proto::proof`]); no secret or task prompt is ever on a
+//!   command line.
 
 pub mod agents;
 pub mod api;
