@@ -715,6 +715,22 @@ pub struct AgentType {
     /// Where its sessions run: `"tmux"` (default) or `"pty"`.
     #[serde(default)]
     pub backend: Backend,
+    /// What a delegated task's text is to it: `"prose"` (default), a prompt that gets the
+    /// context files, requirements and the instruction to make the tests pass appended; or
+    /// `"script"` (the built-in `shell`), run exactly as written, nothing appended.
+    #[serde(default)]
+    pub prompt: PromptStyle,
+}
+
+/// How a delegated task's text reaches an agent type's one-shot command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptStyle {
+    /// A prompt for an agent that reads prose: the context is appended in words.
+    #[default]
+    Prose,
+    /// A program (a shell script): the task text exactly, nothing appended.
+    Script,
 }
 
 /// `[[agents.<type>.screen_rules]]`: a pattern on the agent's screen and what it means.
@@ -1098,6 +1114,11 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
                 hooks: (name == "claude").then_some(HookStyle::Claude),
                 screen_rules: Vec::new(),
                 backend: Backend::Tmux,
+                prompt: if name == "shell" {
+                    PromptStyle::Script
+                } else {
+                    PromptStyle::Prose
+                },
             },
         );
     };

@@ -142,7 +142,7 @@ enum Command {
     /// Hand a task to a new headless agent; prints its task id (or waits for it).
     ///
     /// Examples:
-    ///   orchestra delegate claude "add a --verbose flag" --worktree --test-command cargo test
+    ///   orchestra delegate claude "add a --verbose flag" --worktree --test-command "cargo test"
     ///   orchestra delegate codex "fix the flaky test" --context-file tests/it.rs --wait
     #[command(verbatim_doc_comment)]
     Delegate {

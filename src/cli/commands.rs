@@ -94,10 +94,11 @@ pub struct DelegateArgs {
     /// Run in a fresh git worktree on its own branch.
     #[arg(long)]
     pub worktree: bool,
-    /// Test command run when the agent is done, e.g. `--test-command cargo test` (the rest of
-    /// the line; quote nothing, it is an argv).
-    #[arg(long, value_name = "ARGV", num_args = 1.., allow_hyphen_values = true)]
-    pub test_command: Vec<String>,
+    /// Test command run when the agent is done, as one argument split into words like a
+    /// shell would (quotes group, nothing is expanded or run by a shell), e.g.
+    /// `--test-command "cargo test --all"`. The task then requires its tests to pass.
+    #[arg(long, value_name = "COMMAND", allow_hyphen_values = true)]
+    pub test_command: Option<String>,
     /// Task timeout, e.g. `30m` (default: the daemon's).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
@@ -284,8 +285,12 @@ pub fn delegate(api: &Api, args: DelegateArgs) -> Result<u8, Failure> {
     if args.worktree {
         body["isolation"] = "worktree".into();
     }
-    if !args.test_command.is_empty() {
-        body["test_command"] = args.test_command.into();
+    if let Some(command) = &args.test_command {
+        let argv = split_words(command)
+            .map_err(|e| Failure::new(exit::USAGE, format!("--test-command {command:?}: {e}")))?;
+        body["test_command"] = argv.into();
+        // A test command given is a test command to run.
+        body["context"]["tests_required"] = true.into();
     }
     if let Some(timeout) = args.timeout {
         body["timeout_ms"] = (timeout.as_millis() as u64).into();
@@ -304,6 +309,62 @@ pub fn delegate(api: &Api, args: DelegateArgs) -> Result<u8, Failure> {
         eprintln!("task {id} ({})", cell(&ticket["ticket_id"]));
     }
     wait_task(api, &id)
+}
+
+/// Splits a command line into words the way a POSIX shell groups them, without expanding or
+/// running anything: whitespace separates words; `'...'` is literal; `"..."` is literal but
+/// for `\"` and `\\`; a backslash outside quotes takes the next character as it is.
+pub fn split_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if let Some(done) = word.take() {
+                    words.push(done);
+                }
+            }
+            '\'' => {
+                let word = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err("a single quote is not closed".into()),
+                    }
+                }
+            }
+            '"' => {
+                let word = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\')) => word.push(c),
+                            Some(c) => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                            None => return Err("a double quote is not closed".into()),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err("a double quote is not closed".into()),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some(c) => word.get_or_insert_with(String::new).push(c),
+                None => return Err("it ends with a backslash".into()),
+            },
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    if words.is_empty() {
+        return Err("no command".into());
+    }
+    Ok(words)
 }
 
 /// Runs `orchestra tasks`; returns the exit code (`wait` returns the task's outcome).
@@ -466,6 +527,22 @@ fn print_result(ticket: &Value) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn test_commands_split_into_words_without_a_shell() {
+        assert_eq!(
+            split_words("cargo test --all").unwrap(),
+            ["cargo", "test", "--all"]
+        );
+        assert_eq!(
+            split_words(r#"  pytest -k 'a b' "c \"d\"" e\ f $HOME ; x "#).unwrap(),
+            ["pytest", "-k", "a b", "c \"d\"", "e f", "$HOME", ";", "x"]
+        );
+        assert_eq!(split_words("''").unwrap(), [""]);
+        for bad in ["", "   ", "'open", "\"open", "trailing\\"] {
+            assert!(split_words(bad).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -337,7 +337,16 @@ fn prepare(daemon: &mut Daemon, task_id: u64) {
         return finish_without_agent(daemon, task_id, Ending::SpawnFailed { reason });
     };
     let test_command = test_command_of(&config, ticket);
-    let prompt_text = prompt::build(&ticket.task, &ticket.context, test_command.as_deref());
+    // A script (the shell type) runs exactly as written; prose gets its context in words.
+    let script = config
+        .agents
+        .get(&ticket.agent_type)
+        .is_some_and(|t| t.prompt == crate::config::PromptStyle::Script);
+    let prompt_text = if script {
+        ticket.task.clone()
+    } else {
+        prompt::build(&ticket.task, &ticket.context, test_command.as_deref())
+    };
     // The prompt goes to the agent in a private file, named on its command line or opened
     // as its standard input; only a template with `{prompt}` shows it to every local user.
     let prompt_file = (prompt::wants_file(&template) || prompt::wants_stdin(&template))

@@ -598,3 +598,44 @@ fn attach_keeps_the_agent_on_its_screen_and_puts_its_modes_back() {
         assert!(reset_at > set_at, "{shown:?} was not undone");
     }
 }
+
+#[test]
+fn a_delegated_shell_script_runs_as_written_and_its_test_command_runs() {
+    let daemon = DaemonProcess::start();
+    let work = daemon.work.display().to_string();
+    // `--wait` after the test command is a flag of `delegate`, not part of the command.
+    let waited = cli(
+        &daemon,
+        &[
+            "delegate",
+            "shell",
+            "echo made > made.txt",
+            "--working-dir",
+            &work,
+            "--test-command",
+            "sh -c 'grep -q made made.txt'",
+            "--wait",
+            "--json",
+        ],
+    );
+    assert_eq!(waited.status.code(), Some(0), "{}", stderr(&waited));
+    let ticket: Value = serde_json::from_str(&stdout(&waited)).expect("the ticket as JSON");
+    assert_eq!(ticket["status"], "completed", "{ticket}");
+    assert_eq!(
+        ticket["test_command"],
+        serde_json::json!(["sh", "-c", "grep -q made made.txt"])
+    );
+    // The script ran exactly as written (nothing appended to it) and the tests ran.
+    assert_eq!(ticket["result"]["exit_code"], 0, "{ticket}");
+    assert_eq!(ticket["result"]["tests_passed"], true, "{ticket}");
+    let unbalanced = cli(
+        &daemon,
+        &["delegate", "shell", "true", "--test-command", "sh -c 'oops"],
+    );
+    assert_eq!(unbalanced.status.code(), Some(2));
+    assert!(
+        stderr(&unbalanced).contains("not closed"),
+        "{}",
+        stderr(&unbalanced)
+    );
+}
