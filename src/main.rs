@@ -122,9 +122,17 @@ enum Command {
         session: String,
         /// The message (typed as one paste, then Enter).
         text: String,
-        /// Wait for the reply the agent's turn ends with and print it (agents with hooks).
-        #[arg(long)]
-        wait: bool,
+        /// Wait for the reply the agent's turn ends with and print it (agents with hooks), at
+        /// most 10 minutes, or as long as `--wait=DURATION` says (e.g. `--wait=30s`).
+        #[arg(
+            long,
+            value_name = "DURATION",
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "10m",
+            value_parser = humantime::parse_duration
+        )]
+        wait: Option<Duration>,
     },
     /// An agent's terminal in yours, live, over the API (works from other machines).
     ///

@@ -203,6 +203,7 @@ fn detail(daemon: &Daemon, agent: &Agent, metrics: manager::Metrics) -> AgentDet
         capture: agent.capture.as_str(),
         output_bytes: agent.output_bytes,
         capture_rearms: agent.rearms,
+        reports_replies: agent.hook_token.is_some(),
         exit_code: match agent.exit {
             Some(ExitInfo::Code(code)) => Some(code),
             _ => None,

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::output::{cell, colours, fields, print_json, status, table};
-use super::{Api, Failure, exit, next_message, segment, send_message, websocket, ws_failure};
+use super::{
+    Api, Failure, exit, next_message, poll_message, segment, send_message, websocket, ws_failure,
+};
 
 /// `orchestra agents ...`
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -237,23 +239,50 @@ fn directory(dir: Option<PathBuf>) -> Result<String, Failure> {
         .map_err(|_| Failure::new(exit::USAGE, "the working directory is not valid UTF-8"))
 }
 
-/// Runs `orchestra send SESSION TEXT [--wait]`: types a message into the agent, and with
-/// `wait` prints the reply its turn ends with.
-pub fn send(api: &Api, session: &str, text: &str, wait: bool) -> Result<(), Failure> {
-    let mut socket = websocket(api, None)?;
+/// Runs `orchestra send`: types `text` as a `user_message`; with `wait`, prints the reply
+/// the agent's turn ends with, giving up after `wait` has passed (agents without hooks
+/// report no replies, which is said at once).
+pub fn send(api: &Api, session: &str, text: &str, wait: Option<Duration>) -> Result<(), Failure> {
+    if wait.is_some() {
+        let agent = api.get(&format!("/api/agents/{}", segment(session)))?;
+        if agent["reports_replies"] == false {
+            return Err(Failure::new(
+                exit::FAILED,
+                format!(
+                    "{session} ({}) reports no replies (its CLI has no hooks), so --wait would \
+                     wait forever; send without --wait and watch it with `orchestra attach \
+                     {session}`",
+                    cell(&agent["agent_type"])
+                ),
+            ));
+        }
+    }
+    let deadline = wait.map(|wait| std::time::Instant::now() + wait);
+    let mut socket = websocket(api, wait.map(|_| Duration::from_secs(1)))?;
     let id = format!("cli-{}", std::process::id());
     send_message(
         &mut socket,
         &json!({"type": "user_message", "session_id": session, "content": text, "id": id}),
     )?;
     loop {
-        let message = next_message(&mut socket)?;
+        if deadline.is_some_and(|deadline| std::time::Instant::now() >= deadline) {
+            return Err(Failure::new(
+                exit::FAILED,
+                format!(
+                    "no reply from {session} within {} (--wait); the message was delivered",
+                    humantime::format_duration(wait.unwrap_or_default())
+                ),
+            ));
+        }
+        let Some(message) = poll_message(&mut socket)? else {
+            continue;
+        };
         let about_us = message["session_id"] == session;
         match message["type"].as_str() {
             Some("error") if about_us || message["id"] == id.as_str() => {
                 return Err(ws_failure(&message));
             }
-            Some("user_message_ack") if about_us && !wait => {
+            Some("user_message_ack") if about_us && wait.is_none() => {
                 if api.json {
                     print_json(&message);
                 }

@@ -300,6 +300,46 @@ pub fn next_message(socket: &mut tungstenite::WebSocket<ApiStream>) -> Result<Va
     }
 }
 
+/// Like [`next_message`], but `None` once the socket's read timeout passes with nothing
+/// read (the socket stays usable).
+pub fn poll_message(
+    socket: &mut tungstenite::WebSocket<ApiStream>,
+) -> Result<Option<Value>, Failure> {
+    loop {
+        match socket.read() {
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(None);
+            }
+            Ok(tungstenite::Message::Text(text)) => {
+                if let Ok(value) = serde_json::from_str::<Value>(text.as_str()) {
+                    return Ok(Some(value));
+                }
+            }
+            Ok(tungstenite::Message::Close(frame)) => {
+                let why = frame
+                    .map(|f| format!("{} {}", u16::from(f.code), f.reason))
+                    .unwrap_or_default();
+                return Err(Failure::new(
+                    exit::UNREACHABLE,
+                    format!("the daemon closed the connection {why}"),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Failure::new(
+                    exit::UNREACHABLE,
+                    format!("lost the connection to the daemon: {e}"),
+                ));
+            }
+        }
+    }
+}
+
 /// Sends one JSON message.
 pub fn send_message(
     socket: &mut tungstenite::WebSocket<ApiStream>,

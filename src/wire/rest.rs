@@ -123,6 +123,9 @@ pub struct AgentDetail {
     pub output_bytes: u64,
     /// How many times the daemon re-armed output capture on this pane.
     pub capture_rearms: u32,
+    /// Whether the agent's replies arrive as `claude_response` messages (its CLI reports
+    /// the end of its turns through hooks); without, only its screen shows them.
+    pub reports_replies: bool,
     /// Exit status once the process has exited (absent while it runs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,

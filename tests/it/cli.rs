@@ -198,6 +198,14 @@ fn agents_from_the_command_line() {
     );
     let usage = cli(&daemon, &["agents", "spawn"]);
     assert_eq!(usage.status.code(), Some(2));
+    // Waiting for a reply from an agent whose CLI reports none is refused at once.
+    let no_replies = cli(&daemon, &["send", &session, "hello", "--wait"]);
+    assert_eq!(no_replies.status.code(), Some(1));
+    assert!(
+        stderr(&no_replies).contains("reports no replies"),
+        "{}",
+        stderr(&no_replies)
+    );
     // Send types into the agent.
     ok(&cli(&daemon, &["send", &session, "hello from the cli"]));
     let screen = wait_until("the message in the pane", || {
@@ -637,5 +645,23 @@ fn a_delegated_shell_script_runs_as_written_and_its_test_command_runs() {
         stderr(&unbalanced).contains("not closed"),
         "{}",
         stderr(&unbalanced)
+    );
+}
+
+#[test]
+fn send_wait_gives_up_after_its_timeout() {
+    let daemon = DaemonProcess::start_with(&format!(
+        "[agents.hooked]\ncommand = [\"{}\"]\nhooks = \"claude\"\n",
+        crate::common::agent_script("echo.sh")
+    ));
+    let token = daemon.control();
+    let session = crate::common::id_of(&daemon.spawn(&token, "hooked"));
+    // The stand-in agent has hooks but never ends a turn: no reply comes.
+    let waited = cli(&daemon, &["send", &session, "hello", "--wait=1s"]);
+    assert_eq!(waited.status.code(), Some(1), "{}", stderr(&waited));
+    assert!(
+        stderr(&waited).contains("no reply from"),
+        "{}",
+        stderr(&waited)
     );
 }
