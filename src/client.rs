@@ -193,7 +193,8 @@ impl Endpoint {
                 let stream = UnixStream::connect(socket).map_err(|e| {
                     ConnectError::Unreachable(format!(
                         "cannot reach the daemon through its socket {}: {e} (is it running? \
-                         start it with `orchestra serve`; a daemon with another state \
+                         start it with `orchestra serve`, or `cargo run --release -- serve` in \
+                         a checkout; a daemon with another state \
                          directory needs --state-dir)",
                         socket.display()
                     ))
@@ -210,7 +211,8 @@ impl Endpoint {
                 let unreachable = |e: io::Error| {
                     ConnectError::Unreachable(format!(
                         "cannot reach the daemon at http://{}: {e} (is it running? start it \
-                         with `orchestra serve`)",
+                         with `orchestra serve`, or `cargo run --release -- serve` in a \
+                         checkout)",
                         url.authority
                     ))
                 };

@@ -19,7 +19,8 @@ pub const SECRET_ENV: &str = "ORCHESTRA_JWT_SECRET";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address the HTTP/WebSocket server binds to.
+    /// Address the HTTP/WebSocket server binds to (`"localhost:PORT"` means 127.0.0.1).
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// Host names clients may use in `Host` (DNS-rebinding protection). Empty: on a loopback
     /// `listen`, only `localhost` and the loopback addresses; elsewhere, any. `"*"`: any.
@@ -790,6 +791,23 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// `listen`: an IP address and port, or `localhost:PORT` (127.0.0.1), with a message that
+/// says how to write it.
+fn listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    if let Some(port) = text.strip_prefix("localhost:")
+        && let Ok(port) = port.parse::<u16>()
+    {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "listen = {text:?} is not an address: write an IP address and port, such as \
+             \"127.0.0.1:8081\" (or \"localhost:8081\"; other names are not looked up)"
+        ))
+    })
+}
+
 /// Command-line values that override the file.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -824,7 +842,23 @@ impl Config {
 
     /// Parses a config file's text on top of the defaults, without validating paths.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+        toml::from_str(text).map_err(|e| {
+            // An address written without quotes fails as a number before any field sees it.
+            let unquoted_listen = text.lines().any(|line| {
+                let line = line.trim_start();
+                line.strip_prefix("listen")
+                    .map(str::trim_start)
+                    .and_then(|rest| rest.strip_prefix('='))
+                    .map(str::trim_start)
+                    .is_some_and(|value| value.starts_with(|c: char| c.is_ascii_digit()))
+            });
+            let hint = if unquoted_listen {
+                "\nhint: listen takes a quoted address, e.g. listen = \"127.0.0.1:8081\""
+            } else {
+                ""
+            };
+            ConfigError(format!("{e}{hint}"))
+        })
     }
 
     /// Expands `~`, makes paths absolute and checks invariants the rest of the daemon relies on.
@@ -1259,15 +1293,53 @@ pub mod duration_text {
 
     /// Parses a humantime duration string.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+        /// A duration as written: text, or anything else (a number without a unit).
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Text(String),
+            Other(serde::de::IgnoredAny),
+        }
+        let text = match Written::deserialize(d)? {
+            Written::Text(text) => text,
+            Written::Other(_) => {
+                return Err(serde::de::Error::custom(
+                    "a duration is a quoted number with a unit, such as \"10s\", \"5m\" or \"2h\"",
+                ));
+            }
+        };
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?}: {e} (write it like \"10s\", \"5m\" or \"2h\")"
+            ))
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_mistakes_get_errors_that_say_how_to_write_it() {
+        let unquoted = Config::from_toml("listen = 127.0.0.1:8081").unwrap_err().0;
+        assert!(
+            unquoted.contains("listen = \"127.0.0.1:8081\""),
+            "{unquoted}"
+        );
+        let name = Config::from_toml("listen = \"devbox:8081\"").unwrap_err().0;
+        assert!(name.contains("IP address and port"), "{name}");
+        let local = Config::from_toml("listen = \"localhost:8081\"").unwrap();
+        assert_eq!(local.listen, "127.0.0.1:8081".parse().unwrap());
+        let number = Config::from_toml("[sessions]\nidle_after = 10")
+            .unwrap_err()
+            .0;
+        assert!(number.contains("\"10s\""), "{number}");
+        let unit = Config::from_toml("[sessions]\nidle_after = \"10 parsecs\"")
+            .unwrap_err()
+            .0;
+        assert!(unit.contains("\"10s\""), "{unit}");
+    }
 
     #[test]
     fn the_sample_config_in_contrib_loads() {

@@ -98,8 +98,15 @@ impl Server {
         let auth = crate::api::auth::Authenticator::new(&config, &secret)?;
 
         let poll = Poll::new().map_err(|e| format!("cannot create the poller: {e}"))?;
-        let mut listener = TcpListener::bind(config.listen)
-            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        let mut listener = TcpListener::bind(config.listen).map_err(|e| {
+            let hint = if e.kind() == io::ErrorKind::AddrInUse {
+                " (another program, or another orchestra daemon, listens there: stop it, or \
+                     choose another port with --listen 127.0.0.1:PORT or `listen` in the config)"
+            } else {
+                ""
+            };
+            format!("cannot listen on {}: {e}{hint}", config.listen)
+        })?;
         let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
         // From here on the config names the address really bound (a port of 0 is chosen
         // by the system), which the local socket's login links point at.

@@ -238,7 +238,8 @@ pub fn resolve_working_dir(
     if !inside {
         let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
         return Err(format!(
-            "working_dir {shown} resolves to {}, which is outside the allowed roots ({})",
+            "working_dir {shown} resolves to {}, which is outside the allowed roots ({}); \
+             add its directory to sessions.allowed_roots in the config to allow it",
             canonical.display(),
             roots.join(", ")
         ));

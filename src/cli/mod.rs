@@ -238,7 +238,7 @@ pub fn websocket(
             exit::UNREACHABLE,
             format!(
                 "cannot open a WebSocket to {}: {e} (is the daemon running? start it with \
-                 `orchestra serve`)",
+                 `orchestra serve`, or `cargo run --release -- serve` in a checkout)",
                 api.endpoint.describe()
             ),
         )

@@ -665,3 +665,26 @@ fn send_wait_gives_up_after_its_timeout() {
         stderr(&waited)
     );
 }
+
+#[test]
+fn a_busy_port_says_how_to_choose_another() {
+    let dir = tempfile::Builder::new().prefix("orch").tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_orchestra"))
+        .arg("serve")
+        .arg("--listen")
+        .arg(busy.local_addr().unwrap().to_string())
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env_remove("ORCHESTRA_JWT_SECRET")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = stderr(&output);
+    assert!(said.contains("--listen 127.0.0.1:PORT"), "{said}");
+}
