@@ -35,6 +35,7 @@ mod observe;
 mod restart;
 mod screens;
 mod secrets;
+mod setup;
 mod slow_work;
 mod tasks;
 mod trust;
