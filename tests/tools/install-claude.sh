@@ -3,6 +3,8 @@
 # server) into DIR (default: target/tmp/claude-code), unless it is there already.
 # Prints the path of the `claude` program.
 set -euo pipefail
+# npm's cache stays under target/ like everything the tests install.
+export npm_config_cache="${npm_config_cache:-$(cd "$(dirname "$0")/../.." && pwd)/target/npm-cache}"
 VERSION=2.1.328
 dir=${1:-"$(cd "$(dirname "$0")/../.." && pwd)/target/tmp/claude-code"}
 bin="$dir/node_modules/@anthropic-ai/claude-code/bin/claude.exe"

@@ -3,6 +3,8 @@
 # server) into DIR (default: target/tmp/codex), unless it is there already. Prints the path of
 # the `codex` program.
 set -euo pipefail
+# npm's cache stays under target/ like everything the tests install.
+export npm_config_cache="${npm_config_cache:-$(cd "$(dirname "$0")/../.." && pwd)/target/npm-cache}"
 VERSION=0.171.0
 dir=${1:-"$(cd "$(dirname "$0")/../.." && pwd)/target/tmp/codex"}
 bin="$dir/node_modules/.bin/codex"

@@ -4,6 +4,8 @@
 # into target/tmp/playwright (once per lockfile). Never downloads a browser of its own.
 # Prints the node_modules directory on its last line.
 set -euo pipefail
+# npm's cache stays under target/ like everything the tests install.
+export npm_config_cache="${npm_config_cache:-$(cd "$(dirname "$0")/../.." && pwd)/target/npm-cache}"
 cd "$(dirname "$0")/../.."
 if ! [ -x /usr/bin/chromium ]; then
     if [ "$(id -u)" -eq 0 ]; then

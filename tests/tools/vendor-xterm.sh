@@ -5,6 +5,8 @@
 #   --check (default): fails, naming the file, if a vendored file differs from the release;
 #   --update:          copies the release files over the vendored ones.
 set -euo pipefail
+# npm's cache stays under target/ like everything the tests install.
+export npm_config_cache="${npm_config_cache:-$(cd "$(dirname "$0")/../.." && pwd)/target/npm-cache}"
 cd "$(dirname "$0")/../.."
 mode=${1:---check}
 case "$mode" in
