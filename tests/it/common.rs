@@ -680,6 +680,28 @@ impl Drop for DaemonProcess {
             signal(child.id(), "KILL");
             let _ = child.wait();
         }
+        // The agents' process groups, so that none outlives the test and writes into its
+        // directory after it is removed (an agent CLI saving its state on SIGHUP would
+        // leave the directory behind).
+        let pane_pids: Vec<u32> = Command::new("tmux")
+            .arg("-S")
+            .arg(self.state.join("tmux.sock"))
+            .args(["list-panes", "-a", "-F", "#{pane_pid}"])
+            .stderr(Stdio::null())
+            .output()
+            .map(|out| {
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter_map(|line| line.trim().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for pid in &pane_pids {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
         // Never panics (a panic while a test fails would abort the whole test binary and
         // leave its daemons running), also when tmux is not installed.
         let _ = Command::new("tmux")
@@ -693,6 +715,11 @@ impl Drop for DaemonProcess {
         // A tmux client the daemon started just before it was killed can still bring the
         // server up after `kill-server`; anything that names this daemon's socket goes.
         kill_processes_mentioning(&self.state.join("tmux.sock"));
+        // Bounded: a process SIGKILLed is gone within moments.
+        let deadline = Instant::now() + PATIENCE;
+        while pane_pids.iter().any(|pid| process_alive(*pid)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
