@@ -715,9 +715,20 @@ impl Drop for DaemonProcess {
         // A tmux client the daemon started just before it was killed can still bring the
         // server up after `kill-server`; anything that names this daemon's socket goes.
         kill_processes_mentioning(&self.state.join("tmux.sock"));
+        // Whatever an agent started in a session of its own still points into this
+        // directory: through its environment (a CLI's HOME) or its arguments.
+        let strays = processes_living_in(self.dir.path());
+        for pid in &strays {
+            signal(*pid, "KILL");
+        }
         // Bounded: a process SIGKILLed is gone within moments.
         let deadline = Instant::now() + PATIENCE;
-        while pane_pids.iter().any(|pid| process_alive(*pid)) && Instant::now() < deadline {
+        while pane_pids
+            .iter()
+            .chain(&strays)
+            .any(|pid| process_alive(*pid))
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -754,6 +765,27 @@ pub fn processes_mentioning(path: &Path) -> Vec<u32> {
         }
     }
     found
+}
+
+/// Pids of the processes (other than this one) whose command line or environment
+/// contains `path`.
+fn processes_living_in(path: &Path) -> Vec<u32> {
+    let needle = path.as_os_str().as_encoded_bytes();
+    let own = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let mentions = |file: &str| {
+                std::fs::read(entry.path().join(file))
+                    .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+            };
+            (pid != own && (mentions("cmdline") || mentions("environ"))).then_some(pid)
+        })
+        .collect()
 }
 
 /// Appends `extra` to `base`, merging top-level tables that both define.
