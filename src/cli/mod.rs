@@ -271,31 +271,11 @@ pub fn websocket(
     }
 }
 
-/// The next JSON text message, or why there is none.
+/// The next JSON text message, or why there is none (on a socket without a read timeout).
 pub fn next_message(socket: &mut tungstenite::WebSocket<ApiStream>) -> Result<Value, Failure> {
     loop {
-        match socket.read() {
-            Ok(tungstenite::Message::Text(text)) => {
-                if let Ok(value) = serde_json::from_str::<Value>(text.as_str()) {
-                    return Ok(value);
-                }
-            }
-            Ok(tungstenite::Message::Close(frame)) => {
-                let why = frame
-                    .map(|f| format!("{} {}", u16::from(f.code), f.reason))
-                    .unwrap_or_default();
-                return Err(Failure::new(
-                    exit::UNREACHABLE,
-                    format!("the daemon closed the connection {why}"),
-                ));
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return Err(Failure::new(
-                    exit::UNREACHABLE,
-                    format!("lost the connection to the daemon: {e}"),
-                ));
-            }
+        if let Some(message) = poll_message(socket)? {
+            return Ok(message);
         }
     }
 }
