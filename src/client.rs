@@ -45,22 +45,6 @@ impl DaemonUrl {
             authority: listen.to_string(),
         }
     }
-
-    /// Whether the URL names this host (loopback), the only place a token signed with the
-    /// local secret may be sent.
-    pub fn is_this_host(&self) -> bool {
-        let authority = self.authority.to_ascii_lowercase();
-        let host = if authority.starts_with('[') {
-            authority
-                .find(']')
-                .map_or(authority.as_str(), |end| &authority[..=end])
-        } else {
-            authority
-                .rsplit_once(':')
-                .map_or(authority.as_str(), |(host, _)| host)
-        };
-        matches!(host, "localhost" | "127.0.0.1" | "[::1]")
-    }
 }
 
 /// Where a command reaches the daemon, and what it authenticates with.

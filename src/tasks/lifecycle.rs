@@ -1164,7 +1164,7 @@ pub fn recover(daemon: &mut Daemon) {
             recover_one(daemon, task_id);
         }
     }
-    remove_finished_sessions(daemon);
+    remove_leftover_sessions(daemon);
     prune(daemon, u64::MAX);
     schedule(daemon);
 }
@@ -1266,7 +1266,7 @@ fn withdrawn(daemon: &mut Daemon, task_id: u64) {
 /// previous daemon stopped between storing the result and removing the session, unless
 /// `tasks.keep_sessions`), and sessions created late for a spawn spec a restart withdrew
 /// (their agent never started).
-fn remove_finished_sessions(daemon: &mut Daemon) {
+fn remove_leftover_sessions(daemon: &mut Daemon) {
     let keep = daemon.config.tasks.keep_sessions;
     let leftovers: Vec<(u64, String)> = daemon
         .tasks
