@@ -45,7 +45,7 @@ pub fn handle(daemon: &mut Daemon, pending: PendingCall) {
         "send_message" => send_message(daemon, &session_id, &arguments),
         "delegate_task" => {
             // Under `approve`, the task is proposed: a plan of one, shown to people whole.
-            let proposed = daemon.config.tools.delegate_task == ToolPolicy::Approve;
+            let proposed = daemon.ctx.config.tools.delegate_task == ToolPolicy::Approve;
             let summary = proposed.then(String::new);
             return match delegate_params(&session_id, &arguments, proposed) {
                 Ok(params) => delegate_all(
@@ -103,9 +103,10 @@ fn reply(stream: &mut mio::net::UnixStream, answer: Result<Value, String>) {
 
 fn list_agents(daemon: &Daemon) -> Value {
     let now = std::time::SystemTime::now();
-    let idle_after = daemon.config.sessions.idle_after;
+    let idle_after = daemon.ctx.config.sessions.idle_after;
     let agents: Vec<Value> = daemon
         .agents
+        .registry
         .sorted()
         .into_iter()
         .map(|a| {
@@ -129,9 +130,10 @@ fn get_task(daemon: &Daemon, arguments: &Value) -> Result<Value, String> {
     };
     let task_id = daemon
         .tasks
+        .book
         .find(&id)
         .ok_or_else(|| format!("no task {}", crate::shown(&id)))?;
-    let ticket = &daemon.tasks.tickets[&task_id];
+    let ticket = &daemon.tasks.book.tickets[&task_id];
     Ok(json!({
         "task_id": ticket.task_id,
         "ticket_id": ticket.ticket_id,
@@ -153,7 +155,7 @@ fn send_message(daemon: &mut Daemon, from: &str, arguments: &Value) -> Result<Va
         return Err("an agent cannot send a message to itself".into());
     }
     let text = format!("[from {from}] {content}");
-    if daemon.config.tools.send_message == ToolPolicy::Approve {
+    if daemon.ctx.config.tools.send_message == ToolPolicy::Approve {
         return hold_message(daemon, from, to, content, text);
     }
     daemon
@@ -172,10 +174,15 @@ fn hold_message(
     content: &str,
     text: String,
 ) -> Result<Value, String> {
-    if daemon.agents.get(to).is_none_or(|a| a.exit.is_some()) {
+    if daemon
+        .agents
+        .registry
+        .get(to)
+        .is_none_or(|a| a.exit.is_some())
+    {
         return Err(format!("no running agent session {}", crate::shown(to)));
     }
-    if daemon.approvals.len() >= daemon.config.hooks.max_pending_approvals {
+    if daemon.agents.approvals.len() >= daemon.ctx.config.hooks.max_pending_approvals {
         return Err(
             "too many requests wait for a person (hooks.max_pending_approvals); try later".into(),
         );
@@ -285,13 +292,13 @@ fn finish(
 ) {
     let tasks: Vec<Value> = created
         .iter()
-        .filter_map(|id| daemon.tasks.tickets.get(id))
+        .filter_map(|id| daemon.tasks.book.tickets.get(id))
         .map(|t| json!({"task_id": t.task_id, "ticket_id": t.ticket_id, "status": t.status().as_str()}))
         .collect();
     if let Some(summary) = summary {
         log::info!("{session_id}: proposes a plan of tasks {created:?}");
         let (content, described) = describe_plan(daemon, session_id, &summary, &created);
-        daemon.broadcast(&ClaudeResponse {
+        daemon.ctx.broadcast(&ClaudeResponse {
             r#type: "claude_response",
             session_id,
             content: &content,
@@ -332,8 +339,11 @@ fn describe_plan(
     }
     content.push_str(". Approving runs exactly this:");
     let mut described = Vec::new();
-    for ticket in created.iter().filter_map(|id| daemon.tasks.tickets.get(id)) {
-        let test_command = lifecycle::test_command_of(&daemon.config, ticket);
+    for ticket in created
+        .iter()
+        .filter_map(|id| daemon.tasks.book.tickets.get(id))
+    {
+        let test_command = lifecycle::test_command_of(&daemon.ctx.config, ticket);
         let tests_run = ticket.context.tests_required && test_command.is_some();
         let isolation = match ticket.isolation {
             Isolation::None => "none",

@@ -1,301 +1,42 @@
-//! The daemon's state, owned by the event-loop thread: configuration, agents, pane capture
-//! sources, the output hub, timers, and what must be written to clients.
+//! The daemon: the loop's shared context and the parts that own the features' state.
 //!
 //! Request handlers and job continuations get `&mut Daemon`. It never touches client
-//! sockets: HTTP replies go to [`Daemon::outbox`], WebSocket frames to [`Daemon::ws`], and the
-//! server delivers them. It decides nothing: which feature reacts to a source, a timer, a
-//! closed connection or an agent's event is [`crate::dispatch`]'s business. Pane capture
-//! lives in `panes::capture`, typing in `panes::typing`, status events in `agents::events`
-//! (all `impl Daemon` blocks).
+//! sockets: HTTP replies and WebSocket frames go to the context's outboxes
+//! ([`Ctx::outbox`], [`Ctx::ws`]) and the server delivers them. It decides nothing: which
+//! part reacts to a source, a timer, a closed connection or an agent's event is
+//! [`crate::dispatch`]'s business.
+//!
+//! Where a pane's bytes go: the pipe or pty master is a [`crate::ctx::Source::PanePipe`] in
+//! [`Ctx::sources`]; when it is readable the dispatcher calls into [`Panes`], which reads it
+//! ([`crate::panes::capture`]), appends the chunk to the [`crate::panes::hub::Hub`] (viewers
+//! pull frames from there) and hands it to the emulator thread.
 
-use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
-use mio::{Interest, Token};
-use slab::Slab;
-
-use crate::agents::AgentRegistry;
-use crate::api::auth::{Authenticator, Principal};
+use crate::agents::Agents;
+use crate::api::ApiState;
 use crate::config::Config;
-use crate::jobs::{JobPool, Notifier};
-use crate::net::ConnId;
+pub use crate::ctx::{
+    ATTACH_LISTENER, Ctx, Done, HOOK_LISTENER, LISTENER, LOCAL_API_LISTENER, SIGNALS, Source,
+    Timer, TokenKind, WAKER, WsOutbox, conn_token, source_token, token_kind,
+};
+use crate::jobs::Notifier;
+use crate::panes::Panes;
 use crate::panes::emulator::Emulators;
-use crate::panes::hub::{Hub, HubLimits};
-use crate::panes::input::InputQueue;
-use crate::panes::typing::{InputAck, Typist};
-use crate::proto::http::Response;
-use crate::timers::Timers;
-use crate::tmux::Tmux;
+use crate::tasks::Tasks;
 
-/// Token of the HTTP listener.
-pub const LISTENER: Token = Token(0);
-/// Token of the cross-thread waker.
-pub const WAKER: Token = Token(1);
-/// Token of the signal self-pipe.
-pub const SIGNALS: Token = Token(2);
-/// Token of the pane attach listener.
-pub const ATTACH_LISTENER: Token = Token(3);
-/// Token of the hook listener.
-pub const HOOK_LISTENER: Token = Token(4);
-/// Token of the local API socket's listener (`<state_dir>/api.sock`).
-pub const LOCAL_API_LISTENER: Token = Token(5);
-/// First token handed out dynamically; connections get even, daemon sources odd offsets.
-const FIRST_DYNAMIC: usize = 16;
-
-/// The token of connection slot `key`.
-pub fn conn_token(key: usize) -> Token {
-    Token(FIRST_DYNAMIC + 2 * key)
-}
-
-/// The token of daemon source slot `key`.
-pub fn source_token(key: usize) -> Token {
-    Token(FIRST_DYNAMIC + 2 * key + 1)
-}
-
-/// What a dynamic token refers to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenKind {
-    /// A client connection (slot key).
-    Conn(usize),
-    /// A daemon source (slot key).
-    Source(usize),
-}
-
-/// Classifies a dynamic token.
-pub fn token_kind(token: Token) -> Option<TokenKind> {
-    let offset = token.0.checked_sub(FIRST_DYNAMIC)?;
-    Some(if offset % 2 == 0 {
-        TokenKind::Conn(offset / 2)
-    } else {
-        TokenKind::Source(offset / 2)
-    })
-}
-
-/// An event source the daemon (not the HTTP server) owns.
-#[derive(Debug)]
-pub enum Source {
-    /// A pane's pipe: its output to read, and input to write.
-    PanePipe {
-        /// Session the pane belongs to.
-        session_id: String,
-        /// tmux's pipe-pane socket, or the pseudo-terminal master of a `pty` session.
-        stream: crate::panes::pane_io::PaneIo,
-        /// Input waiting to be written into the pane.
-        input: InputQueue<InputAck>,
-    },
-    /// A pidfd that becomes readable when the pane's program exits.
-    PaneExit {
-        /// Session the pane belongs to.
-        session_id: String,
-        /// The pidfd.
-        fd: OwnedFd,
-    },
-    /// The connection to a `pty` session's holder: exit statuses arrive on it; checkpoints
-    /// and the release go out on it.
-    PtyHolder {
-        /// Session the holder holds.
-        session_id: String,
-        /// The connection.
-        stream: mio::net::UnixStream,
-        /// Frames arriving from the holder.
-        decoder: crate::proto::pty::FrameDecoder,
-        /// Frames for the holder not yet written (forwarded output, checkpoints).
-        outbound: Vec<u8>,
-        /// The stream offset and size of the last checkpoint sent.
-        checkpointed: Option<(u64, u16, u16)>,
-    },
-    /// A hook's connection whose message is arriving.
-    Hook {
-        /// The hook's connection.
-        stream: mio::net::UnixStream,
-        /// What it sent so far.
-        received: Vec<u8>,
-        /// Distinguishes this connection from a later one in the same slot.
-        serial: u64,
-        /// The session whose credential its message starts with, once that has arrived.
-        session: Option<String>,
-        /// When it was accepted (`hooks.receive_timeout`).
-        opened: Instant,
-        /// When it last sent something (`hooks.idle_timeout`).
-        active: Instant,
-    },
-    /// A pipe helper's connection whose message has not arrived yet.
-    Attach {
-        /// The helper's connection.
-        stream: mio::net::UnixStream,
-        /// Distinguishes this connection from a later one in the same slot.
-        serial: u64,
-    },
-}
-
-/// Work the loop does at a deadline.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Timer {
-    /// Drop a pipe helper (slot, serial) that connected but never sent its message.
-    AttachTimeout(usize, u64),
-    /// Drop a hook connection (slot, serial) that did not finish its message in time.
-    HookTimeout(usize, u64),
-    /// Give up waiting for a person's answer to a permission request (request id).
-    ApprovalTimeout(String),
-    /// Check a quiet pane's screen against its type's screen rules.
-    ScreenCheck(String),
-    /// See whether a session has gone quiet long enough to be `idle`.
-    IdleCheck(String),
-    /// Press Enter after a typed `user_message` (session, typing serial).
-    SubmitEnter(String, u64),
-    /// Check every live pane's output pipe against tmux's own activity.
-    CaptureHealth,
-    /// Re-seed a lost emulator once its pane is quiet.
-    ReseedCheck(String),
-    /// Leave a screen checkpoint with a `pty` session's holder.
-    Checkpoint(String),
-    /// Announce a `pty` session's exit even though its terminal has not reached its end.
-    PtyExit(String),
-    /// Record a pane's bracketed-paste mode in tmux once it has been stable.
-    PersistPasteMode(String),
-    /// Forget expired WebSocket tickets.
-    TicketSweep,
-    /// A task's timeout (task id).
-    TaskTimeout(u64),
-    /// Send progress updates for running tasks.
-    TaskProgress,
-}
-
-/// A callback run on the loop when an asynchronous operation finishes.
-pub type Done<T> = Box<dyn FnOnce(&mut Daemon, T) + Send>;
-
-/// WebSocket output produced by the daemon, delivered by the server.
-#[derive(Debug, Default)]
-pub struct WsOutbox {
-    /// Frames for every authenticated observer (encoded once).
-    pub broadcast: Vec<Arc<[u8]>>,
-    /// Frames for one connection.
-    pub direct: Vec<(ConnId, Vec<u8>)>,
-    /// Connections to close with a code and reason.
-    pub close: Vec<(ConnId, u16, String)>,
-}
-
-impl WsOutbox {
-    /// Queues a JSON message for every observer, encoded once, counting it in `metrics`. The
-    /// same as [`Daemon::broadcast`], for callers that still borrow other parts of the daemon.
-    pub fn send_to_all(
-        &mut self,
-        metrics: &mut crate::metrics::Metrics,
-        message: &impl serde::Serialize,
-    ) {
-        let text = serde_json::to_string(message).expect("serializable");
-        metrics.sent(&text);
-        self.broadcast
-            .push(crate::proto::ws::text_frame(&text).into());
-    }
-}
-
-/// A one-time WebSocket connect ticket (not to be confused with a task's ticket).
-#[derive(Debug, Clone)]
-pub struct WsTicket {
-    /// Who the ticket stands for.
-    pub principal: Principal,
-    /// When it stops being valid.
-    pub expires: Instant,
-}
-
-/// The daemon's state.
+/// The daemon's state: the shared context and one part per feature.
 pub struct Daemon {
-    /// Configuration (immutable after start).
-    pub config: Arc<Config>,
-    /// Token verification.
-    pub auth: Authenticator,
-    /// Handle on the private tmux server.
-    pub tmux: Tmux,
-    /// Worker pool for quick blocking work: tmux commands, /proc reads, small files.
-    pub jobs: JobPool<Daemon>,
-    /// Worker pool for process-tree kills and exit-status polling (bounded waits).
-    pub kill_jobs: JobPool<Daemon>,
-    /// Worker pool for slow work: git and directory scans for task workspaces.
-    pub slow_jobs: JobPool<Daemon>,
-    /// Agent sessions.
-    pub agents: AgentRegistry,
-    /// Daemon-owned event sources by slot.
-    pub sources: Slab<Source>,
-    /// Registry to (de)register sources with the loop's poller.
-    pub registry: mio::Registry,
-    /// Deadlines.
-    pub timers: Timers<Timer>,
-    /// Replies to deferred HTTP requests, delivered by the server after each dispatch.
-    pub outbox: Vec<(ConnId, Response)>,
-    /// WebSocket output, delivered by the server after each dispatch.
-    pub ws: WsOutbox,
-    /// Pane output streams and their viewers.
-    pub hub: Hub,
-    /// The terminal-emulator thread.
-    pub emulators: Emulators,
-    /// Typing state per session.
-    pub typists: HashMap<String, Typist>,
-    /// Unused WebSocket tickets.
-    pub ws_tickets: HashMap<String, WsTicket>,
-    /// When the daemon started.
-    pub started: Instant,
-    /// Path of this program, used for the agent wrapper and the pipe helper.
-    pub exe: PathBuf,
-    /// Listener on which pipe helpers hand over pane pipes.
-    pub attach_listener: mio::net::UnixListener,
-    /// Listener on which agents' hooks report.
-    pub hook_listener: mio::net::UnixListener,
-    /// Hook connections open now.
-    pub hook_connections: usize,
-    /// Hook connections open now whose session is known, by session id.
-    pub hook_sessions: HashMap<String, usize>,
-    /// Tool calls of agents waiting for the loop to handle them.
-    pub calls: Vec<crate::agents::hooks::PendingCall>,
-    /// Writes each session's conversation to disk.
-    pub history: crate::agents::history::HistoryWriter,
-    /// Requests waiting for a person, by request id, with what deciding acts on.
-    pub approvals: HashMap<
-        String,
-        (
-            crate::agents::hooks::Approval,
-            crate::agents::hooks::Approved,
-        ),
-    >,
-    /// Attach tokens handed to tmux, by token: the session each one belongs to.
-    pub attach_tokens: HashMap<String, String>,
-    /// Hook credentials of sessions with hooks, by credential: the session it stands for.
-    pub hook_tokens: HashMap<String, String>,
-    /// Pipes that arrived before their session finished registering, by session id.
-    pub early_captures: HashMap<String, OwnedFd>,
-    /// Set once shutdown has begun.
-    pub shutting_down: bool,
-    /// Counter for pending pipe-helper connections.
-    pub attach_serial: u64,
-    /// Open WebSocket connections (for health).
-    pub observers: usize,
-    /// Pane pipes that still had data when their read budget ran out (read again soon).
-    pub revisit: Vec<usize>,
-    /// The buffer pane output is read into (one for all panes: reads never overlap).
-    pub read_buffer: Vec<u8>,
-    /// Output read this loop turn, for the emulator once viewers have theirs.
-    pub for_emulator: Vec<(String, u64, Arc<[u8]>)>,
-    /// Holder connections with forwarded output queued this loop turn.
-    pub holders_to_flush: Vec<usize>,
-    /// Delegated task tickets.
-    pub tasks: crate::tasks::TaskBook,
-    /// The durable ticket store.
-    pub store: crate::tasks::store::Store,
-    /// Rate limits per caller and per connection.
-    pub rate: crate::api::ratelimit::RateLimits,
-    /// Browser logins: login codes waiting to be used, the cookie key, logged-out sessions.
-    pub web: crate::api::web_login::WebLogins,
-    /// The loop's counters for `GET /metrics`.
-    pub metrics: crate::metrics::Metrics,
-    /// Timings of task store writes (recorded by the store thread).
-    pub store_timing: Arc<crate::metrics::SharedHistogram>,
-    /// The static bearer token of `metrics.token_file`, which may read `/metrics` only.
-    pub metrics_token: Option<String>,
-    /// WebSockets opened in a browser session's name (by its id), closed when it logs out.
-    pub web_sockets: HashMap<String, Vec<ConnId>>,
+    /// The loop's shared context.
+    pub ctx: Ctx,
+    /// Pane output and input.
+    pub panes: Panes,
+    /// Agent sessions, their hooks and conversations.
+    pub agents: Agents,
+    /// Delegated tasks.
+    pub tasks: Tasks,
+    /// The API's own state: auth, rate limits, browser logins.
+    pub api: ApiState,
 }
 
 impl Daemon {
@@ -303,7 +44,7 @@ impl Daemon {
     /// started, everything else empty. `notifier` is how workers and threads report back.
     pub fn new(
         config: Arc<Config>,
-        auth: Authenticator,
+        auth: crate::api::auth::Authenticator,
         registry: mio::Registry,
         attach_listener: mio::net::UnixListener,
         hook_listener: mio::net::UnixListener,
@@ -316,155 +57,14 @@ impl Daemon {
             }));
         })
         .map_err(|e| format!("cannot start the emulator thread: {e}"))?;
-        let store_path = config.task_store();
-        let (store_db, tickets) = crate::tasks::store::open(&store_path)?;
-        let store_timing = Arc::new(crate::metrics::SharedHistogram::default());
-        let store = crate::tasks::store::Store::start(
-            &store_path,
-            store_db,
-            notifier.clone(),
-            store_timing.clone(),
-        )
-        .map_err(|e| format!("cannot start the task store thread: {e}"))?;
-        let pool = |name, workers| {
-            JobPool::new(name, workers, config.max_queued_jobs, notifier.clone())
-                .map_err(|e| format!("cannot start the {name} workers: {e}"))
-        };
-        let jobs = pool("worker", config.workers)?;
-        let kill_jobs = pool("kill", config.kill_workers)?;
-        let slow_jobs = pool("slow", config.slow_workers)?;
-        let tmux = crate::tmux::Tmux::new(
-            &config.tmux.binary,
-            &config.tmux_socket(),
-            config.tmux.config_file.as_deref(),
-            config.tmux.command_timeout,
-        );
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
-        let hub = Hub::new(HubLimits::from_config(&config));
-        let web_key = crate::api::auth::load_or_create_key_file(&config.web_key_file())?;
-        let web = crate::api::web_login::WebLogins::new(
-            &web_key,
-            crate::api::web_login::load_logouts(
-                &config.web_logouts_file(),
-                crate::api::auth::now_secs(),
-            ),
-            crate::api::web_login::CodeLimits::of(&config.web),
-        );
-        let metrics_token = match &config.metrics.token_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("metrics.token_file {}: {e}", path.display()))?;
-                let token = text.trim().to_string();
-                if token.len() < 16 {
-                    return Err(format!(
-                        "metrics.token_file {}: the token must be at least 16 characters",
-                        path.display()
-                    ));
-                }
-                Some(token)
-            }
-            None => None,
-        };
+        let tasks = Tasks::open(&config, notifier.clone())?;
+        let ctx = Ctx::new(config.clone(), registry, &notifier)?;
         Ok(Daemon {
-            config: config.clone(),
-            auth,
-            tmux,
-            jobs,
-            kill_jobs,
-            slow_jobs,
-            agents: Default::default(),
-            sources: Slab::new(),
-            registry,
-            timers: Timers::default(),
-            outbox: Vec::new(),
-            ws: Default::default(),
-            hub,
-            emulators,
-            typists: Default::default(),
-            ws_tickets: Default::default(),
-            started: Instant::now(),
-            exe,
-            attach_listener,
-            hook_listener,
-            hook_connections: 0,
-            hook_sessions: HashMap::new(),
-            approvals: HashMap::new(),
-            calls: Vec::new(),
-            history: crate::agents::history::HistoryWriter::start(config.state_dir.join("history"))
-                .map_err(|e| format!("cannot start the history writer thread: {e}"))?,
-            attach_tokens: Default::default(),
-            hook_tokens: Default::default(),
-            early_captures: Default::default(),
-            shutting_down: false,
-            attach_serial: 0,
-            observers: 0,
-            revisit: Vec::new(),
-            read_buffer: vec![0; crate::panes::capture::READ_CHUNK],
-            for_emulator: Vec::new(),
-            holders_to_flush: Vec::new(),
-            tasks: crate::tasks::TaskBook::load(tickets),
-            store,
-            rate: crate::api::ratelimit::RateLimits::new(&config.rate_limits),
-            web,
-            metrics: Default::default(),
-            store_timing,
-            metrics_token,
-            web_sockets: HashMap::new(),
+            panes: Panes::new(&config, emulators, attach_listener),
+            agents: Agents::new(&config, hook_listener)?,
+            tasks,
+            api: ApiState::new(&config, auth)?,
+            ctx,
         })
-    }
-
-    /// Queues `response` for the deferred request on `conn`.
-    pub fn reply(&mut self, conn: ConnId, response: Response) {
-        self.outbox.push((conn, response));
-    }
-
-    /// Queues a JSON message for one WebSocket connection.
-    pub fn send_ws(&mut self, conn: ConnId, message: &impl serde::Serialize) {
-        let text = serde_json::to_string(message).expect("serializable");
-        self.metrics.sent(&text);
-        self.ws
-            .direct
-            .push((conn, crate::proto::ws::text_frame(&text)));
-    }
-
-    /// Queues a JSON message for every observer, encoded once.
-    pub fn broadcast(&mut self, message: &impl serde::Serialize) {
-        self.ws.send_to_all(&mut self.metrics, message);
-    }
-
-    /// Adds a source and registers it with the poller for `interest`.
-    pub fn add_source(&mut self, source: Source, interest: Interest) -> std::io::Result<usize> {
-        let key = self.sources.insert(source);
-        let token = source_token(key);
-        let registry = &self.registry;
-        let result = match &mut self.sources[key] {
-            Source::PanePipe { stream, .. } => registry.register(stream, token, interest),
-            Source::PtyHolder { stream, .. }
-            | Source::Attach { stream, .. }
-            | Source::Hook { stream, .. } => registry.register(stream, token, interest),
-            Source::PaneExit { fd, .. } => {
-                registry.register(&mut mio::unix::SourceFd(&fd.as_raw_fd()), token, interest)
-            }
-        };
-        if let Err(e) = result {
-            self.sources.remove(key);
-            return Err(e);
-        }
-        Ok(key)
-    }
-
-    /// Deregisters and drops a source (closing its descriptor).
-    pub fn remove_source(&mut self, key: usize) -> Option<Source> {
-        let mut source = self.sources.try_remove(key)?;
-        let _ = match &mut source {
-            Source::PanePipe { stream, .. } => self.registry.deregister(stream),
-            Source::PtyHolder { stream, .. }
-            | Source::Attach { stream, .. }
-            | Source::Hook { stream, .. } => self.registry.deregister(stream),
-            Source::PaneExit { fd, .. } => self
-                .registry
-                .deregister(&mut mio::unix::SourceFd(&fd.as_raw_fd())),
-        };
-        Some(source)
     }
 }

@@ -20,7 +20,7 @@ use crate::wire::ws::{
 
 /// A daemon source (slot `key`) turned ready.
 pub fn source_event(daemon: &mut Daemon, key: usize, event: &mio::event::Event) {
-    match daemon.sources.get(key) {
+    match daemon.ctx.sources.get(key) {
         Some(Source::PanePipe { .. }) => {
             if event.is_writable() {
                 daemon.write_pane_input(key);
@@ -29,7 +29,7 @@ pub fn source_event(daemon: &mut Daemon, key: usize, event: &mio::event::Event) 
         }
         Some(Source::PaneExit { session_id, .. }) => {
             let session_id = session_id.clone();
-            daemon.remove_source(key);
+            daemon.ctx.remove_source(key);
             manager::on_process_exit(daemon, &session_id);
         }
         Some(Source::PtyHolder { .. }) => crate::agents::pty_session::on_holder_ready(daemon, key),
@@ -43,10 +43,10 @@ pub fn source_event(daemon: &mut Daemon, key: usize, event: &mio::event::Event) 
 pub fn timer(daemon: &mut Daemon, timer: Timer) {
     match timer {
         Timer::AttachTimeout(key, serial) => {
-            if matches!(daemon.sources.get(key), Some(Source::Attach { serial: s, .. }) if *s == serial)
+            if matches!(daemon.ctx.sources.get(key), Some(Source::Attach { serial: s, .. }) if *s == serial)
             {
                 log::warn!("pipe helper connected but sent nothing; dropped");
-                daemon.remove_source(key);
+                daemon.ctx.remove_source(key);
             }
         }
         Timer::HookTimeout(key, serial) => daemon.on_hook_timeout(key, serial),
@@ -63,7 +63,7 @@ pub fn timer(daemon: &mut Daemon, timer: Timer) {
         Timer::PtyExit(session) => crate::agents::pty_session::output_ended(daemon, &session),
         Timer::TicketSweep => {
             let now = Instant::now();
-            daemon.ws_tickets.retain(|_, t| t.expires > now);
+            daemon.api.ws_tickets.retain(|_, t| t.expires > now);
         }
         Timer::TaskTimeout(task_id) => tasks::on_timeout(daemon, task_id),
         Timer::TaskProgress => tasks::on_progress(daemon),
@@ -72,12 +72,12 @@ pub fn timer(daemon: &mut Daemon, timer: Timer) {
 
 /// A WebSocket connection went away: forget its subscriptions, limits and pending acks.
 pub fn ws_closed(daemon: &mut Daemon, conn: ConnId) {
-    daemon.hub.remove_viewer(conn);
-    daemon.rate.forget_ws(conn);
-    for typist in daemon.typists.values_mut() {
+    daemon.panes.hub.remove_viewer(conn);
+    daemon.api.rate.forget_ws(conn);
+    for typist in daemon.panes.typists.values_mut() {
         typist.forget(conn);
     }
-    daemon.observers = daemon.observers.saturating_sub(1);
+    daemon.api.observers = daemon.api.observers.saturating_sub(1);
 }
 
 /// Hands the events agents announced to the features that follow agents: observers get
@@ -87,11 +87,11 @@ pub fn ws_closed(daemon: &mut Daemon, conn: ConnId) {
 pub fn agent_events(daemon: &mut Daemon) -> bool {
     let mut any = false;
     loop {
-        for call in std::mem::take(&mut daemon.calls) {
+        for call in std::mem::take(&mut daemon.agents.calls) {
             any = true;
             crate::calls::handle(daemon, call);
         }
-        let events = daemon.agents.take_events();
+        let events = daemon.agents.registry.take_events();
         if events.is_empty() {
             return any;
         }
@@ -113,7 +113,7 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
                     exit,
                 } => {
                     let (exit_code, exit_signal) = exit_fields(exit);
-                    daemon.broadcast(&AgentStatusMessage {
+                    daemon.ctx.broadcast(&AgentStatusMessage {
                         r#type: "agent_status",
                         session_id: &session_id,
                         agent_type: &agent_type,
@@ -130,7 +130,7 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
                     });
                 }
                 AgentEvent::PromptDelivered { session_id, id } => {
-                    daemon.broadcast(&UserMessageDelivered {
+                    daemon.ctx.broadcast(&UserMessageDelivered {
                         r#type: "user_message_delivered",
                         session_id: &session_id,
                         id: &id,
@@ -150,7 +150,7 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
                         let all = serde_json::to_string_pretty(&tool_input).unwrap_or_default();
                         content.push_str(&format!("\nwith the arguments {all}"));
                     }
-                    daemon.broadcast(&ClaudeResponse {
+                    daemon.ctx.broadcast(&ClaudeResponse {
                         r#type: "claude_response",
                         session_id: &session_id,
                         content: &content,
@@ -170,7 +170,7 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
                     request_id,
                     decision,
                 } => {
-                    daemon.broadcast(&ToolDecision {
+                    daemon.ctx.broadcast(&ToolDecision {
                         r#type: "tool_decision",
                         session_id: &session_id,
                         request_id: &request_id,
@@ -182,7 +182,7 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
                     content,
                     in_reply_to,
                 } => {
-                    daemon.broadcast(&ClaudeResponse {
+                    daemon.ctx.broadcast(&ClaudeResponse {
                         r#type: "claude_response",
                         session_id: &session_id,
                         content: &content,
@@ -198,7 +198,7 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
                     last_lines,
                 } => {
                     let (exit_code, exit_signal) = exit_fields(exit);
-                    daemon.broadcast(&CrashMessage {
+                    daemon.ctx.broadcast(&CrashMessage {
                         r#type: "error",
                         error_code: ErrorCode::AgentCrashed,
                         message,

@@ -113,6 +113,7 @@ pub mod calls;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod ctx;
 pub mod daemon;
 pub mod dispatch;
 pub mod environment;

@@ -172,6 +172,7 @@ impl Server {
         }
         crate::tasks::lifecycle::recover(&mut daemon);
         daemon
+            .ctx
             .timers
             .schedule_in(config.panes.health_interval, Timer::CaptureHealth);
         Ok(Server {
@@ -212,14 +213,14 @@ impl Server {
             let now = Instant::now();
             let next = [
                 self.conn_timers.next_deadline(),
-                self.daemon.timers.next_deadline(),
+                self.daemon.ctx.timers.next_deadline(),
                 self.shutdown_deadline,
             ]
             .into_iter()
             .flatten()
             .min();
             // Pane pipes left with unread data are read again right after this poll.
-            let timeout = if self.daemon.revisit.is_empty() && self.conn_revisit.is_empty() {
+            let timeout = if self.daemon.panes.revisit.is_empty() && self.conn_revisit.is_empty() {
                 until(next, now)
             } else {
                 Some(Duration::ZERO)
@@ -246,7 +247,7 @@ impl Server {
                     },
                 }
             }
-            for key in std::mem::take(&mut self.daemon.revisit) {
+            for key in std::mem::take(&mut self.daemon.panes.revisit) {
                 self.daemon.read_pane_output(key);
             }
             for key in std::mem::take(&mut self.conn_revisit) {
@@ -281,13 +282,13 @@ impl Server {
                 dispatch::agent_events(&mut self.daemon);
                 progressed = true;
             }
-            for (id, response) in std::mem::take(&mut self.daemon.outbox) {
+            for (id, response) in std::mem::take(&mut self.daemon.ctx.outbox) {
                 progressed = true;
                 let Some(conn) = self.conns.get_mut(id.key).filter(|c| c.id == id) else {
                     continue;
                 };
                 if let Some(line) = conn.respond(&response) {
-                    log_request(&mut self.daemon.metrics, &line);
+                    log_request(&mut self.daemon.ctx.metrics, &line);
                 }
                 self.drive(id.key);
             }
@@ -311,9 +312,9 @@ impl Server {
 
     /// Delivers the daemon's WebSocket output. Returns whether there was any.
     fn deliver_ws(&mut self) -> bool {
-        let outbox = std::mem::take(&mut self.daemon.ws);
-        let dirty = self.daemon.hub.take_dirty();
-        let overwhelmed = self.daemon.hub.take_overwhelmed();
+        let outbox = std::mem::take(&mut self.daemon.ctx.ws);
+        let dirty = self.daemon.panes.hub.take_dirty();
+        let overwhelmed = self.daemon.panes.hub.take_overwhelmed();
         let any = !(outbox.direct.is_empty()
             && outbox.broadcast.is_empty()
             && outbox.close.is_empty()
@@ -344,7 +345,7 @@ impl Server {
                 "observer {id:?} could not keep up; closing with {}",
                 close::SLOW_CONSUMER
             );
-            self.daemon.metrics.slow_viewer_closes += 1;
+            self.daemon.ctx.metrics.slow_viewer_closes += 1;
             self.close_ws(id, close::SLOW_CONSUMER, "too slow: resynced too often");
         }
         for id in dirty {
@@ -366,7 +367,7 @@ impl Server {
     /// Queues pane output for a viewer while its outbound queue has room. Returns whether
     /// anything was queued.
     fn pump(&mut self, key: usize) -> bool {
-        let window = self.daemon.config.websocket.send_window_bytes;
+        let window = self.daemon.ctx.config.websocket.send_window_bytes;
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
@@ -378,6 +379,7 @@ impl Server {
         while conn.out.pending() < window {
             let (chunks, resyncs) =
                 self.daemon
+                    .panes
                     .hub
                     .pull(conn.id, window - conn.out.pending(), timestamp);
             for (request, session) in resyncs {
@@ -385,7 +387,7 @@ impl Server {
                     "{session}: viewer {:?} resyncs (snapshot request {request})",
                     conn.id
                 );
-                self.daemon.emulators.snapshot(&session, request);
+                self.daemon.panes.emulators.snapshot(&session, request);
             }
             if chunks.is_empty() {
                 break;
@@ -401,7 +403,7 @@ impl Server {
     /// Writes what a connection has queued; closes it when it is finished or broken, and
     /// closes a viewer whose queue grew past the hard cap.
     fn flush(&mut self, key: usize) {
-        let max_outbound = self.daemon.config.websocket.max_outbound_bytes;
+        let max_outbound = self.daemon.ctx.config.websocket.max_outbound_bytes;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -417,7 +419,7 @@ impl Server {
                 conn.peer
             );
             conn.out.truncate_unstarted();
-            self.daemon.metrics.slow_viewer_closes += 1;
+            self.daemon.ctx.metrics.slow_viewer_closes += 1;
             self.close_ws(id, close::SLOW_CONSUMER, "too slow: outbound queue full");
             return;
         }
@@ -571,7 +573,7 @@ impl Server {
             .min();
         match oldest {
             Some((_, key)) => {
-                self.daemon.metrics.silent_connections_evicted += 1;
+                self.daemon.ctx.metrics.silent_connections_evicted += 1;
                 self.close(key);
                 true
             }
@@ -580,7 +582,7 @@ impl Server {
     }
 
     fn admit(&mut self, mut stream: ClientStream, peer: SocketAddr) {
-        let max_connections = self.daemon.config.limits.max_connections;
+        let max_connections = self.daemon.ctx.config.limits.max_connections;
         if self.conns.len() >= max_connections && !self.evict_silent() {
             log::warn!(
                 "{peer}: refused, {} connections open (limits.max_connections)",
@@ -592,7 +594,7 @@ impl Server {
         if let ClientStream::Tcp(tcp) = &stream {
             let _ = tcp.set_nodelay(true);
         }
-        let limits = &self.daemon.config.limits;
+        let limits = &self.daemon.ctx.config.limits;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if let Err(e) = self.poll.registry().register(
@@ -638,7 +640,7 @@ impl Server {
                 }
                 Ok(request) => {
                     conn.begin(&request);
-                    let handled = if self.daemon.shutting_down {
+                    let handled = if self.daemon.ctx.shutting_down {
                         Handled::Now(shutting_down_response())
                     } else {
                         let caller = if conn.stream.is_local() {
@@ -653,7 +655,7 @@ impl Server {
                     match handled {
                         Handled::Now(response) => {
                             if let Some(line) = conn.respond(&response) {
-                                log_request(&mut self.daemon.metrics, &line);
+                                log_request(&mut self.daemon.ctx.metrics, &line);
                             }
                         }
                         Handled::Later => break,
@@ -669,7 +671,7 @@ impl Server {
                             break;
                         }
                         Handled::Upgrade { accept, principal } => {
-                            let max = self.daemon.config.websocket.max_message_bytes;
+                            let max = self.daemon.ctx.config.websocket.max_message_bytes;
                             let status = if principal.is_ok() {
                                 "101"
                             } else {
@@ -681,7 +683,7 @@ impl Server {
                                 request.method,
                                 request.path
                             );
-                            let send_buffer = self.daemon.config.websocket.socket_send_buffer;
+                            let send_buffer = self.daemon.ctx.config.websocket.socket_send_buffer;
                             if send_buffer > 0 {
                                 use std::os::fd::AsRawFd;
                                 let _ = crate::sys::set_send_buffer(
@@ -693,7 +695,7 @@ impl Server {
                                 Ok(principal) => {
                                     if let Some(sid) = &principal.session {
                                         remember_session_socket(
-                                            &mut self.daemon.web_sockets,
+                                            &mut self.daemon.api.web_sockets,
                                             sid,
                                             conn.id,
                                         );
@@ -722,7 +724,7 @@ impl Server {
             self.close(key);
             return;
         }
-        if self.daemon.shutting_down && matches!(conn.phase, ConnPhase::Idle { .. }) {
+        if self.daemon.ctx.shutting_down && matches!(conn.phase, ConnPhase::Idle { .. }) {
             conn.phase = ConnPhase::Closing;
             if conn.out.is_empty() {
                 self.close(key);
@@ -774,7 +776,7 @@ impl Server {
                         {
                             // Queued replies (the error) go out before the close frame,
                             // which `close_ws` queues (and marks the connection closing).
-                            self.daemon.ws.close.push((id, code, reason));
+                            self.daemon.ctx.ws.close.push((id, code, reason));
                             break;
                         }
                     }
@@ -815,7 +817,7 @@ impl Server {
         let Some(conn) = self.conns.get(key) else {
             return;
         };
-        let Some((at, _)) = conn.deadline(&self.daemon.config) else {
+        let Some((at, _)) = conn.deadline(&self.daemon.ctx.config) else {
             return;
         };
         let slot = &mut self.conn_timer_at[key];
@@ -849,7 +851,7 @@ impl Server {
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
-        for timer in self.daemon.timers.pop_due(now) {
+        for timer in self.daemon.ctx.timers.pop_due(now) {
             dispatch::timer(&mut self.daemon, timer);
         }
         for id in self.conn_timers.pop_due(now) {
@@ -857,7 +859,7 @@ impl Server {
                 continue;
             };
             self.conn_timer_at[id.key] = None;
-            match conn.deadline(&self.daemon.config) {
+            match conn.deadline(&self.daemon.ctx.config) {
                 Some((at, expiry)) if at <= now => match expiry {
                     Expiry::Idle | Expiry::SlowReader => self.close(id.key),
                     Expiry::SlowRequest => {
@@ -903,10 +905,11 @@ impl Server {
         if let Some(mut listener) = self.local_listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
             // Commands started from now on say the daemon is not running.
-            let _ = std::fs::remove_file(self.daemon.config.api_socket());
+            let _ = std::fs::remove_file(self.daemon.ctx.config.api_socket());
         }
-        self.daemon.shutting_down = true;
-        self.shutdown_deadline = Some(Instant::now() + self.daemon.config.limits.shutdown_grace);
+        self.daemon.ctx.shutting_down = true;
+        self.shutdown_deadline =
+            Some(Instant::now() + self.daemon.ctx.config.limits.shutdown_grace);
         let conns: Vec<(usize, ConnId, bool)> = self
             .conns
             .iter()

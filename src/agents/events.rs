@@ -18,8 +18,8 @@ impl Daemon {
     /// Announces the session's status and activity if either changed since the last
     /// announcement.
     pub fn refresh_status(&mut self, session_id: &str) {
-        let idle_after = self.config.sessions.idle_after;
-        let Some(agent) = self.agents.get_mut(session_id) else {
+        let idle_after = self.ctx.config.sessions.idle_after;
+        let Some(agent) = self.agents.registry.get_mut(session_id) else {
             return;
         };
         let status = agent.status(SystemTime::now(), idle_after);
@@ -36,17 +36,17 @@ impl Daemon {
             last_activity: agent.last_activity,
             exit: agent.exit,
         };
-        self.agents.announce(event);
+        self.agents.registry.announce(event);
     }
 
     /// Makes sure a check is scheduled for when the session would go quiet (status `idle`)
     /// or its activity could change with time (quiet, stuck).
     pub fn schedule_idle_check(&mut self, session_id: &str) {
         let (idle_after, stuck_after) = (
-            self.config.sessions.idle_after,
-            self.config.sessions.stuck_after,
+            self.ctx.config.sessions.idle_after,
+            self.ctx.config.sessions.stuck_after,
         );
-        let Some(agent) = self.agents.get_mut(session_id) else {
+        let Some(agent) = self.agents.registry.get_mut(session_id) else {
             return;
         };
         if agent.idle_check_pending || agent.exit.is_some() {
@@ -62,7 +62,7 @@ impl Daemon {
         agent.idle_check_pending = true;
         // A millisecond late rather than early: the check compares wall-clock times, and
         // the timer runs on the monotonic clock.
-        self.timers.schedule_in(
+        self.ctx.timers.schedule_in(
             due.duration_since(now).unwrap_or_default() + Duration::from_millis(1),
             Timer::IdleCheck(session_id.into()),
         );
@@ -72,10 +72,10 @@ impl Daemon {
     /// something could still change with time.
     pub fn on_idle_check(&mut self, session_id: &str) {
         let (idle_after, stuck_after) = (
-            self.config.sessions.idle_after,
-            self.config.sessions.stuck_after,
+            self.ctx.config.sessions.idle_after,
+            self.ctx.config.sessions.stuck_after,
         );
-        let Some(agent) = self.agents.get_mut(session_id) else {
+        let Some(agent) = self.agents.registry.get_mut(session_id) else {
             return;
         };
         agent.idle_check_pending = false;
@@ -92,8 +92,8 @@ impl Daemon {
     /// Makes sure the screen of an agent with screen rules is checked once its output has
     /// been quiet for `panes.screen_check_after`.
     pub fn schedule_screen_check(&mut self, session_id: &str) {
-        let quiet_for = self.config.panes.screen_check_after;
-        let Some(agent) = self.agents.get_mut(session_id) else {
+        let quiet_for = self.ctx.config.panes.screen_check_after;
+        let Some(agent) = self.agents.registry.get_mut(session_id) else {
             return;
         };
         if agent.screen_rules.is_none() || agent.screen_check_pending || agent.exit.is_some() {
@@ -103,7 +103,7 @@ impl Daemon {
         let quiet = SystemTime::now()
             .duration_since(agent.last_activity)
             .unwrap_or_default();
-        self.timers.schedule_in(
+        self.ctx.timers.schedule_in(
             quiet_for.saturating_sub(quiet) + Duration::from_millis(1),
             Timer::ScreenCheck(session_id.into()),
         );
@@ -111,8 +111,8 @@ impl Daemon {
 
     /// A screen check fell due: ask the emulator for the screen once the pane is quiet.
     pub fn on_screen_check(&mut self, session_id: &str) {
-        let quiet_for = self.config.panes.screen_check_after;
-        let Some(agent) = self.agents.get_mut(session_id) else {
+        let quiet_for = self.ctx.config.panes.screen_check_after;
+        let Some(agent) = self.agents.registry.get_mut(session_id) else {
             return;
         };
         agent.screen_check_pending = false;
@@ -122,7 +122,7 @@ impl Daemon {
         if quiet < quiet_for {
             self.schedule_screen_check(session_id);
         } else {
-            self.emulators.text(session_id);
+            self.panes.emulators.text(session_id);
         }
     }
 
@@ -130,7 +130,7 @@ impl Daemon {
     /// what it is doing; when a turn ends at the prompt, what it added to the screen is its
     /// reply to the oldest message typed into it.
     pub fn on_screen_text(&mut self, session_id: &str, text: &str) {
-        let Some(agent) = self.agents.get_mut(session_id) else {
+        let Some(agent) = self.agents.registry.get_mut(session_id) else {
             return;
         };
         let Some(rules) = agent.screen_rules.clone() else {
@@ -154,7 +154,7 @@ impl Daemon {
         };
         if let Some(in_reply_to) = answered {
             let content = super::screen::added_lines(before.as_deref().unwrap_or(""), text);
-            self.agents.announce(AgentEvent::Replied {
+            self.agents.registry.announce(AgentEvent::Replied {
                 session_id: session_id.to_string(),
                 content: content.clone(),
                 in_reply_to: in_reply_to.clone(),
@@ -173,22 +173,22 @@ impl Daemon {
     pub fn announce_exit(&mut self, session_id: &str) {
         self.refresh_status(session_id);
         self.drop_typist(session_id);
-        let Some(agent) = self.agents.get(session_id) else {
+        let Some(agent) = self.agents.registry.get(session_id) else {
             return;
         };
         let Some(exit) = agent.exit.filter(|e| !e.is_success()) else {
             return;
         };
         let (tmux, pane, session_id) = (
-            self.tmux.clone(),
+            self.ctx.tmux.clone(),
             agent.backend.pane().cloned(),
             session_id.to_string(),
         );
         // The daemon's own copy of the last output, for when tmux's screen comes back empty
         // (tmux 3.3a sometimes drops what a program printed just before it died).
         let captured =
-            crate::panes::text::strip_ansi(&self.hub.tail_text(&session_id, CRASH_BYTES));
-        self.jobs.run(move || {
+            crate::panes::text::strip_ansi(&self.panes.hub.tail_text(&session_id, CRASH_BYTES));
+        self.ctx.jobs.run(move || {
             // A pty session has no tmux screen: the daemon's copy is the whole story.
             let mut lines = pane
                 .map(|pane| {
@@ -203,7 +203,7 @@ impl Daemon {
                 lines = last_lines(&captured, CRASH_LINES as usize);
             }
             Box::new(move |daemon: &mut Daemon| {
-                daemon.agents.announce(AgentEvent::Crashed {
+                daemon.agents.registry.announce(AgentEvent::Crashed {
                     message: format!(
                         "Agent session terminated unexpectedly ({})",
                         exit.describe()
@@ -218,7 +218,7 @@ impl Daemon {
 
     /// The session is gone (killed through the API, or vanished from tmux): tell observers.
     pub fn announce_gone(&mut self, agent: &super::Agent, status: AgentStatus, why: Option<&str>) {
-        self.agents.announce(AgentEvent::StatusChanged {
+        self.agents.registry.announce(AgentEvent::StatusChanged {
             session_id: agent.id.clone(),
             agent_type: agent.agent_type.clone(),
             status,
@@ -227,7 +227,7 @@ impl Daemon {
             exit: agent.exit,
         });
         if let Some(why) = why {
-            self.agents.announce(AgentEvent::Crashed {
+            self.agents.registry.announce(AgentEvent::Crashed {
                 session_id: agent.id.clone(),
                 message: format!("Agent session disappeared: {why}"),
                 exit: agent.exit,

@@ -314,30 +314,37 @@ impl crate::daemon::Daemon {
         content: String,
         id: Option<serde_json::Value>,
     ) {
-        let bounds = Bounds::of(&self.config.sessions);
-        let Some(agent) = self.agents.get_mut(session_id) else {
+        let bounds = Bounds::of(&self.ctx.config.sessions);
+        let Some(agent) = self.agents.registry.get_mut(session_id) else {
             return;
         };
         let at_ms = crate::time::unix_millis(std::time::SystemTime::now());
         let entry = agent.history.push(role, content, id, at_ms, bounds);
-        self.history
+        self.agents
+            .history
             .record(session_id, entry, &mut agent.history, bounds);
         self.trim_histories();
     }
 
     /// Bytes of history all sessions keep together.
     pub fn history_bytes(&self) -> usize {
-        self.agents.sorted().iter().map(|a| a.history.bytes).sum()
+        self.agents
+            .registry
+            .sorted()
+            .iter()
+            .map(|a| a.history.bytes)
+            .sum()
     }
 
     /// Keeps all sessions' histories within `sessions.max_history_total_bytes`: forgets the
     /// oldest messages of the session that keeps the most.
     fn trim_histories(&mut self) {
-        let max = self.config.sessions.max_history_total_bytes;
+        let max = self.ctx.config.sessions.max_history_total_bytes;
         let mut total = self.history_bytes();
         while total > max {
             let Some(biggest) = self
                 .agents
+                .registry
                 .sorted()
                 .into_iter()
                 .max_by_key(|a| a.history.bytes)
@@ -345,7 +352,7 @@ impl crate::daemon::Daemon {
             else {
                 return;
             };
-            let Some(agent) = self.agents.get_mut(&biggest) else {
+            let Some(agent) = self.agents.registry.get_mut(&biggest) else {
                 return;
             };
             let before = agent.history.bytes;

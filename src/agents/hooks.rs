@@ -22,16 +22,16 @@ impl Daemon {
     /// Accepts hooks' connections.
     pub fn on_hook_listener(&mut self) {
         loop {
-            match self.hook_listener.accept() {
+            match self.agents.hook_listener.accept() {
                 Ok((stream, _)) => {
-                    if self.hook_connections >= self.config.hooks.max_connections
+                    if self.agents.hook_connections >= self.ctx.config.hooks.max_connections
                         && !self.drop_oldest_anonymous_hook()
                     {
                         log::warn!("too many hook connections (hooks.max_connections); one closed");
                         continue;
                     }
-                    self.attach_serial += 1;
-                    let serial = self.attach_serial;
+                    self.ctx.attach_serial += 1;
+                    let serial = self.ctx.attach_serial;
                     let now = Instant::now();
                     let source = Source::Hook {
                         stream,
@@ -41,11 +41,11 @@ impl Daemon {
                         opened: now,
                         active: now,
                     };
-                    match self.add_source(source, Interest::READABLE) {
+                    match self.ctx.add_source(source, Interest::READABLE) {
                         Ok(key) => {
-                            self.hook_connections += 1;
-                            let hooks = &self.config.hooks;
-                            self.timers.schedule_in(
+                            self.agents.hook_connections += 1;
+                            let hooks = &self.ctx.config.hooks;
+                            self.ctx.timers.schedule_in(
                                 hooks.idle_timeout.min(hooks.receive_timeout),
                                 Timer::HookTimeout(key, serial),
                             );
@@ -69,6 +69,7 @@ impl Daemon {
     /// every open one has its session.
     fn drop_oldest_anonymous_hook(&mut self) -> bool {
         let oldest = self
+            .ctx
             .sources
             .iter()
             .filter_map(|(key, source)| match source {
@@ -95,13 +96,13 @@ impl Daemon {
 
     /// Reads what a hook connection has sent; handles the message once it is complete.
     pub fn on_hook_readable(&mut self, key: usize) {
-        let max = self.config.hooks.max_message_bytes;
+        let max = self.ctx.config.hooks.max_message_bytes;
         let Some(Source::Hook {
             stream,
             received,
             active,
             ..
-        }) = self.sources.get_mut(key)
+        }) = self.ctx.sources.get_mut(key)
         else {
             return;
         };
@@ -138,24 +139,27 @@ impl Daemon {
             received,
             session,
             ..
-        }) = self.remove_source(key)
+        }) = self.ctx.remove_source(key)
         else {
             return;
         };
         self.forget_hook(session.as_deref());
         match hook::decode_message(&received, max) {
-            Ok(SocketMessage::Call(call)) => match self.hook_tokens.get(&call.token).cloned() {
-                // Answered by the tools' handler once the loop step is done.
-                Some(session_id) => self.calls.push(PendingCall {
-                    session_id,
-                    call,
-                    stream,
-                }),
-                None => {
-                    log::warn!("hook socket: a call with an unknown credential was refused");
-                    let _ = stream.write_all(b"{\"ok\":false,\"error\":\"unknown credential\"}\n");
+            Ok(SocketMessage::Call(call)) => {
+                match self.agents.hook_tokens.get(&call.token).cloned() {
+                    // Answered by the tools' handler once the loop step is done.
+                    Some(session_id) => self.agents.calls.push(PendingCall {
+                        session_id,
+                        call,
+                        stream,
+                    }),
+                    None => {
+                        log::warn!("hook socket: a call with an unknown credential was refused");
+                        let _ =
+                            stream.write_all(b"{\"ok\":false,\"error\":\"unknown credential\"}\n");
+                    }
                 }
-            },
+            }
             Ok(SocketMessage::Hook(request)) => match self.on_hook_request(request) {
                 // The answer comes when a person decides (or the wait times out).
                 Ok(Some(approval)) => self.hold_for_approval(approval, Approved::Hook(stream)),
@@ -183,20 +187,25 @@ impl Daemon {
             received,
             session: None,
             ..
-        }) = self.sources.get(key)
+        }) = self.ctx.sources.get(key)
         else {
             return;
         };
         let hook::Prefix::Credential(token) = hook::credential_prefix(received) else {
             return;
         };
-        let Some(session_id) = self.hook_tokens.get(token).cloned() else {
+        let Some(session_id) = self.agents.hook_tokens.get(token).cloned() else {
             log::warn!("hook socket: a connection with an unknown credential was refused");
             self.refuse_hook(key, "unknown credential");
             return;
         };
-        let quota = self.config.hooks.max_connections_per_session;
-        let open = self.hook_sessions.get(&session_id).copied().unwrap_or(0);
+        let quota = self.ctx.config.hooks.max_connections_per_session;
+        let open = self
+            .agents
+            .hook_sessions
+            .get(&session_id)
+            .copied()
+            .unwrap_or(0);
         if open >= quota {
             log::warn!(
                 "{session_id}: too many unfinished hook connections \
@@ -211,8 +220,12 @@ impl Daemon {
             );
             return;
         }
-        *self.hook_sessions.entry(session_id.clone()).or_default() += 1;
-        if let Some(Source::Hook { session, .. }) = self.sources.get_mut(key) {
+        *self
+            .agents
+            .hook_sessions
+            .entry(session_id.clone())
+            .or_default() += 1;
+        if let Some(Source::Hook { session, .. }) = self.ctx.sources.get_mut(key) {
             *session = Some(session_id);
         }
     }
@@ -223,7 +236,7 @@ impl Daemon {
             mut stream,
             session,
             ..
-        }) = self.remove_source(key)
+        }) = self.ctx.remove_source(key)
         {
             self.forget_hook(session.as_deref());
             let _ = stream.write_all(&hook::refusal(why));
@@ -232,13 +245,13 @@ impl Daemon {
 
     /// A hook connection is gone: it no longer counts against the limits.
     fn forget_hook(&mut self, session: Option<&str>) {
-        self.hook_connections = self.hook_connections.saturating_sub(1);
+        self.agents.hook_connections = self.agents.hook_connections.saturating_sub(1);
         if let Some(session) = session
-            && let Some(open) = self.hook_sessions.get_mut(session)
+            && let Some(open) = self.agents.hook_sessions.get_mut(session)
         {
             *open -= 1;
             if *open == 0 {
-                self.hook_sessions.remove(session);
+                self.agents.hook_sessions.remove(session);
             }
         }
     }
@@ -246,7 +259,8 @@ impl Daemon {
     /// Drops a hook connection that has been silent for `hooks.idle_timeout`, or has not
     /// finished its message within `hooks.receive_timeout`; otherwise looks again later.
     pub fn on_hook_timeout(&mut self, key: usize, serial: u64) {
-        if !matches!(self.sources.get(key), Some(Source::Hook { serial: s, .. }) if *s == serial) {
+        if !matches!(self.ctx.sources.get(key), Some(Source::Hook { serial: s, .. }) if *s == serial)
+        {
             return;
         }
         // What arrived while the loop was busy elsewhere counts: read it before judging.
@@ -256,7 +270,7 @@ impl Daemon {
             opened,
             active,
             ..
-        }) = self.sources.get(key)
+        }) = self.ctx.sources.get(key)
         else {
             return;
         };
@@ -264,7 +278,7 @@ impl Daemon {
             return;
         }
         let now = Instant::now();
-        let hooks = &self.config.hooks;
+        let hooks = &self.ctx.config.hooks;
         let (whole, idle) = (
             *opened + hooks.receive_timeout,
             *active + hooks.idle_timeout,
@@ -275,14 +289,16 @@ impl Daemon {
             log::warn!("a hook connection was silent for hooks.idle_timeout; dropped");
         } else {
             let at = whole.min(idle);
-            self.timers.schedule(at, Timer::HookTimeout(key, serial));
+            self.ctx
+                .timers
+                .schedule(at, Timer::HookTimeout(key, serial));
             return;
         }
         self.drop_hook(key);
     }
 
     fn drop_hook(&mut self, key: usize) {
-        if let Some(Source::Hook { session, .. }) = self.remove_source(key) {
+        if let Some(Source::Hook { session, .. }) = self.ctx.remove_source(key) {
             self.forget_hook(session.as_deref());
         }
     }
@@ -291,17 +307,18 @@ impl Daemon {
     /// `PermissionRequest` that observers may answer, or why it is refused (the session has
     /// `hooks.max_pending_approvals_per_session` waiting).
     fn on_hook_request(&mut self, request: HookRequest) -> Result<Option<Approval>, String> {
-        let Some(session_id) = self.hook_tokens.get(&request.token).cloned() else {
+        let Some(session_id) = self.agents.hook_tokens.get(&request.token).cloned() else {
             log::warn!("hook socket: a message with an unknown credential was dropped");
             return Ok(None);
         };
         log::debug!("{session_id}: {} hook", request.event.as_str());
         *self
+            .ctx
             .metrics
             .hook_events
             .entry(request.event.as_str())
             .or_default() += 1;
-        let Some(agent) = self.agents.get_mut(&session_id) else {
+        let Some(agent) = self.agents.registry.get_mut(&session_id) else {
             return Ok(None);
         };
         agent
@@ -315,7 +332,7 @@ impl Daemon {
                         session_id: session_id.clone(),
                         id,
                     };
-                    self.agents.announce(event);
+                    self.agents.registry.announce(event);
                 }
             }
             HookEvent::Stop => {
@@ -324,7 +341,7 @@ impl Daemon {
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
-                self.agents.announce(AgentEvent::Replied {
+                self.agents.registry.announce(AgentEvent::Replied {
                     session_id: session_id.clone(),
                     content: content.clone(),
                     in_reply_to: in_reply_to.clone(),
@@ -337,8 +354,9 @@ impl Daemon {
                 );
             }
             HookEvent::PermissionRequest => {
-                let quota = self.config.hooks.max_pending_approvals_per_session;
+                let quota = self.ctx.config.hooks.max_pending_approvals_per_session;
                 let waiting = self
+                    .agents
                     .approvals
                     .values()
                     .filter(|(approval, _)| approval.session_id == session_id)
@@ -352,7 +370,8 @@ impl Daemon {
                         "too many permission requests of this session are waiting \
                          (hooks.max_pending_approvals_per_session is {quota})"
                     ));
-                } else if self.approvals.len() < self.config.hooks.max_pending_approvals {
+                } else if self.agents.approvals.len() < self.ctx.config.hooks.max_pending_approvals
+                {
                     held = Some(Approval {
                         request_id: format!("perm-{}", &crate::panes::attach::new_token()[..16]),
                         session_id: session_id.clone(),
@@ -389,18 +408,21 @@ impl Daemon {
             crate::bounded(&approval.summary),
             approval.request_id
         );
-        self.timers.schedule_in(
-            self.config.hooks.approval_timeout,
+        self.ctx.timers.schedule_in(
+            self.ctx.config.hooks.approval_timeout,
             Timer::ApprovalTimeout(approval.request_id.clone()),
         );
-        self.agents.announce(AgentEvent::ApprovalRequested {
-            session_id: approval.session_id.clone(),
-            request_id: approval.request_id.clone(),
-            tool: approval.tool.clone(),
-            summary: approval.summary.clone(),
-            tool_input: approval.tool_input.clone(),
-        });
-        self.approvals
+        self.agents
+            .registry
+            .announce(AgentEvent::ApprovalRequested {
+                session_id: approval.session_id.clone(),
+                request_id: approval.request_id.clone(),
+                tool: approval.tool.clone(),
+                summary: approval.summary.clone(),
+                tool_input: approval.tool_input.clone(),
+            });
+        self.agents
+            .approvals
             .insert(approval.request_id.clone(), (approval, approved));
     }
 
@@ -413,7 +435,7 @@ impl Daemon {
         allow: bool,
         message: Option<&str>,
     ) -> Result<(), String> {
-        match self.approvals.get(request_id) {
+        match self.agents.approvals.get(request_id) {
             Some((approval, _)) if approval.session_id == session_id => {}
             _ => {
                 return Err(format!(
@@ -423,7 +445,7 @@ impl Daemon {
                 ));
             }
         }
-        let (approval, approved) = self.approvals.remove(request_id).expect("checked");
+        let (approval, approved) = self.agents.approvals.remove(request_id).expect("checked");
         let done = match approved {
             Approved::Hook(mut stream) => {
                 let _ = stream.write_all(&hook::permission_answer(allow, message));
@@ -445,7 +467,7 @@ impl Daemon {
             crate::bounded(&approval.summary),
             if allow { "allowed" } else { "denied" }
         );
-        self.agents.announce(AgentEvent::ToolDecided {
+        self.agents.registry.announce(AgentEvent::ToolDecided {
             session_id: approval.session_id,
             request_id: approval.request_id,
             decision: if allow { "allow" } else { "deny" },
@@ -455,7 +477,7 @@ impl Daemon {
 
     /// Nobody answered in time: the hook lets the CLI ask in its own terminal.
     pub fn on_approval_timeout(&mut self, request_id: &str) {
-        let Some((approval, approved)) = self.approvals.remove(request_id) else {
+        let Some((approval, approved)) = self.agents.approvals.remove(request_id) else {
             return;
         };
         // A held message is dropped; a hook lets its CLI ask.
@@ -468,7 +490,7 @@ impl Daemon {
             approval.session_id,
             crate::bounded(&approval.summary)
         );
-        self.agents.announce(AgentEvent::ToolDecided {
+        self.agents.registry.announce(AgentEvent::ToolDecided {
             session_id: approval.session_id,
             request_id: approval.request_id,
             decision: "expired",

@@ -142,12 +142,12 @@ enum Placed {
 
 /// Creates a session. `done` gets the new session's id or the error to answer with.
 pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned, SpawnError>>) {
-    let config = daemon.config.clone();
+    let config = daemon.ctx.config.clone();
     let daemon_state = DaemonLoad {
-        shutting_down: daemon.shutting_down,
-        quick_pool: daemon.jobs.name(),
-        quick_pool_has_room: daemon.jobs.has_room(),
-        live_sessions: daemon.agents.len() + daemon.agents.pending_spawns,
+        shutting_down: daemon.ctx.shutting_down,
+        quick_pool: daemon.ctx.jobs.name(),
+        quick_pool_has_room: daemon.ctx.jobs.has_room(),
+        live_sessions: daemon.agents.registry.len() + daemon.agents.registry.pending_spawns,
     };
     let agent_type = match admit(&config, &params, &daemon_state) {
         Ok(agent_type) => agent_type,
@@ -162,8 +162,12 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         (None, None) => new_session_ids(&params.agent_type),
     };
     // A session being created holds its attach token already.
-    let pending = daemon.attach_tokens.values().any(|s| s == &session_id);
-    if daemon.agents.get(&session_id).is_some() || pending {
+    let pending = daemon
+        .panes
+        .attach_tokens
+        .values()
+        .any(|s| s == &session_id);
+    if daemon.agents.registry.get(&session_id).is_some() || pending {
         let taken = if params.name.is_some() {
             SpawnError::NameTaken(session_id.clone())
         } else {
@@ -177,13 +181,17 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
     let token = attach::new_token();
     let token_file = attach::token_file(&config.spawn_dir());
     daemon
+        .panes
         .attach_tokens
         .insert(token.clone(), session_id.clone());
     // Hooks report the interactive CLI's turns; a delegated task's one-shot run has none.
     let hooks =
         (agent_type.hooks == Some(HookStyle::Claude) && params.command.is_none()).then(|| {
             let token = attach::new_token();
-            daemon.hook_tokens.insert(token.clone(), session_id.clone());
+            daemon
+                .agents
+                .hook_tokens
+                .insert(token.clone(), session_id.clone());
             HookSetup {
                 token,
                 socket: config.hook_socket(),
@@ -192,9 +200,9 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
                 approval_timeout: config.hooks.approval_timeout,
             }
         });
-    daemon.agents.pending_spawns += 1;
+    daemon.agents.registry.pending_spawns += 1;
     let job = SpawnJob {
-        tmux: daemon.tmux.clone(),
+        tmux: daemon.ctx.tmux.clone(),
         session_id: session_id.clone(),
         name,
         agent_type: params.agent_type.clone(),
@@ -208,8 +216,8 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         roots,
         private: PrivateDirs::of(&config),
         spec_path: spec_path(&config, &session_id),
-        exe: daemon.exe.clone(),
-        pipe_command: attach::pipe_command(&daemon.exe, &config.attach_socket(), &token_file),
+        exe: daemon.ctx.exe.clone(),
+        pipe_command: attach::pipe_command(&daemon.ctx.exe, &config.attach_socket(), &token_file),
         pipe_token: token,
         pipe_token_file: token_file,
         width: config.tmux.width,
@@ -219,10 +227,10 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         pty: super::pty_session::PtySetup::of(&config),
         stdin: params.stdin,
     };
-    daemon.jobs.run(move || {
+    daemon.ctx.jobs.run(move || {
         let result = run_spawn(&job);
         Box::new(move |daemon: &mut Daemon| {
-            daemon.agents.pending_spawns -= 1;
+            daemon.agents.registry.pending_spawns -= 1;
             match result {
                 Ok(outcome) => {
                     let (backend, pid, attached) = match outcome.placed {
@@ -276,9 +284,15 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
                     );
                 }
                 Err(error) => {
-                    daemon.attach_tokens.retain(|_, s| s != &job.session_id);
-                    daemon.hook_tokens.retain(|_, s| s != &job.session_id);
-                    daemon.early_captures.remove(&job.session_id);
+                    daemon
+                        .panes
+                        .attach_tokens
+                        .retain(|_, s| s != &job.session_id);
+                    daemon
+                        .agents
+                        .hook_tokens
+                        .retain(|_, s| s != &job.session_id);
+                    daemon.panes.early_captures.remove(&job.session_id);
                     log::warn!("spawn of a {} agent failed: {error}", job.agent_type);
                     done(daemon, Err(error));
                 }
@@ -547,26 +561,27 @@ fn register(daemon: &mut Daemon, mut agent: Agent, adopted: Option<PaneState>) {
     attach_screen_rules(daemon, &mut agent);
     let session_id = agent.id.clone();
     let (rows, cols) = (agent.rows, agent.cols);
-    daemon.agents.insert(agent);
+    daemon.agents.registry.insert(agent);
     match adopted {
         None => {
             daemon.open_new_stream(&session_id, rows, cols);
-            if let Some(fd) = daemon.early_captures.remove(&session_id) {
+            if let Some(fd) = daemon.panes.early_captures.remove(&session_id) {
                 daemon.install_pipe(&session_id, fd);
             }
         }
         Some(_) => {
-            daemon.hub.open(&session_id, 0);
+            daemon.panes.hub.open(&session_id, 0);
         }
     }
     daemon.schedule_idle_check(&session_id);
     match adopted.and_then(ExitInfo::from_pane_state) {
         Some(ExitInfo::Unknown) => on_process_exit(daemon, &session_id),
         Some(exit) => {
-            if let Some(agent) = daemon.agents.get_mut(&session_id) {
+            if let Some(agent) = daemon.agents.registry.get_mut(&session_id) {
                 agent.exit = Some(exit);
                 agent.activity.on_exit(SystemTime::now());
-                agent.reported = agent.status(SystemTime::now(), daemon.config.sessions.idle_after);
+                agent.reported =
+                    agent.status(SystemTime::now(), daemon.ctx.config.sessions.idle_after);
                 agent.reported_activity = agent.activity.activity;
             }
             daemon.seed_dead_pane(&session_id);
@@ -586,7 +601,7 @@ fn register(daemon: &mut Daemon, mut agent: Agent, adopted: Option<PaneState>) {
 /// Watches the agent's process for its exit (a pidfd in the loop). False when the process
 /// is already gone.
 pub(super) fn watch_exit(daemon: &mut Daemon, session_id: &str) -> bool {
-    let Some(pid) = daemon.agents.get(session_id).map(|a| a.pid) else {
+    let Some(pid) = daemon.agents.registry.get(session_id).map(|a| a.pid) else {
         return true;
     };
     let Ok(fd) = crate::sys::pidfd_open(pid) else {
@@ -596,9 +611,9 @@ pub(super) fn watch_exit(daemon: &mut Daemon, session_id: &str) -> bool {
         session_id: session_id.to_string(),
         fd,
     };
-    match daemon.add_source(source, Interest::READABLE) {
+    match daemon.ctx.add_source(source, Interest::READABLE) {
         Ok(key) => {
-            if let Some(agent) = daemon.agents.get_mut(session_id) {
+            if let Some(agent) = daemon.agents.registry.get_mut(session_id) {
                 agent.exit_watch = Some(key);
             }
         }
@@ -611,28 +626,32 @@ pub(super) fn watch_exit(daemon: &mut Daemon, session_id: &str) -> bool {
 /// (from its stored metadata), the activity a restarted daemon starts from, its status and
 /// its conversation history (read once at start, before the loop runs).
 pub(super) fn restore_adopted(daemon: &mut Daemon, agent: &mut Agent, hook_token: Option<&String>) {
-    agent.reported = agent.status(SystemTime::now(), daemon.config.sessions.idle_after);
+    agent.reported = agent.status(SystemTime::now(), daemon.ctx.config.sessions.idle_after);
     if let Some(token) = hook_token {
-        daemon.hook_tokens.insert(token.clone(), agent.id.clone());
+        daemon
+            .agents
+            .hook_tokens
+            .insert(token.clone(), agent.id.clone());
         agent.hook_token = Some(token.clone());
     }
     agent.activity =
         super::activity::ActivityState::adopted(SystemTime::now(), agent.hook_token.is_some());
     agent.reported_activity = agent.activity.activity;
     // Sessions restored earlier keep theirs first, within the total bound.
-    let mut bounds = super::history::Bounds::of(&daemon.config.sessions);
+    let mut bounds = super::history::Bounds::of(&daemon.ctx.config.sessions);
     let left = daemon
+        .ctx
         .config
         .sessions
         .max_history_total_bytes
         .saturating_sub(daemon.history_bytes());
     bounds.max_bytes = bounds.max_bytes.min(left);
-    agent.history = daemon.history.load(&agent.id, bounds);
+    agent.history = daemon.agents.history.load(&agent.id, bounds);
 }
 
 /// Gives an agent its type's screen rules (types without hooks that have some).
 pub(super) fn attach_screen_rules(daemon: &Daemon, agent: &mut Agent) {
-    if let Some(agent_type) = daemon.config.agents.get(&agent.agent_type)
+    if let Some(agent_type) = daemon.ctx.config.agents.get(&agent.agent_type)
         && agent_type.hooks.is_none()
         && !agent_type.screen_rules.is_empty()
     {
@@ -646,7 +665,7 @@ pub(super) fn attach_screen_rules(daemon: &Daemon, agent: &mut Agent) {
 /// The agent's process has exited (its pidfd fired): ask tmux how, nudging tmux 3.3a with
 /// SIGCHLD when it has lost the status.
 pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
-    let Some(agent) = daemon.agents.get_mut(session_id) else {
+    let Some(agent) = daemon.agents.registry.get_mut(session_id) else {
         return;
     };
     agent.exit_watch = None;
@@ -655,9 +674,9 @@ pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
         super::pty_session::record_exit(daemon, session_id, ExitInfo::Unknown);
         return;
     };
-    let tmux = daemon.tmux.clone();
+    let tmux = daemon.ctx.tmux.clone();
     let session_id = session_id.to_string();
-    daemon.kill_jobs.run(move || {
+    daemon.ctx.kill_jobs.run(move || {
         let outcome = resolve_exit(&tmux, &pane, server_pid);
         Box::new(move |daemon: &mut Daemon| match outcome {
             Ok(exit) => exited(daemon, &session_id, exit),
@@ -669,11 +688,11 @@ pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
             }
             Err(error) => {
                 log::warn!("{session_id}: cannot read the exit status: {error}");
-                if let Some(agent) = daemon.agents.get_mut(&session_id) {
+                if let Some(agent) = daemon.agents.registry.get_mut(&session_id) {
                     agent.exit = Some(ExitInfo::Unknown);
                     agent.activity.on_exit(SystemTime::now());
                     daemon.announce_exit(&session_id);
-                    daemon.agents.announce(AgentEvent::Exited {
+                    daemon.agents.registry.announce(AgentEvent::Exited {
                         session_id: session_id.clone(),
                     });
                 }
@@ -684,12 +703,12 @@ pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
 
 /// Records how an agent's process ended and announces it.
 pub(super) fn exited(daemon: &mut Daemon, session_id: &str, exit: ExitInfo) {
-    if let Some(agent) = daemon.agents.get_mut(session_id) {
+    if let Some(agent) = daemon.agents.registry.get_mut(session_id) {
         agent.exit = Some(exit);
         agent.activity.on_exit(SystemTime::now());
         log::info!("{session_id}: agent process ended ({})", exit.describe());
         daemon.announce_exit(session_id);
-        daemon.agents.announce(AgentEvent::Exited {
+        daemon.agents.registry.announce(AgentEvent::Exited {
             session_id: session_id.to_string(),
         });
     }
@@ -719,11 +738,11 @@ fn resolve_exit(tmux: &Tmux, pane: &PaneId, server_pid: u32) -> Result<ExitInfo,
 
 /// A session disappeared from tmux without the API killing it: forget it and tell observers.
 pub fn session_vanished(daemon: &mut Daemon, session_id: &str, why: &str) {
-    if let Some(agent) = daemon.agents.remove(session_id) {
+    if let Some(agent) = daemon.agents.registry.remove(session_id) {
         log::warn!("{session_id}: session is gone ({why}); no longer listed");
         release_sources(daemon, &agent);
         daemon.announce_gone(&agent, AgentStatus::Error, Some(why));
-        daemon.agents.announce(AgentEvent::Gone {
+        daemon.agents.registry.announce(AgentEvent::Gone {
             session_id: session_id.to_string(),
             reason: why.to_string(),
         });
@@ -732,7 +751,7 @@ pub fn session_vanished(daemon: &mut Daemon, session_id: &str, why: &str) {
 
 /// tmux closed a pane's pipe: re-arm it if the pane lives, forget the session if it is gone.
 pub fn on_capture_closed(daemon: &mut Daemon, session_id: &str) {
-    let Some(agent) = daemon.agents.get(session_id) else {
+    let Some(agent) = daemon.agents.registry.get(session_id) else {
         return;
     };
     let Some(pane) = agent.backend.pane().cloned() else {
@@ -742,9 +761,9 @@ pub fn on_capture_closed(daemon: &mut Daemon, session_id: &str) {
         return;
     };
     log::info!("{session_id}: output pipe closed by tmux");
-    let tmux = daemon.tmux.clone();
+    let tmux = daemon.ctx.tmux.clone();
     let session_id = session_id.to_string();
-    daemon.jobs.run(move || {
+    daemon.ctx.jobs.run(move || {
         let result = tmux::describe_pane(&pane)
             .map_err(TmuxError::from)
             .and_then(|l| tmux.run(&l));
@@ -771,13 +790,13 @@ pub fn on_capture_closed(daemon: &mut Daemon, session_id: &str) {
 /// input), output stream, emulator and typing state.
 fn release_sources(daemon: &mut Daemon, agent: &Agent) {
     if let Some(key) = agent.exit_watch {
-        daemon.remove_source(key);
+        daemon.ctx.remove_source(key);
     }
     if let Some(key) = agent.holder {
-        daemon.remove_source(key);
+        daemon.ctx.remove_source(key);
     }
     if let Some(key) = agent.pipe
-        && let Some(Source::PanePipe { mut input, .. }) = daemon.remove_source(key)
+        && let Some(Source::PanePipe { mut input, .. }) = daemon.ctx.remove_source(key)
     {
         for ack in input.abandon() {
             daemon.input_failed(
@@ -787,25 +806,30 @@ fn release_sources(daemon: &mut Daemon, agent: &Agent) {
             );
         }
     }
-    daemon.attach_tokens.retain(|_, s| s != &agent.id);
+    daemon.panes.attach_tokens.retain(|_, s| s != &agent.id);
     // Waiting permission requests of the session end; their hooks see the socket close.
     daemon
+        .agents
         .approvals
         .retain(|_, (a, _)| a.session_id != agent.id);
     if let Some(token) = &agent.hook_token {
-        daemon.hook_tokens.remove(token);
-        let settings = daemon.config.hooks_dir().join(format!("{}.json", agent.id));
-        daemon.jobs.run(move || {
+        daemon.agents.hook_tokens.remove(token);
+        let settings = daemon
+            .ctx
+            .config
+            .hooks_dir()
+            .join(format!("{}.json", agent.id));
+        daemon.ctx.jobs.run(move || {
             let _ = std::fs::remove_file(settings.with_extension("mcp.json"));
             let _ = std::fs::remove_file(hook_token_file(&settings));
             let _ = std::fs::remove_file(settings);
             Box::new(|_: &mut Daemon| {})
         });
     }
-    daemon.early_captures.remove(&agent.id);
-    daemon.history.remove(&agent.id);
-    daemon.hub.close(&agent.id);
-    daemon.emulators.close(&agent.id);
+    daemon.panes.early_captures.remove(&agent.id);
+    daemon.agents.history.remove(&agent.id);
+    daemon.panes.hub.close(&agent.id);
+    daemon.panes.emulators.close(&agent.id);
     daemon.drop_typist(&agent.id);
 }
 
@@ -817,7 +841,7 @@ pub fn resize(
     cols: u16,
     done: Done<Result<(), (ErrorCode, String)>>,
 ) {
-    let Some(agent) = daemon.agents.get(session_id) else {
+    let Some(agent) = daemon.agents.registry.get(session_id) else {
         let why = format!("no agent session {}", crate::shown(session_id));
         return done(daemon, Err((ErrorCode::SessionNotFound, why)));
     };
@@ -830,26 +854,26 @@ pub fn resize(
         let result = super::pty_session::resize(daemon, session_id, rows, cols);
         return done(daemon, result);
     }
-    if !daemon.jobs.has_room() {
+    if !daemon.ctx.jobs.has_room() {
         let why = "the daemon's workers are all busy; retry shortly".to_string();
         return done(daemon, Err((ErrorCode::Overloaded, why)));
     }
     let (tmux, name, session_id) = (
-        daemon.tmux.clone(),
+        daemon.ctx.tmux.clone(),
         agent.tmux_session.clone(),
         session_id.to_string(),
     );
-    daemon.jobs.run(move || {
+    daemon.ctx.jobs.run(move || {
         let result = tmux::resize_window(&name, cols, rows)
             .map_err(TmuxError::from)
             .and_then(|list| tmux.run(&list));
         Box::new(move |daemon: &mut Daemon| match result {
             Ok(_) => {
-                if let Some(agent) = daemon.agents.get_mut(&session_id) {
+                if let Some(agent) = daemon.agents.registry.get_mut(&session_id) {
                     agent.rows = rows;
                     agent.cols = cols;
                 }
-                daemon.emulators.resize(&session_id, rows, cols);
+                daemon.panes.emulators.resize(&session_id, rows, cols);
                 done(daemon, Ok(()))
             }
             Err(error) => done(
@@ -864,27 +888,27 @@ pub fn resize(
 /// period), then the tmux session. The session disappears from the registry at once, so a
 /// second kill is `404`. `done` gets the termination time.
 pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime, KillError>>) {
-    let Some(mut agent) = daemon.agents.remove(session_id) else {
+    let Some(mut agent) = daemon.agents.registry.remove(session_id) else {
         return done(daemon, Err(KillError::NotFound(session_id.to_string())));
     };
     // A pty session's holder is told to finish once the agent's tree is gone.
     let holder = agent
         .holder
         .take()
-        .and_then(|key| match daemon.remove_source(key) {
+        .and_then(|key| match daemon.ctx.remove_source(key) {
             Some(Source::PtyHolder { stream, .. }) => Some(stream),
             _ => None,
         });
     release_sources(daemon, &agent);
     agent.rearm = Rearm::Idle; // drops a pipe that arrived for the re-arm
-    let tmux = daemon.tmux.clone();
-    let grace = daemon.config.sessions.kill_grace;
+    let tmux = daemon.ctx.tmux.clone();
+    let grace = daemon.ctx.config.sessions.kill_grace;
     let alive = agent.exit.is_none();
     let (id, pid, name) = (agent.id.clone(), agent.pid, agent.tmux_session.clone());
     let is_pty = agent.backend.pane().is_none();
-    let pty_files = super::pty_session::PtyFiles::of(&daemon.config, &id);
-    let handover_timeout = daemon.config.pty.handover_timeout;
-    daemon.kill_jobs.run(move || {
+    let pty_files = super::pty_session::PtyFiles::of(&daemon.ctx.config, &id);
+    let handover_timeout = daemon.ctx.config.pty.handover_timeout;
+    daemon.ctx.kill_jobs.run(move || {
         log::info!("{id}: terminating (pid {pid}, grace {grace:?})");
         let forced = if alive {
             procfs::terminate_tree(pid, grace)
@@ -917,7 +941,7 @@ pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime,
             };
             log::info!("terminated {id}{note}");
             daemon.announce_gone(&agent, AgentStatus::Terminated, None);
-            daemon.agents.announce(AgentEvent::Gone {
+            daemon.agents.registry.announce(AgentEvent::Gone {
                 session_id: id.clone(),
                 reason: "it was killed through the API".to_string(),
             });
@@ -938,16 +962,16 @@ pub struct Metrics {
 /// Samples a session's process tree on a worker. `done` gets `None` when the session
 /// disappeared meanwhile.
 pub fn sample(daemon: &mut Daemon, session_id: &str, done: Done<Option<Metrics>>) {
-    let Some(agent) = daemon.agents.get(session_id) else {
+    let Some(agent) = daemon.agents.registry.get(session_id) else {
         return done(daemon, None);
     };
     let pid = agent.pid;
     let alive = agent.exit.is_none();
     let session_id = session_id.to_string();
-    daemon.jobs.run(move || {
+    daemon.ctx.jobs.run(move || {
         let usage = alive.then(|| procfs::usage(pid));
         Box::new(move |daemon: &mut Daemon| {
-            let Some(agent) = daemon.agents.get_mut(&session_id) else {
+            let Some(agent) = daemon.agents.registry.get_mut(&session_id) else {
                 return done(daemon, None);
             };
             let metrics = match usage {
@@ -982,7 +1006,7 @@ pub fn spec_path(config: &crate::config::Config, session_id: &str) -> PathBuf {
 /// finish once the loop runs. Sessions without valid metadata are never touched. Sessions
 /// already registered are left as they are, so it can run again.
 pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
-    let output = match daemon.tmux.run(&tmux::list_panes()?) {
+    let output = match daemon.ctx.tmux.run(&tmux::list_panes()?) {
         Ok(output) => output,
         Err(TmuxError::NoServer) => return Ok(0),
         Err(e) => return Err(e),
@@ -997,7 +1021,7 @@ pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
         if meta.id.strip_prefix("sess-") != name.as_str().strip_prefix("agent-") {
             continue;
         }
-        if !daemon.config.agents.contains_key(&meta.agent_type) {
+        if !daemon.ctx.config.agents.contains_key(&meta.agent_type) {
             log::warn!(
                 "{}: agent type {:?} is no longer configured; adopting the session anyway",
                 meta.id,
@@ -1009,7 +1033,7 @@ pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
     }
     let mut count = 0;
     for (id, (meta, pane)) in found {
-        if daemon.agents.get(&id).is_some() {
+        if daemon.agents.registry.get(&id).is_some() {
             continue;
         }
         let created_at = UNIX_EPOCH + Duration::from_millis(meta.created_ms);
@@ -1036,7 +1060,11 @@ pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
         };
         // Sessions of older daemons carry their credential in the metadata.
         let hook_token = meta.hook_token.clone().or_else(|| {
-            let settings = daemon.config.hooks_dir().join(format!("{}.json", agent.id));
+            let settings = daemon
+                .ctx
+                .config
+                .hooks_dir()
+                .join(format!("{}.json", agent.id));
             std::fs::read_to_string(hook_token_file(&settings))
                 .ok()
                 .map(|token| token.trim().to_string())

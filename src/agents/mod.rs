@@ -20,6 +20,47 @@ pub mod pty_session;
 pub mod screen;
 pub mod validate;
 
+/// The agents' state: the registry, their hooks' connections and credentials, permission
+/// requests waiting for a person, tool calls, and conversations.
+pub struct Agents {
+    /// Agent sessions.
+    pub registry: AgentRegistry,
+    /// Listener on which agents' hooks report.
+    pub hook_listener: mio::net::UnixListener,
+    /// Hook connections open now.
+    pub hook_connections: usize,
+    /// Hook connections open now whose session is known, by session id.
+    pub hook_sessions: HashMap<String, usize>,
+    /// Tool calls of agents waiting for the loop to handle them.
+    pub calls: Vec<hooks::PendingCall>,
+    /// Writes each session's conversation to disk.
+    pub history: history::HistoryWriter,
+    /// Requests waiting for a person, by request id, with what deciding acts on.
+    pub approvals: HashMap<String, (hooks::Approval, hooks::Approved)>,
+    /// Hook credentials of sessions with hooks, by credential: the session it stands for.
+    pub hook_tokens: HashMap<String, String>,
+}
+
+impl Agents {
+    /// No agents yet; starts the history writer thread.
+    pub fn new(
+        config: &crate::config::Config,
+        hook_listener: mio::net::UnixListener,
+    ) -> Result<Agents, String> {
+        Ok(Agents {
+            registry: AgentRegistry::default(),
+            hook_listener,
+            hook_connections: 0,
+            hook_sessions: HashMap::new(),
+            calls: Vec::new(),
+            history: history::HistoryWriter::start(config.state_dir.join("history"))
+                .map_err(|e| format!("cannot start the history writer thread: {e}"))?,
+            approvals: HashMap::new(),
+            hook_tokens: HashMap::new(),
+        })
+    }
+}
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};

@@ -143,9 +143,9 @@ pub fn register(daemon: &mut Daemon, mut agent: Agent, attached: Attached, resta
         agent.cols = hello.cols;
     }
     let (session_id, rows, cols) = (agent.id.clone(), agent.rows, agent.cols);
-    daemon.agents.insert(agent);
+    daemon.agents.registry.insert(agent);
     if restarted {
-        daemon.hub.open(&session_id, 0);
+        daemon.panes.hub.open(&session_id, 0);
         let screen = hello
             .checkpoint
             .as_deref()
@@ -174,6 +174,7 @@ pub fn register(daemon: &mut Daemon, mut agent: Agent, attached: Attached, resta
     // The holder's replay starts where this daemon's stream takes it up; from there on the
     // daemon forwards what it reads, so the holder's replay stays current.
     let start = daemon
+        .panes
         .hub
         .stream(&session_id)
         .map(|s| s.backlog.end())
@@ -186,9 +187,12 @@ pub fn register(daemon: &mut Daemon, mut agent: Agent, attached: Attached, resta
         outbound: encode(Kind::Rebase, &start.to_be_bytes()),
         checkpointed: None,
     };
-    let holder = match daemon.add_source(source, Interest::READABLE | Interest::WRITABLE) {
+    let holder = match daemon
+        .ctx
+        .add_source(source, Interest::READABLE | Interest::WRITABLE)
+    {
         Ok(key) => {
-            if let Some(agent) = daemon.agents.get_mut(&session_id) {
+            if let Some(agent) = daemon.agents.registry.get_mut(&session_id) {
                 agent.holder = Some(key);
             }
             Some(key)
@@ -211,8 +215,8 @@ pub fn register(daemon: &mut Daemon, mut agent: Agent, attached: Attached, resta
     match hello.exit {
         // Ended before this daemon started: recorded as found, like a dead tmux pane.
         Some(exit) if restarted => {
-            let idle_after = daemon.config.sessions.idle_after;
-            if let Some(agent) = daemon.agents.get_mut(&session_id) {
+            let idle_after = daemon.ctx.config.sessions.idle_after;
+            if let Some(agent) = daemon.agents.registry.get_mut(&session_id) {
                 agent.exit = Some(exit_info(exit));
                 agent.activity.on_exit(SystemTime::now());
                 agent.reported = agent.status(SystemTime::now(), idle_after);
@@ -240,7 +244,7 @@ pub fn on_holder_ready(daemon: &mut Daemon, key: usize) {
         decoder,
         outbound,
         ..
-    }) = daemon.sources.get_mut(key)
+    }) = daemon.ctx.sources.get_mut(key)
     else {
         return;
     };
@@ -278,8 +282,8 @@ pub fn on_holder_ready(daemon: &mut Daemon, key: usize) {
         record_exit(daemon, &session_id, exit_info(exit));
     }
     if closed {
-        daemon.remove_source(key);
-        if let Some(agent) = daemon.agents.get_mut(&session_id)
+        daemon.ctx.remove_source(key);
+        if let Some(agent) = daemon.agents.registry.get_mut(&session_id)
             && agent.holder == Some(key)
         {
             agent.holder = None;
@@ -292,7 +296,7 @@ pub fn on_holder_ready(daemon: &mut Daemon, key: usize) {
 /// terminal through the daemon's copy of the master; its exit is watched by pid, and how it
 /// ended can no longer be told.
 fn holder_lost(daemon: &mut Daemon, session_id: &str) {
-    let Some(agent) = daemon.agents.get(session_id) else {
+    let Some(agent) = daemon.agents.registry.get(session_id) else {
         return;
     };
     if agent.exit.is_some() || agent.pending_exit.is_some() {
@@ -308,7 +312,7 @@ fn holder_lost(daemon: &mut Daemon, session_id: &str) {
 /// through the terminal: the exit is announced when the terminal reaches its end, or after
 /// [`EXIT_OUTPUT_WAIT`].
 pub fn record_exit(daemon: &mut Daemon, session_id: &str, exit: ExitInfo) {
-    let Some(agent) = daemon.agents.get_mut(session_id) else {
+    let Some(agent) = daemon.agents.registry.get_mut(session_id) else {
         return;
     };
     if agent.exit.is_some() || agent.pending_exit.is_some() {
@@ -318,13 +322,14 @@ pub fn record_exit(daemon: &mut Daemon, session_id: &str, exit: ExitInfo) {
     if let Some(key) = agent.pipe {
         daemon.drain_pane_output(key);
     }
-    let Some(agent) = daemon.agents.get(session_id) else {
+    let Some(agent) = daemon.agents.registry.get(session_id) else {
         return;
     };
     if agent.pipe.is_none() {
         output_ended(daemon, session_id);
     } else {
         daemon
+            .ctx
             .timers
             .schedule_in(EXIT_OUTPUT_WAIT, Timer::PtyExit(session_id.to_string()));
     }
@@ -334,6 +339,7 @@ pub fn record_exit(daemon: &mut Daemon, session_id: &str, exit: ExitInfo) {
 pub fn output_ended(daemon: &mut Daemon, session_id: &str) {
     let Some(exit) = daemon
         .agents
+        .registry
         .get_mut(session_id)
         .and_then(|a| a.pending_exit.take())
     else {
@@ -351,8 +357,8 @@ pub fn resize(
     rows: u16,
     cols: u16,
 ) -> Result<(), (ErrorCode, String)> {
-    let key = daemon.agents.get(session_id).and_then(|a| a.pipe);
-    let Some(Source::PanePipe { stream, .. }) = key.and_then(|k| daemon.sources.get(k)) else {
+    let key = daemon.agents.registry.get(session_id).and_then(|a| a.pipe);
+    let Some(Source::PanePipe { stream, .. }) = key.and_then(|k| daemon.ctx.sources.get(k)) else {
         let why = format!("the terminal of {session_id} is closed");
         return Err((ErrorCode::SessionNotFound, why));
     };
@@ -362,11 +368,11 @@ pub fn resize(
     master
         .resize(rows, cols)
         .map_err(|e| (ErrorCode::InternalError, format!("cannot resize: {e}")))?;
-    if let Some(agent) = daemon.agents.get_mut(session_id) {
+    if let Some(agent) = daemon.agents.registry.get_mut(session_id) {
         agent.rows = rows;
         agent.cols = cols;
     }
-    daemon.emulators.resize(session_id, rows, cols);
+    daemon.panes.emulators.resize(session_id, rows, cols);
     schedule_checkpoint(daemon, session_id);
     Ok(())
 }
@@ -374,8 +380,8 @@ pub fn resize(
 /// Output arrived (or the screen changed): leave a checkpoint with the holder within
 /// `pty.checkpoint_after`, so that the replay it keeps stays short.
 pub fn schedule_checkpoint(daemon: &mut Daemon, session_id: &str) {
-    let after = daemon.config.pty.checkpoint_after;
-    let Some(agent) = daemon.agents.get_mut(session_id) else {
+    let after = daemon.ctx.config.pty.checkpoint_after;
+    let Some(agent) = daemon.agents.registry.get_mut(session_id) else {
         return;
     };
     if agent.holder.is_none() || agent.checkpoint_pending {
@@ -383,6 +389,7 @@ pub fn schedule_checkpoint(daemon: &mut Daemon, session_id: &str) {
     }
     agent.checkpoint_pending = true;
     daemon
+        .ctx
         .timers
         .schedule_in(after, Timer::Checkpoint(session_id.to_string()));
 }
@@ -390,11 +397,11 @@ pub fn schedule_checkpoint(daemon: &mut Daemon, session_id: &str) {
 /// The checkpoint timer fell due: ask the emulator for the screen (behind the output it
 /// has been handed so far).
 pub fn on_checkpoint_due(daemon: &mut Daemon, session_id: &str) {
-    let Some(agent) = daemon.agents.get_mut(session_id) else {
+    let Some(agent) = daemon.agents.registry.get_mut(session_id) else {
         return;
     };
     agent.checkpoint_pending = false;
-    daemon.emulators.checkpoint(session_id);
+    daemon.panes.emulators.checkpoint(session_id);
 }
 
 /// The emulator answered a checkpoint request: hand the screen, with the stream offset it
@@ -403,10 +410,15 @@ pub fn on_checkpoint(daemon: &mut Daemon, session_id: &str, snapshot: Option<Sna
     let Some(snapshot) = snapshot else {
         return;
     };
-    let Some(key) = daemon.agents.get(session_id).and_then(|a| a.holder) else {
+    let Some(key) = daemon
+        .agents
+        .registry
+        .get(session_id)
+        .and_then(|a| a.holder)
+    else {
         return;
     };
-    let Some(Source::PtyHolder { checkpointed, .. }) = daemon.sources.get(key) else {
+    let Some(Source::PtyHolder { checkpointed, .. }) = daemon.ctx.sources.get(key) else {
         return;
     };
     // Nothing new since the last one (a resize alone changes the size).
@@ -428,11 +440,11 @@ pub fn on_checkpoint(daemon: &mut Daemon, session_id: &str, snapshot: Option<Sna
         outbound,
         checkpointed,
         ..
-    }) = daemon.sources.get_mut(key)
+    }) = daemon.ctx.sources.get_mut(key)
     {
         outbound.extend_from_slice(&encode(Kind::Checkpoint, &payload));
         *checkpointed = Some(key_of);
-        daemon.metrics.pty_checkpoints += 1;
+        daemon.ctx.metrics.pty_checkpoints += 1;
         flush_holder(daemon, key);
     }
 }
@@ -441,15 +453,20 @@ pub fn on_checkpoint(daemon: &mut Daemon, session_id: &str, snapshot: Option<Sna
 /// If the holder does not keep up (more than `pty.ring_bytes` waiting), the output is not
 /// forwarded: the holder sees the hole, and the next checkpoint closes it.
 pub fn forward_output(daemon: &mut Daemon, session_id: &str, offset: u64, bytes: &[u8]) {
-    let limit = daemon.config.pty.ring_bytes;
-    let Some(key) = daemon.agents.get(session_id).and_then(|a| a.holder) else {
+    let limit = daemon.ctx.config.pty.ring_bytes;
+    let Some(key) = daemon
+        .agents
+        .registry
+        .get(session_id)
+        .and_then(|a| a.holder)
+    else {
         return;
     };
-    if let Some(Source::PtyHolder { outbound, .. }) = daemon.sources.get_mut(key)
+    if let Some(Source::PtyHolder { outbound, .. }) = daemon.ctx.sources.get_mut(key)
         && outbound.len() + bytes.len() <= limit
     {
         if outbound.is_empty() {
-            daemon.holders_to_flush.push(key);
+            daemon.panes.holders_to_flush.push(key);
         }
         crate::proto::pty::encode_output(offset, bytes, outbound);
     }
@@ -459,7 +476,7 @@ pub fn forward_output(daemon: &mut Daemon, session_id: &str, offset: u64, bytes:
 pub fn flush_holder(daemon: &mut Daemon, key: usize) {
     let Some(Source::PtyHolder {
         stream, outbound, ..
-    }) = daemon.sources.get_mut(key)
+    }) = daemon.ctx.sources.get_mut(key)
     else {
         return;
     };
@@ -480,7 +497,7 @@ pub fn flush_holder(daemon: &mut Daemon, key: usize) {
 /// holders' hand-over (blocking; runs once at start, before the loop). Sessions whose
 /// holder is gone are forgotten. Returns how many were adopted.
 pub fn adopt(daemon: &mut Daemon) -> usize {
-    let dir = daemon.config.pty_dir();
+    let dir = daemon.ctx.config.pty_dir();
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return 0;
     };
@@ -519,10 +536,10 @@ pub fn adopt(daemon: &mut Daemon) -> usize {
         else {
             continue;
         };
-        if daemon.agents.get(&meta.id).is_some() {
+        if daemon.agents.registry.get(&meta.id).is_some() {
             continue;
         }
-        let timeout = daemon.config.pty.handover_timeout;
+        let timeout = daemon.ctx.config.pty.handover_timeout;
         let connected = key
             .as_ref()
             .map_err(Clone::clone)
@@ -546,8 +563,8 @@ pub fn adopt(daemon: &mut Daemon) -> usize {
             attached.hello.pid,
             PathBuf::from(&meta.working_dir),
             created_at,
-            daemon.config.tmux.height,
-            daemon.config.tmux.width,
+            daemon.ctx.config.tmux.height,
+            daemon.ctx.config.tmux.width,
         );
         manager::restore_adopted(daemon, &mut agent, meta.hook_token.as_ref());
         log::info!(

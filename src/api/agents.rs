@@ -35,7 +35,7 @@ pub fn spawn(
         params,
         Box::new(move |daemon: &mut Daemon, result| {
             let response = match result {
-                Ok(spawned) => match daemon.agents.get(&spawned.session_id) {
+                Ok(spawned) => match daemon.agents.registry.get(&spawned.session_id) {
                     Some(agent) => json(
                         201,
                         &SpawnResponse {
@@ -55,7 +55,7 @@ pub fn spawn(
                 },
                 Err(error) => ApiError::from_spawn(error).to_response(),
             };
-            daemon.reply(conn, response.with_headers(extra_headers));
+            daemon.ctx.reply(conn, response.with_headers(extra_headers));
         }),
     );
     Handled::Later
@@ -84,9 +84,9 @@ pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
     let agent_type = match request.query_param("agent_type") {
         None => None,
         Some(Ok(text)) => {
-            if !daemon.config.agents.contains_key(&text) {
+            if !daemon.ctx.config.agents.contains_key(&text) {
                 return Handled::Now(
-                    ApiError::unknown_agent_type(&text, &daemon.config).to_response(),
+                    ApiError::unknown_agent_type(&text, &daemon.ctx.config).to_response(),
                 );
             }
             Some(text)
@@ -119,9 +119,10 @@ pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
         }
     };
     let now = SystemTime::now();
-    let idle_after = daemon.config.sessions.idle_after;
+    let idle_after = daemon.ctx.config.sessions.idle_after;
     let agents: Vec<AgentSummary> = daemon
         .agents
+        .registry
         .sorted()
         .into_iter()
         .filter(|a| agent_type.as_ref().is_none_or(|t| &a.agent_type == t))
@@ -148,22 +149,22 @@ pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
 
 /// `GET /api/agents/{id}`: details with a fresh sample of the process tree.
 pub fn get(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
-    if daemon.agents.get(id).is_none() {
+    if daemon.agents.registry.get(id).is_none() {
         return Handled::Now(ApiError::session_not_found(id).to_response());
     }
-    if !daemon.jobs.has_room() {
-        return Handled::Now(ApiError::workers_busy(daemon.jobs.name()).to_response());
+    if !daemon.ctx.jobs.has_room() {
+        return Handled::Now(ApiError::workers_busy(daemon.ctx.jobs.name()).to_response());
     }
     let id_owned = id.to_string();
     manager::sample(
         daemon,
         id,
         Box::new(move |daemon: &mut Daemon, metrics| {
-            let response = match (metrics, daemon.agents.get(&id_owned)) {
+            let response = match (metrics, daemon.agents.registry.get(&id_owned)) {
                 (Some(metrics), Some(agent)) => json(200, &detail(daemon, agent, metrics)),
                 _ => ApiError::session_not_found(&id_owned).to_response(),
             };
-            daemon.reply(conn, response);
+            daemon.ctx.reply(conn, response);
         }),
     );
     Handled::Later
@@ -181,7 +182,7 @@ fn activity_view(state: &ActivityState) -> ActivityView {
 }
 
 fn detail(daemon: &Daemon, agent: &Agent, metrics: manager::Metrics) -> AgentDetail {
-    let status = agent.status(SystemTime::now(), daemon.config.sessions.idle_after);
+    let status = agent.status(SystemTime::now(), daemon.ctx.config.sessions.idle_after);
     AgentDetail {
         session_id: agent.id.clone(),
         agent_type: agent.agent_type.clone(),
@@ -223,7 +224,7 @@ const PAGE_ENVELOPE_BYTES: usize = 1024;
 /// of them without it), at most `limit` of them and at most `sessions.max_messages_page_bytes`
 /// of JSON; `next_before` is the `before` of the page of older ones (`null`: there are none).
 pub fn messages(daemon: &Daemon, request: &Request, id: &str) -> Handled {
-    let Some(agent) = daemon.agents.get(id) else {
+    let Some(agent) = daemon.agents.registry.get(id) else {
         return Handled::Now(ApiError::session_not_found(id).to_response());
     };
     let number = |name: &str| -> Result<Option<u64>, ApiError> {
@@ -243,6 +244,7 @@ pub fn messages(daemon: &Daemon, request: &Request, id: &str) -> Handled {
         (Err(error), _) | (_, Err(error)) => return Handled::Now(error.to_response()),
     };
     let room = daemon
+        .ctx
         .config
         .sessions
         .max_messages_page_bytes
@@ -296,8 +298,8 @@ fn message_view(entry: &crate::agents::history::Entry) -> MessageView<'_> {
 
 /// `DELETE /api/agents/{id}`.
 pub fn kill(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
-    if daemon.agents.get(id).is_some() && !daemon.kill_jobs.has_room() {
-        return Handled::Now(ApiError::workers_busy(daemon.kill_jobs.name()).to_response());
+    if daemon.agents.registry.get(id).is_some() && !daemon.ctx.kill_jobs.has_room() {
+        return Handled::Now(ApiError::workers_busy(daemon.ctx.kill_jobs.name()).to_response());
     }
     let id_owned = id.to_string();
     manager::kill(
@@ -315,7 +317,7 @@ pub fn kill(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
                 ),
                 Err(error) => ApiError::from_kill(error).to_response(),
             };
-            daemon.reply(conn, response);
+            daemon.ctx.reply(conn, response);
         }),
     );
     Handled::Later

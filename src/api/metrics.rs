@@ -19,7 +19,7 @@ pub fn scrape(
     caller: super::Caller,
     request: &Request,
 ) -> Result<Response, ApiError> {
-    if !daemon.config.metrics.enabled {
+    if !daemon.ctx.config.metrics.enabled {
         return Err(ApiError::new(
             404,
             ErrorCode::NotFound,
@@ -34,7 +34,7 @@ pub fn scrape(
         )
         .with_header("Allow", "GET"));
     }
-    let scraper = daemon.metrics_token.as_deref().is_some_and(|expected| {
+    let scraper = daemon.api.metrics_token.as_deref().is_some_and(|expected| {
         super::auth::bearer_token(request.header("authorization"))
             .is_ok_and(|given| super::auth::constant_time_eq(given.as_bytes(), expected.as_bytes()))
     });
@@ -42,11 +42,11 @@ pub fn scrape(
         super::authorize(daemon, caller, request, Scope::Observe)?;
     }
     let body = render(
-        &daemon.metrics,
-        &daemon.hub.counts,
+        &daemon.ctx.metrics,
+        &daemon.panes.hub.counts,
         &gauges(daemon),
-        daemon.tmux.timing(),
-        &daemon.store_timing,
+        daemon.ctx.tmux.timing(),
+        &daemon.tasks.store_timing,
     );
     Ok(Response {
         status: 200,
@@ -60,20 +60,20 @@ pub fn scrape(
 
 fn gauges(daemon: &Daemon) -> Gauges {
     let now = SystemTime::now();
-    let idle_after = daemon.config.sessions.idle_after;
+    let idle_after = daemon.ctx.config.sessions.idle_after;
     let mut gauges = Gauges {
-        viewers: daemon.observers as u64,
-        uptime_seconds: daemon.started.elapsed().as_secs(),
+        viewers: daemon.api.observers as u64,
+        uptime_seconds: daemon.ctx.started.elapsed().as_secs(),
         ..Gauges::default()
     };
-    for agent in daemon.agents.sorted() {
+    for agent in daemon.agents.registry.sorted() {
         let key = (
             agent.status(now, idle_after).as_str(),
             agent.activity.activity.as_str(),
         );
         *gauges.sessions.entry(key).or_default() += 1;
     }
-    for ticket in daemon.tasks.tickets.values() {
+    for ticket in daemon.tasks.book.tickets.values() {
         *gauges.tickets.entry(ticket.status().as_str()).or_default() += 1;
     }
     gauges

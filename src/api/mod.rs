@@ -15,6 +15,73 @@ pub mod tasks;
 pub mod web;
 pub mod web_login;
 
+/// A one-time WebSocket connect ticket (not to be confused with a task's ticket).
+#[derive(Debug, Clone)]
+pub struct WsTicket {
+    /// Who the ticket stands for.
+    pub principal: Principal,
+    /// When it stops being valid.
+    pub expires: Instant,
+}
+
+/// The API's state: token verification, rate limits, browser logins and their WebSockets,
+/// WebSocket tickets, and the count of observers.
+pub struct ApiState {
+    /// Token verification.
+    pub auth: auth::Authenticator,
+    /// Unused WebSocket tickets.
+    pub ws_tickets: std::collections::HashMap<String, WsTicket>,
+    /// Rate limits per caller and per connection.
+    pub rate: ratelimit::RateLimits,
+    /// Browser logins: login codes waiting to be used, the cookie key, logged-out sessions.
+    pub web: web_login::WebLogins,
+    /// The static bearer token of `metrics.token_file`, which may read `/metrics` only.
+    pub metrics_token: Option<String>,
+    /// WebSockets opened in a browser session's name (by its id), closed when it logs out.
+    pub web_sockets: std::collections::HashMap<String, Vec<ConnId>>,
+    /// Open WebSocket connections (for health).
+    pub observers: usize,
+}
+
+impl ApiState {
+    /// The API's state at start: the browser key and logouts loaded, the metrics token read.
+    pub fn new(
+        config: &crate::config::Config,
+        auth: auth::Authenticator,
+    ) -> Result<ApiState, String> {
+        let web_key = auth::load_or_create_key_file(&config.web_key_file())?;
+        let web = web_login::WebLogins::new(
+            &web_key,
+            web_login::load_logouts(&config.web_logouts_file(), auth::now_secs()),
+            web_login::CodeLimits::of(&config.web),
+        );
+        let metrics_token = match &config.metrics.token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("metrics.token_file {}: {e}", path.display()))?;
+                let token = text.trim().to_string();
+                if token.len() < 16 {
+                    return Err(format!(
+                        "metrics.token_file {}: the token must be at least 16 characters",
+                        path.display()
+                    ));
+                }
+                Some(token)
+            }
+            None => None,
+        };
+        Ok(ApiState {
+            auth,
+            ws_tickets: Default::default(),
+            rate: ratelimit::RateLimits::new(&config.rate_limits),
+            web,
+            metrics_token,
+            web_sockets: Default::default(),
+            observers: 0,
+        })
+    }
+}
+
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
 
@@ -297,7 +364,7 @@ pub fn local_principal(daemon: &Daemon) -> Principal {
             observe: true,
             control: true,
         },
-        expires_at: auth::now_secs().saturating_add(daemon.config.web.session_ttl.as_secs()),
+        expires_at: auth::now_secs().saturating_add(daemon.ctx.config.web.session_ttl.as_secs()),
         session: None,
     }
 }
@@ -317,6 +384,7 @@ pub fn authenticate(
     let token = auth::bearer_token(request.header("authorization"))
         .map_err(|e| ApiError::unauthorized(e.0))?;
     let principal = daemon
+        .api
         .auth
         .verify(token)
         .map_err(|e| ApiError::unauthorized(e.0))?;
@@ -353,7 +421,7 @@ fn cookie_session(
     let mut refusal = None;
     let mut verified = Vec::new();
     for cookie in cookies {
-        match daemon.web.verify_session(cookie, auth::now_secs()) {
+        match daemon.api.web.verify_session(cookie, auth::now_secs()) {
             Ok(session) => verified.push(session),
             Err(e) => {
                 refusal.get_or_insert(e);
@@ -387,7 +455,7 @@ pub const PAGE_KEY_HEADER: &str = "x-orchestra-key";
 /// this host, which browsers send it to, is refused.
 fn check_page_key(daemon: &Daemon, request: &Request, sid: &str) -> Result<(), ApiError> {
     let given = request.header_str(PAGE_KEY_HEADER).unwrap_or_default();
-    if daemon.web.page_key_matches(sid, given.trim()) {
+    if daemon.api.web.page_key_matches(sid, given.trim()) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -513,7 +581,11 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, caller: Caller, request: &Reque
     let host = request.header_str("host");
     // No browser reaches the local socket, so DNS rebinding cannot either.
     if caller != Caller::Local
-        && !host_allowed(&daemon.config.allowed_hosts, daemon.config.listen, host)
+        && !host_allowed(
+            &daemon.ctx.config.allowed_hosts,
+            daemon.ctx.config.listen,
+            host,
+        )
     {
         let error = foreign_host(host.unwrap_or_default());
         log::info!("{peer}: refused a request for a foreign Host");
@@ -601,8 +673,8 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, caller: Caller, request: &Reque
     };
     let now = (Instant::now(), SystemTime::now());
     let limiter = match route {
-        Route::Spawn => Some(&mut daemon.rate.spawn),
-        Route::Delegate => Some(&mut daemon.rate.delegate),
+        Route::Spawn => Some(&mut daemon.api.rate.spawn),
+        Route::Delegate => Some(&mut daemon.api.rate.delegate),
         _ => None,
     };
     let limit_headers = match limiter {
@@ -614,7 +686,7 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, caller: Caller, request: &Reque
                 } else {
                     "delegate"
                 };
-                *daemon.metrics.rate_limited.entry(name).or_default() += 1;
+                *daemon.ctx.metrics.rate_limited.entry(name).or_default() += 1;
                 log::info!("{peer}: rate limit of {:?} exceeded", principal.subject);
                 return Handled::Now(rate_limited(decision).to_response());
             }
@@ -661,11 +733,13 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, caller: Caller, request: &Reque
 /// Counts a credential failure from `peer`.
 fn auth_failure(daemon: &mut Daemon, peer: IpAddr) -> ratelimit::Decision {
     let decision = daemon
+        .api
         .rate
         .auth_failures
         .check(&peer, Instant::now(), SystemTime::now());
     if !decision.allowed {
         *daemon
+            .ctx
             .metrics
             .rate_limited
             .entry("auth_failures")
@@ -676,6 +750,7 @@ fn auth_failure(daemon: &mut Daemon, peer: IpAddr) -> ratelimit::Decision {
 
 fn auth_failure_peek(daemon: &mut Daemon, peer: IpAddr) -> ratelimit::Decision {
     daemon
+        .api
         .rate
         .auth_failures
         .peek(&peer, Instant::now(), SystemTime::now())
@@ -699,11 +774,11 @@ fn health(daemon: &Daemon) -> Health {
     Health {
         status: "healthy",
         version: env!("CARGO_PKG_VERSION"),
-        uptime_seconds: daemon.started.elapsed().as_secs(),
-        sessions: daemon.agents.len(),
-        observers: daemon.observers,
-        tasks_pending: daemon.tasks.queued(),
-        tasks_running: daemon.tasks.active().count(),
+        uptime_seconds: daemon.ctx.started.elapsed().as_secs(),
+        sessions: daemon.agents.registry.len(),
+        observers: daemon.api.observers,
+        tasks_pending: daemon.tasks.book.queued(),
+        tasks_running: daemon.tasks.book.active().count(),
     }
 }
 

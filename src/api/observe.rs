@@ -9,7 +9,8 @@ use super::error::{ApiError, ErrorCode};
 use super::ratelimit::WsVerdict;
 use super::{Handled, json};
 use crate::agents::history::Role;
-use crate::daemon::{Daemon, Timer, WsTicket};
+use crate::api::WsTicket;
+use crate::daemon::{Daemon, Timer};
 use crate::net::ConnId;
 use crate::panes::hub::{SubscribeError, SubscribeStart};
 use crate::panes::typing::{AckKind, InputAck, Typing};
@@ -82,7 +83,7 @@ pub fn upgrade(daemon: &mut Daemon, caller: super::Caller, request: &Request) ->
         }
     });
     if principal.is_ok() {
-        daemon.observers += 1;
+        daemon.api.observers += 1;
     }
     Handled::Upgrade {
         accept: ws::accept_response(&upgrade),
@@ -94,6 +95,7 @@ pub fn upgrade(daemon: &mut Daemon, caller: super::Caller, request: &Request) ->
 pub fn origin_allowed(daemon: &Daemon, origin: &str, host: Option<&str>) -> bool {
     is_own_origin(origin, host)
         || daemon
+            .ctx
             .config
             .websocket
             .allowed_origins
@@ -114,7 +116,7 @@ pub fn is_own_origin(origin: &str, host: Option<&str>) -> bool {
 fn credentials(daemon: &mut Daemon, request: &Request) -> Result<Principal, String> {
     if let Some(ticket) = request.query_param("ticket") {
         let ticket = ticket.map_err(|_| "malformed ticket".to_string())?;
-        return match daemon.ws_tickets.remove(&ticket) {
+        return match daemon.api.ws_tickets.remove(&ticket) {
             Some(t) if t.expires > Instant::now() => Ok(t.principal),
             _ => Err("unknown, used or expired ticket".into()),
         };
@@ -125,7 +127,7 @@ fn credentials(daemon: &mut Daemon, request: &Request) -> Result<Principal, Stri
             .map_err(|e| e.0.to_string())?
             .to_string(),
     };
-    daemon.auth.verify(&token).map_err(|e| e.0.to_string())
+    daemon.api.auth.verify(&token).map_err(|e| e.0.to_string())
 }
 
 /// The frames sent before closing a connection whose credentials were refused.
@@ -145,12 +147,12 @@ pub fn refused_credentials(reason: &str) -> Vec<u8> {
 /// `POST /api/ws-ticket`: a one-time ticket standing for the caller's token.
 pub fn issue_ticket(daemon: &mut Daemon, principal: Principal) -> Handled {
     let ticket = crate::panes::attach::new_token();
-    let ttl = daemon.config.websocket.ticket_ttl;
-    if daemon.ws_tickets.len() >= 10_000 {
+    let ttl = daemon.ctx.config.websocket.ticket_ttl;
+    if daemon.api.ws_tickets.len() >= 10_000 {
         let now = Instant::now();
-        daemon.ws_tickets.retain(|_, t| t.expires > now);
+        daemon.api.ws_tickets.retain(|_, t| t.expires > now);
     }
-    daemon.ws_tickets.insert(
+    daemon.api.ws_tickets.insert(
         ticket.clone(),
         WsTicket {
             principal,
@@ -158,6 +160,7 @@ pub fn issue_ticket(daemon: &mut Daemon, principal: Principal) -> Handled {
         },
     );
     daemon
+        .ctx
         .timers
         .schedule_in(ttl + Duration::from_secs(1), Timer::TicketSweep);
     Handled::Now(json(
@@ -177,7 +180,7 @@ fn send_error(
     session: Option<&str>,
     id: Option<&serde_json::Value>,
 ) {
-    daemon.send_ws(
+    daemon.ctx.send_ws(
         conn,
         &WsError {
             r#type: "error",
@@ -199,8 +202,8 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
     let logged_out = principal
         .session
         .as_deref()
-        .is_some_and(|sid| daemon.web.is_logged_out(sid));
-    if logged_out || principal.expires_at + daemon.config.auth.leeway.as_secs() < now {
+        .is_some_and(|sid| daemon.api.web.is_logged_out(sid));
+    if logged_out || principal.expires_at + daemon.ctx.config.auth.leeway.as_secs() < now {
         send_error(
             daemon,
             conn,
@@ -212,12 +215,14 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
         return After::Close(close::POLICY_VIOLATION, "token expired".into());
     }
     match daemon
+        .api
         .rate
         .ws_message(conn, std::time::Instant::now(), SystemTime::now())
     {
         WsVerdict::Allow => {}
         WsVerdict::Drop(decision) => {
             *daemon
+                .ctx
                 .metrics
                 .rate_limited
                 .entry("ws_messages")
@@ -238,6 +243,7 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
         }
         WsVerdict::Close(_) => {
             *daemon
+                .ctx
                 .metrics
                 .rate_limited
                 .entry("ws_messages")
@@ -255,18 +261,23 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
     }
     let message = match serde_json::from_str::<ClientMessage>(text) {
         Ok(message) => {
-            *daemon.metrics.ws_in.entry(message.type_name()).or_default() += 1;
+            *daemon
+                .ctx
+                .metrics
+                .ws_in
+                .entry(message.type_name())
+                .or_default() += 1;
             message
         }
         Err(e) => {
-            *daemon.metrics.ws_in.entry("invalid").or_default() += 1;
+            *daemon.ctx.metrics.ws_in.entry("invalid").or_default() += 1;
             let detail = format!("invalid message: {}", crate::bounded(&e.to_string()));
             send_error(daemon, conn, ErrorCode::InvalidRequest, &detail, None, None);
             return After::Continue;
         }
     };
     match message {
-        ClientMessage::Ping { id } => daemon.send_ws(
+        ClientMessage::Ping { id } => daemon.ctx.send_ws(
             conn,
             &Pong {
                 r#type: "pong",
@@ -279,16 +290,18 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
             stream,
         } => {
             match daemon
+                .panes
                 .hub
                 .subscribe(conn, &session_id, since, stream.as_deref())
             {
                 Ok(start) => {
                     let stream_id = daemon
+                        .panes
                         .hub
                         .stream(&session_id)
                         .map(|s| s.stream_id.clone())
                         .unwrap_or_default();
-                    daemon.send_ws(
+                    daemon.ctx.send_ws(
                         conn,
                         &Subscribed {
                             r#type: "subscribed",
@@ -298,7 +311,7 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
                         },
                     );
                     if let SubscribeStart::NeedsSnapshot(request) = start {
-                        daemon.emulators.snapshot(&session_id, request);
+                        daemon.panes.emulators.snapshot(&session_id, request);
                     }
                 }
                 Err(SubscribeError::UnknownSession) => {
@@ -326,8 +339,8 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
             }
         }
         ClientMessage::UnsubscribeTerminal { session_id } => {
-            daemon.hub.unsubscribe(conn, &session_id);
-            daemon.send_ws(
+            daemon.panes.hub.unsubscribe(conn, &session_id);
+            daemon.ctx.send_ws(
                 conn,
                 &Unsubscribed {
                     r#type: "unsubscribed",
@@ -429,7 +442,10 @@ fn resize(
     rows: u16,
     cols: u16,
 ) {
-    let (max_cols, max_rows) = (daemon.config.panes.max_cols, daemon.config.panes.max_rows);
+    let (max_cols, max_rows) = (
+        daemon.ctx.config.panes.max_cols,
+        daemon.ctx.config.panes.max_rows,
+    );
     if !principal.scopes.allows(Scope::Control) {
         let detail = "resizing a pane needs the control scope";
         return send_error(
@@ -462,7 +478,7 @@ fn resize(
         rows,
         cols,
         Box::new(move |daemon: &mut Daemon, result| match result {
-            Ok(()) => daemon.send_ws(
+            Ok(()) => daemon.ctx.send_ws(
                 conn,
                 &ResizeAck {
                     r#type: "resize_terminal_ack",

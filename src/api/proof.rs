@@ -58,6 +58,7 @@ pub fn answer(daemon: &Daemon, request: &Request) -> Result<Response, ApiError> 
                 ));
             }
             daemon
+                .api
                 .auth
                 .server_proof(&input, &body.nonce)
                 .ok_or_else(|| {
@@ -73,7 +74,7 @@ pub fn answer(daemon: &Daemon, request: &Request) -> Result<Response, ApiError> 
             if session.is_empty() || session.len() > 128 {
                 return Err(ApiError::bad_request("session must be a session id"));
             }
-            proof_of(daemon.web.page_key(&session).as_bytes(), &body.nonce)
+            proof_of(daemon.api.web.page_key(&session).as_bytes(), &body.nonce)
         }
         _ => {
             return Err(ApiError::bad_request(

@@ -47,6 +47,7 @@ pub fn delegate(
             let response = match result.map_err(ApiError::from_task).and_then(|task_id| {
                 daemon
                     .tasks
+                    .book
                     .tickets
                     .get(&task_id)
                     .ok_or_else(|| ApiError::internal("the ticket was forgotten at once"))
@@ -67,7 +68,7 @@ pub fn delegate(
                 }
                 Err(error) => error.to_response(),
             };
-            daemon.reply(conn, response.with_headers(extra_headers));
+            daemon.ctx.reply(conn, response.with_headers(extra_headers));
         }),
     );
     Handled::Later
@@ -101,8 +102,8 @@ pub fn view(ticket: &Ticket) -> TaskView<'_> {
 
 /// `GET /api/tasks/{id}` (ticket id or task id).
 pub fn get(daemon: &Daemon, id: &str) -> Handled {
-    Handled::Now(match daemon.tasks.find(id) {
-        Some(task_id) => json(200, &view(&daemon.tasks.tickets[&task_id])),
+    Handled::Now(match daemon.tasks.book.find(id) {
+        Some(task_id) => json(200, &view(&daemon.tasks.book.tickets[&task_id])),
         None => ApiError::from_task(TaskError::NotFound(id.to_string())).to_response(),
     })
 }
@@ -150,6 +151,7 @@ fn list_page(daemon: &Daemon, request: &Request) -> Result<Handled, ApiError> {
     let offset = number("offset", 0)?;
     let matching: Vec<TaskView> = daemon
         .tasks
+        .book
         .tickets
         .values()
         .rev()
@@ -183,7 +185,7 @@ pub fn decide_plan(daemon: &mut Daemon, request: &Request, approve: bool) -> Han
     let tasks: Vec<TaskView> = body
         .task_ids
         .iter()
-        .filter_map(|id| daemon.tasks.tickets.get(id))
+        .filter_map(|id| daemon.tasks.book.tickets.get(id))
         .map(view)
         .collect();
     Handled::Now(json(
@@ -204,7 +206,7 @@ pub fn cancel(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
         id,
         Box::new(move |daemon: &mut Daemon, result| {
             let response = match result {
-                Ok(task_id) => match daemon.tasks.tickets.get(&task_id) {
+                Ok(task_id) => match daemon.tasks.book.tickets.get(&task_id) {
                     Some(ticket) => json(200, &view(ticket)),
                     None => {
                         ApiError::from_task(TaskError::NotFound(task_id.to_string())).to_response()
@@ -212,7 +214,7 @@ pub fn cancel(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
                 },
                 Err(error) => ApiError::from_task(error).to_response(),
             };
-            daemon.reply(conn, response);
+            daemon.ctx.reply(conn, response);
         }),
     );
     Handled::Later

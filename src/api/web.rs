@@ -127,7 +127,7 @@ pub fn page(daemon: &mut Daemon, request: &Request) -> Response {
         .iter()
         .enumerate()
         .find(|(_, asset)| asset.path == path);
-    let Some((index, asset)) = found.filter(|_| daemon.config.web.dashboard) else {
+    let Some((index, asset)) = found.filter(|_| daemon.ctx.config.web.dashboard) else {
         return ApiError::new(404, ErrorCode::NotFound, "no such page").to_response();
     };
     let etag = &etags()[index];
@@ -249,7 +249,7 @@ fn login_link(daemon: &mut Daemon, request: &Request) -> Response {
         .find_map(|pair| pair.strip_prefix("code="))
         .unwrap_or_default()
         .trim();
-    match daemon.web.redeem_code(code, Instant::now()) {
+    match daemon.api.web.redeem_code(code, Instant::now()) {
         Ok((subject, scopes, ends)) => match start_session(daemon, request, &subject, scopes, ends)
         {
             // The page key travels in the fragment, which browsers never send to a server.
@@ -281,13 +281,14 @@ fn start_session(
     ends: u64,
 ) -> Result<(String, String, String), ApiError> {
     let now = now_secs();
-    let ends = ends.min(now.saturating_add(daemon.config.web.session_ttl.as_secs().max(1)));
+    let ends = ends.min(now.saturating_add(daemon.ctx.config.web.session_ttl.as_secs().max(1)));
     if ends <= now {
         return Err(ApiError::unauthorized(
             "the token behind this login link has expired",
         ));
     }
     let issued = daemon
+        .api
         .web
         .issue_session(subject, scopes, now, ends)
         .map_err(ApiError::internal)?;
@@ -302,7 +303,7 @@ fn start_session(
 
 /// Whether the cookie must be `Secure`: configured so, or the page came through a TLS proxy.
 fn secure(daemon: &Daemon, request: &Request) -> bool {
-    daemon.config.web.secure_cookie
+    daemon.ctx.config.web.secure_cookie
         || request
             .header_str("x-forwarded-proto")
             .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
@@ -361,17 +362,19 @@ pub fn login(daemon: &mut Daemon, request: &Request) -> Result<Response, ApiErro
     super::check_same_origin(request)?;
     let body: LoginRequest = parse_body(request)?;
     let principal = daemon
+        .api
         .auth
         .verify(body.token.trim())
         .map_err(|e| ApiError::unauthorized(e.0))?;
     let now = now_secs();
     let ends = principal
         .expires_at
-        .min(now + daemon.config.web.session_ttl.as_secs().max(1));
+        .min(now + daemon.ctx.config.web.session_ttl.as_secs().max(1));
     if ends <= now {
         return Err(ApiError::unauthorized("token expired"));
     }
     let issued = daemon
+        .api
         .web
         .issue_session(&principal.subject, principal.scopes, now, ends)
         .map_err(ApiError::internal)?;
@@ -393,10 +396,13 @@ pub fn logout(
     session: Option<(Principal, String)>,
 ) -> Response {
     if let Some((principal, sid)) = session {
-        let line = daemon.web.log_out(&sid, principal.expires_at, now_secs());
-        let path = daemon.config.web_logouts_file();
+        let line = daemon
+            .api
+            .web
+            .log_out(&sid, principal.expires_at, now_secs());
+        let path = daemon.ctx.config.web_logouts_file();
         // The append is disk I/O: it runs on a worker, never on the loop.
-        daemon.jobs.run(move || {
+        daemon.ctx.jobs.run(move || {
             use std::io::Write;
             let written = std::fs::OpenOptions::new()
                 .create(true)
@@ -411,14 +417,15 @@ pub fn logout(
         });
         log::info!("browser session of {:?} logged out", principal.subject);
         // What the session opened ends with it: its WebSockets and unused tickets.
-        for conn in daemon.web_sockets.remove(&sid).unwrap_or_default() {
-            daemon.ws.close.push((
+        for conn in daemon.api.web_sockets.remove(&sid).unwrap_or_default() {
+            daemon.ctx.ws.close.push((
                 conn,
                 crate::proto::ws::close::POLICY_VIOLATION,
                 "logged out".into(),
             ));
         }
         daemon
+            .api
             .ws_tickets
             .retain(|_, ticket| ticket.principal.session.as_deref() != Some(sid.as_str()));
     }
@@ -492,8 +499,9 @@ pub fn issue_login_code(
         observe: true,
         control: scope == Scope::Control,
     };
-    let ttl = daemon.config.web.login_code_ttl;
+    let ttl = daemon.ctx.config.web.login_code_ttl;
     let code = daemon
+        .api
         .web
         .issue_code(
             &principal.subject,
@@ -511,7 +519,7 @@ pub fn issue_login_code(
     // Over the local socket the link points at the address the daemon listens on.
     let own_address;
     let host = if matches!(credential, super::Credential::Local) {
-        own_address = link_host(daemon.config.listen);
+        own_address = link_host(daemon.ctx.config.listen);
         own_address.as_str()
     } else {
         request.header_str("host").unwrap_or("localhost")
@@ -539,9 +547,10 @@ pub fn startup_link(daemon: &mut Daemon, address: std::net::SocketAddr) -> Optio
         observe: true,
         control: true,
     };
-    let ttl: Duration = daemon.config.web.login_code_ttl;
-    let ends = now_secs().saturating_add(daemon.config.web.session_ttl.as_secs());
+    let ttl: Duration = daemon.ctx.config.web.login_code_ttl;
+    let ends = now_secs().saturating_add(daemon.ctx.config.web.session_ttl.as_secs());
     let code = daemon
+        .api
         .web
         .issue_code("local", true, scopes, ends, ttl, Instant::now())
         .ok()?;

@@ -44,15 +44,17 @@ impl Daemon {
     /// Accepts pipe helpers' connections.
     pub fn on_attach_listener(&mut self) {
         loop {
-            match self.attach_listener.accept() {
+            match self.panes.attach_listener.accept() {
                 Ok((stream, _)) => match attach::receive(&stream) {
                     Ok(Some((token, fd))) => self.on_pipe_received(&token, fd),
                     Ok(None) => {
-                        self.attach_serial += 1;
-                        let serial = self.attach_serial;
-                        match self.add_source(Source::Attach { stream, serial }, Interest::READABLE)
+                        self.ctx.attach_serial += 1;
+                        let serial = self.ctx.attach_serial;
+                        match self
+                            .ctx
+                            .add_source(Source::Attach { stream, serial }, Interest::READABLE)
                         {
-                            Ok(key) => self.timers.schedule_in(
+                            Ok(key) => self.ctx.timers.schedule_in(
                                 Duration::from_secs(5),
                                 Timer::AttachTimeout(key, serial),
                             ),
@@ -72,32 +74,32 @@ impl Daemon {
 
     /// A helper whose message arrived after it connected.
     pub fn finish_attach(&mut self, key: usize) {
-        let Some(Source::Attach { stream, .. }) = self.sources.get(key) else {
+        let Some(Source::Attach { stream, .. }) = self.ctx.sources.get(key) else {
             return;
         };
         match attach::receive(stream) {
             Ok(None) => {}
             Ok(Some((token, fd))) => {
-                self.remove_source(key);
+                self.ctx.remove_source(key);
                 self.on_pipe_received(&token, fd);
             }
             Err(e) => {
                 log::warn!("pipe helper sent a bad message: {e}");
-                self.remove_source(key);
+                self.ctx.remove_source(key);
             }
         }
     }
 
     /// A pane's pipe arrived from a helper.
     fn on_pipe_received(&mut self, token: &str, fd: OwnedFd) {
-        let Some(session_id) = self.attach_tokens.remove(token) else {
+        let Some(session_id) = self.panes.attach_tokens.remove(token) else {
             // Normal when the session was killed before its pipe arrived.
             log::debug!("a pane pipe arrived for no current session; closed");
             return;
         };
-        let Some(agent) = self.agents.get_mut(&session_id) else {
+        let Some(agent) = self.agents.registry.get_mut(&session_id) else {
             // The spawn has not been registered yet; it picks the pipe up.
-            self.early_captures.insert(session_id, fd);
+            self.panes.early_captures.insert(session_id, fd);
             return;
         };
         if let Rearm::InProgress { pipe, .. } = &mut agent.rearm {
@@ -110,8 +112,9 @@ impl Daemon {
 
     /// Opens the output stream of a freshly spawned pane (blank screen at offset 0).
     pub fn open_new_stream(&mut self, session_id: &str, rows: u16, cols: u16) {
-        let shared = self.hub.open(session_id, 0);
-        self.emulators
+        let shared = self.panes.hub.open(session_id, 0);
+        self.panes
+            .emulators
             .open(session_id, shared, rows, cols, 0, Vec::new());
     }
 
@@ -128,21 +131,24 @@ impl Daemon {
 
     /// Starts reading (and typing into) a session's pane through `stream`.
     pub fn install_stream(&mut self, session_id: &str, stream: PaneIo) {
-        let Some(agent) = self.agents.get_mut(session_id) else {
+        let Some(agent) = self.agents.registry.get_mut(session_id) else {
             return;
         };
         let old = agent.pipe.take();
         if let Some(old) = old {
-            self.remove_source(old);
+            self.ctx.remove_source(old);
         }
         let source = Source::PanePipe {
             session_id: session_id.to_string(),
             stream,
-            input: InputQueue::new(self.config.panes.max_input_bytes),
+            input: InputQueue::new(self.ctx.config.panes.max_input_bytes),
         };
-        match self.add_source(source, Interest::READABLE | Interest::WRITABLE) {
+        match self
+            .ctx
+            .add_source(source, Interest::READABLE | Interest::WRITABLE)
+        {
             Ok(key) => {
-                if let Some(agent) = self.agents.get_mut(session_id) {
+                if let Some(agent) = self.agents.registry.get_mut(session_id) {
                     agent.capture = CaptureState::Attached;
                     agent.pipe = Some(key);
                 }
@@ -167,7 +173,7 @@ impl Daemon {
     }
 
     fn read_pane_output_up_to(&mut self, key: usize, budget: usize) {
-        let Some(Source::PanePipe { session_id, .. }) = self.sources.get(key) else {
+        let Some(Source::PanePipe { session_id, .. }) = self.ctx.sources.get(key) else {
             return;
         };
         let session_id = session_id.clone();
@@ -175,8 +181,8 @@ impl Daemon {
         let mut closed = false;
         let timestamp = now_millis();
         let mut more = false;
-        while let Some(Source::PanePipe { stream, .. }) = self.sources.get_mut(key) {
-            let n = match stream.read(&mut self.read_buffer[..]) {
+        while let Some(Source::PanePipe { stream, .. }) = self.ctx.sources.get_mut(key) {
+            let n = match stream.read(&mut self.panes.read_buffer[..]) {
                 Ok(0) => {
                     closed = true;
                     break;
@@ -189,9 +195,9 @@ impl Daemon {
                     break;
                 }
             };
-            let chunk = std::mem::take(&mut self.read_buffer);
+            let chunk = std::mem::take(&mut self.panes.read_buffer);
             self.push_output(&session_id, &chunk[..n], timestamp);
-            self.read_buffer = chunk;
+            self.panes.read_buffer = chunk;
             self.on_output(&session_id, n);
             total += n;
             if total >= budget {
@@ -201,7 +207,7 @@ impl Daemon {
         }
         if more {
             // Edge-triggered: data may remain, so come back after other sources.
-            self.revisit.push(key);
+            self.panes.revisit.push(key);
         } else if closed {
             self.pipe_closed(key);
         }
@@ -210,11 +216,12 @@ impl Daemon {
     /// Sends output to viewers (through the hub); the emulator and a pty session's holder
     /// get it once the viewers' frames are written ([`Daemon::after_delivery`]).
     fn push_output(&mut self, session_id: &str, bytes: &[u8], timestamp: u64) {
-        let Some((offset, chunk)) = self.hub.push(session_id, bytes, timestamp) else {
+        let Some((offset, chunk)) = self.panes.hub.push(session_id, bytes, timestamp) else {
             return;
         };
         crate::agents::pty_session::forward_output(self, session_id, offset, bytes);
-        self.for_emulator
+        self.panes
+            .for_emulator
             .push((session_id.to_string(), offset, chunk));
     }
 
@@ -222,22 +229,28 @@ impl Daemon {
     /// other threads and processes never delays them: output for the emulator (fed as long
     /// as it keeps within a backlog's worth of lag) and for pty holders.
     pub fn after_delivery(&mut self) {
-        let limit = self.config.panes.backlog_bytes as u64;
-        for (session_id, offset, chunk) in std::mem::take(&mut self.for_emulator) {
-            if self.agents.get(&session_id).is_none_or(|a| a.emulator_lost) {
+        let limit = self.ctx.config.panes.backlog_bytes as u64;
+        for (session_id, offset, chunk) in std::mem::take(&mut self.panes.for_emulator) {
+            if self
+                .agents
+                .registry
+                .get(&session_id)
+                .is_none_or(|a| a.emulator_lost)
+            {
                 continue;
             }
-            let Some(shared) = self.hub.stream(&session_id).map(|s| s.shared.clone()) else {
+            let Some(shared) = self.panes.hub.stream(&session_id).map(|s| s.shared.clone()) else {
                 continue;
             };
             if !self
+                .panes
                 .emulators
                 .feed(&session_id, &shared, offset, chunk, limit)
             {
                 self.emulator_lost(&session_id);
             }
         }
-        for key in std::mem::take(&mut self.holders_to_flush) {
+        for key in std::mem::take(&mut self.panes.holders_to_flush) {
             crate::agents::pty_session::flush_holder(self, key);
         }
     }
@@ -253,7 +266,7 @@ impl Daemon {
 
     /// Output arrived: activity, counters and the `running` transition.
     fn on_output(&mut self, session_id: &str, bytes: usize) {
-        if let Some(agent) = self.agents.get_mut(session_id) {
+        if let Some(agent) = self.agents.registry.get_mut(session_id) {
             let now = SystemTime::now();
             agent.output_bytes += bytes as u64;
             agent.last_activity = now;
@@ -271,14 +284,14 @@ impl Daemon {
             session_id,
             mut input,
             ..
-        }) = self.remove_source(key)
+        }) = self.ctx.remove_source(key)
         else {
             return;
         };
         for ack in input.abandon() {
             self.input_failed(&session_id, ack, "the pane's input pipe closed");
         }
-        let Some(agent) = self.agents.get_mut(&session_id) else {
+        let Some(agent) = self.agents.registry.get_mut(&session_id) else {
             return;
         };
         if agent.pipe == Some(key) {
@@ -304,7 +317,7 @@ impl Daemon {
     /// once the old one has drained. Used after a restart, when the emulator lost track, and
     /// when a pipe died while the pane lives.
     pub fn rearm(&mut self, session_id: &str, reason: RearmReason) {
-        let Some(agent) = self.agents.get_mut(session_id) else {
+        let Some(agent) = self.agents.registry.get_mut(session_id) else {
             return;
         };
         // A pty session's master never needs re-arming: the daemon holds it until the end.
@@ -325,17 +338,19 @@ impl Daemon {
             agent.capture = CaptureState::Attaching;
         }
         let token = attach::new_token();
-        self.attach_tokens
+        self.panes
+            .attach_tokens
             .insert(token.clone(), session_id.to_string());
-        let token_file = attach::token_file(&self.config.spawn_dir());
-        let command = attach::pipe_command(&self.exe, &self.config.attach_socket(), &token_file);
+        let token_file = attach::token_file(&self.ctx.config.spawn_dir());
+        let command =
+            attach::pipe_command(&self.ctx.exe, &self.ctx.config.attach_socket(), &token_file);
         let Some(pane) = agent.backend.pane().cloned() else {
             unreachable!("only tmux panes are re-armed");
         };
-        let tmux = self.tmux.clone();
+        let tmux = self.ctx.tmux.clone();
         let session_id = session_id.to_string();
         let secret = token.clone();
-        self.jobs.run(move || {
+        self.ctx.jobs.run(move || {
             let result = attach::write_token_file(&token_file, &secret)
                 .map_err(|e| TmuxError::Failed(format!("cannot write the attach token: {e}")))
                 .and_then(|()| seed::seed_command(&pane, Some(&command)).map_err(TmuxError::from))
@@ -348,7 +363,7 @@ impl Daemon {
             }
             Box::new(move |daemon: &mut Daemon| match result {
                 Ok(seed) => {
-                    if let Some(agent) = daemon.agents.get_mut(&session_id)
+                    if let Some(agent) = daemon.agents.registry.get_mut(&session_id)
                         && let Rearm::InProgress { seed: slot, .. } = &mut agent.rearm
                     {
                         *slot = Some(seed);
@@ -357,8 +372,8 @@ impl Daemon {
                 }
                 Err(error) => {
                     log::warn!("{session_id}: re-arming capture failed: {error}");
-                    daemon.attach_tokens.retain(|t, _| t != &token);
-                    if let Some(agent) = daemon.agents.get_mut(&session_id) {
+                    daemon.panes.attach_tokens.retain(|t, _| t != &token);
+                    if let Some(agent) = daemon.agents.registry.get_mut(&session_id) {
                         agent.rearm = Rearm::Idle;
                         if agent.pipe.is_none() {
                             agent.capture = CaptureState::Detached;
@@ -372,7 +387,7 @@ impl Daemon {
     /// Finishes a re-arm once the seed is known, the new pipe has arrived and the old pipe
     /// has drained: marks the discontinuity, re-seeds the emulator and resyncs viewers.
     fn try_complete_rearm(&mut self, session_id: &str) {
-        let Some(agent) = self.agents.get_mut(session_id) else {
+        let Some(agent) = self.agents.registry.get_mut(session_id) else {
             return;
         };
         let ready = matches!(
@@ -403,26 +418,28 @@ impl Daemon {
     /// Re-seeds the emulator from `seed` at the stream's head. Unless `seamless`, that head
     /// starts a new stream segment: viewers get a gap notice and a fresh screen.
     pub fn reseed(&mut self, session_id: &str, seed: Seed, reason: &'static str, seamless: bool) {
-        let start = match self.hub.stream(session_id) {
+        let start = match self.panes.hub.stream(session_id) {
             Some(stream) if seamless => stream.backlog.end(),
             Some(_) => self
+                .panes
                 .hub
                 .discontinuity(session_id, reason)
                 .expect("the stream exists"),
             None => {
-                self.hub.open(session_id, 0);
+                self.panes.hub.open(session_id, 0);
                 0
             }
         };
-        let Some(shared) = self.hub.stream(session_id).map(|s| s.shared.clone()) else {
+        let Some(shared) = self.panes.hub.stream(session_id).map(|s| s.shared.clone()) else {
             return;
         };
-        self.emulators
+        self.panes
+            .emulators
             .open(session_id, shared, seed.rows, seed.cols, start, seed.bytes);
-        for request in self.hub.rerequest(session_id) {
-            self.emulators.snapshot(session_id, request);
+        for request in self.panes.hub.rerequest(session_id) {
+            self.panes.emulators.snapshot(session_id, request);
         }
-        if let Some(agent) = self.agents.get_mut(session_id) {
+        if let Some(agent) = self.agents.registry.get_mut(session_id) {
             agent.emulator_lost = false;
             agent.reseed_wanted = false;
         }
@@ -430,14 +447,14 @@ impl Daemon {
 
     /// Seeds the emulator of a dead pane (after a restart) so viewers see its last screen.
     pub fn seed_dead_pane(&mut self, session_id: &str) {
-        let Some(agent) = self.agents.get(session_id) else {
+        let Some(agent) = self.agents.registry.get(session_id) else {
             return;
         };
         let Some(pane) = agent.backend.pane().cloned() else {
             return;
         };
-        let (tmux, session_id) = (self.tmux.clone(), session_id.to_string());
-        self.jobs.run(move || {
+        let (tmux, session_id) = (self.ctx.tmux.clone(), session_id.to_string());
+        self.ctx.jobs.run(move || {
             let result = seed::seed_command(&pane, None)
                 .map_err(TmuxError::from)
                 .and_then(|l| tmux.run(&l));
@@ -462,6 +479,7 @@ impl Daemon {
                     snapshot.as_ref().map(|s| s.offset)
                 );
                 if !self
+                    .panes
                     .hub
                     .on_snapshot(request, snapshot.as_ref(), now_millis())
                 {
@@ -485,7 +503,7 @@ impl Daemon {
     /// it has ([`Daemon::on_reseed_check`]). Snapshots meanwhile are answered from the screen
     /// it has, followed by the backlog.
     fn emulator_lost(&mut self, session_id: &str) {
-        let Some(agent) = self.agents.get_mut(session_id) else {
+        let Some(agent) = self.agents.registry.get_mut(session_id) else {
             return;
         };
         if agent.emulator_lost {
@@ -493,30 +511,32 @@ impl Daemon {
         }
         agent.emulator_lost = true;
         log::info!("{session_id}: terminal state fell behind the output; catching up");
-        self.timers
+        self.ctx
+            .timers
             .schedule_in(CATCH_UP_CHECK, Timer::ReseedCheck(session_id.to_string()));
     }
 
     /// Skips the emulator ahead to the newest [`EMULATOR_CATCH_UP_BYTES`] of the backlog and
     /// asks it again for the screens viewers wait for.
     fn emulator_catch_up(&mut self, session_id: &str) {
-        let Some(stream) = self.hub.stream(session_id) else {
+        let Some(stream) = self.panes.hub.stream(session_id) else {
             return;
         };
         let chunks = stream.backlog.tail(EMULATOR_CATCH_UP_BYTES);
         let from = chunks
             .first()
             .map_or(stream.backlog.end(), |(offset, _)| *offset);
-        self.emulators.catch_up(session_id, from, chunks);
-        for request in self.hub.rerequest(session_id) {
-            self.emulators.snapshot(session_id, request);
+        self.panes.emulators.catch_up(session_id, from, chunks);
+        for request in self.panes.hub.rerequest(session_id) {
+            self.panes.emulators.snapshot(session_id, request);
         }
-        if let Some(agent) = self.agents.get_mut(session_id) {
+        if let Some(agent) = self.agents.registry.get_mut(session_id) {
             agent.emulator_lost = false;
             // A tmux pane's screen is then made exact from tmux once output is quiet.
             if agent.backend.pane().is_some() && !agent.reseed_wanted {
                 agent.reseed_wanted = true;
-                self.timers
+                self.ctx
+                    .timers
                     .schedule_in(RESEED_QUIET, Timer::ReseedCheck(session_id.to_string()));
             }
         }
@@ -524,14 +544,19 @@ impl Daemon {
 
     /// Re-seeds a lost emulator once the pane has been quiet for a moment.
     pub fn on_reseed_check(&mut self, session_id: &str) {
-        let Some(agent) = self.agents.get(session_id) else {
+        let Some(agent) = self.agents.registry.get(session_id) else {
             return;
         };
         if agent.emulator_lost {
             // Catch up once the emulator has worked through most of what it was handed.
-            let lag = self.hub.stream(session_id).map_or(0, |s| s.shared.lag());
-            if lag > (self.config.panes.backlog_bytes / 2) as u64 {
-                self.timers
+            let lag = self
+                .panes
+                .hub
+                .stream(session_id)
+                .map_or(0, |s| s.shared.lag());
+            if lag > (self.ctx.config.panes.backlog_bytes / 2) as u64 {
+                self.ctx
+                    .timers
                     .schedule_in(CATCH_UP_CHECK, Timer::ReseedCheck(session_id.to_string()));
             } else {
                 self.emulator_catch_up(session_id);
@@ -549,7 +574,7 @@ impl Daemon {
         } else if quiet >= RESEED_QUIET {
             self.rearm(session_id, RearmReason::EmulatorBehind);
         } else {
-            self.timers.schedule_in(
+            self.ctx.timers.schedule_in(
                 RESEED_QUIET - quiet,
                 Timer::ReseedCheck(session_id.to_string()),
             );
@@ -560,13 +585,13 @@ impl Daemon {
     /// knows it) once it has been stable for [`PASTE_PERSIST_DELAY`]. Shells switch the mode
     /// around every prompt, and this keeps that from costing a tmux process each time.
     fn persist_paste_mode(&mut self, session_id: &str, on: bool) {
-        let Some(agent) = self.agents.get_mut(session_id) else {
+        let Some(agent) = self.agents.registry.get_mut(session_id) else {
             return;
         };
         agent.paste_mode = Some(on);
         if !agent.paste_persist_pending {
             agent.paste_persist_pending = true;
-            self.timers.schedule_in(
+            self.ctx.timers.schedule_in(
                 PASTE_PERSIST_DELAY,
                 Timer::PersistPasteMode(session_id.to_string()),
             );
@@ -575,7 +600,7 @@ impl Daemon {
 
     /// The paste-mode timer fell due: write the mode to tmux if it differs from what is there.
     pub fn on_persist_paste_mode(&mut self, session_id: &str) {
-        let Some(agent) = self.agents.get_mut(session_id) else {
+        let Some(agent) = self.agents.registry.get_mut(session_id) else {
             return;
         };
         agent.paste_persist_pending = false;
@@ -590,8 +615,8 @@ impl Daemon {
             return;
         };
         agent.paste_persisted = Some(on);
-        let (tmux, name) = (self.tmux.clone(), agent.tmux_session.clone());
-        self.jobs.run(move || {
+        let (tmux, name) = (self.ctx.tmux.clone(), agent.tmux_session.clone());
+        self.ctx.jobs.run(move || {
             let result = tmux::CommandList::new()
                 .command("set-option")
                 .arg("-t")
@@ -611,14 +636,15 @@ impl Daemon {
     /// Compares every live pane's activity in tmux with what its pipe delivered, and
     /// re-arms pipes that stopped delivering or are missing.
     pub fn check_capture_health(&mut self) {
-        self.timers
-            .schedule_in(self.config.panes.health_interval, Timer::CaptureHealth);
-        if self.agents.is_empty() {
+        self.ctx
+            .timers
+            .schedule_in(self.ctx.config.panes.health_interval, Timer::CaptureHealth);
+        if self.agents.registry.is_empty() {
             return;
         }
-        let tmux = self.tmux.clone();
+        let tmux = self.ctx.tmux.clone();
         let listed_at = std::time::Instant::now();
-        self.jobs.run(move || {
+        self.ctx.jobs.run(move || {
             let panes = tmux::list_panes()
                 .map_err(TmuxError::from)
                 .and_then(|l| tmux.run(&l));
@@ -633,6 +659,7 @@ impl Daemon {
                 // are gone (the tmux server died, or someone killed them behind our back).
                 let gone: Vec<String> = daemon
                     .agents
+                    .registry
                     .sorted()
                     .into_iter()
                     .filter(|a| a.registered < listed_at)
@@ -656,6 +683,7 @@ impl Daemon {
                 }
                 let by_pane: std::collections::HashMap<_, _> = daemon
                     .agents
+                    .registry
                     .sorted()
                     .into_iter()
                     .filter_map(|a| Some((a.backend.pane()?.clone(), a)))

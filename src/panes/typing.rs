@@ -82,7 +82,7 @@ impl Daemon {
         typing: Typing,
         ack: Option<InputAck>,
     ) -> Result<(), (ErrorCode, String)> {
-        let Some(agent) = self.agents.get(session_id) else {
+        let Some(agent) = self.agents.registry.get(session_id) else {
             return Err((
                 ErrorCode::SessionNotFound,
                 format!("no agent session {session_id:?}"),
@@ -104,7 +104,11 @@ impl Daemon {
                 format!("{session_id} has no input pipe (capture detached)"),
             ));
         }
-        let typist = self.typists.entry(session_id.to_string()).or_default();
+        let typist = self
+            .panes
+            .typists
+            .entry(session_id.to_string())
+            .or_default();
         if typist.enter_pending.is_some() || agent.pipe.is_none() {
             typist.deferred.push_back((typing, ack));
             return Ok(());
@@ -119,7 +123,7 @@ impl Daemon {
                 self.queue_input(session_id, &bytes, ack);
                 return;
             }
-            Typing::Message(text) => paste_bytes(&text, self.hub.bracketed_paste(session_id)),
+            Typing::Message(text) => paste_bytes(&text, self.panes.hub.bracketed_paste(session_id)),
             Typing::Report(text) => paste_bytes(&plain_line(&text), true),
         };
         if !self.queue_input(session_id, &bytes, None) {
@@ -130,25 +134,31 @@ impl Daemon {
         }
         let delay = self
             .agents
+            .registry
             .get(session_id)
-            .and_then(|a| self.config.agents.get(&a.agent_type))
+            .and_then(|a| self.ctx.config.agents.get(&a.agent_type))
             .map(|t| t.submit_delay)
             .unwrap_or_default();
         if delay.is_zero() {
             self.queue_input(session_id, b"\r", ack);
             return;
         }
-        let typist = self.typists.entry(session_id.to_string()).or_default();
+        let typist = self
+            .panes
+            .typists
+            .entry(session_id.to_string())
+            .or_default();
         typist.serial += 1;
         typist.enter_pending = Some((typist.serial, ack));
         let serial = typist.serial;
-        self.timers
+        self.ctx
+            .timers
             .schedule_in(delay, Timer::SubmitEnter(session_id.to_string(), serial));
     }
 
     /// Presses Enter for a typed message, then types whatever was waiting behind it.
     pub fn press_enter(&mut self, session_id: &str, serial: u64) {
-        let Some(typist) = self.typists.get_mut(session_id) else {
+        let Some(typist) = self.panes.typists.get_mut(session_id) else {
             return;
         };
         let Some((pending, ack)) = typist.enter_pending.take() else {
@@ -165,7 +175,7 @@ impl Daemon {
     /// Types queued input until another Enter must wait.
     pub fn type_deferred(&mut self, session_id: &str) {
         loop {
-            let Some(typist) = self.typists.get_mut(session_id) else {
+            let Some(typist) = self.panes.typists.get_mut(session_id) else {
                 return;
             };
             if typist.enter_pending.is_some() {
@@ -181,8 +191,9 @@ impl Daemon {
     /// Queues bytes on the session's pipe and writes what the pipe takes. Returns false (and
     /// fails `ack`) when the session has no pipe or its queue is full.
     fn queue_input(&mut self, session_id: &str, bytes: &[u8], ack: Option<InputAck>) -> bool {
-        let key = self.agents.get(session_id).and_then(|a| a.pipe);
-        let Some(Source::PanePipe { input, .. }) = key.and_then(|k| self.sources.get_mut(k)) else {
+        let key = self.agents.registry.get(session_id).and_then(|a| a.pipe);
+        let Some(Source::PanePipe { input, .. }) = key.and_then(|k| self.ctx.sources.get_mut(k))
+        else {
             if let Some(ack) = ack {
                 self.input_failed(session_id, ack, "the pane has no input pipe");
             }
@@ -204,7 +215,7 @@ impl Daemon {
             session_id,
             stream,
             input,
-        }) = self.sources.get_mut(key)
+        }) = self.ctx.sources.get_mut(key)
         else {
             return;
         };
@@ -218,14 +229,14 @@ impl Daemon {
                     let kind = match ack.kind {
                         AckKind::UserMessage => {
                             // The agent's CLI confirms it (or not) when it takes the prompt.
-                            if let Some(agent) = self.agents.get_mut(&session_id) {
+                            if let Some(agent) = self.agents.registry.get_mut(&session_id) {
                                 agent.conversation.typed(ack.id.clone());
                             }
                             "user_message_ack"
                         }
                         AckKind::TerminalInput => "terminal_input_ack",
                     };
-                    self.send_ws(
+                    self.ctx.send_ws(
                         ack.conn,
                         &InputAckMessage {
                             r#type: kind,
@@ -247,12 +258,12 @@ impl Daemon {
 
     /// Tells the sender that its input could not be typed.
     pub fn input_failed(&mut self, session_id: &str, ack: InputAck, why: &str) {
-        let code = if self.agents.get(session_id).is_some() {
+        let code = if self.agents.registry.get(session_id).is_some() {
             ErrorCode::InternalError
         } else {
             ErrorCode::SessionNotFound
         };
-        self.send_ws(
+        self.ctx.send_ws(
             ack.conn,
             &InputErrorMessage {
                 r#type: "error",
@@ -266,7 +277,7 @@ impl Daemon {
 
     /// The session is gone: every sender still waiting is told.
     pub fn drop_typist(&mut self, session_id: &str) {
-        let Some(mut typist) = self.typists.remove(session_id) else {
+        let Some(mut typist) = self.panes.typists.remove(session_id) else {
             return;
         };
         let mut acks: Vec<InputAck> = typist

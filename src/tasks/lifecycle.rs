@@ -58,8 +58,9 @@ pub struct DelegateParams {
 
 fn scan_limits(daemon: &Daemon) -> ScanLimits {
     ScanLimits {
-        max_files: daemon.config.tasks.max_snapshot_files,
+        max_files: daemon.ctx.config.tasks.max_snapshot_files,
         command_timeout: daemon
+            .ctx
             .config
             .tmux
             .command_timeout
@@ -72,13 +73,13 @@ fn scan_limits(daemon: &Daemon) -> ScanLimits {
 pub fn delegate(daemon: &mut Daemon, params: DelegateParams, done: Done<Result<u64, TaskError>>) {
     match check(daemon, &params) {
         Ok(dir) => {
-            let roots = daemon.config.sessions.allowed_roots.clone();
-            let private = PrivateDirs::of(&daemon.config);
+            let roots = daemon.ctx.config.sessions.allowed_roots.clone();
+            let private = PrivateDirs::of(&daemon.ctx.config);
             let git_timeout = scan_limits(daemon).command_timeout;
             // Resolving a directory is quick; asking git about it may not be.
             let pool = match params.isolation {
-                Isolation::Worktree => &daemon.slow_jobs,
-                Isolation::None => &daemon.jobs,
+                Isolation::Worktree => &daemon.ctx.slow_jobs,
+                Isolation::None => &daemon.ctx.jobs,
             };
             if !pool.has_room() {
                 let pool = pool.name();
@@ -110,7 +111,7 @@ pub fn delegate(daemon: &mut Daemon, params: DelegateParams, done: Done<Result<u
 
 /// The checks that need no file system; returns the directory to validate.
 fn check(daemon: &Daemon, params: &DelegateParams) -> Result<String, TaskError> {
-    let config = &daemon.config;
+    let config = &daemon.ctx.config;
     let Some(agent_type) = config.agents.get(&params.agent_type) else {
         return Err(TaskError::UnknownType {
             name: params.agent_type.clone(),
@@ -173,7 +174,7 @@ fn check(daemon: &Daemon, params: &DelegateParams) -> Result<String, TaskError> 
             "test_command must be a non-empty argv array, e.g. [\"cargo\", \"test\"]".into(),
         ));
     }
-    if daemon.shutting_down {
+    if daemon.ctx.shutting_down {
         return Err(TaskError::ShuttingDown);
     }
     check_queue(daemon)?;
@@ -181,6 +182,7 @@ fn check(daemon: &Daemon, params: &DelegateParams) -> Result<String, TaskError> 
         Some(id) => Some(
             daemon
                 .agents
+                .registry
                 .get(id)
                 .ok_or_else(|| TaskError::SessionNotFound(id.clone()))?,
         ),
@@ -202,8 +204,8 @@ fn check(daemon: &Daemon, params: &DelegateParams) -> Result<String, TaskError> 
 }
 
 fn check_queue(daemon: &Daemon) -> Result<(), TaskError> {
-    let max = daemon.config.tasks.max_queued;
-    if daemon.tasks.queued() + daemon.tasks.creating >= max {
+    let max = daemon.ctx.config.tasks.max_queued;
+    if daemon.tasks.book.queued() + daemon.tasks.book.creating >= max {
         return Err(TaskError::QueueFull { max });
     }
     Ok(())
@@ -219,12 +221,12 @@ fn create(
     if let Err(error) = check_queue(daemon) {
         return done(daemon, Err(error));
     }
-    let task_id = daemon.tasks.next_task_id;
-    daemon.tasks.next_task_id += 1;
+    let task_id = daemon.tasks.book.next_task_id;
+    daemon.tasks.book.next_task_id += 1;
     let (session_id, name) = new_session_ids(&params.agent_type);
     let timeout_ms = params
         .timeout_ms
-        .unwrap_or(daemon.config.tasks.default_timeout.as_millis() as u64);
+        .unwrap_or(daemon.ctx.config.tasks.default_timeout.as_millis() as u64);
     let proposed = params.proposed;
     let mut ticket = Ticket::new(
         task_id,
@@ -244,12 +246,12 @@ fn create(
     if proposed {
         ticket.phase = Phase::Proposed;
     }
-    daemon.tasks.creating += 1;
+    daemon.tasks.book.creating += 1;
     let stored = ticket.clone();
-    daemon.store.create(
+    daemon.tasks.store.create(
         &stored,
         Box::new(move |daemon: &mut Daemon, result| {
-            daemon.tasks.creating -= 1;
+            daemon.tasks.book.creating -= 1;
             match result {
                 Ok(()) => {
                     log::info!(
@@ -259,7 +261,7 @@ fn create(
                         ticket.agent_type,
                         ticket.requested_dir.display()
                     );
-                    daemon.tasks.insert(ticket);
+                    daemon.tasks.book.insert(ticket);
                     announce(daemon, task_id);
                     done(daemon, Ok(task_id));
                     schedule(daemon);
@@ -273,25 +275,27 @@ fn create(
 /// Starts queued tickets while slots are free: FIFO, skipping tickets whose agent type is
 /// at its `max_tasks`, and never past `sessions.max_sessions`.
 pub fn schedule(daemon: &mut Daemon) {
-    if daemon.shutting_down {
+    if daemon.ctx.shutting_down {
         return;
     }
     let mut active: BTreeMap<String, usize> = BTreeMap::new();
     let mut total = 0;
-    for ticket in daemon.tasks.active() {
+    for ticket in daemon.tasks.book.active() {
         *active.entry(ticket.agent_type.clone()).or_default() += 1;
         total += 1;
     }
     let mut start = Vec::new();
-    for &task_id in &daemon.tasks.queue {
-        let sessions = daemon.agents.len() + daemon.agents.pending_spawns + start.len();
-        if total >= daemon.config.tasks.max_running
-            || sessions >= daemon.config.sessions.max_sessions
+    for &task_id in &daemon.tasks.book.queue {
+        let sessions =
+            daemon.agents.registry.len() + daemon.agents.registry.pending_spawns + start.len();
+        if total >= daemon.ctx.config.tasks.max_running
+            || sessions >= daemon.ctx.config.sessions.max_sessions
         {
             break;
         }
-        let ticket = &daemon.tasks.tickets[&task_id];
+        let ticket = &daemon.tasks.book.tickets[&task_id];
         let limit = daemon
+            .ctx
             .config
             .agents
             .get(&ticket.agent_type)
@@ -312,15 +316,16 @@ pub fn schedule(daemon: &mut Daemon) {
 
 /// Takes a slot: prepares the workspace (worktree, baseline, prompt file) on a worker.
 fn prepare(daemon: &mut Daemon, task_id: u64) {
-    daemon.tasks.queue.remove(&task_id);
-    let config = daemon.config.clone();
+    daemon.tasks.book.queue.remove(&task_id);
+    let config = daemon.ctx.config.clone();
     let limits = scan_limits(daemon);
-    let Some(ticket) = daemon.tasks.tickets.get_mut(&task_id) else {
+    let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
     ticket.phase = Phase::Preparing;
     daemon
         .tasks
+        .book
         .by_session
         .insert(ticket.session_id.clone(), task_id);
     let Some(template) = config
@@ -365,7 +370,7 @@ fn prepare(daemon: &mut Daemon, task_id: u64) {
         ticket.ticket_id.clone(),
     );
     let worktree_dest = config.worktree_dir().join(&ticket_id);
-    daemon.slow_jobs.run(move || {
+    daemon.ctx.slow_jobs.run(move || {
         let prepared = (|| -> Result<Prepared, String> {
             let (dir, branch, worktree) = match isolation {
                 Isolation::None => (requested.clone(), None, None),
@@ -438,7 +443,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The workspace is ready: record the baseline durably, then create the session.
 fn launch(daemon: &mut Daemon, task_id: u64, prepared: Result<Prepared, String>) {
-    let Some(ticket) = daemon.tasks.tickets.get_mut(&task_id) else {
+    let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
     let prepared = match prepared {
@@ -472,7 +477,7 @@ fn launch(daemon: &mut Daemon, task_id: u64, prepared: Result<Prepared, String>)
     let snapshot = ticket.clone();
     // The session is created only once the baseline is durable, so that a restart can always
     // compute what the task changed.
-    daemon.store.put(
+    daemon.tasks.store.put(
         &snapshot,
         Some(Box::new(move |daemon: &mut Daemon, stored| {
             if let Err(e) = stored {
@@ -510,7 +515,7 @@ fn launch(daemon: &mut Daemon, task_id: u64, prepared: Result<Prepared, String>)
 
 /// Puts a ticket whose session could not be created yet back at its place in the queue.
 fn requeue(daemon: &mut Daemon, task_id: u64, why: &str) {
-    let Some(ticket) = daemon.tasks.tickets.get_mut(&task_id) else {
+    let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
     if ticket.stopping == Some(Ending::Cancelled) {
@@ -518,14 +523,14 @@ fn requeue(daemon: &mut Daemon, task_id: u64, why: &str) {
     }
     log::info!("task {task_id}: queued again ({why})");
     ticket.phase = Phase::Queued;
-    daemon.tasks.by_session.remove(&ticket.session_id);
-    daemon.tasks.queue.insert(task_id);
-    daemon.store.put(&ticket.clone(), None);
+    daemon.tasks.book.by_session.remove(&ticket.session_id);
+    daemon.tasks.book.queue.insert(task_id);
+    daemon.tasks.store.put(&ticket.clone(), None);
 }
 
 /// The session exists: the ticket is `running`.
 fn started(daemon: &mut Daemon, task_id: u64) {
-    let Some(ticket) = daemon.tasks.tickets.get_mut(&task_id) else {
+    let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
     if ticket.phase != Phase::Launched {
@@ -536,8 +541,9 @@ fn started(daemon: &mut Daemon, task_id: u64) {
     log::info!("task {task_id}: running in {}", ticket.session_id);
     let timeout = Duration::from_millis(ticket.timeout_ms);
     let stop = ticket.stopping.is_some();
-    daemon.store.put(&ticket.clone(), None);
+    daemon.tasks.store.put(&ticket.clone(), None);
     daemon
+        .ctx
         .timers
         .schedule_in(timeout, Timer::TaskTimeout(task_id));
     announce(daemon, task_id);
@@ -549,17 +555,17 @@ fn started(daemon: &mut Daemon, task_id: u64) {
 
 /// Ends the agent's process tree; its exit then finishes the ticket as `stopping` says.
 fn stop_agent(daemon: &mut Daemon, task_id: u64) {
-    let Some(ticket) = daemon.tasks.tickets.get(&task_id) else {
+    let Some(ticket) = daemon.tasks.book.tickets.get(&task_id) else {
         return;
     };
-    let Some(agent) = daemon.agents.get(&ticket.session_id) else {
+    let Some(agent) = daemon.agents.registry.get(&ticket.session_id) else {
         return;
     };
     if agent.exit.is_some() {
         return;
     }
-    let (pid, grace) = (agent.pid, daemon.config.sessions.kill_grace);
-    daemon.kill_jobs.run(move || {
+    let (pid, grace) = (agent.pid, daemon.ctx.config.sessions.kill_grace);
+    daemon.ctx.kill_jobs.run(move || {
         procfs::terminate_tree(pid, grace);
         Box::new(|_: &mut Daemon| {})
     });
@@ -567,7 +573,7 @@ fn stop_agent(daemon: &mut Daemon, task_id: u64) {
 
 /// A timeout fell due.
 pub fn on_timeout(daemon: &mut Daemon, task_id: u64) {
-    let Some(ticket) = daemon.tasks.tickets.get_mut(&task_id) else {
+    let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
     if ticket.phase != Phase::Running || ticket.stopping.is_some() {
@@ -578,8 +584,8 @@ pub fn on_timeout(daemon: &mut Daemon, task_id: u64) {
         "task {task_id}: timed out after {} ms; stopping its agent",
         ticket.timeout_ms
     );
-    daemon.store.put(&ticket.clone(), None);
-    let ticket = &daemon.tasks.tickets[&task_id];
+    daemon.tasks.store.put(&ticket.clone(), None);
+    let ticket = &daemon.tasks.book.tickets[&task_id];
     let message = TaskTimeoutMessage {
         r#type: "error",
         error_code: ErrorCode::TaskTimeout,
@@ -588,7 +594,7 @@ pub fn on_timeout(daemon: &mut Daemon, task_id: u64) {
         ticket_id: &ticket.ticket_id,
         task_id,
     };
-    daemon.ws.send_to_all(&mut daemon.metrics, &message);
+    daemon.ctx.ws.send_to_all(&mut daemon.ctx.metrics, &message);
     stop_agent(daemon, task_id);
 }
 
@@ -599,6 +605,7 @@ pub fn decide_plan(daemon: &mut Daemon, task_ids: &[u64], approve: bool) -> Resu
     for task_id in task_ids {
         let ticket = daemon
             .tasks
+            .book
             .tickets
             .get(task_id)
             .ok_or_else(|| TaskError::NotFound(task_id.to_string()))?;
@@ -611,10 +618,15 @@ pub fn decide_plan(daemon: &mut Daemon, task_ids: &[u64], approve: bool) -> Resu
     }
     for &task_id in task_ids {
         if approve {
-            let ticket = daemon.tasks.tickets.get_mut(&task_id).expect("checked");
+            let ticket = daemon
+                .tasks
+                .book
+                .tickets
+                .get_mut(&task_id)
+                .expect("checked");
             ticket.phase = Phase::Queued;
-            daemon.tasks.queue.insert(task_id);
-            daemon.store.put(&ticket.clone(), None);
+            daemon.tasks.book.queue.insert(task_id);
+            daemon.tasks.store.put(&ticket.clone(), None);
             log::info!("task {task_id}: approved");
             announce(daemon, task_id);
         } else {
@@ -630,10 +642,10 @@ pub fn decide_plan(daemon: &mut Daemon, task_ids: &[u64], approve: bool) -> Resu
 
 /// Cancels a ticket. `done` gets the task id once the ticket is final, or the error.
 pub fn cancel(daemon: &mut Daemon, id: &str, done: Done<Result<u64, TaskError>>) {
-    let Some(task_id) = daemon.tasks.find(id) else {
+    let Some(task_id) = daemon.tasks.book.find(id) else {
         return done(daemon, Err(TaskError::NotFound(id.to_string())));
     };
-    let ticket = daemon.tasks.tickets.get_mut(&task_id).expect("found");
+    let ticket = daemon.tasks.book.tickets.get_mut(&task_id).expect("found");
     match ticket.phase {
         Phase::Done(_) | Phase::Finishing => {
             let state = if ticket.phase.is_done() {
@@ -648,7 +660,7 @@ pub fn cancel(daemon: &mut Daemon, id: &str, done: Done<Result<u64, TaskError>>)
             done(daemon, Err(error))
         }
         Phase::Proposed | Phase::Queued => {
-            daemon.tasks.queue.remove(&task_id);
+            daemon.tasks.book.queue.remove(&task_id);
             log::info!("task {task_id}: cancelled while pending");
             finish_without_agent(daemon, task_id, Ending::Cancelled);
             done(daemon, Ok(task_id))
@@ -658,11 +670,18 @@ pub fn cancel(daemon: &mut Daemon, id: &str, done: Done<Result<u64, TaskError>>)
                 ticket.stopping = Some(Ending::Cancelled);
             }
             log::info!("task {task_id}: cancelling");
-            daemon.tasks.waiters.entry(task_id).or_default().push(done);
-            if daemon.tasks.tickets[&task_id].phase == Phase::Running {
+            daemon
+                .tasks
+                .book
+                .waiters
+                .entry(task_id)
+                .or_default()
+                .push(done);
+            if daemon.tasks.book.tickets[&task_id].phase == Phase::Running {
                 daemon
+                    .tasks
                     .store
-                    .put(&daemon.tasks.tickets[&task_id].clone(), None);
+                    .put(&daemon.tasks.book.tickets[&task_id].clone(), None);
                 stop_agent(daemon, task_id);
             }
         }
@@ -671,11 +690,11 @@ pub fn cancel(daemon: &mut Daemon, id: &str, done: Done<Result<u64, TaskError>>)
 
 /// Hook: a session's process has ended and its exit status is known.
 pub fn on_agent_exit(daemon: &mut Daemon, session_id: &str) {
-    let Some(&task_id) = daemon.tasks.by_session.get(session_id) else {
+    let Some(&task_id) = daemon.tasks.book.by_session.get(session_id) else {
         return;
     };
-    let exit = daemon.agents.get(session_id).and_then(|a| a.exit);
-    let Some(ticket) = daemon.tasks.tickets.get_mut(&task_id) else {
+    let exit = daemon.agents.registry.get(session_id).and_then(|a| a.exit);
+    let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
     if !matches!(ticket.phase, Phase::Running | Phase::Launched) {
@@ -700,10 +719,10 @@ pub fn on_agent_exit(daemon: &mut Daemon, session_id: &str) {
 
 /// Hook: a session was killed through the API or vanished from tmux.
 pub fn on_session_gone(daemon: &mut Daemon, session_id: &str, reason: &str) {
-    let Some(&task_id) = daemon.tasks.by_session.get(session_id) else {
+    let Some(&task_id) = daemon.tasks.book.by_session.get(session_id) else {
         return;
     };
-    let Some(ticket) = daemon.tasks.tickets.get_mut(&task_id) else {
+    let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
     if !matches!(ticket.phase, Phase::Running | Phase::Launched) {
@@ -718,27 +737,29 @@ pub fn on_session_gone(daemon: &mut Daemon, session_id: &str, reason: &str) {
 /// The agent has ended: store why, then compute the result on a thread of its own (reading
 /// the pane history, diffing the working tree, running the tests).
 fn begin_finish(daemon: &mut Daemon, task_id: u64, ending: Ending) {
-    let config = daemon.config.clone();
+    let config = daemon.ctx.config.clone();
     let limits = scan_limits(daemon);
-    let Some(ticket) = daemon.tasks.tickets.get_mut(&task_id) else {
+    let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
     ticket.phase = Phase::Finishing;
     ticket.ending = Some(ending.clone());
     let snapshot = ticket.clone();
-    daemon.store.put(&snapshot, None);
+    daemon.tasks.store.put(&snapshot, None);
     let pane = daemon
         .agents
+        .registry
         .get(&snapshot.session_id)
         .and_then(|a| a.backend.pane().cloned());
-    let tmux_handle = daemon.tmux.clone();
+    let tmux_handle = daemon.ctx.tmux.clone();
     // The daemon's own copy of the output, for when tmux's history comes back empty (tmux
     // 3.3a sometimes loses what a short-lived program printed from its screen).
     let captured = daemon
+        .panes
         .hub
         .tail_text(&snapshot.session_id, OUTPUT_FALLBACK_BYTES);
     let test_command = test_command_of(&config, &snapshot);
-    let notifier = daemon.jobs.notifier();
+    let notifier = daemon.ctx.jobs.notifier();
     let spawned = std::thread::Builder::new()
         .name(format!("task-{task_id}-verify"))
         .spawn(move || {
@@ -762,7 +783,7 @@ fn begin_finish(daemon: &mut Daemon, task_id: u64, ending: Ending) {
             error: Some(format!("the result could not be computed: {e}")),
             ..TaskResult::default()
         };
-        let ending = daemon.tasks.tickets[&task_id]
+        let ending = daemon.tasks.book.tickets[&task_id]
             .ending
             .clone()
             .unwrap_or(Ending::Lost {
@@ -913,7 +934,7 @@ fn outcome_of(ending: &Ending, timeout_ms: u64) -> (Outcome, Option<ErrorCode>, 
 /// A ticket that ends without its agent having run (cancelled while pending, workspace or
 /// spawn failure).
 fn finish_without_agent(daemon: &mut Daemon, task_id: u64, ending: Ending) {
-    let Some(ticket) = daemon.tasks.tickets.get(&task_id) else {
+    let Some(ticket) = daemon.tasks.book.tickets.get(&task_id) else {
         return;
     };
     let result = TaskResult {
@@ -928,7 +949,7 @@ fn finish_without_agent(daemon: &mut Daemon, task_id: u64, ending: Ending) {
 /// Records the final state: status from the ending, the result, the store, observers; then
 /// removes the session (unless `tasks.keep_sessions`) and starts what the slot allows.
 fn complete(daemon: &mut Daemon, task_id: u64, ending: Ending, mut result: TaskResult) {
-    let Some(ticket) = daemon.tasks.tickets.get_mut(&task_id) else {
+    let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
     let (outcome, code, error) = outcome_of(&ending, ticket.timeout_ms);
@@ -950,6 +971,7 @@ fn complete(daemon: &mut Daemon, task_id: u64, ending: Ending, mut result: TaskR
     ticket.phase = Phase::Done(outcome);
     if let Some(started) = ticket.started_ms {
         daemon
+            .ctx
             .metrics
             .task_durations
             .entry(outcome.status().as_str())
@@ -968,27 +990,34 @@ fn complete(daemon: &mut Daemon, task_id: u64, ending: Ending, mut result: TaskR
     log::info!("task {task_id}: {}", outcome.status().as_str());
     let session_id = ticket.session_id.clone();
     let ticket_id = ticket.ticket_id.clone();
-    daemon.tasks.by_session.remove(&session_id);
+    daemon.tasks.book.by_session.remove(&session_id);
     // The session (and its pane history) goes only once the result is durable; until then a
     // restart can still compute it.
-    let remove_session = !daemon.config.tasks.keep_sessions;
-    let stored = daemon.tasks.tickets[&task_id].clone();
-    daemon.store.put(
+    let remove_session = !daemon.ctx.config.tasks.keep_sessions;
+    let stored = daemon.tasks.book.tickets[&task_id].clone();
+    daemon.tasks.store.put(
         &stored,
         Some(Box::new(move |daemon: &mut Daemon, result| {
-            if result.is_ok() && remove_session && daemon.agents.get(&session_id).is_some() {
+            if result.is_ok() && remove_session && daemon.agents.registry.get(&session_id).is_some()
+            {
                 manager::kill(daemon, &session_id, Box::new(|_, _| {}));
             }
         })),
     );
-    let prompt_file = prompt_path(&daemon.config.state_dir, &ticket_id);
-    daemon.jobs.run(move || {
+    let prompt_file = prompt_path(&daemon.ctx.config.state_dir, &ticket_id);
+    daemon.ctx.jobs.run(move || {
         let _ = std::fs::remove_file(prompt_file);
         Box::new(|_: &mut Daemon| {})
     });
     announce(daemon, task_id);
     tell_requester(daemon, task_id);
-    for waiter in daemon.tasks.waiters.remove(&task_id).unwrap_or_default() {
+    for waiter in daemon
+        .tasks
+        .book
+        .waiters
+        .remove(&task_id)
+        .unwrap_or_default()
+    {
         waiter(daemon, Ok(task_id));
     }
     prune(daemon, task_id);
@@ -1003,14 +1032,20 @@ pub const SESSION_REQUESTER: &str = "session:";
 /// typed into it as one bracketed paste (then Enter), so it can go on without a person
 /// relaying the result.
 fn tell_requester(daemon: &mut Daemon, task_id: u64) {
-    let Some(ticket) = daemon.tasks.tickets.get(&task_id) else {
+    let Some(ticket) = daemon.tasks.book.tickets.get(&task_id) else {
         return;
     };
     let Some(session) = ticket
         .requested_by
         .as_deref()
         .and_then(|r| r.strip_prefix(SESSION_REQUESTER))
-        .filter(|s| daemon.agents.get(s).is_some_and(|a| a.exit.is_none()))
+        .filter(|s| {
+            daemon
+                .agents
+                .registry
+                .get(s)
+                .is_some_and(|a| a.exit.is_none())
+        })
         .map(str::to_string)
     else {
         return;
@@ -1047,32 +1082,33 @@ fn tell_requester(daemon: &mut Daemon, task_id: u64) {
 /// Forgets the tickets that finished longest ago beyond `tasks.keep_finished`, never
 /// `keep` (the one that just finished).
 pub fn prune(daemon: &mut Daemon, keep: u64) {
-    let limit = daemon.config.tasks.keep_finished;
+    let limit = daemon.ctx.config.tasks.keep_finished;
     let mut finished: Vec<(u64, u64)> = daemon
         .tasks
+        .book
         .tickets
         .values()
         .filter(|t| t.phase.is_done() && t.task_id != keep)
         .map(|t| (t.completed_ms.unwrap_or(0), t.task_id))
         .collect();
     // `keep` counts against the limit too.
-    let kept = usize::from(daemon.tasks.tickets.contains_key(&keep));
+    let kept = usize::from(daemon.tasks.book.tickets.contains_key(&keep));
     let excess = (finished.len() + kept).saturating_sub(limit);
     if excess == 0 {
         return;
     }
     finished.sort_unstable();
     for (_, task_id) in finished.into_iter().take(excess) {
-        if let Some(ticket) = daemon.tasks.tickets.remove(&task_id) {
-            daemon.tasks.by_ticket.remove(&ticket.ticket_id);
-            daemon.store.remove(task_id);
+        if let Some(ticket) = daemon.tasks.book.tickets.remove(&task_id) {
+            daemon.tasks.book.by_ticket.remove(&ticket.ticket_id);
+            daemon.tasks.store.remove(task_id);
         }
     }
 }
 
 /// Sends a `task_update` for a ticket to every observer.
 fn announce(daemon: &mut Daemon, task_id: u64) {
-    let Some(ticket) = daemon.tasks.tickets.get(&task_id) else {
+    let Some(ticket) = daemon.tasks.book.tickets.get(&task_id) else {
         return;
     };
     let message = TaskUpdate {
@@ -1085,22 +1121,23 @@ fn announce(daemon: &mut Daemon, task_id: u64) {
         elapsed_ms: ticket.elapsed_ms(now_ms()),
         result: ticket.result.as_ref(),
     };
-    daemon.ws.send_to_all(&mut daemon.metrics, &message);
+    daemon.ctx.ws.send_to_all(&mut daemon.ctx.metrics, &message);
 }
 
 fn schedule_progress(daemon: &mut Daemon) {
-    if !daemon.tasks.progress_scheduled {
-        daemon.tasks.progress_scheduled = true;
-        let every = daemon.config.tasks.progress_interval;
-        daemon.timers.schedule_in(every, Timer::TaskProgress);
+    if !daemon.tasks.book.progress_scheduled {
+        daemon.tasks.book.progress_scheduled = true;
+        let every = daemon.ctx.config.tasks.progress_interval;
+        daemon.ctx.timers.schedule_in(every, Timer::TaskProgress);
     }
 }
 
 /// The progress timer: a `task_update` with `elapsed_ms` for every running ticket.
 pub fn on_progress(daemon: &mut Daemon) {
-    daemon.tasks.progress_scheduled = false;
+    daemon.tasks.book.progress_scheduled = false;
     let running: Vec<u64> = daemon
         .tasks
+        .book
         .tickets
         .values()
         .filter(|t| t.phase == Phase::Running)
@@ -1109,7 +1146,7 @@ pub fn on_progress(daemon: &mut Daemon) {
     for task_id in &running {
         announce(daemon, *task_id);
     }
-    if daemon.tasks.active().next().is_some() {
+    if daemon.tasks.book.active().next().is_some() {
         schedule_progress(daemon);
     }
 }
@@ -1119,6 +1156,7 @@ pub fn on_progress(daemon: &mut Daemon) {
 pub fn recover(daemon: &mut Daemon) {
     let unfinished: Vec<u64> = daemon
         .tasks
+        .book
         .tickets
         .values()
         .filter(|t| !t.phase.is_done())
@@ -1129,9 +1167,11 @@ pub fn recover(daemon: &mut Daemon) {
     // at start), or it was never written. Decided once the sessions are listed again.
     let mut claimed_or_unwritten = Vec::new();
     for task_id in unfinished {
-        let ticket = &daemon.tasks.tickets[&task_id];
-        if ticket.phase == Phase::Launched && daemon.agents.get(&ticket.session_id).is_none() {
-            let spec = manager::spec_path(&daemon.config, &ticket.session_id);
+        let ticket = &daemon.tasks.book.tickets[&task_id];
+        if ticket.phase == Phase::Launched
+            && daemon.agents.registry.get(&ticket.session_id).is_none()
+        {
+            let spec = manager::spec_path(&daemon.ctx.config, &ticket.session_id);
             match crate::agents::exec::withdraw_spec(&spec) {
                 Ok(true) => withdrawn(daemon, task_id),
                 Ok(false) => claimed_or_unwritten.push(task_id),
@@ -1155,10 +1195,10 @@ pub fn recover(daemon: &mut Daemon) {
         }
         crate::agents::pty_session::adopt(daemon);
         for task_id in claimed_or_unwritten {
-            let session_id = daemon.tasks.tickets[&task_id].session_id.clone();
+            let session_id = daemon.tasks.book.tickets[&task_id].session_id.clone();
             // With no session either, the previous daemon stopped before writing the spec,
             // so it never asked for the session: queued again under the same name.
-            if daemon.agents.get(&session_id).is_some() {
+            if daemon.agents.registry.get(&session_id).is_some() {
                 log::info!("task {task_id}: its session started as the daemon restarted");
             }
             recover_one(daemon, task_id);
@@ -1173,22 +1213,23 @@ pub fn recover(daemon: &mut Daemon) {
 /// lives (see the README's "Nothing lost").
 fn recover_one(daemon: &mut Daemon, task_id: u64) {
     let now = now_ms();
-    let ticket = daemon.tasks.tickets.get_mut(&task_id).expect("listed");
-    let agent = daemon.agents.get(&ticket.session_id);
+    let ticket = daemon.tasks.book.tickets.get_mut(&task_id).expect("listed");
+    let agent = daemon.agents.registry.get(&ticket.session_id);
     match (ticket.phase, agent) {
         (Phase::Done(_) | Phase::Proposed, _) => {}
         (Phase::Queued | Phase::Preparing, None) => {
             ticket.phase = Phase::Queued;
-            daemon.tasks.queue.insert(task_id);
+            daemon.tasks.book.queue.insert(task_id);
         }
         (Phase::Launched, None) => {
             log::info!("task {task_id}: its session was never asked for; queued again");
             ticket.phase = Phase::Queued;
-            daemon.tasks.queue.insert(task_id);
+            daemon.tasks.book.queue.insert(task_id);
         }
         (Phase::Finishing, _) => {
             daemon
                 .tasks
+                .book
                 .by_session
                 .insert(ticket.session_id.clone(), task_id);
             let ending = ticket.ending.clone().unwrap_or(Ending::Lost {
@@ -1200,6 +1241,7 @@ fn recover_one(daemon: &mut Daemon, task_id: u64) {
         (Phase::Running, None) => {
             daemon
                 .tasks
+                .book
                 .by_session
                 .insert(ticket.session_id.clone(), task_id);
             log::warn!("task {task_id}: its session vanished while the daemon was down");
@@ -1218,22 +1260,24 @@ fn recover_one(daemon: &mut Daemon, task_id: u64) {
             let started = *ticket.started_ms.get_or_insert(created);
             daemon
                 .tasks
+                .book
                 .by_session
                 .insert(ticket.session_id.clone(), task_id);
             let left = (started + ticket.timeout_ms).saturating_sub(now);
-            daemon.store.put(&ticket.clone(), None);
+            daemon.tasks.store.put(&ticket.clone(), None);
             if exited {
                 log::info!("task {task_id}: its agent ended while the daemon was down");
-                let session_id = daemon.tasks.tickets[&task_id].session_id.clone();
+                let session_id = daemon.tasks.book.tickets[&task_id].session_id.clone();
                 on_agent_exit(daemon, &session_id);
             } else {
                 log::info!("task {task_id}: still running; tracking it again");
                 daemon
+                    .ctx
                     .timers
                     .schedule_in(Duration::from_millis(left), Timer::TaskTimeout(task_id));
                 schedule_progress(daemon);
                 // A timeout or cancel that was under way when the daemon went down.
-                if daemon.tasks.tickets[&task_id].stopping.is_some() {
+                if daemon.tasks.book.tickets[&task_id].stopping.is_some() {
                     stop_agent(daemon, task_id);
                 }
             }
@@ -1246,7 +1290,7 @@ fn recover_one(daemon: &mut Daemon, task_id: u64) {
 /// finding nothing), so it is queued again, under a new session name so that such a late
 /// session cannot collide with it.
 fn withdrawn(daemon: &mut Daemon, task_id: u64) {
-    let ticket = daemon.tasks.tickets.get_mut(&task_id).expect("listed");
+    let ticket = daemon.tasks.book.tickets.get_mut(&task_id).expect("listed");
     let (session_id, name) = new_session_ids(&ticket.agent_type);
     log::info!(
         "task {task_id}: its session {} never started; withdrew its spawn spec and queued it \
@@ -1258,8 +1302,8 @@ fn withdrawn(daemon: &mut Daemon, task_id: u64) {
     ticket.tmux_session = name.as_str().to_string();
     ticket.phase = Phase::Queued;
     let stored = ticket.clone();
-    daemon.store.put(&stored, None);
-    daemon.tasks.queue.insert(task_id);
+    daemon.tasks.store.put(&stored, None);
+    daemon.tasks.book.queue.insert(task_id);
 }
 
 /// Removes what a restart found left of tasks: the sessions of finished tasks (the
@@ -1267,9 +1311,10 @@ fn withdrawn(daemon: &mut Daemon, task_id: u64) {
 /// `tasks.keep_sessions`), and sessions created late for a spawn spec a restart withdrew
 /// (their agent never started).
 fn remove_leftover_sessions(daemon: &mut Daemon) {
-    let keep = daemon.config.tasks.keep_sessions;
+    let keep = daemon.ctx.config.tasks.keep_sessions;
     let leftovers: Vec<(u64, String)> = daemon
         .tasks
+        .book
         .tickets
         .values()
         .flat_map(|t| {
@@ -1281,7 +1326,7 @@ fn remove_leftover_sessions(daemon: &mut Daemon) {
                 .map(|session| (t.task_id, session))
                 .collect::<Vec<_>>()
         })
-        .filter(|(_, session)| daemon.agents.get(session).is_some())
+        .filter(|(_, session)| daemon.agents.registry.get(session).is_some())
         .collect();
     for (task_id, session_id) in leftovers {
         log::info!(

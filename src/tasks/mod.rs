@@ -16,6 +16,35 @@ pub mod store;
 pub mod verify;
 pub mod workspace;
 
+/// The tasks' state: the ticket book and the durable store.
+pub struct Tasks {
+    /// Delegated task tickets.
+    pub book: TaskBook,
+    /// The durable ticket store.
+    pub store: store::Store,
+    /// Timings of task store writes (recorded by the store thread).
+    pub store_timing: std::sync::Arc<crate::metrics::SharedHistogram>,
+}
+
+impl Tasks {
+    /// Opens the ticket store, loads its tickets and starts its thread.
+    pub fn open(
+        config: &crate::config::Config,
+        notifier: crate::jobs::Notifier<crate::daemon::Daemon>,
+    ) -> Result<Tasks, String> {
+        let store_path = config.task_store();
+        let (store_db, tickets) = store::open(&store_path)?;
+        let store_timing = std::sync::Arc::new(crate::metrics::SharedHistogram::default());
+        let store = store::Store::start(&store_path, store_db, notifier, store_timing.clone())
+            .map_err(|e| format!("cannot start the task store thread: {e}"))?;
+        Ok(Tasks {
+            book: TaskBook::load(tickets),
+            store,
+            store_timing,
+        })
+    }
+}
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 

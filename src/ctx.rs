@@ -1,0 +1,317 @@
+//! The loop's shared context, below every feature: configuration, the poller's registry and
+//! the daemon's event sources, deadlines, worker pools, the tmux handle, what must be written
+//! to clients, metrics and shutdown. Nothing here decides anything: features own their state
+//! ([`crate::panes::Panes`], [`crate::agents::Agents`], [`crate::tasks::Tasks`],
+//! [`crate::api::ApiState`]) and get `&mut Ctx` to act on the world.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::{Interest, Token};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::daemon::Daemon;
+use crate::jobs::{JobPool, Notifier};
+use crate::net::ConnId;
+use crate::panes::input::InputQueue;
+use crate::panes::typing::InputAck;
+use crate::proto::http::Response;
+use crate::timers::Timers;
+use crate::tmux::Tmux;
+
+/// Token of the HTTP listener.
+pub const LISTENER: Token = Token(0);
+/// Token of the cross-thread waker.
+pub const WAKER: Token = Token(1);
+/// Token of the signal self-pipe.
+pub const SIGNALS: Token = Token(2);
+/// Token of the pane attach listener.
+pub const ATTACH_LISTENER: Token = Token(3);
+/// Token of the hook listener.
+pub const HOOK_LISTENER: Token = Token(4);
+/// Token of the local API socket's listener (`<state_dir>/api.sock`).
+pub const LOCAL_API_LISTENER: Token = Token(5);
+/// First token handed out dynamically; connections get even, daemon sources odd offsets.
+const FIRST_DYNAMIC: usize = 16;
+
+/// The token of connection slot `key`.
+pub fn conn_token(key: usize) -> Token {
+    Token(FIRST_DYNAMIC + 2 * key)
+}
+
+/// The token of daemon source slot `key`.
+pub fn source_token(key: usize) -> Token {
+    Token(FIRST_DYNAMIC + 2 * key + 1)
+}
+
+/// What a dynamic token refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// A client connection (slot key).
+    Conn(usize),
+    /// A daemon source (slot key).
+    Source(usize),
+}
+
+/// Classifies a dynamic token.
+pub fn token_kind(token: Token) -> Option<TokenKind> {
+    let offset = token.0.checked_sub(FIRST_DYNAMIC)?;
+    Some(if offset % 2 == 0 {
+        TokenKind::Conn(offset / 2)
+    } else {
+        TokenKind::Source(offset / 2)
+    })
+}
+
+/// An event source the daemon (not the HTTP server) owns.
+#[derive(Debug)]
+pub enum Source {
+    /// A pane's pipe: its output to read, and input to write.
+    PanePipe {
+        /// Session the pane belongs to.
+        session_id: String,
+        /// tmux's pipe-pane socket, or the pseudo-terminal master of a `pty` session.
+        stream: crate::panes::pane_io::PaneIo,
+        /// Input waiting to be written into the pane.
+        input: InputQueue<InputAck>,
+    },
+    /// A pidfd that becomes readable when the pane's program exits.
+    PaneExit {
+        /// Session the pane belongs to.
+        session_id: String,
+        /// The pidfd.
+        fd: OwnedFd,
+    },
+    /// The connection to a `pty` session's holder: exit statuses arrive on it; checkpoints
+    /// and the release go out on it.
+    PtyHolder {
+        /// Session the holder holds.
+        session_id: String,
+        /// The connection.
+        stream: mio::net::UnixStream,
+        /// Frames arriving from the holder.
+        decoder: crate::proto::pty::FrameDecoder,
+        /// Frames for the holder not yet written (forwarded output, checkpoints).
+        outbound: Vec<u8>,
+        /// The stream offset and size of the last checkpoint sent.
+        checkpointed: Option<(u64, u16, u16)>,
+    },
+    /// A hook's connection whose message is arriving.
+    Hook {
+        /// The hook's connection.
+        stream: mio::net::UnixStream,
+        /// What it sent so far.
+        received: Vec<u8>,
+        /// Distinguishes this connection from a later one in the same slot.
+        serial: u64,
+        /// The session whose credential its message starts with, once that has arrived.
+        session: Option<String>,
+        /// When it was accepted (`hooks.receive_timeout`).
+        opened: Instant,
+        /// When it last sent something (`hooks.idle_timeout`).
+        active: Instant,
+    },
+    /// A pipe helper's connection whose message has not arrived yet.
+    Attach {
+        /// The helper's connection.
+        stream: mio::net::UnixStream,
+        /// Distinguishes this connection from a later one in the same slot.
+        serial: u64,
+    },
+}
+
+/// Work the loop does at a deadline.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Timer {
+    /// Drop a pipe helper (slot, serial) that connected but never sent its message.
+    AttachTimeout(usize, u64),
+    /// Drop a hook connection (slot, serial) that did not finish its message in time.
+    HookTimeout(usize, u64),
+    /// Give up waiting for a person's answer to a permission request (request id).
+    ApprovalTimeout(String),
+    /// Check a quiet pane's screen against its type's screen rules.
+    ScreenCheck(String),
+    /// See whether a session has gone quiet long enough to be `idle`.
+    IdleCheck(String),
+    /// Press Enter after a typed `user_message` (session, typing serial).
+    SubmitEnter(String, u64),
+    /// Check every live pane's output pipe against tmux's own activity.
+    CaptureHealth,
+    /// Re-seed a lost emulator once its pane is quiet.
+    ReseedCheck(String),
+    /// Leave a screen checkpoint with a `pty` session's holder.
+    Checkpoint(String),
+    /// Announce a `pty` session's exit even though its terminal has not reached its end.
+    PtyExit(String),
+    /// Record a pane's bracketed-paste mode in tmux once it has been stable.
+    PersistPasteMode(String),
+    /// Forget expired WebSocket tickets.
+    TicketSweep,
+    /// A task's timeout (task id).
+    TaskTimeout(u64),
+    /// Send progress updates for running tasks.
+    TaskProgress,
+}
+
+/// A callback run on the loop when an asynchronous operation finishes.
+pub type Done<T> = Box<dyn FnOnce(&mut Daemon, T) + Send>;
+
+/// WebSocket output produced by the daemon, delivered by the server.
+#[derive(Debug, Default)]
+pub struct WsOutbox {
+    /// Frames for every authenticated observer (encoded once).
+    pub broadcast: Vec<Arc<[u8]>>,
+    /// Frames for one connection.
+    pub direct: Vec<(ConnId, Vec<u8>)>,
+    /// Connections to close with a code and reason.
+    pub close: Vec<(ConnId, u16, String)>,
+}
+
+impl WsOutbox {
+    /// Queues a JSON message for every observer, encoded once, counting it in `metrics`. The
+    /// same as [`Daemon::broadcast`], for callers that still borrow other parts of the daemon.
+    pub fn send_to_all(
+        &mut self,
+        metrics: &mut crate::metrics::Metrics,
+        message: &impl serde::Serialize,
+    ) {
+        let text = serde_json::to_string(message).expect("serializable");
+        metrics.sent(&text);
+        self.broadcast
+            .push(crate::proto::ws::text_frame(&text).into());
+    }
+}
+
+/// The loop's shared context.
+pub struct Ctx {
+    /// Configuration (immutable after start).
+    pub config: Arc<Config>,
+    /// Handle on the private tmux server.
+    pub tmux: Tmux,
+    /// Worker pool for quick blocking work: tmux commands, /proc reads, small files.
+    pub jobs: JobPool<Daemon>,
+    /// Worker pool for process-tree kills and exit-status polling (bounded waits).
+    pub kill_jobs: JobPool<Daemon>,
+    /// Worker pool for slow work: git and directory scans for task workspaces.
+    pub slow_jobs: JobPool<Daemon>,
+    /// Daemon-owned event sources by slot.
+    pub sources: Slab<Source>,
+    /// Registry to (de)register sources with the loop's poller.
+    pub registry: mio::Registry,
+    /// Deadlines.
+    pub timers: Timers<Timer>,
+    /// Replies to deferred HTTP requests, delivered by the server after each dispatch.
+    pub outbox: Vec<(ConnId, Response)>,
+    /// WebSocket output, delivered by the server after each dispatch.
+    pub ws: WsOutbox,
+    /// When the daemon started.
+    pub started: Instant,
+    /// Path of this program, used for the agent wrapper and the pipe helper.
+    pub exe: PathBuf,
+    /// Set once shutdown has begun.
+    pub shutting_down: bool,
+    /// The loop's counters for `GET /metrics`.
+    pub metrics: crate::metrics::Metrics,
+    /// Counter that tells a source apart from a later one in the same slot.
+    pub attach_serial: u64,
+}
+
+impl Ctx {
+    /// The context at start: the worker pools started, everything else empty. `notifier` is
+    /// how workers report back.
+    pub fn new(
+        config: Arc<Config>,
+        registry: mio::Registry,
+        notifier: &Notifier<Daemon>,
+    ) -> Result<Ctx, String> {
+        let pool = |name, workers| {
+            JobPool::new(name, workers, config.max_queued_jobs, notifier.clone())
+                .map_err(|e| format!("cannot start the {name} workers: {e}"))
+        };
+        let jobs = pool("worker", config.workers)?;
+        let kill_jobs = pool("kill", config.kill_workers)?;
+        let slow_jobs = pool("slow", config.slow_workers)?;
+        let tmux = crate::tmux::Tmux::new(
+            &config.tmux.binary,
+            &config.tmux_socket(),
+            config.tmux.config_file.as_deref(),
+            config.tmux.command_timeout,
+        );
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+        Ok(Ctx {
+            config,
+            tmux,
+            jobs,
+            kill_jobs,
+            slow_jobs,
+            sources: Slab::new(),
+            registry,
+            timers: Timers::default(),
+            outbox: Vec::new(),
+            ws: WsOutbox::default(),
+            started: Instant::now(),
+            exe,
+            shutting_down: false,
+            metrics: Default::default(),
+            attach_serial: 0,
+        })
+    }
+
+    /// Queues `response` for the deferred request on `conn`.
+    pub fn reply(&mut self, conn: ConnId, response: Response) {
+        self.outbox.push((conn, response));
+    }
+
+    /// Queues a JSON message for one WebSocket connection.
+    pub fn send_ws(&mut self, conn: ConnId, message: &impl serde::Serialize) {
+        let text = serde_json::to_string(message).expect("serializable");
+        self.metrics.sent(&text);
+        self.ws
+            .direct
+            .push((conn, crate::proto::ws::text_frame(&text)));
+    }
+
+    /// Queues a JSON message for every observer, encoded once.
+    pub fn broadcast(&mut self, message: &impl serde::Serialize) {
+        self.ws.send_to_all(&mut self.metrics, message);
+    }
+
+    /// Adds a source and registers it with the poller for `interest`.
+    pub fn add_source(&mut self, source: Source, interest: Interest) -> std::io::Result<usize> {
+        let key = self.sources.insert(source);
+        let token = source_token(key);
+        let registry = &self.registry;
+        let result = match &mut self.sources[key] {
+            Source::PanePipe { stream, .. } => registry.register(stream, token, interest),
+            Source::PtyHolder { stream, .. }
+            | Source::Attach { stream, .. }
+            | Source::Hook { stream, .. } => registry.register(stream, token, interest),
+            Source::PaneExit { fd, .. } => {
+                registry.register(&mut mio::unix::SourceFd(&fd.as_raw_fd()), token, interest)
+            }
+        };
+        if let Err(e) = result {
+            self.sources.remove(key);
+            return Err(e);
+        }
+        Ok(key)
+    }
+
+    /// Deregisters and drops a source (closing its descriptor).
+    pub fn remove_source(&mut self, key: usize) -> Option<Source> {
+        let mut source = self.sources.try_remove(key)?;
+        let _ = match &mut source {
+            Source::PanePipe { stream, .. } => self.registry.deregister(stream),
+            Source::PtyHolder { stream, .. }
+            | Source::Attach { stream, .. }
+            | Source::Hook { stream, .. } => self.registry.deregister(stream),
+            Source::PaneExit { fd, .. } => self
+                .registry
+                .deregister(&mut mio::unix::SourceFd(&fd.as_raw_fd())),
+        };
+        Some(source)
+    }
+}
