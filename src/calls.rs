@@ -106,7 +106,6 @@ fn list_agents(daemon: &Daemon) -> Value {
     let idle_after = daemon.ctx.config.sessions.idle_after;
     let agents: Vec<Value> = daemon
         .agents
-        .registry
         .sorted()
         .into_iter()
         .map(|a| {
@@ -128,12 +127,10 @@ fn get_task(daemon: &Daemon, arguments: &Value) -> Result<Value, String> {
         Value::String(s) => s.clone(),
         _ => return Err("task_id is required".into()),
     };
-    let task_id = daemon
+    let ticket = daemon
         .tasks
-        .book
         .find(&id)
         .ok_or_else(|| format!("no task {}", crate::shown(&id)))?;
-    let ticket = &daemon.tasks.book.tickets[&task_id];
     Ok(json!({
         "task_id": ticket.task_id,
         "ticket_id": ticket.ticket_id,
@@ -174,15 +171,10 @@ fn hold_message(
     content: &str,
     text: String,
 ) -> Result<Value, String> {
-    if daemon
-        .agents
-        .registry
-        .get(to)
-        .is_none_or(|a| a.exit.is_some())
-    {
+    if daemon.agents.get(to).is_none_or(|a| a.exit.is_some()) {
         return Err(format!("no running agent session {}", crate::shown(to)));
     }
-    if daemon.agents.approvals.len() >= daemon.ctx.config.hooks.max_pending_approvals {
+    if daemon.agents.approvals_waiting() >= daemon.ctx.config.hooks.max_pending_approvals {
         return Err(
             "too many requests wait for a person (hooks.max_pending_approvals); try later".into(),
         );
@@ -292,7 +284,7 @@ fn finish(
 ) {
     let tasks: Vec<Value> = created
         .iter()
-        .filter_map(|id| daemon.tasks.book.tickets.get(id))
+        .filter_map(|id| daemon.tasks.ticket(*id))
         .map(|t| json!({"task_id": t.task_id, "ticket_id": t.ticket_id, "status": t.status().as_str()}))
         .collect();
     if let Some(summary) = summary {
@@ -339,10 +331,7 @@ fn describe_plan(
     }
     content.push_str(". Approving runs exactly this:");
     let mut described = Vec::new();
-    for ticket in created
-        .iter()
-        .filter_map(|id| daemon.tasks.book.tickets.get(id))
-    {
+    for ticket in created.iter().filter_map(|id| daemon.tasks.ticket(*id)) {
         let test_command = lifecycle::test_command_of(&daemon.ctx.config, ticket);
         let tests_run = ticket.context.tests_required && test_command.is_some();
         let isolation = match ticket.isolation {

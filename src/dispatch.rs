@@ -62,8 +62,7 @@ pub fn timer(daemon: &mut Daemon, timer: Timer) {
         }
         Timer::PtyExit(session) => crate::agents::pty_session::output_ended(daemon, &session),
         Timer::TicketSweep => {
-            let now = Instant::now();
-            daemon.api.ws_tickets.retain(|_, t| t.expires > now);
+            daemon.api.sweep_tickets(Instant::now());
         }
         Timer::TaskTimeout(task_id) => tasks::on_timeout(daemon, task_id),
         Timer::TaskProgress => tasks::on_progress(daemon),
@@ -72,12 +71,8 @@ pub fn timer(daemon: &mut Daemon, timer: Timer) {
 
 /// A WebSocket connection went away: forget its subscriptions, limits and pending acks.
 pub fn ws_closed(daemon: &mut Daemon, conn: ConnId) {
-    daemon.panes.hub.remove_viewer(conn);
-    daemon.api.rate.forget_ws(conn);
-    for typist in daemon.panes.typists.values_mut() {
-        typist.forget(conn);
-    }
-    daemon.api.observers = daemon.api.observers.saturating_sub(1);
+    daemon.panes.viewer_closed(conn);
+    daemon.api.ws_closed(conn);
 }
 
 /// Hands the events agents announced to the features that follow agents: observers get
@@ -87,11 +82,11 @@ pub fn ws_closed(daemon: &mut Daemon, conn: ConnId) {
 pub fn agent_events(daemon: &mut Daemon) -> bool {
     let mut any = false;
     loop {
-        for call in std::mem::take(&mut daemon.agents.calls) {
+        for call in daemon.agents.take_calls() {
             any = true;
             crate::calls::handle(daemon, call);
         }
-        let events = daemon.agents.registry.take_events();
+        let events = daemon.agents.take_events();
         if events.is_empty() {
             return any;
         }

@@ -220,7 +220,7 @@ impl Server {
             .flatten()
             .min();
             // Pane pipes left with unread data are read again right after this poll.
-            let timeout = if self.daemon.panes.revisit.is_empty() && self.conn_revisit.is_empty() {
+            let timeout = if !self.daemon.panes.must_revisit() && self.conn_revisit.is_empty() {
                 until(next, now)
             } else {
                 Some(Duration::ZERO)
@@ -247,7 +247,7 @@ impl Server {
                     },
                 }
             }
-            for key in std::mem::take(&mut self.daemon.panes.revisit) {
+            for key in self.daemon.panes.take_revisit() {
                 self.daemon.read_pane_output(key);
             }
             for key in std::mem::take(&mut self.conn_revisit) {
@@ -313,8 +313,8 @@ impl Server {
     /// Delivers the daemon's WebSocket output. Returns whether there was any.
     fn deliver_ws(&mut self) -> bool {
         let outbox = std::mem::take(&mut self.daemon.ctx.ws);
-        let dirty = self.daemon.panes.hub.take_dirty();
-        let overwhelmed = self.daemon.panes.hub.take_overwhelmed();
+        let dirty = self.daemon.panes.take_dirty();
+        let overwhelmed = self.daemon.panes.take_overwhelmed();
         let any = !(outbox.direct.is_empty()
             && outbox.broadcast.is_empty()
             && outbox.close.is_empty()
@@ -377,18 +377,10 @@ impl Server {
         let timestamp = crate::panes::capture::now_millis();
         let mut queued = false;
         while conn.out.pending() < window {
-            let (chunks, resyncs) =
-                self.daemon
-                    .panes
-                    .hub
-                    .pull(conn.id, window - conn.out.pending(), timestamp);
-            for (request, session) in resyncs {
-                log::debug!(
-                    "{session}: viewer {:?} resyncs (snapshot request {request})",
-                    conn.id
-                );
-                self.daemon.panes.emulators.snapshot(&session, request);
-            }
+            let chunks = self
+                .daemon
+                .panes
+                .pull(conn.id, window - conn.out.pending(), timestamp);
             if chunks.is_empty() {
                 break;
             }
@@ -694,11 +686,7 @@ impl Server {
                             match principal {
                                 Ok(principal) => {
                                     if let Some(sid) = &principal.session {
-                                        remember_session_socket(
-                                            &mut self.daemon.api.web_sockets,
-                                            sid,
-                                            conn.id,
-                                        );
+                                        self.daemon.api.remember_web_socket(sid, conn.id);
                                     }
                                     conn.upgrade(accept, Some(principal), max)
                                 }
@@ -953,24 +941,6 @@ fn refuse(mut stream: ClientStream, why: &str) {
     let mut bytes = Vec::new();
     response.encode(false, &mut bytes);
     let _ = stream.write(&bytes);
-}
-
-/// Remembers that browser session `sid` opened WebSocket `conn` (closed at its logout).
-/// Bounded: the newest 64 sockets per session, 10,000 sessions; ids of sockets that have
-/// closed since are harmless (closing them again does nothing).
-fn remember_session_socket(
-    sockets: &mut std::collections::HashMap<String, Vec<ConnId>>,
-    sid: &str,
-    conn: ConnId,
-) {
-    if sockets.len() >= 10_000 && !sockets.contains_key(sid) {
-        sockets.clear();
-    }
-    let list = sockets.entry(sid.to_string()).or_default();
-    if list.len() >= 64 {
-        list.remove(0);
-    }
-    list.push(conn);
 }
 
 /// Logs an answered request and counts it for `GET /metrics`.

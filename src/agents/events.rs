@@ -122,7 +122,7 @@ impl Daemon {
         if quiet < quiet_for {
             self.schedule_screen_check(session_id);
         } else {
-            self.panes.emulators.text(session_id);
+            self.panes.request_screen_text(session_id);
         }
     }
 
@@ -187,7 +187,7 @@ impl Daemon {
         // The daemon's own copy of the last output, for when tmux's screen comes back empty
         // (tmux 3.3a sometimes drops what a program printed just before it died).
         let captured =
-            crate::panes::text::strip_ansi(&self.panes.hub.tail_text(&session_id, CRASH_BYTES));
+            crate::panes::text::strip_ansi(&self.panes.tail_text(&session_id, CRASH_BYTES));
         self.ctx.jobs.run(move || {
             // A pty session has no tmux screen: the daemon's copy is the whole story.
             let mut lines = pane

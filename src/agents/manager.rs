@@ -162,11 +162,7 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         (None, None) => new_session_ids(&params.agent_type),
     };
     // A session being created holds its attach token already.
-    let pending = daemon
-        .panes
-        .attach_tokens
-        .values()
-        .any(|s| s == &session_id);
+    let pending = daemon.panes.is_attaching(&session_id);
     if daemon.agents.registry.get(&session_id).is_some() || pending {
         let taken = if params.name.is_some() {
             SpawnError::NameTaken(session_id.clone())
@@ -182,8 +178,7 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
     let token_file = attach::token_file(&config.spawn_dir());
     daemon
         .panes
-        .attach_tokens
-        .insert(token.clone(), session_id.clone());
+        .expect_attach(token.clone(), session_id.clone());
     // Hooks report the interactive CLI's turns; a delegated task's one-shot run has none.
     let hooks =
         (agent_type.hooks == Some(HookStyle::Claude) && params.command.is_none()).then(|| {
@@ -284,15 +279,11 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
                     );
                 }
                 Err(error) => {
-                    daemon
-                        .panes
-                        .attach_tokens
-                        .retain(|_, s| s != &job.session_id);
+                    daemon.panes.forget_attach(&job.session_id);
                     daemon
                         .agents
                         .hook_tokens
                         .retain(|_, s| s != &job.session_id);
-                    daemon.panes.early_captures.remove(&job.session_id);
                     log::warn!("spawn of a {} agent failed: {error}", job.agent_type);
                     done(daemon, Err(error));
                 }
@@ -565,12 +556,12 @@ fn register(daemon: &mut Daemon, mut agent: Agent, adopted: Option<PaneState>) {
     match adopted {
         None => {
             daemon.open_new_stream(&session_id, rows, cols);
-            if let Some(fd) = daemon.panes.early_captures.remove(&session_id) {
+            if let Some(fd) = daemon.panes.take_early_capture(&session_id) {
                 daemon.install_pipe(&session_id, fd);
             }
         }
         Some(_) => {
-            daemon.panes.hub.open(&session_id, 0);
+            daemon.panes.open_stream(&session_id, 0);
         }
     }
     daemon.schedule_idle_check(&session_id);
@@ -806,7 +797,7 @@ fn release_sources(daemon: &mut Daemon, agent: &Agent) {
             );
         }
     }
-    daemon.panes.attach_tokens.retain(|_, s| s != &agent.id);
+    daemon.panes.forget_attach(&agent.id);
     // Waiting permission requests of the session end; their hooks see the socket close.
     daemon
         .agents
@@ -826,10 +817,8 @@ fn release_sources(daemon: &mut Daemon, agent: &Agent) {
             Box::new(|_: &mut Daemon| {})
         });
     }
-    daemon.panes.early_captures.remove(&agent.id);
     daemon.agents.history.remove(&agent.id);
-    daemon.panes.hub.close(&agent.id);
-    daemon.panes.emulators.close(&agent.id);
+    daemon.panes.close(&agent.id);
     daemon.drop_typist(&agent.id);
 }
 
@@ -873,7 +862,7 @@ pub fn resize(
                     agent.rows = rows;
                     agent.cols = cols;
                 }
-                daemon.panes.emulators.resize(&session_id, rows, cols);
+                daemon.panes.resize_screen(&session_id, rows, cols);
                 done(daemon, Ok(()))
             }
             Err(error) => done(

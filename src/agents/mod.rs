@@ -24,21 +24,21 @@ pub mod validate;
 /// requests waiting for a person, tool calls, and conversations.
 pub struct Agents {
     /// Agent sessions.
-    pub registry: AgentRegistry,
+    registry: AgentRegistry,
     /// Listener on which agents' hooks report.
-    pub hook_listener: mio::net::UnixListener,
+    hook_listener: mio::net::UnixListener,
     /// Hook connections open now.
-    pub hook_connections: usize,
+    hook_connections: usize,
     /// Hook connections open now whose session is known, by session id.
-    pub hook_sessions: HashMap<String, usize>,
+    hook_sessions: HashMap<String, usize>,
     /// Tool calls of agents waiting for the loop to handle them.
-    pub calls: Vec<hooks::PendingCall>,
+    calls: Vec<hooks::PendingCall>,
     /// Writes each session's conversation to disk.
-    pub history: history::HistoryWriter,
+    history: history::HistoryWriter,
     /// Requests waiting for a person, by request id, with what deciding acts on.
-    pub approvals: HashMap<String, (hooks::Approval, hooks::Approved)>,
+    approvals: HashMap<String, (hooks::Approval, hooks::Approved)>,
     /// Hook credentials of sessions with hooks, by credential: the session it stands for.
-    pub hook_tokens: HashMap<String, String>,
+    hook_tokens: HashMap<String, String>,
 }
 
 impl Agents {
@@ -58,6 +58,51 @@ impl Agents {
             approvals: HashMap::new(),
             hook_tokens: HashMap::new(),
         })
+    }
+
+    /// The session `id`.
+    pub fn get(&self, id: &str) -> Option<&Agent> {
+        self.registry.get(id)
+    }
+
+    /// The session `id`, to update its record.
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Agent> {
+        self.registry.get_mut(id)
+    }
+
+    /// Every session, oldest first.
+    pub fn sorted(&self) -> Vec<&Agent> {
+        self.registry.sorted()
+    }
+
+    /// How many sessions there are.
+    pub fn len(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Whether there are no sessions.
+    pub fn is_empty(&self) -> bool {
+        self.registry.is_empty()
+    }
+
+    /// Sessions live or being spawned now (what `sessions.max_sessions` counts).
+    pub fn live_and_spawning(&self) -> usize {
+        self.registry.len() + self.registry.pending_spawns
+    }
+
+    /// The events announced since the last call.
+    pub fn take_events(&mut self) -> Vec<AgentEvent> {
+        self.registry.take_events()
+    }
+
+    /// The agents' tool calls waiting for the loop.
+    pub fn take_calls(&mut self) -> Vec<hooks::PendingCall> {
+        std::mem::take(&mut self.calls)
+    }
+
+    /// How many permission requests wait for a person.
+    pub fn approvals_waiting(&self) -> usize {
+        self.approvals.len()
     }
 }
 

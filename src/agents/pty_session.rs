@@ -145,7 +145,7 @@ pub fn register(daemon: &mut Daemon, mut agent: Agent, attached: Attached, resta
     let (session_id, rows, cols) = (agent.id.clone(), agent.rows, agent.cols);
     daemon.agents.registry.insert(agent);
     if restarted {
-        daemon.panes.hub.open(&session_id, 0);
+        daemon.panes.open_stream(&session_id, 0);
         let screen = hello
             .checkpoint
             .as_deref()
@@ -173,12 +173,7 @@ pub fn register(daemon: &mut Daemon, mut agent: Agent, attached: Attached, resta
     }
     // The holder's replay starts where this daemon's stream takes it up; from there on the
     // daemon forwards what it reads, so the holder's replay stays current.
-    let start = daemon
-        .panes
-        .hub
-        .stream(&session_id)
-        .map(|s| s.backlog.end())
-        .unwrap_or(0);
+    let start = daemon.panes.stream_end(&session_id).unwrap_or(0);
     let stream = mio::net::UnixStream::from_std(control);
     let source = Source::PtyHolder {
         session_id: session_id.clone(),
@@ -372,7 +367,7 @@ pub fn resize(
         agent.rows = rows;
         agent.cols = cols;
     }
-    daemon.panes.emulators.resize(session_id, rows, cols);
+    daemon.panes.resize_screen(session_id, rows, cols);
     schedule_checkpoint(daemon, session_id);
     Ok(())
 }
@@ -401,7 +396,7 @@ pub fn on_checkpoint_due(daemon: &mut Daemon, session_id: &str) {
         return;
     };
     agent.checkpoint_pending = false;
-    daemon.panes.emulators.checkpoint(session_id);
+    daemon.panes.request_checkpoint(session_id);
 }
 
 /// The emulator answered a checkpoint request: hand the screen, with the stream offset it
@@ -466,7 +461,7 @@ pub fn forward_output(daemon: &mut Daemon, session_id: &str, offset: u64, bytes:
         && outbound.len() + bytes.len() <= limit
     {
         if outbound.is_empty() {
-            daemon.panes.holders_to_flush.push(key);
+            daemon.panes.flush_holder_soon(key);
         }
         crate::proto::pty::encode_output(offset, bytes, outbound);
     }

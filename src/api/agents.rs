@@ -35,7 +35,7 @@ pub fn spawn(
         params,
         Box::new(move |daemon: &mut Daemon, result| {
             let response = match result {
-                Ok(spawned) => match daemon.agents.registry.get(&spawned.session_id) {
+                Ok(spawned) => match daemon.agents.get(&spawned.session_id) {
                     Some(agent) => json(
                         201,
                         &SpawnResponse {
@@ -122,7 +122,6 @@ pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
     let idle_after = daemon.ctx.config.sessions.idle_after;
     let agents: Vec<AgentSummary> = daemon
         .agents
-        .registry
         .sorted()
         .into_iter()
         .filter(|a| agent_type.as_ref().is_none_or(|t| &a.agent_type == t))
@@ -149,7 +148,7 @@ pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
 
 /// `GET /api/agents/{id}`: details with a fresh sample of the process tree.
 pub fn get(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
-    if daemon.agents.registry.get(id).is_none() {
+    if daemon.agents.get(id).is_none() {
         return Handled::Now(ApiError::session_not_found(id).to_response());
     }
     if !daemon.ctx.jobs.has_room() {
@@ -160,7 +159,7 @@ pub fn get(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
         daemon,
         id,
         Box::new(move |daemon: &mut Daemon, metrics| {
-            let response = match (metrics, daemon.agents.registry.get(&id_owned)) {
+            let response = match (metrics, daemon.agents.get(&id_owned)) {
                 (Some(metrics), Some(agent)) => json(200, &detail(daemon, agent, metrics)),
                 _ => ApiError::session_not_found(&id_owned).to_response(),
             };
@@ -224,7 +223,7 @@ const PAGE_ENVELOPE_BYTES: usize = 1024;
 /// of them without it), at most `limit` of them and at most `sessions.max_messages_page_bytes`
 /// of JSON; `next_before` is the `before` of the page of older ones (`null`: there are none).
 pub fn messages(daemon: &Daemon, request: &Request, id: &str) -> Handled {
-    let Some(agent) = daemon.agents.registry.get(id) else {
+    let Some(agent) = daemon.agents.get(id) else {
         return Handled::Now(ApiError::session_not_found(id).to_response());
     };
     let number = |name: &str| -> Result<Option<u64>, ApiError> {
@@ -298,7 +297,7 @@ fn message_view(entry: &crate::agents::history::Entry) -> MessageView<'_> {
 
 /// `DELETE /api/agents/{id}`.
 pub fn kill(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
-    if daemon.agents.registry.get(id).is_some() && !daemon.ctx.kill_jobs.has_room() {
+    if daemon.agents.get(id).is_some() && !daemon.ctx.kill_jobs.has_room() {
         return Handled::Now(ApiError::workers_busy(daemon.ctx.kill_jobs.name()).to_response());
     }
     let id_owned = id.to_string();

@@ -43,10 +43,10 @@ pub fn scrape(
     }
     let body = render(
         &daemon.ctx.metrics,
-        &daemon.panes.hub.counts,
+        daemon.panes.output_counts(),
         &gauges(daemon),
         daemon.ctx.tmux.timing(),
-        &daemon.tasks.store_timing,
+        daemon.tasks.store_timing(),
     );
     Ok(Response {
         status: 200,
@@ -66,14 +66,14 @@ fn gauges(daemon: &Daemon) -> Gauges {
         uptime_seconds: daemon.ctx.started.elapsed().as_secs(),
         ..Gauges::default()
     };
-    for agent in daemon.agents.registry.sorted() {
+    for agent in daemon.agents.sorted() {
         let key = (
             agent.status(now, idle_after).as_str(),
             agent.activity.activity.as_str(),
         );
         *gauges.sessions.entry(key).or_default() += 1;
     }
-    for ticket in daemon.tasks.book.tickets.values() {
+    for ticket in daemon.tasks.tickets() {
         *gauges.tickets.entry(ticket.status().as_str()).or_default() += 1;
     }
     gauges

@@ -28,19 +28,19 @@ pub struct WsTicket {
 /// WebSocket tickets, and the count of observers.
 pub struct ApiState {
     /// Token verification.
-    pub auth: auth::Authenticator,
+    auth: auth::Authenticator,
     /// Unused WebSocket tickets.
-    pub ws_tickets: std::collections::HashMap<String, WsTicket>,
+    ws_tickets: std::collections::HashMap<String, WsTicket>,
     /// Rate limits per caller and per connection.
-    pub rate: ratelimit::RateLimits,
+    rate: ratelimit::RateLimits,
     /// Browser logins: login codes waiting to be used, the cookie key, logged-out sessions.
-    pub web: web_login::WebLogins,
+    web: web_login::WebLogins,
     /// The static bearer token of `metrics.token_file`, which may read `/metrics` only.
-    pub metrics_token: Option<String>,
+    metrics_token: Option<String>,
     /// WebSockets opened in a browser session's name (by its id), closed when it logs out.
-    pub web_sockets: std::collections::HashMap<String, Vec<ConnId>>,
+    web_sockets: std::collections::HashMap<String, Vec<ConnId>>,
     /// Open WebSocket connections (for health).
-    pub observers: usize,
+    observers: usize,
 }
 
 impl ApiState {
@@ -79,6 +79,36 @@ impl ApiState {
             web_sockets: Default::default(),
             observers: 0,
         })
+    }
+
+    /// Forgets WebSocket tickets that expired before `now`.
+    pub fn sweep_tickets(&mut self, now: Instant) {
+        self.ws_tickets.retain(|_, t| t.expires > now);
+    }
+
+    /// A WebSocket connection went away: forget its limits and stop counting it.
+    pub fn ws_closed(&mut self, conn: ConnId) {
+        self.rate.forget_ws(conn);
+        self.observers = self.observers.saturating_sub(1);
+    }
+
+    /// Records a WebSocket opened in browser session `sid`'s name, so that logging out
+    /// closes it. Bounded: at most 64 sockets per session and 10,000 sessions.
+    pub fn remember_web_socket(&mut self, sid: &str, conn: ConnId) {
+        let sockets = &mut self.web_sockets;
+        if sockets.len() >= 10_000 && !sockets.contains_key(sid) {
+            sockets.clear();
+        }
+        let list = sockets.entry(sid.to_string()).or_default();
+        if list.len() >= 64 {
+            list.remove(0);
+        }
+        list.push(conn);
+    }
+
+    /// Open WebSocket connections.
+    pub fn observers(&self) -> usize {
+        self.observers
     }
 }
 
@@ -775,10 +805,10 @@ fn health(daemon: &Daemon) -> Health {
         status: "healthy",
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: daemon.ctx.started.elapsed().as_secs(),
-        sessions: daemon.agents.registry.len(),
+        sessions: daemon.agents.len(),
         observers: daemon.api.observers,
-        tasks_pending: daemon.tasks.book.queued(),
-        tasks_running: daemon.tasks.book.active().count(),
+        tasks_pending: daemon.tasks.queued(),
+        tasks_running: daemon.tasks.running(),
     }
 }
 

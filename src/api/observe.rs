@@ -291,16 +291,10 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
         } => {
             match daemon
                 .panes
-                .hub
                 .subscribe(conn, &session_id, since, stream.as_deref())
             {
                 Ok(start) => {
-                    let stream_id = daemon
-                        .panes
-                        .hub
-                        .stream(&session_id)
-                        .map(|s| s.stream_id.clone())
-                        .unwrap_or_default();
+                    let stream_id = daemon.panes.stream_id(&session_id).unwrap_or_default();
                     daemon.ctx.send_ws(
                         conn,
                         &Subscribed {
@@ -311,7 +305,7 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
                         },
                     );
                     if let SubscribeStart::NeedsSnapshot(request) = start {
-                        daemon.panes.emulators.snapshot(&session_id, request);
+                        daemon.panes.request_snapshot(&session_id, request);
                     }
                 }
                 Err(SubscribeError::UnknownSession) => {
@@ -339,7 +333,7 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
             }
         }
         ClientMessage::UnsubscribeTerminal { session_id } => {
-            daemon.panes.hub.unsubscribe(conn, &session_id);
+            daemon.panes.unsubscribe(conn, &session_id);
             daemon.ctx.send_ws(
                 conn,
                 &Unsubscribed {

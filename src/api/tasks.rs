@@ -47,9 +47,7 @@ pub fn delegate(
             let response = match result.map_err(ApiError::from_task).and_then(|task_id| {
                 daemon
                     .tasks
-                    .book
-                    .tickets
-                    .get(&task_id)
+                    .ticket(task_id)
                     .ok_or_else(|| ApiError::internal("the ticket was forgotten at once"))
             }) {
                 Ok(ticket) => {
@@ -102,8 +100,8 @@ pub fn view(ticket: &Ticket) -> TaskView<'_> {
 
 /// `GET /api/tasks/{id}` (ticket id or task id).
 pub fn get(daemon: &Daemon, id: &str) -> Handled {
-    Handled::Now(match daemon.tasks.book.find(id) {
-        Some(task_id) => json(200, &view(&daemon.tasks.book.tickets[&task_id])),
+    Handled::Now(match daemon.tasks.find(id) {
+        Some(ticket) => json(200, &view(ticket)),
         None => ApiError::from_task(TaskError::NotFound(id.to_string())).to_response(),
     })
 }
@@ -151,9 +149,7 @@ fn list_page(daemon: &Daemon, request: &Request) -> Result<Handled, ApiError> {
     let offset = number("offset", 0)?;
     let matching: Vec<TaskView> = daemon
         .tasks
-        .book
-        .tickets
-        .values()
+        .tickets()
         .rev()
         .map(view)
         .filter(|v| status.is_none_or(|s| v.status == s.as_str()))
@@ -185,7 +181,7 @@ pub fn decide_plan(daemon: &mut Daemon, request: &Request, approve: bool) -> Han
     let tasks: Vec<TaskView> = body
         .task_ids
         .iter()
-        .filter_map(|id| daemon.tasks.book.tickets.get(id))
+        .filter_map(|id| daemon.tasks.ticket(*id))
         .map(view)
         .collect();
     Handled::Now(json(
@@ -206,7 +202,7 @@ pub fn cancel(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
         id,
         Box::new(move |daemon: &mut Daemon, result| {
             let response = match result {
-                Ok(task_id) => match daemon.tasks.book.tickets.get(&task_id) {
+                Ok(task_id) => match daemon.tasks.ticket(task_id) {
                     Some(ticket) => json(200, &view(ticket)),
                     None => {
                         ApiError::from_task(TaskError::NotFound(task_id.to_string())).to_response()

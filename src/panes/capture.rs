@@ -97,7 +97,7 @@ impl Daemon {
             log::debug!("a pane pipe arrived for no current session; closed");
             return;
         };
-        let Some(agent) = self.agents.registry.get_mut(&session_id) else {
+        let Some(agent) = self.agents.get_mut(&session_id) else {
             // The spawn has not been registered yet; it picks the pipe up.
             self.panes.early_captures.insert(session_id, fd);
             return;
@@ -131,7 +131,7 @@ impl Daemon {
 
     /// Starts reading (and typing into) a session's pane through `stream`.
     pub fn install_stream(&mut self, session_id: &str, stream: PaneIo) {
-        let Some(agent) = self.agents.registry.get_mut(session_id) else {
+        let Some(agent) = self.agents.get_mut(session_id) else {
             return;
         };
         let old = agent.pipe.take();
@@ -148,7 +148,7 @@ impl Daemon {
             .add_source(source, Interest::READABLE | Interest::WRITABLE)
         {
             Ok(key) => {
-                if let Some(agent) = self.agents.registry.get_mut(session_id) {
+                if let Some(agent) = self.agents.get_mut(session_id) {
                     agent.capture = CaptureState::Attached;
                     agent.pipe = Some(key);
                 }
@@ -231,12 +231,7 @@ impl Daemon {
     pub fn after_delivery(&mut self) {
         let limit = self.ctx.config.panes.backlog_bytes as u64;
         for (session_id, offset, chunk) in std::mem::take(&mut self.panes.for_emulator) {
-            if self
-                .agents
-                .registry
-                .get(&session_id)
-                .is_none_or(|a| a.emulator_lost)
-            {
+            if self.agents.get(&session_id).is_none_or(|a| a.emulator_lost) {
                 continue;
             }
             let Some(shared) = self.panes.hub.stream(&session_id).map(|s| s.shared.clone()) else {
@@ -266,7 +261,7 @@ impl Daemon {
 
     /// Output arrived: activity, counters and the `running` transition.
     fn on_output(&mut self, session_id: &str, bytes: usize) {
-        if let Some(agent) = self.agents.registry.get_mut(session_id) {
+        if let Some(agent) = self.agents.get_mut(session_id) {
             let now = SystemTime::now();
             agent.output_bytes += bytes as u64;
             agent.last_activity = now;
@@ -291,7 +286,7 @@ impl Daemon {
         for ack in input.abandon() {
             self.input_failed(&session_id, ack, "the pane's input pipe closed");
         }
-        let Some(agent) = self.agents.registry.get_mut(&session_id) else {
+        let Some(agent) = self.agents.get_mut(&session_id) else {
             return;
         };
         if agent.pipe == Some(key) {
@@ -317,7 +312,7 @@ impl Daemon {
     /// once the old one has drained. Used after a restart, when the emulator lost track, and
     /// when a pipe died while the pane lives.
     pub fn rearm(&mut self, session_id: &str, reason: RearmReason) {
-        let Some(agent) = self.agents.registry.get_mut(session_id) else {
+        let Some(agent) = self.agents.get_mut(session_id) else {
             return;
         };
         // A pty session's master never needs re-arming: the daemon holds it until the end.
@@ -363,7 +358,7 @@ impl Daemon {
             }
             Box::new(move |daemon: &mut Daemon| match result {
                 Ok(seed) => {
-                    if let Some(agent) = daemon.agents.registry.get_mut(&session_id)
+                    if let Some(agent) = daemon.agents.get_mut(&session_id)
                         && let Rearm::InProgress { seed: slot, .. } = &mut agent.rearm
                     {
                         *slot = Some(seed);
@@ -373,7 +368,7 @@ impl Daemon {
                 Err(error) => {
                     log::warn!("{session_id}: re-arming capture failed: {error}");
                     daemon.panes.attach_tokens.retain(|t, _| t != &token);
-                    if let Some(agent) = daemon.agents.registry.get_mut(&session_id) {
+                    if let Some(agent) = daemon.agents.get_mut(&session_id) {
                         agent.rearm = Rearm::Idle;
                         if agent.pipe.is_none() {
                             agent.capture = CaptureState::Detached;
@@ -387,7 +382,7 @@ impl Daemon {
     /// Finishes a re-arm once the seed is known, the new pipe has arrived and the old pipe
     /// has drained: marks the discontinuity, re-seeds the emulator and resyncs viewers.
     fn try_complete_rearm(&mut self, session_id: &str) {
-        let Some(agent) = self.agents.registry.get_mut(session_id) else {
+        let Some(agent) = self.agents.get_mut(session_id) else {
             return;
         };
         let ready = matches!(
@@ -439,7 +434,7 @@ impl Daemon {
         for request in self.panes.hub.rerequest(session_id) {
             self.panes.emulators.snapshot(session_id, request);
         }
-        if let Some(agent) = self.agents.registry.get_mut(session_id) {
+        if let Some(agent) = self.agents.get_mut(session_id) {
             agent.emulator_lost = false;
             agent.reseed_wanted = false;
         }
@@ -447,7 +442,7 @@ impl Daemon {
 
     /// Seeds the emulator of a dead pane (after a restart) so viewers see its last screen.
     pub fn seed_dead_pane(&mut self, session_id: &str) {
-        let Some(agent) = self.agents.registry.get(session_id) else {
+        let Some(agent) = self.agents.get(session_id) else {
             return;
         };
         let Some(pane) = agent.backend.pane().cloned() else {
@@ -503,7 +498,7 @@ impl Daemon {
     /// it has ([`Daemon::on_reseed_check`]). Snapshots meanwhile are answered from the screen
     /// it has, followed by the backlog.
     fn emulator_lost(&mut self, session_id: &str) {
-        let Some(agent) = self.agents.registry.get_mut(session_id) else {
+        let Some(agent) = self.agents.get_mut(session_id) else {
             return;
         };
         if agent.emulator_lost {
@@ -530,7 +525,7 @@ impl Daemon {
         for request in self.panes.hub.rerequest(session_id) {
             self.panes.emulators.snapshot(session_id, request);
         }
-        if let Some(agent) = self.agents.registry.get_mut(session_id) {
+        if let Some(agent) = self.agents.get_mut(session_id) {
             agent.emulator_lost = false;
             // A tmux pane's screen is then made exact from tmux once output is quiet.
             if agent.backend.pane().is_some() && !agent.reseed_wanted {
@@ -544,7 +539,7 @@ impl Daemon {
 
     /// Re-seeds a lost emulator once the pane has been quiet for a moment.
     pub fn on_reseed_check(&mut self, session_id: &str) {
-        let Some(agent) = self.agents.registry.get(session_id) else {
+        let Some(agent) = self.agents.get(session_id) else {
             return;
         };
         if agent.emulator_lost {
@@ -585,7 +580,7 @@ impl Daemon {
     /// knows it) once it has been stable for [`PASTE_PERSIST_DELAY`]. Shells switch the mode
     /// around every prompt, and this keeps that from costing a tmux process each time.
     fn persist_paste_mode(&mut self, session_id: &str, on: bool) {
-        let Some(agent) = self.agents.registry.get_mut(session_id) else {
+        let Some(agent) = self.agents.get_mut(session_id) else {
             return;
         };
         agent.paste_mode = Some(on);
@@ -600,7 +595,7 @@ impl Daemon {
 
     /// The paste-mode timer fell due: write the mode to tmux if it differs from what is there.
     pub fn on_persist_paste_mode(&mut self, session_id: &str) {
-        let Some(agent) = self.agents.registry.get_mut(session_id) else {
+        let Some(agent) = self.agents.get_mut(session_id) else {
             return;
         };
         agent.paste_persist_pending = false;
@@ -639,7 +634,7 @@ impl Daemon {
         self.ctx
             .timers
             .schedule_in(self.ctx.config.panes.health_interval, Timer::CaptureHealth);
-        if self.agents.registry.is_empty() {
+        if self.agents.is_empty() {
             return;
         }
         let tmux = self.ctx.tmux.clone();
@@ -659,7 +654,6 @@ impl Daemon {
                 // are gone (the tmux server died, or someone killed them behind our back).
                 let gone: Vec<String> = daemon
                     .agents
-                    .registry
                     .sorted()
                     .into_iter()
                     .filter(|a| a.registered < listed_at)
@@ -683,7 +677,6 @@ impl Daemon {
                 }
                 let by_pane: std::collections::HashMap<_, _> = daemon
                     .agents
-                    .registry
                     .sorted()
                     .into_iter()
                     .filter_map(|a| Some((a.backend.pane()?.clone(), a)))

@@ -27,25 +27,25 @@ use std::sync::Arc;
 /// pipes on their way in.
 pub struct Panes {
     /// Pane output streams and their viewers.
-    pub hub: hub::Hub,
+    hub: hub::Hub,
     /// The terminal-emulator thread.
-    pub emulators: emulator::Emulators,
+    emulators: emulator::Emulators,
     /// Typing state per session.
-    pub typists: HashMap<String, typing::Typist>,
+    typists: HashMap<String, typing::Typist>,
     /// Listener on which pipe helpers hand over pane pipes.
-    pub attach_listener: mio::net::UnixListener,
+    attach_listener: mio::net::UnixListener,
     /// Attach tokens handed to tmux, by token: the session each one belongs to.
-    pub attach_tokens: HashMap<String, String>,
+    attach_tokens: HashMap<String, String>,
     /// Pipes that arrived before their session finished registering, by session id.
-    pub early_captures: HashMap<String, OwnedFd>,
+    early_captures: HashMap<String, OwnedFd>,
     /// Pane pipes that still had data when their read budget ran out (read again soon).
-    pub revisit: Vec<usize>,
+    revisit: Vec<usize>,
     /// The buffer pane output is read into (one for all panes: reads never overlap).
-    pub read_buffer: Vec<u8>,
+    read_buffer: Vec<u8>,
     /// Output read this loop turn, for the emulator once viewers have theirs.
-    pub for_emulator: Vec<(String, u64, Arc<[u8]>)>,
+    for_emulator: Vec<(String, u64, Arc<[u8]>)>,
     /// Holder connections with forwarded output queued this loop turn.
-    pub holders_to_flush: Vec<usize>,
+    holders_to_flush: Vec<usize>,
 }
 
 impl Panes {
@@ -67,6 +67,150 @@ impl Panes {
             for_emulator: Vec::new(),
             holders_to_flush: Vec::new(),
         }
+    }
+
+    /// Whether a session being created holds an attach token already.
+    pub fn is_attaching(&self, session_id: &str) -> bool {
+        self.attach_tokens.values().any(|s| s == session_id)
+    }
+
+    /// Expects session `session_id`'s pane pipe, handed over with `token`.
+    pub fn expect_attach(&mut self, token: String, session_id: String) {
+        self.attach_tokens.insert(token, session_id);
+    }
+
+    /// Stops expecting session `session_id`'s pipe (its spawn failed or it is gone), and drops
+    /// a pipe that arrived early.
+    pub fn forget_attach(&mut self, session_id: &str) {
+        self.attach_tokens.retain(|_, s| s != session_id);
+        self.early_captures.remove(session_id);
+    }
+
+    /// A pipe that arrived before session `session_id` finished registering.
+    pub fn take_early_capture(&mut self, session_id: &str) -> Option<OwnedFd> {
+        self.early_captures.remove(session_id)
+    }
+
+    /// Session `session_id` is gone: its stream (viewers are told by the hub), its screen and
+    /// any pipe on its way in. (Its typist is dropped by `drop_typist`, which answers
+    /// waiting acks.)
+    pub fn close(&mut self, session_id: &str) {
+        self.forget_attach(session_id);
+        self.hub.close(session_id);
+        self.emulators.close(session_id);
+    }
+
+    /// Opens session `session_id`'s output stream at offset `start` (continuing it when it
+    /// exists).
+    pub fn open_stream(&mut self, session_id: &str, start: u64) -> Arc<emulator::PaneShared> {
+        self.hub.open(session_id, start)
+    }
+
+    /// The stream offset after the last byte of session `session_id`'s output.
+    pub fn stream_end(&self, session_id: &str) -> Option<u64> {
+        self.hub.stream(session_id).map(|s| s.backlog.end())
+    }
+
+    /// The id of session `session_id`'s stream (new when the stream restarts from 0).
+    pub fn stream_id(&self, session_id: &str) -> Option<String> {
+        self.hub.stream(session_id).map(|s| s.stream_id.clone())
+    }
+
+    /// At most `max` bytes of the end of session `session_id`'s output, as text.
+    pub fn tail_text(&self, session_id: &str, max: usize) -> String {
+        self.hub.tail_text(session_id, max)
+    }
+
+    /// Asks the emulator for session `session_id`'s screen as text (answered as an
+    /// emulator event).
+    pub fn request_screen_text(&self, session_id: &str) {
+        self.emulators.text(session_id);
+    }
+
+    /// Asks the emulator for a snapshot of session `session_id`'s screen for `request`.
+    pub fn request_snapshot(&self, session_id: &str, request: u64) {
+        self.emulators.snapshot(session_id, request);
+    }
+
+    /// Asks the emulator for a checkpoint of session `session_id`'s screen.
+    pub fn request_checkpoint(&self, session_id: &str) {
+        self.emulators.checkpoint(session_id);
+    }
+
+    /// Session `session_id`'s terminal is now `cols` x `rows`.
+    pub fn resize_screen(&self, session_id: &str, rows: u16, cols: u16) {
+        self.emulators.resize(session_id, rows, cols);
+    }
+
+    /// Writes holder connection `key`'s queued output at the end of this loop turn.
+    pub fn flush_holder_soon(&mut self, key: usize) {
+        self.holders_to_flush.push(key);
+    }
+
+    /// Subscribes viewer `conn` to session `session_id`'s output (see [`hub::Hub::subscribe`]);
+    /// a start that needs a screen has its snapshot requested here.
+    pub fn subscribe(
+        &mut self,
+        conn: crate::net::ConnId,
+        session_id: &str,
+        since: Option<u64>,
+        stream_id: Option<&str>,
+    ) -> Result<hub::SubscribeStart, hub::SubscribeError> {
+        self.hub.subscribe(conn, session_id, since, stream_id)
+    }
+
+    /// Unsubscribes viewer `conn` from session `session_id`; whether it was subscribed.
+    pub fn unsubscribe(&mut self, conn: crate::net::ConnId, session_id: &str) -> bool {
+        self.hub.unsubscribe(conn, session_id)
+    }
+
+    /// Viewer `conn` went away: its subscriptions and pending input acks.
+    pub fn viewer_closed(&mut self, conn: crate::net::ConnId) {
+        self.hub.remove_viewer(conn);
+        for typist in self.typists.values_mut() {
+            typist.forget(conn);
+        }
+    }
+
+    /// Output counters for `GET /metrics`.
+    pub fn output_counts(&self) -> &crate::metrics::OutputCounts {
+        &self.hub.counts
+    }
+
+    /// Whether pane pipes wait to be read again right after this poll.
+    pub fn must_revisit(&self) -> bool {
+        !self.revisit.is_empty()
+    }
+
+    /// Pane pipes that still had data when their read budget ran out.
+    pub fn take_revisit(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.revisit)
+    }
+
+    /// Viewers with new frames since the last call.
+    pub fn take_dirty(&mut self) -> Vec<crate::net::ConnId> {
+        self.hub.take_dirty()
+    }
+
+    /// Viewers that fell too far behind since the last call.
+    pub fn take_overwhelmed(&mut self) -> Vec<crate::net::ConnId> {
+        self.hub.take_overwhelmed()
+    }
+
+    /// Frames for viewer `conn`, up to `budget` bytes; resyncs whose snapshots it needs are
+    /// requested here (see [`hub::Hub::pull`]).
+    pub fn pull(
+        &mut self,
+        conn: crate::net::ConnId,
+        budget: usize,
+        timestamp: u64,
+    ) -> Vec<crate::net::Chunk> {
+        let (chunks, resyncs) = self.hub.pull(conn, budget, timestamp);
+        for (request, session) in resyncs {
+            log::debug!("{session}: viewer {conn:?} resyncs (snapshot request {request})");
+            self.emulators.snapshot(&session, request);
+        }
+        chunks
     }
 }
 pub mod utf8;

@@ -82,7 +82,7 @@ impl Daemon {
         typing: Typing,
         ack: Option<InputAck>,
     ) -> Result<(), (ErrorCode, String)> {
-        let Some(agent) = self.agents.registry.get(session_id) else {
+        let Some(agent) = self.agents.get(session_id) else {
             return Err((
                 ErrorCode::SessionNotFound,
                 format!("no agent session {session_id:?}"),
@@ -134,7 +134,6 @@ impl Daemon {
         }
         let delay = self
             .agents
-            .registry
             .get(session_id)
             .and_then(|a| self.ctx.config.agents.get(&a.agent_type))
             .map(|t| t.submit_delay)
@@ -191,7 +190,7 @@ impl Daemon {
     /// Queues bytes on the session's pipe and writes what the pipe takes. Returns false (and
     /// fails `ack`) when the session has no pipe or its queue is full.
     fn queue_input(&mut self, session_id: &str, bytes: &[u8], ack: Option<InputAck>) -> bool {
-        let key = self.agents.registry.get(session_id).and_then(|a| a.pipe);
+        let key = self.agents.get(session_id).and_then(|a| a.pipe);
         let Some(Source::PanePipe { input, .. }) = key.and_then(|k| self.ctx.sources.get_mut(k))
         else {
             if let Some(ack) = ack {
@@ -229,7 +228,7 @@ impl Daemon {
                     let kind = match ack.kind {
                         AckKind::UserMessage => {
                             // The agent's CLI confirms it (or not) when it takes the prompt.
-                            if let Some(agent) = self.agents.registry.get_mut(&session_id) {
+                            if let Some(agent) = self.agents.get_mut(&session_id) {
                                 agent.conversation.typed(ack.id.clone());
                             }
                             "user_message_ack"
@@ -258,7 +257,7 @@ impl Daemon {
 
     /// Tells the sender that its input could not be typed.
     pub fn input_failed(&mut self, session_id: &str, ack: InputAck, why: &str) {
-        let code = if self.agents.registry.get(session_id).is_some() {
+        let code = if self.agents.get(session_id).is_some() {
             ErrorCode::InternalError
         } else {
             ErrorCode::SessionNotFound

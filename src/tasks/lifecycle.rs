@@ -182,7 +182,6 @@ fn check(daemon: &Daemon, params: &DelegateParams) -> Result<String, TaskError> 
         Some(id) => Some(
             daemon
                 .agents
-                .registry
                 .get(id)
                 .ok_or_else(|| TaskError::SessionNotFound(id.clone()))?,
         ),
@@ -286,8 +285,7 @@ pub fn schedule(daemon: &mut Daemon) {
     }
     let mut start = Vec::new();
     for &task_id in &daemon.tasks.book.queue {
-        let sessions =
-            daemon.agents.registry.len() + daemon.agents.registry.pending_spawns + start.len();
+        let sessions = daemon.agents.live_and_spawning() + start.len();
         if total >= daemon.ctx.config.tasks.max_running
             || sessions >= daemon.ctx.config.sessions.max_sessions
         {
@@ -558,7 +556,7 @@ fn stop_agent(daemon: &mut Daemon, task_id: u64) {
     let Some(ticket) = daemon.tasks.book.tickets.get(&task_id) else {
         return;
     };
-    let Some(agent) = daemon.agents.registry.get(&ticket.session_id) else {
+    let Some(agent) = daemon.agents.get(&ticket.session_id) else {
         return;
     };
     if agent.exit.is_some() {
@@ -693,7 +691,7 @@ pub fn on_agent_exit(daemon: &mut Daemon, session_id: &str) {
     let Some(&task_id) = daemon.tasks.book.by_session.get(session_id) else {
         return;
     };
-    let exit = daemon.agents.registry.get(session_id).and_then(|a| a.exit);
+    let exit = daemon.agents.get(session_id).and_then(|a| a.exit);
     let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
@@ -748,7 +746,6 @@ fn begin_finish(daemon: &mut Daemon, task_id: u64, ending: Ending) {
     daemon.tasks.store.put(&snapshot, None);
     let pane = daemon
         .agents
-        .registry
         .get(&snapshot.session_id)
         .and_then(|a| a.backend.pane().cloned());
     let tmux_handle = daemon.ctx.tmux.clone();
@@ -756,7 +753,6 @@ fn begin_finish(daemon: &mut Daemon, task_id: u64, ending: Ending) {
     // 3.3a sometimes loses what a short-lived program printed from its screen).
     let captured = daemon
         .panes
-        .hub
         .tail_text(&snapshot.session_id, OUTPUT_FALLBACK_BYTES);
     let test_command = test_command_of(&config, &snapshot);
     let notifier = daemon.ctx.jobs.notifier();
@@ -998,8 +994,7 @@ fn complete(daemon: &mut Daemon, task_id: u64, ending: Ending, mut result: TaskR
     daemon.tasks.store.put(
         &stored,
         Some(Box::new(move |daemon: &mut Daemon, result| {
-            if result.is_ok() && remove_session && daemon.agents.registry.get(&session_id).is_some()
-            {
+            if result.is_ok() && remove_session && daemon.agents.get(&session_id).is_some() {
                 manager::kill(daemon, &session_id, Box::new(|_, _| {}));
             }
         })),
@@ -1039,13 +1034,7 @@ fn tell_requester(daemon: &mut Daemon, task_id: u64) {
         .requested_by
         .as_deref()
         .and_then(|r| r.strip_prefix(SESSION_REQUESTER))
-        .filter(|s| {
-            daemon
-                .agents
-                .registry
-                .get(s)
-                .is_some_and(|a| a.exit.is_none())
-        })
+        .filter(|s| daemon.agents.get(s).is_some_and(|a| a.exit.is_none()))
         .map(str::to_string)
     else {
         return;
@@ -1168,9 +1157,7 @@ pub fn recover(daemon: &mut Daemon) {
     let mut claimed_or_unwritten = Vec::new();
     for task_id in unfinished {
         let ticket = &daemon.tasks.book.tickets[&task_id];
-        if ticket.phase == Phase::Launched
-            && daemon.agents.registry.get(&ticket.session_id).is_none()
-        {
+        if ticket.phase == Phase::Launched && daemon.agents.get(&ticket.session_id).is_none() {
             let spec = manager::spec_path(&daemon.ctx.config, &ticket.session_id);
             match crate::agents::exec::withdraw_spec(&spec) {
                 Ok(true) => withdrawn(daemon, task_id),
@@ -1198,7 +1185,7 @@ pub fn recover(daemon: &mut Daemon) {
             let session_id = daemon.tasks.book.tickets[&task_id].session_id.clone();
             // With no session either, the previous daemon stopped before writing the spec,
             // so it never asked for the session: queued again under the same name.
-            if daemon.agents.registry.get(&session_id).is_some() {
+            if daemon.agents.get(&session_id).is_some() {
                 log::info!("task {task_id}: its session started as the daemon restarted");
             }
             recover_one(daemon, task_id);
@@ -1214,7 +1201,7 @@ pub fn recover(daemon: &mut Daemon) {
 fn recover_one(daemon: &mut Daemon, task_id: u64) {
     let now = now_ms();
     let ticket = daemon.tasks.book.tickets.get_mut(&task_id).expect("listed");
-    let agent = daemon.agents.registry.get(&ticket.session_id);
+    let agent = daemon.agents.get(&ticket.session_id);
     match (ticket.phase, agent) {
         (Phase::Done(_) | Phase::Proposed, _) => {}
         (Phase::Queued | Phase::Preparing, None) => {
@@ -1326,7 +1313,7 @@ fn remove_leftover_sessions(daemon: &mut Daemon) {
                 .map(|session| (t.task_id, session))
                 .collect::<Vec<_>>()
         })
-        .filter(|(_, session)| daemon.agents.registry.get(session).is_some())
+        .filter(|(_, session)| daemon.agents.get(session).is_some())
         .collect();
     for (task_id, session_id) in leftovers {
         log::info!(

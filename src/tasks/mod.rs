@@ -19,11 +19,11 @@ pub mod workspace;
 /// The tasks' state: the ticket book and the durable store.
 pub struct Tasks {
     /// Delegated task tickets.
-    pub book: TaskBook,
+    book: TaskBook,
     /// The durable ticket store.
-    pub store: store::Store,
+    store: store::Store,
     /// Timings of task store writes (recorded by the store thread).
-    pub store_timing: std::sync::Arc<crate::metrics::SharedHistogram>,
+    store_timing: std::sync::Arc<crate::metrics::SharedHistogram>,
 }
 
 impl Tasks {
@@ -42,6 +42,36 @@ impl Tasks {
             store,
             store_timing,
         })
+    }
+
+    /// The ticket of task `task_id`.
+    pub fn ticket(&self, task_id: u64) -> Option<&Ticket> {
+        self.book.tickets.get(&task_id)
+    }
+
+    /// The ticket a ticket id or task id names.
+    pub fn find(&self, id: &str) -> Option<&Ticket> {
+        self.book.find(id).and_then(|task_id| self.ticket(task_id))
+    }
+
+    /// Every ticket, oldest first.
+    pub fn tickets(&self) -> impl DoubleEndedIterator<Item = &Ticket> {
+        self.book.tickets.values()
+    }
+
+    /// How many tickets wait for a slot.
+    pub fn queued(&self) -> usize {
+        self.book.queued()
+    }
+
+    /// How many tasks run now.
+    pub fn running(&self) -> usize {
+        self.book.active().count()
+    }
+
+    /// Timings of task store writes.
+    pub fn store_timing(&self) -> &crate::metrics::SharedHistogram {
+        &self.store_timing
     }
 }
 
