@@ -610,6 +610,29 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_login_link_gets_a_styled_page_with_its_status() {
+        for (error, status) in [
+            (LoginError::Unknown, 401),
+            (LoginError::Expired, 401),
+            (LoginError::TooMany, 429),
+            (LoginError::NoRandomness, 401),
+        ] {
+            let page = login_failed(error, false);
+            assert_eq!(page.status, status, "{error:?}");
+            let html = String::from_utf8(page.body).unwrap();
+            assert!(
+                html.contains("<link rel=stylesheet href=/assets/app.css>"),
+                "{html}"
+            );
+            assert!(html.contains("orchestra open"), "{html}");
+            assert!(html.contains(&error.message()[1..]), "{html}");
+            let challenged = page.headers.iter().any(|(k, _)| k == "WWW-Authenticate");
+            assert_eq!(challenged, status == 401, "{error:?}");
+            assert!(login_failed(error, true).body.is_empty(), "HEAD");
+        }
+    }
+
+    #[test]
     fn the_page_policy_allows_no_inline_script_and_no_framing() {
         let script = PAGE_POLICY
             .split(';')

@@ -478,6 +478,11 @@ fn a_refused_login_link_gets_a_styled_page_that_says_what_to_do() {
             "{what}"
         );
         assert!(page.header("set-cookie").is_none(), "{what}");
+        assert_eq!(
+            page.header("www-authenticate"),
+            Some("Bearer realm=\"orchestra\""),
+            "{what}: a 401 names its challenge"
+        );
         let html = page.text();
         let style = stylesheet_of(&html)
             .unwrap_or_else(|| panic!("the {what} link's page names no stylesheet:\n{html}"));
