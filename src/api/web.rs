@@ -180,28 +180,38 @@ fn login_page(request: &Request) -> Response {
         .query_param("code")
         .and_then(Result::ok)
         .unwrap_or_default();
+    let head = request.method == "HEAD";
     if !is_code(&code) {
-        return login_failed(LoginError::Unknown);
+        return login_failed(LoginError::Unknown, head);
     }
-    let body = format!(
-        "<!doctype html><html lang=en><meta charset=utf-8>\
-         <meta name=viewport content=\"width=device-width, initial-scale=1\">\
-         <title>Orchestra: log in</title><link rel=stylesheet href=/assets/app.css>\
-         <script src=/assets/login.js defer></script>\
-         <form id=login-link class=\"card narrow\" method=post action=/login>\
-         <input type=hidden name=code value={code}>\
-         <p>Logging in to Orchestra…</p><button type=submit>Log in</button></form>\n"
+    let body = login_flow_page(
+        "Orchestra: log in",
+        "<script src=/assets/login.js defer></script>",
+        &format!(
+            "<form id=login-link class=\"card narrow\" method=post action=/login>\
+             <input type=hidden name=code value={code}>\
+             <p>Logging in to Orchestra…</p><button type=submit>Log in</button></form>"
+        ),
     );
-    let body = if request.method == "HEAD" {
-        Vec::new()
-    } else {
-        body.into_bytes()
-    };
-    html_page(200, body)
+    html_page(200, head, body)
 }
 
-/// A page made for one request (login pages): never cached, under the page policy.
-fn html_page(status: u16, body: Vec<u8>) -> Response {
+/// A page of the login flow in the dashboard's look: its stylesheet and icon, the bar with
+/// the name, then `body` (markup); `head` goes into the head (a script).
+fn login_flow_page(title: &str, head: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=en><meta charset=utf-8>\
+         <meta name=viewport content=\"width=device-width, initial-scale=1\">\
+         <meta name=color-scheme content=dark><title>{title}</title>\
+         <link rel=icon href=/assets/icon.svg type=image/svg+xml>\
+         <link rel=stylesheet href=/assets/app.css>{head}\
+         <header class=bar><strong class=brand>Orchestra</strong></header>{body}\n"
+    )
+}
+
+/// A page made for one request (login pages): never cached, under the page policy; no body
+/// for a `HEAD` request.
+fn html_page(status: u16, head: bool, body: String) -> Response {
     Response {
         status,
         headers: vec![
@@ -209,25 +219,44 @@ fn html_page(status: u16, body: Vec<u8>) -> Response {
             ("Cache-Control".into(), "no-store".into()),
             ("Content-Security-Policy".into(), PAGE_POLICY.into()),
         ],
-        body,
+        body: if head { Vec::new() } else { body.into_bytes() },
     }
 }
 
-/// The page for a refused login code.
-fn login_failed(error: LoginError) -> Response {
+/// The page for a refused login code, styled like the login page: what happened and how
+/// to log in instead. `401` with the API's challenge (the code did not authenticate), or
+/// `429` when too many codes wait.
+fn login_failed(error: LoginError, head: bool) -> Response {
     log::info!("refused a login link: {}", error.message());
-    let body = format!(
-        "<!doctype html><meta charset=utf-8><title>Orchestra: login failed</title>\
-         <p>{}.</p><p>Run <code>orchestra open</code> on the daemon's host for a new \
-         link, or <a href=\"/\">paste a token</a>.</p>\n",
-        error.message()
+    let message = error.message();
+    let mut first = message.chars();
+    let message: String = first
+        .next()
+        .map(|c| c.to_ascii_uppercase())
+        .into_iter()
+        .chain(first)
+        .collect();
+    let body = login_flow_page(
+        "Orchestra: login link refused",
+        "",
+        &format!(
+            "<section id=login-refused class=\"card narrow\"><h1>Login link refused</h1>\
+             <p class=error>{message}.</p>\
+             <p>Run <code>orchestra open</code> on the daemon's host and open the new link \
+             it prints, or <a href=\"/\">paste a token</a> from <code>orchestra token</code>.\
+             </p></section>"
+        ),
     );
-    let status = if error == LoginError::TooMany {
-        429
+    if error == LoginError::TooMany {
+        html_page(429, head, body)
     } else {
-        401
-    };
-    html_page(status, body.into_bytes())
+        let mut page = html_page(401, head, body);
+        page.headers.push((
+            "WWW-Authenticate".into(),
+            "Bearer realm=\"orchestra\"".into(),
+        ));
+        page
+    }
 }
 
 /// `POST /login` (form field `code`, from the daemon's own login page): exchanges a one-time
@@ -266,7 +295,7 @@ fn login_link(daemon: &mut Daemon, request: &Request) -> Response {
             },
             Err(error) => error.to_response(),
         },
-        Err(error) => login_failed(error),
+        Err(error) => login_failed(error, false),
     }
 }
 
@@ -587,6 +616,29 @@ mod tests {
         }
         assert!(!is_page_path("/api/health"));
         assert!(!is_page_path("/ws/observe"));
+    }
+
+    #[test]
+    fn a_refused_login_link_gets_a_styled_page_with_its_status() {
+        for (error, status) in [
+            (LoginError::Unknown, 401),
+            (LoginError::Expired, 401),
+            (LoginError::TooMany, 429),
+            (LoginError::NoRandomness, 401),
+        ] {
+            let page = login_failed(error, false);
+            assert_eq!(page.status, status, "{error:?}");
+            let html = String::from_utf8(page.body).unwrap();
+            assert!(
+                html.contains("<link rel=stylesheet href=/assets/app.css>"),
+                "{html}"
+            );
+            assert!(html.contains("orchestra open"), "{html}");
+            assert!(html.contains(&error.message()[1..]), "{html}");
+            let challenged = page.headers.iter().any(|(k, _)| k == "WWW-Authenticate");
+            assert_eq!(challenged, status == 401, "{error:?}");
+            assert!(login_failed(error, true).body.is_empty(), "HEAD");
+        }
     }
 
     #[test]

@@ -240,8 +240,10 @@ function reportError(error) {
 
 // ---------------------------------------------------------------- login
 
-function showLogin(message) {
-  closeSocket();
+/** Shows the login form. `linkState` is what the badge says: the daemon answered (the
+ *  browser is signed out), or it could not be reached (offline). */
+function showLogin(message, linkState = 'signed-out') {
+  closeSocket(linkState);
   state.session = null;
   $('#app').hidden = true;
   $('#logout').hidden = true;
@@ -253,11 +255,14 @@ function showLogin(message) {
 async function boot() {
   takeKeyFromAddress();
   bindStaticHandlers();
+  const hadSession = localStorage.getItem(KEY_STORAGE) !== null;
   let session;
   try {
     session = await api('GET', '/api/session');
   } catch (error) {
-    if (error.status !== 401) showLogin(error.message);
+    if (error.status !== 401) showLogin(error.message, answered(error) ? 'signed-out' : 'offline');
+    // A first visit has no session to lose: the form alone, without an error.
+    else if (!hadSession) showLogin('');
     return;
   }
   start(session);
@@ -288,6 +293,7 @@ function bindStaticHandlers() {
       $('#login-token').value = '';
       start(session);
     } catch (error) {
+      setLinkState(answered(error) ? 'signed-out' : 'offline');
       $('#login-error').textContent = error.message;
     }
   });
@@ -376,18 +382,34 @@ function scheduleReconnect() {
   setTimeout(connect, delay);
 }
 
-function closeSocket() {
+/** Closes the WebSocket; the badge then says `linkState`. */
+function closeSocket(linkState = 'offline') {
   const ws = state.ws;
   state.ws = null;
   state.wsOpen = false;
   if (ws) ws.close(1000);
-  setLinkState('offline');
+  setLinkState(linkState);
 }
+
+/** What the connection badge says for each of its states. */
+const LINK_LABELS = {
+  checking: 'checking',
+  live: 'live',
+  reconnecting: 'reconnecting',
+  offline: 'offline',
+  'signed-out': 'signed out',
+};
 
 function setLinkState(value) {
   const pill = $('#link-state');
   pill.dataset.state = value;
-  pill.textContent = value;
+  pill.textContent = LINK_LABELS[value] || value;
+}
+
+/** Whether the daemon answered the call that failed with `error` (an HTTP status), rather
+ *  than being unreachable or unproven. */
+function answered(error) {
+  return error instanceof ApiError && error.status > 0;
 }
 
 function send(message) {

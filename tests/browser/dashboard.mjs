@@ -91,12 +91,50 @@ try {
   const page = await context.newPage();
   watch(page, 'control');
 
+  step('the login page says signed out, not offline, while the daemon is up');
+  const stranger = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const visitor = await stranger.newPage();
+  watch(visitor, 'visitor');
+  await visitor.goto(`${BASE}/`);
+  await visitor.waitForSelector('#login:not([hidden])');
+  const badge = await visitor.locator('#link-state').evaluate((pill) => ({ state: pill.dataset.state, text: pill.textContent }));
+  if (badge.state !== 'signed-out' || badge.text !== 'signed out') {
+    throw new Error(`the login page's badge says ${JSON.stringify(badge)} while the daemon is up`);
+  }
+  await visitor.screenshot({ path: path.join(SHOTS, '0-login-page.png') });
+
   step('log in by link');
   await page.goto(LINK_CONTROL);
   await page.waitForSelector('#app:not([hidden])');
   await page.waitForSelector('#link-state[data-state="live"]');
   if (!(await page.locator('#who').innerText()).includes('control')) throw new Error('not a control session');
   if (page.url() !== `${BASE}/#agents`) throw new Error(`the code stayed in the address bar: ${page.url()}`);
+
+  step('a reused login link gets a styled page that says what to do');
+  const posted = [];
+  visitor.on('response', (response) => {
+    if (response.request().method() === 'POST' && new URL(response.url()).pathname === '/login') posted.push(response.status());
+  });
+  await visitor.goto(LINK_CONTROL);
+  // The link's page posts the spent code at once; the answer is the page at /login.
+  await visitor.waitForURL(`${BASE}/login`);
+  if (posted.join() !== '401') throw new Error(`posting a spent code got ${posted.join() || 'no answer'}, not 401`);
+  const refusal = await visitor.evaluate(() => ({
+    text: document.body.innerText,
+    background: getComputedStyle(document.body).backgroundColor,
+    sheets: [...document.styleSheets].filter((sheet) => sheet.href).map((sheet) => [new URL(sheet.href).pathname, sheet.cssRules.length]),
+  }));
+  if (!/already used/.test(refusal.text) || !/orchestra open/.test(refusal.text)) {
+    throw new Error(`the refusal does not say what happened and what to do:\n${refusal.text}`);
+  }
+  // The browser's own default is a transparent body; the dashboard's stylesheet is loaded
+  // and applied.
+  if (!refusal.sheets.some(([href, rules]) => href === '/assets/app.css' && rules > 0) ||
+      refusal.background === 'rgba(0, 0, 0, 0)') {
+    throw new Error(`the refusal is unstyled: ${JSON.stringify(refusal)}`);
+  }
+  await visitor.screenshot({ path: path.join(SHOTS, '0-reused-link.png') });
+  await stranger.close();
 
   step('spawn a shell agent and see its prompt');
   await page.fill('#spawn-form [name=agent_type]', 'term');

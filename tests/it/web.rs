@@ -432,12 +432,90 @@ fn an_expired_login_link_is_refused() {
     let resp = use_link(&daemon, &link, &[]);
     assert_eq!(resp.status, 401);
     assert!(resp.text().contains("expired"), "{}", resp.text());
+    assert!(resp.text().contains("orchestra open"), "{}", resp.text());
+    assert!(stylesheet_of(&resp.text()).is_some(), "{}", resp.text());
     assert!(resp.header("set-cookie").is_none());
     assert!(
         resp.header("content-security-policy")
             .unwrap()
             .contains("frame-ancestors 'none'")
     );
+}
+
+/// The stylesheet a page names (`<link rel=stylesheet href=...>`), if any.
+fn stylesheet_of(html: &str) -> Option<String> {
+    let link = html.split("<link ").skip(1).find(|tag| {
+        let tag = tag.split('>').next().unwrap_or_default();
+        tag.contains("rel=stylesheet") || tag.contains("rel=\"stylesheet\"")
+    })?;
+    let href = link.split("href=").nth(1)?;
+    let href = href.trim_start_matches('"');
+    Some(
+        href.split(['"', ' ', '>'])
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// Issue 20: a reused, expired or mangled login link got a bare page without the
+/// dashboard's stylesheet. It gets the login page's look, says what to do, and keeps its
+/// status (401; the browser test checks that the style is applied).
+#[test]
+fn a_refused_login_link_gets_a_styled_page_that_says_what_to_do() {
+    let daemon = DaemonProcess::start();
+    let link = open_link(&daemon, "control");
+    let (_, _session) = log_in(&daemon, &link);
+    let login_page = daemon.request_with("GET", &path_of(&daemon, &link), &[], None);
+    let login_style = stylesheet_of(&login_page.text()).expect("the login page is styled");
+    let reused = use_link(&daemon, &link, &[]);
+    let bogus = daemon.request_with("GET", "/login?code=0000", &[], None);
+    for (what, page) in [("reused", &reused), ("bogus", &bogus)] {
+        assert_eq!(page.status, 401, "{what}");
+        assert_eq!(
+            page.header("content-type"),
+            Some("text/html; charset=utf-8"),
+            "{what}"
+        );
+        assert!(page.header("set-cookie").is_none(), "{what}");
+        assert_eq!(
+            page.header("www-authenticate"),
+            Some("Bearer realm=\"orchestra\""),
+            "{what}: a 401 names its challenge"
+        );
+        let html = page.text();
+        let style = stylesheet_of(&html)
+            .unwrap_or_else(|| panic!("the {what} link's page names no stylesheet:\n{html}"));
+        assert_eq!(style, login_style, "{what}: styled like the login page");
+        // The page's policy lets it load its stylesheet, which is served.
+        let policy = page.header("content-security-policy").unwrap();
+        assert!(policy.contains("style-src 'self'"), "{what}: {policy}");
+        let css = daemon.request_with("GET", &style, &[], None);
+        assert_eq!(css.status, 200, "{what}: {style}");
+        assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
+        // It says what happened and what to do.
+        assert!(html.contains("orchestra open"), "{what}: {html}");
+        assert!(
+            html.contains("href=\"/\""),
+            "{what}: a way to paste a token: {html}"
+        );
+        assert!(html.contains("class=\"card narrow\""), "{what}: {html}");
+    }
+    assert!(reused.text().contains("already used"), "{}", reused.text());
+}
+
+/// Issue 20: the dashboard as served said "offline" in its connection badge before its
+/// script had asked the daemon anything (and the login page kept saying it).
+#[test]
+fn the_page_does_not_claim_to_be_offline_before_it_has_asked() {
+    let daemon = DaemonProcess::start();
+    let html = daemon.request_with("GET", "/", &[], None).text();
+    let badge = html
+        .split("id=\"link-state\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</span>").next())
+        .expect("the connection badge");
+    assert!(!badge.contains("offline"), "{badge}");
 }
 
 #[test]
