@@ -156,7 +156,8 @@ fn send_message(daemon: &mut Daemon, from: &str, arguments: &Value) -> Result<Va
         return hold_message(daemon, from, to, content, text);
     }
     daemon
-        .type_input(to, Typing::Message(text.clone()), None)
+        .panes
+        .type_input(&mut daemon.ctx, to, Typing::Message(text.clone()), None)
         .map_err(|(_, why)| why)?;
     daemon.remember(to, Role::User, text, None);
     Ok(json!({"sent": true}))

@@ -315,3 +315,20 @@ impl Ctx {
         Some(source)
     }
 }
+
+/// A part of the daemon that owns its state. Work a part sends off the loop comes back as a
+/// continuation made with [`then`], which sees that part and the context and nothing else.
+pub trait Part: Sized + 'static {
+    /// The part and the context, borrowed from the daemon.
+    fn of(daemon: &mut Daemon) -> (&mut Self, &mut Ctx);
+}
+
+/// A continuation for the loop that runs `f` on part `P`.
+pub fn then<P: Part>(
+    f: impl FnOnce(&mut P, &mut Ctx) + Send + 'static,
+) -> crate::jobs::Continuation<Daemon> {
+    Box::new(move |daemon: &mut Daemon| {
+        let (part, ctx) = P::of(daemon);
+        f(part, ctx)
+    })
+}

@@ -52,8 +52,8 @@ impl Daemon {
     ) -> Result<Daemon, String> {
         let emulator_notifier = notifier.clone();
         let emulators = Emulators::start(move |event| {
-            emulator_notifier.send(Box::new(move |daemon: &mut Daemon| {
-                daemon.on_emulator_event(event)
+            emulator_notifier.send(crate::ctx::then(move |panes: &mut Panes, ctx| {
+                panes.on_emulator_event(ctx, event)
             }));
         })
         .map_err(|e| format!("cannot start the emulator thread: {e}"))?;
@@ -66,5 +66,11 @@ impl Daemon {
             api: ApiState::new(&config, auth)?,
             ctx,
         })
+    }
+}
+
+impl crate::ctx::Part for Panes {
+    fn of(daemon: &mut Daemon) -> (&mut Panes, &mut Ctx) {
+        (&mut daemon.panes, &mut daemon.ctx)
     }
 }

@@ -12,6 +12,7 @@ use crate::agents::{AgentEvent, exit_fields, manager};
 use crate::daemon::{Daemon, Source, Timer};
 use crate::error_code::ErrorCode;
 use crate::net::ConnId;
+use crate::panes::pane::PaneEvent;
 use crate::tasks::lifecycle as tasks;
 use crate::time::rfc3339;
 use crate::wire::ws::{
@@ -22,10 +23,9 @@ use crate::wire::ws::{
 pub fn source_event(daemon: &mut Daemon, key: usize, event: &mio::event::Event) {
     match daemon.ctx.sources.get(key) {
         Some(Source::PanePipe { .. }) => {
-            if event.is_writable() {
-                daemon.write_pane_input(key);
-            }
-            daemon.read_pane_output(key);
+            daemon
+                .panes
+                .on_pipe_ready(&mut daemon.ctx, key, event.is_writable());
         }
         Some(Source::PaneExit { session_id, .. }) => {
             let session_id = session_id.clone();
@@ -33,7 +33,7 @@ pub fn source_event(daemon: &mut Daemon, key: usize, event: &mio::event::Event) 
             manager::on_process_exit(daemon, &session_id);
         }
         Some(Source::PtyHolder { .. }) => crate::agents::pty_session::on_holder_ready(daemon, key),
-        Some(Source::Attach { .. }) => daemon.finish_attach(key),
+        Some(Source::Attach { .. }) => daemon.panes.finish_attach(&mut daemon.ctx, key),
         Some(Source::Hook { .. }) => daemon.on_hook_readable(key),
         None => {}
     }
@@ -43,23 +43,21 @@ pub fn source_event(daemon: &mut Daemon, key: usize, event: &mio::event::Event) 
 pub fn timer(daemon: &mut Daemon, timer: Timer) {
     match timer {
         Timer::AttachTimeout(key, serial) => {
-            if matches!(daemon.ctx.sources.get(key), Some(Source::Attach { serial: s, .. }) if *s == serial)
-            {
-                log::warn!("pipe helper connected but sent nothing; dropped");
-                daemon.ctx.remove_source(key);
-            }
+            daemon.panes.on_attach_timeout(&mut daemon.ctx, key, serial)
         }
         Timer::HookTimeout(key, serial) => daemon.on_hook_timeout(key, serial),
         Timer::ApprovalTimeout(request_id) => daemon.on_approval_timeout(&request_id),
         Timer::ScreenCheck(session) => daemon.on_screen_check(&session),
         Timer::IdleCheck(session) => daemon.on_idle_check(&session),
-        Timer::SubmitEnter(session, serial) => daemon.press_enter(&session, serial),
-        Timer::CaptureHealth => daemon.check_capture_health(),
-        Timer::ReseedCheck(session) => daemon.on_reseed_check(&session),
-        Timer::PersistPasteMode(session) => daemon.on_persist_paste_mode(&session),
-        Timer::Checkpoint(session) => {
-            crate::agents::pty_session::on_checkpoint_due(daemon, &session)
+        Timer::SubmitEnter(session, serial) => {
+            daemon.panes.press_enter(&mut daemon.ctx, &session, serial)
         }
+        Timer::CaptureHealth => daemon.panes.check_capture_health(&mut daemon.ctx),
+        Timer::ReseedCheck(session) => daemon.panes.on_reseed_check(&mut daemon.ctx, &session),
+        Timer::PersistPasteMode(session) => daemon
+            .panes
+            .on_persist_paste_mode(&mut daemon.ctx, &session),
+        Timer::Checkpoint(session) => daemon.panes.on_checkpoint_due(&session),
         Timer::PtyExit(session) => crate::agents::pty_session::output_ended(daemon, &session),
         Timer::TicketSweep => {
             daemon.api.sweep_tickets(Instant::now());
@@ -75,22 +73,46 @@ pub fn ws_closed(daemon: &mut Daemon, conn: ConnId) {
     daemon.api.ws_closed(conn);
 }
 
-/// Hands the events agents announced to the features that follow agents: observers get
-/// `agent_status` and `AGENT_CRASHED` messages, tasks finish when their agent exits or is
-/// gone. Returns whether there were any. Reactions may announce more; they are handled in
-/// the same call.
+/// Hands what panes announced to agents (output means activity; typed messages wait for
+/// their CLI's confirmation; terminals that ended or vanished end their sessions).
+fn pane_event(daemon: &mut Daemon, event: PaneEvent) {
+    match event {
+        PaneEvent::Output { session_id } => daemon.on_pane_output(&session_id),
+        PaneEvent::MessageTyped { session_id, id } => {
+            if let Some(agent) = daemon.agents.get_mut(&session_id) {
+                agent.conversation.typed(id);
+            }
+        }
+        PaneEvent::TerminalEnded { session_id } => {
+            crate::agents::pty_session::output_ended(daemon, &session_id)
+        }
+        PaneEvent::Vanished { session_id, reason } => {
+            manager::session_vanished(daemon, &session_id, reason)
+        }
+        PaneEvent::ScreenText { session_id, text } => daemon.on_screen_text(&session_id, &text),
+    }
+}
+
+/// Hands the events panes and agents announced to the features that follow them: panes'
+/// to agents ([`pane_event`]); agents' to observers (`agent_status` and `AGENT_CRASHED`
+/// messages) and tasks (which finish when their agent exits or is gone). Returns whether
+/// there were any. Reactions may announce more; they are handled in the same call.
 pub fn agent_events(daemon: &mut Daemon) -> bool {
     let mut any = false;
     loop {
-        for call in daemon.agents.take_calls() {
-            any = true;
-            crate::calls::handle(daemon, call);
-        }
+        let pane_events = daemon.panes.take_events();
+        let calls = daemon.agents.take_calls();
         let events = daemon.agents.take_events();
-        if events.is_empty() {
+        if pane_events.is_empty() && calls.is_empty() && events.is_empty() {
             return any;
         }
         any = true;
+        for event in pane_events {
+            pane_event(daemon, event);
+        }
+        for call in calls {
+            crate::calls::handle(daemon, call);
+        }
         for event in events {
             match event {
                 AgentEvent::Exited { session_id } => tasks::on_agent_exit(daemon, &session_id),

@@ -236,7 +236,7 @@ impl Server {
                     LOCAL_API_LISTENER => self.accept_local(),
                     WAKER => {}
                     SIGNALS => self.on_signal(),
-                    ATTACH_LISTENER => self.daemon.on_attach_listener(),
+                    ATTACH_LISTENER => self.daemon.panes.on_attach_listener(&mut self.daemon.ctx),
                     HOOK_LISTENER => self.daemon.on_hook_listener(),
                     token => match token_kind(token) {
                         Some(TokenKind::Conn(key)) => self.drive(key),
@@ -248,7 +248,7 @@ impl Server {
                 }
             }
             for key in self.daemon.panes.take_revisit() {
-                self.daemon.read_pane_output(key);
+                self.daemon.panes.read_output(&mut self.daemon.ctx, key);
             }
             for key in std::mem::take(&mut self.conn_revisit) {
                 self.touched.push(key);
@@ -256,7 +256,7 @@ impl Server {
             self.settle();
             self.fire_timers();
             self.settle();
-            self.daemon.after_delivery();
+            self.daemon.panes.after_delivery(&mut self.daemon.ctx);
             if let Some(deadline) = self.shutdown_deadline
                 && (self.conns.is_empty() || Instant::now() >= deadline)
             {

@@ -15,6 +15,23 @@ const CRASH_LINES: u32 = 20;
 const CRASH_BYTES: usize = 16 * 1024;
 
 impl Daemon {
+    /// The session's pane produced output: activity, the `running` transition, and the
+    /// checks that follow output. (After the agent's exit only the time is recorded.)
+    pub fn on_pane_output(&mut self, session_id: &str) {
+        let Some(agent) = self.agents.get_mut(session_id) else {
+            return;
+        };
+        let now = SystemTime::now();
+        agent.last_activity = now;
+        if agent.exit.is_some() {
+            return;
+        }
+        agent.activity.on_output(now);
+        self.refresh_status(session_id);
+        self.schedule_idle_check(session_id);
+        self.schedule_screen_check(session_id);
+    }
+
     /// Announces the session's status and activity if either changed since the last
     /// announcement.
     pub fn refresh_status(&mut self, session_id: &str) {
@@ -172,7 +189,7 @@ impl Daemon {
     /// The agent's process ended: announce the new status, and a crash with its last lines.
     pub fn announce_exit(&mut self, session_id: &str) {
         self.refresh_status(session_id);
-        self.drop_typist(session_id);
+        self.panes.drop_typist(&mut self.ctx, session_id);
         let Some(agent) = self.agents.registry.get(session_id) else {
             return;
         };

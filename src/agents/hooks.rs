@@ -452,7 +452,9 @@ impl Daemon {
                 Ok(())
             }
             Approved::Message { to, text } if allow => self
+                .panes
                 .type_input(
+                    &mut self.ctx,
                     &to,
                     crate::panes::typing::Typing::Message(text.clone()),
                     None,

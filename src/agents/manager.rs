@@ -15,14 +15,12 @@ use super::hook_client;
 use super::meta::SessionMeta;
 use super::procfs;
 use super::validate::{EnvPolicy, PrivateDirs, resolve_working_dir, validate_env};
-use super::{
-    Agent, AgentEvent, AgentStatus, CaptureState, ExitInfo, Rearm, RearmReason, SessionBackend,
-    new_session_ids,
-};
+use super::{Agent, AgentEvent, AgentStatus, ExitInfo, SessionBackend, new_session_ids};
 use crate::config::{AgentType, Backend, Config, HookStyle};
 use crate::daemon::{Daemon, Done, Source};
 use crate::error_code::ErrorCode;
 use crate::panes::attach;
+use crate::panes::pane::{CaptureState, PaneSpec, RearmReason};
 use crate::tmux::{self, PaneId, PaneState, SessionName, Tmux, TmuxError};
 
 /// What a spawn request asks for.
@@ -250,9 +248,8 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
                         pid,
                         outcome.working_dir,
                         outcome.created_at,
-                        job.height,
-                        job.width,
                     );
+                    let pane = pane_spec(&daemon.ctx.config, &agent, job.height, job.width);
                     agent.hook_token = job.hooks.as_ref().map(|h| h.token.clone());
                     let place = match agent.backend.pane() {
                         Some(pane) => format!("pane {pane}"),
@@ -266,9 +263,9 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
                         agent.pid
                     );
                     match attached {
-                        None => register(daemon, agent, None),
+                        None => register(daemon, agent, pane, None),
                         Some(attached) => {
-                            super::pty_session::register(daemon, agent, attached, false)
+                            super::pty_session::register(daemon, agent, pane, attached, false)
                         }
                     }
                     done(
@@ -548,18 +545,13 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
 /// Adds an agent to the registry and starts watching its process and output. `adopted` is
 /// tmux's view of a pane found after a restart (which may already be dead); `None` for a
 /// pane the daemon just created (its pipe was attached with it, so its stream starts blank).
-fn register(daemon: &mut Daemon, mut agent: Agent, adopted: Option<PaneState>) {
+fn register(daemon: &mut Daemon, mut agent: Agent, pane: PaneSpec, adopted: Option<PaneState>) {
     attach_screen_rules(daemon, &mut agent);
     let session_id = agent.id.clone();
-    let (rows, cols) = (agent.rows, agent.cols);
     daemon.agents.registry.insert(agent);
+    daemon.panes.register(&session_id, pane);
     match adopted {
-        None => {
-            daemon.open_new_stream(&session_id, rows, cols);
-            if let Some(fd) = daemon.panes.take_early_capture(&session_id) {
-                daemon.install_pipe(&session_id, fd);
-            }
-        }
+        None => daemon.panes.open_new_stream(&mut daemon.ctx, &session_id),
         Some(_) => {
             daemon.panes.open_stream(&session_id, 0);
         }
@@ -575,11 +567,14 @@ fn register(daemon: &mut Daemon, mut agent: Agent, adopted: Option<PaneState>) {
                     agent.status(SystemTime::now(), daemon.ctx.config.sessions.idle_after);
                 agent.reported_activity = agent.activity.activity;
             }
-            daemon.seed_dead_pane(&session_id);
+            daemon.panes.mark_exited(&session_id);
+            daemon.panes.seed_dead_pane(&mut daemon.ctx, &session_id);
         }
         None => {
             if adopted.is_some() {
-                daemon.rearm(&session_id, RearmReason::DaemonRestarted);
+                daemon
+                    .panes
+                    .rearm(&mut daemon.ctx, &session_id, RearmReason::DaemonRestarted);
             }
             if !watch_exit(daemon, &session_id) {
                 // Already gone: find out how it ended.
@@ -640,6 +635,28 @@ pub(super) fn restore_adopted(daemon: &mut Daemon, agent: &mut Agent, hook_token
     agent.history = daemon.agents.history.load(&agent.id, bounds);
 }
 
+/// What the pane of `agent` is, `rows` x `cols`, for [`crate::panes::Panes::register`].
+pub(super) fn pane_spec(
+    config: &crate::config::Config,
+    agent: &Agent,
+    rows: u16,
+    cols: u16,
+) -> PaneSpec {
+    PaneSpec {
+        tmux_pane: agent.backend.pane().cloned(),
+        tmux_session: agent.tmux_session.clone(),
+        rows,
+        cols,
+        last_output: agent.last_activity,
+        capture: CaptureState::Attaching,
+        submit_delay: config
+            .agents
+            .get(&agent.agent_type)
+            .map(|t| t.submit_delay)
+            .unwrap_or_default(),
+    }
+}
+
 /// Gives an agent its type's screen rules (types without hooks that have some).
 pub(super) fn attach_screen_rules(daemon: &Daemon, agent: &mut Agent) {
     if let Some(agent_type) = daemon.ctx.config.agents.get(&agent.agent_type)
@@ -679,6 +696,7 @@ pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
             }
             Err(error) => {
                 log::warn!("{session_id}: cannot read the exit status: {error}");
+                daemon.panes.mark_exited(&session_id);
                 if let Some(agent) = daemon.agents.registry.get_mut(&session_id) {
                     agent.exit = Some(ExitInfo::Unknown);
                     agent.activity.on_exit(SystemTime::now());
@@ -694,6 +712,7 @@ pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
 
 /// Records how an agent's process ended and announces it.
 pub(super) fn exited(daemon: &mut Daemon, session_id: &str, exit: ExitInfo) {
+    daemon.panes.mark_exited(session_id);
     if let Some(agent) = daemon.agents.registry.get_mut(session_id) {
         agent.exit = Some(exit);
         agent.activity.on_exit(SystemTime::now());
@@ -740,64 +759,12 @@ pub fn session_vanished(daemon: &mut Daemon, session_id: &str, why: &str) {
     }
 }
 
-/// tmux closed a pane's pipe: re-arm it if the pane lives, forget the session if it is gone.
-pub fn on_capture_closed(daemon: &mut Daemon, session_id: &str) {
-    let Some(agent) = daemon.agents.registry.get(session_id) else {
-        return;
-    };
-    let Some(pane) = agent.backend.pane().cloned() else {
-        // The pseudo-terminal has no writer left (the agent ended or closed it); its
-        // holder reports the exit.
-        log::debug!("{session_id}: the pseudo-terminal reached its end");
-        return;
-    };
-    log::info!("{session_id}: output pipe closed by tmux");
-    let tmux = daemon.ctx.tmux.clone();
-    let session_id = session_id.to_string();
-    daemon.ctx.jobs.run(move || {
-        let result = tmux::describe_pane(&pane)
-            .map_err(TmuxError::from)
-            .and_then(|l| tmux.run(&l));
-        Box::new(move |daemon: &mut Daemon| match result {
-            Err(TmuxError::NoServer) => {
-                session_vanished(daemon, &session_id, "the tmux server is gone")
-            }
-            Err(TmuxError::PaneNotFound(_)) => {
-                session_vanished(daemon, &session_id, "its tmux pane no longer exists")
-            }
-            Ok(output) => {
-                let alive = tmux::parse::parse_pane_line(output.trim_end())
-                    .is_some_and(|p| p.state == PaneState::Alive);
-                if alive {
-                    daemon.rearm(&session_id, RearmReason::PipeClosed);
-                }
-            }
-            Err(error) => log::warn!("{session_id}: cannot check the pane: {error}"),
-        })
-    });
-}
-
-/// Releases everything the daemon holds for a session: process watch, pipe (failing pending
-/// input), output stream, emulator and typing state.
+/// Releases everything the daemon holds for a session: process watch, hooks, history, and
+/// its pane (pipe, holder link, stream, emulator and typing state).
 fn release_sources(daemon: &mut Daemon, agent: &Agent) {
     if let Some(key) = agent.exit_watch {
         daemon.ctx.remove_source(key);
     }
-    if let Some(key) = agent.holder {
-        daemon.ctx.remove_source(key);
-    }
-    if let Some(key) = agent.pipe
-        && let Some(Source::PanePipe { mut input, .. }) = daemon.ctx.remove_source(key)
-    {
-        for ack in input.abandon() {
-            daemon.input_failed(
-                &agent.id,
-                ack,
-                "the session ended before the input was typed",
-            );
-        }
-    }
-    daemon.panes.forget_attach(&agent.id);
     // Waiting permission requests of the session end; their hooks see the socket close.
     daemon
         .agents
@@ -818,8 +785,7 @@ fn release_sources(daemon: &mut Daemon, agent: &Agent) {
         });
     }
     daemon.agents.history.remove(&agent.id);
-    daemon.panes.close(&agent.id);
-    daemon.drop_typist(&agent.id);
+    daemon.panes.close(&mut daemon.ctx, &agent.id);
 }
 
 /// Resizes a session's pane to `cols` x `rows` (tmux on a worker); `done` gets the outcome.
@@ -840,7 +806,9 @@ pub fn resize(
     }
     if agent.backend.pane().is_none() {
         // A pty session: one ioctl on the master, no process to wait for.
-        let result = super::pty_session::resize(daemon, session_id, rows, cols);
+        let result = daemon
+            .panes
+            .resize_pty(&mut daemon.ctx, session_id, rows, cols);
         return done(daemon, result);
     }
     if !daemon.ctx.jobs.has_room() {
@@ -858,11 +826,7 @@ pub fn resize(
             .and_then(|list| tmux.run(&list));
         Box::new(move |daemon: &mut Daemon| match result {
             Ok(_) => {
-                if let Some(agent) = daemon.agents.registry.get_mut(&session_id) {
-                    agent.rows = rows;
-                    agent.cols = cols;
-                }
-                daemon.panes.resize_screen(&session_id, rows, cols);
+                daemon.panes.resized(&session_id, rows, cols);
                 done(daemon, Ok(()))
             }
             Err(error) => done(
@@ -877,19 +841,19 @@ pub fn resize(
 /// period), then the tmux session. The session disappears from the registry at once, so a
 /// second kill is `404`. `done` gets the termination time.
 pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime, KillError>>) {
-    let Some(mut agent) = daemon.agents.registry.remove(session_id) else {
+    let Some(agent) = daemon.agents.registry.remove(session_id) else {
         return done(daemon, Err(KillError::NotFound(session_id.to_string())));
     };
     // A pty session's holder is told to finish once the agent's tree is gone.
-    let holder = agent
-        .holder
-        .take()
-        .and_then(|key| match daemon.ctx.remove_source(key) {
-            Some(Source::PtyHolder { stream, .. }) => Some(stream),
-            _ => None,
-        });
+    let holder =
+        daemon
+            .panes
+            .take_holder(session_id)
+            .and_then(|key| match daemon.ctx.remove_source(key) {
+                Some(Source::PtyHolder { stream, .. }) => Some(stream),
+                _ => None,
+            });
     release_sources(daemon, &agent);
-    agent.rearm = Rearm::Idle; // drops a pipe that arrived for the re-arm
     let tmux = daemon.ctx.tmux.clone();
     let grace = daemon.ctx.config.sessions.kill_grace;
     let alive = agent.exit.is_none();
@@ -1037,16 +1001,13 @@ pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
             pane.pid,
             PathBuf::from(&meta.working_dir),
             created_at,
-            pane.height,
-            pane.width,
         );
         agent.last_activity = (UNIX_EPOCH + Duration::from_secs(pane.activity)).max(created_at);
+        let mut spec = pane_spec(&daemon.ctx.config, &agent, pane.height, pane.width);
         // A dead pane has no output left to capture (and tmux refuses to pipe it).
-        agent.capture = if pane.state == PaneState::Alive {
-            CaptureState::Attaching
-        } else {
-            CaptureState::Detached
-        };
+        if pane.state != PaneState::Alive {
+            spec.capture = CaptureState::Detached;
+        }
         // Sessions of older daemons carry their credential in the metadata.
         let hook_token = meta.hook_token.clone().or_else(|| {
             let settings = daemon
@@ -1060,7 +1021,7 @@ pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
                 .filter(|token| !token.is_empty())
         });
         restore_adopted(daemon, &mut agent, hook_token.as_ref());
-        register(daemon, agent, Some(pane.state));
+        register(daemon, agent, spec, Some(pane.state));
         count += 1;
     }
     Ok(count)

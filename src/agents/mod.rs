@@ -242,63 +242,6 @@ impl Conversation {
     }
 }
 
-/// Why a pane's output capture is re-armed (a new pipe plus a capture of the screen).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RearmReason {
-    /// The daemon restarted and adopts a running pane.
-    DaemonRestarted,
-    /// tmux closed the pane's pipe while the pane lives.
-    PipeClosed,
-    /// The pipe stopped delivering while tmux saw the pane active (or it is missing).
-    PipeStalled,
-    /// The terminal emulator fell behind a flood and is re-seeded once the pane is quiet.
-    EmulatorBehind,
-}
-
-impl RearmReason {
-    /// Words for logs and the viewers' `terminal_gap` notice.
-    pub fn describe(self) -> &'static str {
-        match self {
-            RearmReason::DaemonRestarted => "daemon restarted",
-            RearmReason::PipeClosed => "output pipe closed",
-            RearmReason::PipeStalled => "output pipe stopped delivering",
-            RearmReason::EmulatorBehind => "terminal state re-seeded after an output flood",
-        }
-    }
-
-    /// Whether the output stream goes on without a gap for viewers. Only a re-seed after a
-    /// flood is: it happens once the pane has been quiet, when tmux has nothing in flight
-    /// for the old pipe.
-    pub fn is_seamless(self) -> bool {
-        self == RearmReason::EmulatorBehind
-    }
-}
-
-/// Where a re-arm of a pane's capture stands.
-#[derive(Debug, Default)]
-pub enum Rearm {
-    /// None in progress.
-    #[default]
-    Idle,
-    /// tmux was asked for a new pipe and the screen; the re-arm completes once both have
-    /// arrived and the old pipe has drained.
-    InProgress {
-        /// Why.
-        reason: RearmReason,
-        /// The screen captured with the new pipe, once tmux answered.
-        seed: Option<crate::panes::seed::Seed>,
-        /// The new pipe, once its helper handed it over.
-        pipe: Option<std::os::fd::OwnedFd>,
-    },
-}
-
-impl Rearm {
-    /// Whether a re-arm is in progress.
-    pub fn in_progress(&self) -> bool {
-        matches!(self, Rearm::InProgress { .. })
-    }
-}
-
 /// Status of a session as the API reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AgentStatus {
@@ -377,28 +320,6 @@ impl ExitInfo {
     }
 }
 
-/// Health of a session's output capture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CaptureState {
-    /// Waiting for the pipe helper to hand over the pane's pipe.
-    Attaching,
-    /// Output is flowing into the daemon.
-    Attached,
-    /// tmux closed the pipe (pane gone, server gone, or the pipe was replaced).
-    Detached,
-}
-
-impl CaptureState {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CaptureState::Attaching => "attaching",
-            CaptureState::Attached => "attached",
-            CaptureState::Detached => "detached",
-        }
-    }
-}
-
 /// Where a session runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionBackend {
@@ -447,10 +368,6 @@ pub struct Agent {
     pub backend: SessionBackend,
     /// Pid of the pane's program (the agent).
     pub pid: u32,
-    /// Source slot of the connection to its pty holder (`pty` backend, while connected).
-    pub holder: Option<usize>,
-    /// Whether a checkpoint for its pty holder is scheduled (`pty` backend).
-    pub checkpoint_pending: bool,
     /// How the agent ended, reported by its pty holder while its last output may still be
     /// on the way (announced once the terminal reaches its end, or after a short wait).
     pub pending_exit: Option<ExitInfo>,
@@ -462,20 +379,10 @@ pub struct Agent {
     pub last_activity: SystemTime,
     /// Set once the agent's process has ended and tmux reported how.
     pub exit: Option<ExitInfo>,
-    /// Output capture health.
-    pub capture: CaptureState,
-    /// Bytes of pane output received since capture began.
-    pub output_bytes: u64,
     /// Source slot of the process-exit watch (pidfd) while the agent runs.
     pub exit_watch: Option<usize>,
-    /// Source slot of the pane pipe while output is captured.
-    pub pipe: Option<usize>,
     /// Last CPU sample, for `cpu_percent` between two requests.
     pub last_usage: Option<procfs::Usage>,
-    /// Pane size.
-    pub rows: u16,
-    /// Pane size.
-    pub cols: u16,
     /// The last status announced to observers.
     pub reported: AgentStatus,
     /// What the agent is doing, with the evidence.
@@ -498,22 +405,6 @@ pub struct Agent {
     pub prompt_screen: Option<String>,
     /// Whether an idle check is scheduled.
     pub idle_check_pending: bool,
-    /// Where a re-arm of the capture pipe stands.
-    pub rearm: Rearm,
-    /// How many times capture was re-armed.
-    pub rearms: u32,
-    /// The emulator fell behind a flood: it is not fed until it catches up.
-    pub emulator_lost: bool,
-    /// A tmux pane whose emulator caught up waits for its exact re-seed from tmux.
-    pub reseed_wanted: bool,
-    /// The program's bracketed-paste mode as the emulator last reported it.
-    pub paste_mode: Option<bool>,
-    /// The paste mode last written to tmux (`@orchestra_paste`).
-    pub paste_persisted: Option<bool>,
-    /// A timer will write the paste mode to tmux.
-    pub paste_persist_pending: bool,
-    /// When the daemon registered the session (its tmux session existed by then).
-    pub registered: std::time::Instant,
 }
 
 impl Agent {
@@ -527,8 +418,6 @@ impl Agent {
         pid: u32,
         working_dir: PathBuf,
         created_at: SystemTime,
-        rows: u16,
-        cols: u16,
     ) -> Agent {
         Agent {
             id,
@@ -536,20 +425,13 @@ impl Agent {
             tmux_session,
             backend,
             pid,
-            holder: None,
-            checkpoint_pending: false,
             pending_exit: None,
             working_dir,
             created_at,
             last_activity: created_at,
             exit: None,
-            capture: CaptureState::Attaching,
-            output_bytes: 0,
             exit_watch: None,
-            pipe: None,
             last_usage: None,
-            rows,
-            cols,
             reported: AgentStatus::Running,
             activity: activity::ActivityState::new(SystemTime::now()),
             reported_activity: activity::Activity::Starting,
@@ -560,14 +442,6 @@ impl Agent {
             screen_check_pending: false,
             prompt_screen: None,
             idle_check_pending: false,
-            rearm: Rearm::Idle,
-            rearms: 0,
-            emulator_lost: false,
-            reseed_wanted: false,
-            paste_mode: None,
-            paste_persisted: None,
-            paste_persist_pending: false,
-            registered: std::time::Instant::now(),
         }
     }
 }
@@ -697,8 +571,6 @@ mod tests {
             1,
             "/".into(),
             now,
-            24,
-            80,
         );
         let idle = Duration::from_secs(5);
         assert_eq!(agent.status(now, idle), AgentStatus::Running);
@@ -711,20 +583,5 @@ mod tests {
         assert_eq!(agent.status(now, idle), AgentStatus::Error);
         assert_eq!(AgentStatus::parse("idle"), Some(AgentStatus::Idle));
         assert_eq!(AgentStatus::parse("bogus"), None);
-    }
-
-    #[test]
-    fn only_a_reseed_after_a_flood_is_seamless_for_viewers() {
-        let all = [
-            RearmReason::DaemonRestarted,
-            RearmReason::PipeClosed,
-            RearmReason::PipeStalled,
-            RearmReason::EmulatorBehind,
-        ];
-        let seamless: Vec<_> = all.iter().filter(|r| r.is_seamless()).collect();
-        assert_eq!(seamless, [&RearmReason::EmulatorBehind]);
-        let words: std::collections::HashSet<_> = all.iter().map(|r| r.describe()).collect();
-        assert_eq!(words.len(), all.len(), "each reason reads differently");
-        assert!(!Rearm::Idle.in_progress());
     }
 }

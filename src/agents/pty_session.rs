@@ -18,8 +18,7 @@ use super::meta::SessionMeta;
 use super::{Agent, ExitInfo, SessionBackend, manager};
 use crate::config::Config;
 use crate::daemon::{Daemon, Source, Timer};
-use crate::error_code::ErrorCode;
-use crate::panes::emulator::Snapshot;
+use crate::panes::pane::PaneSpec;
 use crate::panes::pane_io::PaneIo;
 use crate::panes::seed::Seed;
 use crate::proto::pty::{Kind, encode};
@@ -129,7 +128,13 @@ pub fn start(
 /// Adds a pty session to the registry and starts reading its terminal. `restarted`: the
 /// hand-over comes from a holder that served an earlier daemon, so the screen starts from
 /// its checkpoint and viewers are told about the restart.
-pub fn register(daemon: &mut Daemon, mut agent: Agent, attached: Attached, restarted: bool) {
+pub fn register(
+    daemon: &mut Daemon,
+    mut agent: Agent,
+    mut pane: PaneSpec,
+    attached: Attached,
+    restarted: bool,
+) {
     manager::attach_screen_rules(daemon, &mut agent);
     let Attached {
         hello,
@@ -139,11 +144,12 @@ pub fn register(daemon: &mut Daemon, mut agent: Agent, attached: Attached, resta
         decoder,
     } = attached;
     if hello.rows > 0 && hello.cols > 0 {
-        agent.rows = hello.rows;
-        agent.cols = hello.cols;
+        pane.rows = hello.rows;
+        pane.cols = hello.cols;
     }
-    let (session_id, rows, cols) = (agent.id.clone(), agent.rows, agent.cols);
+    let (session_id, rows, cols) = (agent.id.clone(), pane.rows, pane.cols);
     daemon.agents.registry.insert(agent);
+    daemon.panes.register(&session_id, pane);
     if restarted {
         daemon.panes.open_stream(&session_id, 0);
         let screen = hello
@@ -167,9 +173,9 @@ pub fn register(daemon: &mut Daemon, mut agent: Agent, attached: Attached, resta
             cols,
             bytes: screen,
         };
-        daemon.reseed(&session_id, seed, reason, false);
+        daemon.panes.reseed(&session_id, seed, reason, false);
     } else {
-        daemon.open_new_stream(&session_id, rows, cols);
+        daemon.panes.open_new_stream(&mut daemon.ctx, &session_id);
     }
     // The holder's replay starts where this daemon's stream takes it up; from there on the
     // daemon forwards what it reads, so the holder's replay stays current.
@@ -187,9 +193,7 @@ pub fn register(daemon: &mut Daemon, mut agent: Agent, attached: Attached, resta
         .add_source(source, Interest::READABLE | Interest::WRITABLE)
     {
         Ok(key) => {
-            if let Some(agent) = daemon.agents.registry.get_mut(&session_id) {
-                agent.holder = Some(key);
-            }
+            daemon.panes.link_holder(&session_id, key);
             Some(key)
         }
         Err(e) => {
@@ -199,9 +203,15 @@ pub fn register(daemon: &mut Daemon, mut agent: Agent, attached: Attached, resta
     };
     if !gap.is_empty() {
         // Forwarded back too; the holder recognises the bytes it has.
-        daemon.accept_output(&session_id, &gap);
+        daemon
+            .panes
+            .accept_output(&mut daemon.ctx, &session_id, &gap);
     }
-    daemon.install_stream(&session_id, PaneIo::Pty(Master::new(master)));
+    daemon.panes.install_stream(
+        &mut daemon.ctx,
+        &session_id,
+        PaneIo::Pty(Master::new(master)),
+    );
     match holder {
         // Frames that came with the hand-over (an exit) are handled like later ones.
         Some(key) => on_holder_ready(daemon, key),
@@ -211,6 +221,7 @@ pub fn register(daemon: &mut Daemon, mut agent: Agent, attached: Attached, resta
         // Ended before this daemon started: recorded as found, like a dead tmux pane.
         Some(exit) if restarted => {
             let idle_after = daemon.ctx.config.sessions.idle_after;
+            daemon.panes.mark_exited(&session_id);
             if let Some(agent) = daemon.agents.registry.get_mut(&session_id) {
                 agent.exit = Some(exit_info(exit));
                 agent.activity.on_exit(SystemTime::now());
@@ -278,10 +289,7 @@ pub fn on_holder_ready(daemon: &mut Daemon, key: usize) {
     }
     if closed {
         daemon.ctx.remove_source(key);
-        if let Some(agent) = daemon.agents.registry.get_mut(&session_id)
-            && agent.holder == Some(key)
-        {
-            agent.holder = None;
+        if daemon.panes.unlink_holder(&session_id, key) {
             holder_lost(daemon, &session_id);
         }
     }
@@ -314,13 +322,7 @@ pub fn record_exit(daemon: &mut Daemon, session_id: &str, exit: ExitInfo) {
         return;
     }
     agent.pending_exit = Some(exit);
-    if let Some(key) = agent.pipe {
-        daemon.drain_pane_output(key);
-    }
-    let Some(agent) = daemon.agents.registry.get(session_id) else {
-        return;
-    };
-    if agent.pipe.is_none() {
+    if !daemon.panes.drain(&mut daemon.ctx, session_id) {
         output_ended(daemon, session_id);
     } else {
         daemon
@@ -342,150 +344,9 @@ pub fn output_ended(daemon: &mut Daemon, session_id: &str) {
     };
     manager::exited(daemon, session_id, exit);
     // The final screen, for a daemon that restarts before the session is deleted.
-    schedule_checkpoint(daemon, session_id);
-}
-
-/// Sets a pty session's terminal size (an ioctl on the master; the agent gets `SIGWINCH`).
-pub fn resize(
-    daemon: &mut Daemon,
-    session_id: &str,
-    rows: u16,
-    cols: u16,
-) -> Result<(), (ErrorCode, String)> {
-    let key = daemon.agents.registry.get(session_id).and_then(|a| a.pipe);
-    let Some(Source::PanePipe { stream, .. }) = key.and_then(|k| daemon.ctx.sources.get(k)) else {
-        let why = format!("the terminal of {session_id} is closed");
-        return Err((ErrorCode::SessionNotFound, why));
-    };
-    let Some(master) = stream.master() else {
-        return Err((ErrorCode::InternalError, "not a pty session".into()));
-    };
-    master
-        .resize(rows, cols)
-        .map_err(|e| (ErrorCode::InternalError, format!("cannot resize: {e}")))?;
-    if let Some(agent) = daemon.agents.registry.get_mut(session_id) {
-        agent.rows = rows;
-        agent.cols = cols;
-    }
-    daemon.panes.resize_screen(session_id, rows, cols);
-    schedule_checkpoint(daemon, session_id);
-    Ok(())
-}
-
-/// Output arrived (or the screen changed): leave a checkpoint with the holder within
-/// `pty.checkpoint_after`, so that the replay it keeps stays short.
-pub fn schedule_checkpoint(daemon: &mut Daemon, session_id: &str) {
-    let after = daemon.ctx.config.pty.checkpoint_after;
-    let Some(agent) = daemon.agents.registry.get_mut(session_id) else {
-        return;
-    };
-    if agent.holder.is_none() || agent.checkpoint_pending {
-        return;
-    }
-    agent.checkpoint_pending = true;
     daemon
-        .ctx
-        .timers
-        .schedule_in(after, Timer::Checkpoint(session_id.to_string()));
-}
-
-/// The checkpoint timer fell due: ask the emulator for the screen (behind the output it
-/// has been handed so far).
-pub fn on_checkpoint_due(daemon: &mut Daemon, session_id: &str) {
-    let Some(agent) = daemon.agents.registry.get_mut(session_id) else {
-        return;
-    };
-    agent.checkpoint_pending = false;
-    daemon.panes.request_checkpoint(session_id);
-}
-
-/// The emulator answered a checkpoint request: hand the screen, with the stream offset it
-/// stands for, to the holder, which then drops its replay up to there.
-pub fn on_checkpoint(daemon: &mut Daemon, session_id: &str, snapshot: Option<Snapshot>) {
-    let Some(snapshot) = snapshot else {
-        return;
-    };
-    let Some(key) = daemon
-        .agents
-        .registry
-        .get(session_id)
-        .and_then(|a| a.holder)
-    else {
-        return;
-    };
-    let Some(Source::PtyHolder { checkpointed, .. }) = daemon.ctx.sources.get(key) else {
-        return;
-    };
-    // Nothing new since the last one (a resize alone changes the size).
-    let key_of = (snapshot.offset, snapshot.rows, snapshot.cols);
-    if *checkpointed == Some(key_of) {
-        return;
-    }
-    let checkpoint = Checkpoint {
-        offset: snapshot.offset,
-        rows: snapshot.rows,
-        cols: snapshot.cols,
-        screen: snapshot.screen,
-    };
-    let payload = serde_json::to_vec(&checkpoint).expect("serializable");
-    if payload.len() > crate::pty::holder::MAX_CHECKPOINT_BYTES {
-        return;
-    }
-    if let Some(Source::PtyHolder {
-        outbound,
-        checkpointed,
-        ..
-    }) = daemon.ctx.sources.get_mut(key)
-    {
-        outbound.extend_from_slice(&encode(Kind::Checkpoint, &payload));
-        *checkpointed = Some(key_of);
-        daemon.ctx.metrics.pty_checkpoints += 1;
-        flush_holder(daemon, key);
-    }
-}
-
-/// Forwards output the daemon read from a pty session's terminal to its holder's replay.
-/// If the holder does not keep up (more than `pty.ring_bytes` waiting), the output is not
-/// forwarded: the holder sees the hole, and the next checkpoint closes it.
-pub fn forward_output(daemon: &mut Daemon, session_id: &str, offset: u64, bytes: &[u8]) {
-    let limit = daemon.ctx.config.pty.ring_bytes;
-    let Some(key) = daemon
-        .agents
-        .registry
-        .get(session_id)
-        .and_then(|a| a.holder)
-    else {
-        return;
-    };
-    if let Some(Source::PtyHolder { outbound, .. }) = daemon.ctx.sources.get_mut(key)
-        && outbound.len() + bytes.len() <= limit
-    {
-        if outbound.is_empty() {
-            daemon.panes.flush_holder_soon(key);
-        }
-        crate::proto::pty::encode_output(offset, bytes, outbound);
-    }
-}
-
-/// Writes what is queued for a holder, as far as its socket takes it.
-pub fn flush_holder(daemon: &mut Daemon, key: usize) {
-    let Some(Source::PtyHolder {
-        stream, outbound, ..
-    }) = daemon.ctx.sources.get_mut(key)
-    else {
-        return;
-    };
-    while !outbound.is_empty() {
-        match stream.write(outbound) {
-            Ok(n) => {
-                outbound.drain(..n);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            // The rest goes when the socket is writable again (or the holder is gone, which
-            // the read side notices).
-            Err(_) => break,
-        }
-    }
+        .panes
+        .schedule_checkpoint(&mut daemon.ctx, session_id);
 }
 
 /// Finds the pty sessions an earlier daemon left (their metadata files) and takes their
@@ -558,6 +419,10 @@ pub fn adopt(daemon: &mut Daemon) -> usize {
             attached.hello.pid,
             PathBuf::from(&meta.working_dir),
             created_at,
+        );
+        let pane = manager::pane_spec(
+            &daemon.ctx.config,
+            &agent,
             daemon.ctx.config.tmux.height,
             daemon.ctx.config.tmux.width,
         );
@@ -567,7 +432,7 @@ pub fn adopt(daemon: &mut Daemon) -> usize {
             agent.id,
             attached.hello.pid
         );
-        register(daemon, agent, attached, true);
+        register(daemon, agent, pane, attached, true);
         count += 1;
     }
     count

@@ -182,6 +182,7 @@ fn activity_view(state: &ActivityState) -> ActivityView {
 
 fn detail(daemon: &Daemon, agent: &Agent, metrics: manager::Metrics) -> AgentDetail {
     let status = agent.status(SystemTime::now(), daemon.ctx.config.sessions.idle_after);
+    let pane = daemon.panes.get(&agent.id);
     AgentDetail {
         session_id: agent.id.clone(),
         agent_type: agent.agent_type.clone(),
@@ -200,9 +201,9 @@ fn detail(daemon: &Daemon, agent: &Agent, metrics: manager::Metrics) -> AgentDet
         last_activity: rfc3339(agent.last_activity),
         activity: activity_view(&agent.activity),
         pid: agent.pid,
-        capture: agent.capture.as_str(),
-        output_bytes: agent.output_bytes,
-        capture_rearms: agent.rearms,
+        capture: pane.map_or("detached", |p| p.capture().as_str()),
+        output_bytes: pane.map_or(0, |p| p.output_bytes()),
+        capture_rearms: pane.map_or(0, |p| p.rearms()),
         reports_replies: agent.hook_token.is_some(),
         exit_code: match agent.exit {
             Some(ExitInfo::Code(code)) => Some(code),

@@ -530,7 +530,10 @@ fn type_into(
         kind,
         id: id.clone(),
     };
-    match daemon.type_input(session_id, typing, Some(ack)) {
+    match daemon
+        .panes
+        .type_input(&mut daemon.ctx, session_id, typing, Some(ack))
+    {
         Ok(()) => true,
         Err((code, message)) => {
             send_error(daemon, conn, code, &message, Some(session_id), id.as_ref());

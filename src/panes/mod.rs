@@ -12,8 +12,10 @@ pub mod attach;
 pub mod backlog;
 pub mod capture;
 pub mod emulator;
+pub mod holder_link;
 pub mod hub;
 pub mod input;
+pub mod pane;
 pub mod pane_io;
 pub mod seed;
 pub mod text;
@@ -22,6 +24,8 @@ pub mod typing;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+
+use crate::ctx;
 
 /// The panes' state: output streams and their viewers, the emulator thread, typing, and pane
 /// pipes on their way in.
@@ -46,6 +50,10 @@ pub struct Panes {
     for_emulator: Vec<(String, u64, Arc<[u8]>)>,
     /// Holder connections with forwarded output queued this loop turn.
     holders_to_flush: Vec<usize>,
+    /// Each registered session's pane.
+    by_session: HashMap<String, pane::Pane>,
+    /// What happened since the loop last looked, oldest first.
+    events: Vec<pane::PaneEvent>,
 }
 
 impl Panes {
@@ -66,7 +74,38 @@ impl Panes {
             read_buffer: vec![0; capture::READ_CHUNK],
             for_emulator: Vec::new(),
             holders_to_flush: Vec::new(),
+            by_session: HashMap::new(),
+            events: Vec::new(),
         }
+    }
+
+    /// Registers session `session_id`'s pane. Its stream is opened by the caller
+    /// ([`Panes::open_new_stream`], [`Panes::reseed`] or [`Panes::open_stream`]).
+    pub fn register(&mut self, session_id: &str, spec: pane::PaneSpec) {
+        self.by_session
+            .insert(session_id.to_string(), pane::Pane::new(spec));
+    }
+
+    /// Session `session_id`'s pane.
+    pub fn get(&self, session_id: &str) -> Option<&pane::Pane> {
+        self.by_session.get(session_id)
+    }
+
+    /// The agent's process ended: nothing more is typed, and capture is not re-armed.
+    pub fn mark_exited(&mut self, session_id: &str) {
+        if let Some(pane) = self.by_session.get_mut(session_id) {
+            pane.exited = true;
+        }
+    }
+
+    /// The events announced since the last call.
+    pub fn take_events(&mut self) -> Vec<pane::PaneEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Announces `event` to the features above panes.
+    fn announce(&mut self, event: pane::PaneEvent) {
+        self.events.push(event);
     }
 
     /// Whether a session being created holds an attach token already.
@@ -91,13 +130,31 @@ impl Panes {
         self.early_captures.remove(session_id)
     }
 
-    /// Session `session_id` is gone: its stream (viewers are told by the hub), its screen and
-    /// any pipe on its way in. (Its typist is dropped by `drop_typist`, which answers
-    /// waiting acks.)
-    pub fn close(&mut self, session_id: &str) {
+    /// Session `session_id` is gone: its pane, pipe (failing input not yet typed), holder
+    /// link, stream (viewers are told by the hub), screen, typing, and any pipe on its way in.
+    pub fn close(&mut self, ctx: &mut ctx::Ctx, session_id: &str) {
+        if let Some(pane) = self.by_session.remove(session_id) {
+            if let Some(key) = pane.holder {
+                ctx.remove_source(key);
+            }
+            if let Some(key) = pane.pipe
+                && let Some(ctx::Source::PanePipe { mut input, .. }) = ctx.remove_source(key)
+            {
+                for ack in input.abandon() {
+                    self.input_failed(
+                        ctx,
+                        session_id,
+                        ack,
+                        "the session ended before the input was typed",
+                    );
+                }
+            }
+            // Dropping the pane drops a pipe that arrived for a re-arm.
+        }
         self.forget_attach(session_id);
         self.hub.close(session_id);
         self.emulators.close(session_id);
+        self.drop_typist(ctx, session_id);
     }
 
     /// Opens session `session_id`'s output stream at offset `start` (continuing it when it
@@ -132,19 +189,40 @@ impl Panes {
         self.emulators.snapshot(session_id, request);
     }
 
-    /// Asks the emulator for a checkpoint of session `session_id`'s screen.
-    pub fn request_checkpoint(&self, session_id: &str) {
-        self.emulators.checkpoint(session_id);
-    }
-
-    /// Session `session_id`'s terminal is now `cols` x `rows`.
-    pub fn resize_screen(&self, session_id: &str, rows: u16, cols: u16) {
+    /// Session `session_id`'s terminal is now `cols` x `rows` (tmux resized it).
+    pub fn resized(&mut self, session_id: &str, rows: u16, cols: u16) {
+        if let Some(pane) = self.by_session.get_mut(session_id) {
+            pane.rows = rows;
+            pane.cols = cols;
+        }
         self.emulators.resize(session_id, rows, cols);
     }
 
-    /// Writes holder connection `key`'s queued output at the end of this loop turn.
-    pub fn flush_holder_soon(&mut self, key: usize) {
-        self.holders_to_flush.push(key);
+    /// Sets a pty session's terminal size (an ioctl on the master; the agent gets
+    /// `SIGWINCH`).
+    pub fn resize_pty(
+        &mut self,
+        ctx: &mut ctx::Ctx,
+        session_id: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<(), (crate::error_code::ErrorCode, String)> {
+        use crate::error_code::ErrorCode;
+        let key = self.get(session_id).and_then(|p| p.pipe);
+        let Some(ctx::Source::PanePipe { stream, .. }) = key.and_then(|k| ctx.sources.get(k))
+        else {
+            let why = format!("the terminal of {session_id} is closed");
+            return Err((ErrorCode::SessionNotFound, why));
+        };
+        let Some(master) = stream.master() else {
+            return Err((ErrorCode::InternalError, "not a pty session".into()));
+        };
+        master
+            .resize(rows, cols)
+            .map_err(|e| (ErrorCode::InternalError, format!("cannot resize: {e}")))?;
+        self.resized(session_id, rows, cols);
+        self.schedule_checkpoint(ctx, session_id);
+        Ok(())
     }
 
     /// Subscribes viewer `conn` to session `session_id`'s output (see [`hub::Hub::subscribe`]);

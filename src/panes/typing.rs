@@ -8,9 +8,10 @@
 
 use std::collections::VecDeque;
 
+use super::Panes;
 use super::input::{paste_bytes, plain_line};
-use crate::agents::CaptureState;
-use crate::daemon::{Daemon, Source, Timer};
+use super::pane::{CaptureState, PaneEvent};
+use crate::ctx::{Ctx, Source, Timer};
 use crate::error_code::ErrorCode;
 use crate::net::ConnId;
 use crate::wire::ws::{InputAckMessage, InputErrorMessage};
@@ -73,91 +74,88 @@ impl Typist {
     }
 }
 
-impl Daemon {
+impl Panes {
     /// Types `typing` into a session's pane; `ack` is told once it has been typed.
     /// Fails at once when the session cannot take input.
     pub fn type_input(
         &mut self,
+        ctx: &mut Ctx,
         session_id: &str,
         typing: Typing,
         ack: Option<InputAck>,
     ) -> Result<(), (ErrorCode, String)> {
-        let Some(agent) = self.agents.get(session_id) else {
+        let Some(pane) = self.by_session.get(session_id) else {
             return Err((
                 ErrorCode::SessionNotFound,
                 format!("no agent session {session_id:?}"),
             ));
         };
-        if agent.exit.is_some() {
+        if pane.exited {
             return Err((
                 ErrorCode::SessionNotFound,
                 format!("the agent of {session_id} has exited"),
             ));
         }
         // While the pipe is being attached (just spawned, or re-armed) input waits for it.
-        if agent.pipe.is_none()
-            && agent.capture == CaptureState::Detached
-            && !agent.rearm.in_progress()
+        if pane.pipe.is_none()
+            && pane.capture == CaptureState::Detached
+            && !pane.rearm.in_progress()
         {
             return Err((
                 ErrorCode::InternalError,
                 format!("{session_id} has no input pipe (capture detached)"),
             ));
         }
-        let typist = self
-            .panes
-            .typists
-            .entry(session_id.to_string())
-            .or_default();
-        if typist.enter_pending.is_some() || agent.pipe.is_none() {
+        let captured = pane.pipe.is_some();
+        let typist = self.typists.entry(session_id.to_string()).or_default();
+        if typist.enter_pending.is_some() || !captured {
             typist.deferred.push_back((typing, ack));
             return Ok(());
         }
-        self.start_typing(session_id, typing, ack);
+        self.start_typing(ctx, session_id, typing, ack);
         Ok(())
     }
 
-    fn start_typing(&mut self, session_id: &str, typing: Typing, ack: Option<InputAck>) {
+    fn start_typing(
+        &mut self,
+        ctx: &mut Ctx,
+        session_id: &str,
+        typing: Typing,
+        ack: Option<InputAck>,
+    ) {
         let bytes = match typing {
             Typing::Raw(bytes) => {
-                self.queue_input(session_id, &bytes, ack);
+                self.queue_input(ctx, session_id, &bytes, ack);
                 return;
             }
-            Typing::Message(text) => paste_bytes(&text, self.panes.hub.bracketed_paste(session_id)),
+            Typing::Message(text) => paste_bytes(&text, self.hub.bracketed_paste(session_id)),
             Typing::Report(text) => paste_bytes(&plain_line(&text), true),
         };
-        if !self.queue_input(session_id, &bytes, None) {
+        if !self.queue_input(ctx, session_id, &bytes, None) {
             if let Some(ack) = ack {
-                self.input_failed(session_id, ack, "the pane's input queue is full");
+                self.input_failed(ctx, session_id, ack, "the pane's input queue is full");
             }
             return;
         }
         let delay = self
-            .agents
             .get(session_id)
-            .and_then(|a| self.ctx.config.agents.get(&a.agent_type))
-            .map(|t| t.submit_delay)
+            .map(|p| p.submit_delay)
             .unwrap_or_default();
         if delay.is_zero() {
-            self.queue_input(session_id, b"\r", ack);
+            self.queue_input(ctx, session_id, b"\r", ack);
             return;
         }
-        let typist = self
-            .panes
-            .typists
-            .entry(session_id.to_string())
-            .or_default();
+        let typist = self.typists.entry(session_id.to_string()).or_default();
         typist.serial += 1;
         typist.enter_pending = Some((typist.serial, ack));
         let serial = typist.serial;
-        self.ctx
-            .timers
+        ctx.timers
             .schedule_in(delay, Timer::SubmitEnter(session_id.to_string(), serial));
     }
 
     /// Presses Enter for a typed message, then types whatever was waiting behind it.
-    pub fn press_enter(&mut self, session_id: &str, serial: u64) {
-        let Some(typist) = self.panes.typists.get_mut(session_id) else {
+    pub fn press_enter(&mut self, ctx: &mut Ctx, session_id: &str, serial: u64) {
+        let Some(typist) = self.typists.get_mut(session_id) else {
             return;
         };
         let Some((pending, ack)) = typist.enter_pending.take() else {
@@ -167,14 +165,14 @@ impl Daemon {
             typist.enter_pending = Some((pending, ack));
             return;
         }
-        self.queue_input(session_id, b"\r", ack);
-        self.type_deferred(session_id);
+        self.queue_input(ctx, session_id, b"\r", ack);
+        self.type_deferred(ctx, session_id);
     }
 
     /// Types queued input until another Enter must wait.
-    pub fn type_deferred(&mut self, session_id: &str) {
+    pub fn type_deferred(&mut self, ctx: &mut Ctx, session_id: &str) {
         loop {
-            let Some(typist) = self.panes.typists.get_mut(session_id) else {
+            let Some(typist) = self.typists.get_mut(session_id) else {
                 return;
             };
             if typist.enter_pending.is_some() {
@@ -183,38 +181,43 @@ impl Daemon {
             let Some((typing, ack)) = typist.deferred.pop_front() else {
                 return;
             };
-            self.start_typing(session_id, typing, ack);
+            self.start_typing(ctx, session_id, typing, ack);
         }
     }
 
     /// Queues bytes on the session's pipe and writes what the pipe takes. Returns false (and
     /// fails `ack`) when the session has no pipe or its queue is full.
-    fn queue_input(&mut self, session_id: &str, bytes: &[u8], ack: Option<InputAck>) -> bool {
-        let key = self.agents.get(session_id).and_then(|a| a.pipe);
-        let Some(Source::PanePipe { input, .. }) = key.and_then(|k| self.ctx.sources.get_mut(k))
-        else {
+    fn queue_input(
+        &mut self,
+        ctx: &mut Ctx,
+        session_id: &str,
+        bytes: &[u8],
+        ack: Option<InputAck>,
+    ) -> bool {
+        let key = self.get(session_id).and_then(|p| p.pipe);
+        let Some(Source::PanePipe { input, .. }) = key.and_then(|k| ctx.sources.get_mut(k)) else {
             if let Some(ack) = ack {
-                self.input_failed(session_id, ack, "the pane has no input pipe");
+                self.input_failed(ctx, session_id, ack, "the pane has no input pipe");
             }
             return false;
         };
         if let Err(rejected) = input.push(bytes, ack) {
             if let Some(ack) = rejected.0 {
-                self.input_failed(session_id, ack, "the pane's input queue is full");
+                self.input_failed(ctx, session_id, ack, "the pane's input queue is full");
             }
             return false;
         }
-        self.write_pane_input(key.expect("checked"));
+        self.write_input(ctx, key.expect("checked"));
         true
     }
 
     /// Writes queued input into a pane pipe and acknowledges what has been typed.
-    pub fn write_pane_input(&mut self, key: usize) {
+    pub fn write_input(&mut self, ctx: &mut Ctx, key: usize) {
         let Some(Source::PanePipe {
             session_id,
             stream,
             input,
-        }) = self.ctx.sources.get_mut(key)
+        }) = ctx.sources.get_mut(key)
         else {
             return;
         };
@@ -228,14 +231,15 @@ impl Daemon {
                     let kind = match ack.kind {
                         AckKind::UserMessage => {
                             // The agent's CLI confirms it (or not) when it takes the prompt.
-                            if let Some(agent) = self.agents.get_mut(&session_id) {
-                                agent.conversation.typed(ack.id.clone());
-                            }
+                            self.announce(PaneEvent::MessageTyped {
+                                session_id: session_id.clone(),
+                                id: ack.id.clone(),
+                            });
                             "user_message_ack"
                         }
                         AckKind::TerminalInput => "terminal_input_ack",
                     };
-                    self.ctx.send_ws(
+                    ctx.send_ws(
                         ack.conn,
                         &InputAckMessage {
                             r#type: kind,
@@ -249,20 +253,20 @@ impl Daemon {
                 log::warn!("{session_id}: writing to the pane failed: {e}");
                 let acks = input.abandon();
                 for ack in acks {
-                    self.input_failed(&session_id, ack, "writing to the pane failed");
+                    self.input_failed(ctx, &session_id, ack, "writing to the pane failed");
                 }
             }
         }
     }
 
     /// Tells the sender that its input could not be typed.
-    pub fn input_failed(&mut self, session_id: &str, ack: InputAck, why: &str) {
-        let code = if self.agents.get(session_id).is_some() {
+    pub fn input_failed(&mut self, ctx: &mut Ctx, session_id: &str, ack: InputAck, why: &str) {
+        let code = if self.by_session.contains_key(session_id) {
             ErrorCode::InternalError
         } else {
             ErrorCode::SessionNotFound
         };
-        self.ctx.send_ws(
+        ctx.send_ws(
             ack.conn,
             &InputErrorMessage {
                 r#type: "error",
@@ -275,8 +279,8 @@ impl Daemon {
     }
 
     /// The session is gone: every sender still waiting is told.
-    pub fn drop_typist(&mut self, session_id: &str) {
-        let Some(mut typist) = self.panes.typists.remove(session_id) else {
+    pub fn drop_typist(&mut self, ctx: &mut Ctx, session_id: &str) {
+        let Some(mut typist) = self.typists.remove(session_id) else {
             return;
         };
         let mut acks: Vec<InputAck> = typist
@@ -288,6 +292,7 @@ impl Daemon {
         acks.extend(typist.deferred.drain(..).filter_map(|(_, a)| a));
         for ack in acks {
             self.input_failed(
+                ctx,
                 session_id,
                 ack,
                 "the session ended before the input was typed",

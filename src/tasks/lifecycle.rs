@@ -1061,7 +1061,12 @@ fn tell_requester(daemon: &mut Daemon, task_id: u64) {
     // One bracketed paste of plain text: the result's words (an agent's output, file
     // names) cannot press Enter or send keys into the delegating agent.
     let text = crate::panes::input::plain_line(&text);
-    if let Err((_, why)) = daemon.type_input(&session, Typing::Report(text.clone()), None) {
+    if let Err((_, why)) = daemon.panes.type_input(
+        &mut daemon.ctx,
+        &session,
+        Typing::Report(text.clone()),
+        None,
+    ) {
         log::warn!("{session}: cannot tell it how task {task_id} ended: {why}");
         return;
     }
