@@ -8,7 +8,6 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output};
 
-use serde_json::Value;
 
 use crate::cli::{Terminal, target};
 use crate::common::{DaemonProcess, PATIENCE, wait_until};
