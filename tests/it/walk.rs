@@ -2,12 +2,12 @@
 //! the README itself (every fenced block right after a `<!-- walk -->` line), so the guide
 //! and this test cannot drift apart: a command changed there is run changed here, and a
 //! command this walk does not know how to check fails it. The login link `serve` prints in a
-//! terminal is followed to the login page.
+//! terminal is followed to the login page, and the configuration reference is checked
+//! against the defaults.
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output};
-
 
 use crate::cli::{Terminal, target};
 use crate::common::{DaemonProcess, PATIENCE, wait_until};
@@ -108,7 +108,9 @@ fn the_readme_tour_works_as_documented() {
             }
             ["agents"] | ["agents", "ls"] => {
                 let out = ok(args, &run(&daemon, &daemon.work, args));
-                let id = session.as_deref().expect("an agent spawned before it is listed");
+                let id = session
+                    .as_deref()
+                    .expect("an agent spawned before it is listed");
                 let row = out
                     .lines()
                     .find(|line| line.starts_with(id))
@@ -131,8 +133,7 @@ fn the_readme_tour_works_as_documented() {
                 );
                 let mut command = args.clone();
                 command.extend(target(&daemon));
-                let mut term =
-                    Terminal::start(env!("CARGO_BIN_EXE_orchestra"), &command, 24, 80);
+                let mut term = Terminal::start(env!("CARGO_BIN_EXE_orchestra"), &command, 24, 80);
                 // The agent's screen, with what the message made it print.
                 wait_until("the sent command's output in the attached terminal", || {
                     term.screen(24, 80)
@@ -229,7 +230,7 @@ fn serve_in_a_terminal_prints_a_login_link_to_the_login_page() {
         .lines()
         .find(|line| line.contains("/login?code="))
         .unwrap();
-    let link = line[line.find("http://").expect("a URL") ..].trim();
+    let link = line[line.find("http://").expect("a URL")..].trim();
     assert!(line.contains("dashboard login"), "{line}");
     let rest = link.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
@@ -245,7 +246,10 @@ fn serve_in_a_terminal_prints_a_login_link_to_the_login_page() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("<form"), "the login page: {answer}");
-    assert!(!answer.to_ascii_lowercase().contains("set-cookie"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("set-cookie"),
+        "{answer}"
+    );
     // SIGTERM ends it cleanly, and nothing it started stays behind.
     let pid = term.child.process_id().expect("the daemon's pid");
     crate::common::signal(pid, "TERM");
@@ -255,4 +259,33 @@ fn serve_in_a_terminal_prints_a_login_link_to_the_login_page() {
             .is_empty()
             .then_some(())
     });
+}
+
+/// The configuration reference shows every key with its default: its TOML block, read by
+/// the daemon's own parser, is the built-in configuration (plus the example agent type it
+/// adds), so a default changed in the code and not in the docs fails here.
+#[test]
+fn the_documented_configuration_is_the_default() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .expect("docs/configuration.md");
+    let block = doc
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the TOML block of docs/configuration.md");
+    let mut documented = orchestra::config::Config::from_toml(block)
+        .unwrap_or_else(|e| panic!("docs/configuration.md: {e}"));
+    assert!(
+        documented.agents.remove("mytui").is_some(),
+        "the example agent type"
+    );
+    let default = orchestra::config::Config::from_toml("").unwrap();
+    // The documented state_dir is the default without $XDG_STATE_HOME.
+    if std::env::var_os("XDG_STATE_HOME").is_some_and(|v| !v.is_empty()) {
+        documented.state_dir = default.state_dir.clone();
+    }
+    assert_eq!(format!("{documented:#?}"), format!("{default:#?}"));
 }
