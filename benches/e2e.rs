@@ -553,7 +553,7 @@ fn tmux_server_pid(daemon: &DaemonProcess) -> u32 {
         .unwrap_or(0)
 }
 
-/// One row of the README's Performance table: what was measured, and the figure.
+/// One row of the Performance table (docs/performance.md): what was measured, and the figure.
 type Row = (String, String);
 
 /// Pid of the pty holder of `session` (its command line names the session's socket).
@@ -1250,7 +1250,7 @@ fn main() {
             }
         });
     }
-    // The README's Performance table, from this run alone.
+    // The Performance table of docs/performance.md, from this run alone.
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")

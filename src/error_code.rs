@@ -5,7 +5,7 @@
 use serde::{Serialize, Serializer};
 
 /// Application error codes. The first six are the reference's; the rest are ours and are
-/// documented in the README's error table.
+/// documented in the error table of docs/api.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     /// JWT missing, malformed, badly signed or expired.

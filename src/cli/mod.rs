@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::client::{Answer, ApiStream, ConnectError, DaemonUrl, Endpoint, error_line, request};
 use crate::config::{Config, Overrides, default_config_file};
 
-/// Exit codes of the client commands (documented in the README and `--help`).
+/// Exit codes of the client commands (documented in docs/cli.md and `--help`).
 pub mod exit {
     /// Done.
     pub const OK: u8 = 0;

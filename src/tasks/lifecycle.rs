@@ -1146,7 +1146,7 @@ pub fn on_progress(daemon: &mut Daemon) {
 }
 
 /// After a restart (sessions already adopted): carries every unfinished ticket on by the
-/// rules in the README, then starts what the slots allow.
+/// rules in docs/api.md ("Nothing lost"), then starts what the slots allow.
 pub fn recover(daemon: &mut Daemon) {
     let unfinished: Vec<u64> = daemon
         .tasks
@@ -1202,7 +1202,7 @@ pub fn recover(daemon: &mut Daemon) {
 }
 
 /// Picks up one unfinished ticket after a restart, by its phase and whether its session
-/// lives (see the README's "Nothing lost").
+/// lives (see "Nothing lost" in docs/api.md).
 fn recover_one(daemon: &mut Daemon, task_id: u64) {
     let now = now_ms();
     let ticket = daemon.tasks.book.tickets.get_mut(&task_id).expect("listed");

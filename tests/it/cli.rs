@@ -40,7 +40,8 @@ fn cli(daemon: &DaemonProcess, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn target(daemon: &DaemonProcess) -> Vec<String> {
+/// The arguments that point a command at `daemon` (its config and state dir).
+pub(crate) fn target(daemon: &DaemonProcess) -> Vec<String> {
     vec![
         "--config".into(),
         daemon.config.display().to_string(),
@@ -290,15 +291,15 @@ fn tasks_are_delegated_and_awaited_with_their_outcome_as_exit_code() {
 }
 
 /// A CLI running in a pseudo-terminal, its output collected by a thread.
-struct Terminal {
-    child: Box<dyn portable_pty::Child + Send + Sync>,
+pub(crate) struct Terminal {
+    pub(crate) child: Box<dyn portable_pty::Child + Send + Sync>,
     writer: Box<dyn Write + Send>,
     master: Box<dyn portable_pty::MasterPty + Send>,
     output: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Terminal {
-    fn start(program: &str, args: &[String], rows: u16, cols: u16) -> Terminal {
+    pub(crate) fn start(program: &str, args: &[String], rows: u16, cols: u16) -> Terminal {
         let pty = native_pty_system()
             .openpty(PtySize {
                 rows,
@@ -335,11 +336,11 @@ impl Terminal {
         }
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
     }
 
-    fn wait_for(&self, needle: &str) -> String {
+    pub(crate) fn wait_for(&self, needle: &str) -> String {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let text = self.text();
@@ -354,13 +355,13 @@ impl Terminal {
         }
     }
 
-    fn type_keys(&mut self, keys: &[u8]) {
+    pub(crate) fn type_keys(&mut self, keys: &[u8]) {
         self.writer.write_all(keys).unwrap();
         self.writer.flush().unwrap();
     }
 
     /// Waits for the program to exit; its exit code.
-    fn exit_code(&mut self) -> u32 {
+    pub(crate) fn exit_code(&mut self) -> u32 {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -372,7 +373,7 @@ impl Terminal {
     }
 
     /// The screen as a terminal would show it (rows of text).
-    fn screen(&self, rows: u16, cols: u16) -> String {
+    pub(crate) fn screen(&self, rows: u16, cols: u16) -> String {
         let size = |n: u16| std::num::NonZeroU16::new(n).unwrap();
         let mut parser = vt100::Parser::new(size(rows), size(cols), 0);
         parser.process(&self.output.lock().unwrap());

@@ -39,4 +39,5 @@ mod setup;
 mod slow_work;
 mod tasks;
 mod trust;
+mod walk;
 mod web;
