@@ -13,8 +13,6 @@
 //! Every answer is one JSON line: `{"ok": true, "result": ...}` or
 //! `{"ok": false, "error": "..."}`.
 
-use std::io::Write;
-
 use serde_json::{Value, json};
 
 use crate::agents::history::Role;
@@ -35,7 +33,7 @@ pub fn handle(daemon: &mut Daemon, pending: PendingCall) {
     let PendingCall {
         session_id,
         call,
-        mut stream,
+        stream,
     } = pending;
     log::info!("{session_id}: calls {}", call.call);
     let arguments = call.arguments;
@@ -56,7 +54,7 @@ pub fn handle(daemon: &mut Daemon, pending: PendingCall) {
                     summary,
                     stream,
                 ),
-                Err(why) => reply(&mut stream, Err(why)),
+                Err(why) => daemon.ctx.answer(stream, answer_line(Err(why))),
             };
         }
         "propose_plan" => {
@@ -65,7 +63,7 @@ pub fn handle(daemon: &mut Daemon, pending: PendingCall) {
                 Some(tasks) if !tasks.is_empty() && tasks.len() <= MAX_PLAN_TASKS => tasks,
                 _ => {
                     let why = format!("tasks must be a list of 1 to {MAX_PLAN_TASKS} tasks");
-                    return reply(&mut stream, Err(why));
+                    return daemon.ctx.answer(stream, answer_line(Err(why)));
                 }
             };
             let params: Result<Vec<_>, String> = tasks
@@ -81,24 +79,23 @@ pub fn handle(daemon: &mut Daemon, pending: PendingCall) {
                     Some(summary),
                     stream,
                 ),
-                Err(why) => reply(&mut stream, Err(why)),
+                Err(why) => daemon.ctx.answer(stream, answer_line(Err(why))),
             };
         }
         other => Err(format!("no tool {}", crate::shown(other))),
     };
-    reply(&mut stream, answer);
+    daemon.ctx.answer(stream, answer_line(answer));
 }
 
-fn reply(stream: &mut mio::net::UnixStream, answer: Result<Value, String>) {
+/// A tool call's answer: one JSON line.
+fn answer_line(answer: Result<Value, String>) -> Vec<u8> {
     let line = match answer {
         Ok(result) => json!({"ok": true, "result": result}),
         Err(error) => json!({"ok": false, "error": error}),
     };
     let mut bytes = line.to_string().into_bytes();
     bytes.push(b'\n');
-    // The socket buffer takes a short answer whole; a long one is cut and the tool reports
-    // a bad answer rather than the loop waiting.
-    let _ = stream.write_all(&bytes);
+    bytes
 }
 
 fn list_agents(daemon: &Daemon) -> Value {
@@ -250,7 +247,7 @@ fn delegate_all(
     mut remaining: Vec<DelegateParams>,
     created: Vec<u64>,
     summary: Option<String>,
-    mut stream: mio::net::UnixStream,
+    stream: mio::net::UnixStream,
 ) {
     if remaining.is_empty() {
         return finish(daemon, &session_id, created, summary, stream);
@@ -270,7 +267,9 @@ fn delegate_all(
                 if summary.is_some() && !created.is_empty() {
                     let _ = lifecycle::decide_plan(daemon, &created, false);
                 }
-                reply(&mut stream, Err(error.to_string()));
+                daemon
+                    .ctx
+                    .answer(stream, answer_line(Err(error.to_string())));
             }
         }),
     );
@@ -281,7 +280,7 @@ fn finish(
     session_id: &str,
     created: Vec<u64>,
     summary: Option<String>,
-    mut stream: mio::net::UnixStream,
+    stream: mio::net::UnixStream,
 ) {
     let tasks: Vec<Value> = created
         .iter()
@@ -305,14 +304,15 @@ fn finish(
             in_reply_to: None,
             timestamp: rfc3339(std::time::SystemTime::now()),
         });
-        reply(
-            &mut stream,
-            Ok(
-                json!({"tasks": tasks, "note": "proposed: the tasks run once a person approves the plan"}),
-            ),
+        let note = "proposed: the tasks run once a person approves the plan";
+        daemon.ctx.answer(
+            stream,
+            answer_line(Ok(json!({"tasks": tasks, "note": note}))),
         );
     } else {
-        reply(&mut stream, Ok(json!({"tasks": tasks})));
+        daemon
+            .ctx
+            .answer(stream, answer_line(Ok(json!({"tasks": tasks}))));
     }
 }
 

@@ -259,6 +259,10 @@ pub struct HooksConfig {
     /// closed (`receive_timeout` still bounds the whole message).
     #[serde(with = "duration_text")]
     pub idle_timeout: Duration,
+    /// How long the daemon keeps writing an answer (a hook's, a tool call's) that the socket
+    /// did not take at once; a reader that takes none of it for that long is closed.
+    #[serde(with = "duration_text")]
+    pub answer_timeout: Duration,
     /// Hook connections handled at once. Past it, the oldest connection that has not yet
     /// sent its session's credential is closed to make room; if there is none, the new one is.
     pub max_connections: usize,
@@ -284,6 +288,7 @@ impl Default for HooksConfig {
             receive_timeout: Duration::from_secs(5),
             client_timeout: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(2),
+            answer_timeout: Duration::from_secs(10),
             max_connections: 64,
             max_connections_per_session: 8,
             approval_timeout: Duration::from_secs(120),
@@ -994,13 +999,15 @@ impl Config {
         }
         let h = &self.hooks;
         if h.idle_timeout.is_zero()
+            || h.answer_timeout.is_zero()
             || h.max_connections == 0
             || h.max_connections_per_session == 0
             || h.max_pending_approvals_per_session == 0
         {
             return Err(ConfigError(
-                "hooks.idle_timeout, max_connections, max_connections_per_session and \
-                 max_pending_approvals_per_session must be above 0"
+                "hooks.idle_timeout, answer_timeout, max_connections, \
+                 max_connections_per_session and max_pending_approvals_per_session must be \
+                 above 0"
                     .into(),
             ));
         }

@@ -114,6 +114,16 @@ pub enum Source {
         /// When it last sent something (`hooks.idle_timeout`).
         active: Instant,
     },
+    /// An answer on a private socket (a hook's, a tool call's) that the socket did not take
+    /// whole; written as the socket takes it, then closed.
+    Answer {
+        /// The connection.
+        stream: mio::net::UnixStream,
+        /// What is left to write.
+        pending: Vec<u8>,
+        /// Distinguishes this answer from a later one in the same slot.
+        serial: u64,
+    },
     /// A pipe helper's connection whose message has not arrived yet.
     Attach {
         /// The helper's connection.
@@ -128,6 +138,8 @@ pub enum Source {
 pub enum Timer {
     /// Drop a pipe helper (slot, serial) that connected but never sent its message.
     AttachTimeout(usize, u64),
+    /// Drop an answer (slot, serial) whose reader did not take it in time.
+    AnswerTimeout(usize, u64),
     /// Drop a hook connection (slot, serial) that did not finish its message in time.
     HookTimeout(usize, u64),
     /// Give up waiting for a person's answer to a permission request (request id).
@@ -279,6 +291,54 @@ impl Ctx {
         self.ws.send_to_all(&mut self.metrics, message);
     }
 
+    /// Writes `answer` on `stream` and closes it: at once if the socket takes it whole,
+    /// otherwise as the socket takes it, for at most `hooks.answer_timeout`. Never blocks,
+    /// never cuts an answer short while its reader reads.
+    pub fn answer(&mut self, mut stream: mio::net::UnixStream, mut answer: Vec<u8>) {
+        match crate::net::unix::write_some(&mut stream, &mut answer) {
+            Ok(true) => {}
+            Err(e) => log::debug!("an answer's reader is gone: {e}"),
+            Ok(false) => {
+                self.attach_serial += 1;
+                let serial = self.attach_serial;
+                let source = Source::Answer {
+                    stream,
+                    pending: answer,
+                    serial,
+                };
+                match self.add_source(source, Interest::WRITABLE) {
+                    Ok(key) => self.timers.schedule_in(
+                        self.config.hooks.answer_timeout,
+                        Timer::AnswerTimeout(key, serial),
+                    ),
+                    Err(e) => log::warn!("cannot watch an answer's socket: {e}"),
+                }
+            }
+        }
+    }
+
+    /// An answer's socket (slot `key`) turned writable: write more, close once done.
+    pub fn continue_answer(&mut self, key: usize) {
+        let Some(Source::Answer {
+            stream, pending, ..
+        }) = self.sources.get_mut(key)
+        else {
+            return;
+        };
+        if !matches!(crate::net::unix::write_some(stream, pending), Ok(false)) {
+            self.remove_source(key);
+        }
+    }
+
+    /// An answer's time is up: if it is still being written, its reader does not read;
+    /// close it.
+    pub fn on_answer_timeout(&mut self, key: usize, serial: u64) {
+        if matches!(self.sources.get(key), Some(Source::Answer { serial: s, .. }) if *s == serial) {
+            log::warn!("an answer's reader took none of it for hooks.answer_timeout; closed");
+            self.remove_source(key);
+        }
+    }
+
     /// Adds a source and registers it with the poller for `interest`.
     pub fn add_source(&mut self, source: Source, interest: Interest) -> std::io::Result<usize> {
         let key = self.sources.insert(source);
@@ -288,6 +348,7 @@ impl Ctx {
             Source::PanePipe { stream, .. } => registry.register(stream, token, interest),
             Source::PtyHolder { stream, .. }
             | Source::Attach { stream, .. }
+            | Source::Answer { stream, .. }
             | Source::Hook { stream, .. } => registry.register(stream, token, interest),
             Source::PaneExit { fd, .. } => {
                 registry.register(&mut mio::unix::SourceFd(&fd.as_raw_fd()), token, interest)
@@ -307,6 +368,7 @@ impl Ctx {
             Source::PanePipe { stream, .. } => self.registry.deregister(stream),
             Source::PtyHolder { stream, .. }
             | Source::Attach { stream, .. }
+            | Source::Answer { stream, .. }
             | Source::Hook { stream, .. } => self.registry.deregister(stream),
             Source::PaneExit { fd, .. } => self
                 .registry

@@ -35,6 +35,7 @@ pub fn source_event(daemon: &mut Daemon, key: usize, event: &mio::event::Event) 
         Some(Source::PtyHolder { .. }) => crate::agents::pty_session::on_holder_ready(daemon, key),
         Some(Source::Attach { .. }) => daemon.panes.finish_attach(&mut daemon.ctx, key),
         Some(Source::Hook { .. }) => daemon.on_hook_readable(key),
+        Some(Source::Answer { .. }) => daemon.ctx.continue_answer(key),
         None => {}
     }
 }
@@ -45,6 +46,7 @@ pub fn timer(daemon: &mut Daemon, timer: Timer) {
         Timer::AttachTimeout(key, serial) => {
             daemon.panes.on_attach_timeout(&mut daemon.ctx, key, serial)
         }
+        Timer::AnswerTimeout(key, serial) => daemon.ctx.on_answer_timeout(key, serial),
         Timer::HookTimeout(key, serial) => daemon.on_hook_timeout(key, serial),
         Timer::ApprovalTimeout(request_id) => daemon.on_approval_timeout(&request_id),
         Timer::ScreenCheck(session) => daemon.on_screen_check(&session),

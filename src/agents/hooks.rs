@@ -9,7 +9,7 @@
 //! is dropped. A hook can speak only for the session whose credential it holds, and one
 //! session holds at most `hooks.max_pending_approvals_per_session` permission requests.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::time::{Instant, SystemTime};
 
 use mio::Interest;
@@ -21,9 +21,9 @@ use crate::proto::hook::{self, CallRequest, HookEvent, HookRequest, SocketMessag
 impl Daemon {
     /// Accepts hooks' connections.
     pub fn on_hook_listener(&mut self) {
-        loop {
-            match self.agents.hook_listener.accept() {
-                Ok((stream, _)) => {
+        while let Some(stream) = crate::net::unix::accept_one(&self.agents.hook_listener, "hook") {
+            {
+                {
                     if self.agents.hook_connections >= self.ctx.config.hooks.max_connections
                         && !self.drop_oldest_anonymous_hook()
                     {
@@ -54,11 +54,6 @@ impl Daemon {
                         }
                         Err(e) => log::warn!("cannot watch a hook connection: {e}"),
                     }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    log::warn!("hook socket accept failed: {e}");
-                    return;
                 }
             }
         }
@@ -135,7 +130,7 @@ impl Daemon {
             return;
         }
         let Some(Source::Hook {
-            mut stream,
+            stream,
             received,
             session,
             ..
@@ -155,25 +150,21 @@ impl Daemon {
                     }),
                     None => {
                         log::warn!("hook socket: a call with an unknown credential was refused");
-                        let _ =
-                            stream.write_all(b"{\"ok\":false,\"error\":\"unknown credential\"}\n");
+                        self.ctx.answer(
+                            stream,
+                            b"{\"ok\":false,\"error\":\"unknown credential\"}\n".to_vec(),
+                        );
                     }
                 }
             }
             Ok(SocketMessage::Hook(request)) => match self.on_hook_request(request) {
                 // The answer comes when a person decides (or the wait times out).
                 Ok(Some(approval)) => self.hold_for_approval(approval, Approved::Hook(stream)),
-                // One small answer; the socket buffer takes it whole, or the hook gets
-                // none and goes on (it never waits longer than its own timeout).
-                Ok(None) => {
-                    let _ = stream.write_all(b"{}\n");
-                }
-                Err(why) => {
-                    let _ = stream.write_all(&hook::refusal(&why));
-                }
+                Ok(None) => self.ctx.answer(stream, b"{}\n".to_vec()),
+                Err(why) => self.ctx.answer(stream, hook::refusal(&why)),
             },
             Err(e) => {
-                let _ = stream.write_all(b"{}\n");
+                self.ctx.answer(stream, b"{}\n".to_vec());
                 log::warn!("hook socket: {e}");
             }
         }
@@ -233,13 +224,11 @@ impl Daemon {
     /// Closes a hook connection with a refusal that says why.
     fn refuse_hook(&mut self, key: usize, why: &str) {
         if let Some(Source::Hook {
-            mut stream,
-            session,
-            ..
+            stream, session, ..
         }) = self.ctx.remove_source(key)
         {
             self.forget_hook(session.as_deref());
-            let _ = stream.write_all(&hook::refusal(why));
+            self.ctx.answer(stream, hook::refusal(why));
         }
     }
 
@@ -447,8 +436,9 @@ impl Daemon {
         }
         let (approval, approved) = self.agents.approvals.remove(request_id).expect("checked");
         let done = match approved {
-            Approved::Hook(mut stream) => {
-                let _ = stream.write_all(&hook::permission_answer(allow, message));
+            Approved::Hook(stream) => {
+                self.ctx
+                    .answer(stream, hook::permission_answer(allow, message));
                 Ok(())
             }
             Approved::Message { to, text } if allow => self
@@ -483,8 +473,8 @@ impl Daemon {
             return;
         };
         // A held message is dropped; a hook lets its CLI ask.
-        if let Approved::Hook(mut stream) = approved {
-            let _ = stream.write_all(b"{}\n");
+        if let Approved::Hook(stream) = approved {
+            self.ctx.answer(stream, b"{}\n".to_vec());
         }
         log::info!(
             "{}: nobody answered the request for {} in time (a CLI asks in its terminal, a \

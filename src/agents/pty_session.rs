@@ -7,7 +7,6 @@
 //! daemon needs to list it again) and the holder's error log. The holder key
 //! ([`crate::pty::auth`]) is shared by all sessions and kept across restarts.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -256,15 +255,8 @@ pub fn on_holder_ready(daemon: &mut Daemon, key: usize) {
     };
     let session_id = session_id.clone();
     let mut closed = crate::pty::read_into(stream, decoder);
-    while !outbound.is_empty() && !closed {
-        match stream.write(outbound) {
-            Ok(n) => {
-                outbound.drain(..n);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => closed = true,
-        }
+    if !closed && crate::net::unix::write_some(stream, outbound).is_err() {
+        closed = true;
     }
     let mut exits = Vec::new();
     loop {

@@ -5,6 +5,7 @@
 pub mod conn;
 pub mod outbound;
 pub mod stream;
+pub mod unix;
 
 pub use conn::{ConnId, ConnPhase, Connection, WsState};
 pub use outbound::{Chunk, OutQueue};

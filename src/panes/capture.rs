@@ -44,9 +44,9 @@ pub fn now_millis() -> u64 {
 impl Panes {
     /// Accepts pipe helpers' connections.
     pub fn on_attach_listener(&mut self, ctx: &mut Ctx) {
-        loop {
-            match self.attach_listener.accept() {
-                Ok((stream, _)) => match attach::receive(&stream) {
+        while let Some(stream) = crate::net::unix::accept_one(&self.attach_listener, "attach") {
+            {
+                match attach::receive(&stream) {
                     Ok(Some((token, fd))) => self.on_pipe_received(ctx, &token, fd),
                     Ok(None) => {
                         ctx.attach_serial += 1;
@@ -61,11 +61,6 @@ impl Panes {
                         }
                     }
                     Err(e) => log::warn!("pipe helper sent a bad message: {e}"),
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    log::warn!("attach socket accept failed: {e}");
-                    return;
                 }
             }
         }
@@ -348,7 +343,7 @@ impl Panes {
                         panes.rearm(ctx, &session_id, RearmReason::PipeClosed);
                     }
                 }
-                Err(e) => log::warn!("{session_id}: cannot look at its pane: {e}"),
+                Err(error) => log::warn!("{session_id}: cannot check the pane: {error}"),
             })
         });
     }

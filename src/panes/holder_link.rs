@@ -4,8 +4,6 @@
 //! [`Source::PtyHolder`]) is opened, read for exits and closed by
 //! [`crate::agents::pty_session`].
 
-use std::io::Write as _;
-
 use super::Panes;
 use super::emulator::Snapshot;
 use crate::ctx::{Ctx, Source, Timer};
@@ -140,15 +138,7 @@ pub fn flush_holder(ctx: &mut Ctx, key: usize) {
     else {
         return;
     };
-    while !outbound.is_empty() {
-        match stream.write(outbound) {
-            Ok(n) => {
-                outbound.drain(..n);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            // The rest goes when the socket is writable again (or the holder is gone, which
-            // the read side notices).
-            Err(_) => break,
-        }
-    }
+    // The rest goes when the socket is writable again (or the holder is gone, which the
+    // read side notices).
+    let _ = crate::net::unix::write_some(stream, outbound);
 }

@@ -328,3 +328,32 @@ fn one_session_cannot_take_every_approval_slot_and_idle_hooks_are_closed() {
     }
     drop(held);
 }
+
+#[test]
+fn a_tool_answer_larger_than_the_socket_buffer_arrives_whole() {
+    // A Unix socket's buffer takes about 200 KiB; this answer is 900 KB, written as its
+    // reader takes it (it used to be cut where the buffer ended).
+    let daemon = daemon("[limits]\nmax_body_bytes = 4194304\n[tasks]\nmax_task_bytes = 2097152\n");
+    let token = daemon.control();
+    let session = id_of(&daemon.spawn(&token, "hooked"));
+    let (socket, credential) = hook_of(&daemon, &token, &session);
+    let task = format!(": {}", "a".repeat(900_000));
+    let resp = daemon.post(
+        "/api/delegate",
+        &token,
+        &json!({"agent_type": "shell", "task": task, "working_dir": daemon.work}),
+    );
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let task_id = resp.json()["task_id"].as_u64().unwrap();
+    let call = json!({"token": credential, "call": "get_task", "arguments": {"task_id": task_id}});
+    // The call is sent whole and nothing is read until the daemon has answered a request
+    // sent after it (calls are answered in the loop step that reads them), so the daemon's
+    // first write fills the socket and the rest must wait for the reader.
+    let mut stream = send(&socket, call.to_string().as_bytes());
+    assert_eq!(daemon.get("/api/health", &token).status, 200);
+    let answer = answer(&mut stream);
+    let answer: Value = serde_json::from_str(&answer)
+        .unwrap_or_else(|e| panic!("a whole JSON answer of {} bytes: {e}", answer.len()));
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["result"]["task"], task.as_str());
+}
