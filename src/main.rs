@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use orchestra::api::auth::{Scope, load_or_create_secret, mint_token};
+use orchestra::cli::{Failure, exit};
 use orchestra::config::{Config, Overrides, default_config_file};
 
 /// The version with the git revision it was built from.
@@ -254,22 +255,22 @@ fn take_secret_from_environment(mut config: Config) -> Result<Config, String> {
     Ok(config)
 }
 
-/// `orchestra open`: a login link from the running daemon, or an exit code and why not
-/// (2 usage, 4 refused, 5 daemon unreachable).
+/// `orchestra open`: a login link from the running daemon, or why not with its exit code
+/// (usage, refused, daemon unreachable).
 fn open_link(
     args: &ConfigArgs,
     scope: &str,
     url: Option<String>,
     token: Option<String>,
     trust_url: bool,
-) -> Result<String, (u8, String)> {
+) -> Result<String, Failure> {
     use orchestra::client::{error_line, request};
     let scope = match scope {
         "observe" => Scope::Observe,
         "control" => Scope::Control,
         other => {
-            return Err((
-                2,
+            return Err(Failure::new(
+                exit::USAGE,
                 format!("unknown scope {other:?}; use observe or control"),
             ));
         }
@@ -284,7 +285,7 @@ fn open_link(
         json: false,
         trust_url,
     };
-    let api = target.resolve().map_err(|f| (f.code, f.message))?;
+    let api = target.resolve()?;
     let body = serde_json::json!({ "scope": scope.as_str() }).to_string();
     let answer = request(
         &api.endpoint,
@@ -293,17 +294,14 @@ fn open_link(
         Some(body.as_bytes()),
         Duration::from_secs(10),
     )
-    .map_err(|e| {
-        let failure = orchestra::cli::connect_failure(e);
-        (failure.code, failure.message)
-    })?;
+    .map_err(orchestra::cli::connect_failure)?;
     if answer.status != 201 {
-        return Err((4, error_line(&answer)));
+        return Err(Failure::new(exit::AUTH, error_line(&answer)));
     }
     serde_json::from_slice::<serde_json::Value>(&answer.body)
         .ok()
         .and_then(|v| v.get("url")?.as_str().map(str::to_string))
-        .ok_or((5, "the daemon's answer has no url".to_string()))
+        .ok_or_else(|| Failure::new(exit::UNREACHABLE, "the daemon's answer has no url"))
 }
 
 /// Runs a command that talks to a daemon: resolves where it is and who we are, then prints
@@ -393,9 +391,9 @@ fn main() -> ExitCode {
                 println!("{link}");
                 ExitCode::SUCCESS
             }
-            Err((code, e)) => {
-                eprintln!("orchestra: {e}");
-                ExitCode::from(code)
+            Err(failure) => {
+                eprintln!("orchestra: {}", failure.message);
+                ExitCode::from(failure.code)
             }
         },
         Command::Serve { config, listen } => serve(&config, listen),
@@ -420,7 +418,7 @@ fn print_token(config: &ConfigArgs, scope: &str, ttl: Duration, sub: &str) -> Ex
         "control" => Scope::Control,
         other => {
             eprintln!("orchestra: unknown scope {other:?}; use observe or control");
-            return ExitCode::from(2);
+            return ExitCode::from(exit::USAGE);
         }
     };
     let result = load_config(config, None).and_then(|config| {
