@@ -649,7 +649,7 @@ impl Server {
             self.drive_ws(key);
             return;
         }
-        let mut broken = conn.fill().is_err();
+        let broken = conn.fill().is_err();
         while let Some(next) = if broken { None } else { conn.next_request() } {
             match next {
                 Err(error) => {
@@ -733,6 +733,15 @@ impl Server {
                 }
             }
         }
+        self.after_requests(key, broken);
+    }
+
+    /// After a connection's requests were handled: writes what is queued, closes it when it
+    /// broke or is finished (or is idle while the daemon shuts down), else sets its timer.
+    fn after_requests(&mut self, key: usize, mut broken: bool) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if !broken && conn.flush().is_err() {
             broken = true;
         }
