@@ -872,6 +872,30 @@ impl Config {
         for root in &mut self.sessions.allowed_roots {
             *root = absolute(&expand_home(root))?;
         }
+        self.check_capacities()?;
+        self.check_history_and_hooks()?;
+        for (name, agent) in &self.agents {
+            validate_agent_type(name, agent)?;
+        }
+        self.finish_tasks()?;
+        for key in &self.sessions.allowed_env {
+            if !crate::agents::validate::is_env_name(key) {
+                return Err(ConfigError(format!(
+                    "sessions.allowed_env: {key:?} is not a valid variable name"
+                )));
+            }
+        }
+        if self.auth.algorithm != TokenAlgorithm::HS256 && self.auth.public_key_file.is_none() {
+            return Err(ConfigError(format!(
+                "auth.algorithm = {:?} needs auth.public_key_file",
+                self.auth.algorithm
+            )));
+        }
+        Ok(())
+    }
+
+    /// The invariants of the worker pools, terminal sizes, buffers and request limits.
+    fn check_capacities(&self) -> Result<(), ConfigError> {
         if [
             self.workers,
             self.kill_workers,
@@ -923,10 +947,11 @@ impl Config {
                 crate::proto::http::URI_SLACK
             )));
         }
-        self.check_history_and_hooks()?;
-        for (name, agent) in &self.agents {
-            validate_agent_type(name, agent)?;
-        }
+        Ok(())
+    }
+
+    /// Makes the task paths absolute and checks the task settings.
+    fn finish_tasks(&mut self) -> Result<(), ConfigError> {
         if let Some(dir) = &mut self.tasks.default_workspace {
             *dir = absolute(&expand_home(dir))?;
         }
@@ -957,19 +982,6 @@ impl Config {
             return Err(ConfigError(
                 "tasks.default_timeout must be above 0 and at most tasks.max_timeout".into(),
             ));
-        }
-        for key in &self.sessions.allowed_env {
-            if !crate::agents::validate::is_env_name(key) {
-                return Err(ConfigError(format!(
-                    "sessions.allowed_env: {key:?} is not a valid variable name"
-                )));
-            }
-        }
-        if self.auth.algorithm != TokenAlgorithm::HS256 && self.auth.public_key_file.is_none() {
-            return Err(ConfigError(format!(
-                "auth.algorithm = {:?} needs auth.public_key_file",
-                self.auth.algorithm
-            )));
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use orchestra::api::auth::{Scope, load_or_create_secret, mint_token};
+use orchestra::cli::{Failure, exit};
 use orchestra::config::{Config, Overrides, default_config_file};
 
 /// The version with the git revision it was built from.
@@ -254,22 +255,22 @@ fn take_secret_from_environment(mut config: Config) -> Result<Config, String> {
     Ok(config)
 }
 
-/// `orchestra open`: a login link from the running daemon, or an exit code and why not
-/// (2 usage, 4 refused, 5 daemon unreachable).
+/// `orchestra open`: a login link from the running daemon, or why not with its exit code
+/// (usage, refused, daemon unreachable).
 fn open_link(
     args: &ConfigArgs,
     scope: &str,
     url: Option<String>,
     token: Option<String>,
     trust_url: bool,
-) -> Result<String, (u8, String)> {
+) -> Result<String, Failure> {
     use orchestra::client::{error_line, request};
     let scope = match scope {
         "observe" => Scope::Observe,
         "control" => Scope::Control,
         other => {
-            return Err((
-                2,
+            return Err(Failure::new(
+                exit::USAGE,
                 format!("unknown scope {other:?}; use observe or control"),
             ));
         }
@@ -284,7 +285,7 @@ fn open_link(
         json: false,
         trust_url,
     };
-    let api = target.resolve().map_err(|f| (f.code, f.message))?;
+    let api = target.resolve()?;
     let body = serde_json::json!({ "scope": scope.as_str() }).to_string();
     let answer = request(
         &api.endpoint,
@@ -293,17 +294,14 @@ fn open_link(
         Some(body.as_bytes()),
         Duration::from_secs(10),
     )
-    .map_err(|e| {
-        let failure = orchestra::cli::connect_failure(e);
-        (failure.code, failure.message)
-    })?;
+    .map_err(orchestra::cli::connect_failure)?;
     if answer.status != 201 {
-        return Err((4, error_line(&answer)));
+        return Err(Failure::new(exit::AUTH, error_line(&answer)));
     }
     serde_json::from_slice::<serde_json::Value>(&answer.body)
         .ok()
         .and_then(|v| v.get("url")?.as_str().map(str::to_string))
-        .ok_or((5, "the daemon's answer has no url".to_string()))
+        .ok_or_else(|| Failure::new(exit::UNREACHABLE, "the daemon's answer has no url"))
 }
 
 /// Runs a command that talks to a daemon: resolves where it is and who we are, then prints
@@ -348,12 +346,7 @@ fn main() -> ExitCode {
                 key,
                 command,
             };
-            let code = if serve {
-                orchestra::pty::holder::serve(&options)
-            } else {
-                orchestra::pty::holder::launch(&options)
-            };
-            ExitCode::from(code as u8)
+            hold_pty(&options, serve)
         }
         Command::PipeAttach { socket, token_file } => {
             ExitCode::from(orchestra::panes::attach::run_helper(&socket, &token_file) as u8)
@@ -363,31 +356,7 @@ fn main() -> ExitCode {
             scope,
             ttl,
             sub,
-        } => {
-            let scope = match scope.as_str() {
-                "observe" => Scope::Observe,
-                "control" => Scope::Control,
-                other => {
-                    eprintln!("orchestra: unknown scope {other:?}; use observe or control");
-                    return ExitCode::from(2);
-                }
-            };
-            let result = load_config(&config, None).and_then(|config| {
-                orchestra::create_private_dir(&config.state_dir)?;
-                let secret = load_or_create_secret(&config)?;
-                mint_token(&config, &secret, &sub, scope, ttl)
-            });
-            match result {
-                Ok(token) => {
-                    println!("{token}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("orchestra: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        } => print_token(&config, &scope, ttl, &sub),
         Command::Agents { target, command } => client(&target, |api| {
             orchestra::cli::commands::agents(api, command).map(|()| 0)
         }),
@@ -410,16 +379,7 @@ fn main() -> ExitCode {
         Command::Tasks { target, command } => {
             client(&target, |api| orchestra::cli::commands::tasks(api, command))
         }
-        Command::Completions { shell } => {
-            use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "orchestra",
-                &mut std::io::stdout(),
-            );
-            ExitCode::SUCCESS
-        }
+        Command::Completions { shell } => print_completions(shell),
         Command::Open {
             config,
             scope,
@@ -431,45 +391,98 @@ fn main() -> ExitCode {
                 println!("{link}");
                 ExitCode::SUCCESS
             }
-            Err((code, e)) => {
-                eprintln!("orchestra: {e}");
-                ExitCode::from(code)
+            Err(failure) => {
+                eprintln!("orchestra: {}", failure.message);
+                ExitCode::from(failure.code)
             }
         },
-        Command::Serve { config, listen } => {
-            // Before any thread or file: nothing the daemon creates is open to other users,
-            // whatever umask it was started with (its children get that umask back).
-            orchestra::sys::make_created_files_private();
-            orchestra::logging::init();
-            let mut server = match load_config(&config, listen)
-                .and_then(take_secret_from_environment)
-                .and_then(orchestra::server::Server::start)
-            {
-                Ok(server) => server,
-                Err(e) => {
-                    log::error!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            log::info!(
-                "orchestra {} listening on http://{}",
-                env!("CARGO_PKG_VERSION"),
-                server.local_addr()
-            );
-            // A person at a terminal gets a way into the dashboard at once; a service
-            // manager's log never holds a login link.
-            if std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && let Some(link) = server.login_link()
-            {
-                eprintln!("dashboard login (works once): {link}");
-            }
-            match server.run() {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    log::error!("event loop failed: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Serve { config, listen } => serve(&config, listen),
+    }
+}
+
+/// `orchestra pty-hold`: runs the holder itself (`serve`), or starts it detached and waits
+/// until it is ready.
+fn hold_pty(options: &orchestra::pty::holder::HoldOptions, serve: bool) -> ExitCode {
+    let code = if serve {
+        orchestra::pty::holder::serve(options)
+    } else {
+        orchestra::pty::holder::launch(options)
+    };
+    ExitCode::from(code as u8)
+}
+
+/// `orchestra token`: prints a JWT signed with the daemon's secret (created if missing).
+fn print_token(config: &ConfigArgs, scope: &str, ttl: Duration, sub: &str) -> ExitCode {
+    let scope = match scope {
+        "observe" => Scope::Observe,
+        "control" => Scope::Control,
+        other => {
+            eprintln!("orchestra: unknown scope {other:?}; use observe or control");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let result = load_config(config, None).and_then(|config| {
+        orchestra::create_private_dir(&config.state_dir)?;
+        let secret = load_or_create_secret(&config)?;
+        mint_token(&config, &secret, sub, scope, ttl)
+    });
+    match result {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("orchestra: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `orchestra completions`: prints the completion script for `shell`.
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "orchestra",
+        &mut std::io::stdout(),
+    );
+    ExitCode::SUCCESS
+}
+
+/// `orchestra serve`: starts the daemon and runs its event loop until it shuts down.
+fn serve(config: &ConfigArgs, listen: Option<SocketAddr>) -> ExitCode {
+    // Before any thread or file: nothing the daemon creates is open to other users,
+    // whatever umask it was started with (its children get that umask back).
+    orchestra::sys::make_created_files_private();
+    orchestra::logging::init();
+    let mut server = match load_config(config, listen)
+        .and_then(take_secret_from_environment)
+        .and_then(orchestra::server::Server::start)
+    {
+        Ok(server) => server,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    log::info!(
+        "orchestra {} listening on http://{}",
+        env!("CARGO_PKG_VERSION"),
+        server.local_addr()
+    );
+    // A person at a terminal gets a way into the dashboard at once; a service
+    // manager's log never holds a login link.
+    if std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && let Some(link) = server.login_link()
+    {
+        eprintln!("dashboard login (works once): {link}");
+    }
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("event loop failed: {e}");
+            ExitCode::FAILURE
         }
     }
 }

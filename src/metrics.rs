@@ -222,19 +222,37 @@ pub fn render(
     store: &SharedHistogram,
 ) -> String {
     let mut out = String::with_capacity(8192);
-    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-    };
-    family(
-        &mut out,
+    render_gauges(&mut out, gauges);
+    render_output_counters(&mut out, output, metrics);
+    render_messages_and_requests(&mut out, metrics, output);
+    render_limits_tasks_and_hooks(&mut out, metrics);
+    render_worker_timings(&mut out, tmux, store);
+    out
+}
+
+/// Writes a family's `# HELP` and `# TYPE` lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Writes a family that has one sample without labels.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// Uptime, sessions, viewers and tickets: the gauges computed when scraped.
+fn render_gauges(out: &mut String, gauges: &Gauges) {
+    single(
+        out,
         "orchestra_uptime_seconds",
         "gauge",
         "Seconds since the daemon started.",
+        gauges.uptime_seconds,
     );
-    let _ = writeln!(out, "orchestra_uptime_seconds {}", gauges.uptime_seconds);
     family(
-        &mut out,
+        out,
         "orchestra_sessions",
         "gauge",
         "Agent sessions by status and activity.",
@@ -245,89 +263,69 @@ pub fn render(
             "orchestra_sessions{{status=\"{status}\",activity=\"{activity}\"}} {n}"
         );
     }
-    family(
-        &mut out,
+    single(
+        out,
         "orchestra_viewers",
         "gauge",
         "Open WebSocket observers.",
+        gauges.viewers,
     );
-    let _ = writeln!(out, "orchestra_viewers {}", gauges.viewers);
-    family(
-        &mut out,
-        "orchestra_tickets",
-        "gauge",
-        "Task tickets by status.",
-    );
+    family(out, "orchestra_tickets", "gauge", "Task tickets by status.");
     for (status, n) in &gauges.tickets {
         let _ = writeln!(out, "orchestra_tickets{{status=\"{status}\"}} {n}");
     }
+}
+
+/// The output path's counters: bytes read and delivered, resyncs, gaps, slow viewers,
+/// pty checkpoints and evicted silent connections.
+fn render_output_counters(out: &mut String, output: &OutputCounts, metrics: &Metrics) {
+    let counters: [(&str, &str, u64); 7] = [
+        (
+            "orchestra_output_read_bytes_total",
+            "Bytes of terminal output read from panes.",
+            output.bytes_in,
+        ),
+        (
+            "orchestra_output_delivered_bytes_total",
+            "Bytes of terminal output frames written to viewers.",
+            output.bytes_out,
+        ),
+        (
+            "orchestra_viewer_resyncs_total",
+            "Viewers that fell behind and were given a fresh screen.",
+            output.resyncs,
+        ),
+        (
+            "orchestra_terminal_gaps_total",
+            "terminal_gap notices sent.",
+            output.gaps,
+        ),
+        (
+            "orchestra_slow_viewer_closes_total",
+            "Viewers closed with 4001 for being too slow.",
+            metrics.slow_viewer_closes,
+        ),
+        (
+            "orchestra_pty_checkpoints_total",
+            "Screen checkpoints handed to the holders of pty sessions (what a restarted daemon shows).",
+            metrics.pty_checkpoints,
+        ),
+        (
+            "orchestra_silent_connections_evicted_total",
+            "Connections that never sent a request, closed to admit a new one at limits.max_connections.",
+            metrics.silent_connections_evicted,
+        ),
+    ];
+    for (name, help, value) in counters {
+        single(out, name, "counter", help, value);
+    }
+}
+
+/// WebSocket messages by direction and type (live output frames included), HTTP requests by
+/// route and status, and HTTP latency by route.
+fn render_messages_and_requests(out: &mut String, metrics: &Metrics, output: &OutputCounts) {
     family(
-        &mut out,
-        "orchestra_output_read_bytes_total",
-        "counter",
-        "Bytes of terminal output read from panes.",
-    );
-    let _ = writeln!(out, "orchestra_output_read_bytes_total {}", output.bytes_in);
-    family(
-        &mut out,
-        "orchestra_output_delivered_bytes_total",
-        "counter",
-        "Bytes of terminal output frames written to viewers.",
-    );
-    let _ = writeln!(
         out,
-        "orchestra_output_delivered_bytes_total {}",
-        output.bytes_out
-    );
-    family(
-        &mut out,
-        "orchestra_viewer_resyncs_total",
-        "counter",
-        "Viewers that fell behind and were given a fresh screen.",
-    );
-    let _ = writeln!(out, "orchestra_viewer_resyncs_total {}", output.resyncs);
-    family(
-        &mut out,
-        "orchestra_terminal_gaps_total",
-        "counter",
-        "terminal_gap notices sent.",
-    );
-    let _ = writeln!(out, "orchestra_terminal_gaps_total {}", output.gaps);
-    family(
-        &mut out,
-        "orchestra_slow_viewer_closes_total",
-        "counter",
-        "Viewers closed with 4001 for being too slow.",
-    );
-    let _ = writeln!(
-        out,
-        "orchestra_slow_viewer_closes_total {}",
-        metrics.slow_viewer_closes
-    );
-    family(
-        &mut out,
-        "orchestra_pty_checkpoints_total",
-        "counter",
-        "Screen checkpoints handed to the holders of pty sessions (what a restarted daemon shows).",
-    );
-    let _ = writeln!(
-        out,
-        "orchestra_pty_checkpoints_total {}",
-        metrics.pty_checkpoints
-    );
-    family(
-        &mut out,
-        "orchestra_silent_connections_evicted_total",
-        "counter",
-        "Connections that never sent a request, closed to admit a new one at limits.max_connections.",
-    );
-    let _ = writeln!(
-        out,
-        "orchestra_silent_connections_evicted_total {}",
-        metrics.silent_connections_evicted
-    );
-    family(
-        &mut out,
         "orchestra_websocket_messages_total",
         "counter",
         "WebSocket messages by direction and type.",
@@ -343,7 +341,7 @@ pub fn render(
         }
     }
     family(
-        &mut out,
+        out,
         "orchestra_http_requests_total",
         "counter",
         "HTTP requests by route and status.",
@@ -355,22 +353,26 @@ pub fn render(
         );
     }
     family(
-        &mut out,
+        out,
         "orchestra_http_request_duration_seconds",
         "histogram",
         "Time from a request's arrival to its answer, by route.",
     );
     for (route, histogram) in &metrics.http_latency {
         histogram_lines(
-            &mut out,
+            out,
             "orchestra_http_request_duration_seconds",
             &format!("route=\"{route}\""),
             &LATENCY_BUCKETS,
             histogram,
         );
     }
+}
+
+/// Rate-limit refusals, task durations and hook events.
+fn render_limits_tasks_and_hooks(out: &mut String, metrics: &Metrics) {
     family(
-        &mut out,
+        out,
         "orchestra_rate_limited_total",
         "counter",
         "Requests refused by a rate limit, by limit.",
@@ -379,14 +381,14 @@ pub fn render(
         let _ = writeln!(out, "orchestra_rate_limited_total{{limit=\"{limit}\"}} {n}");
     }
     family(
-        &mut out,
+        out,
         "orchestra_task_duration_seconds",
         "histogram",
         "Durations of finished tasks, by final status.",
     );
     for (status, histogram) in &metrics.task_durations {
         histogram_lines(
-            &mut out,
+            out,
             "orchestra_task_duration_seconds",
             &format!("status=\"{status}\""),
             &TASK_BUCKETS,
@@ -394,7 +396,7 @@ pub fn render(
         );
     }
     family(
-        &mut out,
+        out,
         "orchestra_hook_events_total",
         "counter",
         "Agent CLI hook events received, by event.",
@@ -402,6 +404,10 @@ pub fn render(
     for (event, n) in &metrics.hook_events {
         let _ = writeln!(out, "orchestra_hook_events_total{{event=\"{event}\"}} {n}");
     }
+}
+
+/// Timings and failures of the work threads do off the loop: tmux commands and store writes.
+fn render_worker_timings(out: &mut String, tmux: &SharedHistogram, store: &SharedHistogram) {
     for (name, help, shared) in [
         (
             "orchestra_tmux_command_duration_seconds",
@@ -414,34 +420,26 @@ pub fn render(
             store,
         ),
     ] {
-        family(&mut out, name, "histogram", help);
-        histogram_lines(&mut out, name, "", &LATENCY_BUCKETS, &shared.snapshot());
+        family(out, name, "histogram", help);
+        histogram_lines(out, name, "", &LATENCY_BUCKETS, &shared.snapshot());
     }
-    family(
-        &mut out,
+    single(
+        out,
         "orchestra_tmux_command_failures_total",
         "counter",
         "tmux commands that failed or timed out.",
+        tmux.failures.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
+    single(
         out,
-        "orchestra_tmux_command_failures_total {}",
-        tmux.failures.load(Ordering::Relaxed)
-    );
-    family(
-        &mut out,
         "orchestra_store_write_failures_total",
         "counter",
         "Task store writes that failed.",
+        store.failures.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "orchestra_store_write_failures_total {}",
-        store.failures.load(Ordering::Relaxed)
-    );
-    out
 }
 
+/// Writes one histogram's cumulative buckets, sum and count.
 fn histogram_lines(out: &mut String, name: &str, labels: &str, bounds: &[f64], h: &Histogram) {
     let sep = if labels.is_empty() { "" } else { "," };
     let mut cumulative = 0;

@@ -59,6 +59,82 @@ pub struct Server {
     _lock: std::fs::File,
 }
 
+/// Creates the state directory (private), takes its lock, checks that the sockets' paths
+/// fit, and clears spawn specs left by an earlier daemon. Returns the lock, held for the
+/// daemon's life.
+fn prepare_state_dir(config: &Config) -> Result<std::fs::File, String> {
+    crate::create_private_dir(&config.state_dir)?;
+    make_private(&config.state_dir, &config.task_store())?;
+    let lock = lock_state_dir(&config.state_dir)?;
+    check_socket_path(&config.tmux_socket())?;
+    check_socket_path(&config.attach_socket())?;
+    check_socket_path(&config.hook_socket())?;
+    check_socket_path(&config.api_socket())?;
+    clean_spawn_dir(&config.spawn_dir());
+    Ok(lock)
+}
+
+/// Binds the HTTP listener on `addr` and registers it; the error hints at the usual cause
+/// when the address is taken.
+fn listen_tcp(poll: &Poll, addr: SocketAddr) -> Result<TcpListener, String> {
+    let mut listener = TcpListener::bind(addr).map_err(|e| {
+        let hint = if e.kind() == io::ErrorKind::AddrInUse {
+            " (another program, or another orchestra daemon, listens there: stop it, or \
+                 choose another port with --listen 127.0.0.1:PORT or `listen` in the config)"
+        } else {
+            ""
+        };
+        format!("cannot listen on {addr}: {e}{hint}")
+    })?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)
+        .map_err(|e| e.to_string())?;
+    Ok(listener)
+}
+
+/// Turns SIGINT and SIGTERM into bytes on a registered socket the loop reads (a graceful
+/// shutdown), and makes SIGXFSZ harmless.
+fn watch_signals(poll: &Poll) -> Result<UnixStream, String> {
+    let (signal_reader, signal_writer) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| format!("cannot create the signal pipe: {e}"))?;
+    signal_reader
+        .set_nonblocking(true)
+        .map_err(|e| e.to_string())?;
+    let mut signals = UnixStream::from_std(signal_reader);
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let writer = signal_writer.try_clone().map_err(|e| e.to_string())?;
+        signal_hook::low_level::pipe::register(signal, writer)
+            .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
+    }
+    // A file-size limit (RLIMIT_FSIZE) must turn into write errors (EFBIG) that the
+    // store reports, not kill the daemon. A handler, unlike SIG_IGN, is reset to the
+    // default in the children the daemon execs.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )
+    .map_err(|e| format!("cannot handle SIGXFSZ: {e}"))?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(|e| e.to_string())?;
+    Ok(signals)
+}
+
+/// Takes over what an earlier daemon left running: tmux sessions, pty holders, and the
+/// tasks of its ticket store.
+fn take_over_earlier_work(daemon: &mut Daemon) {
+    match manager::adopt(daemon) {
+        Ok(0) => {}
+        Ok(n) => log::info!("re-adopted {n} agent sessions from the tmux server"),
+        Err(e) => log::warn!("could not look for existing sessions: {e}"),
+    }
+    match crate::agents::pty_session::adopt(daemon) {
+        0 => {}
+        n => log::info!("re-adopted {n} agent sessions from their pty holders"),
+    }
+    crate::tasks::lifecycle::recover(daemon);
+}
+
 /// Binds the Unix socket at `path` (replacing a stale one) and registers it as `token`.
 fn listen_unix(
     poll: &Poll,
@@ -86,35 +162,17 @@ impl Server {
                 config.limits.max_connections
             );
         }
-        crate::create_private_dir(&config.state_dir)?;
-        make_private(&config.state_dir, &config.task_store())?;
-        let lock = lock_state_dir(&config.state_dir)?;
-        check_socket_path(&config.tmux_socket())?;
-        check_socket_path(&config.attach_socket())?;
-        check_socket_path(&config.hook_socket())?;
-        check_socket_path(&config.api_socket())?;
-        clean_spawn_dir(&config.spawn_dir());
+        let lock = prepare_state_dir(&config)?;
         let secret = crate::api::auth::load_or_create_secret(&config)?;
         let auth = crate::api::auth::Authenticator::new(&config, &secret)?;
 
         let poll = Poll::new().map_err(|e| format!("cannot create the poller: {e}"))?;
-        let mut listener = TcpListener::bind(config.listen).map_err(|e| {
-            let hint = if e.kind() == io::ErrorKind::AddrInUse {
-                " (another program, or another orchestra daemon, listens there: stop it, or \
-                     choose another port with --listen 127.0.0.1:PORT or `listen` in the config)"
-            } else {
-                ""
-            };
-            format!("cannot listen on {}: {e}{hint}", config.listen)
-        })?;
+        let listener = listen_tcp(&poll, config.listen)?;
         let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
         // From here on the config names the address really bound (a port of 0 is chosen
         // by the system), which the local socket's login links point at.
         config.listen = local_addr;
         let config = Arc::new(config);
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(|e| e.to_string())?;
 
         let attach_listener = listen_unix(&poll, &config.attach_socket(), ATTACH_LISTENER)?;
         let local_listener = listen_unix(&poll, &config.api_socket(), LOCAL_API_LISTENER)?;
@@ -126,28 +184,7 @@ impl Server {
                 .map_err(|e| format!("cannot restrict {}: {e}", config.api_socket().display()))?;
         }
 
-        let (signal_reader, signal_writer) = std::os::unix::net::UnixStream::pair()
-            .map_err(|e| format!("cannot create the signal pipe: {e}"))?;
-        signal_reader
-            .set_nonblocking(true)
-            .map_err(|e| e.to_string())?;
-        let mut signals = UnixStream::from_std(signal_reader);
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            let writer = signal_writer.try_clone().map_err(|e| e.to_string())?;
-            signal_hook::low_level::pipe::register(signal, writer)
-                .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
-        }
-        // A file-size limit (RLIMIT_FSIZE) must turn into write errors (EFBIG) that the
-        // store reports, not kill the daemon. A handler, unlike SIG_IGN, is reset to the
-        // default in the children the daemon execs.
-        signal_hook::flag::register(
-            signal_hook::consts::SIGXFSZ,
-            Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        )
-        .map_err(|e| format!("cannot handle SIGXFSZ: {e}"))?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)
-            .map_err(|e| e.to_string())?;
+        let signals = watch_signals(&poll)?;
 
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| e.to_string())?);
         let (notifier, continuations) = Notifier::new(waker);
@@ -161,16 +198,7 @@ impl Server {
             hook_listener,
             notifier,
         )?;
-        match manager::adopt(&mut daemon) {
-            Ok(0) => {}
-            Ok(n) => log::info!("re-adopted {n} agent sessions from the tmux server"),
-            Err(e) => log::warn!("could not look for existing sessions: {e}"),
-        }
-        match crate::agents::pty_session::adopt(&mut daemon) {
-            0 => {}
-            n => log::info!("re-adopted {n} agent sessions from their pty holders"),
-        }
-        crate::tasks::lifecycle::recover(&mut daemon);
+        take_over_earlier_work(&mut daemon);
         daemon
             .ctx
             .timers
@@ -621,7 +649,7 @@ impl Server {
             self.drive_ws(key);
             return;
         }
-        let mut broken = conn.fill().is_err();
+        let broken = conn.fill().is_err();
         while let Some(next) = if broken { None } else { conn.next_request() } {
             match next {
                 Err(error) => {
@@ -705,6 +733,15 @@ impl Server {
                 }
             }
         }
+        self.after_requests(key, broken);
+    }
+
+    /// After a connection's requests were handled: writes what is queued, closes it when it
+    /// broke or is finished (or is idle while the daemon shuts down), else sets its timer.
+    fn after_requests(&mut self, key: usize, mut broken: bool) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if !broken && conn.flush().is_err() {
             broken = true;
         }

@@ -118,51 +118,7 @@ pub fn agents(api: &Api, command: Option<AgentsCommand>) -> Result<(), Failure> 
         AgentsCommand::Ls {
             status: wanted,
             agent_type,
-        } => {
-            let mut query = Vec::new();
-            if let Some(s) = wanted {
-                query.push(format!("status={}", segment(&s)));
-            }
-            if let Some(t) = agent_type {
-                query.push(format!("agent_type={}", segment(&t)));
-            }
-            let path = if query.is_empty() {
-                "/api/agents".to_string()
-            } else {
-                format!("/api/agents?{}", query.join("&"))
-            };
-            let list = api.get(&path)?;
-            if api.json {
-                print_json(&list);
-                return Ok(());
-            }
-            let colour = colours();
-            let rows: Vec<Vec<String>> = list["agents"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|a| {
-                    vec![
-                        cell(&a["session_id"]),
-                        cell(&a["agent_type"]),
-                        status(&cell(&a["status"]), colour),
-                        status(&cell(&a["activity"]), colour),
-                        cell(&a["created_at"]),
-                        cell(&a["evidence"]["detail"]),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                table(
-                    &[
-                        "SESSION", "TYPE", "STATUS", "ACTIVITY", "CREATED", "EVIDENCE"
-                    ],
-                    &rows
-                )
-            );
-            Ok(())
-        }
+        } => list_agents(api, wanted, agent_type),
         AgentsCommand::Show { session } => {
             let details = api.get(&format!("/api/agents/{}", segment(&session)))?;
             show(api, &details);
@@ -173,30 +129,7 @@ pub fn agents(api: &Api, command: Option<AgentsCommand>) -> Result<(), Failure> 
             name,
             working_dir,
             env,
-        } => {
-            let mut body =
-                json!({ "agent_type": agent_type, "working_dir": directory(working_dir)? });
-            if let Some(name) = name {
-                body["name"] = name.into();
-            }
-            if !env.is_empty() {
-                let mut vars = serde_json::Map::new();
-                for pair in env {
-                    let (key, value) = pair.split_once('=').ok_or_else(|| {
-                        Failure::new(exit::USAGE, format!("--env {pair:?}: expected KEY=VALUE"))
-                    })?;
-                    vars.insert(key.to_string(), value.into());
-                }
-                body["env"] = vars.into();
-            }
-            let spawned = api.call("POST", "/api/agents/spawn", Some(&body))?;
-            if api.json {
-                print_json(&spawned);
-            } else {
-                println!("{}", cell(&spawned["session_id"]));
-            }
-            Ok(())
-        }
+        } => spawn_agent(api, agent_type, name, working_dir, env),
         AgentsCommand::Kill { session } => {
             let killed = api.call(
                 "DELETE",
@@ -215,6 +148,88 @@ pub fn agents(api: &Api, command: Option<AgentsCommand>) -> Result<(), Failure> 
             Ok(())
         }
     }
+}
+
+/// `orchestra agents ls`: the sessions (of one status or type, if asked) as a table.
+fn list_agents(
+    api: &Api,
+    wanted: Option<String>,
+    agent_type: Option<String>,
+) -> Result<(), Failure> {
+    let mut query = Vec::new();
+    if let Some(s) = wanted {
+        query.push(format!("status={}", segment(&s)));
+    }
+    if let Some(t) = agent_type {
+        query.push(format!("agent_type={}", segment(&t)));
+    }
+    let path = if query.is_empty() {
+        "/api/agents".to_string()
+    } else {
+        format!("/api/agents?{}", query.join("&"))
+    };
+    let list = api.get(&path)?;
+    if api.json {
+        print_json(&list);
+        return Ok(());
+    }
+    let colour = colours();
+    let rows: Vec<Vec<String>> = list["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            vec![
+                cell(&a["session_id"]),
+                cell(&a["agent_type"]),
+                status(&cell(&a["status"]), colour),
+                status(&cell(&a["activity"]), colour),
+                cell(&a["created_at"]),
+                cell(&a["evidence"]["detail"]),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "SESSION", "TYPE", "STATUS", "ACTIVITY", "CREATED", "EVIDENCE"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+/// `orchestra agents spawn`: starts a session and prints its id.
+fn spawn_agent(
+    api: &Api,
+    agent_type: String,
+    name: Option<String>,
+    working_dir: Option<PathBuf>,
+    env: Vec<String>,
+) -> Result<(), Failure> {
+    let mut body = json!({ "agent_type": agent_type, "working_dir": directory(working_dir)? });
+    if let Some(name) = name {
+        body["name"] = name.into();
+    }
+    if !env.is_empty() {
+        let mut vars = serde_json::Map::new();
+        for pair in env {
+            let (key, value) = pair.split_once('=').ok_or_else(|| {
+                Failure::new(exit::USAGE, format!("--env {pair:?}: expected KEY=VALUE"))
+            })?;
+            vars.insert(key.to_string(), value.into());
+        }
+        body["env"] = vars.into();
+    }
+    let spawned = api.call("POST", "/api/agents/spawn", Some(&body))?;
+    if api.json {
+        print_json(&spawned);
+    } else {
+        println!("{}", cell(&spawned["session_id"]));
+    }
+    Ok(())
 }
 
 fn show(api: &Api, value: &Value) {

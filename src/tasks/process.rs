@@ -8,8 +8,10 @@ use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
 
 /// Most bytes of standard output kept in [`CommandOutcome::stdout`].
 pub const STDOUT_CAP: usize = 64 << 20;
@@ -60,36 +62,64 @@ pub fn run(
     timeout: Duration,
     keep_bytes: usize,
 ) -> Result<CommandOutcome, String> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = spawn_in_own_group(command, &program)?;
+    let pid = child.id();
+    let deadline = Instant::now().checked_add(timeout);
+    let (tx, rx) = crossbeam_channel::bounded::<Event>(64);
+    let watched = start_readers(&mut child, &tx).map(|open| (open, start_exit_waiter(pid, &tx)));
+    let (open, poll) = match watched {
+        Ok(watched) => watched,
+        Err(e) => {
+            end_tree(pid, Duration::ZERO);
+            let _ = child.wait();
+            return Err(format!("cannot start a thread for {program}: {e}"));
+        }
+    };
+    let watch = Watch {
+        child,
+        pid,
+        rx,
+        open,
+        poll,
+        deadline,
+    };
+    Ok(watch.collect(keep_bytes))
+}
+
+/// Starts `command` with stdin null, stdout and stderr piped, in a process group of its own;
+/// the error names `program` and says why (a missing directory, a missing program).
+fn spawn_in_own_group(command: &mut Command, program: &str) -> Result<Child, String> {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let program = command.get_program().to_string_lossy().into_owned();
     let missing_dir = command
         .get_current_dir()
         .filter(|d| !d.is_dir())
         .map(Path::to_owned);
-    let mut child = command.spawn().map_err(|e| match (e.kind(), missing_dir) {
+    command.spawn().map_err(|e| match (e.kind(), missing_dir) {
         (_, Some(dir)) => format!("cannot start {program}: no directory {}", dir.display()),
         (std::io::ErrorKind::NotFound, _) => format!("cannot start {program}: program not found"),
         _ => format!("cannot start {program}: {e}"),
-    })?;
-    let pid = child.id();
-    let deadline = Instant::now().checked_add(timeout);
-    let (tx, rx) = crossbeam_channel::bounded::<Event>(64);
-    let mut spawned = Ok(());
-    let mut open = 0;
+    })
+}
+
+/// Starts a thread per captured stream of `child` that sends what it reads, then `Closed`;
+/// returns how many started, or the error that stopped the first one that did not.
+fn start_readers(child: &mut Child, tx: &Sender<Event>) -> std::io::Result<usize> {
     let streams: [(bool, Option<Box<dyn Read + Send>>); 2] = [
         (true, child.stdout.take().map(|s| Box::new(s) as _)),
         (false, child.stderr.take().map(|s| Box::new(s) as _)),
     ];
+    let mut open = 0;
     for (stdout, stream) in streams {
-        let (Some(mut stream), Ok(())) = (stream, &spawned) else {
+        let Some(mut stream) = stream else {
             continue;
         };
         let tx = tx.clone();
-        spawned = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("task-output".into())
             .spawn(move || {
                 let mut buf = vec![0u8; 64 * 1024];
@@ -107,80 +137,106 @@ pub fn run(
                     }
                 }
                 let _ = tx.send(Event::Closed);
-            })
-            .map(|_| open += 1);
+            })?;
+        open += 1;
     }
-    // A pidfd wakes us when the child exits; without one we poll.
-    let pidfd = crate::sys::pidfd_open(pid).ok();
-    let mut poll = pidfd.is_none().then_some(POLL);
-    if let (Some(fd), Ok(())) = (pidfd, &spawned) {
-        let tx = tx.clone();
-        let waiter = std::thread::Builder::new()
-            .name("task-wait".into())
-            .spawn(move || {
-                while let Ok(false) = crate::sys::wait_readable(fd.as_raw_fd(), KILL_GRACE) {}
-                let _ = tx.send(Event::Exited);
-            });
-        if waiter.is_err() {
-            poll = Some(POLL);
-        }
-    }
-    if let Err(e) = spawned {
-        end_tree(pid, Duration::ZERO);
-        let _ = child.wait();
-        return Err(format!("cannot start a thread for {program}: {e}"));
-    }
+    Ok(open)
+}
 
-    let mut out = CommandOutcome::default();
-    let mut status: Option<ExitStatus> = None;
-    let mut drain_until: Option<Instant> = None;
-    loop {
-        if status.is_none()
-            && let Ok(Some(exited)) = child.try_wait()
-        {
-            status = Some(exited);
-            end_tree(pid, KILL_GRACE);
-            drain_until = Some(Instant::now() + DRAIN);
-        }
-        if status.is_some() && open == 0 {
-            break;
-        }
-        let now = Instant::now();
-        let limit = drain_until.or(deadline);
-        if limit.is_some_and(|limit| now >= limit) {
-            if status.is_some() {
-                break; // Only escaped processes still hold the pipe; stop reading.
+/// Starts a thread that sends `Exited` when `pid` exits, woken by a pidfd. Returns the
+/// interval at which the exit status must be polled instead, when that is not possible.
+fn start_exit_waiter(pid: u32, tx: &Sender<Event>) -> Option<Duration> {
+    let Ok(fd) = crate::sys::pidfd_open(pid) else {
+        return Some(POLL);
+    };
+    let tx = tx.clone();
+    let waiter = std::thread::Builder::new()
+        .name("task-wait".into())
+        .spawn(move || {
+            while let Ok(false) = crate::sys::wait_readable(fd.as_raw_fd(), KILL_GRACE) {}
+            let _ = tx.send(Event::Exited);
+        });
+    waiter.is_err().then_some(POLL)
+}
+
+/// A started command and what tells us about it: its readers' and waiter's events.
+struct Watch {
+    child: Child,
+    pid: u32,
+    rx: Receiver<Event>,
+    /// Readers that have not yet sent `Closed`.
+    open: usize,
+    /// How often to check the exit status when no event would tell us.
+    poll: Option<Duration>,
+    /// When the command overstays; `None` when the timeout cannot be represented.
+    deadline: Option<Instant>,
+}
+
+impl Watch {
+    /// Reads output until the command has exited and its streams are closed (or the drain
+    /// time after its exit is up), ending its tree on exit and on timeout; keeps the last
+    /// `keep_bytes` of the interleaved output.
+    fn collect(mut self, keep_bytes: usize) -> CommandOutcome {
+        let mut out = CommandOutcome::default();
+        let mut status: Option<ExitStatus> = None;
+        let mut drain_until: Option<Instant> = None;
+        loop {
+            if status.is_none()
+                && let Ok(Some(exited)) = self.child.try_wait()
+            {
+                status = Some(exited);
+                end_tree(self.pid, KILL_GRACE);
+                drain_until = Some(Instant::now() + DRAIN);
             }
-            out.timed_out = true;
-            end_tree(pid, KILL_GRACE);
-            status = child.wait().ok();
-            drain_until = Some(Instant::now() + DRAIN);
-            continue;
-        }
-        let wait = limit.map_or(Duration::from_secs(3600), |limit| limit - now);
-        match rx.recv_timeout(poll.map_or(wait, |poll| poll.min(wait))) {
-            Ok(Event::Output { stdout, bytes }) => {
-                if stdout {
-                    let room = STDOUT_CAP - out.stdout.len();
-                    out.stdout_truncated |= bytes.len() > room;
-                    out.stdout
-                        .extend_from_slice(&bytes[..bytes.len().min(room)]);
-                }
-                out.output.extend_from_slice(&bytes);
-                if out.output.len() > keep_bytes.saturating_mul(2).max(1 << 16) {
-                    out.output.drain(..out.output.len() - keep_bytes);
-                }
+            if status.is_some() && self.open == 0 {
+                break;
             }
-            Ok(Event::Closed) => open -= 1,
-            Ok(Event::Exited) | Err(_) => {}
+            let now = Instant::now();
+            let limit = drain_until.or(self.deadline);
+            if limit.is_some_and(|limit| now >= limit) {
+                if status.is_some() {
+                    break; // Only escaped processes still hold the pipe; stop reading.
+                }
+                out.timed_out = true;
+                end_tree(self.pid, KILL_GRACE);
+                status = self.child.wait().ok();
+                drain_until = Some(Instant::now() + DRAIN);
+                continue;
+            }
+            let wait = limit.map_or(Duration::from_secs(3600), |limit| limit - now);
+            match self
+                .rx
+                .recv_timeout(self.poll.map_or(wait, |poll| poll.min(wait)))
+            {
+                Ok(Event::Output { stdout, bytes }) => out.record(stdout, &bytes, keep_bytes),
+                Ok(Event::Closed) => self.open -= 1,
+                Ok(Event::Exited) | Err(_) => {}
+            }
+        }
+        if out.output.len() > keep_bytes {
+            out.output.drain(..out.output.len() - keep_bytes);
+        }
+        out.exit_code = status.and_then(|s| s.code());
+        out.signal = status.and_then(|s| s.signal());
+        out
+    }
+}
+
+impl CommandOutcome {
+    /// Appends a chunk read from stdout (`stdout`) or stderr: to `stdout` up to its cap, and
+    /// to the interleaved `output`, trimmed now and then to about `keep_bytes`.
+    fn record(&mut self, stdout: bool, bytes: &[u8], keep_bytes: usize) {
+        if stdout {
+            let room = STDOUT_CAP - self.stdout.len();
+            self.stdout_truncated |= bytes.len() > room;
+            self.stdout
+                .extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
+        self.output.extend_from_slice(bytes);
+        if self.output.len() > keep_bytes.saturating_mul(2).max(1 << 16) {
+            self.output.drain(..self.output.len() - keep_bytes);
         }
     }
-    if out.output.len() > keep_bytes {
-        out.output.drain(..out.output.len() - keep_bytes);
-    }
-    out.exit_code = status.and_then(|s| s.code());
-    out.signal = status.and_then(|s| s.signal());
-    Ok(out)
 }
 
 /// One process as /proc shows it.
