@@ -752,6 +752,24 @@ pub struct ScreenRule {
     pub activity: String,
 }
 
+impl ScreenRule {
+    /// The activities a screen rule may report.
+    pub const ACTIVITIES: [&'static str; 3] = ["waiting_input", "needs_approval", "working"];
+
+    /// Checks the rule: its pattern compiles and its activity is one of [`Self::ACTIVITIES`].
+    /// Fails naming the rule.
+    pub fn check(&self) -> Result<(), String> {
+        regex::Regex::new(&self.pattern).map_err(|e| format!("rule {:?}: {e}", self.name))?;
+        if !Self::ACTIVITIES.contains(&self.activity.as_str()) {
+            return Err(format!(
+                "rule {:?}: activity must be waiting_input, needs_approval or working",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn default_submit_delay() -> Duration {
     Duration::from_millis(150)
 }
@@ -879,7 +897,7 @@ impl Config {
         }
         self.finish_tasks()?;
         for key in &self.sessions.allowed_env {
-            if !crate::agents::validate::is_env_name(key) {
+            if !crate::environment::is_env_name(key) {
                 return Err(ConfigError(format!(
                     "sessions.allowed_env: {key:?} is not a valid variable name"
                 )));
@@ -1127,11 +1145,11 @@ fn validate_agent_type(name: &str, agent: &AgentType) -> Result<(), ConfigError>
             "agents.{name}.headless must name a program"
         )));
     }
-    if let Err(e) = crate::agents::screen::ScreenRules::compile(&agent.screen_rules) {
+    if let Some(e) = agent.screen_rules.iter().find_map(|r| r.check().err()) {
         return Err(ConfigError(format!("agents.{name}.screen_rules: {e}")));
     }
     for key in agent.env.keys() {
-        if !crate::agents::validate::is_env_name(key) {
+        if !crate::environment::is_env_name(key) {
             return Err(ConfigError(format!(
                 "agents.{name}.env: {key:?} is not a valid name"
             )));
@@ -1391,10 +1409,10 @@ mod tests {
             assert!(config.agents.contains_key(name), "{name} missing");
         }
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
-        // Every built-in screen rule compiles.
+        // Every built-in screen rule is valid.
         for (name, agent) in &config.agents {
             assert!(
-                crate::agents::screen::ScreenRules::compile(&agent.screen_rules).is_ok(),
+                agent.screen_rules.iter().all(|r| r.check().is_ok()),
                 "{name}"
             );
         }

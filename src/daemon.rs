@@ -28,15 +28,15 @@ use crate::tasks::Tasks;
 /// The daemon's state: the shared context and one part per feature.
 pub struct Daemon {
     /// The loop's shared context.
-    pub ctx: Ctx,
+    pub(crate) ctx: Ctx,
     /// Pane output and input.
-    pub panes: Panes,
+    pub(crate) panes: Panes,
     /// Agent sessions, their hooks and conversations.
-    pub agents: Agents,
+    pub(crate) agents: Agents,
     /// Delegated tasks.
-    pub tasks: Tasks,
+    pub(crate) tasks: Tasks,
     /// The API's own state: auth, rate limits, browser logins.
-    pub api: ApiState,
+    pub(crate) api: ApiState,
 }
 
 impl Daemon {

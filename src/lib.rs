@@ -126,6 +126,7 @@ pub mod metrics;
 pub mod net;
 pub mod panes;
 pub mod proto;
+pub mod principal;
 pub mod pty;
 pub mod server;
 pub mod sys;
@@ -246,6 +247,51 @@ mod tests {
             .collect()
     }
 
+    /// The code of `text` without comments and with no whitespace around `.`, so that a
+    /// chain split over lines reads `daemon.tasks.book`.
+    fn joined_code(text: &str) -> String {
+        let code: Vec<&str> = text
+            .lines()
+            .map(|line| line.split("//").next().unwrap_or(""))
+            .collect();
+        let mut joined = code.join(" ");
+        while joined.contains(" .") || joined.contains(". ") {
+            joined = joined.replace(" .", ".").replace(". ", ".");
+        }
+        joined
+    }
+
+    #[test]
+    fn parts_reach_only_the_parts_below_them() {
+        // Each part's state is private to its module; this keeps the layering of the parts
+        // themselves: panes < agents < tasks < api. Agents announce events instead of
+        // calling up; panes announce `PaneEvent`s and never see the daemon at all.
+        let rules: [(&str, &[&str]); 3] = [
+            ("panes", &["Daemon", "daemon."]),
+            ("agents", &["daemon.tasks", "daemon.api", "self.tasks", "self.api"]),
+            ("tasks", &["daemon.api", "self.api"]),
+        ];
+        let mut broken = Vec::new();
+        for (module, forbidden) in rules {
+            for (file, text) in sources(module) {
+                let code = joined_code(&text);
+                for word in forbidden {
+                    let ident = |c: char| c.is_alphanumeric() || c == '_';
+                    let found = code.match_indices(word).any(|(at, _)| {
+                        let before = code[..at].chars().next_back().is_none_or(|c| !ident(c));
+                        let after = code[at + word.len()..].chars().next();
+                        before && (word.ends_with('.') || after.is_none_or(|c| !ident(c)))
+                    });
+                    if found {
+                        broken.push(format!("{file} uses {word}"));
+                    }
+                }
+            }
+        }
+        assert!(broken.is_empty(), "{}", broken.join("\n"));
+        assert_eq!(joined_code("a\n  .b // c.d\n . e"), "a.b.e");
+    }
+
     #[test]
     fn crate_references_are_found_in_paths_and_use_groups() {
         let text = "use crate::agents::{AgentEvent, manager};\n\
@@ -267,6 +313,7 @@ mod tests {
             "cli",
             "client",
             "config",
+            "ctx",
             "daemon",
             "dispatch",
             "environment",
@@ -284,6 +331,7 @@ mod tests {
             "timers",
             "tmux",
             "pty",
+            "principal",
             "wire",
             "fuzzing",
         ];
@@ -299,6 +347,22 @@ mod tests {
         ];
         let rules: Vec<(&[&str], Vec<&str>, &str)> = vec![
             (&["proto"], except(&["proto"]), "proto is pure wire code"),
+            (&["principal"], except(&[]), "who a request speaks for is plain data"),
+            (
+                &["config"],
+                [features.as_slice(), &["ctx", "net"]].concat(),
+                "the configuration knows no feature: features read it",
+            ),
+            (
+                &["net"],
+                [features.as_slice(), &["ctx"]].concat(),
+                "connections carry a principal without knowing how it was verified",
+            ),
+            (
+                &["panes"],
+                vec!["daemon", "agents", "tasks", "api", "calls", "dispatch", "server"],
+                "panes see their own part and the context; what they do for others is a PaneEvent",
+            ),
             (
                 &["client"],
                 except(&["proto"]),
@@ -328,7 +392,6 @@ mod tests {
                 vec!["tasks", "calls"],
                 "agents announce events; tasks and tools follow them",
             ),
-            // `net` is left out: a WebSocket connection carries its `api::auth::Principal`.
             (
                 &["agents", "panes", "tasks", "tmux", "proto", "wire", "jobs"],
                 vec!["api"],

@@ -67,6 +67,33 @@ pub fn added_lines(before: &str, after: &str) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn every_rule_the_configuration_accepts_compiles() {
+        let rule = |pattern: &str, activity: &str| ScreenRule {
+            name: "r".into(),
+            pattern: pattern.into(),
+            activity: activity.into(),
+        };
+        let mut rules: Vec<ScreenRule> = crate::config::Config::default()
+            .agents
+            .into_values()
+            .flat_map(|a| a.screen_rules)
+            .collect();
+        rules.extend(
+            ScreenRule::ACTIVITIES
+                .iter()
+                .map(|activity| rule("(?m)^> $", activity)),
+        );
+        for rule in &rules {
+            assert!(rule.check().is_ok(), "{rule:?}");
+            assert!(ScreenRules::compile(std::slice::from_ref(rule)).is_ok(), "{rule:?}");
+        }
+        for bad in [rule("(", "working"), rule("x", "idle")] {
+            assert!(bad.check().is_err(), "{bad:?}");
+            assert!(ScreenRules::compile(std::slice::from_ref(&bad)).is_err(), "{bad:?}");
+        }
+    }
+
     fn rule(name: &str, pattern: &str, activity: &str) -> ScreenRule {
         ScreenRule {
             name: name.into(),

@@ -93,17 +93,7 @@ pub const DANGEROUS_ENV_PREFIXES: &[&str] = &[
     "ORCHESTRA_",
 ];
 
-/// Whether `name` is a portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`, at most
-/// 128 characters.
-pub fn is_env_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 128
-        && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
-}
+pub use crate::environment::is_env_name;
 
 /// Whether `name` is on the dangerous list.
 pub fn is_dangerous_env(name: &str) -> bool {

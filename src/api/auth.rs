@@ -13,57 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, SECRET_ENV, TokenAlgorithm};
 
-/// What a token allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Scopes {
-    /// May read: health, listing, details, observing terminals and tasks.
-    pub observe: bool,
-    /// May also act: spawn, kill, delegate, type into panes. Implies `observe`.
-    pub control: bool,
-}
-
-/// A scope an operation needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    /// Read access.
-    Observe,
-    /// Write access.
-    Control,
-}
-
-impl Scope {
-    /// The claim spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Observe => "observe",
-            Scope::Control => "control",
-        }
-    }
-}
-
-impl Scopes {
-    /// Whether these scopes grant `scope`.
-    pub fn allows(self, scope: Scope) -> bool {
-        match scope {
-            Scope::Observe => self.observe || self.control,
-            Scope::Control => self.control,
-        }
-    }
-}
-
-/// The verified identity behind a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// The token's `sub`, or `"anonymous"` when it has none.
-    pub subject: String,
-    /// Granted scopes.
-    pub scopes: Scopes,
-    /// Expiry, seconds since the epoch.
-    pub expires_at: u64,
-    /// The browser session (its id) the principal comes from, when it came with the
-    /// dashboard's cookie; a logout ends what it opened.
-    pub session: Option<String>,
-}
+pub use crate::principal::{Principal, Scope, Scopes};
 
 /// The scope claim: a space-separated string (`"observe control"`) or an array.
 #[derive(Debug, Clone, Deserialize, Serialize)]

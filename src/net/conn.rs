@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::outbound::{Chunk, OutQueue};
 use super::stream::ClientStream;
-use crate::api::auth::Principal;
+use crate::principal::Principal;
 use crate::config::{Config, Limits};
 use crate::proto::http::{DecodeLimits, Decoded, HttpError, Request, RequestDecoder, Response};
 use crate::proto::ws::FrameDecoder;
@@ -399,7 +399,7 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::auth::{Principal, Scopes};
+    use crate::principal::{Principal, Scopes};
 
     /// A connection on a real loopback socket, and the client's end of it.
     fn connection() -> (Connection, std::net::TcpStream, Config) {
