@@ -125,8 +125,8 @@ pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod panes;
-pub mod proto;
 pub mod principal;
+pub mod proto;
 pub mod pty;
 pub mod server;
 pub mod sys;
@@ -268,7 +268,10 @@ mod tests {
         // calling up; panes announce `PaneEvent`s and never see the daemon at all.
         let rules: [(&str, &[&str]); 3] = [
             ("panes", &["Daemon", "daemon."]),
-            ("agents", &["daemon.tasks", "daemon.api", "self.tasks", "self.api"]),
+            (
+                "agents",
+                &["daemon.tasks", "daemon.api", "self.tasks", "self.api"],
+            ),
             ("tasks", &["daemon.api", "self.api"]),
         ];
         let mut broken = Vec::new();
@@ -347,7 +350,11 @@ mod tests {
         ];
         let rules: Vec<(&[&str], Vec<&str>, &str)> = vec![
             (&["proto"], except(&["proto"]), "proto is pure wire code"),
-            (&["principal"], except(&[]), "who a request speaks for is plain data"),
+            (
+                &["principal"],
+                except(&[]),
+                "who a request speaks for is plain data",
+            ),
             (
                 &["config"],
                 [features.as_slice(), &["ctx", "net"]].concat(),
@@ -360,7 +367,9 @@ mod tests {
             ),
             (
                 &["panes"],
-                vec!["daemon", "agents", "tasks", "api", "calls", "dispatch", "server"],
+                vec![
+                    "daemon", "agents", "tasks", "api", "calls", "dispatch", "server",
+                ],
                 "panes see their own part and the context; what they do for others is a PaneEvent",
             ),
             (

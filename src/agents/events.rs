@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime};
 
 use super::{AgentEvent, AgentStatus};
 use crate::daemon::{Daemon, Timer};
-use crate::tmux::{self, TmuxError};
 
 /// Lines of the final screen sent with `AGENT_CRASHED`.
 const CRASH_LINES: u32 = 20;
@@ -196,27 +195,15 @@ impl Daemon {
         let Some(exit) = agent.exit.filter(|e| !e.is_success()) else {
             return;
         };
-        let (tmux, pane, session_id) = (
-            self.ctx.tmux.clone(),
-            agent.backend.pane().cloned(),
-            session_id.to_string(),
-        );
-        // The daemon's own copy of the last output, for when tmux's screen comes back empty
-        // (tmux 3.3a sometimes drops what a program printed just before it died).
-        let captured =
-            crate::panes::text::strip_ansi(&self.panes.tail_text(&session_id, CRASH_BYTES));
+        let session_id = session_id.to_string();
+        // tmux's screen, and the daemon's own copy of the last output for when that comes
+        // back empty (tmux 3.3a sometimes drops what a program printed just before it died)
+        // and for a pty session, which has no tmux screen.
+        let text = self.panes.text(&self.ctx, &session_id, CRASH_BYTES);
         self.ctx.jobs.run(move || {
-            // A pty session has no tmux screen: the daemon's copy is the whole story.
-            let mut lines = pane
-                .map(|pane| {
-                    tmux::capture_tail(&pane, CRASH_LINES)
-                        .map_err(TmuxError::from)
-                        .and_then(|l| tmux.run(&l))
-                        .map(|text| last_lines(&text, CRASH_LINES as usize))
-                        .unwrap_or_default()
-                })
-                .unwrap_or_default();
+            let mut lines = last_lines(&text.history(CRASH_LINES), CRASH_LINES as usize);
             if lines.is_empty() {
+                let captured = crate::panes::text::strip_ansi(&text.captured);
                 lines = last_lines(&captured, CRASH_LINES as usize);
             }
             Box::new(move |daemon: &mut Daemon| {

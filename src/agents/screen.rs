@@ -86,11 +86,17 @@ mod tests {
         );
         for rule in &rules {
             assert!(rule.check().is_ok(), "{rule:?}");
-            assert!(ScreenRules::compile(std::slice::from_ref(rule)).is_ok(), "{rule:?}");
+            assert!(
+                ScreenRules::compile(std::slice::from_ref(rule)).is_ok(),
+                "{rule:?}"
+            );
         }
         for bad in [rule("(", "working"), rule("x", "idle")] {
             assert!(bad.check().is_err(), "{bad:?}");
-            assert!(ScreenRules::compile(std::slice::from_ref(&bad)).is_err(), "{bad:?}");
+            assert!(
+                ScreenRules::compile(std::slice::from_ref(&bad)).is_err(),
+                "{bad:?}"
+            );
         }
     }
 

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::outbound::{Chunk, OutQueue};
 use super::stream::ClientStream;
-use crate::principal::Principal;
 use crate::config::{Config, Limits};
+use crate::principal::Principal;
 use crate::proto::http::{DecodeLimits, Decoded, HttpError, Request, RequestDecoder, Response};
 use crate::proto::ws::FrameDecoder;
 

@@ -17,6 +17,7 @@ pub mod hub;
 pub mod input;
 pub mod pane;
 pub mod pane_io;
+pub mod pane_text;
 pub mod seed;
 pub mod text;
 pub mod typing;

@@ -21,8 +21,9 @@ use crate::agents::validate::{PrivateDirs, resolve_working_dir};
 use crate::agents::{ExitInfo, new_session_ids, procfs};
 use crate::daemon::{Daemon, Done, Timer};
 use crate::error_code::ErrorCode;
+use crate::panes::pane_text::PaneText;
 use crate::panes::typing::Typing;
-use crate::tmux::{self, SessionName, TmuxError};
+use crate::tmux::SessionName;
 use crate::wire::ws::{TaskTimeoutMessage, TaskUpdate};
 
 /// Lines of pane history read back when an agent has ended.
@@ -744,31 +745,17 @@ fn begin_finish(daemon: &mut Daemon, task_id: u64, ending: Ending) {
     ticket.ending = Some(ending.clone());
     let snapshot = ticket.clone();
     daemon.tasks.store.put(&snapshot, None);
-    let pane = daemon
-        .agents
-        .get(&snapshot.session_id)
-        .and_then(|a| a.backend.pane().cloned());
-    let tmux_handle = daemon.ctx.tmux.clone();
-    // The daemon's own copy of the output, for when tmux's history comes back empty (tmux
-    // 3.3a sometimes loses what a short-lived program printed from its screen).
-    let captured = daemon
+    // tmux's history of the pane, and the daemon's own copy of the output for when that
+    // comes back empty (tmux 3.3a sometimes loses what a short-lived program printed).
+    let text = daemon
         .panes
-        .tail_text(&snapshot.session_id, OUTPUT_FALLBACK_BYTES);
+        .text(&daemon.ctx, &snapshot.session_id, OUTPUT_FALLBACK_BYTES);
     let test_command = test_command_of(&config, &snapshot);
     let notifier = daemon.ctx.jobs.notifier();
     let spawned = std::thread::Builder::new()
         .name(format!("task-{task_id}-verify"))
         .spawn(move || {
-            let result = verify(
-                &snapshot,
-                &ending,
-                pane,
-                &captured,
-                &tmux_handle,
-                test_command,
-                &config,
-                &limits,
-            );
+            let result = verify(&snapshot, &ending, &text, test_command, &config, &limits);
             notifier.send(Box::new(move |daemon: &mut Daemon| {
                 complete(daemon, task_id, ending, result)
             }));
@@ -800,29 +787,19 @@ pub fn test_command_of(config: &crate::config::Config, ticket: &Ticket) -> Optio
 }
 
 /// Computes a result (blocking): the agent's answer, the files it changed, the tests.
-#[allow(clippy::too_many_arguments)]
 fn verify(
     ticket: &Ticket,
     ending: &Ending,
-    pane: Option<crate::tmux::PaneId>,
-    captured: &str,
-    tmux_handle: &crate::tmux::Tmux,
+    text: &PaneText,
     test_command: Option<Vec<String>>,
     config: &crate::config::Config,
     limits: &ScanLimits,
 ) -> TaskResult {
     let keep = config.tasks.test_output_bytes;
-    let history = pane
-        .and_then(|pane| {
-            tmux::capture_tail(&pane, HISTORY_LINES)
-                .map_err(TmuxError::from)
-                .and_then(|list| tmux_handle.run(&list))
-                .ok()
-        })
-        .unwrap_or_default();
+    let history = text.history(HISTORY_LINES);
     let (mut message, mut output_tail) = prompt::final_answer(&history, keep);
     if output_tail.trim().is_empty() {
-        (message, output_tail) = prompt::final_answer(captured, keep);
+        (message, output_tail) = prompt::final_answer(&text.captured, keep);
     }
     let mut result = TaskResult {
         message,
