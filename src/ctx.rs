@@ -184,7 +184,7 @@ pub struct WsOutbox {
 
 impl WsOutbox {
     /// Queues a JSON message for every observer, encoded once, counting it in `metrics`. The
-    /// same as [`Daemon::broadcast`], for callers that still borrow other parts of the daemon.
+    /// same as [`Ctx::broadcast`], for callers that borrow other fields of the context.
     pub fn send_to_all(
         &mut self,
         metrics: &mut crate::metrics::Metrics,

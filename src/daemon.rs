@@ -6,10 +6,18 @@
 //! part reacts to a source, a timer, a closed connection or an agent's event is
 //! [`crate::dispatch`]'s business.
 //!
-//! Where a pane's bytes go: the pipe or pty master is a [`crate::ctx::Source::PanePipe`] in
-//! [`Ctx::sources`]; when it is readable the dispatcher calls into [`Panes`], which reads it
-//! ([`crate::panes::capture`]), appends the chunk to the [`crate::panes::hub::Hub`] (viewers
-//! pull frames from there) and hands it to the emulator thread.
+//! Where a pane's bytes go: the tmux pipe or pty master is a [`Source::PanePipe`] in
+//! [`Ctx::sources`]. When it is readable, [`crate::dispatch::source_event`] calls
+//! [`Panes::on_pipe_ready`], which reads it and appends each chunk to the pane's stream in
+//! the hub, where its `terminal_output` frame is encoded once. After the loop's turn the
+//! server pulls frames for each viewer ([`Panes::pull`]) and writes them; then
+//! [`Panes::after_delivery`] hands the chunks to the emulator thread (and a pty session's
+//! holder). The read is announced as a [`crate::panes::pane::PaneEvent::Output`], which
+//! [`crate::dispatch::agent_events`] hands to agents (activity and status).
+//!
+//! The parts, lowest first: [`Panes`] (panes and their viewers), [`Agents`] (sessions, hooks,
+//! conversations), [`Tasks`] (delegated tasks), [`ApiState`] (auth, rate limits, browser
+//! logins). Each keeps its fields private to its module.
 
 use std::sync::Arc;
 

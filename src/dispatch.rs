@@ -96,7 +96,7 @@ fn pane_event(daemon: &mut Daemon, event: PaneEvent) {
 }
 
 /// Hands the events panes and agents announced to the features that follow them: panes'
-/// to agents ([`pane_event`]); agents' to observers (`agent_status` and `AGENT_CRASHED`
+/// to agents; agents' to observers (`agent_status` and `AGENT_CRASHED`
 /// messages) and tasks (which finish when their agent exits or is gone). Returns whether
 /// there were any. Reactions may announce more; they are handled in the same call.
 pub fn agent_events(daemon: &mut Daemon) -> bool {

@@ -1,70 +1,88 @@
-//! Orchestra: a daemon that runs AI coding agents in tmux sessions and lets people and other
-//! agents drive and watch them over an authenticated HTTP + WebSocket API.
+//! Orchestra: a daemon that runs AI coding agents in tmux sessions (or pseudo-terminals of its
+//! own) and lets people and other agents drive and watch them over an authenticated HTTP +
+//! WebSocket API.
 //!
 //! # Code map
 //!
+//! One thread runs the `mio` event loop ([`server`]) and owns a [`daemon::Daemon`]: the shared
+//! context ([`ctx::Ctx`]) and four parts, each owning its state behind methods:
+//! [`panes::Panes`] < [`agents::Agents`] < [`tasks::Tasks`] < [`api::ApiState`]. A part may
+//! call the parts below it; news travels up as events ([`panes::pane::PaneEvent`],
+//! [`agents::AgentEvent`]) that [`dispatch`] routes.
+//!
 //! | module | owns | never does |
 //! |---|---|---|
-//! | [`config`] | the TOML format, defaults and every named limit | start anything |
 //! | [`server`] | the `mio` event loop: accepting, driving HTTP and WebSocket connections, delivering output, signals | block, decode JSON |
-//! | [`dispatch`] | who reacts to a ready source, a due timer, a closed connection, an agent's event | hold state |
-//! | [`net`] | client connections (TCP, and the local API socket `<state_dir>/api.sock`): buffers, phases, outbound queues of owned and shared chunks | pick status codes or decode JSON |
-//! | [`proto`] | pure wire code: HTTP decoder and encoder, WebSocket upgrade check and frames, hook socket messages, server proofs | I/O, clocks |
+//! | [`dispatch`] | who reacts to a ready source, a due timer, a closed connection, a pane's or an agent's event | hold state |
+//! | [`daemon`] | the composition: the context and the four parts, and nothing else | decide, touch client sockets |
+//! | [`ctx`] | what every part shares: configuration, the poller's registry and the daemon's event sources, deadlines, worker pools, the tmux handle, outboxes for replies and WebSocket frames, metrics, shutdown; [`ctx::then`] makes a continuation that runs on one part | decide anything |
+//! | [`panes`] | [`panes::Panes`]: every pane's capture (pipe hand-over, reading, re-arming), backlog, UTF-8, fanout hub, emulator thread, typing, the `pty` holder link; announces [`panes::pane::PaneEvent`]s | see the daemon or another part, parse HTTP |
+//! | [`agents`] | [`agents::Agents`]: sessions, status and activity with evidence, CLI hooks (settings, the hook socket, held permission requests), tool calls waiting, conversations, spawn/kill/adopt (tmux session commands through [`tmux::Tmux`] on workers), /proc metrics, input validation; announces [`agents::AgentEvent`]s | call into tasks or the API |
+//! | [`tasks`] | [`tasks::Tasks`]: delegated tasks: tickets, queue, lifecycle and restart rules, the redb store (its own thread), prompts, workspace diffs and test runs (off the loop); reads panes through [`panes::pane_text::PaneText`]; `tasks::git` builds every git call the daemon makes, so that no repository configuration runs a program | touch sockets, run tmux |
+//! | [`api`] | [`api::ApiState`]: routing, JWT auth and scopes, rate limits, browser logins (session cookies, CSRF checks) and the embedded dashboard (`src/web/`), handlers, mapping every layer's errors to HTTP, WebSocket message semantics | touch sockets |
+//! | [`calls`] | the daemon's tools for agents (`orchestra mcp`): list agents and tasks, delegate, message, propose plans, in the calling session's name | touch sockets other than through [`ctx::Ctx::answer`] |
+//! | [`net`] | client connections (TCP, and the local API socket `<state_dir>/api.sock`): buffers, phases, outbound queues of owned and shared chunks; the private Unix sockets' accept and non-blocking writes ([`net::unix`]) | pick status codes or decode JSON |
+//! | [`proto`] | pure wire code: HTTP decoder and encoder, WebSocket upgrade check and frames, hook socket messages, pty holder frames, server proofs | I/O, clocks |
 //! | [`wire`] | every JSON shape: REST bodies, WebSocket messages both ways, task shapes shared with the store | logic |
+//! | [`principal`] | who a request speaks for: subject and scopes | verify anything |
 //! | [`error_code`] | the reference's error codes and ours | pick HTTP statuses |
-//! | [`calls`] | the daemon's tools for agents (`orchestra mcp`): list agents and tasks, delegate, message, propose plans, in the calling session's name | touch sockets other than the call's own |
-//! | [`api`] | routing, JWT auth and scopes, browser logins (session cookies, CSRF checks) and the embedded dashboard (`src/web/`), handlers, mapping every layer's errors to HTTP, WebSocket message semantics | touch sockets |
+//! | [`config`] | the TOML format, defaults and every named limit | start anything, know a feature |
 //! | [`client`] | the blocking HTTP client of the commands that talk to a running daemon: the local socket without a token, or TCP with a token sent only after the server's proof | run inside the daemon |
-//! | [`cli`] | the commands that talk to a running daemon (`agents`, `send`, `attach`, `delegate`, `tasks`): resolving URL and token, tables, exit codes | run inside the daemon |
-//! | [`daemon`] | loop-owned state: agents, pane sources, the hub, deadlines, replies waiting to be written | decide who reacts, touch client sockets |
-//! | [`agents`] | sessions: registry, status and activity with evidence, CLI hooks (settings, the hook socket, held permission requests), spawn/kill/adopt, /proc metrics, input validation; announces [`agents::AgentEvent`]s | run tmux directly, call into tasks |
-//! | [`panes`] | the output and input path: pipe hand-over, capture, backlog, UTF-8, fanout hub, emulator thread, typing | parse HTTP |
+//! | [`cli`] | the commands that talk to a running daemon (`agents`, `send`, `attach`, `delegate`, `tasks`): resolving where the daemon is, tables, exit codes | run inside the daemon |
 //! | [`tmux`] | the only code that runs tmux: argv building, output parsing, timeouts, typed errors | accept user text as an argument |
 //! | [`pty`] | the `pty` backend's process boundary: the holder (`orchestra pty-hold`) that owns an agent's pseudo-terminal and process, and the daemon's side of its hand-over | read output while a daemon is attached |
-//! | [`tasks`] | delegated tasks: tickets, queue, lifecycle and restart rules (a launched task's spawn spec is withdrawn or its session adopted), the redb store (its own thread), prompts, workspace diffs and test runs (off the loop); `tasks::git` builds every git call the daemon makes, so that no repository configuration runs a program | touch sockets, run tmux directly |
 //! | [`environment`] | what children inherit: the daemon's own `ORCHESTRA_*` variables are erased at start and never passed on | decide what an agent's request may set |
 //! | [`metrics`] | counters and histograms for `GET /metrics` and their Prometheus text; the loop's are plain integers, threads' are atomics | lock or allocate per byte |
 //! | [`jobs`] | bounded pools of worker threads (quick tmux and /proc work, kills, git) and the continuation channel back to the loop | touch loop state |
+//! | [`timers`], [`time`] | deadlines on the loop's monotonic clock; RFC 3339 times | know what a deadline means |
 //! | [`sys`] | the only `unsafe`: pidfd, signals, `SCM_RIGHTS`, socket and scheduling options, rlimits | know about agents |
 //!
 //! # Who may import whom
 //!
-//! Checked by the unit test `modules_import_only_what_the_code_map_allows` below:
-//! - [`proto`] imports nothing of ours; [`wire`] only [`error_code`]; [`client`] only
-//!   [`proto`] (the server proof both sides compute).
-//! - The tools ([`tmux`], [`pty`], [`jobs`], [`timers`], [`sys`], [`time`], [`environment`])
-//!   import no feature (agents, panes, tasks, api, daemon, dispatch, server).
-//! - [`agents`] and [`panes`] never import [`tasks`]: agents announce events, tasks follow.
+//! Checked by the unit tests `modules_import_only_what_the_code_map_allows` and
+//! `parts_reach_only_the_parts_below_them` below:
+//! - [`proto`] and [`principal`] import nothing of ours; [`wire`] only [`error_code`];
+//!   [`client`] only [`proto`] (the server proof both sides compute).
+//! - The tools ([`tmux`], [`pty`], [`jobs`], [`timers`], [`sys`], [`time`], [`environment`],
+//!   [`metrics`]) import no feature; [`config`] and [`net`] import no feature either.
+//! - [`panes`] never names the daemon or another part: its continuations run on
+//!   [`panes::Panes`] alone ([`ctx::then`]). [`agents`] never touches tasks or the API, and
+//!   [`tasks`] never the API: agents announce events, tasks follow.
 //! - Nothing below [`api`] imports it: each layer has its own error enum
 //!   ([`tmux::TmuxError`], [`agents::error::SpawnError`], [`tasks::error::TaskError`]) and
-//!   `api` maps them to HTTP. (`net` borrows only `api::auth::Principal`.)
+//!   `api` maps them to HTTP.
 //! - Only [`server`] imports [`dispatch`].
+//! - One loop back remains: a continuation runs on the whole [`daemon::Daemon`], so [`ctx`]
+//!   names it, and agents' and tasks' continuations still receive it (panes' do not).
 //!
 //! # How a request flows
 //!
 //! socket → [`net::Connection::fill`] → [`proto::http::RequestDecoder`] → [`api::handle`]
 //! (auth, route) → handler → [`agents::manager`] → a job on a worker ([`jobs::JobPool`]) runs
 //! tmux ([`tmux::Tmux::run`]) → the job's continuation comes back through a channel and the
-//! `mio::Waker` → [`daemon::Daemon::reply`] → the server writes the response in request
-//! order.
+//! `mio::Waker` → [`ctx::Ctx::reply`] → the server writes the response in request order.
 //!
 //! # How a pane's bytes flow
 //!
 //! The agent writes to its pty → tmux → `pipe-pane -I -O` socketpair, set up in the same
 //! tmux command list as `new-session` so no output is lost → `orchestra pipe-attach` hands
-//! the socket to the daemon over `SCM_RIGHTS` ([`panes::attach`]) → the socket is registered
-//! in the event loop and read whenever output arrives ([`panes::capture`]) → [`panes::hub`]
+//! the socket to the daemon over `SCM_RIGHTS` ([`panes::attach`]) → the socket is a
+//! [`ctx::Source::PanePipe`] in the event loop; when it is readable, [`dispatch`] calls
+//! [`panes::Panes::on_pipe_ready`], which reads it ([`panes::capture`]) → [`panes::hub`]
 //! appends the chunk to the pane's backlog and encodes its `terminal_output` frame once →
 //! each viewer with room in its send window pulls the frames after its cursor
-//! ([`server`]) → socket. The same chunk is handed to the emulator thread
-//! ([`panes::emulator`]), which keeps the screen for snapshots without ever holding up the
-//! loop. Typing goes back through the same socket ([`panes::typing`]).
+//! ([`panes::Panes::pull`], called by [`server`]) → socket. After the frames are written the
+//! same chunk goes to the emulator thread ([`panes::emulator`], [`panes::Panes::after_delivery`]),
+//! which keeps the screen for snapshots without ever holding up the loop. The read announces
+//! [`panes::pane::PaneEvent::Output`]; [`dispatch`] hands it to agents (activity, status).
+//! Typing goes back through the same socket ([`panes::typing`]).
 //!
 //! A session of the `pty` backend skips tmux: its holder ([`pty::holder`]) hands the
 //! pseudo-terminal's master to the daemon over `SCM_RIGHTS` ([`pty::link`]), and the master is
 //! read and written in the event loop exactly like the pipe above
-//! ([`panes::pane_io::PaneIo`]). The holder's connection carries exits and screen
-//! checkpoints ([`agents::pty_session`]).
+//! ([`panes::pane_io::PaneIo`]); what is read is also forwarded to the holder's replay, and
+//! screen checkpoints let it drop the replay ([`panes::holder_link`]). The holder's
+//! connection carries exits ([`agents::pty_session`]).
 //!
 //! # How an agent's exit reaches a task
 //!
@@ -84,9 +102,9 @@
 //! answered once it is durable → [`tasks::lifecycle::schedule`] starts queued tickets as
 //! slots free up: the workspace (worktree, baseline) is prepared on a worker, the baseline
 //! stored, and the agent's `headless` command spawned as an ordinary session → the session's
-//! exit (or a timeout, cancel or kill) → a verification thread reads the pane history,
-//! diffs the working tree ([`tasks::workspace`]) and runs the tests ([`tasks::verify`]) →
-//! the result is stored and announced as `task_update`.
+//! exit (or a timeout, cancel or kill) → a verification thread reads the pane's text
+//! ([`panes::pane_text::PaneText`]), diffs the working tree ([`tasks::workspace`]) and runs
+//! the tests ([`tasks::verify`]) → the result is stored and announced as `task_update`.
 //!
 //! # Architecture invariants
 //!
@@ -94,6 +112,8 @@
 //!   kills on pools of their own, so they never delay quick work), every
 //!   cross-thread result wakes the loop in the same call that queues it, and the loop shares
 //!   no lock with any thread.
+//! - No socket write is cut short or waits: client connections queue what the socket does
+//!   not take; answers on the private sockets wait as [`ctx::Source::Answer`]s.
 //! - Only [`tmux`] spawns tmux, and no text from an API request is ever a tmux argument:
 //!   session names are built by the daemon, targets are exact (`=name:`, `%N`), the agent's
 //!   argv, environment and directory travel in a private spec file read by

@@ -1,7 +1,7 @@
 //! What the API means: routing, authentication and scopes, and the handlers.
 //!
 //! [`handle`] takes a decoded request and either answers at once or arranges for the answer
-//! to be queued with [`Daemon::reply`] later (when it needs a worker). It never touches
+//! to be queued with [`crate::ctx::Ctx::reply`] later (when it needs a worker). It never touches
 //! sockets.
 
 pub mod agents;
@@ -128,7 +128,7 @@ use crate::wire::rest::Health;
 pub enum Handled {
     /// The response is ready.
     Now(Response),
-    /// The response will be queued with [`Daemon::reply`].
+    /// The response will be queued with [`crate::ctx::Ctx::reply`].
     Later,
     /// Answer and close the connection without reading anything after this request (a
     /// refused WebSocket upgrade).
