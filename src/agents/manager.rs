@@ -151,24 +151,10 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         Ok(agent_type) => agent_type,
         Err(error) => return done(daemon, Err(error)),
     };
-    let (session_id, name) = match (&params.ids, &params.name) {
-        (Some(ids), _) => ids.clone(),
-        (None, Some(name)) => match named_session_ids(&params.agent_type, name) {
-            Some(ids) => ids,
-            None => return done(daemon, Err(SpawnError::InvalidName(name.clone()))),
-        },
-        (None, None) => new_session_ids(&params.agent_type),
+    let (session_id, name) = match free_session_ids(daemon, &params) {
+        Ok(ids) => ids,
+        Err(error) => return done(daemon, Err(error)),
     };
-    // A session being created holds its attach token already.
-    let pending = daemon.panes.is_attaching(&session_id);
-    if daemon.agents.registry.get(&session_id).is_some() || pending {
-        let taken = if params.name.is_some() {
-            SpawnError::NameTaken(session_id.clone())
-        } else {
-            SpawnError::IdTaken(session_id.clone())
-        };
-        return done(daemon, Err(taken));
-    }
     let mut roots = config.sessions.allowed_roots.clone();
     roots.extend(params.extra_root.clone());
     let mut request_env = params.env;
@@ -178,21 +164,8 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         .panes
         .expect_attach(token.clone(), session_id.clone());
     // Hooks report the interactive CLI's turns; a delegated task's one-shot run has none.
-    let hooks =
-        (agent_type.hooks == Some(HookStyle::Claude) && params.command.is_none()).then(|| {
-            let token = attach::new_token();
-            daemon
-                .agents
-                .hook_tokens
-                .insert(token.clone(), session_id.clone());
-            HookSetup {
-                token,
-                socket: config.hook_socket(),
-                settings: config.hooks_dir().join(format!("{session_id}.json")),
-                client_timeout: config.hooks.client_timeout,
-                approval_timeout: config.hooks.approval_timeout,
-            }
-        });
+    let hooks = (agent_type.hooks == Some(HookStyle::Claude) && params.command.is_none())
+        .then(|| hook_setup(daemon, &config, &session_id));
     daemon.agents.registry.pending_spawns += 1;
     let job = SpawnJob {
         tmux: daemon.ctx.tmux.clone(),
@@ -226,54 +199,9 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
             daemon.agents.registry.pending_spawns -= 1;
             match result {
                 Ok(outcome) => {
-                    let (backend, pid, attached) = match outcome.placed {
-                        Placed::Tmux {
-                            pane,
-                            pid,
-                            server_pid,
-                        } => (SessionBackend::Tmux { pane, server_pid }, pid, None),
-                        Placed::Pty(attached) => (
-                            SessionBackend::Pty {
-                                holder_pid: attached.hello.holder_pid,
-                            },
-                            attached.hello.pid,
-                            Some(attached),
-                        ),
-                    };
-                    let mut agent = Agent::new(
-                        job.session_id.clone(),
-                        job.agent_type.clone(),
-                        job.name.clone(),
-                        backend,
-                        pid,
-                        outcome.working_dir,
-                        outcome.created_at,
-                    );
-                    let pane = pane_spec(&daemon.ctx.config, &agent, job.height, job.width);
-                    agent.hook_token = job.hooks.as_ref().map(|h| h.token.clone());
-                    let place = match agent.backend.pane() {
-                        Some(pane) => format!("pane {pane}"),
-                        None => "a pty".to_string(),
-                    };
-                    log::info!(
-                        "spawned {} ({}) in {} as {place} pid {}",
-                        agent.id,
-                        agent.agent_type,
-                        agent.working_dir.display(),
-                        agent.pid
-                    );
-                    match attached {
-                        None => register(daemon, agent, pane, None),
-                        Some(attached) => {
-                            super::pty_session::register(daemon, agent, pane, attached, false)
-                        }
-                    }
-                    done(
-                        daemon,
-                        Ok(Spawned {
-                            session_id: job.session_id,
-                        }),
-                    );
+                    let session_id = job.session_id.clone();
+                    register_spawned(daemon, job, outcome);
+                    done(daemon, Ok(Spawned { session_id }));
                 }
                 Err(error) => {
                     daemon.panes.forget_attach(&job.session_id);
@@ -287,6 +215,90 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
             }
         })
     });
+}
+
+/// The ids of a new session: the ones asked for, its name's, or fresh ones; refused when a
+/// session has them or is being created with them.
+fn free_session_ids(
+    daemon: &Daemon,
+    params: &SpawnParams,
+) -> Result<(String, SessionName), SpawnError> {
+    let (session_id, name) = match (&params.ids, &params.name) {
+        (Some(ids), _) => ids.clone(),
+        (None, Some(name)) => named_session_ids(&params.agent_type, name)
+            .ok_or_else(|| SpawnError::InvalidName(name.clone()))?,
+        (None, None) => new_session_ids(&params.agent_type),
+    };
+    // A session being created holds its attach token already.
+    let pending = daemon.panes.is_attaching(&session_id);
+    if daemon.agents.registry.get(&session_id).is_some() || pending {
+        return Err(if params.name.is_some() {
+            SpawnError::NameTaken(session_id)
+        } else {
+            SpawnError::IdTaken(session_id)
+        });
+    }
+    Ok((session_id, name))
+}
+
+/// A new hook credential for session `session_id`, and where its hooks report.
+fn hook_setup(daemon: &mut Daemon, config: &Config, session_id: &str) -> HookSetup {
+    let token = attach::new_token();
+    daemon
+        .agents
+        .hook_tokens
+        .insert(token.clone(), session_id.to_string());
+    HookSetup {
+        token,
+        socket: config.hook_socket(),
+        settings: config.hooks_dir().join(format!("{session_id}.json")),
+        client_timeout: config.hooks.client_timeout,
+        approval_timeout: config.hooks.approval_timeout,
+    }
+}
+
+/// A spawn's session exists: it becomes an agent with a pane.
+fn register_spawned(daemon: &mut Daemon, job: SpawnJob, outcome: SpawnOutcome) {
+    let (backend, pid, attached) = match outcome.placed {
+        Placed::Tmux {
+            pane,
+            pid,
+            server_pid,
+        } => (SessionBackend::Tmux { pane, server_pid }, pid, None),
+        Placed::Pty(attached) => (
+            SessionBackend::Pty {
+                holder_pid: attached.hello.holder_pid,
+            },
+            attached.hello.pid,
+            Some(attached),
+        ),
+    };
+    let mut agent = Agent::new(
+        job.session_id.clone(),
+        job.agent_type.clone(),
+        job.name.clone(),
+        backend,
+        pid,
+        outcome.working_dir,
+        outcome.created_at,
+    );
+    let pane = pane_spec(&daemon.ctx.config, &agent, job.height, job.width);
+    agent.hook_token = job.hooks.as_ref().map(|h| h.token.clone());
+    let place = match agent.backend.pane() {
+        Some(pane) => format!("pane {pane}"),
+        None => "a pty".to_string(),
+    };
+    log::info!(
+        "spawned {} ({}) in {} as {place} pid {}",
+        agent.id,
+        agent.agent_type,
+        agent.working_dir.display(),
+        agent.pid
+    );
+    match attached {
+        None => register(daemon, agent, pane, None),
+        Some(attached) => super::pty_session::register(daemon, agent, pane, attached, false),
+    }
 }
 
 /// The private file that keeps a tmux session's hook credential across daemon restarts
@@ -399,35 +411,7 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
     }
     let mut argv = job.command.clone();
     if let Some(hooks) = &job.hooks {
-        let settings =
-            super::claude::hook_settings(&job.exe, hooks.client_timeout, hooks.approval_timeout);
-        if let Some(dir) = hooks.settings.parent() {
-            crate::create_private_dir(dir).map_err(SpawnError::Failed)?;
-        }
-        write_private(&hooks.settings, settings.to_string().as_bytes())
-            .map_err(|e| SpawnError::Failed(format!("cannot write the hook settings: {e}")))?;
-        let mcp = hooks.settings.with_extension("mcp.json");
-        write_private(
-            &mcp,
-            super::mcp::mcp_config(&job.exe).to_string().as_bytes(),
-        )
-        .map_err(|e| SpawnError::Failed(format!("cannot write the MCP config: {e}")))?;
-        argv = super::claude::with_settings(&argv, &hooks.settings, &mcp);
-        env.insert(
-            hook_client::SOCKET_ENV.into(),
-            hooks.socket.display().to_string(),
-        );
-        env.insert(hook_client::TOKEN_ENV.into(), hooks.token.clone());
-        env.insert(
-            hook_client::TIMEOUT_ENV.into(),
-            hooks.client_timeout.as_millis().to_string(),
-        );
-        env.insert(
-            hook_client::APPROVAL_TIMEOUT_ENV.into(),
-            (hooks.approval_timeout + hooks.client_timeout)
-                .as_millis()
-                .to_string(),
-        );
+        argv = write_hook_files(job, hooks, &argv, &mut env)?;
     }
     let spec = SpawnSpec {
         argv,
@@ -436,12 +420,11 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
         cwd: working_dir.clone(),
         stdin: job.stdin.clone(),
     };
-    let spawn_failed = SpawnError::Failed;
     if let Some(dir) = job.spec_path.parent() {
-        crate::create_private_dir(dir).map_err(spawn_failed)?;
+        crate::create_private_dir(dir).map_err(SpawnError::Failed)?;
     }
     write_spec(&job.spec_path, &spec)
-        .map_err(|e| spawn_failed(format!("cannot write the spawn spec: {e}")))?;
+        .map_err(|e| SpawnError::Failed(format!("cannot write the spawn spec: {e}")))?;
     let created_at = SystemTime::now();
     let meta = SessionMeta {
         v: SessionMeta::VERSION,
@@ -454,8 +437,8 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
             .unwrap_or(0),
         hook_token: job.hooks.as_ref().map(|h| h.token.clone()),
     };
-    if job.backend == Backend::Pty {
-        return super::pty_session::start(
+    let placed = if job.backend == Backend::Pty {
+        super::pty_session::start(
             &job.pty,
             &job.session_id,
             &meta,
@@ -464,15 +447,64 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
             job.height,
             job.width,
         )
-        .map(|attached| SpawnOutcome {
-            placed: Placed::Pty(attached),
-            working_dir,
-            created_at,
-        })
+        .map(Placed::Pty)
         .inspect_err(|_| {
             let _ = std::fs::remove_file(&job.spec_path);
-        });
+        })?
+    } else {
+        create_tmux_session(job, meta)?
+    };
+    Ok(SpawnOutcome {
+        placed,
+        working_dir,
+        created_at,
+    })
+}
+
+/// Writes a hooked session's hook settings and MCP configuration, and gives the agent the
+/// variables its hooks report with. Returns the argv that loads them.
+fn write_hook_files(
+    job: &SpawnJob,
+    hooks: &HookSetup,
+    argv: &[String],
+    env: &mut BTreeMap<String, String>,
+) -> Result<Vec<String>, SpawnError> {
+    let settings =
+        super::claude::hook_settings(&job.exe, hooks.client_timeout, hooks.approval_timeout);
+    if let Some(dir) = hooks.settings.parent() {
+        crate::create_private_dir(dir).map_err(SpawnError::Failed)?;
     }
+    write_private(&hooks.settings, settings.to_string().as_bytes())
+        .map_err(|e| SpawnError::Failed(format!("cannot write the hook settings: {e}")))?;
+    let mcp = hooks.settings.with_extension("mcp.json");
+    write_private(
+        &mcp,
+        super::mcp::mcp_config(&job.exe).to_string().as_bytes(),
+    )
+    .map_err(|e| SpawnError::Failed(format!("cannot write the MCP config: {e}")))?;
+    env.insert(
+        hook_client::SOCKET_ENV.into(),
+        hooks.socket.display().to_string(),
+    );
+    env.insert(hook_client::TOKEN_ENV.into(), hooks.token.clone());
+    env.insert(
+        hook_client::TIMEOUT_ENV.into(),
+        hooks.client_timeout.as_millis().to_string(),
+    );
+    env.insert(
+        hook_client::APPROVAL_TIMEOUT_ENV.into(),
+        (hooks.approval_timeout + hooks.client_timeout)
+            .as_millis()
+            .to_string(),
+    );
+    Ok(super::claude::with_settings(argv, &hooks.settings, &mcp))
+}
+
+/// Creates the session's tmux session, its pipe attached in the same command list, running
+/// `orchestra agent-exec` on the spec already written. Files written for it are removed
+/// again when it cannot be created.
+fn create_tmux_session(job: &SpawnJob, meta: SessionMeta) -> Result<Placed, SpawnError> {
+    let spawn_failed = SpawnError::Failed;
     log::debug!("{}: creating tmux session {}", job.session_id, job.name);
     let program: Vec<OsString> = vec![
         job.exe.clone().into(),
@@ -520,14 +552,10 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
     };
     job.tmux.make_socket_private();
     match result {
-        Ok((pane, pid, server_pid)) => Ok(SpawnOutcome {
-            placed: Placed::Tmux {
-                pane,
-                pid,
-                server_pid,
-            },
-            working_dir,
-            created_at,
+        Ok((pane, pid, server_pid)) => Ok(Placed::Tmux {
+            pane,
+            pid,
+            server_pid,
         }),
         Err(error) => {
             let _ = std::fs::remove_file(&job.spec_path);
