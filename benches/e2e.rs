@@ -1159,17 +1159,8 @@ fn dashboard(daemon: &Daemon, mb: usize) -> Vec<Row> {
     for _ in 0..7 {
         sessions.push(daemon.spawn("banner", json!({"BYTES": "1000"})));
     }
-    let open = Command::new(env!("CARGO_BIN_EXE_orchestra"))
-        .args(["open", "--url"])
-        .arg(format!("http://{}", daemon.process.addr))
-        .arg("--config")
-        .arg(&daemon.process.config)
-        .arg("--state-dir")
-        .arg(&daemon.process.state)
-        .output()
-        .unwrap();
-    assert!(open.status.success(), "{open:?}");
-    let link = String::from_utf8(open.stdout).unwrap().trim().to_string();
+    // A login link from the daemon's local socket, as `orchestra open` makes on its host.
+    let link = daemon.process.login_link("control");
     let shots = std::path::PathBuf::from(root).join("target/tmp/browser-shots");
     std::fs::create_dir_all(&shots).unwrap();
     let daemon_cpu = cpu_seconds(daemon.pid());

@@ -160,26 +160,6 @@ impl DaemonProcess {
         })
     }
 
-    /// A one-time dashboard login link from `orchestra open --scope SCOPE`.
-    pub fn login_link(&self, scope: &str) -> String {
-        let output = Command::new(env!("CARGO_BIN_EXE_orchestra"))
-            .args(["open", "--scope", scope])
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--state-dir")
-            .arg(&self.state)
-            .env_remove("ORCHESTRA_URL")
-            .env_remove("ORCHESTRA_TOKEN")
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "open: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap().trim().to_string()
-    }
-
     /// The daemon's HS256 secret.
     pub fn secret(&self) -> Vec<u8> {
         std::fs::read_to_string(self.state.join("jwt_secret"))
