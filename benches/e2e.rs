@@ -10,14 +10,18 @@
 //! some; `--mb N`, `--viewers N`, `--idle N`, `--samples N` change the sizes. Every loop is
 //! bounded in count and time; everything it starts is cleaned up on exit.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tungstenite::{Message, WebSocket};
+use tungstenite::Message;
+
+#[path = "../tests/support/daemon.rs"]
+mod support;
+
+use support::{DaemonProcess, Setup, Ws};
 
 const LIMIT: Duration = Duration::from_secs(300);
 const LINE: &str =
@@ -72,169 +76,100 @@ fn options() -> Options {
     options
 }
 
-/// The daemon under test, its tmux server and temp dir; stopped and removed on drop.
-struct DaemonProcess {
-    dir: tempfile::TempDir,
-    child: Child,
-    addr: SocketAddr,
+/// The daemon under test, started by the tests' harness (temp dir, private tmux server,
+/// everything it started ended on drop), with the bench's config and a control token.
+struct Daemon {
+    process: DaemonProcess,
     token: String,
 }
 
-impl DaemonProcess {
-    fn start(idle: usize) -> DaemonProcess {
-        let dir = tempfile::Builder::new()
-            .prefix("orch-e2e")
-            .tempdir()
-            .unwrap();
-        let work = dir.path().join("work");
-        std::fs::create_dir(&work).unwrap();
-        let gen_script = write_script(
-            dir.path(),
-            "gen.sh",
-            &format!(
-                "#!/bin/sh\nwhile read -r _; do echo START; yes '{LINE}' | head -c \"$BYTES\"; echo; echo END; done\n"
-            ),
-        );
-        let banner_script = write_script(
-            dir.path(),
-            "banner.sh",
-            &format!(
-                "#!/bin/sh\necho ready\nwhile read -r _; do yes '{LINE}' | head -c \"$BYTES\"; echo; echo END; done\n"
-            ),
-        );
-        let echo_script = write_script(
-            dir.path(),
-            "rawecho.sh",
-            "#!/bin/sh\nstty raw -echo\nexec cat\n",
-        );
-        let config = format!(
-            "workers = 4\n[limits]\nmax_connections = {}\n[sessions]\nallowed_roots = [\"{}\"]\n\
-             [websocket]\nmax_subscriptions = 8\n\
-             [rate_limits]\nws_messages = {{ requests = 0, window = \"1m\" }}\nspawn = {{ requests = 0, window = \"1m\" }}\n\
-             [panes]\nbacklog_bytes = 33554432\nlive_frame_bytes = 33554432\n\
-             [agents.gen]\ncommand = [\"{}\"]\n[agents.banner]\ncommand = [\"{}\"]\n\
-             [agents.rawecho]\ncommand = [\"{}\"]\n\
-             [agents.gen_pty]\ncommand = [\"{}\"]\nbackend = \"pty\"\n\
-             [agents.rawecho_pty]\ncommand = [\"{}\"]\nbackend = \"pty\"\n\
-             [agents.hooked]\ncommand = [\"{}\"]\nhooks = \"claude\"\n",
-            idle + 1000,
-            work.display(),
-            gen_script.display(),
-            banner_script.display(),
-            echo_script.display(),
-            gen_script.display(),
-            echo_script.display(),
-            echo_script.display()
-        );
-        let config_path = dir.path().join("config.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let state = dir.path().join("state");
-        let exe = env!("CARGO_BIN_EXE_orchestra");
-        let mut child = Command::new(exe)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config_path)
-            .arg("--state-dir")
-            .arg(&state)
-            .env_remove("ORCHESTRA_JWT_SECRET")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("WARN") || line.contains("ERROR") {
-                    eprintln!("[daemon] {line}");
-                }
-                let _ = tx.send(line);
-            }
-        });
-        let addr = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("daemon started");
-            if let Some(addr) = line.split("http://").nth(1) {
-                break addr.trim().parse().unwrap();
-            }
+impl Daemon {
+    fn start(idle: usize) -> Daemon {
+        let setup = Setup {
+            prefix: "orch-e2e",
+            log_level: None,
+            echo: |line| line.contains("WARN") || line.contains("ERROR"),
+            env: Vec::new(),
         };
-        let output = Command::new(exe)
-            .args(["token", "--scope", "control", "--ttl", "1h", "--config"])
-            .arg(&config_path)
-            .arg("--state-dir")
-            .arg(&state)
-            .env_remove("ORCHESTRA_JWT_SECRET")
-            .output()
-            .unwrap();
-        let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
-        DaemonProcess {
-            dir,
-            child,
-            addr,
-            token,
-        }
+        let process = DaemonProcess::start_in(setup, |dir, work| {
+            let gen_script = write_script(
+                dir,
+                "gen.sh",
+                &format!(
+                    "#!/bin/sh\nwhile read -r _; do echo START; yes '{LINE}' | head -c \"$BYTES\"; echo; echo END; done\n"
+                ),
+            );
+            let banner_script = write_script(
+                dir,
+                "banner.sh",
+                &format!(
+                    "#!/bin/sh\necho ready\nwhile read -r _; do yes '{LINE}' | head -c \"$BYTES\"; echo; echo END; done\n"
+                ),
+            );
+            let echo_script =
+                write_script(dir, "rawecho.sh", "#!/bin/sh\nstty raw -echo\nexec cat\n");
+            format!(
+                "workers = 4\n[limits]\nmax_connections = {}\n[sessions]\nallowed_roots = [\"{}\"]\n\
+                 [websocket]\nmax_subscriptions = 8\n\
+                 [rate_limits]\nws_messages = {{ requests = 0, window = \"1m\" }}\nspawn = {{ requests = 0, window = \"1m\" }}\n\
+                 [panes]\nbacklog_bytes = 33554432\nlive_frame_bytes = 33554432\n\
+                 [agents.gen]\ncommand = [\"{}\"]\n[agents.banner]\ncommand = [\"{}\"]\n\
+                 [agents.rawecho]\ncommand = [\"{}\"]\n\
+                 [agents.gen_pty]\ncommand = [\"{}\"]\nbackend = \"pty\"\n\
+                 [agents.rawecho_pty]\ncommand = [\"{}\"]\nbackend = \"pty\"\n\
+                 [agents.hooked]\ncommand = [\"{}\"]\nhooks = \"claude\"\n",
+                idle + 1000,
+                work.display(),
+                gen_script.display(),
+                banner_script.display(),
+                echo_script.display(),
+                gen_script.display(),
+                echo_script.display(),
+                echo_script.display()
+            )
+        });
+        let token = process.control();
+        Daemon { process, token }
     }
 
     fn spawn(&self, agent_type: &str, env: Value) -> String {
-        let body = json!({"agent_type": agent_type, "working_dir": self.dir.path().join("work"), "env": env}).to_string();
-        let request = format!(
-            "POST /api/agents/spawn HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
-             Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            self.token,
-            body.len()
-        );
-        let mut stream = TcpStream::connect(self.addr).unwrap();
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
-        let value: Value = serde_json::from_str(body).unwrap();
+        let body = json!({"agent_type": agent_type, "working_dir": self.process.work, "env": env});
+        let value = self
+            .process
+            .post("/api/agents/spawn", &self.token, &body)
+            .json();
         value["session_id"]
             .as_str()
             .unwrap_or_else(|| panic!("spawn failed: {value}"))
             .to_string()
     }
 
-    fn ws(&self) -> WebSocket<TcpStream> {
-        let stream = TcpStream::connect(self.addr).unwrap();
+    fn ws(&self) -> Ws {
+        let ws = self.process.ws(&self.token);
+        let stream = ws.socket.get_ref();
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
         stream.set_nodelay(true).unwrap();
-        let url = format!("ws://{}/ws/observe?token={}", self.addr, self.token);
-        tungstenite::client(url, stream).unwrap().0
+        ws
+    }
+
+    /// `GET path` with the bench's token, as JSON.
+    fn get(&self, path: &str) -> Value {
+        self.process.get(path, &self.token).json()
+    }
+
+    /// The daemon's temporary directory (its scripts, baselines' sockets and FIFOs).
+    fn dir(&self) -> &Path {
+        self.process.dir.path()
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     fn rss_kb(&self) -> u64 {
-        rss_kb(self.child.id())
-    }
-}
-
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new("tmux")
-            .arg("-S")
-            .arg(self.dir.path().join("state/tmux.sock"))
-            .arg("kill-server")
-            .stderr(Stdio::null()) // no server left is fine
-            .status();
-        // Each pty holder kills its agent and exits when released (frame 'R', no payload).
-        if let Ok(entries) = std::fs::read_dir(self.dir.path().join("state/pty")) {
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.extension().and_then(|e| e.to_str()) != Some("sock") {
-                    continue;
-                }
-                if let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&path) {
-                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                    if stream.write_all(b"R\0\0\0\0").is_ok() {
-                        let mut sink = [0u8; 64 * 1024];
-                        while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
-                    }
-                }
-            }
-        }
+        rss_kb(self.pid())
     }
 }
 
@@ -255,32 +190,12 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap()
 }
 
-fn send(ws: &mut WebSocket<TcpStream>, message: Value) {
-    ws.send(Message::text(message.to_string())).unwrap();
-}
-
-fn recv(ws: &mut WebSocket<TcpStream>) -> Value {
-    loop {
-        match ws.read().unwrap() {
-            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-            Message::Close(frame) => panic!("closed: {frame:?}"),
-            _ => {}
-        }
-    }
-}
-
 /// Subscribes and waits for the screen.
-fn subscribe(ws: &mut WebSocket<TcpStream>, session: &str) {
-    send(
-        ws,
-        json!({"type": "subscribe_terminal", "session_id": session}),
-    );
-    loop {
-        let message = recv(ws);
-        if message["type"] == "terminal_output" && message["snapshot"] == true {
-            return;
-        }
-    }
+fn subscribe(ws: &mut Ws, session: &str) {
+    ws.send(json!({"type": "subscribe_terminal", "session_id": session}));
+    ws.recv_until("the screen", |message| {
+        message["type"] == "terminal_output" && message["snapshot"] == true
+    });
 }
 
 /// The generator's output between its markers as the pane's stream carries it.
@@ -345,14 +260,14 @@ fn data_field(text: &str) -> String {
 }
 
 /// Reads one viewer's stream until END; returns (hash of the body, raw bytes, elapsed).
-fn read_flood(ws: &mut WebSocket<TcpStream>, started: Instant) -> (u64, u64, Duration) {
+fn read_flood(ws: &mut Ws, started: Instant) -> (u64, u64, Duration) {
     let mut text = String::new();
     let mut hash = FNV_START;
     let mut started_body = false;
     let mut raw = 0u64;
     loop {
         assert!(started.elapsed() < LIMIT, "flood did not finish");
-        let Message::Text(message) = ws.read().unwrap() else {
+        let Message::Text(message) = ws.socket.read().unwrap() else {
             continue;
         };
         if !message.starts_with("{\"type\":\"terminal_output\"")
@@ -389,12 +304,12 @@ fn read_flood(ws: &mut WebSocket<TcpStream>, started: Instant) -> (u64, u64, Dur
 /// Reads a flood as cheaply as a client can (no JSON parsing: offsets are picked out of the
 /// text), so that the client is not what limits the measurement. Returns the raw bytes the
 /// stream covered until END, and the time.
-fn count_flood(ws: &mut WebSocket<TcpStream>, started: Instant, bytes: usize) -> (u64, Duration) {
+fn count_flood(ws: &mut Ws, started: Instant, bytes: usize) -> (u64, Duration) {
     let mut first = None;
     let mut last = 0;
     loop {
         assert!(started.elapsed() < LIMIT, "flood did not finish");
-        let Message::Text(text) = ws.read().unwrap() else {
+        let Message::Text(text) = ws.socket.read().unwrap() else {
             continue;
         };
         if !text.starts_with("{\"type\":\"terminal_output\"") || text.contains("\"snapshot\":true")
@@ -540,13 +455,8 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// Pid of the daemon's tmux server.
-fn tmux_server_pid(daemon: &DaemonProcess) -> u32 {
-    let output = Command::new("tmux")
-        .arg("-S")
-        .arg(daemon.dir.path().join("state/tmux.sock"))
-        .args(["display-message", "-p", "#{pid}"])
-        .output()
-        .unwrap();
+fn tmux_server_pid(daemon: &Daemon) -> u32 {
+    let output = daemon.process.tmux(&["display-message", "-p", "#{pid}"]);
     String::from_utf8_lossy(&output.stdout)
         .trim()
         .parse()
@@ -557,28 +467,20 @@ fn tmux_server_pid(daemon: &DaemonProcess) -> u32 {
 type Row = (String, String);
 
 /// Pid of the pty holder of `session` (its command line names the session's socket).
-fn holder_pid(daemon: &DaemonProcess, session: &str) -> u32 {
-    let socket = daemon
-        .dir
-        .path()
-        .join(format!("state/pty/{session}.sock"))
-        .display()
-        .to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+fn holder_pid(daemon: &Daemon, session: &str) -> u32 {
+    let socket = daemon.process.state.join(format!("pty/{session}.sock"));
+    support::processes_mentioning(&socket)
+        .into_iter()
         .find(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            cmdline.contains(&socket) && cmdline.contains("--serve")
+            String::from_utf8_lossy(&cmdline).contains("--serve")
         })
         .expect("the session's pty holder")
 }
 
 /// One flood through the daemon to one viewer: (raw bytes, wall time, daemon CPU-s, CPU-s of
 /// the process between the agent and the daemon: tmux's server, or the pty holder).
-fn flood_once(daemon: &DaemonProcess, agent_type: &str, bytes: usize) -> (u64, Duration, f64, f64) {
+fn flood_once(daemon: &Daemon, agent_type: &str, bytes: usize) -> (u64, Duration, f64, f64) {
     let session = daemon.spawn(agent_type, json!({"BYTES": bytes.to_string()}));
     let mut ws = daemon.ws();
     subscribe(&mut ws, &session);
@@ -587,22 +489,19 @@ fn flood_once(daemon: &DaemonProcess, agent_type: &str, bytes: usize) -> (u64, D
     } else {
         tmux_server_pid(daemon)
     };
-    let (daemon_cpu, helper_cpu) = (cpu_seconds(daemon.child.id()), cpu_seconds(helper));
-    send(
-        &mut ws,
-        json!({"type": "terminal_input", "session_id": session, "data": "\r"}),
-    );
+    let (daemon_cpu, helper_cpu) = (cpu_seconds(daemon.pid()), cpu_seconds(helper));
+    ws.send(json!({"type": "terminal_input", "session_id": session, "data": "\r"}));
     let started = Instant::now();
     let (raw, elapsed) = count_flood(&mut ws, started, bytes);
-    let daemon_used = cpu_seconds(daemon.child.id()) - daemon_cpu;
+    let daemon_used = cpu_seconds(daemon.pid()) - daemon_cpu;
     let helper_used = cpu_seconds(helper) - helper_cpu;
     (raw, elapsed, daemon_used, helper_used)
 }
 
-fn throughput(daemon: &DaemonProcess, mb: usize) -> Vec<Row> {
+fn throughput(daemon: &Daemon, mb: usize) -> Vec<Row> {
     let bytes = mb * 1_000_000;
     let pty = pty_baseline(bytes);
-    let baseline = fifo_baseline(daemon.dir.path(), bytes);
+    let baseline = fifo_baseline(daemon.dir(), bytes);
     let (raw, elapsed, daemon_used, tmux_used) = flood_once(daemon, "gen", bytes);
     let through = raw as f64 / elapsed.as_secs_f64() / 1e6;
     let (pty_raw, pty_elapsed, pty_daemon, holder_used) = flood_once(daemon, "gen_pty", bytes);
@@ -715,16 +614,11 @@ fn sharded_tmux(dir: &Path, servers: usize, agents: usize, bytes: usize) -> f64 
 
 /// `agents` sessions of `agent_type` flooding at once through the daemon, one viewer each.
 /// Returns the aggregate MB/s and the daemon's CPU-s.
-fn daemon_floods(
-    daemon: &DaemonProcess,
-    agent_type: &str,
-    agents: usize,
-    bytes: usize,
-) -> (f64, f64) {
+fn daemon_floods(daemon: &Daemon, agent_type: &str, agents: usize, bytes: usize) -> (f64, f64) {
     let sessions: Vec<String> = (0..agents)
         .map(|_| daemon.spawn(agent_type, json!({"BYTES": bytes.to_string()})))
         .collect();
-    let mut sockets: Vec<WebSocket<TcpStream>> = sessions
+    let mut sockets: Vec<Ws> = sessions
         .iter()
         .map(|session| {
             let mut ws = daemon.ws();
@@ -732,13 +626,10 @@ fn daemon_floods(
             ws
         })
         .collect();
-    let cpu = cpu_seconds(daemon.child.id());
+    let cpu = cpu_seconds(daemon.pid());
     let started = Instant::now();
     for (ws, session) in sockets.iter_mut().zip(&sessions) {
-        send(
-            ws,
-            json!({"type": "terminal_input", "session_id": session, "data": "\r"}),
-        );
+        ws.send(json!({"type": "terminal_input", "session_id": session, "data": "\r"}));
     }
     let raws: Vec<u64> = std::thread::scope(|scope| {
         let handles: Vec<_> = sockets
@@ -748,17 +639,17 @@ fn daemon_floods(
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let elapsed = started.elapsed();
-    let used = cpu_seconds(daemon.child.id()) - cpu;
+    let used = cpu_seconds(daemon.pid()) - cpu;
     (
         raws.iter().sum::<u64>() as f64 / elapsed.as_secs_f64() / 1e6,
         used,
     )
 }
 
-fn multi(daemon: &DaemonProcess, mb: usize) -> Vec<Row> {
+fn multi(daemon: &Daemon, mb: usize) -> Vec<Row> {
     const AGENTS: usize = 8;
     let bytes = mb * 1_000_000 / AGENTS;
-    let dir = daemon.dir.path();
+    let dir = daemon.dir();
     let shards: Vec<(usize, f64)> = [1, 2, 4]
         .into_iter()
         .map(|servers| (servers, sharded_tmux(dir, servers, AGENTS, bytes)))
@@ -794,24 +685,18 @@ fn multi(daemon: &DaemonProcess, mb: usize) -> Vec<Row> {
     )]
 }
 
-fn viewers(daemon: &DaemonProcess, count: usize, mb: usize) -> Vec<Row> {
+fn viewers(daemon: &Daemon, count: usize, mb: usize) -> Vec<Row> {
     let bytes = mb * 1_000_000;
     let session = daemon.spawn("gen", json!({"BYTES": bytes.to_string()}));
-    let mut sockets: Vec<WebSocket<TcpStream>> = (0..count).map(|_| daemon.ws()).collect();
+    let mut sockets: Vec<Ws> = (0..count).map(|_| daemon.ws()).collect();
     for ws in &mut sockets {
         subscribe(ws, &session);
     }
     let rss_before = daemon.rss_kb();
-    let (daemon_cpu, client_cpu) = (
-        cpu_seconds(daemon.child.id()),
-        cpu_seconds(std::process::id()),
-    );
+    let (daemon_cpu, client_cpu) = (cpu_seconds(daemon.pid()), cpu_seconds(std::process::id()));
     let mut trigger = daemon.ws();
     let started = Instant::now();
-    send(
-        &mut trigger,
-        json!({"type": "terminal_input", "session_id": session, "data": "\r"}),
-    );
+    trigger.send(json!({"type": "terminal_input", "session_id": session, "data": "\r"}));
     let results: Vec<(u64, u64, Duration)> = std::thread::scope(|scope| {
         let handles: Vec<_> = sockets
             .iter_mut()
@@ -824,7 +709,7 @@ fn viewers(daemon: &DaemonProcess, count: usize, mb: usize) -> Vec<Row> {
     assert_eq!(exact, count, "every viewer must receive every byte");
     let slowest = results.iter().map(|r| r.2).max().unwrap();
     let raw = results[0].1;
-    let daemon_used = cpu_seconds(daemon.child.id()) - daemon_cpu;
+    let daemon_used = cpu_seconds(daemon.pid()) - daemon_cpu;
     let clients_used = cpu_seconds(std::process::id()) - client_cpu;
     let aggregate = raw as f64 * count as f64 / slowest.as_secs_f64() / 1e6;
     println!(
@@ -855,9 +740,9 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples[((samples.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn latency(daemon: &DaemonProcess, samples: usize) -> Vec<Row> {
+fn latency(daemon: &Daemon, samples: usize) -> Vec<Row> {
     // Baseline: tmux's own path, a raw-echo pane with pipe-pane -I -O wired to two FIFOs.
-    let dir = daemon.dir.path();
+    let dir = daemon.dir();
     let socket = dir.join("latency.sock");
     let (fifo_in, fifo_out) = (dir.join("in.fifo"), dir.join("out.fifo"));
     for fifo in [&fifo_in, &fifo_out] {
@@ -906,7 +791,7 @@ fn latency(daemon: &DaemonProcess, samples: usize) -> Vec<Row> {
 
     let (mut through, _) = keystrokes(daemon, "rawecho", samples);
     let (mut through_pty, pty_cpu) = keystrokes(daemon, "rawecho_pty", samples);
-    let mut bare_pty = bare_pty_echo(daemon.dir.path(), samples);
+    let mut bare_pty = bare_pty_echo(daemon.dir(), samples);
     let mut transport = pings(daemon, samples);
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     if std::env::var_os("E2E_WINDOWS").is_some() {
@@ -1015,23 +900,20 @@ fn echo_round_trips(
 
 /// Keystrokes through the daemon: `terminal_input` in, the echo's `terminal_output` out.
 /// Returns the round trips and the daemon's CPU time per keystroke.
-fn keystrokes(daemon: &DaemonProcess, agent_type: &str, samples: usize) -> (Vec<Duration>, f64) {
+fn keystrokes(daemon: &Daemon, agent_type: &str, samples: usize) -> (Vec<Duration>, f64) {
     let session = daemon.spawn(agent_type, json!({}));
     let mut ws = daemon.ws();
     subscribe(&mut ws, &session);
     std::thread::sleep(Duration::from_millis(300));
-    let cpu = cpu_seconds(daemon.child.id());
+    let cpu = cpu_seconds(daemon.pid());
 
     let mut through = Vec::with_capacity(samples);
     for i in 0..samples {
         let key = ((b'a' + (i % 26) as u8) as char).to_string();
         let start = Instant::now();
-        send(
-            &mut ws,
-            json!({"type": "terminal_input", "session_id": session, "data": key}),
-        );
+        ws.send(json!({"type": "terminal_input", "session_id": session, "data": key}));
         loop {
-            let message = recv(&mut ws);
+            let message = ws.recv();
             assert_ne!(
                 message["type"], "error",
                 "the daemon refused a keystroke: {message}"
@@ -1044,19 +926,19 @@ fn keystrokes(daemon: &DaemonProcess, agent_type: &str, samples: usize) -> (Vec<
         }
         through.push(start.elapsed());
     }
-    let cpu_per_key = (cpu_seconds(daemon.child.id()) - cpu) / samples as f64;
+    let cpu_per_key = (cpu_seconds(daemon.pid()) - cpu) / samples as f64;
     (through, cpu_per_key)
 }
 
 /// The transport alone: a JSON `ping` answered with `pong` on a connection like the one
 /// keystrokes take (client encode, loopback, the daemon's WebSocket and JSON, back).
-fn pings(daemon: &DaemonProcess, samples: usize) -> Vec<Duration> {
+fn pings(daemon: &Daemon, samples: usize) -> Vec<Duration> {
     let mut ws = daemon.ws();
     (0..samples)
         .map(|_| {
             let start = Instant::now();
-            send(&mut ws, json!({"type": "ping"}));
-            while recv(&mut ws)["type"] != "pong" {}
+            ws.send(json!({"type": "ping"}));
+            while ws.recv()["type"] != "pong" {}
             start.elapsed()
         })
         .collect()
@@ -1065,11 +947,11 @@ fn pings(daemon: &DaemonProcess, samples: usize) -> Vec<Duration> {
 /// Hook round trip: an agent's hook fires (`orchestra hook EVENT`, the program Claude Code
 /// runs, started here as the CLI would start it) until the `agent_status` it causes reaches
 /// a WebSocket client; and the same from the moment the message is on the hook socket.
-fn hooks(daemon: &DaemonProcess, samples: usize) -> Vec<Row> {
+fn hooks(daemon: &Daemon, samples: usize) -> Vec<Row> {
     let session = daemon.spawn("hooked", json!({}));
     let mut ws = daemon.ws();
     // The agent's own hook variables, as its CLI has them.
-    let detail: Value = ureq_get(daemon, &format!("/api/agents/{session}"));
+    let detail: Value = daemon.get(&format!("/api/agents/{session}"));
     let pid = detail["pid"].as_u64().unwrap();
     // The pane's first program execs the agent a moment after the spawn is answered.
     let env: Vec<(String, String)> = (0..500)
@@ -1094,8 +976,8 @@ fn hooks(daemon: &DaemonProcess, samples: usize) -> Vec<Row> {
         .expect("the agent's hook variables");
     let var = |name: &str| env.iter().find(|(k, _)| k == name).unwrap().1.clone();
     let (socket, credential) = (var("ORCHESTRA_HOOK_SOCKET"), var("ORCHESTRA_HOOK_TOKEN"));
-    let wait_for = |ws: &mut WebSocket<TcpStream>, activity: &str| loop {
-        let message = recv(ws);
+    let wait_for = |ws: &mut Ws, activity: &str| loop {
+        let message = ws.recv();
         if message["type"] == "agent_status"
             && message["session_id"] == session.as_str()
             && message["activity"] == activity
@@ -1167,22 +1049,7 @@ fn hooks(daemon: &DaemonProcess, samples: usize) -> Vec<Row> {
     )]
 }
 
-/// `GET path` with the bench's token, as JSON.
-fn ureq_get(daemon: &DaemonProcess, path: &str) -> Value {
-    let mut stream = TcpStream::connect(daemon.addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-        daemon.addr, daemon.token
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let body = text.split_once("\r\n\r\n").unwrap().1;
-    serde_json::from_str(body).unwrap()
-}
-
-fn idle(daemon: &DaemonProcess, count: usize) -> Vec<Row> {
+fn idle(daemon: &Daemon, count: usize) -> Vec<Row> {
     let before = daemon.rss_kb();
     let started = Instant::now();
     let mut sockets = Vec::with_capacity(count);
@@ -1193,8 +1060,8 @@ fn idle(daemon: &DaemonProcess, count: usize) -> Vec<Row> {
         );
         let mut ws = daemon.ws();
         if i == 0 {
-            send(&mut ws, json!({"type": "ping"}));
-            assert_eq!(recv(&mut ws)["type"], "pong");
+            ws.send(json!({"type": "ping"}));
+            assert_eq!(ws.recv()["type"], "pong");
         }
         sockets.push(ws);
     }
@@ -1202,8 +1069,8 @@ fn idle(daemon: &DaemonProcess, count: usize) -> Vec<Row> {
     // Everything is connected and idle; the daemon still answers promptly.
     let mut probe = daemon.ws();
     let probe_start = Instant::now();
-    send(&mut probe, json!({"type": "ping"}));
-    assert_eq!(recv(&mut probe)["type"], "pong");
+    probe.send(json!({"type": "ping"}));
+    assert_eq!(probe.recv()["type"], "pong");
     let ping = probe_start.elapsed();
     let after = daemon.rss_kb();
     let per_connection = (after.saturating_sub(before)) as f64 / count as f64;
@@ -1235,7 +1102,7 @@ fn main() {
     let mut rows = Vec::new();
     for scenario in &options.scenarios {
         // A fresh daemon per scenario, so one's memory and sessions do not colour the next.
-        let daemon = DaemonProcess::start(options.idle);
+        let daemon = Daemon::start(options.idle);
         rows.extend(match scenario.as_str() {
             "throughput" => throughput(&daemon, options.mb),
             "multi" => multi(&daemon, options.mb),
@@ -1274,7 +1141,7 @@ fn main() {
 /// The dashboard in Debian's Chromium (benches/dashboard.mjs, driven by playwright-core as
 /// the browser tests install it): page weight, click to first terminal frame, and a tab with
 /// 8 live terminals while one of them floods `mb` MB.
-fn dashboard(daemon: &DaemonProcess, mb: usize) -> Vec<Row> {
+fn dashboard(daemon: &Daemon, mb: usize) -> Vec<Row> {
     let root = env!("CARGO_MANIFEST_DIR");
     let install = Command::new(format!("{root}/tests/tools/install-playwright.sh"))
         .stderr(Stdio::inherit())
@@ -1292,20 +1159,11 @@ fn dashboard(daemon: &DaemonProcess, mb: usize) -> Vec<Row> {
     for _ in 0..7 {
         sessions.push(daemon.spawn("banner", json!({"BYTES": "1000"})));
     }
-    let open = Command::new(env!("CARGO_BIN_EXE_orchestra"))
-        .args(["open", "--url"])
-        .arg(format!("http://{}", daemon.addr))
-        .arg("--config")
-        .arg(daemon.dir.path().join("config.toml"))
-        .arg("--state-dir")
-        .arg(daemon.dir.path().join("state"))
-        .output()
-        .unwrap();
-    assert!(open.status.success(), "{open:?}");
-    let link = String::from_utf8(open.stdout).unwrap().trim().to_string();
+    // A login link from the daemon's local socket, as `orchestra open` makes on its host.
+    let link = daemon.process.login_link("control");
     let shots = std::path::PathBuf::from(root).join("target/tmp/browser-shots");
     std::fs::create_dir_all(&shots).unwrap();
-    let daemon_cpu = cpu_seconds(daemon.child.id());
+    let daemon_cpu = cpu_seconds(daemon.pid());
     let output = Command::new("node")
         .arg(format!("{root}/benches/dashboard.mjs"))
         .env("PLAYWRIGHT_MODULES", &modules)
@@ -1317,7 +1175,7 @@ fn dashboard(daemon: &DaemonProcess, mb: usize) -> Vec<Row> {
         .output()
         .expect("run node benches/dashboard.mjs");
     assert!(output.status.success(), "benches/dashboard.mjs failed");
-    let daemon_used = cpu_seconds(daemon.child.id()) - daemon_cpu;
+    let daemon_used = cpu_seconds(daemon.pid()) - daemon_cpu;
     let text = String::from_utf8(output.stdout).unwrap();
     let figures: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     println!("dashboard: {figures}");
