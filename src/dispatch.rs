@@ -117,7 +117,9 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
         }
         for event in events {
             match event {
-                AgentEvent::Exited { session_id } => tasks::on_agent_exit(daemon, &session_id),
+                AgentEvent::Exited { session_id, exit } => {
+                    tasks::on_agent_exit(daemon, &session_id, exit)
+                }
                 AgentEvent::Gone { session_id, reason } => {
                     tasks::on_session_gone(daemon, &session_id, &reason);
                     // A running slot may have come free.

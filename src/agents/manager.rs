@@ -731,6 +731,7 @@ pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
                     daemon.announce_exit(&session_id);
                     daemon.agents.registry.announce(AgentEvent::Exited {
                         session_id: session_id.clone(),
+                        exit: ExitInfo::Unknown,
                     });
                 }
             }
@@ -748,6 +749,7 @@ pub(super) fn exited(daemon: &mut Daemon, session_id: &str, exit: ExitInfo) {
         daemon.announce_exit(session_id);
         daemon.agents.registry.announce(AgentEvent::Exited {
             session_id: session_id.to_string(),
+            exit,
         });
     }
 }

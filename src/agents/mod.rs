@@ -120,6 +120,8 @@ pub enum AgentEvent {
     Exited {
         /// The session whose process ended.
         session_id: String,
+        /// How it ended.
+        exit: ExitInfo,
     },
     /// The session is gone: killed through the API, or its pane or tmux server vanished.
     /// The agent is no longer in the registry.

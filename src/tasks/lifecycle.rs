@@ -688,11 +688,10 @@ pub fn cancel(daemon: &mut Daemon, id: &str, done: Done<Result<u64, TaskError>>)
 }
 
 /// Hook: a session's process has ended and its exit status is known.
-pub fn on_agent_exit(daemon: &mut Daemon, session_id: &str) {
+pub fn on_agent_exit(daemon: &mut Daemon, session_id: &str, exit: ExitInfo) {
     let Some(&task_id) = daemon.tasks.book.by_session.get(session_id) else {
         return;
     };
-    let exit = daemon.agents.get(session_id).and_then(|a| a.exit);
     let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
@@ -700,15 +699,15 @@ pub fn on_agent_exit(daemon: &mut Daemon, session_id: &str) {
         return;
     }
     let ending = ticket.stopping.take().unwrap_or(match exit {
-        Some(ExitInfo::Code(code)) => Ending::Exited {
+        ExitInfo::Code(code) => Ending::Exited {
             exit_code: Some(code),
             exit_signal: None,
         },
-        Some(ExitInfo::Signal(signal)) => Ending::Exited {
+        ExitInfo::Signal(signal) => Ending::Exited {
             exit_code: None,
             exit_signal: Some(signal),
         },
-        _ => Ending::Exited {
+        ExitInfo::Unknown => Ending::Exited {
             exit_code: None,
             exit_signal: None,
         },
@@ -1223,7 +1222,7 @@ fn recover_one(daemon: &mut Daemon, task_id: u64) {
             );
         }
         (_, Some(agent)) => {
-            let exited = agent.exit.is_some();
+            let exited = agent.exit;
             let created = crate::time::unix_millis(agent.created_at);
             ticket.phase = Phase::Running;
             let started = *ticket.started_ms.get_or_insert(created);
@@ -1234,10 +1233,10 @@ fn recover_one(daemon: &mut Daemon, task_id: u64) {
                 .insert(ticket.session_id.clone(), task_id);
             let left = (started + ticket.timeout_ms).saturating_sub(now);
             daemon.tasks.store.put(&ticket.clone(), None);
-            if exited {
+            if let Some(exit) = exited {
                 log::info!("task {task_id}: its agent ended while the daemon was down");
                 let session_id = daemon.tasks.book.tickets[&task_id].session_id.clone();
-                on_agent_exit(daemon, &session_id);
+                on_agent_exit(daemon, &session_id, exit);
             } else {
                 log::info!("task {task_id}: still running; tracking it again");
                 daemon
