@@ -151,27 +151,7 @@ pub fn register(
     daemon.panes.register(&session_id, pane);
     if restarted {
         daemon.panes.open_stream(&session_id, 0);
-        let screen = hello
-            .checkpoint
-            .as_deref()
-            .and_then(|text| serde_json::from_str::<Checkpoint>(text).ok())
-            .map(|c| c.screen.into_bytes())
-            .unwrap_or_default();
-        let reason = if hello.dropped > 0 {
-            log::warn!(
-                "{session_id}: the screen is restored short of {} bytes of output (more than \
-                 the holder keeps came after its last checkpoint)",
-                hello.dropped
-            );
-            "daemon restarted; some output since the last screen checkpoint was lost"
-        } else {
-            "daemon restarted"
-        };
-        let seed = Seed {
-            rows,
-            cols,
-            bytes: screen,
-        };
+        let (seed, reason) = restored_screen(&session_id, &hello, rows, cols);
         daemon.panes.reseed(&session_id, seed, reason, false);
     } else {
         daemon.panes.open_new_stream(&mut daemon.ctx, &session_id);
@@ -232,6 +212,38 @@ pub fn register(
         None => {}
     }
     daemon.schedule_idle_check(&session_id);
+}
+
+/// The screen a restarted daemon starts a pty session's stream from: the holder's last
+/// checkpoint, and why viewers see a new stream (saying so when output was lost since).
+fn restored_screen(
+    session_id: &str,
+    hello: &crate::pty::Hello,
+    rows: u16,
+    cols: u16,
+) -> (Seed, &'static str) {
+    let screen = hello
+        .checkpoint
+        .as_deref()
+        .and_then(|text| serde_json::from_str::<Checkpoint>(text).ok())
+        .map(|c| c.screen.into_bytes())
+        .unwrap_or_default();
+    let reason = if hello.dropped > 0 {
+        log::warn!(
+            "{session_id}: the screen is restored short of {} bytes of output (more than \
+             the holder keeps came after its last checkpoint)",
+            hello.dropped
+        );
+        "daemon restarted; some output since the last screen checkpoint was lost"
+    } else {
+        "daemon restarted"
+    };
+    let seed = Seed {
+        rows,
+        cols,
+        bytes: screen,
+    };
+    (seed, reason)
 }
 
 fn exit_info(exit: ExitStatus) -> ExitInfo {
