@@ -260,7 +260,7 @@ pub struct HooksConfig {
     #[serde(with = "duration_text")]
     pub idle_timeout: Duration,
     /// How long the daemon keeps writing an answer (a hook's, a tool call's) that the socket
-    /// did not take at once; a reader that takes none of it for that long is closed.
+    /// did not take at once; an answer its reader has not taken whole by then is closed.
     #[serde(with = "duration_text")]
     pub answer_timeout: Duration,
     /// Hook connections handled at once. Past it, the oldest connection that has not yet

@@ -292,8 +292,8 @@ impl Ctx {
     }
 
     /// Writes `answer` on `stream` and closes it: at once if the socket takes it whole,
-    /// otherwise as the socket takes it, for at most `hooks.answer_timeout`. Never blocks,
-    /// never cuts an answer short while its reader reads.
+    /// otherwise as the socket takes it, for at most `hooks.answer_timeout`. Never blocks the
+    /// loop, and never cuts short an answer its reader takes within that time.
     pub fn answer(&mut self, mut stream: mio::net::UnixStream, mut answer: Vec<u8>) {
         match crate::net::unix::write_some(&mut stream, &mut answer) {
             Ok(true) => {}
@@ -330,11 +330,11 @@ impl Ctx {
         }
     }
 
-    /// An answer's time is up: if it is still being written, its reader does not read;
-    /// close it.
+    /// An answer's time is up: if it is still being written, close it.
     pub fn on_answer_timeout(&mut self, key: usize, serial: u64) {
         if matches!(self.sources.get(key), Some(Source::Answer { serial: s, .. }) if *s == serial) {
-            log::warn!("an answer's reader took none of it for hooks.answer_timeout; closed");
+            log::warn!("an answer was not taken whole within hooks.answer_timeout; closed");
+            self.metrics.answers_abandoned += 1;
             self.remove_source(key);
         }
     }

@@ -117,6 +117,9 @@ pub struct Metrics {
     /// Connections that never sent a request, closed to make room for a new one when
     /// `limits.max_connections` were open.
     pub silent_connections_evicted: u64,
+    /// Answers on the private sockets (hook replies, tool results) closed unfinished because
+    /// their reader had not taken them whole within `hooks.answer_timeout`.
+    pub answers_abandoned: u64,
     /// Requests refused by a rate limit, by limit.
     pub rate_limited: BTreeMap<&'static str, u64>,
     /// Durations of finished tasks, by final status.
@@ -279,7 +282,7 @@ fn render_gauges(out: &mut String, gauges: &Gauges) {
 /// The output path's counters: bytes read and delivered, resyncs, gaps, slow viewers,
 /// pty checkpoints and evicted silent connections.
 fn render_output_counters(out: &mut String, output: &OutputCounts, metrics: &Metrics) {
-    let counters: [(&str, &str, u64); 7] = [
+    let counters: [(&str, &str, u64); 8] = [
         (
             "orchestra_output_read_bytes_total",
             "Bytes of terminal output read from panes.",
@@ -314,6 +317,11 @@ fn render_output_counters(out: &mut String, output: &OutputCounts, metrics: &Met
             "orchestra_silent_connections_evicted_total",
             "Connections that never sent a request, closed to admit a new one at limits.max_connections.",
             metrics.silent_connections_evicted,
+        ),
+        (
+            "orchestra_answers_abandoned_total",
+            "Hook replies and tool results closed unfinished: not taken whole within hooks.answer_timeout.",
+            metrics.answers_abandoned,
         ),
     ];
     for (name, help, value) in counters {

@@ -357,3 +357,43 @@ fn a_tool_answer_larger_than_the_socket_buffer_arrives_whole() {
     assert_eq!(answer["ok"], true, "{answer}");
     assert_eq!(answer["result"]["task"], task.as_str());
 }
+
+#[test]
+fn an_answer_its_reader_does_not_take_is_closed_after_the_answer_timeout() {
+    let daemon = daemon(
+        "[limits]\nmax_body_bytes = 4194304\n[tasks]\nmax_task_bytes = 2097152\n\
+         [hooks]\nanswer_timeout = \"300ms\"\n",
+    );
+    let token = daemon.control();
+    let session = id_of(&daemon.spawn(&token, "hooked"));
+    let (socket, credential) = hook_of(&daemon, &token, &session);
+    let task = format!(": {}", "a".repeat(900_000));
+    let resp = daemon.post(
+        "/api/delegate",
+        &token,
+        &json!({"agent_type": "shell", "task": task, "working_dir": daemon.work}),
+    );
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let task_id = resp.json()["task_id"].as_u64().unwrap();
+    let call = json!({"token": credential, "call": "get_task", "arguments": {"task_id": task_id}});
+    // Nothing is read until the daemon has given up on the answer.
+    let mut stream = send(&socket, call.to_string().as_bytes());
+    let abandoned = |daemon: &DaemonProcess| {
+        let metrics = daemon.get("/metrics", &token).text();
+        metrics.contains("\norchestra_answers_abandoned_total 1\n")
+    };
+    crate::common::wait_until("the answer is abandoned", || {
+        abandoned(&daemon).then_some(())
+    });
+    let mut cut = Vec::new();
+    stream
+        .read_to_end(&mut cut)
+        .expect("the daemon closed the answer");
+    assert!(
+        !cut.is_empty() && cut.len() < task.len(),
+        "a partial answer, then the end: {} bytes",
+        cut.len()
+    );
+    // The daemon goes on serving hooks and the API.
+    assert_eq!(daemon.get("/api/health", &token).status, 200);
+}
