@@ -23,7 +23,7 @@ use crate::panes::typing::Typing;
 use crate::tasks::lifecycle::{self, DelegateParams, SESSION_REQUESTER};
 use crate::tasks::{Isolation, TaskContext};
 use crate::time::rfc3339;
-use crate::wire::ws::ClaudeResponse;
+use crate::wire::ws::{Action, ServerMessage};
 
 /// Most tasks one plan may propose.
 pub const MAX_PLAN_TASKS: usize = 20;
@@ -290,17 +290,15 @@ fn finish(
     if let Some(summary) = summary {
         log::info!("{session_id}: proposes a plan of tasks {created:?}");
         let (content, described) = describe_plan(daemon, session_id, &summary, &created);
-        daemon.ctx.broadcast(&ClaudeResponse {
-            r#type: "claude_response",
+        daemon.ctx.broadcast(&ServerMessage::ClaudeResponse {
             session_id,
             content: &content,
-            actions: vec![json!({
-                "type": "approve_plan",
-                "button_text": "Approve",
-                "task_ids": created,
-                "summary": summary,
-                "tasks": described,
-            })],
+            actions: vec![Action::ApprovePlan {
+                button_text: "Approve",
+                task_ids: &created,
+                summary: &summary,
+                tasks: described,
+            }],
             in_reply_to: None,
             timestamp: rfc3339(std::time::SystemTime::now()),
         });

@@ -188,7 +188,7 @@ impl WsOutbox {
     pub fn send_to_all(
         &mut self,
         metrics: &mut crate::metrics::Metrics,
-        message: &impl serde::Serialize,
+        message: &crate::wire::ws::ServerMessage<'_>,
     ) {
         let text = serde_json::to_string(message).expect("serializable");
         metrics.sent(&text);
@@ -278,7 +278,7 @@ impl Ctx {
     }
 
     /// Queues a JSON message for one WebSocket connection.
-    pub fn send_ws(&mut self, conn: ConnId, message: &impl serde::Serialize) {
+    pub fn send_ws(&mut self, conn: ConnId, message: &crate::wire::ws::ServerMessage<'_>) {
         let text = serde_json::to_string(message).expect("serializable");
         self.metrics.sent(&text);
         self.ws
@@ -287,7 +287,7 @@ impl Ctx {
     }
 
     /// Queues a JSON message for every observer, encoded once.
-    pub fn broadcast(&mut self, message: &impl serde::Serialize) {
+    pub fn broadcast(&mut self, message: &crate::wire::ws::ServerMessage<'_>) {
         self.ws.send_to_all(&mut self.metrics, message);
     }
 

@@ -15,9 +15,7 @@ use crate::net::ConnId;
 use crate::panes::pane::PaneEvent;
 use crate::tasks::lifecycle as tasks;
 use crate::time::rfc3339;
-use crate::wire::ws::{
-    AgentStatusMessage, ClaudeResponse, CrashMessage, Evidence, ToolDecision, UserMessageDelivered,
-};
+use crate::wire::ws::{Action, Evidence, ServerMessage};
 
 /// A daemon source (slot `key`) turned ready.
 pub fn source_event(daemon: &mut Daemon, key: usize, event: &mio::event::Event) {
@@ -134,8 +132,7 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
                     exit,
                 } => {
                     let (exit_code, exit_signal) = exit_fields(exit);
-                    daemon.ctx.broadcast(&AgentStatusMessage {
-                        r#type: "agent_status",
+                    daemon.ctx.broadcast(&ServerMessage::AgentStatus {
                         session_id: &session_id,
                         agent_type: &agent_type,
                         status: status.as_str(),
@@ -151,8 +148,7 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
                     });
                 }
                 AgentEvent::PromptDelivered { session_id, id } => {
-                    daemon.ctx.broadcast(&UserMessageDelivered {
-                        r#type: "user_message_delivered",
+                    daemon.ctx.broadcast(&ServerMessage::UserMessageDelivered {
                         session_id: &session_id,
                         id: &id,
                     });
@@ -171,17 +167,15 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
                         let all = serde_json::to_string_pretty(&tool_input).unwrap_or_default();
                         content.push_str(&format!("\nwith the arguments {all}"));
                     }
-                    daemon.ctx.broadcast(&ClaudeResponse {
-                        r#type: "claude_response",
+                    daemon.ctx.broadcast(&ServerMessage::ClaudeResponse {
                         session_id: &session_id,
                         content: &content,
-                        actions: vec![serde_json::json!({
-                            "type": "approve_tool",
-                            "request_id": request_id,
-                            "tool": tool,
-                            "summary": summary,
-                            "tool_input": tool_input,
-                        })],
+                        actions: vec![Action::ApproveTool {
+                            request_id: &request_id,
+                            tool: &tool,
+                            summary: &summary,
+                            tool_input: &tool_input,
+                        }],
                         in_reply_to: None,
                         timestamp: rfc3339(std::time::SystemTime::now()),
                     });
@@ -191,8 +185,7 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
                     request_id,
                     decision,
                 } => {
-                    daemon.ctx.broadcast(&ToolDecision {
-                        r#type: "tool_decision",
+                    daemon.ctx.broadcast(&ServerMessage::ToolDecision {
                         session_id: &session_id,
                         request_id: &request_id,
                         decision,
@@ -203,8 +196,7 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
                     content,
                     in_reply_to,
                 } => {
-                    daemon.ctx.broadcast(&ClaudeResponse {
-                        r#type: "claude_response",
+                    daemon.ctx.broadcast(&ServerMessage::ClaudeResponse {
                         session_id: &session_id,
                         content: &content,
                         actions: Vec::new(),
@@ -219,8 +211,7 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
                     last_lines,
                 } => {
                     let (exit_code, exit_signal) = exit_fields(exit);
-                    daemon.ctx.broadcast(&CrashMessage {
-                        r#type: "error",
+                    daemon.ctx.broadcast(&ServerMessage::AgentCrashed {
                         error_code: ErrorCode::AgentCrashed,
                         message,
                         session_id: &session_id,

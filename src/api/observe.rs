@@ -17,7 +17,7 @@ use crate::panes::typing::{AckKind, InputAck, Typing};
 use crate::proto::http::Request;
 use crate::proto::ws::{self, close};
 use crate::wire::rest::TicketResponse;
-use crate::wire::ws::{ClientMessage, Pong, ResizeAck, Subscribed, Unsubscribed, WsError};
+use crate::wire::ws::{ClientMessage, ServerMessage};
 
 /// What to do after a client message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,14 +132,13 @@ fn credentials(daemon: &mut Daemon, request: &Request) -> Result<Principal, Stri
 
 /// The frames sent before closing a connection whose credentials were refused.
 pub fn refused_credentials(reason: &str) -> Vec<u8> {
-    let message = WsError {
-        r#type: "error",
+    let message = ServerMessage::Error {
         error_code: ErrorCode::InvalidToken,
         message: reason,
         session_id: None,
         id: None,
     };
-    let mut frames = ws::text_frame(&serde_json::to_string(&message).expect("json"));
+    let mut frames = ws::text_frame(&message.to_json());
     frames.extend(ws::close_frame(close::POLICY_VIOLATION, "invalid token"));
     frames
 }
@@ -172,6 +171,7 @@ pub fn issue_ticket(daemon: &mut Daemon, principal: Principal) -> Handled {
     ))
 }
 
+/// Sends an `error` answer to one connection.
 fn send_error(
     daemon: &mut Daemon,
     conn: ConnId,
@@ -182,8 +182,7 @@ fn send_error(
 ) {
     daemon.ctx.send_ws(
         conn,
-        &WsError {
-            r#type: "error",
+        &ServerMessage::Error {
             error_code: code,
             message,
             session_id: session,
@@ -192,9 +191,26 @@ fn send_error(
     );
 }
 
-/// Handles one text message from an authenticated observer.
+/// Handles one text message from an authenticated observer: its credentials must still hold
+/// and the connection must be within its message rate; then the message is parsed and
+/// answered.
 pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &str) -> After {
     log::trace!("ws {conn:?} <- {} bytes", text.len());
+    if let Some(after) = expired(daemon, conn, principal) {
+        return after;
+    }
+    if let Some(after) = over_rate(daemon, conn) {
+        return after;
+    }
+    if let Some(message) = parse(daemon, conn, text) {
+        answer(daemon, conn, principal, message);
+    }
+    After::Continue
+}
+
+/// Closes the connection (after an `INVALID_TOKEN` error) once its token has expired or its
+/// browser session was logged out.
+fn expired(daemon: &mut Daemon, conn: ConnId, principal: &Principal) -> Option<After> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -203,63 +219,59 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
         .session
         .as_deref()
         .is_some_and(|sid| daemon.api.web.is_logged_out(sid));
-    if logged_out || principal.expires_at + daemon.ctx.config.auth.leeway.as_secs() < now {
-        send_error(
-            daemon,
-            conn,
-            ErrorCode::InvalidToken,
-            "token expired",
-            None,
-            None,
-        );
-        return After::Close(close::POLICY_VIOLATION, "token expired".into());
+    if !logged_out && principal.expires_at + daemon.ctx.config.auth.leeway.as_secs() >= now {
+        return None;
     }
-    match daemon
+    let code = ErrorCode::InvalidToken;
+    send_error(daemon, conn, code, "token expired", None, None);
+    Some(After::Close(
+        close::POLICY_VIOLATION,
+        "token expired".into(),
+    ))
+}
+
+/// The connection's message rate: past it, the message is dropped with a
+/// `RATE_LIMIT_EXCEEDED` error; far past it, the connection is closed.
+fn over_rate(daemon: &mut Daemon, conn: ConnId) -> Option<After> {
+    let verdict = daemon
         .api
         .rate
-        .ws_message(conn, std::time::Instant::now(), SystemTime::now())
-    {
-        WsVerdict::Allow => {}
+        .ws_message(conn, std::time::Instant::now(), SystemTime::now());
+    if matches!(verdict, WsVerdict::Allow) {
+        return None;
+    }
+    *daemon
+        .ctx
+        .metrics
+        .rate_limited
+        .entry("ws_messages")
+        .or_default() += 1;
+    let code = ErrorCode::RateLimitExceeded;
+    match verdict {
+        WsVerdict::Allow => None,
         WsVerdict::Drop(decision) => {
-            *daemon
-                .ctx
-                .metrics
-                .rate_limited
-                .entry("ws_messages")
-                .or_default() += 1;
             let detail = format!(
                 "rate limit exceeded ({} messages per window); message dropped, retry in {} s",
                 decision.limit, decision.retry_after
             );
-            send_error(
-                daemon,
-                conn,
-                ErrorCode::RateLimitExceeded,
-                &detail,
-                None,
-                None,
-            );
-            return After::Continue;
+            send_error(daemon, conn, code, &detail, None, None);
+            Some(After::Continue)
         }
         WsVerdict::Close(_) => {
-            *daemon
-                .ctx
-                .metrics
-                .rate_limited
-                .entry("ws_messages")
-                .or_default() += 1;
-            send_error(
-                daemon,
-                conn,
-                ErrorCode::RateLimitExceeded,
-                "rate limit exceeded again and again; closing",
-                None,
-                None,
-            );
-            return After::Close(close::RATE_LIMITED, "rate limit exceeded".into());
+            let detail = "rate limit exceeded again and again; closing";
+            send_error(daemon, conn, code, detail, None, None);
+            Some(After::Close(
+                close::RATE_LIMITED,
+                "rate limit exceeded".into(),
+            ))
         }
     }
-    let message = match serde_json::from_str::<ClientMessage>(text) {
+}
+
+/// The client message in `text`, counted by type; `None` (after an `INVALID_REQUEST` error)
+/// when it is not one.
+fn parse(daemon: &mut Daemon, conn: ConnId, text: &str) -> Option<ClientMessage> {
+    match serde_json::from_str::<ClientMessage>(text) {
         Ok(message) => {
             *daemon
                 .ctx
@@ -267,98 +279,64 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
                 .ws_in
                 .entry(message.type_name())
                 .or_default() += 1;
-            message
+            Some(message)
         }
         Err(e) => {
             *daemon.ctx.metrics.ws_in.entry("invalid").or_default() += 1;
             let detail = format!("invalid message: {}", crate::bounded(&e.to_string()));
             send_error(daemon, conn, ErrorCode::InvalidRequest, &detail, None, None);
-            return After::Continue;
+            None
         }
-    };
+    }
+}
+
+/// Answers a client message: one function per kind.
+fn answer(daemon: &mut Daemon, conn: ConnId, principal: &Principal, message: ClientMessage) {
     match message {
-        ClientMessage::Ping { id } => daemon.ctx.send_ws(
-            conn,
-            &Pong {
-                r#type: "pong",
-                id: id.as_ref(),
-            },
-        ),
+        ClientMessage::Ping { id } => {
+            daemon
+                .ctx
+                .send_ws(conn, &ServerMessage::Pong { id: id.as_ref() });
+        }
         ClientMessage::SubscribeTerminal {
             session_id,
             since,
             stream,
-        } => {
-            match daemon
-                .panes
-                .subscribe(conn, &session_id, since, stream.as_deref())
-            {
-                Ok(start) => {
-                    let stream_id = daemon.panes.stream_id(&session_id).unwrap_or_default();
-                    daemon.ctx.send_ws(
-                        conn,
-                        &Subscribed {
-                            r#type: "subscribed",
-                            session_id: &session_id,
-                            stream: &stream_id,
-                            resumed: start == SubscribeStart::Resumed,
-                        },
-                    );
-                    if let SubscribeStart::NeedsSnapshot(request) = start {
-                        daemon.panes.request_snapshot(&session_id, request);
-                    }
-                }
-                Err(SubscribeError::UnknownSession) => {
-                    let detail = format!("no agent session {}", crate::shown(&session_id));
-                    send_error(
-                        daemon,
-                        conn,
-                        ErrorCode::SessionNotFound,
-                        &detail,
-                        Some(&session_id),
-                        None,
-                    );
-                }
-                Err(SubscribeError::TooMany(max)) => {
-                    let detail = format!("at most {max} subscriptions per connection");
-                    send_error(
-                        daemon,
-                        conn,
-                        ErrorCode::InvalidRequest,
-                        &detail,
-                        Some(&session_id),
-                        None,
-                    );
-                }
-            }
-        }
+        } => subscribe(daemon, conn, &session_id, since, stream.as_deref()),
         ClientMessage::UnsubscribeTerminal { session_id } => {
             daemon.panes.unsubscribe(conn, &session_id);
-            daemon.ctx.send_ws(
-                conn,
-                &Unsubscribed {
-                    r#type: "unsubscribed",
-                    session_id: &session_id,
-                },
-            );
+            let session_id = &session_id;
+            daemon
+                .ctx
+                .send_ws(conn, &ServerMessage::Unsubscribed { session_id });
         }
         ClientMessage::UserMessage {
             session_id,
             content,
             id,
         } => {
-            let accepted = type_into(
+            let typing = Typing::Message(content.clone());
+            let kind = AckKind::UserMessage;
+            if type_into(
                 daemon,
                 conn,
                 principal,
                 &session_id,
-                Typing::Message(content.clone()),
-                AckKind::UserMessage,
+                typing,
+                kind,
                 id.clone(),
-            );
-            if accepted {
+            ) {
                 daemon.remember(&session_id, Role::User, content, id);
             }
+        }
+        ClientMessage::TerminalInput {
+            session_id,
+            data,
+            id,
+        } => {
+            let typing = Typing::Raw(data.into_bytes());
+            let kind = AckKind::TerminalInput;
+            let _ = type_into(daemon, conn, principal, &session_id, typing, kind, id);
         }
         ClientMessage::ApproveTool {
             session_id,
@@ -366,36 +344,16 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
             decision,
             message,
         } => {
-            let refuse = |daemon: &mut Daemon, code, detail: &str| {
-                send_error(daemon, conn, code, detail, Some(&session_id), None);
-            };
-            if !principal.scopes.allows(Scope::Control) {
-                refuse(
-                    daemon,
-                    ErrorCode::Forbidden,
-                    "answering a permission needs the control scope",
-                );
-            } else {
-                let allow = match decision.as_str() {
-                    "allow" => Some(true),
-                    "deny" => Some(false),
-                    _ => None,
-                };
-                match allow {
-                    None => refuse(
-                        daemon,
-                        ErrorCode::InvalidRequest,
-                        "decision must be \"allow\" or \"deny\"",
-                    ),
-                    Some(allow) => {
-                        if let Err(why) =
-                            daemon.decide_tool(&session_id, &request_id, allow, message.as_deref())
-                        {
-                            refuse(daemon, ErrorCode::InvalidRequest, &why);
-                        }
-                    }
-                }
-            }
+            let (request_id, decision) = (request_id.as_str(), decision.as_str());
+            approve_tool(
+                daemon,
+                conn,
+                principal,
+                &session_id,
+                request_id,
+                decision,
+                message,
+            );
         }
         ClientMessage::ResizeTerminal {
             session_id,
@@ -408,23 +366,75 @@ pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &
         ClientMessage::RejectPlan { task_ids } => {
             decide_plan(daemon, conn, principal, &task_ids, false)
         }
-        ClientMessage::TerminalInput {
-            session_id,
-            data,
-            id,
-        } => {
-            let _ = type_into(
-                daemon,
+    }
+}
+
+/// `subscribe_terminal`: `subscribed`, then (unless resuming) a request for the screen that
+/// comes next.
+fn subscribe(
+    daemon: &mut Daemon,
+    conn: ConnId,
+    session_id: &str,
+    since: Option<u64>,
+    stream: Option<&str>,
+) {
+    match daemon.panes.subscribe(conn, session_id, since, stream) {
+        Ok(start) => {
+            let stream_id = daemon.panes.stream_id(session_id).unwrap_or_default();
+            daemon.ctx.send_ws(
                 conn,
-                principal,
-                &session_id,
-                Typing::Raw(data.into_bytes()),
-                AckKind::TerminalInput,
-                id,
+                &ServerMessage::Subscribed {
+                    session_id,
+                    stream: &stream_id,
+                    resumed: start == SubscribeStart::Resumed,
+                },
             );
+            if let SubscribeStart::NeedsSnapshot(request) = start {
+                daemon.panes.request_snapshot(session_id, request);
+            }
+        }
+        Err(SubscribeError::UnknownSession) => {
+            let detail = format!("no agent session {}", crate::shown(session_id));
+            let code = ErrorCode::SessionNotFound;
+            send_error(daemon, conn, code, &detail, Some(session_id), None);
+        }
+        Err(SubscribeError::TooMany(max)) => {
+            let detail = format!("at most {max} subscriptions per connection");
+            let code = ErrorCode::InvalidRequest;
+            send_error(daemon, conn, code, &detail, Some(session_id), None);
         }
     }
-    After::Continue
+}
+
+/// `approve_tool` from a `control` client: answers a permission an agent asked for
+/// (`decision` `allow` or `deny`, with `message` told to the agent).
+fn approve_tool(
+    daemon: &mut Daemon,
+    conn: ConnId,
+    principal: &Principal,
+    session_id: &str,
+    request_id: &str,
+    decision: &str,
+    message: Option<String>,
+) {
+    let refuse = |daemon: &mut Daemon, code, detail: &str| {
+        send_error(daemon, conn, code, detail, Some(session_id), None);
+    };
+    if !principal.scopes.allows(Scope::Control) {
+        let detail = "answering a permission needs the control scope";
+        return refuse(daemon, ErrorCode::Forbidden, detail);
+    }
+    let allow = match decision {
+        "allow" => true,
+        "deny" => false,
+        _ => {
+            let detail = "decision must be \"allow\" or \"deny\"";
+            return refuse(daemon, ErrorCode::InvalidRequest, detail);
+        }
+    };
+    if let Err(why) = daemon.decide_tool(session_id, request_id, allow, message.as_deref()) {
+        refuse(daemon, ErrorCode::InvalidRequest, &why);
+    }
 }
 
 /// Resizes a session's pane for a `control` client, within `panes.max_cols`/`max_rows`.
@@ -474,8 +484,7 @@ fn resize(
         Box::new(move |daemon: &mut Daemon, result| match result {
             Ok(()) => daemon.ctx.send_ws(
                 conn,
-                &ResizeAck {
-                    r#type: "resize_terminal_ack",
+                &ServerMessage::ResizeTerminalAck {
                     session_id: &session_id,
                     rows,
                     cols,

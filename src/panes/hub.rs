@@ -20,7 +20,7 @@ use super::emulator::{PaneShared, Snapshot};
 use super::utf8::Utf8Chunker;
 use crate::net::{Chunk, ConnId};
 use crate::proto::ws::text_frame;
-use crate::wire::ws::{TerminalGap, TerminalOutput};
+use crate::wire::ws::ServerMessage;
 
 /// Sizes and counts the hub enforces.
 #[derive(Debug, Clone)]
@@ -107,8 +107,7 @@ pub fn output_frame(
     next_offset: u64,
     timestamp: u64,
 ) -> Vec<u8> {
-    let message = TerminalOutput {
-        r#type: "terminal_output",
+    let message = ServerMessage::TerminalOutput {
         session_id,
         data,
         timestamp,
@@ -119,7 +118,7 @@ pub fn output_frame(
         rows: None,
         cols: None,
     };
-    text_frame(&serde_json::to_string(&message).expect("serializable"))
+    text_frame(&message.to_json())
 }
 
 /// What a subscription is waiting for.
@@ -548,20 +547,18 @@ impl Hub {
         };
         if let Some((since, reason)) = gap {
             self.counts.gaps += 1;
-            let notice = TerminalGap {
-                r#type: "terminal_gap",
+            let notice = ServerMessage::TerminalGap {
                 session_id: &session,
                 since,
                 offset,
                 stream: &stream.stream_id,
                 reason,
             };
-            viewer.pending.push_back(Chunk::Owned(text_frame(
-                &serde_json::to_string(&notice).expect("json"),
-            )));
+            viewer
+                .pending
+                .push_back(Chunk::Owned(text_frame(&notice.to_json())));
         }
-        let message = TerminalOutput {
-            r#type: "terminal_output",
+        let message = ServerMessage::TerminalOutput {
             session_id: &session,
             data: &snapshot.screen,
             timestamp,
@@ -572,9 +569,9 @@ impl Hub {
             rows: Some(snapshot.rows),
             cols: Some(snapshot.cols),
         };
-        viewer.pending.push_back(Chunk::Owned(text_frame(
-            &serde_json::to_string(&message).expect("json"),
-        )));
+        viewer
+            .pending
+            .push_back(Chunk::Owned(text_frame(&message.to_json())));
         sub.cursor = offset;
         sub.state = SubState::Live;
         self.mark_dirty(conn);

@@ -14,7 +14,7 @@ use super::pane::{CaptureState, PaneEvent};
 use crate::ctx::{Ctx, Source, Timer};
 use crate::error_code::ErrorCode;
 use crate::net::ConnId;
-use crate::wire::ws::{InputAckMessage, InputErrorMessage};
+use crate::wire::ws::ServerMessage;
 
 /// Which message an acknowledgement answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,25 +228,21 @@ impl Panes {
         match input.write_to(stream) {
             Ok(acks) => {
                 for ack in acks {
-                    let kind = match ack.kind {
+                    let (session_id, id) = (session_id.as_str(), &ack.id);
+                    let message = match ack.kind {
                         AckKind::UserMessage => {
                             // The agent's CLI confirms it (or not) when it takes the prompt.
                             self.announce(PaneEvent::MessageTyped {
-                                session_id: session_id.clone(),
+                                session_id: session_id.to_string(),
                                 id: ack.id.clone(),
                             });
-                            "user_message_ack"
+                            ServerMessage::UserMessageAck { session_id, id }
                         }
-                        AckKind::TerminalInput => "terminal_input_ack",
+                        AckKind::TerminalInput => {
+                            ServerMessage::TerminalInputAck { session_id, id }
+                        }
                     };
-                    ctx.send_ws(
-                        ack.conn,
-                        &InputAckMessage {
-                            r#type: kind,
-                            session_id: &session_id,
-                            id: &ack.id,
-                        },
-                    );
+                    ctx.send_ws(ack.conn, &message);
                 }
             }
             Err(e) => {
@@ -268,8 +264,7 @@ impl Panes {
         };
         ctx.send_ws(
             ack.conn,
-            &InputErrorMessage {
-                r#type: "error",
+            &ServerMessage::InputError {
                 error_code: code,
                 message: why,
                 session_id,

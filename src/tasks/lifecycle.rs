@@ -24,7 +24,7 @@ use crate::error_code::ErrorCode;
 use crate::panes::pane_text::PaneText;
 use crate::panes::typing::Typing;
 use crate::tmux::SessionName;
-use crate::wire::ws::{TaskTimeoutMessage, TaskUpdate};
+use crate::wire::ws::ServerMessage;
 
 /// Lines of pane history read back when an agent has ended.
 const HISTORY_LINES: u32 = 2000;
@@ -585,8 +585,7 @@ pub fn on_timeout(daemon: &mut Daemon, task_id: u64) {
     );
     daemon.tasks.store.put(&ticket.clone(), None);
     let ticket = &daemon.tasks.book.tickets[&task_id];
-    let message = TaskTimeoutMessage {
-        r#type: "error",
+    let message = ServerMessage::TaskTimeout {
         error_code: ErrorCode::TaskTimeout,
         message: format!("Task exceeded its timeout of {} ms", ticket.timeout_ms),
         session_id: &ticket.session_id,
@@ -1081,8 +1080,7 @@ fn announce(daemon: &mut Daemon, task_id: u64) {
     let Some(ticket) = daemon.tasks.book.tickets.get(&task_id) else {
         return;
     };
-    let message = TaskUpdate {
-        r#type: "task_update",
+    let message = ServerMessage::TaskUpdate {
         task_id,
         ticket_id: &ticket.ticket_id,
         session_id: &ticket.session_id,

@@ -1,7 +1,8 @@
 //! Every WebSocket message of `/ws/observe`, in both directions.
 //!
 //! Client messages ignore unknown fields; an unknown `type` is an `INVALID_REQUEST` error.
-//! Server messages are built by the features that send them and encoded once.
+//! Server messages are [`ServerMessage`] variants, built by the features that send them and
+//! encoded once.
 
 use serde::{Deserialize, Serialize};
 
@@ -108,127 +109,284 @@ impl ClientMessage {
     }
 }
 
-/// `error` message sent on a WebSocket.
+/// Messages the daemon sends on `/ws/observe`, told apart by `type` (always the first field
+/// of the encoded JSON, which `GET /metrics` counts by). Every server message is built as one
+/// of these variants; no other code names a `type`. Four variants share the `error` type: they
+/// differ in the fields that come with the error code.
 #[derive(Debug, Clone, Serialize)]
-pub struct WsError<'a> {
-    /// Always `error`.
-    pub r#type: &'static str,
-    /// Application error code.
-    pub error_code: ErrorCode,
-    /// Explanation.
-    pub message: &'a str,
-    /// The session concerned, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<&'a str>,
-    /// The client's message id, if it sent one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<&'a serde_json::Value>,
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage<'a> {
+    /// Pane output (or, with `snapshot`, the screen): the reference's fields plus `offset`,
+    /// `next_offset`, `stream` and, for screens, `snapshot`, `rows`, `cols`.
+    TerminalOutput {
+        /// Session.
+        session_id: &'a str,
+        /// The output (or, for a snapshot, the screen redrawn as escape sequences).
+        data: &'a str,
+        /// Milliseconds since the Unix epoch.
+        timestamp: u64,
+        /// Stream offset of the first byte of `data`.
+        offset: u64,
+        /// Stream offset just past `data`; the `since` to resume from.
+        next_offset: u64,
+        /// The stream id that offsets refer to.
+        stream: &'a str,
+        /// True for a screen snapshot rather than output.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        snapshot: bool,
+        /// Screen height of a snapshot.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rows: Option<u16>,
+        /// Screen width of a snapshot.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cols: Option<u16>,
+    },
+    /// Output between `since` and `offset` cannot be delivered.
+    TerminalGap {
+        /// Session.
+        session_id: &'a str,
+        /// Where the client asked to resume.
+        since: u64,
+        /// Where delivery resumes (a snapshot follows).
+        offset: u64,
+        /// The stream id that offsets refer to.
+        stream: &'a str,
+        /// Why the output is missing.
+        reason: &'a str,
+    },
+    /// Acknowledges `subscribe_terminal`.
+    Subscribed {
+        /// Session.
+        session_id: &'a str,
+        /// The stream id that offsets refer to.
+        stream: &'a str,
+        /// True when resuming from `since`; false when a screen comes first.
+        resumed: bool,
+    },
+    /// Acknowledges `unsubscribe_terminal`.
+    Unsubscribed {
+        /// Session.
+        session_id: &'a str,
+    },
+    /// The `user_message` has been typed into the pane.
+    UserMessageAck {
+        /// Session.
+        session_id: &'a str,
+        /// The client's message id (`null` when it sent none).
+        id: &'a Option<serde_json::Value>,
+    },
+    /// The `terminal_input` has been typed into the pane.
+    TerminalInputAck {
+        /// Session.
+        session_id: &'a str,
+        /// The client's message id (`null` when it sent none).
+        id: &'a Option<serde_json::Value>,
+    },
+    /// The pane now has this size.
+    ResizeTerminalAck {
+        /// Session.
+        session_id: &'a str,
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
+    /// The agent's CLI has received the message.
+    UserMessageDelivered {
+        /// Session.
+        session_id: &'a str,
+        /// The message's `id` (`null` when it had none).
+        id: &'a Option<serde_json::Value>,
+    },
+    /// The agent's turn ended with this reply, or it asks for something (`actions`).
+    ClaudeResponse {
+        /// Session.
+        session_id: &'a str,
+        /// The reply's text.
+        content: &'a str,
+        /// What the user can do about it (approve a plan, a tool); empty for a plain reply.
+        actions: Vec<Action<'a>>,
+        /// The `id` of the `user_message` it answers, when the client gave one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<&'a serde_json::Value>,
+        /// When the turn ended (RFC 3339).
+        timestamp: String,
+    },
+    /// A permission request was answered (`allow`, `deny`) or nobody answered in time
+    /// (`expired`: the agent asks in its terminal).
+    ToolDecision {
+        /// Session.
+        session_id: &'a str,
+        /// The request.
+        request_id: &'a str,
+        /// `allow`, `deny` or `expired`.
+        decision: &'static str,
+    },
+    /// An agent's status or activity changed: the reference's fields plus `agent_type` and
+    /// exit details.
+    AgentStatus {
+        /// Session.
+        session_id: &'a str,
+        /// The agent's type.
+        agent_type: &'a str,
+        /// `running`, `idle`, `error`, `exited` or `terminated`.
+        status: &'static str,
+        /// When the agent last printed (RFC 3339).
+        last_activity: String,
+        /// What the agent is doing: `starting`, `working`, `waiting_input`,
+        /// `needs_approval`, `idle` or `stuck`.
+        activity: &'static str,
+        /// When that activity began (RFC 3339).
+        activity_since: String,
+        /// Why the daemon thinks so.
+        evidence: Evidence<'a>,
+        /// Exit status, once the process has exited normally.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        /// The signal that ended the process, if one did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_signal: Option<i32>,
+    },
+    /// A task's ticket changed.
+    TaskUpdate {
+        /// The task.
+        task_id: u64,
+        /// Its ticket.
+        ticket_id: &'a str,
+        /// The session working on it.
+        session_id: &'a str,
+        /// The agent type.
+        agent: &'a str,
+        /// The ticket's status.
+        status: &'static str,
+        /// Milliseconds since it started (0 while pending).
+        elapsed_ms: u64,
+        /// The result, once final.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<&'a TaskResult>,
+    },
+    /// Answers `ping`.
+    Pong {
+        /// The ping's id, if it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a serde_json::Value>,
+    },
+    /// `error`: a client message failed, or credentials were refused.
+    Error {
+        /// Application error code.
+        error_code: ErrorCode,
+        /// Explanation.
+        message: &'a str,
+        /// The session concerned, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_id: Option<&'a str>,
+        /// The client's message id, if it sent one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a serde_json::Value>,
+    },
+    /// `error` for input that was accepted but could not be typed (its `id` is always
+    /// present, `null` when the input had none).
+    #[serde(rename = "error")]
+    InputError {
+        /// `SESSION_NOT_FOUND` or `INTERNAL_ERROR`.
+        error_code: ErrorCode,
+        /// Why.
+        message: &'a str,
+        /// Session.
+        session_id: &'a str,
+        /// The client's message id (`null` when it sent none).
+        id: &'a Option<serde_json::Value>,
+    },
+    /// `error` announcing a crashed or vanished agent to every observer.
+    #[serde(rename = "error")]
+    AgentCrashed {
+        /// Always `AGENT_CRASHED`.
+        error_code: ErrorCode,
+        /// What happened, for people.
+        message: String,
+        /// Session.
+        session_id: &'a str,
+        /// Exit status, if the process exited normally.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        /// The signal that ended the process, if one did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_signal: Option<i32>,
+        /// The last lines of the agent's screen.
+        last_lines: Vec<String>,
+    },
+    /// `error` announcing a task's timeout to every observer.
+    #[serde(rename = "error")]
+    TaskTimeout {
+        /// Always `TASK_TIMEOUT`.
+        error_code: ErrorCode,
+        /// What happened, for people.
+        message: String,
+        /// The session working on it.
+        session_id: &'a str,
+        /// Its ticket.
+        ticket_id: &'a str,
+        /// The task.
+        task_id: u64,
+    },
 }
 
-/// `subscribed` acknowledgement.
-#[derive(Debug, Clone, Serialize)]
-pub struct Subscribed<'a> {
-    /// Always `subscribed`.
-    pub r#type: &'static str,
-    /// Session.
-    pub session_id: &'a str,
-    /// The stream id that offsets refer to.
-    pub stream: &'a str,
-    /// True when resuming from `since`; false when a screen comes first.
-    pub resumed: bool,
+impl ServerMessage<'_> {
+    /// The wire name of the message's `type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ServerMessage::TerminalOutput { .. } => "terminal_output",
+            ServerMessage::TerminalGap { .. } => "terminal_gap",
+            ServerMessage::Subscribed { .. } => "subscribed",
+            ServerMessage::Unsubscribed { .. } => "unsubscribed",
+            ServerMessage::UserMessageAck { .. } => "user_message_ack",
+            ServerMessage::TerminalInputAck { .. } => "terminal_input_ack",
+            ServerMessage::ResizeTerminalAck { .. } => "resize_terminal_ack",
+            ServerMessage::UserMessageDelivered { .. } => "user_message_delivered",
+            ServerMessage::ClaudeResponse { .. } => "claude_response",
+            ServerMessage::ToolDecision { .. } => "tool_decision",
+            ServerMessage::AgentStatus { .. } => "agent_status",
+            ServerMessage::TaskUpdate { .. } => "task_update",
+            ServerMessage::Pong { .. } => "pong",
+            ServerMessage::Error { .. }
+            | ServerMessage::InputError { .. }
+            | ServerMessage::AgentCrashed { .. }
+            | ServerMessage::TaskTimeout { .. } => "error",
+        }
+    }
+
+    /// The message as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server messages always serialize")
+    }
 }
 
-/// `unsubscribed` acknowledgement.
+/// What a user can do about a `claude_response`, told apart by `type`.
 #[derive(Debug, Clone, Serialize)]
-pub struct Unsubscribed<'a> {
-    /// Always `unsubscribed`.
-    pub r#type: &'static str,
-    /// Session.
-    pub session_id: &'a str,
-}
-
-/// `pong` answer to `ping`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Pong<'a> {
-    /// Always `pong`.
-    pub r#type: &'static str,
-    /// The ping's id, if it had one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<&'a serde_json::Value>,
-}
-
-/// The `terminal_output` message: the reference's fields plus `offset`, `next_offset`,
-/// `stream` and, for screens, `snapshot`, `rows`, `cols`.
-#[derive(Debug, Clone, Serialize)]
-pub struct TerminalOutput<'a> {
-    /// Always `terminal_output`.
-    pub r#type: &'static str,
-    /// Session.
-    pub session_id: &'a str,
-    /// The output (or, for a snapshot, the screen redrawn as escape sequences).
-    pub data: &'a str,
-    /// Milliseconds since the Unix epoch.
-    pub timestamp: u64,
-    /// Stream offset of the first byte of `data`.
-    pub offset: u64,
-    /// Stream offset just past `data`; the `since` to resume from.
-    pub next_offset: u64,
-    /// The stream id that offsets refer to.
-    pub stream: &'a str,
-    /// True for a screen snapshot rather than output.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub snapshot: bool,
-    /// Screen height of a snapshot.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rows: Option<u16>,
-    /// Screen width of a snapshot.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cols: Option<u16>,
-}
-
-/// The `terminal_gap` message: output between `since` and `offset` cannot be delivered.
-#[derive(Debug, Clone, Serialize)]
-pub struct TerminalGap<'a> {
-    /// Always `terminal_gap`.
-    pub r#type: &'static str,
-    /// Session.
-    pub session_id: &'a str,
-    /// Where the client asked to resume.
-    pub since: u64,
-    /// Where delivery resumes (a snapshot follows).
-    pub offset: u64,
-    /// The stream id that offsets refer to.
-    pub stream: &'a str,
-    /// Why the output is missing.
-    pub reason: &'a str,
-}
-
-/// The `agent_status` message: the reference's fields plus `agent_type` and exit details.
-#[derive(Debug, Clone, Serialize)]
-pub struct AgentStatusMessage<'a> {
-    /// Always `agent_status`.
-    pub r#type: &'static str,
-    /// Session.
-    pub session_id: &'a str,
-    /// The agent's type.
-    pub agent_type: &'a str,
-    /// `running`, `idle`, `error`, `exited` or `terminated`.
-    pub status: &'static str,
-    /// When the agent last printed (RFC 3339).
-    pub last_activity: String,
-    /// What the agent is doing: `starting`, `working`, `waiting_input`, `needs_approval`,
-    /// `idle` or `stuck`.
-    pub activity: &'static str,
-    /// When that activity began (RFC 3339).
-    pub activity_since: String,
-    /// Why the daemon thinks so.
-    pub evidence: Evidence<'a>,
-    /// Exit status, once the process has exited normally.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
-    /// The signal that ended the process, if one did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_signal: Option<i32>,
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Action<'a> {
+    /// The agent asks permission for a tool; answer with `approve_tool` and `request_id`.
+    ApproveTool {
+        /// The request.
+        request_id: &'a str,
+        /// The tool.
+        tool: &'a str,
+        /// The call in full, never cut.
+        summary: &'a str,
+        /// Every argument of the call.
+        tool_input: &'a serde_json::Value,
+    },
+    /// The agent proposed a plan; approve with `approve_plan` or reject.
+    ApprovePlan {
+        /// Always `Approve`.
+        button_text: &'static str,
+        /// The plan's proposed tasks.
+        task_ids: &'a [u64],
+        /// The agent's own summary of the plan (may be empty).
+        summary: &'a str,
+        /// Each proposed task exactly as stored and as it would run.
+        tasks: Vec<serde_json::Value>,
+    },
 }
 
 /// The evidence for an agent's activity.
@@ -240,144 +398,284 @@ pub struct Evidence<'a> {
     pub detail: &'a str,
 }
 
-/// `claude_response`: the agent's turn ended with this reply.
-#[derive(Debug, Clone, Serialize)]
-pub struct ClaudeResponse<'a> {
-    /// Always `claude_response`.
-    pub r#type: &'static str,
-    /// Session.
-    pub session_id: &'a str,
-    /// The reply's text.
-    pub content: &'a str,
-    /// What the user can do about it (approve a plan, a tool); empty for a plain reply.
-    pub actions: Vec<serde_json::Value>,
-    /// The `id` of the `user_message` it answers, when the client gave one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub in_reply_to: Option<&'a serde_json::Value>,
-    /// When the turn ended (RFC 3339).
-    pub timestamp: String,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
 
-/// `resize_terminal_ack`: the pane now has this size.
-#[derive(Debug, Clone, Serialize)]
-pub struct ResizeAck<'a> {
-    /// Always `resize_terminal_ack`.
-    pub r#type: &'static str,
-    /// Session.
-    pub session_id: &'a str,
-    /// Rows.
-    pub rows: u16,
-    /// Columns.
-    pub cols: u16,
-}
+    /// One of every server message, with the JSON the daemon sent for it before the messages
+    /// were variants of one enum (and the reference documents).
+    fn examples<'a>(
+        id: &'a Option<Value>,
+        none: &'a Option<Value>,
+        input: &'a Value,
+        result: &'a TaskResult,
+    ) -> Vec<(ServerMessage<'a>, Value)> {
+        vec![
+            (
+                ServerMessage::TerminalOutput {
+                    session_id: "s",
+                    data: "hi",
+                    timestamp: 7,
+                    offset: 1,
+                    next_offset: 3,
+                    stream: "ab",
+                    snapshot: false,
+                    rows: None,
+                    cols: None,
+                },
+                json!({"type": "terminal_output", "session_id": "s", "data": "hi",
+                       "timestamp": 7, "offset": 1, "next_offset": 3, "stream": "ab"}),
+            ),
+            (
+                ServerMessage::TerminalOutput {
+                    session_id: "s",
+                    data: "screen",
+                    timestamp: 7,
+                    offset: 3,
+                    next_offset: 3,
+                    stream: "ab",
+                    snapshot: true,
+                    rows: Some(24),
+                    cols: Some(80),
+                },
+                json!({"type": "terminal_output", "session_id": "s", "data": "screen",
+                       "timestamp": 7, "offset": 3, "next_offset": 3, "stream": "ab",
+                       "snapshot": true, "rows": 24, "cols": 80}),
+            ),
+            (
+                ServerMessage::TerminalGap {
+                    session_id: "s",
+                    since: 1,
+                    offset: 9,
+                    stream: "ab",
+                    reason: "backlog",
+                },
+                json!({"type": "terminal_gap", "session_id": "s", "since": 1, "offset": 9,
+                       "stream": "ab", "reason": "backlog"}),
+            ),
+            (
+                ServerMessage::Subscribed {
+                    session_id: "s",
+                    stream: "ab",
+                    resumed: false,
+                },
+                json!({"type": "subscribed", "session_id": "s", "stream": "ab",
+                       "resumed": false}),
+            ),
+            (
+                ServerMessage::Unsubscribed { session_id: "s" },
+                json!({"type": "unsubscribed", "session_id": "s"}),
+            ),
+            (
+                ServerMessage::UserMessageAck {
+                    session_id: "s",
+                    id,
+                },
+                json!({"type": "user_message_ack", "session_id": "s", "id": "m1"}),
+            ),
+            (
+                ServerMessage::TerminalInputAck {
+                    session_id: "s",
+                    id: none,
+                },
+                json!({"type": "terminal_input_ack", "session_id": "s", "id": null}),
+            ),
+            (
+                ServerMessage::ResizeTerminalAck {
+                    session_id: "s",
+                    rows: 30,
+                    cols: 90,
+                },
+                json!({"type": "resize_terminal_ack", "session_id": "s", "rows": 30,
+                       "cols": 90}),
+            ),
+            (
+                ServerMessage::UserMessageDelivered {
+                    session_id: "s",
+                    id,
+                },
+                json!({"type": "user_message_delivered", "session_id": "s", "id": "m1"}),
+            ),
+            (
+                ServerMessage::ClaudeResponse {
+                    session_id: "s",
+                    content: "done",
+                    actions: Vec::new(),
+                    in_reply_to: id.as_ref(),
+                    timestamp: "2026-01-01T00:00:00Z".into(),
+                },
+                json!({"type": "claude_response", "session_id": "s", "content": "done",
+                       "actions": [], "in_reply_to": "m1",
+                       "timestamp": "2026-01-01T00:00:00Z"}),
+            ),
+            (
+                ServerMessage::ClaudeResponse {
+                    session_id: "s",
+                    content: "may I?",
+                    actions: vec![Action::ApproveTool {
+                        request_id: "r1",
+                        tool: "Bash",
+                        summary: "Bash: ls",
+                        tool_input: input,
+                    }],
+                    in_reply_to: None,
+                    timestamp: "2026-01-01T00:00:00Z".into(),
+                },
+                json!({"type": "claude_response", "session_id": "s", "content": "may I?",
+                       "actions": [{"type": "approve_tool", "request_id": "r1", "tool": "Bash",
+                                    "summary": "Bash: ls", "tool_input": {"command": "ls"}}],
+                       "timestamp": "2026-01-01T00:00:00Z"}),
+            ),
+            (
+                ServerMessage::ClaudeResponse {
+                    session_id: "s",
+                    content: "plan",
+                    actions: vec![Action::ApprovePlan {
+                        button_text: "Approve",
+                        task_ids: &[4, 5],
+                        summary: "two steps",
+                        tasks: vec![json!({"task_id": 4}), json!({"task_id": 5})],
+                    }],
+                    in_reply_to: None,
+                    timestamp: "2026-01-01T00:00:00Z".into(),
+                },
+                json!({"type": "claude_response", "session_id": "s", "content": "plan",
+                       "actions": [{"type": "approve_plan", "button_text": "Approve",
+                                    "task_ids": [4, 5], "summary": "two steps",
+                                    "tasks": [{"task_id": 4}, {"task_id": 5}]}],
+                       "timestamp": "2026-01-01T00:00:00Z"}),
+            ),
+            (
+                ServerMessage::ToolDecision {
+                    session_id: "s",
+                    request_id: "r1",
+                    decision: "allow",
+                },
+                json!({"type": "tool_decision", "session_id": "s", "request_id": "r1",
+                       "decision": "allow"}),
+            ),
+            (
+                ServerMessage::AgentStatus {
+                    session_id: "s",
+                    agent_type: "claude",
+                    status: "exited",
+                    last_activity: "2026-01-01T00:00:00Z".into(),
+                    activity: "idle",
+                    activity_since: "2026-01-01T00:00:01Z".into(),
+                    evidence: Evidence {
+                        source: "hook",
+                        detail: "Stop hook",
+                    },
+                    exit_code: Some(3),
+                    exit_signal: None,
+                },
+                json!({"type": "agent_status", "session_id": "s", "agent_type": "claude",
+                       "status": "exited", "last_activity": "2026-01-01T00:00:00Z",
+                       "activity": "idle", "activity_since": "2026-01-01T00:00:01Z",
+                       "evidence": {"source": "hook", "detail": "Stop hook"}, "exit_code": 3}),
+            ),
+            (
+                ServerMessage::TaskUpdate {
+                    task_id: 4,
+                    ticket_id: "t4",
+                    session_id: "s",
+                    agent: "claude",
+                    status: "completed",
+                    elapsed_ms: 12,
+                    result: Some(result),
+                },
+                json!({"type": "task_update", "task_id": 4, "ticket_id": "t4",
+                       "session_id": "s", "agent": "claude", "status": "completed",
+                       "elapsed_ms": 12, "result": serde_json::to_value(result).unwrap()}),
+            ),
+            (ServerMessage::Pong { id: None }, json!({"type": "pong"})),
+            (
+                ServerMessage::Error {
+                    error_code: ErrorCode::SessionNotFound,
+                    message: "no agent session s",
+                    session_id: Some("s"),
+                    id: None,
+                },
+                json!({"type": "error", "error_code": "SESSION_NOT_FOUND",
+                       "message": "no agent session s", "session_id": "s"}),
+            ),
+            (
+                ServerMessage::InputError {
+                    error_code: ErrorCode::InternalError,
+                    message: "writing to the pane failed",
+                    session_id: "s",
+                    id: none,
+                },
+                json!({"type": "error", "error_code": "INTERNAL_ERROR",
+                       "message": "writing to the pane failed", "session_id": "s",
+                       "id": null}),
+            ),
+            (
+                ServerMessage::AgentCrashed {
+                    error_code: ErrorCode::AgentCrashed,
+                    message: "exited with status 3".into(),
+                    session_id: "s",
+                    exit_code: Some(3),
+                    exit_signal: None,
+                    last_lines: vec!["bye".into()],
+                },
+                json!({"type": "error", "error_code": "AGENT_CRASHED",
+                       "message": "exited with status 3", "session_id": "s", "exit_code": 3,
+                       "last_lines": ["bye"]}),
+            ),
+            (
+                ServerMessage::TaskTimeout {
+                    error_code: ErrorCode::TaskTimeout,
+                    message: "Task exceeded its timeout of 5 ms".into(),
+                    session_id: "s",
+                    ticket_id: "t4",
+                    task_id: 4,
+                },
+                json!({"type": "error", "error_code": "TASK_TIMEOUT",
+                       "message": "Task exceeded its timeout of 5 ms", "session_id": "s",
+                       "ticket_id": "t4", "task_id": 4}),
+            ),
+        ]
+    }
 
-/// `tool_decision`: a permission request was answered (`allow`, `deny`) or nobody answered in
-/// time (`expired`: the agent asks in its terminal).
-#[derive(Debug, Clone, Serialize)]
-pub struct ToolDecision<'a> {
-    /// Always `tool_decision`.
-    pub r#type: &'static str,
-    /// Session.
-    pub session_id: &'a str,
-    /// The request.
-    pub request_id: &'a str,
-    /// `allow`, `deny` or `expired`.
-    pub decision: &'static str,
-}
+    #[test]
+    fn server_messages_encode_as_documented_with_type_first() {
+        let result = TaskResult {
+            message: "done".into(),
+            ..TaskResult::default()
+        };
+        let (id, input) = (Some(json!("m1")), json!({"command": "ls"}));
+        let examples = examples(&id, &None, &input, &result);
+        let mut types = std::collections::BTreeSet::new();
+        for (message, expected) in &examples {
+            let text = message.to_json();
+            let name = message.type_name();
+            types.insert(name);
+            assert_eq!(
+                serde_json::from_str::<Value>(&text).unwrap(),
+                *expected,
+                "{text}"
+            );
+            // `GET /metrics` counts sent messages by the `type` at the start of the text.
+            assert!(
+                text.starts_with(&format!("{{\"type\":\"{name}\"")),
+                "{text}"
+            );
+        }
+        assert_eq!(types.len(), 14, "every type has an example: {types:?}");
+    }
 
-/// `user_message_delivered`: the agent's CLI has received the message.
-#[derive(Debug, Clone, Serialize)]
-pub struct UserMessageDelivered<'a> {
-    /// Always `user_message_delivered`.
-    pub r#type: &'static str,
-    /// Session.
-    pub session_id: &'a str,
-    /// The message's `id` (`null` when it had none).
-    pub id: &'a Option<serde_json::Value>,
-}
-
-/// The `error` message announcing a crashed or vanished agent (`AGENT_CRASHED`).
-#[derive(Debug, Clone, Serialize)]
-pub struct CrashMessage<'a> {
-    /// Always `error`.
-    pub r#type: &'static str,
-    /// Always `AGENT_CRASHED`.
-    pub error_code: ErrorCode,
-    /// What happened, for people.
-    pub message: String,
-    /// Session.
-    pub session_id: &'a str,
-    /// Exit status, if the process exited normally.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
-    /// The signal that ended the process, if one did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_signal: Option<i32>,
-    /// The last lines of the agent's screen.
-    pub last_lines: Vec<String>,
-}
-
-/// `user_message_ack` or `terminal_input_ack`: the input has been typed into the pane.
-#[derive(Debug, Clone, Serialize)]
-pub struct InputAckMessage<'a> {
-    /// `user_message_ack` or `terminal_input_ack`.
-    pub r#type: &'static str,
-    /// Session.
-    pub session_id: &'a str,
-    /// The client's message id (`null` when it sent none).
-    pub id: &'a Option<serde_json::Value>,
-}
-
-/// The `error` message for input that could not be typed.
-#[derive(Debug, Clone, Serialize)]
-pub struct InputErrorMessage<'a> {
-    /// Always `error`.
-    pub r#type: &'static str,
-    /// `SESSION_NOT_FOUND` or `INTERNAL_ERROR`.
-    pub error_code: ErrorCode,
-    /// Why.
-    pub message: &'a str,
-    /// Session.
-    pub session_id: &'a str,
-    /// The client's message id (`null` when it sent none).
-    pub id: &'a Option<serde_json::Value>,
-}
-
-/// The `task_update` message.
-#[derive(Debug, Clone, Serialize)]
-pub struct TaskUpdate<'a> {
-    /// Always `task_update`.
-    pub r#type: &'static str,
-    /// The task.
-    pub task_id: u64,
-    /// Its ticket.
-    pub ticket_id: &'a str,
-    /// The session working on it.
-    pub session_id: &'a str,
-    /// The agent type.
-    pub agent: &'a str,
-    /// The ticket's status.
-    pub status: &'static str,
-    /// Milliseconds since it started (0 while pending).
-    pub elapsed_ms: u64,
-    /// The result, once final.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<&'a TaskResult>,
-}
-
-/// The `error` message announcing a task's timeout (`TASK_TIMEOUT`).
-#[derive(Debug, Clone, Serialize)]
-pub struct TaskTimeoutMessage<'a> {
-    /// Always `error`.
-    pub r#type: &'static str,
-    /// Always `TASK_TIMEOUT`.
-    pub error_code: ErrorCode,
-    /// What happened, for people.
-    pub message: String,
-    /// The session working on it.
-    pub session_id: &'a str,
-    /// Its ticket.
-    pub ticket_id: &'a str,
-    /// The task.
-    pub task_id: u64,
+    #[test]
+    fn every_server_type_is_in_the_openapi_document() {
+        let document: Value =
+            serde_json::from_str(include_str!("../api/openapi.json")).expect("valid JSON");
+        let mapping =
+            &document["components"]["schemas"]["WsServerMessage"]["discriminator"]["mapping"];
+        let result = TaskResult::default();
+        for (message, _) in examples(&None, &None, &Value::Null, &result) {
+            let name = message.type_name();
+            assert!(mapping.get(name).is_some(), "{name} is not documented");
+        }
+    }
 }
