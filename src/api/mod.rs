@@ -595,52 +595,28 @@ fn foreign_host(host: &str) -> ApiError {
     )
 }
 
-/// Dispatches one request from `caller`.
+/// Dispatches one request from `caller`: callers and `Host`s that may not use the daemon are
+/// refused; then the WebSocket endpoint, `/metrics`, the dashboard's pages, and the API's
+/// endpoints (authorized and rate-limited, then [`serve`]d).
 pub fn handle(daemon: &mut Daemon, conn: ConnId, caller: Caller, request: &Request) -> Handled {
-    if caller == Caller::Foreign {
-        return Handled::Refuse(
-            ApiError::new(
-                403,
-                ErrorCode::Forbidden,
-                "only the daemon's own user may use its local socket",
-            )
-            .to_response(),
-        );
+    if let Some(refusal) = refuse_caller(daemon, caller, request) {
+        return refusal;
     }
     let peer = caller.ip();
-    let host = request.header_str("host");
-    // No browser reaches the local socket, so DNS rebinding cannot either.
-    if caller != Caller::Local
-        && !host_allowed(
-            &daemon.ctx.config.allowed_hosts,
-            daemon.ctx.config.listen,
-            host,
-        )
-    {
-        let error = foreign_host(host.unwrap_or_default());
-        log::info!("{peer}: refused a request for a foreign Host");
-        return if request.path == OBSERVE_PATH {
-            Handled::Refuse(error.to_response())
-        } else {
-            Handled::Now(error.to_response())
-        };
-    }
     if request.path == OBSERVE_PATH {
-        return match observe::upgrade(daemon, caller, request) {
-            Handled::Upgrade {
-                principal: Err(_), ..
-            } if !auth_failure(daemon, peer).allowed => {
-                Handled::Refuse(rate_limited(auth_failure_peek(daemon, peer)).to_response())
-            }
-            handled => handled,
-        };
+        let handled = observe::upgrade(daemon, caller, request);
+        if let Handled::Upgrade {
+            principal: Err(_), ..
+        } = handled
+            && let Err(limited) = count_auth_failure(daemon, peer)
+        {
+            return Handled::Refuse(limited);
+        }
+        return handled;
     }
     if request.path == metrics::METRICS_PATH {
         let result = metrics::scrape(daemon, caller, request);
-        if result.as_ref().is_err_and(|e| e.status == 401) && !auth_failure(daemon, peer).allowed {
-            return Handled::Now(rate_limited(auth_failure_peek(daemon, peer)).to_response());
-        }
-        return web::now(result);
+        return counting_auth_failures(daemon, peer, result);
     }
     if web::is_page_path(&request.path) {
         return Handled::Now(web::page(daemon, request));
@@ -649,90 +625,159 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, caller: Caller, request: &Reque
         Ok(route) => route,
         Err(error) => return Handled::Now(error.to_response()),
     };
-    match route {
-        Route::OpenApi => {
-            return Handled::Now(
-                Response::json(200, OPENAPI.as_bytes().to_vec())
-                    .with_header("Cache-Control", "no-cache"),
-            );
-        }
-        Route::ServerProof => return web::now(proof::answer(daemon, request)),
-        Route::Login => {
-            let result = web::login(daemon, request);
-            if result.as_ref().is_err_and(|e| e.status == 401)
-                && !auth_failure(daemon, peer).allowed
-            {
-                return Handled::Now(rate_limited(auth_failure_peek(daemon, peer)).to_response());
-            }
-            return web::now(result);
-        }
-        Route::Logout => {
-            if let Err(error) = check_same_origin(request) {
-                return Handled::Now(error.to_response());
-            }
-            // Ending a session takes what using it takes: the cookie and its page key (a
-            // server on another port of this host receives the cookie, never the key).
-            let session = match cookie_session(daemon, request) {
-                None => None,
-                Some(Ok(session)) => Some(session),
-                Some(Err(error)) if error.status == 403 => {
-                    return Handled::Now(error.to_response());
-                }
-                // Nothing valid to end: the cookies are cleared all the same.
-                Some(Err(_)) => None,
-            };
-            return Handled::Now(web::logout(daemon, request, session));
-        }
-        _ => {}
+    if let Some(handled) = without_authorization(daemon, peer, &route, request) {
+        return handled;
     }
     let (principal, credential) = match authorize(daemon, caller, request, route.scope()) {
         Ok(found) => found,
         Err(error) if error.status == 401 => {
-            // Credential failures are limited per address, so tokens cannot be guessed fast.
-            let decision = auth_failure(daemon, peer);
-            let response = if decision.allowed {
-                let mut response = error.to_response();
-                response.headers.extend(decision.headers());
-                response
-            } else {
-                rate_limited(decision).to_response()
-            };
-            return Handled::Now(response);
+            return Handled::Now(match count_auth_failure(daemon, peer) {
+                Ok(limit_headers) => {
+                    let mut response = error.to_response();
+                    response.headers.extend(limit_headers);
+                    response
+                }
+                Err(limited) => limited,
+            });
         }
         Err(error) => return Handled::Now(error.to_response()),
     };
-    let now = (Instant::now(), SystemTime::now());
-    let limiter = match route {
-        Route::Spawn => Some(&mut daemon.api.rate.spawn),
-        Route::Delegate => Some(&mut daemon.api.rate.delegate),
-        _ => None,
+    let limit_headers = match rate_limit(daemon, peer, &route, &principal) {
+        Ok(headers) => headers,
+        Err(limited) => return Handled::Now(limited),
     };
-    let limit_headers = match limiter {
-        Some(limiter) if !limiter.disabled() => {
-            let decision = limiter.check(&principal.subject, now.0, now.1);
-            if !decision.allowed {
-                let name = if matches!(route, Route::Spawn) {
-                    "spawn"
-                } else {
-                    "delegate"
-                };
-                *daemon.ctx.metrics.rate_limited.entry(name).or_default() += 1;
-                log::info!("{peer}: rate limit of {:?} exceeded", principal.subject);
-                return Handled::Now(rate_limited(decision).to_response());
-            }
-            decision.headers()
+    let handled = serve(
+        daemon,
+        conn,
+        request,
+        route,
+        principal,
+        credential,
+        limit_headers.clone(),
+    );
+    match handled {
+        Handled::Now(mut response) => {
+            response.headers.extend(limit_headers);
+            Handled::Now(response)
         }
-        _ => Vec::new(),
+        other => other,
+    }
+}
+
+/// Refuses a process of another user on the local socket, and (except on the local socket,
+/// which no browser reaches) a request whose `Host` does not name this daemon, against DNS
+/// rebinding.
+fn refuse_caller(daemon: &Daemon, caller: Caller, request: &Request) -> Option<Handled> {
+    if caller == Caller::Foreign {
+        return Some(Handled::Refuse(
+            ApiError::new(
+                403,
+                ErrorCode::Forbidden,
+                "only the daemon's own user may use its local socket",
+            )
+            .to_response(),
+        ));
+    }
+    let host = request.header_str("host");
+    let config = &daemon.ctx.config;
+    if caller == Caller::Local || host_allowed(&config.allowed_hosts, config.listen, host) {
+        return None;
+    }
+    let error = foreign_host(host.unwrap_or_default());
+    log::info!("{}: refused a request for a foreign Host", caller.ip());
+    Some(if request.path == OBSERVE_PATH {
+        Handled::Refuse(error.to_response())
+    } else {
+        Handled::Now(error.to_response())
+    })
+}
+
+/// The endpoints answered before (or without) authorization: the OpenAPI document, the
+/// server's proof, and logging in and out, which check their own credentials.
+fn without_authorization(
+    daemon: &mut Daemon,
+    peer: IpAddr,
+    route: &Route,
+    request: &Request,
+) -> Option<Handled> {
+    Some(match route {
+        Route::OpenApi => Handled::Now(
+            Response::json(200, OPENAPI.as_bytes().to_vec())
+                .with_header("Cache-Control", "no-cache"),
+        ),
+        Route::ServerProof => web::now(proof::answer(daemon, request)),
+        Route::Login => {
+            let result = web::login(daemon, request);
+            counting_auth_failures(daemon, peer, result)
+        }
+        Route::Logout => logout(daemon, request),
+        _ => return None,
+    })
+}
+
+/// `POST /api/logout`. Ending a session takes what using it takes: the cookie and its page
+/// key (a server on another port of this host receives the cookie, never the key).
+fn logout(daemon: &mut Daemon, request: &Request) -> Handled {
+    if let Err(error) = check_same_origin(request) {
+        return Handled::Now(error.to_response());
+    }
+    let session = match cookie_session(daemon, request) {
+        None => None,
+        Some(Ok(session)) => Some(session),
+        Some(Err(error)) if error.status == 403 => {
+            return Handled::Now(error.to_response());
+        }
+        // Nothing valid to end: the cookies are cleared all the same.
+        Some(Err(_)) => None,
     };
-    let handled = match route {
+    Handled::Now(web::logout(daemon, request, session))
+}
+
+/// The spawn and delegate rate limits of `principal`: `Ok` with the limit's headers, or the
+/// `429` to answer.
+fn rate_limit(
+    daemon: &mut Daemon,
+    peer: IpAddr,
+    route: &Route,
+    principal: &Principal,
+) -> Result<Vec<(String, String)>, Response> {
+    let (limiter, name) = match route {
+        Route::Spawn => (&mut daemon.api.rate.spawn, "spawn"),
+        Route::Delegate => (&mut daemon.api.rate.delegate, "delegate"),
+        _ => return Ok(Vec::new()),
+    };
+    if limiter.disabled() {
+        return Ok(Vec::new());
+    }
+    let decision = limiter.check(&principal.subject, Instant::now(), SystemTime::now());
+    if decision.allowed {
+        return Ok(decision.headers());
+    }
+    *daemon.ctx.metrics.rate_limited.entry(name).or_default() += 1;
+    log::info!("{peer}: rate limit of {:?} exceeded", principal.subject);
+    Err(rate_limited(decision).to_response())
+}
+
+/// The routing table: what each authorized endpoint does. `limit_headers` are the rate
+/// limit's, for the answers that are queued later.
+fn serve(
+    daemon: &mut Daemon,
+    conn: ConnId,
+    request: &Request,
+    route: Route,
+    principal: Principal,
+    credential: Credential,
+    limit_headers: Vec<(String, String)>,
+) -> Handled {
+    match route {
         Route::WsTicket => observe::issue_ticket(daemon, principal),
         Route::Health => Handled::Now(json(200, &health(daemon))),
-        Route::Spawn => agents::spawn(daemon, conn, request, limit_headers.clone()),
+        Route::Spawn => agents::spawn(daemon, conn, request, limit_headers),
         Route::ListAgents => agents::list(daemon, request),
         Route::GetAgent(id) => agents::get(daemon, conn, &id),
         Route::KillAgent(id) => agents::kill(daemon, conn, &id),
         Route::AgentMessages(id) => agents::messages(daemon, request, &id),
-        Route::Delegate => tasks::delegate(daemon, conn, request, principal, limit_headers.clone()),
+        Route::Delegate => tasks::delegate(daemon, conn, request, principal, limit_headers),
         Route::ListTasks => tasks::list(daemon, request),
         Route::GetTask(id) => tasks::get(daemon, &id),
         Route::CancelTask(id) => tasks::cancel(daemon, conn, &id),
@@ -750,40 +795,46 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, caller: Caller, request: &Reque
         Route::Login | Route::Logout | Route::OpenApi | Route::ServerProof => Handled::Now(
             ApiError::internal("this endpoint is answered before authorization").to_response(),
         ),
-    };
-    match handled {
-        Handled::Now(mut response) => {
-            response.headers.extend(limit_headers);
-            Handled::Now(response)
-        }
-        other => other,
     }
 }
 
-/// Counts a credential failure from `peer`.
-fn auth_failure(daemon: &mut Daemon, peer: IpAddr) -> ratelimit::Decision {
+/// Answers `result`, counting a `401` as a credential failure of `peer` (see
+/// [`count_auth_failure`]).
+fn counting_auth_failures(
+    daemon: &mut Daemon,
+    peer: IpAddr,
+    result: Result<Response, ApiError>,
+) -> Handled {
+    if result.as_ref().is_err_and(|e| e.status == 401)
+        && let Err(limited) = count_auth_failure(daemon, peer)
+    {
+        return Handled::Now(limited);
+    }
+    web::now(result)
+}
+
+/// Counts a credential failure from `peer`. Failures are limited per address, so tokens
+/// cannot be guessed fast: within the limit, `Ok` with the limit's headers; past it, the
+/// `429` to answer instead.
+fn count_auth_failure(
+    daemon: &mut Daemon,
+    peer: IpAddr,
+) -> Result<Vec<(String, String)>, Response> {
     let decision = daemon
         .api
         .rate
         .auth_failures
         .check(&peer, Instant::now(), SystemTime::now());
-    if !decision.allowed {
-        *daemon
-            .ctx
-            .metrics
-            .rate_limited
-            .entry("auth_failures")
-            .or_default() += 1;
+    if decision.allowed {
+        return Ok(decision.headers());
     }
-    decision
-}
-
-fn auth_failure_peek(daemon: &mut Daemon, peer: IpAddr) -> ratelimit::Decision {
-    daemon
-        .api
-        .rate
-        .auth_failures
-        .peek(&peer, Instant::now(), SystemTime::now())
+    *daemon
+        .ctx
+        .metrics
+        .rate_limited
+        .entry("auth_failures")
+        .or_default() += 1;
+    Err(rate_limited(decision).to_response())
 }
 
 /// `429 RATE_LIMIT_EXCEEDED` with `Retry-After` and the limit's headers.
