@@ -597,7 +597,7 @@ fn foreign_host(host: &str) -> ApiError {
 
 /// Dispatches one request from `caller`: callers and `Host`s that may not use the daemon are
 /// refused; then the WebSocket endpoint, `/metrics`, the dashboard's pages, and the API's
-/// endpoints (authorized and rate-limited, then [`serve`]d).
+/// endpoints (authorized and rate-limited, then served).
 pub fn handle(daemon: &mut Daemon, conn: ConnId, caller: Caller, request: &Request) -> Handled {
     if let Some(refusal) = refuse_caller(daemon, caller, request) {
         return refusal;
