@@ -123,104 +123,113 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
                     // A running slot may have come free.
                     tasks::schedule(daemon);
                 }
-                AgentEvent::StatusChanged {
-                    session_id,
-                    agent_type,
-                    status,
-                    activity,
-                    last_activity,
-                    exit,
-                } => {
-                    let (exit_code, exit_signal) = exit_fields(exit);
-                    daemon.ctx.broadcast(&ServerMessage::AgentStatus {
-                        session_id: &session_id,
-                        agent_type: &agent_type,
-                        status: status.as_str(),
-                        last_activity: rfc3339(last_activity),
-                        activity: activity.activity.as_str(),
-                        activity_since: rfc3339(activity.since),
-                        evidence: Evidence {
-                            source: activity.source.as_str(),
-                            detail: &activity.detail,
-                        },
-                        exit_code,
-                        exit_signal,
-                    });
-                }
-                AgentEvent::PromptDelivered { session_id, id } => {
-                    daemon.ctx.broadcast(&ServerMessage::UserMessageDelivered {
-                        session_id: &session_id,
-                        id: &id,
-                    });
-                }
-                AgentEvent::ApprovalRequested {
-                    session_id,
-                    request_id,
-                    tool,
-                    summary,
-                    tool_input,
-                } => {
-                    // Everything that is approved is shown whole: the command or path, and
-                    // every other argument.
-                    let mut content = format!("The agent asks permission to use {summary}");
-                    if crate::agents::activity::has_more_arguments(&tool_input) {
-                        let all = serde_json::to_string_pretty(&tool_input).unwrap_or_default();
-                        content.push_str(&format!("\nwith the arguments {all}"));
-                    }
-                    daemon.ctx.broadcast(&ServerMessage::ClaudeResponse {
-                        session_id: &session_id,
-                        content: &content,
-                        actions: vec![Action::ApproveTool {
-                            request_id: &request_id,
-                            tool: &tool,
-                            summary: &summary,
-                            tool_input: &tool_input,
-                        }],
-                        in_reply_to: None,
-                        timestamp: rfc3339(std::time::SystemTime::now()),
-                    });
-                }
-                AgentEvent::ToolDecided {
-                    session_id,
-                    request_id,
-                    decision,
-                } => {
-                    daemon.ctx.broadcast(&ServerMessage::ToolDecision {
-                        session_id: &session_id,
-                        request_id: &request_id,
-                        decision,
-                    });
-                }
-                AgentEvent::Replied {
-                    session_id,
-                    content,
-                    in_reply_to,
-                } => {
-                    daemon.ctx.broadcast(&ServerMessage::ClaudeResponse {
-                        session_id: &session_id,
-                        content: &content,
-                        actions: Vec::new(),
-                        in_reply_to: in_reply_to.as_ref(),
-                        timestamp: rfc3339(std::time::SystemTime::now()),
-                    });
-                }
-                AgentEvent::Crashed {
-                    session_id,
-                    message,
-                    exit,
-                    last_lines,
-                } => {
-                    let (exit_code, exit_signal) = exit_fields(exit);
-                    daemon.ctx.broadcast(&ServerMessage::AgentCrashed {
-                        error_code: ErrorCode::AgentCrashed,
-                        message,
-                        session_id: &session_id,
-                        exit_code,
-                        exit_signal,
-                        last_lines,
-                    });
-                }
+                other => tell_observers(daemon, other),
             }
         }
+    }
+}
+
+/// What observers are told of an agent's event (every event but an exit or a session gone,
+/// which tasks follow).
+fn tell_observers(daemon: &mut Daemon, event: AgentEvent) {
+    match event {
+        AgentEvent::StatusChanged {
+            session_id,
+            agent_type,
+            status,
+            activity,
+            last_activity,
+            exit,
+        } => {
+            let (exit_code, exit_signal) = exit_fields(exit);
+            daemon.ctx.broadcast(&ServerMessage::AgentStatus {
+                session_id: &session_id,
+                agent_type: &agent_type,
+                status: status.as_str(),
+                last_activity: rfc3339(last_activity),
+                activity: activity.activity.as_str(),
+                activity_since: rfc3339(activity.since),
+                evidence: Evidence {
+                    source: activity.source.as_str(),
+                    detail: &activity.detail,
+                },
+                exit_code,
+                exit_signal,
+            });
+        }
+        AgentEvent::PromptDelivered { session_id, id } => {
+            daemon.ctx.broadcast(&ServerMessage::UserMessageDelivered {
+                session_id: &session_id,
+                id: &id,
+            });
+        }
+        AgentEvent::ApprovalRequested {
+            session_id,
+            request_id,
+            tool,
+            summary,
+            tool_input,
+        } => {
+            // Everything that is approved is shown whole: the command or path, and
+            // every other argument.
+            let mut content = format!("The agent asks permission to use {summary}");
+            if crate::agents::activity::has_more_arguments(&tool_input) {
+                let all = serde_json::to_string_pretty(&tool_input).unwrap_or_default();
+                content.push_str(&format!("\nwith the arguments {all}"));
+            }
+            daemon.ctx.broadcast(&ServerMessage::ClaudeResponse {
+                session_id: &session_id,
+                content: &content,
+                actions: vec![Action::ApproveTool {
+                    request_id: &request_id,
+                    tool: &tool,
+                    summary: &summary,
+                    tool_input: &tool_input,
+                }],
+                in_reply_to: None,
+                timestamp: rfc3339(std::time::SystemTime::now()),
+            });
+        }
+        AgentEvent::ToolDecided {
+            session_id,
+            request_id,
+            decision,
+        } => {
+            daemon.ctx.broadcast(&ServerMessage::ToolDecision {
+                session_id: &session_id,
+                request_id: &request_id,
+                decision,
+            });
+        }
+        AgentEvent::Replied {
+            session_id,
+            content,
+            in_reply_to,
+        } => {
+            daemon.ctx.broadcast(&ServerMessage::ClaudeResponse {
+                session_id: &session_id,
+                content: &content,
+                actions: Vec::new(),
+                in_reply_to: in_reply_to.as_ref(),
+                timestamp: rfc3339(std::time::SystemTime::now()),
+            });
+        }
+        AgentEvent::Crashed {
+            session_id,
+            message,
+            exit,
+            last_lines,
+        } => {
+            let (exit_code, exit_signal) = exit_fields(exit);
+            daemon.ctx.broadcast(&ServerMessage::AgentCrashed {
+                error_code: ErrorCode::AgentCrashed,
+                message,
+                session_id: &session_id,
+                exit_code,
+                exit_signal,
+                last_lines,
+            });
+        }
+        AgentEvent::Exited { .. } | AgentEvent::Gone { .. } => {}
     }
 }
