@@ -16,8 +16,6 @@ use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::jobs::{JobPool, Notifier};
 use crate::net::ConnId;
-use crate::panes::input::InputQueue;
-use crate::panes::typing::InputAck;
 use crate::proto::http::Response;
 use crate::timers::Timers;
 use crate::tmux::Tmux;
@@ -73,10 +71,9 @@ pub enum Source {
     PanePipe {
         /// Session the pane belongs to.
         session_id: String,
-        /// tmux's pipe-pane socket, or the pseudo-terminal master of a `pty` session.
-        stream: crate::panes::pane_io::PaneIo,
-        /// Input waiting to be written into the pane.
-        input: InputQueue<InputAck>,
+        /// tmux's pipe-pane socket, or the pseudo-terminal master of a `pty` session (its
+        /// input queue is the pane's, in [`crate::panes::Panes`]).
+        stream: crate::net::pane_io::PaneIo,
     },
     /// A pidfd that becomes readable when the pane's program exits.
     PaneExit {

@@ -52,8 +52,9 @@
 //!   ([`tmux::TmuxError`], [`agents::error::SpawnError`], [`tasks::error::TaskError`]) and
 //!   `api` maps them to HTTP.
 //! - Only [`server`] imports [`dispatch`].
-//! - One loop back remains: a continuation runs on the whole [`daemon::Daemon`], so [`ctx`]
-//!   names it, and agents' and tasks' continuations still receive it (panes' do not).
+//! - [`ctx`] imports no part. One loop back remains: a continuation runs on the whole
+//!   [`daemon::Daemon`], so [`ctx`] names it, and agents' and tasks' continuations still
+//!   receive it (panes' do not).
 //!
 //! # How a request flows
 //!
@@ -80,7 +81,7 @@
 //! A session of the `pty` backend skips tmux: its holder ([`pty::holder`]) hands the
 //! pseudo-terminal's master to the daemon over `SCM_RIGHTS` ([`pty::link`]), and the master is
 //! read and written in the event loop exactly like the pipe above
-//! ([`panes::pane_io::PaneIo`]); what is read is also forwarded to the holder's replay, and
+//! ([`net::pane_io::PaneIo`]); what is read is also forwarded to the holder's replay, and
 //! screen checkpoints let it drop the replay ([`panes::holder_link`]). The holder's
 //! connection carries exits ([`agents::pty_session`]).
 //!

@@ -4,6 +4,7 @@
 
 pub mod conn;
 pub mod outbound;
+pub mod pane_io;
 pub mod stream;
 pub mod unix;
 

@@ -13,9 +13,9 @@ use super::attach;
 use super::emulator::EmulatorEvent;
 use super::input::InputQueue;
 use super::pane::{CaptureState, PaneEvent, Rearm, RearmReason};
-use super::pane_io::PaneIo;
 use super::seed::{self, Seed};
 use crate::ctx::{Ctx, Source, Timer, then};
+use crate::net::pane_io::PaneIo;
 use crate::tmux::{self, TmuxError};
 
 /// Bytes read from a pane per readiness event before other sources get a turn.
@@ -146,13 +146,13 @@ impl Panes {
         let source = Source::PanePipe {
             session_id: session_id.to_string(),
             stream,
-            input: InputQueue::new(ctx.config.panes.max_input_bytes),
         };
         match ctx.add_source(source, Interest::READABLE | Interest::WRITABLE) {
             Ok(key) => {
                 if let Some(pane) = self.by_session.get_mut(session_id) {
                     pane.capture = CaptureState::Attached;
                     pane.pipe = Some(key);
+                    pane.input = Some(InputQueue::new(ctx.config.panes.max_input_bytes));
                 }
                 log::debug!("{session_id}: output capture attached");
                 // Output may already be waiting; read it now rather than rely on an edge.
@@ -289,23 +289,23 @@ impl Panes {
 
     /// tmux closed a pane's pipe (or a pty master reached its end).
     fn pipe_closed(&mut self, ctx: &mut Ctx, key: usize) {
-        let Some(Source::PanePipe {
-            session_id,
-            mut input,
-            ..
-        }) = ctx.remove_source(key)
-        else {
+        let Some(Source::PanePipe { session_id, .. }) = ctx.remove_source(key) else {
             return;
         };
-        for ack in input.abandon() {
+        let input = self
+            .by_session
+            .get_mut(&session_id)
+            .filter(|pane| pane.pipe == Some(key))
+            .and_then(|pane| {
+                pane.pipe = None;
+                pane.input.take()
+            });
+        for ack in input.map(|mut input| input.abandon()).unwrap_or_default() {
             self.input_failed(ctx, &session_id, ack, "the pane's input pipe closed");
         }
         let Some(pane) = self.by_session.get_mut(&session_id) else {
             return;
         };
-        if pane.pipe == Some(key) {
-            pane.pipe = None;
-        }
         let Some(tmux_pane) = pane.tmux_pane.clone() else {
             // A pty session's terminal has no writer left: an exit waiting for the last
             // output can be announced now.

@@ -1,7 +1,7 @@
 //! The output and input path of agent panes.
 //!
 //! A `pty` session skips tmux: its pseudo-terminal master is read and written directly
-//! ([`pane_io`]). Otherwise: pane → tmux `pipe-pane -I -O` socketpair → [`attach`] (descriptor passing) → [`capture`]
+//! ([`crate::net::pane_io`]). Otherwise: pane → tmux `pipe-pane -I -O` socketpair → [`attach`] (descriptor passing) → [`capture`]
 //! (read on the event loop) → [`hub`] (backlog + frames encoded once, per-viewer cursors) →
 //! each connection's queue → socket. The [`emulator`] thread keeps each pane's screen from the
 //! backlog for snapshots; [`seed`] re-seeds it from tmux when capture is re-armed. Input goes
@@ -16,7 +16,6 @@ pub mod holder_link;
 pub mod hub;
 pub mod input;
 pub mod pane;
-pub mod pane_io;
 pub mod pane_text;
 pub mod seed;
 pub mod text;
@@ -138,9 +137,10 @@ impl Panes {
             if let Some(key) = pane.holder {
                 ctx.remove_source(key);
             }
-            if let Some(key) = pane.pipe
-                && let Some(ctx::Source::PanePipe { mut input, .. }) = ctx.remove_source(key)
-            {
+            if let Some(key) = pane.pipe {
+                ctx.remove_source(key);
+            }
+            if let Some(mut input) = pane.input {
                 for ack in input.abandon() {
                     self.input_failed(
                         ctx,

@@ -117,6 +117,8 @@ pub struct Pane {
     pub(super) last_output: SystemTime,
     /// Source slot of the pane pipe (or pty master) while output is captured.
     pub(super) pipe: Option<usize>,
+    /// Input waiting to be written into that pipe (a new queue with each pipe).
+    pub(super) input: Option<super::input::InputQueue<super::typing::InputAck>>,
     pub(super) rows: u16,
     pub(super) cols: u16,
     pub(super) rearm: Rearm,
@@ -151,6 +153,7 @@ impl Pane {
             output_bytes: 0,
             last_output: spec.last_output,
             pipe: None,
+            input: None,
             rows: spec.rows,
             cols: spec.cols,
             rearm: Rearm::Idle,

@@ -194,8 +194,8 @@ impl Panes {
         bytes: &[u8],
         ack: Option<InputAck>,
     ) -> bool {
-        let key = self.get(session_id).and_then(|p| p.pipe);
-        let Some(Source::PanePipe { input, .. }) = key.and_then(|k| ctx.sources.get_mut(k)) else {
+        let pane = self.by_session.get_mut(session_id);
+        let Some((key, input)) = pane.and_then(|p| Some((p.pipe?, p.input.as_mut()?))) else {
             if let Some(ack) = ack {
                 self.input_failed(ctx, session_id, ack, "the pane has no input pipe");
             }
@@ -207,17 +207,20 @@ impl Panes {
             }
             return false;
         }
-        self.write_input(ctx, key.expect("checked"));
+        self.write_input(ctx, key);
         true
     }
 
     /// Writes queued input into a pane pipe and acknowledges what has been typed.
     pub fn write_input(&mut self, ctx: &mut Ctx, key: usize) {
-        let Some(Source::PanePipe {
-            session_id,
-            stream,
-            input,
-        }) = ctx.sources.get_mut(key)
+        let Some(Source::PanePipe { session_id, stream }) = ctx.sources.get_mut(key) else {
+            return;
+        };
+        let Some(input) = self
+            .by_session
+            .get_mut(session_id.as_str())
+            .filter(|pane| pane.pipe == Some(key))
+            .and_then(|pane| pane.input.as_mut())
         else {
             return;
         };
