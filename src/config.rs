@@ -38,6 +38,11 @@ pub struct Config {
     /// Most jobs that may wait for a worker, per pool; a request whose job would wait
     /// beyond it gets `503 OVERLOADED` at once instead of queueing without end.
     pub max_queued_jobs: usize,
+    /// How long a starting daemon waits for the state directory's lock before it says
+    /// another daemon is using it (a daemon that was just killed can leave a child holding
+    /// the lock for a moment).
+    #[serde(with = "duration_text")]
+    pub state_lock_wait: Duration,
     /// Token verification.
     pub auth: AuthConfig,
     /// Connection and request limits.
@@ -784,6 +789,7 @@ impl Default for Config {
             kill_workers: 4,
             slow_workers: 8,
             max_queued_jobs: 64,
+            state_lock_wait: Duration::from_secs(2),
             auth: AuthConfig::default(),
             limits: Limits::default(),
             sessions: SessionPolicy::default(),

@@ -65,7 +65,7 @@ pub struct Server {
 fn prepare_state_dir(config: &Config) -> Result<std::fs::File, String> {
     crate::create_private_dir(&config.state_dir)?;
     make_private(&config.state_dir, &config.task_store())?;
-    let lock = lock_state_dir(&config.state_dir)?;
+    let lock = lock_state_dir(&config.state_dir, config.state_lock_wait)?;
     check_socket_path(&config.tmux_socket())?;
     check_socket_path(&config.attach_socket())?;
     check_socket_path(&config.hook_socket())?;
@@ -1065,7 +1065,10 @@ fn make_private(dir: &Path, task_store: &Path) -> Result<(), String> {
 }
 
 /// Takes an exclusive lock on the state directory so two daemons never share one.
-fn lock_state_dir(dir: &Path) -> Result<std::fs::File, String> {
+/// Takes the state directory's lock, waiting up to `wait` for it: a daemon that was just
+/// killed can leave a child holding it for a moment (one forked but not yet running its
+/// program). Blocking is fine here: the loop has not started.
+fn lock_state_dir(dir: &Path, wait: std::time::Duration) -> Result<std::fs::File, String> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("daemon.lock");
     let file = std::fs::OpenOptions::new()
@@ -1075,13 +1078,31 @@ fn lock_state_dir(dir: &Path) -> Result<std::fs::File, String> {
         .mode(0o600)
         .open(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
-            "another orchestra daemon is using the state directory {}",
-            dir.display()
-        )),
-        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    let deadline = std::time::Instant::now() + wait;
+    let mut said = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                if !said {
+                    log::info!(
+                        "waiting up to {} for the state directory's lock (state_lock_wait)",
+                        humantime::format_duration(wait)
+                    );
+                    said = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "another orchestra daemon is using the state directory {}",
+                    dir.display()
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(format!("cannot lock {}: {e}", path.display()));
+            }
+        }
     }
 }
 

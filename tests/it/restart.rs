@@ -146,3 +146,86 @@ fn a_second_daemon_cannot_share_the_state_dir() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("another orchestra daemon"));
 }
+
+/// `orchestra serve` on `dir` with `config`, its log on a channel of lines.
+fn serve_on(
+    dir: &std::path::Path,
+    config: &str,
+) -> (std::process::Child, crossbeam_channel::Receiver<String>) {
+    use std::io::BufRead;
+    let config_file = dir.join("config.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_orchestra"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config_file)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .env("ORCHESTRA_LOG", "info")
+        .env_remove("TMUX")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// The first line of `log` containing `needle` (within the tests' patience).
+fn line_with(log: &crossbeam_channel::Receiver<String>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + crate::common::PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match log.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("no log line containing {needle:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_starting_daemon_waits_for_a_state_lock_held_a_moment_longer() {
+    // A daemon that was just killed can leave a child holding the state directory's lock
+    // for a moment (forked, not yet running its program); the next daemon waits for it.
+    let dir = tempfile::Builder::new().prefix("orch").tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&state)
+        .unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(state.join("daemon.lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    let (mut daemon, log) = serve_on(dir.path(), "state_lock_wait = \"1m\"\n");
+    line_with(&log, "waiting up to 1m for the state directory's lock");
+    drop(lock);
+    line_with(&log, "listening on http://127.0.0.1:");
+    crate::common::signal(daemon.id(), "TERM");
+    assert!(daemon.wait().unwrap().success());
+
+    // A lock that stays held is another daemon: said once the wait is over.
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(state.join("daemon.lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    let (mut refused, log) = serve_on(dir.path(), "state_lock_wait = \"100ms\"\n");
+    line_with(
+        &log,
+        "another orchestra daemon is using the state directory",
+    );
+    assert!(!refused.wait().unwrap().success());
+}
