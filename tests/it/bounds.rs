@@ -329,11 +329,15 @@ fn one_session_cannot_take_every_approval_slot_and_idle_hooks_are_closed() {
     drop(held);
 }
 
-#[test]
-fn a_tool_answer_larger_than_the_socket_buffer_arrives_whole() {
-    // A Unix socket's buffer takes about 200 KiB; this answer is 900 KB, written as its
-    // reader takes it (it used to be cut where the buffer ended).
-    let daemon = daemon("[limits]\nmax_body_bytes = 4194304\n[tasks]\nmax_task_bytes = 2097152\n");
+/// A daemon (with `hooks`, a `[hooks]` section's lines) whose hooked session has asked, by a
+/// tool call sent whole, for a task of 900 KB: far more than a Unix socket's buffer (about
+/// 200 KiB). Returns the daemon, its control token, the call's connection (nothing read yet)
+/// and the task's text.
+fn big_answer_waiting(hooks: &str) -> (DaemonProcess, String, UnixStream, String) {
+    let daemon = daemon(&format!(
+        "[limits]\nmax_body_bytes = 4194304\n[tasks]\nmax_task_bytes = 2097152\n\
+         [hooks]\n{hooks}\n"
+    ));
     let token = daemon.control();
     let session = id_of(&daemon.spawn(&token, "hooked"));
     let (socket, credential) = hook_of(&daemon, &token, &session);
@@ -346,10 +350,17 @@ fn a_tool_answer_larger_than_the_socket_buffer_arrives_whole() {
     assert_eq!(resp.status, 201, "{}", resp.text());
     let task_id = resp.json()["task_id"].as_u64().unwrap();
     let call = json!({"token": credential, "call": "get_task", "arguments": {"task_id": task_id}});
-    // The call is sent whole and nothing is read until the daemon has answered a request
-    // sent after it (calls are answered in the loop step that reads them), so the daemon's
-    // first write fills the socket and the rest must wait for the reader.
-    let mut stream = send(&socket, call.to_string().as_bytes());
+    let stream = send(&socket, call.to_string().as_bytes());
+    (daemon, token, stream, task)
+}
+
+#[test]
+fn a_tool_answer_larger_than_the_socket_buffer_arrives_whole() {
+    // The answer is written as its reader takes it (it used to be cut where the socket's
+    // buffer ended). Nothing is read until the daemon has answered a request sent after the
+    // call (calls are answered in the loop step that reads them), so the daemon's first
+    // write fills the socket and the rest must wait for the reader.
+    let (daemon, token, mut stream, task) = big_answer_waiting("");
     assert_eq!(daemon.get("/api/health", &token).status, 200);
     let answer = answer(&mut stream);
     let answer: Value = serde_json::from_str(&answer)
@@ -360,24 +371,8 @@ fn a_tool_answer_larger_than_the_socket_buffer_arrives_whole() {
 
 #[test]
 fn an_answer_its_reader_does_not_take_is_closed_after_the_answer_timeout() {
-    let daemon = daemon(
-        "[limits]\nmax_body_bytes = 4194304\n[tasks]\nmax_task_bytes = 2097152\n\
-         [hooks]\nanswer_timeout = \"300ms\"\n",
-    );
-    let token = daemon.control();
-    let session = id_of(&daemon.spawn(&token, "hooked"));
-    let (socket, credential) = hook_of(&daemon, &token, &session);
-    let task = format!(": {}", "a".repeat(900_000));
-    let resp = daemon.post(
-        "/api/delegate",
-        &token,
-        &json!({"agent_type": "shell", "task": task, "working_dir": daemon.work}),
-    );
-    assert_eq!(resp.status, 201, "{}", resp.text());
-    let task_id = resp.json()["task_id"].as_u64().unwrap();
-    let call = json!({"token": credential, "call": "get_task", "arguments": {"task_id": task_id}});
     // Nothing is read until the daemon has given up on the answer.
-    let mut stream = send(&socket, call.to_string().as_bytes());
+    let (daemon, token, mut stream, task) = big_answer_waiting("answer_timeout = \"300ms\"");
     let abandoned = |daemon: &DaemonProcess| {
         let metrics = daemon.get("/metrics", &token).text();
         metrics.contains("\norchestra_answers_abandoned_total 1\n")
