@@ -268,7 +268,8 @@ pub struct HooksConfig {
     /// did not take at once; an answer its reader has not taken whole by then is closed.
     #[serde(with = "duration_text")]
     pub answer_timeout: Duration,
-    /// Hook connections handled at once. Past it, the oldest connection that has not yet
+    /// Hook connections handled at once (and, apart, answers waiting for their readers:
+    /// one more is closed unfinished). Past it, the oldest connection that has not yet
     /// sent its session's credential is closed to make room; if there is none, the new one is.
     pub max_connections: usize,
     /// Hook connections one session may have open with unfinished messages; more, once their

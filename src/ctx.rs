@@ -226,6 +226,9 @@ pub struct Ctx {
     pub metrics: crate::metrics::Metrics,
     /// Counter that tells a source apart from a later one in the same slot.
     pub attach_serial: u64,
+    /// Answers being written as their sockets take them ([`Ctx::answer`]); at most
+    /// `hooks.max_connections`.
+    answers_pending: usize,
 }
 
 impl Ctx {
@@ -266,6 +269,7 @@ impl Ctx {
             shutting_down: false,
             metrics: Default::default(),
             attach_serial: 0,
+            answers_pending: 0,
         })
     }
 
@@ -295,6 +299,12 @@ impl Ctx {
         match crate::net::unix::write_some(&mut stream, &mut answer) {
             Ok(true) => {}
             Err(e) => log::debug!("an answer's reader is gone: {e}"),
+            Ok(false) if self.answers_pending >= self.config.hooks.max_connections => {
+                log::warn!(
+                    "too many answers waiting for their readers (hooks.max_connections); one closed"
+                );
+                self.metrics.answers_abandoned += 1;
+            }
             Ok(false) => {
                 self.attach_serial += 1;
                 let serial = self.attach_serial;
@@ -304,10 +314,13 @@ impl Ctx {
                     serial,
                 };
                 match self.add_source(source, Interest::WRITABLE) {
-                    Ok(key) => self.timers.schedule_in(
-                        self.config.hooks.answer_timeout,
-                        Timer::AnswerTimeout(key, serial),
-                    ),
+                    Ok(key) => {
+                        self.answers_pending += 1;
+                        self.timers.schedule_in(
+                            self.config.hooks.answer_timeout,
+                            Timer::AnswerTimeout(key, serial),
+                        )
+                    }
                     Err(e) => log::warn!("cannot watch an answer's socket: {e}"),
                 }
             }
@@ -324,6 +337,7 @@ impl Ctx {
         };
         if !matches!(crate::net::unix::write_some(stream, pending), Ok(false)) {
             self.remove_source(key);
+            self.answers_pending -= 1;
         }
     }
 
@@ -333,6 +347,7 @@ impl Ctx {
             log::warn!("an answer was not taken whole within hooks.answer_timeout; closed");
             self.metrics.answers_abandoned += 1;
             self.remove_source(key);
+            self.answers_pending -= 1;
         }
     }
 

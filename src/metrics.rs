@@ -118,7 +118,8 @@ pub struct Metrics {
     /// `limits.max_connections` were open.
     pub silent_connections_evicted: u64,
     /// Answers on the private sockets (hook replies, tool results) closed unfinished because
-    /// their reader had not taken them whole within `hooks.answer_timeout`.
+    /// their reader had not taken them whole within `hooks.answer_timeout` (or too many
+    /// waited: `hooks.max_connections`).
     pub answers_abandoned: u64,
     /// Requests refused by a rate limit, by limit.
     pub rate_limited: BTreeMap<&'static str, u64>,
@@ -320,7 +321,7 @@ fn render_output_counters(out: &mut String, output: &OutputCounts, metrics: &Met
         ),
         (
             "orchestra_answers_abandoned_total",
-            "Hook replies and tool results closed unfinished: not taken whole within hooks.answer_timeout.",
+            "Hook replies and tool results closed unfinished: not taken whole within hooks.answer_timeout, or past hooks.max_connections waiting.",
             metrics.answers_abandoned,
         ),
     ];

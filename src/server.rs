@@ -1064,8 +1064,8 @@ fn make_private(dir: &Path, task_store: &Path) -> Result<(), String> {
     }
 }
 
-/// Takes an exclusive lock on the state directory so two daemons never share one.
-/// Takes the state directory's lock, waiting up to `wait` for it: a daemon that was just
+/// Takes an exclusive lock on the state directory so two daemons never share one, waiting
+/// up to `wait` for it: a daemon that was just
 /// killed can leave a child holding it for a moment (one forked but not yet running its
 /// program). Blocking is fine here: the loop has not started.
 fn lock_state_dir(dir: &Path, wait: std::time::Duration) -> Result<std::fs::File, String> {

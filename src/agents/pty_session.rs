@@ -326,7 +326,13 @@ pub fn record_exit(daemon: &mut Daemon, session_id: &str, exit: ExitInfo) {
         return;
     }
     agent.pending_exit = Some(exit);
-    if !daemon.panes.drain(&mut daemon.ctx, session_id) {
+    let read_before = daemon.panes.get(session_id).map(|p| p.output_bytes());
+    let captured = daemon.panes.drain(&mut daemon.ctx, session_id);
+    if daemon.panes.get(session_id).map(|p| p.output_bytes()) != read_before {
+        // The agent's last output counts as activity before its exit is announced.
+        daemon.on_pane_output(session_id);
+    }
+    if !captured {
         output_ended(daemon, session_id);
     } else {
         daemon
