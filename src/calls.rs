@@ -13,7 +13,7 @@
 //! Every answer is one JSON line: `{"ok": true, "result": ...}` or
 //! `{"ok": false, "error": "..."}`.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::agents::history::Role;
 use crate::agents::hooks::{Approval, Approved, PendingCall};
@@ -23,6 +23,10 @@ use crate::panes::typing::Typing;
 use crate::tasks::lifecycle::{self, DelegateParams, SESSION_REQUESTER};
 use crate::tasks::{Isolation, TaskContext};
 use crate::time::rfc3339;
+use crate::wire::tools::{
+    AgentEntry, AgentList, MessageInput, MessageSent, PlannedTask, TaskDetail, TaskRef,
+    TasksCreated, ToolAnswer,
+};
 use crate::wire::ws::{Action, ServerMessage};
 
 /// Most tasks one plan may propose.
@@ -89,33 +93,30 @@ pub fn handle(daemon: &mut Daemon, pending: PendingCall) {
 
 /// A tool call's answer: one JSON line.
 fn answer_line(answer: Result<Value, String>) -> Vec<u8> {
-    let line = match answer {
-        Ok(result) => json!({"ok": true, "result": result}),
-        Err(error) => json!({"ok": false, "error": error}),
-    };
-    let mut bytes = line.to_string().into_bytes();
-    bytes.push(b'\n');
-    bytes
+    ToolAnswer::of(answer).line()
+}
+
+/// A tool's result as JSON.
+fn result_of(result: impl serde::Serialize) -> Value {
+    serde_json::to_value(result).expect("serializable")
 }
 
 fn list_agents(daemon: &Daemon) -> Value {
     let now = std::time::SystemTime::now();
     let idle_after = daemon.ctx.config.sessions.idle_after;
-    let agents: Vec<Value> = daemon
+    let agents = daemon
         .agents
         .sorted()
         .into_iter()
-        .map(|a| {
-            json!({
-                "session_id": a.id,
-                "agent_type": a.agent_type,
-                "status": a.status(now, idle_after).as_str(),
-                "activity": a.activity.activity.as_str(),
-                "working_dir": a.working_dir,
-            })
+        .map(|a| AgentEntry {
+            session_id: &a.id,
+            agent_type: &a.agent_type,
+            status: a.status(now, idle_after).as_str(),
+            activity: a.activity.activity.as_str(),
+            working_dir: &a.working_dir,
         })
         .collect();
-    json!({ "agents": agents })
+    result_of(AgentList { agents })
 }
 
 fn get_task(daemon: &Daemon, arguments: &Value) -> Result<Value, String> {
@@ -128,13 +129,13 @@ fn get_task(daemon: &Daemon, arguments: &Value) -> Result<Value, String> {
         .tasks
         .find(&id)
         .ok_or_else(|| format!("no task {}", crate::shown(&id)))?;
-    Ok(json!({
-        "task_id": ticket.task_id,
-        "ticket_id": ticket.ticket_id,
-        "agent": ticket.agent_type,
-        "status": ticket.status().as_str(),
-        "task": ticket.task,
-        "result": ticket.result,
+    Ok(result_of(TaskDetail {
+        task_id: ticket.task_id,
+        ticket_id: &ticket.ticket_id,
+        agent: &ticket.agent_type,
+        status: ticket.status().as_str(),
+        task: &ticket.task,
+        result: &ticket.result,
     }))
 }
 
@@ -157,7 +158,11 @@ fn send_message(daemon: &mut Daemon, from: &str, arguments: &Value) -> Result<Va
         .type_input(&mut daemon.ctx, to, Typing::Message(text.clone()), None)
         .map_err(|(_, why)| why)?;
     daemon.remember(to, Role::User, text, None);
-    Ok(json!({"sent": true}))
+    Ok(result_of(MessageSent {
+        sent: true,
+        request_id: None,
+        note: None,
+    }))
 }
 
 /// Holds an agent's message until a person allows it (`approve_tool` with the answer's
@@ -183,7 +188,10 @@ fn hold_message(
         session_id: from.to_string(),
         tool: "send_message".into(),
         summary: format!("send_message to {to}: {text}"),
-        tool_input: json!({"session_id": to, "content": content}),
+        tool_input: result_of(MessageInput {
+            session_id: to,
+            content,
+        }),
     };
     daemon.hold_for_approval(
         approval,
@@ -192,10 +200,10 @@ fn hold_message(
             text,
         },
     );
-    Ok(json!({
-        "sent": false,
-        "request_id": request_id,
-        "note": "held: the message is typed once a person allows it",
+    Ok(result_of(MessageSent {
+        sent: false,
+        request_id: Some(&request_id),
+        note: Some("held: the message is typed once a person allows it"),
     }))
 }
 
@@ -282,11 +290,18 @@ fn finish(
     summary: Option<String>,
     stream: mio::net::UnixStream,
 ) {
-    let tasks: Vec<Value> = created
-        .iter()
-        .filter_map(|id| daemon.tasks.ticket(*id))
-        .map(|t| json!({"task_id": t.task_id, "ticket_id": t.ticket_id, "status": t.status().as_str()}))
-        .collect();
+    let tasks = result_of(TasksCreated {
+        tasks: created
+            .iter()
+            .filter_map(|id| daemon.tasks.ticket(*id))
+            .map(|t| TaskRef {
+                task_id: t.task_id,
+                ticket_id: &t.ticket_id,
+                status: t.status().as_str(),
+            })
+            .collect(),
+        note: None,
+    });
     if let Some(summary) = summary {
         log::info!("{session_id}: proposes a plan of tasks {created:?}");
         let (content, described) = describe_plan(daemon, session_id, &summary, &created);
@@ -302,15 +317,11 @@ fn finish(
             in_reply_to: None,
             timestamp: rfc3339(std::time::SystemTime::now()),
         });
-        let note = "proposed: the tasks run once a person approves the plan";
-        daemon.ctx.answer(
-            stream,
-            answer_line(Ok(json!({"tasks": tasks, "note": note}))),
-        );
+        let mut answer = tasks;
+        answer["note"] = "proposed: the tasks run once a person approves the plan".into();
+        daemon.ctx.answer(stream, answer_line(Ok(answer)));
     } else {
-        daemon
-            .ctx
-            .answer(stream, answer_line(Ok(json!({"tasks": tasks}))));
+        daemon.ctx.answer(stream, answer_line(Ok(tasks)));
     }
 }
 
@@ -361,16 +372,16 @@ fn describe_plan(
             ));
         }
         content.push_str(&format!("\ntask text:\n{}", ticket.task));
-        described.push(json!({
-            "task_id": ticket.task_id,
-            "agent_type": ticket.agent_type,
-            "task": ticket.task,
-            "working_dir": ticket.requested_dir,
-            "isolation": ticket.isolation,
-            "context": ticket.context,
-            "timeout_ms": ticket.timeout_ms,
-            "test_command": test_command,
-            "tests_run": tests_run,
+        described.push(result_of(PlannedTask {
+            task_id: ticket.task_id,
+            agent_type: &ticket.agent_type,
+            task: &ticket.task,
+            working_dir: &ticket.requested_dir,
+            isolation: ticket.isolation,
+            context: &ticket.context,
+            timeout_ms: ticket.timeout_ms,
+            test_command,
+            tests_run,
         }));
     }
     (content, described)

@@ -459,7 +459,7 @@ pub fn logout(
             .retain(|_, ticket| ticket.principal.session.as_deref() != Some(sid.as_str()));
     }
     let secure = secure(daemon, request);
-    let response = json(200, &serde_json::json!({ "logged_out": true }))
+    let response = json(200, &crate::wire::rest::LoggedOut { logged_out: true })
         .with_header("Set-Cookie", clear_cookie(secure));
     if secure {
         // A plain-named cookie from before the `__Host-` name goes too.

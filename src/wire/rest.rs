@@ -182,6 +182,13 @@ pub struct KillResponse {
     pub terminated_at: String,
 }
 
+/// `POST /api/logout`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoggedOut {
+    /// Always `true`: the session is over.
+    pub logged_out: bool,
+}
+
 /// `GET /api/health` answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
