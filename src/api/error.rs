@@ -159,8 +159,12 @@ impl ApiError {
 
     /// The HTTP response carrying this error.
     pub fn to_response(&self) -> Response {
-        let body = serde_json::json!({ "error_code": self.code.as_str(), "message": self.message });
-        let mut response = Response::json(self.status, body.to_string().into_bytes());
+        let body = crate::wire::rest::ErrorBody {
+            error_code: self.code.as_str(),
+            message: &self.message,
+        };
+        let body = serde_json::to_vec(&body).expect("serializable");
+        let mut response = Response::json(self.status, body);
         response.headers.extend(self.headers.iter().cloned());
         response
     }

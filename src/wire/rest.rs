@@ -182,6 +182,15 @@ pub struct KillResponse {
     pub terminated_at: String,
 }
 
+/// Every error's body: the reference's `{"error_code": "...", "message": "..."}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorBody<'a> {
+    /// The error code (`SESSION_NOT_FOUND`, ...).
+    pub error_code: &'a str,
+    /// What went wrong, in words.
+    pub message: &'a str,
+}
+
 /// `POST /api/logout`.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoggedOut {
