@@ -22,39 +22,35 @@ impl Daemon {
     /// Accepts hooks' connections.
     pub fn on_hook_listener(&mut self) {
         while let Some(stream) = crate::net::unix::accept_one(&self.agents.hook_listener, "hook") {
+            if self.agents.hook_connections >= self.ctx.config.hooks.max_connections
+                && !self.drop_oldest_anonymous_hook()
             {
-                {
-                    if self.agents.hook_connections >= self.ctx.config.hooks.max_connections
-                        && !self.drop_oldest_anonymous_hook()
-                    {
-                        log::warn!("too many hook connections (hooks.max_connections); one closed");
-                        continue;
-                    }
-                    self.ctx.attach_serial += 1;
-                    let serial = self.ctx.attach_serial;
-                    let now = Instant::now();
-                    let source = Source::Hook {
-                        stream,
-                        received: Vec::new(),
-                        serial,
-                        session: None,
-                        opened: now,
-                        active: now,
-                    };
-                    match self.ctx.add_source(source, Interest::READABLE) {
-                        Ok(key) => {
-                            self.agents.hook_connections += 1;
-                            let hooks = &self.ctx.config.hooks;
-                            self.ctx.timers.schedule_in(
-                                hooks.idle_timeout.min(hooks.receive_timeout),
-                                Timer::HookTimeout(key, serial),
-                            );
-                            // Data may have arrived before registration.
-                            self.on_hook_readable(key);
-                        }
-                        Err(e) => log::warn!("cannot watch a hook connection: {e}"),
-                    }
+                log::warn!("too many hook connections (hooks.max_connections); one closed");
+                continue;
+            }
+            self.ctx.attach_serial += 1;
+            let serial = self.ctx.attach_serial;
+            let now = Instant::now();
+            let source = Source::Hook {
+                stream,
+                received: Vec::new(),
+                serial,
+                session: None,
+                opened: now,
+                active: now,
+            };
+            match self.ctx.add_source(source, Interest::READABLE) {
+                Ok(key) => {
+                    self.agents.hook_connections += 1;
+                    let hooks = &self.ctx.config.hooks;
+                    self.ctx.timers.schedule_in(
+                        hooks.idle_timeout.min(hooks.receive_timeout),
+                        Timer::HookTimeout(key, serial),
+                    );
+                    // Data may have arrived before registration.
+                    self.on_hook_readable(key);
                 }
+                Err(e) => log::warn!("cannot watch a hook connection: {e}"),
             }
         }
     }

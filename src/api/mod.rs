@@ -105,11 +105,6 @@ impl ApiState {
         }
         list.push(conn);
     }
-
-    /// Open WebSocket connections.
-    pub fn observers(&self) -> usize {
-        self.observers
-    }
 }
 
 use std::net::IpAddr;

@@ -45,23 +45,19 @@ impl Panes {
     /// Accepts pipe helpers' connections.
     pub fn on_attach_listener(&mut self, ctx: &mut Ctx) {
         while let Some(stream) = crate::net::unix::accept_one(&self.attach_listener, "attach") {
-            {
-                match attach::receive(&stream) {
-                    Ok(Some((token, fd))) => self.on_pipe_received(ctx, &token, fd),
-                    Ok(None) => {
-                        ctx.attach_serial += 1;
-                        let serial = ctx.attach_serial;
-                        match ctx.add_source(Source::Attach { stream, serial }, Interest::READABLE)
-                        {
-                            Ok(key) => ctx.timers.schedule_in(
-                                Duration::from_secs(5),
-                                Timer::AttachTimeout(key, serial),
-                            ),
-                            Err(e) => log::warn!("cannot watch a pipe helper: {e}"),
-                        }
+            match attach::receive(&stream) {
+                Ok(Some((token, fd))) => self.on_pipe_received(ctx, &token, fd),
+                Ok(None) => {
+                    ctx.attach_serial += 1;
+                    let serial = ctx.attach_serial;
+                    match ctx.add_source(Source::Attach { stream, serial }, Interest::READABLE) {
+                        Ok(key) => ctx
+                            .timers
+                            .schedule_in(Duration::from_secs(5), Timer::AttachTimeout(key, serial)),
+                        Err(e) => log::warn!("cannot watch a pipe helper: {e}"),
                     }
-                    Err(e) => log::warn!("pipe helper sent a bad message: {e}"),
                 }
+                Err(e) => log::warn!("pipe helper sent a bad message: {e}"),
             }
         }
     }
@@ -694,26 +690,34 @@ impl Panes {
         // Panes registered before the listing began must be in it; the others are gone
         // (the tmux server died, or someone killed them behind our back). By pane and
         // session: a new server reuses pane ids. Panes of the pty backend are not tmux's.
+        let in_tmux: std::collections::HashSet<_> = listed
+            .iter()
+            .filter_map(|l| Some((&l.pane, l.session.as_ref()?)))
+            .collect();
         let mut gone: Vec<String> = self
             .by_session
             .iter()
             .filter(|(_, p)| p.registered < listed_at)
             .filter(|(_, p)| {
-                p.tmux_pane.as_ref().is_some_and(|pane| {
-                    !listed
-                        .iter()
-                        .any(|l| &l.pane == pane && l.session.as_ref() == Some(&p.tmux_session))
-                })
+                p.tmux_pane
+                    .as_ref()
+                    .is_some_and(|pane| !in_tmux.contains(&(pane, &p.tmux_session)))
             })
             .map(|(id, _)| id.clone())
             .collect();
         gone.sort();
+        let by_pane: std::collections::HashMap<_, _> = self
+            .by_session
+            .iter()
+            .filter_map(|(id, p)| Some(((p.tmux_pane.as_ref()?, &p.tmux_session), (id, p))))
+            .collect();
         let mut stalled = Vec::new();
         for listed in listed {
-            let Some((session_id, pane)) = self.by_session.iter().find(|(_, p)| {
-                p.tmux_pane.as_ref() == Some(&listed.pane)
-                    && listed.session.as_ref() == Some(&p.tmux_session)
-            }) else {
+            let Some(&(session_id, pane)) = listed
+                .session
+                .as_ref()
+                .and_then(|session| by_pane.get(&(&listed.pane, session)))
+            else {
                 continue;
             };
             if pane.exited || pane.rearm.in_progress() || listed.state != tmux::PaneState::Alive {

@@ -125,11 +125,6 @@ impl Panes {
         self.early_captures.remove(session_id);
     }
 
-    /// A pipe that arrived before session `session_id` finished registering.
-    pub fn take_early_capture(&mut self, session_id: &str) -> Option<OwnedFd> {
-        self.early_captures.remove(session_id)
-    }
-
     /// Session `session_id` is gone: its pane, pipe (failing input not yet typed), holder
     /// link, stream (viewers are told by the hub), screen, typing, and any pipe on its way in.
     pub fn close(&mut self, ctx: &mut ctx::Ctx, session_id: &str) {

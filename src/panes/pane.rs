@@ -189,11 +189,6 @@ impl Pane {
     pub fn size(&self) -> (u16, u16) {
         (self.rows, self.cols)
     }
-
-    /// Whether output is read now (a pipe or a pty master is installed).
-    pub fn is_captured(&self) -> bool {
-        self.pipe.is_some()
-    }
 }
 
 /// What happened on a pane that the features above panes follow. Announced on

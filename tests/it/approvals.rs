@@ -2,13 +2,10 @@
 //! tool argument and, for a plan, each task as stored (issue 19, item 3); and nothing an
 //! agent asks for through its tools runs before a person decides (item 4).
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-
 use serde_json::{Value, json};
 
 use crate::common::{DaemonProcess, id_of};
-use crate::hooks::{hook_env, run_hook};
+use crate::hooks::{call, hook_env, run_hook};
 
 /// A daemon whose `hooked` agent type is the echo stand-in launched like a CLI with hooks,
 /// with `extra` TOML appended.
@@ -17,23 +14,6 @@ fn daemon_with(extra: &str) -> DaemonProcess {
         "[agents.hooked]\ncommand = [\"{}\"]\nhooks = \"claude\"\n{extra}",
         crate::common::agent_script("echo.sh")
     ))
-}
-
-/// Calls one of the daemon's agent tools with a session's credential, as `orchestra mcp`
-/// does.
-pub fn call(env: &[(String, String)], tool: &str, arguments: Value) -> Value {
-    let var = |name: &str| env.iter().find(|(k, _)| k == name).unwrap().1.clone();
-    let mut stream = UnixStream::connect(var("ORCHESTRA_HOOK_SOCKET")).unwrap();
-    stream
-        .set_read_timeout(Some(crate::common::PATIENCE))
-        .unwrap();
-    let message =
-        json!({"token": var("ORCHESTRA_HOOK_TOKEN"), "call": tool, "arguments": arguments});
-    stream.write_all(message.to_string().as_bytes()).unwrap();
-    stream.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    serde_json::from_str(&answer).unwrap()
 }
 
 fn is_approval(message: &Value, kind: &str) -> bool {

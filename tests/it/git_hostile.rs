@@ -42,6 +42,15 @@ fn marking_filter(marker: &Path) -> String {
     format!("{}; cat", touch_cmd(marker))
 }
 
+/// Writes filter `name`, marking both ways, into the config file `file` (one the repository
+/// includes).
+fn marking_filter_in(repo: &Path, file: &str, name: &str, marker: &Path) {
+    for way in ["clean", "smudge"] {
+        let key = format!("filter.{name}.{way}");
+        git(repo, &["config", "-f", file, &key, &marking_filter(marker)]);
+    }
+}
+
 fn write_script(path: &Path, marker: &Path) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, format!("#!/bin/sh\n{}\nexit 1\n", touch_cmd(marker))).unwrap();
@@ -162,26 +171,7 @@ const VECTORS: &[Vector] = &[
         setup: |repo, marker| {
             let included = repo.join(".git/evil.inc");
             let file = included.to_str().unwrap();
-            git(
-                repo,
-                &[
-                    "config",
-                    "-f",
-                    file,
-                    "filter.inc.clean",
-                    &marking_filter(marker),
-                ],
-            );
-            git(
-                repo,
-                &[
-                    "config",
-                    "-f",
-                    file,
-                    "filter.inc.smudge",
-                    &marking_filter(marker),
-                ],
-            );
+            marking_filter_in(repo, file, "inc", marker);
             attributes(repo, "* filter=inc\n");
             config(repo, "include.path", file);
         },
@@ -192,26 +182,7 @@ const VECTORS: &[Vector] = &[
         setup: |repo, marker| {
             let included = repo.join(".git/branch.inc");
             let file = included.to_str().unwrap();
-            git(
-                repo,
-                &[
-                    "config",
-                    "-f",
-                    file,
-                    "filter.w.clean",
-                    &marking_filter(marker),
-                ],
-            );
-            git(
-                repo,
-                &[
-                    "config",
-                    "-f",
-                    file,
-                    "filter.w.smudge",
-                    &marking_filter(marker),
-                ],
-            );
+            marking_filter_in(repo, file, "w", marker);
             attributes(repo, "* filter=w\n");
             config(repo, "includeIf.onbranch:orchestra/**.path", file);
         },
@@ -222,26 +193,7 @@ const VECTORS: &[Vector] = &[
         setup: |repo, marker| {
             let included = repo.join(".git/gitdir.inc");
             let file = included.to_str().unwrap();
-            git(
-                repo,
-                &[
-                    "config",
-                    "-f",
-                    file,
-                    "filter.g.clean",
-                    &marking_filter(marker),
-                ],
-            );
-            git(
-                repo,
-                &[
-                    "config",
-                    "-f",
-                    file,
-                    "filter.g.smudge",
-                    &marking_filter(marker),
-                ],
-            );
+            marking_filter_in(repo, file, "g", marker);
             attributes(repo, "* filter=g\n");
             let key = format!("includeIf.gitdir:{}/.git/.path", repo.display());
             config(repo, &key, file);

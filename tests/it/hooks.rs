@@ -159,7 +159,7 @@ fn encode(token: &str, event: &str, payload: &Value) -> Vec<u8> {
 }
 
 /// Calls one of the daemon's agent tools with `session`'s credential, as `orchestra mcp` does.
-fn call(env: &[(String, String)], tool: &str, arguments: Value) -> Value {
+pub fn call(env: &[(String, String)], tool: &str, arguments: Value) -> Value {
     let var = |name: &str| env.iter().find(|(k, _)| k == name).unwrap().1.clone();
     let mut stream = UnixStream::connect(var("ORCHESTRA_HOOK_SOCKET")).unwrap();
     stream
