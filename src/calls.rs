@@ -18,10 +18,11 @@ use serde_json::Value;
 use crate::agents::history::Role;
 use crate::agents::hooks::{Approval, Approved, PendingCall};
 use crate::config::ToolPolicy;
-use crate::daemon::Daemon;
 use crate::panes::typing::Typing;
+use crate::tasks::error::TaskError;
 use crate::tasks::lifecycle::{self, DelegateParams, SESSION_REQUESTER};
 use crate::tasks::{Isolation, TaskContext};
+use crate::tasks::{Parts, Tasks};
 use crate::time::rfc3339;
 use crate::wire::tools::{
     AgentEntry, AgentList, MessageInput, MessageSent, PlannedTask, TaskDetail, TaskRef,
@@ -33,7 +34,7 @@ use crate::wire::ws::{Action, ServerMessage};
 pub const MAX_PLAN_TASKS: usize = 20;
 
 /// Handles one call and answers it (now, or once its tasks are stored).
-pub fn handle(daemon: &mut Daemon, pending: PendingCall) {
+pub fn handle(parts: &mut Parts<'_>, pending: PendingCall) {
     let PendingCall {
         session_id,
         call,
@@ -42,23 +43,18 @@ pub fn handle(daemon: &mut Daemon, pending: PendingCall) {
     log::info!("{session_id}: calls {}", call.call);
     let arguments = call.arguments;
     let answer = match call.call.as_str() {
-        "list_agents" => Ok(list_agents(daemon)),
-        "get_task" => get_task(daemon, &arguments),
-        "send_message" => send_message(daemon, &session_id, &arguments),
+        "list_agents" => Ok(list_agents(parts)),
+        "get_task" => get_task(parts, &arguments),
+        "send_message" => send_message(parts, &session_id, &arguments),
         "delegate_task" => {
             // Under `approve`, the task is proposed: a plan of one, shown to people whole.
-            let proposed = daemon.ctx.config.tools.delegate_task == ToolPolicy::Approve;
+            let proposed = parts.ctx.config.tools.delegate_task == ToolPolicy::Approve;
             let summary = proposed.then(String::new);
             return match delegate_params(&session_id, &arguments, proposed) {
-                Ok(params) => delegate_all(
-                    daemon,
-                    session_id,
-                    vec![params],
-                    Vec::new(),
-                    summary,
-                    stream,
-                ),
-                Err(why) => daemon.ctx.answer(stream, answer_line(Err(why))),
+                Ok(params) => {
+                    delegate_all(parts, session_id, vec![params], Vec::new(), summary, stream)
+                }
+                Err(why) => parts.ctx.answer(stream, answer_line(Err(why))),
             };
         }
         "propose_plan" => {
@@ -67,7 +63,7 @@ pub fn handle(daemon: &mut Daemon, pending: PendingCall) {
                 Some(tasks) if !tasks.is_empty() && tasks.len() <= MAX_PLAN_TASKS => tasks,
                 _ => {
                     let why = format!("tasks must be a list of 1 to {MAX_PLAN_TASKS} tasks");
-                    return daemon.ctx.answer(stream, answer_line(Err(why)));
+                    return parts.ctx.answer(stream, answer_line(Err(why)));
                 }
             };
             let params: Result<Vec<_>, String> = tasks
@@ -75,20 +71,15 @@ pub fn handle(daemon: &mut Daemon, pending: PendingCall) {
                 .map(|task| delegate_params(&session_id, task, true))
                 .collect();
             return match params {
-                Ok(params) => delegate_all(
-                    daemon,
-                    session_id,
-                    params,
-                    Vec::new(),
-                    Some(summary),
-                    stream,
-                ),
-                Err(why) => daemon.ctx.answer(stream, answer_line(Err(why))),
+                Ok(params) => {
+                    delegate_all(parts, session_id, params, Vec::new(), Some(summary), stream)
+                }
+                Err(why) => parts.ctx.answer(stream, answer_line(Err(why))),
             };
         }
         other => Err(format!("no tool {}", crate::shown(other))),
     };
-    daemon.ctx.answer(stream, answer_line(answer));
+    parts.ctx.answer(stream, answer_line(answer));
 }
 
 /// A tool call's answer: one JSON line.
@@ -101,10 +92,10 @@ fn result_of(result: impl serde::Serialize) -> Value {
     serde_json::to_value(result).expect("serializable")
 }
 
-fn list_agents(daemon: &Daemon) -> Value {
+fn list_agents(parts: &Parts<'_>) -> Value {
     let now = std::time::SystemTime::now();
-    let idle_after = daemon.ctx.config.sessions.idle_after;
-    let agents = daemon
+    let idle_after = parts.ctx.config.sessions.idle_after;
+    let agents = parts
         .agents
         .sorted()
         .into_iter()
@@ -119,13 +110,13 @@ fn list_agents(daemon: &Daemon) -> Value {
     result_of(AgentList { agents })
 }
 
-fn get_task(daemon: &Daemon, arguments: &Value) -> Result<Value, String> {
+fn get_task(parts: &Parts<'_>, arguments: &Value) -> Result<Value, String> {
     let id = match &arguments["task_id"] {
         Value::Number(n) => n.to_string(),
         Value::String(s) => s.clone(),
         _ => return Err("task_id is required".into()),
     };
-    let ticket = daemon
+    let ticket = parts
         .tasks
         .find(&id)
         .ok_or_else(|| format!("no task {}", crate::shown(&id)))?;
@@ -139,7 +130,7 @@ fn get_task(daemon: &Daemon, arguments: &Value) -> Result<Value, String> {
     }))
 }
 
-fn send_message(daemon: &mut Daemon, from: &str, arguments: &Value) -> Result<Value, String> {
+fn send_message(parts: &mut Parts<'_>, from: &str, arguments: &Value) -> Result<Value, String> {
     let (Some(to), Some(content)) = (
         arguments["session_id"].as_str(),
         arguments["content"].as_str(),
@@ -150,14 +141,14 @@ fn send_message(daemon: &mut Daemon, from: &str, arguments: &Value) -> Result<Va
         return Err("an agent cannot send a message to itself".into());
     }
     let text = format!("[from {from}] {content}");
-    if daemon.ctx.config.tools.send_message == ToolPolicy::Approve {
-        return hold_message(daemon, from, to, content, text);
+    if parts.ctx.config.tools.send_message == ToolPolicy::Approve {
+        return hold_message(parts, from, to, content, text);
     }
-    daemon
+    parts
         .panes
-        .type_input(&mut daemon.ctx, to, Typing::Message(text.clone()), None)
+        .type_input(parts.ctx, to, Typing::Message(text.clone()), None)
         .map_err(|(_, why)| why)?;
-    daemon.remember(to, Role::User, text, None);
+    parts.for_agents().remember(to, Role::User, text, None);
     Ok(result_of(MessageSent {
         sent: true,
         request_id: None,
@@ -168,16 +159,16 @@ fn send_message(daemon: &mut Daemon, from: &str, arguments: &Value) -> Result<Va
 /// Holds an agent's message until a person allows it (`approve_tool` with the answer's
 /// `request_id`); the call is answered at once.
 fn hold_message(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     from: &str,
     to: &str,
     content: &str,
     text: String,
 ) -> Result<Value, String> {
-    if daemon.agents.get(to).is_none_or(|a| a.exit.is_some()) {
+    if parts.agents.get(to).is_none_or(|a| a.exit.is_some()) {
         return Err(format!("no running agent session {}", crate::shown(to)));
     }
-    if daemon.agents.approvals_waiting() >= daemon.ctx.config.hooks.max_pending_approvals {
+    if parts.agents.approvals_waiting() >= parts.ctx.config.hooks.max_pending_approvals {
         return Err(
             "too many requests wait for a person (hooks.max_pending_approvals); try later".into(),
         );
@@ -193,7 +184,7 @@ fn hold_message(
             content,
         }),
     };
-    daemon.hold_for_approval(
+    parts.for_agents().hold_for_approval(
         approval,
         Approved::Message {
             to: to.to_string(),
@@ -250,7 +241,7 @@ fn delegate_params(
 /// Delegates `remaining` one after the other (each is stored before the next is checked),
 /// then answers with their ids; for a plan (`summary`), observers are asked to approve it.
 fn delegate_all(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     session_id: String,
     mut remaining: Vec<DelegateParams>,
     created: Vec<u64>,
@@ -258,24 +249,24 @@ fn delegate_all(
     stream: mio::net::UnixStream,
 ) {
     if remaining.is_empty() {
-        return finish(daemon, &session_id, created, summary, stream);
+        return finish(parts, &session_id, created, summary, stream);
     }
     let params = remaining.remove(0);
     lifecycle::delegate(
-        daemon,
+        parts,
         params,
-        Box::new(move |daemon: &mut Daemon, result| match result {
+        crate::ctx::done::<Tasks, Result<u64, TaskError>>(move |mut parts, result| match result {
             Ok(task_id) => {
                 let mut created = created;
                 created.push(task_id);
-                delegate_all(daemon, session_id, remaining, created, summary, stream);
+                delegate_all(&mut parts, session_id, remaining, created, summary, stream);
             }
             Err(error) => {
                 // A plan is all or nothing: what was proposed already is withdrawn.
                 if summary.is_some() && !created.is_empty() {
-                    let _ = lifecycle::decide_plan(daemon, &created, false);
+                    let _ = lifecycle::decide_plan(&mut parts, &created, false);
                 }
-                daemon
+                parts
                     .ctx
                     .answer(stream, answer_line(Err(error.to_string())));
             }
@@ -284,7 +275,7 @@ fn delegate_all(
 }
 
 fn finish(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     session_id: &str,
     created: Vec<u64>,
     summary: Option<String>,
@@ -293,7 +284,7 @@ fn finish(
     let tasks = result_of(TasksCreated {
         tasks: created
             .iter()
-            .filter_map(|id| daemon.tasks.ticket(*id))
+            .filter_map(|id| parts.tasks.ticket(*id))
             .map(|t| TaskRef {
                 task_id: t.task_id,
                 ticket_id: &t.ticket_id,
@@ -304,8 +295,8 @@ fn finish(
     });
     if let Some(summary) = summary {
         log::info!("{session_id}: proposes a plan of tasks {created:?}");
-        let (content, described) = describe_plan(daemon, session_id, &summary, &created);
-        daemon.ctx.broadcast(&ServerMessage::ClaudeResponse {
+        let (content, described) = describe_plan(parts, session_id, &summary, &created);
+        parts.ctx.broadcast(&ServerMessage::ClaudeResponse {
             session_id,
             content: &content,
             actions: vec![Action::ApprovePlan {
@@ -319,9 +310,9 @@ fn finish(
         });
         let mut answer = tasks;
         answer["note"] = "proposed: the tasks run once a person approves the plan".into();
-        daemon.ctx.answer(stream, answer_line(Ok(answer)));
+        parts.ctx.answer(stream, answer_line(Ok(answer)));
     } else {
-        daemon.ctx.answer(stream, answer_line(Ok(tasks)));
+        parts.ctx.answer(stream, answer_line(Ok(tasks)));
     }
 }
 
@@ -330,7 +321,7 @@ fn finish(
 /// directory, isolation, test command and whole text) and each task as JSON for the
 /// `approve_plan` action's `tasks`.
 fn describe_plan(
-    daemon: &Daemon,
+    parts: &Parts<'_>,
     session_id: &str,
     summary: &str,
     created: &[u64],
@@ -341,8 +332,8 @@ fn describe_plan(
     }
     content.push_str(". Approving runs exactly this:");
     let mut described = Vec::new();
-    for ticket in created.iter().filter_map(|id| daemon.tasks.ticket(*id)) {
-        let test_command = lifecycle::test_command_of(&daemon.ctx.config, ticket);
+    for ticket in created.iter().filter_map(|id| parts.tasks.ticket(*id)) {
+        let test_command = lifecycle::test_command_of(&parts.ctx.config, ticket);
         let tests_run = ticket.context.tests_required && test_command.is_some();
         let isolation = match ticket.isolation {
             Isolation::None => "none",

@@ -13,7 +13,6 @@ use mio::{Interest, Token};
 use slab::Slab;
 
 use crate::config::Config;
-use crate::daemon::Daemon;
 use crate::jobs::{JobPool, Notifier};
 use crate::net::ConnId;
 use crate::proto::http::Response;
@@ -165,8 +164,16 @@ pub enum Timer {
     TaskProgress,
 }
 
-/// A callback run on the loop when an asynchronous operation finishes.
-pub type Done<T> = Box<dyn FnOnce(&mut Daemon, T) + Send>;
+/// What continuations run on: the daemon, which this module does not name, so that it sits
+/// below every part. A part reaches its own state in it through [`Part::reach`].
+pub type World = dyn std::any::Any;
+
+/// Work for the loop, run on the [`World`] (a finished job's result, a deferred callback).
+pub type Continuation = crate::jobs::Continuation<World>;
+
+/// A callback run on the loop when an asynchronous operation finishes. Parts make one with
+/// [`done`]; code that finishes the operation hands it to [`Ctx::finish`].
+pub type Done<T> = Box<dyn FnOnce(&mut World, T) + Send>;
 
 /// WebSocket output produced by the daemon, delivered by the server.
 #[derive(Debug, Default)]
@@ -201,11 +208,11 @@ pub struct Ctx {
     /// Handle on the private tmux server.
     pub tmux: Tmux,
     /// Worker pool for quick blocking work: tmux commands, /proc reads, small files.
-    pub jobs: JobPool<Daemon>,
+    pub jobs: JobPool<World>,
     /// Worker pool for process-tree kills and exit-status polling (bounded waits).
-    pub kill_jobs: JobPool<Daemon>,
+    pub kill_jobs: JobPool<World>,
     /// Worker pool for slow work: git and directory scans for task workspaces.
-    pub slow_jobs: JobPool<Daemon>,
+    pub slow_jobs: JobPool<World>,
     /// Daemon-owned event sources by slot.
     pub sources: Slab<Source>,
     /// Registry to (de)register sources with the loop's poller.
@@ -229,6 +236,8 @@ pub struct Ctx {
     /// Answers being written as their sockets take them ([`Ctx::answer`]); at most
     /// `hooks.max_connections`.
     answers_pending: usize,
+    /// Callbacks to run once the current event has been handled ([`Ctx::finish`]).
+    later: Vec<Continuation>,
 }
 
 impl Ctx {
@@ -237,7 +246,7 @@ impl Ctx {
     pub fn new(
         config: Arc<Config>,
         registry: mio::Registry,
-        notifier: &Notifier<Daemon>,
+        notifier: &Notifier<World>,
     ) -> Result<Ctx, String> {
         let pool = |name, workers| {
             JobPool::new(name, workers, config.max_queued_jobs, notifier.clone())
@@ -270,7 +279,26 @@ impl Ctx {
             metrics: Default::default(),
             attach_serial: 0,
             answers_pending: 0,
+            later: Vec::new(),
         })
+    }
+
+    /// Runs `done` with `value` as soon as the current event has been handled. A part calls
+    /// this to finish an operation another part asked for, whose callback it cannot run
+    /// itself (it only sees its own state); the server runs it before delivering anything.
+    pub fn finish<T: Send + 'static>(&mut self, done: Done<T>, value: T) {
+        self.later
+            .push(Box::new(move |world: &mut World| done(world, value)));
+    }
+
+    /// Takes the callbacks queued by [`Ctx::finish`], oldest first.
+    pub fn take_later(&mut self) -> Vec<Continuation> {
+        std::mem::take(&mut self.later)
+    }
+
+    /// Whether callbacks queued by [`Ctx::finish`] wait to run.
+    pub fn has_later(&self) -> bool {
+        !self.later.is_empty()
     }
 
     /// Queues `response` for the deferred request on `conn`.
@@ -391,18 +419,22 @@ impl Ctx {
 }
 
 /// A part of the daemon that owns its state. Work a part sends off the loop comes back as a
-/// continuation made with [`then`], which sees that part and the context and nothing else.
+/// continuation made with [`then`] or [`done`], which sees what the part may reach (its own
+/// state, the parts below it and the context) and nothing else.
 pub trait Part: Sized + 'static {
-    /// The part and the context, borrowed from the daemon.
-    fn of(daemon: &mut Daemon) -> (&mut Self, &mut Ctx);
+    /// What the part may reach, borrowed from the world.
+    type Reach<'a>;
+    /// Borrows what the part may reach from `world` (the daemon).
+    fn reach(world: &mut World) -> Self::Reach<'_>;
 }
 
-/// A continuation for the loop that runs `f` on part `P`.
-pub fn then<P: Part>(
-    f: impl FnOnce(&mut P, &mut Ctx) + Send + 'static,
-) -> crate::jobs::Continuation<Daemon> {
-    Box::new(move |daemon: &mut Daemon| {
-        let (part, ctx) = P::of(daemon);
-        f(part, ctx)
-    })
+/// A continuation for the loop that runs `f` on what part `P` may reach.
+pub fn then<P: Part>(f: impl for<'a> FnOnce(P::Reach<'a>) + Send + 'static) -> Continuation {
+    Box::new(move |world: &mut World| f(P::reach(world)))
+}
+
+/// A callback for an asynchronous operation whose result `f` handles on what part `P` may
+/// reach.
+pub fn done<P: Part, T>(f: impl for<'a> FnOnce(P::Reach<'a>, T) + Send + 'static) -> Done<T> {
+    Box::new(move |world: &mut World, value| f(P::reach(world), value))
 }

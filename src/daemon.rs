@@ -28,6 +28,7 @@ pub use crate::ctx::{
     ATTACH_LISTENER, Ctx, Done, HOOK_LISTENER, LISTENER, LOCAL_API_LISTENER, SIGNALS, Source,
     Timer, TokenKind, WAKER, WsOutbox, conn_token, source_token, token_kind,
 };
+use crate::ctx::{Part, World};
 use crate::jobs::Notifier;
 use crate::panes::Panes;
 use crate::panes::emulator::Emulators;
@@ -36,15 +37,15 @@ use crate::tasks::Tasks;
 /// The daemon's state: the shared context and one part per feature.
 pub struct Daemon {
     /// The loop's shared context.
-    pub(crate) ctx: Ctx,
+    ctx: Ctx,
     /// Pane output and input.
-    pub(crate) panes: Panes,
+    panes: Panes,
     /// Agent sessions, their hooks and conversations.
-    pub(crate) agents: Agents,
+    agents: Agents,
     /// Delegated tasks.
-    pub(crate) tasks: Tasks,
+    tasks: Tasks,
     /// The API's own state: auth, rate limits, browser logins.
-    pub(crate) api: ApiState,
+    api: ApiState,
 }
 
 impl Daemon {
@@ -56,11 +57,11 @@ impl Daemon {
         registry: mio::Registry,
         attach_listener: mio::net::UnixListener,
         hook_listener: mio::net::UnixListener,
-        notifier: Notifier<Daemon>,
+        notifier: Notifier<World>,
     ) -> Result<Daemon, String> {
         let emulator_notifier = notifier.clone();
         let emulators = Emulators::start(move |event| {
-            emulator_notifier.send(crate::ctx::then(move |panes: &mut Panes, ctx| {
+            emulator_notifier.send(crate::ctx::then::<Panes>(move |(panes, ctx)| {
                 panes.on_emulator_event(ctx, event)
             }));
         })
@@ -77,8 +78,79 @@ impl Daemon {
     }
 }
 
-impl crate::ctx::Part for Panes {
-    fn of(daemon: &mut Daemon) -> (&mut Panes, &mut Ctx) {
-        (&mut daemon.panes, &mut daemon.ctx)
+impl Daemon {
+    /// The shared context, for the loop's own bookkeeping (deadlines, replies, metrics).
+    pub fn ctx(&mut self) -> &mut Ctx {
+        &mut self.ctx
+    }
+
+    /// The panes and the context: what the loop reads pipes and delivers output with.
+    pub fn for_panes(&mut self) -> (&mut Panes, &mut Ctx) {
+        (&mut self.panes, &mut self.ctx)
+    }
+
+    /// What agents code may reach.
+    pub fn for_agents(&mut self) -> crate::agents::Parts<'_> {
+        crate::agents::Parts {
+            ctx: &mut self.ctx,
+            panes: &mut self.panes,
+            agents: &mut self.agents,
+        }
+    }
+
+    /// What tasks code may reach.
+    pub fn for_tasks(&mut self) -> crate::tasks::Parts<'_> {
+        crate::tasks::Parts {
+            ctx: &mut self.ctx,
+            panes: &mut self.panes,
+            agents: &mut self.agents,
+            tasks: &mut self.tasks,
+        }
+    }
+
+    /// What the API may reach.
+    pub fn for_api(&mut self) -> crate::api::Parts<'_> {
+        crate::api::Parts {
+            ctx: &mut self.ctx,
+            panes: &mut self.panes,
+            agents: &mut self.agents,
+            tasks: &mut self.tasks,
+            api: &mut self.api,
+        }
+    }
+
+    /// The daemon a continuation runs on.
+    fn of(world: &mut World) -> &mut Daemon {
+        world
+            .downcast_mut::<Daemon>()
+            .expect("continuations run on the daemon")
+    }
+}
+
+impl Part for Panes {
+    type Reach<'a> = (&'a mut Panes, &'a mut Ctx);
+    fn reach(world: &mut World) -> Self::Reach<'_> {
+        Daemon::of(world).for_panes()
+    }
+}
+
+impl Part for Agents {
+    type Reach<'a> = crate::agents::Parts<'a>;
+    fn reach(world: &mut World) -> Self::Reach<'_> {
+        Daemon::of(world).for_agents()
+    }
+}
+
+impl Part for Tasks {
+    type Reach<'a> = crate::tasks::Parts<'a>;
+    fn reach(world: &mut World) -> Self::Reach<'_> {
+        Daemon::of(world).for_tasks()
+    }
+}
+
+impl Part for ApiState {
+    type Reach<'a> = crate::api::Parts<'a>;
+    fn reach(world: &mut World) -> Self::Reach<'_> {
+        Daemon::of(world).for_api()
     }
 }

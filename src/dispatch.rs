@@ -19,111 +19,116 @@ use crate::wire::ws::{Action, Evidence, ServerMessage};
 
 /// A daemon source (slot `key`) turned ready.
 pub fn source_event(daemon: &mut Daemon, key: usize, event: &mio::event::Event) {
-    match daemon.ctx.sources.get(key) {
-        Some(Source::PanePipe { .. }) => {
-            daemon
-                .panes
-                .on_pipe_ready(&mut daemon.ctx, key, event.is_writable());
-        }
+    let (panes, ctx) = daemon.for_panes();
+    match ctx.sources.get(key) {
+        Some(Source::PanePipe { .. }) => panes.on_pipe_ready(ctx, key, event.is_writable()),
         Some(Source::PaneExit { session_id, .. }) => {
             let session_id = session_id.clone();
-            daemon.ctx.remove_source(key);
-            manager::on_process_exit(daemon, &session_id);
+            ctx.remove_source(key);
+            manager::on_process_exit(&mut daemon.for_agents(), &session_id);
         }
-        Some(Source::PtyHolder { .. }) => crate::agents::pty_session::on_holder_ready(daemon, key),
-        Some(Source::Attach { .. }) => daemon.panes.finish_attach(&mut daemon.ctx, key),
-        Some(Source::Hook { .. }) => daemon.on_hook_readable(key),
-        Some(Source::Answer { .. }) => daemon.ctx.continue_answer(key),
+        Some(Source::PtyHolder { .. }) => {
+            crate::agents::pty_session::on_holder_ready(&mut daemon.for_agents(), key)
+        }
+        Some(Source::Attach { .. }) => panes.finish_attach(ctx, key),
+        Some(Source::Hook { .. }) => daemon.for_agents().on_hook_readable(key),
+        Some(Source::Answer { .. }) => ctx.continue_answer(key),
         None => {}
     }
 }
 
 /// A deadline fell due.
 pub fn timer(daemon: &mut Daemon, timer: Timer) {
+    let (panes, ctx) = daemon.for_panes();
     match timer {
-        Timer::AttachTimeout(key, serial) => {
-            daemon.panes.on_attach_timeout(&mut daemon.ctx, key, serial)
+        Timer::AttachTimeout(key, serial) => panes.on_attach_timeout(ctx, key, serial),
+        Timer::AnswerTimeout(key, serial) => ctx.on_answer_timeout(key, serial),
+        Timer::HookTimeout(key, serial) => daemon.for_agents().on_hook_timeout(key, serial),
+        Timer::ApprovalTimeout(request_id) => daemon.for_agents().on_approval_timeout(&request_id),
+        Timer::ScreenCheck(session) => daemon.for_agents().on_screen_check(&session),
+        Timer::IdleCheck(session) => daemon.for_agents().on_idle_check(&session),
+        Timer::SubmitEnter(session, serial) => panes.press_enter(ctx, &session, serial),
+        Timer::CaptureHealth => panes.check_capture_health(ctx),
+        Timer::ReseedCheck(session) => panes.on_reseed_check(ctx, &session),
+        Timer::PersistPasteMode(session) => panes.on_persist_paste_mode(ctx, &session),
+        Timer::Checkpoint(session) => panes.on_checkpoint_due(&session),
+        Timer::PtyExit(session) => {
+            crate::agents::pty_session::output_ended(&mut daemon.for_agents(), &session)
         }
-        Timer::AnswerTimeout(key, serial) => daemon.ctx.on_answer_timeout(key, serial),
-        Timer::HookTimeout(key, serial) => daemon.on_hook_timeout(key, serial),
-        Timer::ApprovalTimeout(request_id) => daemon.on_approval_timeout(&request_id),
-        Timer::ScreenCheck(session) => daemon.on_screen_check(&session),
-        Timer::IdleCheck(session) => daemon.on_idle_check(&session),
-        Timer::SubmitEnter(session, serial) => {
-            daemon.panes.press_enter(&mut daemon.ctx, &session, serial)
-        }
-        Timer::CaptureHealth => daemon.panes.check_capture_health(&mut daemon.ctx),
-        Timer::ReseedCheck(session) => daemon.panes.on_reseed_check(&mut daemon.ctx, &session),
-        Timer::PersistPasteMode(session) => daemon
-            .panes
-            .on_persist_paste_mode(&mut daemon.ctx, &session),
-        Timer::Checkpoint(session) => daemon.panes.on_checkpoint_due(&session),
-        Timer::PtyExit(session) => crate::agents::pty_session::output_ended(daemon, &session),
-        Timer::TicketSweep => {
-            daemon.api.sweep_tickets(Instant::now());
-        }
-        Timer::TaskTimeout(task_id) => tasks::on_timeout(daemon, task_id),
-        Timer::TaskProgress => tasks::on_progress(daemon),
+        Timer::TicketSweep => daemon.for_api().api.sweep_tickets(Instant::now()),
+        Timer::TaskTimeout(task_id) => tasks::on_timeout(&mut daemon.for_tasks(), task_id),
+        Timer::TaskProgress => tasks::on_progress(&mut daemon.for_tasks()),
     }
 }
 
 /// A WebSocket connection went away: forget its subscriptions, limits and pending acks.
 pub fn ws_closed(daemon: &mut Daemon, conn: ConnId) {
-    daemon.panes.viewer_closed(conn);
-    daemon.api.ws_closed(conn);
+    let parts = daemon.for_api();
+    parts.panes.viewer_closed(conn);
+    parts.api.ws_closed(conn);
 }
 
 /// Hands what panes announced to agents (output means activity; typed messages wait for
 /// their CLI's confirmation; terminals that ended or vanished end their sessions).
-fn pane_event(daemon: &mut Daemon, event: PaneEvent) {
+fn pane_event(agents: &mut crate::agents::Parts<'_>, event: PaneEvent) {
     match event {
-        PaneEvent::Output { session_id } => daemon.on_pane_output(&session_id),
+        PaneEvent::Output { session_id } => agents.on_pane_output(&session_id),
         PaneEvent::MessageTyped { session_id, id } => {
-            if let Some(agent) = daemon.agents.get_mut(&session_id) {
+            if let Some(agent) = agents.agents.get_mut(&session_id) {
                 agent.conversation.typed(id);
             }
         }
         PaneEvent::TerminalEnded { session_id } => {
-            crate::agents::pty_session::output_ended(daemon, &session_id)
+            crate::agents::pty_session::output_ended(agents, &session_id)
         }
         PaneEvent::Vanished { session_id, reason } => {
-            manager::session_vanished(daemon, &session_id, reason)
+            manager::session_vanished(agents, &session_id, reason)
         }
-        PaneEvent::ScreenText { session_id, text } => daemon.on_screen_text(&session_id, &text),
+        PaneEvent::ScreenText { session_id, text } => agents.on_screen_text(&session_id, &text),
     }
 }
 
-/// Hands the events panes and agents announced to the features that follow them: panes'
-/// to agents; agents' to observers (`agent_status` and `AGENT_CRASHED`
+/// Runs the callbacks parts finished for each other, and hands the events panes and agents
+/// announced to the features that follow them: panes' to agents; agents' to observers (`agent_status` and `AGENT_CRASHED`
 /// messages) and tasks (which finish when their agent exits or is gone). Returns whether
 /// there were any. Reactions may announce more; they are handled in the same call.
 pub fn agent_events(daemon: &mut Daemon) -> bool {
     let mut any = false;
     loop {
-        let pane_events = daemon.panes.take_events();
-        let calls = daemon.agents.take_calls();
-        let events = daemon.agents.take_events();
+        // Operations a part finished for another first ([`crate::ctx::Ctx::finish`]), as if
+        // their callbacks had run where they finished.
+        for callback in daemon.ctx().take_later() {
+            callback(daemon);
+            any = true;
+        }
+        let mut tasks = daemon.for_tasks();
+        let pane_events = tasks.panes.take_events();
+        let calls = tasks.agents.take_calls();
+        let events = tasks.agents.take_events();
         if pane_events.is_empty() && calls.is_empty() && events.is_empty() {
+            if tasks.ctx.has_later() {
+                continue;
+            }
             return any;
         }
         any = true;
         for event in pane_events {
-            pane_event(daemon, event);
+            pane_event(&mut tasks.for_agents(), event);
         }
         for call in calls {
-            crate::calls::handle(daemon, call);
+            crate::calls::handle(&mut tasks, call);
         }
         for event in events {
             match event {
                 AgentEvent::Exited { session_id, exit } => {
-                    tasks::on_agent_exit(daemon, &session_id, exit)
+                    tasks::on_agent_exit(&mut tasks, &session_id, exit)
                 }
                 AgentEvent::Gone { session_id, reason } => {
-                    tasks::on_session_gone(daemon, &session_id, &reason);
+                    tasks::on_session_gone(&mut tasks, &session_id, &reason);
                     // A running slot may have come free.
-                    tasks::schedule(daemon);
+                    tasks::schedule(&mut tasks);
                 }
-                other => tell_observers(daemon, other),
+                other => tell_observers(tasks.ctx, other),
             }
         }
     }
@@ -131,7 +136,7 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
 
 /// What observers are told of an agent's event (every event but an exit or a session gone,
 /// which tasks follow).
-fn tell_observers(daemon: &mut Daemon, event: AgentEvent) {
+fn tell_observers(ctx: &mut crate::ctx::Ctx, event: AgentEvent) {
     match event {
         AgentEvent::StatusChanged {
             session_id,
@@ -142,7 +147,7 @@ fn tell_observers(daemon: &mut Daemon, event: AgentEvent) {
             exit,
         } => {
             let (exit_code, exit_signal) = exit_fields(exit);
-            daemon.ctx.broadcast(&ServerMessage::AgentStatus {
+            ctx.broadcast(&ServerMessage::AgentStatus {
                 session_id: &session_id,
                 agent_type: &agent_type,
                 status: status.as_str(),
@@ -158,7 +163,7 @@ fn tell_observers(daemon: &mut Daemon, event: AgentEvent) {
             });
         }
         AgentEvent::PromptDelivered { session_id, id } => {
-            daemon.ctx.broadcast(&ServerMessage::UserMessageDelivered {
+            ctx.broadcast(&ServerMessage::UserMessageDelivered {
                 session_id: &session_id,
                 id: &id,
             });
@@ -177,7 +182,7 @@ fn tell_observers(daemon: &mut Daemon, event: AgentEvent) {
                 let all = serde_json::to_string_pretty(&tool_input).unwrap_or_default();
                 content.push_str(&format!("\nwith the arguments {all}"));
             }
-            daemon.ctx.broadcast(&ServerMessage::ClaudeResponse {
+            ctx.broadcast(&ServerMessage::ClaudeResponse {
                 session_id: &session_id,
                 content: &content,
                 actions: vec![Action::ApproveTool {
@@ -195,7 +200,7 @@ fn tell_observers(daemon: &mut Daemon, event: AgentEvent) {
             request_id,
             decision,
         } => {
-            daemon.ctx.broadcast(&ServerMessage::ToolDecision {
+            ctx.broadcast(&ServerMessage::ToolDecision {
                 session_id: &session_id,
                 request_id: &request_id,
                 decision,
@@ -206,7 +211,7 @@ fn tell_observers(daemon: &mut Daemon, event: AgentEvent) {
             content,
             in_reply_to,
         } => {
-            daemon.ctx.broadcast(&ServerMessage::ClaudeResponse {
+            ctx.broadcast(&ServerMessage::ClaudeResponse {
                 session_id: &session_id,
                 content: &content,
                 actions: Vec::new(),
@@ -221,7 +226,7 @@ fn tell_observers(daemon: &mut Daemon, event: AgentEvent) {
             last_lines,
         } => {
             let (exit_code, exit_signal) = exit_fields(exit);
-            daemon.ctx.broadcast(&ServerMessage::AgentCrashed {
+            ctx.broadcast(&ServerMessage::AgentCrashed {
                 error_code: ErrorCode::AgentCrashed,
                 message,
                 session_id: &session_id,

@@ -16,12 +16,12 @@ pub type Continuation<S> = Box<dyn FnOnce(&mut S) + Send>;
 type Job<S> = Box<dyn FnOnce() -> Continuation<S> + Send>;
 
 /// Queues continuations for the event loop and wakes it.
-pub struct Notifier<S> {
+pub struct Notifier<S: ?Sized> {
     tx: Sender<Continuation<S>>,
     waker: Arc<mio::Waker>,
 }
 
-impl<S> Clone for Notifier<S> {
+impl<S: ?Sized> Clone for Notifier<S> {
     fn clone(&self) -> Self {
         Notifier {
             tx: self.tx.clone(),
@@ -30,7 +30,7 @@ impl<S> Clone for Notifier<S> {
     }
 }
 
-impl<S> Notifier<S> {
+impl<S: ?Sized> Notifier<S> {
     /// A notifier and the receiving end the loop drains after each wake-up.
     pub fn new(waker: Arc<mio::Waker>) -> (Notifier<S>, Receiver<Continuation<S>>) {
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -55,7 +55,7 @@ impl<S> Notifier<S> {
 /// [`JobPool::has_room`]; otherwise the request is answered `503 OVERLOADED` at once rather
 /// than waiting behind a backlog. The daemon's own follow-up work (re-arming a pipe,
 /// reading an exit status) is always queued: it is bounded by the number of agents and tasks.
-pub struct JobPool<S> {
+pub struct JobPool<S: ?Sized> {
     name: &'static str,
     tx: Option<Sender<Job<S>>>,
     notifier: Notifier<S>,
@@ -63,7 +63,7 @@ pub struct JobPool<S> {
     max_queued: usize,
 }
 
-impl<S: 'static> JobPool<S> {
+impl<S: ?Sized + 'static> JobPool<S> {
     /// Starts `workers` threads named `{name}-{i}` that deliver results through
     /// `notifier`; requests are admitted while fewer than `max_queued` jobs wait.
     pub fn new(
@@ -128,7 +128,7 @@ impl<S: 'static> JobPool<S> {
     }
 }
 
-impl<S> Drop for JobPool<S> {
+impl<S: ?Sized> Drop for JobPool<S> {
     fn drop(&mut self) {
         // Closing the queue lets idle workers exit; busy ones finish their job first. We do
         // not join: a worker stuck on a hung tmux must not keep the process alive.

@@ -284,16 +284,18 @@ mod tests {
 
     #[test]
     fn parts_reach_only_the_parts_below_them() {
-        // Each part's state is private to its module; this keeps the layering of the parts
-        // themselves: panes < agents < tasks < api. Agents announce events instead of
-        // calling up; panes announce `PaneEvent`s and never see the daemon at all.
-        let rules: [(&str, &[&str]); 3] = [
-            ("panes", &["Daemon", "daemon."]),
-            (
-                "agents",
-                &["daemon.tasks", "daemon.api", "self.tasks", "self.api"],
-            ),
-            ("tasks", &["daemon.api", "self.api"]),
+        // Each part's state is private to its module, and no part sees the daemon: its code
+        // gets a view (`agents::Parts`, `tasks::Parts`, `api::Parts`) with its own part, the
+        // parts below it (panes < agents < tasks < api) and the context. Continuations name
+        // the part they run on (`ctx::then`, `ctx::done`), never the daemon.
+        let parts: &[&str] = &["Daemon", "daemon."];
+        let rules: [(&str, &[&str]); 6] = [
+            ("ctx", parts),
+            ("panes", parts),
+            ("agents", parts),
+            ("tasks", parts),
+            ("calls", parts),
+            ("api", parts),
         ];
         let mut broken = Vec::new();
         for (module, forbidden) in rules {
@@ -432,6 +434,16 @@ mod tests {
                 vec!["dispatch", "server"],
                 "only the loop decides who reacts",
             ),
+            (
+                &["ctx", "panes", "agents", "tasks", "calls", "api"],
+                vec!["daemon", "dispatch", "server"],
+                "parts get views of what they may reach, never the daemon",
+            ),
+            (
+                &["ctx"],
+                vec!["panes", "agents", "tasks", "calls", "api"],
+                "the context sits below every part",
+            ),
         ];
         let mut broken = Vec::new();
         for (modules, forbidden, why) in &rules {
@@ -446,6 +458,52 @@ mod tests {
             }
         }
         assert!(broken.is_empty(), "{}", broken.join("\n"));
+    }
+
+    /// No import circle between the crate's modules: each module's imports, followed
+    /// transitively, never lead back to it.
+    #[test]
+    fn the_module_graph_has_no_circle() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut modules: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().to_string();
+                let module = name.strip_suffix(".rs").unwrap_or(&name).to_string();
+                let skip = ["lib", "main", "bin"].contains(&module.as_str());
+                let code = name.ends_with(".rs") || entry.path().join("mod.rs").exists();
+                (!skip && code).then_some(module)
+            })
+            .collect();
+        modules.sort();
+        modules.dedup();
+        let imports: std::collections::BTreeMap<String, BTreeSet<String>> = modules
+            .iter()
+            .map(|module| {
+                let mut used = BTreeSet::new();
+                for (_, text) in sources(module) {
+                    used.extend(crate_references(&text));
+                }
+                used.retain(|name| name != module && modules.contains(name));
+                (module.clone(), used)
+            })
+            .collect();
+        for start in &modules {
+            // A depth-first walk from `start` that finds its way back names the circle.
+            let mut stack = vec![(start.clone(), vec![start.clone()])];
+            let mut seen = BTreeSet::new();
+            while let Some((module, path)) = stack.pop() {
+                for next in &imports[&module] {
+                    assert!(next != start, "import circle: {} -> {start}", path.join(" -> "));
+                    if seen.insert(next.clone()) {
+                        let mut longer = path.clone();
+                        longer.push(next.clone());
+                        stack.push((next.clone(), longer));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -47,8 +47,10 @@ pub struct Server {
     conn_timer_at: Slab<Option<Instant>>,
     next_serial: u64,
     conn_timers: Timers<ConnId>,
+    /// Configuration (the daemon's, shared).
+    config: Arc<Config>,
     daemon: Daemon,
-    continuations: Receiver<Continuation<Daemon>>,
+    continuations: Receiver<Continuation<crate::ctx::World>>,
     /// A reserved descriptor, released to accept-and-refuse when the process runs out.
     spare_fd: Option<std::fs::File>,
     shutdown_deadline: Option<Instant>,
@@ -123,16 +125,16 @@ fn watch_signals(poll: &Poll) -> Result<UnixStream, String> {
 /// Takes over what an earlier daemon left running: tmux sessions, pty holders, and the
 /// tasks of its ticket store.
 fn take_over_earlier_work(daemon: &mut Daemon) {
-    match manager::adopt(daemon) {
+    match manager::adopt(&mut daemon.for_agents()) {
         Ok(0) => {}
         Ok(n) => log::info!("re-adopted {n} agent sessions from the tmux server"),
         Err(e) => log::warn!("could not look for existing sessions: {e}"),
     }
-    match crate::agents::pty_session::adopt(daemon) {
+    match crate::agents::pty_session::adopt(&mut daemon.for_agents()) {
         0 => {}
         n => log::info!("re-adopted {n} agent sessions from their pty holders"),
     }
-    crate::tasks::lifecycle::recover(daemon);
+    crate::tasks::lifecycle::recover(&mut daemon.for_tasks());
 }
 
 /// Binds the Unix socket at `path` (replacing a stale one) and registers it as `token`.
@@ -200,7 +202,7 @@ impl Server {
         )?;
         take_over_earlier_work(&mut daemon);
         daemon
-            .ctx
+            .ctx()
             .timers
             .schedule_in(config.panes.health_interval, Timer::CaptureHealth);
         Ok(Server {
@@ -213,6 +215,7 @@ impl Server {
             conn_timer_at: Slab::new(),
             next_serial: 0,
             conn_timers: Timers::default(),
+            config,
             daemon,
             continuations,
             spare_fd: std::fs::File::open("/dev/null").ok(),
@@ -231,7 +234,7 @@ impl Server {
     /// A one-time login link to the dashboard (control scope), for the person who started
     /// the daemon in a terminal.
     pub fn login_link(&mut self) -> Option<String> {
-        crate::api::web::startup_link(&mut self.daemon, self.local_addr)
+        crate::api::web::startup_link(&mut self.daemon.for_api(), self.local_addr)
     }
 
     /// Runs until SIGINT/SIGTERM and the drain that follows.
@@ -241,18 +244,19 @@ impl Server {
             let now = Instant::now();
             let next = [
                 self.conn_timers.next_deadline(),
-                self.daemon.ctx.timers.next_deadline(),
+                self.daemon.ctx().timers.next_deadline(),
                 self.shutdown_deadline,
             ]
             .into_iter()
             .flatten()
             .min();
             // Pane pipes left with unread data are read again right after this poll.
-            let timeout = if !self.daemon.panes.must_revisit() && self.conn_revisit.is_empty() {
-                until(next, now)
-            } else {
-                Some(Duration::ZERO)
-            };
+            let timeout =
+                if !self.daemon.for_panes().0.must_revisit() && self.conn_revisit.is_empty() {
+                    until(next, now)
+                } else {
+                    Some(Duration::ZERO)
+                };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -264,8 +268,11 @@ impl Server {
                     LOCAL_API_LISTENER => self.accept_local(),
                     WAKER => {}
                     SIGNALS => self.on_signal(),
-                    ATTACH_LISTENER => self.daemon.panes.on_attach_listener(&mut self.daemon.ctx),
-                    HOOK_LISTENER => self.daemon.on_hook_listener(),
+                    ATTACH_LISTENER => {
+                        let (panes, ctx) = self.daemon.for_panes();
+                        panes.on_attach_listener(ctx)
+                    }
+                    HOOK_LISTENER => self.daemon.for_agents().on_hook_listener(),
                     token => match token_kind(token) {
                         Some(TokenKind::Conn(key)) => self.drive(key),
                         Some(TokenKind::Source(key)) => {
@@ -275,8 +282,9 @@ impl Server {
                     },
                 }
             }
-            for key in self.daemon.panes.take_revisit() {
-                self.daemon.panes.read_output(&mut self.daemon.ctx, key);
+            let (panes, ctx) = self.daemon.for_panes();
+            for key in panes.take_revisit() {
+                panes.read_output(ctx, key);
             }
             for key in std::mem::take(&mut self.conn_revisit) {
                 self.touched.push(key);
@@ -284,7 +292,8 @@ impl Server {
             self.settle();
             self.fire_timers();
             self.settle();
-            self.daemon.panes.after_delivery(&mut self.daemon.ctx);
+            let (panes, ctx) = self.daemon.for_panes();
+            panes.after_delivery(ctx);
             if let Some(deadline) = self.shutdown_deadline
                 && (self.conns.is_empty() || Instant::now() >= deadline)
             {
@@ -310,13 +319,13 @@ impl Server {
                 dispatch::agent_events(&mut self.daemon);
                 progressed = true;
             }
-            for (id, response) in std::mem::take(&mut self.daemon.ctx.outbox) {
+            for (id, response) in std::mem::take(&mut self.daemon.ctx().outbox) {
                 progressed = true;
                 let Some(conn) = self.conns.get_mut(id.key).filter(|c| c.id == id) else {
                     continue;
                 };
                 if let Some(line) = conn.respond(&response) {
-                    log_request(&mut self.daemon.ctx.metrics, &line);
+                    log_request(&mut self.daemon.ctx().metrics, &line);
                 }
                 self.drive(id.key);
             }
@@ -340,9 +349,10 @@ impl Server {
 
     /// Delivers the daemon's WebSocket output. Returns whether there was any.
     fn deliver_ws(&mut self) -> bool {
-        let outbox = std::mem::take(&mut self.daemon.ctx.ws);
-        let dirty = self.daemon.panes.take_dirty();
-        let overwhelmed = self.daemon.panes.take_overwhelmed();
+        let (panes, ctx) = self.daemon.for_panes();
+        let outbox = std::mem::take(&mut ctx.ws);
+        let dirty = panes.take_dirty();
+        let overwhelmed = panes.take_overwhelmed();
         let any = !(outbox.direct.is_empty()
             && outbox.broadcast.is_empty()
             && outbox.close.is_empty()
@@ -373,7 +383,7 @@ impl Server {
                 "observer {id:?} could not keep up; closing with {}",
                 close::SLOW_CONSUMER
             );
-            self.daemon.ctx.metrics.slow_viewer_closes += 1;
+            self.daemon.ctx().metrics.slow_viewer_closes += 1;
             self.close_ws(id, close::SLOW_CONSUMER, "too slow: resynced too often");
         }
         for id in dirty {
@@ -395,7 +405,7 @@ impl Server {
     /// Queues pane output for a viewer while its outbound queue has room. Returns whether
     /// anything was queued.
     fn pump(&mut self, key: usize) -> bool {
-        let window = self.daemon.ctx.config.websocket.send_window_bytes;
+        let window = self.config.websocket.send_window_bytes;
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
@@ -405,10 +415,11 @@ impl Server {
         let timestamp = crate::panes::capture::now_millis();
         let mut queued = false;
         while conn.out.pending() < window {
-            let chunks = self
-                .daemon
-                .panes
-                .pull(conn.id, window - conn.out.pending(), timestamp);
+            let chunks =
+                self.daemon
+                    .for_panes()
+                    .0
+                    .pull(conn.id, window - conn.out.pending(), timestamp);
             if chunks.is_empty() {
                 break;
             }
@@ -423,7 +434,7 @@ impl Server {
     /// Writes what a connection has queued; closes it when it is finished or broken, and
     /// closes a viewer whose queue grew past the hard cap.
     fn flush(&mut self, key: usize) {
-        let max_outbound = self.daemon.ctx.config.websocket.max_outbound_bytes;
+        let max_outbound = self.config.websocket.max_outbound_bytes;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -439,7 +450,7 @@ impl Server {
                 conn.peer
             );
             conn.out.truncate_unstarted();
-            self.daemon.ctx.metrics.slow_viewer_closes += 1;
+            self.daemon.ctx().metrics.slow_viewer_closes += 1;
             self.close_ws(id, close::SLOW_CONSUMER, "too slow: outbound queue full");
             return;
         }
@@ -593,7 +604,7 @@ impl Server {
             .min();
         match oldest {
             Some((_, key)) => {
-                self.daemon.ctx.metrics.silent_connections_evicted += 1;
+                self.daemon.ctx().metrics.silent_connections_evicted += 1;
                 self.close(key);
                 true
             }
@@ -602,7 +613,7 @@ impl Server {
     }
 
     fn admit(&mut self, mut stream: ClientStream, peer: SocketAddr) {
-        let max_connections = self.daemon.ctx.config.limits.max_connections;
+        let max_connections = self.config.limits.max_connections;
         if self.conns.len() >= max_connections && !self.evict_silent() {
             log::warn!(
                 "{peer}: refused, {} connections open (limits.max_connections)",
@@ -614,7 +625,7 @@ impl Server {
         if let ClientStream::Tcp(tcp) = &stream {
             let _ = tcp.set_nodelay(true);
         }
-        let limits = &self.daemon.ctx.config.limits;
+        let limits = &self.config.limits;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if let Err(e) = self.poll.registry().register(
@@ -660,7 +671,7 @@ impl Server {
                 }
                 Ok(request) => {
                     conn.begin(&request);
-                    let handled = if self.daemon.ctx.shutting_down {
+                    let handled = if self.daemon.ctx().shutting_down {
                         Handled::Now(shutting_down_response())
                     } else {
                         let caller = if conn.stream.is_local() {
@@ -670,12 +681,12 @@ impl Server {
                         } else {
                             api::Caller::Network(conn.peer.ip())
                         };
-                        api::handle(&mut self.daemon, conn.id, caller, &request)
+                        api::handle(&mut self.daemon.for_api(), conn.id, caller, &request)
                     };
                     match handled {
                         Handled::Now(response) => {
                             if let Some(line) = conn.respond(&response) {
-                                log_request(&mut self.daemon.ctx.metrics, &line);
+                                log_request(&mut self.daemon.ctx().metrics, &line);
                             }
                         }
                         Handled::Later => break,
@@ -691,7 +702,7 @@ impl Server {
                             break;
                         }
                         Handled::Upgrade { accept, principal } => {
-                            let max = self.daemon.ctx.config.websocket.max_message_bytes;
+                            let max = self.config.websocket.max_message_bytes;
                             let status = if principal.is_ok() {
                                 "101"
                             } else {
@@ -703,7 +714,7 @@ impl Server {
                                 request.method,
                                 request.path
                             );
-                            let send_buffer = self.daemon.ctx.config.websocket.socket_send_buffer;
+                            let send_buffer = self.config.websocket.socket_send_buffer;
                             if send_buffer > 0 {
                                 use std::os::fd::AsRawFd;
                                 let _ = crate::sys::set_send_buffer(
@@ -714,7 +725,7 @@ impl Server {
                             match principal {
                                 Ok(principal) => {
                                     if let Some(sid) = &principal.session {
-                                        self.daemon.api.remember_web_socket(sid, conn.id);
+                                        self.daemon.for_api().api.remember_web_socket(sid, conn.id);
                                     }
                                     conn.upgrade(accept, Some(principal), max)
                                 }
@@ -749,7 +760,7 @@ impl Server {
             self.close(key);
             return;
         }
-        if self.daemon.ctx.shutting_down && matches!(conn.phase, ConnPhase::Idle { .. }) {
+        if self.daemon.ctx().shutting_down && matches!(conn.phase, ConnPhase::Idle { .. }) {
             conn.phase = ConnPhase::Closing;
             if conn.out.is_empty() {
                 self.close(key);
@@ -796,12 +807,15 @@ impl Server {
                         let Some(principal) = ws.principal.clone() else {
                             break;
                         };
-                        if let After::Close(code, reason) =
-                            crate::api::observe::on_text(&mut self.daemon, id, &principal, &text)
-                        {
+                        if let After::Close(code, reason) = crate::api::observe::on_text(
+                            &mut self.daemon.for_api(),
+                            id,
+                            &principal,
+                            &text,
+                        ) {
                             // Queued replies (the error) go out before the close frame,
                             // which `close_ws` queues (and marks the connection closing).
-                            self.daemon.ctx.ws.close.push((id, code, reason));
+                            self.daemon.ctx().ws.close.push((id, code, reason));
                             break;
                         }
                     }
@@ -842,7 +856,7 @@ impl Server {
         let Some(conn) = self.conns.get(key) else {
             return;
         };
-        let Some((at, _)) = conn.deadline(&self.daemon.ctx.config) else {
+        let Some((at, _)) = conn.deadline(&self.config) else {
             return;
         };
         let slot = &mut self.conn_timer_at[key];
@@ -876,7 +890,7 @@ impl Server {
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
-        for timer in self.daemon.ctx.timers.pop_due(now) {
+        for timer in self.daemon.ctx().timers.pop_due(now) {
             dispatch::timer(&mut self.daemon, timer);
         }
         for id in self.conn_timers.pop_due(now) {
@@ -884,7 +898,7 @@ impl Server {
                 continue;
             };
             self.conn_timer_at[id.key] = None;
-            match conn.deadline(&self.daemon.ctx.config) {
+            match conn.deadline(&self.config) {
                 Some((at, expiry)) if at <= now => match expiry {
                     Expiry::Idle | Expiry::SlowReader => self.close(id.key),
                     Expiry::SlowRequest => {
@@ -930,11 +944,10 @@ impl Server {
         if let Some(mut listener) = self.local_listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
             // Commands started from now on say the daemon is not running.
-            let _ = std::fs::remove_file(self.daemon.ctx.config.api_socket());
+            let _ = std::fs::remove_file(self.config.api_socket());
         }
-        self.daemon.ctx.shutting_down = true;
-        self.shutdown_deadline =
-            Some(Instant::now() + self.daemon.ctx.config.limits.shutdown_grace);
+        self.daemon.ctx().shutting_down = true;
+        self.shutdown_deadline = Some(Instant::now() + self.config.limits.shutdown_grace);
         let conns: Vec<(usize, ConnId, bool)> = self
             .conns
             .iter()

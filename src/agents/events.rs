@@ -4,8 +4,10 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::Agents;
+use super::Parts;
 use super::{AgentEvent, AgentStatus};
-use crate::daemon::{Daemon, Timer};
+use crate::ctx::{Timer, then};
 
 /// Lines of the final screen sent with `AGENT_CRASHED`.
 const CRASH_LINES: u32 = 20;
@@ -13,7 +15,7 @@ const CRASH_LINES: u32 = 20;
 /// The daemon's own tail of the output, used when tmux's screen is empty.
 const CRASH_BYTES: usize = 16 * 1024;
 
-impl Daemon {
+impl Parts<'_> {
     /// The session's pane produced output: activity, the `running` transition, and the
     /// checks that follow output. (After the agent's exit only the time is recorded.)
     pub fn on_pane_output(&mut self, session_id: &str) {
@@ -188,7 +190,7 @@ impl Daemon {
     /// The agent's process ended: announce the new status, and a crash with its last lines.
     pub fn announce_exit(&mut self, session_id: &str) {
         self.refresh_status(session_id);
-        self.panes.drop_typist(&mut self.ctx, session_id);
+        self.panes.drop_typist(self.ctx, session_id);
         let Some(agent) = self.agents.registry.get(session_id) else {
             return;
         };
@@ -199,15 +201,16 @@ impl Daemon {
         // tmux's screen, and the daemon's own copy of the last output for when that comes
         // back empty (tmux 3.3a sometimes drops what a program printed just before it died)
         // and for a pty session, which has no tmux screen.
-        let text = self.panes.text(&self.ctx, &session_id, CRASH_BYTES);
+        let text = self.panes.text(self.ctx, &session_id, CRASH_BYTES);
         self.ctx.jobs.run(move || {
             let mut lines = last_lines(&text.history(CRASH_LINES), CRASH_LINES as usize);
             if lines.is_empty() {
                 let captured = crate::panes::text::strip_ansi(&text.captured);
                 lines = last_lines(&captured, CRASH_LINES as usize);
             }
-            Box::new(move |daemon: &mut Daemon| {
-                daemon.agents.registry.announce(AgentEvent::Crashed {
+            then::<Agents>(move |mut reach: Parts<'_>| {
+                let parts = &mut reach;
+                parts.agents.registry.announce(AgentEvent::Crashed {
                     message: format!(
                         "Agent session terminated unexpectedly ({})",
                         exit.describe()

@@ -305,7 +305,7 @@ impl HistoryWriter {
     }
 }
 
-impl crate::daemon::Daemon {
+impl super::Parts<'_> {
     /// Adds a message to a session's conversation, in memory and on disk.
     pub fn remember(
         &mut self,

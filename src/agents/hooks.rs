@@ -15,10 +15,11 @@ use std::time::{Instant, SystemTime};
 use mio::Interest;
 
 use super::AgentEvent;
-use crate::daemon::{Daemon, Source, Timer};
+use super::Parts;
+use crate::ctx::{Source, Timer};
 use crate::proto::hook::{self, CallRequest, HookEvent, HookRequest, SocketMessage};
 
-impl Daemon {
+impl Parts<'_> {
     /// Accepts hooks' connections.
     pub fn on_hook_listener(&mut self) {
         while let Some(stream) = crate::net::unix::accept_one(&self.agents.hook_listener, "hook") {
@@ -440,7 +441,7 @@ impl Daemon {
             Approved::Message { to, text } if allow => self
                 .panes
                 .type_input(
-                    &mut self.ctx,
+                    self.ctx,
                     &to,
                     crate::panes::typing::Typing::Message(text.clone()),
                     None,

@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mio::Interest;
 
+use super::Agents;
+use super::Parts;
 use super::error::{KillError, SpawnError};
 use super::exec::{SpawnSpec, find_program, write_spec};
 use super::hook_client;
@@ -17,7 +19,7 @@ use super::procfs;
 use super::validate::{EnvPolicy, PrivateDirs, resolve_working_dir, validate_env};
 use super::{Agent, AgentEvent, AgentStatus, ExitInfo, SessionBackend, new_session_ids};
 use crate::config::{AgentType, Backend, Config, HookStyle};
-use crate::daemon::{Daemon, Done, Source};
+use crate::ctx::{Done, Source, then};
 use crate::error_code::ErrorCode;
 use crate::panes::attach;
 use crate::panes::pane::{CaptureState, PaneSpec, RearmReason};
@@ -139,36 +141,34 @@ enum Placed {
 }
 
 /// Creates a session. `done` gets the new session's id or the error to answer with.
-pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned, SpawnError>>) {
-    let config = daemon.ctx.config.clone();
+pub fn spawn(parts: &mut Parts<'_>, params: SpawnParams, done: Done<Result<Spawned, SpawnError>>) {
+    let config = parts.ctx.config.clone();
     let daemon_state = DaemonLoad {
-        shutting_down: daemon.ctx.shutting_down,
-        quick_pool: daemon.ctx.jobs.name(),
-        quick_pool_has_room: daemon.ctx.jobs.has_room(),
-        live_sessions: daemon.agents.registry.len() + daemon.agents.registry.pending_spawns,
+        shutting_down: parts.ctx.shutting_down,
+        quick_pool: parts.ctx.jobs.name(),
+        quick_pool_has_room: parts.ctx.jobs.has_room(),
+        live_sessions: parts.agents.registry.len() + parts.agents.registry.pending_spawns,
     };
     let agent_type = match admit(&config, &params, &daemon_state) {
         Ok(agent_type) => agent_type,
-        Err(error) => return done(daemon, Err(error)),
+        Err(error) => return parts.ctx.finish(done, Err(error)),
     };
-    let (session_id, name) = match free_session_ids(daemon, &params) {
+    let (session_id, name) = match free_session_ids(parts, &params) {
         Ok(ids) => ids,
-        Err(error) => return done(daemon, Err(error)),
+        Err(error) => return parts.ctx.finish(done, Err(error)),
     };
     let mut roots = config.sessions.allowed_roots.clone();
     roots.extend(params.extra_root.clone());
     let mut request_env = params.env;
     let token = attach::new_token();
     let token_file = attach::token_file(&config.spawn_dir());
-    daemon
-        .panes
-        .expect_attach(token.clone(), session_id.clone());
+    parts.panes.expect_attach(token.clone(), session_id.clone());
     // Hooks report the interactive CLI's turns; a delegated task's one-shot run has none.
     let hooks = (agent_type.hooks == Some(HookStyle::Claude) && params.command.is_none())
-        .then(|| hook_setup(daemon, &config, &session_id));
-    daemon.agents.registry.pending_spawns += 1;
+        .then(|| hook_setup(parts, &config, &session_id));
+    parts.agents.registry.pending_spawns += 1;
     let job = SpawnJob {
-        tmux: daemon.ctx.tmux.clone(),
+        tmux: parts.ctx.tmux.clone(),
         session_id: session_id.clone(),
         name,
         agent_type: params.agent_type.clone(),
@@ -182,8 +182,8 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         roots,
         private: PrivateDirs::of(&config),
         spec_path: spec_path(&config, &session_id),
-        exe: daemon.ctx.exe.clone(),
-        pipe_command: attach::pipe_command(&daemon.ctx.exe, &config.attach_socket(), &token_file),
+        exe: parts.ctx.exe.clone(),
+        pipe_command: attach::pipe_command(&parts.ctx.exe, &config.attach_socket(), &token_file),
         pipe_token: token,
         pipe_token_file: token_file,
         width: config.tmux.width,
@@ -193,24 +193,22 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
         pty: super::pty_session::PtySetup::of(&config),
         stdin: params.stdin,
     };
-    daemon.ctx.jobs.run(move || {
+    parts.ctx.jobs.run(move || {
         let result = run_spawn(&job);
-        Box::new(move |daemon: &mut Daemon| {
-            daemon.agents.registry.pending_spawns -= 1;
+        then::<Agents>(move |mut reach: Parts<'_>| {
+            let parts = &mut reach;
+            parts.agents.registry.pending_spawns -= 1;
             match result {
                 Ok(outcome) => {
                     let session_id = job.session_id.clone();
-                    register_spawned(daemon, job, outcome);
-                    done(daemon, Ok(Spawned { session_id }));
+                    register_spawned(parts, job, outcome);
+                    parts.ctx.finish(done, Ok(Spawned { session_id }));
                 }
                 Err(error) => {
-                    daemon.panes.forget_attach(&job.session_id);
-                    daemon
-                        .agents
-                        .hook_tokens
-                        .retain(|_, s| s != &job.session_id);
+                    parts.panes.forget_attach(&job.session_id);
+                    parts.agents.hook_tokens.retain(|_, s| s != &job.session_id);
                     log::warn!("spawn of a {} agent failed: {error}", job.agent_type);
-                    done(daemon, Err(error));
+                    parts.ctx.finish(done, Err(error));
                 }
             }
         })
@@ -220,7 +218,7 @@ pub fn spawn(daemon: &mut Daemon, params: SpawnParams, done: Done<Result<Spawned
 /// The ids of a new session: the ones asked for, its name's, or fresh ones; refused when a
 /// session has them or is being created with them.
 fn free_session_ids(
-    daemon: &Daemon,
+    parts: &Parts<'_>,
     params: &SpawnParams,
 ) -> Result<(String, SessionName), SpawnError> {
     let (session_id, name) = match (&params.ids, &params.name) {
@@ -230,8 +228,8 @@ fn free_session_ids(
         (None, None) => new_session_ids(&params.agent_type),
     };
     // A session being created holds its attach token already.
-    let pending = daemon.panes.is_attaching(&session_id);
-    if daemon.agents.registry.get(&session_id).is_some() || pending {
+    let pending = parts.panes.is_attaching(&session_id);
+    if parts.agents.registry.get(&session_id).is_some() || pending {
         return Err(if params.name.is_some() {
             SpawnError::NameTaken(session_id)
         } else {
@@ -242,9 +240,9 @@ fn free_session_ids(
 }
 
 /// A new hook credential for session `session_id`, and where its hooks report.
-fn hook_setup(daemon: &mut Daemon, config: &Config, session_id: &str) -> HookSetup {
+fn hook_setup(parts: &mut Parts<'_>, config: &Config, session_id: &str) -> HookSetup {
     let token = attach::new_token();
-    daemon
+    parts
         .agents
         .hook_tokens
         .insert(token.clone(), session_id.to_string());
@@ -258,7 +256,7 @@ fn hook_setup(daemon: &mut Daemon, config: &Config, session_id: &str) -> HookSet
 }
 
 /// A spawn's session exists: it becomes an agent with a pane.
-fn register_spawned(daemon: &mut Daemon, job: SpawnJob, outcome: SpawnOutcome) {
+fn register_spawned(parts: &mut Parts<'_>, job: SpawnJob, outcome: SpawnOutcome) {
     let (backend, pid, attached) = match outcome.placed {
         Placed::Tmux {
             pane,
@@ -282,7 +280,7 @@ fn register_spawned(daemon: &mut Daemon, job: SpawnJob, outcome: SpawnOutcome) {
         outcome.working_dir,
         outcome.created_at,
     );
-    let pane = pane_spec(&daemon.ctx.config, &agent, job.height, job.width);
+    let pane = pane_spec(&parts.ctx.config, &agent, job.height, job.width);
     agent.hook_token = job.hooks.as_ref().map(|h| h.token.clone());
     let place = match agent.backend.pane() {
         Some(pane) => format!("pane {pane}"),
@@ -296,8 +294,8 @@ fn register_spawned(daemon: &mut Daemon, job: SpawnJob, outcome: SpawnOutcome) {
         agent.pid
     );
     match attached {
-        None => register(daemon, agent, pane, None),
-        Some(attached) => super::pty_session::register(daemon, agent, pane, attached, false),
+        None => register(parts, agent, pane, None),
+        Some(attached) => super::pty_session::register(parts, agent, pane, attached, false),
     }
 }
 
@@ -573,40 +571,40 @@ fn create_tmux_session(job: &SpawnJob, meta: SessionMeta) -> Result<Placed, Spaw
 /// Adds an agent to the registry and starts watching its process and output. `adopted` is
 /// tmux's view of a pane found after a restart (which may already be dead); `None` for a
 /// pane the daemon just created (its pipe was attached with it, so its stream starts blank).
-fn register(daemon: &mut Daemon, mut agent: Agent, pane: PaneSpec, adopted: Option<PaneState>) {
-    attach_screen_rules(daemon, &mut agent);
+fn register(parts: &mut Parts<'_>, mut agent: Agent, pane: PaneSpec, adopted: Option<PaneState>) {
+    attach_screen_rules(parts, &mut agent);
     let session_id = agent.id.clone();
-    daemon.agents.registry.insert(agent);
-    daemon.panes.register(&session_id, pane);
+    parts.agents.registry.insert(agent);
+    parts.panes.register(&session_id, pane);
     match adopted {
-        None => daemon.panes.open_new_stream(&mut daemon.ctx, &session_id),
+        None => parts.panes.open_new_stream(parts.ctx, &session_id),
         Some(_) => {
-            daemon.panes.open_stream(&session_id, 0);
+            parts.panes.open_stream(&session_id, 0);
         }
     }
-    daemon.schedule_idle_check(&session_id);
+    parts.schedule_idle_check(&session_id);
     match adopted.and_then(ExitInfo::from_pane_state) {
-        Some(ExitInfo::Unknown) => on_process_exit(daemon, &session_id),
+        Some(ExitInfo::Unknown) => on_process_exit(parts, &session_id),
         Some(exit) => {
-            if let Some(agent) = daemon.agents.registry.get_mut(&session_id) {
+            if let Some(agent) = parts.agents.registry.get_mut(&session_id) {
                 agent.exit = Some(exit);
                 agent.activity.on_exit(SystemTime::now());
                 agent.reported =
-                    agent.status(SystemTime::now(), daemon.ctx.config.sessions.idle_after);
+                    agent.status(SystemTime::now(), parts.ctx.config.sessions.idle_after);
                 agent.reported_activity = agent.activity.activity;
             }
-            daemon.panes.mark_exited(&session_id);
-            daemon.panes.seed_dead_pane(&mut daemon.ctx, &session_id);
+            parts.panes.mark_exited(&session_id);
+            parts.panes.seed_dead_pane(parts.ctx, &session_id);
         }
         None => {
             if adopted.is_some() {
-                daemon
+                parts
                     .panes
-                    .rearm(&mut daemon.ctx, &session_id, RearmReason::DaemonRestarted);
+                    .rearm(parts.ctx, &session_id, RearmReason::DaemonRestarted);
             }
-            if !watch_exit(daemon, &session_id) {
+            if !watch_exit(parts, &session_id) {
                 // Already gone: find out how it ended.
-                on_process_exit(daemon, &session_id);
+                on_process_exit(parts, &session_id);
             }
         }
     }
@@ -614,8 +612,8 @@ fn register(daemon: &mut Daemon, mut agent: Agent, pane: PaneSpec, adopted: Opti
 
 /// Watches the agent's process for its exit (a pidfd in the loop). False when the process
 /// is already gone.
-pub(super) fn watch_exit(daemon: &mut Daemon, session_id: &str) -> bool {
-    let Some(pid) = daemon.agents.registry.get(session_id).map(|a| a.pid) else {
+pub(super) fn watch_exit(parts: &mut Parts<'_>, session_id: &str) -> bool {
+    let Some(pid) = parts.agents.registry.get(session_id).map(|a| a.pid) else {
         return true;
     };
     let Ok(fd) = crate::sys::pidfd_open(pid) else {
@@ -625,9 +623,9 @@ pub(super) fn watch_exit(daemon: &mut Daemon, session_id: &str) -> bool {
         session_id: session_id.to_string(),
         fd,
     };
-    match daemon.ctx.add_source(source, Interest::READABLE) {
+    match parts.ctx.add_source(source, Interest::READABLE) {
         Ok(key) => {
-            if let Some(agent) = daemon.agents.registry.get_mut(session_id) {
+            if let Some(agent) = parts.agents.registry.get_mut(session_id) {
                 agent.exit_watch = Some(key);
             }
         }
@@ -639,10 +637,14 @@ pub(super) fn watch_exit(daemon: &mut Daemon, session_id: &str) -> bool {
 /// What a session found after a restart gets back, on either backend: its hook credential
 /// (from its stored metadata), the activity a restarted daemon starts from, its status and
 /// its conversation history (read once at start, before the loop runs).
-pub(super) fn restore_adopted(daemon: &mut Daemon, agent: &mut Agent, hook_token: Option<&String>) {
-    agent.reported = agent.status(SystemTime::now(), daemon.ctx.config.sessions.idle_after);
+pub(super) fn restore_adopted(
+    parts: &mut Parts<'_>,
+    agent: &mut Agent,
+    hook_token: Option<&String>,
+) {
+    agent.reported = agent.status(SystemTime::now(), parts.ctx.config.sessions.idle_after);
     if let Some(token) = hook_token {
-        daemon
+        parts
             .agents
             .hook_tokens
             .insert(token.clone(), agent.id.clone());
@@ -652,15 +654,15 @@ pub(super) fn restore_adopted(daemon: &mut Daemon, agent: &mut Agent, hook_token
         super::activity::ActivityState::adopted(SystemTime::now(), agent.hook_token.is_some());
     agent.reported_activity = agent.activity.activity;
     // Sessions restored earlier keep theirs first, within the total bound.
-    let mut bounds = super::history::Bounds::of(&daemon.ctx.config.sessions);
-    let left = daemon
+    let mut bounds = super::history::Bounds::of(&parts.ctx.config.sessions);
+    let left = parts
         .ctx
         .config
         .sessions
         .max_history_total_bytes
-        .saturating_sub(daemon.history_bytes());
+        .saturating_sub(parts.history_bytes());
     bounds.max_bytes = bounds.max_bytes.min(left);
-    agent.history = daemon.agents.history.load(&agent.id, bounds);
+    agent.history = parts.agents.history.load(&agent.id, bounds);
 }
 
 /// What the pane of `agent` is, `rows` x `cols`, for [`crate::panes::Panes::register`].
@@ -686,8 +688,8 @@ pub(super) fn pane_spec(
 }
 
 /// Gives an agent its type's screen rules (types without hooks that have some).
-pub(super) fn attach_screen_rules(daemon: &Daemon, agent: &mut Agent) {
-    if let Some(agent_type) = daemon.ctx.config.agents.get(&agent.agent_type)
+pub(super) fn attach_screen_rules(parts: &Parts<'_>, agent: &mut Agent) {
+    if let Some(agent_type) = parts.ctx.config.agents.get(&agent.agent_type)
         && agent_type.hooks.is_none()
         && !agent_type.screen_rules.is_empty()
     {
@@ -700,36 +702,37 @@ pub(super) fn attach_screen_rules(daemon: &Daemon, agent: &mut Agent) {
 
 /// The agent's process has exited (its pidfd fired): ask tmux how, nudging tmux 3.3a with
 /// SIGCHLD when it has lost the status.
-pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
-    let Some(agent) = daemon.agents.registry.get_mut(session_id) else {
+pub fn on_process_exit(parts: &mut Parts<'_>, session_id: &str) {
+    let Some(agent) = parts.agents.registry.get_mut(session_id) else {
         return;
     };
     agent.exit_watch = None;
     let SessionBackend::Tmux { pane, server_pid } = agent.backend.clone() else {
         // A pty session whose holder is gone: nobody can tell how its agent ended.
-        super::pty_session::record_exit(daemon, session_id, ExitInfo::Unknown);
+        super::pty_session::record_exit(parts, session_id, ExitInfo::Unknown);
         return;
     };
-    let tmux = daemon.ctx.tmux.clone();
+    let tmux = parts.ctx.tmux.clone();
     let session_id = session_id.to_string();
-    daemon.ctx.kill_jobs.run(move || {
+    parts.ctx.kill_jobs.run(move || {
         let outcome = resolve_exit(&tmux, &pane, server_pid);
-        Box::new(move |daemon: &mut Daemon| match outcome {
-            Ok(exit) => exited(daemon, &session_id, exit),
+        then::<Agents>(move |mut reach: Parts<'_>| match outcome {
+            Ok(exit) => exited(&mut reach, &session_id, exit),
             Err(TmuxError::PaneNotFound(_)) => {
-                session_vanished(daemon, &session_id, "its tmux pane no longer exists");
+                session_vanished(&mut reach, &session_id, "its tmux pane no longer exists");
             }
             Err(TmuxError::NoServer) => {
-                session_vanished(daemon, &session_id, "the tmux server is gone");
+                session_vanished(&mut reach, &session_id, "the tmux server is gone");
             }
             Err(error) => {
                 log::warn!("{session_id}: cannot read the exit status: {error}");
-                daemon.panes.mark_exited(&session_id);
-                if let Some(agent) = daemon.agents.registry.get_mut(&session_id) {
+                let parts = &mut reach;
+                parts.panes.mark_exited(&session_id);
+                if let Some(agent) = parts.agents.registry.get_mut(&session_id) {
                     agent.exit = Some(ExitInfo::Unknown);
                     agent.activity.on_exit(SystemTime::now());
-                    daemon.announce_exit(&session_id);
-                    daemon.agents.registry.announce(AgentEvent::Exited {
+                    parts.announce_exit(&session_id);
+                    parts.agents.registry.announce(AgentEvent::Exited {
                         session_id: session_id.clone(),
                         exit: ExitInfo::Unknown,
                     });
@@ -740,14 +743,14 @@ pub fn on_process_exit(daemon: &mut Daemon, session_id: &str) {
 }
 
 /// Records how an agent's process ended and announces it.
-pub(super) fn exited(daemon: &mut Daemon, session_id: &str, exit: ExitInfo) {
-    daemon.panes.mark_exited(session_id);
-    if let Some(agent) = daemon.agents.registry.get_mut(session_id) {
+pub(super) fn exited(parts: &mut Parts<'_>, session_id: &str, exit: ExitInfo) {
+    parts.panes.mark_exited(session_id);
+    if let Some(agent) = parts.agents.registry.get_mut(session_id) {
         agent.exit = Some(exit);
         agent.activity.on_exit(SystemTime::now());
         log::info!("{session_id}: agent process ended ({})", exit.describe());
-        daemon.announce_exit(session_id);
-        daemon.agents.registry.announce(AgentEvent::Exited {
+        parts.announce_exit(session_id);
+        parts.agents.registry.announce(AgentEvent::Exited {
             session_id: session_id.to_string(),
             exit,
         });
@@ -777,12 +780,12 @@ fn resolve_exit(tmux: &Tmux, pane: &PaneId, server_pid: u32) -> Result<ExitInfo,
 }
 
 /// A session disappeared from tmux without the API killing it: forget it and tell observers.
-pub fn session_vanished(daemon: &mut Daemon, session_id: &str, why: &str) {
-    if let Some(agent) = daemon.agents.registry.remove(session_id) {
+pub fn session_vanished(parts: &mut Parts<'_>, session_id: &str, why: &str) {
+    if let Some(agent) = parts.agents.registry.remove(session_id) {
         log::warn!("{session_id}: session is gone ({why}); no longer listed");
-        release_sources(daemon, &agent);
-        daemon.announce_gone(&agent, AgentStatus::Error, Some(why));
-        daemon.agents.registry.announce(AgentEvent::Gone {
+        release_sources(parts, &agent);
+        parts.announce_gone(&agent, AgentStatus::Error, Some(why));
+        parts.agents.registry.announce(AgentEvent::Gone {
             session_id: session_id.to_string(),
             reason: why.to_string(),
         });
@@ -791,76 +794,78 @@ pub fn session_vanished(daemon: &mut Daemon, session_id: &str, why: &str) {
 
 /// Releases everything the daemon holds for a session: process watch, hooks, history, and
 /// its pane (pipe, holder link, stream, emulator and typing state).
-fn release_sources(daemon: &mut Daemon, agent: &Agent) {
+fn release_sources(parts: &mut Parts<'_>, agent: &Agent) {
     if let Some(key) = agent.exit_watch {
-        daemon.ctx.remove_source(key);
+        parts.ctx.remove_source(key);
     }
     // Waiting permission requests of the session end; their hooks see the socket close.
-    daemon
+    parts
         .agents
         .approvals
         .retain(|_, (a, _)| a.session_id != agent.id);
     if let Some(token) = &agent.hook_token {
-        daemon.agents.hook_tokens.remove(token);
-        let settings = daemon
+        parts.agents.hook_tokens.remove(token);
+        let settings = parts
             .ctx
             .config
             .hooks_dir()
             .join(format!("{}.json", agent.id));
-        daemon.ctx.jobs.run(move || {
+        parts.ctx.jobs.run(move || {
             let _ = std::fs::remove_file(settings.with_extension("mcp.json"));
             let _ = std::fs::remove_file(hook_token_file(&settings));
             let _ = std::fs::remove_file(settings);
-            Box::new(|_: &mut Daemon| {})
+            Box::new(|_: &mut crate::ctx::World| {})
         });
     }
-    daemon.agents.history.remove(&agent.id);
-    daemon.panes.close(&mut daemon.ctx, &agent.id);
+    parts.agents.history.remove(&agent.id);
+    parts.panes.close(parts.ctx, &agent.id);
 }
 
 /// Resizes a session's pane to `cols` x `rows` (tmux on a worker); `done` gets the outcome.
 pub fn resize(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     session_id: &str,
     rows: u16,
     cols: u16,
     done: Done<Result<(), (ErrorCode, String)>>,
 ) {
-    let Some(agent) = daemon.agents.registry.get(session_id) else {
+    let Some(agent) = parts.agents.registry.get(session_id) else {
         let why = format!("no agent session {}", crate::shown(session_id));
-        return done(daemon, Err((ErrorCode::SessionNotFound, why)));
+        return parts
+            .ctx
+            .finish(done, Err((ErrorCode::SessionNotFound, why)));
     };
     if agent.exit.is_some() {
         let why = format!("the agent of {session_id} has exited");
-        return done(daemon, Err((ErrorCode::SessionNotFound, why)));
+        return parts
+            .ctx
+            .finish(done, Err((ErrorCode::SessionNotFound, why)));
     }
     if agent.backend.pane().is_none() {
         // A pty session: one ioctl on the master, no process to wait for.
-        let result = daemon
-            .panes
-            .resize_pty(&mut daemon.ctx, session_id, rows, cols);
-        return done(daemon, result);
+        let result = parts.panes.resize_pty(parts.ctx, session_id, rows, cols);
+        return parts.ctx.finish(done, result);
     }
-    if !daemon.ctx.jobs.has_room() {
+    if !parts.ctx.jobs.has_room() {
         let why = "the daemon's workers are all busy; retry shortly".to_string();
-        return done(daemon, Err((ErrorCode::Overloaded, why)));
+        return parts.ctx.finish(done, Err((ErrorCode::Overloaded, why)));
     }
     let (tmux, name, session_id) = (
-        daemon.ctx.tmux.clone(),
+        parts.ctx.tmux.clone(),
         agent.tmux_session.clone(),
         session_id.to_string(),
     );
-    daemon.ctx.jobs.run(move || {
+    parts.ctx.jobs.run(move || {
         let result = tmux::resize_window(&name, cols, rows)
             .map_err(TmuxError::from)
             .and_then(|list| tmux.run(&list));
-        Box::new(move |daemon: &mut Daemon| match result {
+        then::<Agents>(move |reach: Parts<'_>| match result {
             Ok(_) => {
-                daemon.panes.resized(&session_id, rows, cols);
-                done(daemon, Ok(()))
+                reach.panes.resized(&session_id, rows, cols);
+                reach.ctx.finish(done, Ok(()))
             }
-            Err(error) => done(
-                daemon,
+            Err(error) => reach.ctx.finish(
+                done,
                 Err((ErrorCode::InternalError, format!("cannot resize: {error}"))),
             ),
         })
@@ -870,28 +875,30 @@ pub fn resize(
 /// Kills a session: its whole process tree (politely, then by force after the grace
 /// period), then the tmux session. The session disappears from the registry at once, so a
 /// second kill is `404`. `done` gets the termination time.
-pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime, KillError>>) {
-    let Some(agent) = daemon.agents.registry.remove(session_id) else {
-        return done(daemon, Err(KillError::NotFound(session_id.to_string())));
+pub fn kill(parts: &mut Parts<'_>, session_id: &str, done: Done<Result<SystemTime, KillError>>) {
+    let Some(agent) = parts.agents.registry.remove(session_id) else {
+        return parts
+            .ctx
+            .finish(done, Err(KillError::NotFound(session_id.to_string())));
     };
     // A pty session's holder is told to finish once the agent's tree is gone.
     let holder =
-        daemon
+        parts
             .panes
             .take_holder(session_id)
-            .and_then(|key| match daemon.ctx.remove_source(key) {
+            .and_then(|key| match parts.ctx.remove_source(key) {
                 Some(Source::PtyHolder { stream, .. }) => Some(stream),
                 _ => None,
             });
-    release_sources(daemon, &agent);
-    let tmux = daemon.ctx.tmux.clone();
-    let grace = daemon.ctx.config.sessions.kill_grace;
+    release_sources(parts, &agent);
+    let tmux = parts.ctx.tmux.clone();
+    let grace = parts.ctx.config.sessions.kill_grace;
     let alive = agent.exit.is_none();
     let (id, pid, name) = (agent.id.clone(), agent.pid, agent.tmux_session.clone());
     let is_pty = agent.backend.pane().is_none();
-    let pty_files = super::pty_session::PtyFiles::of(&daemon.ctx.config, &id);
-    let handover_timeout = daemon.ctx.config.pty.handover_timeout;
-    daemon.ctx.kill_jobs.run(move || {
+    let pty_files = super::pty_session::PtyFiles::of(&parts.ctx.config, &id);
+    let handover_timeout = parts.ctx.config.pty.handover_timeout;
+    parts.ctx.kill_jobs.run(move || {
         log::info!("{id}: terminating (pid {pid}, grace {grace:?})");
         let forced = if alive {
             procfs::terminate_tree(pid, grace)
@@ -911,7 +918,8 @@ pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime,
                 .and_then(|list| tmux.run(&list))
         };
         let terminated_at = SystemTime::now();
-        Box::new(move |daemon: &mut Daemon| {
+        then::<Agents>(move |mut reach: Parts<'_>| {
+            let parts = &mut reach;
             match result {
                 Ok(_) | Err(TmuxError::NoServer) => {}
                 Err(TmuxError::PaneNotFound(_)) => {}
@@ -923,12 +931,12 @@ pub fn kill(daemon: &mut Daemon, session_id: &str, done: Done<Result<SystemTime,
                 String::new()
             };
             log::info!("terminated {id}{note}");
-            daemon.announce_gone(&agent, AgentStatus::Terminated, None);
-            daemon.agents.registry.announce(AgentEvent::Gone {
+            parts.announce_gone(&agent, AgentStatus::Terminated, None);
+            parts.agents.registry.announce(AgentEvent::Gone {
                 session_id: id.clone(),
                 reason: "it was killed through the API".to_string(),
             });
-            done(daemon, Ok(terminated_at));
+            parts.ctx.finish(done, Ok(terminated_at));
         })
     });
 }
@@ -944,18 +952,19 @@ pub struct Metrics {
 
 /// Samples a session's process tree on a worker. `done` gets `None` when the session
 /// disappeared meanwhile.
-pub fn sample(daemon: &mut Daemon, session_id: &str, done: Done<Option<Metrics>>) {
-    let Some(agent) = daemon.agents.registry.get(session_id) else {
-        return done(daemon, None);
+pub fn sample(parts: &mut Parts<'_>, session_id: &str, done: Done<Option<Metrics>>) {
+    let Some(agent) = parts.agents.registry.get(session_id) else {
+        return parts.ctx.finish(done, None);
     };
     let pid = agent.pid;
     let alive = agent.exit.is_none();
     let session_id = session_id.to_string();
-    daemon.ctx.jobs.run(move || {
+    parts.ctx.jobs.run(move || {
         let usage = alive.then(|| procfs::usage(pid));
-        Box::new(move |daemon: &mut Daemon| {
-            let Some(agent) = daemon.agents.registry.get_mut(&session_id) else {
-                return done(daemon, None);
+        then::<Agents>(move |mut reach: Parts<'_>| {
+            let parts = &mut reach;
+            let Some(agent) = parts.agents.registry.get_mut(&session_id) else {
+                return parts.ctx.finish(done, None);
             };
             let metrics = match usage {
                 Some(usage) => {
@@ -974,7 +983,7 @@ pub fn sample(daemon: &mut Daemon, session_id: &str, done: Done<Option<Metrics>>
                     cpu_percent: 0.0,
                 },
             };
-            done(daemon, Some(metrics))
+            parts.ctx.finish(done, Some(metrics))
         })
     });
 }
@@ -988,8 +997,8 @@ pub fn spec_path(config: &crate::config::Config, session_id: &str) -> PathBuf {
 /// their stored metadata; output capture is re-armed (with a screen capture) by jobs that
 /// finish once the loop runs. Sessions without valid metadata are never touched. Sessions
 /// already registered are left as they are, so it can run again.
-pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
-    let output = match daemon.ctx.tmux.run(&tmux::list_panes()?) {
+pub fn adopt(parts: &mut Parts<'_>) -> Result<usize, TmuxError> {
+    let output = match parts.ctx.tmux.run(&tmux::list_panes()?) {
         Ok(output) => output,
         Err(TmuxError::NoServer) => return Ok(0),
         Err(e) => return Err(e),
@@ -1004,7 +1013,7 @@ pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
         if meta.id.strip_prefix("sess-") != name.as_str().strip_prefix("agent-") {
             continue;
         }
-        if !daemon.ctx.config.agents.contains_key(&meta.agent_type) {
+        if !parts.ctx.config.agents.contains_key(&meta.agent_type) {
             log::warn!(
                 "{}: agent type {:?} is no longer configured; adopting the session anyway",
                 meta.id,
@@ -1016,7 +1025,7 @@ pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
     }
     let mut count = 0;
     for (id, (meta, pane)) in found {
-        if daemon.agents.registry.get(&id).is_some() {
+        if parts.agents.registry.get(&id).is_some() {
             continue;
         }
         let created_at = UNIX_EPOCH + Duration::from_millis(meta.created_ms);
@@ -1033,14 +1042,14 @@ pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
             created_at,
         );
         agent.last_activity = (UNIX_EPOCH + Duration::from_secs(pane.activity)).max(created_at);
-        let mut spec = pane_spec(&daemon.ctx.config, &agent, pane.height, pane.width);
+        let mut spec = pane_spec(&parts.ctx.config, &agent, pane.height, pane.width);
         // A dead pane has no output left to capture (and tmux refuses to pipe it).
         if pane.state != PaneState::Alive {
             spec.capture = CaptureState::Detached;
         }
         // Sessions of older daemons carry their credential in the metadata.
         let hook_token = meta.hook_token.clone().or_else(|| {
-            let settings = daemon
+            let settings = parts
                 .ctx
                 .config
                 .hooks_dir()
@@ -1050,8 +1059,8 @@ pub fn adopt(daemon: &mut Daemon) -> Result<usize, TmuxError> {
                 .map(|token| token.trim().to_string())
                 .filter(|token| !token.is_empty())
         });
-        restore_adopted(daemon, &mut agent, hook_token.as_ref());
-        register(daemon, agent, spec, Some(pane.state));
+        restore_adopted(parts, &mut agent, hook_token.as_ref());
+        register(parts, agent, spec, Some(pane.state));
         count += 1;
     }
     Ok(count)

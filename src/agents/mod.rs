@@ -20,6 +20,17 @@ pub mod pty_session;
 pub mod screen;
 pub mod validate;
 
+/// What agents code may reach: the agents, the panes below them, and the context. Agents'
+/// functions and continuations ([`crate::ctx::then`]) get this, never the whole daemon.
+pub struct Parts<'a> {
+    /// The loop's shared context.
+    pub ctx: &'a mut crate::ctx::Ctx,
+    /// Pane output and input.
+    pub panes: &'a mut crate::panes::Panes,
+    /// The agents' own state.
+    pub agents: &'a mut Agents,
+}
+
 /// The agents' state: the registry, their hooks' connections and credentials, permission
 /// requests waiting for a person, tool calls, and conversations.
 pub struct Agents {

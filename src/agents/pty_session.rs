@@ -12,11 +12,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mio::Interest;
 
+use super::Parts;
 use super::error::SpawnError;
 use super::meta::SessionMeta;
 use super::{Agent, ExitInfo, SessionBackend, manager};
 use crate::config::Config;
-use crate::daemon::{Daemon, Source, Timer};
+use crate::ctx::{Source, Timer};
 use crate::net::pane_io::PaneIo;
 use crate::panes::pane::PaneSpec;
 use crate::panes::seed::Seed;
@@ -128,13 +129,13 @@ pub fn start(
 /// hand-over comes from a holder that served an earlier daemon, so the screen starts from
 /// its checkpoint and viewers are told about the restart.
 pub fn register(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     mut agent: Agent,
     mut pane: PaneSpec,
     attached: Attached,
     restarted: bool,
 ) {
-    manager::attach_screen_rules(daemon, &mut agent);
+    manager::attach_screen_rules(parts, &mut agent);
     let Attached {
         hello,
         master,
@@ -147,18 +148,18 @@ pub fn register(
         pane.cols = hello.cols;
     }
     let (session_id, rows, cols) = (agent.id.clone(), pane.rows, pane.cols);
-    daemon.agents.registry.insert(agent);
-    daemon.panes.register(&session_id, pane);
+    parts.agents.registry.insert(agent);
+    parts.panes.register(&session_id, pane);
     if restarted {
-        daemon.panes.open_stream(&session_id, 0);
+        parts.panes.open_stream(&session_id, 0);
         let (seed, reason) = restored_screen(&session_id, &hello, rows, cols);
-        daemon.panes.reseed(&session_id, seed, reason, false);
+        parts.panes.reseed(&session_id, seed, reason, false);
     } else {
-        daemon.panes.open_new_stream(&mut daemon.ctx, &session_id);
+        parts.panes.open_new_stream(parts.ctx, &session_id);
     }
     // The holder's replay starts where this daemon's stream takes it up; from there on the
     // daemon forwards what it reads, so the holder's replay stays current.
-    let start = daemon.panes.stream_end(&session_id).unwrap_or(0);
+    let start = parts.panes.stream_end(&session_id).unwrap_or(0);
     let stream = mio::net::UnixStream::from_std(control);
     let source = Source::PtyHolder {
         session_id: session_id.clone(),
@@ -167,12 +168,12 @@ pub fn register(
         outbound: encode(Kind::Rebase, &start.to_be_bytes()),
         checkpointed: None,
     };
-    let holder = match daemon
+    let holder = match parts
         .ctx
         .add_source(source, Interest::READABLE | Interest::WRITABLE)
     {
         Ok(key) => {
-            daemon.panes.link_holder(&session_id, key);
+            parts.panes.link_holder(&session_id, key);
             Some(key)
         }
         Err(e) => {
@@ -182,36 +183,32 @@ pub fn register(
     };
     if !gap.is_empty() {
         // Forwarded back too; the holder recognises the bytes it has.
-        daemon
-            .panes
-            .accept_output(&mut daemon.ctx, &session_id, &gap);
+        parts.panes.accept_output(parts.ctx, &session_id, &gap);
     }
-    daemon.panes.install_stream(
-        &mut daemon.ctx,
-        &session_id,
-        PaneIo::Pty(Master::new(master)),
-    );
+    parts
+        .panes
+        .install_stream(parts.ctx, &session_id, PaneIo::Pty(Master::new(master)));
     match holder {
         // Frames that came with the hand-over (an exit) are handled like later ones.
-        Some(key) => on_holder_ready(daemon, key),
-        None => holder_lost(daemon, &session_id),
+        Some(key) => on_holder_ready(parts, key),
+        None => holder_lost(parts, &session_id),
     }
     match hello.exit {
         // Ended before this daemon started: recorded as found, like a dead tmux pane.
         Some(exit) if restarted => {
-            let idle_after = daemon.ctx.config.sessions.idle_after;
-            daemon.panes.mark_exited(&session_id);
-            if let Some(agent) = daemon.agents.registry.get_mut(&session_id) {
+            let idle_after = parts.ctx.config.sessions.idle_after;
+            parts.panes.mark_exited(&session_id);
+            if let Some(agent) = parts.agents.registry.get_mut(&session_id) {
                 agent.exit = Some(exit_info(exit));
                 agent.activity.on_exit(SystemTime::now());
                 agent.reported = agent.status(SystemTime::now(), idle_after);
                 agent.reported_activity = agent.activity.activity;
             }
         }
-        Some(exit) => record_exit(daemon, &session_id, exit_info(exit)),
+        Some(exit) => record_exit(parts, &session_id, exit_info(exit)),
         None => {}
     }
-    daemon.schedule_idle_check(&session_id);
+    parts.schedule_idle_check(&session_id);
 }
 
 /// The screen a restarted daemon starts a pty session's stream from: the holder's last
@@ -254,14 +251,14 @@ fn exit_info(exit: ExitStatus) -> ExitInfo {
 }
 
 /// The holder's connection is readable or writable: exits in, queued checkpoints out.
-pub fn on_holder_ready(daemon: &mut Daemon, key: usize) {
+pub fn on_holder_ready(parts: &mut Parts<'_>, key: usize) {
     let Some(Source::PtyHolder {
         session_id,
         stream,
         decoder,
         outbound,
         ..
-    }) = daemon.ctx.sources.get_mut(key)
+    }) = parts.ctx.sources.get_mut(key)
     else {
         return;
     };
@@ -289,12 +286,12 @@ pub fn on_holder_ready(daemon: &mut Daemon, key: usize) {
         }
     }
     for exit in exits {
-        record_exit(daemon, &session_id, exit_info(exit));
+        record_exit(parts, &session_id, exit_info(exit));
     }
     if closed {
-        daemon.ctx.remove_source(key);
-        if daemon.panes.unlink_holder(&session_id, key) {
-            holder_lost(daemon, &session_id);
+        parts.ctx.remove_source(key);
+        if parts.panes.unlink_holder(&session_id, key) {
+            holder_lost(parts, &session_id);
         }
     }
 }
@@ -302,40 +299,40 @@ pub fn on_holder_ready(daemon: &mut Daemon, key: usize) {
 /// The holder went away while the daemon runs (killed from outside). The agent keeps its
 /// terminal through the daemon's copy of the master; its exit is watched by pid, and how it
 /// ended can no longer be told.
-fn holder_lost(daemon: &mut Daemon, session_id: &str) {
-    let Some(agent) = daemon.agents.registry.get(session_id) else {
+fn holder_lost(parts: &mut Parts<'_>, session_id: &str) {
+    let Some(agent) = parts.agents.registry.get(session_id) else {
         return;
     };
     if agent.exit.is_some() || agent.pending_exit.is_some() {
         return;
     }
     log::warn!("{session_id}: its pty holder is gone; watching the agent's process instead");
-    if !manager::watch_exit(daemon, session_id) {
-        record_exit(daemon, session_id, ExitInfo::Unknown);
+    if !manager::watch_exit(parts, session_id) {
+        record_exit(parts, session_id, ExitInfo::Unknown);
     }
 }
 
 /// The holder reported how the agent ended. Output it printed last may still be on its way
 /// through the terminal: the exit is announced when the terminal reaches its end, or after
 /// [`EXIT_OUTPUT_WAIT`].
-pub fn record_exit(daemon: &mut Daemon, session_id: &str, exit: ExitInfo) {
-    let Some(agent) = daemon.agents.registry.get_mut(session_id) else {
+pub fn record_exit(parts: &mut Parts<'_>, session_id: &str, exit: ExitInfo) {
+    let Some(agent) = parts.agents.registry.get_mut(session_id) else {
         return;
     };
     if agent.exit.is_some() || agent.pending_exit.is_some() {
         return;
     }
     agent.pending_exit = Some(exit);
-    let read_before = daemon.panes.get(session_id).map(|p| p.output_bytes());
-    let captured = daemon.panes.drain(&mut daemon.ctx, session_id);
-    if daemon.panes.get(session_id).map(|p| p.output_bytes()) != read_before {
+    let read_before = parts.panes.get(session_id).map(|p| p.output_bytes());
+    let captured = parts.panes.drain(parts.ctx, session_id);
+    if parts.panes.get(session_id).map(|p| p.output_bytes()) != read_before {
         // The agent's last output counts as activity before its exit is announced.
-        daemon.on_pane_output(session_id);
+        parts.on_pane_output(session_id);
     }
     if !captured {
-        output_ended(daemon, session_id);
+        output_ended(parts, session_id);
     } else {
-        daemon
+        parts
             .ctx
             .timers
             .schedule_in(EXIT_OUTPUT_WAIT, Timer::PtyExit(session_id.to_string()));
@@ -343,8 +340,8 @@ pub fn record_exit(daemon: &mut Daemon, session_id: &str, exit: ExitInfo) {
 }
 
 /// The terminal reached its end (or the wait for it is over): announce a waiting exit.
-pub fn output_ended(daemon: &mut Daemon, session_id: &str) {
-    let Some(exit) = daemon
+pub fn output_ended(parts: &mut Parts<'_>, session_id: &str) {
+    let Some(exit) = parts
         .agents
         .registry
         .get_mut(session_id)
@@ -352,18 +349,16 @@ pub fn output_ended(daemon: &mut Daemon, session_id: &str) {
     else {
         return;
     };
-    manager::exited(daemon, session_id, exit);
+    manager::exited(parts, session_id, exit);
     // The final screen, for a daemon that restarts before the session is deleted.
-    daemon
-        .panes
-        .schedule_checkpoint(&mut daemon.ctx, session_id);
+    parts.panes.schedule_checkpoint(parts.ctx, session_id);
 }
 
 /// Finds the pty sessions an earlier daemon left (their metadata files) and takes their
 /// holders' hand-over (blocking; runs once at start, before the loop). Sessions whose
 /// holder is gone are forgotten. Returns how many were adopted.
-pub fn adopt(daemon: &mut Daemon) -> usize {
-    let dir = daemon.ctx.config.pty_dir();
+pub fn adopt(parts: &mut Parts<'_>) -> usize {
+    let dir = parts.ctx.config.pty_dir();
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return 0;
     };
@@ -402,10 +397,10 @@ pub fn adopt(daemon: &mut Daemon) -> usize {
         else {
             continue;
         };
-        if daemon.agents.registry.get(&meta.id).is_some() {
+        if parts.agents.registry.get(&meta.id).is_some() {
             continue;
         }
-        let timeout = daemon.ctx.config.pty.handover_timeout;
+        let timeout = parts.ctx.config.pty.handover_timeout;
         let connected = key
             .as_ref()
             .map_err(Clone::clone)
@@ -431,18 +426,18 @@ pub fn adopt(daemon: &mut Daemon) -> usize {
             created_at,
         );
         let pane = manager::pane_spec(
-            &daemon.ctx.config,
+            &parts.ctx.config,
             &agent,
-            daemon.ctx.config.tmux.height,
-            daemon.ctx.config.tmux.width,
+            parts.ctx.config.tmux.height,
+            parts.ctx.config.tmux.width,
         );
-        manager::restore_adopted(daemon, &mut agent, meta.hook_token.as_ref());
+        manager::restore_adopted(parts, &mut agent, meta.hook_token.as_ref());
         log::info!(
             "{}: re-adopted from its pty holder (pid {})",
             agent.id,
             attached.hello.pid
         );
-        register(daemon, agent, pane, attached, true);
+        register(parts, agent, pane, attached, true);
         count += 1;
     }
     count

@@ -3,12 +3,12 @@
 use std::time::SystemTime;
 
 use super::error::{ApiError, ErrorCode};
+use super::{ApiState, Parts};
 use super::{Handled, json, parse_body};
 use crate::agents::activity::{Activity, ActivityState};
 use crate::agents::history::Role;
 use crate::agents::manager::{self, SpawnParams};
 use crate::agents::{Agent, AgentStatus, ExitInfo};
-use crate::daemon::Daemon;
 use crate::net::ConnId;
 use crate::proto::http::Request;
 use crate::time::rfc3339;
@@ -19,7 +19,7 @@ use crate::wire::rest::{
 
 /// `POST /api/agents/spawn`.
 pub fn spawn(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     conn: ConnId,
     request: &Request,
     extra_headers: Vec<(String, String)>,
@@ -31,38 +31,41 @@ pub fn spawn(
     let mut params = SpawnParams::new(body.agent_type, body.working_dir, body.env);
     params.name = body.name;
     manager::spawn(
-        daemon,
+        &mut parts.for_agents(),
         params,
-        Box::new(move |daemon: &mut Daemon, result| {
-            let response = match result {
-                Ok(spawned) => match daemon.agents.get(&spawned.session_id) {
-                    Some(agent) => json(
-                        201,
-                        &SpawnResponse {
-                            session_id: agent.id.clone(),
-                            agent_type: agent.agent_type.clone(),
-                            status: AgentStatus::Running.as_str(),
-                            tmux_session: agent.tmux_session.to_string(),
-                            created_at: rfc3339(agent.created_at),
-                        },
-                    ),
-                    None => ApiError::new(
-                        500,
-                        ErrorCode::AgentSpawnFailed,
-                        "the session ended before it could be reported",
-                    )
-                    .to_response(),
-                },
-                Err(error) => ApiError::from_spawn(error).to_response(),
-            };
-            daemon.ctx.reply(conn, response.with_headers(extra_headers));
-        }),
+        crate::ctx::done::<ApiState, Result<manager::Spawned, crate::agents::error::SpawnError>>(
+            move |mut reach, result| {
+                let parts = &mut reach;
+                let response = match result {
+                    Ok(spawned) => match parts.agents.get(&spawned.session_id) {
+                        Some(agent) => json(
+                            201,
+                            &SpawnResponse {
+                                session_id: agent.id.clone(),
+                                agent_type: agent.agent_type.clone(),
+                                status: AgentStatus::Running.as_str(),
+                                tmux_session: agent.tmux_session.to_string(),
+                                created_at: rfc3339(agent.created_at),
+                            },
+                        ),
+                        None => ApiError::new(
+                            500,
+                            ErrorCode::AgentSpawnFailed,
+                            "the session ended before it could be reported",
+                        )
+                        .to_response(),
+                    },
+                    Err(error) => ApiError::from_spawn(error).to_response(),
+                };
+                parts.ctx.reply(conn, response.with_headers(extra_headers));
+            },
+        ),
     );
     Handled::Later
 }
 
 /// `GET /api/agents?status=&agent_type=&activity=`.
-pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
+pub fn list(parts: &mut Parts<'_>, request: &Request) -> Handled {
     let status = match request.query_param("status") {
         None => None,
         Some(Ok(text)) => match AgentStatus::parse(&text) {
@@ -84,9 +87,9 @@ pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
     let agent_type = match request.query_param("agent_type") {
         None => None,
         Some(Ok(text)) => {
-            if !daemon.ctx.config.agents.contains_key(&text) {
+            if !parts.ctx.config.agents.contains_key(&text) {
                 return Handled::Now(
-                    ApiError::unknown_agent_type(&text, &daemon.ctx.config).to_response(),
+                    ApiError::unknown_agent_type(&text, &parts.ctx.config).to_response(),
                 );
             }
             Some(text)
@@ -119,8 +122,8 @@ pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
         }
     };
     let now = SystemTime::now();
-    let idle_after = daemon.ctx.config.sessions.idle_after;
-    let agents: Vec<AgentSummary> = daemon
+    let idle_after = parts.ctx.config.sessions.idle_after;
+    let agents: Vec<AgentSummary> = parts
         .agents
         .sorted()
         .into_iter()
@@ -147,23 +150,24 @@ pub fn list(daemon: &mut Daemon, request: &Request) -> Handled {
 }
 
 /// `GET /api/agents/{id}`: details with a fresh sample of the process tree.
-pub fn get(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
-    if daemon.agents.get(id).is_none() {
+pub fn get(parts: &mut Parts<'_>, conn: ConnId, id: &str) -> Handled {
+    if parts.agents.get(id).is_none() {
         return Handled::Now(ApiError::session_not_found(id).to_response());
     }
-    if !daemon.ctx.jobs.has_room() {
-        return Handled::Now(ApiError::workers_busy(daemon.ctx.jobs.name()).to_response());
+    if !parts.ctx.jobs.has_room() {
+        return Handled::Now(ApiError::workers_busy(parts.ctx.jobs.name()).to_response());
     }
     let id_owned = id.to_string();
     manager::sample(
-        daemon,
+        &mut parts.for_agents(),
         id,
-        Box::new(move |daemon: &mut Daemon, metrics| {
-            let response = match (metrics, daemon.agents.get(&id_owned)) {
-                (Some(metrics), Some(agent)) => json(200, &detail(daemon, agent, metrics)),
+        crate::ctx::done::<ApiState, _>(move |mut reach: Parts<'_>, metrics| {
+            let parts = &mut reach;
+            let response = match (metrics, parts.agents.get(&id_owned)) {
+                (Some(metrics), Some(agent)) => json(200, &detail(parts, agent, metrics)),
                 _ => ApiError::session_not_found(&id_owned).to_response(),
             };
-            daemon.ctx.reply(conn, response);
+            parts.ctx.reply(conn, response);
         }),
     );
     Handled::Later
@@ -180,9 +184,9 @@ fn activity_view(state: &ActivityState) -> ActivityView {
     }
 }
 
-fn detail(daemon: &Daemon, agent: &Agent, metrics: manager::Metrics) -> AgentDetail {
-    let status = agent.status(SystemTime::now(), daemon.ctx.config.sessions.idle_after);
-    let pane = daemon.panes.get(&agent.id);
+fn detail(parts: &Parts<'_>, agent: &Agent, metrics: manager::Metrics) -> AgentDetail {
+    let status = agent.status(SystemTime::now(), parts.ctx.config.sessions.idle_after);
+    let pane = parts.panes.get(&agent.id);
     AgentDetail {
         session_id: agent.id.clone(),
         agent_type: agent.agent_type.clone(),
@@ -223,8 +227,8 @@ const PAGE_ENVELOPE_BYTES: usize = 1024;
 /// one page at a time. A page holds the newest kept messages before `before` (a `seq`; all
 /// of them without it), at most `limit` of them and at most `sessions.max_messages_page_bytes`
 /// of JSON; `next_before` is the `before` of the page of older ones (`null`: there are none).
-pub fn messages(daemon: &Daemon, request: &Request, id: &str) -> Handled {
-    let Some(agent) = daemon.agents.get(id) else {
+pub fn messages(parts: &Parts<'_>, request: &Request, id: &str) -> Handled {
+    let Some(agent) = parts.agents.get(id) else {
         return Handled::Now(ApiError::session_not_found(id).to_response());
     };
     let number = |name: &str| -> Result<Option<u64>, ApiError> {
@@ -243,7 +247,7 @@ pub fn messages(daemon: &Daemon, request: &Request, id: &str) -> Handled {
         (Ok(limit), Ok(before)) => (limit.unwrap_or(u64::MAX), before.unwrap_or(u64::MAX)),
         (Err(error), _) | (_, Err(error)) => return Handled::Now(error.to_response()),
     };
-    let room = daemon
+    let room = parts
         .ctx
         .config
         .sessions
@@ -297,15 +301,16 @@ fn message_view(entry: &crate::agents::history::Entry) -> MessageView<'_> {
 }
 
 /// `DELETE /api/agents/{id}`.
-pub fn kill(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
-    if daemon.agents.get(id).is_some() && !daemon.ctx.kill_jobs.has_room() {
-        return Handled::Now(ApiError::workers_busy(daemon.ctx.kill_jobs.name()).to_response());
+pub fn kill(parts: &mut Parts<'_>, conn: ConnId, id: &str) -> Handled {
+    if parts.agents.get(id).is_some() && !parts.ctx.kill_jobs.has_room() {
+        return Handled::Now(ApiError::workers_busy(parts.ctx.kill_jobs.name()).to_response());
     }
     let id_owned = id.to_string();
     manager::kill(
-        daemon,
+        &mut parts.for_agents(),
         id,
-        Box::new(move |daemon: &mut Daemon, result| {
+        crate::ctx::done::<ApiState, _>(move |mut reach: Parts<'_>, result| {
+            let parts = &mut reach;
             let response = match result {
                 Ok(at) => json(
                     200,
@@ -317,7 +322,7 @@ pub fn kill(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
                 ),
                 Err(error) => ApiError::from_kill(error).to_response(),
             };
-            daemon.ctx.reply(conn, response);
+            parts.ctx.reply(conn, response);
         }),
     );
     Handled::Later

@@ -4,9 +4,9 @@
 
 use std::time::SystemTime;
 
+use super::Parts;
 use super::auth::Scope;
 use super::error::{ApiError, ErrorCode};
-use crate::daemon::Daemon;
 use crate::metrics::{Gauges, render};
 use crate::proto::http::{Request, Response};
 
@@ -15,11 +15,11 @@ pub const METRICS_PATH: &str = "/metrics";
 
 /// Answers `GET /metrics`.
 pub fn scrape(
-    daemon: &Daemon,
+    parts: &Parts<'_>,
     caller: super::Caller,
     request: &Request,
 ) -> Result<Response, ApiError> {
-    if !daemon.ctx.config.metrics.enabled {
+    if !parts.ctx.config.metrics.enabled {
         return Err(ApiError::new(
             404,
             ErrorCode::NotFound,
@@ -34,19 +34,19 @@ pub fn scrape(
         )
         .with_header("Allow", "GET"));
     }
-    let scraper = daemon.api.metrics_token.as_deref().is_some_and(|expected| {
+    let scraper = parts.api.metrics_token.as_deref().is_some_and(|expected| {
         super::auth::bearer_token(request.header("authorization"))
             .is_ok_and(|given| super::auth::constant_time_eq(given.as_bytes(), expected.as_bytes()))
     });
     if !scraper {
-        super::authorize(daemon, caller, request, Scope::Observe)?;
+        super::authorize(parts, caller, request, Scope::Observe)?;
     }
     let body = render(
-        &daemon.ctx.metrics,
-        daemon.panes.output_counts(),
-        &gauges(daemon),
-        daemon.ctx.tmux.timing(),
-        daemon.tasks.store_timing(),
+        &parts.ctx.metrics,
+        parts.panes.output_counts(),
+        &gauges(parts),
+        parts.ctx.tmux.timing(),
+        parts.tasks.store_timing(),
     );
     Ok(Response {
         status: 200,
@@ -58,22 +58,22 @@ pub fn scrape(
     })
 }
 
-fn gauges(daemon: &Daemon) -> Gauges {
+fn gauges(parts: &Parts<'_>) -> Gauges {
     let now = SystemTime::now();
-    let idle_after = daemon.ctx.config.sessions.idle_after;
+    let idle_after = parts.ctx.config.sessions.idle_after;
     let mut gauges = Gauges {
-        viewers: daemon.api.observers as u64,
-        uptime_seconds: daemon.ctx.started.elapsed().as_secs(),
+        viewers: parts.api.observers as u64,
+        uptime_seconds: parts.ctx.started.elapsed().as_secs(),
         ..Gauges::default()
     };
-    for agent in daemon.agents.sorted() {
+    for agent in parts.agents.sorted() {
         let key = (
             agent.status(now, idle_after).as_str(),
             agent.activity.activity.as_str(),
         );
         *gauges.sessions.entry(key).or_default() += 1;
     }
-    for ticket in daemon.tasks.tickets() {
+    for ticket in parts.tasks.tickets() {
         *gauges.tickets.entry(ticket.status().as_str()).or_default() += 1;
     }
     gauges

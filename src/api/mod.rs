@@ -15,6 +15,41 @@ pub mod tasks;
 pub mod web;
 pub mod web_login;
 
+/// What the API may reach: every part, and the context. Handlers get this, never the daemon.
+pub struct Parts<'a> {
+    /// The loop's shared context.
+    pub ctx: &'a mut crate::ctx::Ctx,
+    /// Pane output and input.
+    pub panes: &'a mut crate::panes::Panes,
+    /// Agent sessions.
+    pub agents: &'a mut crate::agents::Agents,
+    /// Delegated tasks.
+    pub tasks: &'a mut crate::tasks::Tasks,
+    /// The API's own state.
+    pub api: &'a mut ApiState,
+}
+
+impl Parts<'_> {
+    /// What agents code may reach, borrowed from these parts.
+    pub fn for_agents(&mut self) -> crate::agents::Parts<'_> {
+        crate::agents::Parts {
+            ctx: self.ctx,
+            panes: self.panes,
+            agents: self.agents,
+        }
+    }
+
+    /// What tasks code may reach, borrowed from these parts.
+    pub fn for_tasks(&mut self) -> crate::tasks::Parts<'_> {
+        crate::tasks::Parts {
+            ctx: self.ctx,
+            panes: self.panes,
+            agents: self.agents,
+            tasks: self.tasks,
+        }
+    }
+}
+
 /// A one-time WebSocket connect ticket (not to be confused with a task's ticket).
 #[derive(Debug, Clone)]
 pub struct WsTicket {
@@ -113,7 +148,6 @@ use std::time::{Instant, SystemTime};
 use auth::{Principal, Scope};
 use error::{ApiError, ErrorCode};
 
-use crate::daemon::Daemon;
 use crate::net::ConnId;
 use crate::proto::http::{Request, Response};
 use crate::wire::rest::Health;
@@ -382,14 +416,14 @@ impl Caller {
 /// The principal of a request on the local API socket that carries no token: subject
 /// `local`, both scopes; a browser session started with its login link lasts
 /// `web.session_ttl`.
-pub fn local_principal(daemon: &Daemon) -> Principal {
+pub fn local_principal(parts: &Parts<'_>) -> Principal {
     Principal {
         subject: "local".into(),
         scopes: auth::Scopes {
             observe: true,
             control: true,
         },
-        expires_at: auth::now_secs().saturating_add(daemon.ctx.config.web.session_ttl.as_secs()),
+        expires_at: auth::now_secs().saturating_add(parts.ctx.config.web.session_ttl.as_secs()),
         session: None,
     }
 }
@@ -397,18 +431,18 @@ pub fn local_principal(daemon: &Daemon) -> Principal {
 /// Who sent a request: the bearer token when there is one, else the browser session cookie
 /// (which is refused on requests from other origins, see [`web_login::cross_site_refusal`]).
 pub fn authenticate(
-    daemon: &Daemon,
+    parts: &Parts<'_>,
     request: &Request,
 ) -> Result<(Principal, Credential), ApiError> {
     if request.header("authorization").is_none()
-        && let Some(session) = cookie_session(daemon, request)
+        && let Some(session) = cookie_session(parts, request)
     {
         let (principal, sid) = session?;
         return Ok((principal, Credential::Cookie(sid)));
     }
     let token = auth::bearer_token(request.header("authorization"))
         .map_err(|e| ApiError::unauthorized(e.0))?;
-    let principal = daemon
+    let principal = parts
         .api
         .auth
         .verify(token)
@@ -436,7 +470,7 @@ fn session_cookies(request: &Request) -> Vec<&str> {
 /// key the request carries. `401` when none verifies; `403` when the request is cross-site
 /// or lacks the page key of every one that does.
 fn cookie_session(
-    daemon: &Daemon,
+    parts: &Parts<'_>,
     request: &Request,
 ) -> Option<Result<(Principal, String), ApiError>> {
     let cookies = session_cookies(request);
@@ -446,7 +480,7 @@ fn cookie_session(
     let mut refusal = None;
     let mut verified = Vec::new();
     for cookie in cookies {
-        match daemon.api.web.verify_session(cookie, auth::now_secs()) {
+        match parts.api.web.verify_session(cookie, auth::now_secs()) {
             Ok(session) => verified.push(session),
             Err(e) => {
                 refusal.get_or_insert(e);
@@ -462,7 +496,7 @@ fn cookie_session(
     }
     let mut wrong_key = None;
     for (principal, sid) in verified {
-        match check_page_key(daemon, request, &sid) {
+        match check_page_key(parts, request, &sid) {
             Ok(()) => return Some(Ok((principal, sid))),
             Err(error) => {
                 wrong_key.get_or_insert(error);
@@ -478,9 +512,9 @@ pub const PAGE_KEY_HEADER: &str = "x-orchestra-key";
 /// `403 FORBIDDEN` unless the request carries the page key of session `sid` (see
 /// [`web_login::WebLogins::page_key`]): a cookie replayed by a server on another port of
 /// this host, which browsers send it to, is refused.
-fn check_page_key(daemon: &Daemon, request: &Request, sid: &str) -> Result<(), ApiError> {
+fn check_page_key(parts: &Parts<'_>, request: &Request, sid: &str) -> Result<(), ApiError> {
     let given = request.header_str(PAGE_KEY_HEADER).unwrap_or_default();
-    if daemon.api.web.page_key_matches(sid, given.trim()) {
+    if parts.api.web.page_key_matches(sid, given.trim()) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -511,16 +545,16 @@ pub fn check_same_origin(request: &Request) -> Result<(), ApiError> {
 /// Checks the credentials and the scope a route needs. A request on the local API socket
 /// without a token is the daemon's own user.
 pub fn authorize(
-    daemon: &Daemon,
+    parts: &Parts<'_>,
     caller: Caller,
     request: &Request,
     scope: Scope,
 ) -> Result<(Principal, Credential), ApiError> {
     let (principal, credential) =
         if caller == Caller::Local && request.header("authorization").is_none() {
-            (local_principal(daemon), Credential::Local)
+            (local_principal(parts), Credential::Local)
         } else {
-            authenticate(daemon, request)?
+            authenticate(parts, request)?
         };
     if !principal.scopes.allows(scope) {
         return Err(ApiError::new(
@@ -593,40 +627,40 @@ fn foreign_host(host: &str) -> ApiError {
 /// Dispatches one request from `caller`: callers and `Host`s that may not use the daemon are
 /// refused; then the WebSocket endpoint, `/metrics`, the dashboard's pages, and the API's
 /// endpoints (authorized and rate-limited, then served).
-pub fn handle(daemon: &mut Daemon, conn: ConnId, caller: Caller, request: &Request) -> Handled {
-    if let Some(refusal) = refuse_caller(daemon, caller, request) {
+pub fn handle(parts: &mut Parts<'_>, conn: ConnId, caller: Caller, request: &Request) -> Handled {
+    if let Some(refusal) = refuse_caller(parts, caller, request) {
         return refusal;
     }
     let peer = caller.ip();
     if request.path == OBSERVE_PATH {
-        let handled = observe::upgrade(daemon, caller, request);
+        let handled = observe::upgrade(parts, caller, request);
         if let Handled::Upgrade {
             principal: Err(_), ..
         } = handled
-            && let Err(limited) = count_auth_failure(daemon, peer)
+            && let Err(limited) = count_auth_failure(parts, peer)
         {
             return Handled::Refuse(limited);
         }
         return handled;
     }
     if request.path == metrics::METRICS_PATH {
-        let result = metrics::scrape(daemon, caller, request);
-        return counting_auth_failures(daemon, peer, result);
+        let result = metrics::scrape(parts, caller, request);
+        return counting_auth_failures(parts, peer, result);
     }
     if web::is_page_path(&request.path) {
-        return Handled::Now(web::page(daemon, request));
+        return Handled::Now(web::page(parts, request));
     }
     let route = match route(&request.method, &request.path) {
         Ok(route) => route,
         Err(error) => return Handled::Now(error.to_response()),
     };
-    if let Some(handled) = without_authorization(daemon, peer, &route, request) {
+    if let Some(handled) = without_authorization(parts, peer, &route, request) {
         return handled;
     }
-    let (principal, credential) = match authorize(daemon, caller, request, route.scope()) {
+    let (principal, credential) = match authorize(parts, caller, request, route.scope()) {
         Ok(found) => found,
         Err(error) if error.status == 401 => {
-            return Handled::Now(match count_auth_failure(daemon, peer) {
+            return Handled::Now(match count_auth_failure(parts, peer) {
                 Ok(limit_headers) => {
                     let mut response = error.to_response();
                     response.headers.extend(limit_headers);
@@ -637,12 +671,12 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, caller: Caller, request: &Reque
         }
         Err(error) => return Handled::Now(error.to_response()),
     };
-    let limit_headers = match rate_limit(daemon, peer, &route, &principal) {
+    let limit_headers = match rate_limit(parts, peer, &route, &principal) {
         Ok(headers) => headers,
         Err(limited) => return Handled::Now(limited),
     };
     let handled = serve(
-        daemon,
+        parts,
         conn,
         request,
         route,
@@ -662,7 +696,7 @@ pub fn handle(daemon: &mut Daemon, conn: ConnId, caller: Caller, request: &Reque
 /// Refuses a process of another user on the local socket, and (except on the local socket,
 /// which no browser reaches) a request whose `Host` does not name this daemon, against DNS
 /// rebinding.
-fn refuse_caller(daemon: &Daemon, caller: Caller, request: &Request) -> Option<Handled> {
+fn refuse_caller(parts: &Parts<'_>, caller: Caller, request: &Request) -> Option<Handled> {
     if caller == Caller::Foreign {
         return Some(Handled::Refuse(
             ApiError::new(
@@ -674,7 +708,7 @@ fn refuse_caller(daemon: &Daemon, caller: Caller, request: &Request) -> Option<H
         ));
     }
     let host = request.header_str("host");
-    let config = &daemon.ctx.config;
+    let config = &parts.ctx.config;
     if caller == Caller::Local || host_allowed(&config.allowed_hosts, config.listen, host) {
         return None;
     }
@@ -690,7 +724,7 @@ fn refuse_caller(daemon: &Daemon, caller: Caller, request: &Request) -> Option<H
 /// The endpoints answered before (or without) authorization: the OpenAPI document, the
 /// server's proof, and logging in and out, which check their own credentials.
 fn without_authorization(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     peer: IpAddr,
     route: &Route,
     request: &Request,
@@ -700,23 +734,23 @@ fn without_authorization(
             Response::json(200, OPENAPI.as_bytes().to_vec())
                 .with_header("Cache-Control", "no-cache"),
         ),
-        Route::ServerProof => web::now(proof::answer(daemon, request)),
+        Route::ServerProof => web::now(proof::answer(parts, request)),
         Route::Login => {
-            let result = web::login(daemon, request);
-            counting_auth_failures(daemon, peer, result)
+            let result = web::login(parts, request);
+            counting_auth_failures(parts, peer, result)
         }
-        Route::Logout => logout(daemon, request),
+        Route::Logout => logout(parts, request),
         _ => return None,
     })
 }
 
 /// `POST /api/logout`. Ending a session takes what using it takes: the cookie and its page
 /// key (a server on another port of this host receives the cookie, never the key).
-fn logout(daemon: &mut Daemon, request: &Request) -> Handled {
+fn logout(parts: &mut Parts<'_>, request: &Request) -> Handled {
     if let Err(error) = check_same_origin(request) {
         return Handled::Now(error.to_response());
     }
-    let session = match cookie_session(daemon, request) {
+    let session = match cookie_session(parts, request) {
         None => None,
         Some(Ok(session)) => Some(session),
         Some(Err(error)) if error.status == 403 => {
@@ -725,20 +759,20 @@ fn logout(daemon: &mut Daemon, request: &Request) -> Handled {
         // Nothing valid to end: the cookies are cleared all the same.
         Some(Err(_)) => None,
     };
-    Handled::Now(web::logout(daemon, request, session))
+    Handled::Now(web::logout(parts, request, session))
 }
 
 /// The spawn and delegate rate limits of `principal`: `Ok` with the limit's headers, or the
 /// `429` to answer.
 fn rate_limit(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     peer: IpAddr,
     route: &Route,
     principal: &Principal,
 ) -> Result<Vec<(String, String)>, Response> {
     let (limiter, name) = match route {
-        Route::Spawn => (&mut daemon.api.rate.spawn, "spawn"),
-        Route::Delegate => (&mut daemon.api.rate.delegate, "delegate"),
+        Route::Spawn => (&mut parts.api.rate.spawn, "spawn"),
+        Route::Delegate => (&mut parts.api.rate.delegate, "delegate"),
         _ => return Ok(Vec::new()),
     };
     if limiter.disabled() {
@@ -748,7 +782,7 @@ fn rate_limit(
     if decision.allowed {
         return Ok(decision.headers());
     }
-    *daemon.ctx.metrics.rate_limited.entry(name).or_default() += 1;
+    *parts.ctx.metrics.rate_limited.entry(name).or_default() += 1;
     log::info!("{peer}: rate limit of {:?} exceeded", principal.subject);
     Err(rate_limited(decision).to_response())
 }
@@ -756,7 +790,7 @@ fn rate_limit(
 /// The routing table: what each authorized endpoint does. `limit_headers` are the rate
 /// limit's, for the answers that are queued later.
 fn serve(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     conn: ConnId,
     request: &Request,
     route: Route,
@@ -765,24 +799,24 @@ fn serve(
     limit_headers: Vec<(String, String)>,
 ) -> Handled {
     match route {
-        Route::WsTicket => observe::issue_ticket(daemon, principal),
-        Route::Health => Handled::Now(json(200, &health(daemon))),
-        Route::Spawn => agents::spawn(daemon, conn, request, limit_headers),
-        Route::ListAgents => agents::list(daemon, request),
-        Route::GetAgent(id) => agents::get(daemon, conn, &id),
-        Route::KillAgent(id) => agents::kill(daemon, conn, &id),
-        Route::AgentMessages(id) => agents::messages(daemon, request, &id),
-        Route::Delegate => tasks::delegate(daemon, conn, request, principal, limit_headers),
-        Route::ListTasks => tasks::list(daemon, request),
-        Route::GetTask(id) => tasks::get(daemon, &id),
-        Route::CancelTask(id) => tasks::cancel(daemon, conn, &id),
-        Route::DecidePlan(approve) => tasks::decide_plan(daemon, request, approve),
+        Route::WsTicket => observe::issue_ticket(parts, principal),
+        Route::Health => Handled::Now(json(200, &health(parts))),
+        Route::Spawn => agents::spawn(parts, conn, request, limit_headers),
+        Route::ListAgents => agents::list(parts, request),
+        Route::GetAgent(id) => agents::get(parts, conn, &id),
+        Route::KillAgent(id) => agents::kill(parts, conn, &id),
+        Route::AgentMessages(id) => agents::messages(parts, request, &id),
+        Route::Delegate => tasks::delegate(parts, conn, request, principal, limit_headers),
+        Route::ListTasks => tasks::list(parts, request),
+        Route::GetTask(id) => tasks::get(parts, &id),
+        Route::CancelTask(id) => tasks::cancel(parts, conn, &id),
+        Route::DecidePlan(approve) => tasks::decide_plan(parts, request, approve),
         Route::Session => Handled::Now(json(
             200,
             &web::SessionInfo::new(&principal, credential.as_str()),
         )),
         Route::LoginCodes => web::now(web::issue_login_code(
-            daemon,
+            parts,
             request,
             &principal,
             &credential,
@@ -796,12 +830,12 @@ fn serve(
 /// Answers `result`, counting a `401` as a credential failure of `peer` (see
 /// [`count_auth_failure`]).
 fn counting_auth_failures(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     peer: IpAddr,
     result: Result<Response, ApiError>,
 ) -> Handled {
     if result.as_ref().is_err_and(|e| e.status == 401)
-        && let Err(limited) = count_auth_failure(daemon, peer)
+        && let Err(limited) = count_auth_failure(parts, peer)
     {
         return Handled::Now(limited);
     }
@@ -812,10 +846,10 @@ fn counting_auth_failures(
 /// cannot be guessed fast: within the limit, `Ok` with the limit's headers; past it, the
 /// `429` to answer instead.
 fn count_auth_failure(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     peer: IpAddr,
 ) -> Result<Vec<(String, String)>, Response> {
-    let decision = daemon
+    let decision = parts
         .api
         .rate
         .auth_failures
@@ -823,7 +857,7 @@ fn count_auth_failure(
     if decision.allowed {
         return Ok(decision.headers());
     }
-    *daemon
+    *parts
         .ctx
         .metrics
         .rate_limited
@@ -846,15 +880,15 @@ pub fn rate_limited(decision: ratelimit::Decision) -> ApiError {
     error
 }
 
-fn health(daemon: &Daemon) -> Health {
+fn health(parts: &Parts<'_>) -> Health {
     Health {
         status: "healthy",
         version: env!("CARGO_PKG_VERSION"),
-        uptime_seconds: daemon.ctx.started.elapsed().as_secs(),
-        sessions: daemon.agents.len(),
-        observers: daemon.api.observers,
-        tasks_pending: daemon.tasks.queued(),
-        tasks_running: daemon.tasks.running(),
+        uptime_seconds: parts.ctx.started.elapsed().as_secs(),
+        sessions: parts.agents.len(),
+        observers: parts.api.observers,
+        tasks_pending: parts.tasks.queued(),
+        tasks_running: parts.tasks.running(),
     }
 }
 
@@ -917,8 +951,8 @@ mod tests {
         assert!(host_allowed(&listed, loopback, Some("Orchestra.test:8080")));
         assert!(!host_allowed(&listed, loopback, Some("evil.example")));
         let public: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
-        assert!(host_allowed(&none, public, Some("daemon.twingate")));
-        assert!(!host_allowed(&listed, public, Some("daemon.twingate")));
+        assert!(host_allowed(&none, public, Some("parts.twingate")));
+        assert!(!host_allowed(&listed, public, Some("parts.twingate")));
         assert!(host_allowed(&["*".to_string()], loopback, Some("anything")));
         assert_eq!(host_name("[::1]:80"), "[::1]");
         assert_eq!(host_name("Example.org"), "example.org");

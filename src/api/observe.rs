@@ -7,10 +7,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::auth::{Principal, Scope, bearer_token};
 use super::error::{ApiError, ErrorCode};
 use super::ratelimit::WsVerdict;
+use super::{ApiState, Parts};
 use super::{Handled, json};
 use crate::agents::history::Role;
 use crate::api::WsTicket;
-use crate::daemon::{Daemon, Timer};
+use crate::ctx::Timer;
 use crate::net::ConnId;
 use crate::panes::hub::{SubscribeError, SubscribeStart};
 use crate::panes::typing::{AckKind, InputAck, Typing};
@@ -29,7 +30,7 @@ pub enum After {
 }
 
 /// Decides an upgrade request on `/ws/observe`.
-pub fn upgrade(daemon: &mut Daemon, caller: super::Caller, request: &Request) -> Handled {
+pub fn upgrade(parts: &mut Parts<'_>, caller: super::Caller, request: &Request) -> Handled {
     let upgrade = match ws::validate_upgrade(request) {
         Ok(upgrade) => upgrade,
         Err(error) => {
@@ -57,7 +58,7 @@ pub fn upgrade(daemon: &mut Daemon, caller: super::Caller, request: &Request) ->
         || upgrade
             .origin
             .as_ref()
-            .is_some_and(|origin| !origin_allowed(daemon, origin, request.header_str("host")))
+            .is_some_and(|origin| !origin_allowed(parts, origin, request.header_str("host")))
     {
         let error = ApiError::new(
             403,
@@ -71,9 +72,9 @@ pub fn upgrade(daemon: &mut Daemon, caller: super::Caller, request: &Request) ->
         && request.query_param("token").is_none()
         && request.query_param("ticket").is_none();
     let principal = if local {
-        Ok(super::local_principal(daemon))
+        Ok(super::local_principal(parts))
     } else {
-        credentials(daemon, request)
+        credentials(parts, request)
     }
     .and_then(|p| {
         if p.scopes.allows(Scope::Observe) {
@@ -83,7 +84,7 @@ pub fn upgrade(daemon: &mut Daemon, caller: super::Caller, request: &Request) ->
         }
     });
     if principal.is_ok() {
-        daemon.api.observers += 1;
+        parts.api.observers += 1;
     }
     Handled::Upgrade {
         accept: ws::accept_response(&upgrade),
@@ -92,9 +93,9 @@ pub fn upgrade(daemon: &mut Daemon, caller: super::Caller, request: &Request) ->
 }
 
 /// The daemon's own origin (the page it serves), or one `websocket.allowed_origins` lists.
-pub fn origin_allowed(daemon: &Daemon, origin: &str, host: Option<&str>) -> bool {
+pub fn origin_allowed(parts: &Parts<'_>, origin: &str, host: Option<&str>) -> bool {
     is_own_origin(origin, host)
-        || daemon
+        || parts
             .ctx
             .config
             .websocket
@@ -113,10 +114,10 @@ pub fn is_own_origin(origin: &str, host: Option<&str>) -> bool {
 }
 
 /// The principal from `?ticket=`, `?token=` or `Authorization: Bearer`.
-fn credentials(daemon: &mut Daemon, request: &Request) -> Result<Principal, String> {
+fn credentials(parts: &mut Parts<'_>, request: &Request) -> Result<Principal, String> {
     if let Some(ticket) = request.query_param("ticket") {
         let ticket = ticket.map_err(|_| "malformed ticket".to_string())?;
-        return match daemon.api.ws_tickets.remove(&ticket) {
+        return match parts.api.ws_tickets.remove(&ticket) {
             Some(t) if t.expires > Instant::now() => Ok(t.principal),
             _ => Err("unknown, used or expired ticket".into()),
         };
@@ -127,7 +128,7 @@ fn credentials(daemon: &mut Daemon, request: &Request) -> Result<Principal, Stri
             .map_err(|e| e.0.to_string())?
             .to_string(),
     };
-    daemon.api.auth.verify(&token).map_err(|e| e.0.to_string())
+    parts.api.auth.verify(&token).map_err(|e| e.0.to_string())
 }
 
 /// The frames sent before closing a connection whose credentials were refused.
@@ -144,21 +145,21 @@ pub fn refused_credentials(reason: &str) -> Vec<u8> {
 }
 
 /// `POST /api/ws-ticket`: a one-time ticket standing for the caller's token.
-pub fn issue_ticket(daemon: &mut Daemon, principal: Principal) -> Handled {
+pub fn issue_ticket(parts: &mut Parts<'_>, principal: Principal) -> Handled {
     let ticket = crate::panes::attach::new_token();
-    let ttl = daemon.ctx.config.websocket.ticket_ttl;
-    if daemon.api.ws_tickets.len() >= 10_000 {
+    let ttl = parts.ctx.config.websocket.ticket_ttl;
+    if parts.api.ws_tickets.len() >= 10_000 {
         let now = Instant::now();
-        daemon.api.ws_tickets.retain(|_, t| t.expires > now);
+        parts.api.ws_tickets.retain(|_, t| t.expires > now);
     }
-    daemon.api.ws_tickets.insert(
+    parts.api.ws_tickets.insert(
         ticket.clone(),
         WsTicket {
             principal,
             expires: Instant::now() + ttl,
         },
     );
-    daemon
+    parts
         .ctx
         .timers
         .schedule_in(ttl + Duration::from_secs(1), Timer::TicketSweep);
@@ -173,14 +174,14 @@ pub fn issue_ticket(daemon: &mut Daemon, principal: Principal) -> Handled {
 
 /// Sends an `error` answer to one connection.
 fn send_error(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     conn: ConnId,
     code: ErrorCode,
     message: &str,
     session: Option<&str>,
     id: Option<&serde_json::Value>,
 ) {
-    daemon.ctx.send_ws(
+    parts.ctx.send_ws(
         conn,
         &ServerMessage::Error {
             error_code: code,
@@ -194,23 +195,23 @@ fn send_error(
 /// Handles one text message from an authenticated observer: its credentials must still hold
 /// and the connection must be within its message rate; then the message is parsed and
 /// answered.
-pub fn on_text(daemon: &mut Daemon, conn: ConnId, principal: &Principal, text: &str) -> After {
+pub fn on_text(parts: &mut Parts<'_>, conn: ConnId, principal: &Principal, text: &str) -> After {
     log::trace!("ws {conn:?} <- {} bytes", text.len());
-    if let Some(after) = expired(daemon, conn, principal) {
+    if let Some(after) = expired(parts, conn, principal) {
         return after;
     }
-    if let Some(after) = over_rate(daemon, conn) {
+    if let Some(after) = over_rate(parts, conn) {
         return after;
     }
-    if let Some(message) = parse(daemon, conn, text) {
-        answer(daemon, conn, principal, message);
+    if let Some(message) = parse(parts, conn, text) {
+        answer(parts, conn, principal, message);
     }
     After::Continue
 }
 
 /// Closes the connection (after an `INVALID_TOKEN` error) once its token has expired or its
 /// browser session was logged out.
-fn expired(daemon: &mut Daemon, conn: ConnId, principal: &Principal) -> Option<After> {
+fn expired(parts: &mut Parts<'_>, conn: ConnId, principal: &Principal) -> Option<After> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -218,12 +219,12 @@ fn expired(daemon: &mut Daemon, conn: ConnId, principal: &Principal) -> Option<A
     let logged_out = principal
         .session
         .as_deref()
-        .is_some_and(|sid| daemon.api.web.is_logged_out(sid));
-    if !logged_out && principal.expires_at + daemon.ctx.config.auth.leeway.as_secs() >= now {
+        .is_some_and(|sid| parts.api.web.is_logged_out(sid));
+    if !logged_out && principal.expires_at + parts.ctx.config.auth.leeway.as_secs() >= now {
         return None;
     }
     let code = ErrorCode::InvalidToken;
-    send_error(daemon, conn, code, "token expired", None, None);
+    send_error(parts, conn, code, "token expired", None, None);
     Some(After::Close(
         close::POLICY_VIOLATION,
         "token expired".into(),
@@ -232,15 +233,15 @@ fn expired(daemon: &mut Daemon, conn: ConnId, principal: &Principal) -> Option<A
 
 /// The connection's message rate: past it, the message is dropped with a
 /// `RATE_LIMIT_EXCEEDED` error; far past it, the connection is closed.
-fn over_rate(daemon: &mut Daemon, conn: ConnId) -> Option<After> {
-    let verdict = daemon
+fn over_rate(parts: &mut Parts<'_>, conn: ConnId) -> Option<After> {
+    let verdict = parts
         .api
         .rate
         .ws_message(conn, std::time::Instant::now(), SystemTime::now());
     if matches!(verdict, WsVerdict::Allow) {
         return None;
     }
-    *daemon
+    *parts
         .ctx
         .metrics
         .rate_limited
@@ -254,12 +255,12 @@ fn over_rate(daemon: &mut Daemon, conn: ConnId) -> Option<After> {
                 "rate limit exceeded ({} messages per window); message dropped, retry in {} s",
                 decision.limit, decision.retry_after
             );
-            send_error(daemon, conn, code, &detail, None, None);
+            send_error(parts, conn, code, &detail, None, None);
             Some(After::Continue)
         }
         WsVerdict::Close(_) => {
             let detail = "rate limit exceeded again and again; closing";
-            send_error(daemon, conn, code, detail, None, None);
+            send_error(parts, conn, code, detail, None, None);
             Some(After::Close(
                 close::RATE_LIMITED,
                 "rate limit exceeded".into(),
@@ -270,10 +271,10 @@ fn over_rate(daemon: &mut Daemon, conn: ConnId) -> Option<After> {
 
 /// The client message in `text`, counted by type; `None` (after an `INVALID_REQUEST` error)
 /// when it is not one.
-fn parse(daemon: &mut Daemon, conn: ConnId, text: &str) -> Option<ClientMessage> {
+fn parse(parts: &mut Parts<'_>, conn: ConnId, text: &str) -> Option<ClientMessage> {
     match serde_json::from_str::<ClientMessage>(text) {
         Ok(message) => {
-            *daemon
+            *parts
                 .ctx
                 .metrics
                 .ws_in
@@ -282,19 +283,19 @@ fn parse(daemon: &mut Daemon, conn: ConnId, text: &str) -> Option<ClientMessage>
             Some(message)
         }
         Err(e) => {
-            *daemon.ctx.metrics.ws_in.entry("invalid").or_default() += 1;
+            *parts.ctx.metrics.ws_in.entry("invalid").or_default() += 1;
             let detail = format!("invalid message: {}", crate::bounded(&e.to_string()));
-            send_error(daemon, conn, ErrorCode::InvalidRequest, &detail, None, None);
+            send_error(parts, conn, ErrorCode::InvalidRequest, &detail, None, None);
             None
         }
     }
 }
 
 /// Answers a client message: one function per kind.
-fn answer(daemon: &mut Daemon, conn: ConnId, principal: &Principal, message: ClientMessage) {
+fn answer(parts: &mut Parts<'_>, conn: ConnId, principal: &Principal, message: ClientMessage) {
     match message {
         ClientMessage::Ping { id } => {
-            daemon
+            parts
                 .ctx
                 .send_ws(conn, &ServerMessage::Pong { id: id.as_ref() });
         }
@@ -302,11 +303,11 @@ fn answer(daemon: &mut Daemon, conn: ConnId, principal: &Principal, message: Cli
             session_id,
             since,
             stream,
-        } => subscribe(daemon, conn, &session_id, since, stream.as_deref()),
+        } => subscribe(parts, conn, &session_id, since, stream.as_deref()),
         ClientMessage::UnsubscribeTerminal { session_id } => {
-            daemon.panes.unsubscribe(conn, &session_id);
+            parts.panes.unsubscribe(conn, &session_id);
             let session_id = &session_id;
-            daemon
+            parts
                 .ctx
                 .send_ws(conn, &ServerMessage::Unsubscribed { session_id });
         }
@@ -318,7 +319,7 @@ fn answer(daemon: &mut Daemon, conn: ConnId, principal: &Principal, message: Cli
             let typing = Typing::Message(content.clone());
             let kind = AckKind::UserMessage;
             if type_into(
-                daemon,
+                parts,
                 conn,
                 principal,
                 &session_id,
@@ -326,7 +327,9 @@ fn answer(daemon: &mut Daemon, conn: ConnId, principal: &Principal, message: Cli
                 kind,
                 id.clone(),
             ) {
-                daemon.remember(&session_id, Role::User, content, id);
+                parts
+                    .for_agents()
+                    .remember(&session_id, Role::User, content, id);
             }
         }
         ClientMessage::TerminalInput {
@@ -336,7 +339,7 @@ fn answer(daemon: &mut Daemon, conn: ConnId, principal: &Principal, message: Cli
         } => {
             let typing = Typing::Raw(data.into_bytes());
             let kind = AckKind::TerminalInput;
-            let _ = type_into(daemon, conn, principal, &session_id, typing, kind, id);
+            let _ = type_into(parts, conn, principal, &session_id, typing, kind, id);
         }
         ClientMessage::ApproveTool {
             session_id,
@@ -346,7 +349,7 @@ fn answer(daemon: &mut Daemon, conn: ConnId, principal: &Principal, message: Cli
         } => {
             let (request_id, decision) = (request_id.as_str(), decision.as_str());
             approve_tool(
-                daemon,
+                parts,
                 conn,
                 principal,
                 &session_id,
@@ -359,12 +362,12 @@ fn answer(daemon: &mut Daemon, conn: ConnId, principal: &Principal, message: Cli
             session_id,
             rows,
             cols,
-        } => resize(daemon, conn, principal, session_id, rows, cols),
+        } => resize(parts, conn, principal, session_id, rows, cols),
         ClientMessage::ApprovePlan { task_ids } => {
-            decide_plan(daemon, conn, principal, &task_ids, true)
+            decide_plan(parts, conn, principal, &task_ids, true)
         }
         ClientMessage::RejectPlan { task_ids } => {
-            decide_plan(daemon, conn, principal, &task_ids, false)
+            decide_plan(parts, conn, principal, &task_ids, false)
         }
     }
 }
@@ -372,16 +375,16 @@ fn answer(daemon: &mut Daemon, conn: ConnId, principal: &Principal, message: Cli
 /// `subscribe_terminal`: `subscribed`, then (unless resuming) a request for the screen that
 /// comes next.
 fn subscribe(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     conn: ConnId,
     session_id: &str,
     since: Option<u64>,
     stream: Option<&str>,
 ) {
-    match daemon.panes.subscribe(conn, session_id, since, stream) {
+    match parts.panes.subscribe(conn, session_id, since, stream) {
         Ok(start) => {
-            let stream_id = daemon.panes.stream_id(session_id).unwrap_or_default();
-            daemon.ctx.send_ws(
+            let stream_id = parts.panes.stream_id(session_id).unwrap_or_default();
+            parts.ctx.send_ws(
                 conn,
                 &ServerMessage::Subscribed {
                     session_id,
@@ -390,18 +393,18 @@ fn subscribe(
                 },
             );
             if let SubscribeStart::NeedsSnapshot(request) = start {
-                daemon.panes.request_snapshot(session_id, request);
+                parts.panes.request_snapshot(session_id, request);
             }
         }
         Err(SubscribeError::UnknownSession) => {
             let detail = format!("no agent session {}", crate::shown(session_id));
             let code = ErrorCode::SessionNotFound;
-            send_error(daemon, conn, code, &detail, Some(session_id), None);
+            send_error(parts, conn, code, &detail, Some(session_id), None);
         }
         Err(SubscribeError::TooMany(max)) => {
             let detail = format!("at most {max} subscriptions per connection");
             let code = ErrorCode::InvalidRequest;
-            send_error(daemon, conn, code, &detail, Some(session_id), None);
+            send_error(parts, conn, code, &detail, Some(session_id), None);
         }
     }
 }
@@ -409,7 +412,7 @@ fn subscribe(
 /// `approve_tool` from a `control` client: answers a permission an agent asked for
 /// (`decision` `allow` or `deny`, with `message` told to the agent).
 fn approve_tool(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     conn: ConnId,
     principal: &Principal,
     session_id: &str,
@@ -417,29 +420,33 @@ fn approve_tool(
     decision: &str,
     message: Option<String>,
 ) {
-    let refuse = |daemon: &mut Daemon, code, detail: &str| {
-        send_error(daemon, conn, code, detail, Some(session_id), None);
+    let refuse = |parts: &mut Parts<'_>, code, detail: &str| {
+        send_error(parts, conn, code, detail, Some(session_id), None);
     };
     if !principal.scopes.allows(Scope::Control) {
         let detail = "answering a permission needs the control scope";
-        return refuse(daemon, ErrorCode::Forbidden, detail);
+        return refuse(parts, ErrorCode::Forbidden, detail);
     }
     let allow = match decision {
         "allow" => true,
         "deny" => false,
         _ => {
             let detail = "decision must be \"allow\" or \"deny\"";
-            return refuse(daemon, ErrorCode::InvalidRequest, detail);
+            return refuse(parts, ErrorCode::InvalidRequest, detail);
         }
     };
-    if let Err(why) = daemon.decide_tool(session_id, request_id, allow, message.as_deref()) {
-        refuse(daemon, ErrorCode::InvalidRequest, &why);
+    if let Err(why) =
+        parts
+            .for_agents()
+            .decide_tool(session_id, request_id, allow, message.as_deref())
+    {
+        refuse(parts, ErrorCode::InvalidRequest, &why);
     }
 }
 
 /// Resizes a session's pane for a `control` client, within `panes.max_cols`/`max_rows`.
 fn resize(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     conn: ConnId,
     principal: &Principal,
     session_id: String,
@@ -447,13 +454,13 @@ fn resize(
     cols: u16,
 ) {
     let (max_cols, max_rows) = (
-        daemon.ctx.config.panes.max_cols,
-        daemon.ctx.config.panes.max_rows,
+        parts.ctx.config.panes.max_cols,
+        parts.ctx.config.panes.max_rows,
     );
     if !principal.scopes.allows(Scope::Control) {
         let detail = "resizing a pane needs the control scope";
         return send_error(
-            daemon,
+            parts,
             conn,
             ErrorCode::Forbidden,
             detail,
@@ -467,7 +474,7 @@ fn resize(
              (panes.max_rows)"
         );
         return send_error(
-            daemon,
+            parts,
             conn,
             ErrorCode::InvalidRequest,
             &detail,
@@ -477,27 +484,31 @@ fn resize(
     }
     let id = session_id.clone();
     crate::agents::manager::resize(
-        daemon,
+        &mut parts.for_agents(),
         &id,
         rows,
         cols,
-        Box::new(move |daemon: &mut Daemon, result| match result {
-            Ok(()) => daemon.ctx.send_ws(
-                conn,
-                &ServerMessage::ResizeTerminalAck {
-                    session_id: &session_id,
-                    rows,
-                    cols,
-                },
-            ),
-            Err((code, why)) => send_error(daemon, conn, code, &why, Some(&session_id), None),
+        crate::ctx::done::<ApiState, Result<(), (ErrorCode, String)>>(move |mut parts, result| {
+            match result {
+                Ok(()) => parts.ctx.send_ws(
+                    conn,
+                    &ServerMessage::ResizeTerminalAck {
+                        session_id: &session_id,
+                        rows,
+                        cols,
+                    },
+                ),
+                Err((code, why)) => {
+                    send_error(&mut parts, conn, code, &why, Some(&session_id), None)
+                }
+            }
         }),
     );
 }
 
 /// Approves or rejects a plan's proposed tasks for a `control` client.
 fn decide_plan(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     conn: ConnId,
     principal: &Principal,
     task_ids: &[u64],
@@ -505,16 +516,18 @@ fn decide_plan(
 ) {
     if !principal.scopes.allows(Scope::Control) {
         let detail = "deciding on a plan needs the control scope";
-        send_error(daemon, conn, ErrorCode::Forbidden, detail, None, None);
-    } else if let Err(error) = crate::tasks::lifecycle::decide_plan(daemon, task_ids, approve) {
+        send_error(parts, conn, ErrorCode::Forbidden, detail, None, None);
+    } else if let Err(error) =
+        crate::tasks::lifecycle::decide_plan(&mut parts.for_tasks(), task_ids, approve)
+    {
         let api = ApiError::from_task(error);
-        send_error(daemon, conn, api.code, &api.message, None, None);
+        send_error(parts, conn, api.code, &api.message, None, None);
     }
 }
 
 /// Types into a session's pane for a `control` client. Returns whether it was accepted.
 fn type_into(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     conn: ConnId,
     principal: &Principal,
     session_id: &str,
@@ -525,7 +538,7 @@ fn type_into(
     if !principal.scopes.allows(Scope::Control) {
         let detail = "typing into a pane needs the control scope";
         send_error(
-            daemon,
+            parts,
             conn,
             ErrorCode::Forbidden,
             detail,
@@ -539,13 +552,13 @@ fn type_into(
         kind,
         id: id.clone(),
     };
-    match daemon
+    match parts
         .panes
-        .type_input(&mut daemon.ctx, session_id, typing, Some(ack))
+        .type_input(parts.ctx, session_id, typing, Some(ack))
     {
         Ok(()) => true,
         Err((code, message)) => {
-            send_error(daemon, conn, code, &message, Some(session_id), id.as_ref());
+            send_error(parts, conn, code, &message, Some(session_id), id.as_ref());
             false
         }
     }

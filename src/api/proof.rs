@@ -12,9 +12,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Parts;
 use super::error::{ApiError, ErrorCode};
 use super::{json, parse_body};
-use crate::daemon::Daemon;
 use crate::proto::http::{Request, Response};
 use crate::proto::proof::{proof_of, valid_nonce};
 
@@ -43,7 +43,7 @@ struct ProofResponse {
 
 /// Answers a server-proof challenge (no credentials needed: it reveals nothing that
 /// grants access).
-pub fn answer(daemon: &Daemon, request: &Request) -> Result<Response, ApiError> {
+pub fn answer(parts: &Parts<'_>, request: &Request) -> Result<Response, ApiError> {
     let body: ProofRequest = parse_body(request)?;
     if !valid_nonce(&body.nonce) {
         return Err(ApiError::bad_request(
@@ -57,7 +57,7 @@ pub fn answer(daemon: &Daemon, request: &Request) -> Result<Response, ApiError> 
                     "token must be a token's header.payload, without its signature",
                 ));
             }
-            daemon
+            parts
                 .api
                 .auth
                 .server_proof(&input, &body.nonce)
@@ -74,7 +74,7 @@ pub fn answer(daemon: &Daemon, request: &Request) -> Result<Response, ApiError> 
             if session.is_empty() || session.len() > 128 {
                 return Err(ApiError::bad_request("session must be a session id"));
             }
-            proof_of(daemon.api.web.page_key(&session).as_bytes(), &body.nonce)
+            proof_of(parts.api.web.page_key(&session).as_bytes(), &body.nonce)
         }
         _ => {
             return Err(ApiError::bad_request(

@@ -2,8 +2,8 @@
 
 use super::auth::Principal;
 use super::error::ApiError;
+use super::{ApiState, Parts};
 use super::{Handled, json, parse_body};
-use crate::daemon::Daemon;
 use crate::net::ConnId;
 use crate::proto::http::Request;
 use crate::tasks::error::TaskError;
@@ -18,7 +18,7 @@ pub const DEFAULT_PAGE: usize = 50;
 
 /// `POST /api/delegate`.
 pub fn delegate(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     conn: ConnId,
     request: &Request,
     principal: Principal,
@@ -41,11 +41,12 @@ pub fn delegate(
         proposed: false,
     };
     lifecycle::delegate(
-        daemon,
+        &mut parts.for_tasks(),
         params,
-        Box::new(move |daemon: &mut Daemon, result| {
+        crate::ctx::done::<ApiState, Result<u64, TaskError>>(move |mut reach, result| {
+            let parts = &mut reach;
             let response = match result.map_err(ApiError::from_task).and_then(|task_id| {
-                daemon
+                parts
                     .tasks
                     .ticket(task_id)
                     .ok_or_else(|| ApiError::internal("the ticket was forgotten at once"))
@@ -66,7 +67,7 @@ pub fn delegate(
                 }
                 Err(error) => error.to_response(),
             };
-            daemon.ctx.reply(conn, response.with_headers(extra_headers));
+            parts.ctx.reply(conn, response.with_headers(extra_headers));
         }),
     );
     Handled::Later
@@ -99,22 +100,22 @@ pub fn view(ticket: &Ticket) -> TaskView<'_> {
 }
 
 /// `GET /api/tasks/{id}` (ticket id or task id).
-pub fn get(daemon: &Daemon, id: &str) -> Handled {
-    Handled::Now(match daemon.tasks.find(id) {
+pub fn get(parts: &Parts<'_>, id: &str) -> Handled {
+    Handled::Now(match parts.tasks.find(id) {
         Some(ticket) => json(200, &view(ticket)),
         None => ApiError::from_task(TaskError::NotFound(id.to_string())).to_response(),
     })
 }
 
 /// `GET /api/tasks?status=&agent_type=&limit=&offset=`, newest first.
-pub fn list(daemon: &Daemon, request: &Request) -> Handled {
-    match list_page(daemon, request) {
+pub fn list(parts: &Parts<'_>, request: &Request) -> Handled {
+    match list_page(parts, request) {
         Ok(handled) => handled,
         Err(error) => Handled::Now(error.to_response()),
     }
 }
 
-fn list_page(daemon: &Daemon, request: &Request) -> Result<Handled, ApiError> {
+fn list_page(parts: &Parts<'_>, request: &Request) -> Result<Handled, ApiError> {
     let param = |name: &str| -> Result<Option<String>, ApiError> {
         request
             .query_param(name)
@@ -147,7 +148,7 @@ fn list_page(daemon: &Daemon, request: &Request) -> Result<Handled, ApiError> {
         )));
     }
     let offset = number("offset", 0)?;
-    let matching: Vec<TaskView> = daemon
+    let matching: Vec<TaskView> = parts
         .tasks
         .tickets()
         .rev()
@@ -170,18 +171,18 @@ fn list_page(daemon: &Daemon, request: &Request) -> Result<Handled, ApiError> {
 
 /// `POST /api/plans/approve` or `/reject`: the plan's proposed tasks become `pending` (and
 /// run) or end `cancelled`; answers with the tickets.
-pub fn decide_plan(daemon: &mut Daemon, request: &Request, approve: bool) -> Handled {
+pub fn decide_plan(parts: &mut Parts<'_>, request: &Request, approve: bool) -> Handled {
     let body: PlanDecision = match parse_body(request) {
         Ok(body) => body,
         Err(error) => return Handled::Now(error.to_response()),
     };
-    if let Err(error) = lifecycle::decide_plan(daemon, &body.task_ids, approve) {
+    if let Err(error) = lifecycle::decide_plan(&mut parts.for_tasks(), &body.task_ids, approve) {
         return Handled::Now(ApiError::from_task(error).to_response());
     }
     let tasks: Vec<TaskView> = body
         .task_ids
         .iter()
-        .filter_map(|id| daemon.tasks.ticket(*id))
+        .filter_map(|id| parts.tasks.ticket(*id))
         .map(view)
         .collect();
     Handled::Now(json(
@@ -196,13 +197,14 @@ pub fn decide_plan(daemon: &mut Daemon, request: &Request, approve: bool) -> Han
 }
 
 /// `DELETE /api/tasks/{id}`: answers once the ticket is `cancelled`.
-pub fn cancel(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
+pub fn cancel(parts: &mut Parts<'_>, conn: ConnId, id: &str) -> Handled {
     lifecycle::cancel(
-        daemon,
+        &mut parts.for_tasks(),
         id,
-        Box::new(move |daemon: &mut Daemon, result| {
+        crate::ctx::done::<ApiState, _>(move |mut reach: Parts<'_>, result| {
+            let parts = &mut reach;
             let response = match result {
-                Ok(task_id) => match daemon.tasks.ticket(task_id) {
+                Ok(task_id) => match parts.tasks.ticket(task_id) {
                     Some(ticket) => json(200, &view(ticket)),
                     None => {
                         ApiError::from_task(TaskError::NotFound(task_id.to_string())).to_response()
@@ -210,7 +212,7 @@ pub fn cancel(daemon: &mut Daemon, conn: ConnId, id: &str) -> Handled {
                 },
                 Err(error) => ApiError::from_task(error).to_response(),
             };
-            daemon.ctx.reply(conn, response);
+            parts.ctx.reply(conn, response);
         }),
     );
     Handled::Later

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::Parts;
 use super::auth::{Principal, Scope, Scopes, now_secs};
 use super::error::{ApiError, ErrorCode};
 use super::web_login::{LoginError, clear_cookie, set_cookie};
 use super::{Handled, json, parse_body};
-use crate::daemon::Daemon;
 use crate::proto::http::{Request, Response};
 
 /// The policy of the dashboard's pages: scripts, styles and connections only from the
@@ -92,11 +92,11 @@ pub fn is_page_path(path: &str) -> bool {
 }
 
 /// Serves `GET`/`HEAD` of the page, its assets and the login link.
-pub fn page(daemon: &mut Daemon, request: &Request) -> Response {
+pub fn page(parts: &mut Parts<'_>, request: &Request) -> Response {
     if request.path == "/login" {
         return match request.method.as_str() {
             "GET" | "HEAD" => login_page(request),
-            "POST" => login_link(daemon, request),
+            "POST" => login_link(parts, request),
             _ => ApiError::new(
                 405,
                 ErrorCode::MethodNotAllowed,
@@ -127,7 +127,7 @@ pub fn page(daemon: &mut Daemon, request: &Request) -> Response {
         .iter()
         .enumerate()
         .find(|(_, asset)| asset.path == path);
-    let Some((index, asset)) = found.filter(|_| daemon.ctx.config.web.dashboard) else {
+    let Some((index, asset)) = found.filter(|_| parts.ctx.config.web.dashboard) else {
         return ApiError::new(404, ErrorCode::NotFound, "no such page").to_response();
     };
     let etag = &etags()[index];
@@ -262,7 +262,7 @@ fn login_failed(error: LoginError, head: bool) -> Response {
 /// `POST /login` (form field `code`, from the daemon's own login page): exchanges a one-time
 /// code for the session cookie and sends the browser to the dashboard, with the page key in
 /// the fragment; a used, expired or unknown code gets a page that says so.
-fn login_link(daemon: &mut Daemon, request: &Request) -> Response {
+fn login_link(parts: &mut Parts<'_>, request: &Request) -> Response {
     // A form posted from a page with `Referrer-Policy: no-referrer` says `Origin: null`;
     // the browser's `Sec-Fetch-Site` still tells that it came from the daemon's own page.
     let from_own_page = request.header_str("origin") == Some("null")
@@ -278,23 +278,24 @@ fn login_link(daemon: &mut Daemon, request: &Request) -> Response {
         .find_map(|pair| pair.strip_prefix("code="))
         .unwrap_or_default()
         .trim();
-    match daemon.api.web.redeem_code(code, Instant::now()) {
-        Ok((subject, scopes, ends)) => match start_session(daemon, request, &subject, scopes, ends)
-        {
-            // The page key travels in the fragment, which browsers never send to a server.
-            // The session id goes with it: the page asks the daemon to prove it derives the
-            // key from it (POST /api/server-proof) before sending the key anywhere.
-            Ok((cookie, key, sid)) => Response {
-                status: 303,
-                headers: vec![
-                    ("Location".into(), format!("/#key={key}&session={sid}")),
-                    ("Set-Cookie".into(), cookie),
-                    ("Cache-Control".into(), "no-store".into()),
-                ],
-                body: Vec::new(),
-            },
-            Err(error) => error.to_response(),
-        },
+    match parts.api.web.redeem_code(code, Instant::now()) {
+        Ok((subject, scopes, ends)) => {
+            match start_session(parts, request, &subject, scopes, ends) {
+                // The page key travels in the fragment, which browsers never send to a server.
+                // The session id goes with it: the page asks the daemon to prove it derives the
+                // key from it (POST /api/server-proof) before sending the key anywhere.
+                Ok((cookie, key, sid)) => Response {
+                    status: 303,
+                    headers: vec![
+                        ("Location".into(), format!("/#key={key}&session={sid}")),
+                        ("Set-Cookie".into(), cookie),
+                        ("Cache-Control".into(), "no-store".into()),
+                    ],
+                    body: Vec::new(),
+                },
+                Err(error) => error.to_response(),
+            }
+        }
         Err(error) => login_failed(error, false),
     }
 }
@@ -303,20 +304,20 @@ fn login_link(daemon: &mut Daemon, request: &Request) -> Response {
 /// of the token that asked for the login link), whichever is first; returns its
 /// `Set-Cookie` value, page key and session id.
 fn start_session(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     request: &Request,
     subject: &str,
     scopes: Scopes,
     ends: u64,
 ) -> Result<(String, String, String), ApiError> {
     let now = now_secs();
-    let ends = ends.min(now.saturating_add(daemon.ctx.config.web.session_ttl.as_secs().max(1)));
+    let ends = ends.min(now.saturating_add(parts.ctx.config.web.session_ttl.as_secs().max(1)));
     if ends <= now {
         return Err(ApiError::unauthorized(
             "the token behind this login link has expired",
         ));
     }
-    let issued = daemon
+    let issued = parts
         .api
         .web
         .issue_session(subject, scopes, now, ends)
@@ -324,15 +325,15 @@ fn start_session(
     log::info!("browser session started for {subject:?}");
     let sid = issued.principal.session.clone().unwrap_or_default();
     Ok((
-        set_cookie(&issued.cookie, ends - now, secure(daemon, request)),
+        set_cookie(&issued.cookie, ends - now, secure(parts, request)),
         issued.key,
         sid,
     ))
 }
 
 /// Whether the cookie must be `Secure`: configured so, or the page came through a TLS proxy.
-fn secure(daemon: &Daemon, request: &Request) -> bool {
-    daemon.ctx.config.web.secure_cookie
+fn secure(parts: &Parts<'_>, request: &Request) -> bool {
+    parts.ctx.config.web.secure_cookie
         || request
             .header_str("x-forwarded-proto")
             .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
@@ -387,10 +388,10 @@ struct LoginRequest {
 /// `POST /api/login`: a pasted token becomes a session cookie with the token's scopes,
 /// ending when the token does (or after `web.session_ttl`, whichever is first). Refused
 /// from other origins (login CSRF).
-pub fn login(daemon: &mut Daemon, request: &Request) -> Result<Response, ApiError> {
+pub fn login(parts: &mut Parts<'_>, request: &Request) -> Result<Response, ApiError> {
     super::check_same_origin(request)?;
     let body: LoginRequest = parse_body(request)?;
-    let principal = daemon
+    let principal = parts
         .api
         .auth
         .verify(body.token.trim())
@@ -398,11 +399,11 @@ pub fn login(daemon: &mut Daemon, request: &Request) -> Result<Response, ApiErro
     let now = now_secs();
     let ends = principal
         .expires_at
-        .min(now + daemon.ctx.config.web.session_ttl.as_secs().max(1));
+        .min(now + parts.ctx.config.web.session_ttl.as_secs().max(1));
     if ends <= now {
         return Err(ApiError::unauthorized("token expired"));
     }
-    let issued = daemon
+    let issued = parts
         .api
         .web
         .issue_session(&principal.subject, principal.scopes, now, ends)
@@ -413,32 +414,32 @@ pub fn login(daemon: &mut Daemon, request: &Request) -> Result<Response, ApiErro
     info.session = issued.principal.session.clone();
     Ok(json(200, &info).with_header(
         "Set-Cookie",
-        set_cookie(&issued.cookie, ends - now, secure(daemon, request)),
+        set_cookie(&issued.cookie, ends - now, secure(parts, request)),
     ))
 }
 
 /// `POST /api/logout`: ends the browser session (recorded, so the cookie stays refused even
 /// if it was copied, and after a restart) and clears the cookie.
 pub fn logout(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     request: &Request,
     session: Option<(Principal, String)>,
 ) -> Response {
     if let Some((principal, sid)) = session {
-        let line = daemon
+        let line = parts
             .api
             .web
             .log_out(&sid, principal.expires_at, now_secs());
-        let path = daemon.ctx.config.web_logouts_file();
+        let path = parts.ctx.config.web_logouts_file();
         // The append is disk I/O: it runs on a worker, never on the loop.
-        daemon.ctx.jobs.run(move || {
+        parts.ctx.jobs.run(move || {
             use std::io::Write;
             let written = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&path)
                 .and_then(|mut file| file.write_all(line.as_bytes()));
-            Box::new(move |_daemon: &mut Daemon| {
+            Box::new(move |_: &mut crate::ctx::World| {
                 if let Err(e) = written {
                     log::warn!("cannot record a logout in {}: {e}", path.display());
                 }
@@ -446,19 +447,19 @@ pub fn logout(
         });
         log::info!("browser session of {:?} logged out", principal.subject);
         // What the session opened ends with it: its WebSockets and unused tickets.
-        for conn in daemon.api.web_sockets.remove(&sid).unwrap_or_default() {
-            daemon.ctx.ws.close.push((
+        for conn in parts.api.web_sockets.remove(&sid).unwrap_or_default() {
+            parts.ctx.ws.close.push((
                 conn,
                 crate::proto::ws::close::POLICY_VIOLATION,
                 "logged out".into(),
             ));
         }
-        daemon
+        parts
             .api
             .ws_tickets
             .retain(|_, ticket| ticket.principal.session.as_deref() != Some(sid.as_str()));
     }
-    let secure = secure(daemon, request);
+    let secure = secure(parts, request);
     let response = json(200, &crate::wire::rest::LoggedOut { logged_out: true })
         .with_header("Set-Cookie", clear_cookie(secure));
     if secure {
@@ -487,7 +488,7 @@ struct LoginCodeResponse {
 /// `POST /api/login-codes`: a one-time login link for a browser, with at most the caller's
 /// own scope (`{"scope": "observe"}` for a read-only one).
 pub fn issue_login_code(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     request: &Request,
     principal: &Principal,
     credential: &super::Credential,
@@ -528,8 +529,8 @@ pub fn issue_login_code(
         observe: true,
         control: scope == Scope::Control,
     };
-    let ttl = daemon.ctx.config.web.login_code_ttl;
-    let code = daemon
+    let ttl = parts.ctx.config.web.login_code_ttl;
+    let code = parts
         .api
         .web
         .issue_code(
@@ -548,12 +549,12 @@ pub fn issue_login_code(
     // Over the local socket the link points at the address the daemon listens on.
     let own_address;
     let host = if matches!(credential, super::Credential::Local) {
-        own_address = link_host(daemon.ctx.config.listen);
+        own_address = link_host(parts.ctx.config.listen);
         own_address.as_str()
     } else {
         request.header_str("host").unwrap_or("localhost")
     };
-    let scheme = if secure(daemon, request) {
+    let scheme = if secure(parts, request) {
         "https"
     } else {
         "http"
@@ -571,14 +572,14 @@ pub fn issue_login_code(
 
 /// A login link for the person who started `orchestra serve` in a terminal: control scope,
 /// valid for `web.login_code_ttl`.
-pub fn startup_link(daemon: &mut Daemon, address: std::net::SocketAddr) -> Option<String> {
+pub fn startup_link(parts: &mut Parts<'_>, address: std::net::SocketAddr) -> Option<String> {
     let scopes = Scopes {
         observe: true,
         control: true,
     };
-    let ttl: Duration = daemon.ctx.config.web.login_code_ttl;
-    let ends = now_secs().saturating_add(daemon.ctx.config.web.session_ttl.as_secs());
-    let code = daemon
+    let ttl: Duration = parts.ctx.config.web.login_code_ttl;
+    let ends = now_secs().saturating_add(parts.ctx.config.web.session_ttl.as_secs());
+    let code = parts
         .api
         .web
         .issue_code("local", true, scopes, ends, ttl, Instant::now())

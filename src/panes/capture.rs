@@ -323,7 +323,7 @@ impl Panes {
             let result = tmux::describe_pane(&tmux_pane)
                 .map_err(TmuxError::from)
                 .and_then(|l| tmux.run(&l));
-            then(move |panes: &mut Panes, ctx| match result {
+            then::<Panes>(move |(panes, ctx)| match result {
                 Err(TmuxError::NoServer) => panes.announce(PaneEvent::Vanished {
                     session_id,
                     reason: "the tmux server is gone",
@@ -392,7 +392,7 @@ impl Panes {
             if result.is_err() {
                 let _ = std::fs::remove_file(&token_file);
             }
-            then(move |panes: &mut Panes, ctx| match result {
+            then::<Panes>(move |(panes, ctx)| match result {
                 Ok(seed) => {
                     if let Some(pane) = panes.by_session.get_mut(&session_id)
                         && let Rearm::InProgress { seed: slot, .. } = &mut pane.rearm
@@ -484,7 +484,7 @@ impl Panes {
             let result = seed::seed_command(&tmux_pane, None)
                 .map_err(TmuxError::from)
                 .and_then(|l| tmux.run(&l));
-            then(move |panes: &mut Panes, _| {
+            then::<Panes>(move |(panes, _)| {
                 if let Some(seed) = result.ok().as_deref().and_then(seed::parse_seed) {
                     panes.reseed(&session_id, seed, "daemon restarted", true);
                 }
@@ -646,7 +646,7 @@ impl Panes {
                 .and_then(|l| l.arg(if on { "1" } else { "0" }))
                 .map_err(TmuxError::from)
                 .and_then(|l| tmux.run(&l));
-            then(move |_: &mut Panes, _| {
+            then::<Panes>(move |(_, _)| {
                 if let Err(e) = result {
                     log::debug!("{name}: cannot record the paste mode: {e}");
                 }
@@ -669,7 +669,7 @@ impl Panes {
             let panes = tmux::list_panes()
                 .map_err(TmuxError::from)
                 .and_then(|l| tmux.run(&l));
-            then(move |panes_part: &mut Panes, ctx| {
+            then::<Panes>(move |(panes_part, ctx)| {
                 let output = match panes {
                     Ok(output) => output,
                     Err(TmuxError::NoServer) => String::new(),

@@ -15,14 +15,17 @@ use super::error::TaskError;
 use super::prompt;
 use super::workspace::{self, ScanLimits};
 use super::{Ending, Isolation, NewTask, Outcome, Phase, TaskContext, TaskResult, Ticket, now_ms};
+use crate::agents::error::SpawnError;
 use crate::agents::history::Role;
 use crate::agents::manager::{self, SpawnParams};
 use crate::agents::validate::{PrivateDirs, resolve_working_dir};
 use crate::agents::{ExitInfo, new_session_ids, procfs};
-use crate::daemon::{Daemon, Done, Timer};
+use crate::ctx::{Done, Timer, then};
 use crate::error_code::ErrorCode;
 use crate::panes::pane_text::PaneText;
 use crate::panes::typing::Typing;
+use crate::tasks::Parts;
+use crate::tasks::Tasks;
 use crate::tmux::SessionName;
 use crate::wire::ws::ServerMessage;
 
@@ -57,10 +60,10 @@ pub struct DelegateParams {
     pub proposed: bool,
 }
 
-fn scan_limits(daemon: &Daemon) -> ScanLimits {
+fn scan_limits(parts: &Parts<'_>) -> ScanLimits {
     ScanLimits {
-        max_files: daemon.ctx.config.tasks.max_snapshot_files,
-        command_timeout: daemon
+        max_files: parts.ctx.config.tasks.max_snapshot_files,
+        command_timeout: parts
             .ctx
             .config
             .tmux
@@ -71,20 +74,20 @@ fn scan_limits(daemon: &Daemon) -> ScanLimits {
 
 /// Accepts a delegation: validates it, stores the ticket durably and queues it. `done`
 /// gets the task id once the ticket is on disk, or the error to answer with.
-pub fn delegate(daemon: &mut Daemon, params: DelegateParams, done: Done<Result<u64, TaskError>>) {
-    match check(daemon, &params) {
+pub fn delegate(parts: &mut Parts<'_>, params: DelegateParams, done: Done<Result<u64, TaskError>>) {
+    match check(parts, &params) {
         Ok(dir) => {
-            let roots = daemon.ctx.config.sessions.allowed_roots.clone();
-            let private = PrivateDirs::of(&daemon.ctx.config);
-            let git_timeout = scan_limits(daemon).command_timeout;
+            let roots = parts.ctx.config.sessions.allowed_roots.clone();
+            let private = PrivateDirs::of(&parts.ctx.config);
+            let git_timeout = scan_limits(parts).command_timeout;
             // Resolving a directory is quick; asking git about it may not be.
             let pool = match params.isolation {
-                Isolation::Worktree => &daemon.ctx.slow_jobs,
-                Isolation::None => &daemon.ctx.jobs,
+                Isolation::Worktree => &parts.ctx.slow_jobs,
+                Isolation::None => &parts.ctx.jobs,
             };
             if !pool.has_room() {
                 let pool = pool.name();
-                return done(daemon, Err(TaskError::WorkersBusy { pool }));
+                return parts.ctx.finish(done, Err(TaskError::WorkersBusy { pool }));
             }
             pool.run(move || {
                 let checked = resolve_working_dir(&dir, &roots, &private)
@@ -100,19 +103,19 @@ pub fn delegate(daemon: &mut Daemon, params: DelegateParams, done: Done<Result<u
                         }
                         Ok(dir)
                     });
-                Box::new(move |daemon: &mut Daemon| match checked {
-                    Ok(dir) => create(daemon, params, dir, done),
-                    Err(error) => done(daemon, Err(error)),
+                then::<Tasks>(move |mut parts: Parts<'_>| match checked {
+                    Ok(dir) => create(&mut parts, params, dir, done),
+                    Err(error) => parts.ctx.finish(done, Err(error)),
                 })
             });
         }
-        Err(error) => done(daemon, Err(error)),
+        Err(error) => parts.ctx.finish(done, Err(error)),
     }
 }
 
 /// The checks that need no file system; returns the directory to validate.
-fn check(daemon: &Daemon, params: &DelegateParams) -> Result<String, TaskError> {
-    let config = &daemon.ctx.config;
+fn check(parts: &Parts<'_>, params: &DelegateParams) -> Result<String, TaskError> {
+    let config = &parts.ctx.config;
     let Some(agent_type) = config.agents.get(&params.agent_type) else {
         return Err(TaskError::UnknownType {
             name: params.agent_type.clone(),
@@ -175,13 +178,13 @@ fn check(daemon: &Daemon, params: &DelegateParams) -> Result<String, TaskError> 
             "test_command must be a non-empty argv array, e.g. [\"cargo\", \"test\"]".into(),
         ));
     }
-    if daemon.ctx.shutting_down {
+    if parts.ctx.shutting_down {
         return Err(TaskError::ShuttingDown);
     }
-    check_queue(daemon)?;
+    check_queue(parts)?;
     let primary = match &params.from_session {
         Some(id) => Some(
-            daemon
+            parts
                 .agents
                 .get(id)
                 .ok_or_else(|| TaskError::SessionNotFound(id.clone()))?,
@@ -203,9 +206,9 @@ fn check(daemon: &Daemon, params: &DelegateParams) -> Result<String, TaskError> 
         .ok_or_else(|| TaskError::Invalid("no working_dir given and no default workspace".into()))
 }
 
-fn check_queue(daemon: &Daemon) -> Result<(), TaskError> {
-    let max = daemon.ctx.config.tasks.max_queued;
-    if daemon.tasks.book.queued() + daemon.tasks.book.creating >= max {
+fn check_queue(parts: &Parts<'_>) -> Result<(), TaskError> {
+    let max = parts.ctx.config.tasks.max_queued;
+    if parts.tasks.book.queued() + parts.tasks.book.creating >= max {
         return Err(TaskError::QueueFull { max });
     }
     Ok(())
@@ -213,20 +216,20 @@ fn check_queue(daemon: &Daemon) -> Result<(), TaskError> {
 
 /// Creates the ticket and stores it; it joins the book and the queue once durable.
 fn create(
-    daemon: &mut Daemon,
+    parts: &mut Parts<'_>,
     params: DelegateParams,
     dir: PathBuf,
     done: Done<Result<u64, TaskError>>,
 ) {
-    if let Err(error) = check_queue(daemon) {
-        return done(daemon, Err(error));
+    if let Err(error) = check_queue(parts) {
+        return parts.ctx.finish(done, Err(error));
     }
-    let task_id = daemon.tasks.book.next_task_id;
-    daemon.tasks.book.next_task_id += 1;
+    let task_id = parts.tasks.book.next_task_id;
+    parts.tasks.book.next_task_id += 1;
     let (session_id, name) = new_session_ids(&params.agent_type);
     let timeout_ms = params
         .timeout_ms
-        .unwrap_or(daemon.ctx.config.tasks.default_timeout.as_millis() as u64);
+        .unwrap_or(parts.ctx.config.tasks.default_timeout.as_millis() as u64);
     let proposed = params.proposed;
     let mut ticket = Ticket::new(
         task_id,
@@ -246,54 +249,59 @@ fn create(
     if proposed {
         ticket.phase = Phase::Proposed;
     }
-    daemon.tasks.book.creating += 1;
+    parts.tasks.book.creating += 1;
     let stored = ticket.clone();
-    daemon.tasks.store.create(
+    parts.tasks.store.create(
         &stored,
-        Box::new(move |daemon: &mut Daemon, result| {
-            daemon.tasks.book.creating -= 1;
-            match result {
-                Ok(()) => {
-                    log::info!(
-                        "task {} ({}) accepted for a {} agent in {}",
-                        ticket.task_id,
-                        ticket.ticket_id,
-                        ticket.agent_type,
-                        ticket.requested_dir.display()
-                    );
-                    daemon.tasks.book.insert(ticket);
-                    announce(daemon, task_id);
-                    done(daemon, Ok(task_id));
-                    schedule(daemon);
+        crate::ctx::done::<Tasks, Result<(), super::store::StoreError>>(
+            move |mut reach, result| {
+                let parts = &mut reach;
+                parts.tasks.book.creating -= 1;
+                match result {
+                    Ok(()) => {
+                        log::info!(
+                            "task {} ({}) accepted for a {} agent in {}",
+                            ticket.task_id,
+                            ticket.ticket_id,
+                            ticket.agent_type,
+                            ticket.requested_dir.display()
+                        );
+                        parts.tasks.book.insert(ticket);
+                        announce(parts, task_id);
+                        parts.ctx.finish(done, Ok(task_id));
+                        schedule(parts);
+                    }
+                    Err(e) => parts
+                        .ctx
+                        .finish(done, Err(TaskError::StoreUnavailable(e.to_string()))),
                 }
-                Err(e) => done(daemon, Err(TaskError::StoreUnavailable(e.to_string()))),
-            }
-        }),
+            },
+        ),
     );
 }
 
 /// Starts queued tickets while slots are free: FIFO, skipping tickets whose agent type is
 /// at its `max_tasks`, and never past `sessions.max_sessions`.
-pub fn schedule(daemon: &mut Daemon) {
-    if daemon.ctx.shutting_down {
+pub fn schedule(parts: &mut Parts<'_>) {
+    if parts.ctx.shutting_down {
         return;
     }
     let mut active: BTreeMap<String, usize> = BTreeMap::new();
     let mut total = 0;
-    for ticket in daemon.tasks.book.active() {
+    for ticket in parts.tasks.book.active() {
         *active.entry(ticket.agent_type.clone()).or_default() += 1;
         total += 1;
     }
     let mut start = Vec::new();
-    for &task_id in &daemon.tasks.book.queue {
-        let sessions = daemon.agents.live_and_spawning() + start.len();
-        if total >= daemon.ctx.config.tasks.max_running
-            || sessions >= daemon.ctx.config.sessions.max_sessions
+    for &task_id in &parts.tasks.book.queue {
+        let sessions = parts.agents.live_and_spawning() + start.len();
+        if total >= parts.ctx.config.tasks.max_running
+            || sessions >= parts.ctx.config.sessions.max_sessions
         {
             break;
         }
-        let ticket = &daemon.tasks.book.tickets[&task_id];
-        let limit = daemon
+        let ticket = &parts.tasks.book.tickets[&task_id];
+        let limit = parts
             .ctx
             .config
             .agents
@@ -309,20 +317,20 @@ pub fn schedule(daemon: &mut Daemon) {
         start.push(task_id);
     }
     for task_id in start {
-        prepare(daemon, task_id);
+        prepare(parts, task_id);
     }
 }
 
 /// Takes a slot: prepares the workspace (worktree, baseline, prompt file) on a worker.
-fn prepare(daemon: &mut Daemon, task_id: u64) {
-    daemon.tasks.book.queue.remove(&task_id);
-    let config = daemon.ctx.config.clone();
-    let limits = scan_limits(daemon);
-    let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
+fn prepare(parts: &mut Parts<'_>, task_id: u64) {
+    parts.tasks.book.queue.remove(&task_id);
+    let config = parts.ctx.config.clone();
+    let limits = scan_limits(parts);
+    let Some(ticket) = parts.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
     ticket.phase = Phase::Preparing;
-    daemon
+    parts
         .tasks
         .book
         .by_session
@@ -338,7 +346,7 @@ fn prepare(daemon: &mut Daemon, task_id: u64) {
             "agent type {:?} is no longer configured with a headless command",
             ticket.agent_type
         );
-        return finish_without_agent(daemon, task_id, Ending::SpawnFailed { reason });
+        return finish_without_agent(parts, task_id, Ending::SpawnFailed { reason });
     };
     let test_command = test_command_of(&config, ticket);
     // A script (the shell type) runs exactly as written; prose gets its context in words.
@@ -369,7 +377,7 @@ fn prepare(daemon: &mut Daemon, task_id: u64) {
         ticket.ticket_id.clone(),
     );
     let worktree_dest = config.worktree_dir().join(&ticket_id);
-    daemon.ctx.slow_jobs.run(move || {
+    parts.ctx.slow_jobs.run(move || {
         let prepared = (|| -> Result<Prepared, String> {
             let (dir, branch, worktree) = match isolation {
                 Isolation::None => (requested.clone(), None, None),
@@ -405,7 +413,7 @@ fn prepare(daemon: &mut Daemon, task_id: u64) {
                 stdin,
             })
         })();
-        Box::new(move |daemon: &mut Daemon| launch(daemon, task_id, prepared))
+        then::<Tasks>(move |mut parts: Parts<'_>| launch(&mut parts, task_id, prepared))
     });
 }
 
@@ -441,8 +449,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// The workspace is ready: record the baseline durably, then create the session.
-fn launch(daemon: &mut Daemon, task_id: u64, prepared: Result<Prepared, String>) {
-    let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
+fn launch(parts: &mut Parts<'_>, task_id: u64, prepared: Result<Prepared, String>) {
+    let Some(ticket) = parts.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
     let prepared = match prepared {
@@ -450,13 +458,13 @@ fn launch(daemon: &mut Daemon, task_id: u64, prepared: Result<Prepared, String>)
         Err(reason) => {
             log::warn!("task {task_id}: cannot prepare its workspace: {reason}");
             let reason = format!("cannot prepare the working directory: {reason}");
-            return finish_without_agent(daemon, task_id, Ending::SpawnFailed { reason });
+            return finish_without_agent(parts, task_id, Ending::SpawnFailed { reason });
         }
     };
     ticket.branch = prepared.branch;
     ticket.worktree = prepared.worktree.clone();
     if ticket.stopping == Some(Ending::Cancelled) {
-        return finish_without_agent(daemon, task_id, Ending::Cancelled);
+        return finish_without_agent(parts, task_id, Ending::Cancelled);
     }
     ticket.working_dir = prepared.dir.clone();
     ticket.baseline = Some(prepared.baseline);
@@ -476,60 +484,71 @@ fn launch(daemon: &mut Daemon, task_id: u64, prepared: Result<Prepared, String>)
     let snapshot = ticket.clone();
     // The session is created only once the baseline is durable, so that a restart can always
     // compute what the task changed.
-    daemon.tasks.store.put(
+    parts.tasks.store.put(
         &snapshot,
-        Some(Box::new(move |daemon: &mut Daemon, stored| {
+        Some(crate::ctx::done::<
+            Tasks,
+            Result<(), super::store::StoreError>,
+        >(move |mut reach, stored| {
+            let parts = &mut reach;
             if let Err(e) = stored {
                 // Without a durable baseline a restart could neither compute the result nor
                 // tell that the task already ran; so it does not start.
                 log::warn!("task {task_id}: its starting state could not be stored: {e}");
                 let reason = format!("cannot store the task's starting state: {e}");
-                return finish_without_agent(daemon, task_id, Ending::SpawnFailed { reason });
+                return finish_without_agent(parts, task_id, Ending::SpawnFailed { reason });
             }
             manager::spawn(
-                daemon,
+                &mut parts.for_agents(),
                 params,
-                Box::new(move |daemon: &mut Daemon, spawned| match spawned {
-                    Ok(_) => started(daemon, task_id),
-                    // Past sessions.max_sessions (a spawn raced the scheduler) or shutting
-                    // down: wait in the queue for the next free session.
-                    Err(error) if error.is_transient() => {
-                        requeue(daemon, task_id, &error.to_string())
-                    }
-                    Err(error) => {
-                        log::warn!("task {task_id}: its session could not be created: {error}");
-                        finish_without_agent(
-                            daemon,
-                            task_id,
-                            Ending::SpawnFailed {
-                                reason: error.to_string(),
-                            },
-                        )
-                    }
-                }),
+                crate::ctx::done::<Tasks, Result<manager::Spawned, SpawnError>>(
+                    move |mut reach, spawned| {
+                        let parts = &mut reach;
+                        match spawned {
+                            Ok(_) => started(parts, task_id),
+                            // Past sessions.max_sessions (a spawn raced the scheduler) or shutting
+                            // down: wait in the queue for the next free session.
+                            Err(error) if error.is_transient() => {
+                                requeue(parts, task_id, &error.to_string())
+                            }
+                            Err(error) => {
+                                log::warn!(
+                                    "task {task_id}: its session could not be created: {error}"
+                                );
+                                finish_without_agent(
+                                    parts,
+                                    task_id,
+                                    Ending::SpawnFailed {
+                                        reason: error.to_string(),
+                                    },
+                                )
+                            }
+                        }
+                    },
+                ),
             );
         })),
     );
 }
 
 /// Puts a ticket whose session could not be created yet back at its place in the queue.
-fn requeue(daemon: &mut Daemon, task_id: u64, why: &str) {
-    let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
+fn requeue(parts: &mut Parts<'_>, task_id: u64, why: &str) {
+    let Some(ticket) = parts.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
     if ticket.stopping == Some(Ending::Cancelled) {
-        return finish_without_agent(daemon, task_id, Ending::Cancelled);
+        return finish_without_agent(parts, task_id, Ending::Cancelled);
     }
     log::info!("task {task_id}: queued again ({why})");
     ticket.phase = Phase::Queued;
-    daemon.tasks.book.by_session.remove(&ticket.session_id);
-    daemon.tasks.book.queue.insert(task_id);
-    daemon.tasks.store.put(&ticket.clone(), None);
+    parts.tasks.book.by_session.remove(&ticket.session_id);
+    parts.tasks.book.queue.insert(task_id);
+    parts.tasks.store.put(&ticket.clone(), None);
 }
 
 /// The session exists: the ticket is `running`.
-fn started(daemon: &mut Daemon, task_id: u64) {
-    let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
+fn started(parts: &mut Parts<'_>, task_id: u64) {
+    let Some(ticket) = parts.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
     if ticket.phase != Phase::Launched {
@@ -540,39 +559,39 @@ fn started(daemon: &mut Daemon, task_id: u64) {
     log::info!("task {task_id}: running in {}", ticket.session_id);
     let timeout = Duration::from_millis(ticket.timeout_ms);
     let stop = ticket.stopping.is_some();
-    daemon.tasks.store.put(&ticket.clone(), None);
-    daemon
+    parts.tasks.store.put(&ticket.clone(), None);
+    parts
         .ctx
         .timers
         .schedule_in(timeout, Timer::TaskTimeout(task_id));
-    announce(daemon, task_id);
-    schedule_progress(daemon);
+    announce(parts, task_id);
+    schedule_progress(parts);
     if stop {
-        stop_agent(daemon, task_id);
+        stop_agent(parts, task_id);
     }
 }
 
 /// Ends the agent's process tree; its exit then finishes the ticket as `stopping` says.
-fn stop_agent(daemon: &mut Daemon, task_id: u64) {
-    let Some(ticket) = daemon.tasks.book.tickets.get(&task_id) else {
+fn stop_agent(parts: &mut Parts<'_>, task_id: u64) {
+    let Some(ticket) = parts.tasks.book.tickets.get(&task_id) else {
         return;
     };
-    let Some(agent) = daemon.agents.get(&ticket.session_id) else {
+    let Some(agent) = parts.agents.get(&ticket.session_id) else {
         return;
     };
     if agent.exit.is_some() {
         return;
     }
-    let (pid, grace) = (agent.pid, daemon.ctx.config.sessions.kill_grace);
-    daemon.ctx.kill_jobs.run(move || {
+    let (pid, grace) = (agent.pid, parts.ctx.config.sessions.kill_grace);
+    parts.ctx.kill_jobs.run(move || {
         procfs::terminate_tree(pid, grace);
-        Box::new(|_: &mut Daemon| {})
+        Box::new(|_: &mut crate::ctx::World| {})
     });
 }
 
 /// A timeout fell due.
-pub fn on_timeout(daemon: &mut Daemon, task_id: u64) {
-    let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
+pub fn on_timeout(parts: &mut Parts<'_>, task_id: u64) {
+    let Some(ticket) = parts.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
     if ticket.phase != Phase::Running || ticket.stopping.is_some() {
@@ -583,8 +602,8 @@ pub fn on_timeout(daemon: &mut Daemon, task_id: u64) {
         "task {task_id}: timed out after {} ms; stopping its agent",
         ticket.timeout_ms
     );
-    daemon.tasks.store.put(&ticket.clone(), None);
-    let ticket = &daemon.tasks.book.tickets[&task_id];
+    parts.tasks.store.put(&ticket.clone(), None);
+    let ticket = &parts.tasks.book.tickets[&task_id];
     let message = ServerMessage::TaskTimeout {
         error_code: ErrorCode::TaskTimeout,
         message: format!("Task exceeded its timeout of {} ms", ticket.timeout_ms),
@@ -592,16 +611,20 @@ pub fn on_timeout(daemon: &mut Daemon, task_id: u64) {
         ticket_id: &ticket.ticket_id,
         task_id,
     };
-    daemon.ctx.ws.send_to_all(&mut daemon.ctx.metrics, &message);
-    stop_agent(daemon, task_id);
+    parts.ctx.ws.send_to_all(&mut parts.ctx.metrics, &message);
+    stop_agent(parts, task_id);
 }
 
 /// A person approved or rejected proposed tasks (a plan): approved ones are queued and run
 /// as usual, rejected ones end `cancelled`. Changes nothing and fails when one of them is not
 /// waiting for approval.
-pub fn decide_plan(daemon: &mut Daemon, task_ids: &[u64], approve: bool) -> Result<(), TaskError> {
+pub fn decide_plan(
+    parts: &mut Parts<'_>,
+    task_ids: &[u64],
+    approve: bool,
+) -> Result<(), TaskError> {
     for task_id in task_ids {
-        let ticket = daemon
+        let ticket = parts
             .tasks
             .book
             .tickets
@@ -616,34 +639,31 @@ pub fn decide_plan(daemon: &mut Daemon, task_ids: &[u64], approve: bool) -> Resu
     }
     for &task_id in task_ids {
         if approve {
-            let ticket = daemon
-                .tasks
-                .book
-                .tickets
-                .get_mut(&task_id)
-                .expect("checked");
+            let ticket = parts.tasks.book.tickets.get_mut(&task_id).expect("checked");
             ticket.phase = Phase::Queued;
-            daemon.tasks.book.queue.insert(task_id);
-            daemon.tasks.store.put(&ticket.clone(), None);
+            parts.tasks.book.queue.insert(task_id);
+            parts.tasks.store.put(&ticket.clone(), None);
             log::info!("task {task_id}: approved");
-            announce(daemon, task_id);
+            announce(parts, task_id);
         } else {
             log::info!("task {task_id}: rejected");
-            finish_without_agent(daemon, task_id, Ending::Cancelled);
+            finish_without_agent(parts, task_id, Ending::Cancelled);
         }
     }
     if approve {
-        schedule(daemon);
+        schedule(parts);
     }
     Ok(())
 }
 
 /// Cancels a ticket. `done` gets the task id once the ticket is final, or the error.
-pub fn cancel(daemon: &mut Daemon, id: &str, done: Done<Result<u64, TaskError>>) {
-    let Some(task_id) = daemon.tasks.book.find(id) else {
-        return done(daemon, Err(TaskError::NotFound(id.to_string())));
+pub fn cancel(parts: &mut Parts<'_>, id: &str, done: Done<Result<u64, TaskError>>) {
+    let Some(task_id) = parts.tasks.book.find(id) else {
+        return parts
+            .ctx
+            .finish(done, Err(TaskError::NotFound(id.to_string())));
     };
-    let ticket = daemon.tasks.book.tickets.get_mut(&task_id).expect("found");
+    let ticket = parts.tasks.book.tickets.get_mut(&task_id).expect("found");
     match ticket.phase {
         Phase::Done(_) | Phase::Finishing => {
             let state = if ticket.phase.is_done() {
@@ -655,43 +675,43 @@ pub fn cancel(daemon: &mut Daemon, id: &str, done: Done<Result<u64, TaskError>>)
                 task_id,
                 state: state.to_string(),
             };
-            done(daemon, Err(error))
+            parts.ctx.finish(done, Err(error))
         }
         Phase::Proposed | Phase::Queued => {
-            daemon.tasks.book.queue.remove(&task_id);
+            parts.tasks.book.queue.remove(&task_id);
             log::info!("task {task_id}: cancelled while pending");
-            finish_without_agent(daemon, task_id, Ending::Cancelled);
-            done(daemon, Ok(task_id))
+            finish_without_agent(parts, task_id, Ending::Cancelled);
+            parts.ctx.finish(done, Ok(task_id))
         }
         Phase::Preparing | Phase::Launched | Phase::Running => {
             if ticket.stopping.is_none() {
                 ticket.stopping = Some(Ending::Cancelled);
             }
             log::info!("task {task_id}: cancelling");
-            daemon
+            parts
                 .tasks
                 .book
                 .waiters
                 .entry(task_id)
                 .or_default()
                 .push(done);
-            if daemon.tasks.book.tickets[&task_id].phase == Phase::Running {
-                daemon
+            if parts.tasks.book.tickets[&task_id].phase == Phase::Running {
+                parts
                     .tasks
                     .store
-                    .put(&daemon.tasks.book.tickets[&task_id].clone(), None);
-                stop_agent(daemon, task_id);
+                    .put(&parts.tasks.book.tickets[&task_id].clone(), None);
+                stop_agent(parts, task_id);
             }
         }
     }
 }
 
 /// Hook: a session's process has ended and its exit status is known.
-pub fn on_agent_exit(daemon: &mut Daemon, session_id: &str, exit: ExitInfo) {
-    let Some(&task_id) = daemon.tasks.book.by_session.get(session_id) else {
+pub fn on_agent_exit(parts: &mut Parts<'_>, session_id: &str, exit: ExitInfo) {
+    let Some(&task_id) = parts.tasks.book.by_session.get(session_id) else {
         return;
     };
-    let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
+    let Some(ticket) = parts.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
     if !matches!(ticket.phase, Phase::Running | Phase::Launched) {
@@ -711,15 +731,15 @@ pub fn on_agent_exit(daemon: &mut Daemon, session_id: &str, exit: ExitInfo) {
             exit_signal: None,
         },
     });
-    begin_finish(daemon, task_id, ending);
+    begin_finish(parts, task_id, ending);
 }
 
 /// Hook: a session was killed through the API or vanished from tmux.
-pub fn on_session_gone(daemon: &mut Daemon, session_id: &str, reason: &str) {
-    let Some(&task_id) = daemon.tasks.book.by_session.get(session_id) else {
+pub fn on_session_gone(parts: &mut Parts<'_>, session_id: &str, reason: &str) {
+    let Some(&task_id) = parts.tasks.book.by_session.get(session_id) else {
         return;
     };
-    let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
+    let Some(ticket) = parts.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
     if !matches!(ticket.phase, Phase::Running | Phase::Launched) {
@@ -728,34 +748,35 @@ pub fn on_session_gone(daemon: &mut Daemon, session_id: &str, reason: &str) {
     let ending = ticket.stopping.take().unwrap_or(Ending::Lost {
         reason: reason.to_string(),
     });
-    begin_finish(daemon, task_id, ending);
+    begin_finish(parts, task_id, ending);
 }
 
 /// The agent has ended: store why, then compute the result on a thread of its own (reading
 /// the pane history, diffing the working tree, running the tests).
-fn begin_finish(daemon: &mut Daemon, task_id: u64, ending: Ending) {
-    let config = daemon.ctx.config.clone();
-    let limits = scan_limits(daemon);
-    let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
+fn begin_finish(parts: &mut Parts<'_>, task_id: u64, ending: Ending) {
+    let config = parts.ctx.config.clone();
+    let limits = scan_limits(parts);
+    let Some(ticket) = parts.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
     ticket.phase = Phase::Finishing;
     ticket.ending = Some(ending.clone());
     let snapshot = ticket.clone();
-    daemon.tasks.store.put(&snapshot, None);
+    parts.tasks.store.put(&snapshot, None);
     // tmux's history of the pane, and the daemon's own copy of the output for when that
     // comes back empty (tmux 3.3a sometimes loses what a short-lived program printed).
-    let text = daemon
+    let text = parts
         .panes
-        .text(&daemon.ctx, &snapshot.session_id, OUTPUT_FALLBACK_BYTES);
+        .text(parts.ctx, &snapshot.session_id, OUTPUT_FALLBACK_BYTES);
     let test_command = test_command_of(&config, &snapshot);
-    let notifier = daemon.ctx.jobs.notifier();
+    let notifier = parts.ctx.jobs.notifier();
     let spawned = std::thread::Builder::new()
         .name(format!("task-{task_id}-verify"))
         .spawn(move || {
             let result = verify(&snapshot, &ending, &text, test_command, &config, &limits);
-            notifier.send(Box::new(move |daemon: &mut Daemon| {
-                complete(daemon, task_id, ending, result)
+            notifier.send(then::<Tasks>(move |mut reach: Parts<'_>| {
+                let parts = &mut reach;
+                complete(parts, task_id, ending, result)
             }));
         });
     if let Err(e) = spawned {
@@ -764,13 +785,13 @@ fn begin_finish(daemon: &mut Daemon, task_id: u64, ending: Ending) {
             error: Some(format!("the result could not be computed: {e}")),
             ..TaskResult::default()
         };
-        let ending = daemon.tasks.book.tickets[&task_id]
+        let ending = parts.tasks.book.tickets[&task_id]
             .ending
             .clone()
             .unwrap_or(Ending::Lost {
                 reason: "unknown".into(),
             });
-        complete(daemon, task_id, ending, result);
+        complete(parts, task_id, ending, result);
     }
 }
 
@@ -904,8 +925,8 @@ fn outcome_of(ending: &Ending, timeout_ms: u64) -> (Outcome, Option<ErrorCode>, 
 
 /// A ticket that ends without its agent having run (cancelled while pending, workspace or
 /// spawn failure).
-fn finish_without_agent(daemon: &mut Daemon, task_id: u64, ending: Ending) {
-    let Some(ticket) = daemon.tasks.book.tickets.get(&task_id) else {
+fn finish_without_agent(parts: &mut Parts<'_>, task_id: u64, ending: Ending) {
+    let Some(ticket) = parts.tasks.book.tickets.get(&task_id) else {
         return;
     };
     let result = TaskResult {
@@ -914,13 +935,13 @@ fn finish_without_agent(daemon: &mut Daemon, task_id: u64, ending: Ending) {
         worktree: ticket.worktree.clone(),
         ..TaskResult::default()
     };
-    complete(daemon, task_id, ending, result);
+    complete(parts, task_id, ending, result);
 }
 
 /// Records the final state: status from the ending, the result, the store, observers; then
 /// removes the session (unless `tasks.keep_sessions`) and starts what the slot allows.
-fn complete(daemon: &mut Daemon, task_id: u64, ending: Ending, mut result: TaskResult) {
-    let Some(ticket) = daemon.tasks.book.tickets.get_mut(&task_id) else {
+fn complete(parts: &mut Parts<'_>, task_id: u64, ending: Ending, mut result: TaskResult) {
+    let Some(ticket) = parts.tasks.book.tickets.get_mut(&task_id) else {
         return;
     };
     let (outcome, code, error) = outcome_of(&ending, ticket.timeout_ms);
@@ -941,7 +962,7 @@ fn complete(daemon: &mut Daemon, task_id: u64, ending: Ending, mut result: TaskR
     }
     ticket.phase = Phase::Done(outcome);
     if let Some(started) = ticket.started_ms {
-        daemon
+        parts
             .ctx
             .metrics
             .task_durations
@@ -961,37 +982,41 @@ fn complete(daemon: &mut Daemon, task_id: u64, ending: Ending, mut result: TaskR
     log::info!("task {task_id}: {}", outcome.status().as_str());
     let session_id = ticket.session_id.clone();
     let ticket_id = ticket.ticket_id.clone();
-    daemon.tasks.book.by_session.remove(&session_id);
+    parts.tasks.book.by_session.remove(&session_id);
     // The session (and its pane history) goes only once the result is durable; until then a
     // restart can still compute it.
-    let remove_session = !daemon.ctx.config.tasks.keep_sessions;
-    let stored = daemon.tasks.book.tickets[&task_id].clone();
-    daemon.tasks.store.put(
+    let remove_session = !parts.ctx.config.tasks.keep_sessions;
+    let stored = parts.tasks.book.tickets[&task_id].clone();
+    parts.tasks.store.put(
         &stored,
-        Some(Box::new(move |daemon: &mut Daemon, result| {
-            if result.is_ok() && remove_session && daemon.agents.get(&session_id).is_some() {
-                manager::kill(daemon, &session_id, Box::new(|_, _| {}));
+        Some(crate::ctx::done::<
+            Tasks,
+            Result<(), super::store::StoreError>,
+        >(move |mut reach, result| {
+            let parts = &mut reach;
+            if result.is_ok() && remove_session && parts.agents.get(&session_id).is_some() {
+                manager::kill(&mut parts.for_agents(), &session_id, Box::new(|_, _| {}));
             }
         })),
     );
-    let prompt_file = prompt_path(&daemon.ctx.config.state_dir, &ticket_id);
-    daemon.ctx.jobs.run(move || {
+    let prompt_file = prompt_path(&parts.ctx.config.state_dir, &ticket_id);
+    parts.ctx.jobs.run(move || {
         let _ = std::fs::remove_file(prompt_file);
-        Box::new(|_: &mut Daemon| {})
+        Box::new(|_: &mut crate::ctx::World| {})
     });
-    announce(daemon, task_id);
-    tell_requester(daemon, task_id);
-    for waiter in daemon
+    announce(parts, task_id);
+    tell_requester(parts, task_id);
+    for waiter in parts
         .tasks
         .book
         .waiters
         .remove(&task_id)
         .unwrap_or_default()
     {
-        waiter(daemon, Ok(task_id));
+        parts.ctx.finish(waiter, Ok(task_id));
     }
-    prune(daemon, task_id);
-    schedule(daemon);
+    prune(parts, task_id);
+    schedule(parts);
 }
 
 /// How `requested_by` names a task delegated by an agent session (through the daemon's MCP
@@ -1001,15 +1026,15 @@ pub const SESSION_REQUESTER: &str = "session:";
 /// A task an agent delegated has finished: the agent is told how, as one line of plain text
 /// typed into it as one bracketed paste (then Enter), so it can go on without a person
 /// relaying the result.
-fn tell_requester(daemon: &mut Daemon, task_id: u64) {
-    let Some(ticket) = daemon.tasks.book.tickets.get(&task_id) else {
+fn tell_requester(parts: &mut Parts<'_>, task_id: u64) {
+    let Some(ticket) = parts.tasks.book.tickets.get(&task_id) else {
         return;
     };
     let Some(session) = ticket
         .requested_by
         .as_deref()
         .and_then(|r| r.strip_prefix(SESSION_REQUESTER))
-        .filter(|s| daemon.agents.get(s).is_some_and(|a| a.exit.is_none()))
+        .filter(|s| parts.agents.get(s).is_some_and(|a| a.exit.is_none()))
         .map(str::to_string)
     else {
         return;
@@ -1036,23 +1061,24 @@ fn tell_requester(daemon: &mut Daemon, task_id: u64) {
     // One bracketed paste of plain text: the result's words (an agent's output, file
     // names) cannot press Enter or send keys into the delegating agent.
     let text = crate::panes::input::plain_line(&text);
-    if let Err((_, why)) = daemon.panes.type_input(
-        &mut daemon.ctx,
-        &session,
-        Typing::Report(text.clone()),
-        None,
-    ) {
+    if let Err((_, why)) =
+        parts
+            .panes
+            .type_input(parts.ctx, &session, Typing::Report(text.clone()), None)
+    {
         log::warn!("{session}: cannot tell it how task {task_id} ended: {why}");
         return;
     }
-    daemon.remember(&session, Role::User, text, None);
+    parts
+        .for_agents()
+        .remember(&session, Role::User, text, None);
 }
 
 /// Forgets the tickets that finished longest ago beyond `tasks.keep_finished`, never
 /// `keep` (the one that just finished).
-pub fn prune(daemon: &mut Daemon, keep: u64) {
-    let limit = daemon.ctx.config.tasks.keep_finished;
-    let mut finished: Vec<(u64, u64)> = daemon
+pub fn prune(parts: &mut Parts<'_>, keep: u64) {
+    let limit = parts.ctx.config.tasks.keep_finished;
+    let mut finished: Vec<(u64, u64)> = parts
         .tasks
         .book
         .tickets
@@ -1061,23 +1087,23 @@ pub fn prune(daemon: &mut Daemon, keep: u64) {
         .map(|t| (t.completed_ms.unwrap_or(0), t.task_id))
         .collect();
     // `keep` counts against the limit too.
-    let kept = usize::from(daemon.tasks.book.tickets.contains_key(&keep));
+    let kept = usize::from(parts.tasks.book.tickets.contains_key(&keep));
     let excess = (finished.len() + kept).saturating_sub(limit);
     if excess == 0 {
         return;
     }
     finished.sort_unstable();
     for (_, task_id) in finished.into_iter().take(excess) {
-        if let Some(ticket) = daemon.tasks.book.tickets.remove(&task_id) {
-            daemon.tasks.book.by_ticket.remove(&ticket.ticket_id);
-            daemon.tasks.store.remove(task_id);
+        if let Some(ticket) = parts.tasks.book.tickets.remove(&task_id) {
+            parts.tasks.book.by_ticket.remove(&ticket.ticket_id);
+            parts.tasks.store.remove(task_id);
         }
     }
 }
 
 /// Sends a `task_update` for a ticket to every observer.
-fn announce(daemon: &mut Daemon, task_id: u64) {
-    let Some(ticket) = daemon.tasks.book.tickets.get(&task_id) else {
+fn announce(parts: &mut Parts<'_>, task_id: u64) {
+    let Some(ticket) = parts.tasks.book.tickets.get(&task_id) else {
         return;
     };
     let message = ServerMessage::TaskUpdate {
@@ -1089,21 +1115,21 @@ fn announce(daemon: &mut Daemon, task_id: u64) {
         elapsed_ms: ticket.elapsed_ms(now_ms()),
         result: ticket.result.as_ref(),
     };
-    daemon.ctx.ws.send_to_all(&mut daemon.ctx.metrics, &message);
+    parts.ctx.ws.send_to_all(&mut parts.ctx.metrics, &message);
 }
 
-fn schedule_progress(daemon: &mut Daemon) {
-    if !daemon.tasks.book.progress_scheduled {
-        daemon.tasks.book.progress_scheduled = true;
-        let every = daemon.ctx.config.tasks.progress_interval;
-        daemon.ctx.timers.schedule_in(every, Timer::TaskProgress);
+fn schedule_progress(parts: &mut Parts<'_>) {
+    if !parts.tasks.book.progress_scheduled {
+        parts.tasks.book.progress_scheduled = true;
+        let every = parts.ctx.config.tasks.progress_interval;
+        parts.ctx.timers.schedule_in(every, Timer::TaskProgress);
     }
 }
 
 /// The progress timer: a `task_update` with `elapsed_ms` for every running ticket.
-pub fn on_progress(daemon: &mut Daemon) {
-    daemon.tasks.book.progress_scheduled = false;
-    let running: Vec<u64> = daemon
+pub fn on_progress(parts: &mut Parts<'_>) {
+    parts.tasks.book.progress_scheduled = false;
+    let running: Vec<u64> = parts
         .tasks
         .book
         .tickets
@@ -1112,17 +1138,17 @@ pub fn on_progress(daemon: &mut Daemon) {
         .map(|t| t.task_id)
         .collect();
     for task_id in &running {
-        announce(daemon, *task_id);
+        announce(parts, *task_id);
     }
-    if daemon.tasks.book.active().next().is_some() {
-        schedule_progress(daemon);
+    if parts.tasks.book.active().next().is_some() {
+        schedule_progress(parts);
     }
 }
 
 /// After a restart (sessions already adopted): carries every unfinished ticket on by the
 /// rules in docs/api.md ("Nothing lost"), then starts what the slots allow.
-pub fn recover(daemon: &mut Daemon) {
-    let unfinished: Vec<u64> = daemon
+pub fn recover(parts: &mut Parts<'_>) {
+    let unfinished: Vec<u64> = parts
         .tasks
         .book
         .tickets
@@ -1135,11 +1161,11 @@ pub fn recover(daemon: &mut Daemon) {
     // at start), or it was never written. Decided once the sessions are listed again.
     let mut claimed_or_unwritten = Vec::new();
     for task_id in unfinished {
-        let ticket = &daemon.tasks.book.tickets[&task_id];
-        if ticket.phase == Phase::Launched && daemon.agents.get(&ticket.session_id).is_none() {
-            let spec = manager::spec_path(&daemon.ctx.config, &ticket.session_id);
+        let ticket = &parts.tasks.book.tickets[&task_id];
+        if ticket.phase == Phase::Launched && parts.agents.get(&ticket.session_id).is_none() {
+            let spec = manager::spec_path(&parts.ctx.config, &ticket.session_id);
             match crate::agents::exec::withdraw_spec(&spec) {
-                Ok(true) => withdrawn(daemon, task_id),
+                Ok(true) => withdrawn(parts, task_id),
                 Ok(false) => claimed_or_unwritten.push(task_id),
                 Err(e) => {
                     // Its agent could still claim the spec: the task must not run twice.
@@ -1148,52 +1174,52 @@ pub fn recover(daemon: &mut Daemon) {
                         "the daemon restarted while its session was being created, and its \
                          spawn spec could not be withdrawn ({e}), so it was not started again"
                     );
-                    finish_without_agent(daemon, task_id, Ending::SpawnFailed { reason });
+                    finish_without_agent(parts, task_id, Ending::SpawnFailed { reason });
                 }
             }
             continue;
         }
-        recover_one(daemon, task_id);
+        recover_one(parts, task_id);
     }
     if !claimed_or_unwritten.is_empty() {
-        if let Err(e) = manager::adopt(daemon) {
+        if let Err(e) = manager::adopt(&mut parts.for_agents()) {
             log::warn!("could not look for sessions again: {e}");
         }
-        crate::agents::pty_session::adopt(daemon);
+        crate::agents::pty_session::adopt(&mut parts.for_agents());
         for task_id in claimed_or_unwritten {
-            let session_id = daemon.tasks.book.tickets[&task_id].session_id.clone();
+            let session_id = parts.tasks.book.tickets[&task_id].session_id.clone();
             // With no session either, the previous daemon stopped before writing the spec,
             // so it never asked for the session: queued again under the same name.
-            if daemon.agents.get(&session_id).is_some() {
+            if parts.agents.get(&session_id).is_some() {
                 log::info!("task {task_id}: its session started as the daemon restarted");
             }
-            recover_one(daemon, task_id);
+            recover_one(parts, task_id);
         }
     }
-    remove_leftover_sessions(daemon);
-    prune(daemon, u64::MAX);
-    schedule(daemon);
+    remove_leftover_sessions(parts);
+    prune(parts, u64::MAX);
+    schedule(parts);
 }
 
 /// Picks up one unfinished ticket after a restart, by its phase and whether its session
 /// lives (see "Nothing lost" in docs/api.md).
-fn recover_one(daemon: &mut Daemon, task_id: u64) {
+fn recover_one(parts: &mut Parts<'_>, task_id: u64) {
     let now = now_ms();
-    let ticket = daemon.tasks.book.tickets.get_mut(&task_id).expect("listed");
-    let agent = daemon.agents.get(&ticket.session_id);
+    let ticket = parts.tasks.book.tickets.get_mut(&task_id).expect("listed");
+    let agent = parts.agents.get(&ticket.session_id);
     match (ticket.phase, agent) {
         (Phase::Done(_) | Phase::Proposed, _) => {}
         (Phase::Queued | Phase::Preparing, None) => {
             ticket.phase = Phase::Queued;
-            daemon.tasks.book.queue.insert(task_id);
+            parts.tasks.book.queue.insert(task_id);
         }
         (Phase::Launched, None) => {
             log::info!("task {task_id}: its session was never asked for; queued again");
             ticket.phase = Phase::Queued;
-            daemon.tasks.book.queue.insert(task_id);
+            parts.tasks.book.queue.insert(task_id);
         }
         (Phase::Finishing, _) => {
-            daemon
+            parts
                 .tasks
                 .book
                 .by_session
@@ -1202,17 +1228,17 @@ fn recover_one(daemon: &mut Daemon, task_id: u64) {
                 reason: "the daemon restarted while the result was computed".into(),
             });
             log::info!("task {task_id}: computing its result again after a restart");
-            begin_finish(daemon, task_id, ending);
+            begin_finish(parts, task_id, ending);
         }
         (Phase::Running, None) => {
-            daemon
+            parts
                 .tasks
                 .book
                 .by_session
                 .insert(ticket.session_id.clone(), task_id);
             log::warn!("task {task_id}: its session vanished while the daemon was down");
             begin_finish(
-                daemon,
+                parts,
                 task_id,
                 Ending::Lost {
                     reason: "it vanished while the daemon was down".into(),
@@ -1224,27 +1250,27 @@ fn recover_one(daemon: &mut Daemon, task_id: u64) {
             let created = crate::time::unix_millis(agent.created_at);
             ticket.phase = Phase::Running;
             let started = *ticket.started_ms.get_or_insert(created);
-            daemon
+            parts
                 .tasks
                 .book
                 .by_session
                 .insert(ticket.session_id.clone(), task_id);
             let left = (started + ticket.timeout_ms).saturating_sub(now);
-            daemon.tasks.store.put(&ticket.clone(), None);
+            parts.tasks.store.put(&ticket.clone(), None);
             if let Some(exit) = exited {
                 log::info!("task {task_id}: its agent ended while the daemon was down");
-                let session_id = daemon.tasks.book.tickets[&task_id].session_id.clone();
-                on_agent_exit(daemon, &session_id, exit);
+                let session_id = parts.tasks.book.tickets[&task_id].session_id.clone();
+                on_agent_exit(parts, &session_id, exit);
             } else {
                 log::info!("task {task_id}: still running; tracking it again");
-                daemon
+                parts
                     .ctx
                     .timers
                     .schedule_in(Duration::from_millis(left), Timer::TaskTimeout(task_id));
-                schedule_progress(daemon);
+                schedule_progress(parts);
                 // A timeout or cancel that was under way when the daemon went down.
-                if daemon.tasks.book.tickets[&task_id].stopping.is_some() {
-                    stop_agent(daemon, task_id);
+                if parts.tasks.book.tickets[&task_id].stopping.is_some() {
+                    stop_agent(parts, task_id);
                 }
             }
         }
@@ -1255,8 +1281,8 @@ fn recover_one(daemon: &mut Daemon, task_id: u64) {
 /// start from it (a session the previous daemon's tmux call still creates ends at once,
 /// finding nothing), so it is queued again, under a new session name so that such a late
 /// session cannot collide with it.
-fn withdrawn(daemon: &mut Daemon, task_id: u64) {
-    let ticket = daemon.tasks.book.tickets.get_mut(&task_id).expect("listed");
+fn withdrawn(parts: &mut Parts<'_>, task_id: u64) {
+    let ticket = parts.tasks.book.tickets.get_mut(&task_id).expect("listed");
     let (session_id, name) = new_session_ids(&ticket.agent_type);
     log::info!(
         "task {task_id}: its session {} never started; withdrew its spawn spec and queued it \
@@ -1268,17 +1294,17 @@ fn withdrawn(daemon: &mut Daemon, task_id: u64) {
     ticket.tmux_session = name.as_str().to_string();
     ticket.phase = Phase::Queued;
     let stored = ticket.clone();
-    daemon.tasks.store.put(&stored, None);
-    daemon.tasks.book.queue.insert(task_id);
+    parts.tasks.store.put(&stored, None);
+    parts.tasks.book.queue.insert(task_id);
 }
 
 /// Removes what a restart found left of tasks: the sessions of finished tasks (the
 /// previous daemon stopped between storing the result and removing the session, unless
 /// `tasks.keep_sessions`), and sessions created late for a spawn spec a restart withdrew
 /// (their agent never started).
-fn remove_leftover_sessions(daemon: &mut Daemon) {
-    let keep = daemon.ctx.config.tasks.keep_sessions;
-    let leftovers: Vec<(u64, String)> = daemon
+fn remove_leftover_sessions(parts: &mut Parts<'_>) {
+    let keep = parts.ctx.config.tasks.keep_sessions;
+    let leftovers: Vec<(u64, String)> = parts
         .tasks
         .book
         .tickets
@@ -1292,13 +1318,13 @@ fn remove_leftover_sessions(daemon: &mut Daemon) {
                 .map(|session| (t.task_id, session))
                 .collect::<Vec<_>>()
         })
-        .filter(|(_, session)| daemon.agents.get(session).is_some())
+        .filter(|(_, session)| parts.agents.get(session).is_some())
         .collect();
     for (task_id, session_id) in leftovers {
         log::info!(
             "task {task_id}: removing its session {session_id}, left from before the restart"
         );
-        manager::kill(daemon, &session_id, Box::new(|_, _| {}));
+        manager::kill(&mut parts.for_agents(), &session_id, Box::new(|_, _| {}));
     }
 }
 

@@ -16,6 +16,29 @@ pub mod store;
 pub mod verify;
 pub mod workspace;
 
+/// What tasks code may reach: the tasks, the agents and panes below them, and the context.
+pub struct Parts<'a> {
+    /// The loop's shared context.
+    pub ctx: &'a mut crate::ctx::Ctx,
+    /// Pane output and input (read for a crashed agent's last screen).
+    pub panes: &'a mut crate::panes::Panes,
+    /// Agent sessions, in which tasks run.
+    pub agents: &'a mut crate::agents::Agents,
+    /// The tasks' own state.
+    pub tasks: &'a mut Tasks,
+}
+
+impl Parts<'_> {
+    /// What agents code may reach, borrowed from these parts.
+    pub fn for_agents(&mut self) -> crate::agents::Parts<'_> {
+        crate::agents::Parts {
+            ctx: self.ctx,
+            panes: self.panes,
+            agents: self.agents,
+        }
+    }
+}
+
 /// The tasks' state: the ticket book and the durable store.
 pub struct Tasks {
     /// Delegated task tickets.
@@ -30,7 +53,7 @@ impl Tasks {
     /// Opens the ticket store, loads its tickets and starts its thread.
     pub fn open(
         config: &crate::config::Config,
-        notifier: crate::jobs::Notifier<crate::daemon::Daemon>,
+        notifier: crate::jobs::Notifier<crate::ctx::World>,
     ) -> Result<Tasks, String> {
         let store_path = config.task_store();
         let (store_db, tickets) = store::open(&store_path)?;
@@ -363,7 +386,7 @@ impl Ticket {
 }
 
 /// Callbacks waiting for a ticket to become final (cancellations in progress).
-pub type Waiters = HashMap<u64, Vec<crate::daemon::Done<Result<u64, error::TaskError>>>>;
+pub type Waiters = HashMap<u64, Vec<crate::ctx::Done<Result<u64, error::TaskError>>>>;
 
 /// All tickets, owned by the event loop.
 #[derive(Default)]

@@ -20,7 +20,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::Ticket;
-use crate::daemon::{Daemon, Done};
+use crate::ctx::{Done, World};
 use crate::jobs::Notifier;
 
 /// Tickets by task id, as JSON.
@@ -67,7 +67,7 @@ struct Write {
 pub struct Store {
     /// `None` once dropped (the thread then finishes its queue and stops).
     tx: Option<Sender<Write>>,
-    notifier: Notifier<Daemon>,
+    notifier: Notifier<World>,
     /// Disconnects when the store thread has stopped.
     stopped: Receiver<()>,
 }
@@ -124,7 +124,7 @@ impl Store {
     pub fn start(
         path: &Path,
         db: Database,
-        notifier: Notifier<Daemon>,
+        notifier: Notifier<World>,
         timing: Arc<SharedHistogram>,
     ) -> std::io::Result<Store> {
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -187,8 +187,8 @@ impl Store {
                 write.task_id
             );
             if let Some(done) = write.done {
-                self.notifier.send(Box::new(move |daemon: &mut Daemon| {
-                    done(daemon, Err(StoreError::Stopped))
+                self.notifier.send(Box::new(move |world: &mut World| {
+                    done(world, Err(StoreError::Stopped))
                 }));
             }
         }
@@ -199,7 +199,7 @@ fn run(
     path: PathBuf,
     db: Database,
     rx: Receiver<Write>,
-    notifier: Notifier<Daemon>,
+    notifier: Notifier<World>,
     timing: &SharedHistogram,
 ) {
     let mut db = Some(db);
@@ -257,7 +257,7 @@ fn run(
         for write in batch {
             if let Some(done) = write.done {
                 let result = result.clone();
-                notifier.send(Box::new(move |daemon: &mut Daemon| done(daemon, result)));
+                notifier.send(Box::new(move |world: &mut World| done(world, result)));
             }
         }
     }
