@@ -495,7 +495,11 @@ mod tests {
             let mut seen = BTreeSet::new();
             while let Some((module, path)) = stack.pop() {
                 for next in &imports[&module] {
-                    assert!(next != start, "import circle: {} -> {start}", path.join(" -> "));
+                    assert!(
+                        next != start,
+                        "import circle: {} -> {start}",
+                        path.join(" -> ")
+                    );
                     if seen.insert(next.clone()) {
                         let mut longer = path.clone();
                         longer.push(next.clone());
