@@ -1,7 +1,10 @@
 //! The daemon: the loop's shared context and the parts that own the features' state.
 //!
-//! Request handlers and job continuations get `&mut Daemon`. It never touches client
-//! sockets: HTTP replies and WebSocket frames go to the context's outboxes
+//! The loop ([`crate::server`], [`crate::dispatch`]) is the only code that holds it. Each
+//! part's code gets a view of what it may reach ([`Daemon::for_agents`],
+//! [`Daemon::for_tasks`], [`Daemon::for_api`], [`Daemon::for_panes`]), and a continuation
+//! finds its part's view through [`Part`] (it runs on the daemon as an opaque [`World`]). It
+//! never touches client sockets: HTTP replies and WebSocket frames go to the context's outboxes
 //! ([`Ctx::outbox`], [`Ctx::ws`]) and the server delivers them. It decides nothing: which
 //! part reacts to a source, a timer, a closed connection or an agent's event is
 //! [`crate::dispatch`]'s business.

@@ -6,16 +6,19 @@
 //!
 //! One thread runs the `mio` event loop ([`server`]) and owns a [`daemon::Daemon`]: the shared
 //! context ([`ctx::Ctx`]) and four parts, each owning its state behind methods:
-//! [`panes::Panes`] < [`agents::Agents`] < [`tasks::Tasks`] < [`api::ApiState`]. A part may
-//! call the parts below it; news travels up as events ([`panes::pane::PaneEvent`],
-//! [`agents::AgentEvent`]) that [`dispatch`] routes.
+//! [`panes::Panes`] < [`agents::Agents`] < [`tasks::Tasks`] < [`api::ApiState`]. A part's code
+//! gets a view of what it may reach, never the daemon: its own state, the parts below it and
+//! the context ([`agents::Parts`], [`tasks::Parts`], [`api::Parts`]; panes get
+//! `(&mut Panes, &mut Ctx)`). News travels up as events ([`panes::pane::PaneEvent`],
+//! [`agents::AgentEvent`]) that [`dispatch`] routes, and a callback a higher part passed
+//! down ([`ctx::Done`]) is handed back with [`ctx::Ctx::finish`].
 //!
 //! | module | owns | never does |
 //! |---|---|---|
 //! | [`server`] | the `mio` event loop: accepting, driving HTTP and WebSocket connections, delivering output, signals | block, decode JSON |
 //! | [`dispatch`] | who reacts to a ready source, a due timer, a closed connection, a pane's or an agent's event | hold state |
-//! | [`daemon`] | the composition: the context and the four parts, and nothing else | decide, touch client sockets |
-//! | [`ctx`] | what every part shares: configuration, the poller's registry and the daemon's event sources, deadlines, worker pools, the tmux handle, outboxes for replies and WebSocket frames, metrics, shutdown; [`ctx::then`] makes a continuation that runs on one part | decide anything |
+//! | [`daemon`] | the composition: the context and the four parts (private), the views of them, and how a continuation finds its part | decide, touch client sockets |
+//! | [`ctx`] | what every part shares: configuration, the poller's registry and the daemon's event sources, deadlines, worker pools, the tmux handle, outboxes for replies and WebSocket frames, metrics, shutdown; [`ctx::then`] and [`ctx::done`] make a continuation or a callback that runs on one part's view of an opaque [`ctx::World`] | decide anything, name a part or the daemon |
 //! | [`panes`] | [`panes::Panes`]: every pane's capture (pipe hand-over, reading, re-arming), backlog, UTF-8, fanout hub, emulator thread, typing, the `pty` holder link; announces [`panes::pane::PaneEvent`]s | see the daemon or another part, parse HTTP |
 //! | [`agents`] | [`agents::Agents`]: sessions, status and activity with evidence, CLI hooks (settings, the hook socket, held permission requests), tool calls waiting, conversations, spawn/kill/adopt (tmux session commands through [`tmux::Tmux`] on workers), /proc metrics, input validation; announces [`agents::AgentEvent`]s | call into tasks or the API |
 //! | [`tasks`] | [`tasks::Tasks`]: delegated tasks: tickets, queue, lifecycle and restart rules, the redb store (its own thread), prompts, workspace diffs and test runs (off the loop); reads panes through [`panes::pane_text::PaneText`]; `tasks::git` builds every git call the daemon makes, so that no repository configuration runs a program | touch sockets, run tmux |
@@ -45,16 +48,15 @@
 //!   [`client`] only [`proto`] (the server proof both sides compute).
 //! - The tools ([`tmux`], [`pty`], [`jobs`], [`timers`], [`sys`], [`time`], [`environment`],
 //!   [`metrics`]) import no feature; [`config`] and [`net`] import no feature either.
-//! - [`panes`] never names the daemon or another part: its continuations run on
-//!   [`panes::Panes`] alone ([`ctx::then`]). [`agents`] never touches tasks or the API, and
-//!   [`tasks`] never the API: agents announce events, tasks follow.
+//! - No part names the daemon: [`ctx`], [`panes`], [`agents`], [`tasks`], [`calls`] and
+//!   [`api`] never import [`daemon`]. Their continuations run on their own view
+//!   ([`ctx::then`]); [`panes`] never names another part. [`agents`] never touches tasks or the
+//!   API, and [`tasks`] never the API: agents announce events, tasks follow.
 //! - Nothing below [`api`] imports it: each layer has its own error enum
 //!   ([`tmux::TmuxError`], [`agents::error::SpawnError`], [`tasks::error::TaskError`]) and
 //!   `api` maps them to HTTP.
-//! - Only [`server`] imports [`dispatch`].
-//! - [`ctx`] imports no part. One loop back remains: a continuation runs on the whole
-//!   [`daemon::Daemon`], so [`ctx`] names it, and agents' and tasks' continuations still
-//!   receive it (panes' do not).
+//! - Only [`server`] imports [`dispatch`], and only they use [`daemon::Daemon`].
+//! - No import circle between modules (`the_module_graph_has_no_circle`).
 //!
 //! # How a request flows
 //!
