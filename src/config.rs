@@ -69,6 +69,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[tools]`: what an agent may do through the daemon's tools without a person.
     pub tools: ToolsConfig,
+    /// `[cluster]`: several daemons as one Orchestra over NATS JetStream (off unless `nats`
+    /// names servers).
+    pub cluster: ClusterConfig,
     /// Agent types by name; built-in defaults merged with `[agents.<type>]` tables.
     #[serde(deserialize_with = "deserialize_agents")]
     pub agents: BTreeMap<String, AgentType>,
@@ -388,6 +391,161 @@ impl Default for MetricsConfig {
             token_file: None,
         }
     }
+}
+
+/// `[cluster]`: daemons on several hosts that form one Orchestra over NATS JetStream. Off
+/// while `nats` is empty: the single-host daemon is unchanged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// NATS servers to connect to (several seeds of one NATS cluster), e.g.
+    /// `["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]`.
+    pub nats: Vec<String>,
+    /// This daemon's name in the cluster (letters, digits, `-`, `_`); default: the machine's
+    /// hostname with other characters turned into `-`.
+    pub host: String,
+    /// The cluster's name: the prefix of every subject and bucket, so that two clusters can
+    /// share one NATS and never see each other.
+    pub name: String,
+    /// NATS user (with `password_file`).
+    pub user: Option<String>,
+    /// File holding the NATS user's password.
+    pub password_file: Option<PathBuf>,
+    /// NATS credentials file (a user JWT and seed), instead of `user`.
+    pub creds_file: Option<PathBuf>,
+    /// CA certificate(s) to verify the NATS servers with; setting it requires TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate for NATS (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// Client key for NATS (with `tls_cert`).
+    pub tls_key: Option<PathBuf>,
+    /// JetStream replicas of everything the cluster stores (at most the number of NATS
+    /// servers; 3 for a three-node NATS cluster that survives losing one).
+    pub replicas: usize,
+    /// A host that has not reported for this long is unreachable: it is shown so, and
+    /// nothing is sent to it.
+    #[serde(with = "duration_text")]
+    pub unreachable_after: Duration,
+    /// How long a request forwarded to another host may take before it is answered `503`.
+    #[serde(with = "duration_text")]
+    pub request_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            nats: Vec::new(),
+            host: String::new(),
+            name: "orchestra".into(),
+            user: None,
+            password_file: None,
+            creds_file: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            replicas: 1,
+            unreachable_after: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this daemon is part of a cluster.
+    pub fn enabled(&self) -> bool {
+        !self.nats.is_empty()
+    }
+
+    /// Fills in the host name and checks the section.
+    fn finish(&mut self) -> Result<(), ConfigError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        if self.host.is_empty() {
+            self.host = default_host_name();
+        }
+        let name_ok = |text: &str| {
+            !text.is_empty()
+                && text.len() <= 64
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if !name_ok(&self.host) {
+            return Err(ConfigError(format!(
+                "cluster.host {:?}: use 1 to 64 letters, digits, '-' or '_'",
+                self.host
+            )));
+        }
+        if !name_ok(&self.name) {
+            return Err(ConfigError(format!(
+                "cluster.name {:?}: use 1 to 64 letters, digits, '-' or '_'",
+                self.name
+            )));
+        }
+        if self.host == "any" {
+            return Err(ConfigError(
+                "cluster.host cannot be \"any\": spawn requests use it for the least loaded host"
+                    .into(),
+            ));
+        }
+        if self.user.is_some() != self.password_file.is_some() {
+            return Err(ConfigError(
+                "cluster.user and cluster.password_file go together".into(),
+            ));
+        }
+        if self.user.is_some() && self.creds_file.is_some() {
+            return Err(ConfigError(
+                "cluster: use either user + password_file or creds_file, not both".into(),
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError(
+                "cluster.tls_cert and cluster.tls_key go together".into(),
+            ));
+        }
+        if self.replicas == 0 || self.replicas > 5 {
+            return Err(ConfigError("cluster.replicas must be 1 to 5".into()));
+        }
+        if self.unreachable_after < Duration::from_secs(1) || self.request_timeout.is_zero() {
+            return Err(ConfigError(
+                "cluster.unreachable_after must be at least 1s and cluster.request_timeout above 0"
+                    .into(),
+            ));
+        }
+        for file in [
+            &mut self.password_file,
+            &mut self.creds_file,
+            &mut self.tls_ca,
+            &mut self.tls_cert,
+            &mut self.tls_key,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *file = absolute(&expand_home(file))?;
+        }
+        Ok(())
+    }
+}
+
+/// The machine's hostname as a cluster host name: characters other than letters, digits,
+/// `-` and `_` become `-`.
+fn default_host_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = raw
+        .trim()
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if name.is_empty() { "host".into() } else { name }
 }
 
 /// Where an agent type's sessions run.
@@ -804,6 +962,7 @@ impl Default for Config {
             web: WebConfig::default(),
             metrics: MetricsConfig::default(),
             tools: ToolsConfig::default(),
+            cluster: ClusterConfig::default(),
             agents: builtin_agents(),
         }
     }
@@ -909,6 +1068,14 @@ impl Config {
                     "sessions.allowed_env: {key:?} is not a valid variable name"
                 )));
             }
+        }
+        self.cluster.finish()?;
+        if self.cluster.enabled() && self.auth.algorithm != TokenAlgorithm::HS256 {
+            return Err(ConfigError(
+                "[cluster] needs auth.algorithm = \"HS256\" with the same secret on every host \
+                 (a daemon signs the short-lived tokens of requests it forwards)"
+                    .into(),
+            ));
         }
         if self.auth.algorithm != TokenAlgorithm::HS256 && self.auth.public_key_file.is_none() {
             return Err(ConfigError(format!(

@@ -162,6 +162,11 @@ pub enum Timer {
     TaskTimeout(u64),
     /// Send progress updates for running tasks.
     TaskProgress,
+    /// Rewrite this host's record in the cluster (a heartbeat, every third of
+    /// `cluster.unreachable_after`).
+    ClusterBeat,
+    /// Rewrite this host's record soon because its agents changed.
+    ClusterPublish,
 }
 
 /// What continuations run on: the daemon, which this module does not name, so that it sits

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use crate::agents::Agents;
 use crate::api::ApiState;
+use crate::cluster::Cluster;
 use crate::config::Config;
 pub use crate::ctx::{
     ATTACH_LISTENER, Ctx, Done, HOOK_LISTENER, LISTENER, LOCAL_API_LISTENER, SIGNALS, Source,
@@ -49,6 +50,8 @@ pub struct Daemon {
     tasks: Tasks,
     /// The API's own state: auth, rate limits, browser logins.
     api: ApiState,
+    /// The other hosts of the cluster, and the link to them.
+    cluster: Cluster,
 }
 
 impl Daemon {
@@ -70,12 +73,19 @@ impl Daemon {
         })
         .map_err(|e| format!("cannot start the emulator thread: {e}"))?;
         let tasks = Tasks::open(&config, notifier.clone())?;
+        let link_notifier = notifier.clone();
+        let cluster = Cluster::new(&config.cluster, move |event| {
+            link_notifier.send(crate::ctx::then::<ApiState>(move |mut parts| {
+                crate::api::peer::on_link_event(&mut parts, event)
+            }));
+        })?;
         let ctx = Ctx::new(config.clone(), registry, &notifier)?;
         Ok(Daemon {
             panes: Panes::new(&config, emulators, attach_listener),
             agents: Agents::new(&config, hook_listener)?,
             tasks,
             api: ApiState::new(&config, auth)?,
+            cluster,
             ctx,
         })
     }
@@ -119,6 +129,7 @@ impl Daemon {
             agents: &mut self.agents,
             tasks: &mut self.tasks,
             api: &mut self.api,
+            cluster: &mut self.cluster,
         }
     }
 

@@ -17,6 +17,15 @@ use crate::tasks::lifecycle as tasks;
 use crate::time::rfc3339;
 use crate::wire::ws::{Action, Evidence, ServerMessage};
 
+/// How long after its agents change a host rewrites its cluster record: changes that come
+/// together (a spawn's status and activity) are written once.
+const CLUSTER_PUBLISH_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// A request another host forwarded here has its answer (stand-in connection `conn`).
+pub fn peer_answer(daemon: &mut Daemon, conn: ConnId, response: crate::proto::http::Response) {
+    crate::api::peer::answer(&mut daemon.for_api(), conn, response);
+}
+
 /// A daemon source (slot `key`) turned ready.
 pub fn source_event(daemon: &mut Daemon, key: usize, event: &mio::event::Event) {
     let (panes, ctx) = daemon.for_panes();
@@ -58,6 +67,13 @@ pub fn timer(daemon: &mut Daemon, timer: Timer) {
         Timer::TicketSweep => daemon.for_api().api.sweep_tickets(Instant::now()),
         Timer::TaskTimeout(task_id) => tasks::on_timeout(&mut daemon.for_tasks(), task_id),
         Timer::TaskProgress => tasks::on_progress(&mut daemon.for_tasks()),
+        Timer::ClusterBeat => {
+            let mut parts = daemon.for_api();
+            crate::api::peer::publish(&mut parts);
+            let every = parts.cluster.settings().unreachable_after / 3;
+            parts.ctx.timers.schedule_in(every, Timer::ClusterBeat);
+        }
+        Timer::ClusterPublish => crate::api::peer::publish(&mut daemon.for_api()),
     }
 }
 
@@ -118,6 +134,17 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
         for call in calls {
             crate::calls::handle(&mut tasks, call);
         }
+        if !events.is_empty() {
+            // Other hosts list this host's agents from its record: rewrite it soon.
+            let parts = daemon.for_api();
+            if parts.cluster.agents_changed() {
+                parts
+                    .ctx
+                    .timers
+                    .schedule_in(CLUSTER_PUBLISH_DELAY, Timer::ClusterPublish);
+            }
+        }
+        let mut tasks = daemon.for_tasks();
         for event in events {
             match event {
                 AgentEvent::Exited { session_id, exit } => {

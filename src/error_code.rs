@@ -58,6 +58,11 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// A session with the requested name exists already.
     SessionExists,
+    /// A cluster request names a host the cluster does not know.
+    UnknownHost,
+    /// The host a cluster request needs has not reported within
+    /// `cluster.unreachable_after`, or did not answer in time.
+    HostUnreachable,
 }
 
 impl ErrorCode {
@@ -89,6 +94,8 @@ impl ErrorCode {
             ErrorCode::TaskCancelled => "TASK_CANCELLED",
             ErrorCode::StoreUnavailable => "STORE_UNAVAILABLE",
             ErrorCode::SessionExists => "SESSION_EXISTS",
+            ErrorCode::UnknownHost => "UNKNOWN_HOST",
+            ErrorCode::HostUnreachable => "HOST_UNREACHABLE",
         }
     }
 }

@@ -135,6 +135,7 @@ pub mod api;
 pub mod calls;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod ctx;
 pub mod daemon;

@@ -205,6 +205,13 @@ impl Server {
             .ctx()
             .timers
             .schedule_in(config.panes.health_interval, Timer::CaptureHealth);
+        if config.cluster.enabled() {
+            // The first record goes out when the link connects; then a heartbeat.
+            daemon
+                .ctx()
+                .timers
+                .schedule_in(config.cluster.unreachable_after / 3, Timer::ClusterBeat);
+        }
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -321,6 +328,10 @@ impl Server {
             }
             for (id, response) in std::mem::take(&mut self.daemon.ctx().outbox) {
                 progressed = true;
+                if id.key == crate::cluster::PEER_CONN_KEY {
+                    dispatch::peer_answer(&mut self.daemon, id, response);
+                    continue;
+                }
                 let Some(conn) = self.conns.get_mut(id.key).filter(|c| c.id == id) else {
                     continue;
                 };

@@ -10,7 +10,7 @@
 #   another user cannot use the daemon's socket). As root, or with passwordless sudo, they
 #   are installed; otherwise the command names them and stops before running anything.
 # - Pinned tools from npm and PyPI, under target/ (npm's cache too): the Claude Code and
-#   Codex CLIs, playwright-core, schemathesis.
+#   Codex CLIs, playwright-core, schemathesis, nats-server (the cluster tests' NATS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export npm_config_cache="$PWD/target/npm-cache"
@@ -44,6 +44,7 @@ tests/tools/install-claude.sh >/dev/null
 tests/tools/install-codex.sh >/dev/null
 tests/tools/install-playwright.sh >/dev/null
 tests/tools/install-schemathesis.sh >/dev/null
+tests/tools/install-nats.sh >/dev/null
 # The dashboard's vendored xterm.js must be the unmodified npm release.
 tests/tools/vendor-xterm.sh --check
 

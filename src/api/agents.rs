@@ -121,32 +121,80 @@ pub fn list(parts: &mut Parts<'_>, request: &Request) -> Handled {
             );
         }
     };
+    let host = match request.query_param("host") {
+        None => None,
+        Some(Ok(text)) => Some(text),
+        Some(Err(_)) => {
+            return Handled::Now(ApiError::bad_request("host is not valid UTF-8").to_response());
+        }
+    };
+    let agents: Vec<AgentSummary> = summaries(parts)
+        .into_iter()
+        .filter(|a| agent_type.as_ref().is_none_or(|t| &a.agent_type == t))
+        .filter(|a| activity.is_none_or(|wanted| a.activity.activity == wanted.as_str()))
+        .filter(|a| status.is_none_or(|wanted| a.status == wanted.as_str()))
+        .collect();
+    if !parts.cluster.enabled() {
+        if host.is_some() {
+            return Handled::Now(
+                ApiError::new(
+                    400,
+                    ErrorCode::UnknownHost,
+                    "host filters need a cluster ([cluster] in the daemon's config)",
+                )
+                .to_response(),
+            );
+        }
+        return Handled::Now(json(
+            200,
+            &AgentList {
+                total: agents.len(),
+                agents,
+            },
+        ));
+    }
+    // In a cluster: this host's agents, then every reachable host's, each with its host.
+    let me = parts.cluster.me().to_string();
+    let field = |agent: &serde_json::Value, name: &str| agent[name].as_str().map(str::to_string);
+    let listed: Vec<serde_json::Value> = agents
+        .into_iter()
+        .map(|a| super::peer::with_host(serde_json::to_value(a).expect("serializable"), &me))
+        .chain(
+            super::peer::remote_agents(parts)
+                .into_iter()
+                .filter(|a| agent_type.is_none() || field(a, "agent_type") == agent_type)
+                .filter(|a| {
+                    activity.is_none_or(|w| field(a, "activity").as_deref() == Some(w.as_str()))
+                })
+                .filter(|a| {
+                    status.is_none_or(|w| field(a, "status").as_deref() == Some(w.as_str()))
+                }),
+        )
+        .filter(|a| host.is_none() || field(a, "host") == host)
+        .collect();
+    Handled::Now(json(
+        200,
+        &serde_json::json!({ "agents": listed, "total": listed.len() }),
+    ))
+}
+
+/// Every session of this daemon as the list shows it, oldest first.
+pub fn summaries(parts: &Parts<'_>) -> Vec<AgentSummary> {
     let now = SystemTime::now();
     let idle_after = parts.ctx.config.sessions.idle_after;
-    let agents: Vec<AgentSummary> = parts
+    parts
         .agents
         .sorted()
         .into_iter()
-        .filter(|a| agent_type.as_ref().is_none_or(|t| &a.agent_type == t))
-        .filter(|a| activity.is_none_or(|wanted| a.activity.activity == wanted))
-        .map(|a| (a, a.status(now, idle_after)))
-        .filter(|(_, s)| status.is_none_or(|wanted| *s == wanted))
-        .map(|(a, s)| AgentSummary {
+        .map(|a| AgentSummary {
             session_id: a.id.clone(),
             agent_type: a.agent_type.clone(),
-            status: s.as_str(),
+            status: a.status(now, idle_after).as_str(),
             created_at: rfc3339(a.created_at),
             last_activity: rfc3339(a.last_activity),
             activity: activity_view(&a.activity),
         })
-        .collect();
-    Handled::Now(json(
-        200,
-        &AgentList {
-            total: agents.len(),
-            agents,
-        },
-    ))
+        .collect()
 }
 
 /// `GET /api/agents/{id}`: details with a fresh sample of the process tree.

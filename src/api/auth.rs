@@ -124,6 +124,35 @@ impl Authenticator {
         Some(crate::proto::proof::proof_of(signature.as_bytes(), nonce))
     }
 
+    /// A token for `principal`'s subject and scopes, valid for `ttl`: what a daemon of a
+    /// cluster forwards a request with, so that the owner verifies it like any other.
+    /// `None` when tokens are verified with a public key (the daemon cannot sign).
+    pub fn mint_for(
+        &self,
+        config: &Config,
+        principal: &Principal,
+        ttl: Duration,
+    ) -> Option<String> {
+        let signer = self.signer.as_ref()?;
+        let scope = if principal.scopes.control {
+            "control"
+        } else if principal.scopes.observe {
+            "observe"
+        } else {
+            ""
+        };
+        let now = now_secs();
+        let claims = MintClaims {
+            sub: &principal.subject,
+            scope,
+            iat: now,
+            exp: now + ttl.as_secs().max(1),
+            iss: config.auth.issuer.as_deref(),
+            aud: config.auth.audience.as_deref(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, signer).ok()
+    }
+
     /// Verifies a token and returns who it is for.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         use jsonwebtoken::errors::ErrorKind;

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod metrics;
 pub mod observe;
+pub mod peer;
 pub mod proof;
 pub mod ratelimit;
 pub mod tasks;
@@ -27,6 +28,8 @@ pub struct Parts<'a> {
     pub tasks: &'a mut crate::tasks::Tasks,
     /// The API's own state.
     pub api: &'a mut ApiState,
+    /// The other hosts of the cluster.
+    pub cluster: &'a mut crate::cluster::Cluster,
 }
 
 impl Parts<'_> {
@@ -220,6 +223,8 @@ pub enum Route {
     /// `POST /api/server-proof`: the daemon proves it holds a credential's key before the
     /// client sends the credential (no credentials needed).
     ServerProof,
+    /// `GET /api/cluster`: the cluster's hosts, their load and their agents.
+    Cluster,
 }
 
 impl Route {
@@ -238,6 +243,7 @@ impl Route {
             | Route::Login
             | Route::Logout
             | Route::OpenApi
+            | Route::Cluster
             | Route::ServerProof => Scope::Observe,
             Route::Spawn
             | Route::KillAgent(_)
@@ -272,6 +278,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/api/logout"),
     ("POST", "/api/login-codes"),
     ("POST", "/api/server-proof"),
+    ("GET", "/api/cluster"),
 ];
 
 /// The label a request is counted under in `GET /metrics`: its endpoint's template (so ids
@@ -339,6 +346,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ("POST", "/api/logout") => Route::Logout,
         ("POST", "/api/login-codes") => Route::LoginCodes,
         ("POST", "/api/server-proof") => Route::ServerProof,
+        ("GET", "/api/cluster") => Route::Cluster,
         _ => {
             let allowed: Vec<&str> = ENDPOINTS
                 .iter()
@@ -401,6 +409,9 @@ pub enum Caller {
     Local,
     /// A process of another user on the local API socket: refused whatever it sends.
     Foreign,
+    /// Another daemon of the cluster, forwarding a request with a token it minted for its
+    /// own caller ([`peer`]); the token is verified like any other.
+    Peer,
 }
 
 impl Caller {
@@ -409,6 +420,7 @@ impl Caller {
         match self {
             Caller::Network(ip) => ip,
             Caller::Local | Caller::Foreign => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            Caller::Peer => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
         }
     }
 }
@@ -709,7 +721,9 @@ fn refuse_caller(parts: &Parts<'_>, caller: Caller, request: &Request) -> Option
     }
     let host = request.header_str("host");
     let config = &parts.ctx.config;
-    if caller == Caller::Local || host_allowed(&config.allowed_hosts, config.listen, host) {
+    // A forwarded request did not come from a browser: there is no Host to check.
+    let trusted_transport = matches!(caller, Caller::Local | Caller::Peer);
+    if trusted_transport || host_allowed(&config.allowed_hosts, config.listen, host) {
         return None;
     }
     let error = foreign_host(host.unwrap_or_default());
@@ -787,6 +801,48 @@ fn rate_limit(
     Err(rate_limited(decision).to_response())
 }
 
+/// Forwards a request that names another host's agent, or asks for a session on another
+/// host, to that host ([`peer`]). `None`: it is this daemon's to answer.
+fn forward_to_owner(
+    parts: &mut Parts<'_>,
+    conn: ConnId,
+    request: &Request,
+    route: &Route,
+    principal: &Principal,
+) -> Option<Handled> {
+    if !parts.cluster.enabled() {
+        return None;
+    }
+    match route {
+        Route::GetAgent(id) | Route::KillAgent(id) | Route::AgentMessages(id) => {
+            let host = peer::remote_owner(parts, id)?;
+            Some(peer::forward(
+                parts,
+                conn,
+                &host,
+                principal,
+                request,
+                request.body.clone(),
+            ))
+        }
+        Route::Spawn => {
+            let mut body: crate::wire::rest::SpawnRequest = parse_body(request).ok()?;
+            let wanted = body.host.clone()?;
+            match peer::spawn_target(parts, &wanted, &body.agent_type) {
+                Err(error) => Some(Handled::Now(error.to_response())),
+                Ok(None) => None,
+                Ok(Some(host)) => {
+                    // The owner sees its own name: it runs the session itself.
+                    body.host = Some(host.clone());
+                    let bytes = serde_json::to_vec(&body).expect("serializable");
+                    Some(peer::forward(parts, conn, &host, principal, request, bytes))
+                }
+            }
+        }
+        _ => None,
+    }
+}
+
 /// The routing table: what each authorized endpoint does. `limit_headers` are the rate
 /// limit's, for the answers that are queued later.
 fn serve(
@@ -798,7 +854,11 @@ fn serve(
     credential: Credential,
     limit_headers: Vec<(String, String)>,
 ) -> Handled {
+    if let Some(forwarded) = forward_to_owner(parts, conn, request, &route, &principal) {
+        return forwarded;
+    }
     match route {
+        Route::Cluster => peer::status(parts),
         Route::WsTicket => observe::issue_ticket(parts, principal),
         Route::Health => Handled::Now(json(200, &health(parts))),
         Route::Spawn => agents::spawn(parts, conn, request, limit_headers),

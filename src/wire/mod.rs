@@ -5,6 +5,7 @@
 //! Plain data with serde derives: this module imports nothing of ours but the error codes,
 //! so every feature may use it without depending on another.
 
+pub mod cluster;
 pub mod rest;
 pub mod task;
 pub mod tools;

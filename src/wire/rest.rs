@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// `POST /api/agents/spawn` body.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpawnRequest {
     /// Agent type name.
@@ -23,6 +23,10 @@ pub struct SpawnRequest {
     /// `sess-<type>-<name>`, e.g. `sess-claude-primary`. Unique among live sessions.
     #[serde(default)]
     pub name: Option<String>,
+    /// In a cluster: the host to start it on, or `"any"` for the least loaded host that
+    /// has the type and room; default: the daemon that received the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// `POST /api/agents/spawn` answer.

@@ -19,6 +19,7 @@ mod churn;
 mod claude;
 mod cli;
 mod clients;
+mod cluster;
 mod contract;
 mod crowd;
 mod faults;

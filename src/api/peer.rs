@@ -1,0 +1,348 @@
+//! The API across a cluster's hosts: what this daemon does with the cluster link's events
+//! (other hosts' records, requests they forward here, answers to requests forwarded from
+//! here), and when a request is forwarded instead of handled here.
+//!
+//! A request is forwarded when it names an agent another host's record lists
+//! (`GET`/`DELETE /api/agents/{id}`, `GET /api/agents/{id}/messages`) or asks for a session
+//! on another host (`POST /api/agents/spawn` with `"host"`). The forwarded request carries a
+//! token this daemon mints for its caller's subject and scopes, valid for
+//! `cluster.request_timeout`; the owner verifies it like any token, and its answer is
+//! returned unchanged.
+
+use std::time::SystemTime;
+
+use super::error::{ApiError, ErrorCode};
+use super::{Caller, Handled, Parts, json};
+use crate::cluster::{ForwardError, KnownHost, LinkEvent};
+use crate::net::ConnId;
+use crate::principal::Principal;
+use crate::proto::http::{Header, Request, Response};
+use crate::time::rfc3339;
+use crate::wire::cluster::{
+    ClusterStatus, ForwardedRequest, ForwardedResponse, HostRecord, HostView,
+};
+
+/// Handles one of the cluster link's events.
+pub fn on_link_event(parts: &mut Parts<'_>, event: LinkEvent) {
+    if parts.cluster.on_link_state(&event) {
+        publish(parts);
+    }
+    match event {
+        LinkEvent::Host { host, record } => {
+            let record = record.and_then(|bytes| match serde_json::from_slice(&bytes) {
+                Ok(record) => Some(record),
+                Err(e) => {
+                    log::warn!(
+                        "cluster: host {}'s record is unreadable: {e}",
+                        crate::shown(&host)
+                    );
+                    None
+                }
+            });
+            parts.cluster.on_host(host, record);
+        }
+        LinkEvent::Request { reply, payload } => serve(parts, reply, &payload),
+        LinkEvent::Forwarded { id, result } => {
+            if let Some(conn) = parts.cluster.take_forward(id) {
+                parts.ctx.reply(conn, response_of(result));
+            }
+        }
+        LinkEvent::Connected | LinkEvent::Lost(_) => {}
+    }
+}
+
+/// This host's record as the cluster should see it now.
+fn record(parts: &Parts<'_>) -> HostRecord {
+    let me = parts.cluster.me().to_string();
+    let agents = super::agents::summaries(parts)
+        .into_iter()
+        .map(|summary| with_host(serde_json::to_value(summary).expect("serializable"), &me))
+        .collect();
+    HostRecord {
+        host: me,
+        started_at: rfc3339(SystemTime::now() - parts.ctx.started.elapsed()),
+        reported_at: rfc3339(SystemTime::now()),
+        sessions: parts.agents.live_and_spawning(),
+        max_sessions: parts.ctx.config.sessions.max_sessions,
+        agent_types: parts.ctx.config.agents.keys().cloned().collect(),
+        agents,
+    }
+}
+
+/// `value` (an agent as the list shows it) with `"host"` set.
+pub fn with_host(mut value: serde_json::Value, host: &str) -> serde_json::Value {
+    if let Some(object) = value.as_object_mut() {
+        object.insert("host".into(), host.into());
+    }
+    value
+}
+
+/// Writes this host's record (a heartbeat, or its agents changed).
+pub fn publish(parts: &mut Parts<'_>) {
+    if parts.cluster.enabled() {
+        let record = record(parts);
+        parts.cluster.publish(&record);
+    }
+}
+
+/// A request another host forwarded: handled like one from a client, with the token it
+/// carries; the answer goes back through the link, now or when it is ready.
+fn serve(parts: &mut Parts<'_>, reply: String, payload: &[u8]) {
+    let conn = parts.cluster.begin_serving(reply);
+    let forwarded: ForwardedRequest = match serde_json::from_slice(payload) {
+        Ok(request) => request,
+        Err(e) => {
+            let error = ApiError::bad_request(format!("unreadable forwarded request: {e}"));
+            return answer(parts, conn, error.to_response());
+        }
+    };
+    let request = Request {
+        method: forwarded.method,
+        path: forwarded.path,
+        query: forwarded.query,
+        minor_version: 1,
+        headers: vec![
+            Header {
+                name: "Authorization".into(),
+                value: format!("Bearer {}", forwarded.token).into_bytes(),
+            },
+            Header {
+                name: "Content-Type".into(),
+                value: b"application/json".to_vec(),
+            },
+        ],
+        body: forwarded.body.into_bytes(),
+    };
+    match super::handle(parts, conn, Caller::Peer, &request) {
+        Handled::Now(response) | Handled::Refuse(response) => answer(parts, conn, response),
+        Handled::Later => {}
+        Handled::Upgrade { .. } => {
+            let error = ApiError::bad_request("a forwarded request cannot open a WebSocket");
+            answer(parts, conn, error.to_response());
+        }
+    }
+}
+
+/// Sends the answer to a forwarded request (stand-in connection `conn`).
+pub fn answer(parts: &mut Parts<'_>, conn: ConnId, response: Response) {
+    let body = String::from_utf8(response.body)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    let answer = ForwardedResponse {
+        status: response.status,
+        headers: response.headers,
+        body,
+    };
+    let payload = serde_json::to_vec(&answer).expect("serializable");
+    parts.cluster.answer(conn, payload);
+}
+
+/// The caller's answer from the owner's, or the error that says why there is none.
+fn response_of(result: Result<Vec<u8>, ForwardError>) -> Response {
+    let error = match result {
+        Ok(bytes) => match serde_json::from_slice::<ForwardedResponse>(&bytes) {
+            Ok(answer) => {
+                return Response {
+                    status: answer.status,
+                    headers: answer.headers,
+                    body: answer.body.into_bytes(),
+                };
+            }
+            Err(e) => ApiError::internal(format!("the owner's answer is unreadable: {e}")),
+        },
+        Err(why) => ApiError::new(
+            503,
+            ErrorCode::HostUnreachable,
+            format!("the host that owns this could not be asked: {why}"),
+        ),
+    };
+    error.to_response()
+}
+
+/// Forwards `request` to `host` for `principal`; the answer is queued for `conn` later.
+pub fn forward(
+    parts: &mut Parts<'_>,
+    conn: ConnId,
+    host: &str,
+    principal: &Principal,
+    request: &Request,
+    body: Vec<u8>,
+) -> Handled {
+    let ttl = parts.cluster.settings().request_timeout + std::time::Duration::from_secs(5);
+    let Some(token) = parts.api.auth.mint_for(&parts.ctx.config, principal, ttl) else {
+        return Handled::Now(
+            ApiError::internal("this daemon cannot sign tokens (auth.algorithm is not HS256)")
+                .to_response(),
+        );
+    };
+    let Ok(body) = String::from_utf8(body) else {
+        return Handled::Now(ApiError::bad_request("the body is not UTF-8").to_response());
+    };
+    let forwarded = ForwardedRequest {
+        method: request.method.clone(),
+        path: request.path.clone(),
+        query: request.query.clone(),
+        token,
+        body,
+    };
+    let payload = serde_json::to_vec(&forwarded).expect("serializable");
+    if parts.cluster.forward(conn, host, payload) {
+        Handled::Later
+    } else {
+        Handled::Now(
+            ApiError::new(503, ErrorCode::HostUnreachable, "the cluster link is down")
+                .to_response(),
+        )
+    }
+}
+
+/// The other host that owns agent `session_id`, when this daemon has no such agent.
+pub fn remote_owner(parts: &Parts<'_>, session_id: &str) -> Option<String> {
+    if !parts.cluster.enabled() || parts.agents.get(session_id).is_some() {
+        return None;
+    }
+    parts
+        .cluster
+        .owner_of(session_id)
+        .map(|host| host.record.host.clone())
+}
+
+/// Where a spawn request that names `host` should go: `Ok(None)` here, `Ok(Some(name))`
+/// another host, or the error to answer with.
+pub fn spawn_target(
+    parts: &Parts<'_>,
+    host: &str,
+    agent_type: &str,
+) -> Result<Option<String>, ApiError> {
+    let me = parts.cluster.me();
+    if host == me || (!parts.cluster.enabled() && host.is_empty()) {
+        return Ok(None);
+    }
+    if !parts.cluster.enabled() {
+        return Err(ApiError::new(
+            400,
+            ErrorCode::UnknownHost,
+            format!(
+                "\"host\" is {}, but this daemon is not part of a cluster ([cluster] in its config)",
+                crate::shown(host)
+            ),
+        ));
+    }
+    if host == "any" {
+        return least_loaded(parts, agent_type);
+    }
+    let Some(known) = parts.cluster.host(host) else {
+        return Err(ApiError::new(
+            400,
+            ErrorCode::UnknownHost,
+            format!(
+                "no host {} in cluster {}; hosts: {}",
+                crate::shown(host),
+                parts.cluster.name(),
+                host_names(parts).join(", ")
+            ),
+        ));
+    };
+    if !parts.cluster.reachable(known) {
+        return Err(unreachable(parts, known));
+    }
+    Ok(Some(host.to_string()))
+}
+
+/// The reachable host with the lowest load (live sessions per allowed session) that has
+/// `agent_type` and room; this host wins ties.
+fn least_loaded(parts: &Parts<'_>, agent_type: &str) -> Result<Option<String>, ApiError> {
+    let mine = record(parts);
+    let mut best: Option<(f64, Option<String>)> =
+        mine.can_run(agent_type).then(|| (mine.load(), None));
+    for host in parts.cluster.hosts() {
+        if parts.cluster.reachable(host) && host.record.can_run(agent_type) {
+            let load = host.record.load();
+            if best.as_ref().is_none_or(|(lowest, _)| load < *lowest) {
+                best = Some((load, Some(host.record.host.clone())));
+            }
+        }
+    }
+    best.map(|(_, host)| host).ok_or_else(|| {
+        ApiError::new(
+            503,
+            ErrorCode::Overloaded,
+            format!("no reachable host has the agent type {agent_type:?} and room for a session"),
+        )
+    })
+}
+
+fn unreachable(parts: &Parts<'_>, host: &KnownHost) -> ApiError {
+    ApiError::new(
+        503,
+        ErrorCode::HostUnreachable,
+        format!(
+            "host {} has not reported for {}s (cluster.unreachable_after is {}s)",
+            host.record.host,
+            host.heard.elapsed().as_secs(),
+            parts.cluster.settings().unreachable_after.as_secs()
+        ),
+    )
+}
+
+fn host_names(parts: &Parts<'_>) -> Vec<String> {
+    std::iter::once(parts.cluster.me().to_string())
+        .chain(parts.cluster.hosts().map(|h| h.record.host.clone()))
+        .collect()
+}
+
+/// Every other reachable host's agents, as the list shows them (each with `"host"`).
+pub fn remote_agents(parts: &Parts<'_>) -> Vec<serde_json::Value> {
+    parts
+        .cluster
+        .hosts()
+        .filter(|host| parts.cluster.reachable(host))
+        .flat_map(|host| host.record.agents.iter().cloned())
+        .collect()
+}
+
+/// `GET /api/cluster`: the hosts, their load and their agents.
+pub fn status(parts: &Parts<'_>) -> Handled {
+    if !parts.cluster.enabled() {
+        return Handled::Now(
+            ApiError::new(
+                404,
+                ErrorCode::NotFound,
+                "this daemon is not part of a cluster ([cluster] in its config)",
+            )
+            .to_response(),
+        );
+    }
+    let mine = record(parts);
+    let view = |record: &HostRecord, reachable: bool, this_host: bool| HostView {
+        host: record.host.clone(),
+        reachable,
+        this_host,
+        sessions: record.sessions,
+        max_sessions: record.max_sessions,
+        load: record.load(),
+        agent_types: record.agent_types.clone(),
+        agents: record
+            .agents
+            .iter()
+            .filter_map(|a| a["session_id"].as_str().map(str::to_string))
+            .collect(),
+        started_at: record.started_at.clone(),
+        reported_at: record.reported_at.clone(),
+    };
+    let mut hosts = vec![view(&mine, parts.cluster.connected(), true)];
+    hosts.extend(
+        parts
+            .cluster
+            .hosts()
+            .map(|host| view(&host.record, parts.cluster.reachable(host), false)),
+    );
+    Handled::Now(json(
+        200,
+        &ClusterStatus {
+            cluster: parts.cluster.name().to_string(),
+            host: parts.cluster.me().to_string(),
+            connected: parts.cluster.connected(),
+            hosts,
+        },
+    ))
+}

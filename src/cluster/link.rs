@@ -1,0 +1,307 @@
+//! The cluster link: the NATS client on its own thread, with its own (single-threaded)
+//! tokio runtime, so that nothing of it runs in the event loop. The loop sends it
+//! [`Command`]s over a channel; it reports [`LinkEvent`]s through a callback that queues a
+//! continuation and wakes the loop.
+//!
+//! What it keeps in NATS: the key-value bucket `<name>-hosts` (JetStream, `replicas`
+//! copies), one key per host whose value is the host's [`crate::wire::cluster::HostRecord`];
+//! and one subject per host, `<name>.api.<host>`, on which requests forwarded to that host
+//! arrive (NATS request/reply).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures_util::StreamExt;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+use crate::config::ClusterConfig;
+
+/// The callback the link reports through, shared with the tasks it spawns.
+type Report = Arc<dyn Fn(LinkEvent) + Send + Sync>;
+
+/// What the link tells the loop.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// The link reached NATS and its bucket (again).
+    Connected,
+    /// The link lost NATS, or could not reach it; why.
+    Lost(String),
+    /// A host's record changed (`None`: it was removed).
+    Host {
+        /// The host's name.
+        host: String,
+        /// Its record as stored.
+        record: Option<Vec<u8>>,
+    },
+    /// A request another host forwarded to this one; answer with [`Command::Answer`].
+    Request {
+        /// Where the answer goes.
+        reply: String,
+        /// The [`crate::wire::cluster::ForwardedRequest`], encoded.
+        payload: Vec<u8>,
+    },
+    /// The answer to a request this host forwarded ([`Command::Forward`]).
+    Forwarded {
+        /// The forward's id.
+        id: u64,
+        /// The [`crate::wire::cluster::ForwardedResponse`], encoded, or why there is none.
+        result: Result<Vec<u8>, ForwardError>,
+    },
+}
+
+/// Why a forwarded request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardError {
+    /// Nobody listens for that host: its daemon is down or not connected.
+    NoResponders,
+    /// No answer within `cluster.request_timeout`.
+    TimedOut,
+    /// NATS refused or lost the request.
+    Failed(String),
+}
+
+impl std::fmt::Display for ForwardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ForwardError::NoResponders => f.write_str("its daemon is not connected to the cluster"),
+            ForwardError::TimedOut => {
+                f.write_str("it did not answer within cluster.request_timeout")
+            }
+            ForwardError::Failed(why) => write!(f, "NATS failed: {why}"),
+        }
+    }
+}
+
+/// What the loop asks of the link.
+#[derive(Debug)]
+pub enum Command {
+    /// Store this host's record.
+    Publish(Vec<u8>),
+    /// Forward a request to `host`; the answer comes back as [`LinkEvent::Forwarded`].
+    Forward {
+        /// Matches the answer to the request.
+        id: u64,
+        /// The host that owns what the request names.
+        host: String,
+        /// The [`crate::wire::cluster::ForwardedRequest`], encoded.
+        payload: Vec<u8>,
+    },
+    /// Answer a request another host forwarded ([`LinkEvent::Request`]).
+    Answer {
+        /// Where the answer goes.
+        reply: String,
+        /// The [`crate::wire::cluster::ForwardedResponse`], encoded.
+        payload: Vec<u8>,
+    },
+}
+
+/// The running link: send it commands; dropping it stops its thread.
+pub struct Link {
+    commands: UnboundedSender<Command>,
+}
+
+impl Link {
+    /// Starts the link's thread. `on_event` runs on that thread for every [`LinkEvent`].
+    pub fn start(
+        settings: ClusterConfig,
+        on_event: impl Fn(LinkEvent) + Send + Sync + 'static,
+    ) -> std::io::Result<Link> {
+        let (commands, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let on_event: Report = Arc::new(on_event);
+        std::thread::Builder::new()
+            .name("cluster-link".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => return on_event(LinkEvent::Lost(format!("no runtime: {e}"))),
+                };
+                runtime.block_on(run(settings, receiver, on_event));
+            })?;
+        Ok(Link { commands })
+    }
+
+    /// Queues a command (never blocks). Fails only when the link's thread has ended.
+    pub fn send(&self, command: Command) -> bool {
+        self.commands.send(command).is_ok()
+    }
+}
+
+/// The subject on which requests forwarded to `host` arrive.
+pub fn request_subject(cluster: &str, host: &str) -> String {
+    format!("{cluster}.api.{host}")
+}
+
+/// The key-value bucket of the hosts' records.
+pub fn hosts_bucket(cluster: &str) -> String {
+    format!("{cluster}-hosts")
+}
+
+async fn connect_options(settings: &ClusterConfig) -> Result<async_nats::ConnectOptions, String> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("orchestra {}", settings.host))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(settings.request_timeout));
+    if let (Some(user), Some(file)) = (&settings.user, &settings.password_file) {
+        let password = std::fs::read_to_string(file)
+            .map_err(|e| format!("cluster.password_file {}: {e}", file.display()))?;
+        options = options.user_and_password(user.clone(), password.trim().to_string());
+    }
+    if let Some(file) = &settings.creds_file {
+        options = options
+            .credentials_file(file)
+            .await
+            .map_err(|e| format!("cluster.creds_file {}: {e}", file.display()))?;
+    }
+    if let Some(ca) = &settings.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    Ok(options)
+}
+
+/// Opens the hosts bucket, creating it when it does not exist yet.
+async fn hosts_store(
+    context: &jetstream::Context,
+    settings: &ClusterConfig,
+) -> Result<jetstream::kv::Store, String> {
+    let bucket = hosts_bucket(&settings.name);
+    if let Ok(store) = context.get_key_value(&bucket).await {
+        return Ok(store);
+    }
+    context
+        .create_key_value(jetstream::kv::Config {
+            bucket: bucket.clone(),
+            description: "Orchestra hosts and their agents".into(),
+            history: 1,
+            // A host that is gone for good disappears a day after its last report.
+            max_age: Duration::from_secs(24 * 3600),
+            num_replicas: settings.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("cannot create the JetStream bucket {bucket}: {e}"))
+}
+
+async fn run(settings: ClusterConfig, mut commands: UnboundedReceiver<Command>, on_event: Report) {
+    let options = match connect_options(&settings).await {
+        Ok(options) => options,
+        Err(why) => return on_event(LinkEvent::Lost(why)),
+    };
+    let client = match options.connect(settings.nats.clone()).await {
+        Ok(client) => client,
+        Err(e) => return on_event(LinkEvent::Lost(format!("cannot connect to NATS: {e}"))),
+    };
+    let context = jetstream::new(client.clone());
+    // The bucket needs JetStream up, which takes a moment after the servers start.
+    let mut delay = Duration::from_millis(100);
+    let store = loop {
+        match hosts_store(&context, &settings).await {
+            Ok(store) => break store,
+            Err(why) => {
+                on_event(LinkEvent::Lost(why));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    let mut watch = loop {
+        match store.watch_with_history(">").await {
+            Ok(watch) => break watch,
+            Err(e) => {
+                on_event(LinkEvent::Lost(format!(
+                    "cannot watch the hosts bucket: {e}"
+                )));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let subject = request_subject(&settings.name, &settings.host);
+    let mut requests = match client.subscribe(subject.clone()).await {
+        Ok(requests) => requests,
+        Err(e) => {
+            return on_event(LinkEvent::Lost(format!(
+                "cannot subscribe to {subject}: {e}"
+            )));
+        }
+    };
+    on_event(LinkEvent::Connected);
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                None => return,
+                Some(Command::Publish(record)) => {
+                    if let Err(e) = store.put(&settings.host, record.into()).await {
+                        on_event(LinkEvent::Lost(format!("cannot store this host's record: {e}")));
+                    }
+                }
+                Some(Command::Answer { reply, payload }) => {
+                    if let Err(e) = client.publish(reply, payload.into()).await {
+                        log::warn!("cluster: cannot answer a forwarded request: {e}");
+                    }
+                }
+                Some(Command::Forward { id, host, payload }) => {
+                    let client = client.clone();
+                    let subject = request_subject(&settings.name, &host);
+                    let timeout = settings.request_timeout;
+                    let report = on_event.clone();
+                    tokio::spawn(async move {
+                        let result = forward(&client, subject, payload, timeout).await;
+                        report(LinkEvent::Forwarded { id, result });
+                    });
+                }
+            },
+            entry = watch.next() => match entry {
+                Some(Ok(entry)) => {
+                    let record = match entry.operation {
+                        jetstream::kv::Operation::Put => Some(entry.value.to_vec()),
+                        _ => None,
+                    };
+                    on_event(LinkEvent::Host { host: entry.key, record });
+                }
+                Some(Err(e)) => on_event(LinkEvent::Lost(format!("the hosts bucket's watch failed: {e}"))),
+                None => {
+                    on_event(LinkEvent::Lost("the hosts bucket's watch ended".into()));
+                    match store.watch_with_history(">").await {
+                        Ok(again) => watch = again,
+                        Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                    }
+                }
+            },
+            message = requests.next() => match message {
+                Some(message) => match message.reply {
+                    Some(reply) => on_event(LinkEvent::Request {
+                        reply: reply.to_string(),
+                        payload: message.payload.to_vec(),
+                    }),
+                    None => log::warn!("cluster: a forwarded request without a reply subject; ignored"),
+                },
+                None => return on_event(LinkEvent::Lost("the request subscription ended".into())),
+            },
+        }
+    }
+}
+
+async fn forward(
+    client: &async_nats::Client,
+    subject: String,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<Vec<u8>, ForwardError> {
+    match tokio::time::timeout(timeout, client.request(subject, payload.into())).await {
+        Err(_) => Err(ForwardError::TimedOut),
+        Ok(Ok(message)) => Ok(message.payload.to_vec()),
+        Ok(Err(e)) => Err(match e.kind() {
+            async_nats::client::RequestErrorKind::NoResponders => ForwardError::NoResponders,
+            async_nats::client::RequestErrorKind::TimedOut => ForwardError::TimedOut,
+            _ => ForwardError::Failed(e.to_string()),
+        }),
+    }
+}

