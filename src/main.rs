@@ -113,6 +113,15 @@ enum Command {
         #[command(subcommand)]
         command: Option<orchestra::cli::commands::AgentsCommand>,
     },
+    /// A cluster's hosts: whether each is reachable, its load and its agents.
+    ///
+    /// Example: orchestra cluster status
+    Cluster {
+        #[command(flatten)]
+        target: orchestra::cli::Target,
+        #[command(subcommand)]
+        command: Option<orchestra::cli::commands::ClusterCommand>,
+    },
     /// Type a message into an agent (a `user_message`), optionally waiting for its reply.
     ///
     /// Example: orchestra send sess-claude-primary "run the tests" --wait
@@ -359,6 +368,9 @@ fn main() -> ExitCode {
         } => print_token(&config, &scope, ttl, &sub),
         Command::Agents { target, command } => client(&target, |api| {
             orchestra::cli::commands::agents(api, command).map(|()| 0)
+        }),
+        Command::Cluster { target, command } => client(&target, |api| {
+            orchestra::cli::commands::cluster(api, command).map(|()| 0)
         }),
         Command::Send {
             target,

@@ -23,6 +23,9 @@ pub enum AgentsCommand {
         /// Only sessions of this agent type.
         #[arg(long = "type", value_name = "TYPE")]
         agent_type: Option<String>,
+        /// In a cluster: only the sessions of this host.
+        #[arg(long)]
+        host: Option<String>,
     },
     /// Show one session's details.
     Show {
@@ -42,6 +45,10 @@ pub enum AgentsCommand {
         /// Environment variable for the agent, `KEY=VALUE` (repeatable).
         #[arg(long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
+        /// In a cluster: the host to start it on, or `any` for the least loaded one. The
+        /// working directory is then the host's default unless --working-dir names one.
+        #[arg(long)]
+        host: Option<String>,
     },
     /// Stop a session (its process tree, then the pane).
     Kill {
@@ -114,11 +121,13 @@ pub fn agents(api: &Api, command: Option<AgentsCommand>) -> Result<(), Failure> 
     match command.unwrap_or(AgentsCommand::Ls {
         status: None,
         agent_type: None,
+        host: None,
     }) {
         AgentsCommand::Ls {
             status: wanted,
             agent_type,
-        } => list_agents(api, wanted, agent_type),
+            host,
+        } => list_agents(api, wanted, agent_type, host),
         AgentsCommand::Show { session } => {
             let details = api.get(&format!("/api/agents/{}", segment(&session)))?;
             show(api, &details);
@@ -129,7 +138,8 @@ pub fn agents(api: &Api, command: Option<AgentsCommand>) -> Result<(), Failure> 
             name,
             working_dir,
             env,
-        } => spawn_agent(api, agent_type, name, working_dir, env),
+            host,
+        } => spawn_agent(api, agent_type, name, working_dir, env, host),
         AgentsCommand::Kill { session } => {
             let killed = api.call(
                 "DELETE",
@@ -155,8 +165,12 @@ fn list_agents(
     api: &Api,
     wanted: Option<String>,
     agent_type: Option<String>,
+    host: Option<String>,
 ) -> Result<(), Failure> {
     let mut query = Vec::new();
+    if let Some(h) = host {
+        query.push(format!("host={}", segment(&h)));
+    }
     if let Some(s) = wanted {
         query.push(format!("status={}", segment(&s)));
     }
@@ -174,30 +188,32 @@ fn list_agents(
         return Ok(());
     }
     let colour = colours();
-    let rows: Vec<Vec<String>> = list["agents"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let agents = list["agents"].as_array().cloned().unwrap_or_default();
+    // A cluster's list says where each agent runs.
+    let clustered = agents.iter().any(|a| a.get("host").is_some());
+    let rows: Vec<Vec<String>> = agents
+        .iter()
         .map(|a| {
-            vec![
-                cell(&a["session_id"]),
+            let mut row = vec![cell(&a["session_id"])];
+            if clustered {
+                row.push(cell(&a["host"]));
+            }
+            row.extend([
                 cell(&a["agent_type"]),
                 status(&cell(&a["status"]), colour),
                 status(&cell(&a["activity"]), colour),
                 cell(&a["created_at"]),
                 cell(&a["evidence"]["detail"]),
-            ]
+            ]);
+            row
         })
         .collect();
-    print!(
-        "{}",
-        table(
-            &[
-                "SESSION", "TYPE", "STATUS", "ACTIVITY", "CREATED", "EVIDENCE"
-            ],
-            &rows
-        )
-    );
+    let mut header = vec!["SESSION"];
+    if clustered {
+        header.push("HOST");
+    }
+    header.extend(["TYPE", "STATUS", "ACTIVITY", "CREATED", "EVIDENCE"]);
+    print!("{}", table(&header, &rows));
     Ok(())
 }
 
@@ -208,8 +224,16 @@ fn spawn_agent(
     name: Option<String>,
     working_dir: Option<PathBuf>,
     env: Vec<String>,
+    host: Option<String>,
 ) -> Result<(), Failure> {
-    let mut body = json!({ "agent_type": agent_type, "working_dir": directory(working_dir)? });
+    let mut body = json!({ "agent_type": agent_type });
+    // Another host has its own directories: the current one is sent only for this host.
+    if host.is_none() || working_dir.is_some() {
+        body["working_dir"] = directory(working_dir)?.into();
+    }
+    if let Some(host) = host {
+        body["host"] = host.into();
+    }
     if let Some(name) = name {
         body["name"] = name.into();
     }
@@ -601,5 +625,77 @@ mod tests {
         assert_eq!(one_line("a\nb", 10), "a…");
         assert_eq!(one_line("abc", 2), "ab…");
         assert_eq!(one_line("abc", 3), "abc");
+    }
+}
+
+/// `orchestra cluster ...`
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum ClusterCommand {
+    /// The hosts, whether they are reachable, their load and their agents (the default).
+    Status,
+}
+
+/// Runs `orchestra cluster`.
+pub fn cluster(api: &Api, command: Option<ClusterCommand>) -> Result<(), Failure> {
+    match command.unwrap_or(ClusterCommand::Status) {
+        ClusterCommand::Status => {
+            let status = api.get("/api/cluster")?;
+            if api.json {
+                print_json(&status);
+                return Ok(());
+            }
+            println!(
+                "cluster {} (asked {}, {})",
+                cell(&status["cluster"]),
+                cell(&status["host"]),
+                if status["connected"] == true {
+                    "connected"
+                } else {
+                    "NOT connected to NATS"
+                }
+            );
+            let rows: Vec<Vec<String>> = status["hosts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|h| {
+                    let agents: Vec<String> = h["agents"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(cell)
+                        .collect();
+                    let types: Vec<String> = h["agent_types"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(cell)
+                        .collect();
+                    vec![
+                        cell(&h["host"]),
+                        if h["reachable"] == true { "yes" } else { "NO" }.to_string(),
+                        format!("{}/{}", cell(&h["sessions"]), cell(&h["max_sessions"])),
+                        cell(&h["reported_at"]),
+                        types.join(","),
+                        agents.join(" "),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &[
+                        "HOST",
+                        "REACHABLE",
+                        "SESSIONS",
+                        "REPORTED",
+                        "TYPES",
+                        "AGENTS"
+                    ],
+                    &rows
+                )
+            );
+            Ok(())
+        }
     }
 }

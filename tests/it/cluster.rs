@@ -233,6 +233,49 @@ fn every_hosts_agents_are_listed_spawned_read_and_killed_from_any_daemon() {
         .get("/api/agents/sess-echo-nowhere", &token)
         .assert_error(404, "SESSION_NOT_FOUND");
 
+    // The CLI on alpha's host: the cluster, a spawn on beta, and a list of beta's agents.
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_orchestra"))
+            .args(args)
+            .args(crate::cli::target(&alpha))
+            .env_remove("ORCHESTRA_URL")
+            .env_remove("ORCHESTRA_TOKEN")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success(),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        text
+    };
+    let table = cli(&["cluster", "status"]);
+    assert!(
+        table.contains("cluster one (asked alpha, connected)"),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("beta ") && l.contains(" yes ")),
+        "{table}"
+    );
+    let spawned = cli(&["agents", "spawn", "echo", "--host", "beta"]);
+    let by_cli = spawned.trim().to_string();
+    assert_eq!(
+        beta.get(&format!("/api/agents/{by_cli}"), &token).status,
+        200
+    );
+    wait_until("the CLI lists beta's new agent with its host", || {
+        let table = cli(&["agents", "ls", "--host", "beta"]);
+        table
+            .lines()
+            .any(|l| l.starts_with(&by_cli) && l.contains(" beta "))
+            .then_some(())
+    });
+
     // The cluster's status from either side.
     let status = hosts(&beta, &token);
     assert_eq!(status["cluster"], "one");
