@@ -189,6 +189,9 @@ pub struct WsOutbox {
     pub direct: Vec<(ConnId, Vec<u8>)>,
     /// Connections to close with a code and reason.
     pub close: Vec<(ConnId, u16, String)>,
+    /// Frames for every observer that other hosts of the cluster broadcast (delivered like
+    /// `broadcast`, never sent on to the cluster again).
+    pub relayed: Vec<Arc<[u8]>>,
 }
 
 impl WsOutbox {

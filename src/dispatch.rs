@@ -26,6 +26,11 @@ pub fn peer_answer(daemon: &mut Daemon, conn: ConnId, response: crate::proto::ht
     crate::api::peer::answer(&mut daemon.for_api(), conn, response);
 }
 
+/// Sends what this host broadcast to its observers on to the cluster's other hosts.
+pub fn relay_events(daemon: &mut Daemon, frames: &[std::sync::Arc<[u8]>]) {
+    daemon.for_api().cluster.relay(frames);
+}
+
 /// A daemon source (slot `key`) turned ready.
 pub fn source_event(daemon: &mut Daemon, key: usize, event: &mio::event::Event) {
     let (panes, ctx) = daemon.for_panes();

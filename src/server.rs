@@ -364,8 +364,11 @@ impl Server {
         let outbox = std::mem::take(&mut ctx.ws);
         let dirty = panes.take_dirty();
         let overwhelmed = panes.take_overwhelmed();
+        // What this host tells its observers goes to the other hosts' observers too.
+        dispatch::relay_events(&mut self.daemon, &outbox.broadcast);
         let any = !(outbox.direct.is_empty()
             && outbox.broadcast.is_empty()
+            && outbox.relayed.is_empty()
             && outbox.close.is_empty()
             && dirty.is_empty()
             && overwhelmed.is_empty());
@@ -375,12 +378,12 @@ impl Server {
                 self.touched.push(id.key);
             }
         }
-        if !outbox.broadcast.is_empty() {
+        if !outbox.broadcast.is_empty() || !outbox.relayed.is_empty() {
             for (key, conn) in self.conns.iter_mut() {
                 if !conn.is_live_observer() {
                     continue;
                 }
-                for frame in &outbox.broadcast {
+                for frame in outbox.broadcast.iter().chain(&outbox.relayed) {
                     conn.queue(Chunk::Shared(frame.clone()));
                 }
                 self.touched.push(key);

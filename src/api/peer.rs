@@ -47,6 +47,7 @@ pub fn on_link_event(parts: &mut Parts<'_>, event: LinkEvent) {
                 parts.ctx.reply(conn, response_of(result));
             }
         }
+        LinkEvent::Events(frame) => parts.ctx.ws.relayed.push(frame.into()),
         LinkEvent::Connected | LinkEvent::Lost(_) => {}
     }
 }

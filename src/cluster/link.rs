@@ -41,6 +41,9 @@ pub enum LinkEvent {
         /// The [`crate::wire::cluster::ForwardedRequest`], encoded.
         payload: Vec<u8>,
     },
+    /// Frames another host broadcast to its observers (`agent_status`, `task_update`, ...),
+    /// for this host's observers.
+    Events(Vec<u8>),
     /// The answer to a request this host forwarded ([`Command::Forward`]).
     Forwarded {
         /// The forward's id.
@@ -87,6 +90,8 @@ pub enum Command {
         /// The [`crate::wire::cluster::ForwardedRequest`], encoded.
         payload: Vec<u8>,
     },
+    /// Send frames this host broadcast to its observers on to every other host's.
+    Events(Vec<std::sync::Arc<[u8]>>),
     /// Answer a request another host forwarded ([`LinkEvent::Request`]).
     Answer {
         /// Where the answer goes.
@@ -133,6 +138,11 @@ impl Link {
 /// The subject on which requests forwarded to `host` arrive.
 pub fn request_subject(cluster: &str, host: &str) -> String {
     format!("{cluster}.api.{host}")
+}
+
+/// The subject on which `host` publishes what it broadcasts to its observers.
+pub fn events_subject(cluster: &str, host: &str) -> String {
+    format!("{cluster}.events.{host}")
 }
 
 /// The key-value bucket of the hosts' records.
@@ -232,6 +242,11 @@ async fn run(settings: ClusterConfig, mut commands: UnboundedReceiver<Command>, 
             )));
         }
     };
+    let mut events = match client.subscribe(events_subject(&settings.name, "*")).await {
+        Ok(events) => events,
+        Err(e) => return on_event(LinkEvent::Lost(format!("cannot subscribe to events: {e}"))),
+    };
+    let own_events = events_subject(&settings.name, &settings.host);
     on_event(LinkEvent::Connected);
     loop {
         tokio::select! {
@@ -240,6 +255,14 @@ async fn run(settings: ClusterConfig, mut commands: UnboundedReceiver<Command>, 
                 Some(Command::Publish(record)) => {
                     if let Err(e) = store.put(&settings.host, record.into()).await {
                         on_event(LinkEvent::Lost(format!("cannot store this host's record: {e}")));
+                    }
+                }
+                Some(Command::Events(frames)) => {
+                    for frame in frames {
+                        let payload = frame.to_vec().into();
+                        if let Err(e) = client.publish(own_events.clone(), payload).await {
+                            log::warn!("cluster: cannot send events to the other hosts: {e}");
+                        }
                     }
                 }
                 Some(Command::Answer { reply, payload }) => {
@@ -274,6 +297,13 @@ async fn run(settings: ClusterConfig, mut commands: UnboundedReceiver<Command>, 
                         Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
                     }
                 }
+            },
+            event = events.next() => match event {
+                Some(message) if message.subject.as_str() != own_events => {
+                    on_event(LinkEvent::Events(message.payload.to_vec()));
+                }
+                Some(_) => {}
+                None => return on_event(LinkEvent::Lost("the events subscription ended".into())),
             },
             message = requests.next() => match message {
                 Some(message) => match message.reply {

@@ -208,6 +208,16 @@ impl Cluster {
         }
     }
 
+    /// Sends frames this host broadcast to its observers on to the other hosts'.
+    pub fn relay(&self, frames: &[std::sync::Arc<[u8]>]) {
+        if let Some(link) = &self.link
+            && self.connected
+            && !frames.is_empty()
+        {
+            link.send(Command::Events(frames.to_vec()));
+        }
+    }
+
     /// Forwards a request to `host` for the caller on `conn`; the answer comes back as
     /// [`LinkEvent::Forwarded`] and [`Cluster::take_forward`] tells whose it is.
     pub fn forward(&mut self, conn: ConnId, host: &str, payload: Vec<u8>) -> bool {

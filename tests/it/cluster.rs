@@ -160,6 +160,8 @@ fn every_hosts_agents_are_listed_spawned_read_and_killed_from_any_daemon() {
     // A token minted on one host works on every host (the shared secret).
     let token = alpha.token("control");
 
+    // An observer of alpha hears of agents on every host.
+    let mut watcher = alpha.ws(&token);
     let here = id_of(&alpha.spawn(&token, "echo"));
     let resp = alpha.post(
         "/api/agents/spawn",
@@ -177,6 +179,10 @@ fn every_hosts_agents_are_listed_spawned_read_and_killed_from_any_daemon() {
         beta.get(&format!("/api/agents/{there}"), &token).status == 200,
         "the session runs on beta"
     );
+
+    watcher.recv_until("beta's agent_status on alpha's WebSocket", |m| {
+        m["type"] == "agent_status" && m["session_id"] == there.as_str()
+    });
 
     // Both daemons list both agents, each with its host.
     for daemon in [&alpha, &beta] {
@@ -329,6 +335,8 @@ fn a_lost_nats_server_changes_nothing_and_a_silent_host_is_unreachable() {
         .get(&format!("/api/agents/{there}"), &token)
         .assert_error(503, "HOST_UNREACHABLE");
     // Alpha's own work goes on.
+    // An observer of alpha hears of agents on every host.
+    let mut watcher = alpha.ws(&token);
     let here = id_of(&alpha.spawn(&token, "echo"));
     assert_eq!(
         host_of(&listed(&alpha, &token, ""), &here).as_deref(),
