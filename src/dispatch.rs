@@ -31,6 +31,16 @@ pub fn relay_events(daemon: &mut Daemon, frames: &[std::sync::Arc<[u8]>]) {
     daemon.for_api().cluster.relay(frames);
 }
 
+/// Frames for stand-ins of other hosts' viewers: sent to those hosts.
+pub fn tunnel_frames(daemon: &mut Daemon, frames: Vec<(ConnId, Vec<u8>)>) {
+    crate::api::peer::tunnel_frames(&mut daemon.for_api(), frames);
+}
+
+/// A session has output for the stand-in of another host's viewer.
+pub fn pump_tunnel(daemon: &mut Daemon, id: ConnId) {
+    crate::api::peer::pump(&mut daemon.for_api(), id);
+}
+
 /// A daemon source (slot `key`) turned ready.
 pub fn source_event(daemon: &mut Daemon, key: usize, event: &mio::event::Event) {
     let (panes, ctx) = daemon.for_panes();
@@ -84,9 +94,10 @@ pub fn timer(daemon: &mut Daemon, timer: Timer) {
 
 /// A WebSocket connection went away: forget its subscriptions, limits and pending acks.
 pub fn ws_closed(daemon: &mut Daemon, conn: ConnId) {
-    let parts = daemon.for_api();
+    let mut parts = daemon.for_api();
     parts.panes.viewer_closed(conn);
     parts.api.ws_closed(conn);
+    crate::api::peer::viewer_closed(&mut parts, conn);
 }
 
 /// Hands what panes announced to agents (output means activity; typed messages wait for

@@ -372,8 +372,11 @@ impl Server {
             && outbox.close.is_empty()
             && dirty.is_empty()
             && overwhelmed.is_empty());
+        let mut tunneled = Vec::new();
         for (id, frame) in outbox.direct {
-            if let Some(conn) = self.ws_conn(id) {
+            if id.key == crate::cluster::PEER_CONN_KEY {
+                tunneled.push((id, frame));
+            } else if let Some(conn) = self.ws_conn(id) {
                 conn.queue(Chunk::Owned(frame));
                 self.touched.push(id.key);
             }
@@ -389,6 +392,10 @@ impl Server {
                 self.touched.push(key);
             }
         }
+        // Frames for stand-ins of other hosts' viewers go back to those hosts.
+        if !tunneled.is_empty() {
+            dispatch::tunnel_frames(&mut self.daemon, tunneled);
+        }
         for (id, code, reason) in outbox.close {
             self.close_ws(id, code, &reason);
         }
@@ -401,7 +408,9 @@ impl Server {
             self.close_ws(id, close::SLOW_CONSUMER, "too slow: resynced too often");
         }
         for id in dirty {
-            if self.ws_conn(id).is_some() {
+            if id.key == crate::cluster::PEER_CONN_KEY {
+                dispatch::pump_tunnel(&mut self.daemon, id);
+            } else if self.ws_conn(id).is_some() {
                 self.pump(id.key);
                 self.touched.push(id.key);
             }

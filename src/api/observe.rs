@@ -204,6 +204,14 @@ pub fn on_text(parts: &mut Parts<'_>, conn: ConnId, principal: &Principal, text:
         return after;
     }
     if let Some(message) = parse(parts, conn, text) {
+        // Another host's session: its daemon answers, through the viewer tunnel.
+        if let Some(host) = message
+            .session_id()
+            .and_then(|session| super::peer::remote_owner(parts, session))
+        {
+            super::peer::tunnel(parts, conn, principal, &host, text);
+            return After::Continue;
+        }
         answer(parts, conn, principal, message);
     }
     After::Continue

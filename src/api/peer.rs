@@ -9,6 +9,7 @@
 //! `cluster.request_timeout`; the owner verifies it like any token, and its answer is
 //! returned unchanged.
 
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use super::error::{ApiError, ErrorCode};
@@ -19,8 +20,10 @@ use crate::principal::Principal;
 use crate::proto::http::{Header, Request, Response};
 use crate::time::rfc3339;
 use crate::wire::cluster::{
-    ClusterStatus, ForwardedRequest, ForwardedResponse, HostRecord, HostView,
+    ClusterStatus, ForwardedRequest, ForwardedResponse, HostRecord, HostView, TunnelAck, TunnelIn,
+    decode_tunnel_out, encode_tunnel_out,
 };
+use crate::wire::ws::ServerMessage;
 
 /// Handles one of the cluster link's events.
 pub fn on_link_event(parts: &mut Parts<'_>, event: LinkEvent) {
@@ -48,6 +51,9 @@ pub fn on_link_event(parts: &mut Parts<'_>, event: LinkEvent) {
             }
         }
         LinkEvent::Events(frame) => parts.ctx.ws.relayed.push(frame.into()),
+        LinkEvent::TunnelIn(bytes) => on_tunnel_in(parts, &bytes),
+        LinkEvent::TunnelOut(bytes) => on_tunnel_out(parts, &bytes),
+        LinkEvent::TunnelAck(bytes) => on_tunnel_ack(parts, &bytes),
         LinkEvent::Connected | LinkEvent::Lost(_) => {}
     }
 }
@@ -346,4 +352,163 @@ pub fn status(parts: &Parts<'_>) -> Handled {
             hosts,
         },
     ))
+}
+
+/// A viewer's message about another host's session (`host`): sent to that host through the
+/// viewer tunnel, with a token for the viewer's principal. Its answers come back as frames.
+pub fn tunnel(parts: &mut Parts<'_>, conn: ConnId, principal: &Principal, host: &str, text: &str) {
+    let ttl = parts.cluster.settings().request_timeout + std::time::Duration::from_secs(5);
+    let Some(token) = parts.api.auth.mint_for(&parts.ctx.config, principal, ttl) else {
+        let message = "this daemon cannot sign tokens for other hosts (auth.algorithm)";
+        return tell(parts, conn, ErrorCode::InternalError, message);
+    };
+    let message = TunnelIn {
+        origin: parts.cluster.me().to_string(),
+        conn: (conn.key, conn.serial),
+        token,
+        text: Some(text.to_string()),
+    };
+    let subject = parts.cluster.tunnel_subject("in", host);
+    parts
+        .cluster
+        .send(subject, serde_json::to_vec(&message).expect("serializable"));
+    parts.cluster.tunneled(conn, host);
+}
+
+fn tell(parts: &mut Parts<'_>, conn: ConnId, error_code: ErrorCode, message: &str) {
+    parts.ctx.send_ws(
+        conn,
+        &ServerMessage::Error {
+            error_code,
+            message,
+            session_id: None,
+            id: None,
+        },
+    );
+}
+
+/// This host's viewer `conn` closed: the hosts it talked to drop their stand-ins.
+pub fn viewer_closed(parts: &mut Parts<'_>, conn: ConnId) {
+    if !parts.cluster.enabled() {
+        return;
+    }
+    for host in parts.cluster.take_tunnels(conn) {
+        let message = TunnelIn {
+            origin: parts.cluster.me().to_string(),
+            conn: (conn.key, conn.serial),
+            token: String::new(),
+            text: None,
+        };
+        let subject = parts.cluster.tunnel_subject("in", &host);
+        parts
+            .cluster
+            .send(subject, serde_json::to_vec(&message).expect("serializable"));
+    }
+}
+
+/// A viewer of another host talks to a session of this one: handled like a message on a
+/// WebSocket of this host, through the viewer's stand-in connection.
+fn on_tunnel_in(parts: &mut Parts<'_>, bytes: &[u8]) {
+    let Ok(message) = serde_json::from_slice::<TunnelIn>(bytes) else {
+        return log::warn!("cluster: an unreadable viewer message; ignored");
+    };
+    let Some(text) = message.text else {
+        if let Some(stand_in) = parts
+            .cluster
+            .existing_stand_in(&message.origin, message.conn)
+        {
+            parts.panes.viewer_closed(stand_in);
+            parts.api.ws_closed(stand_in);
+            parts.cluster.drop_stand_in(stand_in);
+        }
+        return;
+    };
+    let stand_in = parts.cluster.stand_in(&message.origin, message.conn);
+    match parts.api.auth.verify(&message.token) {
+        Ok(principal) => {
+            super::observe::on_text(parts, stand_in, &principal, &text);
+        }
+        Err(e) => tell(parts, stand_in, ErrorCode::InvalidToken, &e.to_string()),
+    }
+}
+
+/// Frames queued for stand-in connections: sent to their viewers' hosts.
+pub fn tunnel_frames(parts: &mut Parts<'_>, frames: Vec<(ConnId, Vec<u8>)>) {
+    let mut by_viewer: HashMap<ConnId, Vec<Vec<u8>>> = HashMap::new();
+    for (id, frame) in frames {
+        by_viewer.entry(id).or_default().push(frame);
+    }
+    for (id, frames) in by_viewer {
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        send_frames(parts, id, &refs);
+    }
+}
+
+fn send_frames(parts: &mut Parts<'_>, id: ConnId, frames: &[&[u8]]) {
+    let me = parts.cluster.me().to_string();
+    let Some(stand_in) = parts.cluster.stand_in_for(id) else {
+        return;
+    };
+    stand_in.in_flight += frames.iter().map(|f| f.len()).sum::<usize>();
+    let (origin, conn) = (stand_in.origin.clone(), stand_in.conn);
+    let subject = parts.cluster.tunnel_subject("out", &origin);
+    parts
+        .cluster
+        .send(subject, encode_tunnel_out(&me, conn, frames));
+}
+
+/// A session of this host has output for stand-in `id`: pulls it while the viewer's host has
+/// credit (`websocket.send_window_bytes` in flight at most), and sends it there.
+pub fn pump(parts: &mut Parts<'_>, id: ConnId) {
+    let window = parts.ctx.config.websocket.send_window_bytes;
+    let timestamp = crate::panes::capture::now_millis();
+    loop {
+        let Some(in_flight) = parts.cluster.stand_in_for(id).map(|s| s.in_flight) else {
+            return;
+        };
+        if in_flight >= window {
+            return;
+        }
+        let chunks = parts.panes.pull(id, window - in_flight, timestamp);
+        if chunks.is_empty() {
+            return;
+        }
+        let frames: Vec<&[u8]> = chunks.iter().map(|c| c.as_bytes()).collect();
+        send_frames(parts, id, &frames);
+    }
+}
+
+/// Frames from another host for a viewer of this one: queued for it, and credited back.
+fn on_tunnel_out(parts: &mut Parts<'_>, bytes: &[u8]) {
+    let Some((owner, (key, serial), frames)) = decode_tunnel_out(bytes) else {
+        return log::warn!("cluster: unreadable frames for a viewer; ignored");
+    };
+    let conn = ConnId { key, serial };
+    let size = frames.iter().map(Vec::len).sum();
+    for frame in frames {
+        parts.ctx.ws.direct.push((conn, frame));
+    }
+    let ack = TunnelAck {
+        origin: parts.cluster.me().to_string(),
+        conn: (key, serial),
+        bytes: size,
+    };
+    let subject = parts.cluster.tunnel_subject("ack", &owner);
+    parts
+        .cluster
+        .send(subject, serde_json::to_vec(&ack).expect("serializable"));
+}
+
+/// A viewer's host took frames: credit for more.
+fn on_tunnel_ack(parts: &mut Parts<'_>, bytes: &[u8]) {
+    let Ok(ack) = serde_json::from_slice::<TunnelAck>(bytes) else {
+        return;
+    };
+    let Some(id) = parts.cluster.existing_stand_in(&ack.origin, ack.conn) else {
+        return;
+    };
+    if let Some(stand_in) = parts.cluster.stand_in_for(id) {
+        stand_in.in_flight = stand_in.in_flight.saturating_sub(ack.bytes);
+    }
+    pump(parts, id);
 }

@@ -44,6 +44,14 @@ pub enum LinkEvent {
     /// Frames another host broadcast to its observers (`agent_status`, `task_update`, ...),
     /// for this host's observers.
     Events(Vec<u8>),
+    /// A viewer's message from another host for a session of this one
+    /// ([`crate::wire::cluster::TunnelIn`], encoded).
+    TunnelIn(Vec<u8>),
+    /// Frames from another host for a viewer of this one
+    /// ([`crate::wire::cluster::encode_tunnel_out`]).
+    TunnelOut(Vec<u8>),
+    /// Credit from another host's viewer ([`crate::wire::cluster::TunnelAck`], encoded).
+    TunnelAck(Vec<u8>),
     /// The answer to a request this host forwarded ([`Command::Forward`]).
     Forwarded {
         /// The forward's id.
@@ -92,6 +100,13 @@ pub enum Command {
     },
     /// Send frames this host broadcast to its observers on to every other host's.
     Events(Vec<std::sync::Arc<[u8]>>),
+    /// Publish `payload` on `subject` (a tunnel's messages, frames and credit).
+    Send {
+        /// Where.
+        subject: String,
+        /// What.
+        payload: Vec<u8>,
+    },
     /// Answer a request another host forwarded ([`LinkEvent::Request`]).
     Answer {
         /// Where the answer goes.
@@ -143,6 +158,12 @@ pub fn request_subject(cluster: &str, host: &str) -> String {
 /// The subject on which `host` publishes what it broadcasts to its observers.
 pub fn events_subject(cluster: &str, host: &str) -> String {
     format!("{cluster}.events.{host}")
+}
+
+/// The subjects of a viewer tunnel to and from `host`: viewers' messages for its sessions
+/// (`in`), frames for its viewers (`out`), credit for its sessions' frames (`ack`).
+pub fn tunnel_subject(cluster: &str, kind: &str, host: &str) -> String {
+    format!("{cluster}.tunnel.{kind}.{host}")
 }
 
 /// The key-value bucket of the hosts' records.
@@ -247,6 +268,15 @@ async fn run(settings: ClusterConfig, mut commands: UnboundedReceiver<Command>, 
         Err(e) => return on_event(LinkEvent::Lost(format!("cannot subscribe to events: {e}"))),
     };
     let own_events = events_subject(&settings.name, &settings.host);
+    let tunnel = |kind| tunnel_subject(&settings.name, kind, &settings.host);
+    let (mut tunnel_in, mut tunnel_out, mut tunnel_ack) = match tokio::try_join!(
+        client.subscribe(tunnel("in")),
+        client.subscribe(tunnel("out")),
+        client.subscribe(tunnel("ack")),
+    ) {
+        Ok(subscriptions) => subscriptions,
+        Err(e) => return on_event(LinkEvent::Lost(format!("cannot subscribe to tunnels: {e}"))),
+    };
     on_event(LinkEvent::Connected);
     loop {
         tokio::select! {
@@ -263,6 +293,11 @@ async fn run(settings: ClusterConfig, mut commands: UnboundedReceiver<Command>, 
                         if let Err(e) = client.publish(own_events.clone(), payload).await {
                             log::warn!("cluster: cannot send events to the other hosts: {e}");
                         }
+                    }
+                }
+                Some(Command::Send { subject, payload }) => {
+                    if let Err(e) = client.publish(subject, payload.into()).await {
+                        log::warn!("cluster: cannot send on a viewer tunnel: {e}");
                     }
                 }
                 Some(Command::Answer { reply, payload }) => {
@@ -305,6 +340,9 @@ async fn run(settings: ClusterConfig, mut commands: UnboundedReceiver<Command>, 
                 Some(_) => {}
                 None => return on_event(LinkEvent::Lost("the events subscription ended".into())),
             },
+            Some(message) = tunnel_in.next() => on_event(LinkEvent::TunnelIn(message.payload.to_vec())),
+            Some(message) = tunnel_out.next() => on_event(LinkEvent::TunnelOut(message.payload.to_vec())),
+            Some(message) = tunnel_ack.next() => on_event(LinkEvent::TunnelAck(message.payload.to_vec())),
             message = requests.next() => match message {
                 Some(message) => match message.reply {
                     Some(reply) => on_event(LinkEvent::Request {

@@ -13,7 +13,7 @@
 
 pub mod link;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use crate::config::ClusterConfig;
@@ -55,6 +55,24 @@ pub struct Cluster {
     next_serving: u64,
     /// This host's record must be rewritten soon (its agents changed).
     publish_due: bool,
+    /// Viewers of other hosts stood in for here, by stand-in serial.
+    stand_ins: HashMap<u64, StandIn>,
+    /// The stand-in serial of each (origin host, viewer connection there).
+    stand_in_of: HashMap<(String, usize, u64), u64>,
+    /// This host's viewers whose messages went to other hosts, with those hosts.
+    tunnels: HashMap<ConnId, BTreeSet<String>>,
+}
+
+/// A viewer on another host, stood in for on this one: it subscribes and types through a
+/// stand-in connection, and what that connection is sent goes back to it.
+#[derive(Debug, Clone)]
+pub struct StandIn {
+    /// The viewer's host.
+    pub origin: String,
+    /// The viewer's connection there.
+    pub conn: (usize, u64),
+    /// Bytes of frames sent to it and not yet acknowledged.
+    pub in_flight: usize,
 }
 
 /// The connection slot of a stand-in connection: a request another host forwarded here is
@@ -88,6 +106,9 @@ impl Cluster {
             serving: HashMap::new(),
             next_serving: 0,
             publish_due: false,
+            stand_ins: HashMap::new(),
+            stand_in_of: HashMap::new(),
+            tunnels: HashMap::new(),
         })
     }
 
@@ -251,6 +272,80 @@ impl Cluster {
         ConnId {
             key: PEER_CONN_KEY,
             serial,
+        }
+    }
+
+    /// Publishes `payload` on `subject` (tunnel traffic).
+    pub fn send(&self, subject: String, payload: Vec<u8>) {
+        if let Some(link) = &self.link {
+            link.send(Command::Send { subject, payload });
+        }
+    }
+
+    /// The subject of `kind` (`in`, `out`, `ack`) of the viewer tunnel of `host`.
+    pub fn tunnel_subject(&self, kind: &str, host: &str) -> String {
+        link::tunnel_subject(&self.settings.name, kind, host)
+    }
+
+    /// Records that this host's viewer `conn` talks to `host`'s sessions.
+    pub fn tunneled(&mut self, conn: ConnId, host: &str) {
+        self.tunnels
+            .entry(conn)
+            .or_default()
+            .insert(host.to_string());
+    }
+
+    /// The hosts this host's viewer `conn` talked to, forgotten.
+    pub fn take_tunnels(&mut self, conn: ConnId) -> BTreeSet<String> {
+        self.tunnels.remove(&conn).unwrap_or_default()
+    }
+
+    /// The stand-in connection of `origin`'s viewer `conn`, made on first use.
+    pub fn stand_in(&mut self, origin: &str, conn: (usize, u64)) -> ConnId {
+        let key = (origin.to_string(), conn.0, conn.1);
+        let serial = match self.stand_in_of.get(&key) {
+            Some(serial) => *serial,
+            None => {
+                self.next_serving += 1;
+                let serial = self.next_serving;
+                self.stand_in_of.insert(key, serial);
+                self.stand_ins.insert(
+                    serial,
+                    StandIn {
+                        origin: origin.to_string(),
+                        conn,
+                        in_flight: 0,
+                    },
+                );
+                serial
+            }
+        };
+        ConnId {
+            key: PEER_CONN_KEY,
+            serial,
+        }
+    }
+
+    /// The stand-in connection of `origin`'s viewer `conn`, if there is one.
+    pub fn existing_stand_in(&self, origin: &str, conn: (usize, u64)) -> Option<ConnId> {
+        self.stand_in_of
+            .get(&(origin.to_string(), conn.0, conn.1))
+            .map(|serial| ConnId {
+                key: PEER_CONN_KEY,
+                serial: *serial,
+            })
+    }
+
+    /// The viewer stand-in connection `id` stands for.
+    pub fn stand_in_for(&mut self, id: ConnId) -> Option<&mut StandIn> {
+        self.stand_ins.get_mut(&id.serial)
+    }
+
+    /// Forgets stand-in connection `id`.
+    pub fn drop_stand_in(&mut self, id: ConnId) {
+        if let Some(stand_in) = self.stand_ins.remove(&id.serial) {
+            self.stand_in_of
+                .remove(&(stand_in.origin, stand_in.conn.0, stand_in.conn.1));
         }
     }
 

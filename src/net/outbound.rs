@@ -17,7 +17,8 @@ pub enum Chunk {
 }
 
 impl Chunk {
-    fn bytes(&self) -> &[u8] {
+    /// The chunk's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
         match self {
             Chunk::Owned(v) => v,
             Chunk::Shared(s) => s,
@@ -41,7 +42,7 @@ pub struct OutQueue {
 impl OutQueue {
     /// Queues a chunk (empty chunks are ignored).
     pub fn push(&mut self, chunk: Chunk) {
-        let len = chunk.bytes().len();
+        let len = chunk.as_bytes().len();
         if len > 0 {
             self.pending += len;
             self.chunks.push_back(chunk);
@@ -62,7 +63,12 @@ impl OutQueue {
     /// the byte stream stays well-formed; returns the bytes dropped.
     pub fn truncate_unstarted(&mut self) -> usize {
         let keep = usize::from(self.front_written > 0);
-        let dropped: usize = self.chunks.iter().skip(keep).map(|c| c.bytes().len()).sum();
+        let dropped: usize = self
+            .chunks
+            .iter()
+            .skip(keep)
+            .map(|c| c.as_bytes().len())
+            .sum();
         self.chunks.truncate(keep);
         self.pending -= dropped;
         dropped
@@ -76,7 +82,7 @@ impl OutQueue {
             let mut slices: Vec<IoSlice<'_>> =
                 Vec::with_capacity(self.chunks.len().min(MAX_IOVECS));
             for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
-                let bytes = chunk.bytes();
+                let bytes = chunk.as_bytes();
                 slices.push(IoSlice::new(if i == 0 {
                     &bytes[self.front_written..]
                 } else {
@@ -99,7 +105,7 @@ impl OutQueue {
     fn consume(&mut self, mut n: usize) {
         self.pending -= n;
         while n > 0 {
-            let front_left = self.chunks[0].bytes().len() - self.front_written;
+            let front_left = self.chunks[0].as_bytes().len() - self.front_written;
             if n >= front_left {
                 n -= front_left;
                 self.chunks.pop_front();

@@ -102,3 +102,84 @@ pub struct ClusterStatus {
     /// Every host known, this one first.
     pub hosts: Vec<HostView>,
 }
+
+/// A WebSocket message a viewer on host `origin` sent about a session of another host,
+/// carried to that host (`None` text: the viewer's connection closed).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TunnelIn {
+    /// The viewer's host.
+    pub origin: String,
+    /// The viewer's connection there (slot and serial).
+    pub conn: (usize, u64),
+    /// A token the origin minted for the viewer's principal.
+    pub token: String,
+    /// The message as the viewer sent it; `None` when its connection closed.
+    pub text: Option<String>,
+}
+
+/// That bytes of frames reached the viewer's host (credit for more).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TunnelAck {
+    /// The viewer's host.
+    pub origin: String,
+    /// The viewer's connection there.
+    pub conn: (usize, u64),
+    /// How many bytes of frames arrived.
+    pub bytes: usize,
+}
+
+/// Frames for a viewer on another host, from the host that owns the session: the owner's
+/// name, the viewer's connection, then WebSocket frames, each with a 4-byte big-endian
+/// length. Binary, so that terminal output is not escaped a second time.
+pub fn encode_tunnel_out(owner: &str, conn: (usize, u64), frames: &[&[u8]]) -> Vec<u8> {
+    let total: usize = frames.iter().map(|f| f.len() + 4).sum();
+    let mut out = Vec::with_capacity(owner.len() + 17 + total);
+    out.push(u8::try_from(owner.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(&owner.as_bytes()[..owner.len().min(255)]);
+    out.extend_from_slice(&(conn.0 as u64).to_be_bytes());
+    out.extend_from_slice(&conn.1.to_be_bytes());
+    for frame in frames {
+        out.extend_from_slice(&u32::try_from(frame.len()).unwrap_or(u32::MAX).to_be_bytes());
+        out.extend_from_slice(frame);
+    }
+    out
+}
+
+/// Frames decoded from [`encode_tunnel_out`]'s bytes: (owner, viewer's connection, frames);
+/// `None` when they are cut short or malformed.
+pub fn decode_tunnel_out(bytes: &[u8]) -> Option<(String, (usize, u64), Vec<Vec<u8>>)> {
+    let (&len, rest) = bytes.split_first()?;
+    let owner = std::str::from_utf8(rest.get(..usize::from(len))?)
+        .ok()?
+        .to_string();
+    let rest = &rest[usize::from(len)..];
+    let key = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let serial = u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?);
+    let mut rest = &rest[16..];
+    let mut frames = Vec::new();
+    while !rest.is_empty() {
+        let size = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        frames.push(rest.get(4..4 + size)?.to_vec());
+        rest = &rest[4 + size..];
+    }
+    Some((owner, (usize::try_from(key).ok()?, serial), frames))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnel_frames_round_trip_and_refuse_cut_input() {
+        let frames: [&[u8]; 3] = [b"\x81\x02hi", b"", &[0u8; 300]];
+        let bytes = encode_tunnel_out("beta", (7, 42), &frames);
+        let (owner, conn, decoded) = decode_tunnel_out(&bytes).unwrap();
+        assert_eq!((owner.as_str(), conn), ("beta", (7, 42)));
+        assert_eq!(decoded, frames.map(<[u8]>::to_vec));
+        for cut in 0..bytes.len() {
+            let decoded = decode_tunnel_out(&bytes[..cut]);
+            // A cut at a frame boundary is a shorter, valid batch; anything else is refused.
+            assert!(decoded.is_none_or(|(_, _, f)| f.len() < 3), "cut at {cut}");
+        }
+    }
+}

@@ -107,6 +107,21 @@ impl ClientMessage {
             ClientMessage::Ping { .. } => "ping",
         }
     }
+
+    /// The session the message is about, if it is about one.
+    pub fn session_id(&self) -> Option<&str> {
+        match self {
+            ClientMessage::SubscribeTerminal { session_id, .. }
+            | ClientMessage::UnsubscribeTerminal { session_id }
+            | ClientMessage::UserMessage { session_id, .. }
+            | ClientMessage::TerminalInput { session_id, .. }
+            | ClientMessage::ApproveTool { session_id, .. }
+            | ClientMessage::ResizeTerminal { session_id, .. } => Some(session_id),
+            ClientMessage::ApprovePlan { .. }
+            | ClientMessage::RejectPlan { .. }
+            | ClientMessage::Ping { .. } => None,
+        }
+    }
 }
 
 /// Messages the daemon sends on `/ws/observe`, told apart by `type` (always the first field

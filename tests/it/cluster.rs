@@ -343,3 +343,52 @@ fn a_lost_nats_server_changes_nothing_and_a_silent_host_is_unreachable() {
         Some("alpha")
     );
 }
+
+#[test]
+fn a_viewer_on_one_host_watches_and_drives_an_agent_on_another_byte_for_byte() {
+    let nats = Nats::start();
+    let alpha = member(&nats, "three", "alpha");
+    let beta = member(&nats, "three", "beta");
+    let token = alpha.token("control");
+    let echo = id_of(&beta.spawn(&token, "echo"));
+    let flood = id_of(&beta.spawn(&token, "flood"));
+    wait_until("beta's agents listed on alpha", || {
+        let agents = listed(&alpha, &token, "");
+        (host_of(&agents, &echo).is_some() && host_of(&agents, &flood).is_some()).then_some(())
+    });
+
+    // The screen, then live output, of an agent of beta, on a WebSocket of alpha.
+    let mut ws = alpha.ws(&token);
+    let mut transcript = crate::observe::subscribe_with_screen(&mut ws, &echo);
+    assert!(
+        transcript.screens[0].contains("echo agent ready"),
+        "{:?}",
+        transcript.screens
+    );
+    ws.send(
+        json!({"type": "terminal_input", "session_id": echo, "data": "over the wire\r", "id": 7}),
+    );
+    let ack = ws.recv_until("terminal_input_ack", |m| {
+        m["type"] == "terminal_input_ack" || m["type"] == "error"
+    });
+    assert_eq!(ack["type"], "terminal_input_ack", "{ack}");
+    transcript.read_until(&mut ws, &echo, "over the wire\r\nover the wire");
+    ws.send(json!({"type": "resize_terminal", "session_id": echo, "rows": 30, "cols": 100}));
+    let resized = ws.recv_until("resize_terminal_ack", |m| {
+        m["type"] == "resize_terminal_ack" || m["type"] == "error"
+    });
+    assert_eq!(resized["type"], "resize_terminal_ack", "{resized}");
+
+    // A flood of beta's agent reaches alpha's viewer whole and in order.
+    let mut flooded = crate::observe::subscribe_with_screen(&mut ws, &flood);
+    ws.send(json!({"type": "terminal_input", "session_id": flood, "data": "go\r"}));
+    flooded.read_until(&mut ws, &flood, "\r\nEND\r\n");
+    let body = crate::observe::between(&flooded.text, "START\r\n", "END\r\n");
+    let expected = crate::observe::flood_expected(60_000);
+    assert_eq!(body.len(), expected.len());
+    assert!(
+        body == expected.as_str(),
+        "the stream differs from what the agent printed"
+    );
+    assert!(flooded.gaps.is_empty(), "{:?}", flooded.gaps);
+}
