@@ -480,7 +480,12 @@ pub fn pump(parts: &mut Parts<'_>, id: ConnId) {
 
 /// Frames from another host for a viewer of this one: queued for it, and credited back.
 fn on_tunnel_out(parts: &mut Parts<'_>, bytes: &[u8]) {
-    let Some((owner, (key, serial), frames)) = decode_tunnel_out(bytes) else {
+    let Some(crate::wire::cluster::TunnelFrames {
+        owner,
+        conn: (key, serial),
+        frames,
+    }) = decode_tunnel_out(bytes)
+    else {
         return log::warn!("cluster: unreadable frames for a viewer; ignored");
     };
     let conn = ConnId { key, serial };

@@ -145,9 +145,20 @@ pub fn encode_tunnel_out(owner: &str, conn: (usize, u64), frames: &[&[u8]]) -> V
     out
 }
 
-/// Frames decoded from [`encode_tunnel_out`]'s bytes: (owner, viewer's connection, frames);
-/// `None` when they are cut short or malformed.
-pub fn decode_tunnel_out(bytes: &[u8]) -> Option<(String, (usize, u64), Vec<Vec<u8>>)> {
+/// Frames for a viewer, as [`decode_tunnel_out`] reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelFrames {
+    /// The host that owns the session.
+    pub owner: String,
+    /// The viewer's connection (slot and serial).
+    pub conn: (usize, u64),
+    /// WebSocket frames, in order.
+    pub frames: Vec<Vec<u8>>,
+}
+
+/// Frames decoded from [`encode_tunnel_out`]'s bytes; `None` when they are cut short or
+/// malformed.
+pub fn decode_tunnel_out(bytes: &[u8]) -> Option<TunnelFrames> {
     let (&len, rest) = bytes.split_first()?;
     let owner = std::str::from_utf8(rest.get(..usize::from(len))?)
         .ok()?
@@ -162,7 +173,11 @@ pub fn decode_tunnel_out(bytes: &[u8]) -> Option<(String, (usize, u64), Vec<Vec<
         frames.push(rest.get(4..4 + size)?.to_vec());
         rest = &rest[4 + size..];
     }
-    Some((owner, (usize::try_from(key).ok()?, serial), frames))
+    Some(TunnelFrames {
+        owner,
+        conn: (usize::try_from(key).ok()?, serial),
+        frames,
+    })
 }
 
 #[cfg(test)]
@@ -173,13 +188,13 @@ mod tests {
     fn tunnel_frames_round_trip_and_refuse_cut_input() {
         let frames: [&[u8]; 3] = [b"\x81\x02hi", b"", &[0u8; 300]];
         let bytes = encode_tunnel_out("beta", (7, 42), &frames);
-        let (owner, conn, decoded) = decode_tunnel_out(&bytes).unwrap();
-        assert_eq!((owner.as_str(), conn), ("beta", (7, 42)));
-        assert_eq!(decoded, frames.map(<[u8]>::to_vec));
+        let decoded = decode_tunnel_out(&bytes).unwrap();
+        assert_eq!((decoded.owner.as_str(), decoded.conn), ("beta", (7, 42)));
+        assert_eq!(decoded.frames, frames.map(<[u8]>::to_vec));
         for cut in 0..bytes.len() {
             let decoded = decode_tunnel_out(&bytes[..cut]);
             // A cut at a frame boundary is a shorter, valid batch; anything else is refused.
-            assert!(decoded.is_none_or(|(_, _, f)| f.len() < 3), "cut at {cut}");
+            assert!(decoded.is_none_or(|d| d.frames.len() < 3), "cut at {cut}");
         }
     }
 }
