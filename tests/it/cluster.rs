@@ -335,8 +335,6 @@ fn a_lost_nats_server_changes_nothing_and_a_silent_host_is_unreachable() {
         .get(&format!("/api/agents/{there}"), &token)
         .assert_error(503, "HOST_UNREACHABLE");
     // Alpha's own work goes on.
-    // An observer of alpha hears of agents on every host.
-    let mut watcher = alpha.ws(&token);
     let here = id_of(&alpha.spawn(&token, "echo"));
     assert_eq!(
         host_of(&listed(&alpha, &token, ""), &here).as_deref(),
