@@ -28,7 +28,18 @@ pub fn peer_answer(daemon: &mut Daemon, conn: ConnId, response: crate::proto::ht
 
 /// Sends what this host broadcast to its observers on to the cluster's other hosts.
 pub fn relay_events(daemon: &mut Daemon, frames: &[std::sync::Arc<[u8]>]) {
-    daemon.for_api().cluster.relay(frames);
+    if frames.is_empty() {
+        return;
+    }
+    let parts = daemon.for_api();
+    parts.cluster.relay(frames);
+    // What is broadcast (a status, a task's progress) may change this host's record.
+    if parts.cluster.agents_changed() {
+        parts
+            .ctx
+            .timers
+            .schedule_in(CLUSTER_PUBLISH_DELAY, Timer::ClusterPublish);
+    }
 }
 
 /// Frames for stand-ins of other hosts' viewers: sent to those hosts.

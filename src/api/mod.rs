@@ -810,9 +810,6 @@ fn forward_to_owner(
     route: &Route,
     principal: &Principal,
 ) -> Option<Handled> {
-    if !parts.cluster.enabled() {
-        return None;
-    }
     match route {
         Route::GetAgent(id) | Route::KillAgent(id) | Route::AgentMessages(id) => {
             let host = peer::remote_owner(parts, id)?;
@@ -824,6 +821,33 @@ fn forward_to_owner(
                 request,
                 request.body.clone(),
             ))
+        }
+        Route::GetTask(id) | Route::CancelTask(id) => {
+            let host = peer::task_owner(parts, id)?;
+            Some(peer::forward(
+                parts,
+                conn,
+                &host,
+                principal,
+                request,
+                request.body.clone(),
+            ))
+        }
+        Route::Delegate => {
+            let body: crate::wire::rest::DelegateRequest = parse_body(request).ok()?;
+            let wanted = body.host?;
+            match peer::spawn_target(parts, &wanted, &body.agent_type) {
+                Err(error) => Some(Handled::Now(error.to_response())),
+                Ok(None) => None,
+                Ok(Some(host)) => {
+                    // The owner sees its own name: it runs the task itself.
+                    let mut value: serde_json::Value =
+                        serde_json::from_slice(&request.body).ok()?;
+                    value["host"] = host.clone().into();
+                    let bytes = serde_json::to_vec(&value).expect("serializable");
+                    Some(peer::forward(parts, conn, &host, principal, request, bytes))
+                }
+            }
         }
         Route::Spawn => {
             let mut body: crate::wire::rest::SpawnRequest = parse_body(request).ok()?;

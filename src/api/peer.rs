@@ -73,6 +73,7 @@ fn record(parts: &Parts<'_>) -> HostRecord {
         max_sessions: parts.ctx.config.sessions.max_sessions,
         agent_types: parts.ctx.config.agents.keys().cloned().collect(),
         agents,
+        tasks: parts.tasks.tickets().map(|t| t.ticket_id.clone()).collect(),
     }
 }
 
@@ -210,6 +211,18 @@ pub fn remote_owner(parts: &Parts<'_>, session_id: &str) -> Option<String> {
     parts
         .cluster
         .owner_of(session_id)
+        .map(|host| host.record.host.clone())
+}
+
+/// The other host that holds task `id` (a ticket id), when this daemon has no such task.
+pub fn task_owner(parts: &Parts<'_>, id: &str) -> Option<String> {
+    if !parts.cluster.enabled() || parts.tasks.find(id).is_some() {
+        return None;
+    }
+    parts
+        .cluster
+        .hosts()
+        .find(|host| host.record.tasks.iter().any(|t| t == id))
         .map(|host| host.record.host.clone())
 }
 

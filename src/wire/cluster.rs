@@ -20,6 +20,9 @@ pub struct HostRecord {
     pub agent_types: Vec<String>,
     /// Its agents, as `GET /api/agents` lists them (each with `host`).
     pub agents: Vec<serde_json::Value>,
+    /// The ticket ids of the tasks it holds.
+    #[serde(default)]
+    pub tasks: Vec<String>,
 }
 
 impl HostRecord {

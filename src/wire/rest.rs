@@ -256,6 +256,10 @@ pub struct DelegateRequest {
     /// Test command argv (default: the configured one for the directory).
     #[serde(default)]
     pub test_command: Option<Vec<String>>,
+    /// In a cluster: the host to run it on, or `"any"` for the least loaded host that has
+    /// the type and room; default: the daemon that received the request.
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 /// `POST /api/delegate` answer.

@@ -390,3 +390,74 @@ fn a_viewer_on_one_host_watches_and_drives_an_agent_on_another_byte_for_byte() {
     );
     assert!(flooded.gaps.is_empty(), "{:?}", flooded.gaps);
 }
+
+#[test]
+fn a_task_delegated_through_one_host_runs_on_another_and_is_followed_from_both() {
+    let nats = Nats::start();
+    let alpha = member(&nats, "four", "alpha");
+    let beta = member(&nats, "four", "beta");
+    let token = alpha.token("control");
+    wait_until("alpha sees beta", || {
+        (reachable(&hosts(&alpha, &token), "beta") == Some(true)).then_some(())
+    });
+    let mut watcher = alpha.ws(&token);
+    let answer = alpha.delegate(
+        &token,
+        &json!({"agent_type": "task", "task": "WRITE across.txt hosts", "host": "beta"}),
+    );
+    let ticket = answer["ticket_id"].as_str().unwrap().to_string();
+    // Beta holds and runs it; both daemons answer for it.
+    let done = beta.wait_task_status(&token, &ticket, "completed");
+    assert_eq!(
+        done["result"]["files_modified"],
+        json!(["across.txt"]),
+        "{done}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(beta.work.join("across.txt")).unwrap(),
+        "hosts\n"
+    );
+    let seen = alpha.wait_task_status(&token, &ticket, "completed");
+    assert_eq!(seen["ticket_id"], ticket.as_str());
+    watcher.recv_until("the task's task_update on alpha", |m| {
+        m["type"] == "task_update"
+            && m["ticket_id"] == ticket.as_str()
+            && m["status"] == "completed"
+    });
+    alpha
+        .post(
+            "/api/delegate",
+            &token,
+            &json!({"agent_type": "task", "task": "SAY hi", "host": "gamma"}),
+        )
+        .assert_error(400, "UNKNOWN_HOST");
+}
+
+#[test]
+fn without_a_cluster_host_fields_are_refused_and_nothing_else_changes() {
+    let daemon = DaemonProcess::start();
+    let token = daemon.control();
+    daemon
+        .post(
+            "/api/agents/spawn",
+            &token,
+            &json!({"agent_type": "echo", "host": "beta"}),
+        )
+        .assert_error(400, "UNKNOWN_HOST");
+    daemon
+        .get("/api/agents?host=beta", &token)
+        .assert_error(400, "UNKNOWN_HOST");
+    daemon
+        .get("/api/cluster", &token)
+        .assert_error(404, "NOT_FOUND");
+    let here = id_of(&daemon.spawn(&token, "echo"));
+    let agents = listed(&daemon, &token, "");
+    let agent = agents
+        .iter()
+        .find(|a| a["session_id"] == here.as_str())
+        .unwrap();
+    assert!(
+        agent.get("host").is_none(),
+        "no host field without a cluster: {agent}"
+    );
+}
