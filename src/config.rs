@@ -429,6 +429,9 @@ pub struct ClusterConfig {
     /// How long a request forwarded to another host may take before it is answered `503`.
     #[serde(with = "duration_text")]
     pub request_timeout: Duration,
+    /// Messages for NATS that may wait while it is slow or away (records, events, tunnel
+    /// frames, forwarded requests); more are dropped, counted and logged.
+    pub max_queued: usize,
 }
 
 impl Default for ClusterConfig {
@@ -446,6 +449,7 @@ impl Default for ClusterConfig {
             replicas: 1,
             unreachable_after: Duration::from_secs(15),
             request_timeout: Duration::from_secs(10),
+            max_queued: 4096,
         }
     }
 }

@@ -167,6 +167,8 @@ pub enum Timer {
     ClusterBeat,
     /// Rewrite this host's record soon because its agents changed.
     ClusterPublish,
+    /// Answer a request forwarded to another host (forward id) that got no answer.
+    ForwardTimeout(u64),
 }
 
 /// What continuations run on: the daemon, which this module does not name, so that it sits

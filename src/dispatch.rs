@@ -100,6 +100,9 @@ pub fn timer(daemon: &mut Daemon, timer: Timer) {
             parts.ctx.timers.schedule_in(every, Timer::ClusterBeat);
         }
         Timer::ClusterPublish => crate::api::peer::publish(&mut daemon.for_api()),
+        Timer::ForwardTimeout(id) => {
+            crate::api::peer::on_forward_timeout(&mut daemon.for_api(), id)
+        }
     }
 }
 

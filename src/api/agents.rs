@@ -68,8 +68,10 @@ pub fn spawn(
 pub fn list(parts: &mut Parts<'_>, request: &Request) -> Handled {
     let status = match request.query_param("status") {
         None => None,
+        // In a cluster, the agents of a host that stopped reporting are `unreachable`.
+        Some(Ok(text)) if text == UNREACHABLE && parts.cluster.enabled() => Some(UNREACHABLE),
         Some(Ok(text)) => match AgentStatus::parse(&text) {
-            Some(status) if status != AgentStatus::Terminated => Some(status),
+            Some(status) if status != AgentStatus::Terminated => Some(status.as_str()),
             _ => {
                 return Handled::Now(
                     ApiError::bad_request(format!(
@@ -132,7 +134,7 @@ pub fn list(parts: &mut Parts<'_>, request: &Request) -> Handled {
         .into_iter()
         .filter(|a| agent_type.as_ref().is_none_or(|t| &a.agent_type == t))
         .filter(|a| activity.is_none_or(|wanted| a.activity.activity == wanted.as_str()))
-        .filter(|a| status.is_none_or(|wanted| a.status == wanted.as_str()))
+        .filter(|a| status.is_none_or(|wanted| a.status == wanted))
         .collect();
     if !parts.cluster.enabled() {
         if host.is_some() {
@@ -166,9 +168,7 @@ pub fn list(parts: &mut Parts<'_>, request: &Request) -> Handled {
                 .filter(|a| {
                     activity.is_none_or(|w| field(a, "activity").as_deref() == Some(w.as_str()))
                 })
-                .filter(|a| {
-                    status.is_none_or(|w| field(a, "status").as_deref() == Some(w.as_str()))
-                }),
+                .filter(|a| status.is_none_or(|w| field(a, "status").as_deref() == Some(w))),
         )
         .filter(|a| host.is_none() || field(a, "host") == host)
         .collect();
@@ -177,6 +177,10 @@ pub fn list(parts: &mut Parts<'_>, request: &Request) -> Handled {
         &serde_json::json!({ "agents": listed, "total": listed.len() }),
     ))
 }
+
+/// The status of the agents of a host that has not reported within
+/// `cluster.unreachable_after` (a cluster's list only).
+pub const UNREACHABLE: &str = "unreachable";
 
 /// Every session of this daemon as the list shows it, oldest first.
 pub fn summaries(parts: &Parts<'_>) -> Vec<AgentSummary> {

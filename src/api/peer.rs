@@ -54,7 +54,7 @@ pub fn on_link_event(parts: &mut Parts<'_>, event: LinkEvent) {
         LinkEvent::TunnelIn(bytes) => on_tunnel_in(parts, &bytes),
         LinkEvent::TunnelOut(bytes) => on_tunnel_out(parts, &bytes),
         LinkEvent::TunnelAck(bytes) => on_tunnel_ack(parts, &bytes),
-        LinkEvent::Connected | LinkEvent::Lost(_) => {}
+        LinkEvent::Connected | LinkEvent::Disconnected | LinkEvent::Lost(_) => {}
     }
 }
 
@@ -193,13 +193,37 @@ pub fn forward(
         body,
     };
     let payload = serde_json::to_vec(&forwarded).expect("serializable");
-    if parts.cluster.forward(conn, host, payload) {
-        Handled::Later
-    } else {
-        Handled::Now(
-            ApiError::new(503, ErrorCode::HostUnreachable, "the cluster link is down")
-                .to_response(),
-        )
+    match parts.cluster.forward(conn, host, payload) {
+        Some(id) => {
+            // The caller gets an answer even when the link is stuck (NATS away).
+            let deadline = parts.cluster.settings().request_timeout + FORWARD_GRACE;
+            parts
+                .ctx
+                .timers
+                .schedule_in(deadline, crate::ctx::Timer::ForwardTimeout(id));
+            Handled::Later
+        }
+        None => Handled::Now(
+            ApiError::new(
+                503,
+                ErrorCode::HostUnreachable,
+                "the cluster link cannot take the request now (NATS away, cluster.max_queued waiting)",
+            )
+            .to_response(),
+        ),
+    }
+}
+
+/// How much longer than `cluster.request_timeout` the loop waits for a forwarded request's
+/// answer before it answers `503` itself.
+const FORWARD_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A forwarded request's time is up: if it is still unanswered, its caller gets `503`.
+pub fn on_forward_timeout(parts: &mut Parts<'_>, id: u64) {
+    if let Some(conn) = parts.cluster.take_forward(id) {
+        parts
+            .ctx
+            .reply(conn, response_of(Err(ForwardError::TimedOut)));
     }
 }
 
@@ -310,14 +334,21 @@ fn host_names(parts: &Parts<'_>) -> Vec<String> {
         .collect()
 }
 
-/// Every other reachable host's agents, as the list shows them (each with `"host"`).
+/// Every other host's agents, as the list shows them (each with `"host"`); those of a host
+/// that has not reported within `cluster.unreachable_after` with status `unreachable`.
 pub fn remote_agents(parts: &Parts<'_>) -> Vec<serde_json::Value> {
-    parts
-        .cluster
-        .hosts()
-        .filter(|host| parts.cluster.reachable(host))
-        .flat_map(|host| host.record.agents.iter().cloned())
-        .collect()
+    let mut agents = Vec::new();
+    for host in parts.cluster.hosts() {
+        let reachable = parts.cluster.reachable(host);
+        for agent in &host.record.agents {
+            let mut agent = agent.clone();
+            if !reachable {
+                agent["status"] = super::agents::UNREACHABLE.into();
+            }
+            agents.push(agent);
+        }
+    }
+    agents
 }
 
 /// `GET /api/cluster`: the hosts, their load and their agents.

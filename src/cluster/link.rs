@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures_util::StreamExt;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{Receiver, Sender};
 
 use crate::config::ClusterConfig;
 
@@ -25,7 +25,9 @@ type Report = Arc<dyn Fn(LinkEvent) + Send + Sync>;
 pub enum LinkEvent {
     /// The link reached NATS and its bucket (again).
     Connected,
-    /// The link lost NATS, or could not reach it; why.
+    /// The client lost its NATS server (it reconnects by itself).
+    Disconnected,
+    /// Something the link tried failed; why (it is tried again).
     Lost(String),
     /// A host's record changed (`None`: it was removed).
     Host {
@@ -118,7 +120,9 @@ pub enum Command {
 
 /// The running link: send it commands; dropping it stops its thread.
 pub struct Link {
-    commands: UnboundedSender<Command>,
+    commands: Sender<Command>,
+    /// Commands dropped because `cluster.max_queued` were waiting (NATS slow or away).
+    dropped: std::sync::atomic::AtomicU64,
 }
 
 impl Link {
@@ -127,7 +131,7 @@ impl Link {
         settings: ClusterConfig,
         on_event: impl Fn(LinkEvent) + Send + Sync + 'static,
     ) -> std::io::Result<Link> {
-        let (commands, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let (commands, receiver) = tokio::sync::mpsc::channel(settings.max_queued.max(1));
         let on_event: Report = Arc::new(on_event);
         std::thread::Builder::new()
             .name("cluster-link".into())
@@ -141,12 +145,33 @@ impl Link {
                 };
                 runtime.block_on(run(settings, receiver, on_event));
             })?;
-        Ok(Link { commands })
+        Ok(Link {
+            commands,
+            dropped: Default::default(),
+        })
     }
 
-    /// Queues a command (never blocks). Fails only when the link's thread has ended.
+    /// Queues a command without ever blocking the loop. While NATS is slow or away at most
+    /// `cluster.max_queued` commands wait; past that a command is dropped (and counted, and
+    /// logged now and then) and this returns false, as it does once the link has ended.
     pub fn send(&self, command: Command) -> bool {
-        self.commands.send(command).is_ok()
+        match self.commands.try_send(command) {
+            Ok(()) => true,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                let dropped = self
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if dropped.is_power_of_two() {
+                    log::warn!(
+                        "cluster: {} messages for NATS dropped so far: cluster.max_queued are \
+                         waiting (is NATS reachable?)",
+                        dropped + 1
+                    );
+                }
+                false
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+        }
     }
 }
 
@@ -171,8 +196,28 @@ pub fn hosts_bucket(cluster: &str) -> String {
     format!("{cluster}-hosts")
 }
 
-async fn connect_options(settings: &ClusterConfig) -> Result<async_nats::ConnectOptions, String> {
+async fn connect_options(
+    settings: &ClusterConfig,
+    on_event: &Report,
+    reconnected: tokio::sync::mpsc::UnboundedSender<()>,
+) -> Result<async_nats::ConnectOptions, String> {
+    let report = on_event.clone();
     let mut options = async_nats::ConnectOptions::new()
+        .event_callback(move |event| {
+            let report = report.clone();
+            let reconnected = reconnected.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        // The bucket's watch may not have survived the servers: watch again.
+                        let _ = reconnected.send(());
+                        report(LinkEvent::Connected)
+                    }
+                    async_nats::Event::Disconnected => report(LinkEvent::Disconnected),
+                    other => log::debug!("cluster: NATS {other}"),
+                }
+            }
+        })
         .name(format!("orchestra {}", settings.host))
         .retry_on_initial_connect()
         .max_reconnects(None)
@@ -221,8 +266,9 @@ async fn hosts_store(
         .map_err(|e| format!("cannot create the JetStream bucket {bucket}: {e}"))
 }
 
-async fn run(settings: ClusterConfig, mut commands: UnboundedReceiver<Command>, on_event: Report) {
-    let options = match connect_options(&settings).await {
+async fn run(settings: ClusterConfig, mut commands: Receiver<Command>, on_event: Report) {
+    let (reconnected_tx, mut reconnected) = tokio::sync::mpsc::unbounded_channel();
+    let options = match connect_options(&settings, &on_event, reconnected_tx).await {
         Ok(options) => options,
         Err(why) => return on_event(LinkEvent::Lost(why)),
     };
@@ -243,17 +289,7 @@ async fn run(settings: ClusterConfig, mut commands: UnboundedReceiver<Command>, 
             }
         }
     };
-    let mut watch = loop {
-        match store.watch_with_history(">").await {
-            Ok(watch) => break watch,
-            Err(e) => {
-                on_event(LinkEvent::Lost(format!(
-                    "cannot watch the hosts bucket: {e}"
-                )));
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
+    let mut watch = watch_hosts(&store, &on_event).await;
     let subject = request_subject(&settings.name, &settings.host);
     let mut requests = match client.subscribe(subject.clone()).await {
         Ok(requests) => requests,
@@ -316,21 +352,23 @@ async fn run(settings: ClusterConfig, mut commands: UnboundedReceiver<Command>, 
                     });
                 }
             },
+            Some(()) = reconnected.recv() => {
+                while reconnected.try_recv().is_ok() {}
+                watch = watch_hosts(&store, &on_event).await;
+            }
             entry = watch.next() => match entry {
                 Some(Ok(entry)) => {
                     let record = match entry.operation {
                         jetstream::kv::Operation::Put => Some(entry.value.to_vec()),
                         _ => None,
                     };
+                    log::debug!("cluster: record of host {} ({:?})", entry.key, entry.operation);
                     on_event(LinkEvent::Host { host: entry.key, record });
                 }
                 Some(Err(e)) => on_event(LinkEvent::Lost(format!("the hosts bucket's watch failed: {e}"))),
                 None => {
                     on_event(LinkEvent::Lost("the hosts bucket's watch ended".into()));
-                    match store.watch_with_history(">").await {
-                        Ok(again) => watch = again,
-                        Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
-                    }
+                    watch = watch_hosts(&store, &on_event).await;
                 }
             },
             event = events.next() => match event {
@@ -353,6 +391,27 @@ async fn run(settings: ClusterConfig, mut commands: UnboundedReceiver<Command>, 
                 },
                 None => return on_event(LinkEvent::Lost("the request subscription ended".into())),
             },
+        }
+    }
+}
+
+/// A watch of every host's record, starting with the current ones; retried (with a growing
+/// pause) until JetStream answers, which after NATS restarts takes a few seconds.
+async fn watch_hosts(store: &jetstream::kv::Store, on_event: &Report) -> jetstream::kv::Watch {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match store.watch_with_history(">").await {
+            Ok(watch) => {
+                log::debug!("cluster: watching the hosts bucket");
+                return watch;
+            }
+            Err(e) => {
+                on_event(LinkEvent::Lost(format!(
+                    "cannot watch the hosts bucket: {e}"
+                )));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
         }
     }
 }

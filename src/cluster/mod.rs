@@ -154,6 +154,16 @@ impl Cluster {
                 }
                 true
             }
+            LinkEvent::Disconnected => {
+                if self.connected {
+                    log::warn!(
+                        "cluster {}: disconnected from NATS; reconnecting",
+                        self.settings.name
+                    );
+                }
+                self.connected = false;
+                false
+            }
             LinkEvent::Lost(why) => {
                 if self.last_problem.as_deref() != Some(why) {
                     log::warn!("cluster {}: {why}", self.settings.name);
@@ -241,10 +251,9 @@ impl Cluster {
 
     /// Forwards a request to `host` for the caller on `conn`; the answer comes back as
     /// [`LinkEvent::Forwarded`] and [`Cluster::take_forward`] tells whose it is.
-    pub fn forward(&mut self, conn: ConnId, host: &str, payload: Vec<u8>) -> bool {
-        let Some(link) = &self.link else {
-            return false;
-        };
+    /// Returns the forward's id, or `None` when the link cannot take it.
+    pub fn forward(&mut self, conn: ConnId, host: &str, payload: Vec<u8>) -> Option<u64> {
+        let link = self.link.as_ref()?;
         self.next_forward += 1;
         let id = self.next_forward;
         if !link.send(Command::Forward {
@@ -252,10 +261,10 @@ impl Cluster {
             host: host.to_string(),
             payload,
         }) {
-            return false;
+            return None;
         }
         self.forwards.insert(id, conn);
-        true
+        Some(id)
     }
 
     /// The caller waiting for forward `id`.

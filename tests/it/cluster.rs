@@ -16,6 +16,7 @@ const SECRET: &str = "cluster-test-secret-0123456789abcdef";
 /// Three `nats-server` processes routed into one cluster, JetStream on each; killed on drop.
 struct Nats {
     servers: Vec<Option<Child>>,
+    configs: Vec<PathBuf>,
     urls: Vec<String>,
     _dir: tempfile::TempDir,
 }
@@ -42,9 +43,7 @@ impl Nats {
             .iter()
             .map(|(_, route)| format!("\"nats-route://127.0.0.1:{route}\""))
             .collect();
-        let mut servers = Vec::new();
-        let mut ready = Vec::new();
-        let binary = nats_server();
+        let mut configs = Vec::new();
         for (i, (client, route)) in ports.iter().enumerate() {
             let config = dir.path().join(format!("n{i}.conf"));
             std::fs::write(
@@ -59,9 +58,32 @@ impl Nats {
                 ),
             )
             .unwrap();
+            configs.push(config);
+        }
+        let mut nats = Nats {
+            servers: (0..3).map(|_| None).collect(),
+            configs,
+            urls: ports
+                .iter()
+                .map(|(client, _)| format!("nats://127.0.0.1:{client}"))
+                .collect(),
+            _dir: dir,
+        };
+        nats.start_all();
+        nats
+    }
+
+    /// Starts every server that is not running, and waits until each is ready.
+    fn start_all(&mut self) {
+        let binary = nats_server();
+        let mut ready = Vec::new();
+        for i in 0..self.servers.len() {
+            if self.servers[i].is_some() {
+                continue;
+            }
             let mut child = Command::new(&binary)
                 .arg("-c")
-                .arg(&config)
+                .arg(&self.configs[i])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -71,24 +93,19 @@ impl Nats {
             let stderr = child.stderr.take().unwrap();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if std::env::var_os("ORCHESTRA_TEST_ECHO").is_some() {
+                        eprintln!("[nats{i}] {line}");
+                    }
                     if line.contains("Server is ready") {
                         let _ = tx.send(());
                     }
                 }
             });
             ready.push(rx);
-            servers.push(Some(child));
+            self.servers[i] = Some(child);
         }
         for rx in ready {
             rx.recv_timeout(PATIENCE).expect("nats-server is ready");
-        }
-        Nats {
-            servers,
-            urls: ports
-                .iter()
-                .map(|(client, _)| format!("nats://127.0.0.1:{client}"))
-                .collect(),
-            _dir: dir,
         }
     }
 
@@ -159,6 +176,9 @@ fn every_hosts_agents_are_listed_spawned_read_and_killed_from_any_daemon() {
     let beta = member(&nats, "one", "beta");
     // A token minted on one host works on every host (the shared secret).
     let token = alpha.token("control");
+    wait_until("alpha sees beta", || {
+        (reachable(&hosts(&alpha, &token), "beta") == Some(true)).then_some(())
+    });
 
     // An observer of alpha hears of agents on every host.
     let mut watcher = alpha.ws(&token);
@@ -324,6 +344,18 @@ fn a_lost_nats_server_changes_nothing_and_a_silent_host_is_unreachable() {
     wait_until("beta shown unreachable", || {
         (reachable(&hosts(&alpha, &token), "beta") == Some(false)).then_some(())
     });
+    // Its agents are still listed, as unreachable.
+    let agents = listed(&alpha, &token, "?status=unreachable");
+    assert!(
+        agents
+            .iter()
+            .any(|a| a["session_id"] == there.as_str() && a["host"] == "beta"),
+        "{agents:?}"
+    );
+    assert!(
+        agents.iter().all(|a| a["status"] == "unreachable"),
+        "{agents:?}"
+    );
     alpha
         .post(
             "/api/agents/spawn",
@@ -348,6 +380,9 @@ fn a_viewer_on_one_host_watches_and_drives_an_agent_on_another_byte_for_byte() {
     let alpha = member(&nats, "three", "alpha");
     let beta = member(&nats, "three", "beta");
     let token = alpha.token("control");
+    wait_until("alpha sees beta", || {
+        (reachable(&hosts(&alpha, &token), "beta") == Some(true)).then_some(())
+    });
     let echo = id_of(&beta.spawn(&token, "echo"));
     let flood = id_of(&beta.spawn(&token, "flood"));
     wait_until("beta's agents listed on alpha", || {
@@ -459,5 +494,64 @@ fn without_a_cluster_host_fields_are_refused_and_nothing_else_changes() {
     assert!(
         agent.get("host").is_none(),
         "no host field without a cluster: {agent}"
+    );
+}
+
+#[test]
+fn a_whole_nats_outage_leaves_local_work_alone_and_the_cluster_reforms_after_it() {
+    let mut nats = Nats::start();
+    let alpha = member(&nats, "five", "alpha");
+    let beta = member(&nats, "five", "beta");
+    let token = alpha.token("control");
+    wait_until("alpha sees beta", || {
+        (reachable(&hosts(&alpha, &token), "beta") == Some(true)).then_some(())
+    });
+
+    for i in 0..3 {
+        nats.kill(i);
+    }
+    // Without NATS, alpha still starts, lists and shows its own agents.
+    let here = id_of(&alpha.spawn(&token, "echo"));
+    let mut ws = alpha.ws(&token);
+    let mut transcript = crate::observe::subscribe_with_screen(&mut ws, &here);
+    ws.send(json!({"type": "terminal_input", "session_id": here, "data": "still here\r"}));
+    transcript.read_until(&mut ws, &here, "still here\r\nstill here");
+    wait_until("alpha knows it lost NATS and beta", || {
+        let status = hosts(&alpha, &token);
+        (status["connected"] == false && reachable(&status, "beta") == Some(false)).then_some(())
+    });
+    assert_eq!(
+        host_of(&listed(&alpha, &token, ""), &here).as_deref(),
+        Some("alpha")
+    );
+    // What needs beta is refused at once instead of waiting for NATS.
+    alpha
+        .post(
+            "/api/agents/spawn",
+            &token,
+            &json!({"agent_type": "echo", "host": "beta"}),
+        )
+        .assert_error(503, "HOST_UNREACHABLE");
+
+    // NATS comes back: the daemons reconnect, republish and see each other again.
+    nats.start_all();
+    wait_until("beta sees alpha and its new agent again", || {
+        let status = hosts(&beta, &token);
+        let agents = listed(&beta, &token, "");
+        (status["connected"] == true
+            && reachable(&status, "alpha") == Some(true)
+            && host_of(&agents, &here).as_deref() == Some("alpha"))
+        .then_some(())
+    });
+    let resp = alpha.post(
+        "/api/agents/spawn",
+        &token,
+        &json!({"agent_type": "echo", "host": "beta"}),
+    );
+    assert_eq!(
+        resp.status,
+        201,
+        "a spawn on beta after the outage: {}",
+        resp.text()
     );
 }
