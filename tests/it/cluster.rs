@@ -515,7 +515,7 @@ fn a_whole_nats_outage_leaves_local_work_alone_and_the_cluster_reforms_after_it(
     let mut ws = alpha.ws(&token);
     let mut transcript = crate::observe::subscribe_with_screen(&mut ws, &here);
     ws.send(json!({"type": "terminal_input", "session_id": here, "data": "still here\r"}));
-    transcript.read_until(&mut ws, &here, "still here\r\nstill here");
+    transcript.read_until_after_screen(&mut ws, &here, "still here");
     wait_until("alpha knows it lost NATS and beta", || {
         let status = hosts(&alpha, &token);
         (status["connected"] == false && reachable(&status, "beta") == Some(false)).then_some(())
