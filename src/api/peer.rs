@@ -50,12 +50,30 @@ pub fn on_link_event(parts: &mut Parts<'_>, event: LinkEvent) {
                 parts.ctx.reply(conn, response_of(result));
             }
         }
-        LinkEvent::Events(frame) => parts.ctx.ws.relayed.push(frame.into()),
+        LinkEvent::Events(frame) => {
+            // Written to every observer's socket as is: it must be one well-formed message.
+            if is_server_message(&frame) {
+                parts.ctx.ws.relayed.push(frame.into());
+            } else {
+                log::warn!(
+                    "cluster: a malformed event from another host ({} bytes); dropped",
+                    frame.len()
+                );
+            }
+        }
         LinkEvent::TunnelIn(bytes) => on_tunnel_in(parts, &bytes),
         LinkEvent::TunnelOut(bytes) => on_tunnel_out(parts, &bytes),
         LinkEvent::TunnelAck(bytes) => on_tunnel_ack(parts, &bytes),
         LinkEvent::Connected | LinkEvent::Disconnected | LinkEvent::Lost(_) => {}
     }
+}
+
+/// Whether `frame` is one complete text frame holding a JSON object with a `type`, as a
+/// daemon broadcasts.
+fn is_server_message(frame: &[u8]) -> bool {
+    crate::proto::ws::text_frame_payload(frame)
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .is_some_and(|message| message["type"].is_string())
 }
 
 /// This host's record as the cluster should see it now.
@@ -467,13 +485,18 @@ fn on_tunnel_in(parts: &mut Parts<'_>, bytes: &[u8]) {
         }
         return;
     };
-    let stand_in = parts.cluster.stand_in(&message.origin, message.conn);
-    match parts.api.auth.verify(&message.token) {
-        Ok(principal) => {
-            super::observe::on_text(parts, stand_in, &principal, &text);
+    // A message without a valid token gets no stand-in and no answer.
+    let principal = match parts.api.auth.verify(&message.token) {
+        Ok(principal) => principal,
+        Err(e) => {
+            return log::warn!(
+                "cluster: a viewer message from {} with a bad token ({e}); dropped",
+                crate::shown(&message.origin)
+            );
         }
-        Err(e) => tell(parts, stand_in, ErrorCode::InvalidToken, &e.to_string()),
-    }
+    };
+    let stand_in = parts.cluster.stand_in(&message.origin, message.conn);
+    super::observe::on_text(parts, stand_in, &principal, &text);
 }
 
 /// Frames queued for stand-in connections: sent to their viewers' hosts.
@@ -533,6 +556,14 @@ fn on_tunnel_out(parts: &mut Parts<'_>, bytes: &[u8]) {
         return log::warn!("cluster: unreadable frames for a viewer; ignored");
     };
     let conn = ConnId { key, serial };
+    // Only frames for a viewer that talked to that host, and only whole messages, reach a
+    // viewer's socket.
+    if !parts.cluster.has_tunnel(conn, &owner) {
+        return log::debug!("cluster: frames from {owner} for a viewer that did not ask; dropped");
+    }
+    if !frames.iter().all(|frame| is_server_message(frame)) {
+        return log::warn!("cluster: malformed frames from {owner} for a viewer; dropped");
+    }
     let size = frames.iter().map(Vec::len).sum();
     for frame in frames {
         parts.ctx.ws.direct.push((conn, frame));

@@ -304,6 +304,13 @@ impl Cluster {
             .insert(host.to_string());
     }
 
+    /// Whether this host's viewer `conn` talked to `host`'s sessions.
+    pub fn has_tunnel(&self, conn: ConnId, host: &str) -> bool {
+        self.tunnels
+            .get(&conn)
+            .is_some_and(|hosts| hosts.contains(host))
+    }
+
     /// The hosts this host's viewer `conn` talked to, forgotten.
     pub fn take_tunnels(&mut self, conn: ConnId) -> BTreeSet<String> {
         self.tunnels.remove(&conn).unwrap_or_default()

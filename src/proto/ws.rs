@@ -145,6 +145,33 @@ pub fn text_frame(text: &str) -> Vec<u8> {
     out
 }
 
+/// The payload of `bytes` if they are exactly one complete, unmasked, final text frame
+/// with UTF-8 payload, as this daemon sends (what a frame from another host must be before
+/// it is written to a viewer's socket); `None` for anything else.
+pub fn text_frame_payload(bytes: &[u8]) -> Option<&str> {
+    let (&first, rest) = bytes.split_first()?;
+    let (&second, rest) = rest.split_first()?;
+    // FIN, no extensions, opcode 1 (text); unmasked.
+    if first != 0x81 || second & 0x80 != 0 {
+        return None;
+    }
+    let (len, payload) = match second & 0x7f {
+        126 => (
+            usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?)),
+            &rest[2..],
+        ),
+        127 => (
+            usize::try_from(u64::from_be_bytes(rest.get(..8)?.try_into().ok()?)).ok()?,
+            &rest[8..],
+        ),
+        short => (usize::from(short), rest),
+    };
+    if payload.len() != len {
+        return None;
+    }
+    std::str::from_utf8(payload).ok()
+}
+
 /// One ping frame.
 pub fn ping_frame(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -454,5 +481,24 @@ mod tests {
         assert_eq!(&long[..2], &[0x81, 127]);
         assert_eq!(long.len(), 10 + 70_000);
         assert_eq!(close_frame(1008, "bad token")[..4], [0x88, 11, 0x03, 0xF0]);
+    }
+
+    #[test]
+    fn only_whole_unmasked_text_frames_pass_as_text_frames() {
+        for text in ["", "{}", &"x".repeat(200), &"é".repeat(40_000)] {
+            let frame = text_frame(text);
+            assert_eq!(text_frame_payload(&frame), Some(text));
+            for cut in 0..frame.len() {
+                assert_eq!(text_frame_payload(&frame[..cut]), None, "cut at {cut}");
+            }
+            let mut longer = frame.clone();
+            longer.push(b'x');
+            assert_eq!(text_frame_payload(&longer), None);
+        }
+        assert_eq!(text_frame_payload(&ping_frame(b"hi")), None);
+        assert_eq!(text_frame_payload(&close_frame(1000, "bye")), None);
+        assert_eq!(text_frame_payload(b"\x81\x02\xff\xfe"), None, "not UTF-8");
+        assert_eq!(text_frame_payload(b"\x81\x82abcdxy"), None, "masked");
+        assert_eq!(text_frame_payload(b"\x01\x02hi"), None, "not final");
     }
 }

@@ -37,6 +37,11 @@ fn free_port() -> u16 {
 
 impl Nats {
     fn start() -> Nats {
+        Nats::start_with("")
+    }
+
+    /// Three servers with `extra` added to each one's configuration.
+    fn start_with(extra: &str) -> Nats {
         let dir = tempfile::Builder::new().prefix("nats").tempdir().unwrap();
         let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
         let routes: Vec<String> = ports
@@ -52,7 +57,7 @@ impl Nats {
                     "server_name: n{i}\nlisten: \"127.0.0.1:{client}\"\n\
                      jetstream {{ store_dir: \"{store}\" }}\n\
                      cluster {{ name: \"orchestra-test\", listen: \"127.0.0.1:{route}\", \
-                     routes: [{routes}] }}\n",
+                     routes: [{routes}] }}\n{extra}\n",
                     store = dir.path().join(format!("n{i}")).display(),
                     routes = routes.join(", "),
                 ),
@@ -128,10 +133,15 @@ impl Drop for Nats {
 
 /// A daemon named `host` in cluster `name` over `nats`, connected once this returns.
 fn member(nats: &Nats, name: &str, host: &str) -> DaemonProcess {
+    member_with(nats, name, host, "")
+}
+
+/// [`member`] with `extra` lines in its `[cluster]` section.
+fn member_with(nats: &Nats, name: &str, host: &str, extra: &str) -> DaemonProcess {
     let seeds: Vec<String> = nats.urls.iter().map(|url| format!("\"{url}\"")).collect();
     let config = format!(
         "[cluster]\nnats = [{}]\nhost = \"{host}\"\nname = \"{name}\"\nreplicas = 3\n\
-         unreachable_after = \"2s\"\nrequest_timeout = \"5s\"\n",
+         unreachable_after = \"2s\"\nrequest_timeout = \"5s\"\n{extra}\n",
         seeds.join(", ")
     );
     let daemon =
@@ -554,4 +564,103 @@ fn a_whole_nats_outage_leaves_local_work_alone_and_the_cluster_reforms_after_it(
         "a spawn on beta after the outage: {}",
         resp.text()
     );
+}
+
+#[test]
+fn nats_refuses_strangers_and_malformed_messages_from_a_member_crash_nothing() {
+    let nats = Nats::start_with(
+        "authorization { users: [ { user: orchestra, password: \"nats-test-pw-41\" } ] }",
+    );
+    let secrets = tempfile::tempdir().unwrap();
+    let password_file = secrets.path().join("nats-password");
+    std::fs::write(&password_file, "nats-test-pw-41\n").unwrap();
+    let credentials = format!(
+        "user = \"orchestra\"\npassword_file = \"{}\"",
+        password_file.display()
+    );
+    let alpha = member_with(&nats, "six", "alpha", &credentials);
+    let beta = member_with(&nats, "six", "beta", &credentials);
+    let token = alpha.token("control");
+    wait_until("alpha sees beta", || {
+        (reachable(&hosts(&alpha, &token), "beta") == Some(true)).then_some(())
+    });
+    let echo = id_of(&beta.spawn(&token, "echo"));
+    wait_until("beta's agent listed on alpha", || {
+        host_of(&listed(&alpha, &token, ""), &echo).map(|_| ())
+    });
+    let mut viewer = alpha.ws(&token);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = nats.urls[1].clone();
+    let target = echo.clone();
+    let answers = runtime.block_on(async move {
+        // No credentials: NATS itself refuses the connection.
+        let stranger = async_nats::ConnectOptions::new()
+            .connection_timeout(std::time::Duration::from_secs(5))
+            .connect(url.as_str())
+            .await;
+        assert!(stranger.is_err(), "a client without credentials got in");
+
+        // A member's client (it has the credentials, not the JWT secret) sends garbage on
+        // every subject the daemons listen to.
+        let member = async_nats::ConnectOptions::with_user_and_password(
+            "orchestra".into(),
+            "nats-test-pw-41".into(),
+        )
+        .connect(url.as_str())
+        .await
+        .unwrap();
+        let big = vec![b'{'; 512 * 1024];
+        for subject in [
+            "six.events.mallory",
+            "six.tunnel.in.alpha",
+            "six.tunnel.out.alpha",
+            "six.tunnel.ack.beta",
+            "six.api.beta",
+        ] {
+            for payload in [&b"not json"[..], &b"\x81\x05{}"[..], &big[..]] {
+                member
+                    .publish(subject, payload.to_vec().into())
+                    .await
+                    .unwrap();
+            }
+        }
+        // Frames for alpha's viewer as if from beta: dropped (it never asked, and they are
+        // not whole messages).
+        let forged = orchestra::wire::cluster::encode_tunnel_out("beta", (0, 1), &[b"\x81\x7fx"]);
+        member
+            .publish("six.tunnel.out.alpha", forged.into())
+            .await
+            .unwrap();
+        // A forwarded request without a valid token, and one that is not JSON.
+        let forged = serde_json::json!({
+            "method": "DELETE", "path": format!("/api/agents/{target}"), "query": null,
+            "token": "not-a-token", "body": ""
+        });
+        let refused = member
+            .request("six.api.beta", serde_json::to_vec(&forged).unwrap().into())
+            .await
+            .unwrap();
+        let garbage = member
+            .request("six.api.beta", b"{{{".to_vec().into())
+            .await
+            .unwrap();
+        member.flush().await.unwrap();
+        [refused.payload.to_vec(), garbage.payload.to_vec()]
+    });
+    let refused: Value = serde_json::from_slice(&answers[0]).unwrap();
+    assert_eq!(refused["status"], 401, "{refused}");
+    let garbage: Value = serde_json::from_slice(&answers[1]).unwrap();
+    assert_eq!(garbage["status"], 400, "{garbage}");
+
+    // Both daemons still work, the agent was not killed, and the viewer got nothing odd.
+    assert_eq!(beta.get(&format!("/api/agents/{echo}"), &token).status, 200);
+    alpha.wait_for_log("a malformed event from another host");
+    let ack = viewer.subscribe(&echo);
+    assert_eq!(ack["type"], "subscribed", "{ack}");
+    assert_eq!(alpha.get("/api/health", &token).status, 200);
+    assert_eq!(hosts(&beta, &token)["connected"], true);
 }
