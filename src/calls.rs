@@ -34,7 +34,7 @@ use crate::wire::ws::{Action, ServerMessage};
 pub const MAX_PLAN_TASKS: usize = 20;
 
 /// Handles one call and answers it (now, or once its tasks are stored).
-pub fn handle(parts: &mut Parts<'_>, pending: PendingCall) {
+pub fn handle(parts: &mut Parts<'_>, other_hosts: &[Value], pending: PendingCall) {
     let PendingCall {
         session_id,
         call,
@@ -43,7 +43,7 @@ pub fn handle(parts: &mut Parts<'_>, pending: PendingCall) {
     log::info!("{session_id}: calls {}", call.call);
     let arguments = call.arguments;
     let answer = match call.call.as_str() {
-        "list_agents" => Ok(list_agents(parts)),
+        "list_agents" => Ok(list_agents(parts, other_hosts)),
         "get_task" => get_task(parts, &arguments),
         "send_message" => send_message(parts, &session_id, &arguments),
         "delegate_task" => {
@@ -92,7 +92,8 @@ fn result_of(result: impl serde::Serialize) -> Value {
     serde_json::to_value(result).expect("serializable")
 }
 
-fn list_agents(parts: &Parts<'_>) -> Value {
+/// This host's sessions, and in a cluster the other hosts' (`other_hosts`).
+fn list_agents(parts: &Parts<'_>, other_hosts: &[Value]) -> Value {
     let now = std::time::SystemTime::now();
     let idle_after = parts.ctx.config.sessions.idle_after;
     let agents = parts
@@ -107,7 +108,10 @@ fn list_agents(parts: &Parts<'_>) -> Value {
             working_dir: &a.working_dir,
         })
         .collect();
-    result_of(AgentList { agents })
+    result_of(AgentList {
+        agents,
+        other_hosts,
+    })
 }
 
 fn get_task(parts: &Parts<'_>, arguments: &Value) -> Result<Value, String> {

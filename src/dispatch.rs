@@ -161,8 +161,15 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
         for event in pane_events {
             pane_event(&mut tasks.for_agents(), event);
         }
+        // The tools see the whole cluster: the other hosts' agents from their records.
+        let other_hosts = if calls.is_empty() {
+            Vec::new()
+        } else {
+            crate::api::peer::remote_agents(&daemon.for_api())
+        };
+        let mut tasks = daemon.for_tasks();
         for call in calls {
-            crate::calls::handle(&mut tasks, call);
+            crate::calls::handle(&mut tasks, &other_hosts, call);
         }
         if !events.is_empty() {
             // Other hosts list this host's agents from its record: rewrite it soon.

@@ -50,6 +50,10 @@ impl<R: Serialize> ToolAnswer<R> {
 pub struct AgentList<'a> {
     /// The sessions, oldest first.
     pub agents: Vec<AgentEntry<'a>>,
+    /// In a cluster: the other hosts' agents, as `GET /api/agents` lists them (each with
+    /// its `host`); absent on a single host.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub other_hosts: &'a [serde_json::Value],
 }
 
 /// One session in `list_agents`.
@@ -194,11 +198,21 @@ mod tests {
                 activity: "working",
                 working_dir: Path::new("/w"),
             }],
+            other_hosts: &[],
         };
         assert_eq!(
-            serde_json::to_value(agents).unwrap(),
+            serde_json::to_value(&agents).unwrap(),
             json!({"agents": [{"session_id": "sess-a", "agent_type": "shell",
                 "status": "running", "activity": "working", "working_dir": "/w"}]})
+        );
+        let remote = [json!({"session_id": "sess-b", "host": "beta"})];
+        let clustered = AgentList {
+            other_hosts: &remote,
+            ..agents
+        };
+        assert_eq!(
+            serde_json::to_value(clustered).unwrap()["other_hosts"],
+            json!([{"session_id": "sess-b", "host": "beta"}])
         );
         let created = TasksCreated {
             tasks: vec![TaskRef {

@@ -439,7 +439,11 @@ fn a_viewer_on_one_host_watches_and_drives_an_agent_on_another_byte_for_byte() {
 #[test]
 fn a_task_delegated_through_one_host_runs_on_another_and_is_followed_from_both() {
     let nats = Nats::start();
-    let alpha = member(&nats, "four", "alpha");
+    let hooked = format!(
+        "[agents.hooked]\ncommand = [\"{}\"]\nhooks = \"claude\"\n",
+        crate::common::agent_script("echo.sh")
+    );
+    let alpha = member_with(&nats, "four", "alpha", &hooked);
     let beta = member(&nats, "four", "beta");
     let token = alpha.token("control");
     wait_until("alpha sees beta", || {
@@ -476,6 +480,30 @@ fn a_task_delegated_through_one_host_runs_on_another_and_is_followed_from_both()
             &json!({"agent_type": "task", "task": "SAY hi", "host": "gamma"}),
         )
         .assert_error(400, "UNKNOWN_HOST");
+
+    // An agent's tools see the whole cluster: alpha's hooked agent lists beta's agent.
+    let there = id_of(&beta.spawn(&token, "echo"));
+    wait_until("beta's agent listed on alpha", || {
+        host_of(&listed(&alpha, &token, ""), &there).map(|_| ())
+    });
+    let primary = id_of(&alpha.spawn(&token, "hooked"));
+    let env = crate::hooks::hook_env(&alpha, &token, &primary);
+    let answer = crate::hooks::call(&env, "list_agents", json!({}));
+    assert_eq!(answer["ok"], true, "{answer}");
+    let result = &answer["result"];
+    assert!(
+        result["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["session_id"] == primary.as_str()),
+        "{answer}"
+    );
+    assert_eq!(
+        host_of(result["other_hosts"].as_array().unwrap(), &there).as_deref(),
+        Some("beta"),
+        "{answer}"
+    );
 }
 
 #[test]

@@ -719,6 +719,8 @@ fn read_frames(
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
                 return (head.unwrap_or_default(), frames, false);
             }
+            // A signal to this process interrupted the read: read again.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => panic!("read failed: {e}; frames so far {frames:?}"),
         }
     }
