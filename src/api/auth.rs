@@ -146,7 +146,8 @@ impl Authenticator {
             sub: &principal.subject,
             scope,
             iat: now,
-            exp: now + ttl.as_secs().max(1),
+            // Never longer than the caller's own credential.
+            exp: (now + ttl.as_secs().max(1)).min(principal.expires_at),
             iss: config.auth.issuer.as_deref(),
             aud: config.auth.audience.as_deref(),
         };

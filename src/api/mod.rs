@@ -130,6 +130,12 @@ impl ApiState {
         self.observers = self.observers.saturating_sub(1);
     }
 
+    /// Forgets the message rate of a connection that was never an observer here (another
+    /// host's viewer's stand-in).
+    pub fn forget_rate(&mut self, conn: ConnId) {
+        self.rate.forget_ws(conn);
+    }
+
     /// Records a WebSocket opened in browser session `sid`'s name, so that logging out
     /// closes it. Bounded: at most 64 sockets per session and 10,000 sessions.
     pub fn remember_web_socket(&mut self, sid: &str, conn: ConnId) {
@@ -878,7 +884,11 @@ fn serve(
     credential: Credential,
     limit_headers: Vec<(String, String)>,
 ) -> Handled {
-    if let Some(forwarded) = forward_to_owner(parts, conn, request, &route, &principal) {
+    // A request another host forwarded is this host's to answer: never forwarded again.
+    let forwarded_here = conn.key == crate::cluster::PEER_CONN_KEY;
+    if !forwarded_here
+        && let Some(forwarded) = forward_to_owner(parts, conn, request, &route, &principal)
+    {
         return forwarded;
     }
     match route {

@@ -205,8 +205,10 @@ pub fn on_text(parts: &mut Parts<'_>, conn: ConnId, principal: &Principal, text:
     }
     if let Some(message) = parse(parts, conn, text) {
         // Another host's session: its daemon answers, through the viewer tunnel.
+        let from_another_host = conn.key == crate::cluster::PEER_CONN_KEY;
         if let Some(host) = message
             .session_id()
+            .filter(|_| !from_another_host)
             .and_then(|session| super::peer::remote_owner(parts, session))
         {
             super::peer::tunnel(parts, conn, principal, &host, text);

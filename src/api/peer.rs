@@ -29,11 +29,22 @@ use crate::wire::ws::ServerMessage;
 pub fn on_link_event(parts: &mut Parts<'_>, event: LinkEvent) {
     if parts.cluster.on_link_state(&event) {
         publish(parts);
+        // Credit lost with the connection must not stall a viewer for good.
+        for stand_in in parts.cluster.reset_credit() {
+            pump(parts, stand_in);
+        }
     }
     match event {
-        LinkEvent::Host { host, record } => {
+        LinkEvent::Host { host, record, age } => {
             let record = record.and_then(|bytes| match serde_json::from_slice(&bytes) {
-                Ok(record) => Some(record),
+                Ok(record) if is_sound(&record, &host) => Some(record),
+                Ok(_) => {
+                    log::warn!(
+                        "cluster: host {}'s record is not sound; ignored",
+                        crate::shown(&host)
+                    );
+                    None
+                }
                 Err(e) => {
                     log::warn!(
                         "cluster: host {}'s record is unreadable: {e}",
@@ -42,7 +53,9 @@ pub fn on_link_event(parts: &mut Parts<'_>, event: LinkEvent) {
                     None
                 }
             });
-            parts.cluster.on_host(host, record);
+            if parts.cluster.on_host(host.clone(), record, age) {
+                drop_stand_ins_of(parts, &host);
+            }
         }
         LinkEvent::Request { reply, payload } => serve(parts, reply, &payload),
         LinkEvent::Forwarded { id, result } => {
@@ -66,6 +79,17 @@ pub fn on_link_event(parts: &mut Parts<'_>, event: LinkEvent) {
         LinkEvent::TunnelAck(bytes) => on_tunnel_ack(parts, &bytes),
         LinkEvent::Connected | LinkEvent::Disconnected | LinkEvent::Lost(_) => {}
     }
+}
+
+/// Whether a record read from the bucket under key `host` can be used: it names that host,
+/// and each agent is an object with a session id and a type.
+fn is_sound(record: &HostRecord, host: &str) -> bool {
+    record.host == host
+        && crate::cluster::is_host_name(host)
+        && record
+            .agents
+            .iter()
+            .all(|agent| agent["session_id"].is_string() && agent["agent_type"].is_string())
 }
 
 /// Whether `frame` is one complete text frame holding a JSON object with a `type`, as a
@@ -162,17 +186,41 @@ pub fn answer(parts: &mut Parts<'_>, conn: ConnId, response: Response) {
     parts.cluster.answer(conn, payload);
 }
 
+/// The headers of an owner's answer that are passed on to the caller.
+const PASSED_HEADERS: &[&str] = &[
+    "Content-Type",
+    "Retry-After",
+    "WWW-Authenticate",
+    "Allow",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+];
+
 /// The caller's answer from the owner's, or the error that says why there is none.
 fn response_of(result: Result<Vec<u8>, ForwardError>) -> Response {
     let error = match result {
         Ok(bytes) => match serde_json::from_slice::<ForwardedResponse>(&bytes) {
-            Ok(answer) => {
+            Ok(answer) if (200..=599).contains(&answer.status) => {
+                // Only the headers the API's answers carry pass; the encoder adds the rest.
+                let headers = answer
+                    .headers
+                    .into_iter()
+                    .filter(|(name, value)| {
+                        PASSED_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
+                            && !value.contains(['\r', '\n'])
+                    })
+                    .collect();
                 return Response {
                     status: answer.status,
-                    headers: answer.headers,
+                    headers,
                     body: answer.body.into_bytes(),
                 };
             }
+            Ok(answer) => ApiError::internal(format!(
+                "the owner answered with status {}, which is not passed on",
+                answer.status
+            )),
             Err(e) => ApiError::internal(format!("the owner's answer is unreadable: {e}")),
         },
         Err(why) => ApiError::new(
@@ -360,8 +408,8 @@ pub fn remote_agents(parts: &Parts<'_>) -> Vec<serde_json::Value> {
         let reachable = parts.cluster.reachable(host);
         for agent in &host.record.agents {
             let mut agent = agent.clone();
-            if !reachable {
-                agent["status"] = super::agents::UNREACHABLE.into();
+            if let (false, Some(fields)) = (reachable, agent.as_object_mut()) {
+                fields.insert("status".into(), super::agents::UNREACHABLE.into());
             }
             agents.push(agent);
         }
@@ -449,16 +497,44 @@ fn tell(parts: &mut Parts<'_>, conn: ConnId, error_code: ErrorCode, message: &st
     );
 }
 
+/// Forgets the stand-ins of `origin`'s viewers (it restarted, went away or went silent).
+pub fn drop_stand_ins_of(parts: &mut Parts<'_>, origin: &str) {
+    for stand_in in parts.cluster.drop_stand_ins_of(origin) {
+        parts.panes.viewer_closed(stand_in);
+        parts.api.forget_rate(stand_in);
+    }
+}
+
 /// This host's viewer `conn` closed: the hosts it talked to drop their stand-ins.
 pub fn viewer_closed(parts: &mut Parts<'_>, conn: ConnId) {
     if !parts.cluster.enabled() {
         return;
     }
-    for host in parts.cluster.take_tunnels(conn) {
+    let hosts = parts.cluster.take_tunnels(conn);
+    if hosts.is_empty() {
+        return;
+    }
+    // The close carries a token like any message: observe only, in this host's name.
+    let closer = Principal {
+        subject: format!("host {}", parts.cluster.me()),
+        scopes: crate::principal::Scopes {
+            observe: true,
+            control: false,
+        },
+        expires_at: u64::MAX,
+        session: None,
+    };
+    let ttl = parts.cluster.settings().request_timeout;
+    let token = parts
+        .api
+        .auth
+        .mint_for(&parts.ctx.config, &closer, ttl)
+        .unwrap_or_default();
+    for host in hosts {
         let message = TunnelIn {
             origin: parts.cluster.me().to_string(),
             conn: (conn.key, conn.serial),
-            token: String::new(),
+            token: token.clone(),
             text: None,
         };
         let subject = parts.cluster.tunnel_subject("in", &host);
@@ -474,18 +550,10 @@ fn on_tunnel_in(parts: &mut Parts<'_>, bytes: &[u8]) {
     let Ok(message) = serde_json::from_slice::<TunnelIn>(bytes) else {
         return log::warn!("cluster: an unreadable viewer message; ignored");
     };
-    let Some(text) = message.text else {
-        if let Some(stand_in) = parts
-            .cluster
-            .existing_stand_in(&message.origin, message.conn)
-        {
-            parts.panes.viewer_closed(stand_in);
-            parts.api.ws_closed(stand_in);
-            parts.cluster.drop_stand_in(stand_in);
-        }
-        return;
-    };
-    // A message without a valid token gets no stand-in and no answer.
+    if !crate::cluster::is_host_name(&message.origin) {
+        return log::warn!("cluster: a viewer message from an unnamed host; ignored");
+    }
+    // A message without a valid token (a close too) gets no stand-in and no answer.
     let principal = match parts.api.auth.verify(&message.token) {
         Ok(principal) => principal,
         Err(e) => {
@@ -494,6 +562,17 @@ fn on_tunnel_in(parts: &mut Parts<'_>, bytes: &[u8]) {
                 crate::shown(&message.origin)
             );
         }
+    };
+    let Some(text) = message.text else {
+        if let Some(stand_in) = parts
+            .cluster
+            .existing_stand_in(&message.origin, message.conn)
+        {
+            parts.panes.viewer_closed(stand_in);
+            parts.api.forget_rate(stand_in);
+            parts.cluster.drop_stand_in(stand_in);
+        }
+        return;
     };
     let stand_in = parts.cluster.stand_in(&message.origin, message.conn);
     super::observe::on_text(parts, stand_in, &principal, &text);
@@ -516,12 +595,17 @@ fn send_frames(parts: &mut Parts<'_>, id: ConnId, frames: &[&[u8]]) {
     let Some(stand_in) = parts.cluster.stand_in_for(id) else {
         return;
     };
-    stand_in.in_flight += frames.iter().map(|f| f.len()).sum::<usize>();
     let (origin, conn) = (stand_in.origin.clone(), stand_in.conn);
     let subject = parts.cluster.tunnel_subject("out", &origin);
-    parts
+    let size: usize = frames.iter().map(|f| f.len()).sum();
+    // Counted only once the link took them: a dropped batch is never acknowledged.
+    if parts
         .cluster
-        .send(subject, encode_tunnel_out(&me, conn, frames));
+        .send(subject, encode_tunnel_out(&me, conn, frames))
+        && let Some(stand_in) = parts.cluster.stand_in_for(id)
+    {
+        stand_in.in_flight += size;
+    }
 }
 
 /// A session of this host has output for stand-in `id`: pulls it while the viewer's host has
@@ -556,27 +640,35 @@ fn on_tunnel_out(parts: &mut Parts<'_>, bytes: &[u8]) {
         return log::warn!("cluster: unreadable frames for a viewer; ignored");
     };
     let conn = ConnId { key, serial };
-    // Only frames for a viewer that talked to that host, and only whole messages, reach a
-    // viewer's socket.
-    if !parts.cluster.has_tunnel(conn, &owner) {
-        return log::debug!("cluster: frames from {owner} for a viewer that did not ask; dropped");
-    }
-    if !frames.iter().all(|frame| is_server_message(frame)) {
-        return log::warn!("cluster: malformed frames from {owner} for a viewer; dropped");
-    }
-    let size = frames.iter().map(Vec::len).sum();
-    for frame in frames {
-        parts.ctx.ws.direct.push((conn, frame));
-    }
+    // Credit goes back for every batch, delivered or not, so a sender never stalls on one.
     let ack = TunnelAck {
         origin: parts.cluster.me().to_string(),
         conn: (key, serial),
-        bytes: size,
+        bytes: frames.iter().map(Vec::len).sum(),
     };
-    let subject = parts.cluster.tunnel_subject("ack", &owner);
-    parts
-        .cluster
-        .send(subject, serde_json::to_vec(&ack).expect("serializable"));
+    if crate::cluster::is_host_name(&owner) {
+        let subject = parts.cluster.tunnel_subject("ack", &owner);
+        parts
+            .cluster
+            .send(subject, serde_json::to_vec(&ack).expect("serializable"));
+    }
+    // Only frames for a viewer that talked to that host, and only whole messages, reach a
+    // viewer's socket.
+    if !parts.cluster.has_tunnel(conn, &owner) {
+        return log::debug!(
+            "cluster: frames from {} for a viewer that did not ask; dropped",
+            crate::shown(&owner)
+        );
+    }
+    if !frames.iter().all(|frame| is_server_message(frame)) {
+        return log::warn!(
+            "cluster: malformed frames from {} for a viewer; dropped",
+            crate::shown(&owner)
+        );
+    }
+    for frame in frames {
+        parts.ctx.ws.direct.push((conn, frame));
+    }
 }
 
 /// A viewer's host took frames: credit for more.

@@ -35,6 +35,8 @@ pub enum LinkEvent {
         host: String,
         /// Its record as stored.
         record: Option<Vec<u8>>,
+        /// How long ago it was stored.
+        age: Duration,
     },
     /// A request another host forwarded to this one; answer with [`Command::Answer`].
     Request {
@@ -363,9 +365,21 @@ async fn run(settings: ClusterConfig, mut commands: Receiver<Command>, on_event:
                         _ => None,
                     };
                     log::debug!("cluster: record of host {} ({:?})", entry.key, entry.operation);
-                    on_event(LinkEvent::Host { host: entry.key, record });
+                    // How long ago NATS stored it (by this host's clock; NATS servers and
+                    // daemons are expected to keep time with NTP).
+                    let written = entry.created.unix_timestamp_nanos();
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as i128);
+                    let age = Duration::from_nanos(u64::try_from(now - written).unwrap_or(0));
+                    on_event(LinkEvent::Host { host: entry.key, record, age });
                 }
-                Some(Err(e)) => on_event(LinkEvent::Lost(format!("the hosts bucket's watch failed: {e}"))),
+                Some(Err(e)) => {
+                    // Its consumer lived on a server that went away: watch again (the
+                    // current records come first, so nothing is missed).
+                    on_event(LinkEvent::Lost(format!("the hosts bucket's watch failed: {e}")));
+                    watch = watch_hosts(&store, &on_event).await;
+                }
                 None => {
                     on_event(LinkEvent::Lost("the hosts bucket's watch ended".into()));
                     watch = watch_hosts(&store, &on_event).await;

@@ -75,6 +75,16 @@ pub struct StandIn {
     pub in_flight: usize,
 }
 
+/// Whether `name` can be a host's (or a cluster's) name: 1 to 64 letters, digits, `-`, `_`,
+/// so that it is one subject token.
+pub fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// The connection slot of a stand-in connection: a request another host forwarded here is
 /// handled like a request on this connection, and its deferred answer is sent back through
 /// the cluster instead of a socket.
@@ -175,25 +185,32 @@ impl Cluster {
         }
     }
 
-    /// A host's record changed (or was removed). This host's own record is ignored: the
-    /// daemon knows itself better.
-    pub fn on_host(&mut self, host: String, record: Option<HostRecord>) {
+    /// A host's record changed (or was removed), written `age` ago. This host's own record
+    /// is ignored: the daemon knows itself better. Returns whether the host restarted or
+    /// went away (its viewers' stand-ins here are stale).
+    pub fn on_host(
+        &mut self,
+        host: String,
+        record: Option<HostRecord>,
+        age: std::time::Duration,
+    ) -> bool {
         if host == self.settings.host {
-            return;
+            return false;
         }
         match record {
             Some(record) => {
-                self.hosts.insert(
-                    host,
-                    KnownHost {
-                        record,
-                        heard: Instant::now(),
-                    },
-                );
+                let restarted = self
+                    .hosts
+                    .get(&host)
+                    .is_some_and(|known| known.record.started_at != record.started_at);
+                // A record read back from the bucket (at start, after a reconnect) counts
+                // from when it was written, so a host long gone does not look reachable.
+                let now = Instant::now();
+                let heard = now.checked_sub(age).unwrap_or(now);
+                self.hosts.insert(host, KnownHost { record, heard });
+                restarted
             }
-            None => {
-                self.hosts.remove(&host);
-            }
+            None => self.hosts.remove(&host).is_some(),
         }
     }
 
@@ -230,10 +247,11 @@ impl Cluster {
         fresh && self.enabled()
     }
 
-    /// Stores this host's record.
+    /// Stores this host's record (while connected: the first record after a connection is
+    /// written then, so records never pile up in the queue).
     pub fn publish(&mut self, record: &HostRecord) {
         self.publish_due = false;
-        if let Some(link) = &self.link {
+        if let Some(link) = self.link.as_ref().filter(|_| self.connected) {
             let bytes = serde_json::to_vec(record).expect("serializable");
             link.send(Command::Publish(bytes));
         }
@@ -284,11 +302,46 @@ impl Cluster {
         }
     }
 
-    /// Publishes `payload` on `subject` (tunnel traffic).
-    pub fn send(&self, subject: String, payload: Vec<u8>) {
-        if let Some(link) = &self.link {
-            link.send(Command::Send { subject, payload });
-        }
+    /// Publishes `payload` on `subject` (tunnel traffic). Returns whether the link took it.
+    pub fn send(&self, subject: String, payload: Vec<u8>) -> bool {
+        self.link
+            .as_ref()
+            .is_some_and(|link| link.send(Command::Send { subject, payload }))
+    }
+
+    /// Forgets every stand-in's unacknowledged bytes (acknowledgements may have been lost
+    /// with the connection to NATS); returns the stand-ins, to be pumped again.
+    pub fn reset_credit(&mut self) -> Vec<ConnId> {
+        self.stand_ins
+            .iter_mut()
+            .map(|(serial, stand_in)| {
+                stand_in.in_flight = 0;
+                ConnId {
+                    key: PEER_CONN_KEY,
+                    serial: *serial,
+                }
+            })
+            .collect()
+    }
+
+    /// Forgets the stand-ins of `origin`'s viewers (it restarted or went away); returns them.
+    pub fn drop_stand_ins_of(&mut self, origin: &str) -> Vec<ConnId> {
+        let gone: Vec<u64> = self
+            .stand_ins
+            .iter()
+            .filter(|(_, s)| s.origin == origin)
+            .map(|(serial, _)| *serial)
+            .collect();
+        gone.into_iter()
+            .map(|serial| {
+                let id = ConnId {
+                    key: PEER_CONN_KEY,
+                    serial,
+                };
+                self.drop_stand_in(id);
+                id
+            })
+            .collect()
     }
 
     /// The subject of `kind` (`in`, `out`, `ack`) of the viewer tunnel of `host`.
