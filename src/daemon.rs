@@ -64,6 +64,7 @@ impl Daemon {
         attach_listener: mio::net::UnixListener,
         hook_listener: mio::net::UnixListener,
         notifier: Notifier<World>,
+        secret: &[u8],
     ) -> Result<Daemon, String> {
         let emulator_notifier = notifier.clone();
         let emulators = Emulators::start(move |event| {
@@ -74,7 +75,7 @@ impl Daemon {
         .map_err(|e| format!("cannot start the emulator thread: {e}"))?;
         let tasks = Tasks::open(&config, notifier.clone())?;
         let link_notifier = notifier.clone();
-        let cluster = Cluster::new(&config.cluster, move |event| {
+        let cluster = Cluster::new(&config.cluster, secret, move |event| {
             link_notifier.send(crate::ctx::then::<ApiState>(move |mut parts| {
                 crate::api::peer::on_link_event(&mut parts, event)
             }));

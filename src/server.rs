@@ -199,6 +199,7 @@ impl Server {
             attach_listener,
             hook_listener,
             notifier,
+            &secret,
         )?;
         take_over_earlier_work(&mut daemon);
         daemon

@@ -131,6 +131,7 @@ impl Link {
     /// Starts the link's thread. `on_event` runs on that thread for every [`LinkEvent`].
     pub fn start(
         settings: ClusterConfig,
+        key: super::seal::SealKey,
         on_event: impl Fn(LinkEvent) + Send + Sync + 'static,
     ) -> std::io::Result<Link> {
         let (commands, receiver) = tokio::sync::mpsc::channel(settings.max_queued.max(1));
@@ -145,7 +146,7 @@ impl Link {
                     Ok(runtime) => runtime,
                     Err(e) => return on_event(LinkEvent::Lost(format!("no runtime: {e}"))),
                 };
-                runtime.block_on(run(settings, receiver, on_event));
+                runtime.block_on(run(settings, key, receiver, on_event));
             })?;
         Ok(Link {
             commands,
@@ -268,7 +269,24 @@ async fn hosts_store(
         .map_err(|e| format!("cannot create the JetStream bucket {bucket}: {e}"))
 }
 
-async fn run(settings: ClusterConfig, mut commands: Receiver<Command>, on_event: Report) {
+async fn run(
+    settings: ClusterConfig,
+    key: super::seal::SealKey,
+    mut commands: Receiver<Command>,
+    on_event: Report,
+) {
+    // Every message in and out is sealed; what does not open is dropped here, with a log
+    // line, and never reaches the loop.
+    let open = |what: &str, sealed: &[u8]| -> Option<Vec<u8>> {
+        let opened = key.open(sealed).map(<[u8]>::to_vec);
+        if opened.is_none() {
+            log::warn!(
+                "cluster: {what} without a valid seal ({} bytes); dropped",
+                sealed.len()
+            );
+        }
+        opened
+    };
     let (reconnected_tx, mut reconnected) = tokio::sync::mpsc::unbounded_channel();
     let options = match connect_options(&settings, &on_event, reconnected_tx).await {
         Ok(options) => options,
@@ -321,25 +339,25 @@ async fn run(settings: ClusterConfig, mut commands: Receiver<Command>, on_event:
             command = commands.recv() => match command {
                 None => return,
                 Some(Command::Publish(record)) => {
-                    if let Err(e) = store.put(&settings.host, record.into()).await {
+                    if let Err(e) = store.put(&settings.host, key.seal(&record).into()).await {
                         on_event(LinkEvent::Lost(format!("cannot store this host's record: {e}")));
                     }
                 }
                 Some(Command::Events(frames)) => {
                     for frame in frames {
-                        let payload = frame.to_vec().into();
+                        let payload = key.seal(&frame).into();
                         if let Err(e) = client.publish(own_events.clone(), payload).await {
                             log::warn!("cluster: cannot send events to the other hosts: {e}");
                         }
                     }
                 }
                 Some(Command::Send { subject, payload }) => {
-                    if let Err(e) = client.publish(subject, payload.into()).await {
+                    if let Err(e) = client.publish(subject, key.seal(&payload).into()).await {
                         log::warn!("cluster: cannot send on a viewer tunnel: {e}");
                     }
                 }
                 Some(Command::Answer { reply, payload }) => {
-                    if let Err(e) = client.publish(reply, payload.into()).await {
+                    if let Err(e) = client.publish(reply, key.seal(&payload).into()).await {
                         log::warn!("cluster: cannot answer a forwarded request: {e}");
                     }
                 }
@@ -348,8 +366,15 @@ async fn run(settings: ClusterConfig, mut commands: Receiver<Command>, on_event:
                     let subject = request_subject(&settings.name, &host);
                     let timeout = settings.request_timeout;
                     let report = on_event.clone();
+                    let key = key.clone();
                     tokio::spawn(async move {
-                        let result = forward(&client, subject, payload, timeout).await;
+                        let result = forward(&client, subject, key.seal(&payload), timeout)
+                            .await
+                            .and_then(|answer| {
+                                key.open(&answer).map(<[u8]>::to_vec).ok_or_else(|| {
+                                    ForwardError::Failed("an answer without a valid seal".into())
+                                })
+                            });
                         report(LinkEvent::Forwarded { id, result });
                     });
                 }
@@ -361,7 +386,12 @@ async fn run(settings: ClusterConfig, mut commands: Receiver<Command>, on_event:
             entry = watch.next() => match entry {
                 Some(Ok(entry)) => {
                     let record = match entry.operation {
-                        jetstream::kv::Operation::Put => Some(entry.value.to_vec()),
+                        jetstream::kv::Operation::Put => {
+                            match open("a host's record", &entry.value) {
+                                Some(record) => Some(record),
+                                None => continue,
+                            }
+                        }
                         _ => None,
                     };
                     log::debug!("cluster: record of host {} ({:?})", entry.key, entry.operation);
@@ -387,20 +417,35 @@ async fn run(settings: ClusterConfig, mut commands: Receiver<Command>, on_event:
             },
             event = events.next() => match event {
                 Some(message) if message.subject.as_str() != own_events => {
-                    on_event(LinkEvent::Events(message.payload.to_vec()));
+                    if let Some(frame) = open("an event", &message.payload) {
+                        on_event(LinkEvent::Events(frame));
+                    }
                 }
                 Some(_) => {}
                 None => return on_event(LinkEvent::Lost("the events subscription ended".into())),
             },
-            Some(message) = tunnel_in.next() => on_event(LinkEvent::TunnelIn(message.payload.to_vec())),
-            Some(message) = tunnel_out.next() => on_event(LinkEvent::TunnelOut(message.payload.to_vec())),
-            Some(message) = tunnel_ack.next() => on_event(LinkEvent::TunnelAck(message.payload.to_vec())),
+            Some(message) = tunnel_in.next() => {
+                if let Some(payload) = open("a viewer's message", &message.payload) {
+                    on_event(LinkEvent::TunnelIn(payload));
+                }
+            }
+            Some(message) = tunnel_out.next() => {
+                if let Some(payload) = open("frames for a viewer", &message.payload) {
+                    on_event(LinkEvent::TunnelOut(payload));
+                }
+            }
+            Some(message) = tunnel_ack.next() => {
+                if let Some(payload) = open("a viewer's credit", &message.payload) {
+                    on_event(LinkEvent::TunnelAck(payload));
+                }
+            }
             message = requests.next() => match message {
                 Some(message) => match message.reply {
-                    Some(reply) => on_event(LinkEvent::Request {
-                        reply: reply.to_string(),
-                        payload: message.payload.to_vec(),
-                    }),
+                    Some(reply) => {
+                        if let Some(payload) = open("a forwarded request", &message.payload) {
+                            on_event(LinkEvent::Request { reply: reply.to_string(), payload });
+                        }
+                    }
                     None => log::warn!("cluster: a forwarded request without a reply subject; ignored"),
                 },
                 None => return on_event(LinkEvent::Lost("the request subscription ended".into())),

@@ -12,6 +12,7 @@
 //! reacts to the link's events is [`crate::api::peer`].
 
 pub mod link;
+pub mod seal;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
@@ -93,13 +94,17 @@ pub const PEER_CONN_KEY: usize = usize::MAX;
 impl Cluster {
     /// The cluster part; starts the link when `[cluster]` names NATS servers. `on_event`
     /// runs on the link's thread for each of its events.
+    /// `secret` is the JWT secret every host of the cluster shares: its messages are sealed
+    /// with a key derived from it ([`seal`]).
     pub fn new(
         settings: &ClusterConfig,
+        secret: &[u8],
         on_event: impl Fn(LinkEvent) + Send + Sync + 'static,
     ) -> Result<Cluster, String> {
         let link = if settings.enabled() {
+            let key = seal::SealKey::derive(secret, &settings.name);
             Some(
-                Link::start(settings.clone(), on_event)
+                Link::start(settings.clone(), key, on_event)
                     .map_err(|e| format!("cannot start the cluster link thread: {e}"))?,
             )
         } else {

@@ -581,6 +581,9 @@ fn a_whole_nats_outage_leaves_local_work_alone_and_the_cluster_reforms_after_it(
             && host_of(&agents, &here).as_deref() == Some("alpha"))
         .then_some(())
     });
+    wait_until("alpha sees beta again", || {
+        (reachable(&hosts(&alpha, &token), "beta") == Some(true)).then_some(())
+    });
     let resp = alpha.post(
         "/api/agents/spawn",
         &token,
@@ -663,21 +666,44 @@ fn nats_refuses_strangers_and_malformed_messages_from_a_member_crash_nothing() {
             .publish("six.tunnel.out.alpha", forged.into())
             .await
             .unwrap();
-        // A forwarded request without a valid token, and one that is not JSON.
+        // A well-formed event without the cluster's seal: it must not reach any observer.
+        let event = json!({"type": "agent_status", "session_id": "sess-forged"}).to_string();
+        let frame = orchestra::proto::ws::text_frame(&event);
+        member
+            .publish("six.events.mallory", frame.into())
+            .await
+            .unwrap();
+        // An unsealed forwarded request gets no answer at all.
         let forged = serde_json::json!({
             "method": "DELETE", "path": format!("/api/agents/{target}"), "query": null,
             "token": "not-a-token", "body": ""
         });
+        let body = serde_json::to_vec(&forged).unwrap();
+        let unanswered = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            member.request("six.api.beta", body.clone().into()),
+        )
+        .await;
+        assert!(
+            !matches!(unanswered, Ok(Ok(_))),
+            "an unsealed request was answered"
+        );
+        // With the seal (this test knows the secret) but a bad token, or not JSON: the
+        // owner answers 401 and 400, sealed.
+        let key = orchestra::cluster::seal::SealKey::derive(SECRET.as_bytes(), "six");
         let refused = member
-            .request("six.api.beta", serde_json::to_vec(&forged).unwrap().into())
+            .request("six.api.beta", key.seal(&body).into())
             .await
             .unwrap();
         let garbage = member
-            .request("six.api.beta", b"{{{".to_vec().into())
+            .request("six.api.beta", key.seal(b"{{{").into())
             .await
             .unwrap();
         member.flush().await.unwrap();
-        [refused.payload.to_vec(), garbage.payload.to_vec()]
+        [
+            key.open(&refused.payload).unwrap().to_vec(),
+            key.open(&garbage.payload).unwrap().to_vec(),
+        ]
     });
     let refused: Value = serde_json::from_slice(&answers[0]).unwrap();
     assert_eq!(refused["status"], 401, "{refused}");
@@ -686,9 +712,17 @@ fn nats_refuses_strangers_and_malformed_messages_from_a_member_crash_nothing() {
 
     // Both daemons still work, the agent was not killed, and the viewer got nothing odd.
     assert_eq!(beta.get(&format!("/api/agents/{echo}"), &token).status, 200);
-    alpha.wait_for_log("a malformed event from another host");
-    let ack = viewer.subscribe(&echo);
-    assert_eq!(ack["type"], "subscribed", "{ack}");
+    alpha.wait_for_log("an event without a valid seal");
+    // Nothing forged came before the answer to a subscription sent after it all.
+    viewer.send(json!({"type": "subscribe_terminal", "session_id": echo}));
+    loop {
+        let message = viewer.recv();
+        assert_ne!(message["session_id"], "sess-forged", "{message}");
+        if message["type"] == "subscribed" {
+            break;
+        }
+        assert_ne!(message["type"], "error", "{message}");
+    }
     assert_eq!(alpha.get("/api/health", &token).status, 200);
     assert_eq!(hosts(&beta, &token)["connected"], true);
 }
