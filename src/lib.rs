@@ -23,6 +23,7 @@
 //! | [`agents`] | [`agents::Agents`]: sessions, status and activity with evidence, CLI hooks (settings, the hook socket, held permission requests), tool calls waiting, conversations, spawn/kill/adopt (tmux session commands through [`tmux::Tmux`] on workers), /proc metrics, input validation; announces [`agents::AgentEvent`]s | call into tasks or the API |
 //! | [`tasks`] | [`tasks::Tasks`]: delegated tasks: tickets, queue, lifecycle and restart rules, the redb store (its own thread), prompts, workspace diffs and test runs (off the loop); reads panes through [`panes::pane_text::PaneText`]; `tasks::git` builds every git call the daemon makes, so that no repository configuration runs a program | touch sockets, run tmux |
 //! | [`api`] | [`api::ApiState`]: routing, JWT auth and scopes, rate limits, browser logins (session cookies, CSRF checks) and the embedded dashboard (`src/web/`), handlers, mapping every layer's errors to HTTP, WebSocket message semantics | touch sockets |
+//! | [`cluster`] | [`cluster::Cluster`]: the other hosts of a cluster as their records say, forwards and viewer stand-ins waiting, and the NATS link on its own thread ([`cluster::link`], sealed messages: [`cluster::seal`]); what its events mean is [`api::peer`]'s | know another part, block the loop |
 //! | [`calls`] | the daemon's tools for agents (`orchestra mcp`): list agents and tasks, delegate, message, propose plans, in the calling session's name | touch sockets other than through [`ctx::Ctx::answer`] |
 //! | [`net`] | client connections (TCP, and the local API socket `<state_dir>/api.sock`): buffers, phases, outbound queues of owned and shared chunks; the private Unix sockets' accept and non-blocking writes ([`net::unix`]) | pick status codes or decode JSON |
 //! | [`proto`] | pure wire code: HTTP decoder and encoder, WebSocket upgrade check and frames, hook socket messages, pty holder frames, server proofs | I/O, clocks |
@@ -341,6 +342,7 @@ mod tests {
             "calls",
             "cli",
             "client",
+            "cluster",
             "config",
             "ctx",
             "daemon",
@@ -444,8 +446,13 @@ mod tests {
             ),
             (
                 &["ctx"],
-                vec!["panes", "agents", "tasks", "calls", "api"],
+                vec!["panes", "agents", "tasks", "calls", "api", "cluster"],
                 "the context sits below every part",
+            ),
+            (
+                &["cluster"],
+                [features.as_slice(), &["ctx"]].concat(),
+                "the cluster part is state and a link; the API decides what its events mean",
             ),
         ];
         let mut broken = Vec::new();

@@ -15,6 +15,8 @@ const SECRET: &str = "cluster-test-secret-0123456789abcdef";
 
 /// Three `nats-server` processes routed into one cluster, JetStream on each; killed on drop.
 struct Nats {
+    /// Three NATS servers and two daemons: a heavy test.
+    _turn: crate::common::HeavyTurn,
     servers: Vec<Option<Child>>,
     configs: Vec<PathBuf>,
     urls: Vec<String>,
@@ -42,6 +44,7 @@ impl Nats {
 
     /// Three servers with `extra` added to each one's configuration.
     fn start_with(extra: &str) -> Nats {
+        let turn = crate::common::heavy_turn();
         let dir = tempfile::Builder::new().prefix("nats").tempdir().unwrap();
         let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
         let routes: Vec<String> = ports
@@ -66,6 +69,7 @@ impl Nats {
             configs.push(config);
         }
         let mut nats = Nats {
+            _turn: turn,
             servers: (0..3).map(|_| None).collect(),
             configs,
             urls: ports

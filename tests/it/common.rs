@@ -14,6 +14,23 @@ use serde_json::Value;
 mod support;
 pub use support::*;
 
+/// Tests that each run a heavy program of their own (a real agent CLI, a NATS cluster) take
+/// turns: two of them at once on a two-core machine starve each other's programs (a CLI
+/// that starts too slowly to read its first prompt). Each may still run beside a light test.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A heavy test's turn, held for as long as it lives (see [`heavy_turn`]).
+pub struct HeavyTurn(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+/// Waits for this heavy test's turn (another heavy test that failed does not block it).
+pub fn heavy_turn() -> HeavyTurn {
+    HeavyTurn(
+        HEAVY
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    )
+}
+
 /// Path of a fake agent script under `tests/agents`.
 pub fn agent_script(name: &str) -> String {
     format!("{}/tests/agents/{name}", env!("CARGO_MANIFEST_DIR"))

@@ -62,11 +62,14 @@ pub struct ScriptedModel {
     script: Arc<Mutex<Script>>,
     port: u16,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// A real CLI talks to this model: a heavy test.
+    _turn: crate::common::HeavyTurn,
 }
 
 impl ScriptedModel {
     /// Starts a server that will answer with `replies`, in order.
     pub fn start(replies: Vec<Reply>) -> ScriptedModel {
+        let turn = crate::common::heavy_turn();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let script = Arc::new(Mutex::new(Script {
@@ -90,6 +93,7 @@ impl ScriptedModel {
             script,
             port,
             stop,
+            _turn: turn,
         }
     }
 
