@@ -817,27 +817,20 @@ fn forward_to_owner(
     principal: &Principal,
 ) -> Option<Handled> {
     match route {
-        Route::GetAgent(id) | Route::KillAgent(id) | Route::AgentMessages(id) => {
-            let host = peer::remote_owner(parts, id)?;
-            Some(peer::forward(
-                parts,
-                conn,
-                &host,
-                principal,
-                request,
-                request.body.clone(),
-            ))
-        }
-        Route::GetTask(id) | Route::CancelTask(id) => {
-            let host = peer::task_owner(parts, id)?;
-            Some(peer::forward(
-                parts,
-                conn,
-                &host,
-                principal,
-                request,
-                request.body.clone(),
-            ))
+        Route::GetAgent(_)
+        | Route::KillAgent(_)
+        | Route::AgentMessages(_)
+        | Route::GetTask(_)
+        | Route::CancelTask(_) => {
+            let host = match route {
+                Route::GetTask(id) | Route::CancelTask(id) => peer::task_owner(parts, id),
+                Route::GetAgent(id) | Route::KillAgent(id) | Route::AgentMessages(id) => {
+                    peer::remote_owner(parts, id)
+                }
+                _ => None,
+            }?;
+            let body = request.body.clone();
+            Some(peer::forward(parts, conn, &host, principal, request, body))
         }
         Route::Delegate => {
             let body: crate::wire::rest::DelegateRequest = parse_body(request).ok()?;

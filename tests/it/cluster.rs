@@ -154,6 +154,15 @@ fn member_with(nats: &Nats, name: &str, host: &str, extra: &str) -> DaemonProces
     daemon
 }
 
+/// `POST /api/agents/spawn` of an echo agent on `host` (a name or `any`), asked of `daemon`.
+fn spawn_on(daemon: &DaemonProcess, token: &str, host: &str) -> crate::common::Resp {
+    daemon.post(
+        "/api/agents/spawn",
+        token,
+        &json!({"agent_type": "echo", "host": host}),
+    )
+}
+
 /// The cluster's agents as `daemon` lists them (`query` appended to the path).
 fn listed(daemon: &DaemonProcess, token: &str, query: &str) -> Vec<Value> {
     let resp = daemon.get(&format!("/api/agents{query}"), token);
@@ -197,11 +206,7 @@ fn every_hosts_agents_are_listed_spawned_read_and_killed_from_any_daemon() {
     // An observer of alpha hears of agents on every host.
     let mut watcher = alpha.ws(&token);
     let here = id_of(&alpha.spawn(&token, "echo"));
-    let resp = alpha.post(
-        "/api/agents/spawn",
-        &token,
-        &json!({"agent_type": "echo", "host": "beta"}),
-    );
+    let resp = spawn_on(&alpha, &token, "beta");
     assert_eq!(
         resp.status,
         201,
@@ -249,11 +254,7 @@ fn every_hosts_agents_are_listed_spawned_read_and_killed_from_any_daemon() {
     });
 
     // "any" picks the least loaded host that has the type: beta has no session now.
-    let resp = alpha.post(
-        "/api/agents/spawn",
-        &token,
-        &json!({"agent_type": "echo", "host": "any"}),
-    );
+    let resp = spawn_on(&alpha, &token, "any");
     assert_eq!(resp.status, 201, "{}", resp.text());
     let anywhere = resp.json()["session_id"].as_str().unwrap().to_string();
     assert_eq!(
@@ -262,13 +263,7 @@ fn every_hosts_agents_are_listed_spawned_read_and_killed_from_any_daemon() {
     );
 
     // Hosts nobody knows are refused with the API's error shape.
-    alpha
-        .post(
-            "/api/agents/spawn",
-            &token,
-            &json!({"agent_type": "echo", "host": "gamma"}),
-        )
-        .assert_error(400, "UNKNOWN_HOST");
+    spawn_on(&alpha, &token, "gamma").assert_error(400, "UNKNOWN_HOST");
     alpha
         .get("/api/agents/sess-echo-nowhere", &token)
         .assert_error(404, "SESSION_NOT_FOUND");
@@ -339,11 +334,7 @@ fn a_lost_nats_server_changes_nothing_and_a_silent_host_is_unreachable() {
     let resp = wait_until(
         "a spawn on beta through alpha after losing a NATS server",
         || {
-            let resp = alpha.post(
-                "/api/agents/spawn",
-                &token,
-                &json!({"agent_type": "echo", "host": "beta"}),
-            );
+            let resp = spawn_on(&alpha, &token, "beta");
             (resp.status == 201).then_some(resp)
         },
     );
@@ -370,13 +361,7 @@ fn a_lost_nats_server_changes_nothing_and_a_silent_host_is_unreachable() {
         agents.iter().all(|a| a["status"] == "unreachable"),
         "{agents:?}"
     );
-    alpha
-        .post(
-            "/api/agents/spawn",
-            &token,
-            &json!({"agent_type": "echo", "host": "beta"}),
-        )
-        .assert_error(503, "HOST_UNREACHABLE");
+    spawn_on(&alpha, &token, "beta").assert_error(503, "HOST_UNREACHABLE");
     alpha
         .get(&format!("/api/agents/{there}"), &token)
         .assert_error(503, "HOST_UNREACHABLE");
@@ -514,13 +499,7 @@ fn a_task_delegated_through_one_host_runs_on_another_and_is_followed_from_both()
 fn without_a_cluster_host_fields_are_refused_and_nothing_else_changes() {
     let daemon = DaemonProcess::start();
     let token = daemon.control();
-    daemon
-        .post(
-            "/api/agents/spawn",
-            &token,
-            &json!({"agent_type": "echo", "host": "beta"}),
-        )
-        .assert_error(400, "UNKNOWN_HOST");
+    spawn_on(&daemon, &token, "beta").assert_error(400, "UNKNOWN_HOST");
     daemon
         .get("/api/agents?host=beta", &token)
         .assert_error(400, "UNKNOWN_HOST");
@@ -567,13 +546,7 @@ fn a_whole_nats_outage_leaves_local_work_alone_and_the_cluster_reforms_after_it(
         Some("alpha")
     );
     // What needs beta is refused at once instead of waiting for NATS.
-    alpha
-        .post(
-            "/api/agents/spawn",
-            &token,
-            &json!({"agent_type": "echo", "host": "beta"}),
-        )
-        .assert_error(503, "HOST_UNREACHABLE");
+    spawn_on(&alpha, &token, "beta").assert_error(503, "HOST_UNREACHABLE");
 
     // NATS comes back: the daemons reconnect, republish and see each other again.
     nats.start_all();
@@ -588,11 +561,7 @@ fn a_whole_nats_outage_leaves_local_work_alone_and_the_cluster_reforms_after_it(
     wait_until("alpha sees beta again", || {
         (reachable(&hosts(&alpha, &token), "beta") == Some(true)).then_some(())
     });
-    let resp = alpha.post(
-        "/api/agents/spawn",
-        &token,
-        &json!({"agent_type": "echo", "host": "beta"}),
-    );
+    let resp = spawn_on(&alpha, &token, "beta");
     assert_eq!(
         resp.status,
         201,
