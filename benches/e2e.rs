@@ -85,11 +85,16 @@ struct Daemon {
 
 impl Daemon {
     fn start(idle: usize) -> Daemon {
+        Daemon::start_with(idle, "", Vec::new())
+    }
+
+    /// [`Daemon::start`] with `extra` TOML after the bench's config and `env` for the daemon.
+    fn start_with(idle: usize, extra: &str, env: Vec<(String, String)>) -> Daemon {
         let setup = Setup {
             prefix: "orch-e2e",
             log_level: None,
             echo: |line| line.contains("WARN") || line.contains("ERROR"),
-            env: Vec::new(),
+            env,
         };
         let process = DaemonProcess::start_in(setup, |dir, work| {
             let gen_script = write_script(
@@ -117,7 +122,7 @@ impl Daemon {
                  [agents.rawecho]\ncommand = [\"{}\"]\n\
                  [agents.gen_pty]\ncommand = [\"{}\"]\nbackend = \"pty\"\n\
                  [agents.rawecho_pty]\ncommand = [\"{}\"]\nbackend = \"pty\"\n\
-                 [agents.hooked]\ncommand = [\"{}\"]\nhooks = \"claude\"\n",
+                 [agents.hooked]\ncommand = [\"{}\"]\nhooks = \"claude\"\n{extra}\n",
                 idle + 1000,
                 work.display(),
                 gen_script.display(),
@@ -902,11 +907,18 @@ fn echo_round_trips(
 /// Returns the round trips and the daemon's CPU time per keystroke.
 fn keystrokes(daemon: &Daemon, agent_type: &str, samples: usize) -> (Vec<Duration>, f64) {
     let session = daemon.spawn(agent_type, json!({}));
-    let mut ws = daemon.ws();
-    subscribe(&mut ws, &session);
-    std::thread::sleep(Duration::from_millis(300));
     let cpu = cpu_seconds(daemon.pid());
+    let through = keystrokes_through(daemon, &session, samples);
+    let cpu_per_key = (cpu_seconds(daemon.pid()) - cpu) / samples as f64;
+    (through, cpu_per_key)
+}
 
+/// Round trips of `samples` keystrokes typed into `session` through `viewer`'s WebSocket
+/// (the session may run on another host of a cluster).
+fn keystrokes_through(viewer: &Daemon, session: &str, samples: usize) -> Vec<Duration> {
+    let mut ws = viewer.ws();
+    subscribe(&mut ws, session);
+    std::thread::sleep(Duration::from_millis(300));
     let mut through = Vec::with_capacity(samples);
     for i in 0..samples {
         let key = ((b'a' + (i % 26) as u8) as char).to_string();
@@ -926,8 +938,7 @@ fn keystrokes(daemon: &Daemon, agent_type: &str, samples: usize) -> (Vec<Duratio
         }
         through.push(start.elapsed());
     }
-    let cpu_per_key = (cpu_seconds(daemon.pid()) - cpu) / samples as f64;
-    (through, cpu_per_key)
+    through
 }
 
 /// The transport alone: a JSON `ping` answered with `pong` on a connection like the one
@@ -1111,6 +1122,7 @@ fn main() {
             "hooks" => hooks(&daemon, options.samples.min(300)),
             "idle" => idle(&daemon, options.idle),
             "dashboard" => dashboard(&daemon, (options.mb / 2).max(1)),
+            "cluster" => cluster(options.mb, options.samples),
             other => {
                 eprintln!("unknown scenario {other}");
                 Vec::new()
@@ -1226,4 +1238,148 @@ fn dashboard(daemon: &Daemon, mb: usize) -> Vec<Row> {
 /// Number of CPUs this process may run on.
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// One `nats-server` with JetStream on loopback for the `cluster` scenario (the pinned one
+/// the tests install under `target/`), killed on drop.
+struct NatsServer {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    fn start() -> NatsServer {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let installed = Command::new(root.join("tests/tools/install-nats.sh"))
+            .output()
+            .expect("run tests/tools/install-nats.sh");
+        assert!(
+            installed.status.success(),
+            "nats-server could not be installed"
+        );
+        let binary = String::from_utf8(installed.stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start nats-server");
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("Server is ready") {
+            line.clear();
+            let read = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+            assert!(read > 0, "nats-server ended before it was ready");
+        }
+        // Keep draining its log so that it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        NatsServer {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two daemons of one cluster over one NATS server: a viewer on host `alpha` watching and
+/// typing into an agent of host `beta`, against a viewer on `beta` itself, in the same run.
+/// One flood of `mb` MB each way, and `samples` keystrokes each way.
+fn cluster(mb: usize, samples: usize) -> Vec<Row> {
+    let nats = NatsServer::start();
+    let secret = (
+        "ORCHESTRA_JWT_SECRET".to_string(),
+        "e2e-cluster-secret-0123456789".to_string(),
+    );
+    let member = |host: &str| {
+        let config = format!(
+            "[cluster]\nnats = [\"{}\"]\nhost = \"{host}\"\nname = \"bench\"\nunreachable_after = \"3s\"\n",
+            nats.url
+        );
+        Daemon::start_with(0, &config, vec![secret.clone()])
+    };
+    let alpha = member("alpha");
+    let beta = member("beta");
+    let started = Instant::now();
+    let lists = |daemon: &Daemon, session: &str| {
+        daemon.get("/api/agents")["agents"]
+            .as_array()
+            .is_some_and(|agents| agents.iter().any(|a| a["session_id"] == session))
+    };
+    let bytes = mb * 1024 * 1024;
+
+    // Local: beta's agent, watched on beta.
+    let (local_raw, local_time, _, _) = flood_once(&beta, "gen", bytes);
+    // Remote: beta's agent, watched on alpha.
+    let session = beta.spawn("gen", json!({"BYTES": bytes.to_string()}));
+    while !lists(&alpha, &session) {
+        assert!(started.elapsed() < LIMIT, "alpha never listed beta's agent");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut ws = alpha.ws();
+    subscribe(&mut ws, &session);
+    let (alpha_cpu, beta_cpu) = (cpu_seconds(alpha.pid()), cpu_seconds(beta.pid()));
+    ws.send(json!({"type": "terminal_input", "session_id": session, "data": "\r"}));
+    let flood_started = Instant::now();
+    let (remote_raw, remote_time) = count_flood(&mut ws, flood_started, bytes);
+    let (alpha_used, beta_used) = (
+        cpu_seconds(alpha.pid()) - alpha_cpu,
+        cpu_seconds(beta.pid()) - beta_cpu,
+    );
+    let mb_s = |raw: u64, time: Duration| raw as f64 / 1e6 / time.as_secs_f64();
+    let (local, remote) = (mb_s(local_raw, local_time), mb_s(remote_raw, remote_time));
+
+    // Keystrokes into a raw echo on beta: typed on beta, and typed on alpha.
+    let echo = beta.spawn("rawecho", json!({}));
+    while !lists(&alpha, &echo) {
+        assert!(started.elapsed() < LIMIT, "alpha never listed beta's echo");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut near = keystrokes_through(&beta, &echo, samples);
+    let mut far = keystrokes_through(&alpha, &echo, samples);
+    let us = |samples: &mut [Duration], p: f64| percentile(samples, p).as_micros();
+    vec![
+        (
+            format!(
+                "cluster: one viewer of a {mb} MB flood, on the agent's host / on another host (one NATS server, Rust client)"
+            ),
+            format!("{local:.1} / {remote:.1} MB/s ({:.2}x)", remote / local),
+        ),
+        (
+            "cluster: daemon CPU for that remote flood, viewer's host + agent's host".into(),
+            format!(
+                "{:.1} + {:.1} ms per MB",
+                alpha_used * 1000.0 / (remote_raw as f64 / 1e6),
+                beta_used * 1000.0 / (remote_raw as f64 / 1e6)
+            ),
+        ),
+        (
+            "cluster: keystroke echo p50/p99, on the agent's host / on another host".into(),
+            format!(
+                "{}/{} us / {}/{} us",
+                us(&mut near, 0.5),
+                us(&mut near, 0.99),
+                us(&mut far, 0.5),
+                us(&mut far, 0.99)
+            ),
+        ),
+    ]
 }
