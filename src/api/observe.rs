@@ -173,7 +173,7 @@ pub fn issue_ticket(parts: &mut Parts<'_>, principal: Principal) -> Handled {
 }
 
 /// Sends an `error` answer to one connection.
-fn send_error(
+pub(super) fn send_error(
     parts: &mut Parts<'_>,
     conn: ConnId,
     code: ErrorCode,

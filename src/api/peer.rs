@@ -23,7 +23,6 @@ use crate::wire::cluster::{
     ClusterStatus, ForwardedRequest, ForwardedResponse, HostRecord, HostView, TunnelAck, TunnelIn,
     decode_tunnel_out, encode_tunnel_out,
 };
-use crate::wire::ws::ServerMessage;
 
 /// Handles one of the cluster link's events.
 pub fn on_link_event(parts: &mut Parts<'_>, event: LinkEvent) {
@@ -92,12 +91,12 @@ fn is_sound(record: &HostRecord, host: &str) -> bool {
             .all(|agent| agent["session_id"].is_string() && agent["agent_type"].is_string())
 }
 
-/// Whether `frame` is one complete text frame holding a JSON object with a `type`, as a
-/// daemon broadcasts.
+/// Whether `frame` is one complete text frame holding a server message (whose encoding
+/// always starts with its `type`), as a daemon sends. Checked per frame on a remote
+/// viewer's output path, so without parsing the JSON: the seal already vouches for the
+/// sender.
 fn is_server_message(frame: &[u8]) -> bool {
-    crate::proto::ws::text_frame_payload(frame)
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
-        .is_some_and(|message| message["type"].is_string())
+    crate::proto::ws::text_frame_payload(frame).is_some_and(|text| text.starts_with("{\"type\":\""))
 }
 
 /// This host's record as the cluster should see it now.
@@ -470,7 +469,8 @@ pub fn tunnel(parts: &mut Parts<'_>, conn: ConnId, principal: &Principal, host: 
     let ttl = parts.cluster.settings().request_timeout + std::time::Duration::from_secs(5);
     let Some(token) = parts.api.auth.mint_for(&parts.ctx.config, principal, ttl) else {
         let message = "this daemon cannot sign tokens for other hosts (auth.algorithm)";
-        return tell(parts, conn, ErrorCode::InternalError, message);
+        let code = ErrorCode::InternalError;
+        return super::observe::send_error(parts, conn, code, message, None, None);
     };
     let message = TunnelIn {
         origin: parts.cluster.me().to_string(),
@@ -483,18 +483,6 @@ pub fn tunnel(parts: &mut Parts<'_>, conn: ConnId, principal: &Principal, host: 
         .cluster
         .send(subject, serde_json::to_vec(&message).expect("serializable"));
     parts.cluster.tunneled(conn, host);
-}
-
-fn tell(parts: &mut Parts<'_>, conn: ConnId, error_code: ErrorCode, message: &str) {
-    parts.ctx.send_ws(
-        conn,
-        &ServerMessage::Error {
-            error_code,
-            message,
-            session_id: None,
-            id: None,
-        },
-    );
 }
 
 /// Forgets the stand-ins of `origin`'s viewers (it restarted, went away or went silent).
