@@ -239,6 +239,7 @@ fn delegate_params(
         test_command,
         requested_by: Some(format!("{SESSION_REQUESTER}{session_id}")),
         proposed,
+        ids: None,
     })
 }
 

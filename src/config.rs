@@ -432,6 +432,9 @@ pub struct ClusterConfig {
     /// Messages for NATS that may wait while it is slow or away (records, events, tunnel
     /// frames, forwarded requests); more are dropped, counted and logged.
     pub max_queued: usize,
+    /// The most `retries` a delegation may ask for: how many times a ticket of the cluster's
+    /// queue runs again after the host running it was lost.
+    pub max_retries: u32,
 }
 
 impl Default for ClusterConfig {
@@ -450,6 +453,7 @@ impl Default for ClusterConfig {
             unreachable_after: Duration::from_secs(15),
             request_timeout: Duration::from_secs(10),
             max_queued: 4096,
+            max_retries: 3,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod observe;
 pub mod peer;
 pub mod proof;
+pub mod queue;
 pub mod ratelimit;
 pub mod tasks;
 pub mod web;
@@ -830,10 +831,24 @@ fn forward_to_owner(
                 _ => None,
             }?;
             let body = request.body.clone();
-            Some(peer::forward(parts, conn, &host, principal, request, body))
+            // A ticket of the queue has a last known view, for when its host cannot answer.
+            let fallback = match route {
+                Route::GetTask(id) => parts
+                    .cluster
+                    .queue()
+                    .entry(id)
+                    .map(|entry| queue::entry_view(&entry.ticket).to_string().into_bytes()),
+                _ => None,
+            };
+            Some(peer::forward(
+                parts, conn, &host, principal, request, body, fallback,
+            ))
         }
         Route::Delegate => {
             let body: crate::wire::rest::DelegateRequest = parse_body(request).ok()?;
+            if queue::takes(parts, body.host.as_deref()) {
+                return None;
+            }
             let wanted = body.host?;
             match peer::spawn_target(parts, &wanted, &body.agent_type) {
                 Err(error) => Some(Handled::Now(error.to_response())),
@@ -844,7 +859,9 @@ fn forward_to_owner(
                         serde_json::from_slice(&request.body).ok()?;
                     value["host"] = host.clone().into();
                     let bytes = serde_json::to_vec(&value).expect("serializable");
-                    Some(peer::forward(parts, conn, &host, principal, request, bytes))
+                    Some(peer::forward(
+                        parts, conn, &host, principal, request, bytes, None,
+                    ))
                 }
             }
         }
@@ -858,7 +875,9 @@ fn forward_to_owner(
                     // The owner sees its own name: it runs the session itself.
                     body.host = Some(host.clone());
                     let bytes = serde_json::to_vec(&body).expect("serializable");
-                    Some(peer::forward(parts, conn, &host, principal, request, bytes))
+                    Some(peer::forward(
+                        parts, conn, &host, principal, request, bytes, None,
+                    ))
                 }
             }
         }

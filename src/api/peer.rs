@@ -57,9 +57,24 @@ pub fn on_link_event(parts: &mut Parts<'_>, event: LinkEvent) {
             }
         }
         LinkEvent::Request { reply, payload } => serve(parts, reply, &payload),
+        LinkEvent::Ticket {
+            key,
+            value,
+            revision,
+        } => super::queue::on_entry(parts, key, value, revision),
+        LinkEvent::TicketWritten { id, result } => super::queue::on_written(parts, id, result),
         LinkEvent::Forwarded { id, result } => {
-            if let Some(conn) = parts.cluster.take_forward(id) {
-                parts.ctx.reply(conn, response_of(result));
+            if let Some((conn, fallback)) = parts.cluster.take_forward(id) {
+                let response = match (result, fallback) {
+                    (Err(why), Some(body)) => {
+                        log::info!(
+                            "cluster: the owner could not be asked ({why}); answered from the queue"
+                        );
+                        Response::json(200, body)
+                    }
+                    (result, _) => response_of(result),
+                };
+                parts.ctx.reply(conn, response);
             }
         }
         LinkEvent::Events(frame) => {
@@ -114,7 +129,12 @@ fn record(parts: &Parts<'_>) -> HostRecord {
         max_sessions: parts.ctx.config.sessions.max_sessions,
         agent_types: parts.ctx.config.agents.keys().cloned().collect(),
         agents,
-        tasks: parts.tasks.tickets().map(|t| t.ticket_id.clone()).collect(),
+        tasks: parts
+            .tasks
+            .tickets()
+            .filter(|t| !parts.cluster.queue().is_fenced(&t.ticket_id))
+            .map(|t| t.ticket_id.clone())
+            .collect(),
     }
 }
 
@@ -131,6 +151,7 @@ pub fn publish(parts: &mut Parts<'_>) {
     if parts.cluster.enabled() {
         let record = record(parts);
         parts.cluster.publish(&record);
+        super::queue::tick(parts);
     }
 }
 
@@ -232,6 +253,7 @@ fn response_of(result: Result<Vec<u8>, ForwardError>) -> Response {
 }
 
 /// Forwards `request` to `host` for `principal`; the answer is queued for `conn` later.
+/// `fallback` (JSON) is answered `200` if the owner cannot be asked.
 pub fn forward(
     parts: &mut Parts<'_>,
     conn: ConnId,
@@ -239,6 +261,7 @@ pub fn forward(
     principal: &Principal,
     request: &Request,
     body: Vec<u8>,
+    fallback: Option<Vec<u8>>,
 ) -> Handled {
     let ttl = parts.cluster.settings().request_timeout + std::time::Duration::from_secs(5);
     let Some(token) = parts.api.auth.mint_for(&parts.ctx.config, principal, ttl) else {
@@ -258,7 +281,7 @@ pub fn forward(
         body,
     };
     let payload = serde_json::to_vec(&forwarded).expect("serializable");
-    match parts.cluster.forward(conn, host, payload) {
+    match parts.cluster.forward(conn, host, payload, fallback) {
         Some(id) => {
             // The caller gets an answer even when the link is stuck (NATS away).
             let deadline = parts.cluster.settings().request_timeout + FORWARD_GRACE;
@@ -285,7 +308,10 @@ const FORWARD_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A forwarded request's time is up: if it is still unanswered, its caller gets `503`.
 pub fn on_forward_timeout(parts: &mut Parts<'_>, id: u64) {
-    if let Some(conn) = parts.cluster.take_forward(id) {
+    if let Some((conn, fallback)) = parts.cluster.take_forward(id) {
+        if let Some(body) = fallback {
+            return parts.ctx.reply(conn, Response::json(200, body));
+        }
         parts
             .ctx
             .reply(conn, response_of(Err(ForwardError::TimedOut)));
@@ -307,6 +333,17 @@ pub fn remote_owner(parts: &Parts<'_>, session_id: &str) -> Option<String> {
 pub fn task_owner(parts: &Parts<'_>, id: &str) -> Option<String> {
     if !parts.cluster.enabled() || parts.tasks.find(id).is_some() {
         return None;
+    }
+    // A ticket of the queue goes to the host that runs it; one that waits or is done is
+    // answered from the queue.
+    if let Some(entry) = parts.cluster.queue().entry(id) {
+        let host = entry.ticket.host.as_deref()?;
+        let running = entry.ticket.state == crate::wire::cluster::QueueState::Claimed
+            && parts
+                .cluster
+                .host(host)
+                .is_some_and(|known| parts.cluster.reachable(known));
+        return running.then(|| host.to_string());
     }
     parts
         .cluster

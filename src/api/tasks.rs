@@ -28,6 +28,15 @@ pub fn delegate(
         Ok(body) => body,
         Err(error) => return Handled::Now(error.to_response()),
     };
+    if super::queue::takes(parts, body.host.as_deref()) {
+        return super::queue::submit(parts, conn, body, &principal, extra_headers);
+    }
+    if body.retries.is_some_and(|n| n > 0) {
+        let error = ApiError::bad_request(
+            "retries applies to a cluster's queue: it needs [cluster], NATS reachable and no \"host\"",
+        );
+        return Handled::Now(error.to_response().with_headers(extra_headers));
+    }
     let params = DelegateParams {
         agent_type: body.agent_type,
         task: body.task,
@@ -39,6 +48,7 @@ pub fn delegate(
         test_command: body.test_command,
         requested_by: Some(principal.subject),
         proposed: false,
+        ids: None,
     };
     lifecycle::delegate(
         &mut parts.for_tasks(),
@@ -57,7 +67,7 @@ pub fn delegate(
                         201,
                         &DelegateResponse {
                             ticket_id: ticket.ticket_id.clone(),
-                            task_id,
+                            task_id: Some(task_id),
                             session_id: ticket.session_id.clone(),
                             status: TaskStatus::Pending.as_str(),
                             created_at: ms_rfc3339(ticket.created_ms),
@@ -99,9 +109,20 @@ pub fn view(ticket: &Ticket) -> TaskView<'_> {
     }
 }
 
+/// The view of this host's ticket with `"host"` (in a cluster).
+pub fn with_host(parts: &Parts<'_>, ticket: &Ticket) -> serde_json::Value {
+    let mut view = serde_json::to_value(view(ticket)).expect("serializable");
+    view["host"] = parts.cluster.me().into();
+    view
+}
+
 /// `GET /api/tasks/{id}` (ticket id or task id).
 pub fn get(parts: &Parts<'_>, id: &str) -> Handled {
+    if let Some(view) = super::queue::view_of(parts, id) {
+        return Handled::Now(json(200, &view));
+    }
     Handled::Now(match parts.tasks.find(id) {
+        Some(ticket) if parts.cluster.enabled() => json(200, &with_host(parts, ticket)),
         Some(ticket) => json(200, &view(ticket)),
         None => ApiError::from_task(TaskError::NotFound(id.to_string())).to_response(),
     })
@@ -148,6 +169,9 @@ fn list_page(parts: &Parts<'_>, request: &Request) -> Result<Handled, ApiError> 
         )));
     }
     let offset = number("offset", 0)?;
+    if parts.cluster.enabled() {
+        return Ok(cluster_page(parts, status, agent_type, limit, offset));
+    }
     let matching: Vec<TaskView> = parts
         .tasks
         .tickets()
@@ -167,6 +191,35 @@ fn list_page(parts: &Parts<'_>, request: &Request) -> Result<Handled, ApiError> 
             offset,
         },
     )))
+}
+
+/// A page of the cluster's tickets: this host's, and those of the cluster's queue it has no
+/// live copy of, newest first.
+fn cluster_page(
+    parts: &Parts<'_>,
+    status: Option<TaskStatus>,
+    agent_type: Option<String>,
+    limit: usize,
+    offset: usize,
+) -> Handled {
+    let queue = parts.cluster.queue();
+    let mut all: Vec<serde_json::Value> = parts
+        .tasks
+        .tickets()
+        .filter(|t| !queue.is_fenced(&t.ticket_id))
+        .map(|t| with_host(parts, t))
+        .chain(super::queue::other_views(parts))
+        .filter(|v| status.is_none_or(|s| v["status"] == s.as_str()))
+        .filter(|v| agent_type.as_ref().is_none_or(|t| v["agent"] == t.as_str()))
+        .collect();
+    // RFC 3339 times of one format sort as text.
+    all.sort_by(|a, b| b["created_at"].as_str().cmp(&a["created_at"].as_str()));
+    let total = all.len();
+    let tasks: Vec<_> = all.into_iter().skip(offset).take(limit).collect();
+    Handled::Now(json(
+        200,
+        &serde_json::json!({"tasks": tasks, "total": total, "limit": limit, "offset": offset}),
+    ))
 }
 
 /// `POST /api/plans/approve` or `/reject`: the plan's proposed tasks become `pending` (and
@@ -198,6 +251,9 @@ pub fn decide_plan(parts: &mut Parts<'_>, request: &Request, approve: bool) -> H
 
 /// `DELETE /api/tasks/{id}`: answers once the ticket is `cancelled`.
 pub fn cancel(parts: &mut Parts<'_>, conn: ConnId, id: &str) -> Handled {
+    if let Some(handled) = super::queue::cancel(parts, conn, id) {
+        return handled;
+    }
     lifecycle::cancel(
         &mut parts.for_tasks(),
         id,

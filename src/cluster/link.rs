@@ -5,8 +5,10 @@
 //!
 //! What it keeps in NATS: the key-value bucket `<name>-hosts` (JetStream, `replicas`
 //! copies), one key per host whose value is the host's [`crate::wire::cluster::HostRecord`];
+//! the bucket `<name>-tickets`, one key per queued ticket
+//! ([`crate::wire::cluster::QueuedTicket`], written only conditionally on its revision);
 //! and one subject per host, `<name>.api.<host>`, on which requests forwarded to that host
-//! arrive (NATS request/reply).
+//! arrive (NATS request/reply). Both buckets are watched, so reading them is local.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +58,22 @@ pub enum LinkEvent {
     TunnelOut(Vec<u8>),
     /// Credit from another host's viewer ([`crate::wire::cluster::TunnelAck`], encoded).
     TunnelAck(Vec<u8>),
+    /// A ticket of the cluster's queue changed (`None`: it was removed).
+    Ticket {
+        /// The ticket id.
+        key: String,
+        /// Its [`crate::wire::cluster::QueuedTicket`], encoded.
+        value: Option<Vec<u8>>,
+        /// Its revision, which a conditional write must name.
+        revision: u64,
+    },
+    /// The outcome of a [`Command::WriteTicket`]: the new revision, or why not.
+    TicketWritten {
+        /// The write's id.
+        id: u64,
+        /// The new revision.
+        result: Result<u64, TicketWriteError>,
+    },
     /// The answer to a request this host forwarded ([`Command::Forward`]).
     Forwarded {
         /// The forward's id.
@@ -88,6 +106,24 @@ impl std::fmt::Display for ForwardError {
     }
 }
 
+/// Why a conditional write of a ticket did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TicketWriteError {
+    /// Someone wrote it since the revision named (or, creating it, it exists).
+    Conflict,
+    /// NATS refused or lost the write; it may or may not have happened.
+    Failed(String),
+}
+
+impl std::fmt::Display for TicketWriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TicketWriteError::Conflict => f.write_str("another host wrote it first"),
+            TicketWriteError::Failed(why) => write!(f, "NATS failed: {why}"),
+        }
+    }
+}
+
 /// What the loop asks of the link.
 #[derive(Debug)]
 pub enum Command {
@@ -110,6 +146,19 @@ pub enum Command {
         subject: String,
         /// What.
         payload: Vec<u8>,
+    },
+    /// Write a ticket of the cluster's queue if its revision is still `revision` (`None`:
+    /// create it, if no such ticket exists); the outcome comes back as
+    /// [`LinkEvent::TicketWritten`].
+    WriteTicket {
+        /// Matches the outcome to the write.
+        id: u64,
+        /// The ticket id.
+        key: String,
+        /// The [`crate::wire::cluster::QueuedTicket`], encoded.
+        value: Vec<u8>,
+        /// The revision the writer read.
+        revision: Option<u64>,
     },
     /// Answer a request another host forwarded ([`LinkEvent::Request`]).
     Answer {
@@ -199,6 +248,14 @@ pub fn hosts_bucket(cluster: &str) -> String {
     format!("{cluster}-hosts")
 }
 
+/// The key-value bucket of the cluster's ticket queue.
+pub fn tickets_bucket(cluster: &str) -> String {
+    format!("{cluster}-tickets")
+}
+
+/// How long a ticket stays in the queue's bucket after its last change.
+pub const TICKET_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+
 async fn connect_options(
     settings: &ClusterConfig,
     on_event: &Report,
@@ -246,27 +303,54 @@ async fn connect_options(
     Ok(options)
 }
 
-/// Opens the hosts bucket, creating it when it does not exist yet.
-async fn hosts_store(
+/// Opens a bucket, creating it (with `replicas` copies, one value per key, each kept for
+/// `max_age` after its last write) when it does not exist yet.
+async fn open_bucket(
     context: &jetstream::Context,
     settings: &ClusterConfig,
+    bucket: String,
+    description: &str,
+    max_age: Duration,
 ) -> Result<jetstream::kv::Store, String> {
-    let bucket = hosts_bucket(&settings.name);
     if let Ok(store) = context.get_key_value(&bucket).await {
         return Ok(store);
     }
     context
         .create_key_value(jetstream::kv::Config {
             bucket: bucket.clone(),
-            description: "Orchestra hosts and their agents".into(),
+            description: description.into(),
             history: 1,
-            // A host that is gone for good disappears a day after its last report.
-            max_age: Duration::from_secs(24 * 3600),
+            max_age,
             num_replicas: settings.replicas,
             ..Default::default()
         })
         .await
         .map_err(|e| format!("cannot create the JetStream bucket {bucket}: {e}"))
+}
+
+/// Opens the hosts bucket and the tickets bucket.
+async fn buckets(
+    context: &jetstream::Context,
+    settings: &ClusterConfig,
+) -> Result<(jetstream::kv::Store, jetstream::kv::Store), String> {
+    // A host that is gone for good disappears a day after its last report.
+    let hosts = open_bucket(
+        context,
+        settings,
+        hosts_bucket(&settings.name),
+        "Orchestra hosts and their agents",
+        Duration::from_secs(24 * 3600),
+    )
+    .await?;
+    let tickets = open_bucket(
+        context,
+        settings,
+        tickets_bucket(&settings.name),
+        "Orchestra's queue of delegated tasks",
+        TICKET_MAX_AGE,
+    )
+    .await?;
+    Ok((hosts, tickets))
 }
 
 async fn run(
@@ -299,9 +383,9 @@ async fn run(
     let context = jetstream::new(client.clone());
     // The bucket needs JetStream up, which takes a moment after the servers start.
     let mut delay = Duration::from_millis(100);
-    let store = loop {
-        match hosts_store(&context, &settings).await {
-            Ok(store) => break store,
+    let (store, tickets) = loop {
+        match buckets(&context, &settings).await {
+            Ok(stores) => break stores,
             Err(why) => {
                 on_event(LinkEvent::Lost(why));
                 tokio::time::sleep(delay).await;
@@ -309,7 +393,8 @@ async fn run(
             }
         }
     };
-    let mut watch = watch_hosts(&store, &on_event).await;
+    let mut watch = watch_bucket(&store, "hosts", &on_event).await;
+    let mut ticket_watch = watch_bucket(&tickets, "tickets", &on_event).await;
     let subject = request_subject(&settings.name, &settings.host);
     let mut requests = match client.subscribe(subject.clone()).await {
         Ok(requests) => requests,
@@ -361,6 +446,15 @@ async fn run(
                         log::warn!("cluster: cannot answer a forwarded request: {e}");
                     }
                 }
+                Some(Command::WriteTicket { id, key: ticket, value, revision }) => {
+                    let tickets = tickets.clone();
+                    let report = on_event.clone();
+                    let value = key.seal(&value);
+                    tokio::spawn(async move {
+                        let result = write_ticket(&tickets, &ticket, value, revision).await;
+                        report(LinkEvent::TicketWritten { id, result });
+                    });
+                }
                 Some(Command::Forward { id, host, payload }) => {
                     let client = client.clone();
                     let subject = request_subject(&settings.name, &host);
@@ -381,8 +475,29 @@ async fn run(
             },
             Some(()) = reconnected.recv() => {
                 while reconnected.try_recv().is_ok() {}
-                watch = watch_hosts(&store, &on_event).await;
+                watch = watch_bucket(&store, "hosts", &on_event).await;
+                ticket_watch = watch_bucket(&tickets, "tickets", &on_event).await;
             }
+            entry = ticket_watch.next() => match entry {
+                Some(Ok(entry)) => {
+                    let value = match entry.operation {
+                        jetstream::kv::Operation::Put => match open("a ticket", &entry.value) {
+                            Some(value) => Some(value),
+                            None => continue,
+                        },
+                        _ => None,
+                    };
+                    on_event(LinkEvent::Ticket { key: entry.key, value, revision: entry.revision });
+                }
+                Some(Err(e)) => {
+                    on_event(LinkEvent::Lost(format!("the tickets bucket's watch failed: {e}")));
+                    ticket_watch = watch_bucket(&tickets, "tickets", &on_event).await;
+                }
+                None => {
+                    on_event(LinkEvent::Lost("the tickets bucket's watch ended".into()));
+                    ticket_watch = watch_bucket(&tickets, "tickets", &on_event).await;
+                }
+            },
             entry = watch.next() => match entry {
                 Some(Ok(entry)) => {
                     let record = match entry.operation {
@@ -408,11 +523,11 @@ async fn run(
                     // Its consumer lived on a server that went away: watch again (the
                     // current records come first, so nothing is missed).
                     on_event(LinkEvent::Lost(format!("the hosts bucket's watch failed: {e}")));
-                    watch = watch_hosts(&store, &on_event).await;
+                    watch = watch_bucket(&store, "hosts", &on_event).await;
                 }
                 None => {
                     on_event(LinkEvent::Lost("the hosts bucket's watch ended".into()));
-                    watch = watch_hosts(&store, &on_event).await;
+                    watch = watch_bucket(&store, "hosts", &on_event).await;
                 }
             },
             event = events.next() => match event {
@@ -454,19 +569,49 @@ async fn run(
     }
 }
 
-/// A watch of every host's record, starting with the current ones; retried (with a growing
-/// pause) until JetStream answers, which after NATS restarts takes a few seconds.
-async fn watch_hosts(store: &jetstream::kv::Store, on_event: &Report) -> jetstream::kv::Watch {
+/// Writes a ticket if its revision is still `revision` (`None`: creates it).
+async fn write_ticket(
+    tickets: &jetstream::kv::Store,
+    key: &str,
+    value: Vec<u8>,
+    revision: Option<u64>,
+) -> Result<u64, TicketWriteError> {
+    use jetstream::kv::{CreateErrorKind, UpdateErrorKind};
+    match revision {
+        None => tickets
+            .create(key, value.into())
+            .await
+            .map_err(|e| match e.kind() {
+                CreateErrorKind::AlreadyExists => TicketWriteError::Conflict,
+                _ => TicketWriteError::Failed(e.to_string()),
+            }),
+        Some(revision) => tickets
+            .update(key, value.into(), revision)
+            .await
+            .map_err(|e| match e.kind() {
+                UpdateErrorKind::WrongLastRevision => TicketWriteError::Conflict,
+                _ => TicketWriteError::Failed(e.to_string()),
+            }),
+    }
+}
+
+/// A watch of every key of a bucket, starting with the current values; retried (with a
+/// growing pause) until JetStream answers, which after NATS restarts takes a few seconds.
+async fn watch_bucket(
+    store: &jetstream::kv::Store,
+    what: &str,
+    on_event: &Report,
+) -> jetstream::kv::Watch {
     let mut delay = Duration::from_millis(100);
     loop {
         match store.watch_with_history(">").await {
             Ok(watch) => {
-                log::debug!("cluster: watching the hosts bucket");
+                log::debug!("cluster: watching the {what} bucket");
                 return watch;
             }
             Err(e) => {
                 on_event(LinkEvent::Lost(format!(
-                    "cannot watch the hosts bucket: {e}"
+                    "cannot watch the {what} bucket: {e}"
                 )));
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));

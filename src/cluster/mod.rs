@@ -12,6 +12,7 @@
 //! reacts to the link's events is [`crate::api::peer`].
 
 pub mod link;
+pub mod queue;
 pub mod seal;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -21,7 +22,8 @@ use crate::config::ClusterConfig;
 use crate::net::ConnId;
 use crate::wire::cluster::HostRecord;
 
-pub use link::{Command, ForwardError, Link, LinkEvent};
+pub use link::{Command, ForwardError, Link, LinkEvent, TicketWriteError};
+pub use queue::TicketQueue;
 
 /// A host as this daemon last heard of it.
 #[derive(Debug, Clone)]
@@ -45,8 +47,9 @@ pub struct Cluster {
     last_problem: Option<String>,
     /// Every other host heard of, by name.
     hosts: BTreeMap<String, KnownHost>,
-    /// Requests forwarded to other hosts and waiting for an answer: forward id → caller.
-    forwards: HashMap<u64, ConnId>,
+    /// Requests forwarded to other hosts and waiting for an answer: forward id → caller,
+    /// and the JSON to answer with (`200`) if the owner cannot be asked.
+    forwards: HashMap<u64, (ConnId, Option<Vec<u8>>)>,
     /// Forward ids.
     next_forward: u64,
     /// Requests other hosts forwarded here, answered later: their stand-in connection's
@@ -62,6 +65,8 @@ pub struct Cluster {
     stand_in_of: HashMap<(String, usize, u64), u64>,
     /// This host's viewers whose messages went to other hosts, with those hosts.
     tunnels: HashMap<ConnId, BTreeSet<String>>,
+    /// The cluster's ticket queue.
+    queue: TicketQueue,
 }
 
 /// A viewer on another host, stood in for on this one: it subscribes and types through a
@@ -124,6 +129,7 @@ impl Cluster {
             stand_ins: HashMap::new(),
             stand_in_of: HashMap::new(),
             tunnels: HashMap::new(),
+            queue: TicketQueue::default(),
         })
     }
 
@@ -159,6 +165,7 @@ impl Cluster {
             LinkEvent::Connected => {
                 let fresh = !self.connected;
                 self.connected = true;
+                self.queue.set_connected(true);
                 self.last_problem = None;
                 if fresh {
                     log::info!(
@@ -177,6 +184,7 @@ impl Cluster {
                     );
                 }
                 self.connected = false;
+                self.queue.set_connected(false);
                 false
             }
             LinkEvent::Lost(why) => {
@@ -275,7 +283,14 @@ impl Cluster {
     /// Forwards a request to `host` for the caller on `conn`; the answer comes back as
     /// [`LinkEvent::Forwarded`] and [`Cluster::take_forward`] tells whose it is.
     /// Returns the forward's id, or `None` when the link cannot take it.
-    pub fn forward(&mut self, conn: ConnId, host: &str, payload: Vec<u8>) -> Option<u64> {
+    /// `fallback` is the JSON body to answer with if the owner cannot be asked.
+    pub fn forward(
+        &mut self,
+        conn: ConnId,
+        host: &str,
+        payload: Vec<u8>,
+        fallback: Option<Vec<u8>>,
+    ) -> Option<u64> {
         let link = self.link.as_ref()?;
         self.next_forward += 1;
         let id = self.next_forward;
@@ -286,12 +301,12 @@ impl Cluster {
         }) {
             return None;
         }
-        self.forwards.insert(id, conn);
+        self.forwards.insert(id, (conn, fallback));
         Some(id)
     }
 
-    /// The caller waiting for forward `id`.
-    pub fn take_forward(&mut self, id: u64) -> Option<ConnId> {
+    /// The caller waiting for forward `id`, and its fallback answer.
+    pub fn take_forward(&mut self, id: u64) -> Option<(ConnId, Option<Vec<u8>>)> {
         self.forwards.remove(&id)
     }
 
@@ -420,6 +435,43 @@ impl Cluster {
         if let Some(stand_in) = self.stand_ins.remove(&id.serial) {
             self.stand_in_of
                 .remove(&(stand_in.origin, stand_in.conn.0, stand_in.conn.1));
+        }
+    }
+
+    /// The cluster's ticket queue.
+    pub fn queue(&self) -> &TicketQueue {
+        &self.queue
+    }
+
+    /// The cluster's ticket queue, to change.
+    pub fn queue_mut(&mut self) -> &mut TicketQueue {
+        &mut self.queue
+    }
+
+    /// Writes `ticket` if its revision is still `revision` (`None`: creates it); `why` says
+    /// what to do with the outcome ([`LinkEvent::TicketWritten`]). Gives `why` back when the
+    /// link cannot take the write (not connected, or `cluster.max_queued` waiting).
+    pub fn write_ticket(
+        &mut self,
+        ticket: &crate::wire::cluster::QueuedTicket,
+        revision: Option<u64>,
+        why: queue::Write,
+    ) -> Result<(), queue::Write> {
+        let Some(link) = self.link.as_ref().filter(|_| self.connected) else {
+            return Err(why);
+        };
+        let value = serde_json::to_vec(ticket).expect("serializable");
+        let id = self.queue.begin_write(ticket.clone(), why);
+        let sent = link.send(Command::WriteTicket {
+            id,
+            key: ticket.ticket_id.clone(),
+            value,
+            revision,
+        });
+        if sent {
+            Ok(())
+        } else {
+            Err(self.queue.end_write(id, None).expect("just recorded").1)
         }
     }
 

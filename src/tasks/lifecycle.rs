@@ -58,6 +58,9 @@ pub struct DelegateParams {
     pub requested_by: Option<String>,
     /// Part of a plan: stored as `proposed`, and queued only once approved.
     pub proposed: bool,
+    /// The ticket id and session id chosen by the host that took the request (a ticket
+    /// claimed from the cluster's queue); `None`: new ones.
+    pub ids: Option<(String, String)>,
 }
 
 fn scan_limits(parts: &Parts<'_>) -> ScanLimits {
@@ -134,6 +137,41 @@ fn check(parts: &Parts<'_>, params: &DelegateParams) -> Result<String, TaskError
             able,
         });
     }
+    check_request(config, params)?;
+    if parts.ctx.shutting_down {
+        return Err(TaskError::ShuttingDown);
+    }
+    check_queue(parts)?;
+    let primary = match &params.from_session {
+        Some(id) => Some(
+            parts
+                .agents
+                .get(id)
+                .ok_or_else(|| TaskError::SessionNotFound(id.clone()))?,
+        ),
+        None => None,
+    };
+    if let Some(dir) = &params.working_dir {
+        return Ok(dir.clone());
+    }
+    if let Some(agent) = primary {
+        return Ok(agent.working_dir.display().to_string());
+    }
+    config
+        .tasks
+        .default_workspace
+        .as_ref()
+        .or(config.sessions.allowed_roots.first())
+        .map(|d| d.display().to_string())
+        .ok_or_else(|| TaskError::Invalid("no working_dir given and no default workspace".into()))
+}
+
+/// The checks of a delegation that need neither the agent type nor the file system: the
+/// task's text and size, the timeout and the test command.
+pub fn check_request(
+    config: &crate::config::Config,
+    params: &DelegateParams,
+) -> Result<(), TaskError> {
     if params.task.trim().is_empty() {
         return Err(TaskError::Invalid("task must not be empty".into()));
     }
@@ -178,32 +216,7 @@ fn check(parts: &Parts<'_>, params: &DelegateParams) -> Result<String, TaskError
             "test_command must be a non-empty argv array, e.g. [\"cargo\", \"test\"]".into(),
         ));
     }
-    if parts.ctx.shutting_down {
-        return Err(TaskError::ShuttingDown);
-    }
-    check_queue(parts)?;
-    let primary = match &params.from_session {
-        Some(id) => Some(
-            parts
-                .agents
-                .get(id)
-                .ok_or_else(|| TaskError::SessionNotFound(id.clone()))?,
-        ),
-        None => None,
-    };
-    if let Some(dir) = &params.working_dir {
-        return Ok(dir.clone());
-    }
-    if let Some(agent) = primary {
-        return Ok(agent.working_dir.display().to_string());
-    }
-    config
-        .tasks
-        .default_workspace
-        .as_ref()
-        .or(config.sessions.allowed_roots.first())
-        .map(|d| d.display().to_string())
-        .ok_or_else(|| TaskError::Invalid("no working_dir given and no default workspace".into()))
+    Ok(())
 }
 
 fn check_queue(parts: &Parts<'_>) -> Result<(), TaskError> {
@@ -224,9 +237,24 @@ fn create(
     if let Err(error) = check_queue(parts) {
         return parts.ctx.finish(done, Err(error));
     }
+    if let Some((ticket_id, _)) = &params.ids
+        && parts.tasks.book.find(ticket_id).is_some()
+    {
+        let error = TaskError::Invalid(format!("this host already holds {ticket_id}"));
+        return parts.ctx.finish(done, Err(error));
+    }
     let task_id = parts.tasks.book.next_task_id;
     parts.tasks.book.next_task_id += 1;
-    let (session_id, name) = new_session_ids(&params.agent_type);
+    let (session_id, name) = match &params.ids {
+        Some((_, session_id)) => match session_name_of(session_id) {
+            Some(name) => (session_id.clone(), name),
+            None => {
+                let error = TaskError::Invalid(format!("{session_id} is not a session id"));
+                return parts.ctx.finish(done, Err(error));
+            }
+        },
+        None => new_session_ids(&params.agent_type),
+    };
     let timeout_ms = params
         .timeout_ms
         .unwrap_or(parts.ctx.config.tasks.default_timeout.as_millis() as u64);
@@ -248,6 +276,9 @@ fn create(
     );
     if proposed {
         ticket.phase = Phase::Proposed;
+    }
+    if let Some((ticket_id, _)) = params.ids {
+        ticket.ticket_id = ticket_id;
     }
     parts.tasks.book.creating += 1;
     let stored = ticket.clone();
@@ -278,6 +309,12 @@ fn create(
             },
         ),
     );
+}
+
+/// The tmux session name that goes with session id `sess-<type>-<hex>`.
+fn session_name_of(session_id: &str) -> Option<crate::tmux::SessionName> {
+    let rest = session_id.strip_prefix("sess-")?;
+    crate::tmux::SessionName::parse(&format!("agent-{rest}"))
 }
 
 /// Starts queued tickets while slots are free: FIFO, skipping tickets whose agent type is

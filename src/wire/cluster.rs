@@ -201,3 +201,68 @@ mod tests {
         }
     }
 }
+
+/// Where a ticket of the cluster's queue is in its life.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueState {
+    /// Waiting for a host with the agent type and room to claim it.
+    Queued,
+    /// A host claimed it and runs it (or is about to).
+    Claimed,
+    /// Final: its host recorded the result, it was cancelled, or its host was lost.
+    Done,
+}
+
+/// A delegated task in the cluster's ticket queue: the value of its key (the ticket id) in
+/// the JetStream bucket `<name>-tickets`. Every write is conditional on the revision the
+/// writer read, so exactly one host claims a ticket and a host that lost it (paused, cut
+/// off) cannot write it again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueuedTicket {
+    /// `ticket-<uuid>`, also its key.
+    pub ticket_id: String,
+    /// The session it runs in (chosen when it was submitted, kept on every attempt).
+    pub session_id: String,
+    /// Agent type.
+    pub agent_type: String,
+    /// The task text.
+    pub task: String,
+    /// The request's context.
+    #[serde(default)]
+    pub context: super::task::TaskContext,
+    /// Timeout in milliseconds (`None`: the running host's default).
+    pub timeout_ms: Option<u64>,
+    /// Working directory, an absolute path that must exist on the host that runs it
+    /// (`None`: that host's `tasks.default_workspace`).
+    pub working_dir: Option<String>,
+    /// Isolation mode.
+    #[serde(default)]
+    pub isolation: super::task::Isolation,
+    /// Test command.
+    pub test_command: Option<Vec<String>>,
+    /// Who delegated it (the token's `sub`).
+    pub requested_by: Option<String>,
+    /// How many more times it may run again when a host running it is lost.
+    #[serde(default)]
+    pub retries: u32,
+    /// The host that took the request.
+    pub submitted_on: String,
+    /// When it was submitted, ms since the epoch.
+    pub created_ms: u64,
+    /// Where it is in its life.
+    pub state: QueueState,
+    /// The host that claimed it (and, once done, the host it last ran on).
+    pub host: Option<String>,
+    /// How many times a host claimed it.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The host that wrote this value (so a host sees when another one took its ticket).
+    pub by: String,
+    /// Hosts that claimed it and could not run it, with why; they do not claim it again.
+    #[serde(default)]
+    pub declined: std::collections::BTreeMap<String, String>,
+    /// The task as `GET /api/tasks/{id}` shows it, as its host last wrote it.
+    #[serde(default)]
+    pub view: Option<serde_json::Value>,
+}

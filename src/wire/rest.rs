@@ -256,10 +256,14 @@ pub struct DelegateRequest {
     /// Test command argv (default: the configured one for the directory).
     #[serde(default)]
     pub test_command: Option<Vec<String>>,
-    /// In a cluster: the host to run it on, or `"any"` for the least loaded host that has
-    /// the type and room; default: the daemon that received the request.
+    /// In a cluster: the host to run it on; without it (or with `"any"`) the ticket goes to
+    /// the cluster's queue and a host that has the type and room claims it.
     #[serde(default)]
     pub host: Option<String>,
+    /// In a cluster's queue: how many times the ticket runs again when the host running it
+    /// is lost (default 0: it ends `failed` with `HOST_LOST`).
+    #[serde(default)]
+    pub retries: Option<u32>,
 }
 
 /// `POST /api/delegate` answer.
@@ -267,8 +271,10 @@ pub struct DelegateRequest {
 pub struct DelegateResponse {
     /// The ticket to follow.
     pub ticket_id: String,
-    /// Its short sequence number.
-    pub task_id: u64,
+    /// Its short sequence number on the host that runs it; absent for a ticket in a
+    /// cluster's queue, which gets one when a host claims it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<u64>,
     /// The session the task runs in (listed once it starts).
     pub session_id: String,
     /// `pending`.

@@ -699,3 +699,191 @@ fn nats_refuses_strangers_and_malformed_messages_from_a_member_crash_nothing() {
     assert_eq!(alpha.get("/api/health", &token).status, 200);
     assert_eq!(hosts(&beta, &token)["connected"], true);
 }
+
+/// `GET /api/tasks/{id}` on `daemon`, when it answers `200` (a forwarded request to a host
+/// that is paused answers `503` until that host is known to be unreachable).
+fn task_on(daemon: &DaemonProcess, token: &str, id: &str) -> Option<Value> {
+    let resp = daemon.get(&format!("/api/tasks/{id}"), token);
+    (resp.status == 200).then(|| resp.json())
+}
+
+/// The lines of `path`, sorted (empty if it does not exist yet).
+fn sorted_lines(path: &std::path::Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// A task for the fake task agent that appends `mark` to `runs`, then waits for `go`.
+fn marked_task(runs: &std::path::Path, mark: &str, go: &std::path::Path) -> String {
+    format!("APPEND {} {mark}\nWAITFOR {}", runs.display(), go.display())
+}
+
+#[test]
+fn queued_tickets_run_once_each_on_hosts_with_room_and_every_host_answers_for_them() {
+    let nats = Nats::start();
+    let one_at_a_time = "\n[tasks]\nmax_running = 1\n";
+    let alpha = member_with(&nats, "five", "alpha", one_at_a_time);
+    let beta = member_with(&nats, "five", "beta", one_at_a_time);
+    let token = alpha.token("control");
+    wait_until("alpha sees beta", || {
+        (reachable(&hosts(&alpha, &token), "beta") == Some(true)).then_some(())
+    });
+    let shared = tempfile::tempdir().unwrap();
+    let (runs, go) = (shared.path().join("runs"), shared.path().join("go"));
+    // Without "host", a delegation goes to the cluster's queue in JetStream.
+    let tickets: Vec<String> = (0..3)
+        .map(|n| {
+            let task = marked_task(&runs, &format!("run-{n}"), &go);
+            let answer = alpha.delegate(&token, &json!({"agent_type": "task", "task": task}));
+            assert_eq!(answer["status"], "pending", "{answer}");
+            assert!(answer.get("task_id").is_none(), "{answer}");
+            answer["ticket_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    // Each host has room for one task: one ticket runs on each, the third waits for room.
+    let views = wait_until("a ticket running on each host", || {
+        let views: Vec<Value> = tickets.iter().map(|t| beta.task(&token, t)).collect();
+        let mut running: Vec<&str> = views
+            .iter()
+            .filter(|v| v["status"] == "running")
+            .map(|v| v["host"].as_str().unwrap())
+            .collect();
+        running.sort();
+        (running == ["alpha", "beta"]).then_some(views)
+    });
+    let waiting: Vec<&Value> = views.iter().filter(|v| v["status"] == "pending").collect();
+    assert_eq!(waiting.len(), 1, "{views:?}");
+    assert_eq!(waiting[0]["host"], Value::Null, "{views:?}");
+    let waiting = waiting[0]["ticket_id"].as_str().unwrap().to_string();
+    // A ticket that waits in the queue is cancelled there, from any host, and never runs.
+    let resp = beta.delete(&format!("/api/tasks/{waiting}"), &token);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["status"], "cancelled");
+    assert_eq!(alpha.task(&token, &waiting)["status"], "cancelled");
+    alpha
+        .delete(&format!("/api/tasks/{waiting}"), &token)
+        .assert_error(409, "TASK_FINISHED");
+
+    crate::common::touch(&go);
+    let mut ran = Vec::new();
+    for ticket in tickets.iter().filter(|t| **t != waiting) {
+        let done = alpha.wait_task_status(&token, ticket, "completed");
+        let seen = beta.wait_task_status(&token, ticket, "completed");
+        assert_eq!(done["host"], seen["host"], "{done} {seen}");
+        let n = tickets.iter().position(|t| t == ticket).unwrap();
+        ran.push(format!("run-{n}"));
+    }
+    // Each ticket ran exactly once.
+    ran.sort();
+    assert_eq!(sorted_lines(&runs), ran);
+    // Every host lists the cluster's tickets, each with its host.
+    let listed = beta.get("/api/tasks?limit=500", &token).json();
+    for ticket in &tickets {
+        let view = listed["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["ticket_id"] == ticket.as_str())
+            .unwrap_or_else(|| panic!("{ticket} not listed: {listed}"));
+        assert!(view.get("host").is_some(), "{view}");
+    }
+}
+
+#[test]
+fn a_lost_hosts_running_tickets_fail_with_host_lost_or_run_again_where_they_may() {
+    let nats = Nats::start();
+    // Beta is alone at first, so it claims both tickets.
+    let mut beta = member(&nats, "six", "beta");
+    let token = beta.token("control");
+    let shared = tempfile::tempdir().unwrap();
+    let (runs, go) = (shared.path().join("runs"), shared.path().join("go"));
+    let delegate = |mark: &str, retries: u32| {
+        let task = marked_task(&runs, mark, &go);
+        let body = json!({"agent_type": "task", "task": task, "retries": retries});
+        beta.delegate(&token, &body)["ticket_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let once = delegate("once", 0);
+    let again = delegate("again", 1);
+    wait_until("both tickets started on beta", || {
+        (sorted_lines(&runs) == ["again", "once"]).then_some(())
+    });
+    let alpha = member(&nats, "six", "alpha");
+    wait_until("alpha sees beta", || {
+        (reachable(&hosts(&alpha, &token), "beta") == Some(true)).then_some(())
+    });
+
+    // Beta's machine dies: its daemon and its agents.
+    beta.kill_everything();
+    let lost = alpha.wait_task_status(&token, &once, "failed");
+    assert_eq!(lost["result"]["error_code"], "HOST_LOST", "{lost}");
+    assert_eq!(lost["host"], "beta", "{lost}");
+    // The ticket that asked for a retry runs again, on alpha.
+    let rerun = alpha.wait_task(&token, &again, "the retry running on alpha", |t| {
+        t["status"] == "running" && t["host"] == "alpha"
+    });
+    assert_eq!(rerun["ticket_id"], again.as_str());
+    crate::common::touch(&go);
+    alpha.wait_task_status(&token, &again, "completed");
+    // Nothing ran more often than asked: once once, again on beta and on alpha.
+    assert_eq!(sorted_lines(&runs), ["again", "again", "once"]);
+}
+
+#[test]
+fn a_paused_host_comes_back_without_running_or_recording_a_ticket_another_host_took_over() {
+    let nats = Nats::start();
+    let beta = member(&nats, "seven", "beta");
+    let token = beta.token("control");
+    let shared = tempfile::tempdir().unwrap();
+    let (runs, go) = (shared.path().join("runs"), shared.path().join("go"));
+    let task = marked_task(&runs, "run", &go);
+    let body = json!({"agent_type": "task", "task": task, "retries": 1});
+    let ticket = beta.delegate(&token, &body)["ticket_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_until("the ticket started on beta", || {
+        (sorted_lines(&runs) == ["run"]).then_some(())
+    });
+    let alpha = member(&nats, "seven", "alpha");
+    wait_until("alpha sees beta", || {
+        (reachable(&hosts(&alpha, &token), "beta") == Some(true)).then_some(())
+    });
+
+    // Beta hangs (SIGSTOP; its agent goes on): alpha takes the ticket over and runs it.
+    beta.pause();
+    wait_until("alpha runs the ticket", || {
+        task_on(&alpha, &token, &ticket)
+            .filter(|t| t["status"] == "running" && t["host"] == "alpha")
+    });
+    wait_until("alpha's run started", || {
+        (sorted_lines(&runs) == ["run", "run"]).then_some(())
+    });
+    // Beta comes back: it finds the ticket taken, stops its own run and records nothing.
+    beta.resume();
+    beta.wait_for_log(&format!("took {ticket} over"));
+    crate::common::touch(&go);
+    let done = alpha.wait_task_status(&token, &ticket, "completed");
+    assert_eq!(done["host"], "alpha", "{done}");
+    let seen = beta.wait_task(&token, &ticket, "beta shows alpha's result", |t| {
+        t["status"] == "completed"
+    });
+    assert_eq!(seen["host"], "alpha", "{seen}");
+    let listed = beta.get("/api/tasks?limit=500", &token).json();
+    let copies: Vec<&Value> = listed["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["ticket_id"] == ticket.as_str())
+        .collect();
+    assert_eq!(copies.len(), 1, "{listed}");
+    assert_eq!(copies[0]["host"], "alpha", "{listed}");
+    assert_eq!(sorted_lines(&runs), ["run", "run"]);
+}

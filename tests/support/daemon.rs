@@ -354,6 +354,16 @@ impl DaemonProcess {
         self.relaunch();
     }
 
+    /// Stops the daemon with SIGSTOP (its agents keep running), as a machine that hangs.
+    pub fn pause(&self) {
+        signal(self.pid(), "STOP");
+    }
+
+    /// Lets a daemon stopped by [`DaemonProcess::pause`] go on (SIGCONT).
+    pub fn resume(&self) {
+        signal(self.pid(), "CONT");
+    }
+
     /// Kills the daemon with SIGKILL and waits until it is gone (tmux and the agents keep
     /// running). Start it again with [`DaemonProcess::relaunch`].
     pub fn kill9(&mut self) {
@@ -402,6 +412,14 @@ impl DaemonProcess {
 
 impl Drop for DaemonProcess {
     fn drop(&mut self) {
+        self.kill_everything();
+    }
+}
+
+impl DaemonProcess {
+    /// Kills the daemon and everything it started (its agents, its tmux server, its pty
+    /// holders) with SIGKILL, as when its machine dies.
+    pub fn kill_everything(&mut self) {
         if let Some(mut child) = self.child.take() {
             signal(child.id(), "KILL");
             let _ = child.wait();
