@@ -331,7 +331,8 @@ pub fn remote_owner(parts: &Parts<'_>, session_id: &str) -> Option<String> {
 
 /// The other host that holds task `id` (a ticket id), when this daemon has no such task.
 pub fn task_owner(parts: &Parts<'_>, id: &str) -> Option<String> {
-    if !parts.cluster.enabled() || parts.tasks.find(id).is_some() {
+    let mine = parts.tasks.find(id).is_some() && !parts.cluster.queue().is_fenced(id);
+    if !parts.cluster.enabled() || mine {
         return None;
     }
     // A ticket of the queue goes to the host that runs it; one that waits or is done is

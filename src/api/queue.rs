@@ -190,7 +190,7 @@ pub fn on_entry(parts: &mut Parts<'_>, key: String, value: Option<Vec<u8>>, revi
     let ticket = match value {
         None => None,
         Some(bytes) => match serde_json::from_slice::<QueuedTicket>(&bytes) {
-            Ok(ticket) if ticket.ticket_id == key && is_host_name(&ticket.by) => Some(ticket),
+            Ok(ticket) if is_sound(&ticket, &key) => Some(ticket),
             Ok(_) => {
                 return log::warn!(
                     "cluster: ticket {} is not sound; ignored",
@@ -221,20 +221,59 @@ pub fn on_entry(parts: &mut Parts<'_>, key: String, value: Option<Vec<u8>>, revi
         if taken {
             fence(parts, &key, &entry.ticket.by);
         }
-    } else if held.is_none()
-        && entry.ticket.state == QueueState::Claimed
-        && entry.ticket.host.as_deref() == Some(me.as_str())
-        && parts.cluster.queue().claiming() != Some(key.as_str())
+    } else if let Some(held) = parts.cluster.queue_mut().held_mut(&key)
+        && entry.revision > held.revision
     {
-        if here {
-            // This daemon restarted while it ran the ticket: it holds it again.
-            parts.cluster.queue_mut().hold(&key, entry.revision);
-        } else {
-            let why = "this host restarted before it stored the ticket".to_string();
-            release(parts, entry.ticket, entry.revision, why);
+        // This host's own write, which it was told failed, landed after all.
+        held.revision = entry.revision;
+        held.written = entry.ticket.view.clone();
+    }
+    adopt_orphans(parts);
+    try_claim(parts);
+}
+
+/// Takes up the tickets this host claimed and does not hold: after a restart it holds the
+/// ones it stored again; a claim it never stored (its outcome was lost, or the daemon
+/// restarted first) runs now if there is room, and goes back to the queue otherwise. One
+/// whose local record is gone (pruned while NATS was away) ends `failed` with
+/// `RESULT_LOST`: it ran here, and running it again could repeat its effects.
+fn adopt_orphans(parts: &mut Parts<'_>) {
+    let me = parts.cluster.me().to_string();
+    for Entry { ticket, revision } in parts.cluster.queue().orphans(&me) {
+        let key = ticket.ticket_id.clone();
+        if parts.tasks.find(&key).is_some() {
+            log::info!("cluster: this host runs {key} again after a restart");
+            parts.cluster.queue_mut().hold(&key, revision);
+        } else if ticket.view.is_some() {
+            let message = format!(
+                "host {me} ran the task, but its record was removed before the cluster heard                  its result"
+            );
+            let lost =
+                crate::cluster::queue::failed(&ticket, &me, now_ms(), "RESULT_LOST", message);
+            let _ = parts
+                .cluster
+                .write_ticket(&lost, Some(revision), Write::TakeOver);
+        } else if parts.cluster.queue().claiming().is_none() && can_take(parts, &ticket) {
+            parts.cluster.queue_mut().set_claiming(Some(key));
+            run_claimed(parts, ticket, revision);
+        } else if parts.cluster.queue().claiming().is_none() {
+            release(parts, ticket, revision, None);
         }
     }
-    try_claim(parts);
+}
+
+/// The latest time a ticket may carry (the end of year 9999), so that it can be shown.
+const LATEST_MS: u64 = 253_402_300_799_999;
+
+/// Whether a ticket read from the bucket under `key` can be used: it names that key, its
+/// writer and host are host names, its view (if any) is a JSON object, and its time can be
+/// shown. What another host wrote is checked before use, never trusted to be well-formed.
+fn is_sound(ticket: &QueuedTicket, key: &str) -> bool {
+    ticket.ticket_id == key
+        && is_host_name(&ticket.by)
+        && ticket.host.as_deref().is_none_or(is_host_name)
+        && ticket.view.as_ref().is_none_or(Value::is_object)
+        && ticket.created_ms <= LATEST_MS
 }
 
 /// Another host (`by`) took ticket `key` from this one: stop this host's run without
@@ -254,18 +293,21 @@ fn fence(parts: &mut Parts<'_>, key: &str, by: &str) {
     }
 }
 
-/// Gives back a ticket this host claimed and cannot run: queued again, and never claimed by
-/// this host again.
-fn release(parts: &mut Parts<'_>, mut ticket: QueuedTicket, revision: u64, why: String) {
+/// Gives back a ticket this host claimed and does not run: queued again; with `why` (it
+/// cannot run here at all) this host never claims it again.
+fn release(parts: &mut Parts<'_>, mut ticket: QueuedTicket, revision: u64, why: Option<String>) {
     let me = parts.cluster.me().to_string();
     log::warn!(
-        "cluster: this host cannot run {}: {why}; it goes back to the queue",
-        ticket.ticket_id
+        "cluster: this host does not run {} ({}); it goes back to the queue",
+        ticket.ticket_id,
+        why.as_deref().unwrap_or("no room now")
     );
     ticket.state = QueueState::Queued;
     ticket.host = None;
     ticket.view = None;
-    ticket.declined.insert(me.clone(), why);
+    if let Some(why) = why {
+        ticket.declined.insert(me.clone(), why);
+    }
     ticket.by = me;
     let _ = parts
         .cluster
@@ -331,6 +373,15 @@ fn try_claim(parts: &mut Parts<'_>) {
 /// Runs a ticket this host just claimed (at `revision`) as its own task.
 fn run_claimed(parts: &mut Parts<'_>, ticket: QueuedTicket, revision: u64) {
     let key = ticket.ticket_id.clone();
+    // A claim whose outcome arrives after another host took the ticket (this daemon was
+    // stalled) is not run.
+    if let Some(entry) = parts.cluster.queue().entry(&key)
+        && entry.revision > revision
+        && entry.ticket.by != ticket.by
+    {
+        parts.cluster.queue_mut().set_claiming(None);
+        return parts.cluster.queue_mut().fence(&key);
+    }
     parts.cluster.queue_mut().hold(&key, revision);
     log::info!(
         "cluster: this host claimed {key} (attempt {}, submitted on {})",
@@ -360,12 +411,26 @@ fn run_claimed(parts: &mut Parts<'_>, ticket: QueuedTicket, revision: u64) {
                 Ok(_) => sync(parts),
                 Err(error) => {
                     parts.cluster.queue_mut().let_go(&key);
-                    release(parts, ticket, revision, error.to_string());
+                    // Only what would fail again here declines the ticket for good; a
+                    // passing shortage (workers, queue, store) just gives it back.
+                    let why = declines(&error).then(|| error.to_string());
+                    release(parts, ticket, revision, why);
                 }
             }
             try_claim(parts);
         }),
     );
+}
+
+/// Whether `error` from running a claimed ticket here would come again on every try.
+fn declines(error: &TaskError) -> bool {
+    matches!(
+        error,
+        TaskError::InvalidWorkingDir(_)
+            | TaskError::Invalid(_)
+            | TaskError::UnknownType { .. }
+            | TaskError::NotDelegable { .. }
+    )
 }
 
 /// Writes the progress of the tickets this host holds, where it changed.
@@ -374,7 +439,8 @@ fn sync(parts: &mut Parts<'_>) {
     let keys: Vec<String> = parts.cluster.queue().held().keys().cloned().collect();
     for key in keys {
         let held = parts.cluster.queue().held()[&key].clone();
-        if held.writing {
+        // A ticket being claimed joins the book once it is stored: not gone, not yet there.
+        if held.writing || parts.cluster.queue().claiming() == Some(key.as_str()) {
             continue;
         }
         let Some(local) = parts.tasks.find(&key) else {
@@ -440,6 +506,7 @@ pub fn tick(parts: &mut Parts<'_>) {
     parts.cluster.queue_mut().note_tick(beat);
     sync(parts);
     take_over(parts);
+    adopt_orphans(parts);
     try_claim(parts);
 }
 
@@ -507,7 +574,21 @@ pub fn on_written(parts: &mut Parts<'_>, id: u64, result: Result<u64, TicketWrit
                 // It may have changed again meanwhile.
                 sync(parts);
             }
-            Err(TicketWriteError::Conflict) => fence(parts, &ticket.ticket_id, "another host"),
+            Err(TicketWriteError::Conflict) => {
+                let key = ticket.ticket_id;
+                let by = parts
+                    .cluster
+                    .queue()
+                    .entry(&key)
+                    .map(|e| e.ticket.by.clone());
+                if by.as_deref().is_some_and(|by| by != parts.cluster.me()) {
+                    fence(parts, &key, by.as_deref().unwrap_or("another host"));
+                } else if let Some(held) = parts.cluster.queue_mut().held_mut(&key) {
+                    // Not seen yet who wrote it: the watch tells, and the next beat tries
+                    // again with what it shows.
+                    held.writing = false;
+                }
+            }
             Err(e) => {
                 let key = ticket.ticket_id;
                 log::warn!("cluster: cannot record {key}'s progress: {e}; tried again");
@@ -564,10 +645,12 @@ pub fn entry_view(ticket: &QueuedTicket) -> Value {
             "result": null,
         }),
     };
-    view["host"] = ticket.host.clone().into();
-    view["attempts"] = ticket.attempts.into();
-    if !ticket.declined.is_empty() {
-        view["declined"] = json!(ticket.declined);
+    if let Some(fields) = view.as_object_mut() {
+        fields.insert("host".into(), ticket.host.clone().into());
+        fields.insert("attempts".into(), ticket.attempts.into());
+        if !ticket.declined.is_empty() {
+            fields.insert("declined".into(), json!(ticket.declined));
+        }
     }
     view
 }

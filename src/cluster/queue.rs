@@ -207,7 +207,7 @@ impl TicketQueue {
     /// hosts is stale, so it waits to settle again before it takes anything over.
     pub fn note_tick(&mut self, beat: std::time::Duration) {
         let now = Instant::now();
-        if self.last_tick.is_some_and(|last| now - last > beat * 2)
+        if self.last_tick.is_some_and(|last| now - last > beat * 3 / 2)
             && self.connected_since.is_some()
         {
             log::info!(
@@ -225,11 +225,31 @@ impl TicketQueue {
 
     /// The oldest queued ticket that `me` has not declined and `can_take` accepts.
     pub fn next_claim(&self, me: &str, can_take: impl Fn(&QueuedTicket) -> bool) -> Option<&Entry> {
-        self.entries().find(|e| {
-            e.ticket.state == QueueState::Queued
-                && !e.ticket.declined.contains_key(me)
-                && can_take(&e.ticket)
-        })
+        self.entries
+            .values()
+            .filter(|e| {
+                e.ticket.state == QueueState::Queued
+                    && !e.ticket.declined.contains_key(me)
+                    && can_take(&e.ticket)
+            })
+            .min_by_key(|e| (e.ticket.created_ms, e.ticket.ticket_id.as_str()))
+    }
+
+    /// Tickets claimed by `me` that this host neither holds nor is claiming: a claim whose
+    /// outcome was lost (the write landed but was reported failed), or one made just before
+    /// this daemon restarted.
+    pub fn orphans(&self, me: &str) -> Vec<Entry> {
+        self.entries
+            .values()
+            .filter(|e| {
+                e.ticket.state == QueueState::Claimed
+                    && e.ticket.host.as_deref() == Some(me)
+                    && e.ticket.by == me
+                    && !self.held.contains_key(&e.ticket.ticket_id)
+                    && self.claiming.as_deref() != Some(e.ticket.ticket_id.as_str())
+            })
+            .cloned()
+            .collect()
     }
 
     /// The tickets claimed by hosts that `is_lost` says are lost, each with what it becomes
@@ -254,19 +274,16 @@ impl TicketQueue {
     }
 }
 
-/// What a ticket claimed by a lost host becomes: queued again when it had not started, or
-/// when it may be retried; otherwise done, `failed` with [`HOST_LOST`].
+/// What a ticket claimed by a lost host becomes: queued again when that host had not yet
+/// stored it (it wrote no view: nothing can have started), or when it may be retried;
+/// otherwise done, `failed` with [`HOST_LOST`].
 pub fn after_host_lost(ticket: &QueuedTicket, me: &str, now_ms: u64) -> QueuedTicket {
     let lost = ticket.host.clone().unwrap_or_default();
-    let status = ticket
-        .view
-        .as_ref()
-        .and_then(|v| v["status"].as_str())
-        .unwrap_or("pending");
+    let started = ticket.view.is_some();
     let mut next = ticket.clone();
     next.by = me.to_string();
-    if status == "pending" || ticket.retries > 0 {
-        if status != "pending" {
+    if !started || ticket.retries > 0 {
+        if started {
             next.retries -= 1;
         }
         next.state = QueueState::Queued;
@@ -278,9 +295,25 @@ pub fn after_host_lost(ticket: &QueuedTicket, me: &str, now_ms: u64) -> QueuedTi
         );
         return next;
     }
-    let mut view = ticket.view.clone().unwrap_or_default();
     let message =
         format!("host {lost} stopped reporting while the task ran there; its outcome is unknown");
+    failed(ticket, me, now_ms, HOST_LOST, message)
+}
+
+/// `ticket` done, `failed` with `code` and `message` in its result, written by `me`.
+pub fn failed(
+    ticket: &QueuedTicket,
+    me: &str,
+    now_ms: u64,
+    code: &str,
+    message: String,
+) -> QueuedTicket {
+    let mut next = ticket.clone();
+    next.by = me.to_string();
+    let mut view = match &ticket.view {
+        Some(view) if view.is_object() => view.clone(),
+        _ => serde_json::json!({}),
+    };
     view["status"] = "failed".into();
     view["completed_at"] =
         crate::time::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(now_ms))
@@ -293,7 +326,7 @@ pub fn after_host_lost(ticket: &QueuedTicket, me: &str, now_ms: u64) -> QueuedTi
             "exit_signal": null, "branch": null, "worktree": null,
         });
     }
-    result["error_code"] = HOST_LOST.into();
+    result["error_code"] = code.into();
     result["error"] = message.into();
     view["result"] = result;
     next.state = QueueState::Done;
@@ -335,7 +368,8 @@ mod tests {
         t.state = QueueState::Claimed;
         t.host = Some(host.into());
         t.retries = retries;
-        t.view = Some(json!({"ticket_id": id, "status": status, "result": null}));
+        t.view = (status != "unstored")
+            .then(|| json!({"ticket_id": id, "status": status, "result": null}));
         t
     }
 
@@ -395,7 +429,7 @@ mod tests {
         );
         queue.on_entry(
             "ticket-p".into(),
-            Some(claimed("ticket-p", "beta", "pending", 0)),
+            Some(claimed("ticket-p", "beta", "unstored", 0)),
             8,
         );
         queue.on_entry(

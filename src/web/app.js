@@ -311,6 +311,7 @@ function bindStaticHandlers() {
     button.addEventListener('click', () => showView(button.dataset.view));
   }
   $('#spawn-form').addEventListener('submit', spawnAgent);
+  $('#host-filter').addEventListener('change', renderAgents);
   $('#delegate-form').addEventListener('submit', delegateTask);
   $('#message-form').addEventListener('submit', sendConversationMessage);
   $('#conversation-agent').addEventListener('change', (event) => showConversation(event.target.value));
@@ -479,7 +480,7 @@ async function refreshAll() {
       loadDetails(agent.session_id);
     }
     for (const id of [...state.agents.keys()]) if (!seen.has(id)) state.agents.delete(id);
-    for (const task of tasks.tasks) state.tasks.set(task.task_id, task);
+    for (const task of tasks.tasks) state.tasks.set(task.ticket_id, task);
     renderAgents();
     renderTasks();
   } catch (error) {
@@ -517,16 +518,36 @@ function onAgentStatus(message) {
   renderAgents();
 }
 
+/** In a cluster, the host filter offers every host an agent runs on; it is hidden on one host. */
+function renderHostFilter(agents) {
+  const select = $('#host-filter');
+  const hosts = [...new Set(agents.map((agent) => agent.host).filter(Boolean))].sort();
+  $('#host-filter-label').hidden = hosts.length === 0;
+  const chosen = select.value;
+  const options = [new Option('all hosts', ''), ...hosts.map((host) => new Option(host, host))];
+  select.replaceChildren(...options);
+  select.value = hosts.includes(chosen) ? chosen : '';
+  return select.value;
+}
+
 function renderAgents() {
   const list = $('#agent-list');
   const template = $('#agent-card');
-  const agents = [...state.agents.values()].sort((a, b) => String(a.created_at).localeCompare(String(b.created_at)));
+  const all = [...state.agents.values()].sort((a, b) => String(a.created_at).localeCompare(String(b.created_at)));
+  const host = renderHostFilter(all);
+  const agents = host ? all.filter((agent) => agent.host === host) : all;
   $('#agents-empty').hidden = agents.length > 0;
   const cards = agents.map((agent) => {
     const card = template.content.firstElementChild.cloneNode(true);
     card.dataset.session = agent.session_id;
     $('.name', card).textContent = agent.session_id;
     $('.type', card).textContent = agent.agent_type;
+    if (agent.host) {
+      const pill = $('.host', card);
+      pill.hidden = false;
+      pill.textContent = agent.host;
+      pill.title = `runs on host ${agent.host}`;
+    }
     const status = $('.status', card);
     status.textContent = agent.status;
     status.dataset.status = agent.status;
@@ -992,10 +1013,13 @@ function notify(title, body) {
 
 // ---------------------------------------------------------------- tasks
 
+// Tickets are keyed by ticket id: task ids are per host, and a ticket in a cluster's queue
+// has none until a host claims it.
 function onTaskUpdate(message) {
-  const known = state.tasks.get(message.task_id) || { task_id: message.task_id };
-  state.tasks.set(message.task_id, {
+  const known = state.tasks.get(message.ticket_id) || { ticket_id: message.ticket_id };
+  state.tasks.set(message.ticket_id, {
     ...known,
+    task_id: message.task_id,
     ticket_id: message.ticket_id,
     session_id: message.session_id,
     agent: message.agent,
@@ -1003,14 +1027,15 @@ function onTaskUpdate(message) {
     duration_ms: message.elapsed_ms,
     result: message.result || known.result,
   });
-  if (!known.task) refreshTask(message.task_id);
+  // The full ticket (its text, its host) comes from the API; so does a final one's result.
+  if (!known.task || message.status !== known.status) refreshTask(message.ticket_id);
   renderTasks();
 }
 
-async function refreshTask(taskId) {
+async function refreshTask(ticketId) {
   try {
-    const task = await api('GET', `/api/tasks/${taskId}`);
-    state.tasks.set(task.task_id, { ...(state.tasks.get(task.task_id) || {}), ...task });
+    const task = await api('GET', `/api/tasks/${encodeURIComponent(ticketId)}`);
+    state.tasks.set(task.ticket_id, { ...(state.tasks.get(task.ticket_id) || {}), ...task });
     renderTasks();
   } catch { /* shown on the next update */ }
 }
@@ -1019,17 +1044,18 @@ const COLUMN = { proposed: 'proposed', pending: 'pending', running: 'running' };
 
 function renderTasks() {
   const columns = { proposed: [], pending: [], running: [], finished: [] };
-  const tasks = [...state.tasks.values()].sort((a, b) => b.task_id - a.task_id);
+  const tasks = [...state.tasks.values()].sort((a, b) => String(b.created_at || '').localeCompare(String(a.created_at || '')) || (b.task_id || 0) - (a.task_id || 0));
   for (const task of tasks) columns[COLUMN[task.status] || 'finished'].push(taskCard(task));
   for (const [name, cards] of Object.entries(columns)) $(`#tasks-${name}`).replaceChildren(...cards);
 }
 
 function taskCard(task) {
   const card = $('#task-card').content.firstElementChild.cloneNode(true);
-  card.dataset.task = task.task_id;
+  card.dataset.task = task.ticket_id;
   card.dataset.status = task.status;
-  $('.title', card).textContent = `#${task.task_id} ${task.status}`;
-  $('.agent', card).textContent = task.agent || '';
+  const number = task.task_id !== undefined && task.task_id !== null ? `#${task.task_id}` : String(task.ticket_id || '').slice(0, 15);
+  $('.title', card).textContent = `${number} ${task.status}`;
+  $('.agent', card).textContent = task.host ? `${task.agent || ''} on ${task.host}` : (task.agent || '');
   $('.elapsed', card).textContent = task.duration_ms !== undefined && task.duration_ms !== null
     ? `${(task.duration_ms / 1000).toFixed(1)} s` : '';
   $('.text', card).textContent = task.task || '';
@@ -1062,7 +1088,7 @@ function taskCard(task) {
   }
   const cancel = $('.cancel', card);
   if (task.status === 'pending' || task.status === 'running' || task.status === 'proposed') {
-    cancel.addEventListener('click', () => confirmThen(cancel, 'Really cancel?', () => cancelTask(task.task_id)));
+    cancel.addEventListener('click', () => confirmThen(cancel, 'Really cancel?', () => cancelTask(task.ticket_id)));
   } else {
     cancel.remove();
   }
@@ -1080,18 +1106,18 @@ async function delegateTask(event) {
   try {
     const ticket = await api('POST', '/api/delegate', body);
     form.task.value = '';
-    state.tasks.set(ticket.task_id, { ...(state.tasks.get(ticket.task_id) || {}), ...ticket, agent: body.agent_type, task: body.task });
+    state.tasks.set(ticket.ticket_id, { ...(state.tasks.get(ticket.ticket_id) || {}), ...ticket, agent: body.agent_type, task: body.task });
     renderTasks();
-    refreshTask(ticket.task_id);
+    refreshTask(ticket.ticket_id);
   } catch (error) {
     reportError(error);
   }
 }
 
-async function cancelTask(taskId) {
+async function cancelTask(ticketId) {
   try {
-    await api('DELETE', `/api/tasks/${taskId}`);
-    refreshTask(taskId);
+    await api('DELETE', `/api/tasks/${encodeURIComponent(ticketId)}`);
+    refreshTask(ticketId);
   } catch (error) {
     reportError(error);
   }

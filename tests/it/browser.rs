@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::common::DaemonProcess;
 
 /// The playwright-core `node_modules` directory (installed once, whatever the test count).
-fn playwright_modules() -> String {
+pub fn playwright_modules() -> String {
     let tmp = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(&tmp).unwrap();
     let lock = std::fs::File::create(tmp.join("playwright.lock")).unwrap();

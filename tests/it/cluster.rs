@@ -887,3 +887,43 @@ fn a_paused_host_comes_back_without_running_or_recording_a_ticket_another_host_t
     assert_eq!(copies[0]["host"], "alpha", "{listed}");
     assert_eq!(sorted_lines(&runs), ["run", "run"]);
 }
+
+/// The dashboard of one daemon in Chromium (`tests/browser/cluster.mjs`): every host's
+/// agents with their host, the host filter, and a task from the page's form run by the
+/// cluster's queue.
+#[test]
+fn the_dashboard_shows_every_hosts_agents_with_their_host_and_filters_by_it() {
+    let modules = crate::browser::playwright_modules();
+    let nats = Nats::start();
+    let alpha = member(&nats, "eight", "alpha");
+    let beta = member(&nats, "eight", "beta");
+    let token = alpha.token("control");
+    let here = id_of(&alpha.spawn(&token, "echo"));
+    let there = id_of(&beta.spawn(&token, "echo"));
+    wait_until("beta's agent listed on alpha", || {
+        host_of(&listed(&alpha, &token, ""), &there).map(|_| ())
+    });
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-shots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let output = Command::new("node")
+        .arg(format!(
+            "{}/tests/browser/cluster.mjs",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .env("PLAYWRIGHT_MODULES", &modules)
+        .env("LOGIN_LINK_CONTROL", alpha.login_link("control"))
+        .env("ALPHA_AGENT", &here)
+        .env("BETA_AGENT", &there)
+        .env("SHOTS", &shots)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.lines().any(|l| l == "@done"),
+        "the browser script failed ({}); screenshots in {}:\n{}",
+        output.status,
+        shots.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
