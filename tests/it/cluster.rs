@@ -527,6 +527,25 @@ fn a_whole_nats_outage_leaves_local_work_alone_and_the_cluster_reforms_after_it(
     wait_until("alpha sees beta", || {
         (reachable(&hosts(&alpha, &token), "beta") == Some(true)).then_some(())
     });
+    // A ticket of the queue runs across the outage, on whichever host claimed it.
+    let shared = tempfile::tempdir().unwrap();
+    let (runs, go) = (shared.path().join("runs"), shared.path().join("go"));
+    let across = beta.delegate(
+        &token,
+        &json!({"agent_type": "task2", "task": marked_task(&runs, "across", &go)}),
+    )["ticket_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_until("the ticket started", || {
+        (sorted_lines(&runs) == ["across"]).then_some(())
+    });
+    let runner = wait_until("the ticket's host known", || {
+        task_on(&beta, &token, &across)
+            .filter(|t| t["status"] == "running")
+            .map(|t| t["host"].as_str().unwrap().to_string())
+    });
+    let runs_it = if runner == "alpha" { &alpha } else { &beta };
 
     for i in 0..3 {
         nats.kill(i);
@@ -547,6 +566,20 @@ fn a_whole_nats_outage_leaves_local_work_alone_and_the_cluster_reforms_after_it(
     );
     // What needs beta is refused at once instead of waiting for NATS.
     spawn_on(&alpha, &token, "beta").assert_error(503, "HOST_UNREACHABLE");
+    // A delegation while NATS is away runs on the daemon that took it.
+    let during = alpha.delegate(
+        &token,
+        &json!({"agent_type": "task", "task": marked_task(&runs, "during", &go)}),
+    )["ticket_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    crate::common::touch(&go);
+    assert_eq!(
+        alpha.wait_task_status(&token, &during, "completed")["host"],
+        "alpha"
+    );
+    runs_it.wait_task_status(&token, &across, "completed");
 
     // NATS comes back: the daemons reconnect, republish and see each other again.
     nats.start_all();
@@ -568,6 +601,17 @@ fn a_whole_nats_outage_leaves_local_work_alone_and_the_cluster_reforms_after_it(
         "a spawn on beta after the outage: {}",
         resp.text()
     );
+    // No ticket was lost: beta's result reached the queue after the outage, and each
+    // daemon answers for both tickets.
+    for daemon in [&alpha, &beta] {
+        let seen = daemon.wait_task_status(&token, &across, "completed");
+        assert_eq!(seen["host"], runner.as_str(), "{seen}");
+    }
+    assert_eq!(
+        beta.wait_task_status(&token, &during, "completed")["host"],
+        "alpha"
+    );
+    assert_eq!(sorted_lines(&runs), ["across", "during"]);
 }
 
 #[test]
