@@ -114,7 +114,7 @@ impl Daemon {
             let echo_script =
                 write_script(dir, "rawecho.sh", "#!/bin/sh\nstty raw -echo\nexec cat\n");
             format!(
-                "workers = 4\n[limits]\nmax_connections = {}\n[sessions]\nallowed_roots = [\"{}\"]\n\
+                "workers = 4\n[limits]\nmax_connections = {}\n[sessions]\nallowed_roots = [\"{}\"]\nmax_sessions = 256\n\
                  [websocket]\nmax_subscriptions = 8\n\
                  [rate_limits]\nws_messages = {{ requests = 0, window = \"1m\" }}\nspawn = {{ requests = 0, window = \"1m\" }}\n\
                  [panes]\nbacklog_bytes = 33554432\nlive_frame_bytes = 33554432\n\
@@ -1245,6 +1245,8 @@ fn cores() -> usize {
 struct NatsServer {
     child: std::process::Child,
     url: String,
+    /// Its monitoring port (`/varz`).
+    monitor: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -1263,14 +1265,18 @@ impl NatsServer {
             .trim()
             .to_string();
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (port, monitor) = (free_port(), free_port());
         let mut child = Command::new(binary)
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(dir.path())
+            .args(["-m", &monitor.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -1288,8 +1294,24 @@ impl NatsServer {
         NatsServer {
             child,
             url: format!("nats://127.0.0.1:{port}"),
+            monitor,
             _dir: dir,
         }
+    }
+
+    /// The bytes clients have published into the server so far (its `/varz` `in_bytes`):
+    /// in the cluster scenario, everything that went from one host to another.
+    fn bytes_in(&self) -> u64 {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.monitor)).unwrap();
+        stream
+            .write_all(b"GET /varz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        let varz: Value = serde_json::from_str(body).expect("nats /varz is JSON");
+        varz["in_bytes"].as_u64().expect("in_bytes")
     }
 }
 
@@ -1356,7 +1378,10 @@ fn cluster(mb: usize, samples: usize) -> Vec<Row> {
     let mut near = keystrokes_through(&beta, &echo, samples);
     let mut far = keystrokes_through(&alpha, &echo, samples);
     let us = |samples: &mut [Duration], p: f64| percentile(samples, p).as_micros();
-    vec![
+    let spread = cluster_spread(&nats, &alpha, &beta, 100, 2);
+    let spawns = cluster_spawns(&alpha, &beta, 20);
+    let listing = cluster_listing(&nats, &member, alpha, beta, 200, 200);
+    let mut rows = vec![
         (
             format!(
                 "cluster: one viewer of a {mb} MB flood, on the agent's host / on another host (one NATS server, Rust client)"
@@ -1381,5 +1406,190 @@ fn cluster(mb: usize, samples: usize) -> Vec<Row> {
                 us(&mut far, 0.99)
             ),
         ),
-    ]
+    ];
+    rows.extend([spread, spawns, listing]);
+    rows
+}
+
+/// `count` viewers of one session on `beta`, every other one on `alpha`, during a flood of
+/// `mb` MB: whether each got every byte, and how many bytes went between the hosts (NATS's
+/// own count of what its clients published).
+fn cluster_spread(
+    nats: &NatsServer,
+    alpha: &Daemon,
+    beta: &Daemon,
+    count: usize,
+    mb: usize,
+) -> Row {
+    let bytes = mb * 1_000_000;
+    let session = beta.spawn("gen", json!({"BYTES": bytes.to_string()}));
+    let started = Instant::now();
+    while !alpha.get("/api/agents")["agents"]
+        .as_array()
+        .is_some_and(|agents| agents.iter().any(|a| a["session_id"] == session.as_str()))
+    {
+        assert!(started.elapsed() < LIMIT, "alpha never listed beta's agent");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut sockets: Vec<Ws> = (0..count)
+        .map(|i| if i % 2 == 0 { alpha.ws() } else { beta.ws() })
+        .collect();
+    for ws in &mut sockets {
+        subscribe(ws, &session);
+    }
+    let before = nats.bytes_in();
+    let mut trigger = beta.ws();
+    let started = Instant::now();
+    trigger.send(json!({"type": "terminal_input", "session_id": session, "data": "\r"}));
+    let results: Vec<(u64, u64, Duration)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sockets
+            .iter_mut()
+            .map(|ws| scope.spawn(move || read_flood(ws, started)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let crossed = nats.bytes_in() - before;
+    let expected = fnv(FNV_START, &expected_stream(bytes));
+    let exact = results.iter().filter(|(h, _, _)| *h == expected).count();
+    let raw = results[0].1;
+    let remote = count.div_ceil(2);
+    println!(
+        "cluster spread: {count} viewers ({remote} on another host) of a {mb} MB flood, {exact} \
+         byte-exact; NATS carried {:.1} MB",
+        crossed as f64 / 1e6
+    );
+    (
+        format!("cluster: {count} viewers of one {mb} MB flood, {remote} of them on another host"),
+        format!(
+            "{exact} of {count} byte-exact; {:.1} MB went between the hosts = {:.1} streams' \
+             worth (a frame many viewers of one host get crosses once)",
+            crossed as f64 / 1e6,
+            crossed as f64 / raw.max(1) as f64
+        ),
+    )
+}
+
+/// `count` spawns of an agent on `beta`, asked of `beta` itself and of `alpha` with
+/// `"host": "beta"`, taken in turns: the p50 of each.
+fn cluster_spawns(alpha: &Daemon, beta: &Daemon, count: usize) -> Row {
+    let spawn = |daemon: &Daemon, host: Option<&str>| {
+        let mut body = json!({"agent_type": "rawecho", "working_dir": beta.process.work});
+        if let Some(host) = host {
+            body["host"] = host.into();
+        }
+        let started = Instant::now();
+        let answer = daemon
+            .process
+            .post("/api/agents/spawn", &daemon.token, &body)
+            .json();
+        let took = started.elapsed();
+        let session = answer["session_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("spawn failed: {answer}"))
+            .to_string();
+        (took, session)
+    };
+    let (mut local, mut remote, mut sessions) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..count {
+        let (took, session) = spawn(beta, None);
+        local.push(took);
+        sessions.push(session);
+        let (took, session) = spawn(alpha, Some("beta"));
+        remote.push(took);
+        sessions.push(session);
+    }
+    for session in sessions {
+        beta.process
+            .delete(&format!("/api/agents/{session}"), &beta.token);
+    }
+    let (local, remote) = (percentile(&mut local, 0.5), percentile(&mut remote, 0.5));
+    (
+        format!("cluster: spawn p50, asked of the agent's host / of another host ({count} each)"),
+        format!(
+            "{:.1} / {:.1} ms (+{:.1} ms to go through NATS)",
+            local.as_secs_f64() * 1e3,
+            remote.as_secs_f64() * 1e3,
+            (remote.as_secs_f64() - local.as_secs_f64()) * 1e3
+        ),
+    )
+}
+
+/// Three hosts with `per_host` idle agents each (a third daemon joins): `GET /api/agents`
+/// asked of `alpha` `requests` times, p50/p99, and the size of its answer.
+fn cluster_listing(
+    nats: &NatsServer,
+    member: &dyn Fn(&str) -> Daemon,
+    alpha: Daemon,
+    beta: Daemon,
+    per_host: usize,
+    requests: usize,
+) -> Row {
+    let _ = nats;
+    let gamma = member("gamma");
+    let hosts = [&alpha, &beta, &gamma];
+    std::thread::scope(|scope| {
+        for daemon in hosts {
+            scope.spawn(move || {
+                let have = |daemon: &Daemon| {
+                    daemon.get("/api/agents")["agents"]
+                        .as_array()
+                        .map_or(0, |a| {
+                            a.iter()
+                                .filter(|a| a["host"] == daemon_host(daemon))
+                                .count()
+                        })
+                };
+                for _ in have(daemon)..per_host {
+                    daemon.spawn("rawecho", json!({}));
+                }
+            });
+        }
+    });
+    let total = per_host * hosts.len();
+    let started = Instant::now();
+    loop {
+        let listed = alpha.get("/api/agents")["agents"]
+            .as_array()
+            .map_or(0, Vec::len);
+        if listed >= total {
+            break;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "alpha lists {listed} of {total} agents"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut times = Vec::with_capacity(requests);
+    let mut size = 0;
+    for _ in 0..requests {
+        let started = Instant::now();
+        let resp = alpha.process.get("/api/agents", &alpha.token);
+        times.push(started.elapsed());
+        assert_eq!(resp.status, 200);
+        size = resp.body.len();
+    }
+    let p50 = percentile(&mut times, 0.5).as_secs_f64() * 1e3;
+    let p99 = percentile(&mut times, 0.99).as_secs_f64() * 1e3;
+    println!("cluster listing: {total} agents, p50 {p50:.1} ms, p99 {p99:.1} ms, {size} bytes");
+    (
+        format!(
+            "cluster: GET /api/agents across 3 hosts x {per_host} agents ({requests} requests, a connection each)"
+        ),
+        format!(
+            "p50 {p50:.1} ms, p99 {p99:.1} ms; {:.0} KB per answer",
+            size as f64 / 1e3
+        ),
+    )
+}
+
+/// The cluster host name a bench daemon was given (from its `GET /api/cluster`).
+fn daemon_host(daemon: &Daemon) -> String {
+    let status = daemon.get("/api/cluster");
+    status["hosts"]
+        .as_array()
+        .and_then(|hosts| hosts.iter().find(|h| h["this_host"] == true))
+        .and_then(|h| h["host"].as_str())
+        .unwrap_or_default()
+        .to_string()
 }

@@ -47,9 +47,9 @@ pub fn tunnel_frames(daemon: &mut Daemon, frames: Vec<(ConnId, Vec<u8>)>) {
     crate::api::peer::tunnel_frames(&mut daemon.for_api(), frames);
 }
 
-/// A session has output for the stand-in of another host's viewer.
-pub fn pump_tunnel(daemon: &mut Daemon, id: ConnId) {
-    crate::api::peer::pump(&mut daemon.for_api(), id);
+/// Sessions have output for the stand-ins of other hosts' viewers.
+pub fn pump_tunnels(daemon: &mut Daemon, ids: &[ConnId]) {
+    crate::api::peer::pump(&mut daemon.for_api(), ids);
 }
 
 /// A daemon source (slot `key`) turned ready.

@@ -408,13 +408,18 @@ impl Server {
             self.daemon.ctx().metrics.slow_viewer_closes += 1;
             self.close_ws(id, close::SLOW_CONSUMER, "too slow: resynced too often");
         }
+        let mut stand_ins = Vec::new();
         for id in dirty {
             if id.key == crate::cluster::PEER_CONN_KEY {
-                dispatch::pump_tunnel(&mut self.daemon, id);
+                stand_ins.push(id);
             } else if self.ws_conn(id).is_some() {
                 self.pump(id.key);
                 self.touched.push(id.key);
             }
+        }
+        // Together, so that a frame many of them get crosses to their host once.
+        if !stand_ins.is_empty() {
+            dispatch::pump_tunnels(&mut self.daemon, &stand_ins);
         }
         any
     }

@@ -9,19 +9,19 @@
 //! `cluster.request_timeout`; the owner verifies it like any token, and its answer is
 //! returned unchanged.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
 use super::error::{ApiError, ErrorCode};
 use super::{Caller, Handled, Parts, json};
 use crate::cluster::{ForwardError, KnownHost, LinkEvent};
-use crate::net::ConnId;
+use crate::net::{Chunk, ConnId};
 use crate::principal::Principal;
 use crate::proto::http::{Header, Request, Response};
 use crate::time::rfc3339;
 use crate::wire::cluster::{
     ClusterStatus, ForwardedRequest, ForwardedResponse, HostRecord, HostView, TunnelAck, TunnelIn,
-    decode_tunnel_out, encode_tunnel_out,
+    decode_tunnel_batch, encode_tunnel_batch,
 };
 
 /// Handles one of the cluster link's events.
@@ -29,9 +29,8 @@ pub fn on_link_event(parts: &mut Parts<'_>, event: LinkEvent) {
     if parts.cluster.on_link_state(&event) {
         publish(parts);
         // Credit lost with the connection must not stall a viewer for good.
-        for stand_in in parts.cluster.reset_credit() {
-            pump(parts, stand_in);
-        }
+        let stand_ins = parts.cluster.reset_credit();
+        pump(parts, &stand_ins);
     }
     match event {
         LinkEvent::Host { host, record, age } => {
@@ -604,96 +603,181 @@ fn on_tunnel_in(parts: &mut Parts<'_>, bytes: &[u8]) {
     super::observe::on_text(parts, stand_in, &principal, &text);
 }
 
-/// Frames queued for stand-in connections: sent to their viewers' hosts.
+/// Frames queued for stand-in connections (screens, answers): sent to their viewers' hosts.
 pub fn tunnel_frames(parts: &mut Parts<'_>, frames: Vec<(ConnId, Vec<u8>)>) {
-    let mut by_viewer: HashMap<ConnId, Vec<Vec<u8>>> = HashMap::new();
+    let mut outgoing = Outgoing::default();
     for (id, frame) in frames {
-        by_viewer.entry(id).or_default().push(frame);
+        outgoing.add(parts, id, Chunk::Owned(frame));
     }
-    for (id, frames) in by_viewer {
-        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-        send_frames(parts, id, &refs);
-    }
+    outgoing.send(parts);
 }
 
-fn send_frames(parts: &mut Parts<'_>, id: ConnId, frames: &[&[u8]]) {
-    let me = parts.cluster.me().to_string();
-    let Some(stand_in) = parts.cluster.stand_in_for(id) else {
-        return;
-    };
-    let (origin, conn) = (stand_in.origin.clone(), stand_in.conn);
-    let subject = parts.cluster.tunnel_subject("out", &origin);
-    let size: usize = frames.iter().map(|f| f.len()).sum();
-    // Counted only once the link took them: a dropped batch is never acknowledged.
-    if parts
-        .cluster
-        .send(subject, encode_tunnel_out(&me, conn, frames))
-        && let Some(stand_in) = parts.cluster.stand_in_for(id)
-    {
-        stand_in.in_flight += size;
-    }
+/// The most bytes of frames one tunnel message carries (NATS refuses messages over its
+/// `max_payload`, 1 MiB by default).
+const MAX_BATCH_BYTES: usize = 512 * 1024;
+
+/// Frames bound for other hosts' viewers, gathered over one pass of the loop. A frame that
+/// many stand-ins of one host get (the same shared chunk of a session's output) crosses to
+/// that host once, naming them all; their host hands it to each (fan-out at the edge).
+#[derive(Default)]
+struct Outgoing {
+    /// By viewers' host: frames in order, each with the stand-ins it is for.
+    by_host: BTreeMap<String, Vec<(Chunk, Vec<ConnId>)>>,
+    /// Where each shared chunk already is: (host, chunk address) → index in its host's list.
+    shared_at: HashMap<(String, usize), usize>,
+    /// The index of the last frame each stand-in got, so that sharing keeps its order.
+    last_of: HashMap<ConnId, usize>,
 }
 
-/// A session of this host has output for stand-in `id`: pulls it while the viewer's host has
-/// credit (`websocket.send_window_bytes` in flight at most), and sends it there.
-pub fn pump(parts: &mut Parts<'_>, id: ConnId) {
-    let window = parts.ctx.config.websocket.send_window_bytes;
-    let timestamp = crate::panes::capture::now_millis();
-    loop {
-        let Some(in_flight) = parts.cluster.stand_in_for(id).map(|s| s.in_flight) else {
+impl Outgoing {
+    /// Adds `chunk` for stand-in `id`.
+    fn add(&mut self, parts: &mut Parts<'_>, id: ConnId, chunk: Chunk) {
+        let Some(stand_in) = parts.cluster.stand_in_for(id) else {
             return;
         };
-        if in_flight >= window {
-            return;
+        let origin = stand_in.origin.clone();
+        let list = self.by_host.entry(origin.clone()).or_default();
+        let last = self.last_of.get(&id).copied();
+        if let Chunk::Shared(shared) = &chunk {
+            let address = (origin.clone(), shared.as_ptr() as usize);
+            if let Some(&index) = self.shared_at.get(&address)
+                && last.is_none_or(|last| index > last)
+                && list[index].1.len() < crate::wire::cluster::MAX_BATCH_TARGETS
+            {
+                list[index].1.push(id);
+                self.last_of.insert(id, index);
+                return;
+            }
+            self.shared_at.insert(address, list.len());
         }
-        let chunks = parts.panes.pull(id, window - in_flight, timestamp);
-        if chunks.is_empty() {
-            return;
+        self.last_of.insert(id, list.len());
+        list.push((chunk, vec![id]));
+    }
+
+    /// Sends the frames, at most [`MAX_BATCH_BYTES`] per message, and counts what each
+    /// stand-in has in flight once the link took it.
+    fn send(self, parts: &mut Parts<'_>) {
+        let me = parts.cluster.me().to_string();
+        for (host, frames) in self.by_host {
+            let subject = parts.cluster.tunnel_subject("out", &host);
+            let mut start = 0;
+            while start < frames.len() {
+                let mut end = start;
+                let mut size = 0;
+                while end < frames.len()
+                    && (end == start || size + frames[end].0.as_bytes().len() <= MAX_BATCH_BYTES)
+                {
+                    size += frames[end].0.as_bytes().len();
+                    end += 1;
+                }
+                let batch = &frames[start..end];
+                let targets: Vec<Vec<(usize, u64)>> = batch
+                    .iter()
+                    .map(|(_, ids)| {
+                        ids.iter()
+                            .filter_map(|id| parts.cluster.stand_in_for(*id).map(|s| s.conn))
+                            .collect()
+                    })
+                    .collect();
+                let entries: Vec<crate::wire::cluster::BatchEntry<'_>> = batch
+                    .iter()
+                    .zip(&targets)
+                    .map(|((chunk, _), targets)| (chunk.as_bytes(), targets.as_slice()))
+                    .collect();
+                // Counted only once the link took them: a dropped batch is never acknowledged.
+                if parts
+                    .cluster
+                    .send(subject.clone(), encode_tunnel_batch(&me, &entries))
+                {
+                    for (chunk, ids) in batch {
+                        for id in ids {
+                            if let Some(stand_in) = parts.cluster.stand_in_for(*id) {
+                                stand_in.in_flight += chunk.as_bytes().len();
+                            }
+                        }
+                    }
+                }
+                start = end;
+            }
         }
-        let frames: Vec<&[u8]> = chunks.iter().map(|c| c.as_bytes()).collect();
-        send_frames(parts, id, &frames);
     }
 }
 
-/// Frames from another host for a viewer of this one: queued for it, and credited back.
+/// Sessions of this host have output for stand-ins `ids`: each pulls while its viewer's host
+/// has credit for it (`websocket.send_window_bytes` in flight at most), and what they pulled
+/// goes to their hosts together.
+pub fn pump(parts: &mut Parts<'_>, ids: &[ConnId]) {
+    let window = parts.ctx.config.websocket.send_window_bytes;
+    let timestamp = crate::panes::capture::now_millis();
+    let mut outgoing = Outgoing::default();
+    for &id in ids {
+        let Some(in_flight) = parts.cluster.stand_in_for(id).map(|s| s.in_flight) else {
+            continue;
+        };
+        let mut budget = window.saturating_sub(in_flight);
+        while budget > 0 {
+            let chunks = parts.panes.pull(id, budget, timestamp);
+            if chunks.is_empty() {
+                break;
+            }
+            let size: usize = chunks.iter().map(|c| c.as_bytes().len()).sum();
+            budget = budget.saturating_sub(size);
+            for chunk in chunks {
+                outgoing.add(parts, id, chunk);
+            }
+        }
+    }
+    outgoing.send(parts);
+}
+
+/// Frames from another host for viewers of this one: handed to each viewer they name, and
+/// credited back.
 fn on_tunnel_out(parts: &mut Parts<'_>, bytes: &[u8]) {
-    let Some(crate::wire::cluster::TunnelFrames {
-        owner,
-        conn: (key, serial),
-        frames,
-    }) = decode_tunnel_out(bytes)
+    let Some(crate::wire::cluster::TunnelBatch { owner, entries }) = decode_tunnel_batch(bytes)
     else {
-        return log::warn!("cluster: unreadable frames for a viewer; ignored");
+        return log::warn!("cluster: unreadable frames for viewers; ignored");
     };
-    let conn = ConnId { key, serial };
     // Credit goes back for every batch, delivered or not, so a sender never stalls on one.
-    let ack = TunnelAck {
-        origin: parts.cluster.me().to_string(),
-        conn: (key, serial),
-        bytes: frames.iter().map(Vec::len).sum(),
-    };
-    if crate::cluster::is_host_name(&owner) {
+    let mut credits: HashMap<(usize, u64), usize> = HashMap::new();
+    for (frame, targets) in &entries {
+        for target in targets {
+            *credits.entry(*target).or_default() += frame.len();
+        }
+    }
+    if crate::cluster::is_host_name(&owner) && !credits.is_empty() {
+        let ack = TunnelAck {
+            origin: parts.cluster.me().to_string(),
+            credits: credits.into_iter().collect(),
+        };
         let subject = parts.cluster.tunnel_subject("ack", &owner);
         parts
             .cluster
             .send(subject, serde_json::to_vec(&ack).expect("serializable"));
     }
-    // Only frames for a viewer that talked to that host, and only whole messages, reach a
-    // viewer's socket.
-    if !parts.cluster.has_tunnel(conn, &owner) {
-        return log::debug!(
-            "cluster: frames from {} for a viewer that did not ask; dropped",
-            crate::shown(&owner)
-        );
-    }
-    if !frames.iter().all(|frame| is_server_message(frame)) {
+    // Only whole messages, and only for viewers that talked to that host, reach a socket.
+    if !entries.iter().all(|(frame, _)| is_server_message(frame)) {
         return log::warn!(
-            "cluster: malformed frames from {} for a viewer; dropped",
+            "cluster: malformed frames from {} for viewers; dropped",
             crate::shown(&owner)
         );
     }
-    for frame in frames {
-        parts.ctx.ws.direct.push((conn, frame));
+    for (frame, targets) in entries {
+        let mut asked: Vec<ConnId> = targets
+            .into_iter()
+            .map(|(key, serial)| ConnId { key, serial })
+            .filter(|conn| parts.cluster.has_tunnel(*conn, &owner))
+            .collect();
+        let Some(last) = asked.pop() else {
+            log::debug!(
+                "cluster: a frame from {} for viewers that did not ask; dropped",
+                crate::shown(&owner)
+            );
+            continue;
+        };
+        for conn in asked {
+            parts.ctx.ws.direct.push((conn, frame.clone()));
+        }
+        parts.ctx.ws.direct.push((last, frame));
     }
 }
 
@@ -702,11 +786,15 @@ fn on_tunnel_ack(parts: &mut Parts<'_>, bytes: &[u8]) {
     let Ok(ack) = serde_json::from_slice::<TunnelAck>(bytes) else {
         return;
     };
-    let Some(id) = parts.cluster.existing_stand_in(&ack.origin, ack.conn) else {
-        return;
-    };
-    if let Some(stand_in) = parts.cluster.stand_in_for(id) {
-        stand_in.in_flight = stand_in.in_flight.saturating_sub(ack.bytes);
+    let mut credited = Vec::with_capacity(ack.credits.len());
+    for (conn, bytes) in ack.credits {
+        let Some(id) = parts.cluster.existing_stand_in(&ack.origin, conn) else {
+            continue;
+        };
+        if let Some(stand_in) = parts.cluster.stand_in_for(id) {
+            stand_in.in_flight = stand_in.in_flight.saturating_sub(bytes);
+            credited.push(id);
+        }
     }
-    pump(parts, id);
+    pump(parts, &credited);
 }

@@ -120,67 +120,89 @@ pub struct TunnelIn {
     pub text: Option<String>,
 }
 
-/// That bytes of frames reached the viewer's host (credit for more).
+/// Bytes of frames that reached the viewers' host, per viewer connection there (credit for
+/// more).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TunnelAck {
-    /// The viewer's host.
+    /// The viewers' host.
     pub origin: String,
-    /// The viewer's connection there.
-    pub conn: (usize, u64),
-    /// How many bytes of frames arrived.
-    pub bytes: usize,
+    /// For each viewer connection there, how many bytes of frames arrived for it.
+    pub credits: Vec<((usize, u64), usize)>,
 }
 
-/// Frames for a viewer on another host, from the host that owns the session: the owner's
-/// name, the viewer's connection, then WebSocket frames, each with a 4-byte big-endian
-/// length. Binary, so that terminal output is not escaped a second time.
-pub fn encode_tunnel_out(owner: &str, conn: (usize, u64), frames: &[&[u8]]) -> Vec<u8> {
-    let total: usize = frames.iter().map(|f| f.len() + 4).sum();
-    let mut out = Vec::with_capacity(owner.len() + 17 + total);
+/// A viewer's connection on its host: slot and serial.
+pub type ViewerConn = (usize, u64);
+
+/// A frame and the viewer connections it is for, as [`encode_tunnel_batch`] takes them.
+pub type BatchEntry<'a> = (&'a [u8], &'a [ViewerConn]);
+
+/// A frame and the viewer connections it is for, as [`decode_tunnel_batch`] gives them.
+pub type DecodedEntry = (Vec<u8>, Vec<ViewerConn>);
+
+/// Most viewer connections one frame of a [`TunnelBatch`] may name.
+pub const MAX_BATCH_TARGETS: usize = u16::MAX as usize;
+
+/// Frames for viewers on another host, from the host that owns their sessions: the owner's
+/// name, then entries, each a frame and the viewer connections it is for. A frame many
+/// viewers of that host watch crosses once, and their host hands it to each of them (fan-out
+/// at the edge). Binary, so that terminal output is not escaped a second time: the owner's
+/// name (one length byte), then per entry a 2-byte target count, each target's slot and
+/// serial (8 bytes each), and the frame with a 4-byte length, all big-endian.
+pub fn encode_tunnel_batch(owner: &str, entries: &[BatchEntry<'_>]) -> Vec<u8> {
+    let total: usize = entries
+        .iter()
+        .map(|(frame, targets)| 6 + 16 * targets.len() + frame.len())
+        .sum();
+    let mut out = Vec::with_capacity(1 + owner.len() + total);
     out.push(u8::try_from(owner.len()).unwrap_or(u8::MAX));
     out.extend_from_slice(&owner.as_bytes()[..owner.len().min(255)]);
-    out.extend_from_slice(&(conn.0 as u64).to_be_bytes());
-    out.extend_from_slice(&conn.1.to_be_bytes());
-    for frame in frames {
+    for (frame, targets) in entries {
+        let targets = &targets[..targets.len().min(MAX_BATCH_TARGETS)];
+        out.extend_from_slice(&(targets.len() as u16).to_be_bytes());
+        for (key, serial) in targets {
+            out.extend_from_slice(&(*key as u64).to_be_bytes());
+            out.extend_from_slice(&serial.to_be_bytes());
+        }
         out.extend_from_slice(&u32::try_from(frame.len()).unwrap_or(u32::MAX).to_be_bytes());
         out.extend_from_slice(frame);
     }
     out
 }
 
-/// Frames for a viewer, as [`decode_tunnel_out`] reads them.
+/// Frames for viewers, as [`decode_tunnel_batch`] reads them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TunnelFrames {
-    /// The host that owns the session.
+pub struct TunnelBatch {
+    /// The host that owns the sessions.
     pub owner: String,
-    /// The viewer's connection (slot and serial).
-    pub conn: (usize, u64),
-    /// WebSocket frames, in order.
-    pub frames: Vec<Vec<u8>>,
+    /// WebSocket frames in order, each with the viewer connections (slot, serial) it is for.
+    pub entries: Vec<DecodedEntry>,
 }
 
-/// Frames decoded from [`encode_tunnel_out`]'s bytes; `None` when they are cut short or
+/// A batch decoded from [`encode_tunnel_batch`]'s bytes; `None` when it is cut short or
 /// malformed.
-pub fn decode_tunnel_out(bytes: &[u8]) -> Option<TunnelFrames> {
+pub fn decode_tunnel_batch(bytes: &[u8]) -> Option<TunnelBatch> {
     let (&len, rest) = bytes.split_first()?;
     let owner = std::str::from_utf8(rest.get(..usize::from(len))?)
         .ok()?
         .to_string();
-    let rest = &rest[usize::from(len)..];
-    let key = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
-    let serial = u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?);
-    let mut rest = &rest[16..];
-    let mut frames = Vec::new();
+    let mut rest = &rest[usize::from(len)..];
+    let mut entries = Vec::new();
     while !rest.is_empty() {
+        let count = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+        rest = &rest[2..];
+        let mut targets = Vec::with_capacity(count);
+        for _ in 0..count {
+            let key = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+            let serial = u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?);
+            targets.push((usize::try_from(key).ok()?, serial));
+            rest = &rest[16..];
+        }
         let size = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-        frames.push(rest.get(4..4 + size)?.to_vec());
+        let frame = rest.get(4..4 + size)?.to_vec();
         rest = &rest[4 + size..];
+        entries.push((frame, targets));
     }
-    Some(TunnelFrames {
-        owner,
-        conn: (usize::try_from(key).ok()?, serial),
-        frames,
-    })
+    Some(TunnelBatch { owner, entries })
 }
 
 #[cfg(test)]
@@ -188,16 +210,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tunnel_frames_round_trip_and_refuse_cut_input() {
-        let frames: [&[u8]; 3] = [b"\x81\x02hi", b"", &[0u8; 300]];
-        let bytes = encode_tunnel_out("beta", (7, 42), &frames);
-        let decoded = decode_tunnel_out(&bytes).unwrap();
-        assert_eq!((decoded.owner.as_str(), decoded.conn), ("beta", (7, 42)));
-        assert_eq!(decoded.frames, frames.map(<[u8]>::to_vec));
+    fn tunnel_batches_round_trip_and_refuse_cut_input() {
+        let big = [0u8; 300];
+        let entries: [BatchEntry<'_>; 3] = [
+            (b"\x81\x02hi", &[(7, 42), (9, 1)]),
+            (b"", &[]),
+            (&big, &[(7, 42)]),
+        ];
+        let bytes = encode_tunnel_batch("beta", &entries);
+        let decoded = decode_tunnel_batch(&bytes).unwrap();
+        assert_eq!(decoded.owner, "beta");
+        let expected: Vec<DecodedEntry> = entries
+            .iter()
+            .map(|(frame, targets)| (frame.to_vec(), targets.to_vec()))
+            .collect();
+        assert_eq!(decoded.entries, expected);
         for cut in 0..bytes.len() {
-            let decoded = decode_tunnel_out(&bytes[..cut]);
-            // A cut at a frame boundary is a shorter, valid batch; anything else is refused.
-            assert!(decoded.is_none_or(|d| d.frames.len() < 3), "cut at {cut}");
+            let decoded = decode_tunnel_batch(&bytes[..cut]);
+            // A cut at an entry boundary is a shorter, valid batch; anything else is refused.
+            assert!(decoded.is_none_or(|d| d.entries.len() < 3), "cut at {cut}");
         }
     }
 }

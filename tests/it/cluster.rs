@@ -411,18 +411,31 @@ fn a_viewer_on_one_host_watches_and_drives_an_agent_on_another_byte_for_byte() {
     });
     assert_eq!(resized["type"], "resize_terminal_ack", "{resized}");
 
-    // A flood of beta's agent reaches alpha's viewer whole and in order.
+    // A flood of beta's agent reaches alpha's viewers whole and in order: this one, and
+    // three more that share its stream between the hosts (alpha hands each frame to each).
     let mut flooded = crate::observe::subscribe_with_screen(&mut ws, &flood);
+    let mut others: Vec<_> = (0..3)
+        .map(|_| {
+            let mut viewer = alpha.ws(&token);
+            let transcript = crate::observe::subscribe_with_screen(&mut viewer, &flood);
+            (viewer, transcript)
+        })
+        .collect();
     ws.send(json!({"type": "terminal_input", "session_id": flood, "data": "go\r"}));
-    flooded.read_until(&mut ws, &flood, "\r\nEND\r\n");
-    let body = crate::observe::between(&flooded.text, "START\r\n", "END\r\n");
     let expected = crate::observe::flood_expected(60_000);
-    assert_eq!(body.len(), expected.len());
-    assert!(
-        body == expected.as_str(),
-        "the stream differs from what the agent printed"
-    );
-    assert!(flooded.gaps.is_empty(), "{:?}", flooded.gaps);
+    flooded.read_until(&mut ws, &flood, "\r\nEND\r\n");
+    for (viewer, transcript) in others.iter_mut() {
+        transcript.read_until(viewer, &flood, "\r\nEND\r\n");
+    }
+    for transcript in std::iter::once(&flooded).chain(others.iter().map(|(_, t)| t)) {
+        let body = crate::observe::between(&transcript.text, "START\r\n", "END\r\n");
+        assert_eq!(body.len(), expected.len());
+        assert!(
+            body == expected.as_str(),
+            "the stream differs from what the agent printed"
+        );
+        assert!(transcript.gaps.is_empty(), "{:?}", transcript.gaps);
+    }
 }
 
 #[test]
@@ -678,7 +691,11 @@ fn nats_refuses_strangers_and_malformed_messages_from_a_member_crash_nothing() {
         }
         // Frames for alpha's viewer as if from beta: dropped (it never asked, and they are
         // not whole messages).
-        let forged = orchestra::wire::cluster::encode_tunnel_out("beta", (0, 1), &[b"\x81\x7fx"]);
+        let targets = [(0, 1)];
+        let forged = orchestra::wire::cluster::encode_tunnel_batch(
+            "beta",
+            &[(&b"\x81\x7fx"[..], &targets[..])],
+        );
         member
             .publish("six.tunnel.out.alpha", forged.into())
             .await
