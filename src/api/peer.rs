@@ -134,6 +134,7 @@ fn record(parts: &Parts<'_>) -> HostRecord {
             .filter(|t| !parts.cluster.queue().is_fenced(&t.ticket_id))
             .map(|t| t.ticket_id.clone())
             .collect(),
+        instance: parts.cluster.instance().to_string(),
     }
 }
 

@@ -67,6 +67,12 @@ pub struct Cluster {
     tunnels: HashMap<ConnId, BTreeSet<String>>,
     /// The cluster's ticket queue.
     queue: TicketQueue,
+    /// This daemon process's random id, written in its record.
+    instance: String,
+    /// Another daemon's id seen writing this host's record (reported once).
+    impostor: Option<String>,
+    /// When this part was made (a record of this host older than that is a previous run's).
+    born: Instant,
 }
 
 /// A viewer on another host, stood in for on this one: it subscribes and types through a
@@ -130,7 +136,15 @@ impl Cluster {
             stand_in_of: HashMap::new(),
             tunnels: HashMap::new(),
             queue: TicketQueue::default(),
+            instance: uuid::Uuid::new_v4().to_string(),
+            impostor: None,
+            born: Instant::now(),
         })
+    }
+
+    /// This daemon process's random id (in its record).
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// Whether this daemon is part of a cluster.
@@ -208,6 +222,23 @@ impl Cluster {
         age: std::time::Duration,
     ) -> bool {
         if host == self.settings.host {
+            // Another daemon writes this host's record: two daemons share one name, and
+            // each overwrites the other's agents.
+            if let Some(record) = record
+                && !record.instance.is_empty()
+                && record.instance != self.instance
+                && age < self.born.elapsed()
+                && self.impostor.as_deref() != Some(record.instance.as_str())
+            {
+                log::error!(
+                    "cluster {}: another daemon (started {}) also calls itself host {}; \
+                     give each daemon its own cluster.host",
+                    self.settings.name,
+                    record.started_at,
+                    self.settings.host
+                );
+                self.impostor = Some(record.instance);
+            }
             return false;
         }
         match record {

@@ -23,6 +23,10 @@ pub struct HostRecord {
     /// The ticket ids of the tasks it holds.
     #[serde(default)]
     pub tasks: Vec<String>,
+    /// A random id of the daemon process that wrote it: two daemons that were given the
+    /// same `cluster.host` tell each other apart by it.
+    #[serde(default)]
+    pub instance: String,
 }
 
 impl HostRecord {

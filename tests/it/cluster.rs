@@ -317,6 +317,13 @@ fn every_hosts_agents_are_listed_spawned_read_and_killed_from_any_daemon() {
     assert_eq!(status["host"], "beta");
     assert_eq!(reachable(&status, "alpha"), Some(true));
     assert_eq!(reachable(&status, "beta"), Some(true));
+
+    // A second daemon given the same host name: both say so, since each overwrites the
+    // other's record.
+    let twin = member(&nats, "one", "beta");
+    for daemon in [&beta, &twin] {
+        daemon.wait_for_log("also calls itself host beta");
+    }
 }
 
 #[test]
