@@ -33,8 +33,18 @@ use crate::wire::ws::{Action, ServerMessage};
 /// Most tasks one plan may propose.
 pub const MAX_PLAN_TASKS: usize = 20;
 
+/// What an agent's tools see of the rest of its cluster (nothing on a single host).
+#[derive(Debug, Default)]
+pub struct Elsewhere {
+    /// The other hosts' agents, as `GET /api/agents` lists them.
+    pub agents: Vec<Value>,
+    /// The tickets of the cluster's queue this host has no live copy of, as
+    /// `GET /api/tasks/{id}` shows them.
+    pub tickets: Vec<Value>,
+}
+
 /// Handles one call and answers it (now, or once its tasks are stored).
-pub fn handle(parts: &mut Parts<'_>, other_hosts: &[Value], pending: PendingCall) {
+pub fn handle(parts: &mut Parts<'_>, elsewhere: &Elsewhere, pending: PendingCall) {
     let PendingCall {
         session_id,
         call,
@@ -43,8 +53,8 @@ pub fn handle(parts: &mut Parts<'_>, other_hosts: &[Value], pending: PendingCall
     log::info!("{session_id}: calls {}", call.call);
     let arguments = call.arguments;
     let answer = match call.call.as_str() {
-        "list_agents" => Ok(list_agents(parts, other_hosts)),
-        "get_task" => get_task(parts, &arguments),
+        "list_agents" => Ok(list_agents(parts, &elsewhere.agents)),
+        "get_task" => get_task(parts, &elsewhere.tickets, &arguments),
         "send_message" => send_message(parts, &session_id, &arguments),
         "delegate_task" => {
             // Under `approve`, the task is proposed: a plan of one, shown to people whole.
@@ -114,16 +124,29 @@ fn list_agents(parts: &Parts<'_>, other_hosts: &[Value]) -> Value {
     })
 }
 
-fn get_task(parts: &Parts<'_>, arguments: &Value) -> Result<Value, String> {
+/// A ticket of this host (by task id or ticket id), or of the cluster's queue (by ticket id).
+fn get_task(parts: &Parts<'_>, queued: &[Value], arguments: &Value) -> Result<Value, String> {
     let id = match &arguments["task_id"] {
         Value::Number(n) => n.to_string(),
         Value::String(s) => s.clone(),
         _ => return Err("task_id is required".into()),
     };
-    let ticket = parts
-        .tasks
-        .find(&id)
-        .ok_or_else(|| format!("no task {}", crate::shown(&id)))?;
+    let Some(ticket) = parts.tasks.find(&id) else {
+        let view = queued
+            .iter()
+            .find(|view| view["ticket_id"] == id.as_str())
+            .ok_or_else(|| format!("no task {}", crate::shown(&id)))?;
+        let field = |name: &str| view.get(name).cloned().unwrap_or(Value::Null);
+        return Ok(serde_json::json!({
+            "task_id": field("task_id"),
+            "ticket_id": field("ticket_id"),
+            "agent": field("agent"),
+            "status": field("status"),
+            "task": field("task"),
+            "result": field("result"),
+            "host": field("host"),
+        }));
+    };
     Ok(result_of(TaskDetail {
         task_id: ticket.task_id,
         ticket_id: &ticket.ticket_id,

@@ -161,15 +161,20 @@ pub fn agent_events(daemon: &mut Daemon) -> bool {
         for event in pane_events {
             pane_event(&mut tasks.for_agents(), event);
         }
-        // The tools see the whole cluster: the other hosts' agents from their records.
-        let other_hosts = if calls.is_empty() {
-            Vec::new()
+        // The tools see the whole cluster: the other hosts' agents from their records, and
+        // the tickets of the cluster's queue.
+        let elsewhere = if calls.is_empty() {
+            crate::calls::Elsewhere::default()
         } else {
-            crate::api::peer::remote_agents(&daemon.for_api())
+            let parts = daemon.for_api();
+            crate::calls::Elsewhere {
+                agents: crate::api::peer::remote_agents(&parts),
+                tickets: crate::api::queue::other_views(&parts),
+            }
         };
         let mut tasks = daemon.for_tasks();
         for call in calls {
-            crate::calls::handle(&mut tasks, &other_hosts, call);
+            crate::calls::handle(&mut tasks, &elsewhere, call);
         }
         if !events.is_empty() {
             // Other hosts list this host's agents from its record: rewrite it soon.

@@ -398,9 +398,18 @@ pub fn spawn_target(
 /// The reachable host with the lowest load (live sessions per allowed session) that has
 /// `agent_type` and room; this host wins ties.
 fn least_loaded(parts: &Parts<'_>, agent_type: &str) -> Result<Option<String>, ApiError> {
-    let mine = record(parts);
-    let mut best: Option<(f64, Option<String>)> =
-        mine.can_run(agent_type).then(|| (mine.load(), None));
+    // This host's load, without building its whole record.
+    let (sessions, max) = (
+        parts.agents.live_and_spawning(),
+        parts.ctx.config.sessions.max_sessions,
+    );
+    let here = sessions < max && parts.ctx.config.agents.contains_key(agent_type);
+    let load = if max == 0 {
+        1.0
+    } else {
+        sessions as f64 / max as f64
+    };
+    let mut best: Option<(f64, Option<String>)> = here.then_some((load, None));
     for host in parts.cluster.hosts() {
         if parts.cluster.reachable(host) && host.record.can_run(agent_type) {
             let load = host.record.load();

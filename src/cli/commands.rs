@@ -114,6 +114,13 @@ pub struct DelegateArgs {
     /// Wait for the task to end, with a progress line; the exit code tells how it ended.
     #[arg(long)]
     pub wait: bool,
+    /// In a cluster: the host to run it on (default: the cluster's queue, where any host with
+    /// the agent type and room takes it).
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// In a cluster's queue: how many times to run it again if the host running it is lost.
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
 }
 
 /// Runs `orchestra agents`.
@@ -363,8 +370,19 @@ pub fn delegate(api: &Api, args: DelegateArgs) -> Result<u8, Failure> {
     if let Some(timeout) = args.timeout {
         body["timeout_ms"] = (timeout.as_millis() as u64).into();
     }
+    if let Some(host) = &args.host {
+        body["host"] = host.clone().into();
+    }
+    if let Some(retries) = args.retries {
+        body["retries"] = retries.into();
+    }
     let ticket = api.call("POST", "/api/delegate", Some(&body))?;
-    let id = ticket["task_id"].as_u64().unwrap_or_default().to_string();
+    // A ticket in a cluster's queue has no task id until a host takes it: its ticket id
+    // names it everywhere.
+    let id = match ticket["task_id"].as_u64() {
+        Some(task_id) => task_id.to_string(),
+        None => cell(&ticket["ticket_id"]),
+    };
     if !args.wait {
         if api.json {
             print_json(&ticket);

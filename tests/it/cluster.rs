@@ -311,6 +311,21 @@ fn every_hosts_agents_are_listed_spawned_read_and_killed_from_any_daemon() {
             .then_some(())
     });
 
+    // A task from the CLI goes to the cluster's queue; --wait follows it by its ticket id
+    // (it has no task id until a host takes it) to its end.
+    let work = alpha.work.display().to_string();
+    let waited = cli(&[
+        "delegate",
+        "task",
+        "SAY from the cli",
+        "--working-dir",
+        &work,
+        "--retries",
+        "1",
+        "--wait",
+    ]);
+    assert!(waited.contains("from the cli"), "{waited}");
+
     // The cluster's status from either side.
     let status = hosts(&beta, &token);
     assert_eq!(status["cluster"], "one");
@@ -795,7 +810,11 @@ fn marked_task(runs: &std::path::Path, mark: &str, go: &std::path::Path) -> Stri
 fn queued_tickets_run_once_each_on_hosts_with_room_and_every_host_answers_for_them() {
     let nats = Nats::start();
     let one_at_a_time = "\n[tasks]\nmax_running = 1\n";
-    let alpha = member_with(&nats, "five", "alpha", one_at_a_time);
+    let hooked = format!(
+        "{one_at_a_time}[agents.hooked]\ncommand = [\"{}\"]\nhooks = \"claude\"\n",
+        crate::common::agent_script("echo.sh")
+    );
+    let alpha = member_with(&nats, "five", "alpha", &hooked);
     let beta = member_with(&nats, "five", "beta", one_at_a_time);
     let token = alpha.token("control");
     wait_until("alpha sees beta", || {
@@ -849,6 +868,18 @@ fn queued_tickets_run_once_each_on_hosts_with_room_and_every_host_answers_for_th
     // Each ticket ran exactly once.
     ran.sort();
     assert_eq!(sorted_lines(&runs), ran);
+    // An agent's get_task tool sees a ticket another host ran.
+    let on_beta = tickets
+        .iter()
+        .find(|t| alpha.task(&token, t)["host"] == "beta")
+        .expect("a ticket ran on beta");
+    let primary = id_of(&alpha.spawn(&token, "hooked"));
+    let env = crate::hooks::hook_env(&alpha, &token, &primary);
+    let answer = crate::hooks::call(&env, "get_task", json!({"task_id": on_beta}));
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["result"]["status"], "completed", "{answer}");
+    assert_eq!(answer["result"]["host"], "beta", "{answer}");
+
     // Every host lists the cluster's tickets, each with its host.
     let listed = beta.get("/api/tasks?limit=500", &token).json();
     for ticket in &tickets {
