@@ -373,10 +373,10 @@ fn answer(parts: &mut Parts<'_>, conn: ConnId, principal: &Principal, message: C
             rows,
             cols,
         } => resize(parts, conn, principal, session_id, rows, cols),
-        ClientMessage::ApprovePlan { task_ids } => {
+        ClientMessage::ApprovePlan { task_ids, .. } => {
             decide_plan(parts, conn, principal, &task_ids, true)
         }
-        ClientMessage::RejectPlan { task_ids } => {
+        ClientMessage::RejectPlan { task_ids, .. } => {
             decide_plan(parts, conn, principal, &task_ids, false)
         }
     }

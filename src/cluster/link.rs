@@ -54,7 +54,7 @@ pub enum LinkEvent {
     /// ([`crate::wire::cluster::TunnelIn`], encoded).
     TunnelIn(Vec<u8>),
     /// Frames from another host for a viewer of this one
-    /// ([`crate::wire::cluster::encode_tunnel_out`]).
+    /// ([`crate::wire::cluster::encode_tunnel_batch`]).
     TunnelOut(Vec<u8>),
     /// Credit from another host's viewer ([`crate::wire::cluster::TunnelAck`], encoded).
     TunnelAck(Vec<u8>),

@@ -932,9 +932,9 @@ function actionButtons(entry, action) {
   }
   if (action.type === 'approve_plan') {
     const parts = (action.tasks || []).map((task) => approvalBox(approvalTaskText(task)));
-    const approve = make(action.button_text || 'Approve', () => send({ type: 'approve_plan', task_ids: action.task_ids }));
+    const approve = make(action.button_text || 'Approve', () => send({ type: 'approve_plan', task_ids: action.task_ids, session_id: entry.session_id || state.conversation }));
     approve.className = 'approve';
-    const reject = make('Reject', () => send({ type: 'reject_plan', task_ids: action.task_ids }));
+    const reject = make('Reject', () => send({ type: 'reject_plan', task_ids: action.task_ids, session_id: entry.session_id || state.conversation }));
     reject.className = 'reject';
     return [...parts, approve, reject];
   }

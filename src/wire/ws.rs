@@ -69,11 +69,18 @@ pub enum ClientMessage {
     ApprovePlan {
         /// The plan's tasks, from the action.
         task_ids: Vec<u64>,
+        /// The session whose `claude_response` proposed it: in a cluster, the decision goes
+        /// to that session's host (task ids are numbered per host).
+        #[serde(default)]
+        session_id: Option<String>,
     },
     /// Rejects the proposed tasks of a plan (needs `control`): they end `cancelled`.
     RejectPlan {
         /// The plan's tasks.
         task_ids: Vec<u64>,
+        /// The session that proposed it (see `approve_plan`).
+        #[serde(default)]
+        session_id: Option<String>,
     },
     /// Resizes a session's pane (needs `control`): the program in it sees the new size.
     ResizeTerminal {
@@ -117,9 +124,9 @@ impl ClientMessage {
             | ClientMessage::TerminalInput { session_id, .. }
             | ClientMessage::ApproveTool { session_id, .. }
             | ClientMessage::ResizeTerminal { session_id, .. } => Some(session_id),
-            ClientMessage::ApprovePlan { .. }
-            | ClientMessage::RejectPlan { .. }
-            | ClientMessage::Ping { .. } => None,
+            ClientMessage::ApprovePlan { session_id, .. }
+            | ClientMessage::RejectPlan { session_id, .. } => session_id.as_deref(),
+            ClientMessage::Ping { .. } => None,
         }
     }
 }

@@ -468,7 +468,7 @@ fn a_task_delegated_through_one_host_runs_on_another_and_is_followed_from_both()
         crate::common::agent_script("echo.sh")
     );
     let alpha = member_with(&nats, "four", "alpha", &hooked);
-    let beta = member(&nats, "four", "beta");
+    let beta = member_with(&nats, "four", "beta", &hooked);
     let token = alpha.token("control");
     wait_until("alpha sees beta", || {
         (reachable(&hosts(&alpha, &token), "beta") == Some(true)).then_some(())
@@ -528,6 +528,44 @@ fn a_task_delegated_through_one_host_runs_on_another_and_is_followed_from_both()
         Some("beta"),
         "{answer}"
     );
+
+    // A plan an agent of beta proposes is approved by a viewer on alpha: with the proposing
+    // session named, the decision goes to beta, whose task ids they are.
+    let planner = id_of(&beta.spawn(&token, "hooked"));
+    wait_until("alpha lists beta's planner", || {
+        host_of(&listed(&alpha, &token, ""), &planner).map(|_| ())
+    });
+    let env = crate::hooks::hook_env(&beta, &token, &planner);
+    let mut viewer = alpha.ws(&token);
+    let work = beta.work.display().to_string();
+    let answer = crate::hooks::call(
+        &env,
+        "propose_plan",
+        json!({"summary": "One across", "tasks": [
+            {"agent_type": "task", "task": "WRITE planned.txt yes", "working_dir": work},
+        ]}),
+    );
+    assert_eq!(answer["ok"], true, "{answer}");
+    let planned = answer["result"]["tasks"][0]["ticket_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let plan = viewer.recv_until("the plan, on alpha", |m| {
+        m["type"] == "claude_response" && m["actions"][0]["type"] == "approve_plan"
+    });
+    assert_eq!(plan["session_id"], planner.as_str(), "{plan}");
+    let task_ids = plan["actions"][0]["task_ids"].clone();
+    viewer.send(json!({"type": "approve_plan", "task_ids": task_ids, "session_id": planner}));
+    let done = beta.wait_task_status(&token, &planned, "completed");
+    assert_eq!(
+        done["result"]["files_modified"],
+        json!(["planned.txt"]),
+        "{done}"
+    );
+    // Alpha answers for it once beta's record lists it.
+    wait_until("alpha answers for the planned ticket", || {
+        task_on(&alpha, &token, &planned).filter(|t| t["status"] == "completed")
+    });
 }
 
 #[test]
