@@ -715,6 +715,10 @@ pub struct PaneConfig {
     pub max_cols: u16,
     /// Tallest pane a `resize_terminal` may ask for, in rows.
     pub max_rows: u16,
+    /// Longest a viewer more than half a backlog behind may hold a pane's reading back, per
+    /// stall, so that it loses nothing; then it is no longer waited for (`0s`: never wait).
+    #[serde(with = "duration_text")]
+    pub max_stall: Duration,
 }
 
 impl Default for PaneConfig {
@@ -727,6 +731,7 @@ impl Default for PaneConfig {
             screen_check_after: Duration::from_millis(300),
             max_cols: 1000,
             max_rows: 500,
+            max_stall: Duration::from_millis(200),
         }
     }
 }

@@ -148,6 +148,8 @@ pub enum Timer {
     SubmitEnter(String, u64),
     /// Check every live pane's output pipe against tmux's own activity.
     CaptureHealth,
+    /// A pane's reading has waited `panes.max_stall` for a viewer (session, stall serial).
+    StallEnd(String, u64),
     /// Re-seed a lost emulator once its pane is quiet.
     ReseedCheck(String),
     /// Leave a screen checkpoint with a `pty` session's holder.

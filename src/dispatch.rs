@@ -84,6 +84,7 @@ pub fn timer(daemon: &mut Daemon, timer: Timer) {
         Timer::IdleCheck(session) => daemon.for_agents().on_idle_check(&session),
         Timer::SubmitEnter(session, serial) => panes.press_enter(ctx, &session, serial),
         Timer::CaptureHealth => panes.check_capture_health(ctx),
+        Timer::StallEnd(session, serial) => panes.on_stall_end(&session, serial),
         Timer::ReseedCheck(session) => panes.on_reseed_check(ctx, &session),
         Timer::PersistPasteMode(session) => panes.on_persist_paste_mode(ctx, &session),
         Timer::Checkpoint(session) => panes.on_checkpoint_due(&session),

@@ -112,6 +112,8 @@ pub struct Metrics {
     pub ws_out: BTreeMap<&'static str, u64>,
     /// Viewers closed for being too slow (4001).
     pub slow_viewer_closes: u64,
+    /// Times a pane's reading waited for a viewer half a backlog behind (`panes.max_stall`).
+    pub output_stalls: u64,
     /// Screen checkpoints handed to pty holders.
     pub pty_checkpoints: u64,
     /// Connections that never sent a request, closed to make room for a new one when
@@ -283,7 +285,7 @@ fn render_gauges(out: &mut String, gauges: &Gauges) {
 /// The output path's counters: bytes read and delivered, resyncs, gaps, slow viewers,
 /// pty checkpoints and evicted silent connections.
 fn render_output_counters(out: &mut String, output: &OutputCounts, metrics: &Metrics) {
-    let counters: [(&str, &str, u64); 8] = [
+    let counters: [(&str, &str, u64); 9] = [
         (
             "orchestra_output_read_bytes_total",
             "Bytes of terminal output read from panes.",
@@ -308,6 +310,11 @@ fn render_output_counters(out: &mut String, output: &OutputCounts, metrics: &Met
             "orchestra_slow_viewer_closes_total",
             "Viewers closed with 4001 for being too slow.",
             metrics.slow_viewer_closes,
+        ),
+        (
+            "orchestra_output_stalls_total",
+            "Times a pane's reading waited for a viewer half a backlog behind (at most panes.max_stall each).",
+            metrics.output_stalls,
         ),
         (
             "orchestra_pty_checkpoints_total",

@@ -543,7 +543,9 @@ fn wait_task(api: &Api, task: &str) -> Result<u8, Failure> {
     let mut socket = websocket(api, None)?;
     // The socket is open first, so no update can slip between this read and the stream.
     let mut ticket = api.get(&format!("/api/tasks/{}", segment(task)))?;
-    let task_id = ticket["task_id"].as_u64();
+    // Updates are matched by ticket id: a ticket of a cluster's queue has no task id until a
+    // host takes it, and task ids are numbered per host.
+    let ticket_id = ticket["ticket_id"].clone();
     let started = Instant::now();
     let progress = std::io::stderr().is_terminal() && !api.json;
     loop {
@@ -565,13 +567,13 @@ fn wait_task(api: &Api, task: &str) -> Result<u8, Failure> {
                 .map_or(started.elapsed().as_secs_f64(), |ms| ms as f64 / 1000.0);
             eprint!(
                 "\r\x1b[2Ktask {} {} {elapsed:.1}s",
-                task_id.unwrap_or_default(),
+                cell(&ticket["task_id"]),
                 status(&state, colours())
             );
             let _ = std::io::stderr().flush();
         }
         let message = next_message(&mut socket)?;
-        if message["type"] == "task_update" && message["task_id"].as_u64() == task_id {
+        if message["type"] == "task_update" && message["ticket_id"] == ticket_id {
             // The update carries the status and result; the full ticket has the rest.
             if outcome(message["status"].as_str().unwrap_or_default()).is_some() {
                 ticket = api.get(&format!("/api/tasks/{}", segment(task)))?;

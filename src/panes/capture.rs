@@ -169,7 +169,7 @@ impl Panes {
 
     /// Reads what a pane pipe has (up to a budget; the rest on the next turn).
     pub fn read_output(&mut self, ctx: &mut Ctx, key: usize) {
-        self.read_output_up_to(ctx, key, READ_BUDGET);
+        self.read_output_up_to(ctx, key, READ_BUDGET, true);
     }
 
     /// Reads everything session `session_id`'s pane has written so far, however much (an
@@ -177,16 +177,21 @@ impl Panes {
     /// still captured afterwards (its terminal has not reached its end).
     pub fn drain(&mut self, ctx: &mut Ctx, session_id: &str) -> bool {
         if let Some(key) = self.get(session_id).and_then(|p| p.pipe) {
-            self.read_output_up_to(ctx, key, usize::MAX);
+            self.read_output_up_to(ctx, key, usize::MAX, false);
         }
         self.get(session_id).is_some_and(|p| p.pipe.is_some())
     }
 
-    fn read_output_up_to(&mut self, ctx: &mut Ctx, key: usize, budget: usize) {
+    /// Reads up to `budget` bytes of a pane pipe. With `flow_control`, reading stops (and
+    /// waits) while a viewer is more than half a backlog behind ([`Panes::stall`]).
+    fn read_output_up_to(&mut self, ctx: &mut Ctx, key: usize, budget: usize, flow_control: bool) {
         let Some(Source::PanePipe { session_id, .. }) = ctx.sources.get(key) else {
             return;
         };
         let session_id = session_id.clone();
+        if flow_control && self.stalled.contains_key(&session_id) {
+            return;
+        }
         let mut total = 0;
         let mut closed = false;
         let timestamp = now_millis();
@@ -213,6 +218,10 @@ impl Panes {
                 more = true;
                 break;
             }
+            if flow_control && self.hub.holds_back(&session_id) {
+                self.stall(ctx, &session_id, key);
+                break;
+            }
         }
         if total > 0 {
             self.on_output(ctx, &session_id, total);
@@ -222,6 +231,59 @@ impl Panes {
             self.revisit.push(key);
         } else if closed {
             self.pipe_closed(ctx, key);
+        }
+    }
+
+    /// Stops reading `session_id`'s pane (pipe slot `key`) until its viewers catch up, or for
+    /// `panes.max_stall` at most. The agent's output waits in the pipe meanwhile (a pty's
+    /// agent is paused by its kernel, as a slow terminal pauses it; tmux buffers it).
+    fn stall(&mut self, ctx: &mut Ctx, session_id: &str, key: usize) {
+        self.next_stall += 1;
+        let serial = self.next_stall;
+        self.stalled.insert(session_id.to_string(), (key, serial));
+        ctx.metrics.output_stalls += 1;
+        log::debug!("{session_id}: a viewer is half a backlog behind; reading waits for it");
+        ctx.timers.schedule_in(
+            ctx.config.panes.max_stall,
+            crate::ctx::Timer::StallEnd(session_id.to_string(), serial),
+        );
+    }
+
+    /// A stall's time is up: viewers still behind are no longer waited for, and reading goes
+    /// on.
+    pub fn on_stall_end(&mut self, session_id: &str, serial: u64) {
+        if self
+            .stalled
+            .get(session_id)
+            .is_none_or(|(_, s)| *s != serial)
+        {
+            return;
+        }
+        let (key, _) = self.stalled.remove(session_id).expect("just seen");
+        let cut = self.hub.cut_loose(session_id);
+        log::info!(
+            "{session_id}: {cut} viewer(s) stayed behind for panes.max_stall; output goes on \
+             without waiting for them"
+        );
+        self.revisit.push(key);
+    }
+
+    /// Reads again the panes whose viewers caught up.
+    pub(super) fn resume_caught_up(&mut self) {
+        if self.stalled.is_empty() {
+            return;
+        }
+        let hub = &self.hub;
+        let caught_up: Vec<String> = self
+            .stalled
+            .keys()
+            .filter(|session| !hub.holds_back(session))
+            .cloned()
+            .collect();
+        for session in caught_up {
+            if let Some((key, _)) = self.stalled.remove(&session) {
+                self.revisit.push(key);
+            }
         }
     }
 

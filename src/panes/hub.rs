@@ -37,6 +37,10 @@ pub struct HubLimits {
     pub max_resyncs: usize,
     /// See `max_resyncs`.
     pub resync_window: Duration,
+    /// A live viewer further than this behind a pane's output holds the reading of that
+    /// pane back (for at most `panes.max_stall`), so that it does not fall out of the
+    /// backlog: half the backlog. `u64::MAX`: never (`panes.max_stall = "0s"`).
+    pub stall_lag: u64,
 }
 
 /// Most raw bytes put in one catch-up frame: large enough to catch up fast, small enough
@@ -59,6 +63,11 @@ impl HubLimits {
             max_subscriptions: config.websocket.max_subscriptions,
             max_resyncs: config.websocket.max_resyncs_per_minute,
             resync_window: Duration::from_secs(60),
+            stall_lag: if config.panes.max_stall.is_zero() {
+                u64::MAX
+            } else {
+                config.panes.backlog_bytes as u64 / 2
+            },
         }
     }
 }
@@ -137,6 +146,9 @@ enum SubState {
 struct Subscription {
     cursor: u64,
     state: SubState,
+    /// It held its pane's reading back for `panes.max_stall` and is no longer waited for,
+    /// until it catches up (or is resynced).
+    loose: bool,
 }
 
 #[derive(Debug, Default)]
@@ -395,6 +407,7 @@ impl Hub {
                 Subscription {
                     cursor: since,
                     state: SubState::Live,
+                    loose: false,
                 },
             );
             SubscribeStart::Resumed
@@ -416,6 +429,7 @@ impl Hub {
                 Subscription {
                     cursor: stream.emitted,
                     state: SubState::AwaitingSnapshot { request, gap },
+                    loose: false,
                 },
             );
             self.requests.insert(request, (conn, session.to_string()));
@@ -574,6 +588,7 @@ impl Hub {
             .push_back(Chunk::Owned(text_frame(&message.to_json())));
         sub.cursor = offset;
         sub.state = SubState::Live;
+        sub.loose = false;
         self.mark_dirty(conn);
         true
     }
@@ -659,6 +674,9 @@ impl Hub {
                         self.counts.frames_out += 1;
                         out.push(chunk);
                         sub.cursor = next;
+                        if sub.loose && stream.emitted - next <= self.limits.stall_lag / 2 {
+                            sub.loose = false;
+                        }
                     }
                     None => {
                         lost.push(session.clone());
@@ -673,6 +691,49 @@ impl Hub {
             }
         }
         (out, resyncs)
+    }
+}
+
+impl Hub {
+    /// Whether a live viewer of `session` that is still waited for is more than
+    /// [`HubLimits::stall_lag`] behind its output: reading the pane should wait for it.
+    pub fn holds_back(&self, session: &str) -> bool {
+        let Some(stream) = self.streams.get(session) else {
+            return false;
+        };
+        stream.subscribers.iter().any(|conn| {
+            self.viewers
+                .get(conn)
+                .and_then(|viewer| viewer.subs.get(session))
+                .is_some_and(|sub| {
+                    sub.state == SubState::Live
+                        && !sub.loose
+                        && stream.emitted.saturating_sub(sub.cursor) > self.limits.stall_lag
+                })
+        })
+    }
+
+    /// Stops waiting for the viewers of `session` that are more than
+    /// [`HubLimits::stall_lag`] behind (a stall ran out): they fall out of the backlog, with a
+    /// gap, if they stay behind. Returns how many.
+    pub fn cut_loose(&mut self, session: &str) -> usize {
+        let Some(stream) = self.streams.get(session) else {
+            return 0;
+        };
+        let mut count = 0;
+        for conn in &stream.subscribers {
+            if let Some(sub) = self
+                .viewers
+                .get_mut(conn)
+                .and_then(|viewer| viewer.subs.get_mut(session))
+                && sub.state == SubState::Live
+                && stream.emitted.saturating_sub(sub.cursor) > self.limits.stall_lag
+            {
+                sub.loose = true;
+                count += 1;
+            }
+        }
+        count
     }
 }
 

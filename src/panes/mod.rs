@@ -44,6 +44,11 @@ pub struct Panes {
     early_captures: HashMap<String, OwnedFd>,
     /// Pane pipes that still had data when their read budget ran out (read again soon).
     revisit: Vec<usize>,
+    /// Panes whose reading waits for a viewer that fell behind: session → (pipe slot, stall
+    /// serial). Read again once it catches up, or after `panes.max_stall`.
+    stalled: HashMap<String, (usize, u64)>,
+    /// Stall serials (a stall's deadline ends only that stall).
+    next_stall: u64,
     /// The buffer pane output is read into (one for all panes: reads never overlap).
     read_buffer: Vec<u8>,
     /// Output read this loop turn, for the emulator once viewers have theirs.
@@ -71,6 +76,8 @@ impl Panes {
             attach_tokens: HashMap::new(),
             early_captures: HashMap::new(),
             revisit: Vec::new(),
+            stalled: HashMap::new(),
+            next_stall: 0,
             read_buffer: vec![0; capture::READ_CHUNK],
             for_emulator: Vec::new(),
             holders_to_flush: Vec::new(),
@@ -253,11 +260,12 @@ impl Panes {
 
     /// Whether pane pipes wait to be read again right after this poll.
     pub fn must_revisit(&self) -> bool {
-        !self.revisit.is_empty()
+        !self.revisit.is_empty() || self.stalled.keys().any(|s| !self.hub.holds_back(s))
     }
 
     /// Pane pipes that still had data when their read budget ran out.
     pub fn take_revisit(&mut self) -> Vec<usize> {
+        self.resume_caught_up();
         std::mem::take(&mut self.revisit)
     }
 

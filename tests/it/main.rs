@@ -23,6 +23,7 @@ mod cluster;
 mod contract;
 mod crowd;
 mod faults;
+mod flow;
 mod git_hostile;
 mod hooks;
 mod hostile;

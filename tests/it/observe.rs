@@ -253,7 +253,7 @@ fn a_slow_viewer_does_not_slow_a_fast_one_and_memory_stays_bounded() {
 /// A WebSocket whose TCP receive buffer was made small before connecting, so a client that
 /// stops reading cannot have the kernel absorb megabytes on its behalf (loopback autotuning
 /// would allow tens of MB).
-fn ws_with_small_receive_buffer(daemon: &DaemonProcess, token: &str) -> Ws {
+pub(crate) fn ws_with_small_receive_buffer(daemon: &DaemonProcess, token: &str) -> Ws {
     use std::os::fd::FromRawFd;
     #[allow(unsafe_code)]
     // SAFETY: plain socket calls on a descriptor this function creates and then hands to
