@@ -90,7 +90,10 @@ pub fn on_link_event(parts: &mut Parts<'_>, event: LinkEvent) {
         LinkEvent::TunnelIn(bytes) => on_tunnel_in(parts, &bytes),
         LinkEvent::TunnelOut(bytes) => on_tunnel_out(parts, &bytes),
         LinkEvent::TunnelAck(bytes) => on_tunnel_ack(parts, &bytes),
-        LinkEvent::Connected | LinkEvent::Disconnected | LinkEvent::Lost(_) => {}
+        LinkEvent::Connected
+        | LinkEvent::Disconnected
+        | LinkEvent::Lost(_)
+        | LinkEvent::Watching => {}
     }
 }
 

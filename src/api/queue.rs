@@ -79,16 +79,10 @@ fn queued_ticket(
         }));
     }
     if here.is_some_and(|t| t.headless.is_none()) && !elsewhere {
-        let able = config
-            .agents
-            .iter()
-            .filter(|(_, t)| t.headless.is_some())
-            .map(|(name, _)| name.clone())
-            .collect();
-        return Err(ApiError::from_task(TaskError::NotDelegable {
-            name: body.agent_type,
-            able,
-        }));
+        return Err(ApiError::from_task(lifecycle::not_delegable(
+            config,
+            &body.agent_type,
+        )));
     }
     if parts.ctx.shutting_down {
         return Err(ApiError::from_task(TaskError::ShuttingDown));

@@ -31,6 +31,9 @@ pub enum LinkEvent {
     Disconnected,
     /// Something the link tried failed; why (it is tried again).
     Lost(String),
+    /// The hosts bucket is watched (again): JetStream answers, and every host's record
+    /// arrives from now on.
+    Watching,
     /// A host's record changed (`None`: it was removed).
     Host {
         /// The host's name.
@@ -476,6 +479,7 @@ async fn run(
             Some(()) = reconnected.recv() => {
                 while reconnected.try_recv().is_ok() {}
                 watch = watch_bucket(&store, "hosts", &on_event).await;
+                on_event(LinkEvent::Watching);
                 ticket_watch = watch_bucket(&tickets, "tickets", &on_event).await;
             }
             entry = ticket_watch.next() => match entry {
@@ -524,10 +528,12 @@ async fn run(
                     // current records come first, so nothing is missed).
                     on_event(LinkEvent::Lost(format!("the hosts bucket's watch failed: {e}")));
                     watch = watch_bucket(&store, "hosts", &on_event).await;
+                    on_event(LinkEvent::Watching);
                 }
                 None => {
                     on_event(LinkEvent::Lost("the hosts bucket's watch ended".into()));
                     watch = watch_bucket(&store, "hosts", &on_event).await;
+                    on_event(LinkEvent::Watching);
                 }
             },
             event = events.next() => match event {

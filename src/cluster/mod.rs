@@ -201,6 +201,12 @@ impl Cluster {
                 self.queue.set_connected(false);
                 false
             }
+            LinkEvent::Watching => {
+                // What this host heard of the others before is stale: it takes nothing over
+                // until they have had `unreachable_after` to write their records again.
+                self.queue.resettle();
+                false
+            }
             LinkEvent::Lost(why) => {
                 if self.last_problem.as_deref() != Some(why) {
                     log::warn!("cluster {}: {why}", self.settings.name);

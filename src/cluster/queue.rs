@@ -218,6 +218,14 @@ impl TicketQueue {
         self.last_tick = Some(now);
     }
 
+    /// Starts settling again from now (the hosts bucket is watched again after an outage:
+    /// the other hosts may not have been able to write their records yet).
+    pub fn resettle(&mut self) {
+        if self.connected_since.is_some() {
+            self.connected_since = Some(Instant::now());
+        }
+    }
+
     /// Whether the link has been connected for at least `settle`.
     pub fn settled(&self, settle: std::time::Duration) -> bool {
         self.connected_since.is_some_and(|t| t.elapsed() >= settle)

@@ -148,6 +148,8 @@ impl Panes {
                 if let Some(pane) = self.by_session.get_mut(session_id) {
                     pane.capture = CaptureState::Attached;
                     pane.pipe = Some(key);
+                    // A new pipe starts unstalled (a stall named the old one's slot).
+                    self.stalled.remove(session_id);
                     pane.input = Some(InputQueue::new(ctx.config.panes.max_input_bytes));
                 }
                 log::debug!("{session_id}: output capture attached");
@@ -350,6 +352,7 @@ impl Panes {
         let Some(Source::PanePipe { session_id, .. }) = ctx.remove_source(key) else {
             return;
         };
+        self.stalled.remove(&session_id);
         let input = self
             .by_session
             .get_mut(&session_id)
@@ -791,7 +794,10 @@ impl Panes {
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
             let missing = pane.capture == CaptureState::Detached;
-            let silent = pane.capture == CaptureState::Attached && listed.activity > ours + 2;
+            // A pane whose reading waits for a viewer (flow control) is silent on purpose.
+            let silent = pane.capture == CaptureState::Attached
+                && listed.activity > ours + 2
+                && !self.stalled.contains_key(session_id.as_str());
             if missing || silent {
                 stalled.push((session_id.clone(), missing));
             }

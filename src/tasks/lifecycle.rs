@@ -126,16 +126,7 @@ fn check(parts: &Parts<'_>, params: &DelegateParams) -> Result<String, TaskError
         });
     };
     if agent_type.headless.is_none() {
-        let able = config
-            .agents
-            .iter()
-            .filter(|(_, t)| t.headless.is_some())
-            .map(|(name, _)| name.clone())
-            .collect();
-        return Err(TaskError::NotDelegable {
-            name: params.agent_type.clone(),
-            able,
-        });
+        return Err(not_delegable(config, &params.agent_type));
     }
     check_request(config, params)?;
     if parts.ctx.shutting_down {
@@ -164,6 +155,21 @@ fn check(parts: &Parts<'_>, params: &DelegateParams) -> Result<String, TaskError
         .or(config.sessions.allowed_roots.first())
         .map(|d| d.display().to_string())
         .ok_or_else(|| TaskError::Invalid("no working_dir given and no default workspace".into()))
+}
+
+/// The error for delegating to `agent_type`, which has no headless command, naming the
+/// types that have one.
+pub fn not_delegable(config: &crate::config::Config, agent_type: &str) -> TaskError {
+    let able = config
+        .agents
+        .iter()
+        .filter(|(_, t)| t.headless.is_some())
+        .map(|(name, _)| name.clone())
+        .collect();
+    TaskError::NotDelegable {
+        name: agent_type.to_string(),
+        able,
+    }
 }
 
 /// The checks of a delegation that need neither the agent type nor the file system: the

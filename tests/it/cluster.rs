@@ -872,7 +872,11 @@ fn queued_tickets_run_once_each_on_hosts_with_room_and_every_host_answers_for_th
         .collect();
     // Each host has room for one task: one ticket runs on each, the third waits for room.
     let views = wait_until("a ticket running on each host", || {
-        let views: Vec<Value> = tickets.iter().map(|t| beta.task(&token, t)).collect();
+        // Beta knows a ticket once its watch of the queue delivered it.
+        let views: Vec<Value> = tickets
+            .iter()
+            .map(|t| task_on(&beta, &token, t))
+            .collect::<Option<_>>()?;
         let mut running: Vec<&str> = views
             .iter()
             .filter(|v| v["status"] == "running")
@@ -889,7 +893,10 @@ fn queued_tickets_run_once_each_on_hosts_with_room_and_every_host_answers_for_th
     let resp = beta.delete(&format!("/api/tasks/{waiting}"), &token);
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.json()["status"], "cancelled");
-    assert_eq!(alpha.task(&token, &waiting)["status"], "cancelled");
+    // Alpha sees it once its watch of the queue delivered beta's write.
+    wait_until("alpha sees the cancel", || {
+        task_on(&alpha, &token, &waiting).filter(|t| t["status"] == "cancelled")
+    });
     alpha
         .delete(&format!("/api/tasks/{waiting}"), &token)
         .assert_error(409, "TASK_FINISHED");

@@ -50,7 +50,12 @@ fn a_viewer_that_pauses_mid_flood_gets_every_byte() {
     });
     transcript.read_until(&mut ws, &session, "\r\nEND\r\n");
     assert!(transcript.gaps.is_empty(), "{:?}", transcript.gaps);
-    let body = between(&transcript.text, "START\r\n", "END\r\n");
+    assert_whole_flood(&transcript.text);
+}
+
+/// Asserts that `text` holds the whole flood between its markers, byte for byte.
+fn assert_whole_flood(text: &str) {
+    let body = between(text, "START\r\n", "END\r\n");
     let expected = flood_expected(LINES);
     assert_eq!(body.len(), expected.len());
     assert!(
@@ -65,22 +70,25 @@ fn a_stopped_viewer_holds_the_agent_back_only_briefly_and_then_gets_a_gap() {
         "[panes]\nbacklog_bytes = 262144\nlive_frame_bytes = 131072\nmax_stall = \"200ms\"",
     );
     let token = daemon.control();
-    let session = flood_agent(&daemon, &token);
+    // The task agent, run interactively: it reads its lines until Ctrl-D, floods about
+    // 13 MB, marks the end in a file and then waits (so its session stays).
+    let session = id_of(&daemon.spawn(&token, "task"));
     let mut stopped = ws_with_small_receive_buffer(&daemon, &token);
     assert_eq!(stopped.subscribe(&session)["type"], "subscribed");
-    // Another viewer reads all along: it gets every byte, and sees the flood end although
-    // the first one reads nothing.
-    let mut reader = daemon.ws(&token);
-    let mut transcript = subscribe_with_screen(&mut reader, &session);
-    reader.send(json!({"type": "terminal_input", "session_id": session, "data": "go\r"}));
-    transcript.read_until(&mut reader, &session, "\r\nEND\r\n");
-    let body = between(&transcript.text, "START\r\n", "END\r\n");
-    let expected = flood_expected(LINES);
-    assert_eq!(body.len(), expected.len());
-    assert!(
-        body == expected.as_str(),
-        "the stream differs from what the agent printed"
+    let done = daemon.work.join("flood-done");
+    let never = daemon.work.join("never");
+    let script = format!(
+        "FLOOD {LINES}\rTOUCH {}\rWAITFOR {}\r\u{4}",
+        done.display(),
+        never.display()
     );
+    let mut typist = daemon.ws(&token);
+    typist.send(json!({"type": "terminal_input", "session_id": session, "data": script}));
+    // The viewer reads nothing, yet the agent gets to the end of its flood: it was held
+    // back only while the viewer was waited for.
+    wait_until("the agent finished its flood", || {
+        done.exists().then_some(())
+    });
     assert!(
         stalls(&daemon, &token) > 0,
         "the stopped viewer never held the pane back"
