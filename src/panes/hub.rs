@@ -8,8 +8,10 @@
 //! is behind the shared frames but within the backlog gets frames encoded from the raw
 //! backlog; one that fell out of the backlog (or asked to resume from an offset it no longer
 //! holds) gets a gap notice and a fresh screen from the emulator, then continues from the
-//! screen's offset. The reader never waits for a viewer, and memory per pane and per viewer
-//! stays bounded whatever viewers do.
+//! screen's offset. A live viewer more than [`HubLimits::stall_lag`] behind holds the pane's
+//! reading back ([`Hub::holds_back`]) for at most `panes.max_stall` per stall, so that a
+//! viewer that pauses loses nothing; one still behind after that is let loose
+//! ([`Hub::cut_loose`]). Memory per pane and per viewer stays bounded whatever viewers do.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -892,6 +894,40 @@ mod tests {
         assert_eq!(messages[1]["offset"], 6);
         assert_eq!(messages[1]["next_offset"], 9);
         assert!(hub.pull(conn(1), 1 << 20, 3).0.is_empty(), "nothing new");
+    }
+
+    #[test]
+    fn a_viewer_half_a_backlog_behind_holds_reading_back_until_caught_up_or_let_loose() {
+        // Backlog 64 bytes: a live viewer more than 32 behind holds the pane back.
+        let mut hub = Hub::new(HubLimits {
+            stall_lag: 32,
+            ..limits()
+        });
+        hub.open("s", 0);
+        hub.subscribe(conn(1), "s", Some(0), None).unwrap();
+        hub.subscribe(conn(2), "s", Some(0), None).unwrap();
+        hub.push("s", &[b'a'; 30], 1);
+        assert!(!hub.holds_back("s"), "30 behind is within the line");
+        hub.push("s", &[b'b'; 10], 2);
+        assert!(hub.holds_back("s"), "40 behind");
+        // One viewer catches up; the other still holds the pane back.
+        hub.pull(conn(1), 1 << 20, 3);
+        assert!(hub.holds_back("s"));
+        hub.pull(conn(2), 1 << 20, 3);
+        assert!(!hub.holds_back("s"), "both caught up");
+        // A viewer that stays behind through a stall is let loose and no longer waited for...
+        hub.push("s", &[b'c'; 40], 4);
+        hub.pull(conn(1), 1 << 20, 5);
+        assert!(hub.holds_back("s"));
+        assert_eq!(hub.cut_loose("s"), 1);
+        assert!(!hub.holds_back("s"));
+        // ...until it has caught up to within half the line again.
+        hub.push("s", &[b'd'; 10], 6);
+        hub.pull(conn(1), 1 << 20, 7);
+        hub.pull(conn(2), 1 << 20, 7);
+        hub.push("s", &[b'e'; 40], 8);
+        hub.pull(conn(1), 1 << 20, 9);
+        assert!(hub.holds_back("s"), "waited for again after catching up");
     }
 
     #[test]
