@@ -4,7 +4,11 @@
 //! - `throughput`: MB/s one viewer receives, versus a bare FIFO reader on `pipe-pane`;
 //! - `viewers`: N viewers (default 100) on one pane, every byte hash-checked;
 //! - `latency`: keystroke-to-echo p50/p99 through the daemon, versus tmux's own pipe path;
-//! - `idle`: memory per idle observer connection and connect time (default 10,000).
+//! - `idle`: memory per idle observer connection and connect time (default 10,000);
+//! - `python`: one viewer written with Python's asyncio `websockets` (what most scripts
+//!   use), on each backend: MB/s, every byte checked, daemon CPU per MB (not in the default
+//!   set: it needs a Python with `websockets`, made under `target/` on first use);
+//! - `cluster`: two daemons over one `nats-server` (also not in the default set).
 //!
 //! `cargo bench --bench e2e` runs them all; `cargo bench --bench e2e -- latency idle` runs
 //! some; `--mb N`, `--viewers N`, `--idle N`, `--samples N` change the sizes. Every loop is
@@ -1123,6 +1127,7 @@ fn main() {
             "idle" => idle(&daemon, options.idle),
             "dashboard" => dashboard(&daemon, (options.mb / 2).max(1)),
             "cluster" => cluster(options.mb, options.samples),
+            "python" => python(&daemon, options.mb),
             other => {
                 eprintln!("unknown scenario {other}");
                 Vec::new()
@@ -1238,6 +1243,99 @@ fn dashboard(daemon: &Daemon, mb: usize) -> Vec<Row> {
 /// Number of CPUs this process may run on.
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A Python interpreter that can `import websockets`: a virtualenv under the target
+/// directory, made on first use (the integration tests use the same one).
+fn python_with_websockets() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pyenv");
+    let python = dir.join("bin/python3");
+    let ok = Command::new(&python)
+        .args(["-c", "import websockets"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&dir)
+            .status();
+        assert!(made.is_ok_and(|s| s.success()), "python3 -m venv failed");
+        let installed = Command::new(dir.join("bin/pip"))
+            .args(["install", "--quiet", "websockets"])
+            .status();
+        assert!(
+            installed.is_ok_and(|s| s.success()),
+            "pip install websockets failed"
+        );
+    }
+    python
+}
+
+/// The daemon's count of flow-control stalls (`GET /metrics`).
+fn output_stalls(daemon: &Daemon) -> u64 {
+    daemon
+        .process
+        .get("/metrics", &daemon.token)
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("orchestra_output_stalls_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One viewer written in Python (asyncio `websockets`, `json.loads` on every message) of a
+/// flood of `mb` MB on each backend: its MB/s, whether it got every byte without a gap, the
+/// daemon's CPU per MB, and how often flow control waited for it.
+fn python(daemon: &Daemon, mb: usize) -> Vec<Row> {
+    let python = python_with_websockets();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/clients/python_viewer.py");
+    let bytes = mb * 1_000_000;
+    let url = format!(
+        "ws://{}/ws/observe?token={}",
+        daemon.process.addr, daemon.token
+    );
+    let mut rows = Vec::new();
+    for (agent_type, backend) in [("gen", "tmux"), ("gen_pty", "pty")] {
+        let session = daemon.spawn(agent_type, json!({"BYTES": bytes.to_string()}));
+        let (cpu, stalls) = (cpu_seconds(daemon.pid()), output_stalls(daemon));
+        let out = Command::new(&python)
+            .arg(&script)
+            .args([&url, &session, &bytes.to_string(), LINE])
+            .output()
+            .expect("run the Python viewer");
+        let used = cpu_seconds(daemon.pid()) - cpu;
+        let stalls = output_stalls(daemon) - stalls;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let result: Value = stdout
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "the Python viewer failed: {stdout}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        let seconds = result["seconds"].as_f64().unwrap();
+        let got = result["bytes"].as_u64().unwrap();
+        let mb_s = got as f64 / seconds / 1e6;
+        println!("python {backend}: {result} daemon {used:.2} CPU-s, {stalls} stalls");
+        rows.push((
+            format!("one Python asyncio viewer, {mb} MB, `{backend}` backend"),
+            format!(
+                "{mb_s:.1} MB/s; {} ({} of {} bytes, {} gaps); daemon {:.1} ms per MB; flow control \
+                 waited for it {stalls} times; the client used {:.1} CPU-s",
+                if result["ok"] == true { "every byte, checked" } else { "NOT every byte" },
+                got,
+                expected_stream(bytes).len(),
+                result["gaps"],
+                used * 1e3 / (got as f64 / 1e6),
+                result["cpu_seconds"].as_f64().unwrap_or(0.0)
+            ),
+        ));
+    }
+    rows
 }
 
 /// One `nats-server` with JetStream on loopback for the `cluster` scenario (the pinned one
