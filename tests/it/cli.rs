@@ -509,7 +509,22 @@ fn attach_works_on_a_pty_session() {
         })
         .unwrap();
     term.type_keys(b"echo one-$((20+22)); stty size\r");
-    term.wait_for("33 111");
+    term.wait_for("one-42");
+    // The new size travels from the attach client (on SIGWINCH) through the daemon, racing
+    // the keys: ask again, after each answer, until the agent sees it.
+    wait_until("the agent's terminal resized", || {
+        let text = term.text();
+        if text.contains("33 111") {
+            return Some(());
+        }
+        let answers = text.matches("30 100").count();
+        term.type_keys(b"stty size\r");
+        wait_until("an answer to stty size", || {
+            let text = term.text();
+            (text.contains("33 111") || text.matches("30 100").count() > answers).then_some(())
+        });
+        None
+    });
     daemon.kill9_and_restart_on_same_port();
     term.wait_for("reconnected");
     term.type_keys(b"echo two-$((20+22))\r");
