@@ -262,7 +262,7 @@ pub const TICKET_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 async fn connect_options(
     settings: &ClusterConfig,
     on_event: &Report,
-    reconnected: tokio::sync::mpsc::UnboundedSender<()>,
+    reconnected: tokio::sync::watch::Sender<u64>,
 ) -> Result<async_nats::ConnectOptions, String> {
     let report = on_event.clone();
     let mut options = async_nats::ConnectOptions::new()
@@ -273,7 +273,7 @@ async fn connect_options(
                 match event {
                     async_nats::Event::Connected => {
                         // The bucket's watch may not have survived the servers: watch again.
-                        let _ = reconnected.send(());
+                        reconnected.send_modify(|n| *n += 1);
                         report(LinkEvent::Connected)
                     }
                     async_nats::Event::Disconnected => report(LinkEvent::Disconnected),
@@ -364,17 +364,8 @@ async fn run(
 ) {
     // Every message in and out is sealed; what does not open is dropped here, with a log
     // line, and never reaches the loop.
-    let open = |what: &str, sealed: &[u8]| -> Option<Vec<u8>> {
-        let opened = key.open(sealed).map(<[u8]>::to_vec);
-        if opened.is_none() {
-            log::warn!(
-                "cluster: {what} without a valid seal ({} bytes); dropped",
-                sealed.len()
-            );
-        }
-        opened
-    };
-    let (reconnected_tx, mut reconnected) = tokio::sync::mpsc::unbounded_channel();
+    let open = |what: &str, sealed: &[u8]| open_sealed(&key, what, sealed);
+    let (reconnected_tx, reconnected) = tokio::sync::watch::channel(0u64);
     let options = match connect_options(&settings, &on_event, reconnected_tx).await {
         Ok(options) => options,
         Err(why) => return on_event(LinkEvent::Lost(why)),
@@ -396,8 +387,64 @@ async fn run(
             }
         }
     };
-    let mut watch = watch_bucket(&store, "hosts", &on_event).await;
-    let mut ticket_watch = watch_bucket(&tickets, "tickets", &on_event).await;
+    // Each bucket is followed by a task of its own, so that watching it again (after a
+    // reconnect, while JetStream elects its leaders) never holds up requests and tunnels.
+    tokio::spawn(follow_bucket(
+        store.clone(),
+        "hosts",
+        reconnected.clone(),
+        on_event.clone(),
+        {
+            let key = key.clone();
+            move |entry: jetstream::kv::Entry| {
+                let record = match entry.operation {
+                    jetstream::kv::Operation::Put => {
+                        Some(open_sealed(&key, "a host's record", &entry.value)?)
+                    }
+                    _ => None,
+                };
+                log::debug!(
+                    "cluster: record of host {} ({:?})",
+                    entry.key,
+                    entry.operation
+                );
+                // How long ago NATS stored it (by this host's clock; NATS servers and daemons
+                // are expected to keep time with NTP).
+                let written = entry.created.unix_timestamp_nanos();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i128);
+                let age = Duration::from_nanos(u64::try_from(now - written).unwrap_or(0));
+                Some(LinkEvent::Host {
+                    host: entry.key,
+                    record,
+                    age,
+                })
+            }
+        },
+    ));
+    tokio::spawn(follow_bucket(
+        tickets.clone(),
+        "tickets",
+        reconnected,
+        on_event.clone(),
+        {
+            let key = key.clone();
+            move |entry: jetstream::kv::Entry| {
+                let value = match entry.operation {
+                    jetstream::kv::Operation::Put => {
+                        Some(open_sealed(&key, "a ticket", &entry.value)?)
+                    }
+                    _ => None,
+                };
+                Some(LinkEvent::Ticket {
+                    key: entry.key,
+                    value,
+                    revision: entry.revision,
+                })
+            }
+        },
+    ));
     let subject = request_subject(&settings.name, &settings.host);
     let mut requests = match client.subscribe(subject.clone()).await {
         Ok(requests) => requests,
@@ -427,9 +474,16 @@ async fn run(
             command = commands.recv() => match command {
                 None => return,
                 Some(Command::Publish(record)) => {
-                    if let Err(e) = store.put(&settings.host, key.seal(&record).into()).await {
-                        on_event(LinkEvent::Lost(format!("cannot store this host's record: {e}")));
-                    }
+                    // On a task of its own: while JetStream is slow (after an outage, while
+                    // it elects leaders) a write waits for its timeout, and the next beat's
+                    // record must not queue behind it, nor tunnel traffic.
+                    let (store, host, value) = (store.clone(), settings.host.clone(), key.seal(&record));
+                    let report = on_event.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = store.put(&host, value.into()).await {
+                            report(LinkEvent::Lost(format!("cannot store this host's record: {e}")));
+                        }
+                    });
                 }
                 Some(Command::Events(frames)) => {
                     for frame in frames {
@@ -476,66 +530,6 @@ async fn run(
                     });
                 }
             },
-            Some(()) = reconnected.recv() => {
-                while reconnected.try_recv().is_ok() {}
-                watch = watch_bucket(&store, "hosts", &on_event).await;
-                on_event(LinkEvent::Watching);
-                ticket_watch = watch_bucket(&tickets, "tickets", &on_event).await;
-            }
-            entry = ticket_watch.next() => match entry {
-                Some(Ok(entry)) => {
-                    let value = match entry.operation {
-                        jetstream::kv::Operation::Put => match open("a ticket", &entry.value) {
-                            Some(value) => Some(value),
-                            None => continue,
-                        },
-                        _ => None,
-                    };
-                    on_event(LinkEvent::Ticket { key: entry.key, value, revision: entry.revision });
-                }
-                Some(Err(e)) => {
-                    on_event(LinkEvent::Lost(format!("the tickets bucket's watch failed: {e}")));
-                    ticket_watch = watch_bucket(&tickets, "tickets", &on_event).await;
-                }
-                None => {
-                    on_event(LinkEvent::Lost("the tickets bucket's watch ended".into()));
-                    ticket_watch = watch_bucket(&tickets, "tickets", &on_event).await;
-                }
-            },
-            entry = watch.next() => match entry {
-                Some(Ok(entry)) => {
-                    let record = match entry.operation {
-                        jetstream::kv::Operation::Put => {
-                            match open("a host's record", &entry.value) {
-                                Some(record) => Some(record),
-                                None => continue,
-                            }
-                        }
-                        _ => None,
-                    };
-                    log::debug!("cluster: record of host {} ({:?})", entry.key, entry.operation);
-                    // How long ago NATS stored it (by this host's clock; NATS servers and
-                    // daemons are expected to keep time with NTP).
-                    let written = entry.created.unix_timestamp_nanos();
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_nanos() as i128);
-                    let age = Duration::from_nanos(u64::try_from(now - written).unwrap_or(0));
-                    on_event(LinkEvent::Host { host: entry.key, record, age });
-                }
-                Some(Err(e)) => {
-                    // Its consumer lived on a server that went away: watch again (the
-                    // current records come first, so nothing is missed).
-                    on_event(LinkEvent::Lost(format!("the hosts bucket's watch failed: {e}")));
-                    watch = watch_bucket(&store, "hosts", &on_event).await;
-                    on_event(LinkEvent::Watching);
-                }
-                None => {
-                    on_event(LinkEvent::Lost("the hosts bucket's watch ended".into()));
-                    watch = watch_bucket(&store, "hosts", &on_event).await;
-                    on_event(LinkEvent::Watching);
-                }
-            },
             event = events.next() => match event {
                 Some(message) if message.subject.as_str() != own_events => {
                     if let Some(frame) = open("an event", &message.payload) {
@@ -571,6 +565,65 @@ async fn run(
                 },
                 None => return on_event(LinkEvent::Lost("the request subscription ended".into())),
             },
+        }
+    }
+}
+
+/// `sealed` opened, or `None` (with a log line) when its seal does not check.
+fn open_sealed(key: &super::seal::SealKey, what: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+    let opened = key.open(sealed).map(<[u8]>::to_vec);
+    if opened.is_none() {
+        log::warn!(
+            "cluster: {what} without a valid seal ({} bytes); dropped",
+            sealed.len()
+        );
+    }
+    opened
+}
+
+/// Follows bucket `what` for as long as the link lives: its current values, then every
+/// change, each turned into an event by `to_event` (`None`: dropped). It watches again after
+/// the client reconnected (`reconnected` changes) or the watch failed. After each new watch
+/// of the hosts bucket it reports [`LinkEvent::Watching`].
+async fn follow_bucket(
+    store: jetstream::kv::Store,
+    what: &'static str,
+    mut reconnected: tokio::sync::watch::Receiver<u64>,
+    on_event: Report,
+    to_event: impl Fn(jetstream::kv::Entry) -> Option<LinkEvent>,
+) {
+    loop {
+        reconnected.borrow_and_update();
+        let mut watch = watch_bucket(&store, what, &on_event).await;
+        if what == "hosts" {
+            on_event(LinkEvent::Watching);
+        }
+        loop {
+            tokio::select! {
+                changed = reconnected.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    break;
+                }
+                entry = watch.next() => match entry {
+                    Some(Ok(entry)) => {
+                        if let Some(event) = to_event(entry) {
+                            on_event(event);
+                        }
+                    }
+                    // Its consumer lived on a server that went away: watch again (the
+                    // current values come first, so nothing is missed).
+                    Some(Err(e)) => {
+                        on_event(LinkEvent::Lost(format!("the {what} bucket's watch failed: {e}")));
+                        break;
+                    }
+                    None => {
+                        on_event(LinkEvent::Lost(format!("the {what} bucket's watch ended")));
+                        break;
+                    }
+                },
+            }
         }
     }
 }

@@ -204,7 +204,9 @@ impl Cluster {
             LinkEvent::Watching => {
                 // What this host heard of the others before is stale: it takes nothing over
                 // until they have had `unreachable_after` to write their records again.
-                self.queue.resettle();
+                if self.connected {
+                    self.queue.resettle();
+                }
                 false
             }
             LinkEvent::Lost(why) => {

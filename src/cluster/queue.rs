@@ -193,12 +193,12 @@ impl TicketQueue {
         self.claiming = key;
     }
 
-    /// The link connected (`true`) or lost NATS (`false`).
+    /// The link connected (`true`) or lost NATS (`false`). Settling starts only once the
+    /// hosts bucket is watched again ([`TicketQueue::resettle`]): before that, nothing this
+    /// host hears of the others is fresh.
     pub fn set_connected(&mut self, connected: bool) {
-        match (connected, self.connected_since) {
-            (true, None) => self.connected_since = Some(Instant::now()),
-            (false, _) => self.connected_since = None,
-            _ => {}
+        if !connected {
+            self.connected_since = None;
         }
     }
 
@@ -218,12 +218,11 @@ impl TicketQueue {
         self.last_tick = Some(now);
     }
 
-    /// Starts settling again from now (the hosts bucket is watched again after an outage:
-    /// the other hosts may not have been able to write their records yet).
+    /// Starts settling from now: the hosts bucket is watched (again), and the other hosts
+    /// get `unreachable_after` to write their records (after an outage they may not have
+    /// been able to yet).
     pub fn resettle(&mut self) {
-        if self.connected_since.is_some() {
-            self.connected_since = Some(Instant::now());
-        }
+        self.connected_since = Some(Instant::now());
     }
 
     /// Whether the link has been connected for at least `settle`.
@@ -481,6 +480,11 @@ mod tests {
         let mut queue = TicketQueue::default();
         assert!(!queue.settled(std::time::Duration::ZERO));
         queue.set_connected(true);
+        assert!(
+            !queue.settled(std::time::Duration::ZERO),
+            "connected, but the hosts bucket is not watched yet"
+        );
+        queue.resettle();
         assert!(queue.settled(std::time::Duration::ZERO));
         assert!(!queue.settled(std::time::Duration::from_secs(3600)));
         queue.set_connected(false);
@@ -489,9 +493,10 @@ mod tests {
 
     #[test]
     fn a_stalled_daemon_settles_again_before_taking_anything_over() {
-        let mut queue = TicketQueue::default();
-        queue.set_connected(true);
-        queue.connected_since = Some(Instant::now() - std::time::Duration::from_secs(60));
+        let mut queue = TicketQueue {
+            connected_since: Some(Instant::now() - std::time::Duration::from_secs(60)),
+            ..TicketQueue::default()
+        };
         queue.note_tick(std::time::Duration::from_secs(1));
         assert!(queue.settled(std::time::Duration::from_secs(30)));
         // The last tick was long ago: this daemon was stalled.
