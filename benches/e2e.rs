@@ -268,6 +268,17 @@ fn data_field(text: &str) -> String {
     out
 }
 
+/// Reads every viewer's stream until END, one thread each: [`read_flood`]'s results.
+fn read_floods(sockets: &mut [Ws], started: Instant) -> Vec<(u64, u64, Duration)> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = sockets
+            .iter_mut()
+            .map(|ws| scope.spawn(move || read_flood(ws, started)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 /// Reads one viewer's stream until END; returns (hash of the body, raw bytes, elapsed).
 fn read_flood(ws: &mut Ws, started: Instant) -> (u64, u64, Duration) {
     let mut text = String::new();
@@ -706,13 +717,7 @@ fn viewers(daemon: &Daemon, count: usize, mb: usize) -> Vec<Row> {
     let mut trigger = daemon.ws();
     let started = Instant::now();
     trigger.send(json!({"type": "terminal_input", "session_id": session, "data": "\r"}));
-    let results: Vec<(u64, u64, Duration)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = sockets
-            .iter_mut()
-            .map(|ws| scope.spawn(move || read_flood(ws, started)))
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let results = read_floods(&mut sockets, started);
     let expected = fnv(FNV_START, &expected_stream(bytes));
     let exact = results.iter().filter(|(h, _, _)| *h == expected).count();
     assert_eq!(exact, count, "every viewer must receive every byte");
@@ -1299,9 +1304,11 @@ fn python(daemon: &Daemon, mb: usize) -> Vec<Row> {
     for (agent_type, backend) in [("gen", "tmux"), ("gen_pty", "pty")] {
         let session = daemon.spawn(agent_type, json!({"BYTES": bytes.to_string()}));
         let (cpu, stalls) = (cpu_seconds(daemon.pid()), output_stalls(daemon));
+        // The URL holds the token: in the environment, not on a command line.
         let out = Command::new(&python)
             .arg(&script)
-            .args([&url, &session, &bytes.to_string(), LINE])
+            .env("ORCHESTRA_WS_URL", &url)
+            .args([&session, &bytes.to_string(), LINE])
             .output()
             .expect("run the Python viewer");
         let used = cpu_seconds(daemon.pid()) - cpu;
@@ -1539,13 +1546,7 @@ fn cluster_spread(
     let mut trigger = beta.ws();
     let started = Instant::now();
     trigger.send(json!({"type": "terminal_input", "session_id": session, "data": "\r"}));
-    let results: Vec<(u64, u64, Duration)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = sockets
-            .iter_mut()
-            .map(|ws| scope.spawn(move || read_flood(ws, started)))
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let results = read_floods(&mut sockets, started);
     let crossed = nats.bytes_in() - before;
     let expected = fnv(FNV_START, &expected_stream(bytes));
     let exact = results.iter().filter(|(h, _, _)| *h == expected).count();

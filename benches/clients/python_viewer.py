@@ -4,10 +4,13 @@ python`: subscribes to SESSION, starts the flood (a newline), and checks every b
 the START and END markers against the known stream of BYTES bytes. Prints one JSON line:
 {"ok": bool, "bytes": n, "seconds": s, "gaps": n, "cpu_seconds": s}.
 
-Usage: python_viewer.py URL SESSION BYTES LINE
+Usage: ORCHESTRA_WS_URL=ws://...?token=... python_viewer.py SESSION BYTES LINE
+(the URL carries a token, so it comes in the environment, never on the command line, where
+other users of the machine could read it).
 """
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -67,5 +70,6 @@ async def main(url, session, size, line):
 
 
 if __name__ == "__main__":
-    url, session, size, line = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    url = os.environ["ORCHESTRA_WS_URL"]
+    session, size, line = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     asyncio.run(main(url, session, size, line))
