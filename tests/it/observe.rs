@@ -293,7 +293,7 @@ pub(crate) fn ws_with_small_receive_buffer(daemon: &DaemonProcess, token: &str) 
         .set_read_timeout(Some(crate::common::PATIENCE))
         .unwrap();
     let url = format!("ws://{}/ws/observe?token={token}", daemon.addr);
-    let (socket, _) = tungstenite::client(url, stream).expect("upgrade");
+    let (socket, _) = tungstenite::client(url, crate::common::Retrying(stream)).expect("upgrade");
     Ws { socket }
 }
 

@@ -394,7 +394,7 @@ impl DaemonProcess {
                 value.parse().unwrap(),
             );
         }
-        match tungstenite::client(request, stream) {
+        match tungstenite::client(request, Retrying(stream)) {
             Ok((socket, _)) => Ok(Ws { socket }),
             Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
                 Err(response.status().as_u16())
@@ -599,6 +599,37 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// A test's TCP stream that reads and writes again when a signal interrupts it (a loaded
+/// CI run saw a WebSocket handshake fail with `EINTR`, which tungstenite cannot resume).
+#[derive(Debug)]
+pub struct Retrying(pub TcpStream);
+
+impl Read for Retrying {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Write for Retrying {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// Reads until EOF (the daemon closed the connection).
 pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
@@ -696,7 +727,7 @@ pub fn parse_responses(mut raw: &[u8]) -> Vec<Resp> {
 /// A WebSocket client connected to `/ws/observe`.
 pub struct Ws {
     /// The socket (blocking, with a read timeout).
-    pub socket: tungstenite::WebSocket<TcpStream>,
+    pub socket: tungstenite::WebSocket<Retrying>,
 }
 
 /// How a WebSocket session ended, as seen by the client.
