@@ -155,7 +155,7 @@ impl Daemon {
 
     fn ws(&self) -> Ws {
         let ws = self.process.ws(&self.token);
-        let stream = ws.socket.get_ref();
+        let stream = &ws.socket.get_ref().0;
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();

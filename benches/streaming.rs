@@ -1,6 +1,6 @@
 //! The output hot path: WebSocket frame encoding, the UTF-8 chunker, and the fanout hub
 //! (one encoding shared by 1, 16 and 256 viewers, for small and large chunks), and what the
-//! metrics counters cost.
+//! metrics counters cost, and what screen state costs (parsing against skimming a flood).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use orchestra::net::ConnId;
@@ -132,5 +132,53 @@ fn metrics(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, frames, utf8, fanout, metrics);
+/// What screen state costs per byte: parsing output exactly (vt100) against skimming it
+/// for its control sequences (what the emulator does with a flood beyond its window and
+/// parse rate), and one snapshot of a full screen.
+fn emulator(c: &mut Criterion) {
+    use orchestra::panes::emulator::screen_state;
+    use orchestra::panes::skim::Skimmer;
+    use std::num::NonZeroU16;
+    let mut flood = Vec::new();
+    let mut line = 0u64;
+    while flood.len() < 1 << 20 {
+        flood.extend_from_slice(
+            format!(
+                "\x1b[1;3{}mline {line:06}\x1b[0m the quick brown fox \x1b[34mjumps\x1b[0m over the lazy dog 0123456789\r\n",
+                line % 8
+            )
+            .as_bytes(),
+        );
+        line += 1;
+    }
+    let mut group = c.benchmark_group("emulator");
+    group.throughput(Throughput::Bytes(flood.len() as u64));
+    let size = || (NonZeroU16::new(50).unwrap(), NonZeroU16::new(200).unwrap());
+    group.bench_function("vt100_parse_coloured_flood", |b| {
+        let (rows, cols) = size();
+        let mut parser = vt100::Parser::new(rows, cols, 0);
+        b.iter(|| parser.process(black_box(&flood)))
+    });
+    group.bench_function("skim_coloured_flood", |b| {
+        let (rows, cols) = size();
+        let mut parser = vt100::Parser::new(rows, cols, 0);
+        let mut skimmer = Skimmer::new();
+        let mut kept = Vec::new();
+        b.iter(|| {
+            kept.clear();
+            skimmer.skim(black_box(&flood), &mut kept);
+            parser.process(&kept);
+        })
+    });
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("snapshot_50x200", |b| {
+        let (rows, cols) = size();
+        let mut parser = vt100::Parser::new(rows, cols, 0);
+        parser.process(&flood);
+        b.iter(|| black_box(screen_state(parser.screen())))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, frames, utf8, fanout, metrics, emulator);
 criterion_main!(benches);

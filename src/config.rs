@@ -719,6 +719,14 @@ pub struct PaneConfig {
     /// stall, so that it loses nothing; then it is no longer waited for (`0s`: never wait).
     #[serde(with = "duration_text")]
     pub max_stall: Duration,
+    /// Newest output per pane that the terminal emulator keeps unparsed and parses exactly
+    /// whenever a screen is needed (a snapshot, a checkpoint, screen rules) or the output
+    /// pauses (at most `backlog_bytes`: a larger window is taken as the backlog's size).
+    pub screen_window: usize,
+    /// Output older than the window that the emulator parses per second per pane (and the
+    /// largest burst); output beyond this rate is skimmed for its control sequences and its
+    /// text, which the window redraws in a flood, dropped.
+    pub screen_parse_rate: u64,
 }
 
 impl Default for PaneConfig {
@@ -732,6 +740,8 @@ impl Default for PaneConfig {
             max_cols: 1000,
             max_rows: 500,
             max_stall: Duration::from_millis(200),
+            screen_window: 256 * 1024,
+            screen_parse_rate: 1024 * 1024,
         }
     }
 }

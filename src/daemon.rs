@@ -35,7 +35,7 @@ pub use crate::ctx::{
 use crate::ctx::{Part, World};
 use crate::jobs::Notifier;
 use crate::panes::Panes;
-use crate::panes::emulator::Emulators;
+use crate::panes::emulator::{EmulatorLimits, Emulators};
 use crate::tasks::Tasks;
 
 /// The daemon's state: the shared context and one part per feature.
@@ -67,7 +67,7 @@ impl Daemon {
         secret: &[u8],
     ) -> Result<Daemon, String> {
         let emulator_notifier = notifier.clone();
-        let emulators = Emulators::start(move |event| {
+        let emulators = Emulators::start(EmulatorLimits::of(&config.panes), move |event| {
             emulator_notifier.send(crate::ctx::then::<Panes>(move |(panes, ctx)| {
                 panes.on_emulator_event(ctx, event)
             }));

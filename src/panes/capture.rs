@@ -580,6 +580,7 @@ impl Panes {
                 self.on_checkpoint(ctx, &session, snapshot)
             }
             EmulatorEvent::PasteMode { session, on } => self.persist_paste_mode(ctx, &session, on),
+            EmulatorEvent::Skimmed { session } => self.want_reseed(ctx, &session),
             EmulatorEvent::ScreenText { session, text } => {
                 if let Some(text) = text {
                     self.announce(PaneEvent::ScreenText {
@@ -624,12 +625,20 @@ impl Panes {
         }
         if let Some(pane) = self.by_session.get_mut(session_id) {
             pane.emulator_lost = false;
-            // A tmux pane's screen is then made exact from tmux once output is quiet.
-            if pane.tmux_pane.is_some() && !pane.reseed_wanted {
-                pane.reseed_wanted = true;
-                ctx.timers
-                    .schedule_in(RESEED_QUIET, Timer::ReseedCheck(session_id.to_string()));
-            }
+        }
+        self.want_reseed(ctx, session_id);
+    }
+
+    /// The emulator's screen may be inexact (it caught up, or skimmed a flood): a tmux
+    /// pane's screen is made exact from tmux once output is quiet.
+    fn want_reseed(&mut self, ctx: &mut Ctx, session_id: &str) {
+        if let Some(pane) = self.by_session.get_mut(session_id)
+            && pane.tmux_pane.is_some()
+            && !pane.reseed_wanted
+        {
+            pane.reseed_wanted = true;
+            ctx.timers
+                .schedule_in(RESEED_QUIET, Timer::ReseedCheck(session_id.to_string()));
         }
     }
 

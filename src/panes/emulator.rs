@@ -5,25 +5,70 @@
 //! backlog keeps, so nothing is copied) and never waits for it: the thread runs at a low
 //! priority and may lag during output floods. A snapshot is the emulator's screen at the offset
 //! it has reached, `E`; the caller follows it with the raw backlog bytes from `E`, so the client
-//! ends up exactly at the live stream. If the emulator falls further behind than the backlog
-//! holds, it stops being fed, and once it has drained what it has it skips ahead to the
-//! newest output ([`Emulators::catch_up`]): only a screenful's worth of recent bytes is
-//! parsed again rather than everything nobody can ask for any more, so its cost is bounded
-//! by the CPU it gets. (tmux panes are then also re-seeded exactly once quiet.)
+//! ends up exactly at the live stream.
+//!
+//! **Screen state costs what is asked of it.** Drawing text cell by cell is what an emulator
+//! spends its time on, and during a flood nearly all of it scrolls away unseen. So the
+//! thread keeps a pane's newest output, up to [`EmulatorLimits::window`] bytes, unparsed,
+//! and parses it exactly only when a screen is needed (a snapshot, a checkpoint, the
+//! screen's text) or the output pauses for [`QUIET_PARSE`]. Older output that leaves the
+//! window is parsed too, as long as the pane writes less than
+//! [`EmulatorLimits::parse_rate`] bytes per second on average (an interactive agent: every
+//! byte); beyond that it is skimmed ([`super::skim`]): its control sequences keep the
+//! modes, colours, alternate screen and scroll region exact, and its text, which the
+//! window's newest output draws over in a flood, is dropped.
+//!
+//! If the emulator falls further behind than the backlog holds (its thread starved of CPU),
+//! it stops being fed, and once it has drained what it has it skips ahead to the newest
+//! output ([`Emulators::catch_up`]). (tmux panes are then also re-seeded exactly once quiet.)
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use super::skim::Skimmer;
+
+/// A pane whose output paused this long has its unparsed output parsed, so that its
+/// screen is ready (and its bracketed-paste mode known) before anyone asks.
+pub const QUIET_PARSE: Duration = Duration::from_millis(50);
+
+/// How much of a pane's output the emulator parses exactly (`[panes]` `screen_window` and
+/// `screen_parse_rate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmulatorLimits {
+    /// Newest output kept unparsed, and parsed exactly whenever a screen is needed.
+    pub window: usize,
+    /// Output older than the window parsed per second (and the largest burst); beyond this
+    /// rate it is skimmed.
+    pub parse_rate: u64,
+}
+
+impl EmulatorLimits {
+    /// The limits `[panes]` sets.
+    pub fn of(config: &crate::config::PaneConfig) -> EmulatorLimits {
+        EmulatorLimits {
+            window: config.screen_window.min(config.backlog_bytes),
+            parse_rate: config.screen_parse_rate,
+        }
+    }
+}
+
+impl Default for EmulatorLimits {
+    fn default() -> Self {
+        EmulatorLimits::of(&crate::config::PaneConfig::default())
+    }
+}
 
 /// State shared between the event loop and the emulator thread for one pane.
 #[derive(Debug, Default)]
 pub struct PaneShared {
     /// Whether the program has enabled bracketed paste, as of the emulator's offset.
     pub bracketed_paste: AtomicBool,
-    /// Bytes handed to the emulator and not processed yet.
+    /// Bytes handed to the emulator and not taken off its queue yet.
     queued: AtomicU64,
     /// Stream offset the emulator has processed up to.
     processed: AtomicU64,
@@ -35,12 +80,13 @@ impl PaneShared {
         Arc::new(PaneShared::default())
     }
 
-    /// Bytes the emulator still has to process.
+    /// Bytes handed to the emulator that it has not taken off its queue yet.
     pub fn lag(&self) -> u64 {
         self.queued.load(Ordering::Acquire)
     }
 
-    /// Stream offset up to which [`PaneShared::bracketed_paste`] is known.
+    /// Stream offset up to which [`PaneShared::bracketed_paste`] is known (output in the
+    /// emulator's window is not parsed yet).
     pub fn processed(&self) -> u64 {
         self.processed.load(Ordering::Acquire)
     }
@@ -87,6 +133,12 @@ pub enum EmulatorEvent {
         session: String,
         /// The screen.
         snapshot: Option<Snapshot>,
+    },
+    /// Output faster than the parse rate was skimmed: the screen may lack text drawn
+    /// before the window that nothing drew over since (rows outside a scroll region).
+    Skimmed {
+        /// Session.
+        session: String,
     },
     /// The program switched bracketed paste on or off.
     PasteMode {
@@ -147,7 +199,10 @@ pub struct Emulators {
 
 impl Emulators {
     /// Starts the thread; it reports through `sink`.
-    pub fn start(sink: impl Fn(EmulatorEvent) + Send + 'static) -> std::io::Result<Emulators> {
+    pub fn start(
+        limits: EmulatorLimits,
+        sink: impl Fn(EmulatorEvent) + Send + 'static,
+    ) -> std::io::Result<Emulators> {
         let (control, control_rx) = crossbeam_channel::unbounded();
         let (data, data_rx) = crossbeam_channel::unbounded();
         std::thread::Builder::new()
@@ -157,7 +212,7 @@ impl Emulators {
                 // bytes); it must never take CPU from tmux, the event loop or viewers. Nothing
                 // waits for it: it shares no lock with the loop.
                 let _ = crate::sys::lower_thread_priority(15);
-                run(control_rx, data_rx, sink)
+                run(limits, control_rx, data_rx, sink)
             })?;
         Ok(Emulators { control, data })
     }
@@ -277,39 +332,173 @@ impl Emulators {
 struct PaneEmulator {
     shared: Arc<PaneShared>,
     parser: vt100::Parser,
-    /// Stream offset the parser has consumed up to.
+    /// Stream offset the parser has consumed (parsed or skimmed) up to.
     offset: u64,
-    /// The last bytes parsed (at most 3), to tell whether the stream ends inside a
+    /// The last bytes consumed (at most 3), to tell whether the stream ends inside a
     /// character.
     tail: Vec<u8>,
     rows: u16,
     cols: u16,
+    /// The newest output, from `offset` on, not parsed yet.
+    window: VecDeque<Arc<[u8]>>,
+    /// Bytes in `window`.
+    window_bytes: usize,
+    /// When output last arrived.
+    last_output: Instant,
+    /// Output older than the window that may still be parsed rather than skimmed.
+    credit: u64,
+    /// When `credit` was last topped up.
+    credit_at: Instant,
+    /// Skims output that leaves the window faster than the parse rate.
+    skimmer: Skimmer,
+    /// Whether the last output consumed was skimmed (its last sequence or character may be
+    /// cut).
+    skimmed: bool,
+    /// Scratch space for skimmed sequences.
+    kept: Vec<u8>,
 }
 
 impl PaneEmulator {
-    /// Feeds a chunk if it continues the stream exactly; stale chunks (from before a re-seed)
-    /// are skipped.
-    fn feed(&mut self, session: &str, data: &Data, sink: &impl Fn(EmulatorEvent)) {
-        self.shared
-            .queued
-            .fetch_sub(data.bytes.len() as u64, Ordering::AcqRel);
-        self.parse(session, data.offset, &data.bytes, sink);
+    fn new(
+        shared: Arc<PaneShared>,
+        parser: vt100::Parser,
+        offset: u64,
+        (rows, cols): (u16, u16),
+        limits: &EmulatorLimits,
+    ) -> PaneEmulator {
+        let now = Instant::now();
+        PaneEmulator {
+            shared,
+            parser,
+            offset,
+            tail: Vec::new(),
+            rows,
+            cols,
+            window: VecDeque::new(),
+            window_bytes: 0,
+            last_output: now,
+            credit: limits.parse_rate,
+            credit_at: now,
+            skimmer: Skimmer::new(),
+            skimmed: false,
+            kept: Vec::new(),
+        }
     }
 
-    /// Parses a chunk at `offset` if it continues the stream exactly.
-    fn parse(&mut self, session: &str, offset: u64, bytes: &[u8], sink: &impl Fn(EmulatorEvent)) {
-        if offset != self.offset {
+    /// The stream offset the next chunk must start at.
+    fn end(&self) -> u64 {
+        self.offset + self.window_bytes as u64
+    }
+
+    /// Takes a chunk into the window if it continues the stream exactly (stale chunks, from
+    /// before a re-seed, are skipped); output that leaves the window is parsed or skimmed.
+    fn take(
+        &mut self,
+        session: &str,
+        offset: u64,
+        bytes: Arc<[u8]>,
+        limits: &EmulatorLimits,
+        sink: &impl Fn(EmulatorEvent),
+    ) {
+        if offset != self.end() || bytes.is_empty() {
             return;
         }
+        self.last_output = Instant::now();
+        self.window_bytes += bytes.len();
+        self.window.push_back(bytes);
+        while let Some(oldest) = self.window.front()
+            && self.window_bytes - oldest.len() >= limits.window
+        {
+            let oldest = self.window.pop_front().expect("checked");
+            self.window_bytes -= oldest.len();
+            if self.may_parse(oldest.len(), limits) {
+                self.parse(session, &oldest, sink);
+            } else {
+                self.skim(session, &oldest, sink);
+            }
+        }
+    }
+
+    /// Whether `len` bytes leaving the window can still be parsed within the parse rate
+    /// (and if so, spends the credit).
+    fn may_parse(&mut self, len: usize, limits: &EmulatorLimits) -> bool {
+        let now = Instant::now();
+        let earned = now.duration_since(self.credit_at).as_secs_f64() * limits.parse_rate as f64;
+        self.credit = (self.credit + earned as u64).min(limits.parse_rate);
+        self.credit_at = now;
+        if self.credit >= len as u64 {
+            self.credit -= len as u64;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Parses everything in the window: the screen is then exact at the stream's end.
+    fn settle(&mut self, session: &str, sink: &impl Fn(EmulatorEvent)) {
+        while let Some(chunk) = self.window.pop_front() {
+            self.window_bytes -= chunk.len();
+            self.parse(session, &chunk, sink);
+        }
+    }
+
+    /// When the window should be parsed because output paused.
+    fn quiet_at(&self) -> Option<Instant> {
+        (!self.window.is_empty()).then(|| self.last_output + QUIET_PARSE)
+    }
+
+    /// Parses the next output exactly.
+    fn parse(&mut self, session: &str, bytes: &[u8], sink: &impl Fn(EmulatorEvent)) {
         let before = self.parser.screen().bracketed_paste();
-        self.parser.process(bytes);
+        let mut text = bytes;
+        if std::mem::take(&mut self.skimmed) {
+            // Back from skimming: a sequence it cut goes first (these bytes continue it);
+            // otherwise the rest of a character whose start was dropped is skipped.
+            let partial = self.skimmer.finish();
+            if partial.is_empty() {
+                let cut = text
+                    .iter()
+                    .take(3)
+                    .take_while(|&&b| (0x80..0xc0).contains(&b))
+                    .count();
+                text = &text[cut..];
+            } else {
+                self.parser.process(&partial);
+            }
+        }
+        self.parser.process(text);
+        self.consumed(session, bytes, before, sink);
+    }
+
+    /// Skims the next output: its control sequences are parsed, its text dropped.
+    fn skim(&mut self, session: &str, bytes: &[u8], sink: &impl Fn(EmulatorEvent)) {
+        let before = self.parser.screen().bracketed_paste();
+        if !std::mem::replace(&mut self.skimmed, true) {
+            sink(EmulatorEvent::Skimmed {
+                session: session.into(),
+            });
+        }
+        self.kept.clear();
+        self.skimmer.skim(bytes, &mut self.kept);
+        self.parser.process(&self.kept);
+        self.consumed(session, bytes, before, sink);
+    }
+
+    /// Moves the offset past consumed output and reports a change of bracketed paste.
+    fn consumed(
+        &mut self,
+        session: &str,
+        bytes: &[u8],
+        paste_before: bool,
+        sink: &impl Fn(EmulatorEvent),
+    ) {
         self.offset += bytes.len() as u64;
         self.tail
             .extend_from_slice(&bytes[bytes.len().saturating_sub(3)..]);
         let excess = self.tail.len().saturating_sub(3);
         self.tail.drain(..excess);
         let after = self.parser.screen().bracketed_paste();
-        if before != after {
+        if paste_before != after {
             self.shared.bracketed_paste.store(after, Ordering::Release);
             sink(EmulatorEvent::PasteMode {
                 session: session.into(),
@@ -319,16 +508,35 @@ impl PaneEmulator {
         self.shared.processed.store(self.offset, Ordering::Release);
     }
 
-    /// The screen, at the offset where the last complete character ends: the lead bytes of
-    /// a character cut by a read draw nothing yet, so the screen there is the same, and
-    /// output sent after it starts with the whole character instead of its middle.
-    fn snapshot(&self) -> Snapshot {
+    /// The screen after everything handed over so far, at the offset where the last
+    /// complete character ends: the lead bytes of a character cut by a read draw nothing
+    /// yet, so the screen there is the same, and output sent after it starts with the whole
+    /// character instead of its middle. (Likewise a sequence cut while skimming.)
+    fn snapshot(&mut self, session: &str, sink: &impl Fn(EmulatorEvent)) -> Snapshot {
+        self.settle(session, sink);
+        let cut = if self.skimmed && self.skimmer.partial_len() > 0 {
+            self.skimmer.partial_len()
+        } else {
+            super::utf8::incomplete_tail(&self.tail)
+        };
         Snapshot {
-            offset: self.offset - super::utf8::incomplete_tail(&self.tail) as u64,
+            offset: self.offset - cut as u64,
             screen: screen_state(self.parser.screen()),
             rows: self.rows,
             cols: self.cols,
         }
+    }
+
+    /// Skips to `offset` (ahead of everything it has): the window is skimmed for its modes.
+    fn skip_to(&mut self, session: &str, offset: u64, sink: &impl Fn(EmulatorEvent)) {
+        while let Some(chunk) = self.window.pop_front() {
+            self.window_bytes -= chunk.len();
+            self.skim(session, &chunk, sink);
+        }
+        self.offset = offset;
+        self.tail.clear();
+        self.skimmed = true;
+        self.shared.processed.store(self.offset, Ordering::Release);
     }
 }
 
@@ -350,134 +558,205 @@ fn new_parser(rows: u16, cols: u16) -> vt100::Parser {
     vt100::Parser::new(rows, cols, 0)
 }
 
-/// Feeds output to its pane, or answers a checkpoint request queued behind it.
-fn take_data(
-    chunk: Data,
-    panes: &mut HashMap<String, PaneEmulator>,
-    sink: &impl Fn(EmulatorEvent),
-) {
-    if chunk.offset == CHECKPOINT_MARK {
-        let snapshot = panes.get(&chunk.session).map(PaneEmulator::snapshot);
-        sink(EmulatorEvent::Checkpoint {
-            session: chunk.session,
-            snapshot,
-        });
-    } else if let Some(pane) = panes.get_mut(&chunk.session) {
-        pane.feed(&chunk.session, &chunk, sink);
+/// The emulator thread's panes.
+struct Thread<S> {
+    limits: EmulatorLimits,
+    panes: HashMap<String, PaneEmulator>,
+    sink: S,
+}
+
+impl<S: Fn(EmulatorEvent)> Thread<S> {
+    /// Takes output into its pane's window, or answers a checkpoint request queued behind
+    /// it.
+    fn take_data(&mut self, chunk: Data) {
+        if chunk.offset == CHECKPOINT_MARK {
+            let snapshot = self
+                .panes
+                .get_mut(&chunk.session)
+                .map(|pane| pane.snapshot(&chunk.session, &self.sink));
+            (self.sink)(EmulatorEvent::Checkpoint {
+                session: chunk.session,
+                snapshot,
+            });
+            return;
+        }
+        if let Some(pane) = self.panes.get(&chunk.session) {
+            pane.shared
+                .queued
+                .fetch_sub(chunk.bytes.len() as u64, Ordering::AcqRel);
+        }
+        if let Some(pane) = self.panes.get_mut(&chunk.session) {
+            pane.take(
+                &chunk.session,
+                chunk.offset,
+                chunk.bytes,
+                &self.limits,
+                &self.sink,
+            );
+        }
+    }
+
+    fn handle(&mut self, command: Control) {
+        let sink = &self.sink;
+        match command {
+            Control::Open {
+                session,
+                shared,
+                rows,
+                cols,
+                offset,
+                seed,
+            } => {
+                let mut parser = new_parser(rows, cols);
+                parser.process(&seed);
+                shared
+                    .bracketed_paste
+                    .store(parser.screen().bracketed_paste(), Ordering::Release);
+                shared.processed.store(offset, Ordering::Release);
+                let pane = PaneEmulator::new(shared, parser, offset, (rows, cols), &self.limits);
+                self.panes.insert(session, pane);
+            }
+            Control::Snapshot { session, request } => {
+                let snapshot = self
+                    .panes
+                    .get_mut(&session)
+                    .map(|pane| pane.snapshot(&session, sink));
+                sink(EmulatorEvent::Snapshot {
+                    session,
+                    request,
+                    snapshot,
+                });
+            }
+            Control::Text { session } => {
+                let text = self.panes.get_mut(&session).map(|pane| {
+                    pane.settle(&session, sink);
+                    let screen = pane.parser.screen();
+                    let (_, cols) = screen.size();
+                    screen
+                        .rows(0, cols.get())
+                        .map(|row| row.trim_end().to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                });
+                sink(EmulatorEvent::ScreenText { session, text });
+            }
+            Control::Resize {
+                session,
+                rows,
+                cols,
+            } => {
+                if let Some(pane) = self.panes.get_mut(&session)
+                    && let (Some(r), Some(c)) = (NonZeroU16::new(rows), NonZeroU16::new(cols))
+                {
+                    pane.parser.set_size(r, c);
+                    pane.rows = rows;
+                    pane.cols = cols;
+                }
+            }
+            Control::CatchUp {
+                session,
+                offset,
+                chunks,
+            } => {
+                // Only forwards. A pane already past `offset` (it took more of its queue
+                // than the catch-up assumed) keeps its place: moved back, its screen would
+                // be ahead of its offset, and the bytes in between parsed twice. The chunks
+                // then continue it from its own end (they are cut where the backlog's are).
+                if let Some(pane) = self.panes.get_mut(&session) {
+                    if offset > pane.end() {
+                        pane.skip_to(&session, offset, sink);
+                    }
+                    for (offset, bytes) in chunks {
+                        pane.take(&session, offset, bytes, &self.limits, sink);
+                    }
+                }
+            }
+            Control::Close { session } => {
+                self.panes.remove(&session);
+            }
+        }
+    }
+
+    /// Parses the window of every pane whose output has paused; returns when the next one
+    /// falls due.
+    fn settle_quiet(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        for (session, pane) in &mut self.panes {
+            match pane.quiet_at() {
+                Some(due) if due <= now => pane.settle(session, &self.sink),
+                Some(due) => next = Some(next.map_or(due, |n| n.min(due))),
+                None => {}
+            }
+        }
+        next
     }
 }
 
-fn run(control: Receiver<Control>, data: Receiver<Data>, sink: impl Fn(EmulatorEvent)) {
-    let mut panes: HashMap<String, PaneEmulator> = HashMap::new();
-    let handle = |command: Control, panes: &mut HashMap<String, PaneEmulator>| match command {
-        Control::Open {
-            session,
-            shared,
-            rows,
-            cols,
-            offset,
-            seed,
-        } => {
-            let mut parser = new_parser(rows, cols);
-            parser.process(&seed);
-            shared
-                .bracketed_paste
-                .store(parser.screen().bracketed_paste(), Ordering::Release);
-            shared.processed.store(offset, Ordering::Release);
-            panes.insert(
-                session,
-                PaneEmulator {
-                    shared,
-                    parser,
-                    offset,
-                    tail: Vec::new(),
-                    rows,
-                    cols,
-                },
-            );
-        }
-        Control::Snapshot { session, request } => {
-            let snapshot = panes.get(&session).map(PaneEmulator::snapshot);
-            sink(EmulatorEvent::Snapshot {
-                session,
-                request,
-                snapshot,
-            });
-        }
-        Control::Text { session } => {
-            let text = panes.get(&session).map(|pane| {
-                let screen = pane.parser.screen();
-                let (_, cols) = screen.size();
-                screen
-                    .rows(0, cols.get())
-                    .map(|row| row.trim_end().to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
-            sink(EmulatorEvent::ScreenText { session, text });
-        }
-        Control::Resize {
-            session,
-            rows,
-            cols,
-        } => {
-            if let Some(pane) = panes.get_mut(&session)
-                && let (Some(r), Some(c)) = (NonZeroU16::new(rows), NonZeroU16::new(cols))
-            {
-                pane.parser.set_size(r, c);
-                pane.rows = rows;
-                pane.cols = cols;
-            }
-        }
-        Control::CatchUp {
-            session,
-            offset,
-            chunks,
-        } => {
-            // Only forwards. A parser already past `offset` (it worked through more of its
-            // queue than the catch-up assumed) keeps its place: moved back, its screen would
-            // be ahead of its offset, and the bytes in between parsed twice. The chunks then
-            // continue it from its own offset (they are cut where the backlog's are).
-            if let Some(pane) = panes.get_mut(&session) {
-                if offset > pane.offset {
-                    pane.offset = offset;
-                    pane.tail.clear();
-                }
-                for (offset, bytes) in &chunks {
-                    pane.parse(&session, *offset, bytes, &sink);
-                }
-                pane.shared.processed.store(pane.offset, Ordering::Release);
-            }
-        }
-        Control::Close { session } => {
-            panes.remove(&session);
-        }
+fn run(
+    limits: EmulatorLimits,
+    control: Receiver<Control>,
+    data: Receiver<Data>,
+    sink: impl Fn(EmulatorEvent),
+) {
+    let mut thread = Thread {
+        limits,
+        panes: HashMap::new(),
+        sink,
     };
+    // When the next pane's output will have been quiet for long enough (or sooner): every
+    // pane with unparsed output is due no later than this.
+    let mut quiet_due: Option<Instant> = None;
     loop {
+        // Whether output or a command was taken (a window may have filled).
+        let mut took = false;
         // Commands first, so a snapshot never waits behind a flood of queued output.
         loop {
             match control.try_recv() {
-                Ok(command) => handle(command, &mut panes),
+                Ok(command) => {
+                    thread.handle(command);
+                    took = true;
+                }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
             }
         }
+        if quiet_due.is_some_and(|due| due <= Instant::now()) {
+            quiet_due = thread.settle_quiet();
+        }
         match data.try_recv() {
-            Ok(chunk) => take_data(chunk, &mut panes, &sink),
+            Ok(chunk) => {
+                thread.take_data(chunk);
+                took = true;
+            }
             Err(TryRecvError::Disconnected) => return,
             Err(TryRecvError::Empty) => {
-                // Nothing to do: sleep until either channel has something.
+                // Nothing to do: sleep until either channel has something, or a pane's
+                // output has been quiet long enough to parse its window.
+                let wait = quiet_due.map_or(Duration::from_secs(3600), |due| {
+                    due.saturating_duration_since(Instant::now())
+                });
                 crossbeam_channel::select! {
                     recv(control) -> command => match command {
-                        Ok(command) => handle(command, &mut panes),
+                        Ok(command) => {
+                            thread.handle(command);
+                            took = true;
+                        }
                         Err(_) => return,
                     },
                     recv(data) -> chunk => match chunk {
-                        Ok(chunk) => take_data(chunk, &mut panes, &sink),
+                        Ok(chunk) => {
+                            thread.take_data(chunk);
+                            took = true;
+                        }
                         Err(_) => return,
                     },
+                    default(wait) => {}
                 }
             }
+        }
+        if took && quiet_due.is_none() {
+            quiet_due = Some(Instant::now() + QUIET_PARSE);
         }
     }
 }
@@ -588,10 +867,72 @@ mod tests {
         }
     }
 
+    /// A flood bigger than the window, with the parse rate at zero: everything but the
+    /// window is skimmed, and the screen a snapshot gives is still the one a full parse
+    /// gives, modes included, after every recorded program.
+    #[test]
+    fn a_flood_skimmed_beyond_the_window_leaves_the_screen_exact() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/panes");
+        let mut dirs: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        dirs.sort();
+        assert!(!dirs.is_empty());
+        let limits = EmulatorLimits {
+            window: 4096,
+            parse_rate: 0,
+        };
+        for dir in dirs {
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            let mut input = std::fs::read(dir.join("output.bin")).unwrap();
+            for i in 0..3000 {
+                input.extend_from_slice(
+                    format!("\x1b[3{}mline {i} \u{2713}\x1b[0m tail\r\n", i % 8).as_bytes(),
+                );
+                match i {
+                    500 => input.extend_from_slice(b"\x1b[?2004h\x1b[?1h"),
+                    1000 => input.extend_from_slice(b"\x1b[?1049h\x1b[2J\x1b[H"),
+                    1500 => input.extend_from_slice(b"\x1b[4;20r\x1b[1;44m"),
+                    // (Rows outside a scroll region keep what was drawn there: only a
+                    // region that a later window redraws is exact, hence the reset.)
+                    1600 => input.extend_from_slice(b"\x1b[r"),
+                    2000 => input.extend_from_slice(b"\x1b]0;a title\x07\x1b[?25l"),
+                    _ => {}
+                }
+            }
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let emulators = Emulators::start(limits, move |e| tx.send(e).unwrap()).unwrap();
+            let shared = PaneShared::new();
+            emulators.open("s", shared.clone(), 24, 80, 0, Vec::new());
+            // Reads cut characters and sequences anywhere.
+            let mut offset = 0;
+            for chunk in input.chunks(997) {
+                assert!(emulators.feed("s", &shared, offset, Arc::from(chunk), 1 << 30));
+                offset += chunk.len() as u64;
+            }
+            emulators.checkpoint("s");
+            let snapshot = loop {
+                match rx.recv_timeout(Duration::from_secs(10)).unwrap() {
+                    EmulatorEvent::Checkpoint { snapshot, .. } => break snapshot.unwrap(),
+                    _ => continue,
+                }
+            };
+            assert_eq!(snapshot.offset, input.len() as u64, "{name}");
+            let whole = replay(&input);
+            let copy = replay(snapshot.screen.as_bytes());
+            let (a, b) = (whole.screen(), copy.screen());
+            assert_eq!(b.contents_formatted(), a.contents_formatted(), "{name}");
+            assert_eq!(b.cursor_position(), a.cursor_position(), "{name}");
+            assert!(b.alternate_screen() && b.bracketed_paste(), "{name}");
+            assert!(b.application_cursor() && b.hide_cursor(), "{name}");
+        }
+    }
+
     #[test]
     fn thread_follows_fed_output_and_answers_snapshots() {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let emulators = Emulators::start(move |e| tx.send(e).unwrap()).unwrap();
+        let emulators = Emulators::start(EmulatorLimits::default(), move |e| tx.send(e).unwrap()).unwrap();
         let shared = PaneShared::new();
         emulators.open("s", shared.clone(), 5, 20, 100, b"seeded\r\n".to_vec());
         assert!(emulators.feed(
@@ -642,7 +983,7 @@ mod tests {
     #[test]
     fn catching_up_never_moves_a_screen_behind_what_it_shows() {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let emulators = Emulators::start(move |e| tx.send(e).unwrap()).unwrap();
+        let emulators = Emulators::start(EmulatorLimits::default(), move |e| tx.send(e).unwrap()).unwrap();
         let shared = PaneShared::new();
         emulators.open("s", shared.clone(), 10, 20, 0, Vec::new());
         let chunks: Vec<(u64, Arc<[u8]>)> = (0..4u64)

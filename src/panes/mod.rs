@@ -18,6 +18,7 @@ pub mod input;
 pub mod pane;
 pub mod pane_text;
 pub mod seed;
+pub mod skim;
 pub mod text;
 pub mod typing;
 
