@@ -464,7 +464,12 @@ fn fifo_baseline(dir: &Path, bytes: usize) -> f64 {
 
 /// CPU seconds (user + system) a process has used, with its threads.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    cpu_seconds_of(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU seconds (user + system) in a `stat` file of `/proc`.
+fn cpu_seconds_of(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, r)| r.split_whitespace().collect())
@@ -472,6 +477,24 @@ fn cpu_seconds(pid: u32) -> f64 {
     let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
         + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
+}
+
+/// CPU seconds one named thread of a process has used (`comm`, cut to 15 bytes by Linux).
+fn thread_cpu_seconds(pid: u32, name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let name = &name[..name.len().min(15)];
+    tasks
+        .filter_map(|task| task.ok())
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
+        })
+        .map(|task| {
+            let tid: u32 = task.file_name().to_string_lossy().parse().unwrap_or(0);
+            cpu_seconds_of(&format!("/proc/{pid}/task/{tid}/stat"))
+        })
+        .sum()
 }
 
 /// Pid of the daemon's tmux server.
@@ -1292,6 +1315,24 @@ fn output_stalls(daemon: &Daemon) -> u64 {
 /// One viewer written in Python (asyncio `websockets`, `json.loads` on every message) of a
 /// flood of `mb` MB on each backend: its MB/s, whether it got every byte without a gap, the
 /// daemon's CPU per MB, and how often flow control waited for it.
+/// A bare Python reader of a pseudo-terminal on the same flood (`benches/clients/
+/// python_pty_reader.py`): the `pty` backend's baseline for a Python viewer, in MB/s.
+fn python_pty_baseline(python: &Path, bytes: usize) -> f64 {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/clients/python_pty_reader.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .args([&bytes.to_string(), LINE])
+        .output()
+        .expect("run the bare Python pty reader");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("the bare Python pty reader failed: {stdout}"));
+    result["bytes"].as_f64().unwrap() / result["seconds"].as_f64().unwrap() / 1e6
+}
+
 fn python(daemon: &Daemon, mb: usize) -> Vec<Row> {
     let python = python_with_websockets();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/clients/python_viewer.py");
@@ -1300,10 +1341,17 @@ fn python(daemon: &Daemon, mb: usize) -> Vec<Row> {
         "ws://{}/ws/observe?token={}",
         daemon.process.addr, daemon.token
     );
+    let bare_pty = python_pty_baseline(&python, bytes);
+    let bare_fifo = fifo_baseline(daemon.dir(), bytes);
+    println!(
+        "python baselines: a bare Python pty reader {bare_pty:.1} MB/s, a bare FIFO reader on \
+         pipe-pane {bare_fifo:.1} MB/s"
+    );
     let mut rows = Vec::new();
     for (agent_type, backend) in [("gen", "tmux"), ("gen_pty", "pty")] {
         let session = daemon.spawn(agent_type, json!({"BYTES": bytes.to_string()}));
         let (cpu, stalls) = (cpu_seconds(daemon.pid()), output_stalls(daemon));
+        let emulator = thread_cpu_seconds(daemon.pid(), "terminal-emulator");
         // The URL holds the token: in the environment, not on a command line.
         let out = Command::new(&python)
             .arg(&script)
@@ -1312,6 +1360,7 @@ fn python(daemon: &Daemon, mb: usize) -> Vec<Row> {
             .output()
             .expect("run the Python viewer");
         let used = cpu_seconds(daemon.pid()) - cpu;
+        let emulator = thread_cpu_seconds(daemon.pid(), "terminal-emulator") - emulator;
         let stalls = output_stalls(daemon) - stalls;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let result: Value = stdout
@@ -1327,17 +1376,33 @@ fn python(daemon: &Daemon, mb: usize) -> Vec<Row> {
         let seconds = result["seconds"].as_f64().unwrap();
         let got = result["bytes"].as_u64().unwrap();
         let mb_s = got as f64 / seconds / 1e6;
-        println!("python {backend}: {result} daemon {used:.2} CPU-s, {stalls} stalls");
+        let (baseline, what) = if backend == "pty" {
+            (bare_pty, "a bare Python reader of a pseudo-terminal")
+        } else {
+            (bare_fifo, "a bare FIFO reader on `pipe-pane`")
+        };
+        println!(
+            "python {backend}: {result} daemon {used:.2} CPU-s (emulator {emulator:.2}), \
+             {stalls} stalls"
+        );
         rows.push((
             format!("one Python asyncio viewer, {mb} MB, `{backend}` backend"),
             format!(
-                "{mb_s:.1} MB/s; {} ({} of {} bytes, {} gaps); daemon {:.1} ms per MB; flow control \
-                 waited for it {stalls} times; the client used {:.1} CPU-s",
-                if result["ok"] == true { "every byte, checked" } else { "NOT every byte" },
+                "{mb_s:.1} MB/s = {:.2}x {what} in the same run ({baseline:.1} MB/s); {} ({} of \
+                 {} bytes, {} gaps); daemon {:.1} ns per byte of agent output, of which the \
+                 terminal emulator {:.0}%; flow control waited for the viewer {stalls} times; \
+                 the client used {:.1} CPU-s",
+                mb_s / baseline,
+                if result["ok"] == true {
+                    "every byte, checked"
+                } else {
+                    "NOT every byte"
+                },
                 got,
                 expected_stream(bytes).len(),
                 result["gaps"],
-                used * 1e3 / (got as f64 / 1e6),
+                used * 1e9 / got as f64,
+                emulator / used.max(1e-9) * 100.0,
                 result["cpu_seconds"].as_f64().unwrap_or(0.0)
             ),
         ));

@@ -1052,6 +1052,25 @@ impl Config {
         Ok(config)
     }
 
+    /// What a person should know about this config that is not an error: built-in agent
+    /// types whose hooks were switched off (their activity, replies, remote approval and
+    /// the daemon's MCP tools then come from the screen and quiet time alone).
+    pub fn warnings(&self) -> Vec<String> {
+        builtin_agents()
+            .into_iter()
+            .filter(|(name, builtin)| {
+                builtin.hooks.is_some() && self.agents.get(name).is_some_and(|a| a.hooks.is_none())
+            })
+            .map(|(name, _)| {
+                format!(
+                    "agents.{name}: hooks are switched off (hooks = \"none\"): its activity comes \
+                     from its screen and quiet time alone, with no replies, remote tool \
+                     approval or MCP tools"
+                )
+            })
+            .collect()
+    }
+
     /// Parses a config file's text on top of the defaults, without validating paths.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| {
@@ -1469,13 +1488,104 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
     agents
 }
 
+/// `[agents.<type>]` as written: every key optional. A table for a built-in type changes
+/// only the keys it names (so `command` and `env` alone keep the type's hooks, MCP tools,
+/// remote approval and headless form); a new type starts from the defaults and must name
+/// its `command`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentTypeTable {
+    command: Option<Vec<String>>,
+    /// Merged key by key into the type's environment.
+    env: Option<BTreeMap<String, String>>,
+    /// `[]` takes a built-in type's headless form away.
+    headless: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    submit_delay: Option<Duration>,
+    max_tasks: Option<usize>,
+    hooks: Option<HooksSetting>,
+    screen_rules: Option<Vec<ScreenRule>>,
+    backend: Option<Backend>,
+    prompt: Option<PromptStyle>,
+}
+
+/// `hooks = "claude"`, or `"none"` to switch a built-in type's hooks off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum HooksSetting {
+    Claude,
+    None,
+}
+
+fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration_text::deserialize(d).map(Some)
+}
+
+impl AgentTypeTable {
+    /// This table on top of `base` (a built-in type), or on the defaults.
+    fn merge(self, name: &str, base: Option<AgentType>) -> Result<AgentType, String> {
+        let mut agent = match base {
+            Some(base) => base,
+            None => AgentType {
+                command: self
+                    .command
+                    .clone()
+                    .ok_or_else(|| format!("agents.{name}: a new agent type needs a command"))?,
+                env: BTreeMap::new(),
+                headless: None,
+                submit_delay: default_submit_delay(),
+                max_tasks: None,
+                hooks: None,
+                screen_rules: Vec::new(),
+                backend: Backend::default(),
+                prompt: PromptStyle::default(),
+            },
+        };
+        if let Some(command) = self.command {
+            agent.command = command;
+        }
+        if let Some(env) = self.env {
+            agent.env.extend(env);
+        }
+        if let Some(headless) = self.headless {
+            agent.headless = (!headless.is_empty()).then_some(headless);
+        }
+        if let Some(delay) = self.submit_delay {
+            agent.submit_delay = delay;
+        }
+        if let Some(max) = self.max_tasks {
+            agent.max_tasks = Some(max);
+        }
+        if let Some(hooks) = self.hooks {
+            agent.hooks = match hooks {
+                HooksSetting::Claude => Some(HookStyle::Claude),
+                HooksSetting::None => None,
+            };
+        }
+        if let Some(rules) = self.screen_rules {
+            agent.screen_rules = rules;
+        }
+        if let Some(backend) = self.backend {
+            agent.backend = backend;
+        }
+        if let Some(prompt) = self.prompt {
+            agent.prompt = prompt;
+        }
+        Ok(agent)
+    }
+}
+
 fn deserialize_agents<'de, D>(deserializer: D) -> Result<BTreeMap<String, AgentType>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
-    let overrides = BTreeMap::<String, AgentType>::deserialize(deserializer)?;
+    let tables = BTreeMap::<String, AgentTypeTable>::deserialize(deserializer)?;
     let mut agents = builtin_agents();
-    agents.extend(overrides);
+    for (name, table) in tables {
+        let base = agents.remove(&name);
+        let agent = table.merge(&name, base).map_err(serde::de::Error::custom)?;
+        agents.insert(name, agent);
+    }
     Ok(agents)
 }
 
@@ -1659,6 +1769,40 @@ mod tests {
         assert_eq!(config.agents["echo"].env["A"], "1");
         assert_eq!(config.agents["claude"].command, vec!["/opt/claude"]);
         assert!(config.agents.contains_key("droid"));
+    }
+
+    #[test]
+    fn a_table_for_a_built_in_type_changes_only_the_keys_it_names() {
+        let builtin = builtin_agents().remove("claude").unwrap();
+        let config =
+            Config::from_toml("[agents.claude]\ncommand = [\"/opt/claude\"]\nenv = { A = \"1\" }")
+                .unwrap();
+        let claude = &config.agents["claude"];
+        assert_eq!(claude.command, vec!["/opt/claude"]);
+        assert_eq!(claude.env["A"], "1");
+        assert_eq!(claude.hooks, Some(HookStyle::Claude), "the hooks stay");
+        assert_eq!(claude.headless, builtin.headless, "the headless form stays");
+        assert!(config.warnings().is_empty());
+        // Taking something away is said out loud, and the daemon warns about lost hooks.
+        let config = Config::from_toml("[agents.claude]\nhooks = \"none\"\nheadless = []").unwrap();
+        assert_eq!(config.agents["claude"].hooks, None);
+        assert_eq!(config.agents["claude"].headless, None);
+        assert_eq!(config.agents["claude"].command, builtin.command);
+        let warnings = config.warnings();
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("agents.claude: hooks are switched off"),
+            "{warnings:?}"
+        );
+        // A new type needs its command; unknown keys are still errors.
+        let error = Config::from_toml("[agents.mine]\nenv = { A = \"1\" }").unwrap_err();
+        assert!(
+            error
+                .0
+                .contains("agents.mine: a new agent type needs a command"),
+            "{}",
+            error.0
+        );
+        assert!(Config::from_toml("[agents.claude]\nhook = \"claude\"").is_err());
     }
 
     #[test]

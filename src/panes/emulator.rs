@@ -932,7 +932,8 @@ mod tests {
     #[test]
     fn thread_follows_fed_output_and_answers_snapshots() {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let emulators = Emulators::start(EmulatorLimits::default(), move |e| tx.send(e).unwrap()).unwrap();
+        let emulators =
+            Emulators::start(EmulatorLimits::default(), move |e| tx.send(e).unwrap()).unwrap();
         let shared = PaneShared::new();
         emulators.open("s", shared.clone(), 5, 20, 100, b"seeded\r\n".to_vec());
         assert!(emulators.feed(
@@ -983,7 +984,8 @@ mod tests {
     #[test]
     fn catching_up_never_moves_a_screen_behind_what_it_shows() {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let emulators = Emulators::start(EmulatorLimits::default(), move |e| tx.send(e).unwrap()).unwrap();
+        let emulators =
+            Emulators::start(EmulatorLimits::default(), move |e| tx.send(e).unwrap()).unwrap();
         let shared = PaneShared::new();
         emulators.open("s", shared.clone(), 10, 20, 0, Vec::new());
         let chunks: Vec<(u64, Arc<[u8]>)> = (0..4u64)

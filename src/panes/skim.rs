@@ -50,6 +50,9 @@ pub struct Skimmer {
     partial: Vec<u8>,
     /// The sequence being read is too long: it is dropped once it ends.
     dropping: bool,
+    /// Where in the output the current run of colour changes (SGR, with no other sequence
+    /// in between) starts: a reset drops the run before it, which it would undo anyway.
+    colours_from: usize,
 }
 
 impl Skimmer {
@@ -61,6 +64,7 @@ impl Skimmer {
     /// Appends to `out` every control sequence that `input` completes; a sequence cut at
     /// the end of `input` is held until the next call (or [`Skimmer::finish`]).
     pub fn skim(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        self.colours_from = out.len();
         let mut at = 0;
         while at < input.len() {
             if self.state == State::Text {
@@ -71,6 +75,7 @@ impl Skimmer {
                     }
                     Some(found) => {
                         out.push(input[at + found]);
+                        self.colours_from = out.len();
                         at += found + 1;
                     }
                     None => return,
@@ -108,7 +113,20 @@ impl Skimmer {
     /// Ends the current sequence: kept unless it grew too long.
     fn complete(&mut self, out: &mut Vec<u8>) {
         if !self.dropping {
-            out.extend_from_slice(&self.partial);
+            let sequence = &self.partial[..];
+            let colours = sequence.len() >= 3
+                && sequence[1] == b'['
+                && sequence.ends_with(b"m")
+                && sequence[2..sequence.len() - 1]
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || *b == b';' || *b == b':');
+            if colours && (sequence == b"\x1b[m" || sequence == b"\x1b[0m") {
+                out.truncate(self.colours_from);
+            }
+            out.extend_from_slice(sequence);
+            if !colours {
+                self.colours_from = out.len();
+            }
         }
         self.partial.clear();
         self.dropping = false;
@@ -207,7 +225,7 @@ mod tests {
         let input = b"hello \x1b[1;31mred\x1b[0m\r\n\x1b[?1049h\x1b]0;title\x07\x1b(0q\x1b(B\x0e\x0fdone\x1bc";
         assert_eq!(
             skim_all(&[input]),
-            b"\x1b[1;31m\x1b[0m\x1b[?1049h\x1b]0;title\x07\x1b(0\x1b(B\x0e\x0f\x1bc"
+            b"\x1b[0m\x1b[?1049h\x1b]0;title\x07\x1b(0\x1b(B\x0e\x0f\x1bc"
         );
     }
 
@@ -216,7 +234,11 @@ mod tests {
         let input: &[u8] = b"ab\x1b[?2004hcd\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\";
         let whole = skim_all(&[input]);
         for cut in 0..input.len() {
-            assert_eq!(skim_all(&[&input[..cut], &input[cut..]]), whole, "cut {cut}");
+            assert_eq!(
+                skim_all(&[&input[..cut], &input[cut..]]),
+                whole,
+                "cut {cut}"
+            );
         }
         let mut skimmer = Skimmer::new();
         let mut out = Vec::new();
@@ -225,6 +247,21 @@ mod tests {
         assert_eq!(skimmer.finish(), b"\x1b[?20");
         skimmer.skim(b"04h", &mut out);
         assert!(out.is_empty(), "finish starts again in text");
+    }
+
+    #[test]
+    fn colour_changes_that_a_reset_undoes_are_dropped() {
+        assert_eq!(
+            skim_all(&[b"\x1b[1;31mred\x1b[0m \x1b[34mblue\x1b[m \x1b[1m"]),
+            b"\x1b[m\x1b[1m"
+        );
+        // Not across other sequences (a cursor save keeps the colours of its moment).
+        assert_eq!(
+            skim_all(&[b"\x1b[31m\x1b7\x1b[0m"]),
+            b"\x1b[31m\x1b7\x1b[0m"
+        );
+        // Private sequences ending in `m` are not colours.
+        assert_eq!(skim_all(&[b"\x1b[>4;1m\x1b[0m"]), b"\x1b[>4;1m\x1b[0m");
     }
 
     #[test]
