@@ -470,11 +470,10 @@ fn serve(config: &ConfigArgs, listen: Option<SocketAddr>) -> ExitCode {
     orchestra::logging::init();
     let mut server = match load_config(config, listen)
         .and_then(take_secret_from_environment)
-        .map(|config| {
+        .inspect(|config| {
             for warning in config.warnings() {
                 log::warn!("{warning}");
             }
-            config
         })
         .and_then(orchestra::server::Server::start)
     {
