@@ -217,6 +217,10 @@ pub struct Gauges {
     pub viewers: u64,
     /// Seconds since the daemon started.
     pub uptime_seconds: u64,
+    /// Pane output the terminal emulator parsed exactly, in bytes (a counter).
+    pub screen_parsed_bytes: u64,
+    /// Pane output the terminal emulator skimmed for its control sequences (a counter).
+    pub screen_skimmed_bytes: u64,
 }
 
 /// Renders everything in the Prometheus text exposition format (version 0.0.4).
@@ -275,6 +279,20 @@ fn render_gauges(out: &mut String, gauges: &Gauges) {
         "gauge",
         "Open WebSocket observers.",
         gauges.viewers,
+    );
+    single(
+        out,
+        "orchestra_screen_parsed_bytes_total",
+        "counter",
+        "Pane output the terminal emulator parsed exactly.",
+        gauges.screen_parsed_bytes,
+    );
+    single(
+        out,
+        "orchestra_screen_skimmed_bytes_total",
+        "counter",
+        "Pane output the terminal emulator skimmed for its control sequences (a flood beyond panes.screen_parse_rate).",
+        gauges.screen_skimmed_bytes,
     );
     family(out, "orchestra_tickets", "gauge", "Task tickets by status.");
     for (status, n) in &gauges.tickets {

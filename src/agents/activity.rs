@@ -109,6 +109,16 @@ impl ActivityState {
         }
     }
 
+    /// A just-spawned agent whose CLI reports through hooks: only its hooks move it, so it
+    /// is `starting` until its SessionStart hook, whatever its screen shows meanwhile.
+    pub fn hooked(now: SystemTime) -> ActivityState {
+        ActivityState {
+            detail: "spawned; waiting for the CLI's SessionStart hook".into(),
+            hooked: true,
+            ..ActivityState::new(now)
+        }
+    }
+
     /// An agent a restarted daemon found running. One with hooks is followed by its hooks
     /// from the start; until its next event the daemon does not know what it is doing.
     pub fn adopted(now: SystemTime, hooked: bool) -> ActivityState {
@@ -346,8 +356,13 @@ mod tests {
 
     #[test]
     fn hook_events_drive_a_claude_turn() {
-        let mut state = ActivityState::new(at(0));
+        let mut state = ActivityState::hooked(at(0));
         assert_eq!(state.activity, Activity::Starting);
+        // Its CLI drawing its screen while it starts moves it no more than time does.
+        assert!(!state.on_output(at(0)));
+        assert!(!state.on_time(at(100), IDLE, STUCK));
+        assert_eq!(state.activity, Activity::Starting);
+        assert_eq!(state.next_check(IDLE, STUCK), None);
         assert!(state.on_hook(HookEvent::SessionStart, &json!({}), at(1)));
         assert_eq!(state.activity, Activity::WaitingInput);
         // The TUI's redraws do not move a hooked agent.

@@ -33,8 +33,14 @@ pub fn hook_settings(exe: &Path, client_timeout: Duration, approval_timeout: Dur
         }
         hooks.insert(event.as_str().to_string(), json!([entry]));
     }
-    json!({ "hooks": hooks })
+    // The daemon's own MCP tools (`mcp__orchestra__*`) run without the CLI asking first:
+    // those that need a person (a plan) ask through the daemon, so one question, not two.
+    json!({ "hooks": hooks, "permissions": { "allow": [OWN_MCP_TOOLS] } })
 }
+
+/// The permission rule that allows every tool of the daemon's MCP server (named
+/// `orchestra` in the MCP config it passes).
+pub const OWN_MCP_TOOLS: &str = "mcp__orchestra";
 
 /// `argv` with `--settings SETTINGS --mcp-config MCP` after the program, so that they come
 /// before any argument the configured command has (and before a `--`).
@@ -74,6 +80,7 @@ mod tests {
             assert_eq!(entry["hooks"][0]["timeout"], timeout);
             assert_eq!(entry.get("matcher").is_some(), event.is_tool_event());
         }
+        assert_eq!(settings["permissions"]["allow"], json!(["mcp__orchestra"]));
     }
 
     #[test]

@@ -282,6 +282,10 @@ fn register_spawned(parts: &mut Parts<'_>, job: SpawnJob, outcome: SpawnOutcome)
     );
     let pane = pane_spec(&parts.ctx.config, &agent, job.height, job.width);
     agent.hook_token = job.hooks.as_ref().map(|h| h.token.clone());
+    if agent.hook_token.is_some() {
+        // Followed by its hooks alone from the start: `starting` until SessionStart.
+        agent.activity = super::activity::ActivityState::hooked(SystemTime::now());
+    }
     let place = match agent.backend.pane() {
         Some(pane) => format!("pane {pane}"),
         None => "a pty".to_string(),

@@ -64,6 +64,8 @@ fn gauges(parts: &Parts<'_>) -> Gauges {
     let mut gauges = Gauges {
         viewers: parts.api.observers as u64,
         uptime_seconds: parts.ctx.started.elapsed().as_secs(),
+        screen_parsed_bytes: parts.panes.emulator_counts().0,
+        screen_skimmed_bytes: parts.panes.emulator_counts().1,
         ..Gauges::default()
     };
     for agent in parts.agents.sorted() {

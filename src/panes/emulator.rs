@@ -191,10 +191,20 @@ struct Data {
     bytes: Arc<[u8]>,
 }
 
+/// What the emulator did with the output it was handed, over all panes.
+#[derive(Debug, Default)]
+pub struct EmulatorCounts {
+    /// Bytes parsed exactly.
+    pub parsed: AtomicU64,
+    /// Bytes skimmed for their control sequences.
+    pub skimmed: AtomicU64,
+}
+
 /// Handle on the emulator thread.
 pub struct Emulators {
     control: Sender<Control>,
     data: Sender<Data>,
+    counts: Arc<EmulatorCounts>,
 }
 
 impl Emulators {
@@ -205,6 +215,8 @@ impl Emulators {
     ) -> std::io::Result<Emulators> {
         let (control, control_rx) = crossbeam_channel::unbounded();
         let (data, data_rx) = crossbeam_channel::unbounded();
+        let counts = Arc::new(EmulatorCounts::default());
+        let thread_counts = counts.clone();
         std::thread::Builder::new()
             .name("terminal-emulator".into())
             .spawn(move || {
@@ -212,9 +224,18 @@ impl Emulators {
                 // bytes); it must never take CPU from tmux, the event loop or viewers. Nothing
                 // waits for it: it shares no lock with the loop.
                 let _ = crate::sys::lower_thread_priority(15);
-                run(limits, control_rx, data_rx, sink)
+                run(limits, thread_counts, control_rx, data_rx, sink)
             })?;
-        Ok(Emulators { control, data })
+        Ok(Emulators {
+            control,
+            data,
+            counts,
+        })
+    }
+
+    /// Bytes parsed and skimmed so far, over all panes.
+    pub fn counts(&self) -> &EmulatorCounts {
+        &self.counts
     }
 
     /// Starts (or restarts) emulating a pane whose stream continues at `offset`, from a blank
@@ -356,6 +377,8 @@ struct PaneEmulator {
     skimmed: bool,
     /// Scratch space for skimmed sequences.
     kept: Vec<u8>,
+    /// The thread's byte counts.
+    counts: Arc<EmulatorCounts>,
 }
 
 impl PaneEmulator {
@@ -365,6 +388,7 @@ impl PaneEmulator {
         offset: u64,
         (rows, cols): (u16, u16),
         limits: &EmulatorLimits,
+        counts: Arc<EmulatorCounts>,
     ) -> PaneEmulator {
         let now = Instant::now();
         PaneEmulator {
@@ -382,6 +406,7 @@ impl PaneEmulator {
             skimmer: Skimmer::new(),
             skimmed: false,
             kept: Vec::new(),
+            counts,
         }
     }
 
@@ -467,6 +492,9 @@ impl PaneEmulator {
             }
         }
         self.parser.process(text);
+        self.counts
+            .parsed
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.consumed(session, bytes, before, sink);
     }
 
@@ -481,6 +509,9 @@ impl PaneEmulator {
         self.kept.clear();
         self.skimmer.skim(bytes, &mut self.kept);
         self.parser.process(&self.kept);
+        self.counts
+            .skimmed
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.consumed(session, bytes, before, sink);
     }
 
@@ -561,6 +592,7 @@ fn new_parser(rows: u16, cols: u16) -> vt100::Parser {
 /// The emulator thread's panes.
 struct Thread<S> {
     limits: EmulatorLimits,
+    counts: Arc<EmulatorCounts>,
     panes: HashMap<String, PaneEmulator>,
     sink: S,
 }
@@ -613,7 +645,14 @@ impl<S: Fn(EmulatorEvent)> Thread<S> {
                     .bracketed_paste
                     .store(parser.screen().bracketed_paste(), Ordering::Release);
                 shared.processed.store(offset, Ordering::Release);
-                let pane = PaneEmulator::new(shared, parser, offset, (rows, cols), &self.limits);
+                let pane = PaneEmulator::new(
+                    shared,
+                    parser,
+                    offset,
+                    (rows, cols),
+                    &self.limits,
+                    self.counts.clone(),
+                );
                 self.panes.insert(session, pane);
             }
             Control::Snapshot { session, request } => {
@@ -695,12 +734,14 @@ impl<S: Fn(EmulatorEvent)> Thread<S> {
 
 fn run(
     limits: EmulatorLimits,
+    counts: Arc<EmulatorCounts>,
     control: Receiver<Control>,
     data: Receiver<Data>,
     sink: impl Fn(EmulatorEvent),
 ) {
     let mut thread = Thread {
         limits,
+        counts,
         panes: HashMap::new(),
         sink,
     };

@@ -94,6 +94,15 @@ impl Panes {
             .insert(session_id.to_string(), pane::Pane::new(spec));
     }
 
+    /// Bytes of pane output the terminal emulator parsed and skimmed so far.
+    pub fn emulator_counts(&self) -> (u64, u64) {
+        let counts = self.emulators.counts();
+        (
+            counts.parsed.load(std::sync::atomic::Ordering::Relaxed),
+            counts.skimmed.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// Session `session_id`'s pane.
     pub fn get(&self, session_id: &str) -> Option<&pane::Pane> {
         self.by_session.get(session_id)

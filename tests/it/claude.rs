@@ -330,7 +330,9 @@ fn the_primary_proposes_a_plan_through_mcp_the_user_approves_and_the_primary_lea
         // ...and the primary's next turn begins with the task's result.
         Reply::text("Task 1 is done, the notes are written."),
     ]);
-    let daemon = daemon_with_claude_args(&model, &["--allowedTools", "mcp__orchestra"], "");
+    // The built-in type's permission mode, in which the CLI asks before acting: the
+    // daemon's own tools are allowed by its hook settings, so the plan is asked about once.
+    let daemon = daemon_with_claude_args(&model, &["--permission-mode", "manual"], "");
     let token = daemon.control();
     let mut ws = daemon.ws(&token);
     let spawned = daemon.post(

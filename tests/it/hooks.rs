@@ -284,3 +284,33 @@ fn a_working_agent_with_no_output_and_no_events_is_stuck_until_it_moves() {
     let moving = ws.recv_until("working again", |m| activity_is(m, "working"));
     assert_eq!(moving["evidence"]["detail"], "output again", "{moving}");
 }
+
+/// A table for the built-in `claude` type with only a `command` (the stand-in) keeps the
+/// type's hooks: the agent gets its hook credential. And a hooked agent is `starting` until
+/// its CLI's SessionStart hook, whatever its screen shows meanwhile.
+#[test]
+fn an_overridden_built_in_type_keeps_its_hooks_and_starts_until_its_session_starts() {
+    let daemon = DaemonProcess::start_with(&format!(
+        "[agents.claude]\ncommand = [\"{}\"]\n",
+        crate::common::agent_script("echo.sh")
+    ));
+    let token = daemon.control();
+    let session = id_of(&daemon.spawn(&token, "claude"));
+    let env = hook_env(&daemon, &token, &session);
+    let mut ws = daemon.ws(&token);
+    let mut transcript = crate::observe::subscribe_with_screen(&mut ws, &session);
+    // The greeting is output: it has reached the daemon's activity tracking by the time a
+    // viewer holds it, and the next request is answered after it.
+    transcript.read_until_after_screen(&mut ws, &session, "echo agent ready");
+    let detail = daemon.get(&format!("/api/agents/{session}"), &token).json();
+    assert_eq!(detail["activity"], "starting", "{detail}");
+    assert!(
+        run_hook(&env, "SessionStart", &json!({"source": "startup"}))
+            .status
+            .success()
+    );
+    let started = ws.recv_until("waiting_input", |m| {
+        is_activity(m, &session, "waiting_input")
+    });
+    assert_eq!(started["evidence"]["source"], "hook", "{started}");
+}
