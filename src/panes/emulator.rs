@@ -36,6 +36,10 @@ use super::skim::Skimmer;
 /// screen is ready (and its bracketed-paste mode known) before anyone asks.
 pub const QUIET_PARSE: Duration = Duration::from_millis(50);
 
+/// While output flows, the thread takes it in batches this far apart (commands, such as a
+/// snapshot for a new viewer, still wake it at once).
+pub const BATCH: Duration = Duration::from_millis(10);
+
 /// How much of a pane's output the emulator parses exactly (`[panes]` `screen_window` and
 /// `screen_parse_rate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -600,7 +604,20 @@ struct Thread<S> {
 impl<S: Fn(EmulatorEvent)> Thread<S> {
     /// Takes output into its pane's window, or answers a checkpoint request queued behind
     /// it.
-    fn take_data(&mut self, chunk: Data) {
+    fn take_data(&mut self, chunk: Data, control: &Receiver<Control>) {
+        // Commands sent before this item are in their channel by now. When the item depends
+        // on them (a checkpoint; output ahead of its pane, which a catch-up moves there),
+        // they are handled first: the two channels alone do not keep their order.
+        let ahead = chunk.offset == CHECKPOINT_MARK
+            || self
+                .panes
+                .get(&chunk.session)
+                .is_some_and(|pane| chunk.offset > pane.end());
+        if ahead {
+            while let Ok(command) = control.try_recv() {
+                self.handle(command);
+            }
+        }
         if chunk.offset == CHECKPOINT_MARK {
             let snapshot = self
                 .panes
@@ -749,9 +766,8 @@ fn run(
     // pane with unparsed output is due no later than this.
     let mut quiet_due: Option<Instant> = None;
     loop {
-        // Whether output or a command was taken (a window may have filled).
-        let mut took = false;
         // Commands first, so a snapshot never waits behind a flood of queued output.
+        let mut took = false;
         loop {
             match control.try_recv() {
                 Ok(command) => {
@@ -765,39 +781,38 @@ fn run(
         if quiet_due.is_some_and(|due| due <= Instant::now()) {
             quiet_due = thread.settle_quiet();
         }
-        match data.try_recv() {
-            Ok(chunk) => {
-                thread.take_data(chunk);
-                took = true;
-            }
-            Err(TryRecvError::Disconnected) => return,
-            Err(TryRecvError::Empty) => {
-                // Nothing to do: sleep until either channel has something, or a pane's
-                // output has been quiet long enough to parse its window.
-                let wait = quiet_due.map_or(Duration::from_secs(3600), |due| {
-                    due.saturating_duration_since(Instant::now())
-                });
-                crossbeam_channel::select! {
-                    recv(control) -> command => match command {
-                        Ok(command) => {
-                            thread.handle(command);
-                            took = true;
-                        }
-                        Err(_) => return,
-                    },
-                    recv(data) -> chunk => match chunk {
-                        Ok(chunk) => {
-                            thread.take_data(chunk);
-                            took = true;
-                        }
-                        Err(_) => return,
-                    },
-                    default(wait) => {}
+        // Then all the output there is (taking it is cheap: the window defers the parsing).
+        let mut flowing = false;
+        loop {
+            match data.try_recv() {
+                Ok(chunk) => {
+                    thread.take_data(chunk, &control);
+                    flowing = true;
                 }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
             }
         }
-        if took && quiet_due.is_none() {
+        if (took || flowing) && quiet_due.is_none() {
             quiet_due = Some(Instant::now() + QUIET_PARSE);
+        }
+        let until_quiet = quiet_due.map_or(Duration::from_secs(3600), |due| {
+            due.saturating_duration_since(Instant::now())
+        });
+        // Wait without taking anything: the next turn takes commands before output, so a
+        // command sent before a checkpoint is always handled before it.
+        let mut ready = crossbeam_channel::Select::new();
+        ready.recv(&control);
+        if flowing {
+            // Output is flowing: gather it for a moment, woken early only by a command,
+            // rather than by every chunk (a flood of small reads would cost the machine a
+            // thread switch each).
+            let _ = ready.ready_timeout(BATCH.min(until_quiet));
+        } else {
+            // Nothing to do: sleep until either channel has something, or a pane's output
+            // has been quiet long enough to parse its window.
+            ready.recv(&data);
+            let _ = ready.ready_timeout(until_quiet);
         }
     }
 }

@@ -41,7 +41,9 @@ pub struct HubLimits {
     pub resync_window: Duration,
     /// A live viewer further than this behind a pane's output holds the reading of that
     /// pane back (for at most `panes.max_stall`), so that it does not fall out of the
-    /// backlog: half the backlog. `u64::MAX`: never (`panes.max_stall = "0s"`).
+    /// backlog: half the backlog, or half the shared frames if fewer (a viewer that is
+    /// waited for is served the frames all viewers share, never frames encoded for it
+    /// alone). `u64::MAX`: never (`panes.max_stall = "0s"`).
     pub stall_lag: u64,
 }
 
@@ -68,7 +70,7 @@ impl HubLimits {
             stall_lag: if config.panes.max_stall.is_zero() {
                 u64::MAX
             } else {
-                config.panes.backlog_bytes as u64 / 2
+                (config.panes.backlog_bytes / 2).min(config.panes.live_frame_bytes / 2) as u64
             },
         }
     }
