@@ -741,7 +741,7 @@ impl Default for PaneConfig {
             max_rows: 500,
             max_stall: Duration::from_millis(200),
             screen_window: 256 * 1024,
-            screen_parse_rate: 1024 * 1024,
+            screen_parse_rate: 256 * 1024,
         }
     }
 }
