@@ -87,7 +87,7 @@ pub fn timer(daemon: &mut Daemon, timer: Timer) {
         Timer::StallEnd(session, serial) => panes.on_stall_end(&session, serial),
         Timer::ReseedCheck(session) => panes.on_reseed_check(ctx, &session),
         Timer::PersistPasteMode(session) => panes.on_persist_paste_mode(ctx, &session),
-        Timer::Checkpoint(session) => panes.on_checkpoint_due(&session),
+        Timer::Checkpoint(session) => panes.on_checkpoint_due(ctx, &session),
         Timer::PtyExit(session) => {
             crate::agents::pty_session::output_ended(&mut daemon.for_agents(), &session)
         }

@@ -4,11 +4,16 @@
 //! [`Source::PtyHolder`]) is opened, read for exits and closed by
 //! [`crate::agents::pty_session`].
 
+use std::time::{Duration, Instant, SystemTime};
+
 use super::Panes;
 use super::emulator::Snapshot;
 use crate::ctx::{Ctx, Source, Timer};
 use crate::proto::pty::{Kind, encode};
 use crate::pty::Checkpoint;
+
+/// While a pane's output flows, the pty holder gets a checkpoint at most this often.
+pub const FLOOD_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 impl Panes {
     /// Session `session_id`'s holder is connected on source slot `key`.
@@ -75,12 +80,28 @@ impl Panes {
     }
 
     /// The checkpoint timer fell due: ask the emulator for the screen (behind the output it
-    /// has been handed so far).
-    pub fn on_checkpoint_due(&mut self, session_id: &str) {
+    /// has been handed so far). While output still flows, at most one checkpoint per
+    /// [`FLOOD_CHECKPOINT_EVERY`] (each makes the emulator parse its window, and in a flood
+    /// the holder's ring overflows between any two anyway); the one after it stops is
+    /// always taken.
+    pub fn on_checkpoint_due(&mut self, ctx: &mut Ctx, session_id: &str) {
+        let after = ctx.config.pty.checkpoint_after;
         let Some(pane) = self.by_session.get_mut(session_id) else {
             return;
         };
+        let flowing = SystemTime::now()
+            .duration_since(pane.last_output)
+            .is_ok_and(|quiet| quiet < after);
+        let recent = pane
+            .last_checkpoint
+            .is_some_and(|at| at.elapsed() < FLOOD_CHECKPOINT_EVERY);
+        if flowing && recent {
+            ctx.timers
+                .schedule_in(after, Timer::Checkpoint(session_id.to_string()));
+            return;
+        }
         pane.checkpoint_pending = false;
+        pane.last_checkpoint = Some(Instant::now());
         self.emulators.checkpoint(session_id);
     }
 

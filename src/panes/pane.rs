@@ -137,6 +137,8 @@ pub struct Pane {
     pub(super) holder: Option<usize>,
     /// Whether a checkpoint for the pty holder is scheduled.
     pub(super) checkpoint_pending: bool,
+    /// When the last checkpoint was asked for.
+    pub(super) last_checkpoint: Option<Instant>,
     pub(super) submit_delay: Duration,
     /// When the pane registered (its tmux session existed by then).
     pub(super) registered: Instant,
@@ -165,6 +167,7 @@ impl Pane {
             paste_persist_pending: false,
             holder: None,
             checkpoint_pending: false,
+            last_checkpoint: None,
             submit_delay: spec.submit_delay,
             registered: Instant::now(),
         }
