@@ -7,7 +7,11 @@
 //! - `idle`: memory per idle observer connection and connect time (default 10,000);
 //! - `python`: one viewer written with Python's asyncio `websockets` (what most scripts
 //!   use), on each backend: MB/s, every byte checked, daemon CPU per MB (not in the default
-//!   set: it needs a Python with `websockets`, made under `target/` on first use);
+//!   set: it needs a Python with `websockets`, made under `target/` on first use), against
+//!   a bare Python reader of a pseudo-terminal; the daemon's CPU per byte and its emulator's
+//!   share;
+//! - `typing`: keystroke-to-echo p50/p99 on one agent while 4 others flood, against the
+//!   same echo alone (not in the default set);
 //! - `cluster`: two daemons over one `nats-server` (also not in the default set).
 //!
 //! `cargo bench --bench e2e` runs them all; `cargo bench --bench e2e -- latency idle` runs
@@ -951,8 +955,22 @@ fn keystrokes_through(viewer: &Daemon, session: &str, samples: usize) -> Vec<Dur
     let mut ws = viewer.ws();
     subscribe(&mut ws, session);
     std::thread::sleep(Duration::from_millis(300));
+    keystroke_samples(&mut ws, session, samples, || true)
+}
+
+/// Up to `samples` keystroke round trips on `ws` (subscribed to `session`), for as long as
+/// `keep_going` says.
+fn keystroke_samples(
+    ws: &mut Ws,
+    session: &str,
+    samples: usize,
+    keep_going: impl Fn() -> bool,
+) -> Vec<Duration> {
     let mut through = Vec::with_capacity(samples);
     for i in 0..samples {
+        if !keep_going() {
+            break;
+        }
         let key = ((b'a' + (i % 26) as u8) as char).to_string();
         let start = Instant::now();
         ws.send(json!({"type": "terminal_input", "session_id": session, "data": key}));
@@ -971,6 +989,86 @@ fn keystrokes_through(viewer: &Daemon, session: &str, samples: usize) -> Vec<Dur
         through.push(start.elapsed());
     }
     through
+}
+
+/// Typing while others flood: keystroke-to-echo on one agent while 4 other agents of the
+/// same backend flood output to their own viewers (Rust clients), against the same echo
+/// with nothing else running, in the same run. Only keystrokes taken while every flood
+/// still ran count.
+fn typing(daemon: &Daemon, mb: usize, samples: usize) -> Vec<Row> {
+    const FLOODS: usize = 4;
+    let bytes = mb * 1_000_000 / FLOODS;
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let mut rows = Vec::new();
+    for (flooder, echo, backend) in [
+        ("gen_pty", "rawecho_pty", "pty"),
+        ("gen", "rawecho", "tmux"),
+    ] {
+        let (mut quiet, _) = keystrokes(daemon, echo, samples);
+        let echo_session = daemon.spawn(echo, json!({}));
+        let mut typist = daemon.ws();
+        subscribe(&mut typist, &echo_session);
+        let sessions: Vec<String> = (0..FLOODS)
+            .map(|_| daemon.spawn(flooder, json!({"BYTES": bytes.to_string()})))
+            .collect();
+        let mut sockets: Vec<Ws> = sessions
+            .iter()
+            .map(|session| {
+                let mut ws = daemon.ws();
+                subscribe(&mut ws, session);
+                ws
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300)); // let stty raw take effect
+        let started = Instant::now();
+        for (ws, session) in sockets.iter_mut().zip(&sessions) {
+            ws.send(json!({"type": "terminal_input", "session_id": session, "data": "\r"}));
+        }
+        let finished = std::sync::atomic::AtomicUsize::new(0);
+        let mut busy = std::thread::scope(|scope| {
+            for ws in sockets.iter_mut() {
+                let finished = &finished;
+                scope.spawn(move || {
+                    count_flood(ws, started, bytes);
+                    finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
+            // Let the floods get going first.
+            std::thread::sleep(Duration::from_millis(200));
+            keystroke_samples(&mut typist, &echo_session, samples, || {
+                finished.load(std::sync::atomic::Ordering::SeqCst) == 0
+            })
+        });
+        let flood_seconds = started.elapsed().as_secs_f64();
+        let taken = busy.len();
+        assert!(
+            taken > 0,
+            "the floods ended before any keystroke: raise --mb"
+        );
+        let (q50, q99) = (
+            us(percentile(&mut quiet, 0.5)),
+            us(percentile(&mut quiet, 0.99)),
+        );
+        let (b50, b99) = (
+            us(percentile(&mut busy, 0.5)),
+            us(percentile(&mut busy, 0.99)),
+        );
+        println!(
+            "typing {backend}: {taken} keystrokes during {FLOODS} floods of {bytes} bytes \
+             ({flood_seconds:.1} s): p50 {b50:.0} us p99 {b99:.0} us; alone p50 {q50:.0} us p99 \
+             {q99:.0} us"
+        );
+        rows.push((
+            format!("keystroke to echo while {FLOODS} other agents flood, `{backend}` backend"),
+            format!(
+                "p50 {b50:.0} us, p99 {b99:.0} us over {taken} keystrokes taken while all {FLOODS} \
+                 floods ran ({} MB each, Rust viewers); the same echo with nothing else running: \
+                 p50 {q50:.0} us, p99 {q99:.0} us",
+                bytes / 1_000_000
+            ),
+        ));
+    }
+    rows
 }
 
 /// The transport alone: a JSON `ping` answered with `pong` on a connection like the one
@@ -1156,6 +1254,7 @@ fn main() {
             "dashboard" => dashboard(&daemon, (options.mb / 2).max(1)),
             "cluster" => cluster(options.mb, options.samples),
             "python" => python(&daemon, options.mb),
+            "typing" => typing(&daemon, options.mb, options.samples),
             other => {
                 eprintln!("unknown scenario {other}");
                 Vec::new()
