@@ -727,6 +727,10 @@ pub struct PaneConfig {
     /// largest burst); output beyond this rate is skimmed for its control sequences and its
     /// text, which the window redraws in a flood, dropped.
     pub screen_parse_rate: u64,
+    /// Bytes read from one pane per loop turn before other sources (keystrokes, other
+    /// panes, viewers) get their turn: a loop turn lasts about this times the panes that
+    /// flood at once.
+    pub read_budget: usize,
 }
 
 impl Default for PaneConfig {
@@ -742,6 +746,7 @@ impl Default for PaneConfig {
             max_stall: Duration::from_millis(200),
             screen_window: 256 * 1024,
             screen_parse_rate: 256 * 1024,
+            read_budget: 64 * 1024,
         }
     }
 }

@@ -18,8 +18,6 @@ use crate::ctx::{Ctx, Source, Timer, then};
 use crate::net::pane_io::PaneIo;
 use crate::tmux::{self, TmuxError};
 
-/// Bytes read from a pane per readiness event before other sources get a turn.
-const READ_BUDGET: usize = 1 << 20;
 /// Size of one read (and so the largest live chunk).
 pub const READ_CHUNK: usize = 64 * 1024;
 /// Quiet time after which a tmux pane whose emulator caught up after a flood is re-seeded
@@ -171,7 +169,8 @@ impl Panes {
 
     /// Reads what a pane pipe has (up to a budget; the rest on the next turn).
     pub fn read_output(&mut self, ctx: &mut Ctx, key: usize) {
-        self.read_output_up_to(ctx, key, READ_BUDGET, true);
+        let budget = ctx.config.panes.read_budget.max(1);
+        self.read_output_up_to(ctx, key, budget, true);
     }
 
     /// Reads everything session `session_id`'s pane has written so far, however much (an
