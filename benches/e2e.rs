@@ -12,6 +12,8 @@
 //!   share;
 //! - `typing`: keystroke-to-echo p50/p99 on one agent while 4 others flood, against the
 //!   same echo alone (not in the default set);
+//! - `agents`: the daemon's CPU and memory with N idle agents (`--agents`, default 200) on
+//!   each backend (not in the default set);
 //! - `cluster`: two daemons over one `nats-server` (also not in the default set).
 //!
 //! `cargo bench --bench e2e` runs them all; `cargo bench --bench e2e -- latency idle` runs
@@ -41,6 +43,7 @@ struct Options {
     viewers: usize,
     idle: usize,
     samples: usize,
+    agents: usize,
 }
 
 fn options() -> Options {
@@ -50,6 +53,7 @@ fn options() -> Options {
         viewers: 100,
         idle: 10_000,
         samples: 1000,
+        agents: 200,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -63,6 +67,7 @@ fn options() -> Options {
             "--viewers" => options.viewers = number("--viewers"),
             "--idle" => options.idle = number("--idle"),
             "--samples" => options.samples = number("--samples"),
+            "--agents" => options.agents = number("--agents"),
             "--bench" => {}
             other if other.starts_with("--") => {}
             other => options.scenarios.push(other.to_string()),
@@ -1238,6 +1243,56 @@ fn idle(daemon: &Daemon, count: usize) -> Vec<Row> {
     )]
 }
 
+/// How long the `agents` scenario watches the daemon's CPU while its agents sit idle.
+const IDLE_WATCH: Duration = Duration::from_secs(10);
+
+/// `count` idle agents (each a `cat` waiting for input) on one host, on each backend: the
+/// daemon's CPU while they sit idle, and its memory per agent.
+fn agents(daemon: &Daemon, count: usize) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (agent_type, backend) in [("rawecho", "tmux"), ("rawecho_pty", "pty")] {
+        let before = daemon.rss_kb();
+        let started = Instant::now();
+        let sessions: Vec<String> = (0..count)
+            .map(|_| {
+                assert!(
+                    started.elapsed() < LIMIT,
+                    "spawning {count} agents took too long"
+                );
+                daemon.spawn(agent_type, json!({}))
+            })
+            .collect();
+        let spawn_ms = started.elapsed().as_secs_f64() * 1e3 / count as f64;
+        // Let the spawns' own work (attaching, first screens, activity timers) settle.
+        std::thread::sleep(Duration::from_secs(3));
+        let after = daemon.rss_kb();
+        let cpu = cpu_seconds(daemon.pid());
+        std::thread::sleep(IDLE_WATCH);
+        let idle_cpu = (cpu_seconds(daemon.pid()) - cpu) / IDLE_WATCH.as_secs_f64() * 100.0;
+        let per_agent = after.saturating_sub(before) as f64 / count as f64;
+        println!(
+            "agents {backend}: {count} spawned ({spawn_ms:.0} ms each); daemon RSS {} -> {} MiB \
+             = {per_agent:.0} KiB per agent; idle CPU {idle_cpu:.2}% of a core over {}s",
+            before / 1024,
+            after / 1024,
+            IDLE_WATCH.as_secs()
+        );
+        rows.push((
+            format!("{count} idle agents, `{backend}` backend"),
+            format!(
+                "daemon CPU {idle_cpu:.2}% of a core while they sat idle ({} s); {per_agent:.0} KiB \
+                 of daemon memory per agent; {spawn_ms:.0} ms per spawn, one after another",
+                IDLE_WATCH.as_secs()
+            ),
+        ));
+        for session in &sessions {
+            let path = format!("/api/agents/{session}");
+            daemon.process.delete(&path, &daemon.token);
+        }
+    }
+    rows
+}
+
 fn main() {
     let options = options();
     let mut rows = Vec::new();
@@ -1255,6 +1310,7 @@ fn main() {
             "cluster" => cluster(options.mb, options.samples),
             "python" => python(&daemon, options.mb),
             "typing" => typing(&daemon, options.mb, options.samples),
+            "agents" => agents(&daemon, options.agents),
             other => {
                 eprintln!("unknown scenario {other}");
                 Vec::new()

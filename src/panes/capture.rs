@@ -215,12 +215,14 @@ impl Panes {
             self.push_output(ctx, &session_id, &chunk[..n], timestamp);
             self.read_buffer = chunk;
             total += n;
-            if total >= budget {
-                more = true;
-                break;
-            }
+            // Flow control first: a read that fills the budget may also be the one that
+            // leaves a viewer too far behind.
             if flow_control && self.hub.holds_back(&session_id) {
                 self.stall(ctx, &session_id, key);
+                break;
+            }
+            if total >= budget {
+                more = true;
                 break;
             }
         }
@@ -663,10 +665,16 @@ impl Panes {
         let quiet = SystemTime::now()
             .duration_since(pane.last_output)
             .unwrap_or_default();
+        // A pane whose reading waits for a viewer is not quiet: its output waits in the
+        // pipe (and a re-arm would hand its reading to a new pipe that waits for no one).
+        let stalled = self.stalled.contains_key(session_id);
         if pane.exited {
             self.seed_dead_pane(ctx, session_id);
-        } else if quiet >= RESEED_QUIET {
+        } else if quiet >= RESEED_QUIET && !stalled {
             self.rearm(ctx, session_id, RearmReason::EmulatorBehind);
+        } else if stalled {
+            ctx.timers
+                .schedule_in(RESEED_QUIET, Timer::ReseedCheck(session_id.to_string()));
         } else {
             ctx.timers.schedule_in(
                 RESEED_QUIET - quiet,
