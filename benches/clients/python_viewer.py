@@ -5,6 +5,8 @@ the START and END markers against the known stream of BYTES bytes. Prints one JS
 {"ok": bool, "bytes": n, "seconds": s, "gaps": n, "cpu_seconds": s}.
 
 Usage: ORCHESTRA_WS_URL=ws://...?token=... python_viewer.py SESSION BYTES LINE
+(with ORCHESTRA_TRIGGER=0 it prints "ready" once subscribed and leaves starting the flood to
+the caller, for many viewers of one flood)
 (the URL carries a token, so it comes in the environment, never on the command line, where
 other users of the machine could read it).
 """
@@ -31,7 +33,11 @@ async def main(url, session, size, line):
             message = json.loads(await ws.recv())
             if message["type"] == "terminal_output" and message.get("snapshot"):
                 break
-        await ws.send(json.dumps({"type": "terminal_input", "session_id": session, "data": "\r"}))
+        if os.environ.get("ORCHESTRA_TRIGGER", "1") == "1":
+            await ws.send(json.dumps({"type": "terminal_input", "session_id": session, "data": "\r"}))
+        else:
+            # One of many viewers: the bench starts the flood once all say they are ready.
+            print("ready", flush=True)
         started = time.monotonic()
         cpu = time.process_time()
         text, body_started, matched, gaps, ok = "", False, 0, 0, True
