@@ -1415,11 +1415,12 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
         );
     };
     // Claude Code decides alone in its own default mode (`auto`): the daemon asks it for
-    // `manual`, in which it asks before acting, so those questions reach viewers as
-    // remote approvals. The daemon's own MCP tools are allowed in the hook settings.
+    // `default`, in which it asks before acting (the pinned CLI's help calls it `manual`;
+    // `default` is the older name, which older CLIs know too), so those questions reach
+    // viewers as remote approvals. The daemon's own MCP tools are allowed in the hook settings.
     add(
         "claude",
-        argv(&["claude", "--permission-mode", "manual"]),
+        argv(&["claude", "--permission-mode", "default"]),
         argv(&[
             "claude",
             "-p",

@@ -370,8 +370,8 @@ struct PaneEmulator {
     window_bytes: usize,
     /// When output last arrived.
     last_output: Instant,
-    /// Output older than the window that may still be parsed rather than skimmed.
-    credit: u64,
+    /// Output older than the window that may still be parsed rather than skimmed, in bytes.
+    credit: f64,
     /// When `credit` was last topped up.
     credit_at: Instant,
     /// Skims output that leaves the window faster than the parse rate.
@@ -381,6 +381,9 @@ struct PaneEmulator {
     skimmed: bool,
     /// Scratch space for skimmed sequences.
     kept: Vec<u8>,
+    /// The parsed output from its last `ESC` on (at most a string sequence's length): a
+    /// sequence it leaves unfinished is handed to the skimmer when skimming takes over.
+    parsed_tail: Vec<u8>,
     /// The thread's byte counts.
     counts: Arc<EmulatorCounts>,
 }
@@ -405,11 +408,12 @@ impl PaneEmulator {
             window: VecDeque::new(),
             window_bytes: 0,
             last_output: now,
-            credit: limits.parse_rate,
+            credit: limits.parse_rate as f64,
             credit_at: now,
             skimmer: Skimmer::new(),
             skimmed: false,
             kept: Vec::new(),
+            parsed_tail: Vec::new(),
             counts,
         }
     }
@@ -452,11 +456,12 @@ impl PaneEmulator {
     /// (and if so, spends the credit).
     fn may_parse(&mut self, len: usize, limits: &EmulatorLimits) -> bool {
         let now = Instant::now();
-        let earned = now.duration_since(self.credit_at).as_secs_f64() * limits.parse_rate as f64;
-        self.credit = (self.credit + earned as u64).min(limits.parse_rate);
+        let rate = limits.parse_rate as f64;
+        let earned = now.duration_since(self.credit_at).as_secs_f64() * rate;
+        self.credit = (self.credit + earned).min(rate);
         self.credit_at = now;
-        if self.credit >= len as u64 {
-            self.credit -= len as u64;
+        if self.credit >= len as f64 {
+            self.credit -= len as f64;
             true
         } else {
             false
@@ -496,16 +501,41 @@ impl PaneEmulator {
             }
         }
         self.parser.process(text);
+        self.remember_tail(text);
         self.counts
             .parsed
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.consumed(session, bytes, before, sink);
     }
 
+    /// Keeps the parsed output from its last `ESC` on, while that is short enough to be a
+    /// sequence the skimmer would keep.
+    fn remember_tail(&mut self, parsed: &[u8]) {
+        const LONGEST: usize = super::skim::MAX_STRING + 2;
+        match memchr::memrchr(0x1b, parsed) {
+            Some(at) if parsed.len() - at <= LONGEST => {
+                self.parsed_tail.clear();
+                self.parsed_tail.extend_from_slice(&parsed[at..]);
+            }
+            Some(_) => self.parsed_tail.clear(),
+            None if !self.parsed_tail.is_empty()
+                && self.parsed_tail.len() + parsed.len() <= LONGEST =>
+            {
+                self.parsed_tail.extend_from_slice(parsed);
+            }
+            None => self.parsed_tail.clear(),
+        }
+    }
+
     /// Skims the next output: its control sequences are parsed, its text dropped.
     fn skim(&mut self, session: &str, bytes: &[u8], sink: &impl Fn(EmulatorEvent)) {
         let before = self.parser.screen().bracketed_paste();
         if !std::mem::replace(&mut self.skimmed, true) {
+            // Taking over from parsing: a sequence the parsed output left unfinished is
+            // skimmed whole once it ends (its new `ESC` restarts the parser cleanly).
+            let mut already_parsed = Vec::new();
+            self.skimmer.skim(&self.parsed_tail, &mut already_parsed);
+            self.parsed_tail.clear();
             sink(EmulatorEvent::Skimmed {
                 session: session.into(),
             });
@@ -570,6 +600,8 @@ impl PaneEmulator {
         }
         self.offset = offset;
         self.tail.clear();
+        // A sequence cut before the skip does not continue after it.
+        self.skimmer.finish();
         self.skimmed = true;
         self.shared.processed.store(self.offset, Ordering::Release);
     }
@@ -605,18 +637,12 @@ impl<S: Fn(EmulatorEvent)> Thread<S> {
     /// Takes output into its pane's window, or answers a checkpoint request queued behind
     /// it.
     fn take_data(&mut self, chunk: Data, control: &Receiver<Control>) {
-        // Commands sent before this item are in their channel by now. When the item depends
-        // on them (a checkpoint; output ahead of its pane, which a catch-up moves there),
-        // they are handled first: the two channels alone do not keep their order.
-        let ahead = chunk.offset == CHECKPOINT_MARK
-            || self
-                .panes
-                .get(&chunk.session)
-                .is_some_and(|pane| chunk.offset > pane.end());
-        if ahead {
-            while let Ok(command) = control.try_recv() {
-                self.handle(command);
-            }
+        // Commands sent before this item are in their channel by now, and are handled
+        // first: the two channels alone do not keep their order (a re-seed's `Open`, a
+        // catch-up, must come before the output and checkpoints sent after it), and a
+        // command never waits behind queued output.
+        while let Ok(command) = control.try_recv() {
+            self.handle(command);
         }
         if chunk.offset == CHECKPOINT_MARK {
             let snapshot = self
@@ -630,9 +656,14 @@ impl<S: Fn(EmulatorEvent)> Thread<S> {
             return;
         }
         if let Some(pane) = self.panes.get(&chunk.session) {
-            pane.shared
-                .queued
-                .fetch_sub(chunk.bytes.len() as u64, Ordering::AcqRel);
+            // Saturating: a re-seed zeroes the count while older chunks are still queued.
+            let len = chunk.bytes.len() as u64;
+            let _ =
+                pane.shared
+                    .queued
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                        Some(queued.saturating_sub(len))
+                    });
         }
         if let Some(pane) = self.panes.get_mut(&chunk.session) {
             pane.take(
@@ -704,6 +735,8 @@ impl<S: Fn(EmulatorEvent)> Thread<S> {
                 if let Some(pane) = self.panes.get_mut(&session)
                     && let (Some(r), Some(c)) = (NonZeroU16::new(rows), NonZeroU16::new(cols))
                 {
+                    // The output so far was drawn at the old size.
+                    pane.settle(&session, sink);
                     pane.parser.set_size(r, c);
                     pane.rows = rows;
                     pane.cols = cols;
@@ -983,6 +1016,41 @@ mod tests {
             assert!(b.alternate_screen() && b.bracketed_paste(), "{name}");
             assert!(b.application_cursor() && b.hide_cursor(), "{name}");
         }
+    }
+
+    /// A sequence cut where skimming takes over from parsing (the parse rate ran out in
+    /// its middle) still takes effect, and the screen a checkpoint gives is at the end.
+    #[test]
+    fn a_sequence_cut_where_skimming_takes_over_still_counts() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let limits = EmulatorLimits {
+            window: 0,
+            parse_rate: 10,
+        };
+        let emulators = Emulators::start(limits, move |e| tx.send(e).unwrap()).unwrap();
+        let shared = PaneShared::new();
+        emulators.open("s", shared.clone(), 5, 20, 0, Vec::new());
+        // Parsed (7 bytes of credit), then skimmed (the credit is spent).
+        for (offset, chunk) in [(0, &b"ab\x1b[?20"[..]), (7, &b"04h and more text"[..])] {
+            assert!(emulators.feed("s", &shared, offset, Arc::from(chunk), 1 << 20));
+        }
+        emulators.checkpoint("s");
+        let mut skimmed = false;
+        let snapshot = loop {
+            match rx.recv_timeout(Duration::from_secs(10)).unwrap() {
+                EmulatorEvent::Checkpoint { snapshot, .. } => break snapshot.unwrap(),
+                EmulatorEvent::Skimmed { .. } => skimmed = true,
+                _ => {}
+            }
+        };
+        assert!(skimmed, "the second chunk was skimmed");
+        assert_eq!(snapshot.offset, 24);
+        assert!(
+            replay(snapshot.screen.as_bytes())
+                .screen()
+                .bracketed_paste()
+        );
+        assert!(shared.bracketed_paste.load(Ordering::Acquire));
     }
 
     #[test]

@@ -48,8 +48,11 @@ pub struct Skimmer {
     state: State,
     /// The sequence begun and not finished yet (starting with its `ESC`).
     partial: Vec<u8>,
-    /// The sequence being read is too long: it is dropped once it ends.
+    /// The sequence being read is too long: it is dropped once it ends (`partial` keeps
+    /// only its introducer).
     dropping: bool,
+    /// Bytes of the stream the unfinished sequence spans (with C0 controls inside it).
+    raw: usize,
     /// Where in the output the current run of colour changes (SGR, with no other sequence
     /// in between) starts: a reset drops the run before it, which it would undo anyway.
     colours_from: usize,
@@ -84,21 +87,24 @@ impl Skimmer {
             }
             let byte = input[at];
             at += 1;
+            self.raw += 1;
             self.step(byte, out);
         }
     }
 
-    /// Bytes of the sequence cut by the last chunk (0 when the last chunk ended in text,
-    /// or inside a sequence too long to keep).
+    /// Bytes of the stream that the sequence cut by the last chunk spans so far (0 when the
+    /// last chunk ended in text).
     pub fn partial_len(&self) -> usize {
-        self.partial.len()
+        self.raw
     }
 
     /// Ends skimming: returns the bytes of a sequence cut by the last chunk (to be parsed
-    /// before what follows, which continues it), and starts again in text.
+    /// before what follows, which continues it; of one too long to keep, its introducer, so
+    /// that its rest is not taken for text), and starts again in text.
     pub fn finish(&mut self) -> Vec<u8> {
         self.state = State::Text;
         self.dropping = false;
+        self.raw = 0;
         std::mem::take(&mut self.partial)
     }
 
@@ -107,6 +113,7 @@ impl Skimmer {
         self.partial.clear();
         self.partial.push(ESC);
         self.dropping = false;
+        self.raw = 1;
         self.state = State::Escape;
     }
 
@@ -130,6 +137,7 @@ impl Skimmer {
         }
         self.partial.clear();
         self.dropping = false;
+        self.raw = 0;
         self.state = State::Text;
     }
 
@@ -140,7 +148,7 @@ impl Skimmer {
         }
         if self.partial.len() >= limit {
             self.dropping = true;
-            self.partial.clear();
+            self.partial.truncate(2);
         } else {
             self.partial.push(byte);
         }
@@ -155,19 +163,27 @@ impl Skimmer {
                     self.push(byte, MAX_STRING + 1);
                     self.complete(out);
                 }
-                ESC => self.state = State::StringEscape,
+                ESC => {
+                    // Held with the string, so that a string cut right after it is handed
+                    // back whole.
+                    self.push(ESC, MAX_STRING + 1);
+                    self.state = State::StringEscape;
+                }
                 _ => self.push(byte, MAX_STRING),
             },
             State::StringEscape => {
                 if byte == b'\\' {
-                    self.push(ESC, MAX_STRING + 2);
                     self.push(byte, MAX_STRING + 2);
                     self.complete(out);
                 } else {
                     // Any other sequence ends the string (terminals end it the same way)
-                    // and starts anew.
+                    // and starts anew with that `ESC`.
+                    if !self.dropping && self.partial.last() == Some(&ESC) {
+                        self.partial.pop();
+                    }
                     self.complete(out);
                     self.begin();
+                    self.raw += 1;
                     self.step(byte, out);
                 }
             }
@@ -176,6 +192,7 @@ impl Skimmer {
                 // Cancels the sequence.
                 self.partial.clear();
                 self.dropping = false;
+                self.raw = 0;
                 self.state = State::Text;
             }
             _ if byte < 0x20 => {
@@ -242,9 +259,21 @@ mod tests {
         }
         let mut skimmer = Skimmer::new();
         let mut out = Vec::new();
-        skimmer.skim(b"x\x1b[?20", &mut out);
+        skimmer.skim(b"x\x1b[?2\r0", &mut out);
         assert!(out.is_empty());
+        assert_eq!(
+            skimmer.partial_len(),
+            6,
+            "the raw bytes, the CR inside it too"
+        );
         assert_eq!(skimmer.finish(), b"\x1b[?20");
+        // A string cut between its ESC and its backslash comes back whole.
+        skimmer.skim(b"\x1b]8;;http://x\x1b", &mut out);
+        assert_eq!(skimmer.finish(), b"\x1b]8;;http://x\x1b");
+        // One too long to keep comes back as its introducer, so its rest is no text.
+        skimmer.skim(&[&b"\x1b]52;c;"[..], &[b'A'; 5000]].concat(), &mut out);
+        assert_eq!(skimmer.finish(), b"\x1b]");
+        assert!(out.is_empty());
         skimmer.skim(b"04h", &mut out);
         assert!(out.is_empty(), "finish starts again in text");
     }

@@ -15,6 +15,15 @@ pub fn daemon_with_claude(model: &ScriptedModel, extra: &str) -> DaemonProcess {
 }
 
 /// Like [`daemon_with_claude`], with extra arguments for the CLI.
+/// The built-in `claude` type's arguments after its program.
+fn builtin_claude_args() -> Vec<&'static str> {
+    let command = &orchestra::config::builtin_agents()["claude"].command;
+    command[1..]
+        .iter()
+        .map(|arg| &*Box::leak(arg.clone().into_boxed_str()))
+        .collect()
+}
+
 pub fn daemon_with_claude_args(model: &ScriptedModel, args: &[&str], extra: &str) -> DaemonProcess {
     let cli = claude_cli();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -195,8 +204,9 @@ fn a_tool_permission_is_answered_from_afar_allow_runs_it_and_deny_does_not() {
         touch(&denied),
         Reply::text("Understood, not made."),
     ]);
-    // The CLI's own permission mode, which asks before running Bash.
-    let daemon = daemon_with_claude_args(&model, &["--permission-mode", "manual"], "");
+    // The built-in type's arguments (its permission mode, in which the CLI asks before
+    // running Bash).
+    let daemon = daemon_with_claude_args(&model, &builtin_claude_args(), "");
     let token = daemon.control();
     let mut ws = daemon.ws(&token);
     let session = id_of(&daemon.spawn(&token, "claude"));
@@ -330,9 +340,10 @@ fn the_primary_proposes_a_plan_through_mcp_the_user_approves_and_the_primary_lea
         // ...and the primary's next turn begins with the task's result.
         Reply::text("Task 1 is done, the notes are written."),
     ]);
-    // The built-in type's permission mode, in which the CLI asks before acting: the
-    // daemon's own tools are allowed by its hook settings, so the plan is asked about once.
-    let daemon = daemon_with_claude_args(&model, &["--permission-mode", "manual"], "");
+    // The built-in type's arguments (its permission mode, in which the CLI asks before
+    // acting): the daemon's own tools are allowed by its hook settings, so the plan is
+    // asked about once.
+    let daemon = daemon_with_claude_args(&model, &builtin_claude_args(), "");
     let token = daemon.control();
     let mut ws = daemon.ws(&token);
     let spawned = daemon.post(
