@@ -664,13 +664,18 @@ fn sharded_tmux(dir: &Path, servers: usize, agents: usize, bytes: usize) -> f64 
     total as f64 / (last - started).as_secs_f64() / 1e6
 }
 
-/// `agents` sessions of `agent_type` flooding at once through the daemon, one viewer each.
-/// Returns the aggregate MB/s and the daemon's CPU-s.
-fn daemon_floods(daemon: &Daemon, agent_type: &str, agents: usize, bytes: usize) -> (f64, f64) {
+/// `agents` sessions of `agent_type` that flood `bytes` when told, each with a subscribed
+/// viewer of its own.
+fn flooders(
+    daemon: &Daemon,
+    agent_type: &str,
+    agents: usize,
+    bytes: usize,
+) -> (Vec<String>, Vec<Ws>) {
     let sessions: Vec<String> = (0..agents)
         .map(|_| daemon.spawn(agent_type, json!({"BYTES": bytes.to_string()})))
         .collect();
-    let mut sockets: Vec<Ws> = sessions
+    let sockets = sessions
         .iter()
         .map(|session| {
             let mut ws = daemon.ws();
@@ -678,11 +683,23 @@ fn daemon_floods(daemon: &Daemon, agent_type: &str, agents: usize, bytes: usize)
             ws
         })
         .collect();
-    let cpu = cpu_seconds(daemon.pid());
-    let started = Instant::now();
-    for (ws, session) in sockets.iter_mut().zip(&sessions) {
+    (sessions, sockets)
+}
+
+/// Tells each of [`flooders`]' sessions to flood.
+fn start_floods(sockets: &mut [Ws], sessions: &[String]) {
+    for (ws, session) in sockets.iter_mut().zip(sessions) {
         ws.send(json!({"type": "terminal_input", "session_id": session, "data": "\r"}));
     }
+}
+
+/// `agents` sessions of `agent_type` flooding at once through the daemon, one viewer each.
+/// Returns the aggregate MB/s and the daemon's CPU-s.
+fn daemon_floods(daemon: &Daemon, agent_type: &str, agents: usize, bytes: usize) -> (f64, f64) {
+    let (sessions, mut sockets) = flooders(daemon, agent_type, agents, bytes);
+    let cpu = cpu_seconds(daemon.pid());
+    let started = Instant::now();
+    start_floods(&mut sockets, &sessions);
     let raws: Vec<u64> = std::thread::scope(|scope| {
         let handles: Vec<_> = sockets
             .iter_mut()
@@ -1016,22 +1033,10 @@ fn typing(daemon: &Daemon, mb: usize, samples: usize) -> Vec<Row> {
         let echo_session = daemon.spawn(echo, json!({}));
         let mut typist = daemon.ws();
         subscribe(&mut typist, &echo_session);
-        let sessions: Vec<String> = (0..FLOODS)
-            .map(|_| daemon.spawn(flooder, json!({"BYTES": bytes.to_string()})))
-            .collect();
-        let mut sockets: Vec<Ws> = sessions
-            .iter()
-            .map(|session| {
-                let mut ws = daemon.ws();
-                subscribe(&mut ws, session);
-                ws
-            })
-            .collect();
+        let (sessions, mut sockets) = flooders(daemon, flooder, FLOODS, bytes);
         std::thread::sleep(Duration::from_millis(300)); // let stty raw take effect
         let started = Instant::now();
-        for (ws, session) in sockets.iter_mut().zip(&sessions) {
-            ws.send(json!({"type": "terminal_input", "session_id": session, "data": "\r"}));
-        }
+        start_floods(&mut sockets, &sessions);
         let finished = std::sync::atomic::AtomicUsize::new(0);
         let mut busy = std::thread::scope(|scope| {
             for ws in sockets.iter_mut() {
