@@ -225,6 +225,17 @@ impl ActivityState {
             let detail = format!("no output and no events for {}s", quiet.as_secs());
             return self.set(Activity::Stuck, Source::Timer, &detail, now);
         }
+        // A CLI with hooks that has not reported its start long after it began: its hooks
+        // are probably not reaching the daemon (a settings file it did not load, a broken
+        // `orchestra` path), which the person should hear about rather than wait forever.
+        let since_start = now.duration_since(self.since).unwrap_or_default();
+        if self.hooked && self.activity == Activity::Starting && since_start >= stuck_after {
+            let detail = format!(
+                "no SessionStart hook {}s after the start: are the CLI's hooks reaching the daemon?",
+                since_start.as_secs()
+            );
+            return self.set(Activity::Stuck, Source::Timer, &detail, now);
+        }
         if !self.hooked
             && matches!(self.activity, Activity::Working | Activity::Starting)
             && quiet >= idle_after
@@ -265,6 +276,7 @@ impl ActivityState {
                     },
             ),
             Activity::Starting if !self.hooked => Some(self.last_sign + idle_after),
+            Activity::Starting => Some(self.since + stuck_after),
             _ => None,
         }
     }
@@ -362,7 +374,16 @@ mod tests {
         assert!(!state.on_output(at(0)));
         assert!(!state.on_time(at(100), IDLE, STUCK));
         assert_eq!(state.activity, Activity::Starting);
-        assert_eq!(state.next_check(IDLE, STUCK), None);
+        assert_eq!(state.next_check(IDLE, STUCK), Some(at(0) + STUCK));
+        // With no SessionStart long after the start, the person hears about it.
+        let mut silent = ActivityState::hooked(at(0));
+        assert!(silent.on_time(at(0) + STUCK, IDLE, STUCK));
+        assert_eq!(silent.activity, Activity::Stuck);
+        assert!(
+            silent.detail.contains("no SessionStart hook"),
+            "{}",
+            silent.detail
+        );
         assert!(state.on_hook(HookEvent::SessionStart, &json!({}), at(1)));
         assert_eq!(state.activity, Activity::WaitingInput);
         // The TUI's redraws do not move a hooked agent.

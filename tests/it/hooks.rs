@@ -314,3 +314,25 @@ fn an_overridden_built_in_type_keeps_its_hooks_and_starts_until_its_session_star
     });
     assert_eq!(started["evidence"]["source"], "hook", "{started}");
 }
+
+/// A hooked agent whose CLI never reports its start (its hooks do not reach the daemon) is
+/// not left `starting` forever: after `stuck_after` it is `stuck`, saying why.
+#[test]
+fn a_hooked_agent_that_never_reports_its_start_becomes_stuck_with_a_reason() {
+    let daemon = DaemonProcess::start_with(&format!(
+        "[sessions]\nstuck_after = \"1s\"\n[agents.hooked]\ncommand = [\"{}\"]\nhooks = \"claude\"\n",
+        crate::common::agent_script("echo.sh")
+    ));
+    let token = daemon.control();
+    let mut ws = daemon.ws(&token);
+    let session = id_of(&daemon.spawn(&token, "hooked"));
+    let stuck = ws.recv_until("stuck", |m| is_activity(m, &session, "stuck"));
+    assert_eq!(stuck["evidence"]["source"], "timer", "{stuck}");
+    assert!(
+        stuck["evidence"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("no SessionStart hook"),
+        "{stuck}"
+    );
+}
