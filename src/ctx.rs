@@ -191,6 +191,8 @@ pub struct WsOutbox {
     pub broadcast: Vec<Arc<[u8]>>,
     /// Frames for one connection.
     pub direct: Vec<(ConnId, Vec<u8>)>,
+    /// One frame for several connections of this daemon, shared rather than copied.
+    pub shared: Vec<(ConnId, Arc<[u8]>)>,
     /// Connections to close with a code and reason.
     pub close: Vec<(ConnId, u16, String)>,
     /// Frames for every observer that other hosts of the cluster broadcast (delivered like

@@ -368,6 +368,7 @@ impl Server {
         // What this host tells its observers goes to the other hosts' observers too.
         dispatch::relay_events(&mut self.daemon, &outbox.broadcast);
         let any = !(outbox.direct.is_empty()
+            && outbox.shared.is_empty()
             && outbox.broadcast.is_empty()
             && outbox.relayed.is_empty()
             && outbox.close.is_empty()
@@ -379,6 +380,12 @@ impl Server {
                 tunneled.push((id, frame));
             } else if let Some(conn) = self.ws_conn(id) {
                 conn.queue(Chunk::Owned(frame));
+                self.touched.push(id.key);
+            }
+        }
+        for (id, frame) in outbox.shared {
+            if let Some(conn) = self.ws_conn(id) {
+                conn.queue(Chunk::Shared(frame));
                 self.touched.push(id.key);
             }
         }

@@ -787,10 +787,16 @@ fn on_tunnel_out(parts: &mut Parts<'_>, bytes: &[u8]) {
             );
             continue;
         };
-        for conn in asked {
-            parts.ctx.ws.direct.push((conn, frame.clone()));
+        if asked.is_empty() {
+            parts.ctx.ws.direct.push((last, frame));
+        } else {
+            // Several viewers here watch the same session there: one copy for all.
+            let frame: std::sync::Arc<[u8]> = frame.into();
+            for conn in asked {
+                parts.ctx.ws.shared.push((conn, frame.clone()));
+            }
+            parts.ctx.ws.shared.push((last, frame));
         }
-        parts.ctx.ws.direct.push((last, frame));
     }
 }
 
