@@ -31,6 +31,62 @@ pub fn heavy_turn() -> HeavyTurn {
     )
 }
 
+/// Tests that run a real agent CLI run alone. Under the full suite's load a CLI that has
+/// just reported its start could miss its first prompt (CI saw two such tests time out
+/// waiting for the reply to their first message; each passes alone). Every other test's
+/// daemons hold a share of this lock for as long as they live; a real-CLI test takes it
+/// whole (see [`alone_turn`]).
+static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+thread_local! {
+    /// Whether this thread's test holds [`ALONE`] whole.
+    static HOLDS_ALONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// How many of this thread's daemons hold a share (only the first takes the lock: a
+    /// second read while a writer waits would never be granted).
+    static SHARES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A real-CLI test's whole turn of the machine, held for as long as it lives.
+pub struct AloneTurn(#[allow(dead_code)] std::sync::RwLockWriteGuard<'static, ()>);
+
+impl Drop for AloneTurn {
+    fn drop(&mut self) {
+        HOLDS_ALONE.set(false);
+    }
+}
+
+/// Waits until no other test's daemon runs, and keeps others from starting one.
+pub fn alone_turn() -> AloneTurn {
+    let guard = ALONE
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    HOLDS_ALONE.set(true);
+    AloneTurn(guard)
+}
+
+/// One daemon's share of the machine (see [`ALONE`]).
+struct SharedTurn(#[allow(dead_code)] Option<std::sync::RwLockReadGuard<'static, ()>>);
+
+impl Drop for SharedTurn {
+    fn drop(&mut self) {
+        SHARES.set(SHARES.get().saturating_sub(1));
+    }
+}
+
+/// A share for a daemon about to start on this thread (none inside a real-CLI test).
+fn shared_turn() -> Option<Box<dyn std::any::Any + Sync>> {
+    if HOLDS_ALONE.get() {
+        return None;
+    }
+    let guard = (SHARES.get() == 0).then(|| {
+        ALONE
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    });
+    SHARES.set(SHARES.get() + 1);
+    Some(Box::new(SharedTurn(guard)))
+}
+
 /// Path of a fake agent script under `tests/agents`.
 pub fn agent_script(name: &str) -> String {
     format!("{}/tests/agents/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -165,7 +221,8 @@ impl DaemonProcess {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
-        DaemonProcess::start_in(setup, |_, work| {
+        let hold = shared_turn();
+        let mut daemon = DaemonProcess::start_in(setup, |_, work| {
             let mut text = merge_config(&base_config(work), &extra(work));
             // The suite's backend (the `pty` test binary), or ORCHESTRA_TEST_BACKEND, applies
             // to every test that does not choose one.
@@ -174,7 +231,9 @@ impl DaemonProcess {
                 text = with_backend(&text, backend);
             }
             text
-        })
+        });
+        daemon.hold = hold;
+        daemon
     }
 
     /// The daemon's HS256 secret.

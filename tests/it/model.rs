@@ -62,14 +62,14 @@ pub struct ScriptedModel {
     script: Arc<Mutex<Script>>,
     port: u16,
     stop: Arc<std::sync::atomic::AtomicBool>,
-    /// A real CLI talks to this model: a heavy test.
-    _turn: crate::common::HeavyTurn,
+    /// A real CLI talks to this model: a heavy test, and one that runs alone.
+    _turn: (crate::common::HeavyTurn, crate::common::AloneTurn),
 }
 
 impl ScriptedModel {
     /// Starts a server that will answer with `replies`, in order.
     pub fn start(replies: Vec<Reply>) -> ScriptedModel {
-        let turn = crate::common::heavy_turn();
+        let turn = (crate::common::heavy_turn(), crate::common::alone_turn());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let script = Arc::new(Mutex::new(Script {

@@ -60,6 +60,9 @@ pub struct DaemonProcess {
     log_level: Option<String>,
     /// Which stderr lines are echoed.
     echo: fn(&str) -> bool,
+    /// Whatever the suite holds for as long as this daemon lives (a share of the machine;
+    /// dropped after the daemon is gone).
+    pub hold: Option<Box<dyn std::any::Any + Sync>>,
 }
 
 impl DaemonProcess {
@@ -91,6 +94,7 @@ impl DaemonProcess {
             umask: None,
             log_level: setup.log_level,
             echo: setup.echo,
+            hold: None,
         };
         daemon.launch(tx);
         daemon
