@@ -1411,7 +1411,8 @@ fn dashboard(daemon: &Daemon, mb: usize) -> Vec<Row> {
         (
             format!("dashboard: a tab with 8 live terminals while one floods {mb} MB"),
             format!(
-                "renderer RSS {:.0} MB before, {:.0} MB peak, {:.0} MB after; JS heap {:.0} → {:.0} MB; longest frame {:.0} ms over {:.1} s ({} frames){}; daemon CPU {:.1} s",
+                "{:.1} MB/s to the flood's end on screen; renderer RSS {:.0} MB before, {:.0} MB peak, {:.0} MB after; JS heap {:.0} → {:.0} MB; longest frame {:.0} ms over {:.1} s ({} frames){}; daemon CPU {:.1} s",
+                mb as f64 / flood["seconds"].as_f64().unwrap(),
                 rss["before"].as_f64().unwrap() / 1024.0,
                 rss["peak"].as_f64().unwrap() / 1024.0,
                 rss["after"].as_f64().unwrap() / 1024.0,
