@@ -274,7 +274,8 @@ impl Hub {
         if stream.backlog.read(from, usize::MAX, &mut tail).is_err() {
             return known;
         }
-        let last = |needle: &[u8]| tail.windows(needle.len()).rposition(|w| w == needle);
+        // The emulator leaves up to its window unparsed, so this tail can be long.
+        let last = |needle: &[u8]| memchr::memmem::rfind(&tail, needle);
         match (last(b"\x1b[?2004h"), last(b"\x1b[?2004l")) {
             (Some(on), Some(off)) => on > off,
             (Some(_), None) => true,
