@@ -67,7 +67,9 @@ fn assert_whole_flood(text: &str) {
 #[test]
 fn a_stopped_viewer_holds_the_agent_back_only_briefly_and_then_gets_a_gap() {
     let daemon = DaemonProcess::start_with(
-        "[panes]\nbacklog_bytes = 262144\nlive_frame_bytes = 131072\nmax_stall = \"200ms\"",
+        // (`write_timeout`: the viewer that reads nothing must outlive a slow, loaded flood.)
+        "[panes]\nbacklog_bytes = 262144\nlive_frame_bytes = 131072\nmax_stall = \"200ms\"\n\
+         [limits]\nwrite_timeout = \"10m\"",
     );
     let token = daemon.control();
     // The task agent, run interactively: it reads its lines until Ctrl-D, floods about

@@ -202,7 +202,10 @@ fn the_screen_shows_what_is_on_the_pane() {
 
 #[test]
 fn a_slow_viewer_does_not_slow_a_fast_one_and_memory_stays_bounded() {
-    let daemon = DaemonProcess::start();
+    // The stalled viewer must outlive the floods: under a loaded suite they can take longer
+    // than the default `write_timeout` (30 s), after which the daemon rightly drops a
+    // connection that reads nothing (a CI run saw exactly that).
+    let daemon = DaemonProcess::start_with("[limits]\nwrite_timeout = \"10m\"");
     let token = daemon.control();
     let session = id_of(&daemon.spawn(&token, "flood"));
     // The slow viewer subscribes and then never reads; a small receive buffer keeps the
@@ -938,11 +941,12 @@ fn a_viewer_that_keeps_falling_out_of_the_backlog_is_closed_with_4001() {
     // Small queues, so a viewer that stops reading holds only a few KiB, and a 1 MiB backlog
     // (with no more shared frames, which also serve viewers behind) and floods of about
     // 750 KB: a viewer that keeps up never leaves the backlog, one that stalls through two
-    // floods does. One resync a minute is tolerated, the second is not.
+    // floods does. One resync a minute is tolerated, the second is not. (`write_timeout`: the
+    // stalled viewer must outlive four floods on a loaded machine.)
     let daemon = DaemonProcess::start_with(
         "[websocket]\nmax_resyncs_per_minute = 1\nsend_window_bytes = 4096\n\
          socket_send_buffer = 4096\n[panes]\nbacklog_bytes = 1048576\n\
-         live_frame_bytes = 262144",
+         live_frame_bytes = 262144\n[limits]\nwrite_timeout = \"10m\"",
     );
     let token = daemon.control();
     let lines = 15_000;
