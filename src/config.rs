@@ -288,6 +288,15 @@ pub struct HooksConfig {
     /// Permission requests one session may have waiting at once; more are refused with an
     /// error answer (the agent asks in its own terminal).
     pub max_pending_approvals_per_session: usize,
+    /// Input to a new session of a hooked CLI waits until, after its SessionStart, its
+    /// screen was drawn and then quiet this long: a CLI drops what is typed before its
+    /// prompt exists.
+    #[serde(with = "duration_text")]
+    pub prompt_settle: Duration,
+    /// Longest such input waits (from the spawn, and again from SessionStart) before it is
+    /// typed anyway.
+    #[serde(with = "duration_text")]
+    pub prompt_wait: Duration,
 }
 
 impl Default for HooksConfig {
@@ -303,6 +312,8 @@ impl Default for HooksConfig {
             approval_timeout: Duration::from_secs(120),
             max_pending_approvals: 64,
             max_pending_approvals_per_session: 16,
+            prompt_settle: Duration::from_millis(300),
+            prompt_wait: Duration::from_secs(15),
         }
     }
 }
@@ -918,6 +929,28 @@ pub struct AgentType {
     /// `"script"` (the built-in `shell`), run exactly as written, nothing appended.
     #[serde(default)]
     pub prompt: PromptStyle,
+    /// Arguments that start the CLI again in its earlier conversation, placed right after
+    /// the program of `command`; `{cli_session}` stands for the CLI's own session id (which
+    /// its hooks report). Empty: an agent started again starts a fresh conversation.
+    #[serde(default)]
+    pub resume_args: Vec<String>,
+    /// What happens to an agent of this type whose terminal was gone when the daemon
+    /// started (after a reboot, or when its tmux server or pty holder was killed):
+    /// `"manual"` (default: listed as `lost` until `POST /api/agents/{id}/resume`) or
+    /// `"auto"` (started again at once).
+    #[serde(default)]
+    pub resume: ResumePolicy,
+}
+
+/// `resume`: when a lost agent is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResumePolicy {
+    /// Listed as `lost` until someone asks (`POST /api/agents/{id}/resume`).
+    #[default]
+    Manual,
+    /// Started again when the daemon starts.
+    Auto,
 }
 
 /// How a delegated task's text reaches an agent type's one-shot command.
@@ -1308,6 +1341,11 @@ impl Config {
         self.state_dir.join("pty")
     }
 
+    /// Directory of the agents' records: what starting each again after a reboot takes.
+    pub fn agents_dir(&self) -> PathBuf {
+        self.state_dir.join("agents")
+    }
+
     /// Directory holding one-shot spawn specifications read by `orchestra agent-exec`.
     pub fn spawn_dir(&self) -> PathBuf {
         self.state_dir.join("spawn")
@@ -1411,6 +1449,13 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
                 } else {
                     PromptStyle::Prose
                 },
+                // Claude Code takes its conversation's id back with `--resume`.
+                resume_args: if name == "claude" {
+                    vec!["--resume".into(), "{cli_session}".into()]
+                } else {
+                    Vec::new()
+                },
+                resume: ResumePolicy::Manual,
             },
         );
     };
@@ -1516,6 +1561,8 @@ struct AgentTypeTable {
     screen_rules: Option<Vec<ScreenRule>>,
     backend: Option<Backend>,
     prompt: Option<PromptStyle>,
+    resume_args: Option<Vec<String>>,
+    resume: Option<ResumePolicy>,
 }
 
 /// `hooks = "claude"`, or `"none"` to switch a built-in type's hooks off.
@@ -1548,6 +1595,8 @@ impl AgentTypeTable {
                 screen_rules: Vec::new(),
                 backend: Backend::default(),
                 prompt: PromptStyle::default(),
+                resume_args: Vec::new(),
+                resume: ResumePolicy::default(),
             },
         };
         if let Some(command) = self.command {
@@ -1579,6 +1628,12 @@ impl AgentTypeTable {
         }
         if let Some(prompt) = self.prompt {
             agent.prompt = prompt;
+        }
+        if let Some(args) = self.resume_args {
+            agent.resume_args = args;
+        }
+        if let Some(resume) = self.resume {
+            agent.resume = resume;
         }
         Ok(agent)
     }

@@ -146,6 +146,8 @@ pub enum Timer {
     IdleCheck(String),
     /// Press Enter after a typed `user_message` (session, typing serial).
     SubmitEnter(String, u64),
+    /// See whether input held for a starting hooked CLI may be typed (session).
+    InputGate(String),
     /// Check every live pane's output pipe against tmux's own activity.
     CaptureHealth,
     /// A pane's reading has waited `panes.max_stall` for a viewer (session, stall serial).

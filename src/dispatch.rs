@@ -83,6 +83,7 @@ pub fn timer(daemon: &mut Daemon, timer: Timer) {
         Timer::ScreenCheck(session) => daemon.for_agents().on_screen_check(&session),
         Timer::IdleCheck(session) => daemon.for_agents().on_idle_check(&session),
         Timer::SubmitEnter(session, serial) => panes.press_enter(ctx, &session, serial),
+        Timer::InputGate(session) => panes.on_input_gate(ctx, &session),
         Timer::CaptureHealth => panes.check_capture_health(ctx),
         Timer::StallEnd(session, serial) => panes.on_stall_end(&session, serial),
         Timer::ReseedCheck(session) => panes.on_reseed_check(ctx, &session),

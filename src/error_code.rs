@@ -63,6 +63,8 @@ pub enum ErrorCode {
     /// The host a cluster request needs has not reported within
     /// `cluster.unreachable_after`, or did not answer in time.
     HostUnreachable,
+    /// Only a lost session (its terminal gone) can be resumed.
+    SessionNotLost,
 }
 
 impl ErrorCode {
@@ -96,6 +98,7 @@ impl ErrorCode {
             ErrorCode::SessionExists => "SESSION_EXISTS",
             ErrorCode::UnknownHost => "UNKNOWN_HOST",
             ErrorCode::HostUnreachable => "HOST_UNREACHABLE",
+            ErrorCode::SessionNotLost => "SESSION_NOT_LOST",
         }
     }
 }

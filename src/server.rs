@@ -134,6 +134,10 @@ fn take_over_earlier_work(daemon: &mut Daemon) {
         0 => {}
         n => log::info!("re-adopted {n} agent sessions from their pty holders"),
     }
+    match crate::agents::resume::find_lost(&mut daemon.for_agents()) {
+        0 => {}
+        n => log::warn!("{n} agent sessions lost their terminal while the daemon was down"),
+    }
     crate::tasks::lifecycle::recover(&mut daemon.for_tasks());
 }
 

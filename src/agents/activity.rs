@@ -264,6 +264,14 @@ impl ActivityState {
         self.set(Activity::Idle, Source::Timer, "the process ended", now)
     }
 
+    /// Its terminal was gone when the daemon started: nothing runs until it is resumed.
+    pub fn on_lost(&mut self, now: SystemTime) -> bool {
+        let detail = "its terminal was gone when the daemon started (a reboot, or its tmux \
+                      server or pty holder was killed); POST /api/agents/{id}/resume starts it \
+                      again";
+        self.set(Activity::Idle, Source::Timer, detail, now)
+    }
+
     /// When the next time check could change the activity, if one could.
     pub fn next_check(&self, idle_after: Duration, stuck_after: Duration) -> Option<SystemTime> {
         match self.activity {

@@ -44,6 +44,10 @@ pub enum SpawnError {
     /// The session could not be created: the program is not installed, tmux failed, or the
     /// spec file could not be written. Retrying unchanged will not help.
     Failed(String),
+    /// No session with this id (resuming).
+    NotFound(String),
+    /// The session to resume has a terminal, or is being resumed already.
+    NotLost(String),
 }
 
 impl SpawnError {
@@ -72,6 +76,12 @@ impl fmt::Display for SpawnError {
             | SpawnError::InvalidWorkingDir(message)
             | SpawnError::Failed(message) => f.write_str(message),
             SpawnError::NoWorkingDir => f.write_str("no working_dir given and no allowed root"),
+            SpawnError::NotFound(id) => write!(f, "no agent session {}", crate::shown(id)),
+            SpawnError::NotLost(id) => write!(
+                f,
+                "session {id} is not lost: it has a terminal, or it is being resumed already \
+                 (only a session listed with status \"lost\" can be resumed)"
+            ),
             SpawnError::ShuttingDown => f.write_str("daemon is shutting down"),
             SpawnError::WorkersBusy { pool } => write!(
                 f,

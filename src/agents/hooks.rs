@@ -310,6 +310,15 @@ impl Parts<'_> {
         agent
             .activity
             .on_hook(request.event, &request.payload, SystemTime::now());
+        if let Some(cli_session) = request.payload["session_id"].as_str() {
+            super::resume::saw_cli_session(self, &session_id, cli_session);
+        }
+        if request.event == HookEvent::SessionStart {
+            self.panes.cli_started(self.ctx, &session_id);
+        }
+        let Some(agent) = self.agents.registry.get_mut(&session_id) else {
+            return Ok(None);
+        };
         let (mut held, mut refused) = (None, None);
         match request.event {
             HookEvent::UserPromptSubmit => {

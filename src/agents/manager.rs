@@ -50,6 +50,17 @@ pub struct SpawnParams {
     /// A private file the agent reads as its standard input (a task's prompt), so that the
     /// text never appears on a command line.
     pub stdin: Option<PathBuf>,
+    /// Starts a lost session again (its ids are in `ids`).
+    pub resume: Option<ResumeFrom>,
+}
+
+/// What a lost session is started again with.
+#[derive(Debug, Clone)]
+pub struct ResumeFrom {
+    /// The type's command with its resume arguments; `None`: the type's own command.
+    pub argv: Option<Vec<String>>,
+    /// The session's record (its environment, creation time and CLI session).
+    pub record: super::record::AgentRecord,
 }
 
 impl SpawnParams {
@@ -70,6 +81,7 @@ impl SpawnParams {
             internal: false,
             name: None,
             stdin: None,
+            resume: None,
         }
     }
 }
@@ -105,6 +117,11 @@ struct SpawnJob {
     backend: Backend,
     pty: super::pty_session::PtySetup,
     stdin: Option<PathBuf>,
+    /// The session's record to keep on disk (sessions spawned through the API, and resumed
+    /// ones); its directory and time are filled in once the session exists.
+    record: Option<super::record::AgentRecord>,
+    /// Whether this starts a lost session again.
+    resuming: bool,
 }
 
 /// How a session of an agent type with hooks reports to the daemon.
@@ -147,7 +164,7 @@ pub fn spawn(parts: &mut Parts<'_>, params: SpawnParams, done: Done<Result<Spawn
         shutting_down: parts.ctx.shutting_down,
         quick_pool: parts.ctx.jobs.name(),
         quick_pool_has_room: parts.ctx.jobs.has_room(),
-        live_sessions: parts.agents.registry.len() + parts.agents.registry.pending_spawns,
+        live_sessions: parts.agents.live_and_spawning(),
     };
     let agent_type = match admit(&config, &params, &daemon_state) {
         Ok(agent_type) => agent_type,
@@ -159,6 +176,19 @@ pub fn spawn(parts: &mut Parts<'_>, params: SpawnParams, done: Done<Result<Spawn
     };
     let mut roots = config.sessions.allowed_roots.clone();
     roots.extend(params.extra_root.clone());
+    // Sessions spawned through the API are remembered so that they can be started again.
+    let resuming = params.resume.is_some();
+    let record = match &params.resume {
+        Some(from) => Some(from.record.clone()),
+        None if params.command.is_none() && !params.internal => Some(super::resume::new_record(
+            &session_id,
+            &params.agent_type,
+            &params.env,
+            agent_type.backend,
+        )),
+        None => None,
+    };
+    let resume_argv = params.resume.and_then(|from| from.argv);
     let mut request_env = params.env;
     let token = attach::new_token();
     let token_file = attach::token_file(&config.spawn_dir());
@@ -172,7 +202,10 @@ pub fn spawn(parts: &mut Parts<'_>, params: SpawnParams, done: Done<Result<Spawn
         session_id: session_id.clone(),
         name,
         agent_type: params.agent_type.clone(),
-        command: params.command.unwrap_or_else(|| agent_type.command.clone()),
+        command: params
+            .command
+            .or(resume_argv)
+            .unwrap_or_else(|| agent_type.command.clone()),
         type_env: agent_type.env.clone(),
         request_env: {
             request_env.extend(params.daemon_env);
@@ -192,6 +225,8 @@ pub fn spawn(parts: &mut Parts<'_>, params: SpawnParams, done: Done<Result<Spawn
         backend: agent_type.backend,
         pty: super::pty_session::PtySetup::of(&config),
         stdin: params.stdin,
+        record,
+        resuming,
     };
     parts.ctx.jobs.run(move || {
         let result = run_spawn(&job);
@@ -229,6 +264,19 @@ fn free_session_ids(
     };
     // A session being created holds its attach token already.
     let pending = parts.panes.is_attaching(&session_id);
+    if params.resume.is_some() {
+        // Only a lost session comes back, and only once at a time.
+        let lost = parts
+            .agents
+            .registry
+            .get(&session_id)
+            .is_some_and(|a| !a.backend.has_terminal());
+        return if lost && !pending {
+            Ok((session_id, name))
+        } else {
+            Err(SpawnError::NotLost(session_id))
+        };
+    }
     if parts.agents.registry.get(&session_id).is_some() || pending {
         return Err(if params.name.is_some() {
             SpawnError::NameTaken(session_id)
@@ -280,6 +328,20 @@ fn register_spawned(parts: &mut Parts<'_>, job: SpawnJob, outcome: SpawnOutcome)
         outcome.working_dir,
         outcome.created_at,
     );
+    if let Some(mut record) = job.record.clone() {
+        record.working_dir = agent.working_dir.to_string_lossy().into_owned();
+        record.backend = agent.backend.kind().as_str().to_string();
+        if job.resuming {
+            // The same agent as before: its creation time and conversation stay.
+            agent.created_at = UNIX_EPOCH + Duration::from_millis(record.created_ms);
+            let lost = parts.agents.registry.remove(&agent.id);
+            super::resume::take_over_lost(lost, &mut agent);
+        } else {
+            record.created_ms = crate::time::unix_millis(agent.created_at);
+        }
+        parts.agents.records.save(record.clone());
+        agent.record = Some(record);
+    }
     let pane = pane_spec(&parts.ctx.config, &agent, job.height, job.width);
     agent.hook_token = job.hooks.as_ref().map(|h| h.token.clone());
     if agent.hook_token.is_some() {
@@ -297,9 +359,19 @@ fn register_spawned(parts: &mut Parts<'_>, job: SpawnJob, outcome: SpawnOutcome)
         agent.working_dir.display(),
         agent.pid
     );
+    let session_id = agent.id.clone();
+    let hooked = agent.hook_token.is_some();
     match attached {
         None => register(parts, agent, pane, None),
         Some(attached) => super::pty_session::register(parts, agent, pane, attached, false),
+    }
+    if hooked {
+        let hooks = &parts.ctx.config.hooks;
+        let (settle, wait) = (hooks.prompt_settle, hooks.prompt_wait);
+        parts.panes.hold_input(parts.ctx, &session_id, settle, wait);
+    }
+    if job.resuming {
+        parts.refresh_status(&session_id);
     }
 }
 
@@ -822,6 +894,9 @@ fn release_sources(parts: &mut Parts<'_>, agent: &Agent) {
         });
     }
     parts.agents.history.remove(&agent.id);
+    if agent.record.is_some() {
+        parts.agents.records.remove(&agent.id);
+    }
     parts.panes.close(parts.ctx, &agent.id);
 }
 
@@ -885,6 +960,17 @@ pub fn kill(parts: &mut Parts<'_>, session_id: &str, done: Done<Result<SystemTim
             .ctx
             .finish(done, Err(KillError::NotFound(session_id.to_string())));
     };
+    if !agent.backend.has_terminal() {
+        // A lost session has no process or terminal left: only its record and history go.
+        release_sources(parts, &agent);
+        log::info!("{session_id}: a lost session deleted");
+        parts.announce_gone(&agent, AgentStatus::Terminated, None);
+        parts.agents.registry.announce(AgentEvent::Gone {
+            session_id: session_id.to_string(),
+            reason: "it was deleted through the API".to_string(),
+        });
+        return parts.ctx.finish(done, Ok(SystemTime::now()));
+    }
     // A pty session's holder is told to finish once the agent's tree is gone.
     let holder =
         parts
@@ -961,7 +1047,7 @@ pub fn sample(parts: &mut Parts<'_>, session_id: &str, done: Done<Option<Metrics
         return parts.ctx.finish(done, None);
     };
     let pid = agent.pid;
-    let alive = agent.exit.is_none();
+    let alive = agent.exit.is_none() && agent.backend.has_terminal();
     let session_id = session_id.to_string();
     parts.ctx.jobs.run(move || {
         let usage = alive.then(|| procfs::usage(pid));

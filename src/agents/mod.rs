@@ -17,6 +17,8 @@ pub mod mcp;
 pub mod meta;
 pub mod procfs;
 pub mod pty_session;
+pub mod record;
+pub mod resume;
 pub mod screen;
 pub mod validate;
 
@@ -46,6 +48,8 @@ pub struct Agents {
     calls: Vec<hooks::PendingCall>,
     /// Writes each session's conversation to disk.
     history: history::HistoryWriter,
+    /// Writes each session's record (what resuming it takes) to disk.
+    records: record::RecordWriter,
     /// Requests waiting for a person, by request id, with what deciding acts on.
     approvals: HashMap<String, (hooks::Approval, hooks::Approved)>,
     /// Hook credentials of sessions with hooks, by credential: the session it stands for.
@@ -66,6 +70,8 @@ impl Agents {
             calls: Vec::new(),
             history: history::HistoryWriter::start(config.state_dir.join("history"))
                 .map_err(|e| format!("cannot start the history writer thread: {e}"))?,
+            records: record::RecordWriter::start(config.agents_dir())
+                .map_err(|e| format!("cannot start the agent record writer thread: {e}"))?,
             approvals: HashMap::new(),
             hook_tokens: HashMap::new(),
         })
@@ -96,9 +102,10 @@ impl Agents {
         self.registry.is_empty()
     }
 
-    /// Sessions live or being spawned now (what `sessions.max_sessions` counts).
+    /// Sessions live or being spawned now (what `sessions.max_sessions` counts; lost
+    /// sessions have no terminal and do not count).
     pub fn live_and_spawning(&self) -> usize {
-        self.registry.len() + self.registry.pending_spawns
+        self.registry.live() + self.registry.pending_spawns
     }
 
     /// The events announced since the last call.
@@ -268,6 +275,9 @@ pub enum AgentStatus {
     Exited,
     /// The session was killed through the API (only ever reported as an event or answer).
     Terminated,
+    /// Its terminal was gone when the daemon started (a reboot, or its tmux server or pty
+    /// holder was killed): kept with its history until it is resumed or deleted.
+    Lost,
 }
 
 impl AgentStatus {
@@ -279,6 +289,7 @@ impl AgentStatus {
             AgentStatus::Error => "error",
             AgentStatus::Exited => "exited",
             AgentStatus::Terminated => "terminated",
+            AgentStatus::Lost => "lost",
         }
     }
 
@@ -290,6 +301,7 @@ impl AgentStatus {
             AgentStatus::Error,
             AgentStatus::Exited,
             AgentStatus::Terminated,
+            AgentStatus::Lost,
         ]
         .into_iter()
         .find(|s| s.as_str() == text)
@@ -348,6 +360,8 @@ pub enum SessionBackend {
         /// The holder's pid.
         holder_pid: u32,
     },
+    /// None any more: the terminal (of this backend) was gone when the daemon started.
+    Lost(crate::config::Backend),
 }
 
 impl SessionBackend {
@@ -355,7 +369,7 @@ impl SessionBackend {
     pub fn pane(&self) -> Option<&PaneId> {
         match self {
             SessionBackend::Tmux { pane, .. } => Some(pane),
-            SessionBackend::Pty { .. } => None,
+            SessionBackend::Pty { .. } | SessionBackend::Lost(_) => None,
         }
     }
 
@@ -364,7 +378,13 @@ impl SessionBackend {
         match self {
             SessionBackend::Tmux { .. } => crate::config::Backend::Tmux,
             SessionBackend::Pty { .. } => crate::config::Backend::Pty,
+            SessionBackend::Lost(backend) => *backend,
         }
+    }
+
+    /// Whether the session has a terminal (it is not [`SessionBackend::Lost`]).
+    pub fn has_terminal(&self) -> bool {
+        !matches!(self, SessionBackend::Lost(_))
     }
 }
 
@@ -418,6 +438,8 @@ pub struct Agent {
     pub prompt_screen: Option<String>,
     /// Whether an idle check is scheduled.
     pub idle_check_pending: bool,
+    /// What it takes to start it again (sessions spawned through the API), also on disk.
+    pub record: Option<record::AgentRecord>,
 }
 
 impl Agent {
@@ -455,6 +477,7 @@ impl Agent {
             screen_check_pending: false,
             prompt_screen: None,
             idle_check_pending: false,
+            record: None,
         }
     }
 }
@@ -462,6 +485,9 @@ impl Agent {
 impl Agent {
     /// The status at `now`, given the idle threshold.
     pub fn status(&self, now: SystemTime, idle_after: Duration) -> AgentStatus {
+        if !self.backend.has_terminal() {
+            return AgentStatus::Lost;
+        }
         match self.exit {
             Some(exit) if exit.is_success() => AgentStatus::Exited,
             Some(_) => AgentStatus::Error,
@@ -533,6 +559,14 @@ impl AgentRegistry {
     /// Number of sessions.
     pub fn len(&self) -> usize {
         self.agents.len()
+    }
+
+    /// How many sessions have a terminal (are not lost).
+    pub fn live(&self) -> usize {
+        self.agents
+            .values()
+            .filter(|a| a.backend.has_terminal())
+            .count()
     }
 
     /// Whether there are no sessions.

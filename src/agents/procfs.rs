@@ -60,6 +60,10 @@ pub fn all_processes() -> Vec<ProcStat> {
 /// The tree of `root`: itself, every process in its session, and all their descendants
 /// (which catches children that started their own session).
 pub fn tree(root: u32, processes: &[ProcStat]) -> Vec<ProcStat> {
+    // Pid 0 (the kernel: its threads have session 0) and init are never an agent's root.
+    if root <= 1 {
+        return Vec::new();
+    }
     let mut members: HashSet<u32> = processes
         .iter()
         .filter(|p| p.pid == root || p.sid == root)
@@ -142,6 +146,10 @@ pub fn cpu_percent(earlier: &Usage, later: &Usage) -> f64 {
 /// them) to every member, then SIGKILL to whatever is left after `grace`. Blocks up to
 /// `grace` plus a short reaping wait. Returns how many processes needed SIGKILL.
 pub fn terminate_tree(root: u32, grace: Duration) -> usize {
+    // No agent is pid 0 (the children of 0 are init and the kernel's threads) or init.
+    if root <= 1 {
+        return 0;
+    }
     let mut members: Vec<u32> = tree(root, &all_processes()).iter().map(|p| p.pid).collect();
     if members.is_empty() {
         return 0;

@@ -38,16 +38,7 @@ pub fn spawn(
                 let parts = &mut reach;
                 let response = match result {
                     Ok(spawned) => match parts.agents.get(&spawned.session_id) {
-                        Some(agent) => json(
-                            201,
-                            &SpawnResponse {
-                                session_id: agent.id.clone(),
-                                agent_type: agent.agent_type.clone(),
-                                status: AgentStatus::Running.as_str(),
-                                tmux_session: agent.tmux_session.to_string(),
-                                created_at: rfc3339(agent.created_at),
-                            },
-                        ),
+                        Some(agent) => json(201, &spawn_response(agent)),
                         None => ApiError::new(
                             500,
                             ErrorCode::AgentSpawnFailed,
@@ -75,7 +66,7 @@ pub fn list(parts: &mut Parts<'_>, request: &Request) -> Handled {
             _ => {
                 return Handled::Now(
                     ApiError::bad_request(format!(
-                        "unknown status filter {}; use running, idle, error or exited",
+                        "unknown status filter {}; use running, idle, error, exited or lost",
                         crate::shown(&text)
                     ))
                     .to_response(),
@@ -349,6 +340,49 @@ fn message_view(entry: &crate::agents::history::Entry) -> MessageView<'_> {
         content: &entry.content,
         id: entry.id.as_ref(),
         timestamp: crate::tasks::ms_rfc3339(entry.at_ms),
+    }
+}
+
+/// `POST /api/agents/{id}/resume`: starts a lost session's CLI again (see
+/// [`crate::agents::resume`]); answers like a spawn once it runs.
+pub fn resume(parts: &mut Parts<'_>, conn: ConnId, id: &str) -> Handled {
+    if parts.agents.get(id).is_some() && !parts.ctx.jobs.has_room() {
+        return Handled::Now(ApiError::workers_busy(parts.ctx.jobs.name()).to_response());
+    }
+    crate::agents::resume::resume(
+        &mut parts.for_agents(),
+        id,
+        false,
+        crate::ctx::done::<ApiState, Result<manager::Spawned, crate::agents::error::SpawnError>>(
+            move |mut reach, result| {
+                let parts = &mut reach;
+                let response = match result {
+                    Ok(spawned) => match parts.agents.get(&spawned.session_id) {
+                        Some(agent) => json(200, &spawn_response(agent)),
+                        None => ApiError::new(
+                            500,
+                            ErrorCode::AgentSpawnFailed,
+                            "the session ended before it could be reported",
+                        )
+                        .to_response(),
+                    },
+                    Err(error) => ApiError::from_spawn(error).to_response(),
+                };
+                parts.ctx.reply(conn, response);
+            },
+        ),
+    );
+    Handled::Later
+}
+
+/// What a spawn (or a resume) answers with.
+fn spawn_response(agent: &Agent) -> SpawnResponse {
+    SpawnResponse {
+        session_id: agent.id.clone(),
+        agent_type: agent.agent_type.clone(),
+        status: AgentStatus::Running.as_str(),
+        tmux_session: agent.tmux_session.to_string(),
+        created_at: rfc3339(agent.created_at),
     }
 }
 

@@ -108,6 +108,8 @@ impl ApiError {
             SpawnError::NameTaken(_) => ApiError::new(409, ErrorCode::SessionExists, message),
             SpawnError::InvalidName(_) => ApiError::bad_request(message),
             SpawnError::Failed(_) => ApiError::new(500, ErrorCode::AgentSpawnFailed, message),
+            SpawnError::NotFound(id) => ApiError::session_not_found(&id),
+            SpawnError::NotLost(_) => ApiError::new(409, ErrorCode::SessionNotLost, message),
         }
     }
 

@@ -205,6 +205,8 @@ pub enum Route {
     KillAgent(String),
     /// `GET /api/agents/{id}/messages`
     AgentMessages(String),
+    /// `POST /api/agents/{id}/resume`
+    ResumeAgent(String),
     /// `POST /api/ws-ticket`
     WsTicket,
     /// `POST /api/delegate`
@@ -254,6 +256,7 @@ impl Route {
             | Route::ServerProof => Scope::Observe,
             Route::Spawn
             | Route::KillAgent(_)
+            | Route::ResumeAgent(_)
             | Route::Delegate
             | Route::CancelTask(_)
             | Route::DecidePlan(_) => Scope::Control,
@@ -274,6 +277,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/agents/{session_id}"),
     ("DELETE", "/api/agents/{session_id}"),
     ("GET", "/api/agents/{session_id}/messages"),
+    ("POST", "/api/agents/{session_id}/resume"),
     ("POST", "/api/delegate"),
     ("GET", "/api/tasks"),
     ("GET", "/api/tasks/{task_id}"),
@@ -342,6 +346,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ("GET", "/api/agents/{session_id}") => Route::GetAgent(id()?),
         ("DELETE", "/api/agents/{session_id}") => Route::KillAgent(id()?),
         ("GET", "/api/agents/{session_id}/messages") => Route::AgentMessages(id()?),
+        ("POST", "/api/agents/{session_id}/resume") => Route::ResumeAgent(id()?),
         ("POST", "/api/delegate") => Route::Delegate,
         ("GET", "/api/tasks") => Route::ListTasks,
         ("GET", "/api/tasks/{task_id}") => Route::GetTask(id()?),
@@ -821,13 +826,15 @@ fn forward_to_owner(
         Route::GetAgent(_)
         | Route::KillAgent(_)
         | Route::AgentMessages(_)
+        | Route::ResumeAgent(_)
         | Route::GetTask(_)
         | Route::CancelTask(_) => {
             let host = match route {
                 Route::GetTask(id) | Route::CancelTask(id) => peer::task_owner(parts, id),
-                Route::GetAgent(id) | Route::KillAgent(id) | Route::AgentMessages(id) => {
-                    peer::remote_owner(parts, id)
-                }
+                Route::GetAgent(id)
+                | Route::KillAgent(id)
+                | Route::AgentMessages(id)
+                | Route::ResumeAgent(id) => peer::remote_owner(parts, id),
                 _ => None,
             }?;
             let body = request.body.clone();
@@ -912,6 +919,7 @@ fn serve(
         Route::GetAgent(id) => agents::get(parts, conn, &id),
         Route::KillAgent(id) => agents::kill(parts, conn, &id),
         Route::AgentMessages(id) => agents::messages(parts, request, &id),
+        Route::ResumeAgent(id) => agents::resume(parts, conn, &id),
         Route::Delegate => tasks::delegate(parts, conn, request, principal, limit_headers),
         Route::ListTasks => tasks::list(parts, request),
         Route::GetTask(id) => tasks::get(parts, &id),

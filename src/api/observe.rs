@@ -407,7 +407,8 @@ fn subscribe(
             }
         }
         Err(SubscribeError::UnknownSession) => {
-            let detail = format!("no agent session {}", crate::shown(session_id));
+            let detail = lost_detail(parts, session_id)
+                .unwrap_or_else(|| format!("no agent session {}", crate::shown(session_id)));
             let code = ErrorCode::SessionNotFound;
             send_error(parts, conn, code, &detail, Some(session_id), None);
         }
@@ -568,10 +569,22 @@ fn type_into(
     {
         Ok(()) => true,
         Err((code, message)) => {
+            let message = lost_detail(parts, session_id).unwrap_or(message);
             send_error(parts, conn, code, &message, Some(session_id), id.as_ref());
             false
         }
     }
+}
+
+/// For a session that is listed but lost (its terminal gone), what to do about it.
+fn lost_detail(parts: &Parts<'_>, session_id: &str) -> Option<String> {
+    let agent = parts.agents.get(session_id)?;
+    (!agent.backend.has_terminal()).then(|| {
+        format!(
+            "session {session_id} lost its terminal while the daemon was down; \
+             POST /api/agents/{session_id}/resume starts it again"
+        )
+    })
 }
 
 #[cfg(test)]

@@ -5,8 +5,15 @@
 //! mode, which the daemon's emulator tracks), then, after the agent type's `submit_delay`,
 //! Enter is pressed separately. Later input to the same pane waits until that Enter has been
 //! queued, so messages never interleave.
+//!
+//! A CLI that reports through hooks reports its SessionStart before its screen is drawn,
+//! and input it gets before its prompt exists is lost (a resumed Claude Code drops it while
+//! it loads its conversation). So input to a new session of such a CLI is held: until its
+//! screen was drawn after SessionStart and then stayed quiet for `hooks.prompt_settle`, or
+//! at most `hooks.prompt_wait`.
 
 use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
 
 use super::Panes;
 use super::input::{paste_bytes, plain_line};
@@ -56,8 +63,45 @@ pub struct Typist {
     serial: u64,
     /// A typed message waiting for its Enter (timer serial, acknowledgement).
     enter_pending: Option<(u64, Option<InputAck>)>,
-    /// Input that arrived while an Enter was pending, in order.
+    /// Input that arrived while an Enter was pending, or while input is held, in order.
     deferred: VecDeque<(Typing, Option<InputAck>)>,
+    /// Input is held until the CLI's prompt is ready.
+    gate: Option<InputGate>,
+}
+
+/// Input to a new hooked session, held until its CLI can take it.
+#[derive(Debug, Clone, Copy)]
+struct InputGate {
+    /// When holding began (the spawn).
+    since: SystemTime,
+    /// When the CLI reported SessionStart.
+    started: Option<SystemTime>,
+    /// Quiet time after the first drawing that counts as ready.
+    settle: Duration,
+    /// Longest hold, from `since` and again from `started`.
+    wait: Duration,
+}
+
+impl InputGate {
+    /// Whether input may flow at `now` given the pane's last output; otherwise when to look
+    /// again.
+    fn check(&self, now: SystemTime, last_output: SystemTime) -> Result<(), SystemTime> {
+        let waited = |from: SystemTime| now.duration_since(from).unwrap_or_default() >= self.wait;
+        if waited(self.since) || self.started.is_some_and(waited) {
+            return Ok(());
+        }
+        let Some(started) = self.started else {
+            return Err(self.since + self.wait);
+        };
+        if last_output > started {
+            let quiet = now.duration_since(last_output).unwrap_or_default();
+            if quiet >= self.settle {
+                return Ok(());
+            }
+            return Err(last_output + self.settle);
+        }
+        Err(now + self.settle)
+    }
 }
 
 impl Typist {
@@ -108,7 +152,7 @@ impl Panes {
         }
         let captured = pane.pipe.is_some();
         let typist = self.typists.entry(session_id.to_string()).or_default();
-        if typist.enter_pending.is_some() || !captured {
+        if typist.enter_pending.is_some() || !captured || typist.gate.is_some() {
             typist.deferred.push_back((typing, ack));
             return Ok(());
         }
@@ -153,6 +197,70 @@ impl Panes {
             .schedule_in(delay, Timer::SubmitEnter(session_id.to_string(), serial));
     }
 
+    /// Holds input to a new session of a hooked CLI until its prompt is ready (see the
+    /// module docs): at most `wait` from now, or from its SessionStart.
+    pub fn hold_input(
+        &mut self,
+        ctx: &mut Ctx,
+        session_id: &str,
+        settle: Duration,
+        wait: Duration,
+    ) {
+        let typist = self.typists.entry(session_id.to_string()).or_default();
+        typist.gate = Some(InputGate {
+            since: SystemTime::now(),
+            started: None,
+            settle,
+            wait,
+        });
+        ctx.timers
+            .schedule_in(wait, Timer::InputGate(session_id.to_string()));
+    }
+
+    /// The session's CLI reported SessionStart: held input flows once its screen settles.
+    pub fn cli_started(&mut self, ctx: &mut Ctx, session_id: &str) {
+        let Some(gate) = self
+            .typists
+            .get_mut(session_id)
+            .and_then(|t| t.gate.as_mut())
+            .filter(|g| g.started.is_none())
+        else {
+            return;
+        };
+        gate.started = Some(SystemTime::now());
+        let settle = gate.settle;
+        ctx.timers
+            .schedule_in(settle, Timer::InputGate(session_id.to_string()));
+    }
+
+    /// Looks whether held input may flow now; types it, or looks again later.
+    pub fn on_input_gate(&mut self, ctx: &mut Ctx, session_id: &str) {
+        let last_output = self
+            .get(session_id)
+            .map_or(SystemTime::UNIX_EPOCH, |p| p.last_output);
+        let Some(typist) = self.typists.get_mut(session_id) else {
+            return;
+        };
+        let Some(gate) = typist.gate else {
+            return;
+        };
+        let now = SystemTime::now();
+        match gate.check(now, last_output) {
+            Ok(()) => {
+                typist.gate = None;
+                if gate.started.is_none() {
+                    log::debug!("{session_id}: no SessionStart yet; held input is typed anyway");
+                }
+                self.type_deferred(ctx, session_id);
+            }
+            Err(next) => {
+                let after = next.duration_since(now).unwrap_or_default();
+                ctx.timers
+                    .schedule_in(after, Timer::InputGate(session_id.to_string()));
+            }
+        }
+    }
+
     /// Presses Enter for a typed message, then types whatever was waiting behind it.
     pub fn press_enter(&mut self, ctx: &mut Ctx, session_id: &str, serial: u64) {
         let Some(typist) = self.typists.get_mut(session_id) else {
@@ -175,7 +283,7 @@ impl Panes {
             let Some(typist) = self.typists.get_mut(session_id) else {
                 return;
             };
-            if typist.enter_pending.is_some() {
+            if typist.enter_pending.is_some() || typist.gate.is_some() {
                 return;
             }
             let Some((typing, ack)) = typist.deferred.pop_front() else {
@@ -296,5 +404,33 @@ impl Panes {
                 "the session ended before the input was typed",
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_input_flows_once_the_screen_settles_after_session_start_or_after_the_wait() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut gate = InputGate {
+            since: t0,
+            started: None,
+            settle: Duration::from_millis(300),
+            wait: Duration::from_secs(15),
+        };
+        // Before SessionStart: held until the wait is over, whatever the screen does.
+        assert_eq!(gate.check(ms(5_000), ms(4_000)), Err(ms(15_000)));
+        assert_eq!(gate.check(ms(15_000), ms(4_000)), Ok(()));
+        gate.started = Some(ms(1_000));
+        // Nothing drawn since SessionStart: look again a settle later.
+        assert_eq!(gate.check(ms(1_100), ms(900)), Err(ms(1_400)));
+        // Drawn, still moving: ready a settle after the last output.
+        assert_eq!(gate.check(ms(1_500), ms(1_400)), Err(ms(1_700)));
+        assert_eq!(gate.check(ms(1_700), ms(1_400)), Ok(()));
+        // A screen that never settles is typed into after the wait from SessionStart.
+        assert_eq!(gate.check(ms(16_000), ms(15_999)), Ok(()));
     }
 }

@@ -523,6 +523,7 @@ fn launch(parts: &mut Parts<'_>, task_id: u64, prepared: Result<Prepared, String
         internal: true,
         name: None,
         stdin: prepared.stdin,
+        resume: None,
     };
     let snapshot = ticket.clone();
     // The session is created only once the baseline is durable, so that a restart can always

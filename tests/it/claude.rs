@@ -327,6 +327,80 @@ fn a_restart_mid_conversation_keeps_the_history_and_the_hooks() {
 }
 
 #[test]
+fn a_claude_agent_whose_machine_went_down_resumes_its_conversation() {
+    let model = ScriptedModel::start(vec![
+        Reply::text("Noted: the word is pelican."),
+        Reply::text("The word was pelican."),
+    ]);
+    let mut daemon = daemon_with_claude(&model, "");
+    let token = daemon.control();
+    let mut ws = daemon.ws(&token);
+    let session = id_of(&daemon.spawn(&token, "claude"));
+    ws.recv_until("the prompt", |m| {
+        m["type"] == "agent_status" && m["activity"] == "waiting_input"
+    });
+    ws.send(json!({"type": "user_message", "session_id": session, "content": "remember the word pelican", "id": 1}));
+    ws.recv_until("the first reply", |m| m["type"] == "claude_response");
+    drop(ws);
+    // The CLI writes its transcript a moment after its turn ends; the machine goes down
+    // only once the turn is on disk, as any later reboot would find it.
+    let projects = daemon.dir.path().join("claude-home/.claude/projects");
+    crate::common::wait_until("the CLI's transcript holds the reply", || {
+        let saved = std::fs::read_dir(&projects)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|dir| {
+                std::fs::read_dir(dir.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .filter_map(|file| std::fs::read_to_string(file.path()).ok())
+            .any(|text| text.contains("Noted: the word is pelican."));
+        saved.then_some(())
+    });
+
+    // The machine goes down with everything on it; the daemon comes back without them.
+    daemon.kill_everything();
+    daemon.relaunch();
+    let token = daemon.control();
+    let agent = daemon.get(&format!("/api/agents/{session}"), &token).json();
+    assert_eq!(agent["status"], "lost", "{agent}");
+    let mut ws = daemon.ws(&token);
+    let resumed = daemon.post(&format!("/api/agents/{session}/resume"), &token, &json!({}));
+    assert_eq!(resumed.status, 200, "{}", resumed.text());
+    ws.recv_until("the resumed CLI's prompt", |m| {
+        m["type"] == "agent_status"
+            && m["session_id"] == session
+            && m["activity"] == "waiting_input"
+    });
+    ws.send(json!({"type": "user_message", "session_id": session, "content": "what was the word?", "id": 2}));
+    let reply = ws.recv_until("the reply after the resume", |m| {
+        m["type"] == "claude_response"
+    });
+    assert_eq!(reply["content"], "The word was pelican.");
+    assert_eq!(reply["in_reply_to"], 2);
+    // The CLI took its conversation back: the model's request for the new turn carries the
+    // turn from before the machine went down.
+    let turn = model
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.to_string().contains("what was the word?"))
+        .expect("the new turn reached the model");
+    let text = turn["messages"].to_string();
+    assert!(
+        text.contains("remember the word pelican") && text.contains("Noted: the word is pelican."),
+        "the request after the resume lacks the earlier conversation: {text}"
+    );
+    let history = daemon
+        .get(&format!("/api/agents/{session}/messages"), &token)
+        .json();
+    assert_eq!(history["total"], 4, "{history}");
+}
+
+#[test]
 fn the_primary_proposes_a_plan_through_mcp_the_user_approves_and_the_primary_learns_the_result() {
     let model = ScriptedModel::start(vec![
         // The primary's turn: it proposes a plan through the daemon's MCP tool...

@@ -7,7 +7,9 @@
 //! never shift the script. Every request is recorded for the test to inspect.
 //!
 //! It also speaks the streamed Responses API (`POST /v1/responses`) that the OpenAI Codex
-//! CLI uses, for text replies; Codex's own title request gets the fixed side text.
+//! CLI uses: text replies, and tool calls as `function_call` items; Codex's own title request
+//! gets the fixed side text. Codex 0.171 declares no top-level `tools` (they travel in an
+//! `additional_tools` input item), so there every request but the title's takes the script.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -20,7 +22,8 @@ use serde_json::{Value, json};
 pub enum Block {
     /// Text the model says.
     Text(String),
-    /// A tool call, such as `Bash` with `{"command": "..."}`.
+    /// A tool call, such as Claude's `Bash` with `{"command": "..."}` or Codex's
+    /// `exec_command` with `{"cmd": "..."}`. An MCP tool is `mcp__SERVER__TOOL` for both.
     ToolUse {
         /// The tool.
         name: String,
@@ -45,6 +48,21 @@ impl Reply {
             name: name.to_string(),
             input,
         }])
+    }
+
+    /// A Codex reply that runs `cmd` with its `exec_command` tool. Given a `justification`,
+    /// the call asks to run outside the sandbox, and Codex's TUI (under its default
+    /// `on-request` approvals) puts that question to the user: "Would you like to run the
+    /// following command?", `y` to run it, `esc` or `n` to cancel it and end the turn.
+    /// Without one, a command that writes only in the workspace or `/tmp` runs at once.
+    #[allow(dead_code)]
+    pub fn codex_command(cmd: &str, justification: Option<&str>) -> Reply {
+        let mut input = json!({"cmd": cmd});
+        if let Some(question) = justification {
+            input["sandbox_permissions"] = json!("require_escalated");
+            input["justification"] = json!(question);
+        }
+        Reply::tool("exec_command", input)
     }
 }
 
@@ -103,7 +121,8 @@ impl ScriptedModel {
         self.script.lock().unwrap().replies.push_back(reply);
     }
 
-    /// The agent turns' requests so far (those with tools), oldest first.
+    /// The agent turns' requests so far (Claude's: those with tools; Codex's: all but its
+    /// title request), oldest first.
     pub fn requests(&self) -> Vec<Value> {
         self.script.lock().unwrap().requests.clone()
     }
@@ -277,7 +296,10 @@ fn serve(stream: TcpStream, script: &Mutex<Script>) {
     }
 }
 
-/// A reply in the Responses API's streamed form (text blocks only).
+/// A reply in the Responses API's streamed form: its text as one assistant message (left out
+/// when the reply only calls tools), then each tool call as a `function_call` item. A tool
+/// named `mcp__SERVER__TOOL` goes out as `TOOL` in the namespace `mcp__SERVER`, the form in
+/// which Codex routes a call to that MCP server (the flat name is "unsupported call").
 fn stream_response(out: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
     write!(
         out,
@@ -291,6 +313,14 @@ fn stream_response(out: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
             Block::ToolUse { .. } => None,
         })
         .collect();
+    let calls: Vec<(&str, &Value)> = reply
+        .0
+        .iter()
+        .filter_map(|b| match b {
+            Block::Text(_) => None,
+            Block::ToolUse { name, input } => Some((name.as_str(), input)),
+        })
+        .collect();
     let mut event = |name: &str, mut data: Value| -> std::io::Result<()> {
         data["type"] = json!(name);
         write!(out, "event: {name}\ndata: {data}\n\n")?;
@@ -299,27 +329,63 @@ fn stream_response(out: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
     let id = format!("resp_{}", uuid());
     let response = json!({"id": id, "object": "response", "created_at": 0, "status": "in_progress", "model": "scripted", "output": []});
     event("response.created", json!({"response": response}))?;
-    let item = json!({"type": "message", "id": "msg_1", "role": "assistant", "status": "in_progress", "content": []});
-    event(
-        "response.output_item.added",
-        json!({"output_index": 0, "item": item}),
-    )?;
-    event(
-        "response.content_part.added",
-        json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
-    )?;
-    event(
-        "response.output_text.delta",
-        json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": text}),
-    )?;
-    let done = json!({"type": "message", "id": "msg_1", "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": text, "annotations": []}]});
-    event(
-        "response.output_item.done",
-        json!({"output_index": 0, "item": done}),
-    )?;
+    let mut output = Vec::new();
+    if !text.is_empty() || calls.is_empty() {
+        let item = json!({"type": "message", "id": "msg_1", "role": "assistant", "status": "in_progress", "content": []});
+        event(
+            "response.output_item.added",
+            json!({"output_index": 0, "item": item}),
+        )?;
+        event(
+            "response.content_part.added",
+            json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+        )?;
+        event(
+            "response.output_text.delta",
+            json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": text}),
+        )?;
+        let done = json!({"type": "message", "id": "msg_1", "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": text, "annotations": []}]});
+        event(
+            "response.output_item.done",
+            json!({"output_index": 0, "item": done}),
+        )?;
+        output.push(done);
+    }
+    for (name, input) in calls {
+        let index = output.len();
+        let item_id = format!("fc_{index}_{}", uuid());
+        let arguments = input.to_string();
+        let mut item = json!({"type": "function_call", "id": item_id, "call_id": format!("call_{index}_{}", uuid()), "name": name, "arguments": "", "status": "in_progress"});
+        if let Some((server, tool)) = name
+            .strip_prefix("mcp__")
+            .and_then(|rest| rest.split_once("__"))
+        {
+            item["namespace"] = json!(format!("mcp__{server}"));
+            item["name"] = json!(tool);
+        }
+        event(
+            "response.output_item.added",
+            json!({"output_index": index, "item": item}),
+        )?;
+        event(
+            "response.function_call_arguments.delta",
+            json!({"item_id": item_id, "output_index": index, "delta": arguments}),
+        )?;
+        event(
+            "response.function_call_arguments.done",
+            json!({"item_id": item_id, "output_index": index, "arguments": arguments}),
+        )?;
+        item["arguments"] = json!(arguments);
+        item["status"] = json!("completed");
+        event(
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
+        )?;
+        output.push(item);
+    }
     let mut completed = response;
     completed["status"] = json!("completed");
-    completed["output"] = json!([done]);
+    completed["output"] = Value::Array(output);
     completed["usage"] = json!({"input_tokens": 5, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 10});
     event("response.completed", json!({"response": completed}))
 }

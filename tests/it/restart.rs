@@ -229,3 +229,152 @@ fn a_starting_daemon_waits_for_a_state_lock_held_a_moment_longer() {
     );
     assert!(!refused.wait().unwrap().success());
 }
+
+/// What `GET /api/agents` says of session `id`.
+fn listed(daemon: &DaemonProcess, token: &str, id: &str) -> Value {
+    let list = daemon.get("/api/agents", token).json();
+    list["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["session_id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("{id} is not listed: {list}"))
+}
+
+#[test]
+fn an_agent_whose_terminal_was_lost_is_listed_as_lost_and_resumes_with_its_id_dir_env_and_history()
+{
+    use serde_json::json;
+    let mut daemon = DaemonProcess::start();
+    let token = daemon.control();
+    let dir = daemon.work.join("project");
+    std::fs::create_dir_all(&dir).unwrap();
+    let spawned = daemon.post(
+        "/api/agents/spawn",
+        &token,
+        &json!({"agent_type": "printenv", "working_dir": dir, "env": {"PROJECT_NAME": "kept-app"}}),
+    );
+    assert_eq!(spawned.status, 201, "{}", spawned.text());
+    let spawned = spawned.json();
+    let id = spawned["session_id"].as_str().unwrap().to_string();
+    let tmux_name = spawned["tmux_session"].as_str().unwrap().to_string();
+    crate::common::wait_until("the agent's report", || {
+        daemon
+            .screen(&tmux_name)
+            .contains("TYPE_VAR=")
+            .then_some(())
+    });
+    let mut ws = daemon.ws(&token);
+    ws.send(json!({"type": "user_message", "session_id": id, "content": "note this", "id": "m1"}));
+    ws.recv_until("the message typed", |m| m["type"] == "user_message_ack");
+    // A second agent that is deleted while it is lost.
+    let doomed = crate::common::id_of(&daemon.spawn(&token, "echo"));
+    drop(ws);
+
+    // The machine goes down: the daemon, the tmux server or pty holders, the agents.
+    daemon.kill_everything();
+    daemon.relaunch();
+    let token = daemon.control();
+    let lost = listed(&daemon, &token, &id);
+    assert_eq!(lost["status"], "lost", "{lost}");
+    assert_eq!(lost["created_at"], spawned["created_at"], "{lost}");
+    assert!(
+        lost["evidence"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("/resume")),
+        "the listing says what to do: {lost}"
+    );
+    let history = daemon
+        .get(&format!("/api/agents/{id}/messages"), &token)
+        .json();
+    assert_eq!(history["messages"][0]["content"], "note this", "{history}");
+    // Nothing to watch or type into until it is resumed, and the error says so.
+    let mut ws = daemon.ws(&token);
+    ws.send(json!({"type": "subscribe_terminal", "session_id": id}));
+    let refused = ws.recv_until("the refusal", |m| m["type"] == "error");
+    assert!(
+        refused["message"]
+            .as_str()
+            .or(refused["detail"].as_str())
+            .is_some_and(|d| d.contains("/resume")),
+        "{refused}"
+    );
+    let filtered = daemon.get("/api/agents?status=lost", &token).json();
+    assert_eq!(filtered["total"], 2, "{filtered}");
+
+    // A lost session that nobody wants is deleted like any other.
+    assert_eq!(
+        daemon
+            .delete(&format!("/api/agents/{doomed}"), &token)
+            .status,
+        200
+    );
+    let observe = daemon.token("observe");
+    let resumed = daemon.post(&format!("/api/agents/{id}/resume"), &observe, &json!({}));
+    assert_eq!(resumed.status, 403, "resuming needs the control scope");
+    let resumed = daemon.post(&format!("/api/agents/{id}/resume"), &token, &json!({}));
+    assert_eq!(resumed.status, 200, "{}", resumed.text());
+    let resumed = resumed.json();
+    assert_eq!(resumed["session_id"], id.as_str());
+    assert_eq!(resumed["tmux_session"], tmux_name.as_str());
+    assert_eq!(resumed["created_at"], spawned["created_at"]);
+    // The same directory and environment as before.
+    let screen = crate::common::wait_until("the resumed agent's report", || {
+        let screen = daemon.screen(&tmux_name);
+        screen.contains("TYPE_VAR=").then_some(screen)
+    });
+    assert!(
+        screen.contains(&format!("cwd={}", dir.display())),
+        "{screen}"
+    );
+    assert!(screen.contains("PROJECT_NAME=kept-app"), "{screen}");
+    assert!(screen.contains(&format!("SESSION={id}")), "{screen}");
+    let now = listed(&daemon, &token, &id);
+    assert_ne!(now["status"], "lost", "{now}");
+    let history = daemon
+        .get(&format!("/api/agents/{id}/messages"), &token)
+        .json();
+    assert_eq!(history["messages"][0]["content"], "note this", "{history}");
+    // Resuming again, or a session that has its terminal, is refused; unknown ones are 404.
+    let again = daemon.post(&format!("/api/agents/{id}/resume"), &token, &json!({}));
+    assert_eq!(again.status, 409, "{}", again.text());
+    assert_eq!(again.json()["error_code"], "SESSION_NOT_LOST");
+    let unknown = daemon.post("/api/agents/sess-echo-00000000/resume", &token, &json!({}));
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error_code"], "SESSION_NOT_FOUND");
+    assert_eq!(
+        daemon.get("/api/agents", &token).json()["total"],
+        1,
+        "the deleted lost session stays deleted"
+    );
+    daemon.restart();
+    let token = daemon.control();
+    assert_eq!(daemon.get("/api/agents", &token).json()["total"], 1);
+}
+
+#[test]
+fn agents_of_a_type_with_resume_auto_start_again_with_the_daemon() {
+    let mut daemon = DaemonProcess::start_with(&format!(
+        "[agents.again]\ncommand = [\"{}\"]\nresume = \"auto\"",
+        crate::common::agent_script("echo.sh")
+    ));
+    let token = daemon.control();
+    let spawned = daemon.spawn(&token, "again");
+    let id = crate::common::id_of(&spawned);
+    let tmux_name = spawned["tmux_session"].as_str().unwrap().to_string();
+    daemon.kill_everything();
+    daemon.relaunch();
+    let token = daemon.control();
+    // Started again on its own: listed with a terminal, and its program runs.
+    crate::common::wait_until("the agent started again", || {
+        (listed(&daemon, &token, &id)["status"] != "lost").then_some(())
+    });
+    crate::common::wait_until("the agent's greeting", || {
+        daemon
+            .screen(&tmux_name)
+            .contains("echo agent ready")
+            .then_some(())
+    });
+    assert!(daemon.log_contains("resumed at start"));
+}
