@@ -623,6 +623,9 @@ impl Default for PtyConfig {
 pub enum HookStyle {
     /// Claude Code: the daemon passes `--settings FILE` whose hooks run `orchestra hook`.
     Claude,
+    /// Gemini CLI: a home of its own per session (`GEMINI_CLI_HOME`) whose settings are the
+    /// user's plus hooks that run `orchestra hook` (see `agents::gemini`).
+    Gemini,
 }
 
 /// `[tmux]`: the tmux binary and the shape of the panes it creates.
@@ -1441,7 +1444,11 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
                 headless: Some(headless),
                 submit_delay: default_submit_delay(),
                 max_tasks: None,
-                hooks: (name == "claude").then_some(HookStyle::Claude),
+                hooks: match name {
+                    "claude" => Some(HookStyle::Claude),
+                    "gemini" => Some(HookStyle::Gemini),
+                    _ => None,
+                },
                 screen_rules: Vec::new(),
                 backend: Backend::Tmux,
                 prompt: if name == "shell" {
@@ -1449,8 +1456,8 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
                 } else {
                     PromptStyle::Prose
                 },
-                // Claude Code takes its conversation's id back with `--resume`.
-                resume_args: if name == "claude" {
+                // Claude Code and Gemini CLI take their conversation's id back with `--resume`.
+                resume_args: if name == "claude" || name == "gemini" {
                     vec!["--resume".into(), "{cli_session}".into()]
                 } else {
                     Vec::new()
@@ -1474,6 +1481,13 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
             "--permission-mode",
             "acceptEdits",
         ]),
+    );
+    // Gemini CLI: edits without asking in a one-shot task (its default mode offers a
+    // one-shot run no tool that would ask), the prompt on stdin.
+    add(
+        "gemini",
+        argv(&["gemini"]),
+        argv(&["gemini", "--approval-mode", "auto_edit"]),
     );
     add(
         "codex",
@@ -1570,6 +1584,7 @@ struct AgentTypeTable {
 #[serde(rename_all = "lowercase")]
 enum HooksSetting {
     Claude,
+    Gemini,
     None,
 }
 
@@ -1617,6 +1632,7 @@ impl AgentTypeTable {
         if let Some(hooks) = self.hooks {
             agent.hooks = match hooks {
                 HooksSetting::Claude => Some(HookStyle::Claude),
+                HooksSetting::Gemini => Some(HookStyle::Gemini),
                 HooksSetting::None => None,
             };
         }

@@ -9,8 +9,8 @@
 #   chromium (Debian's, for the browser tests), util-linux (setpriv, for the test that
 #   another user cannot use the daemon's socket). As root, or with passwordless sudo, they
 #   are installed; otherwise the command names them and stops before running anything.
-# - Pinned tools from npm and PyPI, under target/ (npm's cache too): the Claude Code and
-#   Codex CLIs, playwright-core, schemathesis, nats-server (the cluster tests' NATS).
+# - Pinned tools from npm and PyPI, under target/ (npm's cache too): the Claude Code,
+#   Codex and Gemini CLIs, playwright-core, schemathesis, nats-server (the cluster tests' NATS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export npm_config_cache="$PWD/target/npm-cache"
@@ -42,6 +42,7 @@ fi
 
 tests/tools/install-claude.sh >/dev/null
 tests/tools/install-codex.sh >/dev/null
+tests/tools/install-gemini.sh >/dev/null
 tests/tools/install-playwright.sh >/dev/null
 tests/tools/install-schemathesis.sh >/dev/null
 tests/tools/install-nats.sh >/dev/null

@@ -178,7 +178,11 @@ impl ActivityState {
             HookEvent::Notification => {
                 let message = payload["message"].as_str().unwrap_or("");
                 let kind = payload["notification_type"].as_str().unwrap_or("");
-                if kind == "permission_prompt" || message.contains("permission") {
+                // Claude Code's kind, Gemini CLI's (a tool confirmation opened), or words.
+                if kind == "permission_prompt"
+                    || kind == "ToolPermission"
+                    || message.contains("permission")
+                {
                     (
                         Activity::NeedsApproval,
                         format!("Notification hook: {}", shorten(message)),

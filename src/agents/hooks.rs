@@ -332,8 +332,10 @@ impl Parts<'_> {
             }
             HookEvent::Stop => {
                 let in_reply_to = agent.conversation.answered();
+                // Claude Code's name for the turn's reply, then Gemini CLI's (AfterAgent).
                 let content = request.payload["last_assistant_message"]
                     .as_str()
+                    .or(request.payload["prompt_response"].as_str())
                     .unwrap_or_default()
                     .to_string();
                 self.agents.registry.announce(AgentEvent::Replied {

@@ -136,6 +136,8 @@ struct HookSetup {
     client_timeout: Duration,
     /// How long a permission request waits for a person.
     approval_timeout: Duration,
+    /// The CLI's hook protocol.
+    style: HookStyle,
 }
 
 /// Result of the spawn job.
@@ -194,8 +196,10 @@ pub fn spawn(parts: &mut Parts<'_>, params: SpawnParams, done: Done<Result<Spawn
     let token_file = attach::token_file(&config.spawn_dir());
     parts.panes.expect_attach(token.clone(), session_id.clone());
     // Hooks report the interactive CLI's turns; a delegated task's one-shot run has none.
-    let hooks = (agent_type.hooks == Some(HookStyle::Claude) && params.command.is_none())
-        .then(|| hook_setup(parts, &config, &session_id));
+    let hooks = agent_type
+        .hooks
+        .filter(|_| params.command.is_none())
+        .map(|style| hook_setup(parts, &config, &session_id, style));
     parts.agents.registry.pending_spawns += 1;
     let job = SpawnJob {
         tmux: parts.ctx.tmux.clone(),
@@ -288,7 +292,12 @@ fn free_session_ids(
 }
 
 /// A new hook credential for session `session_id`, and where its hooks report.
-fn hook_setup(parts: &mut Parts<'_>, config: &Config, session_id: &str) -> HookSetup {
+fn hook_setup(
+    parts: &mut Parts<'_>,
+    config: &Config,
+    session_id: &str,
+    style: HookStyle,
+) -> HookSetup {
     let token = attach::new_token();
     parts
         .agents
@@ -300,6 +309,7 @@ fn hook_setup(parts: &mut Parts<'_>, config: &Config, session_id: &str) -> HookS
         settings: config.hooks_dir().join(format!("{session_id}.json")),
         client_timeout: config.hooks.client_timeout,
         approval_timeout: config.hooks.approval_timeout,
+        style,
     }
 }
 
@@ -543,6 +553,21 @@ fn write_hook_files(
     argv: &[String],
     env: &mut BTreeMap<String, String>,
 ) -> Result<Vec<String>, SpawnError> {
+    hook_env(hooks, env);
+    if hooks.style == HookStyle::Gemini {
+        let ours = super::gemini::daemon_settings(&job.exe, hooks.client_timeout);
+        let user_root = super::gemini::user_root(env).ok_or_else(|| {
+            SpawnError::Failed("no home directory for Gemini CLI's settings (set HOME)".into())
+        })?;
+        let own = super::gemini::session_root(&hooks.settings);
+        if let Some(dir) = hooks.settings.parent() {
+            crate::create_private_dir(dir).map_err(SpawnError::Failed)?;
+        }
+        super::gemini::prepare_home(&user_root, &own, &ours)
+            .map_err(|e| SpawnError::Failed(format!("cannot prepare Gemini CLI's home: {e}")))?;
+        env.insert(super::gemini::HOME_ENV.into(), own.display().to_string());
+        return Ok(argv.to_vec());
+    }
     let settings =
         super::claude::hook_settings(&job.exe, hooks.client_timeout, hooks.approval_timeout);
     if let Some(dir) = hooks.settings.parent() {
@@ -556,6 +581,11 @@ fn write_hook_files(
         super::mcp::mcp_config(&job.exe).to_string().as_bytes(),
     )
     .map_err(|e| SpawnError::Failed(format!("cannot write the MCP config: {e}")))?;
+    Ok(super::claude::with_settings(argv, &hooks.settings, &mcp))
+}
+
+/// Gives a hooked agent the variables its hooks (and MCP server) report with.
+fn hook_env(hooks: &HookSetup, env: &mut BTreeMap<String, String>) {
     env.insert(
         hook_client::SOCKET_ENV.into(),
         hooks.socket.display().to_string(),
@@ -571,7 +601,6 @@ fn write_hook_files(
             .as_millis()
             .to_string(),
     );
-    Ok(super::claude::with_settings(argv, &hooks.settings, &mcp))
 }
 
 /// Creates the session's tmux session, its pipe attached in the same command list, running
@@ -888,6 +917,8 @@ fn release_sources(parts: &mut Parts<'_>, agent: &Agent) {
             .join(format!("{}.json", agent.id));
         parts.ctx.jobs.run(move || {
             let _ = std::fs::remove_file(settings.with_extension("mcp.json"));
+            // A Gemini session's own home: its settings and links (never followed).
+            let _ = std::fs::remove_dir_all(super::gemini::session_root(&settings));
             let _ = std::fs::remove_file(hook_token_file(&settings));
             let _ = std::fs::remove_file(settings);
             Box::new(|_: &mut crate::ctx::World| {})

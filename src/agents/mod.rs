@@ -9,6 +9,7 @@ pub mod claude;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod gemini;
 pub mod history;
 pub mod hook_client;
 pub mod hooks;

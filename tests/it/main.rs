@@ -24,6 +24,8 @@ mod contract;
 mod crowd;
 mod faults;
 mod flow;
+mod gemini;
+mod gemini_model;
 mod git_hostile;
 mod hooks;
 mod hostile;

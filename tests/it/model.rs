@@ -391,13 +391,17 @@ fn stream_response(out: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
 }
 
 /// Writes Codex's `$HOME/.codex/config.toml`: the scripted server as its model provider
-/// (`OPENAI_BASE_URL` alone is not enough), the API key's variable, `dirs` trusted.
+/// (`OPENAI_BASE_URL` alone is not enough), the API key's variable, `dirs` trusted. It turns
+/// off the app-server daemon the TUI otherwise starts: a copy of the CLI (some 400 MB, under
+/// `~/.codex/packages`) and its updater, both outliving the TUI, the daemon going on with a
+/// running turn.
 pub fn codex_home(home: &std::path::Path, model_url: &str, dirs: &[&std::path::Path]) {
     std::fs::create_dir_all(home.join(".codex")).unwrap();
     let mut config = format!(
         "model_provider = \"scripted\"\n\
          [model_providers.scripted]\nname = \"scripted\"\nbase_url = \"{model_url}/v1\"\n\
-         env_key = \"OPENAI_API_KEY\"\nwire_api = \"responses\"\n"
+         env_key = \"OPENAI_API_KEY\"\nwire_api = \"responses\"\n\
+         [features]\ndaemon_auto_start = false\n"
     );
     for dir in dirs {
         config.push_str(&format!(

@@ -1,0 +1,121 @@
+//! The real Gemini CLI (pinned by `tests/tools/install-gemini.sh`), offline against a
+//! scripted Gemini API server: its hooks give activity with evidence, delivery and the
+//! turn's reply; after its machine goes down it is resumed and takes its conversation back.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::common::{DaemonProcess, id_of, wait_until};
+use crate::gemini_model::{GeminiModel, Reply, gemini_cli, gemini_home, user_text};
+
+/// A daemon whose `gemini` type runs the pinned CLI against `model`, with a home whose
+/// settings choose API-key auth and trust the work dir. The CLI is given a model (`-m`),
+/// so it asks no router first.
+fn daemon_with_gemini(model: &GeminiModel) -> DaemonProcess {
+    let cli = gemini_cli();
+    let env = model.env();
+    DaemonProcess::start_with_work(move |work: &Path| {
+        let home = work.parent().unwrap().join("gemini-home");
+        gemini_home(&home, &[work]);
+        let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
+        let mut vars = vec![format!("HOME = {}", quoted(&home.display().to_string()))];
+        vars.extend(env.iter().map(|(k, v)| format!("{k} = {}", quoted(v))));
+        format!(
+            "[agents.gemini]\ncommand = [{}, \"-m\", \"gemini-2.5-flash\"]\nenv = {{ {} }}\n",
+            quoted(&cli),
+            vars.join(", ")
+        )
+    })
+}
+
+#[test]
+fn the_real_gemini_cli_reports_through_its_hooks_and_resumes_its_conversation_after_a_reboot() {
+    let model = GeminiModel::start(vec![
+        Reply::text("Hello from the scripted Gemini."),
+        Reply::text("I said hello."),
+    ]);
+    let mut daemon = daemon_with_gemini(&model);
+    let token = daemon.control();
+    let mut ws = daemon.ws(&token);
+    let session = id_of(&daemon.spawn(&token, "gemini"));
+    let ready = ws.recv_until("the prompt", |m| {
+        m["type"] == "agent_status"
+            && m["session_id"] == session
+            && m["activity"] == "waiting_input"
+    });
+    assert_eq!(ready["evidence"]["source"], "hook", "{ready}");
+    ws.send(
+        json!({"type": "user_message", "session_id": session, "content": "say hello", "id": 1}),
+    );
+    let delivered = ws.recv_until("delivery", |m| m["type"] == "user_message_delivered");
+    assert_eq!(delivered["id"], 1);
+    let working = ws.recv_until("working", |m| {
+        m["type"] == "agent_status" && m["activity"] == "working"
+    });
+    assert_eq!(working["evidence"]["source"], "hook", "{working}");
+    let reply = ws.recv_until("the reply", |m| m["type"] == "claude_response");
+    assert_eq!(reply["content"], "Hello from the scripted Gemini.");
+    assert_eq!(reply["in_reply_to"], 1);
+    drop(ws);
+    // The CLI keeps its conversations in the user's ~/.gemini (the session's own home
+    // links there); the machine goes down once the turn is on disk.
+    let chats = daemon.dir.path().join("gemini-home/.gemini/tmp");
+    wait_until("the CLI's transcript holds the reply", || {
+        walk(&chats)
+            .iter()
+            .filter_map(|file| std::fs::read_to_string(file).ok())
+            .any(|text| text.contains("Hello from the scripted Gemini."))
+            .then_some(())
+    });
+
+    daemon.kill_everything();
+    daemon.relaunch();
+    let token = daemon.control();
+    let agent = daemon.get(&format!("/api/agents/{session}"), &token).json();
+    assert_eq!(agent["status"], "lost", "{agent}");
+    let mut ws = daemon.ws(&token);
+    let resumed = daemon.post(&format!("/api/agents/{session}/resume"), &token, &json!({}));
+    assert_eq!(resumed.status, 200, "{}", resumed.text());
+    ws.recv_until("the resumed CLI's prompt", |m| {
+        m["type"] == "agent_status"
+            && m["session_id"] == session
+            && m["activity"] == "waiting_input"
+    });
+    ws.send(json!({"type": "user_message", "session_id": session, "content": "what did you say?", "id": 2}));
+    let reply = ws.recv_until("the reply after the resume", |m| {
+        m["type"] == "claude_response"
+    });
+    assert_eq!(reply["content"], "I said hello.");
+    assert_eq!(reply["in_reply_to"], 2);
+    // The request for the new turn carries the turn from before the machine went down.
+    let turn = model
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| user_text(r).contains("what did you say?"))
+        .expect("the new turn reached the model");
+    let text = turn["contents"].to_string();
+    assert!(
+        text.contains("say hello") && text.contains("Hello from the scripted Gemini."),
+        "the request after the resume lacks the earlier conversation: {text}"
+    );
+    let history = daemon
+        .get(&format!("/api/agents/{session}/messages"), &token)
+        .json();
+    assert_eq!(history["total"], 4, "{history}");
+}
+
+/// Every file under `dir`, at any depth.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
