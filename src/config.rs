@@ -297,6 +297,13 @@ pub struct HooksConfig {
     /// typed anyway.
     #[serde(with = "duration_text")]
     pub prompt_wait: Duration,
+    /// When a hooked CLI waiting at its prompt has not confirmed a typed message this long
+    /// after its Enter (a busy TUI can read the paste and its Enter as one paste), Enter is
+    /// pressed again; each further wait is twice as long.
+    #[serde(with = "duration_text")]
+    pub submit_check: Duration,
+    /// How often Enter is pressed again for one message (`0`: never).
+    pub submit_retries: u32,
 }
 
 impl Default for HooksConfig {
@@ -314,6 +321,8 @@ impl Default for HooksConfig {
             max_pending_approvals_per_session: 16,
             prompt_settle: Duration::from_millis(300),
             prompt_wait: Duration::from_secs(15),
+            submit_check: Duration::from_secs(2),
+            submit_retries: 3,
         }
     }
 }

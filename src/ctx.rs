@@ -146,6 +146,9 @@ pub enum Timer {
     IdleCheck(String),
     /// Press Enter after a typed `user_message` (session, typing serial).
     SubmitEnter(String, u64),
+    /// See whether a hooked CLI took the `typed`-th message typed into it (session, typed,
+    /// attempts so far); press Enter again if not.
+    SubmitCheck(String, u64, u32),
     /// See whether input held for a starting hooked CLI may be typed (session).
     InputGate(String),
     /// Check every live pane's output pipe against tmux's own activity.

@@ -82,6 +82,9 @@ pub fn timer(daemon: &mut Daemon, timer: Timer) {
         Timer::ApprovalTimeout(request_id) => daemon.for_agents().on_approval_timeout(&request_id),
         Timer::ScreenCheck(session) => daemon.for_agents().on_screen_check(&session),
         Timer::IdleCheck(session) => daemon.for_agents().on_idle_check(&session),
+        Timer::SubmitCheck(session, typed, attempt) => daemon
+            .for_agents()
+            .on_submit_check(&session, typed, attempt),
         Timer::SubmitEnter(session, serial) => panes.press_enter(ctx, &session, serial),
         Timer::InputGate(session) => panes.on_input_gate(ctx, &session),
         Timer::CaptureHealth => panes.check_capture_health(ctx),
@@ -121,11 +124,7 @@ pub fn ws_closed(daemon: &mut Daemon, conn: ConnId) {
 fn pane_event(agents: &mut crate::agents::Parts<'_>, event: PaneEvent) {
     match event {
         PaneEvent::Output { session_id } => agents.on_pane_output(&session_id),
-        PaneEvent::MessageTyped { session_id, id } => {
-            if let Some(agent) = agents.agents.get_mut(&session_id) {
-                agent.conversation.typed(id);
-            }
-        }
+        PaneEvent::MessageTyped { session_id, id } => agents.on_message_typed(&session_id, id),
         PaneEvent::TerminalEnded { session_id } => {
             crate::agents::pty_session::output_ended(agents, &session_id)
         }

@@ -268,6 +268,13 @@ impl ActivityState {
         self.set(Activity::Idle, Source::Timer, "the process ended", now)
     }
 
+    /// A person denied a tool in a CLI that then cancels its whole turn (Gemini CLI): it
+    /// waits for input again, with no hook to say so.
+    pub fn on_turn_cancelled(&mut self, now: SystemTime) -> bool {
+        let detail = "a tool was denied through the API; the CLI cancelled its turn";
+        self.set(Activity::WaitingInput, Source::Hook, detail, now)
+    }
+
     /// Its terminal was gone when the daemon started: nothing runs until it is resumed.
     pub fn on_lost(&mut self, now: SystemTime) -> bool {
         let detail = "its terminal was gone when the daemon started (a reboot, or its tmux \

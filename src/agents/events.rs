@@ -33,6 +33,48 @@ impl Parts<'_> {
         self.schedule_screen_check(session_id);
     }
 
+    /// A message was typed into the agent (its Enter written): it waits for its CLI's
+    /// confirmation, which a hooked CLI gives (checked after `hooks.submit_check`).
+    pub fn on_message_typed(&mut self, session_id: &str, id: Option<serde_json::Value>) {
+        let Some(agent) = self.agents.registry.get_mut(session_id) else {
+            return;
+        };
+        agent.conversation.typed(id);
+        if agent.hook_token.is_some() && self.ctx.config.hooks.submit_retries > 0 {
+            let typed = agent.conversation.typed_total;
+            let after = self.ctx.config.hooks.submit_check;
+            self.ctx
+                .timers
+                .schedule_in(after, Timer::SubmitCheck(session_id.into(), typed, 0));
+        }
+    }
+
+    /// Whether the `typed`-th message reached the CLI; if the CLI waits at its prompt
+    /// without having confirmed it, Enter is pressed again (up to `hooks.submit_retries`).
+    pub fn on_submit_check(&mut self, session_id: &str, typed: u64, attempt: u32) {
+        let hooks = &self.ctx.config.hooks;
+        let (retries, first) = (hooks.submit_retries, hooks.submit_check);
+        let Some(agent) = self.agents.registry.get(session_id) else {
+            return;
+        };
+        if agent.conversation.delivered_total >= typed || attempt >= retries {
+            return;
+        }
+        // A CLI in a turn takes the message when the turn ends: nothing to press yet.
+        if agent.activity.activity == super::activity::Activity::WaitingInput {
+            log::info!(
+                "{session_id}: its CLI has not taken the typed message; pressing Enter again"
+            );
+            let enter = crate::panes::typing::Typing::Raw(b"\r".to_vec());
+            let _ = self.panes.type_input(self.ctx, session_id, enter, None);
+        }
+        let after = first * 2u32.saturating_pow(attempt + 1);
+        self.ctx.timers.schedule_in(
+            after,
+            Timer::SubmitCheck(session_id.into(), typed, attempt + 1),
+        );
+    }
+
     /// Announces the session's status and activity if either changed since the last
     /// announcement.
     pub fn refresh_status(&mut self, session_id: &str) {

@@ -319,8 +319,33 @@ impl Parts<'_> {
         let Some(agent) = self.agents.registry.get_mut(&session_id) else {
             return Ok(None);
         };
-        let (mut held, mut refused) = (None, None);
+        // A CLI whose confirmation dialogs are answered by keys (Gemini CLI) reports the
+        // call before the dialog (`PreToolUse`), and the dialog (`Notification`); once any
+        // later event arrives, the dialog is gone.
+        let keyed = self
+            .ctx
+            .config
+            .agents
+            .get(&agent.agent_type)
+            .is_some_and(|t| t.hooks == Some(crate::config::HookStyle::Gemini));
+        let (mut held, mut refused, mut asked) = (None, None, None);
         match request.event {
+            HookEvent::PreToolUse if keyed => agent.last_tool = Some(request.payload.clone()),
+            HookEvent::Notification
+                if keyed && request.payload["notification_type"] == "ToolPermission" =>
+            {
+                let call = agent
+                    .last_tool
+                    .take()
+                    .unwrap_or_else(|| request.payload.clone());
+                asked = Some(Approval {
+                    request_id: format!("perm-{}", &crate::panes::attach::new_token()[..16]),
+                    session_id: session_id.clone(),
+                    tool: call["tool_name"].as_str().unwrap_or("a tool").to_string(),
+                    summary: super::activity::approval_summary(&call),
+                    tool_input: call["tool_input"].clone(),
+                });
+            }
             HookEvent::UserPromptSubmit => {
                 if let Some(id) = agent.conversation.delivered() {
                     let event = AgentEvent::PromptDelivered {
@@ -387,6 +412,28 @@ impl Parts<'_> {
                 }
             }
             _ => {}
+        }
+        if keyed && request.event != HookEvent::Notification {
+            self.forget_keyed_approvals(&session_id);
+        }
+        if let Some(approval) = asked {
+            // The answer is typed once the dialog is on the screen and still.
+            let hooks = &self.ctx.config.hooks;
+            let (settle, wait) = (hooks.prompt_settle, hooks.prompt_wait);
+            self.panes
+                .hold_input_until_drawn(self.ctx, &session_id, settle, wait);
+            let waiting = self
+                .agents
+                .approvals
+                .values()
+                .filter(|(a, _)| a.session_id == session_id)
+                .count();
+            let quota = self.ctx.config.hooks.max_pending_approvals_per_session;
+            if waiting < quota
+                && self.agents.approvals.len() < self.ctx.config.hooks.max_pending_approvals
+            {
+                self.hold_for_approval(approval, Approved::Keys);
+            }
         }
         self.refresh_status(&session_id);
         self.schedule_idle_check(&session_id);
@@ -460,6 +507,27 @@ impl Parts<'_> {
                 .map(|()| self.remember(&to, super::history::Role::User, text, None))
                 .map_err(|(_, why)| format!("allowed, but the message was not typed: {why}")),
             Approved::Message { .. } => Ok(()),
+            // The dialog's first choice ("Allow once"), or Esc, which cancels the call.
+            Approved::Keys => {
+                let key = if allow {
+                    b"1".to_vec()
+                } else {
+                    b"\x1b".to_vec()
+                };
+                let typing = crate::panes::typing::Typing::Raw(key);
+                let typed = self
+                    .panes
+                    .type_input(self.ctx, &approval.session_id, typing, None)
+                    .map_err(|(_, why)| format!("the answer was not typed: {why}"));
+                if !allow
+                    && typed.is_ok()
+                    && let Some(agent) = self.agents.registry.get_mut(&approval.session_id)
+                {
+                    agent.activity.on_turn_cancelled(SystemTime::now());
+                    self.refresh_status(&approval.session_id);
+                }
+                typed
+            }
         };
         log::info!(
             "{}: permission for {} {}",
@@ -473,6 +541,26 @@ impl Parts<'_> {
             decision: if allow { "allow" } else { "deny" },
         });
         done
+    }
+
+    /// The CLI went on past its dialogs (answered in its terminal, or cancelled): their
+    /// requests are no longer asked.
+    fn forget_keyed_approvals(&mut self, session_id: &str) {
+        let gone: Vec<String> = self
+            .agents
+            .approvals
+            .iter()
+            .filter(|(_, (a, how))| a.session_id == session_id && matches!(how, Approved::Keys))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for request_id in gone {
+            self.agents.approvals.remove(&request_id);
+            self.agents.registry.announce(AgentEvent::ToolDecided {
+                session_id: session_id.to_string(),
+                request_id,
+                decision: "expired",
+            });
+        }
     }
 
     /// Nobody answered in time: the hook lets the CLI ask in its own terminal.
@@ -522,6 +610,8 @@ pub enum Approved {
         /// The exact text to type.
         text: String,
     },
+    /// A confirmation dialog on the CLI's screen (Gemini CLI): answered by typing its key.
+    Keys,
 }
 
 /// A tool permission an agent's CLI asked for, or an agent's tool call held by

@@ -235,6 +235,10 @@ pub struct Conversation {
     pub undelivered: std::collections::VecDeque<Option<serde_json::Value>>,
     /// The message the current turn answers, once confirmed.
     pub answering: Option<Option<serde_json::Value>>,
+    /// Messages typed so far (each with its Enter).
+    pub typed_total: u64,
+    /// Prompts the CLI confirmed so far.
+    pub delivered_total: u64,
 }
 
 impl Conversation {
@@ -247,12 +251,14 @@ impl Conversation {
             self.undelivered.pop_front();
         }
         self.undelivered.push_back(id);
+        self.typed_total += 1;
     }
 
     /// The agent confirmed a prompt: the oldest typed message, if any, is the one. Returns
     /// it (`Some(None)` for a message sent without an id; `None` if nothing was typed).
     pub fn delivered(&mut self) -> Option<Option<serde_json::Value>> {
         let id = self.undelivered.pop_front();
+        self.delivered_total += 1;
         self.answering = id.clone();
         id
     }
@@ -441,6 +447,9 @@ pub struct Agent {
     pub idle_check_pending: bool,
     /// What it takes to start it again (sessions spawned through the API), also on disk.
     pub record: Option<record::AgentRecord>,
+    /// The tool call a CLI whose dialogs are answered by keys reported last, for the
+    /// confirmation that may follow.
+    pub last_tool: Option<serde_json::Value>,
 }
 
 impl Agent {
@@ -479,6 +488,7 @@ impl Agent {
             prompt_screen: None,
             idle_check_pending: false,
             record: None,
+            last_tool: None,
         }
     }
 }

@@ -217,6 +217,27 @@ impl Panes {
             .schedule_in(wait, Timer::InputGate(session_id.to_string()));
     }
 
+    /// The CLI just put something up that keys will answer (a confirmation dialog): input
+    /// is held until its screen has drawn it and settled, at most `wait`.
+    pub fn hold_input_until_drawn(
+        &mut self,
+        ctx: &mut Ctx,
+        session_id: &str,
+        settle: Duration,
+        wait: Duration,
+    ) {
+        let now = SystemTime::now();
+        let typist = self.typists.entry(session_id.to_string()).or_default();
+        typist.gate = Some(InputGate {
+            since: now,
+            started: Some(now),
+            settle,
+            wait,
+        });
+        ctx.timers
+            .schedule_in(settle, Timer::InputGate(session_id.to_string()));
+    }
+
     /// The session's CLI reported SessionStart: held input flows once its screen settles.
     pub fn cli_started(&mut self, ctx: &mut Ctx, session_id: &str) {
         let Some(gate) = self
@@ -248,8 +269,9 @@ impl Panes {
         match gate.check(now, last_output) {
             Ok(()) => {
                 typist.gate = None;
-                if gate.started.is_none() {
-                    log::debug!("{session_id}: no SessionStart yet; held input is typed anyway");
+                match gate.started {
+                    None => log::debug!("{session_id}: no SessionStart yet; held input flows"),
+                    Some(_) => log::debug!("{session_id}: its screen settled; held input flows"),
                 }
                 self.type_deferred(ctx, session_id);
             }

@@ -361,6 +361,17 @@ fn a_claude_agent_whose_machine_went_down_resumes_its_conversation() {
         saved.then_some(())
     });
 
+    // The daemon's own copy of the conversation is on disk too (its writer thread is a
+    // moment behind the reply).
+    let history = daemon
+        .state
+        .join("history")
+        .join(format!("{session}.jsonl"));
+    crate::common::wait_until("the daemon's history file holds the reply", || {
+        std::fs::read_to_string(&history)
+            .is_ok_and(|text| text.contains("Noted: the word is pelican."))
+            .then_some(())
+    });
     // The machine goes down with everything on it; the daemon comes back without them.
     daemon.kill_everything();
     daemon.relaunch();

@@ -69,6 +69,17 @@ fn the_real_gemini_cli_reports_through_its_hooks_and_resumes_its_conversation_af
             .then_some(())
     });
 
+    // The daemon's own copy of the conversation is on disk too (its writer thread is a
+    // moment behind the reply).
+    let history = daemon
+        .state
+        .join("history")
+        .join(format!("{session}.jsonl"));
+    wait_until("the daemon's history file holds the reply", || {
+        std::fs::read_to_string(&history)
+            .is_ok_and(|text| text.contains("Hello from the scripted Gemini."))
+            .then_some(())
+    });
     daemon.kill_everything();
     daemon.relaunch();
     let token = daemon.control();
@@ -118,4 +129,86 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+#[test]
+fn a_gemini_tool_confirmation_is_answered_from_afar_allow_runs_it_and_deny_does_not() {
+    let model = GeminiModel::start(vec![
+        Reply::tool(
+            "run_shell_command",
+            json!({"command": "echo yes > allowed.txt", "description": "write a file"}),
+        ),
+        Reply::text("Wrote allowed.txt."),
+        Reply::tool(
+            "run_shell_command",
+            json!({"command": "echo no > denied.txt", "description": "write another file"}),
+        ),
+        Reply::text("This turn was not cancelled."),
+    ]);
+    let daemon = daemon_with_gemini(&model);
+    let token = daemon.control();
+    let mut ws = daemon.ws(&token);
+    let session = id_of(&daemon.spawn(&token, "gemini"));
+    ws.recv_until("the prompt", |m| {
+        m["type"] == "agent_status"
+            && m["session_id"] == session
+            && m["activity"] == "waiting_input"
+    });
+
+    // The CLI's confirmation dialog reaches viewers as an approve_tool action that shows
+    // the whole command; allowing it runs the command.
+    ws.send(json!({"type": "user_message", "session_id": session, "content": "write the first file", "id": 1}));
+    let asked = ws.recv_until("the first question", |m| {
+        m["type"] == "claude_response" && m["actions"][0]["type"] == "approve_tool"
+    });
+    let action = &asked["actions"][0];
+    assert_eq!(action["tool"], "run_shell_command", "{asked}");
+    assert!(
+        action["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("echo yes > allowed.txt")),
+        "{asked}"
+    );
+    let needs = ws.recv_until("needs_approval", |m| {
+        m["type"] == "agent_status" && m["activity"] == "needs_approval"
+    });
+    assert_eq!(needs["evidence"]["source"], "hook", "{needs}");
+    ws.send(json!({"type": "approve_tool", "session_id": session, "request_id": action["request_id"], "decision": "allow"}));
+    let decided = ws.recv_until("the decision", |m| m["type"] == "tool_decision");
+    assert_eq!(decided["decision"], "allow");
+    let reply = ws.recv_until("the first reply", |m| {
+        m["type"] == "claude_response" && m["actions"].as_array().is_none_or(|a| a.is_empty())
+    });
+    assert_eq!(reply["content"], "Wrote allowed.txt.");
+    assert!(daemon.work.join("allowed.txt").exists());
+
+    // Denying it cancels the call (and, in Gemini CLI, the turn): nothing is written.
+    ws.send(json!({"type": "user_message", "session_id": session, "content": "write the second file", "id": 2}));
+    let asked = ws.recv_until("the second question", |m| {
+        m["type"] == "claude_response" && m["actions"][0]["type"] == "approve_tool"
+    });
+    let request_id = asked["actions"][0]["request_id"].clone();
+    ws.send(json!({"type": "approve_tool", "session_id": session, "request_id": request_id, "decision": "deny"}));
+    let decided = ws.recv_until("the decision", |m| m["type"] == "tool_decision");
+    assert_eq!(decided["decision"], "deny");
+    let waiting = ws.recv_until("waiting again", |m| {
+        m["type"] == "agent_status" && m["activity"] == "waiting_input"
+    });
+    assert!(
+        waiting["evidence"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("denied")),
+        "{waiting}"
+    );
+    // The CLI took the prompt back: the box is empty and the call is marked cancelled.
+    wait_until("the cancelled call on the screen", || {
+        let screen = daemon.screen(&format!("agent-{}", &session["sess-".len()..]));
+        screen.contains("cancelled").then_some(())
+    });
+    assert!(!daemon.work.join("denied.txt").exists());
+    assert_eq!(
+        model.requests().len(),
+        3,
+        "the denied call was not sent back as a result"
+    );
 }
