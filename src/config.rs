@@ -1498,9 +1498,12 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
         argv(&["gemini"]),
         argv(&["gemini", "--approval-mode", "auto_edit"]),
     );
+    // Codex starts a shared background server by default, which outlives its sessions (a
+    // killed session's turn runs on) and gives every session on one home the environment
+    // of the first: each session runs its own instead.
     add(
         "codex",
-        argv(&["codex"]),
+        argv(&["codex", "--no-daemon"]),
         argv(&["codex", "exec", "--skip-git-repo-check"]),
     );
     add(

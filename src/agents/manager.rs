@@ -122,6 +122,8 @@ struct SpawnJob {
     record: Option<super::record::AgentRecord>,
     /// Whether this starts a lost session again.
     resuming: bool,
+    /// An interactive session (the type's own command, in a terminal), not a one-shot run.
+    interactive: bool,
 }
 
 /// How a session of an agent type with hooks reports to the daemon.
@@ -191,6 +193,7 @@ pub fn spawn(parts: &mut Parts<'_>, params: SpawnParams, done: Done<Result<Spawn
         None => None,
     };
     let resume_argv = params.resume.and_then(|from| from.argv);
+    let interactive = params.command.is_none();
     let mut request_env = params.env;
     let token = attach::new_token();
     let token_file = attach::token_file(&config.spawn_dir());
@@ -231,6 +234,7 @@ pub fn spawn(parts: &mut Parts<'_>, params: SpawnParams, done: Done<Result<Spawn
         stdin: params.stdin,
         record,
         resuming,
+        interactive,
     };
     parts.ctx.jobs.run(move || {
         let result = run_spawn(&job);
@@ -497,10 +501,14 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
     if let Some(hooks) = &job.hooks {
         argv = write_hook_files(job, hooks, &argv, &mut env)?;
     }
+    let mut unset = vec!["TMUX".to_string()];
+    if job.interactive {
+        unset.extend(ci_markers(std::env::vars().map(|(name, _)| name), &env));
+    }
     let spec = SpawnSpec {
         argv,
         env,
-        unset: vec!["TMUX".into()],
+        unset,
         cwd: working_dir.clone(),
         stdin: job.stdin.clone(),
     };
@@ -543,6 +551,20 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
         working_dir,
         created_at,
     })
+}
+
+/// The variables of `inherited` that tell a program it runs under continuous integration
+/// (`CI`, `CONTINUOUS_INTEGRATION`, `CI_*`), unless the session's own environment sets them.
+/// An interactive session runs in a terminal, and TUIs that see them stop taking input
+/// (Gemini CLI does), so they are not passed on to it; one-shot runs keep them.
+fn ci_markers(
+    inherited: impl Iterator<Item = String>,
+    env: &BTreeMap<String, String>,
+) -> Vec<String> {
+    inherited
+        .filter(|name| name == "CI" || name == "CONTINUOUS_INTEGRATION" || name.starts_with("CI_"))
+        .filter(|name| !env.contains_key(name))
+        .collect()
 }
 
 /// Writes a hooked session's hook settings and MCP configuration, and gives the agent the
@@ -1206,6 +1228,24 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         SpawnParams::new(agent_type.into(), None, env)
+    }
+
+    #[test]
+    fn interactive_sessions_do_not_inherit_ci_markers_unless_asked_for() {
+        let inherited = [
+            "CI",
+            "CI_JOB_ID",
+            "CONTINUOUS_INTEGRATION",
+            "PATH",
+            "CIRCLE",
+            "HOME",
+        ]
+        .map(String::from);
+        let asked = BTreeMap::from([("CI_JOB_ID".to_string(), "7".to_string())]);
+        assert_eq!(
+            ci_markers(inherited.into_iter(), &asked),
+            ["CI", "CONTINUOUS_INTEGRATION"]
+        );
     }
 
     #[test]

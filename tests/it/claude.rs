@@ -591,9 +591,18 @@ fn the_real_codex_tui_is_followed_by_screen_rules_and_its_turn_becomes_a_reply()
                 )
             })
             .collect();
+        // The built-in type's arguments after the installed program.
+        let command: Vec<String> = std::iter::once(cli.clone())
+            .chain(
+                orchestra::config::builtin_agents()["codex"].command[1..]
+                    .iter()
+                    .cloned(),
+            )
+            .map(|arg| quoted(&arg))
+            .collect();
         format!(
             "[agents.codex]\ncommand = [{}]\nenv = {{ HOME = {}, OPENAI_API_KEY = \"sk-scripted\" }}\n{rules}",
-            quoted(&cli),
+            command.join(", "),
             quoted(&home.display().to_string())
         )
     });
