@@ -7,7 +7,9 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::common::{DaemonProcess, id_of, wait_until};
-use crate::gemini_model::{GeminiModel, Reply, gemini_cli, gemini_home, user_text};
+use crate::gemini_model::{
+    GeminiModel, Reply, function_responses, gemini_cli, gemini_home, user_text,
+};
 
 /// A daemon whose `gemini` type runs the pinned CLI against `model`, with a home whose
 /// settings choose API-key auth and trust the work dir. The CLI is given a model (`-m`),
@@ -21,9 +23,23 @@ fn daemon_with_gemini(model: &GeminiModel) -> DaemonProcess {
         let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
         let mut vars = vec![format!("HOME = {}", quoted(&home.display().to_string()))];
         vars.extend(env.iter().map(|(k, v)| format!("{k} = {}", quoted(v))));
+        // The built-in one-shot form, with the installed CLI as its program.
+        let headless: Vec<String> = std::iter::once(cli.clone())
+            .chain(
+                orchestra::config::builtin_agents()["gemini"]
+                    .headless
+                    .clone()
+                    .unwrap()[1..]
+                    .iter()
+                    .cloned(),
+            )
+            .chain(["-m".to_string(), "gemini-2.5-flash".to_string()])
+            .map(|arg| quoted(&arg))
+            .collect();
         format!(
-            "[agents.gemini]\ncommand = [{}, \"-m\", \"gemini-2.5-flash\"]\nenv = {{ {} }}\n",
+            "[agents.gemini]\ncommand = [{}, \"-m\", \"gemini-2.5-flash\"]\nheadless = [{}]\nenv = {{ {} }}\n",
             quoted(&cli),
+            headless.join(", "),
             vars.join(", ")
         )
     })
@@ -211,4 +227,60 @@ fn a_gemini_tool_confirmation_is_answered_from_afar_allow_runs_it_and_deny_does_
         3,
         "the denied call was not sent back as a result"
     );
+}
+
+#[test]
+fn gemini_uses_the_daemons_mcp_tools_and_runs_a_delegated_task_headless() {
+    let model = GeminiModel::start(vec![
+        // The interactive agent calls the daemon's MCP tool...
+        Reply::tool("mcp_orchestra_list_agents", json!({})),
+        Reply::text("I listed the agents."),
+        // ...and a delegated task runs the one-shot form against the same model.
+        Reply::text("The one-shot task is done."),
+    ]);
+    let daemon = daemon_with_gemini(&model);
+    let token = daemon.control();
+    let mut ws = daemon.ws(&token);
+    let session = id_of(&daemon.spawn(&token, "gemini"));
+    ws.recv_until("the prompt", |m| {
+        m["type"] == "agent_status"
+            && m["session_id"] == session
+            && m["activity"] == "waiting_input"
+    });
+    ws.send(json!({"type": "user_message", "session_id": session, "content": "list the agents", "id": 1}));
+    let reply = ws.recv_until("the reply", |m| m["type"] == "claude_response");
+    assert_eq!(reply["content"], "I listed the agents.");
+    // The tool's result, as the CLI sent it back to the model, lists this very session:
+    // the call went through the daemon with the session's credential.
+    let results: Vec<serde_json::Value> = model
+        .requests()
+        .iter()
+        .flat_map(function_responses)
+        .collect();
+    assert!(
+        results.iter().any(|r| r.to_string().contains(&session)),
+        "no tool result names {session}: {results:?}"
+    );
+
+    let delegated = daemon.post(
+        "/api/delegate",
+        &token,
+        &json!({"agent_type": "gemini", "task": "finish the task", "working_dir": daemon.work, "context": {"tests_required": false}}),
+    );
+    assert_eq!(delegated.status, 201, "{}", delegated.text());
+    let ticket = delegated.json()["ticket_id"].as_str().unwrap().to_string();
+    let done = daemon.wait_task_final(&token, &ticket);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(
+        done["result"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("The one-shot task is done.")),
+        "{done}"
+    );
+    let prompt = model
+        .requests()
+        .into_iter()
+        .find(|r| user_text(r).contains("finish the task"))
+        .expect("the task's prompt reached the model on the one-shot run's standard input");
+    assert!(user_text(&prompt).contains("finish the task"));
 }
