@@ -36,18 +36,7 @@ pub fn spawn(
         crate::ctx::done::<ApiState, Result<manager::Spawned, crate::agents::error::SpawnError>>(
             move |mut reach, result| {
                 let parts = &mut reach;
-                let response = match result {
-                    Ok(spawned) => match parts.agents.get(&spawned.session_id) {
-                        Some(agent) => json(201, &spawn_response(agent)),
-                        None => ApiError::new(
-                            500,
-                            ErrorCode::AgentSpawnFailed,
-                            "the session ended before it could be reported",
-                        )
-                        .to_response(),
-                    },
-                    Err(error) => ApiError::from_spawn(error).to_response(),
-                };
+                let response = spawned_answer(parts, 201, result);
                 parts.ctx.reply(conn, response.with_headers(extra_headers));
             },
         ),
@@ -356,23 +345,32 @@ pub fn resume(parts: &mut Parts<'_>, conn: ConnId, id: &str) -> Handled {
         crate::ctx::done::<ApiState, Result<manager::Spawned, crate::agents::error::SpawnError>>(
             move |mut reach, result| {
                 let parts = &mut reach;
-                let response = match result {
-                    Ok(spawned) => match parts.agents.get(&spawned.session_id) {
-                        Some(agent) => json(200, &spawn_response(agent)),
-                        None => ApiError::new(
-                            500,
-                            ErrorCode::AgentSpawnFailed,
-                            "the session ended before it could be reported",
-                        )
-                        .to_response(),
-                    },
-                    Err(error) => ApiError::from_spawn(error).to_response(),
-                };
+                let response = spawned_answer(parts, 200, result);
                 parts.ctx.reply(conn, response);
             },
         ),
     );
     Handled::Later
+}
+
+/// The answer to a finished spawn or resume: `status` with the session, or the error.
+fn spawned_answer(
+    parts: &Parts<'_>,
+    status: u16,
+    result: Result<manager::Spawned, crate::agents::error::SpawnError>,
+) -> crate::proto::http::Response {
+    match result {
+        Ok(spawned) => match parts.agents.get(&spawned.session_id) {
+            Some(agent) => json(status, &spawn_response(agent)),
+            None => ApiError::new(
+                500,
+                ErrorCode::AgentSpawnFailed,
+                "the session ended before it could be reported",
+            )
+            .to_response(),
+        },
+        Err(error) => ApiError::from_spawn(error).to_response(),
+    }
 }
 
 /// What a spawn (or a resume) answers with.
