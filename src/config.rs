@@ -1257,6 +1257,15 @@ impl Config {
         if self.tasks.keep_finished == 0 {
             return Err(ConfigError("tasks.keep_finished must be at least 1".into()));
         }
+        // Checked again and again while input waits: zero would spin the loop.
+        if self.hooks.prompt_settle < Duration::from_millis(10)
+            || self.hooks.submit_check < Duration::from_millis(100)
+        {
+            return Err(ConfigError(
+                "hooks.prompt_settle must be at least 10ms and hooks.submit_check at least 100ms"
+                    .into(),
+            ));
+        }
         if self.tasks.max_running == 0 {
             return Err(ConfigError("tasks.max_running must be at least 1".into()));
         }

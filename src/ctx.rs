@@ -149,8 +149,8 @@ pub enum Timer {
     /// See whether a hooked CLI took the `typed`-th message typed into it (session, typed,
     /// attempts so far); press Enter again if not.
     SubmitCheck(String, u64, u32),
-    /// See whether input held for a starting hooked CLI may be typed (session).
-    InputGate(String),
+    /// See whether input held for a hooked CLI may be typed (session, gate serial).
+    InputGate(String, u64),
     /// Check every live pane's output pipe against tmux's own activity.
     CaptureHealth,
     /// A pane's reading has waited `panes.max_stall` for a viewer (session, stall serial).

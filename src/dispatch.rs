@@ -86,7 +86,7 @@ pub fn timer(daemon: &mut Daemon, timer: Timer) {
             .for_agents()
             .on_submit_check(&session, typed, attempt),
         Timer::SubmitEnter(session, serial) => panes.press_enter(ctx, &session, serial),
-        Timer::InputGate(session) => panes.on_input_gate(ctx, &session),
+        Timer::InputGate(session, serial) => panes.on_input_gate(ctx, &session, serial),
         Timer::CaptureHealth => panes.check_capture_health(ctx),
         Timer::StallEnd(session, serial) => panes.on_stall_end(&session, serial),
         Timer::ReseedCheck(session) => panes.on_reseed_check(ctx, &session),
@@ -124,7 +124,11 @@ pub fn ws_closed(daemon: &mut Daemon, conn: ConnId) {
 fn pane_event(agents: &mut crate::agents::Parts<'_>, event: PaneEvent) {
     match event {
         PaneEvent::Output { session_id } => agents.on_pane_output(&session_id),
-        PaneEvent::MessageTyped { session_id, id } => agents.on_message_typed(&session_id, id),
+        PaneEvent::MessageTyped {
+            session_id,
+            id,
+            prompt,
+        } => agents.on_message_typed(&session_id, id, prompt),
         PaneEvent::TerminalEnded { session_id } => {
             crate::agents::pty_session::output_ended(agents, &session_id)
         }

@@ -125,16 +125,22 @@ fn watch_signals(poll: &Poll) -> Result<UnixStream, String> {
 /// Takes over what an earlier daemon left running: tmux sessions, pty holders, and the
 /// tasks of its ticket store.
 fn take_over_earlier_work(daemon: &mut Daemon) {
-    match manager::adopt(&mut daemon.for_agents()) {
-        Ok(0) => {}
-        Ok(n) => log::info!("re-adopted {n} agent sessions from the tmux server"),
-        Err(e) => log::warn!("could not look for existing sessions: {e}"),
-    }
+    let tmux_known = match manager::adopt(&mut daemon.for_agents()) {
+        Ok(0) => true,
+        Ok(n) => {
+            log::info!("re-adopted {n} agent sessions from the tmux server");
+            true
+        }
+        Err(e) => {
+            log::warn!("could not look for existing sessions: {e}");
+            false
+        }
+    };
     match crate::agents::pty_session::adopt(&mut daemon.for_agents()) {
         0 => {}
         n => log::info!("re-adopted {n} agent sessions from their pty holders"),
     }
-    match crate::agents::resume::find_lost(&mut daemon.for_agents()) {
+    match crate::agents::resume::find_lost(&mut daemon.for_agents(), tmux_known) {
         0 => {}
         n => log::warn!("{n} agent sessions lost their terminal while the daemon was down"),
     }

@@ -111,6 +111,8 @@ impl std::error::Error for SpawnError {}
 /// Why a session could not be killed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KillError {
+    /// The session is lost and its resume is under way. Caller: retry once it runs.
+    Resuming(String),
     /// No session has this id (it never existed, or is already gone).
     NotFound(String),
 }
@@ -119,6 +121,10 @@ impl fmt::Display for KillError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KillError::NotFound(id) => write!(f, "no agent session {}", crate::shown(id)),
+            KillError::Resuming(id) => write!(
+                f,
+                "session {id} is being resumed; delete it once it runs (retry in a moment)"
+            ),
         }
     }
 }

@@ -35,12 +35,19 @@ impl Parts<'_> {
 
     /// A message was typed into the agent (its Enter written): it waits for its CLI's
     /// confirmation, which a hooked CLI gives (checked after `hooks.submit_check`).
-    pub fn on_message_typed(&mut self, session_id: &str, id: Option<serde_json::Value>) {
+    pub fn on_message_typed(
+        &mut self,
+        session_id: &str,
+        id: Option<serde_json::Value>,
+        prompt: bool,
+    ) {
         let Some(agent) = self.agents.registry.get_mut(session_id) else {
             return;
         };
         agent.conversation.typed(id);
-        if agent.hook_token.is_some() && self.ctx.config.hooks.submit_retries > 0 {
+        // A `/command` or `!shell` line gets no prompt hook: pressing Enter again could pick
+        // something in whatever it opened.
+        if prompt && agent.hook_token.is_some() && self.ctx.config.hooks.submit_retries > 0 {
             let typed = agent.conversation.typed_total;
             let after = self.ctx.config.hooks.submit_check;
             self.ctx

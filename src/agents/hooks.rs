@@ -331,13 +331,18 @@ impl Parts<'_> {
         let (mut held, mut refused, mut asked) = (None, None, None);
         match request.event {
             HookEvent::PreToolUse if keyed => agent.last_tool = Some(request.payload.clone()),
+            HookEvent::PostToolUse if keyed => agent.last_tool = None,
             HookEvent::Notification
                 if keyed && request.payload["notification_type"] == "ToolPermission" =>
             {
-                let call = agent
-                    .last_tool
-                    .take()
-                    .unwrap_or_else(|| request.payload.clone());
+                // The call its BeforeTool hook reported; else what the dialog itself says.
+                let call = agent.last_tool.take().unwrap_or_else(|| {
+                    let details = &request.payload["details"];
+                    serde_json::json!({
+                        "tool_name": details["title"].as_str().unwrap_or("a tool"),
+                        "tool_input": {"command": details["command"]},
+                    })
+                });
                 asked = Some(Approval {
                     request_id: format!("perm-{}", &crate::panes::attach::new_token()[..16]),
                     session_id: session_id.clone(),
@@ -417,11 +422,12 @@ impl Parts<'_> {
             self.forget_keyed_approvals(&session_id);
         }
         if let Some(approval) = asked {
-            // The answer is typed once the dialog is on the screen and still.
+            // Nothing else is typed while the dialog is up (an Enter would pick its first
+            // choice); the answer is typed once the dialog is on the screen and still.
             let hooks = &self.ctx.config.hooks;
             let (settle, wait) = (hooks.prompt_settle, hooks.prompt_wait);
             self.panes
-                .hold_input_until_drawn(self.ctx, &session_id, settle, wait);
+                .hold_input_for_dialog(self.ctx, &session_id, settle, wait);
             let waiting = self
                 .agents
                 .approvals
@@ -509,16 +515,11 @@ impl Parts<'_> {
             Approved::Message { .. } => Ok(()),
             // The dialog's first choice ("Allow once"), or Esc, which cancels the call.
             Approved::Keys => {
-                let key = if allow {
-                    b"1".to_vec()
-                } else {
-                    b"\x1b".to_vec()
-                };
-                let typing = crate::panes::typing::Typing::Raw(key);
+                let key: &[u8] = if allow { b"1" } else { b"\x1b" };
                 let typed = self
                     .panes
-                    .type_input(self.ctx, &approval.session_id, typing, None)
-                    .map_err(|(_, why)| format!("the answer was not typed: {why}"));
+                    .answer_dialog(self.ctx, &approval.session_id, key)
+                    .map_err(|why| format!("the answer was not typed: {why}"));
                 if !allow
                     && typed.is_ok()
                     && let Some(agent) = self.agents.registry.get_mut(&approval.session_id)
@@ -543,9 +544,10 @@ impl Parts<'_> {
         done
     }
 
-    /// The CLI went on past its dialogs (answered in its terminal, or cancelled): their
-    /// requests are no longer asked.
-    fn forget_keyed_approvals(&mut self, session_id: &str) {
+    /// The CLI went on past its dialogs (answered in its terminal, or cancelled), or a
+    /// person typed into its terminal while one was up: their requests are no longer asked,
+    /// and input held for them flows.
+    pub fn forget_keyed_approvals(&mut self, session_id: &str) {
         let gone: Vec<String> = self
             .agents
             .approvals
@@ -553,6 +555,9 @@ impl Parts<'_> {
             .filter(|(_, (a, how))| a.session_id == session_id && matches!(how, Approved::Keys))
             .map(|(id, _)| id.clone())
             .collect();
+        if !gone.is_empty() {
+            self.panes.release_input(self.ctx, session_id);
+        }
         for request_id in gone {
             self.agents.approvals.remove(&request_id);
             self.agents.registry.announce(AgentEvent::ToolDecided {
@@ -568,9 +573,12 @@ impl Parts<'_> {
         let Some((approval, approved)) = self.agents.approvals.remove(request_id) else {
             return;
         };
-        // A held message is dropped; a hook lets its CLI ask.
-        if let Approved::Hook(stream) = approved {
-            self.ctx.answer(stream, b"{}\n".to_vec());
+        // A held message is dropped; a hook lets its CLI ask; a dialog stays for the
+        // terminal, and input held behind it flows again.
+        match approved {
+            Approved::Hook(stream) => self.ctx.answer(stream, b"{}\n".to_vec()),
+            Approved::Keys => self.panes.release_input(self.ctx, &approval.session_id),
+            Approved::Message { .. } => {}
         }
         log::info!(
             "{}: nobody answered the request for {} in time (a CLI asks in its terminal, a \

@@ -503,7 +503,9 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
     }
     let mut unset = vec!["TMUX".to_string()];
     if job.interactive {
-        unset.extend(ci_markers(std::env::vars().map(|(name, _)| name), &env));
+        // Names that are not UTF-8 are no CI marker (and must not panic the worker).
+        let inherited = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+        unset.extend(ci_markers(inherited, &env));
     }
     let spec = SpawnSpec {
         argv,
@@ -932,25 +934,31 @@ fn release_sources(parts: &mut Parts<'_>, agent: &Agent) {
         .retain(|_, (a, _)| a.session_id != agent.id);
     if let Some(token) = &agent.hook_token {
         parts.agents.hook_tokens.remove(token);
-        let settings = parts
-            .ctx
-            .config
-            .hooks_dir()
-            .join(format!("{}.json", agent.id));
-        parts.ctx.jobs.run(move || {
-            let _ = std::fs::remove_file(settings.with_extension("mcp.json"));
-            // A Gemini session's own home: its settings and links (never followed).
-            let _ = std::fs::remove_dir_all(super::gemini::session_root(&settings));
-            let _ = std::fs::remove_file(hook_token_file(&settings));
-            let _ = std::fs::remove_file(settings);
-            Box::new(|_: &mut crate::ctx::World| {})
-        });
+        remove_hook_files(parts, &agent.id);
     }
     parts.agents.history.remove(&agent.id);
     if agent.record.is_some() {
         parts.agents.records.remove(&agent.id);
     }
     parts.panes.close(parts.ctx, &agent.id);
+}
+
+/// Removes a session's hook files (settings, MCP config, credential, a Gemini session's own
+/// home) on a worker.
+fn remove_hook_files(parts: &mut Parts<'_>, session_id: &str) {
+    let settings = parts
+        .ctx
+        .config
+        .hooks_dir()
+        .join(format!("{session_id}.json"));
+    parts.ctx.jobs.run(move || {
+        let _ = std::fs::remove_file(settings.with_extension("mcp.json"));
+        // A Gemini session's own home: its settings and links (never followed).
+        let _ = std::fs::remove_dir_all(super::gemini::session_root(&settings));
+        let _ = std::fs::remove_file(hook_token_file(&settings));
+        let _ = std::fs::remove_file(settings);
+        Box::new(|_: &mut crate::ctx::World| {})
+    });
 }
 
 /// Resizes a session's pane to `cols` x `rows` (tmux on a worker); `done` gets the outcome.
@@ -1014,7 +1022,16 @@ pub fn kill(parts: &mut Parts<'_>, session_id: &str, done: Done<Result<SystemTim
             .finish(done, Err(KillError::NotFound(session_id.to_string())));
     };
     if !agent.backend.has_terminal() {
-        // A lost session has no process or terminal left: only its record and history go.
+        if parts.panes.is_attaching(session_id) {
+            // Its resume is under way: deleting now would leave the new CLI untracked.
+            parts.agents.registry.insert(agent);
+            return parts
+                .ctx
+                .finish(done, Err(KillError::Resuming(session_id.to_string())));
+        }
+        // A lost session has no process or terminal left: only its record, history and
+        // hook files go.
+        remove_hook_files(parts, session_id);
         release_sources(parts, &agent);
         log::info!("{session_id}: a lost session deleted");
         parts.announce_gone(&agent, AgentStatus::Terminated, None);

@@ -130,8 +130,8 @@ enum Write {
 /// Writes records on its own thread, in the order they were asked for.
 pub struct RecordWriter {
     dir: PathBuf,
-    tx: Sender<Write>,
-    thread: std::thread::JoinHandle<()>,
+    tx: Option<Sender<Write>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RecordWriter {
@@ -161,7 +161,11 @@ impl RecordWriter {
                     }
                 }
             })?;
-        Ok(RecordWriter { dir, tx, thread })
+        Ok(RecordWriter {
+            dir,
+            tx: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// The directory the records are in.
@@ -171,18 +175,35 @@ impl RecordWriter {
 
     /// Writes (or replaces) `record`.
     pub fn save(&self, record: AgentRecord) {
-        let _ = self.tx.send(Write::Save(record));
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Write::Save(record));
+        }
     }
 
     /// Removes session `id`'s record.
     pub fn remove(&self, id: &str) {
-        let _ = self.tx.send(Write::Remove(id.to_string()));
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Write::Remove(id.to_string()));
+        }
     }
 
     /// Writes what is queued and stops the thread.
-    pub fn close(self) {
-        drop(self.tx);
-        let _ = self.thread.join();
+    pub fn close(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for RecordWriter {
+    /// A daemon that stops writes the records it was asked to first.
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

@@ -23,8 +23,10 @@ use crate::tmux::SessionName;
 
 /// Gives the adopted sessions their records and lists every recorded agent without a
 /// session as lost; starts those of `resume = "auto"` types again. Runs once at start,
-/// after adoption (reads the records directory, before the loop runs).
-pub fn find_lost(parts: &mut Parts<'_>) -> usize {
+/// after adoption (reads the records directory, before the loop runs). `tmux_known`: the
+/// tmux server could be asked for its sessions; when it could not, tmux sessions are not
+/// taken for lost (they may well run) and stay unlisted until a restart finds them.
+pub fn find_lost(parts: &mut Parts<'_>, tmux_known: bool) -> usize {
     let records = record::load_all(parts.agents.records.dir());
     let mut lost = 0;
     let mut auto = Vec::new();
@@ -41,6 +43,13 @@ pub fn find_lost(parts: &mut Parts<'_>) -> usize {
             "pty" => Backend::Pty,
             _ => Backend::Tmux,
         };
+        if backend == Backend::Tmux && !tmux_known {
+            log::warn!(
+                "{}: tmux could not be asked for its sessions; not taken for lost",
+                record.id
+            );
+            continue;
+        }
         let created_at = UNIX_EPOCH + Duration::from_millis(record.created_ms);
         let mut agent = Agent::new(
             record.id.clone(),

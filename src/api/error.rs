@@ -117,6 +117,10 @@ impl ApiError {
     pub fn from_kill(error: KillError) -> ApiError {
         match error {
             KillError::NotFound(id) => ApiError::session_not_found(&id),
+            KillError::Resuming(_) => {
+                let message = error.to_string();
+                ApiError::new(503, ErrorCode::Overloaded, message).with_header("Retry-After", "1")
+            }
         }
     }
 

@@ -349,7 +349,10 @@ fn answer(parts: &mut Parts<'_>, conn: ConnId, principal: &Principal, message: C
         } => {
             let typing = Typing::Raw(data.into_bytes());
             let kind = AckKind::TerminalInput;
-            let _ = type_into(parts, conn, principal, &session_id, typing, kind, id);
+            if type_into(parts, conn, principal, &session_id, typing, kind, id) {
+                // Keys typed at a dialog answer it there: it is no longer asked remotely.
+                parts.for_agents().forget_keyed_approvals(&session_id);
+            }
         }
         ClientMessage::ApproveTool {
             session_id,
@@ -562,6 +565,7 @@ fn type_into(
         conn,
         kind,
         id: id.clone(),
+        prompt: matches!(&typing, Typing::Message(text) if crate::panes::typing::is_prompt(text)),
     };
     match parts
         .panes

@@ -209,6 +209,8 @@ pub enum PaneEvent {
         session_id: String,
         /// The message's id.
         id: Option<serde_json::Value>,
+        /// Whether its CLI will confirm it as a prompt (not a `/command` or `!shell` line).
+        prompt: bool,
     },
     /// A pty session's terminal reached its end (no writer left).
     TerminalEnded {

@@ -41,6 +41,14 @@ pub struct InputAck {
     pub kind: AckKind,
     /// The sender's `id` for the message, echoed back.
     pub id: Option<serde_json::Value>,
+    /// A message its CLI will confirm as a prompt (not a `/command` or `!shell` line).
+    pub prompt: bool,
+}
+
+/// Whether `text`, typed as a message, is a prompt its CLI confirms (CLIs take a line that
+/// starts with `/` as a command and with `!` as a shell line, with no prompt hook).
+pub fn is_prompt(text: &str) -> bool {
+    !text.trim_start().starts_with(['/', '!'])
 }
 
 /// Something to type.
@@ -69,25 +77,33 @@ pub struct Typist {
     gate: Option<InputGate>,
 }
 
-/// Input to a new hooked session, held until its CLI can take it.
-#[derive(Debug, Clone, Copy)]
+/// Input held until the CLI can take it: a new hooked session's (until its prompt is
+/// drawn), or a session showing a confirmation dialog that a key will answer (until the
+/// answer is typed, or the dialog is gone).
+#[derive(Debug, Clone)]
 struct InputGate {
-    /// When holding began (the spawn).
+    /// Which gate this is (timers of an earlier one are ignored).
+    serial: u64,
+    /// When holding began.
     since: SystemTime,
-    /// When the CLI reported SessionStart.
+    /// When the CLI reported SessionStart (or put its dialog up).
     started: Option<SystemTime>,
-    /// Quiet time after the first drawing that counts as ready.
+    /// Quiet time after the drawing that counts as ready.
     settle: Duration,
-    /// Longest hold, from `since` and again from `started`.
+    /// Longest hold: from `since`, or from `started` once that is known.
     wait: Duration,
+    /// A dialog: only its answer flows, once drawn; everything else waits until it is gone.
+    dialog: bool,
+    /// The dialog's answer, typed once the dialog is drawn and still.
+    answer: Option<Vec<u8>>,
 }
 
 impl InputGate {
-    /// Whether input may flow at `now` given the pane's last output; otherwise when to look
-    /// again.
+    /// Whether the screen is ready at `now` given the pane's last output; otherwise when to
+    /// look again.
     fn check(&self, now: SystemTime, last_output: SystemTime) -> Result<(), SystemTime> {
-        let waited = |from: SystemTime| now.duration_since(from).unwrap_or_default() >= self.wait;
-        if waited(self.since) || self.started.is_some_and(waited) {
+        let from = self.started.unwrap_or(self.since);
+        if now.duration_since(from).unwrap_or_default() >= self.wait {
             return Ok(());
         }
         let Some(started) = self.started else {
@@ -152,6 +168,14 @@ impl Panes {
         }
         let captured = pane.pipe.is_some();
         let typist = self.typists.entry(session_id.to_string()).or_default();
+        // Keystrokes of a person at the terminal pass a dialog's hold: they answer it there.
+        let keys_at_dialog = matches!(typing, Typing::Raw(_))
+            && typist.gate.as_ref().is_some_and(|g| g.dialog)
+            && typist.enter_pending.is_none();
+        if keys_at_dialog && captured {
+            self.start_typing(ctx, session_id, typing, ack);
+            return Ok(());
+        }
         if typist.enter_pending.is_some() || !captured || typist.gate.is_some() {
             typist.deferred.push_back((typing, ack));
             return Ok(());
@@ -198,7 +222,7 @@ impl Panes {
     }
 
     /// Holds input to a new session of a hooked CLI until its prompt is ready (see the
-    /// module docs): at most `wait` from now, or from its SessionStart.
+    /// module docs): at most `wait` from now, or from its SessionStart once it comes.
     pub fn hold_input(
         &mut self,
         ctx: &mut Ctx,
@@ -206,20 +230,14 @@ impl Panes {
         settle: Duration,
         wait: Duration,
     ) {
-        let typist = self.typists.entry(session_id.to_string()).or_default();
-        typist.gate = Some(InputGate {
-            since: SystemTime::now(),
-            started: None,
-            settle,
-            wait,
-        });
-        ctx.timers
-            .schedule_in(wait, Timer::InputGate(session_id.to_string()));
+        let now = SystemTime::now();
+        self.set_gate(ctx, session_id, now, None, settle, wait, false);
     }
 
-    /// The CLI just put something up that keys will answer (a confirmation dialog): input
-    /// is held until its screen has drawn it and settled, at most `wait`.
-    pub fn hold_input_until_drawn(
+    /// The CLI put up a confirmation dialog that a key will answer: input (other than
+    /// [`Panes::answer_dialog`]'s) is held until the dialog is answered or
+    /// [`Panes::release_input`] says it is gone.
+    pub fn hold_input_for_dialog(
         &mut self,
         ctx: &mut Ctx,
         session_id: &str,
@@ -227,15 +245,67 @@ impl Panes {
         wait: Duration,
     ) {
         let now = SystemTime::now();
+        self.set_gate(ctx, session_id, now, Some(now), settle, wait, true);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn set_gate(
+        &mut self,
+        ctx: &mut Ctx,
+        session_id: &str,
+        since: SystemTime,
+        started: Option<SystemTime>,
+        settle: Duration,
+        wait: Duration,
+        dialog: bool,
+    ) {
         let typist = self.typists.entry(session_id.to_string()).or_default();
+        typist.serial += 1;
+        let serial = typist.serial;
         typist.gate = Some(InputGate {
-            since: now,
-            started: Some(now),
+            serial,
+            since,
+            started,
             settle,
             wait,
+            dialog,
+            answer: None,
         });
+        let first = if dialog { settle } else { wait };
         ctx.timers
-            .schedule_in(settle, Timer::InputGate(session_id.to_string()));
+            .schedule_in(first, Timer::InputGate(session_id.to_string(), serial));
+    }
+
+    /// The answer to a dialog held by [`Panes::hold_input_for_dialog`]: typed once the dialog
+    /// is drawn and still; then held input flows. Fails when no dialog is held.
+    pub fn answer_dialog(
+        &mut self,
+        ctx: &mut Ctx,
+        session_id: &str,
+        key: &[u8],
+    ) -> Result<(), String> {
+        let Some(gate) = self
+            .typists
+            .get_mut(session_id)
+            .and_then(|t| t.gate.as_mut())
+            .filter(|g| g.dialog)
+        else {
+            return Err("the dialog is no longer on the screen".into());
+        };
+        gate.answer = Some(key.to_vec());
+        let serial = gate.serial;
+        self.on_input_gate(ctx, session_id, serial);
+        Ok(())
+    }
+
+    /// Input is no longer held for the session (its dialog is gone): what waited flows.
+    pub fn release_input(&mut self, ctx: &mut Ctx, session_id: &str) {
+        let Some(typist) = self.typists.get_mut(session_id) else {
+            return;
+        };
+        if typist.gate.take().is_some() {
+            self.type_deferred(ctx, session_id);
+        }
     }
 
     /// The session's CLI reported SessionStart: held input flows once its screen settles.
@@ -244,41 +314,50 @@ impl Panes {
             .typists
             .get_mut(session_id)
             .and_then(|t| t.gate.as_mut())
-            .filter(|g| g.started.is_none())
+            .filter(|g| g.started.is_none() && !g.dialog)
         else {
             return;
         };
         gate.started = Some(SystemTime::now());
-        let settle = gate.settle;
+        let (settle, serial) = (gate.settle, gate.serial);
         ctx.timers
-            .schedule_in(settle, Timer::InputGate(session_id.to_string()));
+            .schedule_in(settle, Timer::InputGate(session_id.to_string(), serial));
     }
 
-    /// Looks whether held input may flow now; types it, or looks again later.
-    pub fn on_input_gate(&mut self, ctx: &mut Ctx, session_id: &str) {
+    /// Looks whether held input may flow now (gate `serial`); types it, or looks again later.
+    pub fn on_input_gate(&mut self, ctx: &mut Ctx, session_id: &str, serial: u64) {
         let last_output = self
             .get(session_id)
             .map_or(SystemTime::UNIX_EPOCH, |p| p.last_output);
         let Some(typist) = self.typists.get_mut(session_id) else {
             return;
         };
-        let Some(gate) = typist.gate else {
+        let Some(gate) = typist.gate.as_ref().filter(|g| g.serial == serial) else {
             return;
         };
         let now = SystemTime::now();
         match gate.check(now, last_output) {
-            Ok(()) => {
+            Ok(()) if gate.dialog => {
+                // A dialog stays held until answered (or gone); once drawn, its answer goes.
+                let Some(answer) = gate.answer.clone() else {
+                    return;
+                };
                 typist.gate = None;
+                self.queue_input(ctx, session_id, &answer, None);
+                self.type_deferred(ctx, session_id);
+            }
+            Ok(()) => {
                 match gate.started {
                     None => log::debug!("{session_id}: no SessionStart yet; held input flows"),
                     Some(_) => log::debug!("{session_id}: its screen settled; held input flows"),
                 }
+                typist.gate = None;
                 self.type_deferred(ctx, session_id);
             }
             Err(next) => {
                 let after = next.duration_since(now).unwrap_or_default();
                 ctx.timers
-                    .schedule_in(after, Timer::InputGate(session_id.to_string()));
+                    .schedule_in(after, Timer::InputGate(session_id.to_string(), serial));
             }
         }
     }
@@ -368,6 +447,7 @@ impl Panes {
                             self.announce(PaneEvent::MessageTyped {
                                 session_id: session_id.to_string(),
                                 id: ack.id.clone(),
+                                prompt: ack.prompt,
                             });
                             ServerMessage::UserMessageAck { session_id, id }
                         }
@@ -438,10 +518,13 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut gate = InputGate {
+            serial: 1,
             since: t0,
             started: None,
             settle: Duration::from_millis(300),
             wait: Duration::from_secs(15),
+            dialog: false,
+            answer: None,
         };
         // Before SessionStart: held until the wait is over, whatever the screen does.
         assert_eq!(gate.check(ms(5_000), ms(4_000)), Err(ms(15_000)));
@@ -452,7 +535,9 @@ mod tests {
         // Drawn, still moving: ready a settle after the last output.
         assert_eq!(gate.check(ms(1_500), ms(1_400)), Err(ms(1_700)));
         assert_eq!(gate.check(ms(1_700), ms(1_400)), Ok(()));
-        // A screen that never settles is typed into after the wait from SessionStart.
+        // A screen that never settles is typed into after the wait from SessionStart, not
+        // from the spawn: a late SessionStart gets its full wait.
+        assert_eq!(gate.check(ms(15_500), ms(15_499)), Err(ms(15_799)));
         assert_eq!(gate.check(ms(16_000), ms(15_999)), Ok(()));
     }
 }
