@@ -122,6 +122,8 @@ struct SpawnJob {
     record: Option<super::record::AgentRecord>,
     /// Whether this starts a lost session again.
     resuming: bool,
+    /// Where records are written.
+    records_dir: PathBuf,
     /// An interactive session (the type's own command, in a terminal), not a one-shot run.
     interactive: bool,
 }
@@ -147,6 +149,8 @@ struct SpawnOutcome {
     placed: Placed,
     working_dir: PathBuf,
     created_at: SystemTime,
+    /// The session's record as written to disk before its terminal was made.
+    record: Option<super::record::AgentRecord>,
 }
 
 /// Where a new session runs.
@@ -234,6 +238,7 @@ pub fn spawn(parts: &mut Parts<'_>, params: SpawnParams, done: Done<Result<Spawn
         stdin: params.stdin,
         record,
         resuming,
+        records_dir: config.agents_dir(),
         interactive,
     };
     parts.ctx.jobs.run(move || {
@@ -342,18 +347,13 @@ fn register_spawned(parts: &mut Parts<'_>, job: SpawnJob, outcome: SpawnOutcome)
         outcome.working_dir,
         outcome.created_at,
     );
-    if let Some(mut record) = job.record.clone() {
-        record.working_dir = agent.working_dir.to_string_lossy().into_owned();
-        record.backend = agent.backend.kind().as_str().to_string();
+    if let Some(record) = outcome.record {
         if job.resuming {
             // The same agent as before: its creation time and conversation stay.
             agent.created_at = UNIX_EPOCH + Duration::from_millis(record.created_ms);
             let lost = parts.agents.registry.remove(&agent.id);
             super::resume::take_over_lost(lost, &mut agent);
-        } else {
-            record.created_ms = crate::time::unix_millis(agent.created_at);
         }
-        parts.agents.records.save(record.clone());
         agent.record = Some(record);
     }
     let pane = pane_spec(&parts.ctx.config, &agent, job.height, job.width);
@@ -520,6 +520,21 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
     write_spec(&job.spec_path, &spec)
         .map_err(|e| SpawnError::Failed(format!("cannot write the spawn spec: {e}")))?;
     let created_at = SystemTime::now();
+    // The record is on disk before the session exists, so a crash right after the answer
+    // still finds the session (lost, if its terminal went with the crash).
+    let record = match job.record.clone() {
+        Some(mut record) => {
+            record.working_dir = working_dir.to_string_lossy().into_owned();
+            record.backend = job.backend.as_str().to_string();
+            if !job.resuming {
+                record.created_ms = crate::time::unix_millis(created_at);
+            }
+            super::record::write_now(&job.records_dir, &record)
+                .map_err(|e| SpawnError::Failed(format!("cannot write the agent record: {e}")))?;
+            Some(record)
+        }
+        None => None,
+    };
     let meta = SessionMeta {
         v: SessionMeta::VERSION,
         id: job.session_id.clone(),
@@ -544,14 +559,22 @@ fn run_spawn(job: &SpawnJob) -> Result<SpawnOutcome, SpawnError> {
         .map(Placed::Pty)
         .inspect_err(|_| {
             let _ = std::fs::remove_file(&job.spec_path);
-        })?
+        })
     } else {
-        create_tmux_session(job, meta)?
+        create_tmux_session(job, meta)
     };
+    let placed = placed.inspect_err(|_| {
+        // A new session that never started leaves no record (a lost one keeps its own).
+        if record.is_some() && !job.resuming {
+            let path = super::record::record_path(&job.records_dir, &job.session_id);
+            let _ = std::fs::remove_file(path);
+        }
+    })?;
     Ok(SpawnOutcome {
         placed,
         working_dir,
         created_at,
+        record,
     })
 }
 

@@ -144,7 +144,7 @@ impl RecordWriter {
             .spawn(move || {
                 for write in rx {
                     let result = match &write {
-                        Write::Save(record) => save(&thread_dir, record),
+                        Write::Save(record) => write_now(&thread_dir, record),
                         Write::Remove(id) => {
                             match std::fs::remove_file(record_path(&thread_dir, id)) {
                                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -207,8 +207,9 @@ impl Drop for RecordWriter {
     }
 }
 
-/// Writes `record` whole or not at all: a private temporary file renamed over the old one.
-fn save(dir: &Path, record: &AgentRecord) -> std::io::Result<()> {
+/// Writes `record` whole or not at all, now (blocking: a worker's or the writer thread's
+/// job): a private temporary file renamed over the old one.
+pub fn write_now(dir: &Path, record: &AgentRecord) -> std::io::Result<()> {
     crate::create_private_dir(dir).map_err(std::io::Error::other)?;
     let path = record_path(dir, &record.id);
     let temporary = path.with_extension("json.tmp");
