@@ -122,10 +122,17 @@ pub fn prepare_home(user_root: &Path, session_root: &Path, ours: &Value) -> std:
     let user = user_root.join(".gemini");
     let own = session_root.join(".gemini");
     crate::create_private_dir(&own).map_err(std::io::Error::other)?;
-    let user_settings = std::fs::read(user.join("settings.json"))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or(Value::Null);
+    let user_settings = match std::fs::read_to_string(user.join("settings.json")) {
+        Err(_) => Value::Null,
+        // Gemini CLI reads its settings with comments allowed.
+        Ok(text) => serde_json::from_str(&without_comments(&text)).unwrap_or_else(|e| {
+            log::warn!(
+                "{}: not JSON ({e}); the session runs without your Gemini settings",
+                user.join("settings.json").display()
+            );
+            Value::Null
+        }),
+    };
     let settings = merged_settings(user_settings, ours);
     let path = own.join("settings.json");
     super::manager::write_private(&path, settings.to_string().as_bytes())?;
@@ -146,6 +153,53 @@ pub fn prepare_home(user_root: &Path, session_root: &Path, ours: &Value) -> std:
         std::os::unix::fs::symlink(entry.path(), &link)?;
     }
     Ok(())
+}
+
+/// `text` without its `//` and `/* */` comments (outside strings), as Gemini CLI allows
+/// them in its settings.
+pub fn without_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let (mut in_string, mut escaped) = (false, false);
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match (c, chars.peek()) {
+            ('"', _) => {
+                in_string = true;
+                out.push(c);
+            }
+            ('/', Some('/')) => {
+                for next in chars.by_ref() {
+                    if next == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            ('/', Some('*')) => {
+                chars.next();
+                let mut last = ' ';
+                for next in chars.by_ref() {
+                    if last == '*' && next == '/' {
+                        break;
+                    }
+                    last = next;
+                }
+                out.push(' ');
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// The session's own Gemini home, beside its other hook files.
@@ -199,11 +253,23 @@ mod tests {
     }
 
     #[test]
+    fn comments_go_and_strings_stay() {
+        let text = "{\n  // auth\n  \"a\": \"x // not a comment\", /* b */ \"b\": \"\\\"/*\"\n}";
+        let value: Value = serde_json::from_str(&without_comments(text)).unwrap();
+        assert_eq!(value["a"], "x // not a comment");
+        assert_eq!(value["b"], "\"/*");
+    }
+
+    #[test]
     fn a_session_home_links_the_users_state_and_has_its_own_settings() {
         let dir = tempfile::tempdir().unwrap();
         let user = dir.path().join("user");
         std::fs::create_dir_all(user.join(".gemini")).unwrap();
-        std::fs::write(user.join(".gemini/settings.json"), r#"{"theme": "x"}"#).unwrap();
+        std::fs::write(
+            user.join(".gemini/settings.json"),
+            "{\n  // mine\n  \"theme\": \"x\"\n}",
+        )
+        .unwrap();
         std::fs::write(user.join(".gemini/oauth_creds.json"), "{}").unwrap();
         let session = dir.path().join("state/hooks/sess-gemini-1.gemini");
         let ours = daemon_settings(Path::new("/o"), Duration::from_secs(2));

@@ -32,6 +32,9 @@ pub fn find_lost(parts: &mut Parts<'_>, tmux_known: bool) -> usize {
     let mut auto = Vec::new();
     for record in records {
         if let Some(agent) = parts.agents.registry.get_mut(&record.id) {
+            // A resumed session's tmux metadata or holder has the time of its resume; the
+            // record has the session's own.
+            agent.created_at = UNIX_EPOCH + Duration::from_millis(record.created_ms);
             agent.record = Some(record);
             continue;
         }

@@ -351,6 +351,9 @@ fn an_agent_whose_terminal_was_lost_is_listed_as_lost_and_resumes_with_its_id_di
     daemon.restart();
     let token = daemon.control();
     assert_eq!(daemon.get("/api/agents", &token).json()["total"], 1);
+    // Adopted again, the resumed session keeps its own creation time.
+    let again = listed(&daemon, &token, &id);
+    assert_eq!(again["created_at"], spawned["created_at"], "{again}");
 }
 
 #[test]
