@@ -4,8 +4,9 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use orchestra::net::ConnId;
-use orchestra::panes::hub::{Hub, HubLimits, output_frame};
+use orchestra::panes::hub::{Hub, HubLimits};
 use orchestra::panes::utf8::Utf8Chunker;
+use orchestra::proto::output_frame::{OutputFields, OutputFrameEncoder};
 use orchestra::proto::ws::text_frame;
 use std::hint::black_box;
 
@@ -25,15 +26,16 @@ fn frames(c: &mut Criterion) {
             BenchmarkId::new("terminal_output_json_and_frame", size),
             &text,
             |b, text| {
+                let mut encoder = OutputFrameEncoder::new();
                 b.iter(|| {
-                    black_box(output_frame(
-                        "sess-claude-0123abcd",
-                        "a1b2c3d4e5f6",
-                        text,
-                        1000,
-                        2000,
-                        1_700_000_000_000,
-                    ))
+                    black_box(encoder.encode(&OutputFields {
+                        session_id: "sess-claude-0123abcd",
+                        stream: "a1b2c3d4e5f6",
+                        data: text,
+                        offset: 1000,
+                        next_offset: 2000,
+                        timestamp: 1_700_000_000_000,
+                    }))
                 })
             },
         );

@@ -21,6 +21,7 @@ use super::backlog::Backlog;
 use super::emulator::{PaneShared, Snapshot};
 use super::utf8::Utf8Chunker;
 use crate::net::{Chunk, ConnId};
+use crate::proto::output_frame::{OutputFields, OutputFrameEncoder};
 use crate::proto::ws::text_frame;
 use crate::wire::ws::ServerMessage;
 
@@ -111,7 +112,7 @@ impl PaneStream {
     }
 }
 
-/// Encodes one `terminal_output` frame.
+/// Encodes one `terminal_output` frame (a one-off; the hub reuses its own encoder).
 pub fn output_frame(
     session_id: &str,
     stream: &str,
@@ -120,18 +121,14 @@ pub fn output_frame(
     next_offset: u64,
     timestamp: u64,
 ) -> Vec<u8> {
-    let message = ServerMessage::TerminalOutput {
+    OutputFrameEncoder::new().encode_owned(&OutputFields {
         session_id,
+        stream,
         data,
-        timestamp,
         offset,
         next_offset,
-        stream,
-        snapshot: false,
-        rows: None,
-        cols: None,
-    };
-    text_frame(&message.to_json())
+        timestamp,
+    })
 }
 
 /// What a subscription is waiting for.
@@ -196,6 +193,8 @@ pub struct Hub {
     overwhelmed: Vec<ConnId>,
     /// Running totals for `GET /metrics`.
     pub counts: crate::metrics::OutputCounts,
+    /// Writes every `terminal_output` frame (one scratch buffer for all panes).
+    encoder: OutputFrameEncoder,
 }
 
 impl Hub {
@@ -210,6 +209,7 @@ impl Hub {
             dirty: Vec::new(),
             overwhelmed: Vec::new(),
             counts: Default::default(),
+            encoder: OutputFrameEncoder::new(),
         }
     }
 
@@ -315,15 +315,14 @@ impl Hub {
         if covered > 0 {
             let offset = stream.emitted;
             let next_offset = offset + covered as u64;
-            let frame: Arc<[u8]> = output_frame(
-                session,
-                &stream.stream_id,
-                &text,
+            let frame = self.encoder.encode(&OutputFields {
+                session_id: session,
+                stream: &stream.stream_id,
+                data: &text,
                 offset,
                 next_offset,
                 timestamp,
-            )
-            .into();
+            });
             stream.frame_bytes += frame.len();
             stream.frames.push_back(LiveFrame {
                 offset,
@@ -357,8 +356,14 @@ impl Hub {
         if covered > 0 {
             let offset = stream.emitted;
             stream.emitted += covered as u64;
-            let frame: Arc<[u8]> =
-                output_frame(session, &stream.stream_id, &text, offset, stream.emitted, 0).into();
+            let frame = self.encoder.encode(&OutputFields {
+                session_id: session,
+                stream: &stream.stream_id,
+                data: &text,
+                offset,
+                next_offset: stream.emitted,
+                timestamp: 0,
+            });
             stream.frame_bytes += frame.len();
             stream.frames.push_back(LiveFrame {
                 offset,
@@ -666,6 +671,7 @@ impl Hub {
             };
             while used < budget && sub.cursor < stream.emitted {
                 match next_frame(
+                    &mut self.encoder,
                     stream,
                     session,
                     sub.cursor,
@@ -752,6 +758,7 @@ fn chunk_len(chunk: &Chunk) -> usize {
 /// The frame that continues a viewer at `cursor`, and the cursor after it; `None` when the
 /// bytes at `cursor` are gone.
 fn next_frame(
+    encoder: &mut OutputFrameEncoder,
     stream: &PaneStream,
     session: &str,
     cursor: u64,
@@ -785,21 +792,19 @@ fn next_frame(
     if covered == 0 || (cursor + raw.len() as u64 == limit && chunker.carried() > 0) {
         // At a frame boundary the carried bytes are a cut character; emit them as U+FFFD.
         let (tail, n) = chunker.finish();
-        text.push_str(&tail);
+        text.to_mut().push_str(&tail);
         covered += n;
     }
     let next = cursor + covered as u64;
-    Some((
-        Chunk::Owned(output_frame(
-            session,
-            &stream.stream_id,
-            &text,
-            cursor,
-            next,
-            timestamp,
-        )),
-        next,
-    ))
+    let frame = encoder.encode_owned(&OutputFields {
+        session_id: session,
+        stream: &stream.stream_id,
+        data: &text,
+        offset: cursor,
+        next_offset: next,
+        timestamp,
+    });
+    Some((Chunk::Owned(frame), next))
 }
 
 /// The first offset at or after `offset` where a character starts: the oldest byte held

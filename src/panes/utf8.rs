@@ -5,6 +5,8 @@
 //! `String::from_utf8_lossy` would replace them in the whole stream, so the text does not
 //! depend on how the bytes were split into reads.
 
+use std::borrow::Cow;
+
 /// Converts a byte stream to text incrementally.
 #[derive(Debug, Default, Clone)]
 pub struct Utf8Chunker {
@@ -25,16 +27,14 @@ impl Utf8Chunker {
 
     /// Converts `input` (preceded by any carried bytes) to text. Returns the text and how
     /// many bytes of the stream it covers, counting from the first carried byte; bytes of an
-    /// incomplete final character are kept for the next call.
-    pub fn push(&mut self, input: &[u8]) -> (String, usize) {
+    /// incomplete final character are kept for the next call. Valid input with nothing
+    /// carried is borrowed, not copied.
+    pub fn push<'a>(&mut self, input: &'a [u8]) -> (Cow<'a, str>, usize) {
         if self.carry.is_empty() {
             let keep = incomplete_tail(input);
             let complete = &input[..input.len() - keep];
             self.carry.extend_from_slice(&input[input.len() - keep..]);
-            return (
-                String::from_utf8_lossy(complete).into_owned(),
-                complete.len(),
-            );
+            return (decode(complete), complete.len());
         }
         let mut joined = std::mem::take(&mut self.carry);
         joined.extend_from_slice(input);
@@ -42,7 +42,7 @@ impl Utf8Chunker {
         let complete_len = joined.len() - keep;
         self.carry = joined[complete_len..].to_vec();
         (
-            String::from_utf8_lossy(&joined[..complete_len]).into_owned(),
+            Cow::Owned(decode(&joined[..complete_len]).into_owned()),
             complete_len,
         )
     }
@@ -51,6 +51,16 @@ impl Utf8Chunker {
     pub fn finish(&mut self) -> (String, usize) {
         let carry = std::mem::take(&mut self.carry);
         (String::from_utf8_lossy(&carry).into_owned(), carry.len())
+    }
+}
+
+/// `bytes` as text, invalid sequences replaced as `String::from_utf8_lossy` replaces them.
+/// Valid text (nearly all terminal output) takes the standard library's word-at-a-time
+/// check; only text with invalid bytes walks the slower lossy decoder.
+fn decode(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
@@ -100,12 +110,12 @@ mod tests {
         let input = "a€b😀c".as_bytes();
         let mut chunker = Utf8Chunker::new();
         let (t1, n1) = chunker.push(&input[..2]); // "a" + first byte of €
-        assert_eq!((t1.as_str(), n1), ("a", 1));
+        assert_eq!((&*t1, n1), ("a", 1));
         assert_eq!(chunker.carried(), 1);
         let (t2, n2) = chunker.push(&input[2..6]); // rest of €, "b", first byte of 😀
-        assert_eq!((t2.as_str(), n2), ("€b", 4));
+        assert_eq!((&*t2, n2), ("€b", 4));
         let (t3, n3) = chunker.push(&input[6..]);
-        assert_eq!((t3.as_str(), n3), ("😀c", 5));
+        assert_eq!((&*t3, n3), ("😀c", 5));
     }
 
     #[test]
@@ -133,8 +143,8 @@ mod tests {
     fn invalid_lead_bytes_are_not_carried() {
         let mut chunker = Utf8Chunker::new();
         let (text, n) = chunker.push(b"ok\xff");
-        assert_eq!((text.as_str(), n), ("ok\u{FFFD}", 3));
+        assert_eq!((&*text, n), ("ok\u{FFFD}", 3));
         let (text, n) = chunker.push(b"\xe0\x80"); // E0 80 can never become valid
-        assert_eq!((text.as_str(), n), ("\u{FFFD}\u{FFFD}", 2));
+        assert_eq!((&*text, n), ("\u{FFFD}\u{FFFD}", 2));
     }
 }

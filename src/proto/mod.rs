@@ -2,6 +2,7 @@
 
 pub mod hook;
 pub mod http;
+pub mod output_frame;
 pub mod proof;
 pub mod pty;
 pub mod ws;
