@@ -92,6 +92,39 @@ pub fn utf8_chunker(data: &[u8]) {
     assert_eq!(covered, input.len());
 }
 
+/// `terminal_output` frames: for any text (decoded from any bytes), the hand-written encoder
+/// writes exactly the frame that serde and the generic frame encoder write.
+pub fn output_frame(data: &[u8]) {
+    use crate::proto::output_frame::{OutputFields, OutputFrameEncoder};
+    let text = String::from_utf8_lossy(data);
+    let fields = OutputFields {
+        session_id: "fuzz-session",
+        stream: "0123456789ab",
+        data: &text,
+        offset: data.len() as u64,
+        next_offset: u64::MAX,
+        timestamp: 1,
+    };
+    let expected = crate::proto::ws::text_frame(
+        &crate::wire::ws::ServerMessage::TerminalOutput {
+            session_id: fields.session_id,
+            data: fields.data,
+            timestamp: fields.timestamp,
+            offset: fields.offset,
+            next_offset: fields.next_offset,
+            stream: fields.stream,
+            snapshot: false,
+            rows: None,
+            cols: None,
+        }
+        .to_json(),
+    );
+    assert_eq!(
+        &OutputFrameEncoder::new().encode(&fields)[..],
+        &expected[..]
+    );
+}
+
 /// Decodes a client byte stream that arrives in two reads split at `cut`, returning every
 /// message (or the close code of the violation that ended it).
 fn decode_client_stream(input: &[u8], cut: usize) -> Vec<Result<crate::proto::ws::Incoming, u16>> {

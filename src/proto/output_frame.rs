@@ -286,6 +286,28 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_decoded_lossily_encode_as_serde_does() {
+        // Bytes weighted towards what needs escaping, from a fixed xorshift sequence.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..600 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let pick = b"\x00\x1b\r\n\"\\\x7fAz \xc3\xa9\xe2\x9c\x93\xff";
+                    if state % 3 == 0 {
+                        pick[(state >> 8) as usize % pick.len()]
+                    } else {
+                        (state >> 16) as u8
+                    }
+                })
+                .collect();
+            crate::fuzzing::output_frame(&bytes);
+        }
+    }
+
+    #[test]
     fn a_huge_chunk_does_not_pin_the_scratch_buffer() {
         let mut encoder = OutputFrameEncoder::new();
         let data = "\x01".repeat(SCRATCH_KEEP);
