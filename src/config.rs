@@ -635,6 +635,10 @@ pub enum HookStyle {
     /// Gemini CLI: a home of its own per session (`GEMINI_CLI_HOME`) whose settings are the
     /// user's plus hooks that run `orchestra hook` (see `agents::gemini`).
     Gemini,
+    /// Codex: hooks that run `orchestra hook`, passed with their trust as `-c` overrides
+    /// (see `agents::codex`); the session counts as started when a screen rule sees its
+    /// prompt, since Codex reports SessionStart only with the first prompt.
+    Codex,
 }
 
 /// `[tmux]`: the tmux binary and the shape of the panes it creates.
@@ -925,7 +929,8 @@ pub struct AgentType {
     #[serde(default)]
     pub max_tasks: Option<usize>,
     /// The CLI's hooks, through which it reports its turns, tool calls and prompts
-    /// (`"claude"`); without, activity is read from output and quiet time.
+    /// (`"claude"`, `"gemini"`, `"codex"`); without, activity is read from output and quiet
+    /// time.
     #[serde(default)]
     pub hooks: Option<HookStyle>,
     /// For agents without hooks: what the screen shows when the agent waits for input or
@@ -1465,6 +1470,7 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
                 hooks: match name {
                     "claude" => Some(HookStyle::Claude),
                     "gemini" => Some(HookStyle::Gemini),
+                    "codex" => Some(HookStyle::Codex),
                     _ => None,
                 },
                 screen_rules: Vec::new(),
@@ -1474,11 +1480,12 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
                 } else {
                     PromptStyle::Prose
                 },
-                // Claude Code and Gemini CLI take their conversation's id back with `--resume`.
-                resume_args: if name == "claude" || name == "gemini" {
-                    vec!["--resume".into(), "{cli_session}".into()]
-                } else {
-                    Vec::new()
+                // Claude Code and Gemini CLI take their conversation's id back with `--resume`,
+                // Codex with its `resume` subcommand.
+                resume_args: match name {
+                    "claude" | "gemini" => vec!["--resume".into(), "{cli_session}".into()],
+                    "codex" => vec!["resume".into(), "{cli_session}".into()],
+                    _ => Vec::new(),
                 },
                 resume: ResumePolicy::Manual,
             },
@@ -1559,7 +1566,8 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
         vec![shell.clone()],
         vec![shell, "--".into(), "{prompt_file}".into()],
     );
-    // Codex has no hooks: its screens tell (read off the real TUI, 0.171).
+    // Codex reports SessionStart only with the first prompt: until then its screen tells
+    // (read off the real TUI, 0.171); so do these rules for a type that turns its hooks off.
     if let Some(codex) = agents.get_mut("codex") {
         codex.screen_rules = vec![
             ScreenRule {
@@ -1606,6 +1614,7 @@ struct AgentTypeTable {
 enum HooksSetting {
     Claude,
     Gemini,
+    Codex,
     None,
 }
 
@@ -1654,6 +1663,7 @@ impl AgentTypeTable {
             agent.hooks = match hooks {
                 HooksSetting::Claude => Some(HookStyle::Claude),
                 HooksSetting::Gemini => Some(HookStyle::Gemini),
+                HooksSetting::Codex => Some(HookStyle::Codex),
                 HooksSetting::None => None,
             };
         }

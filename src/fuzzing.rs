@@ -287,3 +287,43 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod output_frame_tests {
+    #[test]
+    fn terminal_output_frames_are_byte_for_byte_what_serde_writes() {
+        let every_ascii: Vec<u8> = (0u8..0x80).collect();
+        let samples: [&[u8]; 5] = [
+            b"",
+            &every_ascii,
+            "\x1b[32m✓\x1b[0m héllo \"wörld\" \\ 😀\r\n\t\x7f".as_bytes(),
+            b"\xff\xfe bytes that are not UTF-8 \xc3",
+            &[b'"'; 70_000],
+        ];
+        for sample in samples {
+            super::output_frame(sample);
+        }
+    }
+
+    #[test]
+    fn random_bytes_encode_as_serde_encodes_them() {
+        // Bytes weighted towards what needs escaping, from a fixed xorshift sequence.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let pick = b"\x00\x1b\r\n\"\\\x7fAz \xc3\xa9\xe2\x9c\x93\xff";
+        for len in 0..600 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    if state.is_multiple_of(3) {
+                        pick[(state >> 8) as usize % pick.len()]
+                    } else {
+                        (state >> 16) as u8
+                    }
+                })
+                .collect();
+            super::output_frame(&bytes);
+        }
+    }
+}

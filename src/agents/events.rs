@@ -163,7 +163,12 @@ impl Parts<'_> {
         let Some(agent) = self.agents.registry.get_mut(session_id) else {
             return;
         };
-        if agent.screen_rules.is_none() || agent.screen_check_pending || agent.exit.is_some() {
+        // A hooked agent's hooks tell what it does; its screen is read only until they speak.
+        if agent.screen_rules.is_none()
+            || agent.activity.hooked
+            || agent.screen_check_pending
+            || agent.exit.is_some()
+        {
             return;
         }
         agent.screen_check_pending = true;
@@ -206,6 +211,18 @@ impl Parts<'_> {
         let Some((activity, rule)) = rules.classify(text) else {
             return;
         };
+        if activity == super::activity::Activity::WaitingInput {
+            // A hooked CLI that reports its start late (Codex) shows its prompt on a quiet
+            // screen: input held for its start flows.
+            self.panes.cli_ready(self.ctx, session_id);
+        }
+        let Some(agent) = self.agents.registry.get_mut(session_id) else {
+            return;
+        };
+        if agent.activity.hooked {
+            // Its hooks tell what it does and what it replied.
+            return;
+        }
         let was = agent.activity.activity;
         agent.activity.on_screen(activity, rule, SystemTime::now());
         if activity != super::activity::Activity::WaitingInput {

@@ -358,7 +358,14 @@ fn register_spawned(parts: &mut Parts<'_>, job: SpawnJob, outcome: SpawnOutcome)
     }
     let pane = pane_spec(&parts.ctx.config, &agent, job.height, job.width);
     agent.hook_token = job.hooks.as_ref().map(|h| h.token.clone());
-    if agent.hook_token.is_some() {
+    // Codex reports SessionStart only with the first prompt: its screen says when it starts.
+    let lazy_start = parts
+        .ctx
+        .config
+        .agents
+        .get(&agent.agent_type)
+        .is_some_and(|t| t.hooks == Some(HookStyle::Codex));
+    if agent.hook_token.is_some() && !lazy_start {
         // Followed by its hooks alone from the start: `starting` until SessionStart.
         agent.activity = super::activity::ActivityState::hooked(SystemTime::now());
     }
@@ -601,15 +608,24 @@ fn write_hook_files(
     env: &mut BTreeMap<String, String>,
 ) -> Result<Vec<String>, SpawnError> {
     hook_env(hooks, env);
+    if let Some(dir) = hooks.settings.parent() {
+        // The hook credential is kept there for tmux sessions, whatever the style.
+        crate::create_private_dir(dir).map_err(SpawnError::Failed)?;
+    }
+    if hooks.style == HookStyle::Codex {
+        return Ok(super::codex::with_hooks(
+            argv,
+            &job.exe,
+            hooks.client_timeout,
+            hooks.approval_timeout,
+        ));
+    }
     if hooks.style == HookStyle::Gemini {
         let ours = super::gemini::daemon_settings(&job.exe, hooks.client_timeout);
         let user_root = super::gemini::user_root(env).ok_or_else(|| {
             SpawnError::Failed("no home directory for Gemini CLI's settings (set HOME)".into())
         })?;
         let own = super::gemini::session_root(&hooks.settings);
-        if let Some(dir) = hooks.settings.parent() {
-            crate::create_private_dir(dir).map_err(SpawnError::Failed)?;
-        }
         super::gemini::prepare_home(&user_root, &own, &ours)
             .map_err(|e| SpawnError::Failed(format!("cannot prepare Gemini CLI's home: {e}")))?;
         env.insert(super::gemini::HOME_ENV.into(), own.display().to_string());
@@ -617,9 +633,6 @@ fn write_hook_files(
     }
     let settings =
         super::claude::hook_settings(&job.exe, hooks.client_timeout, hooks.approval_timeout);
-    if let Some(dir) = hooks.settings.parent() {
-        crate::create_private_dir(dir).map_err(SpawnError::Failed)?;
-    }
     write_private(&hooks.settings, settings.to_string().as_bytes())
         .map_err(|e| SpawnError::Failed(format!("cannot write the hook settings: {e}")))?;
     let mcp = hooks.settings.with_extension("mcp.json");
@@ -839,10 +852,11 @@ pub(super) fn pane_spec(
     }
 }
 
-/// Gives an agent its type's screen rules (types without hooks that have some).
+/// Gives an agent its type's screen rules (types without hooks that have some, and Codex,
+/// whose screen says when it starts).
 pub(super) fn attach_screen_rules(parts: &Parts<'_>, agent: &mut Agent) {
     if let Some(agent_type) = parts.ctx.config.agents.get(&agent.agent_type)
-        && agent_type.hooks.is_none()
+        && matches!(agent_type.hooks, None | Some(HookStyle::Codex))
         && !agent_type.screen_rules.is_empty()
     {
         // Validated when the configuration was loaded.

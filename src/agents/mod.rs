@@ -6,6 +6,7 @@
 
 pub mod activity;
 pub mod claude;
+pub mod codex;
 pub mod error;
 pub mod events;
 pub mod exec;

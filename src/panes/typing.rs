@@ -324,6 +324,24 @@ impl Panes {
             .schedule_in(settle, Timer::InputGate(session_id.to_string(), serial));
     }
 
+    /// A screen rule saw the session's CLI waiting at its prompt, on a screen that has been
+    /// quiet a while (the check runs only then): input held for its start flows now. For a
+    /// CLI that reports SessionStart only with the first prompt (Codex).
+    pub fn cli_ready(&mut self, ctx: &mut Ctx, session_id: &str) {
+        let Some(typist) = self.typists.get_mut(session_id) else {
+            return;
+        };
+        if typist
+            .gate
+            .as_ref()
+            .is_some_and(|g| g.started.is_none() && !g.dialog)
+        {
+            log::debug!("{session_id}: its prompt is on the screen; held input flows");
+            typist.gate = None;
+            self.type_deferred(ctx, session_id);
+        }
+    }
+
     /// Looks whether held input may flow now (gate `serial`); types it, or looks again later.
     pub fn on_input_gate(&mut self, ctx: &mut Ctx, session_id: &str, serial: u64) {
         let last_output = self

@@ -569,7 +569,8 @@ fn without_hooks_screen_rules_read_the_real_tui_and_its_reply_is_what_the_turn_a
 }
 
 #[test]
-fn the_real_codex_tui_is_followed_by_screen_rules_and_its_turn_becomes_a_reply() {
+fn the_real_codex_tui_with_its_hooks_off_is_followed_by_screen_rules_and_its_turn_becomes_a_reply()
+{
     let model = ScriptedModel::start(vec![Reply::text("Codex answers from the script.")]);
     let cli = crate::model::codex_cli();
     let url = model.url.clone();
@@ -600,8 +601,9 @@ fn the_real_codex_tui_is_followed_by_screen_rules_and_its_turn_becomes_a_reply()
             )
             .map(|arg| quoted(&arg))
             .collect();
+        // Its hooks off: the screen rules alone follow it (tests/it/codex.rs has the hooks).
         format!(
-            "[agents.codex]\ncommand = [{}]\nenv = {{ HOME = {}, OPENAI_API_KEY = \"sk-scripted\" }}\n{rules}",
+            "[agents.codex]\ncommand = [{}]\nhooks = \"none\"\nenv = {{ HOME = {}, OPENAI_API_KEY = \"sk-scripted\" }}\n{rules}",
             command.join(", "),
             quoted(&home.display().to_string())
         )

@@ -20,6 +20,7 @@ mod claude;
 mod cli;
 mod clients;
 mod cluster;
+mod codex;
 mod contract;
 mod crowd;
 mod faults;

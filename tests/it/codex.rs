@@ -1,0 +1,199 @@
+//! The real OpenAI Codex CLI (pinned by `tests/tools/install-codex.sh`), offline against the
+//! scripted Responses API server: the hooks the daemon passes on its command line, trusted
+//! without its review screen, give delivery, activity with evidence and the turn's reply
+//! (without the screen around it); its command confirmations are answered from afar; after
+//! its machine goes down it is resumed with `codex resume` and takes its conversation back.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::common::{DaemonProcess, id_of, wait_until};
+use crate::model::{Reply, ScriptedModel, codex_cli, codex_home};
+
+/// A daemon whose built-in `codex` type runs the pinned CLI (with the type's own arguments)
+/// against `model`, in a home whose config points at the model and trusts the work dir.
+fn daemon_with_codex(model: &ScriptedModel) -> DaemonProcess {
+    let cli = codex_cli();
+    let url = model.url.clone();
+    DaemonProcess::start_with_work(move |work: &Path| {
+        let home = work.parent().unwrap().join("codex-home");
+        codex_home(&home, &url, &[work]);
+        let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
+        let command: Vec<String> = std::iter::once(cli.clone())
+            .chain(
+                orchestra::config::builtin_agents()["codex"].command[1..]
+                    .iter()
+                    .cloned(),
+            )
+            .map(|arg| quoted(&arg))
+            .collect();
+        format!(
+            "[agents.codex]\ncommand = [{}]\nenv = {{ HOME = {}, OPENAI_API_KEY = \"sk-scripted\" }}\n",
+            command.join(", "),
+            quoted(&home.display().to_string())
+        )
+    })
+}
+
+fn is_activity(m: &serde_json::Value, session: &str, activity: &str) -> bool {
+    m["type"] == "agent_status" && m["session_id"] == session && m["activity"] == activity
+}
+
+#[test]
+fn the_real_codex_cli_reports_through_its_hooks_and_resumes_its_conversation_after_a_reboot() {
+    let model = ScriptedModel::start(vec![
+        Reply::text("Hello from the scripted Codex."),
+        Reply::text("I said hello."),
+    ]);
+    let mut daemon = daemon_with_codex(&model);
+    let token = daemon.control();
+    let mut ws = daemon.ws(&token);
+    let session = id_of(&daemon.spawn(&token, "codex"));
+    // Codex reports SessionStart only with the first prompt: its screen says it is ready.
+    let ready = ws.recv_until("the prompt", |m| is_activity(m, &session, "waiting_input"));
+    assert_eq!(ready["evidence"]["source"], "screen", "{ready}");
+    ws.send(
+        json!({"type": "user_message", "session_id": session, "content": "say hello", "id": 1}),
+    );
+    let delivered = ws.recv_until("delivery", |m| m["type"] == "user_message_delivered");
+    assert_eq!(delivered["id"], 1);
+    let working = ws.recv_until("working", |m| is_activity(m, &session, "working"));
+    assert_eq!(working["evidence"]["source"], "hook", "{working}");
+    let reply = ws.recv_until("the reply", |m| m["type"] == "claude_response");
+    // The reply is the model's words alone, without the prompt or status lines around it.
+    assert_eq!(reply["content"], "Hello from the scripted Codex.");
+    assert_eq!(reply["in_reply_to"], 1);
+    let waiting = ws.recv_until("the turn's end", |m| {
+        is_activity(m, &session, "waiting_input")
+    });
+    assert_eq!(waiting["evidence"]["detail"], "Stop hook", "{waiting}");
+    drop(ws);
+
+    // The machine goes down once the turn is on disk: in the CLI's rollout file and the
+    // daemon's history file.
+    let sessions = daemon.dir.path().join("codex-home/.codex/sessions");
+    wait_until("the CLI's rollout holds the reply", || {
+        walk(&sessions)
+            .iter()
+            .filter_map(|file| std::fs::read_to_string(file).ok())
+            .any(|text| text.contains("Hello from the scripted Codex."))
+            .then_some(())
+    });
+    let history = daemon
+        .state
+        .join("history")
+        .join(format!("{session}.jsonl"));
+    wait_until("the daemon's history file holds the reply", || {
+        std::fs::read_to_string(&history)
+            .is_ok_and(|text| text.contains("Hello from the scripted Codex."))
+            .then_some(())
+    });
+    daemon.kill_everything();
+    daemon.relaunch();
+    let token = daemon.control();
+    let agent = daemon.get(&format!("/api/agents/{session}"), &token).json();
+    assert_eq!(agent["status"], "lost", "{agent}");
+    let mut ws = daemon.ws(&token);
+    let resumed = daemon.post(&format!("/api/agents/{session}/resume"), &token, &json!({}));
+    assert_eq!(resumed.status, 200, "{}", resumed.text());
+    ws.recv_until("the resumed CLI's prompt", |m| {
+        is_activity(m, &session, "waiting_input")
+    });
+    ws.send(json!({"type": "user_message", "session_id": session, "content": "what did you say?", "id": 2}));
+    let reply = ws.recv_until("the reply after the resume", |m| {
+        m["type"] == "claude_response"
+    });
+    assert_eq!(reply["content"], "I said hello.");
+    assert_eq!(reply["in_reply_to"], 2);
+    // The request for the new turn carries the turn from before the machine went down.
+    let turn = model
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r["input"].to_string().contains("what did you say?"))
+        .expect("the new turn reached the model");
+    let input = turn["input"].to_string();
+    assert!(
+        input.contains("say hello") && input.contains("Hello from the scripted Codex."),
+        "the request after the resume lacks the earlier conversation: {input}"
+    );
+}
+
+/// Every file under `dir`, at any depth.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn a_codex_command_confirmation_is_answered_from_afar_allow_runs_it_and_deny_does_not() {
+    // Commands run in the session's dir, the daemon's work dir.
+    let model = ScriptedModel::start(vec![
+        Reply::codex_command("touch allowed.txt", Some("May I create allowed.txt?")),
+        Reply::text("Created allowed.txt."),
+        Reply::codex_command("touch denied.txt", Some("May I create denied.txt?")),
+        Reply::text("I did not create denied.txt."),
+    ]);
+    let daemon = daemon_with_codex(&model);
+    let allowed = daemon.work.join("allowed.txt");
+    let denied = daemon.work.join("denied.txt");
+    let token = daemon.control();
+    let mut ws = daemon.ws(&token);
+    let session = id_of(&daemon.spawn(&token, "codex"));
+    ws.recv_until("the prompt", |m| is_activity(m, &session, "waiting_input"));
+
+    // Codex's PermissionRequest hook reaches viewers as an approve_tool action that shows
+    // the whole command; allowing it runs the command, with no dialog left on the screen.
+    ws.send(json!({"type": "user_message", "session_id": session, "content": "create the first file", "id": 1}));
+    let asked = ws.recv_until("the first question", |m| {
+        m["type"] == "claude_response" && m["actions"][0]["type"] == "approve_tool"
+    });
+    let action = &asked["actions"][0];
+    assert!(
+        action["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("allowed.txt")),
+        "{asked}"
+    );
+    // (Its agent_status may come before or after the question.)
+    let agent = daemon.get(&format!("/api/agents/{session}"), &token).json();
+    assert_eq!(agent["activity"], "needs_approval", "{agent}");
+    assert_eq!(agent["evidence"]["source"], "hook", "{agent}");
+    ws.send(json!({"type": "approve_tool", "session_id": session, "request_id": action["request_id"], "decision": "allow"}));
+    let decided = ws.recv_until("the decision", |m| m["type"] == "tool_decision");
+    assert_eq!(decided["decision"], "allow");
+    let reply = ws.recv_until("the first reply", |m| {
+        m["type"] == "claude_response" && m["actions"].as_array().is_none_or(|a| a.is_empty())
+    });
+    assert_eq!(reply["content"], "Created allowed.txt.");
+    assert!(allowed.exists());
+
+    // Denied: the command does not run, and Codex goes on with its turn.
+    ws.send(json!({"type": "user_message", "session_id": session, "content": "create the second file", "id": 2}));
+    let asked = ws.recv_until("the second question", |m| {
+        m["type"] == "claude_response" && m["actions"][0]["type"] == "approve_tool"
+    });
+    let action = &asked["actions"][0];
+    ws.send(json!({"type": "approve_tool", "session_id": session, "request_id": action["request_id"], "decision": "deny"}));
+    let decided = ws.recv_until("the decision", |m| m["type"] == "tool_decision");
+    assert_eq!(decided["decision"], "deny");
+    let reply = ws.recv_until("the second reply", |m| {
+        m["type"] == "claude_response" && m["actions"].as_array().is_none_or(|a| a.is_empty())
+    });
+    assert_eq!(reply["content"], "I did not create denied.txt.");
+    assert!(!denied.exists(), "a denied command ran");
+    let last = model.requests().last().cloned().unwrap();
+    assert!(
+        last["input"].to_string().contains("denied"),
+        "the model heard of the denial: {last}"
+    );
+}
