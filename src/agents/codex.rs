@@ -38,7 +38,10 @@ const SESSION_END_MAX_SECS: u64 = 3;
 const SESSION_FLAGS_SOURCE: &str = "/<session-flags>/config.toml";
 
 /// `argv` with `-c hooks={...}` after the program: every event Codex reports runs
-/// `orchestra hook EVENT`, each with its trust record.
+/// `orchestra hook EVENT`, each with its trust record; and `-c mcp_servers.orchestra={...}`:
+/// the daemon's MCP server, which gets the hook socket and credential from the session's
+/// environment by name (never on the command line), and whose tools run without Codex
+/// asking (those that need a person ask through the daemon: one question, not two).
 pub fn with_hooks(
     argv: &[String],
     exe: &Path,
@@ -74,10 +77,18 @@ pub fn with_hooks(
         handlers.join(","),
         trust.join(",")
     );
-    let mut out = Vec::with_capacity(argv.len() + 2);
+    let mcp = format!(
+        "mcp_servers.orchestra={{command={},args=[\"mcp\"],env_vars=[{},{}],default_tools_approval_mode=\"approve\"}}",
+        toml_string(&exe.to_string_lossy()),
+        toml_string(crate::agents::hook_client::SOCKET_ENV),
+        toml_string(crate::agents::hook_client::TOKEN_ENV),
+    );
+    let mut out = Vec::with_capacity(argv.len() + 4);
     out.extend(argv.first().cloned());
     out.push("-c".into());
     out.push(hooks);
+    out.push("-c".into());
+    out.push(mcp);
     out.extend(argv.iter().skip(1).cloned());
     out
 }
@@ -161,7 +172,14 @@ mod tests {
         );
         assert_eq!(out[0], "codex");
         assert_eq!(out[1], "-c");
-        assert_eq!(out[3..], argv(&["resume", "abc", "--no-daemon"]));
+        assert_eq!(out[3], "-c");
+        assert_eq!(
+            out[4],
+            "mcp_servers.orchestra={command=\"/opt/orchestra dir/orchestra\",args=[\"mcp\"],\
+             env_vars=[\"ORCHESTRA_HOOK_SOCKET\",\"ORCHESTRA_HOOK_TOKEN\"],\
+             default_tools_approval_mode=\"approve\"}"
+        );
+        assert_eq!(out[5..], argv(&["resume", "abc", "--no-daemon"]));
         let hooks = &out[2];
         assert!(hooks.starts_with("hooks={SessionStart=[{hooks=[{type=\"command\",command=\"'/opt/orchestra dir/orchestra' hook SessionStart\",timeout=4}]}],"));
         assert!(hooks.contains("PermissionRequest=[{hooks=[{type=\"command\",command=\"'/opt/orchestra dir/orchestra' hook PermissionRequest\",timeout=604}]}]"));

@@ -223,7 +223,10 @@ mod tests {
             serde_json::json!({"type": "terminal_output", "session_id": "s", "data": data,
                 "timestamp": 3, "offset": 1, "next_offset": 2, "stream": "t"})
         );
-        assert_eq!(encoder.encode_owned(&short(data)), &encoder.encode(&short(data))[..]);
+        assert_eq!(
+            encoder.encode_owned(&short(data)),
+            &encoder.encode(&short(data))[..]
+        );
     }
 
     #[test]

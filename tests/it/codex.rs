@@ -197,3 +197,37 @@ fn a_codex_command_confirmation_is_answered_from_afar_allow_runs_it_and_deny_doe
         "the model heard of the denial: {last}"
     );
 }
+
+#[test]
+fn codex_uses_the_daemons_mcp_tools_without_asking_twice() {
+    let model = ScriptedModel::start(vec![
+        Reply::tool("mcp__orchestra__list_agents", json!({})),
+        Reply::text("I listed the agents."),
+    ]);
+    let daemon = daemon_with_codex(&model);
+    let token = daemon.control();
+    let mut ws = daemon.ws(&token);
+    let session = id_of(&daemon.spawn(&token, "codex"));
+    ws.recv_until("the prompt", |m| is_activity(m, &session, "waiting_input"));
+    ws.send(json!({"type": "user_message", "session_id": session, "content": "list the agents", "id": 1}));
+    // No dialog of Codex's own holds the call: the reply comes.
+    let reply = ws.recv_until("the reply", |m| m["type"] == "claude_response");
+    assert_eq!(reply["content"], "I listed the agents.");
+    // The tool's result, as the CLI sent it back to the model, lists this very session:
+    // the call went through the daemon with the session's credential.
+    let requests = model.requests();
+    let outputs: Vec<String> = requests
+        .iter()
+        .flat_map(|r| r["input"].as_array().cloned().unwrap_or_default())
+        .filter(|item| {
+            item["type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("_call_output"))
+        })
+        .map(|item| item["output"].to_string())
+        .collect();
+    assert!(
+        outputs.iter().any(|o| o.contains(&session)),
+        "no tool result names {session}: {outputs:?}"
+    );
+}
