@@ -94,6 +94,9 @@ pub struct ActivityState {
     pub hooked: bool,
     /// When the last output or event arrived (the stuck timer counts from it).
     pub last_sign: SystemTime,
+    /// A hooked CLI that reports its start late (Codex): `starting` until a screen rule
+    /// sees its prompt (or a hook arrives), whatever it draws meanwhile.
+    pub starts_on_screen: bool,
 }
 
 impl ActivityState {
@@ -106,6 +109,17 @@ impl ActivityState {
             detail: "spawned".into(),
             hooked: false,
             last_sign: now,
+            starts_on_screen: false,
+        }
+    }
+
+    /// A just-spawned agent whose CLI has hooks but reports SessionStart only with its first
+    /// prompt (Codex): `starting` until its screen shows the prompt.
+    pub fn starts_on_screen(now: SystemTime) -> ActivityState {
+        ActivityState {
+            detail: "spawned; waiting for its prompt on the screen".into(),
+            starts_on_screen: true,
+            ..ActivityState::new(now)
         }
     }
 
@@ -132,6 +146,7 @@ impl ActivityState {
             detail: "the daemon restarted; waiting for the agent's next hook event".into(),
             hooked: true,
             last_sign: now,
+            starts_on_screen: false,
         }
     }
 
@@ -211,6 +226,10 @@ impl ActivityState {
             if self.activity == Activity::Stuck {
                 return self.set(Activity::Working, Source::Screen, "output again", now);
             }
+            return false;
+        }
+        if self.starts_on_screen && self.activity == Activity::Starting {
+            // Drawing its screen, not working: its prompt will say when it is ready.
             return false;
         }
         self.set(Activity::Working, Source::Screen, "output", now)
@@ -362,6 +381,19 @@ mod tests {
 
     const IDLE: Duration = Duration::from_secs(10);
     const STUCK: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn a_cli_that_starts_on_screen_is_starting_until_its_prompt_shows() {
+        let mut state = ActivityState::starts_on_screen(at(0));
+        assert!(!state.on_output(at(1)));
+        assert_eq!(state.activity, Activity::Starting);
+        assert!(state.on_screen(Activity::WaitingInput, "empty prompt", at(2)));
+        assert!(
+            state.on_output(at(3)),
+            "after its start, output is work again"
+        );
+        assert_eq!(state.activity, Activity::Working);
+    }
 
     #[test]
     fn approvals_show_the_whole_call_and_evidence_a_short_line() {

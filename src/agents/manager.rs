@@ -365,9 +365,13 @@ fn register_spawned(parts: &mut Parts<'_>, job: SpawnJob, outcome: SpawnOutcome)
         .agents
         .get(&agent.agent_type)
         .is_some_and(|t| t.hooks == Some(HookStyle::Codex));
-    if agent.hook_token.is_some() && !lazy_start {
-        // Followed by its hooks alone from the start: `starting` until SessionStart.
-        agent.activity = super::activity::ActivityState::hooked(SystemTime::now());
+    if agent.hook_token.is_some() {
+        agent.activity = if lazy_start {
+            super::activity::ActivityState::starts_on_screen(SystemTime::now())
+        } else {
+            // Followed by its hooks alone from the start: `starting` until SessionStart.
+            super::activity::ActivityState::hooked(SystemTime::now())
+        };
     }
     let place = match agent.backend.pane() {
         Some(pane) => format!("pane {pane}"),
