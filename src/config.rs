@@ -1569,20 +1569,31 @@ pub fn builtin_agents() -> BTreeMap<String, AgentType> {
     // Codex reports SessionStart only with the first prompt: until then its screen tells
     // (read off the real TUI, 0.171); so do these rules for a type that turns its hooks off.
     if let Some(codex) = agents.get_mut("codex") {
-        codex.screen_rules = vec![
-            ScreenRule {
-                name: "turn running".into(),
-                pattern: "esc to interrupt".into(),
-                activity: "working".into(),
-            },
-            ScreenRule {
-                name: "empty prompt".into(),
-                pattern: "(?m)^› Ask Codex to do anything".into(),
-                activity: "waiting_input".into(),
-            },
-        ];
+        codex.screen_rules = codex_screen_rules();
     }
     agents
+}
+
+/// What Codex's screens say (read off the real TUI, 0.171): the built-in `codex` type's
+/// screen rules, and any type's with `hooks = "codex"` that names none of its own.
+pub fn codex_screen_rules() -> Vec<ScreenRule> {
+    let rule = |name: &str, pattern: &str, activity: &str| ScreenRule {
+        name: name.into(),
+        pattern: pattern.into(),
+        activity: activity.into(),
+    };
+    vec![
+        // Hooks it does not trust yet stop it before its prompt; a person decides there
+        // (typing into that screen could trust a project's hooks unreviewed).
+        rule("hooks need review", "Hooks need review", "needs_approval"),
+        rule("turn running", "esc to interrupt", "working"),
+        // Its composer's placeholder, empty (the binary has these two).
+        rule(
+            "empty prompt",
+            "(?m)^› (Ask Codex to do anything|Ask a follow-up question)",
+            "waiting_input",
+        ),
+    ]
 }
 
 /// `[agents.<type>]` as written: every key optional. A table for a built-in type changes
@@ -1669,6 +1680,10 @@ impl AgentTypeTable {
         }
         if let Some(rules) = self.screen_rules {
             agent.screen_rules = rules;
+        }
+        if agent.hooks == Some(HookStyle::Codex) && agent.screen_rules.is_empty() {
+            // Its screen says when it has started (it reports SessionStart late).
+            agent.screen_rules = codex_screen_rules();
         }
         if let Some(backend) = self.backend {
             agent.backend = backend;
@@ -1914,6 +1929,27 @@ mod tests {
             error.0
         );
         assert!(Config::from_toml("[agents.claude]\nhook = \"claude\"").is_err());
+    }
+
+    #[test]
+    fn a_type_with_codex_hooks_reads_its_start_off_codex_screens() {
+        let config = Config::from_toml(
+            "[agents.mycodex]\ncommand = [\"/opt/codex\"]\nhooks = \"codex\"\n\
+             [agents.otherscreens]\ncommand = [\"/opt/codex\"]\nhooks = \"codex\"\n\
+             [[agents.otherscreens.screen_rules]]\nname = \"mine\"\npattern = \"> $\"\n\
+             activity = \"waiting_input\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.agents["mycodex"].hooks, Some(HookStyle::Codex));
+        assert_eq!(
+            config.agents["mycodex"].screen_rules,
+            config.agents["codex"].screen_rules
+        );
+        assert_eq!(config.agents["otherscreens"].screen_rules.len(), 1);
+        assert_eq!(
+            config.agents["codex"].screen_rules[0].name,
+            "hooks need review"
+        );
     }
 
     #[test]

@@ -211,20 +211,30 @@ impl Parts<'_> {
         let Some((activity, rule)) = rules.classify(text) else {
             return;
         };
-        if activity == super::activity::Activity::WaitingInput {
-            // A hooked CLI that reports its start late (Codex) shows its prompt on a quiet
-            // screen: input held for its start flows.
-            self.panes.cli_ready(self.ctx, session_id);
-        }
-        let Some(agent) = self.agents.registry.get_mut(session_id) else {
-            return;
-        };
         if agent.activity.hooked {
             // Its hooks tell what it does and what it replied.
             return;
         }
         let was = agent.activity.activity;
         agent.activity.on_screen(activity, rule, SystemTime::now());
+        if agent.activity.starts_on_screen {
+            // A hooked CLI that reports its start late (Codex), before its first hook: its
+            // screen says only whether it is ready; its hooks will tell the rest (a reply
+            // read off the screen here would take the message its hooks deliver).
+            match activity {
+                super::activity::Activity::WaitingInput => {
+                    self.panes.cli_ready(self.ctx, session_id);
+                }
+                super::activity::Activity::NeedsApproval => {
+                    // A screen of its own that a person must answer (hooks to review):
+                    // nothing is typed into it, however long it stays.
+                    self.panes.hold_until_ready(self.ctx, session_id);
+                }
+                _ => {}
+            }
+            self.refresh_status(session_id);
+            return;
+        }
         if activity != super::activity::Activity::WaitingInput {
             self.refresh_status(session_id);
             return;

@@ -96,12 +96,18 @@ struct InputGate {
     dialog: bool,
     /// The dialog's answer, typed once the dialog is drawn and still.
     answer: Option<Vec<u8>>,
+    /// Held until the CLI's prompt shows, however long that takes (its own screen waits for
+    /// a person first).
+    until_ready: bool,
 }
 
 impl InputGate {
     /// Whether the screen is ready at `now` given the pane's last output; otherwise when to
     /// look again.
     fn check(&self, now: SystemTime, last_output: SystemTime) -> Result<(), SystemTime> {
+        if self.until_ready {
+            return Err(now + self.wait);
+        }
         let from = self.started.unwrap_or(self.since);
         if now.duration_since(from).unwrap_or_default() >= self.wait {
             return Ok(());
@@ -168,9 +174,13 @@ impl Panes {
         }
         let captured = pane.pipe.is_some();
         let typist = self.typists.entry(session_id.to_string()).or_default();
-        // Keystrokes of a person at the terminal pass a dialog's hold: they answer it there.
+        // Keystrokes of a person at the terminal pass a dialog's hold (and that of a screen
+        // the CLI shows before its prompt for a person): they answer it there.
         let keys_at_dialog = matches!(typing, Typing::Raw(_))
-            && typist.gate.as_ref().is_some_and(|g| g.dialog)
+            && typist
+                .gate
+                .as_ref()
+                .is_some_and(|g| g.dialog || g.until_ready)
             && typist.enter_pending.is_none();
         if keys_at_dialog && captured {
             self.start_typing(ctx, session_id, typing, ack);
@@ -270,6 +280,7 @@ impl Panes {
             wait,
             dialog,
             answer: None,
+            until_ready: false,
         });
         let first = if dialog { settle } else { wait };
         ctx.timers
@@ -339,6 +350,43 @@ impl Panes {
             log::debug!("{session_id}: its prompt is on the screen; held input flows");
             typist.gate = None;
             self.type_deferred(ctx, session_id);
+        }
+    }
+
+    /// The session's CLI shows a screen of its own that a person must answer before its
+    /// prompt (Codex's hooks to review): input (other than a person's keys) is held until
+    /// [`Panes::cli_ready`], however long that takes, even if the hold for its start had
+    /// already run out.
+    pub fn hold_until_ready(&mut self, ctx: &mut Ctx, session_id: &str) {
+        let typist = self.typists.entry(session_id.to_string()).or_default();
+        if typist.gate.as_ref().is_some_and(|g| g.dialog) {
+            return;
+        }
+        if typist.gate.is_none() {
+            let (settle, wait) = (ctx.config.hooks.prompt_settle, ctx.config.hooks.prompt_wait);
+            self.set_gate(
+                ctx,
+                session_id,
+                SystemTime::now(),
+                None,
+                settle,
+                wait,
+                false,
+            );
+        }
+        if let Some(gate) = self
+            .typists
+            .get_mut(session_id)
+            .and_then(|t| t.gate.as_mut())
+        {
+            if !gate.until_ready {
+                log::info!(
+                    "{session_id}: its CLI waits for a person on its own screen; messages wait \
+                     for its prompt"
+                );
+            }
+            gate.started = None;
+            gate.until_ready = true;
         }
     }
 
@@ -543,6 +591,7 @@ mod tests {
             wait: Duration::from_secs(15),
             dialog: false,
             answer: None,
+            until_ready: false,
         };
         // Before SessionStart: held until the wait is over, whatever the screen does.
         assert_eq!(gate.check(ms(5_000), ms(4_000)), Err(ms(15_000)));
@@ -557,5 +606,8 @@ mod tests {
         // from the spawn: a late SessionStart gets its full wait.
         assert_eq!(gate.check(ms(15_500), ms(15_499)), Err(ms(15_799)));
         assert_eq!(gate.check(ms(16_000), ms(15_999)), Ok(()));
+        // A CLI waiting for a person on its own screen is never typed into by time.
+        gate.until_ready = true;
+        assert_eq!(gate.check(ms(60_000), ms(1_000)), Err(ms(75_000)));
     }
 }

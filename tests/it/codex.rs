@@ -14,7 +14,13 @@ use crate::model::{Reply, ScriptedModel, codex_cli, codex_home};
 /// A daemon whose built-in `codex` type runs the pinned CLI (with the type's own arguments)
 /// against `model`, in a home whose config points at the model and trusts the work dir.
 fn daemon_with_codex(model: &ScriptedModel) -> DaemonProcess {
+    daemon_with_codex_and(model, "")
+}
+
+/// [`daemon_with_codex`] with `extra` TOML after the type's table.
+fn daemon_with_codex_and(model: &ScriptedModel, extra: &str) -> DaemonProcess {
     let cli = codex_cli();
+    let extra = extra.to_string();
     let url = model.url.clone();
     DaemonProcess::start_with_work(move |work: &Path| {
         let home = work.parent().unwrap().join("codex-home");
@@ -28,9 +34,22 @@ fn daemon_with_codex(model: &ScriptedModel) -> DaemonProcess {
             )
             .map(|arg| quoted(&arg))
             .collect();
+        // The built-in one-shot form, with the installed CLI as its program.
+        let headless: Vec<String> = std::iter::once(cli.clone())
+            .chain(
+                orchestra::config::builtin_agents()["codex"]
+                    .headless
+                    .clone()
+                    .unwrap()[1..]
+                    .iter()
+                    .cloned(),
+            )
+            .map(|arg| quoted(&arg))
+            .collect();
         format!(
-            "[agents.codex]\ncommand = [{}]\nenv = {{ HOME = {}, OPENAI_API_KEY = \"sk-scripted\" }}\n",
+            "[agents.codex]\ncommand = [{}]\nheadless = [{}]\nenv = {{ HOME = {}, OPENAI_API_KEY = \"sk-scripted\" }}\n{extra}",
             command.join(", "),
+            headless.join(", "),
             quoted(&home.display().to_string())
         )
     })
@@ -229,5 +248,77 @@ fn codex_uses_the_daemons_mcp_tools_without_asking_twice() {
     assert!(
         outputs.iter().any(|o| o.contains(&session)),
         "no tool result names {session}: {outputs:?}"
+    );
+}
+
+#[test]
+fn a_task_delegated_to_codex_runs_its_one_shot_form_and_reports_its_answer() {
+    let model = ScriptedModel::start(vec![Reply::text("The one-shot Codex task is done.")]);
+    let daemon = daemon_with_codex(&model);
+    let token = daemon.control();
+    let delegated = daemon.post(
+        "/api/delegate",
+        &token,
+        &json!({"agent_type": "codex", "task": "finish the task", "working_dir": daemon.work, "context": {"tests_required": false}}),
+    );
+    assert_eq!(delegated.status, 201, "{}", delegated.text());
+    let ticket = delegated.json()["ticket_id"].as_str().unwrap().to_string();
+    let done = daemon.wait_task_final(&token, &ticket);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(
+        done["result"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("The one-shot Codex task is done.")),
+        "{done}"
+    );
+    // The prompt reached the model through `codex exec`.
+    assert!(
+        model
+            .requests()
+            .iter()
+            .any(|r| r["input"].to_string().contains("finish the task")),
+        "the task's prompt did not reach the model"
+    );
+}
+
+#[test]
+fn a_project_whose_hooks_need_review_stops_codex_for_a_person_and_nothing_is_typed_into_it() {
+    let model = ScriptedModel::start(vec![Reply::text("Ready after the review.")]);
+    let daemon = daemon_with_codex_and(&model, "[hooks]\nprompt_wait = \"1s\"\n");
+    // A cloned project brings hooks of its own: Codex asks a person to review them before
+    // its prompt. Nothing the daemon types may answer that (a typed digit picks a choice).
+    let marker = daemon.work.join("project-hook-ran");
+    std::fs::create_dir_all(daemon.work.join(".codex")).unwrap();
+    let hook =
+        json!({"type": "command", "command": format!("touch {}", marker.display()), "timeout": 5});
+    std::fs::write(
+        daemon.work.join(".codex/hooks.json"),
+        json!({"hooks": {"UserPromptSubmit": [{"hooks": [hook]}]}}).to_string(),
+    )
+    .unwrap();
+    let token = daemon.control();
+    let mut ws = daemon.ws(&token);
+    let session = id_of(&daemon.spawn(&token, "codex"));
+    let review = ws.recv_until("the review screen", |m| {
+        is_activity(m, &session, "needs_approval")
+    });
+    assert_eq!(
+        review["evidence"]["detail"], "screen rule: hooks need review",
+        "{review}"
+    );
+    // A message waits for the prompt, past `hooks.prompt_wait` (1 s here)...
+    ws.send(json!({"type": "user_message", "session_id": session, "content": "hello after the review 2", "id": 1}));
+    // ...while a person's keys answer the screen: "Continue without trusting".
+    ws.send(json!({"type": "terminal_input", "session_id": session, "data": "3"}));
+    ws.send(json!({"type": "terminal_input", "session_id": session, "data": "\r"}));
+    let reply = ws.recv_until("the reply", |m| m["type"] == "claude_response");
+    assert_eq!(reply["content"], "Ready after the review.");
+    assert_eq!(reply["in_reply_to"], 1);
+    assert!(!marker.exists(), "the project's unreviewed hook ran");
+    let config =
+        std::fs::read_to_string(daemon.dir.path().join("codex-home/.codex/config.toml")).unwrap();
+    assert!(
+        !config.contains("trusted_hash"),
+        "the project's hooks were trusted: {config}"
     );
 }
