@@ -197,8 +197,13 @@ impl Panes {
         let mut closed = false;
         let timestamp = now_millis();
         let mut more = false;
+        // Reads are gathered into one chunk (one frame for viewers) until the buffer is full
+        // or nothing more is there: a pseudo-terminal gives at most 4 KiB per read, and a
+        // frame per read cost every viewer a message per 4 KiB of a flood. Interactive output
+        // (one read, then nothing) goes out as soon as it came.
+        let mut filled = 0;
         while let Some(Source::PanePipe { stream, .. }) = ctx.sources.get_mut(key) {
-            let n = match stream.read(&mut self.read_buffer[..]) {
+            let n = match stream.read(&mut self.read_buffer[filled..]) {
                 Ok(0) => {
                     closed = true;
                     break;
@@ -211,10 +216,13 @@ impl Panes {
                     break;
                 }
             };
-            let chunk = std::mem::take(&mut self.read_buffer);
-            self.push_output(ctx, &session_id, &chunk[..n], timestamp);
-            self.read_buffer = chunk;
+            filled += n;
             total += n;
+            if filled < self.read_buffer.len() && total < budget {
+                continue;
+            }
+            self.push_read(ctx, &session_id, filled, timestamp);
+            filled = 0;
             // Flow control first: a read that fills the budget may also be the one that
             // leaves a viewer too far behind.
             if flow_control && self.hub.holds_back(&session_id) {
@@ -226,6 +234,12 @@ impl Panes {
                 break;
             }
         }
+        if filled > 0 {
+            self.push_read(ctx, &session_id, filled, timestamp);
+            if flow_control && self.hub.holds_back(&session_id) {
+                self.stall(ctx, &session_id, key);
+            }
+        }
         if total > 0 {
             self.on_output(ctx, &session_id, total);
         }
@@ -235,6 +249,13 @@ impl Panes {
         } else if closed {
             self.pipe_closed(ctx, key);
         }
+    }
+
+    /// Pushes the first `filled` bytes of the read buffer as one chunk of output.
+    fn push_read(&mut self, ctx: &mut Ctx, session_id: &str, filled: usize, timestamp: u64) {
+        let chunk = std::mem::take(&mut self.read_buffer);
+        self.push_output(ctx, session_id, &chunk[..filled], timestamp);
+        self.read_buffer = chunk;
     }
 
     /// Stops reading `session_id`'s pane (pipe slot `key`) until its viewers catch up, or for
