@@ -342,45 +342,11 @@ fn a_claude_agent_whose_machine_went_down_resumes_its_conversation() {
     ws.send(json!({"type": "user_message", "session_id": session, "content": "remember the word pelican", "id": 1}));
     ws.recv_until("the first reply", |m| m["type"] == "claude_response");
     drop(ws);
-    // The CLI writes its transcript a moment after its turn ends; the machine goes down
-    // only once the turn is on disk, as any later reboot would find it.
+    // The machine goes down with everything on it once the turn is on disk; the daemon
+    // comes back without them, and the session is resumed.
     let projects = daemon.dir.path().join("claude-home/.claude/projects");
-    crate::common::wait_until("the CLI's transcript holds the reply", || {
-        let saved = std::fs::read_dir(&projects)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .flat_map(|dir| {
-                std::fs::read_dir(dir.path())
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-            })
-            .filter_map(|file| std::fs::read_to_string(file.path()).ok())
-            .any(|text| text.contains("Noted: the word is pelican."));
-        saved.then_some(())
-    });
-
-    // The daemon's own copy of the conversation is on disk too (its writer thread is a
-    // moment behind the reply).
-    let history = daemon
-        .state
-        .join("history")
-        .join(format!("{session}.jsonl"));
-    crate::common::wait_until("the daemon's history file holds the reply", || {
-        std::fs::read_to_string(&history)
-            .is_ok_and(|text| text.contains("Noted: the word is pelican."))
-            .then_some(())
-    });
-    // The machine goes down with everything on it; the daemon comes back without them.
-    daemon.kill_everything();
-    daemon.relaunch();
-    let token = daemon.control();
-    let agent = daemon.get(&format!("/api/agents/{session}"), &token).json();
-    assert_eq!(agent["status"], "lost", "{agent}");
-    let mut ws = daemon.ws(&token);
-    let resumed = daemon.post(&format!("/api/agents/{session}/resume"), &token, &json!({}));
-    assert_eq!(resumed.status, 200, "{}", resumed.text());
+    let (token, mut ws) =
+        daemon.reboot_and_resume(&session, &projects, "Noted: the word is pelican.");
     ws.recv_until("the resumed CLI's prompt", |m| {
         m["type"] == "agent_status"
             && m["session_id"] == session

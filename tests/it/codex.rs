@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::common::{DaemonProcess, id_of, wait_until};
+use crate::common::{DaemonProcess, id_of};
 use crate::model::{Reply, ScriptedModel, codex_cli, codex_home};
 
 /// A daemon whose built-in `codex` type runs the pinned CLI (with the type's own arguments)
@@ -89,33 +89,11 @@ fn the_real_codex_cli_reports_through_its_hooks_and_resumes_its_conversation_aft
     assert_eq!(waiting["evidence"]["detail"], "Stop hook", "{waiting}");
     drop(ws);
 
-    // The machine goes down once the turn is on disk: in the CLI's rollout file and the
-    // daemon's history file.
+    // The machine goes down once the turn is on disk (in the CLI's rollout file), and
+    // comes back.
     let sessions = daemon.dir.path().join("codex-home/.codex/sessions");
-    wait_until("the CLI's rollout holds the reply", || {
-        walk(&sessions)
-            .iter()
-            .filter_map(|file| std::fs::read_to_string(file).ok())
-            .any(|text| text.contains("Hello from the scripted Codex."))
-            .then_some(())
-    });
-    let history = daemon
-        .state
-        .join("history")
-        .join(format!("{session}.jsonl"));
-    wait_until("the daemon's history file holds the reply", || {
-        std::fs::read_to_string(&history)
-            .is_ok_and(|text| text.contains("Hello from the scripted Codex."))
-            .then_some(())
-    });
-    daemon.kill_everything();
-    daemon.relaunch();
-    let token = daemon.control();
-    let agent = daemon.get(&format!("/api/agents/{session}"), &token).json();
-    assert_eq!(agent["status"], "lost", "{agent}");
-    let mut ws = daemon.ws(&token);
-    let resumed = daemon.post(&format!("/api/agents/{session}/resume"), &token, &json!({}));
-    assert_eq!(resumed.status, 200, "{}", resumed.text());
+    let (_, mut ws) =
+        daemon.reboot_and_resume(&session, &sessions, "Hello from the scripted Codex.");
     ws.recv_until("the resumed CLI's prompt", |m| {
         is_activity(m, &session, "waiting_input")
     });
@@ -137,20 +115,6 @@ fn the_real_codex_cli_reports_through_its_hooks_and_resumes_its_conversation_aft
         input.contains("say hello") && input.contains("Hello from the scripted Codex."),
         "the request after the resume lacks the earlier conversation: {input}"
     );
-}
-
-/// Every file under `dir`, at any depth.
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 #[test]

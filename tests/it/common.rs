@@ -367,6 +367,60 @@ impl DaemonProcess {
             is_final_task_status(t["status"].as_str().unwrap_or(""))
         })
     }
+
+    /// The machine goes down once a turn is on disk, and comes back: waits until a file
+    /// under `cli_files` (the CLI's own transcripts; it writes them a moment after its turn)
+    /// and the daemon's history of `session` (its writer thread is a moment behind too) hold
+    /// `said`; kills everything (the daemon, the tmux server or pty holders, the agents);
+    /// starts the daemon again; checks that `session` is `lost`; resumes it. Returns a
+    /// control token and a WebSocket opened before the resume, which sees the resumed CLI.
+    pub fn reboot_and_resume(
+        &mut self,
+        session: &str,
+        cli_files: &Path,
+        said: &str,
+    ) -> (String, Ws) {
+        wait_until("the CLI's transcript holds the reply", || {
+            files_under(cli_files)
+                .iter()
+                .filter_map(|file| std::fs::read_to_string(file).ok())
+                .any(|text| text.contains(said))
+                .then_some(())
+        });
+        let history = self.state.join("history").join(format!("{session}.jsonl"));
+        wait_until("the daemon's history file holds the reply", || {
+            std::fs::read_to_string(&history)
+                .is_ok_and(|text| text.contains(said))
+                .then_some(())
+        });
+        self.kill_everything();
+        self.relaunch();
+        let token = self.control();
+        let agent = self.get(&format!("/api/agents/{session}"), &token).json();
+        assert_eq!(agent["status"], "lost", "{agent}");
+        let ws = self.ws(&token);
+        let resumed = self.post(
+            &format!("/api/agents/{session}/resume"),
+            &token,
+            &serde_json::json!({}),
+        );
+        assert_eq!(resumed.status, 200, "{}", resumed.text());
+        (token, ws)
+    }
+}
+
+/// Every file under `dir`, at any depth.
+pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
 /// Whether a ticket status is final (no further change).

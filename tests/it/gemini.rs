@@ -75,35 +75,10 @@ fn the_real_gemini_cli_reports_through_its_hooks_and_resumes_its_conversation_af
     assert_eq!(reply["in_reply_to"], 1);
     drop(ws);
     // The CLI keeps its conversations in the user's ~/.gemini (the session's own home
-    // links there); the machine goes down once the turn is on disk.
+    // links there); the machine goes down once the turn is on disk, and comes back.
     let chats = daemon.dir.path().join("gemini-home/.gemini/tmp");
-    wait_until("the CLI's transcript holds the reply", || {
-        walk(&chats)
-            .iter()
-            .filter_map(|file| std::fs::read_to_string(file).ok())
-            .any(|text| text.contains("Hello from the scripted Gemini."))
-            .then_some(())
-    });
-
-    // The daemon's own copy of the conversation is on disk too (its writer thread is a
-    // moment behind the reply).
-    let history = daemon
-        .state
-        .join("history")
-        .join(format!("{session}.jsonl"));
-    wait_until("the daemon's history file holds the reply", || {
-        std::fs::read_to_string(&history)
-            .is_ok_and(|text| text.contains("Hello from the scripted Gemini."))
-            .then_some(())
-    });
-    daemon.kill_everything();
-    daemon.relaunch();
-    let token = daemon.control();
-    let agent = daemon.get(&format!("/api/agents/{session}"), &token).json();
-    assert_eq!(agent["status"], "lost", "{agent}");
-    let mut ws = daemon.ws(&token);
-    let resumed = daemon.post(&format!("/api/agents/{session}/resume"), &token, &json!({}));
-    assert_eq!(resumed.status, 200, "{}", resumed.text());
+    let (token, mut ws) =
+        daemon.reboot_and_resume(&session, &chats, "Hello from the scripted Gemini.");
     ws.recv_until("the resumed CLI's prompt", |m| {
         m["type"] == "agent_status"
             && m["session_id"] == session
@@ -131,20 +106,6 @@ fn the_real_gemini_cli_reports_through_its_hooks_and_resumes_its_conversation_af
         .get(&format!("/api/agents/{session}/messages"), &token)
         .json();
     assert_eq!(history["total"], 4, "{history}");
-}
-
-/// Every file under `dir`, at any depth.
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 #[test]
