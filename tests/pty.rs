@@ -1,7 +1,7 @@
 //! Much of the integration suite (`tests/it/`) again, with every agent type on the `pty`
 //! backend: everything an agent does (lifecycle, streaming, typing, hooks, the real Claude
-//! Code CLI, tasks, restarts, faults) must work the same as on tmux. Tests whose subject is
-//! tmux itself pin `tmux` and so run on it in both targets. Modules without agents (auth,
+//! Code, Gemini and Codex CLIs, tasks, restarts, faults) must work the same as on tmux.
+//! Tests whose subject is tmux itself pin `tmux` and so run on it in both targets. Modules without agents (auth,
 //! HTTP limits, the web login, the contract and metrics) run once, in `it`; `backends` and
 //! the browser test run both backends themselves.
 
@@ -17,8 +17,14 @@ mod agents;
 mod claude;
 #[path = "it/cli.rs"]
 mod cli;
+#[path = "it/codex.rs"]
+mod codex;
 #[path = "it/faults.rs"]
 mod faults;
+#[path = "it/gemini.rs"]
+mod gemini;
+#[path = "it/gemini_model.rs"]
+mod gemini_model;
 #[path = "it/hooks.rs"]
 mod hooks;
 #[path = "it/hostile.rs"]
