@@ -94,43 +94,18 @@ pub fn with_hooks(
 }
 
 /// Codex's `trusted_hash` of one command hook: SHA-256 of its identity as compact JSON with
-/// sorted keys.
+/// its keys in sorted order (Codex's canonical form), written out here so that no map's
+/// key order can change it.
 fn trust_hash(event_key: &str, command: &str, timeout: u64) -> String {
-    // Keys in sorted order, as Codex's canonical JSON writes them.
-    let identity = serde_json::json!({
-        "event_name": event_key,
-        "hooks": [{"async": false, "command": command, "timeout": timeout, "type": "command"}],
-    });
-    let canonical = canonical_json(&identity);
+    let json = |text: &str| serde_json::Value::String(text.to_string()).to_string();
+    let canonical = format!(
+        r#"{{"event_name":{},"hooks":[{{"async":false,"command":{},"timeout":{timeout},"type":"command"}}]}}"#,
+        json(event_key),
+        json(command)
+    );
     let digest = Sha256::digest(canonical.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
-}
-
-/// Compact JSON with object keys sorted, whatever order the map keeps.
-fn canonical_json(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            let fields: Vec<String> = keys
-                .into_iter()
-                .map(|k| {
-                    format!(
-                        "{}:{}",
-                        serde_json::Value::String(k.clone()),
-                        canonical_json(&map[k])
-                    )
-                })
-                .collect();
-            format!("{{{}}}", fields.join(","))
-        }
-        serde_json::Value::Array(items) => {
-            let items: Vec<String> = items.iter().map(canonical_json).collect();
-            format!("[{}]", items.join(","))
-        }
-        other => other.to_string(),
-    }
 }
 
 /// `text` as a TOML basic string.

@@ -203,41 +203,43 @@ impl Panes {
         // (one read, then nothing) goes out as soon as it came.
         let mut filled = 0;
         while let Some(Source::PanePipe { stream, .. }) = ctx.sources.get_mut(key) {
-            let n = match stream.read(&mut self.read_buffer[filled..]) {
+            // Whether the pipe has nothing more for now (or has ended).
+            let drained = match stream.read(&mut self.read_buffer[filled..]) {
                 Ok(0) => {
                     closed = true;
-                    break;
+                    true
                 }
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Ok(n) => {
+                    filled += n;
+                    total += n;
+                    false
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     closed = true;
-                    break;
+                    true
                 }
             };
-            filled += n;
-            total += n;
-            if filled < self.read_buffer.len() && total < budget {
+            if !drained && filled < self.read_buffer.len() && total < budget {
                 continue;
             }
-            self.push_read(ctx, &session_id, filled, timestamp);
-            filled = 0;
-            // Flow control first: a read that fills the budget may also be the one that
-            // leaves a viewer too far behind.
-            if flow_control && self.hub.holds_back(&session_id) {
-                self.stall(ctx, &session_id, key);
+            if filled > 0 {
+                self.push_read(ctx, &session_id, filled, timestamp);
+                filled = 0;
+                // Flow control first: a read that fills the budget may also be the one that
+                // leaves a viewer too far behind.
+                if flow_control && self.hub.holds_back(&session_id) {
+                    self.stall(ctx, &session_id, key);
+                    break;
+                }
+            }
+            if drained {
                 break;
             }
             if total >= budget {
                 more = true;
                 break;
-            }
-        }
-        if filled > 0 {
-            self.push_read(ctx, &session_id, filled, timestamp);
-            if flow_control && self.hub.holds_back(&session_id) {
-                self.stall(ctx, &session_id, key);
             }
         }
         if total > 0 {

@@ -112,25 +112,6 @@ impl PaneStream {
     }
 }
 
-/// Encodes one `terminal_output` frame (a one-off; the hub reuses its own encoder).
-pub fn output_frame(
-    session_id: &str,
-    stream: &str,
-    data: &str,
-    offset: u64,
-    next_offset: u64,
-    timestamp: u64,
-) -> Vec<u8> {
-    OutputFrameEncoder::new().encode_owned(&OutputFields {
-        session_id,
-        stream,
-        data,
-        offset,
-        next_offset,
-        timestamp,
-    })
-}
-
 /// What a subscription is waiting for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum SubState {

@@ -321,12 +321,7 @@ impl Panes {
 
     /// The session's CLI reported SessionStart: held input flows once its screen settles.
     pub fn cli_started(&mut self, ctx: &mut Ctx, session_id: &str) {
-        let Some(gate) = self
-            .typists
-            .get_mut(session_id)
-            .and_then(|t| t.gate.as_mut())
-            .filter(|g| g.started.is_none() && !g.dialog)
-        else {
+        let Some(gate) = self.start_gate(session_id) else {
             return;
         };
         gate.started = Some(SystemTime::now());
@@ -339,18 +334,22 @@ impl Panes {
     /// quiet a while (the check runs only then): input held for its start flows now. For a
     /// CLI that reports SessionStart only with the first prompt (Codex).
     pub fn cli_ready(&mut self, ctx: &mut Ctx, session_id: &str) {
-        let Some(typist) = self.typists.get_mut(session_id) else {
-            return;
-        };
-        if typist
-            .gate
-            .as_ref()
-            .is_some_and(|g| g.started.is_none() && !g.dialog)
-        {
+        if self.start_gate(session_id).is_some() {
             log::debug!("{session_id}: its prompt is on the screen; held input flows");
-            typist.gate = None;
+            if let Some(typist) = self.typists.get_mut(session_id) {
+                typist.gate = None;
+            }
             self.type_deferred(ctx, session_id);
         }
+    }
+
+    /// The hold on `session_id`'s input that waits for its CLI to start, if there is one
+    /// (not a dialog's, and the CLI not yet started).
+    fn start_gate(&mut self, session_id: &str) -> Option<&mut InputGate> {
+        self.typists
+            .get_mut(session_id)
+            .and_then(|t| t.gate.as_mut())
+            .filter(|g| g.started.is_none() && !g.dialog)
     }
 
     /// The session's CLI shows a screen of its own that a person must answer before its

@@ -347,11 +347,6 @@ fn a_claude_agent_whose_machine_went_down_resumes_its_conversation() {
     let projects = daemon.dir.path().join("claude-home/.claude/projects");
     let (token, mut ws) =
         daemon.reboot_and_resume(&session, &projects, "Noted: the word is pelican.");
-    ws.recv_until("the resumed CLI's prompt", |m| {
-        m["type"] == "agent_status"
-            && m["session_id"] == session
-            && m["activity"] == "waiting_input"
-    });
     ws.send(json!({"type": "user_message", "session_id": session, "content": "what was the word?", "id": 2}));
     let reply = ws.recv_until("the reply after the resume", |m| {
         m["type"] == "claude_response"
@@ -559,18 +554,14 @@ fn the_real_codex_tui_with_its_hooks_off_is_followed_by_screen_rules_and_its_tur
             })
             .collect();
         // The built-in type's arguments after the installed program.
-        let command: Vec<String> = std::iter::once(cli.clone())
-            .chain(
-                orchestra::config::builtin_agents()["codex"].command[1..]
-                    .iter()
-                    .cloned(),
-            )
-            .map(|arg| quoted(&arg))
-            .collect();
+        let command = crate::model::toml_argv(
+            &cli,
+            &orchestra::config::builtin_agents()["codex"].command,
+            &[],
+        );
         // Its hooks off: the screen rules alone follow it (tests/it/codex.rs has the hooks).
         format!(
-            "[agents.codex]\ncommand = [{}]\nhooks = \"none\"\nenv = {{ HOME = {}, OPENAI_API_KEY = \"sk-scripted\" }}\n{rules}",
-            command.join(", "),
+            "[agents.codex]\ncommand = {command}\nhooks = \"none\"\nenv = {{ HOME = {}, OPENAI_API_KEY = \"sk-scripted\" }}\n{rules}",
             quoted(&home.display().to_string())
         )
     });

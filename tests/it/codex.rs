@@ -9,7 +9,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::common::{DaemonProcess, id_of};
-use crate::model::{Reply, ScriptedModel, codex_cli, codex_home};
+use crate::model::{Reply, ScriptedModel, codex_cli, codex_home, toml_argv};
 
 /// A daemon whose built-in `codex` type runs the pinned CLI (with the type's own arguments)
 /// against `model`, in a home whose config points at the model and trusts the work dir.
@@ -26,30 +26,13 @@ fn daemon_with_codex_and(model: &ScriptedModel, extra: &str) -> DaemonProcess {
         let home = work.parent().unwrap().join("codex-home");
         codex_home(&home, &url, &[work]);
         let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
-        let command: Vec<String> = std::iter::once(cli.clone())
-            .chain(
-                orchestra::config::builtin_agents()["codex"].command[1..]
-                    .iter()
-                    .cloned(),
-            )
-            .map(|arg| quoted(&arg))
-            .collect();
-        // The built-in one-shot form, with the installed CLI as its program.
-        let headless: Vec<String> = std::iter::once(cli.clone())
-            .chain(
-                orchestra::config::builtin_agents()["codex"]
-                    .headless
-                    .clone()
-                    .unwrap()[1..]
-                    .iter()
-                    .cloned(),
-            )
-            .map(|arg| quoted(&arg))
-            .collect();
+        // The built-in type's arguments and one-shot form, with the installed CLI as their
+        // program.
+        let codex = &orchestra::config::builtin_agents()["codex"];
+        let command = toml_argv(&cli, &codex.command, &[]);
+        let headless = toml_argv(&cli, codex.headless.as_ref().unwrap(), &[]);
         format!(
-            "[agents.codex]\ncommand = [{}]\nheadless = [{}]\nenv = {{ HOME = {}, OPENAI_API_KEY = \"sk-scripted\" }}\n{extra}",
-            command.join(", "),
-            headless.join(", "),
+            "[agents.codex]\ncommand = {command}\nheadless = {headless}\nenv = {{ HOME = {}, OPENAI_API_KEY = \"sk-scripted\" }}\n{extra}",
             quoted(&home.display().to_string())
         )
     })
@@ -94,9 +77,6 @@ fn the_real_codex_cli_reports_through_its_hooks_and_resumes_its_conversation_aft
     let sessions = daemon.dir.path().join("codex-home/.codex/sessions");
     let (_, mut ws) =
         daemon.reboot_and_resume(&session, &sessions, "Hello from the scripted Codex.");
-    ws.recv_until("the resumed CLI's prompt", |m| {
-        is_activity(m, &session, "waiting_input")
-    });
     ws.send(json!({"type": "user_message", "session_id": session, "content": "what did you say?", "id": 2}));
     let reply = ws.recv_until("the reply after the resume", |m| {
         m["type"] == "claude_response"

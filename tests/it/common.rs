@@ -372,8 +372,8 @@ impl DaemonProcess {
     /// under `cli_files` (the CLI's own transcripts; it writes them a moment after its turn)
     /// and the daemon's history of `session` (its writer thread is a moment behind too) hold
     /// `said`; kills everything (the daemon, the tmux server or pty holders, the agents);
-    /// starts the daemon again; checks that `session` is `lost`; resumes it. Returns a
-    /// control token and a WebSocket opened before the resume, which sees the resumed CLI.
+    /// starts the daemon again; checks that `session` is `lost`; resumes it and waits for the
+    /// resumed CLI's prompt. Returns a control token and the WebSocket that saw it.
     pub fn reboot_and_resume(
         &mut self,
         session: &str,
@@ -405,6 +405,12 @@ impl DaemonProcess {
             &serde_json::json!({}),
         );
         assert_eq!(resumed.status, 200, "{}", resumed.text());
+        let mut ws = ws;
+        ws.recv_until("the resumed CLI's prompt", |m| {
+            m["type"] == "agent_status"
+                && m["session_id"] == session
+                && m["activity"] == "waiting_input"
+        });
         (token, ws)
     }
 }

@@ -24,22 +24,17 @@ fn daemon_with_gemini(model: &GeminiModel) -> DaemonProcess {
         let mut vars = vec![format!("HOME = {}", quoted(&home.display().to_string()))];
         vars.extend(env.iter().map(|(k, v)| format!("{k} = {}", quoted(v))));
         // The built-in one-shot form, with the installed CLI as its program.
-        let headless: Vec<String> = std::iter::once(cli.clone())
-            .chain(
-                orchestra::config::builtin_agents()["gemini"]
-                    .headless
-                    .clone()
-                    .unwrap()[1..]
-                    .iter()
-                    .cloned(),
-            )
-            .chain(["-m".to_string(), "gemini-2.5-flash".to_string()])
-            .map(|arg| quoted(&arg))
-            .collect();
+        let headless = crate::model::toml_argv(
+            &cli,
+            orchestra::config::builtin_agents()["gemini"]
+                .headless
+                .as_ref()
+                .unwrap(),
+            &["-m", "gemini-2.5-flash"],
+        );
         format!(
-            "[agents.gemini]\ncommand = [{}, \"-m\", \"gemini-2.5-flash\"]\nheadless = [{}]\nenv = {{ {} }}\n",
+            "[agents.gemini]\ncommand = [{}, \"-m\", \"gemini-2.5-flash\"]\nheadless = {headless}\nenv = {{ {} }}\n",
             quoted(&cli),
-            headless.join(", "),
             vars.join(", ")
         )
     })
@@ -79,11 +74,6 @@ fn the_real_gemini_cli_reports_through_its_hooks_and_resumes_its_conversation_af
     let chats = daemon.dir.path().join("gemini-home/.gemini/tmp");
     let (token, mut ws) =
         daemon.reboot_and_resume(&session, &chats, "Hello from the scripted Gemini.");
-    ws.recv_until("the resumed CLI's prompt", |m| {
-        m["type"] == "agent_status"
-            && m["session_id"] == session
-            && m["activity"] == "waiting_input"
-    });
     ws.send(json!({"type": "user_message", "session_id": session, "content": "what did you say?", "id": 2}));
     let reply = ws.recv_until("the reply after the resume", |m| {
         m["type"] == "claude_response"

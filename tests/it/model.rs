@@ -189,6 +189,18 @@ pub fn codex_cli() -> String {
     install_cli("codex", "install-codex.sh")
 }
 
+/// A TOML array for an agent type's config: `argv` (a built-in type's `command` or
+/// `headless`) with the installed `cli` in place of its program, then `extra` arguments.
+pub fn toml_argv(cli: &str, argv: &[String], extra: &[&str]) -> String {
+    let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
+    let items: Vec<String> = std::iter::once(cli)
+        .chain(argv[1..].iter().map(String::as_str))
+        .chain(extra.iter().copied())
+        .map(quoted)
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
 /// Runs `tests/tools/SCRIPT` to install a CLI under `CARGO_TARGET_TMPDIR/DIR` (once, however
 /// many tests ask at the same time) and returns the program's path.
 pub fn install_cli(dir: &str, script: &str) -> String {
