@@ -280,6 +280,7 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+            self.daemon.for_panes().0.begin_turn();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),

@@ -167,7 +167,8 @@ impl Panes {
         self.read_output(ctx, key);
     }
 
-    /// Reads what a pane pipe has (up to a budget; the rest on the next turn).
+    /// Reads what a pane pipe has (up to a budget, once per loop turn; the rest on the next
+    /// turn).
     pub fn read_output(&mut self, ctx: &mut Ctx, key: usize) {
         let budget = ctx.config.panes.read_budget.max(1);
         self.read_output_up_to(ctx, key, budget, true);
@@ -184,13 +185,16 @@ impl Panes {
     }
 
     /// Reads up to `budget` bytes of a pane pipe. With `flow_control`, reading stops (and
-    /// waits) while a viewer is more than half a backlog behind ([`Panes::stall`]).
+    /// waits) while a viewer is more than half a backlog behind ([`Panes::stall`]), and a
+    /// pipe is read at most once per loop turn ([`super::read_turns`]).
     fn read_output_up_to(&mut self, ctx: &mut Ctx, key: usize, budget: usize, flow_control: bool) {
         let Some(Source::PanePipe { session_id, .. }) = ctx.sources.get(key) else {
             return;
         };
         let session_id = session_id.clone();
-        if flow_control && self.stalled.contains_key(&session_id) {
+        if flow_control
+            && (self.stalled.contains_key(&session_id) || !self.read_turns.may_read(key))
+        {
             return;
         }
         let mut total = 0;
@@ -247,7 +251,7 @@ impl Panes {
         }
         if more {
             // Edge-triggered: data may remain, so come back after other sources.
-            self.revisit.push(key);
+            self.read_turns.read_later(key);
         } else if closed {
             self.pipe_closed(ctx, key);
         }
@@ -291,7 +295,7 @@ impl Panes {
             "{session_id}: {cut} viewer(s) stayed behind for panes.max_stall; output goes on \
              without waiting for them"
         );
-        self.revisit.push(key);
+        self.read_turns.read_later(key);
     }
 
     /// Reads again the panes whose viewers caught up.
@@ -308,7 +312,7 @@ impl Panes {
             .collect();
         for session in caught_up {
             if let Some((key, _)) = self.stalled.remove(&session) {
-                self.revisit.push(key);
+                self.read_turns.read_later(key);
             }
         }
     }

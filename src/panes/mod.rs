@@ -17,6 +17,7 @@ pub mod hub;
 pub mod input;
 pub mod pane;
 pub mod pane_text;
+pub mod read_turns;
 pub mod seed;
 pub mod skim;
 pub mod text;
@@ -43,8 +44,8 @@ pub struct Panes {
     attach_tokens: HashMap<String, String>,
     /// Pipes that arrived before their session finished registering, by session id.
     early_captures: HashMap<String, OwnedFd>,
-    /// Pane pipes that still had data when their read budget ran out (read again soon).
-    revisit: Vec<usize>,
+    /// Which pane pipes were read this loop turn and which are read again on the next.
+    read_turns: read_turns::ReadTurns,
     /// Panes whose reading waits for a viewer that fell behind: session → (pipe slot, stall
     /// serial). Read again once it catches up, or after `panes.max_stall`.
     stalled: HashMap<String, (usize, u64)>,
@@ -76,7 +77,7 @@ impl Panes {
             attach_listener,
             attach_tokens: HashMap::new(),
             early_captures: HashMap::new(),
-            revisit: Vec::new(),
+            read_turns: read_turns::ReadTurns::default(),
             stalled: HashMap::new(),
             next_stall: 0,
             read_buffer: vec![0; capture::READ_CHUNK],
@@ -270,13 +271,20 @@ impl Panes {
 
     /// Whether pane pipes wait to be read again right after this poll.
     pub fn must_revisit(&self) -> bool {
-        !self.revisit.is_empty() || self.stalled.keys().any(|s| !self.hub.holds_back(s))
+        self.read_turns.has_later() || self.stalled.keys().any(|s| !self.hub.holds_back(s))
     }
 
-    /// Pane pipes that still had data when their read budget ran out.
+    /// A new loop turn: every pane pipe may be read once more ([`read_turns`]).
+    pub fn begin_turn(&mut self) {
+        self.read_turns.begin_turn();
+    }
+
+    /// Pane pipes that still had data when their read budget ran out, or whose viewers
+    /// caught up: read again after this turn's events (those already read this turn wait
+    /// for the next one).
     pub fn take_revisit(&mut self) -> Vec<usize> {
         self.resume_caught_up();
-        std::mem::take(&mut self.revisit)
+        self.read_turns.take_later()
     }
 
     /// Viewers with new frames since the last call.
