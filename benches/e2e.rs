@@ -940,6 +940,90 @@ fn bare_pty_echo(dir: &Path, samples: usize) -> Vec<Duration> {
     times
 }
 
+/// Typing with no daemon while `floods` bare pseudo-terminals run the flood generator
+/// (`bytes` each), every one read by its own thread as fast as it can: keys to a raw echo on
+/// another bare pseudo-terminal, timed for as long as every flood runs (at most `samples`).
+/// What the kernel's terminal layer alone allows on this machine under that load.
+fn bare_typing(dir: &Path, floods: usize, bytes: usize, samples: usize) -> Vec<Duration> {
+    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let size = PtySize {
+        rows: 50,
+        cols: 200,
+        pixel_width: 0,
+        pixel_height: 0,
+    };
+    let open = |program: &str, env: Option<(&str, String)>| {
+        let pty = native_pty_system()
+            .openpty(size)
+            .expect("a pseudo-terminal");
+        let mut command = CommandBuilder::new(dir.join(program));
+        if let Some((key, value)) = env {
+            command.env(key, value);
+        }
+        let child = pty.slave.spawn_command(command).unwrap();
+        drop(pty.slave);
+        (pty.master, child)
+    };
+    let (echo, mut echo_child) = open("rawecho.sh", None);
+    let mut generators: Vec<_> = (0..floods)
+        .map(|_| open("gen.sh", Some(("BYTES", bytes.to_string()))))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300)); // let stty raw take effect
+    let finished = AtomicUsize::new(0);
+    let times = std::thread::scope(|scope| {
+        for (master, _) in &generators {
+            let mut reader = master.try_clone_reader().unwrap();
+            master.take_writer().unwrap().write_all(b"\r").unwrap();
+            let finished = &finished;
+            scope.spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                let (mut buf, mut total) = (vec![0u8; 65536], 0);
+                // Bounded: the flood's bytes, its END line, or two minutes.
+                while total < bytes && Instant::now() < deadline {
+                    match reader.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => total += n,
+                    }
+                }
+                finished.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200)); // let the floods get going first
+        let mut reader = echo.try_clone_reader().unwrap();
+        let mut writer = echo.take_writer().unwrap();
+        let mut times = Vec::with_capacity(samples);
+        let mut buf = [0u8; 256];
+        for i in 0..samples {
+            if finished.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+            let key = [b'a' + (i % 26) as u8];
+            let start = Instant::now();
+            writer.write_all(&key).unwrap();
+            loop {
+                let n = reader.read(&mut buf).unwrap();
+                assert!(n > 0, "the echo's output closed");
+                if buf[..n].contains(&key[0]) {
+                    break;
+                }
+            }
+            times.push(start.elapsed());
+        }
+        // The floods run to their end (or are cut off below) before the threads are joined.
+        for (_, child) in generators.iter_mut() {
+            let _ = child.kill();
+        }
+        times
+    });
+    for (_, child) in generators.iter_mut() {
+        let _ = child.wait();
+    }
+    let _ = echo_child.kill();
+    let _ = echo_child.wait();
+    times
+}
+
 /// `samples` keys written to `input`, each timed until its echo is read from `output`.
 fn echo_round_trips(
     input: &mut impl Write,
@@ -1030,6 +1114,11 @@ fn typing(daemon: &Daemon, mb: usize, samples: usize) -> Vec<Row> {
         ("gen", "rawecho", "tmux"),
     ] {
         let (mut quiet, _) = keystrokes(daemon, echo, samples);
+        let mut bare = if backend == "pty" {
+            bare_typing(daemon.dir(), FLOODS, bytes, samples)
+        } else {
+            Vec::new()
+        };
         let echo_session = daemon.spawn(echo, json!({}));
         let mut typist = daemon.ws();
         subscribe(&mut typist, &echo_session);
@@ -1066,17 +1155,32 @@ fn typing(daemon: &Daemon, mb: usize, samples: usize) -> Vec<Row> {
             us(percentile(&mut busy, 0.5)),
             us(percentile(&mut busy, 0.99)),
         );
+        // No daemon: the same floods on bare pseudo-terminals read by threads of this process.
+        let bare_text = if bare.is_empty() {
+            String::new()
+        } else {
+            let (n50, n99) = (
+                us(percentile(&mut bare, 0.5)),
+                us(percentile(&mut bare, 0.99)),
+            );
+            format!(
+                "; with no daemon ({FLOODS} bare pseudo-terminals flooding the same bytes, read \
+                 by threads of the bench, keys to a raw echo on a fifth): p50 {n50:.0} us, p99 \
+                 {n99:.0} us over {} keystrokes",
+                bare.len()
+            )
+        };
         println!(
             "typing {backend}: {taken} keystrokes during {FLOODS} floods of {bytes} bytes \
              ({flood_seconds:.1} s): p50 {b50:.0} us p99 {b99:.0} us; alone p50 {q50:.0} us p99 \
-             {q99:.0} us"
+             {q99:.0} us{bare_text}"
         );
         rows.push((
             format!("keystroke to echo while {FLOODS} other agents flood, `{backend}` backend"),
             format!(
                 "p50 {b50:.0} us, p99 {b99:.0} us over {taken} keystrokes taken while all {FLOODS} \
                  floods ran ({} MB each, Rust viewers); the same echo with nothing else running: \
-                 p50 {q50:.0} us, p99 {q99:.0} us",
+                 p50 {q50:.0} us, p99 {q99:.0} us{bare_text}",
                 bytes / 1_000_000
             ),
         ));

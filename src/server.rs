@@ -281,29 +281,27 @@ impl Server {
                 Err(e) => return Err(e),
             }
             self.daemon.for_panes().0.begin_turn();
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER => self.accept(),
-                    LOCAL_API_LISTENER => self.accept_local(),
-                    WAKER => {}
-                    SIGNALS => self.on_signal(),
-                    ATTACH_LISTENER => {
-                        let (panes, ctx) = self.daemon.for_panes();
-                        panes.on_attach_listener(ctx)
-                    }
-                    HOOK_LISTENER => self.daemon.for_agents().on_hook_listener(),
-                    token => match token_kind(token) {
-                        Some(TokenKind::Conn(key)) => self.drive(key),
-                        Some(TokenKind::Source(key)) => {
-                            dispatch::source_event(&mut self.daemon, key, event)
-                        }
-                        None => {}
-                    },
-                }
+            self.handle_events(&events);
+            let (panes, _) = self.daemon.for_panes();
+            if panes.must_revisit() {
+                // Panes that flood are read last in a turn. What this turn's events produced
+                // (a keystroke's ack, a quiet agent's echo) goes out before their reads.
+                self.settle();
             }
-            let (panes, ctx) = self.daemon.for_panes();
-            for key in panes.take_revisit() {
+            let floods = self.daemon.for_panes().0.take_revisit();
+            for key in floods {
+                let (panes, ctx) = self.daemon.for_panes();
                 panes.read_output(ctx, key);
+                // Between two floods' reads, whatever became ready meanwhile (a keystroke, a
+                // quiet agent's echo) is handled and delivered, so it waits for one pane's
+                // read rather than for the whole turn.
+                match self.poll.poll(&mut events, Some(Duration::ZERO)) {
+                    Ok(()) if !events.is_empty() => {
+                        self.handle_events(&events);
+                        self.settle();
+                    }
+                    _ => {}
+                }
             }
             for key in std::mem::take(&mut self.conn_revisit) {
                 self.touched.push(key);
@@ -321,6 +319,30 @@ impl Server {
                     self.conns.len()
                 );
                 return Ok(());
+            }
+        }
+    }
+
+    /// Handles what one poll reported ready.
+    fn handle_events(&mut self, events: &Events) {
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => self.accept(),
+                LOCAL_API_LISTENER => self.accept_local(),
+                WAKER => {}
+                SIGNALS => self.on_signal(),
+                ATTACH_LISTENER => {
+                    let (panes, ctx) = self.daemon.for_panes();
+                    panes.on_attach_listener(ctx)
+                }
+                HOOK_LISTENER => self.daemon.for_agents().on_hook_listener(),
+                token => match token_kind(token) {
+                    Some(TokenKind::Conn(key)) => self.drive(key),
+                    Some(TokenKind::Source(key)) => {
+                        dispatch::source_event(&mut self.daemon, key, event)
+                    }
+                    None => {}
+                },
             }
         }
     }

@@ -159,18 +159,22 @@ impl Panes {
         }
     }
 
-    /// A pane pipe (slot `key`) turned ready: write queued input, read output.
+    /// A pane pipe (slot `key`) turned ready: write queued input, read output. A pane that
+    /// flooded last turn is read after this turn's other events ([`Panes::take_revisit`]),
+    /// so keystrokes and quiet panes never wait behind a flood's read.
     pub fn on_pipe_ready(&mut self, ctx: &mut Ctx, key: usize, writable: bool) {
         if writable {
             self.write_input(ctx, key);
         }
-        self.read_output(ctx, key);
+        if !self.read_turns.is_queued(key) {
+            self.read_output(ctx, key);
+        }
     }
 
     /// Reads what a pane pipe has (up to a budget, once per loop turn; the rest on the next
     /// turn).
     pub fn read_output(&mut self, ctx: &mut Ctx, key: usize) {
-        let budget = ctx.config.panes.read_budget.max(1);
+        let budget = self.read_turns.budget(ctx.config.panes.read_budget);
         self.read_output_up_to(ctx, key, budget, true);
     }
 

@@ -1,11 +1,15 @@
 //! Fair reading of pane pipes across loop turns (pure).
 //!
-//! A pane that floods has more output than one read budget (`panes.read_budget`) takes, so
-//! it is read again on the next loop turn. Every pane pipe gets at most one budget per turn,
-//! however it comes up (its readiness event, a read left over from the last turn, a stall
-//! that ended), and holds at most one place in the queue for the next turn. A loop turn
-//! therefore lasts about one budget per flooding pane, and a keystroke waits at most that
-//! long to be read and typed.
+//! A pane that floods has more output than one read takes, so it is read again on the next
+//! loop turn. Every pane pipe is read at most once per turn, however it comes up (its
+//! readiness event, a read left over from the last turn, a stall that ended), and holds at
+//! most one place in the queue for the next turn. The panes that flooded in the last turn
+//! share one budget (`panes.read_budget`), so a loop turn reads about that much however many
+//! agents flood, and a keystroke to a quiet agent waits about one such turn to be typed and
+//! one to be echoed.
+
+/// The least a pane is read per turn, however many flood: one read of a pseudo-terminal.
+pub const MIN_READ: usize = 4096;
 
 /// Which pane pipes were read this loop turn and which are read again on the next.
 #[derive(Debug, Default)]
@@ -14,12 +18,21 @@ pub struct ReadTurns {
     read: Vec<usize>,
     /// Pipe slots to read again on the next turn, each once, in the order they came up.
     later: Vec<usize>,
+    /// Pipes that were queued when this turn began: the panes flooding now.
+    flooding: usize,
 }
 
 impl ReadTurns {
     /// A new loop turn: every pipe may be read once more.
     pub fn begin_turn(&mut self) {
         self.read.clear();
+        self.flooding = self.later.len();
+    }
+
+    /// What one pane may read this turn: `shared` (the turn's budget) split between the
+    /// panes that flooded last turn, at least [`MIN_READ`].
+    pub fn budget(&self, shared: usize) -> usize {
+        (shared / self.flooding.max(1)).max(MIN_READ)
     }
 
     /// Whether pipe `key` may be read now: true the first time in a turn. Later asks in the
@@ -38,6 +51,12 @@ impl ReadTurns {
         if !self.later.contains(&key) {
             self.later.push(key);
         }
+    }
+
+    /// Whether pipe `key` is queued to be read after this turn's events (it flooded): its
+    /// readiness event need not read it, so keystrokes and quiet panes go first.
+    pub fn is_queued(&self, key: usize) -> bool {
+        self.later.contains(&key)
     }
 
     /// Whether pipes wait to be read on the next turn.
@@ -65,6 +84,7 @@ mod tests {
         assert!(turns.may_read(5));
         turns.read_later(5);
         // The second look of the same turn finds both already read: they wait for turn 2.
+        assert!(turns.is_queued(3) && turns.is_queued(5) && !turns.is_queued(4));
         let again = turns.take_later();
         assert_eq!(again, vec![3, 5]);
         for key in again {
@@ -83,6 +103,30 @@ mod tests {
         assert!(turns.may_read(5));
         assert_eq!(turns.take_later(), vec![3]);
         assert!(!turns.has_later());
+    }
+
+    #[test]
+    fn the_panes_that_flood_share_the_turns_budget() {
+        let mut turns = ReadTurns::default();
+        turns.begin_turn();
+        assert_eq!(
+            turns.budget(65536),
+            65536,
+            "nothing flooded: one pane may take it all"
+        );
+        for key in 0..4 {
+            turns.read_later(key);
+        }
+        turns.begin_turn();
+        assert_eq!(turns.budget(65536), 16384);
+        for key in 0..100 {
+            turns.read_later(key);
+        }
+        turns.begin_turn();
+        assert_eq!(turns.budget(65536), MIN_READ, "never less than one read");
+        assert_eq!(turns.take_later().len(), 100);
+        turns.begin_turn();
+        assert_eq!(turns.budget(65536), 65536);
     }
 
     #[test]
