@@ -754,9 +754,9 @@ pub struct PaneConfig {
     /// largest burst); output beyond this rate is skimmed for its control sequences and its
     /// text, which the window redraws in a flood, dropped.
     pub screen_parse_rate: u64,
-    /// Bytes read from one pane per loop turn before other sources (keystrokes, other
-    /// panes, viewers) get their turn: a loop turn lasts about this times the panes that
-    /// flood at once.
+    /// Bytes read per loop turn from the panes that flood, shared between them (at least
+    /// one 4 KiB read each): a loop turn reads about this much however many agents flood,
+    /// and keystrokes and quiet panes are handled between two floods' reads.
     pub read_budget: usize,
 }
 

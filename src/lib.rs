@@ -79,7 +79,10 @@
 //! same chunk goes to the emulator thread ([`panes::emulator`], [`panes::Panes::after_delivery`]),
 //! which keeps the screen for snapshots without ever holding up the loop. The read announces
 //! [`panes::pane::PaneEvent::Output`]; [`dispatch`] hands it to agents (activity, status).
-//! Typing goes back through the same socket ([`panes::typing`]).
+//! Typing goes back through the same socket ([`panes::typing`]). A pane that has more than
+//! a read takes is a flood: each loop turn reads floods last, from one shared budget, and
+//! between two floods' reads handles whatever else became ready ([`panes::read_turns`]), so
+//! a keystroke and its echo never wait behind a turn of flood reads.
 //!
 //! A session of the `pty` backend skips tmux: its holder ([`pty::holder`]) hands the
 //! pseudo-terminal's master to the daemon over `SCM_RIGHTS` ([`pty::link`]), and the master is
