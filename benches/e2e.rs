@@ -844,7 +844,7 @@ fn latency(daemon: &Daemon, samples: usize) -> Vec<Row> {
         .unwrap();
     let mut output = std::fs::File::open(&fifo_out).unwrap();
     std::thread::sleep(Duration::from_millis(300)); // let stty raw take effect
-    let mut baseline = echo_round_trips(&mut input, &mut output, samples);
+    let mut baseline = echo_round_trips(&mut input, &mut output, samples, || true);
     Command::new("tmux")
         .arg("-S")
         .arg(&socket)
@@ -934,7 +934,7 @@ fn bare_pty_echo(dir: &Path, samples: usize) -> Vec<Duration> {
     let mut reader = pty.master.try_clone_reader().unwrap();
     let mut writer = pty.master.take_writer().unwrap();
     std::thread::sleep(Duration::from_millis(300)); // let stty raw take effect
-    let times = echo_round_trips(&mut writer, &mut reader, samples);
+    let times = echo_round_trips(&mut writer, &mut reader, samples, || true);
     let _ = child.kill();
     let _ = child.wait();
     times
@@ -992,25 +992,11 @@ fn bare_typing(dir: &Path, floods: usize, bytes: usize, samples: usize) -> Vec<D
         std::thread::sleep(Duration::from_millis(200)); // let the floods get going first
         let mut reader = echo.try_clone_reader().unwrap();
         let mut writer = echo.take_writer().unwrap();
-        let mut times = Vec::with_capacity(samples);
-        let mut buf = [0u8; 256];
-        for i in 0..samples {
-            if finished.load(Ordering::SeqCst) > 0 {
-                break;
-            }
-            let key = [b'a' + (i % 26) as u8];
-            let start = Instant::now();
-            writer.write_all(&key).unwrap();
-            loop {
-                let n = reader.read(&mut buf).unwrap();
-                assert!(n > 0, "the echo's output closed");
-                if buf[..n].contains(&key[0]) {
-                    break;
-                }
-            }
-            times.push(start.elapsed());
-        }
-        // The floods run to their end (or are cut off below) before the threads are joined.
+        let times = echo_round_trips(&mut writer, &mut reader, samples, || {
+            finished.load(Ordering::SeqCst) == 0
+        });
+        // Ending the generators (their terminal hangs up) ends the reader threads, which the
+        // scope joins.
         for (_, child) in generators.iter_mut() {
             let _ = child.kill();
         }
@@ -1024,15 +1010,20 @@ fn bare_typing(dir: &Path, floods: usize, bytes: usize, samples: usize) -> Vec<D
     times
 }
 
-/// `samples` keys written to `input`, each timed until its echo is read from `output`.
+/// Up to `samples` keys written to `input`, for as long as `keep_going` says, each timed
+/// until its echo is read from `output`.
 fn echo_round_trips(
     input: &mut impl Write,
     output: &mut impl Read,
     samples: usize,
+    keep_going: impl Fn() -> bool,
 ) -> Vec<Duration> {
     let mut buf = [0u8; 256];
     let mut times = Vec::with_capacity(samples);
     for i in 0..samples {
+        if !keep_going() {
+            break;
+        }
         let key = [b'a' + (i % 26) as u8];
         let start = Instant::now();
         input.write_all(&key).unwrap();
