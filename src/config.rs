@@ -755,8 +755,9 @@ pub struct PaneConfig {
     /// text, which the window redraws in a flood, dropped.
     pub screen_parse_rate: u64,
     /// Bytes read per loop turn from the panes that flood, shared between them (at least
-    /// one 4 KiB read each): a loop turn reads about this much however many agents flood,
-    /// and keystrokes and quiet panes are handled between two floods' reads.
+    /// one 4 KiB read each), and the most one read of a quiet pane takes: a loop turn reads
+    /// about this much however many agents flood, and keystrokes and quiet panes are handled
+    /// between two floods' reads. At least 4096.
     pub read_budget: usize,
 }
 
@@ -1224,6 +1225,12 @@ impl Config {
             return Err(ConfigError(
                 "panes.backlog_bytes must be at least 64 KiB".into(),
             ));
+        }
+        if self.panes.read_budget < crate::panes::read_turns::MIN_READ {
+            return Err(ConfigError(format!(
+                "panes.read_budget must be at least {} (one read of a terminal)",
+                crate::panes::read_turns::MIN_READ
+            )));
         }
         if self.websocket.max_message_bytes < 256 || self.websocket.send_window_bytes < 4096 {
             return Err(ConfigError(
@@ -1809,6 +1816,15 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(unit.contains("\"10s\""), "{unit}");
+        let budget = Config::from_toml("[panes]\nread_budget = 0")
+            .unwrap()
+            .check_capacities()
+            .unwrap_err()
+            .0;
+        assert!(
+            budget.contains("read_budget must be at least 4096"),
+            "{budget}"
+        );
     }
 
     #[test]

@@ -291,9 +291,11 @@ impl Server {
             let floods = self.daemon.for_panes().0.take_revisit();
             for key in floods {
                 let (panes, ctx) = self.daemon.for_panes();
-                panes.read_output(ctx, key);
-                // Between two floods' reads, whatever became ready meanwhile (a keystroke, a
-                // quiet agent's echo) is handled and delivered, so it waits for one pane's
+                if !panes.read_output(ctx, key) {
+                    continue;
+                }
+                // After each flood's read, whatever became ready meanwhile (a keystroke, a
+                // quiet agent's echo) is handled and delivered, so it waits for one flood's
                 // read rather than for the whole turn.
                 match self.poll.poll(&mut events, Some(Duration::ZERO)) {
                     Ok(()) if !events.is_empty() => {

@@ -159,9 +159,9 @@ impl Panes {
         }
     }
 
-    /// A pane pipe (slot `key`) turned ready: write queued input, read output. A pane that
-    /// flooded last turn is read after this turn's other events ([`Panes::take_revisit`]),
-    /// so keystrokes and quiet panes never wait behind a flood's read.
+    /// A pane pipe (slot `key`) turned ready: write queued input, read output. A pane queued
+    /// to be read again (a flood) is read after this turn's other events
+    /// ([`Panes::take_revisit`]), so keystrokes and quiet panes never wait behind its read.
     pub fn on_pipe_ready(&mut self, ctx: &mut Ctx, key: usize, writable: bool) {
         if writable {
             self.write_input(ctx, key);
@@ -171,11 +171,11 @@ impl Panes {
         }
     }
 
-    /// Reads what a pane pipe has (up to a budget, once per loop turn; the rest on the next
-    /// turn).
-    pub fn read_output(&mut self, ctx: &mut Ctx, key: usize) {
-        let budget = self.read_turns.budget(ctx.config.panes.read_budget);
-        self.read_output_up_to(ctx, key, budget, true);
+    /// Reads what a pane pipe has, up to its budget ([`super::read_turns`]); a pane that
+    /// stops at its budget is read again on the next turn. Returns whether it read anything.
+    pub fn read_output(&mut self, ctx: &mut Ctx, key: usize) -> bool {
+        let budget = self.read_turns.budget(key, ctx.config.panes.read_budget);
+        self.read_output_up_to(ctx, key, budget, true)
     }
 
     /// Reads everything session `session_id`'s pane has written so far, however much (an
@@ -188,18 +188,25 @@ impl Panes {
         self.get(session_id).is_some_and(|p| p.pipe.is_some())
     }
 
-    /// Reads up to `budget` bytes of a pane pipe. With `flow_control`, reading stops (and
-    /// waits) while a viewer is more than half a backlog behind ([`Panes::stall`]), and a
-    /// pipe is read at most once per loop turn ([`super::read_turns`]).
-    fn read_output_up_to(&mut self, ctx: &mut Ctx, key: usize, budget: usize, flow_control: bool) {
+    /// Reads up to `budget` bytes of a pane pipe; returns whether it read anything. With
+    /// `flow_control`, reading stops (and waits) while a viewer is more than half a backlog
+    /// behind ([`Panes::stall`]), and a pipe that flooded this turn is not read again in it
+    /// ([`super::read_turns`]).
+    fn read_output_up_to(
+        &mut self,
+        ctx: &mut Ctx,
+        key: usize,
+        budget: usize,
+        flow_control: bool,
+    ) -> bool {
         let Some(Source::PanePipe { session_id, .. }) = ctx.sources.get(key) else {
-            return;
+            return false;
         };
         let session_id = session_id.clone();
         if flow_control
             && (self.stalled.contains_key(&session_id) || !self.read_turns.may_read(key))
         {
-            return;
+            return false;
         }
         let mut total = 0;
         let mut closed = false;
@@ -211,8 +218,10 @@ impl Panes {
         // (one read, then nothing) goes out as soon as it came.
         let mut filled = 0;
         while let Some(Source::PanePipe { stream, .. }) = ctx.sources.get_mut(key) {
+            // Never past the budget: a socket (tmux's pipe) gives as much as is asked for.
+            let room = (budget - total).min(self.read_buffer.len() - filled);
             // Whether the pipe has nothing more for now (or has ended).
-            let drained = match stream.read(&mut self.read_buffer[filled..]) {
+            let drained = match stream.read(&mut self.read_buffer[filled..filled + room]) {
                 Ok(0) => {
                     closed = true;
                     true
@@ -255,10 +264,11 @@ impl Panes {
         }
         if more {
             // Edge-triggered: data may remain, so come back after other sources.
-            self.read_turns.read_later(key);
+            self.read_turns.hit_budget(key);
         } else if closed {
             self.pipe_closed(ctx, key);
         }
+        total > 0
     }
 
     /// Pushes the first `filled` bytes of the read buffer as one chunk of output.

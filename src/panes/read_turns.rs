@@ -1,70 +1,85 @@
 //! Fair reading of pane pipes across loop turns (pure).
 //!
-//! A pane that floods has more output than one read takes, so it is read again on the next
-//! loop turn. Every pane pipe is read at most once per turn, however it comes up (its
-//! readiness event, a read left over from the last turn, a stall that ended), and holds at
-//! most one place in the queue for the next turn. The panes that flooded in the last turn
-//! share one budget (`panes.read_budget`), so a loop turn reads about that much however many
-//! agents flood, and a keystroke to a quiet agent waits about one such turn to be typed and
-//! one to be echoed.
+//! A pane whose read stopped at its budget (it had more) is a flood: it is read again on
+//! the next loop turn, not again in this one, and holds at most one place in the queue for
+//! the next turn however it comes up (its readiness event, a stall that ended, a viewer
+//! that caught up). A pane that is not flooding is read whenever it is ready, with the whole
+//! budget. The panes that flooded in the last turn share one budget (`panes.read_budget`),
+//! so a loop turn reads about that much however many agents flood; the loop reads them last
+//! and handles what became ready between two of their reads, so a keystroke to a quiet
+//! agent and its echo wait for one flood's read, not for a whole turn.
 
-/// The least a pane is read per turn, however many flood: one read of a pseudo-terminal.
+/// The least a flooding pane is read per turn, however many flood: one read of a
+/// pseudo-terminal.
 pub const MIN_READ: usize = 4096;
 
-/// Which pane pipes were read this loop turn and which are read again on the next.
+/// Which pane pipes flooded, which were queued, and what each may read.
 #[derive(Debug, Default)]
 pub struct ReadTurns {
-    /// Pipe slots read this turn.
-    read: Vec<usize>,
-    /// Pipe slots to read again on the next turn, each once, in the order they came up.
+    /// Pipe slots whose read stopped at the budget this turn.
+    flooded: Vec<usize>,
+    /// Pipe slots that flooded in the last turn: they share the budget this turn.
+    floods: Vec<usize>,
+    /// Pipe slots to read again soon, each once, in the order they came up.
     later: Vec<usize>,
-    /// Pipes that were queued when this turn began: the panes flooding now.
-    flooding: usize,
 }
 
 impl ReadTurns {
-    /// A new loop turn: every pipe may be read once more.
+    /// A new loop turn: the panes that flooded in the last one share its budget, and every
+    /// pane may be read again.
     pub fn begin_turn(&mut self) {
-        self.read.clear();
-        self.flooding = self.later.len();
+        self.floods = std::mem::take(&mut self.flooded);
     }
 
-    /// What one pane may read this turn: `shared` (the turn's budget) split between the
-    /// panes that flooded last turn, at least [`MIN_READ`].
-    pub fn budget(&self, shared: usize) -> usize {
-        (shared / self.flooding.max(1)).max(MIN_READ)
-    }
-
-    /// Whether pipe `key` may be read now: true the first time in a turn. Later asks in the
-    /// same turn queue it for the next turn instead.
+    /// Whether pipe `key` may be read now: not if it already flooded this turn (it is then
+    /// queued for the next turn instead).
     pub fn may_read(&mut self, key: usize) -> bool {
-        if self.read.contains(&key) {
+        if self.flooded.contains(&key) {
             self.read_later(key);
             return false;
         }
-        self.read.push(key);
         true
     }
 
-    /// Queues pipe `key` to be read on the next turn (once, however often this is called).
+    /// Pipe `key`'s read stopped at its budget with more to read: it is a flood, read again
+    /// on the next turn.
+    pub fn hit_budget(&mut self, key: usize) {
+        if !self.flooded.contains(&key) {
+            self.flooded.push(key);
+        }
+        self.read_later(key);
+    }
+
+    /// What pipe `key` may read now: `shared` (the turn's budget) split between the panes
+    /// that flooded in the last turn if it is one of them (at least [`MIN_READ`]), else all
+    /// of it.
+    pub fn budget(&self, key: usize, shared: usize) -> usize {
+        if self.floods.contains(&key) {
+            (shared / self.floods.len()).max(MIN_READ)
+        } else {
+            shared
+        }
+    }
+
+    /// Queues pipe `key` to be read again soon (once, however often this is called).
     pub fn read_later(&mut self, key: usize) {
         if !self.later.contains(&key) {
             self.later.push(key);
         }
     }
 
-    /// Whether pipe `key` is queued to be read after this turn's events (it flooded): its
+    /// Whether pipe `key` is queued to be read again (after this turn's events): its
     /// readiness event need not read it, so keystrokes and quiet panes go first.
     pub fn is_queued(&self, key: usize) -> bool {
         self.later.contains(&key)
     }
 
-    /// Whether pipes wait to be read on the next turn.
+    /// Whether pipes are queued to be read again.
     pub fn has_later(&self) -> bool {
         !self.later.is_empty()
     }
 
-    /// The pipes queued for this turn's second look, oldest first (the queue is emptied).
+    /// The queued pipes, oldest first (the queue is emptied).
     pub fn take_later(&mut self) -> Vec<usize> {
         std::mem::take(&mut self.later)
     }
@@ -75,58 +90,72 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_flooding_pipe_gets_one_budget_per_turn_and_one_place_in_the_queue() {
+    fn a_flood_is_read_once_per_turn_and_queued_once() {
         let mut turns = ReadTurns::default();
-        // Turn 1: pipes 3 and 5 are ready; both have more than a budget.
+        // Turn 1: pipes 3 and 5 are ready; both stop at their budget.
         turns.begin_turn();
         assert!(turns.may_read(3));
-        turns.read_later(3);
+        turns.hit_budget(3);
         assert!(turns.may_read(5));
-        turns.read_later(5);
-        // The second look of the same turn finds both already read: they wait for turn 2.
+        turns.hit_budget(5);
         assert!(turns.is_queued(3) && turns.is_queued(5) && !turns.is_queued(4));
+        // A second look in the same turn finds both flooded: they wait for turn 2, queued
+        // once each.
         let again = turns.take_later();
         assert_eq!(again, vec![3, 5]);
         for key in again {
             assert!(!turns.may_read(key));
         }
-        assert!(turns.has_later());
-        // Turn 2: pipe 3 is ready again (a new edge) and also left over from turn 1. It is
-        // read once, and queued once however often it comes up.
+        assert_eq!(turns.take_later(), vec![3, 5]);
+        // Turn 2: both may be read again; 3 floods again and comes up twice more.
         turns.begin_turn();
         assert!(turns.may_read(3));
-        turns.read_later(3);
-        turns.read_later(3);
-        let again = turns.take_later();
-        assert_eq!(again, vec![3, 5]);
+        turns.hit_budget(3);
         assert!(!turns.may_read(3));
+        turns.read_later(3);
         assert!(turns.may_read(5));
         assert_eq!(turns.take_later(), vec![3]);
         assert!(!turns.has_later());
     }
 
     #[test]
-    fn the_panes_that_flood_share_the_turns_budget() {
+    fn a_quiet_pane_is_read_whenever_it_is_ready_with_the_whole_budget() {
+        let mut turns = ReadTurns::default();
+        for key in 0..4 {
+            turns.hit_budget(key);
+        }
+        turns.begin_turn();
+        // Pane 9 (an echo) read on its keystroke's event, then again when its echo comes.
+        assert!(turns.may_read(9));
+        assert!(turns.may_read(9));
+        assert_eq!(turns.budget(9, 65536), 65536);
+        assert!(!turns.is_queued(9));
+    }
+
+    #[test]
+    fn the_panes_that_flooded_share_the_turns_budget() {
         let mut turns = ReadTurns::default();
         turns.begin_turn();
-        assert_eq!(
-            turns.budget(65536),
-            65536,
-            "nothing flooded: one pane may take it all"
-        );
+        assert_eq!(turns.budget(0, 65536), 65536, "nothing flooded: all of it");
         for key in 0..4 {
-            turns.read_later(key);
+            turns.hit_budget(key);
         }
+        // A stall that ended queues a pipe without making it a flood.
+        turns.read_later(7);
         turns.begin_turn();
-        assert_eq!(turns.budget(65536), 16384);
+        assert_eq!(turns.budget(2, 65536), 16384);
+        assert_eq!(turns.budget(7, 65536), 65536);
         for key in 0..100 {
-            turns.read_later(key);
+            turns.hit_budget(key);
         }
         turns.begin_turn();
-        assert_eq!(turns.budget(65536), MIN_READ, "never less than one read");
-        assert_eq!(turns.take_later().len(), 100);
+        assert_eq!(
+            turns.budget(50, 65536),
+            MIN_READ,
+            "never less than one read"
+        );
         turns.begin_turn();
-        assert_eq!(turns.budget(65536), 65536);
+        assert_eq!(turns.budget(50, 65536), 65536, "no longer a flood");
     }
 
     #[test]
