@@ -761,6 +761,10 @@ pub struct PaneConfig {
     pub read_budget: usize,
 }
 
+/// The least `panes.read_budget` may be, and the least a flooding pane is read per loop
+/// turn however many flood: one read of a pseudo-terminal.
+pub const MIN_READ_BUDGET: usize = 4096;
+
 impl Default for PaneConfig {
     fn default() -> Self {
         PaneConfig {
@@ -1226,10 +1230,9 @@ impl Config {
                 "panes.backlog_bytes must be at least 64 KiB".into(),
             ));
         }
-        if self.panes.read_budget < crate::panes::read_turns::MIN_READ {
+        if self.panes.read_budget < MIN_READ_BUDGET {
             return Err(ConfigError(format!(
-                "panes.read_budget must be at least {} (one read of a terminal)",
-                crate::panes::read_turns::MIN_READ
+                "panes.read_budget must be at least {MIN_READ_BUDGET} (one read of a terminal)"
             )));
         }
         if self.websocket.max_message_bytes < 256 || self.websocket.send_window_bytes < 4096 {

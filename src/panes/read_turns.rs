@@ -11,7 +11,7 @@
 
 /// The least a flooding pane is read per turn, however many flood: one read of a
 /// pseudo-terminal.
-pub const MIN_READ: usize = 4096;
+pub const MIN_READ: usize = crate::config::MIN_READ_BUDGET;
 
 /// Which pane pipes flooded, which were queued, and what each may read.
 #[derive(Debug, Default)]
