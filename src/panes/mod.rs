@@ -44,7 +44,7 @@ pub struct Panes {
     attach_tokens: HashMap<String, String>,
     /// Pipes that arrived before their session finished registering, by session id.
     early_captures: HashMap<String, OwnedFd>,
-    /// Which pane pipes were read this loop turn and which are read again on the next.
+    /// Which pane pipes flood, which are queued to be read again, and what each may read.
     read_turns: read_turns::ReadTurns,
     /// Panes whose reading waits for a viewer that fell behind: session → (pipe slot, stall
     /// serial). Read again once it catches up, or after `panes.max_stall`.
@@ -274,13 +274,14 @@ impl Panes {
         self.read_turns.has_later() || self.stalled.keys().any(|s| !self.hub.holds_back(s))
     }
 
-    /// A new loop turn: every pane pipe may be read once more ([`read_turns`]).
+    /// A new loop turn: the panes that flooded in the last one share its read budget, and
+    /// may be read again ([`read_turns`]).
     pub fn begin_turn(&mut self) {
         self.read_turns.begin_turn();
     }
 
     /// Pane pipes that still had data when their read budget ran out, or whose viewers
-    /// caught up: read again after this turn's events (those already read this turn wait
+    /// caught up: read again after this turn's events (those that flooded this turn wait
     /// for the next one).
     pub fn take_revisit(&mut self) -> Vec<usize> {
         self.resume_caught_up();

@@ -200,15 +200,10 @@ fn a_task_delegated_to_codex_runs_its_one_shot_form_and_reports_its_answer() {
     let model = ScriptedModel::start(vec![Reply::text("The one-shot Codex task is done.")]);
     let daemon = daemon_with_codex(&model);
     let token = daemon.control();
-    let delegated = daemon.post(
-        "/api/delegate",
+    let done = daemon.delegate_to_completion(
         &token,
         &json!({"agent_type": "codex", "task": "finish the task", "working_dir": daemon.work, "context": {"tests_required": false}}),
     );
-    assert_eq!(delegated.status, 201, "{}", delegated.text());
-    let ticket = delegated.json()["ticket_id"].as_str().unwrap().to_string();
-    let done = daemon.wait_task_final(&token, &ticket);
-    assert_eq!(done["status"], "completed", "{done}");
     assert!(
         done["result"]["message"]
             .as_str()

@@ -311,6 +311,18 @@ impl DaemonProcess {
         resp.json()
     }
 
+    /// `POST /api/delegate` with `body`, then waits until its ticket is final and asserts
+    /// that it `completed`; returns the final ticket.
+    pub fn delegate_to_completion(&self, token: &str, body: &Value) -> Value {
+        let ticket = self.delegate(token, body)["ticket_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let done = self.wait_task_final(token, &ticket);
+        assert_eq!(done["status"], "completed", "{done}");
+        done
+    }
+
     /// Delegates `task` (the fake agent's keyword lines) to an agent of `agent_type` in
     /// `working_dir`, returning the answer.
     pub fn delegate_in(

@@ -213,15 +213,10 @@ fn gemini_uses_the_daemons_mcp_tools_and_runs_a_delegated_task_headless() {
         "no tool result names {session}: {results:?}"
     );
 
-    let delegated = daemon.post(
-        "/api/delegate",
+    let done = daemon.delegate_to_completion(
         &token,
         &json!({"agent_type": "gemini", "task": "finish the task", "working_dir": daemon.work, "context": {"tests_required": false}}),
     );
-    assert_eq!(delegated.status, 201, "{}", delegated.text());
-    let ticket = delegated.json()["ticket_id"].as_str().unwrap().to_string();
-    let done = daemon.wait_task_final(&token, &ticket);
-    assert_eq!(done["status"], "completed", "{done}");
     assert!(
         done["result"]["message"]
             .as_str()
